@@ -1,0 +1,1 @@
+"""The kvtune API models, shared by the operator, the node agent and the CLI."""

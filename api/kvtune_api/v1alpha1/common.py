@@ -1,0 +1,99 @@
+"""Building blocks shared by both kinds: selectors, conditions, quantities, CEL rules.
+
+Every model derives from kube_custom_resource's BaseModel, which maps snake_case attributes to the
+camelCase names Kubernetes uses and turns the models into structural CRD schemas.
+"""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+
+from kube_custom_resource import schema
+from pydantic import ConfigDict, Field
+
+BaseModel = schema.BaseModel
+
+T = t.TypeVar("T")
+#: A field that may be absent; rendered as `nullable: true` instead of an `anyOf` with null,
+#: which a structural schema does not allow.
+Opt = t.Annotated[T | None, schema.Nullable]
+
+#: A Kubernetes resource quantity such as `1Gi` or `512Mi` (the apiserver's own grammar).
+QUANTITY_PATTERN = (
+    r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+)
+Quantity = t.Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+HugepageSize = t.Literal["2Mi", "1Gi"]
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config carrying CEL validation rules as (rule, message) pairs.
+
+    Messages name the field and the fix, because they are what `kubectl apply` prints.
+    """
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
+        }
+    )
+
+
+def section(model: type[T], description: str) -> t.Any:
+    """A sub-object that is always present, defaulted to `{}` in the CRD schema.
+
+    The apiserver applies nested defaults only inside objects that exist, so an omitted section
+    must itself default to `{}` for its fields' defaults (e.g. KSM Disabled) to show up in the
+    stored object, where `kubectl get -o yaml` and GitOps diffs can see them.
+    """
+    return Field(
+        default_factory=model,  # type: ignore[arg-type]
+        description=description,
+        json_schema_extra={"default": {}},
+    )
+
+
+class LabelSelectorRequirement(BaseModel):
+    """One expression of a Kubernetes label selector."""
+
+    key: str = Field(description="The label key the expression applies to.", min_length=1)
+    operator: t.Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values."
+    )
+    values: list[str] = Field(
+        default_factory=list,
+        description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(BaseModel):
+    """A standard Kubernetes label selector (matchLabels AND matchExpressions)."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Expressions that must all hold."
+    )
+
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+ConditionStatus = t.Literal["True", "False", "Unknown"]
+
+
+class Condition(BaseModel):
+    """A standard metav1.Condition."""
+
+    type: str = Field(description="Condition type, e.g. Ready, Degraded, Hugepages.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase word a machine can match on.")
+    message: str = Field(default="", description="What happened and what to do, for a person.")
+    last_transition_time: Opt[datetime.datetime] = Field(
+        default=None, description="When status last changed (not when the message changed)."
+    )
+    observed_generation: Opt[int] = Field(
+        default=None, description="The spec generation this condition was computed from."
+    )

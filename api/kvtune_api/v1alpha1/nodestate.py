@@ -1,0 +1,131 @@
+"""HypervisorNodeState: one per node (name = node name); the operator writes spec, the agent status.
+
+Keeping cluster intent (the profile) and per-node truth (this object) apart lets each agent write
+only its own small object, and lets `kubectl get hvns` show every node at a glance.
+"""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+
+from kube_custom_resource import CustomResource, Scope
+from pydantic import Field
+
+from .common import BaseModel, Condition, Opt, section
+from .host import HostReport
+from .profile import HostSettings, Mode
+
+Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
+SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
+
+
+class ProfileRef(BaseModel):
+    """The profile a node state was rendered from."""
+
+    name: str = Field(description="HypervisorProfile name.")
+    generation: int = Field(ge=0, description="The profile's metadata.generation rendered.")
+
+
+class DisruptionGrant(BaseModel):
+    """What the operator allows this node to do now; the agent never decides this alone."""
+
+    allow_drain: bool = Field(default=False, description="The profile allows drains.")
+    allow_reboot: bool = Field(default=False, description="The profile allows reboot staging.")
+    approved: bool = Field(
+        default=False,
+        description=(
+            "The operator has given this node its rollout slot (and drained it where needed): "
+            "NeedsDrain steps may run now."
+        ),
+    )
+
+
+class HypervisorNodeStateSpec(BaseModel):
+    """The desired configuration of one node, rendered by the operator."""
+
+    node_name: str = Field(min_length=1, description="The node (equal to metadata.name).")
+    profile: ProfileRef = Field(description="Where this spec came from.")
+    mode: Mode = Field(default="Audit", description="Audit: report only. Enforce: apply.")
+    paused: bool = Field(default=False, description="Make no changes while true.")
+    revert: bool = Field(
+        default=False,
+        description=(
+            "The node left its profile: restore every value kvtune changed from the host journal, "
+            "then report Reverted."
+        ),
+    )
+    host: HostSettings = section(HostSettings, "The host settings copied from the profile.")
+    disruption: DisruptionGrant = section(DisruptionGrant, "What disruptive steps may do now.")
+
+
+class PlannedStep(BaseModel):
+    """One change to the host, computed by the agent's pure planner."""
+
+    id: str = Field(description="Stable identifier, e.g. hugepages/node0/1Gi.")
+    feature: str = Field(description="Hugepages, KSM, Numad, THP, SRIOV, PLE, BlockDevices.")
+    path: str = Field(description="What is changed: a sysfs path, a unit or a file.")
+    current: str = Field(description="Value now on the host.")
+    desired: str = Field(description="Value to write.")
+    reason: str = Field(description="Why, in a sentence.")
+    disruption: Disruption = Field(description="Live, NeedsDrain or NeedsReboot.")
+
+
+class StepResult(BaseModel):
+    """What happened when a step was applied."""
+
+    id: str = Field(description="The PlannedStep id.")
+    result: t.Literal["Applied", "Partial", "Failed", "Skipped", "Waiting"] = Field(
+        description="Outcome."
+    )
+    message: str = Field(default="", description="Details, e.g. the kernel's error.")
+
+
+class HypervisorNodeStateStatus(BaseModel):
+    """What the node agent found and did."""
+
+    observed_generation: Opt[int] = Field(
+        default=None, description="The spec generation this status describes."
+    )
+    sync_status: SyncStatus = Field(default="Pending", description="Where the node stands.")
+    last_sync_error: str = Field(default="", description="The last failure, for a person.")
+    last_probe_time: Opt[datetime.datetime] = Field(
+        default=None, description="When the host was last probed."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Degraded, and one per feature (PLE, NUMA, Hugepages, KSM, ...).",
+    )
+    host: Opt[HostReport] = Field(default=None, description="The latest probe of the host.")
+    plan: list[PlannedStep] = Field(
+        default_factory=list, description="Changes still needed (in Audit: all of them)."
+    )
+    results: list[StepResult] = Field(
+        default_factory=list, description="The outcome of the last apply, step by step."
+    )
+    reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
+    drain_required: bool = Field(default=False, description="A pending change needs a drain.")
+
+
+class HypervisorNodeState(
+    CustomResource,
+    scope=Scope.CLUSTER,
+    short_names=["hvns"],
+    subresources={"status": {}},
+    printer_columns=[
+        {"name": "Profile", "type": "string", "jsonPath": ".spec.profile.name"},
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Sync", "type": "string", "jsonPath": ".status.syncStatus"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+    ],
+):
+    """Desired and observed preparation of one node."""
+
+    spec: HypervisorNodeStateSpec = Field(description="Written by the operator.")
+    status: HypervisorNodeStateStatus = Field(
+        default_factory=HypervisorNodeStateStatus, description="Written by the node agent."
+    )

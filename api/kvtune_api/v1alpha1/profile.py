@@ -1,0 +1,414 @@
+"""HypervisorProfile: the cluster-wide intent for how a set of nodes is prepared for VMs.
+
+The host settings (cpu, numa, memory, network, storage) are copied verbatim into each matching
+node's HypervisorNodeState, so they are defined once here as `HostSettings` and reused there.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from kube_custom_resource import CustomResource, Scope, schema
+from pydantic import Field
+
+from .common import (
+    BaseModel,
+    Condition,
+    HugepageSize,
+    LabelSelector,
+    Opt,
+    Quantity,
+    cel,
+    section,
+)
+
+Mode = t.Literal["Audit", "Enforce"]
+Management = t.Literal["Enabled", "Disabled", "Unmanaged"]
+
+
+class CpuSettings(BaseModel):
+    """How host CPUs are shared between VMs."""
+
+    model_config = cel(
+        (
+            "!self.allowOvercommit || self.ple == 'Required'",
+            "cpu.allowOvercommit: true needs cpu.ple: Required: with overcommitted vCPUs a guest "
+            "spinning on a lock burns host CPU unless Pause-Loop Exiting makes KVM yield. Set "
+            "cpu.ple to Required, or cpu.allowOvercommit to false.",
+        ),
+    )
+
+    ple: t.Literal["Required", "Preferred", "Ignored"] = Field(
+        default="Preferred",
+        description=(
+            "Pause-Loop Exiting (Intel PLE / AMD pause filter). Required: a node whose CPU lacks it "
+            "or has it disabled (kvm_intel ple_gap=0) is Degraded. Preferred: reported as a "
+            "warning. Ignored: not checked."
+        ),
+    )
+    allow_overcommit: bool = Field(
+        default=False,
+        description=(
+            "Whether VMs on these nodes may share physical CPUs (more vCPUs than host CPUs). "
+            "Overcommit is only sane with PLE, so it requires ple: Required."
+        ),
+    )
+
+
+class NumaSettings(BaseModel):
+    """Keeping each VM on one NUMA node."""
+
+    numad: Management = Field(
+        default="Disabled",
+        description=(
+            "The numad daemon. Disabled (default): with dedicated, NUMA-aligned CPUs from the "
+            "kubelet's static CPU manager and topology manager, numad would migrate VM memory "
+            "behind their back. Enabled: for nodes without CPU pinning. Unmanaged: left as is."
+        ),
+    )
+    topology_manager_policy: Opt[
+        t.Literal["none", "best-effort", "restricted", "single-numa-node"]
+    ] = Field(
+        default=None,
+        description=(
+            "The kubelet topology manager policy these nodes are expected to run. kvtune does not "
+            "rewrite kubelet configuration; a node whose kubelet differs is reported Degraded."
+        ),
+    )
+
+
+class HugepagesPerNode(BaseModel):
+    """A hugepage count for one NUMA node."""
+
+    node: int = Field(ge=0, description="NUMA node id, as in /sys/devices/system/node/nodeN.")
+    count: int = Field(ge=0, description="Number of pages of this size on that node.")
+
+
+class HugepagesAllocation(BaseModel):
+    """Hugepages of one size, either as a total split evenly across NUMA nodes or per node."""
+
+    model_config = cel(
+        (
+            "has(self.count) != has(self.perNode)",
+            "set exactly one of count (a total split evenly across NUMA nodes) or perNode (a "
+            "count for each NUMA node)",
+        ),
+        (
+            "!has(self.perNode) || self.perNode.all(a, self.perNode.exists_one(b, b.node == a.node))",
+            "perNode lists a NUMA node more than once: give each node one entry",
+        ),
+    )
+
+    size: HugepageSize = Field(description="Page size: 2Mi or 1Gi.")
+    count: Opt[t.Annotated[int, Field(ge=0)]] = Field(
+        default=None,
+        description=(
+            "Total pages of this size, split evenly across the NUMA nodes that have memory "
+            "(the remainder goes to the lowest node ids)."
+        ),
+    )
+    per_node: Opt[list[HugepagesPerNode]] = Field(
+        default=None, max_length=64, description="Pages of this size for each listed NUMA node."
+    )
+
+
+class HugepagesSettings(BaseModel):
+    """Hugepages reserved on the host for VM memory (cheaper than THP, never swapped)."""
+
+    model_config = cel(
+        (
+            "!has(self.pages) || self.pages.all(a, self.pages.exists_one(b, b.size == a.size))",
+            "memory.hugepages.pages lists a page size more than once: give each size one entry",
+        ),
+    )
+
+    pages: list[HugepagesAllocation] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Allocations, at most one per page size. Empty: hugepages are not managed.",
+    )
+
+
+class MemorySettings(BaseModel):
+    """Host memory: KSM, transparent hugepages, hugepages, overcommit and per-VM overhead."""
+
+    ksm: Management = Field(
+        default="Disabled",
+        description=(
+            "Kernel samepage merging. Disabled (default): pages are unmerged (run=2) and KSM and "
+            "ksmtuned stopped, since merging costs CPU and latency when memory is sufficient. If "
+            "KubeVirt's own KSM handler manages a node, kvtune reports the conflict and leaves it."
+        ),
+    )
+    transparent_hugepages: t.Literal["always", "madvise", "never", "Unmanaged"] = Field(
+        default="Unmanaged",
+        description="Mode of /sys/kernel/mm/transparent_hugepage/enabled, or Unmanaged.",
+    )
+    hugepages: HugepagesSettings = section(
+        HugepagesSettings, "Hugepages to reserve per NUMA node."
+    )
+    allow_overcommit: bool = Field(
+        default=False,
+        description=(
+            "Whether VMs may be given more memory than the node has. False (default): host swap "
+            "would stall guests, so selected VMIs get guaranteed memory and are checked against "
+            "node capacity including overhead."
+        ),
+    )
+    vm_overhead_floor: Quantity = Field(
+        default="1Gi",
+        description=(
+            "Least host memory reserved per VM for QEMU and its helpers. When KubeVirt's own "
+            "overhead estimate for a VMI is lower, the difference is added as "
+            "spec.domain.memory.reservedOverhead.addedOverhead."
+        ),
+    )
+
+
+class PfSelector(BaseModel):
+    """Which physical functions (NICs) a rule applies to; all given criteria must match."""
+
+    model_config = cel(
+        (
+            "(has(self.names) && size(self.names) > 0) || "
+            "(has(self.pciAddresses) && size(self.pciAddresses) > 0) || has(self.vendor)",
+            "pfSelector needs at least one of names, pciAddresses or vendor",
+        ),
+        ("!has(self.device) || has(self.vendor)", "pfSelector.device needs pfSelector.vendor"),
+    )
+
+    names: list[str] = Field(default_factory=list, description="Interface names, e.g. ens1f0.")
+    pci_addresses: list[
+        t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
+    ] = Field(default_factory=list, description="PCI addresses, e.g. 0000:3b:00.0.")
+    vendor: Opt[t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]] = Field(
+        default=None, description="PCI vendor id in hex, e.g. 8086."
+    )
+    device: Opt[t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]] = Field(
+        default=None, description="PCI device id in hex, e.g. 159b."
+    )
+
+
+class SriovRule(BaseModel):
+    """Virtual functions to create on the selected NICs."""
+
+    pf_selector: PfSelector = Field(description="Which NICs this rule applies to.")
+    num_vfs: int = Field(
+        ge=0,
+        le=256,
+        alias="numVfs",
+        description=(
+            "VFs to create on each selected NIC (checked against its sriov_totalvfs). Changing a "
+            "count while VFs are attached to VMs needs a drain."
+        ),
+    )
+
+
+class NetworkSettings(BaseModel):
+    """VM networking: SR-IOV VFs instead of a shared software bridge."""
+
+    sriov: list[SriovRule] = Field(
+        default_factory=list, max_length=32, description="SR-IOV rules; empty: VFs not managed."
+    )
+
+
+class LunSelector(BaseModel):
+    """Which raw block devices become VM volumes; all given criteria must match."""
+
+    model_config = cel(
+        (
+            "(has(self.wwns) && size(self.wwns) > 0) || "
+            "(has(self.byIdPatterns) && size(self.byIdPatterns) > 0) || "
+            "(has(self.models) && size(self.models) > 0)",
+            "storage.blockLuns.selector needs at least one of wwns, byIdPatterns or models, so "
+            "that no disk is handed to VMs by accident",
+        ),
+    )
+
+    wwns: list[str] = Field(default_factory=list, description="World wide names / wwids.")
+    by_id_patterns: list[str] = Field(
+        default_factory=list,
+        description="Shell patterns matched against /dev/disk/by-id names, e.g. 'wwn-0x5000c5*'.",
+    )
+    models: list[str] = Field(default_factory=list, description="Device models, exact match.")
+    min_size: Opt[Quantity] = Field(default=None, description="Smallest size to accept.")
+    max_size: Opt[Quantity] = Field(default=None, description="Largest size to accept.")
+
+
+class BlockLunSettings(BaseModel):
+    """Raw LUNs exposed as Block-mode PersistentVolumes: one LUN per VM disk, no host FS or LVM."""
+
+    selector: LunSelector = Field(description="Which devices qualify.")
+    storage_class_name: str = Field(
+        min_length=1, description="storageClassName of the PersistentVolumes created."
+    )
+    io_scheduler: t.Literal["none", "mq-deadline", "Unmanaged"] = Field(
+        default="Unmanaged",
+        description=(
+            "I/O scheduler for LUNs handed to VMs. The guest schedules its own I/O, so 'none' "
+            "avoids doing it twice."
+        ),
+    )
+
+
+class StorageSettings(BaseModel):
+    """VM storage."""
+
+    block_luns: Opt[BlockLunSettings] = Field(
+        default=None, description="Raw LUNs to expose as volumes; absent: not managed."
+    )
+
+
+class HostSettings(BaseModel):
+    """Everything a node agent changes or checks on its host."""
+
+    cpu: CpuSettings = section(CpuSettings, "CPU sharing and Pause-Loop Exiting.")
+    numa: NumaSettings = section(NumaSettings, "NUMA placement.")
+    memory: MemorySettings = section(MemorySettings, "KSM, hugepages, overcommit, overhead.")
+    network: NetworkSettings = section(NetworkSettings, "SR-IOV virtual functions.")
+    storage: StorageSettings = section(StorageSettings, "Raw LUNs for VM disks.")
+
+
+class VmiSettings(BaseModel):
+    """How the admission webhook shapes the VirtualMachineInstances this profile selects."""
+
+    model_config = cel(
+        (
+            "!self.numaPassthrough || (self.dedicatedCpus && has(self.hugepageSize))",
+            "vmi.numaPassthrough needs vmi.dedicatedCpus: true and a vmi.hugepageSize "
+            "(KubeVirt's guestMappingPassthrough requires both)",
+        ),
+        (
+            "!self.isolateEmulatorThread || self.dedicatedCpus",
+            "vmi.isolateEmulatorThread needs vmi.dedicatedCpus: true",
+        ),
+    )
+
+    namespace_selector: LabelSelector = Field(
+        description="Namespaces whose VMIs are selected (an empty selector selects all)."
+    )
+    selector: LabelSelector = section(
+        LabelSelector, "VMI labels that select it (an empty selector selects all in the namespaces)."
+    )
+    dedicated_cpus: bool = Field(
+        default=True, description="Set spec.domain.cpu.dedicatedCpuPlacement (pinned vCPUs)."
+    )
+    isolate_emulator_thread: bool = Field(
+        default=True,
+        description="Set spec.domain.cpu.isolateEmulatorThread (QEMU's own threads off the vCPUs).",
+    )
+    hugepage_size: Opt[HugepageSize] = Field(
+        default=None,
+        description="Back guest memory with hugepages of this size (must be allocated in memory).",
+    )
+    numa_passthrough: bool = Field(
+        default=False,
+        description="Set spec.domain.cpu.numa.guestMappingPassthrough (guest sees host NUMA).",
+    )
+
+
+class RolloutSettings(BaseModel):
+    """How disruptive host changes (drain or reboot) are rolled out."""
+
+    max_unavailable: schema.IntOrString = Field(
+        default="1",
+        description="Nodes (e.g. 1) or percent of matched nodes (e.g. 10%) disrupted at a time.",
+        json_schema_extra={"default": 1},
+    )
+    allow_drain: bool = Field(
+        default=False,
+        description=(
+            "Let the operator cordon a node and evict its VM pods (honouring PDBs) when a change "
+            "needs it. False: the node waits with a DrainRequired condition for an administrator."
+        ),
+    )
+    allow_reboot: bool = Field(
+        default=False,
+        description=(
+            "Let reboot-class changes be staged (modprobe.d, /var/run/reboot-required for a "
+            "reboot daemon such as kured). kvtune itself never reboots a node."
+        ),
+    )
+    drain_timeout_seconds: int = Field(
+        default=600, ge=30, description="Give up a drain after this long; the node is uncordoned."
+    )
+
+
+class HypervisorProfileSpec(HostSettings):
+    """Which nodes, how they are prepared, and how VMs on them are shaped."""
+
+    model_config = cel(
+        (
+            "!has(self.vmi) || !has(self.vmi.hugepageSize) || "
+            "(has(self.memory.hugepages.pages) && "
+            "self.memory.hugepages.pages.exists(p, p.size == self.vmi.hugepageSize))",
+            "vmi.hugepageSize names a page size that memory.hugepages.pages does not allocate: "
+            "add a pages entry of that size, or remove vmi.hugepageSize",
+        ),
+    )
+
+    node_selector: LabelSelector = Field(
+        description="The nodes this profile prepares. A node may match only one profile."
+    )
+    mode: Mode = Field(
+        default="Audit",
+        description=(
+            "Audit (default): probe and report the plan, change nothing. Enforce: apply it."
+        ),
+    )
+    paused: bool = Field(
+        default=False,
+        description="Stop all changes for this profile (also: annotation kvtune.io/paused=true).",
+    )
+    vmi: Opt[VmiSettings] = Field(
+        default=None, description="VMIs to shape with the webhook; absent: VMIs are not touched."
+    )
+    rollout: RolloutSettings = section(RolloutSettings, "Pace of drains and reboots.")
+
+
+class FailingNode(BaseModel):
+    """A node that is not Ready, with why."""
+
+    node: str = Field(description="Node name.")
+    reason: str = Field(description="CamelCase reason from the node's conditions.")
+    message: str = Field(default="", description="What is wrong and what to do.")
+
+
+class HypervisorProfileStatus(BaseModel):
+    """Rolled-up truth from the matched nodes, written by the operator."""
+
+    observed_generation: Opt[int] = Field(
+        default=None, description="The spec generation this status describes."
+    )
+    matched_nodes: int = Field(default=0, description="Nodes matching nodeSelector.")
+    ready_nodes: int = Field(default=0, description="Matched nodes whose host matches the spec.")
+    progressing_nodes: int = Field(default=0, description="Nodes with changes under way.")
+    degraded_nodes: int = Field(default=0, description="Nodes that failed or cannot comply.")
+    waiting_nodes: int = Field(default=0, description="Nodes waiting for a drain or a reboot.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded."
+    )
+    failing_nodes: list[FailingNode] = Field(
+        default_factory=list, max_length=20, description="Up to 20 nodes that are not Ready."
+    )
+
+
+class HypervisorProfile(
+    CustomResource,
+    scope=Scope.CLUSTER,
+    short_names=["hvp"],
+    subresources={"status": {}},
+    printer_columns=[
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Nodes", "type": "integer", "jsonPath": ".status.matchedNodes"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyNodes"},
+        {"name": "Degraded", "type": "integer", "jsonPath": ".status.degradedNodes"},
+    ],
+):
+    """How a set of KubeVirt nodes is prepared to run many VMs side by side."""
+
+    spec: HypervisorProfileSpec = Field(description="The desired preparation.")
+    status: HypervisorProfileStatus = Field(
+        default_factory=HypervisorProfileStatus,
+        description="Observed state, written by the operator.",
+    )

@@ -1,0 +1,1 @@
+"""The `kvtune` command line: probe, agent, operator, demo, crds."""

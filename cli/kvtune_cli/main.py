@@ -1,0 +1,59 @@
+"""Entry point of the `kvtune` console script; each subcommand delegates to its own module."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from kvtune_api import crdgen
+
+    for path in crdgen.write_crds(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from kvtune_agent.hostfs import HostFS
+    from kvtune_agent.probe import probe_host
+    from kvtune_agent.report import format_report
+
+    report = probe_host(HostFS(args.root))
+    if args.json:
+        print(report.model_dump_json(indent=2, exclude_none=True))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvtune", description="Prepare KubeVirt nodes to run many VMs side by side."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--out", type=pathlib.Path, default=pathlib.Path("crds"))
+    crds.set_defaults(func=_cmd_crds)
+
+    probe = sub.add_parser("probe", help="report what this host offers VMs (read-only)")
+    probe.add_argument(
+        "--root", type=pathlib.Path, default=pathlib.Path("/"),
+        help="host root to read (/proc/1/root in a pod, a test tree in tests)",
+    )
+    probe.add_argument("--json", action="store_true", help="print the HostReport as JSON")
+    probe.set_defaults(func=_cmd_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
