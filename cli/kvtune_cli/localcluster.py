@@ -1,0 +1,377 @@
+"""A real, throwaway Kubernetes control plane on loopback: etcd, kube-apiserver and
+kube-controller-manager, with fresh PKI, for the API-tier tests and `kvtune demo`.
+
+Why not kind or setup-envtest: they download images or binaries, which these machines cannot
+reach (see `hack/build-control-plane.sh`). The binaries are built from Go modules instead, and this
+module runs them the way controller-runtime's envtest does, plus the controller-manager so that
+namespaces finish deleting, ownerReference cascades are garbage-collected and ServiceAccounts exist.
+There is no scheduler and no kubelet: Pods are stored but never run.
+
+Everything lives in one temporary directory (PKI, etcd data, kubeconfigs, one log file per process)
+that `LocalCluster.stop()` removes after terminating the processes. Use it as a context manager so
+that stop also runs when a test fails or on Ctrl-C:
+
+    with LocalCluster.start(control_plane_bin_dir(repo_root)) as cluster:
+        kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from kvtune_cli.pki import CertificateAuthority, new_private_key, private_key_pem, public_key_pem
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+BIN_DIR_ENV = "KVTUNE_CONTROL_PLANE_BIN"
+
+# The controllers that make a bare apiserver behave like a cluster for API tests: namespaces that
+# finish deleting, ownerReference cascades, and the `default` ServiceAccount in every namespace.
+CONTROLLERS = (
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+)
+ADMIN_USER = "kvtune-admin"
+_POLL_INTERVAL = 0.1
+_LOG_TAIL_LINES = 25
+
+
+class ControlPlaneError(RuntimeError):
+    """The local control plane could not be built, started or reached."""
+
+
+def control_plane_bin_dir(repo_root: Path) -> Path:
+    """The directory holding etcd, kube-apiserver and kube-controller-manager.
+
+    `$KVTUNE_CONTROL_PLANE_BIN` wins when set; otherwise `hack/build-control-plane.sh` builds the
+    binaries (or finds them cached, in well under a second) and prints their directory as its last
+    stdout line. Its progress is copied to stderr, because a cold build takes minutes.
+    """
+    from_env = os.environ.get(BIN_DIR_ENV)
+    if from_env:
+        return _checked_bin_dir(Path(from_env), f"${BIN_DIR_ENV}")
+    script = repo_root / "hack" / "build-control-plane.sh"
+    # stderr is read line by line (to echo progress and keep a tail for the error); stdout is read
+    # afterwards, which cannot deadlock because the script prints only one line there.
+    proc = subprocess.Popen(
+        ["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        tail.append(line)
+    stdout = proc.stdout.read()
+    if proc.wait() != 0 or not stdout.strip():
+        raise ControlPlaneError(
+            f"{script} failed with exit code {proc.returncode}; last output lines:\n"
+            + "".join(tail)
+            + f"Fix the build (it needs Go and the Go module proxy), or set ${BIN_DIR_ENV} to a "
+            f"directory holding {', '.join(BINARIES)}."
+        )
+    return _checked_bin_dir(Path(stdout.strip().splitlines()[-1]), str(script))
+
+
+def _checked_bin_dir(path: Path, source: str) -> Path:
+    missing = [b for b in BINARIES if not os.access(path / b, os.X_OK)]
+    if missing:
+        raise ControlPlaneError(
+            f"{path} (from {source}) lacks executable {', '.join(missing)}; "
+            f"run hack/build-control-plane.sh or point ${BIN_DIR_ENV} at a complete directory."
+        )
+    return path
+
+
+def _free_port() -> int:
+    # The port is free when we look; another process could take it before the server binds it.
+    # The server then exits with "address already in use", which start() reports with its log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec. If the test process is killed outright (SIGKILL,
+    # a timeout's os._exit), its context managers never run; PR_SET_PDEATHSIG makes the kernel
+    # kill the control plane too instead of leaving it running. Caveat: "parent" is the forking
+    # thread, so start the cluster from a thread that outlives it (the main thread in pytest).
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError as e:
+            return f"(log {self.log} unreadable: {e})"
+        return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+    def failure(self, what: str) -> ControlPlaneError:
+        return ControlPlaneError(
+            f"{self.name} {what}; last log lines of {self.log}:\n{self.log_tail()}"
+        )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _kubeconfig(server: str, ca_pem: bytes, user: dict[str, str], name: str) -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
+            }
+        ],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class LocalCluster:
+    """A running local control plane; create it with `LocalCluster.start(...)`."""
+
+    workdir: Path
+    server: str
+    """https://127.0.0.1:<port> of kube-apiserver."""
+    token: str
+    """Bearer token of an admin user in `system:masters`."""
+    ca_file: Path
+    """PEM of the CA that signed the apiserver's serving certificate."""
+    kubeconfig: Path
+    """Admin kubeconfig with the CA and token embedded, usable after copying elsewhere."""
+    _processes: list[_Process] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        bin_dir: Path,
+        *,
+        ready_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+        tmp_parent: Path | None = None,
+    ) -> LocalCluster:
+        """Starts etcd, kube-apiserver and kube-controller-manager and waits until they work.
+
+        `ready_timeout` (seconds) bounds the wait for each process; `stop_timeout` (seconds) is how
+        long a failed start waits for processes to exit on SIGTERM before killing them.
+        `tmp_parent` is where the working directory is created (default: the system temp dir).
+        On any failure, including Ctrl-C, what was started is stopped before the error propagates.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="kvtune-cluster-", dir=tmp_parent))
+        port = _free_port()
+        cluster = cls(
+            workdir=workdir,
+            server=f"https://127.0.0.1:{port}",
+            token=secrets.token_urlsafe(32),
+            ca_file=workdir / "ca.crt",
+            kubeconfig=workdir / "admin.kubeconfig",
+        )
+        try:
+            cluster._launch(bin_dir, port, ready_timeout)
+        except BaseException:
+            cluster.stop(stop_timeout)
+            raise
+        return cluster
+
+    def _launch(self, bin_dir: Path, apiserver_port: int, timeout: float) -> None:
+        d = self.workdir
+        ca = CertificateAuthority.create("kvtune-local-ca")
+        self.ca_file.write_bytes(ca.cert_pem)
+        serving_cert, serving_key = ca.issue_serving(
+            "kube-apiserver", ["127.0.0.1", "localhost"]
+        ).write(d, "apiserver")
+        sa_key = new_private_key()
+        (d / "sa.key").write_bytes(private_key_pem(sa_key))
+        (d / "sa.pub").write_bytes(public_key_pem(sa_key))
+        # CSV: token,user,uid,"groups". A static token keeps the admin kubeconfig to one line and
+        # works with any HTTP client; system:masters bypasses RBAC, which only admins should.
+        (d / "tokens.csv").write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+        self.kubeconfig.write_text(
+            _kubeconfig(self.server, ca.cert_pem, {"token": self.token}, "kvtune-local")
+        )
+        # The controller-manager authenticates with a client certificate, which is what makes the
+        # apiserver's --client-ca-file part of every run rather than an untested flag.
+        kcm = ca.issue_client("system:kube-controller-manager", ["system:masters"])
+        (d / "controller-manager.kubeconfig").write_text(
+            _kubeconfig(
+                self.server,
+                ca.cert_pem,
+                {
+                    "client-certificate-data": _b64(kcm.cert_pem),
+                    "client-key-data": _b64(kcm.key_pem),
+                },
+                "controller-manager",
+            )
+        )
+
+        etcd_url = f"http://127.0.0.1:{_free_port()}"
+        peer_url = f"http://127.0.0.1:{_free_port()}"
+        etcd = self._spawn(
+            bin_dir / "etcd",
+            "--name=kvtune",
+            f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=kvtune={peer_url}",
+            # The data is thrown away with the cluster; fsync would only slow every write.
+            "--unsafe-no-fsync",
+        )
+        # The apiserver starts alongside etcd (it retries the connection), which saves a second.
+        apiserver = self._spawn(
+            bin_dir / "kube-apiserver",
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={apiserver_port}",
+            f"--cert-dir={d}",
+            f"--tls-cert-file={serving_cert}",
+            f"--tls-private-key-file={serving_key}",
+            f"--client-ca-file={self.ca_file}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            # Nothing would answer at the advertised address; keep the kubernetes Service's
+            # Endpoints empty rather than pointing at a port that may be reused.
+            "--endpoint-reconciler-type=none",
+        )
+        self._wait(etcd, f"{etcd_url}/health", timeout, lambda body: b'"health":"true"' in body)
+        self._wait(apiserver, f"{self.server}/readyz", timeout)
+        controller_manager = self._spawn(
+            bin_dir / "kube-controller-manager",
+            f"--kubeconfig={d / 'controller-manager.kubeconfig'}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            # One controller-manager per throwaway cluster: a lease would only add a delay.
+            "--leader-elect=false",
+            f"--service-account-private-key-file={d / 'sa.key'}",
+            f"--root-ca-file={self.ca_file}",
+            # Nothing scrapes its metrics or health; serving them would need one more free port.
+            "--secure-port=0",
+        )
+        # The `default` ServiceAccount appears once the controllers have synced and run, which
+        # proves the controller-manager reached the apiserver with working credentials.
+        self._wait(
+            controller_manager,
+            f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
+            timeout,
+        )
+
+    def _spawn(self, binary: Path, *args: str) -> _Process:
+        name = binary.name
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                [str(binary), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: Ctrl-C reaches only the test process, whose teardown then stops the
+                # control plane in order instead of every process dying at once mid-test.
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        process = _Process(name, popen, log)
+        self._processes.append(process)
+        return process
+
+    def _wait(
+        self,
+        process: _Process,
+        url: str,
+        timeout: float,
+        ok: Callable[[bytes], bool] = lambda _body: True,
+    ) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            code = process.popen.poll()
+            if code is not None:
+                raise process.failure(f"exited with code {code} before becoming ready ({url})")
+            try:
+                with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                    body: bytes = response.read()
+                if ok(body):
+                    return
+                last = f"answered {body[:300]!r}"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}: {e.read()[:300]!r}"
+            except (OSError, ssl.SSLError) as e:
+                last = f"{type(e).__name__}: {e}"
+            time.sleep(_POLL_INTERVAL)
+        raise process.failure(
+            f"did not become ready within {timeout:.0f} s (checked {url}, last: {last})"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminates the processes (SIGTERM, then SIGKILL after `timeout` seconds) and removes
+        the working directory. Safe to call more than once."""
+        try:
+            # All at once: the data is discarded, so there is no order to preserve, and the
+            # processes shut down in parallel.
+            for process in reversed(self._processes):
+                if process.popen.poll() is None:
+                    process.popen.terminate()
+            deadline = time.monotonic() + timeout
+            for process in self._processes:
+                try:
+                    process.popen.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.popen.kill()
+                    process.popen.wait()
+            self._processes.clear()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
