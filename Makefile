@@ -1,0 +1,29 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up everything first.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: setup demo test lint unit crds bench
+
+setup:
+	@bash hack/setup.sh
+
+demo: setup
+	$(VENV)/kvtune demo
+
+test: setup
+	$(MAKE) --no-print-directory lint
+	$(VENV)/pytest
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/mypy api/kvtune_api node-agent/kvtune_agent operator/kvtune_operator cli/kvtune_cli
+	$(VENV)/lint-imports
+
+unit: setup
+	$(VENV)/pytest -m "not apiserver"
+
+crds: setup
+	$(VENV)/kvtune crds
+
+bench: setup
+	for b in bench/*.py; do $(VENV)/python $$b || exit 1; done

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs to run kvtune's demo and tests: Debian packages, a virtualenv
+# with the project and its test tools, and the control-plane binaries (built from Go modules).
+# Each step is skipped when already done, so running it before every demo or test costs ~1 s.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# libvirt-dev + pkg-config build libvirt-python; numactl is compared against in the probe bench.
+packages=(libvirt-dev pkg-config numactl gcc python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+python="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv with $($python --version)" >&2
+  "$python" -m venv .venv
+fi
+# Reinstall only when the dependency list changed.
+stamp=".venv/.kvtune-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "setup: installing kvtune and its test tools into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e ".[test]" >&2
+  echo "$want" > "$stamp"
+fi
+
+bin_dir="$(bash hack/build-control-plane.sh)"
+echo "setup: ready (control plane binaries in $bin_dir)" >&2
