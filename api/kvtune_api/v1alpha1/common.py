@@ -77,8 +77,23 @@ class LabelSelector(BaseModel):
         default_factory=list, description="Expressions that must all hold."
     )
 
-    def is_empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
+    def matches(self, labels: t.Mapping[str, str]) -> bool:
+        """Whether an object with these labels is selected (an empty selector selects all)."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        return all(_requirement_holds(r, labels) for r in self.match_expressions)
+
+
+def _requirement_holds(req: LabelSelectorRequirement, labels: t.Mapping[str, str]) -> bool:
+    # Semantics of k8s.io/apimachinery/pkg/labels: NotIn and DoesNotExist hold for absent keys.
+    present = req.key in labels
+    if req.operator == "In":
+        return present and labels[req.key] in req.values
+    if req.operator == "NotIn":
+        return not present or labels[req.key] not in req.values
+    if req.operator == "Exists":
+        return present
+    return not present
 
 
 ConditionStatus = t.Literal["True", "False", "Unknown"]
