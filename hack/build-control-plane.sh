@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds a real kube-apiserver, kube-controller-manager and etcd from Go modules into a versioned
+# Builds a real kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules into a versioned
 # cache outside the git tree, for the tests and for `kvtune demo`.
 #
 # Why from source: kind, k3d and setup-envtest download images or binaries, which this kind of
@@ -7,7 +7,7 @@
 # hack/controlplane/ (the single place to change them); the cache path carries the version, so a
 # bump builds afresh and an unchanged version reuses the cache in well under a second.
 #
-# Prints the directory holding the three binaries as its last line.
+# Prints the directory holding the binaries as its last line.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,5 +47,7 @@ build etcd "$here/controlplane/etcd" go.etcd.io/etcd/server/v3
 build kube-apiserver "$here/controlplane/k8s" k8s.io/kubernetes/cmd/kube-apiserver "$stamp"
 build kube-controller-manager "$here/controlplane/k8s" \
   k8s.io/kubernetes/cmd/kube-controller-manager "$stamp"
+# kubectl: for `kubectl explain` in the tests and for poking at the demo cluster by hand.
+build kubectl "$here/controlplane/k8s" k8s.io/kubernetes/cmd/kubectl "$stamp"
 
 echo "$out"
