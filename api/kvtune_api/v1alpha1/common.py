@@ -9,10 +9,25 @@ from __future__ import annotations
 import datetime
 import typing as t
 
+import kube_custom_resource
+import pydantic
 from kube_custom_resource import schema
 from pydantic import ConfigDict, Field
 
-BaseModel = schema.BaseModel
+if t.TYPE_CHECKING:
+    # kube_custom_resource ships no type annotations; mypy sees the plain pydantic classes it
+    # derives from, while at run time its subclasses add camelCase aliases and CRD schema output.
+    class BaseModel(pydantic.BaseModel):
+        model_config = ConfigDict(populate_by_name=True)
+
+    class CustomResource(BaseModel):
+        metadata: t.Any
+
+        def __init_subclass__(cls, **kwargs: t.Any) -> None: ...
+
+else:
+    BaseModel = schema.BaseModel
+    CustomResource = kube_custom_resource.CustomResource
 
 T = t.TypeVar("T")
 #: A field that may be absent; rendered as `nullable: true` instead of an `anyOf` with null,
@@ -48,7 +63,7 @@ def section(model: type[T], description: str) -> t.Any:
     stored object, where `kubectl get -o yaml` and GitOps diffs can see them.
     """
     return Field(
-        default_factory=model,  # type: ignore[arg-type]
+        default_factory=model,
         description=description,
         json_schema_extra={"default": {}},
     )

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime
 import typing as t
 
-from kube_custom_resource import CustomResource, Scope
+from kube_custom_resource import Scope
 from pydantic import Field
 
-from .common import BaseModel, Condition, Opt, section
+from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import HostReport
 from .profile import HostSettings, Mode
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import typing as t
 
-from kube_custom_resource import CustomResource, Scope, schema
+from kube_custom_resource import Scope, schema
 from pydantic import Field
 
 from .common import (
     BaseModel,
+    CustomResource,
     Condition,
     HugepageSize,
     LabelSelector,
