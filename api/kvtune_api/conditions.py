@@ -33,7 +33,11 @@ def is_true(conditions: Sequence[Condition], type_: str) -> bool:
 
 
 def make(
-    type_: str, status: ConditionStatus, reason: str, message: str = "", generation: int | None = None
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
 ) -> Condition:
     return Condition(
         type=type_, status=status, reason=reason, message=message, observed_generation=generation

@@ -1,4 +1,4 @@
-"""The generated CRDs on the real kube-apiserver: samples accepted, bad profiles refused readably."""
+"""The generated CRDs on the real kube-apiserver: samples accepted, bad profiles refused."""
 
 from __future__ import annotations
 
@@ -170,12 +170,12 @@ def test_status_is_written_only_through_the_status_subresource(
     created = create(objects, body)
     assert created.get("status", {}).get("matchedNodes", 0) == 0, "status set on create"
 
-    objects.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"status": {"matchedNodes": 5}})
+    patch = {"status": {"matchedNodes": 5}}
+    objects.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, patch)
     assert objects.get_cluster_custom_object(GROUP, VERSION, PLURAL, name).get(
         "status", {}).get("matchedNodes", 0) == 0, "status changed through the main resource"
 
-    objects.patch_cluster_custom_object_status(
-        GROUP, VERSION, PLURAL, name, {"status": {"matchedNodes": 5}})
+    objects.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, patch)
     after = objects.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     assert after["status"]["matchedNodes"] == 5
     assert after["metadata"]["generation"] == created["metadata"]["generation"]

@@ -6,7 +6,6 @@ import pathlib
 
 import pytest
 import yaml
-
 from kvtune_api.v1alpha1 import HypervisorNodeState, HypervisorProfile
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-
 from kvtune_api.v1alpha1.common import LabelSelector
 
 LABELS = {"role": "hv", "zone": "a"}

@@ -13,8 +13,8 @@ from pydantic import Field
 
 from .common import (
     BaseModel,
-    CustomResource,
     Condition,
+    CustomResource,
     HugepageSize,
     LabelSelector,
     Opt,
@@ -42,9 +42,9 @@ class CpuSettings(BaseModel):
     ple: t.Literal["Required", "Preferred", "Ignored"] = Field(
         default="Preferred",
         description=(
-            "Pause-Loop Exiting (Intel PLE / AMD pause filter). Required: a node whose CPU lacks it "
-            "or has it disabled (kvm_intel ple_gap=0) is Degraded. Preferred: reported as a "
-            "warning. Ignored: not checked."
+            "Pause-Loop Exiting (Intel PLE / AMD pause filter). Required: a node whose CPU "
+            "lacks it or has it disabled (kvm_intel ple_gap=0) is Degraded. Preferred: "
+            "reported as a warning. Ignored: not checked."
         ),
     )
     allow_overcommit: bool = Field(
@@ -95,7 +95,8 @@ class HugepagesAllocation(BaseModel):
             "count for each NUMA node)",
         ),
         (
-            "!has(self.perNode) || self.perNode.all(a, self.perNode.exists_one(b, b.node == a.node))",
+            "!has(self.perNode) || "
+            "self.perNode.all(a, self.perNode.exists_one(b, b.node == a.node))",
             "perNode lists a NUMA node more than once: give each node one entry",
         ),
     )
@@ -289,7 +290,7 @@ class VmiSettings(BaseModel):
         description="Namespaces whose VMIs are selected (an empty selector selects all)."
     )
     selector: LabelSelector = section(
-        LabelSelector, "VMI labels that select it (an empty selector selects all in the namespaces)."
+        LabelSelector, "VMI labels that select it (empty: all VMIs in the selected namespaces)."
     )
     dedicated_cpus: bool = Field(
         default=True, description="Set spec.domain.cpu.dedicatedCpuPlacement (pinned vCPUs)."

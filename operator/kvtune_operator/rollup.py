@@ -1,0 +1,125 @@
+"""Rolls the node states of a profile up into its status: a pure function.
+
+Counts and a bounded list of failing nodes answer "where do my nodes stand" in one
+`kubectl get hvp`; the three conditions answer "is it done, is it moving, is it broken".
+"""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+from collections.abc import Mapping, Sequence
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeState
+from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus
+
+from .profiles import Profile
+
+MAX_FAILING = 20
+Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
+
+
+def node_phase(state: HypervisorNodeState | None, generation: int | None) -> tuple[Phase, str, str]:
+    """Where one node stands, with a reason and message, from what its agent reported.
+
+    `generation` is the state's metadata.generation: a status older than the spec is stale.
+    """
+    if state is None:
+        return "Progressing", "NotRendered", "the node's state has not been created yet"
+    status = state.status
+    if status.observed_generation is None or status.observed_generation != generation:
+        return "Progressing", "AgentPending", "the node agent has not reported on this spec yet"
+    degraded = cond.find(status.conditions, cond.DEGRADED)
+    if degraded is not None and degraded.status == "True":
+        return "Degraded", degraded.reason, degraded.message
+    if status.drain_required or status.reboot_required:
+        waiting = cond.find(status.conditions, cond.WAITING)
+        reason = waiting.reason if waiting else "WaitingForDisruption"
+        return "Waiting", reason, waiting.message if waiting else ""
+    if cond.is_true(status.conditions, cond.READY):
+        return "Ready", "Ready", ""
+    progressing = cond.find(status.conditions, cond.PROGRESSING)
+    if progressing is not None:
+        return "Progressing", progressing.reason, progressing.message
+    return "Progressing", "Applying", ""
+
+
+def rollup(
+    profile: Profile,
+    states: Mapping[str, tuple[HypervisorNodeState | None, int | None]],
+    conflicts: Mapping[str, Sequence[str]],
+    previous: HypervisorProfileStatus,
+    now: datetime.datetime,
+) -> HypervisorProfileStatus:
+    """The profile's status from its nodes' states (name -> (state, its generation))."""
+    counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
+    failing: list[FailingNode] = []
+    for node in sorted(states):
+        phase, reason, message = node_phase(*states[node])
+        counts[phase] += 1
+        if phase in ("Degraded", "Waiting"):
+            failing.append(FailingNode(node=node, reason=reason, message=message))
+    for node in sorted(conflicts):
+        others = ", ".join(conflicts[node])
+        failing.append(
+            FailingNode(
+                node=node,
+                reason="ProfileConflict",
+                message=f"also selected by HypervisorProfile {others}; kvtune leaves the node "
+                "untouched until exactly one profile's nodeSelector matches it",
+            )
+        )
+    matched = len(states) + len(conflicts)
+    degraded = counts["Degraded"] + len(conflicts)
+    new_conditions = _conditions(profile, matched, counts, degraded)
+    return HypervisorProfileStatus(
+        observed_generation=profile.generation,
+        matched_nodes=matched,
+        ready_nodes=counts["Ready"],
+        progressing_nodes=counts["Progressing"],
+        degraded_nodes=degraded,
+        waiting_nodes=counts["Waiting"],
+        conditions=cond.merge(previous.conditions, new_conditions, now),
+        failing_nodes=failing[:MAX_FAILING],
+    )
+
+
+def _conditions(
+    profile: Profile, matched: int, counts: Mapping[Phase, int], degraded: int
+) -> list[cond.Condition]:
+    gen = profile.generation
+    ready = counts["Ready"]
+    if matched == 0:
+        ready_c = cond.make(cond.READY, "False", "NoMatchingNodes",
+                            "no node matches spec.nodeSelector", gen)
+    elif ready == matched:
+        ready_c = cond.make(cond.READY, "True", "AllNodesReady", f"{ready}/{matched} nodes ready",
+                            gen)
+    else:
+        ready_c = cond.make(cond.READY, "False", "NodesNotReady",
+                            f"{ready}/{matched} nodes ready", gen)
+    moving = counts["Progressing"] + counts["Waiting"]
+    if profile.paused:
+        prog_c = cond.make(cond.PROGRESSING, "False", "Paused",
+                           "spec.paused or annotation kvtune.io/paused stops all changes", gen)
+    elif moving:
+        prog_c = cond.make(cond.PROGRESSING, "True", "Applying",
+                           f"{counts['Progressing']} progressing, {counts['Waiting']} waiting for "
+                           "a drain or reboot", gen)
+    else:
+        prog_c = cond.make(cond.PROGRESSING, "False", "Settled", "", gen)
+    if degraded:
+        deg_c = cond.make(cond.DEGRADED, "True", "NodesDegraded",
+                          f"{degraded} node(s) degraded; see status.failingNodes", gen)
+    else:
+        deg_c = cond.make(cond.DEGRADED, "False", "AsExpected", "", gen)
+    return [ready_c, prog_c, deg_c]
+
+
+def status_changed(old: HypervisorProfileStatus, new: HypervisorProfileStatus) -> bool:
+    """Whether writing `new` over `old` says anything new (transition times do not count)."""
+    fields = set(HypervisorProfileStatus.model_fields) - {"conditions"}
+    return old.model_dump(include=fields) != new.model_dump(include=fields) or not (
+        cond.equivalent(old.conditions, new.conditions)
+    )
