@@ -1,0 +1,130 @@
+"""The operator's per-profile plan: create, keep, revert, release; nothing when converged."""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.common import LabelSelector
+from kvtune_operator.assign import assign
+from kvtune_operator.profiles import Profile
+from kvtune_operator.reconcile import (
+    REVERT_ANNOTATION,
+    REVERTED,
+    CreateState,
+    DeleteState,
+    LabelNode,
+    PatchStateSpec,
+    Snapshot,
+    StateView,
+    plan_profile,
+)
+from kvtune_operator.render import PROFILE_LABEL, render_node_state
+
+from .builders import profile
+
+NOW = datetime.datetime(2026, 5, 1, 12, 0, tzinfo=datetime.UTC)
+TIMEOUT = datetime.timedelta(minutes=10)
+
+
+def view(p: Profile, node: str, *, reverted: bool = False, **flags: t.Any) -> StateView:
+    manifest = render_node_state(p, node, **{k: v for k, v in flags.items() if k != "asked"})
+    if "asked" in flags:
+        manifest["metadata"]["annotations"] = {REVERT_ANNOTATION: flags["asked"].isoformat()}
+    manifest["metadata"]["generation"] = 1
+    if reverted:
+        manifest["status"] = {"conditions": [cond.make(REVERTED, "True", "Reverted").model_dump(
+            mode="json")]}
+    return StateView.from_body(manifest)
+
+
+def snapshot(profiles: list[Profile], nodes: dict[str, dict[str, str]],
+             states: list[StateView]) -> Snapshot:
+    selectors = {p.name: p.spec.node_selector for p in profiles}
+    return Snapshot(nodes, {s.name: s for s in states}, assign(selectors, nodes))
+
+
+def plan(p: Profile, snap: Snapshot) -> list[t.Any]:
+    return plan_profile(p, snap, NOW, TIMEOUT)
+
+
+P = profile("p")
+LABELLED = {"pool": "p", PROFILE_LABEL: "p"}
+
+
+def test_a_newly_selected_node_is_labelled_and_gets_a_state() -> None:
+    actions = plan(P, snapshot([P], {"n1": {"pool": "p"}}, []))
+    assert actions[0] == LabelNode("n1", "p")
+    assert isinstance(actions[1], CreateState)
+    assert actions[1].manifest["metadata"]["name"] == "n1"
+
+
+def test_a_converged_profile_needs_no_writes() -> None:
+    assert plan(P, snapshot([P], {"n1": LABELLED}, [view(P, "n1")])) == []
+
+
+def test_a_profile_change_patches_the_spec_of_its_states() -> None:
+    changed = profile("p", generation=2, mode="Enforce")
+    actions = plan(changed, snapshot([changed], {"n1": LABELLED}, [view(P, "n1")]))
+    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert actions[0].spec["mode"] == "Enforce"
+    assert actions[0].spec["profile"]["generation"] == 2
+
+
+def test_a_deselected_node_is_asked_to_revert_first() -> None:
+    actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [view(P, "n1")]))
+    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert actions[0].spec["revert"] is True
+    assert actions[0].annotations == {REVERT_ANNOTATION: NOW.isoformat()}
+
+
+def test_a_reverting_node_is_left_alone_until_its_agent_reports() -> None:
+    state = view(P, "n1", revert=True, asked=NOW - datetime.timedelta(minutes=1))
+    assert plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [state])) == []
+
+
+def test_a_reverted_node_loses_its_state_and_label() -> None:
+    state = view(P, "n1", revert=True, reverted=True)
+    actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [state]))
+    assert actions == [DeleteState("n1"), LabelNode("n1", None)]
+
+
+def test_a_node_that_never_answers_is_released_after_the_timeout() -> None:
+    state = view(P, "n1", revert=True, asked=NOW - TIMEOUT - datetime.timedelta(seconds=1))
+    actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [state]))
+    assert actions == [DeleteState("n1"), LabelNode("n1", None)]
+
+
+def test_the_state_of_a_deleted_node_is_removed() -> None:
+    assert plan(P, snapshot([P], {}, [view(P, "n1")])) == [DeleteState("n1")]
+
+
+def test_a_node_selected_by_two_profiles_is_frozen_and_gets_no_new_state() -> None:
+    other = Profile.from_body({"metadata": {"name": "q"}, "spec": {
+        "nodeSelector": LabelSelector(match_labels={"gpu": "y"}).model_dump()}})
+    nodes = {"n1": {"pool": "p", "gpu": "y", PROFILE_LABEL: "p"}, "n2": {"pool": "p", "gpu": "y"}}
+    actions = plan(P, snapshot([P, other], nodes, [view(P, "n1")]))
+    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert actions[0].name == "n1" and actions[0].spec["paused"] is True
+    assert plan(other, snapshot([P, other], nodes, [view(P, "n1")])) == []
+
+
+def test_a_node_moving_between_profiles_waits_for_the_old_state_to_go() -> None:
+    q = profile("q")
+    nodes = {"n1": {"pool": "q", PROFILE_LABEL: "p"}}
+    assert plan(q, snapshot([P, q], nodes, [view(P, "n1")])) == [LabelNode("n1", "q")]
+
+
+def test_a_deleted_profile_reverts_all_its_nodes() -> None:
+    deleting = Profile.from_body({"metadata": {"name": "p", "deletionTimestamp": "x"},
+                                  "spec": {"nodeSelector": {"matchLabels": {"pool": "p"}}}})
+    actions = plan(deleting, snapshot([deleting], {"n1": LABELLED}, [view(P, "n1")]))
+    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert actions[0].spec["revert"] is True
+
+
+def test_releasing_a_moved_node_keeps_the_new_profiles_label() -> None:
+    state = view(P, "n1", revert=True, reverted=True)
+    actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "q"}}, [state]))
+    assert actions == [DeleteState("n1")]
