@@ -1,0 +1,82 @@
+"""One reconcile pass of a profile: snapshot -> pure plan -> API writes -> rolled-up status.
+
+The kopf handlers call `reconcile_profile` from the profile's daemon (and its deletion handler);
+this module holds the order of operations and nothing else: decisions are in `reconcile` and
+`rollup`, requests in `kube`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import typing as t
+from collections.abc import Mapping
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
+
+from .assign import assign
+from .kube import Kube
+from .profiles import Profile
+from .reconcile import Action, Snapshot, StateView, plan_profile
+from .rollup import rollup, status_changed
+from .settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+    """What a pass did: the actions it wrote, and the status if it changed."""
+
+    actions: list[Action]
+    status: HypervisorProfileStatus | None
+    transitions: list[tuple[str, str, str]]  # (condition type, new status, message)
+
+
+def snapshot(
+    profiles: Mapping[str, Profile],
+    nodes: Mapping[str, Mapping[str, str]],
+    states: Mapping[str, StateView],
+) -> Snapshot:
+    live = {name: p.spec.node_selector for name, p in profiles.items()}
+    return Snapshot(nodes, states, assign(live, nodes))
+
+
+async def reconcile_profile(
+    profile: Profile,
+    snap: Snapshot,
+    previous: HypervisorProfileStatus,
+    kube: Kube,
+    settings: Settings,
+    now: datetime.datetime | None = None,
+) -> PassResult:
+    now = now or datetime.datetime.now(datetime.UTC)
+    actions = plan_profile(profile, snap, now, settings.revert_timeout)
+    for action in actions:
+        await asyncio.to_thread(kube.execute, action)
+    if profile.deleting:
+        return PassResult(actions, None, [])
+    mine = snap.assignment.nodes.get(profile.name, frozenset())
+    states = {
+        node: (view.state, view.generation) if (view := snap.states.get(node)) and
+        view.profile == profile.name else (None, None)
+        for node in mine
+    }
+    status = rollup(profile, states, snap.assignment.conflicts_of(profile.name), previous, now)
+    if not status_changed(previous, status):
+        return PassResult(actions, None, [])
+    dumped: dict[str, t.Any] = status.model_dump(mode="json")
+    await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
+    return PassResult(actions, status, _transitions(previous, status))
+
+
+def _transitions(
+    old: HypervisorProfileStatus, new: HypervisorProfileStatus
+) -> list[tuple[str, str, str]]:
+    """Conditions whose status flipped: these, and only these, become Events."""
+    flipped: list[tuple[str, str, str]] = []
+    for c in new.conditions:
+        before = cond.find(old.conditions, c.type)
+        if before is None or before.status != c.status:
+            flipped.append((c.type, c.status, c.message or c.reason))
+    return flipped
