@@ -1,9 +1,400 @@
-"""What the node agent's probe found on a host (placeholder until the probe lands)."""
+"""What the node agent's read-only probe found on a host: the facts later decisions start from.
+
+The report is stored as HypervisorNodeState.status.host, so it stays bounded (CPU sets are cpulist
+strings such as "0-3,8-11", lists are capped) and every field is described for `kubectl explain`.
+A feature the host lacks is a value (No, Absent, NotInstalled, Unknown), never a missing section;
+what could not be read or made sense of is listed in `problems`, with the path and what to do.
+"""
 
 from __future__ import annotations
 
-from .common import BaseModel
+import typing as t
+
+from pydantic import Field
+
+from .common import BaseModel, Opt
+
+#: Answers the probe can prove either way, or not.
+Tri = t.Literal["Yes", "No", "Unknown"]
+Severity = t.Literal["Error", "Warning", "Info"]
+#: The kernel's cpulist format (/sys/devices/system/cpu/online); empty means no CPUs.
+CpuList = t.Annotated[str, Field(pattern=r"^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$")]
+#: Upper bounds that keep the report far below the apiserver's object size limit; they sit at
+#: or above the kernel's own limits (1024 NUMA nodes) and far above real hosts otherwise.
+MAX_NUMA_NODES = 1024
+MAX_PROBLEMS = 100
+
+
+class Problem(BaseModel):
+    """A finding the text report highlights: something unreadable, odd, or bad for VMs."""
+
+    severity: Severity = Field(
+        description=(
+            "Error: VMs cannot run well here until it is fixed. Warning: hurts VM isolation or "
+            "performance, or a fact could not be established. Info: worth knowing."
+        )
+    )
+    feature: str = Field(
+        description="The probe that found it: CPU, PLE, NUMA, Memory, KSM, Numad, SRIOV, Block, "
+        "Kubelet."
+    )
+    path: str = Field(default="", description="The host path the finding is about, if any.")
+    message: str = Field(description="What was found, where, and what to do about it.")
+
+
+class Evidence(BaseModel):
+    """One observation a conclusion rests on, so a reader can check it on the host."""
+
+    source: str = Field(description="Where it was read, e.g. /proc/cpuinfo or an MSR path.")
+    observed: str = Field(description="What was found there.")
+
+
+class PleReport(BaseModel):
+    """Pause-Loop Exiting (Intel PLE, AMD pause filter): whether KVM makes spinning vCPUs yield."""
+
+    supported: Tri = Field(default="Unknown", description="The CPU can exit on PAUSE loops.")
+    enabled: Tri = Field(
+        default="Unknown",
+        description="KVM uses it for VMs (Unknown while the KVM module is not loaded).",
+    )
+    module: Opt[str] = Field(
+        default=None, description="The KVM module whose parameters govern it: kvm_intel, kvm_amd."
+    )
+    ple_gap: Opt[int] = Field(default=None, description="kvm_intel ple_gap; 0 turns PLE off.")
+    ple_window: Opt[int] = Field(default=None, description="kvm_intel ple_window (cycles).")
+    ple_window_grow: Opt[int] = Field(default=None, description="kvm_intel ple_window_grow.")
+    ple_window_shrink: Opt[int] = Field(default=None, description="kvm_intel ple_window_shrink.")
+    ple_window_max: Opt[int] = Field(default=None, description="kvm_intel ple_window_max.")
+    pause_filter_count: Opt[int] = Field(
+        default=None, description="kvm_amd pause_filter_count; 0 turns the filter off."
+    )
+    pause_filter_thresh: Opt[int] = Field(
+        default=None, description="kvm_amd pause_filter_thresh; 0 turns the filter off."
+    )
+    evidence: list[Evidence] = Field(
+        default_factory=list, max_length=16, description="The observations the answers rest on."
+    )
+
+
+class CpuReport(BaseModel):
+    """The processor as /proc/cpuinfo and the KVM modules describe it."""
+
+    vendor: Opt[str] = Field(default=None, description="vendor_id, e.g. GenuineIntel.")
+    model_name: Opt[str] = Field(default=None, description="The marketing model name.")
+    family: Opt[int] = Field(default=None, description="CPU family number.")
+    model: Opt[int] = Field(default=None, description="CPU model number.")
+    stepping: Opt[int] = Field(default=None, description="CPU stepping.")
+    logical_cpus: int = Field(
+        default=0, ge=0, description="Processors listed in /proc/cpuinfo (the online CPUs)."
+    )
+    virtualization: t.Literal["VMX", "SVM", "None", "Unknown"] = Field(
+        default="Unknown",
+        description=(
+            "Hardware virtualization the kernel offers: VMX (Intel VT-x), SVM (AMD-V), None "
+            "(absent or disabled in firmware), Unknown (no /proc/cpuinfo flags)."
+        ),
+    )
+    hypervisor_guest: bool = Field(
+        default=False, description="The 'hypervisor' flag is set: this host is itself a VM."
+    )
+    kvm_device: bool = Field(default=False, description="/dev/kvm exists.")
+    ple: PleReport = Field(default_factory=PleReport, description="Pause-Loop Exiting.")
+
+
+class NumaNode(BaseModel):
+    """One NUMA node as /sys/devices/system/node/nodeN describes it."""
+
+    id: int = Field(ge=0, description="Node id (ids may have gaps).")
+    cpus: CpuList = Field(default="", description="Its CPUs as a cpulist; empty: CPU-less node.")
+    cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
+    memory_total_kib: int = Field(default=0, ge=0, description="MemTotal of the node, in KiB.")
+    memory_free_kib: int = Field(default=0, ge=0, description="MemFree of the node, in KiB.")
+    memoryless: bool = Field(
+        default=False, description="The node has no memory: its CPUs only reach remote memory."
+    )
+    distances: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_NUMA_NODES,
+        description="Distance to each node, in the order of `nodes` (10 = local).",
+    )
+
+
+class NumaReport(BaseModel):
+    """NUMA nodes and the CPU topology the kernel reports."""
+
+    nodes: list[NumaNode] = Field(
+        default_factory=list, max_length=MAX_NUMA_NODES, description="Nodes, by id."
+    )
+    online_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/online.")
+    offline_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/offline.")
+    isolated_cpus: CpuList = Field(
+        default="", description="/sys/devices/system/cpu/isolated (isolcpus= on the cmdline)."
+    )
+    sockets: int = Field(default=0, ge=0, description="Distinct physical packages.")
+    cores: int = Field(default=0, ge=0, description="Distinct physical cores, all sockets.")
+    threads_per_core: int = Field(
+        default=0, ge=0, description="Most hardware threads seen on one core (2 with SMT)."
+    )
+
+
+class HugepagePool(BaseModel):
+    """The pool of one hugepage size, system-wide or on one NUMA node."""
+
+    size: str = Field(description="Page size as a quantity: 2Mi, 1Gi.")
+    size_kib: int = Field(ge=0, description="Page size in KiB, as in hugepages-<kB>kB.")
+    node: Opt[int] = Field(default=None, description="NUMA node id; absent: system-wide pool.")
+    total: int = Field(default=0, ge=0, description="nr_hugepages: pages allocated.")
+    free: int = Field(default=0, ge=0, description="free_hugepages: pages not in use.")
+    surplus: int = Field(default=0, ge=0, description="surplus_hugepages: overcommitted pages.")
+    reserved: Opt[int] = Field(
+        default=None, description="resv_hugepages: promised but not yet faulted (system-wide)."
+    )
+
+
+class MemoryReport(BaseModel):
+    """Host memory: totals, swap, transparent hugepages and hugepage pools."""
+
+    total_kib: Opt[int] = Field(default=None, description="MemTotal of /proc/meminfo, KiB.")
+    free_kib: Opt[int] = Field(default=None, description="MemFree, KiB.")
+    available_kib: Opt[int] = Field(default=None, description="MemAvailable, KiB.")
+    swap_total_kib: Opt[int] = Field(default=None, description="SwapTotal, KiB.")
+    swap_free_kib: Opt[int] = Field(default=None, description="SwapFree, KiB.")
+    default_hugepage_kib: Opt[int] = Field(default=None, description="Hugepagesize, KiB.")
+    transparent_hugepage: Opt[str] = Field(
+        default=None,
+        description="The selected mode of /sys/kernel/mm/transparent_hugepage/enabled.",
+    )
+    transparent_hugepage_defrag: Opt[str] = Field(
+        default=None, description="The selected mode of .../transparent_hugepage/defrag."
+    )
+    hugepages: list[HugepagePool] = Field(
+        default_factory=list, max_length=16, description="System-wide pools, one per size."
+    )
+    hugepages_per_node: list[HugepagePool] = Field(
+        default_factory=list,
+        max_length=4 * MAX_NUMA_NODES,
+        description="Pools per NUMA node and size.",
+    )
+    kernel_args: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Hugepage and THP arguments of /proc/cmdline (hugepages=, hugepagesz=, ...).",
+    )
+
+
+UnitState = t.Literal["Enabled", "Disabled", "Masked", "NotInstalled"]
+
+
+class DaemonReport(BaseModel):
+    """A host daemon that moves or merges VM memory behind the kubelet's back (numad, ksmtuned)."""
+
+    name: str = Field(description="Process and systemd unit name.")
+    running: bool = Field(default=False, description="A process of that name runs.")
+    pids: list[int] = Field(default_factory=list, max_length=16, description="Its process ids.")
+    unit: UnitState = Field(
+        default="NotInstalled", description="State of its systemd unit, from the unit files."
+    )
+    unit_path: Opt[str] = Field(default=None, description="The unit file found.")
+    wanted_by: list[str] = Field(
+        default_factory=list, max_length=16, description="Targets whose .wants/ enable it."
+    )
+
+
+class KsmReport(BaseModel):
+    """Kernel samepage merging, from /sys/kernel/mm/ksm."""
+
+    state: t.Literal["Running", "Stopped", "Unmerging", "Absent", "Unknown"] = Field(
+        default="Unknown",
+        description="run = 1, 0, 2; Absent: kernel without KSM; Unknown: run unreadable.",
+    )
+    pages_shared: Opt[int] = Field(default=None, description="Shared pages in use.")
+    pages_sharing: Opt[int] = Field(default=None, description="Pages merged into them.")
+    merge_across_nodes: Opt[int] = Field(
+        default=None, description="1: pages merge across NUMA nodes (remote memory for VMs)."
+    )
+    ksmtuned: DaemonReport = Field(
+        default_factory=lambda: DaemonReport(name="ksmtuned"),
+        description="The daemon that starts KSM under memory pressure.",
+    )
+
+
+class VirtualFunction(BaseModel):
+    """One SR-IOV virtual function of a NIC."""
+
+    index: int = Field(ge=0, description="N of the PF's virtfnN link.")
+    pci_address: str = Field(description="PCI address, e.g. 0000:3b:02.0.")
+    driver: Opt[str] = Field(default=None, description="Bound driver; absent: unbound.")
+    netdev: Opt[str] = Field(default=None, description="Its interface name when a host driver.")
+    assigned_to_vm: bool = Field(
+        default=False, description="Bound to vfio-pci, i.e. passed through to a VM."
+    )
+
+
+class Nic(BaseModel):
+    """A network interface backed by a PCI device, as `ip link` and sysfs show it."""
+
+    name: str = Field(description="Interface name.")
+    pci_address: Opt[str] = Field(default=None, description="PCI address of its device.")
+    vendor_id: Opt[str] = Field(default=None, description="PCI vendor id in hex, e.g. 8086.")
+    device_id: Opt[str] = Field(default=None, description="PCI device id in hex, e.g. 159b.")
+    driver: Opt[str] = Field(default=None, description="Kernel driver of the device.")
+    numa_node: Opt[int] = Field(
+        default=None, description="NUMA node of the device; absent when firmware does not say."
+    )
+    operstate: Opt[str] = Field(default=None, description="up, down, ...")
+    mac: Opt[str] = Field(default=None, description="Hardware address.")
+    mtu: Opt[int] = Field(default=None, description="MTU in bytes.")
+    sriov_total_vfs: Opt[int] = Field(
+        default=None, description="VFs the device can have; absent: not SR-IOV capable."
+    )
+    sriov_num_vfs: Opt[int] = Field(default=None, description="VFs enabled now.")
+    vfs: list[VirtualFunction] = Field(
+        default_factory=list, max_length=256, description="Its enabled VFs."
+    )
+
+
+class SriovReport(BaseModel):
+    """PCI network interfaces and their SR-IOV virtual functions."""
+
+    nics: list[Nic] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Interfaces backed by a device (VF interfaces are listed under their PF).",
+    )
+    virtual_interfaces: int = Field(
+        default=0, ge=0, description="Interfaces without a device (lo, bridges, veths), counted."
+    )
+
+
+BlockClass = t.Literal["Eligible", "InUse", "System", "Unknown"]
+
+
+class BlockDevice(BaseModel):
+    """A whole block device and whether it could be handed to one VM as a raw LUN."""
+
+    name: str = Field(description="Kernel name, e.g. sdb, nvme0n1, dm-3.")
+    path: str = Field(description="Device node, e.g. /dev/sdb.")
+    kind: t.Literal["Disk", "Multipath", "DeviceMapper", "Raid"] = Field(
+        default="Disk",
+        description="Disk, a multipath map (dm uuid mpath-*), another device-mapper target "
+        "(LVM, crypt) or an md RAID array.",
+    )
+    dm_name: Opt[str] = Field(default=None, description="Device-mapper name (/dev/mapper/...).")
+    size_bytes: int = Field(default=0, ge=0, description="Size in bytes.")
+    rotational: Opt[bool] = Field(default=None, description="Spinning disk (queue/rotational).")
+    read_only: bool = Field(default=False, description="The kernel marks it read-only.")
+    vendor: Opt[str] = Field(default=None, description="device/vendor.")
+    model: Opt[str] = Field(default=None, description="device/model.")
+    serial: Opt[str] = Field(default=None, description="Serial number, where sysfs has it.")
+    wwid: Opt[str] = Field(default=None, description="World wide id (wwid or device/wwid).")
+    by_id: list[str] = Field(
+        default_factory=list, max_length=32, description="Its /dev/disk/by-id names."
+    )
+    partitions: list[str] = Field(default_factory=list, max_length=128, description="Partitions.")
+    holders: list[str] = Field(
+        default_factory=list, max_length=64, description="Devices built on it (holders/)."
+    )
+    mountpoints: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Where it, a partition or a device built on it is mounted or swapped on.",
+    )
+    signature: Opt[str] = Field(
+        default=None,
+        description=(
+            "What the first 64 KiB hold: ext4, xfs, btrfs, swap, LVM2_member, gpt, dos, luks, "
+            "linux_raid_member, bluestore; 'none' when all zero; 'unrecognised' for other data; "
+            "absent when not read."
+        ),
+    )
+    classification: BlockClass = Field(
+        default="Unknown",
+        description=(
+            "Eligible: proven free, a raw LUN a VM may own. InUse: holds data or is part of "
+            "another device. System: backs the OS (/, /boot, /usr, /var or swap). Unknown: not "
+            "proven free; never handed out."
+        ),
+    )
+    reason: str = Field(default="", description="Why it got its classification.")
+
+
+class BlockReport(BaseModel):
+    """Whole block devices under /sys/block, classified for use as raw VM LUNs."""
+
+    devices: list[BlockDevice] = Field(
+        default_factory=list, max_length=1024, description="Devices, by name."
+    )
+    skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Devices never handed to VMs and not listed, counted by kind (loop, zram...).",
+    )
+
+
+class ReservedMemory(BaseModel):
+    """One entry of the kubelet's reservedMemory (memory manager, per NUMA node)."""
+
+    numa_node: int = Field(ge=0, description="NUMA node.")
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="Resource name to quantity, e.g. memory: 1Gi."
+    )
+
+
+class KubeletReport(BaseModel):
+    """The kubelet settings that decide whether VMs can get dedicated, NUMA-local resources.
+
+    A setting the config file leaves out is reported with the kubelet's default; flags on the
+    kubelet command line can still override the file and are not read.
+    """
+
+    config_path: Opt[str] = Field(
+        default=None, description="The config file read; absent: none found (all unknown)."
+    )
+    other_config_paths: list[str] = Field(
+        default_factory=list, max_length=4, description="Other kubelet config files present."
+    )
+    error: Opt[str] = Field(default=None, description="Why the config file could not be used.")
+    cpu_manager_policy: Opt[str] = Field(
+        default=None, description="cpuManagerPolicy: none or static (dedicated CPUs need static)."
+    )
+    topology_manager_policy: Opt[str] = Field(
+        default=None, description="topologyManagerPolicy: none, best-effort, restricted, ..."
+    )
+    topology_manager_scope: Opt[str] = Field(
+        default=None, description="topologyManagerScope: container or pod."
+    )
+    memory_manager_policy: Opt[str] = Field(
+        default=None, description="memoryManagerPolicy: None or Static."
+    )
+    reserved_system_cpus: Opt[str] = Field(
+        default=None, description="reservedSystemCPUs, a cpulist kept from pods."
+    )
+    system_reserved_memory: Opt[str] = Field(default=None, description="systemReserved.memory.")
+    kube_reserved_memory: Opt[str] = Field(default=None, description="kubeReserved.memory.")
+    reserved_memory: list[ReservedMemory] = Field(
+        default_factory=list, max_length=MAX_NUMA_NODES, description="reservedMemory."
+    )
 
 
 class HostReport(BaseModel):
-    """The full probe of one host."""
+    """The full read-only probe of one host."""
+
+    cpu: CpuReport = Field(default_factory=CpuReport, description="Processor, KVM and PLE.")
+    numa: NumaReport = Field(default_factory=NumaReport, description="NUMA and CPU topology.")
+    memory: MemoryReport = Field(
+        default_factory=MemoryReport, description="Memory, swap, THP and hugepages."
+    )
+    ksm: KsmReport = Field(default_factory=KsmReport, description="Kernel samepage merging.")
+    numad: DaemonReport = Field(
+        default_factory=lambda: DaemonReport(name="numad"),
+        description="The numad daemon, which moves processes and memory between NUMA nodes.",
+    )
+    sriov: SriovReport = Field(default_factory=SriovReport, description="NICs and their VFs.")
+    block: BlockReport = Field(default_factory=BlockReport, description="Block devices.")
+    kubelet: KubeletReport = Field(
+        default_factory=KubeletReport, description="The kubelet's resource managers."
+    )
+    problems: list[Problem] = Field(
+        default_factory=list,
+        max_length=MAX_PROBLEMS,
+        description="Findings, most severe first; the last says how many were left out.",
+    )

@@ -1,0 +1,1 @@
+"""The kvtune node agent: probes its host and (later) moves it toward its HypervisorNodeState."""

@@ -1,0 +1,85 @@
+"""The read-only host probe: one module per feature, registered in FEATURES, run by probe_host.
+
+Each feature module has `probe(fs) -> model`, which only reads, and `check(model) -> problems`,
+a pure function that turns what was found into findings. probe_host adds the files a probe could
+not read or make sense of (from HostFS) as problems of that feature, so nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
+
+from ..hostfs import HostFS, ReadIssue
+from . import block, cpu, ksm, kubelet, memory, numa, numad, sriov
+
+M = t.TypeVar("M")
+SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
+
+
+@dataclass(frozen=True)
+class Feature(t.Generic[M]):
+    """A probe and its checks, stored in the HostReport field `field`."""
+
+    name: str
+    field: str
+    probe: Callable[[HostFS], M]
+    check: Callable[[M], list[Problem]]
+
+
+FEATURES: list[Feature[t.Any]] = [
+    Feature("CPU", "cpu", cpu.probe, cpu.check),
+    Feature("NUMA", "numa", numa.probe, numa.check),
+    Feature("Memory", "memory", memory.probe, memory.check),
+    Feature("KSM", "ksm", ksm.probe, ksm.check),
+    Feature("Numad", "numad", numad.probe, numad.check),
+    Feature("SRIOV", "sriov", sriov.probe, sriov.check),
+    Feature("Block", "block", block.probe, block.check),
+    Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
+]
+
+
+def _issue_problem(feature: str, issue: ReadIssue) -> Problem:
+    if issue.unreadable:
+        advice = ("run the agent as root (privileged) with the host's / mounted, or fix the "
+                  "file's permissions")
+    else:
+        advice = "the value was ignored; check what wrote it"
+    return Problem(
+        severity="Warning", feature=feature, path=issue.path,
+        message=f"{issue.path}: {issue.detail}; {advice}",
+    )
+
+
+def _bounded(problems: list[Problem]) -> list[Problem]:
+    """Most severe first, cut to the report's limit with a last entry saying how many were cut."""
+    ordered = sorted(problems, key=lambda p: SEVERITY_ORDER[p.severity])
+    if len(ordered) <= MAX_PROBLEMS:
+        return ordered
+    cut = len(ordered) - (MAX_PROBLEMS - 1)
+    return [*ordered[: MAX_PROBLEMS - 1], Problem(
+        severity="Info", feature="Report",
+        message=f"{cut} more findings were left out (the report keeps {MAX_PROBLEMS})",
+    )]
+
+
+def probe_host(fs: HostFS) -> HostReport:
+    """Probe every feature of the host behind `fs`; one failing probe does not hide the others."""
+    sections: dict[str, t.Any] = {}
+    problems: list[Problem] = []
+    for feature in FEATURES:
+        try:
+            found = feature.probe(fs)
+            problems += feature.check(found)
+            sections[feature.field] = found
+        except Exception as err:  # a probe bug on an odd host must not cost the whole report
+            problems.append(Problem(
+                severity="Error", feature=feature.name,
+                message=f"the {feature.name} probe failed ({type(err).__name__}: {err}); this "
+                "is a kvtune bug: please report it with the output of `kvtune probe --json`",
+            ))
+        problems += [_issue_problem(feature.name, issue) for issue in fs.take_issues()]
+    return HostReport.model_validate({**sections, "problems": _bounded(problems)})

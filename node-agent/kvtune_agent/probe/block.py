@@ -1,0 +1,250 @@
+"""Whole block devices, classified for use as raw VM LUNs: one LUN per VM disk, nothing underneath.
+
+Handing a disk that holds data to a VM destroys that data, so the rule is conservative: a device
+is Eligible only when it is proven free (no partitions, holders, mounts or swap on it or on
+anything built on it, and its first 64 KiB readable and all zero). Everything else is InUse,
+System (backs the OS) or Unknown, each with the reason a person can check.
+
+No blkid library: the few on-disk magics that matter are read directly through HostFS. The
+signature is read only from devices still in the running after the structural checks, so paths
+of a multipath map (which can block on I/O) and disks in use are never opened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing as t
+from collections import Counter
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
+
+from ..hostfs import HostFS
+
+SYS_BLOCK = "/sys/block"
+BY_ID = "/dev/disk/by-id"
+#: Devices that are never VM LUNs (loop, ramdisk, zram, optical); counted, not listed.
+_SKIPPED = re.compile(r"^(loop|ram|zram|sr)[0-9]+$")
+#: Mountpoints that make a device part of the OS (plus swap).
+SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
+SWAP = "[SWAP]"
+#: dm uuid prefix of multipath maps (LVM volumes use LVM-, dm-crypt CRYPT-).
+MPATH = "mpath-"
+#: (name, offset, magic), filesystems and containers before partition tables: a disk with a
+#: filesystem straight on it can still carry a stale 0x55AA at 510.
+SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
+    ("xfs", 0, b"XFSB"),
+    ("ext2/3/4", 1080, b"\x53\xef"),
+    ("btrfs", 65600, b"_BHRfS_M"),
+    ("swap", 4086, b"SWAPSPACE2"),
+    ("swap", 65526, b"SWAPSPACE2"),  # kernels with 64 KiB pages
+    ("luks", 0, b"LUKS\xba\xbe"),
+    ("bluestore", 0, b"bluestore block device"),
+    ("linux_raid_member", 0, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.1
+    ("linux_raid_member", 4096, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.2
+    *(("LVM2_member", sector * 512, b"LABELONE") for sector in range(4)),
+    ("gpt", 512, b"EFI PART"),
+    ("dos", 510, b"\x55\xaa"),
+)
+#: Enough to see every magic above (btrfs ends at 65608).
+SIGNATURE_BYTES = 65608
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Something on a block device: a mounted filesystem or swap."""
+
+    device: str
+    target: str
+
+
+def _mounts(fs: HostFS, dm_names: dict[str, str]) -> dict[str, list[str]]:
+    """Kernel device name -> its mountpoints (and "[SWAP]"), as the host's init sees them.
+
+    /proc/1/mounts, not /proc/self/mounts: the agent's own mount namespace is a container's.
+    """
+    text = fs.read_text("/proc/1/mounts") or fs.read_text("/proc/self/mounts") or ""
+    entries = [line.split()[:2] for line in text.splitlines() if line.startswith("/dev/")]
+    swaps = (fs.read_text("/proc/swaps") or "").splitlines()[1:]
+    entries += [[line.split()[0], SWAP] for line in swaps if line.startswith("/dev/")]
+    found: dict[str, list[str]] = {}
+    for source, target in entries:
+        resolved = fs.resolve(source) or source
+        name = os.path.basename(resolved)
+        name = dm_names.get(name, name)  # /dev/mapper/<name> when the link is not in the tree
+        found.setdefault(name, []).append(_MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), target))
+    return found
+
+
+def _by_id(fs: HostFS) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for link in fs.list_dir(BY_ID):
+        target = fs.link_name(f"{BY_ID}/{link}")
+        if target is not None:
+            names.setdefault(target, []).append(link)
+    return names
+
+
+def signature(fs: HostFS, path: str) -> str | None:
+    """What the first 64 KiB of a device hold; None when it cannot be read."""
+    data = fs.read_bytes(path, 0, SIGNATURE_BYTES)
+    if data is None:
+        return None
+    for name, offset, magic in SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            return name
+    return "none" if data == bytes(len(data)) else "unrecognised"
+
+
+class _Tree:
+    """The holder graph of /sys/block: which devices are built on which, and what is mounted."""
+
+    def __init__(self, fs: HostFS, names: list[str]) -> None:
+        self.fs = fs
+        self.partitions = {name: self._partitions(name) for name in names}
+        self.holders: dict[str, list[str]] = {}
+        for disk, parts in self.partitions.items():
+            self.holders[disk] = fs.list_dir(f"{SYS_BLOCK}/{disk}/holders")
+            for part in parts:
+                self.holders[part] = fs.list_dir(f"{SYS_BLOCK}/{disk}/{part}/holders")
+        self.dm_names = {
+            name: dm for name in names if (dm := fs.read_value(f"{SYS_BLOCK}/{name}/dm/name"))
+        }
+        self.dm_uuids = {name: fs.read_value(f"{SYS_BLOCK}/{name}/dm/uuid") or ""
+                         for name in self.dm_names}
+        self.mounts = _mounts(fs, {dm: name for name, dm in self.dm_names.items()})
+
+    def _partitions(self, disk: str) -> list[str]:
+        # Partition directories are named after their disk (sda1, nvme0n1p1).
+        return [
+            entry for entry in self.fs.list_dir(f"{SYS_BLOCK}/{disk}")
+            if entry.startswith(disk) and self.fs.exists(f"{SYS_BLOCK}/{disk}/{entry}/partition")
+        ]
+
+    def uses(self, disk: str) -> list[Mount]:
+        """Mounts and swap on the disk, its partitions, and every device built on them."""
+        found: list[Mount] = []
+        seen: set[str] = set()
+        pending = [disk, *self.partitions.get(disk, [])]
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            found += [Mount(name, target) for target in self.mounts.get(name, [])]
+            pending += self.holders.get(name, [])
+            pending += self.partitions.get(name, [])
+        return sorted(found, key=lambda m: (m.device, m.target))
+
+    def all_holders(self, disk: str) -> list[str]:
+        """Holders of the disk and of its partitions."""
+        return sorted({h for n in [disk, *self.partitions[disk]] for h in self.holders.get(n, [])})
+
+
+def _named(tree: _Tree, name: str) -> str:
+    dm = tree.dm_names.get(name)
+    return f"{name} ({dm})" if dm else name
+
+
+def _classify(fs: HostFS, tree: _Tree, device: BlockDevice) -> tuple[BlockClass, str, str | None]:
+    """(classification, reason, signature), checking the cheap structural facts first."""
+    uses = tree.uses(device.name)
+    system = [m for m in uses if m.target in SYSTEM_MOUNTS or m.target == SWAP]
+    if system:
+        return "System", "backs the OS: " + ", ".join(
+            f"{m.target} on {m.device}" for m in system), None
+    if uses:
+        return "InUse", "mounted: " + ", ".join(f"{m.target} on {m.device}" for m in uses), None
+    multipath = [h for h in device.holders if tree.dm_uuids.get(h, "").startswith(MPATH)]
+    if multipath:
+        return "InUse", f"a path of multipath map {_named(tree, multipath[0])}", None
+    if device.holders:
+        return "InUse", "held by " + ", ".join(_named(tree, h) for h in device.holders), None
+    if device.partitions:
+        return "InUse", "has partitions " + ", ".join(device.partitions), None
+    if device.kind == "DeviceMapper":
+        what = {"LVM": "an LVM logical volume", "CRYPT": "a dm-crypt mapping"}.get(
+            tree.dm_uuids[device.name].partition("-")[0], "a device-mapper target")
+        return "InUse", f"{what}, not a raw LUN", None
+    if device.kind == "Raid":
+        return "InUse", "an md RAID array, not a raw LUN", None
+    if device.read_only:
+        return "Unknown", f"read-only ({SYS_BLOCK}/{device.name}/ro = 1): a VM cannot write", None
+    if device.size_bytes == 0:
+        return "Unknown", "size 0: no medium, or the LUN is not mapped", None
+    found = signature(fs, device.path)
+    if found is None:
+        return "Unknown", (
+            f"cannot read {device.path} to look for filesystem, LVM or partition signatures; "
+            "run the agent privileged with the host's /dev"), None
+    if found == "none":
+        return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", found
+    if found == "unrecognised":
+        return "Unknown", (
+            f"the first 64 KiB of {device.path} hold data kvtune does not recognise; if it is "
+            f"free, wipe it (wipefs -a {device.path}; dd zeros over the first 64 KiB)"), found
+    return "InUse", (
+        f"carries a {found} signature; if it is free, wipe it (wipefs -a {device.path})"), found
+
+
+def _device(fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]) -> BlockDevice:
+    base = f"{SYS_BLOCK}/{name}"
+    uuid = tree.dm_uuids.get(name, "")
+    kind: t.Literal["Disk", "Multipath", "DeviceMapper", "Raid"] = "Disk"
+    if name in tree.dm_names:
+        kind = "Multipath" if uuid.startswith(MPATH) else "DeviceMapper"
+    elif fs.is_dir(f"{base}/md"):
+        kind = "Raid"
+    rotational = fs.read_int(f"{base}/queue/rotational")
+    device = BlockDevice(
+        name=name,
+        path="/dev/" + name.replace("!", "/"),  # cciss!c0d0 is /dev/cciss/c0d0
+        kind=kind,
+        dm_name=tree.dm_names.get(name),
+        size_bytes=(fs.read_int(f"{base}/size") or 0) * 512,
+        rotational=None if rotational is None else rotational == 1,
+        read_only=fs.read_int(f"{base}/ro") == 1,
+        vendor=fs.read_value(f"{base}/device/vendor"),
+        model=fs.read_value(f"{base}/device/model"),
+        serial=fs.read_value(f"{base}/serial") or fs.read_value(f"{base}/device/serial"),
+        wwid=(uuid.removeprefix(MPATH) if kind == "Multipath" else None)
+        or fs.read_value(f"{base}/wwid") or fs.read_value(f"{base}/device/wwid"),
+        by_id=by_id.get(name, [])[:32],
+        partitions=tree.partitions[name],
+        holders=tree.all_holders(name),
+        mountpoints=sorted({m.target for m in tree.uses(name)})[:32],
+    )
+    classification, reason, found = _classify(fs, tree, device)
+    return device.model_copy(
+        update={"classification": classification, "reason": reason, "signature": found}
+    )
+
+
+def probe(fs: HostFS) -> BlockReport:
+    kept: list[str] = []
+    skipped: Counter[str] = Counter()
+    for name in fs.list_dir(SYS_BLOCK):
+        match = _SKIPPED.match(name)
+        if match:
+            skipped[match[1]] += 1
+        else:
+            kept.append(name)
+    tree = _Tree(fs, kept)
+    by_id = _by_id(fs)
+    return BlockReport(
+        devices=[_device(fs, tree, name, by_id) for name in kept], skipped=dict(skipped)
+    )
+
+
+def check(block: BlockReport) -> list[Problem]:
+    """Findings: devices that could not be proven free or in use."""
+    return [
+        Problem(
+            severity="Warning", feature="Block", path=device.path,
+            message=f"{device.name} is not handed to VMs: {device.reason}",
+        )
+        for device in block.devices
+        if device.classification == "Unknown"
+    ]

@@ -1,0 +1,137 @@
+"""Host memory: totals, swap, transparent hugepages, hugepage pools system-wide and per node.
+
+VM memory must never be overcommitted or swapped, and hugepages are planned per NUMA node, so the
+planner needs each pool's size, allocation and free count where the kernel keeps them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kvtune_api.v1alpha1.host import HugepagePool, MemoryReport, Problem
+
+from ..hostfs import HostFS
+
+MEMINFO = "/proc/meminfo"
+THP = "/sys/kernel/mm/transparent_hugepage"
+HUGEPAGES = "/sys/kernel/mm/hugepages"
+NODES = "/sys/devices/system/node"
+#: /proc/cmdline arguments that decide hugepage pools and THP at boot.
+KERNEL_ARGS = (
+    "hugepages", "hugepagesz", "default_hugepagesz", "transparent_hugepage", "hugetlb_cma",
+    "hugetlb_free_vmemmap",
+)
+_POOL_DIR = re.compile(r"^hugepages-([0-9]+)kB$")
+_MEMINFO_LINE = re.compile(r"^(?:Node [0-9]+ )?([A-Za-z0-9_()]+):\s+([0-9]+)(?: kB)?$")
+
+
+def parse_meminfo(fs: HostFS, path: str) -> dict[str, int] | None:
+    """A meminfo file (/proc/meminfo or a node's, whose lines start "Node N") as name -> value."""
+    text = fs.read_text(path)
+    if text is None:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _MEMINFO_LINE.match(line.strip())
+        if match:
+            values[match.group(1)] = int(match.group(2))
+    if not values:
+        fs.note(path, "no 'Name: value kB' lines")
+    return values
+
+
+def _selected(fs: HostFS, path: str) -> str | None:
+    """The [bracketed] choice of a sysfs mode file such as "always [madvise] never"."""
+    text = fs.read_value(path)
+    if text is None:
+        return None
+    match = re.search(r"\[([^]]+)\]", text)
+    if match is None:
+        fs.note(path, f"no [selected] mode in {text[:60]!r}")
+        return None
+    return match.group(1)
+
+
+def size_name(kib: int) -> str:
+    """A page size as a Kubernetes quantity: 2048 -> 2Mi, 1048576 -> 1Gi."""
+    for unit, factor in (("Gi", 1 << 20), ("Mi", 1 << 10)):
+        if kib % factor == 0:
+            return f"{kib // factor}{unit}"
+    return f"{kib}Ki"
+
+
+def _pools(fs: HostFS, base: str, node: int | None) -> list[HugepagePool]:
+    pools = []
+    for entry in fs.list_dir(base):
+        match = _POOL_DIR.match(entry)
+        if match is None:
+            continue
+        kib = int(match.group(1))
+        counts = {
+            name: fs.read_int(f"{base}/{entry}/{name}_hugepages")
+            for name in ("nr", "free", "surplus", "resv")
+        }
+        pools.append(HugepagePool(
+            size=size_name(kib), size_kib=kib, node=node,
+            total=counts["nr"] or 0, free=counts["free"] or 0, surplus=counts["surplus"] or 0,
+            reserved=counts["resv"],
+        ))
+    return sorted(pools, key=lambda p: p.size_kib)
+
+
+def node_ids(fs: HostFS) -> list[int]:
+    """NUMA node ids from the nodeN directories (ids may have gaps)."""
+    return sorted(
+        int(name[4:]) for name in fs.list_dir(NODES)
+        if name.startswith("node") and name[4:].isdigit()
+    )
+
+
+def probe(fs: HostFS) -> MemoryReport:
+    info = parse_meminfo(fs, MEMINFO) or {}
+    cmdline = (fs.read_value("/proc/cmdline") or "").split()
+    return MemoryReport(
+        total_kib=info.get("MemTotal"),
+        free_kib=info.get("MemFree"),
+        available_kib=info.get("MemAvailable"),
+        swap_total_kib=info.get("SwapTotal"),
+        swap_free_kib=info.get("SwapFree"),
+        default_hugepage_kib=info.get("Hugepagesize"),
+        transparent_hugepage=_selected(fs, f"{THP}/enabled"),
+        transparent_hugepage_defrag=_selected(fs, f"{THP}/defrag"),
+        hugepages=_pools(fs, HUGEPAGES, None),
+        hugepages_per_node=[
+            pool for node in node_ids(fs)
+            for pool in _pools(fs, f"{NODES}/node{node}/hugepages", node)
+        ],
+        kernel_args=[arg for arg in cmdline if arg.partition("=")[0] in KERNEL_ARGS],
+    )
+
+
+def check(memory: MemoryReport) -> list[Problem]:
+    """Findings: no meminfo, swap on, surplus hugepages."""
+    if memory.total_kib is None:
+        return [Problem(
+            severity="Warning", feature="Memory", path=MEMINFO,
+            message=f"{MEMINFO} is missing or unreadable, so host memory is unknown; check that "
+            "--root points at the host's / with /proc mounted",
+        )]
+    problems = []
+    if memory.swap_total_kib:
+        problems.append(Problem(
+            severity="Warning", feature="Memory", path="/proc/swaps",
+            message=f"swap is on ({memory.swap_total_kib // 1024} MiB): a host that swaps stalls "
+            "guests in ways they cannot see; turn it off on VM nodes (swapoff -a, and remove "
+            "swap from /etc/fstab)",
+        ))
+    problems += [
+        Problem(
+            severity="Info", feature="Hugepages",
+            path=f"{HUGEPAGES}/hugepages-{pool.size_kib}kB/surplus_hugepages",
+            message=f"{pool.surplus} surplus {pool.size} hugepages are allocated beyond "
+            "nr_hugepages (nr_overcommit_hugepages): they are not guaranteed to VMs",
+        )
+        for pool in memory.hugepages
+        if pool.surplus
+    ]
+    return problems

@@ -1,0 +1,108 @@
+"""PCI network interfaces and their SR-IOV virtual functions, as `ip link` and sysfs show them.
+
+VMs should get a VF (or a whole NIC) rather than a port on a shared software bridge, so the
+planner needs each NIC's VF capacity, NUMA locality, and which VFs are already passed through.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kvtune_api.v1alpha1.host import Nic, Problem, SriovReport, VirtualFunction
+
+from ..hostfs import HostFS
+
+NET = "/sys/class/net"
+#: The driver a VF is bound to when it is passed through to a VM.
+VFIO_DRIVER = "vfio-pci"
+_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+def _pci_dir(fs: HostFS, device: str) -> str | None:
+    """The PCI device directory behind a netdev's `device` link.
+
+    virtio and other bus drivers put their own device between the NIC and its PCI function,
+    so the nearest path component shaped like a PCI address is the one that has sriov_* files.
+    """
+    resolved = fs.resolve(device)
+    if resolved is None:
+        return None
+    parts = resolved.split("/")
+    for end in range(len(parts), 0, -1):
+        if _PCI_ADDRESS.match(parts[end - 1]):
+            return "/".join(parts[:end])
+    return None
+
+
+def _hex_id(fs: HostFS, path: str) -> str | None:
+    value = fs.read_value(path)
+    return None if value is None else value.removeprefix("0x")
+
+
+def _vfs(fs: HostFS, pci: str) -> list[VirtualFunction]:
+    vfs = []
+    for entry in fs.list_dir(pci):
+        if not (entry.startswith("virtfn") and entry[6:].isdigit()):
+            continue
+        link = f"{pci}/{entry}"
+        driver = fs.link_name(f"{link}/driver")
+        netdevs = fs.list_dir(f"{link}/net")
+        vfs.append(VirtualFunction(
+            index=int(entry[6:]),
+            pci_address=fs.link_name(link) or "",
+            driver=driver,
+            netdev=netdevs[0] if netdevs else None,
+            assigned_to_vm=driver == VFIO_DRIVER,
+        ))
+    return sorted(vfs, key=lambda vf: vf.index)
+
+
+def _pci_fields(fs: HostFS, pci: str) -> dict[str, object]:
+    numa = fs.read_int(f"{pci}/numa_node")
+    return {
+        "pci_address": pci.rsplit("/", 1)[1],
+        "vendor_id": _hex_id(fs, f"{pci}/vendor"),
+        "device_id": _hex_id(fs, f"{pci}/device"),
+        # -1: the firmware does not say which node the slot belongs to.
+        "numa_node": numa if numa is not None and numa >= 0 else None,
+        "sriov_total_vfs": fs.read_int(f"{pci}/sriov_totalvfs"),
+        "sriov_num_vfs": fs.read_int(f"{pci}/sriov_numvfs"),
+        "vfs": _vfs(fs, pci),
+    }
+
+
+def _nic(fs: HostFS, name: str) -> Nic:
+    base = f"{NET}/{name}"
+    pci = _pci_dir(fs, f"{base}/device")
+    return Nic.model_validate({
+        "name": name,
+        "driver": fs.link_name(f"{base}/device/driver"),
+        "operstate": fs.read_value(f"{base}/operstate"),
+        "mac": fs.read_value(f"{base}/address"),
+        "mtu": fs.read_int(f"{base}/mtu"),
+        **(_pci_fields(fs, pci) if pci else {}),
+    })
+
+
+def probe(fs: HostFS) -> SriovReport:
+    nics, virtual = [], 0
+    for name in fs.list_dir(NET):
+        device = f"{NET}/{name}/device"
+        if not fs.exists(device):
+            virtual += 1
+        elif not fs.exists(f"{device}/physfn"):  # a VF's netdev is listed under its PF
+            nics.append(_nic(fs, name))
+    return SriovReport(nics=nics, virtual_interfaces=virtual)
+
+
+def check(sriov: SriovReport) -> list[Problem]:
+    """Findings: VF counts the device cannot have."""
+    return [
+        Problem(
+            severity="Warning", feature="SRIOV", path=f"{NET}/{nic.name}/device/sriov_numvfs",
+            message=f"{nic.name} reports {nic.sriov_num_vfs} VFs enabled but sriov_totalvfs is "
+            f"{nic.sriov_total_vfs}; the driver's view is inconsistent: reset sriov_numvfs to 0",
+        )
+        for nic in sriov.nics
+        if (nic.sriov_num_vfs or 0) > (nic.sriov_total_vfs or 0)
+    ]

@@ -1,0 +1,252 @@
+"""The text form of a HostReport: what `vmxcap`, `numactl -H`, `lsblk` and `ip link` would say,
+on one page, with the problems first and the lines they concern marked.
+
+The gutter of each line carries the worst problem about it: `!!` error, `! ` warning, `. ` info,
+so a reader scanning the page sees where to look without reading every line.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+
+from kvtune_api.v1alpha1.host import (
+    BlockDevice,
+    DaemonReport,
+    HostReport,
+    HugepagePool,
+    Nic,
+    PleReport,
+    Problem,
+    Severity,
+)
+
+from .probe import cpu, ksm, memory, numa, sriov
+
+GUTTER: dict[Severity | None, str] = {"Error": "!!", "Warning": "! ", "Info": ". ", None: "  "}
+RANK: dict[Severity, int] = {"Error": 0, "Warning": 1, "Info": 2}
+LABEL_WIDTH = 24
+#: Problem messages are wrapped to this many columns.
+WIDTH = 100
+
+
+class _Page:
+    """Lines being written, each with the gutter mark of the problems about its keys."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.lines: list[str] = []
+        self.worst: dict[str, Severity] = {}
+        for problem in problems:
+            for key in (problem.feature, problem.path):
+                held = self.worst.get(key)
+                if key and (held is None or RANK[problem.severity] < RANK[held]):
+                    self.worst[key] = problem.severity
+
+    def mark(self, keys: Iterable[str]) -> Severity | None:
+        found = [self.worst[k] for k in keys if k in self.worst]
+        if not found:
+            return None
+        worst: Severity = min(found, key=RANK.__getitem__)
+        return worst
+
+    def line(self, text: str, *keys: str) -> None:
+        self.lines.append(GUTTER[self.mark(keys)] + text)
+
+    def heading(self, title: str, *features: str) -> None:
+        self.lines.append("")
+        self.line(title, *features)
+
+    def row(self, label: str, value: object, *keys: str) -> None:
+        self.line(f"  {label:<{LABEL_WIDTH}}{value}", *keys)
+
+
+def _human(size_bytes: int) -> str:
+    """A size the way lsblk prints it: 512G, 1.8T."""
+    size = float(size_bytes)
+    for unit in "BKMGTP":
+        if size < 1024 or unit == "P":
+            return f"{size:.0f}{unit}" if size >= 10 or unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib // 1024} MiB"
+
+
+def _problems(page: _Page, problems: list[Problem]) -> None:
+    counts = {s: sum(p.severity == s for p in problems) for s in RANK}
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "none"
+    page.heading(f"PROBLEMS: {summary}")
+    for problem in problems:
+        head = f"{GUTTER[problem.severity]}  {problem.severity.upper():<8}{problem.feature:<9}"
+        page.lines += textwrap.wrap(
+            problem.message, WIDTH, initial_indent=head, subsequent_indent=" " * len(head),
+            break_on_hyphens=False,
+        )
+
+
+def _cpu(page: _Page, report: HostReport) -> None:
+    found, topology = report.cpu, report.numa
+    page.heading("CPU (lscpu)", "CPU")
+    page.row("Vendor ID:", _or_dash(found.vendor))
+    page.row("Model name:", f"{_or_dash(found.model_name)} (family {_or_dash(found.family)}, "
+             f"model {_or_dash(found.model)}, stepping {_or_dash(found.stepping)})")
+    page.row("CPU(s):", f"{found.logical_cpus} online; {topology.sockets} socket(s), "
+             f"{topology.cores} core(s), {topology.threads_per_core} thread(s) per core")
+    page.row("On-line CPU(s) list:", _or_dash(topology.online_cpus))
+    page.row("Off-line CPU(s) list:", _or_dash(topology.offline_cpus), f"{numa.CPUS}/offline")
+    page.row("Isolated CPU(s):", _or_dash(topology.isolated_cpus))
+    guest = " (this host is a VM guest)" if found.hypervisor_guest else ""
+    page.row("Virtualization:", f"{found.virtualization}{guest}", cpu.CPUINFO)
+    page.row("/dev/kvm:", "present" if found.kvm_device else "missing", "/dev/kvm")
+
+
+def _ple(page: _Page, ple: PleReport) -> None:
+    page.heading("PAUSE-LOOP EXITING (vmxcap)", "PLE")
+    page.row("Supported:", ple.supported, "PLE")
+    page.row("Enabled:", ple.enabled, "PLE")
+    params = {k: v for k, v in ple.model_dump(by_alias=False).items()
+              if k.startswith(("ple_", "pause_")) and v is not None}
+    if params:
+        page.row(f"{ple.module} parameters:", " ".join(f"{k}={v}" for k, v in params.items()))
+    for evidence in ple.evidence:
+        page.row("Evidence:" if evidence is ple.evidence[0] else "", f"{evidence.source}: "
+                 f"{evidence.observed}")
+
+
+def _pools(pools: Iterable[HugepagePool]) -> str:
+    text = ", ".join(f"{p.size} {p.free}/{p.total} free" + (f" (+{p.surplus} surplus)"
+                     if p.surplus else "") for p in pools)
+    return text or "-"
+
+
+def _numa(page: _Page, report: HostReport) -> None:
+    nodes = report.numa.nodes
+    page.heading("NUMA (numactl -H)", "NUMA")
+    ids = [node.id for node in nodes]
+    page.line(f"  available: {len(nodes)} nodes ({','.join(map(str, ids))})")
+    for node in nodes:
+        key = f"{memory.NODES}/node{node.id}/meminfo"
+        page.line(f"  node {node.id} cpus: {node.cpus.replace(',', ' ') or '(none)'}", key)
+        memoryless = " (memoryless)" if node.memoryless else ""
+        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{memoryless}", key)
+        page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
+        own = [p for p in report.memory.hugepages_per_node if p.node == node.id]
+        page.line(f"  node {node.id} hugepages: {_pools(own)}")
+    if nodes:
+        page.line("  node distances:")
+        page.line("  node " + "".join(f"{i:>4}" for i in ids))
+        for node in nodes:
+            page.line(f"  {node.id:>3}: " + "".join(f"{d:>4}" for d in node.distances))
+
+
+def _memory(page: _Page, report: HostReport) -> None:
+    mem = report.memory
+    page.heading("MEMORY", "Memory", "Hugepages")
+    page.row("MemTotal:", f"{_mib(mem.total_kib)} ({_mib(mem.available_kib)} available)",
+             memory.MEMINFO)
+    page.row("Swap:", "off" if mem.swap_total_kib == 0 else _mib(mem.swap_total_kib),
+             "/proc/swaps")
+    page.row("Transparent hugepages:", f"{_or_dash(mem.transparent_hugepage)} (defrag "
+             f"{_or_dash(mem.transparent_hugepage_defrag)})")
+    page.row("Hugepages:", f"{_pools(mem.hugepages)} (default "
+             f"{_or_dash(mem.default_hugepage_kib)} kB)")
+    page.row("Kernel args:", " ".join(mem.kernel_args) or "-")
+
+
+def _daemon(daemon: DaemonReport) -> str:
+    running = f"running (pid {', '.join(map(str, daemon.pids))})" if daemon.running else (
+        "not running")
+    wanted = f" by {', '.join(daemon.wanted_by)}" if daemon.wanted_by else ""
+    return f"{running}; unit {daemon.unit}{wanted}"
+
+
+def _daemons(page: _Page, report: HostReport) -> None:
+    found = report.ksm
+    page.heading("KSM AND NUMAD", "KSM", "Numad")
+    page.row("KSM:", f"{found.state} (pages shared {_or_dash(found.pages_shared)}, sharing "
+             f"{_or_dash(found.pages_sharing)}, merge_across_nodes "
+             f"{_or_dash(found.merge_across_nodes)})", f"{ksm.KSM}/run")
+    page.row("ksmtuned:", _daemon(found.ksmtuned))
+    page.row("numad:", _daemon(report.numad), "Numad")
+
+
+def _nic(page: _Page, nic: Nic) -> None:
+    ids = f" [{nic.vendor_id}:{nic.device_id}]" if nic.vendor_id else ""
+    page.line(f"  {nic.name}: state {_or_dash(nic.operstate)} mtu {_or_dash(nic.mtu)} "
+              f"{_or_dash(nic.mac)}  {_or_dash(nic.driver)} {_or_dash(nic.pci_address)}{ids} "
+              f"numa {_or_dash(nic.numa_node)}", f"{sriov.NET}/{nic.name}/device/sriov_numvfs")
+    if nic.sriov_total_vfs is not None:
+        page.line(f"      SR-IOV: {_or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
+    for vf in nic.vfs:
+        user = "  -> VM (vfio-pci)" if vf.assigned_to_vm else ""
+        page.line(f"      vf {vf.index:<3} {vf.pci_address}  {_or_dash(vf.driver):<10} "
+                  f"{_or_dash(vf.netdev)}{user}")
+
+
+def _network(page: _Page, report: HostReport) -> None:
+    page.heading("NETWORK (ip link)", "SRIOV")
+    for nic in report.sriov.nics:
+        _nic(page, nic)
+    page.line(f"  ({report.sriov.virtual_interfaces} interfaces without a device: lo, bridges, "
+              "veths...)")
+
+
+def _disk(page: _Page, device: BlockDevice) -> None:
+    rota = _or_dash(None if device.rotational is None else int(device.rotational))
+    page.line(f"  {device.name:<10} {_human(device.size_bytes):>6} {rota:>4}  "
+              f"{device.kind:<12} {_or_dash(device.model):<16} {device.classification:<9}"
+              f"{device.reason}", device.path)
+
+
+def _block(page: _Page, report: HostReport) -> None:
+    page.heading("BLOCK DEVICES (lsblk)", "Block")
+    page.line(f"  {'NAME':<10} {'SIZE':>6} {'ROTA':>4}  {'TYPE':<12} {'MODEL':<16} "
+              f"{'CLASS':<9}REASON")
+    for device in report.block.devices:
+        _disk(page, device)
+    skipped = ", ".join(f"{kind} {n}" for kind, n in sorted(report.block.skipped.items()))
+    if skipped:
+        page.line(f"  (not listed: {skipped})")
+
+
+def _kubelet(page: _Page, report: HostReport) -> None:
+    kubelet = report.kubelet
+    page.heading(f"KUBELET ({kubelet.config_path or 'no config file found'})", "Kubelet")
+    if kubelet.config_path is None or kubelet.error is not None:
+        return
+    rows = {
+        "cpuManagerPolicy:": kubelet.cpu_manager_policy,
+        "topologyManagerPolicy:": kubelet.topology_manager_policy,
+        "topologyManagerScope:": kubelet.topology_manager_scope,
+        "memoryManagerPolicy:": kubelet.memory_manager_policy,
+        "reservedSystemCPUs:": kubelet.reserved_system_cpus,
+        "systemReserved memory:": kubelet.system_reserved_memory,
+        "kubeReserved memory:": kubelet.kube_reserved_memory,
+        "reservedMemory:": "; ".join(
+            f"node {r.numa_node} " + " ".join(f"{k}={v}" for k, v in r.limits.items())
+            for r in kubelet.reserved_memory),
+    }
+    for label, value in rows.items():
+        page.row(label, _or_dash(value))
+
+
+def format_report(report: HostReport) -> str:
+    """The report as one page of text, problems first."""
+    page = _Page(report.problems)
+    page.lines.append("kvtune host probe (read-only)")
+    _problems(page, report.problems)
+    _cpu(page, report)
+    _ple(page, report.cpu.ple)
+    _numa(page, report)
+    _memory(page, report)
+    _daemons(page, report)
+    _network(page, report)
+    _block(page, report)
+    _kubelet(page, report)
+    return "\n".join(page.lines)
