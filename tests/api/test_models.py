@@ -32,7 +32,7 @@ def test_a_minimal_profile_gets_the_conservative_defaults() -> None:
     assert spec.cpu.allow_overcommit is False
     assert spec.rollout.allow_drain is False
     assert spec.rollout.allow_reboot is False
-    assert spec.rollout.max_unavailable == "1"
+    assert spec.rollout.max_unavailable == 1
     assert spec.vmi is None
     assert spec.storage.block_luns is None
 

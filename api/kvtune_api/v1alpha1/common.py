@@ -42,6 +42,11 @@ Quantity = t.Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 
 HugepageSize = t.Literal["2Mi", "1Gi"]
 
+#: A count or a percentage (e.g. 1 or "10%"), kept as given so `1` stays an integer in the API.
+IntOrString = t.Annotated[
+    int | str, pydantic.WithJsonSchema({"x-kubernetes-int-or-string": True})
+]
+
 
 def cel(*rules: tuple[str, str]) -> ConfigDict:
     """Model config carrying CEL validation rules as (rule, message) pairs.
@@ -56,16 +61,19 @@ def cel(*rules: tuple[str, str]) -> ConfigDict:
 
 
 def section(model: type[T], description: str) -> t.Any:
-    """A sub-object that is always present, defaulted to `{}` in the CRD schema.
+    """A sub-object that is always present, defaulted in the CRD schema to its full default value.
 
     The apiserver applies nested defaults only inside objects that exist, so an omitted section
-    must itself default to `{}` for its fields' defaults (e.g. KSM Disabled) to show up in the
-    stored object, where `kubectl get -o yaml` and GitOps diffs can see them.
+    must itself have a default for its fields' defaults (e.g. KSM Disabled) to show up in the
+    stored object, where `kubectl get -o yaml` and GitOps diffs can see them. The default is the
+    whole defaulted section rather than `{}` because the apiserver checks a default against the
+    section's CEL rules without defaulting inside it first.
     """
+    default = model().model_dump(exclude_none=True, mode="json")  # type: ignore[attr-defined]
     return Field(
         default_factory=model,
         description=description,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": default},
     )
 
 

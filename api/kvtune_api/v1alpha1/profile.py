@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
-from kube_custom_resource import Scope, schema
+from kube_custom_resource import Scope
 from pydantic import Field
 
 from .common import (
@@ -16,6 +16,7 @@ from .common import (
     Condition,
     CustomResource,
     HugepageSize,
+    IntOrString,
     LabelSelector,
     Opt,
     Quantity,
@@ -312,10 +313,9 @@ class VmiSettings(BaseModel):
 class RolloutSettings(BaseModel):
     """How disruptive host changes (drain or reboot) are rolled out."""
 
-    max_unavailable: schema.IntOrString = Field(
-        default="1",
+    max_unavailable: IntOrString = Field(
+        default=1,
         description="Nodes (e.g. 1) or percent of matched nodes (e.g. 10%) disrupted at a time.",
-        json_schema_extra={"default": 1},
     )
     allow_drain: bool = Field(
         default=False,
