@@ -25,9 +25,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kvtune_api.v1alpha1 import HypervisorProfile
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
+from ..profiles import Profile
 from .overhead import (
     Gi,
     Mi,
@@ -70,7 +70,7 @@ class MutationResult:
 
 
 def mutate_vmi(
-    profile: HypervisorProfile,
+    profile: Profile,
     vmi: Mapping[str, Any],
     *,
     namespace_labels: Mapping[str, str],
@@ -87,7 +87,7 @@ def mutate_vmi(
     reason = out_of_scope(profile, vmi, namespace_labels)
     if reason is None and profile.spec.mode == "Audit":
         # Audit nodes are not prepared: steering VMIs to them would strand them in Pending.
-        reason = f"HypervisorProfile {profile.metadata.name} is in Audit mode"
+        reason = f"HypervisorProfile {profile.name} is in Audit mode"
     if reason is not None or settings is None:
         return MutationResult(shaped, [], None, reason)
 
@@ -97,7 +97,7 @@ def mutate_vmi(
     floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, FLOOR_FIELD)
     _top_up_overhead(floor, shaped, overhead_ratio)
     overhead = memory_overhead(shaped, ratio=overhead_ratio)
-    _steer_and_record(profile.metadata.name, floor, overhead, shaped)
+    _steer_and_record(profile.name, floor, overhead, shaped)
     return MutationResult(shaped, json_patch(vmi, shaped), overhead, None)
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvtune_api.v1alpha1 import HypervisorProfile
 from kvtune_api.v1alpha1.profile import VmiSettings
 
+from ..profiles import Profile
 from .overhead import lookup
 
 #: A VMI annotated `kvtune.io/skip: "true"` is left exactly as its author wrote it.
@@ -32,10 +32,10 @@ def selects(
 
 
 def out_of_scope(
-    profile: HypervisorProfile, vmi: Mapping[str, Any], namespace_labels: Mapping[str, str]
+    profile: Profile, vmi: Mapping[str, Any], namespace_labels: Mapping[str, str]
 ) -> str | None:
     """Why `profile` leaves this VMI alone, or None when it shapes it."""
-    name = profile.metadata.name
+    name = profile.name
     settings = profile.spec.vmi
     if settings is None:
         return f"HypervisorProfile {name} has no vmi section"

@@ -17,9 +17,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kvtune_api.v1alpha1 import HypervisorProfile
 from kvtune_api.v1alpha1.profile import VmiSettings
 
+from ..profiles import Profile
 from .mutate import CPU, MEMORY, PROFILE_LABEL, RESOURCES
 from .overhead import (
     Gi,
@@ -38,11 +38,11 @@ from .selection import SKIP_ANNOTATION, out_of_scope
 OPT_OUT = f'or opt the VMI out with the annotation {SKIP_ANNOTATION}: "true"'
 
 Findings = tuple[list[str], list[str]]
-Check = Callable[[HypervisorProfile, VmiSettings, Mapping[str, Any]], Findings]
+Check = Callable[[Profile, VmiSettings, Mapping[str, Any]], Findings]
 
 
 def validate_vmi(
-    profile: HypervisorProfile, vmi: Mapping[str, Any], *, namespace_labels: Mapping[str, str]
+    profile: Profile, vmi: Mapping[str, Any], *, namespace_labels: Mapping[str, str]
 ) -> Findings:
     """(errors, warnings) for a VMI `profile` selects; ([], []) for one it leaves alone."""
     settings = profile.spec.vmi
@@ -62,8 +62,8 @@ def validate_vmi(
     return errors, warnings
 
 
-def _cpu(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
-    name = profile.metadata.name
+def _cpu(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+    name = profile.name
     dedicated = lookup(vmi, *CPU, "dedicatedCpuPlacement")
     isolate = lookup(vmi, *CPU, "isolateEmulatorThread")
     errors = []
@@ -87,7 +87,7 @@ def _cpu(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, An
     return errors, []
 
 
-def _numa(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _numa(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
     if lookup(vmi, *CPU, "numa", "guestMappingPassthrough") is None:
         return [], []
     missing = []
@@ -104,11 +104,11 @@ def _numa(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, A
     ], []
 
 
-def _memory(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _memory(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
     if profile.spec.memory.allow_overcommit:
         return [], []
     forbids = (
-        f"HypervisorProfile {profile.metadata.name} forbids memory overcommit "
+        f"HypervisorProfile {profile.name} forbids memory overcommit "
         "(memory.allowOvercommit: false)"
     )
     errors = []
@@ -132,13 +132,11 @@ def _memory(profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str,
     return errors + _unequal(vmi, "memory", forbids), []
 
 
-def _guaranteed_cpu(
-    profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]
-) -> Findings:
+def _guaranteed_cpu(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
     if not settings.dedicated_cpus and profile.spec.cpu.allow_overcommit:
         return [], []
     why = (
-        f"HypervisorProfile {profile.metadata.name} gives VMs whole CPUs "
+        f"HypervisorProfile {profile.name} gives VMs whole CPUs "
         "(vmi.dedicatedCpus, or cpu.allowOvercommit: false)"
     )
     return _unequal(vmi, "cpu", why), []
@@ -158,13 +156,11 @@ def _unequal(vmi: Mapping[str, Any], name: str, why: str) -> list[str]:
     ]
 
 
-def _hugepages(
-    profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]
-) -> Findings:
+def _hugepages(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
     size = lookup(vmi, *MEMORY, "hugepages", "pageSize")
     if size is None:
         return [], []
-    name = profile.metadata.name
+    name = profile.name
     allocated = sorted(p.size for p in profile.spec.memory.hugepages.pages)
     if not allocated:
         return [], [
@@ -196,10 +192,8 @@ def _guest_bytes(vmi: Mapping[str, Any]) -> int:
     return quantity_bytes(guest, "spec.domain.memory.guest")
 
 
-def _scheduling(
-    profile: HypervisorProfile, settings: VmiSettings, vmi: Mapping[str, Any]
-) -> Findings:
-    name = profile.metadata.name
+def _scheduling(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+    name = profile.name
     wanted = lookup(vmi, "spec", "nodeSelector", PROFILE_LABEL)
     if wanted is None or wanted == name:
         return [], []

@@ -1,0 +1,46 @@
+"""Tests of the VMI webhook's pure functions, with builders for a profile and a VMI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtune_operator.profiles import Profile
+
+Obj = dict[str, Any]
+
+
+def make_profile(
+    name: str = "fast", *, vmi: Obj | None = None, mode: str = "Enforce", **spec: Any
+) -> Profile:
+    """A profile in Enforce mode whose vmi section (default: select every VMI) is `vmi`."""
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"matchLabels": {"pool": name}},
+            "mode": mode,
+            "vmi": {"namespaceSelector": {}, **(vmi or {})},
+            **spec,
+        },
+    }
+    return Profile.from_body(body)
+
+
+def make_vmi(
+    domain: Obj | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> Obj:
+    """A VirtualMachineInstance with `domain` merged over an empty devices section."""
+    metadata: Obj = {"name": "vm", "namespace": "vms"}
+    if labels is not None:
+        metadata["labels"] = labels
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": metadata,
+        "spec": {"domain": {"devices": {}, **(domain or {})}, **spec},
+    }
