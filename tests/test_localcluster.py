@@ -1,0 +1,65 @@
+"""The session's cluster behaves like a real one in the ways API tests rely on: it answers,
+namespaces finish deleting, ownerReference cascades are collected, and RBAC is enforced."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from support.cluster import ClusterAccess, impersonating, is_gone, wait_for
+
+
+def test_the_api_server_answers_with_its_version(
+    cluster: ClusterAccess, api_client: client.ApiClient
+) -> None:
+    version = client.VersionApi(api_client).get_code()
+    assert version.git_version.startswith("v1.")
+    assert api_client.configuration.host == cluster.server
+
+
+def test_a_deleted_namespace_is_removed_with_its_content(api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    name = core.create_namespace({"metadata": {"generateName": "kvtune-ns-"}}).metadata.name
+    core.create_namespaced_config_map(name, {"metadata": {"name": "content"}})
+
+    core.delete_namespace(name)
+
+    # Only the namespace controller empties a namespace and removes its finalizer.
+    wait_for(lambda: is_gone(lambda: core.read_namespace(name)), f"deletion of namespace {name}")
+
+
+def test_dependents_are_garbage_collected_after_their_owner(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    reference = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner.metadata.uid,
+    }
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "dependent", "ownerReferences": [reference]}}
+    )
+
+    core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
+
+    wait_for(
+        lambda: is_gone(lambda: core.read_namespaced_config_map("dependent", namespace)),
+        "garbage collection of the dependent ConfigMap",
+    )
+
+
+def test_rbac_forbids_a_serviceaccount_without_roles_to_list_nodes(
+    cluster: ClusterAccess, api_client: client.ApiClient
+) -> None:
+    client.CoreV1Api(api_client).list_node()  # the admin may: the 403 below is RBAC's doing
+    nobody = impersonating(cluster.kubeconfig, "system:serviceaccount:default:nobody")
+    try:
+        with pytest.raises(ApiException) as denied:
+            client.CoreV1Api(nobody).list_node()
+    finally:
+        nobody.close()
+    assert denied.value.status == 403
+    assert "system:serviceaccount:default:nobody" in str(denied.value.body)
