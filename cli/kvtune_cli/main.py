@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,20 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+    import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
+    from kvtune_operator.kube import Kube, api_client
+    from kvtune_operator.settings import Settings
+
+    if args.kubeconfig:
+        # One setting for both clients: kopf's login and ours read $KUBECONFIG.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    memo = kopf.Memo(settings=Settings(), kube=Kube(api_client()))
+    kopf.run(clusterwide=True, standalone=args.standalone, memo=memo)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvtune", description="Prepare KubeVirt nodes to run many VMs side by side."
@@ -46,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--json", action="store_true", help="print the HostReport as JSON")
     probe.set_defaults(func=_cmd_probe)
+
+    operator = sub.add_parser("operator", help="run the operator (and its admission webhook)")
+    operator.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then "
+                          "$KUBECONFIG or ~/.kube/config)")
+    operator.add_argument("--standalone", action="store_true",
+                          help="no peering with other replicas (single replica, tests, demo)")
+    operator.set_defaults(func=_cmd_operator)
     return parser
 
 

@@ -28,7 +28,7 @@ NODES = ("", "v1", "nodes")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> None:
     # `kvtune operator` passes its Settings in the memo; a bare `kopf run` gets the defaults.
     memo.setdefault("settings", Settings())
-    memo.setdefault("kube", Kube(api_client(memo["settings"].kubeconfig)))
+    memo.setdefault("kube", Kube(api_client()))
     # Own annotation prefix and finalizer, so kvtune never pauses or blocks another kopf operator
     # (the agents included) working on the same objects.
     settings.persistence.finalizer = "kvtune.io/operator"
@@ -40,6 +40,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     )
     settings.posting.level = logging.INFO
     settings.peering.name = "kvtune-operator"
+
+
+@kopf.on.login()
+def login(**kwargs: t.Any) -> kopf.ConnectionInfo | None:
+    # kopf's own client-library login reads $KUBECONFIG at import time; these read it now, and
+    # the service account token anew whenever kopf re-authenticates after a 401.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.index(*NODES)

@@ -7,6 +7,7 @@ object already created, already gone) are not errors.
 
 from __future__ import annotations
 
+import os
 import typing as t
 
 from kubernetes import client, config
@@ -20,15 +21,15 @@ STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
 
 
-def api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """A client for the cluster the operator runs in, or the one a kubeconfig names."""
-    if kubeconfig:
-        return t.cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))
+def api_client() -> client.ApiClient:
+    """A client for the cluster the operator runs in, else the one $KUBECONFIG names."""
     try:
         config.load_incluster_config()
         return client.ApiClient()
     except config.ConfigException:
-        return t.cast(client.ApiClient, config.new_client_from_config())
+        # Read $KUBECONFIG now: the client library reads it once, at import time.
+        path = os.environ.get("KUBECONFIG")
+        return t.cast(client.ApiClient, config.new_client_from_config(config_file=path))
 
 
 class Kube:

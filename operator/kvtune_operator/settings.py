@@ -17,6 +17,3 @@ class Settings:
     """How long a node that left its profile may take to restore its host (default 10 min).
     After that its state is deleted anyway (a dead node must not block a profile's deletion);
     its agent reverts by itself if it ever finds its state gone."""
-
-    kubeconfig: str | None = None
-    """Kubeconfig for the operator's own API client; None: in-cluster, then the default one."""

@@ -1,0 +1,189 @@
+"""The operator on the real API server: node states follow nodes and profiles, status rolls up.
+
+The agents are simulated here by writing node-state status the way an agent does; the real
+agent is tested against the API server in its own tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing as t
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
+from kvtune_api import conditions as cond
+from kvtune_operator.reconcile import REVERTED
+from kvtune_operator.render import PROFILE_LABEL
+from support.cluster import ClusterAccess, is_gone, wait_for
+
+G, V = "kvtune.io", "v1alpha1"
+PROFILES, STATES = "hypervisorprofiles", "hypervisornodestates"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterAccess, kvtune_crds: list[str]) -> Iterator[KopfRunner]:
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    args = ["run", "--standalone", "--all-namespaces", "-m", "kvtune_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        time.sleep(1)  # let the watches and indexes start
+        yield runner
+    if previous is None:
+        del os.environ["KUBECONFIG"]
+    else:
+        os.environ["KUBECONFIG"] = previous
+    assert runner.exception is None, runner.output
+
+
+class World:
+    """Nodes, profiles and simulated agents of one test, named apart from other tests."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.tag = uuid.uuid4().hex[:6]
+
+    def node(self, name: str, **labels: str) -> str:
+        full = f"{self.tag}-{name}"
+        self.core.create_node({"metadata": {"name": full, "labels": labels}})
+        return full
+
+    def relabel(self, node: str, **labels: str | None) -> None:
+        self.core.patch_node(node, {"metadata": {"labels": labels}})
+
+    def profile(self, name: str, pool: str, **spec: t.Any) -> str:
+        full = f"{self.tag}-{name}"
+        body = {"apiVersion": f"{G}/{V}", "kind": "HypervisorProfile",
+                "metadata": {"name": full},
+                "spec": {"nodeSelector": {"matchLabels": {"pool": f"{self.tag}-{pool}"}}, **spec}}
+        self.custom.create_cluster_custom_object(G, V, PROFILES, body)
+        return full
+
+    def pool(self, pool: str) -> str:
+        return f"{self.tag}-{pool}"
+
+    def state(self, node: str) -> dict[str, t.Any]:
+        got: dict[str, t.Any] = self.custom.get_cluster_custom_object(G, V, STATES, node)
+        return got
+
+    def status(self, profile: str) -> dict[str, t.Any]:
+        got = self.custom.get_cluster_custom_object(G, V, PROFILES, profile)
+        return t.cast(dict[str, t.Any], got.get("status") or {})
+
+    def agent_reports(self, node: str, *types: str) -> None:
+        """Write status as an agent would: these condition types True, for the current spec."""
+        state = self.state(node)
+        conditions = [cond.make(ty, "True", ty).model_dump(mode="json") for ty in types]
+        for c in conditions:
+            c["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+        self.custom.patch_cluster_custom_object_status(G, V, STATES, node, {"status": {
+            "observedGeneration": state["metadata"]["generation"], "conditions": conditions}})
+
+    def has_state(self, node: str) -> bool:
+        return not is_gone(lambda: self.state(node))
+
+
+@pytest.fixture
+def world(operator: KopfRunner, api_client: client.ApiClient) -> World:
+    return World(api_client)
+
+
+def test_a_profile_renders_a_state_and_a_label_for_each_matching_node(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    b = world.node("b", pool=world.pool("vm"))
+    other = world.node("c", pool=world.pool("db"))
+    p = world.profile("p", "vm", mode="Enforce")
+    wait_for(lambda: world.has_state(a) and world.has_state(b), "states for both nodes")
+    assert world.state(a)["spec"]["mode"] == "Enforce"
+    assert world.state(a)["spec"]["profile"]["name"] == p
+    assert not world.has_state(other)
+    wait_for(lambda: world.core.read_node(a).metadata.labels.get(PROFILE_LABEL) == p, "label")
+    wait_for(lambda: world.status(p).get("matchedNodes") == 2, "matchedNodes 2")
+    assert world.status(p)["readyNodes"] == 0
+
+
+def test_agent_reports_roll_up_into_a_ready_profile(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm")
+    wait_for(lambda: world.has_state(a), "state")
+    world.agent_reports(a, cond.READY)
+    wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
+    ready = [c for c in world.status(p)["conditions"] if c["type"] == cond.READY][0]
+    assert ready["status"] == "True"
+    assert world.status(p)["observedGeneration"] == 1
+
+
+def test_a_converged_profile_is_not_rewritten(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm")
+    wait_for(lambda: world.has_state(a), "state")
+    world.agent_reports(a, cond.READY)
+    wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
+    time.sleep(1.5)
+    versions = (world.state(a)["metadata"]["resourceVersion"],
+                world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
+                    "resourceVersion"],
+                world.core.read_node(a).metadata.resource_version)
+    time.sleep(3)  # three resync passes
+    assert versions == (world.state(a)["metadata"]["resourceVersion"],
+                        world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
+                            "resourceVersion"],
+                        world.core.read_node(a).metadata.resource_version)
+
+
+def test_a_node_leaving_the_selector_reverts_before_its_state_goes(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm")
+    wait_for(lambda: world.has_state(a), "state")
+    world.relabel(a, pool="elsewhere")
+    wait_for(lambda: world.state(a)["spec"]["revert"] is True, "revert requested")
+    assert world.has_state(a), "the state must stay until the agent has reverted"
+    world.agent_reports(a, REVERTED)
+    wait_for(lambda: not world.has_state(a), "state removed after the revert")
+    wait_for(lambda: PROFILE_LABEL not in (world.core.read_node(a).metadata.labels or {}),
+             "profile label removed")
+    wait_for(lambda: world.status(p).get("matchedNodes") == 0, "matchedNodes 0")
+
+
+def test_a_node_matched_by_two_profiles_is_reported_by_both(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"), gpu=world.pool("yes"))
+    p = world.profile("p", "vm")
+    q = world.custom.create_cluster_custom_object(G, V, PROFILES, {
+        "apiVersion": f"{G}/{V}", "kind": "HypervisorProfile",
+        "metadata": {"name": f"{world.tag}-q"},
+        "spec": {"nodeSelector": {"matchLabels": {"gpu": world.pool("yes")}}}})["metadata"]["name"]
+    for name, other in ((p, q), (q, p)):
+        wait_for(lambda n=name: world.status(n).get("degradedNodes") == 1, f"{name} degraded")
+        failing = world.status(name)["failingNodes"]
+        assert failing[0]["node"] == a and failing[0]["reason"] == "ProfileConflict"
+        assert other in failing[0]["message"]
+    # p may have rendered the node before q existed: that state is frozen, not handed over.
+    wait_for(lambda: not world.has_state(a) or world.state(a)["spec"]["paused"] is True,
+             "no state, or a paused one")
+
+
+def test_a_paused_profile_pauses_its_states(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm")
+    wait_for(lambda: world.has_state(a), "state")
+    world.custom.patch_cluster_custom_object(G, V, PROFILES, p, {
+        "metadata": {"annotations": {"kvtune.io/paused": "true"}}})
+    wait_for(lambda: world.state(a)["spec"]["paused"] is True, "state paused")
+
+
+def test_deleting_a_profile_reverts_its_nodes_then_lets_it_go(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm")
+    wait_for(lambda: world.has_state(a), "state")
+    world.custom.delete_cluster_custom_object(G, V, PROFILES, p)
+    wait_for(lambda: world.state(a)["spec"]["revert"] is True, "revert requested")
+    assert not is_gone(lambda: world.custom.get_cluster_custom_object(G, V, PROFILES, p)), (
+        "the profile must wait for its nodes")
+    world.agent_reports(a, REVERTED)
+    wait_for(lambda: is_gone(lambda: world.custom.get_cluster_custom_object(G, V, PROFILES, p)),
+             "profile deleted", timeout=30)
+    assert not world.has_state(a)
