@@ -112,7 +112,7 @@ def test_agent_reports_roll_up_into_a_ready_profile(world: World) -> None:
     wait_for(lambda: world.has_state(a), "state")
     world.agent_reports(a, cond.READY)
     wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
-    ready = [c for c in world.status(p)["conditions"] if c["type"] == cond.READY][0]
+    ready = next(c for c in world.status(p)["conditions"] if c["type"] == cond.READY)
     assert ready["status"] == "True"
     assert world.status(p)["observedGeneration"] == 1
 
