@@ -12,6 +12,7 @@ a result. A file that exists but cannot be read, or holds something unexpected, 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +126,13 @@ class HostFS:
         return os.path.isdir(self.real(path))
 
     def glob(self, pattern: str) -> list[str]:
-        """Sorted host paths matching a shell pattern such as /sys/class/net/*/device."""
-        root_len = len(self._prefix)
-        return sorted(
-            "/" + str(p)[root_len:].lstrip("/")
-            for p in Path(self.real("/")).glob(pattern.lstrip("/"))
-        )
+        """Sorted host paths matching a shell pattern such as /sys/class/net/*/device.
+
+        Dangling symlinks match (glob's lexists), unlike pathlib's glob: an absolute link such as
+        a systemd `.wants/` entry dangles when seen from a pod and still counts.
+        """
+        matches = glob.glob(pattern.lstrip("/"), root_dir=self.real("/"))
+        return sorted("/" + match for match in matches)
 
     def resolve(self, path: str) -> str | None:
         """The host path with every symlink followed; None when a component is missing.

@@ -132,7 +132,7 @@ def _numa(page: _Page, report: HostReport) -> None:
     page.line(f"  available: {len(nodes)} nodes ({','.join(map(str, ids))})")
     for node in nodes:
         key = f"{memory.NODES}/node{node.id}/meminfo"
-        page.line(f"  node {node.id} cpus: {node.cpus.replace(',', ' ') or '(none)'}", key)
+        page.line(f"  node {node.id} cpus: {node.cpus or '(none)'}", key)
         memoryless = " (memoryless)" if node.memoryless else ""
         page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{memoryless}", key)
         page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
@@ -200,7 +200,8 @@ def _network(page: _Page, report: HostReport) -> None:
 def _disk(page: _Page, device: BlockDevice) -> None:
     rota = _or_dash(None if device.rotational is None else int(device.rotational))
     page.line(f"  {device.name:<10} {_human(device.size_bytes):>6} {rota:>4}  "
-              f"{device.kind:<12} {_or_dash(device.model):<16} {device.classification:<9}"
+              f"{device.kind:<12} {_or_dash(device.model or device.dm_name):<16} "
+              f"{device.classification:<9}"
               f"{device.reason}", device.path)
 
 

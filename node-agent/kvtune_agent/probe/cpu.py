@@ -91,9 +91,9 @@ def _intel_ple(fs: HostFS, cpuinfo: dict[str, str]) -> PleReport:
 
 
 def _amd_ple(fs: HostFS, flags: set[str]) -> PleReport:
-    listed = sorted({"pausefilter", "pfthreshold"} & flags)
-    evidence = [Evidence(source=CPUINFO, observed=f"flags list {', '.join(listed) or 'neither'} "
-                         "of pausefilter, pfthreshold")]
+    evidence = [Evidence(source=CPUINFO, observed=", ".join(
+        f"{flag} {'listed' if flag in flags else 'not listed'}"
+        for flag in ("pausefilter", "pfthreshold")))]
     supported: Tri = "Yes" if "pausefilter" in flags else "No"
     params = _module_params(fs, "kvm_amd", AMD_PARAMS, evidence) or {}
     return _ple("kvm_amd", supported, list(params.values()), params, evidence)

@@ -1,0 +1,178 @@
+"""The block probe: every class of disk, and the rule that only proven-free disks are Eligible."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hosttree import HostTree
+from kvtune_agent.probe import block, probe_host
+
+MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
+
+
+def _at(offset: int, magic: bytes, size: int = 70_000) -> bytes:
+    data = bytearray(size)
+    data[offset:offset + len(magic)] = magic
+    return bytes(data)
+
+
+def _os_disk(tree: HostTree) -> None:
+    tree.disk("sda").mount("/dev/sda", "/")
+
+
+def _boot_and_swap_partitions(tree: HostTree) -> None:
+    tree.disk("sda").partition("sda", "sda1").partition("sda", "sda2")
+    tree.mount("/dev/sda1", "/boot", "vfat").swap("/dev/sda2")
+
+
+def _root_on_lvm(tree: HostTree) -> None:
+    tree.disk("sda").partition("sda", "sda1").holder("sda/sda1", "dm-0")
+    tree.disk("dm-0", dm=("vg-root", "LVM-abc")).mount("/dev/mapper/vg-root", "/", "xfs")
+
+
+def _data_mount(tree: HostTree) -> None:
+    tree.disk("sda").mount("/dev/sda", "/srv/data", "xfs")
+
+
+def _partitions_only(tree: HostTree) -> None:
+    tree.disk("sda").partition("sda", "sda1").partition("sda", "sda2")
+
+
+def _active_lvm_member(tree: HostTree) -> None:
+    tree.disk("sda").holder("sda", "dm-1").disk("dm-1", dm=("vg-lv", "LVM-xyz"))
+
+
+def _multipath(tree: HostTree) -> None:
+    tree.disk("sda").disk("sdb").holder("sda", "dm-2").holder("sdb", "dm-2")
+    tree.disk("dm-2", dm=("mpatha", MPATH_UUID))
+
+
+CLASS_CASES = [
+    pytest.param(_os_disk, "sda", "System", "/ on sda", id="a disk mounted at / backs the OS"),
+    pytest.param(_boot_and_swap_partitions, "sda", "System", "/boot on sda1, [SWAP] on sda2",
+                 id="a disk with /boot and swap partitions backs the OS"),
+    pytest.param(_root_on_lvm, "sda", "System", "/ on dm-0",
+                 id="a disk under the LVM volume holding / backs the OS"),
+    pytest.param(_root_on_lvm, "dm-0", "System", "/ on dm-0",
+                 id="the LVM volume holding / backs the OS"),
+    pytest.param(_data_mount, "sda", "InUse", "mounted: /srv/data on sda",
+                 id="a disk mounted elsewhere is in use"),
+    pytest.param(_partitions_only, "sda", "InUse", "has partitions sda1, sda2",
+                 id="a partitioned disk with nothing mounted is in use"),
+    pytest.param(_active_lvm_member, "sda", "InUse", "held by dm-1 (vg-lv)",
+                 id="an active LVM member is in use through its holder"),
+    pytest.param(_active_lvm_member, "dm-1", "InUse", "an LVM logical volume, not a raw LUN",
+                 id="an unmounted LVM volume is not a raw LUN"),
+    pytest.param(_multipath, "sda", "InUse", "a path of multipath map dm-2 (mpatha)",
+                 id="a multipath path is in use by its map"),
+    pytest.param(_multipath, "dm-2", "Eligible", "a free raw LUN",
+                 id="a free multipath map is an eligible LUN"),
+    pytest.param(lambda t: t.disk("sda"), "sda", "Eligible", "a free raw LUN",
+                 id="a zeroed disk with nothing on it is an eligible LUN"),
+    pytest.param(lambda t: t.disk("sda", content=None), "sda", "Unknown", "cannot read /dev/sda",
+                 id="an unreadable device node is unknown, never eligible"),
+    pytest.param(lambda t: t.file("/sys/block/sda/size", 1), "sda", "Unknown",
+                 "cannot read /dev/sda", id="a missing device node is unknown, never eligible"),
+    pytest.param(lambda t: t.disk("sda", content=b"\x01" * 4096), "sda", "Unknown",
+                 "does not recognise", id="unrecognised data is unknown, never eligible"),
+    pytest.param(lambda t: t.disk("sda", read_only=True), "sda", "Unknown", "read-only",
+                 id="a read-only disk is unknown"),
+    pytest.param(lambda t: t.disk("sda", size_bytes=0), "sda", "Unknown", "size 0",
+                 id="an empty drive is unknown"),
+]
+
+
+@pytest.mark.parametrize(("build", "name", "classification", "reason"), CLASS_CASES)
+def test_classification(
+    tmp_path: Path, build: Callable[[HostTree], None], name: str, classification: str,
+    reason: str,
+) -> None:
+    tree = HostTree(tmp_path)
+    build(tree)
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    assert devices[name].classification == classification
+    assert reason in devices[name].reason
+
+
+@pytest.mark.parametrize(
+    ("content", "signature"),
+    [
+        pytest.param(_at(0, b"LABELONE"), "LVM2_member", id="LVM label in sector 0"),
+        pytest.param(_at(512, b"LABELONE"), "LVM2_member", id="LVM label in sector 1"),
+        pytest.param(_at(1080, b"\x53\xef"), "ext2/3/4", id="ext magic at 1080"),
+        pytest.param(_at(0, b"XFSB"), "xfs", id="xfs at 0"),
+        pytest.param(_at(4086, b"SWAPSPACE2"), "swap", id="swap at 4086"),
+        pytest.param(_at(65600, b"_BHRfS_M"), "btrfs", id="btrfs at 65600"),
+        pytest.param(_at(512, b"EFI PART"), "gpt", id="gpt header at 512"),
+        pytest.param(_at(510, b"\x55\xaa"), "dos", id="mbr boot signature at 510"),
+        pytest.param(_at(0, b"LUKS\xba\xbe"), "luks", id="luks header"),
+        pytest.param(_at(4096, b"\xfc\x4e\x2b\xa9"), "linux_raid_member", id="md superblock 1.2"),
+    ],
+)
+def test_a_signature_makes_an_idle_disk_in_use(
+    tmp_path: Path, content: bytes, signature: str
+) -> None:
+    tree = HostTree(tmp_path).disk("sdb", content=content)
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("InUse", signature)
+    assert "wipefs -a /dev/sdb" in device.reason
+
+
+def test_an_unreadable_device_node_is_a_problem_naming_it(tmp_path: Path) -> None:
+    report = probe_host(HostTree(tmp_path).disk("sdc", content=None).fs())
+
+    paths = {p.path for p in report.problems if p.feature == "Block"}
+    assert paths == {"/dev/sdc"}
+    assert report.block.devices[0].signature is None
+
+
+def test_devices_in_use_are_never_opened(tmp_path: Path) -> None:
+    # A multipath path whose node would fail to open: classified from sysfs alone.
+    tree = HostTree(tmp_path).disk("sda", content=None).holder("sda", "dm-2")
+    tree.disk("dm-2", dm=("mpatha", MPATH_UUID))
+    fs = tree.fs()
+
+    block.probe(fs)
+
+    assert fs.take_issues() == []
+
+
+def test_identity_fields_are_reported(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sdd", wwid="0x5000c500a1b2c3d4", rotational=True,
+                                   size_bytes=4 * 2**40)
+    tree.disk("dm-2", dm=("mpatha", MPATH_UUID))
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    sdd = devices["sdd"]
+    assert (sdd.path, sdd.kind, sdd.size_bytes, sdd.rotational) == (
+        "/dev/sdd", "Disk", 4 * 2**40, True)
+    assert (sdd.model, sdd.vendor, sdd.wwid) == ("PERC H755", "DELL", "0x5000c500a1b2c3d4")
+    assert sdd.by_id == ["wwn-0x5000c500a1b2c3d4"]
+    assert (devices["dm-2"].kind, devices["dm-2"].dm_name, devices["dm-2"].wwid) == (
+        "Multipath", "mpatha", MPATH_UUID.removeprefix("mpath-"))
+
+
+def test_loop_ram_zram_and_optical_devices_are_counted_not_listed(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sda")
+    for name in ("loop0", "loop1", "ram0", "zram0", "sr0"):
+        tree.disk(name)
+
+    found = block.probe(tree.fs())
+
+    assert [d.name for d in found.devices] == ["sda"]
+    assert found.skipped == {"loop": 2, "ram": 1, "zram": 1, "sr": 1}
+
+
+def test_mountpoints_with_escaped_spaces_are_decoded(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sda").mount("/dev/sda", "/mnt/my\\040disk")
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert device.mountpoints == ["/mnt/my disk"]

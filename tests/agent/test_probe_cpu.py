@@ -1,0 +1,177 @@
+"""The CPU probe: vendor and counts, hardware virtualization, and PLE with its evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hosttree import INTEL_FLAGS, HostTree, intel_two_socket, vm_guest
+from kvtune_agent.probe import cpu, probe_host
+
+PLE_BIT = 1 << 42
+Build = Callable[[HostTree], object]
+
+
+def test_a_vm_guest_without_vmx_says_so_plainly(tmp_path: Path) -> None:
+    report = probe_host(vm_guest(tmp_path).fs())
+
+    assert report.cpu.virtualization == "None"
+    assert report.cpu.hypervisor_guest
+    assert (report.cpu.ple.supported, report.cpu.ple.enabled) == ("No", "No")
+    [error] = [p for p in report.problems if p.severity == "Error"]
+    assert "virtual machine without VMX or SVM" in error.message
+    assert error.path == "/proc/cpuinfo"
+
+
+def test_a_bare_metal_host_without_vmx_is_told_to_enable_it_in_firmware(tmp_path: Path) -> None:
+    found = cpu.probe(HostTree(tmp_path).cpuinfo(4).fs())
+
+    [error] = cpu.check(found)
+    assert error.severity == "Error"
+    assert "BIOS" in error.message
+
+
+def test_a_two_socket_intel_host_reports_vendor_model_and_counts(tmp_path: Path) -> None:
+    report = probe_host(intel_two_socket(tmp_path).fs())
+
+    assert report.cpu.vendor == "GenuineIntel"
+    assert report.cpu.model_name == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    assert (report.cpu.family, report.cpu.model) == (6, 106)
+    assert report.cpu.logical_cpus == 64
+    assert (report.numa.sockets, report.numa.cores, report.numa.threads_per_core) == (2, 32, 2)
+    assert report.cpu.virtualization == "VMX"
+    assert report.cpu.ple.ple_gap == 128
+    assert report.cpu.ple.ple_window == 4096
+
+
+def _intel(vmx_flags: str | None = "ept ple") -> Build:
+    return lambda tree: tree.cpuinfo(4, flags=f"{INTEL_FLAGS} vmx", vmx_flags=vmx_flags)
+
+
+def _amd(flags: str = "svm pausefilter pfthreshold") -> Build:
+    return lambda tree: tree.cpuinfo(4, vendor="AuthenticAMD", flags=f"{INTEL_FLAGS} {flags}")
+
+
+def _with(*steps: Build) -> Build:
+    def build(tree: HostTree) -> None:
+        for step in steps:
+            step(tree)
+
+    return build
+
+
+PLE_CASES = [
+    pytest.param(
+        _with(_intel(), lambda t: t.kvm_module("kvm_intel", ple_gap=128, ple_window=4096)),
+        "Yes", "Yes", "'vmx flags' lists ple",
+        id="intel vmx flags listing ple with ple_gap 128 is supported and enabled",
+    ),
+    pytest.param(
+        _with(_intel(), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+        "Yes", "No", "ple_gap=0",
+        id="intel ple_gap 0 is supported but disabled",
+    ),
+    pytest.param(
+        _with(_intel("ept vpid"), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+        "No", "No", "does not list ple",
+        id="intel vmx flags without ple is unsupported",
+    ),
+    pytest.param(
+        _with(_intel(None), lambda t: t.msr(PLE_BIT | 0xFF),
+              lambda t: t.kvm_module("kvm_intel", ple_gap=128)),
+        "Yes", "Yes", "bit 42 = 1",
+        id="intel MSR bit 42 proves support on a kernel without vmx flags",
+    ),
+    pytest.param(
+        _with(_intel(), lambda t: t.msr(0xFF), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+        "No", "No", "bit 42 = 0",
+        id="intel MSR bit 42 clear outranks the vmx flags line",
+    ),
+    pytest.param(
+        _with(_intel(None), lambda t: t.kvm_module("kvm_intel", ple_gap=128)),
+        "Yes", "Yes", "ple_gap=128",
+        id="intel non-zero ple_gap alone proves support since the kernel zeroes it otherwise",
+    ),
+    pytest.param(
+        _intel(None), "Unknown", "Unknown", "kvm_intel is not loaded",
+        id="intel without msr, vmx flags or kvm_intel is unknown",
+    ),
+    pytest.param(
+        _with(_amd(), lambda t: t.kvm_module("kvm_amd", pause_filter_count=3000,
+                                             pause_filter_thresh=128)),
+        "Yes", "Yes", "pausefilter listed",
+        id="amd pausefilter with both parameters non-zero is enabled",
+    ),
+    pytest.param(
+        _with(_amd(), lambda t: t.kvm_module("kvm_amd", pause_filter_count=3000,
+                                             pause_filter_thresh=0)),
+        "Yes", "No", "pause_filter_thresh=0",
+        id="amd pause_filter_thresh 0 disables the filter",
+    ),
+    pytest.param(
+        _with(_amd("svm"), lambda t: t.kvm_module("kvm_amd", pause_filter_count=3000,
+                                                  pause_filter_thresh=128)),
+        "No", "No", "pausefilter not listed",
+        id="amd without pausefilter is unsupported",
+    ),
+    pytest.param(
+        _amd(), "Yes", "Unknown", "kvm_amd is not loaded",
+        id="amd with kvm_amd not loaded has enabled unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "supported", "enabled", "evidence"), PLE_CASES)
+def test_ple(tmp_path: Path, build: Build, supported: str, enabled: str, evidence: str) -> None:
+    tree = HostTree(tmp_path)
+    build(tree)
+
+    ple = cpu.probe(tree.fs()).ple
+
+    assert (ple.supported, ple.enabled) == (supported, enabled)
+    assert any(evidence in f"{e.source}: {e.observed}" for e in ple.evidence), ple.evidence
+
+
+@pytest.mark.parametrize(
+    ("build", "severity", "words"),
+    [
+        pytest.param(
+            _with(_intel(), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+            "Warning", "/etc/modprobe.d",
+            id="disabled PLE points at modprobe.d and a reboot",
+        ),
+        pytest.param(
+            _with(_intel("ept"), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+            "Warning", "do not overcommit",
+            id="missing PLE warns against vCPU overcommit",
+        ),
+        pytest.param(
+            _with(_intel(None), lambda t: t.kvm_module("kvm_intel", ple_gap=0)),
+            "Warning", "may have it",
+            id="ple_gap 0 with no other evidence is still reported as off",
+        ),
+        pytest.param(
+            _intel(None), "Info", "msr module",
+            id="unknown support asks for the msr module",
+        ),
+    ],
+)
+def test_ple_problems(tmp_path: Path, build: Build, severity: str, words: str) -> None:
+    tree = HostTree(tmp_path).file("/dev/kvm", b"")
+    build(tree)
+
+    problems = [p for p in cpu.check(cpu.probe(tree.fs())) if p.feature == "PLE"]
+
+    assert [p.severity for p in problems] == [severity]
+    assert words in problems[0].message
+
+
+def test_virtualization_without_dev_kvm_is_an_error(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpuinfo(4, flags=f"{INTEL_FLAGS} vmx", vmx_flags="ple")
+
+    problems = cpu.check(cpu.probe(tree.fs()))
+
+    assert [(p.severity, p.path) for p in problems if p.feature == "CPU"] == [
+        ("Error", "/dev/kvm")
+    ]

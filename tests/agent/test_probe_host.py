@@ -1,0 +1,124 @@
+"""The whole probe: an empty root, this machine's real /, the CLI, the text report, bounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hosttree import HostTree, large_host, vm_guest
+from kvtune_agent import probe
+from kvtune_agent.hostfs import HostFS
+from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
+from kvtune_agent.report import format_report
+from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport
+
+
+def test_an_empty_root_is_all_absent_or_unknown_and_no_crash(tmp_path: Path) -> None:
+    report = probe_host(HostFS(tmp_path))
+
+    assert report.cpu.virtualization == "Unknown"
+    assert (report.cpu.ple.supported, report.cpu.ple.enabled) == ("Unknown", "Unknown")
+    assert report.numa.nodes == []
+    assert report.memory.total_kib is None
+    assert report.ksm.state == "Absent"
+    assert report.numad.unit == "NotInstalled"
+    assert report.sriov.nics == [] and report.block.devices == []
+    assert report.kubelet.config_path is None
+    assert {p.feature for p in report.problems} == {"CPU", "NUMA", "Memory", "Kubelet"}
+    assert all(p.severity != "Error" for p in report.problems)
+    assert "PROBLEMS" in format_report(report)
+
+
+def _lscpu_numa_nodes() -> int | None:
+    if shutil.which("lscpu") is None:
+        return None
+    out = json.loads(subprocess.run(["lscpu", "-J"], capture_output=True, check=True).stdout)
+    pending: list[Any] = list(out["lscpu"])
+    while pending:
+        entry = pending.pop()
+        pending += entry.get("children", [])
+        if entry["field"] == "NUMA node(s):":
+            return int(entry["data"])
+    return None
+
+
+def test_the_real_root_agrees_with_nproc_lscpu_and_meminfo() -> None:
+    report = probe_host(HostFS(Path("/")))
+
+    assert len(cpulist.parse(report.numa.online_cpus)) == os.cpu_count()
+    nodes = _lscpu_numa_nodes()
+    if nodes is not None:
+        assert len(report.numa.nodes) == nodes
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert report.memory.total_kib == int(meminfo["MemTotal"].split()[0])
+
+
+def test_the_cli_prints_json_that_parses_back_into_a_host_report(tmp_path: Path) -> None:
+    vm_guest(tmp_path)
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kvtune_cli.main", "probe", "--root", str(tmp_path), "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+    report = HostReport.model_validate_json(out)
+    assert report == probe_host(HostFS(tmp_path))
+    assert json.loads(out)["cpu"]["hypervisorGuest"] is True
+
+
+def test_the_text_report_highlights_a_problem_and_the_line_it_concerns(tmp_path: Path) -> None:
+    text = format_report(probe_host(vm_guest(tmp_path).fs()))
+
+    lines = text.splitlines()
+    assert any(line.startswith("!!  ERROR   CPU") for line in lines)
+    assert any(line.startswith("!!") and "Virtualization:" in line for line in lines)
+    assert any(line.lstrip("!. ").startswith("vda") and "System" in line for line in lines)
+
+
+def test_a_failing_probe_is_an_error_and_the_others_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fs: HostFS) -> Any:
+        raise KeyError("flags")
+
+    features = [Feature("CPU", "cpu", broken, cpu.check), *probe.FEATURES[1:]]
+    monkeypatch.setattr(probe, "FEATURES", features)
+
+    report = probe_host(vm_guest(tmp_path).fs())
+
+    [error] = [p for p in report.problems if p.severity == "Error"]
+    assert "CPU probe failed (KeyError" in error.message
+    assert report.block.devices[0].name == "vda"
+
+
+def test_problems_are_bounded_with_a_last_entry_counting_the_rest(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    for index in range(MAX_PROBLEMS):
+        tree.disk(f"vd{index}", content=None)  # two problems each: unreadable, Unknown
+
+    problems = probe_host(tree.fs()).problems
+
+    assert len(problems) == MAX_PROBLEMS
+    assert problems[-1].feature == "Report"
+    assert "more findings were left out" in problems[-1].message
+
+
+def test_a_large_host_probes_in_under_100_ms_into_a_bounded_report(tmp_path: Path) -> None:
+    fs = large_host(tmp_path).fs()
+
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        report = probe_host(fs)
+        timings.append(time.perf_counter() - start)
+
+    assert min(timings) < 0.1, timings
+    assert len(report.block.devices) == 64 and len(report.numa.nodes) == 8
+    assert len(report.model_dump_json(exclude_none=True)) < 256 * 1024

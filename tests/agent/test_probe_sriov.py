@@ -1,0 +1,58 @@
+"""The SR-IOV probe: PCI NICs, their VF capacity and locality, and who holds each VF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hosttree import HostTree
+from kvtune_agent.probe import sriov
+
+
+def test_a_pf_lists_its_vfs_and_which_one_a_vm_holds(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", numa_node=1, total_vfs=64,
+                                  vf_drivers=["vfio-pci", "iavf", "iavf", None])
+
+    [nic] = sriov.probe(tree.fs()).nics
+
+    assert (nic.name, nic.pci_address, nic.vendor_id, nic.device_id, nic.driver) == (
+        "ens1f0", "0000:3b:00.0", "8086", "159b", "ice")
+    assert (nic.numa_node, nic.operstate, nic.mtu) == (1, "up", 1500)
+    assert (nic.sriov_total_vfs, nic.sriov_num_vfs) == (64, 4)
+    assert [(vf.index, vf.pci_address, vf.driver, vf.netdev, vf.assigned_to_vm)
+            for vf in nic.vfs] == [
+        (0, "0000:3b:02.0", "vfio-pci", None, True),
+        (1, "0000:3b:02.1", "iavf", "ens1f0v1", False),
+        (2, "0000:3b:02.2", "iavf", "ens1f0v2", False),
+        (3, "0000:3b:02.3", None, None, False),
+    ]
+
+
+def test_vf_netdevs_are_listed_under_their_pf_and_virtual_ones_only_counted(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", total_vfs=8, vf_drivers=["iavf"])
+    tree.virtual_nic("lo").virtual_nic("cni0")
+
+    found = sriov.probe(tree.fs())
+
+    assert [nic.name for nic in found.nics] == ["ens1f0"]
+    assert found.virtual_interfaces == 2
+
+
+def test_a_nic_without_sriov_or_numa_locality_reports_them_absent(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("eno1", "0000:01:00.0", driver="tg3", numa_node=-1)
+
+    [nic] = sriov.probe(tree.fs()).nics
+
+    assert (nic.sriov_total_vfs, nic.sriov_num_vfs, nic.vfs, nic.numa_node) == (
+        None, None, [], None)
+    assert sriov.check(sriov.probe(tree.fs())) == []
+
+
+def test_more_vfs_than_the_device_can_have_is_warned_about(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", total_vfs=2)
+    tree.file("/sys/devices/pci0000:00/0000:3b:00.0/sriov_numvfs", 4)
+
+    [warning] = sriov.check(sriov.probe(tree.fs()))
+
+    assert warning.path == "/sys/class/net/ens1f0/device/sriov_numvfs"

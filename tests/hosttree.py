@@ -1,0 +1,398 @@
+"""Builders that lay out sysfs/procfs-shaped host trees (files and symlinks) for the probe tests.
+
+Host code is tested against real-looking trees rather than mocks of open(), as the SR-IOV
+operator's fakefilesystem does: each builder writes what the kernel would show for one thing (a
+NUMA node, a disk, a NIC with VFs), with sysfs' relative symlinks, so a probe reads a test tree
+exactly as it reads a host. The ready-made shapes at the bottom compose them into whole hosts.
+
+Tests may run as root, where file permissions do not stop reads, so "unreadable" files are made
+as directories: opening one fails with EISDIR, a read error like EACCES would be.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from kvtune_agent.hostfs import HostFS
+
+SECTOR = 512
+INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep pdpe1gb lm constant_tsc"
+DEFAULT_DISK_BYTES = 100 * 2**30
+MSR_PROCBASED_CTLS2 = 0x48B
+
+
+def _cpulist(ids: Iterable[int]) -> str:
+    return ",".join(str(i) for i in sorted(ids))
+
+
+class HostTree:
+    """A host laid out under `root`; every method returns self so that calls chain."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._appended: dict[str, list[str]] = {}
+
+    def fs(self) -> HostFS:
+        return HostFS(self.root)
+
+    # -- primitives -------------------------------------------------------------------------
+
+    def file(self, path: str, content: str | bytes | int) -> HostTree:
+        """A file at the host path, with sysfs' trailing newline for text values."""
+        real = self.root / path.lstrip("/")
+        real.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            real.write_bytes(content)
+        else:
+            real.write_text(f"{content}\n")
+        return self
+
+    def link(self, path: str, target: str, *, absolute: bool = False) -> HostTree:
+        """A symlink to the host path `target`, relative like sysfs' unless `absolute`.
+
+        The relative target is computed from where the link really lands, since its directory
+        may itself be reached through a link (/sys/block/sda/holders is in /sys/devices/...).
+        """
+        real = self.root / path.lstrip("/")
+        real.parent.mkdir(parents=True, exist_ok=True)
+        landed = "/" + str(real.parent.resolve().relative_to(self.root.resolve()))
+        real.symlink_to(target if absolute else os.path.relpath(target, landed))
+        return self
+
+    def unreadable(self, path: str) -> HostTree:
+        """An entry that exists but cannot be read (see the module docstring)."""
+        (self.root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def append_line(self, path: str, line: str, header: str = "") -> HostTree:
+        """Add a line to a table-like file (/proc/1/mounts, /proc/swaps), keeping the others."""
+        lines = self._appended.setdefault(path, [header] if header else [])
+        lines.append(line)
+        return self.file(path, "\n".join(lines))
+
+    # -- CPU --------------------------------------------------------------------------------
+
+    def cpuinfo(
+        self,
+        cpus: int,
+        *,
+        vendor: str = "GenuineIntel",
+        model_name: str = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        family: int = 6,
+        model: int = 106,
+        flags: str = INTEL_FLAGS,
+        vmx_flags: str | None = None,
+    ) -> HostTree:
+        """/proc/cpuinfo with `cpus` identical processor blocks."""
+        vmx = f"vmx flags\t: {vmx_flags}\n" if vmx_flags is not None else ""
+        blocks = [
+            f"processor\t: {i}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: "
+            f"{model}\nmodel name\t: {model_name}\nstepping\t: 6\nflags\t\t: {flags}\n{vmx}"
+            for i in range(cpus)
+        ]
+        return self.file("/proc/cpuinfo", "\n".join(blocks))
+
+    def kvm_module(self, name: str, **params: int) -> HostTree:
+        """A loaded kvm_intel/kvm_amd module with its parameters."""
+        self.file(f"/sys/module/{name}/initstate", "live")
+        for key, value in params.items():
+            self.file(f"/sys/module/{name}/parameters/{key}", value)
+        return self.file("/dev/kvm", b"")
+
+    def msr(self, procbased_ctls2: int) -> HostTree:
+        """/dev/cpu/0/msr holding IA32_VMX_PROCBASED_CTLS2 at its offset."""
+        data = bytes(MSR_PROCBASED_CTLS2) + procbased_ctls2.to_bytes(8, "little")
+        return self.file("/dev/cpu/0/msr", data)
+
+    def cpus(
+        self,
+        sockets: int,
+        cores_per_socket: int,
+        threads_per_core: int = 1,
+        *,
+        offline: Iterable[int] = (),
+        isolated: Iterable[int] = (),
+    ) -> HostTree:
+        """/sys/devices/system/cpu: Linux numbering (all first threads, then the siblings)."""
+        base = "/sys/devices/system/cpu"
+        cores = sockets * cores_per_socket
+        total = cores * threads_per_core
+        down = set(offline)
+        self.file(f"{base}/possible", f"0-{total - 1}")
+        self.file(f"{base}/online", _cpulist(set(range(total)) - down))
+        self.file(f"{base}/offline", _cpulist(down))
+        self.file(f"{base}/isolated", _cpulist(isolated))
+        for cpu in range(total):
+            core = cpu % cores
+            siblings = [core + t * cores for t in range(threads_per_core)]
+            self.file(f"{base}/cpu{cpu}/online", int(cpu not in down))
+            if cpu in down:  # the kernel removes an offline CPU's topology
+                continue
+            self.file(f"{base}/cpu{cpu}/topology/physical_package_id", core // cores_per_socket)
+            self.file(f"{base}/cpu{cpu}/topology/core_id", core % cores_per_socket)
+            self.file(f"{base}/cpu{cpu}/topology/thread_siblings_list", _cpulist(siblings))
+        return self
+
+    # -- memory and NUMA --------------------------------------------------------------------
+
+    def meminfo(
+        self, total_kib: int, *, free_kib: int | None = None, swap_kib: int = 0,
+        hugepage_kib: int = 2048,
+    ) -> HostTree:
+        free = total_kib // 2 if free_kib is None else free_kib
+        return self.file("/proc/meminfo", (
+            f"MemTotal:       {total_kib} kB\nMemFree:        {free} kB\n"
+            f"MemAvailable:   {free} kB\nSwapTotal:      {swap_kib} kB\n"
+            f"SwapFree:       {swap_kib} kB\nHugePages_Total:       0\n"
+            f"Hugepagesize:       {hugepage_kib} kB"
+        ))
+
+    def hugepages(
+        self, size_kib: int, total: int, free: int, *, reserved: int = 0, surplus: int = 0,
+        node: int | None = None,
+    ) -> HostTree:
+        """A hugepage pool, system-wide or (with `node`) on one NUMA node."""
+        base = ("/sys/kernel/mm/hugepages" if node is None
+                else f"/sys/devices/system/node/node{node}/hugepages")
+        pool = f"{base}/hugepages-{size_kib}kB"
+        self.file(f"{pool}/nr_hugepages", total).file(f"{pool}/free_hugepages", free)
+        self.file(f"{pool}/surplus_hugepages", surplus)
+        return self.file(f"{pool}/resv_hugepages", reserved) if node is None else self
+
+    def numa_node(
+        self,
+        node: int,
+        cpus: Iterable[int],
+        mem_kib: int,
+        *,
+        distances: Iterable[int] = (10,),
+        hugepages: Mapping[int, tuple[int, int]] | None = None,
+    ) -> HostTree:
+        """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free)."""
+        base = f"/sys/devices/system/node/node{node}"
+        self.file(f"{base}/cpulist", _cpulist(cpus))
+        self.file(f"{base}/distance", " ".join(map(str, distances)))
+        self.file(f"{base}/meminfo", (
+            f"Node {node} MemTotal:       {mem_kib} kB\n"
+            f"Node {node} MemFree:        {mem_kib // 2} kB\n"
+            f"Node {node} MemUsed:        {mem_kib - mem_kib // 2} kB"
+        ))
+        for size_kib, (total, free) in (hugepages or {}).items():
+            self.hugepages(size_kib, total, free, node=node)
+        return self
+
+    def thp(self, enabled: str = "madvise", defrag: str = "madvise") -> HostTree:
+        modes = ("always", "madvise", "never")
+        base = "/sys/kernel/mm/transparent_hugepage"
+        for name, chosen in (("enabled", enabled), ("defrag", defrag)):
+            self.file(f"{base}/{name}", " ".join(f"[{m}]" if m == chosen else m for m in modes))
+        return self
+
+    def cmdline(self, text: str) -> HostTree:
+        return self.file("/proc/cmdline", text)
+
+    def ksm(self, run: int, *, shared: int = 0, sharing: int = 0, across: int = 1) -> HostTree:
+        base = "/sys/kernel/mm/ksm"
+        self.file(f"{base}/run", run).file(f"{base}/pages_shared", shared)
+        return self.file(f"{base}/pages_sharing", sharing).file(
+            f"{base}/merge_across_nodes", across)
+
+    # -- processes and units ----------------------------------------------------------------
+
+    def process(self, pid: int, comm: str, *argv: str) -> HostTree:
+        self.file(f"/proc/{pid}/comm", comm)
+        return self.file(f"/proc/{pid}/cmdline", "\0".join(argv or (comm,)).encode() + b"\0")
+
+    def unit(
+        self, name: str, *, wanted_by: Iterable[str] = (), masked: bool = False,
+        directory: str = "/usr/lib/systemd/system",
+    ) -> HostTree:
+        """A packaged systemd unit, enabled via `.wants/` links or masked via /dev/null."""
+        self.file(f"{directory}/{name}", "[Service]\nExecStart=/usr/sbin/x")
+        if masked:
+            self.link(f"/etc/systemd/system/{name}", "/dev/null", absolute=True)
+        for target in wanted_by:
+            self.link(f"/etc/systemd/system/{target}.wants/{name}", f"{directory}/{name}",
+                      absolute=True)
+        return self
+
+    # -- network ----------------------------------------------------------------------------
+
+    def _netdev(self, name: str, pci_dir: str, *, operstate: str = "up") -> None:
+        netdir = f"{pci_dir}/net/{name}"
+        self.file(f"{netdir}/operstate", operstate).file(f"{netdir}/mtu", 1500)
+        self.file(f"{netdir}/address", "3c:fd:fe:00:00:01")
+        self.link(f"{netdir}/device", pci_dir)
+        self.link(f"/sys/class/net/{name}", netdir)
+
+    def _pci(self, address: str, driver: str | None, numa_node: int) -> str:
+        pci = f"/sys/devices/pci0000:00/{address}"
+        self.file(f"{pci}/vendor", "0x8086").file(f"{pci}/device", "0x159b")
+        self.file(f"{pci}/numa_node", numa_node)
+        if driver:
+            self.link(f"{pci}/driver", f"/sys/bus/pci/drivers/{driver}")
+        return pci
+
+    def nic(
+        self,
+        name: str,
+        address: str,
+        *,
+        driver: str = "ice",
+        numa_node: int = 0,
+        total_vfs: int | None = None,
+        vf_drivers: Iterable[str | None] = (),
+        operstate: str = "up",
+    ) -> HostTree:
+        """A PCI NIC; each entry of `vf_drivers` adds a VF bound to that driver (None: unbound).
+
+        VFs bound to a network driver (iavf) get their own netdev, as on a host.
+        """
+        pci = self._pci(address, driver, numa_node)
+        self._netdev(name, pci, operstate=operstate)
+        vf_drivers = list(vf_drivers)
+        if total_vfs is not None:
+            self.file(f"{pci}/sriov_totalvfs", total_vfs)
+            self.file(f"{pci}/sriov_numvfs", len(vf_drivers))
+        bus, _, _ = address.rpartition(":")
+        for index, vf_driver in enumerate(vf_drivers):
+            vf = self._pci(f"{bus}:{2 + index // 8:02x}.{index % 8}", vf_driver, numa_node)
+            self.link(f"{vf}/physfn", pci).link(f"{pci}/virtfn{index}", vf)
+            if vf_driver == "iavf":
+                self._netdev(f"{name}v{index}", vf)
+        return self
+
+    def virtual_nic(self, name: str) -> HostTree:
+        """An interface with no device behind it (lo, a bridge, a veth)."""
+        netdir = f"/sys/devices/virtual/net/{name}"
+        self.file(f"{netdir}/operstate", "unknown")
+        return self.link(f"/sys/class/net/{name}", netdir)
+
+    # -- block ------------------------------------------------------------------------------
+
+    def disk(
+        self,
+        name: str,
+        *,
+        size_bytes: int = DEFAULT_DISK_BYTES,
+        model: str = "PERC H755",
+        rotational: bool = False,
+        wwid: str | None = None,
+        content: bytes | None = bytes(4096),
+        dm: tuple[str, str] | None = None,
+        read_only: bool = False,
+    ) -> HostTree:
+        """A whole disk in /sys/block and its /dev node holding `content` (None: unreadable).
+
+        `dm` = (name, uuid) makes it a device-mapper device, e.g. ("mpatha", "mpath-3600...").
+        """
+        parent = "/sys/devices/virtual/block" if dm else "/sys/devices/pci0000:00/0000:00:17.0"
+        sysdir = f"{parent}/{name}"
+        self.file(f"{sysdir}/size", size_bytes // SECTOR)
+        self.file(f"{sysdir}/ro", int(read_only))
+        self.file(f"{sysdir}/queue/rotational", int(rotational))
+        (self.root / sysdir.lstrip("/") / "holders").mkdir(parents=True, exist_ok=True)
+        if dm:
+            self.file(f"{sysdir}/dm/name", dm[0]).file(f"{sysdir}/dm/uuid", dm[1])
+            self.link(f"/dev/mapper/{dm[0]}", f"/dev/{name}")
+        else:
+            self.file(f"{sysdir}/device/model", model).file(f"{sysdir}/device/vendor", "DELL")
+        if wwid:
+            self.file(f"{sysdir}/device/wwid", wwid)
+            self.link(f"/dev/disk/by-id/wwn-{wwid}", f"/dev/{name}")
+        self.link(f"/sys/block/{name}", sysdir)
+        if content is None:
+            return self.unreadable(f"/dev/{name}")
+        return self.file(f"/dev/{name}", content)
+
+    def partition(self, disk: str, part: str) -> HostTree:
+        base = f"/sys/block/{disk}/{part}"
+        (self.root / base.lstrip("/") / "holders").mkdir(parents=True, exist_ok=True)
+        return self.file(f"{base}/partition", part.removeprefix(disk).lstrip("p"))
+
+    def holder(self, device: str, holder: str) -> HostTree:
+        """`holder` (e.g. dm-0) is built on `device` (a disk, or disk/partition)."""
+        base = f"/sys/block/{device}"
+        return self.link(f"{base}/holders/{holder}", f"/sys/block/{holder}")
+
+    def mount(self, device: str, target: str, fstype: str = "ext4") -> HostTree:
+        """`device` (a /dev path) mounted at `target`, as the host's init sees it."""
+        return self.append_line("/proc/1/mounts", f"{device} {target} {fstype} rw,relatime 0 0")
+
+    def swap(self, device: str) -> HostTree:
+        return self.append_line(
+            "/proc/swaps", f"{device} partition 8388604 0 -2",
+            header="Filename\tType\tSize\tUsed\tPriority",
+        )
+
+    # -- kubelet ----------------------------------------------------------------------------
+
+    def kubelet_config(self, text: str, path: str = "/var/lib/kubelet/config.yaml") -> HostTree:
+        return self.file(path, text)
+
+
+# -- ready-made hosts -----------------------------------------------------------------------
+
+
+def vm_guest(root: Path) -> HostTree:
+    """A small cloud VM: 2 vCPUs, no vmx flag but the hypervisor flag, one node, one disk."""
+    tree = HostTree(root).cpuinfo(2, model_name="Intel(R) Xeon(R) Processor",
+                                  flags=f"{INTEL_FLAGS} hypervisor")
+    tree.cpus(1, 2).numa_node(0, range(2), 8 * 2**20).meminfo(8 * 2**20)
+    return tree.disk("vda", content=None).mount("/dev/vda", "/")
+
+
+def intel_two_socket(root: Path) -> HostTree:
+    """A 2-socket Intel host with PLE on: 2 x 16 cores x 2 threads, 2 nodes, hugepages."""
+    tree = HostTree(root).cpuinfo(64, flags=f"{INTEL_FLAGS} vmx", vmx_flags="vnmi ept ple")
+    tree.kvm_module("kvm_intel", ple_gap=128, ple_window=4096, ple_window_grow=2,
+                    ple_window_shrink=0, ple_window_max=4294967295)
+    tree.cpus(2, 16, 2).meminfo(512 * 2**20).thp("never").ksm(0)
+    for node in (0, 1):
+        cpus = [c for c in range(64) if (c % 32) // 16 == node]
+        tree.numa_node(node, cpus, 256 * 2**20, distances=(10, 21) if node == 0 else (21, 10),
+                       hugepages={2048: (1024, 1024), 1048576: (16, 8)})
+    tree.hugepages(2048, 2048, 2048).hugepages(1048576, 32, 16, reserved=4)
+    return tree.cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda2 default_hugepagesz=1G "
+                        "hugepagesz=1G hugepages=32 hugepagesz=2M hugepages=2048")
+
+
+def amd_eight_node(root: Path) -> HostTree:
+    """A 1-socket AMD EPYC in NPS4 with 8 nodes (2 CCDs each), pause filter on."""
+    tree = HostTree(root).cpuinfo(
+        64, vendor="AuthenticAMD", model_name="AMD EPYC 7543 32-Core Processor", family=25,
+        model=1, flags=f"{INTEL_FLAGS} svm npt pausefilter pfthreshold",
+    )
+    tree.kvm_module("kvm_amd", pause_filter_count=3000, pause_filter_thresh=128)
+    tree.cpus(1, 32, 2).meminfo(1024 * 2**20)
+    for node in range(8):
+        distances = [10 if other == node else 12 for other in range(8)]
+        tree.numa_node(node, [*range(node * 4, node * 4 + 4), *range(32 + node * 4, 36 + node * 4)],
+                       128 * 2**20, distances=distances)
+    return tree
+
+
+def large_host(root: Path, *, cpus: int = 256, nodes: int = 8, disks: int = 64,
+               nics: int = 8, vfs: int = 16) -> HostTree:
+    """A big Intel host for timing: cpus / nodes per node, disks raw LUNs, NICs with VFs."""
+    tree = HostTree(root).cpuinfo(cpus, flags=f"{INTEL_FLAGS} vmx", vmx_flags="ept ple")
+    tree.kvm_module("kvm_intel", ple_gap=128, ple_window=4096)
+    tree.cpus(nodes // 2 or 1, cpus // 2 // (nodes // 2 or 1), 2).meminfo(2048 * 2**20)
+    per_node = cpus // nodes
+    for node in range(nodes):
+        tree.numa_node(
+            node, range(node * per_node, (node + 1) * per_node), 256 * 2**20,
+            distances=[10 if o == node else 20 for o in range(nodes)],
+            hugepages={2048: (512, 512), 1048576: (8, 8)},
+        )
+    tree.disk("sda").partition("sda", "sda1").partition("sda", "sda2")
+    tree.mount("/dev/sda2", "/").mount("/dev/sda1", "/boot")
+    for index in range(1, disks):
+        tree.disk(f"sd{chr(ord('a') + index // 26)}{chr(ord('a') + index % 26)}",
+                  wwid=f"0x5000c500{index:08x}")
+    for index in range(nics):
+        tree.nic(f"ens{index}f0", f"0000:{0x3b + index:02x}:00.0", numa_node=index % nodes,
+                 total_vfs=64, vf_drivers=["vfio-pci"] * (vfs // 2) + ["iavf"] * (vfs // 2))
+    return tree.virtual_nic("lo")
