@@ -10,6 +10,7 @@ choices of its own passes validation once mutated.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from kvtune_operator.vmi.mutate import (
     ADDED_OVERHEAD,
     MUTATED_BY_ANNOTATION,
     OVERHEAD_ANNOTATION,
+    MutationResult,
     mutate_vmi,
 )
 from kvtune_operator.vmi.overhead import quantity_bytes
@@ -141,34 +143,51 @@ OURS = {
 }
 
 
-@ASSUMPTIONS
-@given(profiles(st.sampled_from(["Enforce", "Audit"])), vmis(), NS_LABELS, RATIOS)
-def test_the_mutation_always_yields_a_vmi_kubevirts_schema_accepts(
-    profile: Profile, vmi: Obj, namespace_labels: dict[str, str], ratio: str | None
-) -> None:
-    validate_schema(vmi)  # the generator itself writes only valid VMIs
-    result = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
-    validate_schema(result.vmi)
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A profile, a VMI, its namespace's labels and KubeVirt's overhead ratio."""
+
+    profile: Profile
+    vmi: Obj
+    namespace_labels: dict[str, str]
+    ratio: str | None
+
+    def mutate(self, vmi: Obj | None = None) -> MutationResult:
+        return mutate_vmi(
+            self.profile,
+            self.vmi if vmi is None else vmi,
+            namespace_labels=self.namespace_labels,
+            overhead_ratio=self.ratio,
+        )
+
+
+def cases(modes: st.SearchStrategy[str] = ENFORCE) -> st.SearchStrategy[Case]:
+    return st.builds(Case, profiles(modes), vmis(), NS_LABELS, RATIOS)
 
 
 @ASSUMPTIONS
-@given(profiles(), vmis(), NS_LABELS, RATIOS)
-def test_mutating_twice_is_the_same_as_mutating_once(
-    profile: Profile, vmi: Obj, namespace_labels: dict[str, str], ratio: str | None
-) -> None:
-    once = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
-    twice = mutate_vmi(profile, once.vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
+@given(cases(st.sampled_from(["Enforce", "Audit"])))
+def test_the_mutation_always_yields_a_vmi_kubevirts_schema_accepts(case: Case) -> None:
+    validate_schema(case.vmi)  # the generator itself writes only valid VMIs
+    validate_schema(case.mutate().vmi)
+
+
+@ASSUMPTIONS
+@given(cases())
+def test_mutating_twice_is_the_same_as_mutating_once(case: Case) -> None:
+    once = case.mutate()
+    twice = case.mutate(once.vmi)
     assert twice.vmi == once.vmi
     assert twice.patch == []
 
 
 @ASSUMPTIONS
-@given(profiles(), vmis(), NS_LABELS, RATIOS)
+@given(cases())
 def test_the_mutation_never_changes_a_value_the_author_set_and_only_raises_added_overhead(
-    profile: Profile, vmi: Obj, namespace_labels: dict[str, str], ratio: str | None
+    case: Case,
 ) -> None:
-    result = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
-    for path, value in leaves(vmi):
+    result = case.mutate()
+    for path, value in leaves(case.vmi):
         after = at(result.vmi, path)
         if path in OURS:
             continue
@@ -181,36 +200,31 @@ def test_the_mutation_never_changes_a_value_the_author_set_and_only_raises_added
 
 
 @ASSUMPTIONS
-@given(profiles(), vmis(), NS_LABELS, RATIOS)
-def test_outside_the_selectors_nothing_changes(
-    profile: Profile, vmi: Obj, namespace_labels: dict[str, str], ratio: str | None
-) -> None:
-    assume(out_of_scope(profile, vmi, namespace_labels) is not None)
-    before = copy.deepcopy(vmi)
-    result = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
+@given(cases())
+def test_outside_the_selectors_nothing_changes(case: Case) -> None:
+    assume(out_of_scope(case.profile, case.vmi, case.namespace_labels) is not None)
+    before = copy.deepcopy(case.vmi)
+    result = case.mutate()
     assert result.vmi == before
     assert result.patch == []
-    assert validate_vmi(profile, vmi, namespace_labels=namespace_labels) == ([], [])
+    findings = validate_vmi(case.profile, case.vmi, namespace_labels=case.namespace_labels)
+    assert findings == ([], [])
 
 
 @ASSUMPTIONS
-@given(profiles(), vmis(), NS_LABELS, RATIOS)
-def test_the_patch_applied_to_the_input_gives_the_result(
-    profile: Profile, vmi: Obj, namespace_labels: dict[str, str], ratio: str | None
-) -> None:
-    result = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
-    assert jsonpatch.apply_patch(vmi, result.patch) == result.vmi
+@given(cases())
+def test_the_patch_applied_to_the_input_gives_the_result(case: Case) -> None:
+    result = case.mutate()
+    assert jsonpatch.apply_patch(case.vmi, result.patch) == result.vmi
 
 
 @ASSUMPTIONS
-@given(profiles(), vmis(), RATIOS)
-def test_a_shaped_vmi_reserves_at_least_the_profiles_overhead_floor(
-    profile: Profile, vmi: Obj, ratio: str | None
-) -> None:
-    result = mutate_vmi(profile, vmi, namespace_labels={"env": "prod"}, overhead_ratio=ratio)
+@given(cases())
+def test_a_shaped_vmi_reserves_at_least_the_profiles_overhead_floor(case: Case) -> None:
+    result = case.mutate()
     assume(result.overhead is not None)
     assert result.overhead is not None
-    floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, "floor")
+    floor = quantity_bytes(case.profile.spec.memory.vm_overhead_floor, "floor")
     assert result.overhead.total >= floor
 
 
