@@ -80,7 +80,8 @@ def mutate_vmi(
 
     `namespace_labels` are the labels of the VMI's namespace; `overhead_ratio` is the KubeVirt
     CR's spec.configuration.additionalGuestMemoryOverheadRatio. Raises VmiFieldError when a field
-    the mutation must read holds an unreadable value.
+    the mutation must read holds an unreadable value (answer the request with a 400 naming it),
+    and ValueError for a ratio KubeVirt itself would refuse.
     """
     shaped = copy.deepcopy(dict(vmi))
     settings = profile.spec.vmi
