@@ -43,7 +43,7 @@ class HostFS:
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
 
-    def real(self, path: str) -> str:
+    def _real(self, path: str) -> str:
         """The path as this process opens it (under the root)."""
         return self._prefix + path
 
@@ -63,7 +63,7 @@ class HostFS:
     def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes | None:
         """Up to `size` bytes from `offset` (all with -1); None when absent or unreadable."""
         try:
-            with open(self.real(path), "rb", buffering=0) as f:
+            with open(self._real(path), "rb", buffering=0) as f:
                 if offset:
                     f.seek(offset)
                 return f.read(size)
@@ -74,7 +74,7 @@ class HostFS:
     def read_text(self, path: str) -> str | None:
         """The whole file as text (undecodable bytes replaced); None when absent or unreadable."""
         try:
-            with open(self.real(path), encoding="utf-8", errors="replace") as f:
+            with open(self._real(path), encoding="utf-8", errors="replace") as f:
                 return f.read()
         except OSError as err:
             self._failed(path, err)
@@ -99,7 +99,7 @@ class HostFS:
     def list_dir(self, path: str) -> list[str]:
         """Sorted entry names; empty when absent or unreadable."""
         try:
-            return sorted(os.listdir(self.real(path)))
+            return sorted(os.listdir(self._real(path)))
         except OSError as err:
             self._failed(path, err)
             return []
@@ -107,7 +107,7 @@ class HostFS:
     def readlink(self, path: str) -> str | None:
         """A symlink's target as written; None when absent or not a link."""
         try:
-            return os.readlink(self.real(path))
+            return os.readlink(self._real(path))
         except OSError as err:
             if err.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
                 self._failed(path, err)
@@ -120,10 +120,19 @@ class HostFS:
 
     def exists(self, path: str) -> bool:
         """The path exists (a dangling symlink counts: it is an entry all the same)."""
-        return os.path.lexists(self.real(path))
+        return os.path.lexists(self._real(path))
 
     def is_dir(self, path: str) -> bool:
-        return os.path.isdir(self.real(path))
+        return os.path.isdir(self._real(path))
+
+    def device_number(self, path: str) -> str | None:
+        """"major:minor" of the filesystem holding `path`, the name /sys/dev/block uses."""
+        try:
+            dev = os.stat(self._real(path)).st_dev
+        except OSError as err:
+            self._failed(path, err)
+            return None
+        return f"{os.major(dev)}:{os.minor(dev)}"
 
     def glob(self, pattern: str) -> list[str]:
         """Sorted host paths matching a shell pattern such as /sys/class/net/*/device.
@@ -131,7 +140,7 @@ class HostFS:
         Dangling symlinks match (glob's lexists), unlike pathlib's glob: an absolute link such as
         a systemd `.wants/` entry dangles when seen from a pod and still counts.
         """
-        matches = glob.glob(pattern.lstrip("/"), root_dir=self.real("/"))
+        matches = glob.glob(pattern.lstrip("/"), root_dir=self._real("/"))
         return sorted("/" + match for match in matches)
 
     def resolve(self, path: str) -> str | None:
@@ -153,7 +162,7 @@ class HostFS:
                 continue
             here = "/" + "/".join([*done, part])
             try:
-                target = os.readlink(self.real(here))
+                target = os.readlink(self._real(here))
             except OSError as err:
                 if err.errno == errno.EINVAL:  # a real file or directory: keep it
                     done.append(part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,3 +177,13 @@ def test_mountpoints_with_escaped_spaces_are_decoded(tmp_path: Path) -> None:
     [device] = block.probe(tree.fs()).devices
 
     assert device.mountpoints == ["/mnt/my disk"]
+
+
+def test_a_root_shown_as_dev_root_is_traced_through_its_device_number(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sda").partition("sda", "sda1").mount("/dev/root", "/")
+    dev = os.stat(tmp_path).st_dev
+    tree.link(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}", "/sys/block/sda/sda1")
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.reason) == ("System", "backs the OS: / on sda1")

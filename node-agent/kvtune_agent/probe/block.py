@@ -29,6 +29,8 @@ _SKIPPED = re.compile(r"^(loop|ram|zram|sr)[0-9]+$")
 #: Mountpoints that make a device part of the OS (plus swap).
 SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
 SWAP = "[SWAP]"
+#: /sys/block/*/size counts 512-byte sectors, whatever the device's own block size.
+SECTOR = 512
 #: dm uuid prefix of multipath maps (LVM volumes use LVM-, dm-crypt CRYPT-).
 MPATH = "mpath-"
 #: (name, offset, magic), filesystems and containers before partition tables: a disk with a
@@ -60,21 +62,28 @@ class Mount:
     target: str
 
 
-def _mounts(fs: HostFS, dm_names: dict[str, str]) -> dict[str, list[str]]:
+def _mounts(fs: HostFS, dm_names: dict[str, str], known: set[str]) -> dict[str, list[str]]:
     """Kernel device name -> its mountpoints (and "[SWAP]"), as the host's init sees them.
 
     /proc/1/mounts, not /proc/self/mounts: the agent's own mount namespace is a container's.
+    A source that names no known device (the kernel shows "/dev/root" for a root= mounted
+    without an initramfs) is traced through the device number of its mountpoint instead.
     """
     text = fs.read_text("/proc/1/mounts") or fs.read_text("/proc/self/mounts") or ""
     entries = [line.split()[:2] for line in text.splitlines() if line.startswith("/dev/")]
     swaps = (fs.read_text("/proc/swaps") or "").splitlines()[1:]
     entries += [[line.split()[0], SWAP] for line in swaps if line.startswith("/dev/")]
     found: dict[str, list[str]] = {}
-    for source, target in entries:
-        resolved = fs.resolve(source) or source
-        name = os.path.basename(resolved)
+    for source, escaped in entries:
+        target = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), escaped)
+        resolved = fs.resolve(source)
+        name = os.path.basename(resolved or source)
         name = dm_names.get(name, name)  # /dev/mapper/<name> when the link is not in the tree
-        found.setdefault(name, []).append(_MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), target))
+        if resolved is None and name not in known and target != SWAP:
+            number = fs.device_number(target)
+            by_number = fs.resolve(f"/sys/dev/block/{number}") if number else None
+            name = os.path.basename(by_number) if by_number else name
+        found.setdefault(name, []).append(target)
     return found
 
 
@@ -114,7 +123,8 @@ class _Tree:
         }
         self.dm_uuids = {name: fs.read_value(f"{SYS_BLOCK}/{name}/dm/uuid") or ""
                          for name in self.dm_names}
-        self.mounts = _mounts(fs, {dm: name for name, dm in self.dm_names.items()})
+        known = set(self.partitions) | {p for parts in self.partitions.values() for p in parts}
+        self.mounts = _mounts(fs, {dm: name for name, dm in self.dm_names.items()}, known)
 
     def _partitions(self, disk: str) -> list[str]:
         # Partition directories are named after their disk (sda1, nvme0n1p1).
@@ -148,9 +158,10 @@ def _named(tree: _Tree, name: str) -> str:
     return f"{name} ({dm})" if dm else name
 
 
-def _classify(fs: HostFS, tree: _Tree, device: BlockDevice) -> tuple[BlockClass, str, str | None]:
+def _classify(
+    fs: HostFS, tree: _Tree, device: BlockDevice, uses: list[Mount]
+) -> tuple[BlockClass, str, str | None]:
     """(classification, reason, signature), checking the cheap structural facts first."""
-    uses = tree.uses(device.name)
     system = [m for m in uses if m.target in SYSTEM_MOUNTS or m.target == SWAP]
     if system:
         return "System", "backs the OS: " + ", ".join(
@@ -198,12 +209,13 @@ def _device(fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]) -> 
     elif fs.is_dir(f"{base}/md"):
         kind = "Raid"
     rotational = fs.read_int(f"{base}/queue/rotational")
+    uses = tree.uses(name)
     device = BlockDevice(
         name=name,
         path="/dev/" + name.replace("!", "/"),  # cciss!c0d0 is /dev/cciss/c0d0
         kind=kind,
         dm_name=tree.dm_names.get(name),
-        size_bytes=(fs.read_int(f"{base}/size") or 0) * 512,
+        size_bytes=(fs.read_int(f"{base}/size") or 0) * SECTOR,
         rotational=None if rotational is None else rotational == 1,
         read_only=fs.read_int(f"{base}/ro") == 1,
         vendor=fs.read_value(f"{base}/device/vendor"),
@@ -214,9 +226,9 @@ def _device(fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]) -> 
         by_id=by_id.get(name, [])[:32],
         partitions=tree.partitions[name],
         holders=tree.all_holders(name),
-        mountpoints=sorted({m.target for m in tree.uses(name)})[:32],
+        mountpoints=sorted({m.target for m in uses})[:32],
     )
-    classification, reason, found = _classify(fs, tree, device)
+    classification, reason, found = _classify(fs, tree, device, uses)
     return device.model_copy(
         update={"classification": classification, "reason": reason, "signature": found}
     )

@@ -1,0 +1,100 @@
+"""How fast the host probe is: on a large synthetic host, and on this machine against lscpu+numactl.
+
+The probe runs on every node, at start and on every drift check, so it must stay cheap: the
+target is under 100 ms for a 256-CPU, 8-node, 64-disk, 8-NIC host. This script prints figures
+only; the test suite holds the one bound that must not regress.
+
+Run: .venv/bin/python bench/probe_bench.py [--runs N] [--cli-runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kvtune_agent.hostfs import HostFS
+from kvtune_agent.probe import probe_host
+
+# The synthetic host is laid out by the same builders the tests use (tests/hosttree.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hosttree import large_host
+
+
+def _timings(action: Callable[[], object], runs: int) -> list[float]:
+    """Milliseconds per run, after one warm-up run (page cache, imports)."""
+    action()
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        timings.append((time.perf_counter() - start) * 1000)
+    return timings
+
+
+def _summary(label: str, timings: list[float]) -> str:
+    ordered = sorted(timings)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (f"{label}: min {ordered[0]:.1f} ms, median {statistics.median(ordered):.1f} ms, "
+            f"p95 {p95:.1f} ms ({len(ordered)} runs)")
+
+
+def _command(command: Sequence[str]) -> float:
+    """Milliseconds one run of the command takes."""
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return (time.perf_counter() - start) * 1000
+
+
+def _side_by_side(groups: dict[str, list[list[str]]], runs: int) -> dict[str, list[float]]:
+    """Each group of commands timed once per round, rounds interleaved so drift hits all alike."""
+    timings: dict[str, list[float]] = {label: [] for label in groups}
+    for round_ in range(runs + 1):
+        for label, commands in groups.items():
+            took = sum(_command(command) for command in commands)
+            if round_:  # round 0 warms the page cache
+                timings[label].append(took)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="probe runs on the synthetic host")
+    parser.add_argument("--cli-runs", type=int, default=10, help="runs of each command on /")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = large_host(Path(tmp)).fs()
+        report = probe_host(fs)
+        print(f"synthetic host: {report.cpu.logical_cpus} CPUs, {len(report.numa.nodes)} NUMA "
+              f"nodes, {len(report.block.devices)} disks, {len(report.sriov.nics)} NICs with "
+              f"{sum(len(n.vfs) for n in report.sriov.nics)} VFs; JSON "
+              f"{len(report.model_dump_json(exclude_none=True)) // 1024} KiB")
+        print(_summary("probe_host(synthetic)", _timings(lambda: probe_host(fs), args.runs)))
+
+    print(_summary("probe_host(/) in process",
+                   _timings(lambda: probe_host(HostFS(Path("/"))), args.runs)))
+    missing = [tool for tool in ("lscpu", "numactl") if shutil.which(tool) is None]
+    if missing:
+        print(f"not comparing with lscpu + numactl: {', '.join(missing)} not installed")
+        return
+    python = [sys.executable]
+    timings = _side_by_side({
+        "kvtune probe --json on /": [[*python, "-m", "kvtune_cli.main", "probe", "--json"]],
+        "lscpu -J; numactl -H": [["lscpu", "-J"], ["numactl", "-H"]],
+        "(python start + kvtune imports only)": [[*python, "-c", "import kvtune_agent.report"]],
+    }, args.cli_runs)
+    for label, figures in timings.items():
+        print(_summary(label, figures))
+    kvtune, native = timings["kvtune probe --json on /"], timings["lscpu -J; numactl -H"]
+    print(f"ratio of medians (kvtune / lscpu+numactl): "
+          f"{statistics.median(kvtune) / statistics.median(native):.1f}x")
+
+if __name__ == "__main__":
+    main()
