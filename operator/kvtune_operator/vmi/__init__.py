@@ -5,8 +5,10 @@ strands VMs in Pending or lets them be OOM-killed. Pure functions can be tested 
 (including against KubeVirt's real schema); the kopf handlers only register and delegate here.
 """
 
+from kvtune_api.kubevirt_overhead import OverheadBreakdown
+
 from .mutate import MutationResult, mutate_vmi
-from .overhead import OverheadBreakdown, VmiFieldError, memory_overhead
+from .overhead import VmiFieldError, memory_overhead
 from .selection import out_of_scope, selects
 from .validate import NodeCapacity, VmiDemand, capacity_warning, validate_vmi, vmi_demand
 

@@ -25,18 +25,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from kvtune_api.kubevirt_overhead import Gi, Mi, OverheadBreakdown
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
 from ..profiles import Profile
-from .overhead import (
-    Gi,
-    Mi,
-    OverheadBreakdown,
-    lookup,
-    memory_overhead,
-    quantity_bytes,
-    topology_vcpus,
-)
+from .overhead import lookup, memory_overhead, quantity_bytes, topology_vcpus
 from .selection import out_of_scope
 
 #: Node labels the operator sets on the nodes of a profile; the VMI's nodeSelector asks for them.

@@ -17,13 +17,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kvtune_api.kubevirt_overhead import Gi, Mi
 from kvtune_api.v1alpha1.profile import VmiSettings
 
 from ..profiles import Profile
 from .mutate import CPU, MEMORY, PROFILE_LABEL, RESOURCES
 from .overhead import (
-    Gi,
-    Mi,
     VmiFieldError,
     effective_request,
     lookup,
