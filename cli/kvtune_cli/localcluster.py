@@ -38,8 +38,12 @@ from pathlib import Path
 from types import TracebackType
 
 import yaml
-
-from kvtune_cli.pki import CertificateAuthority, new_private_key, private_key_pem, public_key_pem
+from kvtune_operator.pki import (
+    CertificateAuthority,
+    new_private_key,
+    private_key_pem,
+    public_key_pem,
+)
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 BIN_DIR_ENV = "KVTUNE_CONTROL_PLANE_BIN"

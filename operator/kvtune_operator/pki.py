@@ -1,9 +1,12 @@
-"""Throwaway certificates and keys for a local control plane and for test webhooks.
+"""Certificates and keys made with `cryptography`: the webhook's CA and serving certificate, and
+the throwaway PKI of a local control plane.
 
-Why it exists: kube-apiserver refuses to serve without TLS, ServiceAccount tokens need a signing
-key, and kopf's own self-signed certificates rely on `oscrypto`, which does not import against the
-OpenSSL on these machines. Everything here is generated in memory with `cryptography` and written
-as PEM files; nothing is meant to outlive the cluster or test session that made it.
+Why it exists: the apiserver calls admission webhooks only over TLS, kube-apiserver refuses to
+serve without TLS, ServiceAccount tokens need a signing key, and kopf's own self-signed
+certificates rely on `oscrypto`, which does not import against the OpenSSL on these machines.
+It lives in the operator package because the operator generates its webhook certificate when
+none is mounted; the CLI's local control plane imports it from here (the CLI may import the
+operator, never the reverse).
 
 ECDSA P-256 keys are used throughout: they are generated in microseconds (RSA-2048 takes tens of
 milliseconds each), and kube-apiserver accepts them for serving, client CAs and ServiceAccount
@@ -23,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Long enough for any test session or demo; short enough that a leaked file is soon worthless.
-_VALIDITY = datetime.timedelta(days=7)
+# Callers whose certificates must outlive that (the operator's webhook) pass their own.
+THROWAWAY_VALIDITY = datetime.timedelta(days=7)
 # Tolerates a little clock skew between this process and the servers that check the certificates.
 _BACKDATE = datetime.timedelta(minutes=5)
 
@@ -75,7 +79,9 @@ class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def create(cls, common_name: str) -> CertificateAuthority:
+    def create(
+        cls, common_name: str, validity: datetime.timedelta = THROWAWAY_VALIDITY
+    ) -> CertificateAuthority:
         key = new_private_key()
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -85,7 +91,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -110,7 +116,12 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue_serving(self, common_name: str, hosts: list[str]) -> KeyPair:
+    def issue_serving(
+        self,
+        common_name: str,
+        hosts: list[str],
+        validity: datetime.timedelta = THROWAWAY_VALIDITY,
+    ) -> KeyPair:
         """A TLS server certificate valid for `hosts` (IP addresses or DNS names)."""
         sans: list[x509.GeneralName] = []
         for host in hosts:
@@ -119,20 +130,26 @@ class CertificateAuthority:
             except ValueError:
                 sans.append(x509.DNSName(host))
         return self._issue(
-            _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, x509.SubjectAlternativeName(sans)
+            _name(common_name),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            x509.SubjectAlternativeName(sans),
+            validity,
         )
 
     def issue_client(self, user: str, groups: list[str]) -> KeyPair:
         """A TLS client certificate; kube-apiserver reads CN as the user and O as the groups."""
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
         attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
-        return self._issue(x509.Name(attributes), ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        return self._issue(
+            x509.Name(attributes), ExtendedKeyUsageOID.CLIENT_AUTH, None, THROWAWAY_VALIDITY
+        )
 
     def _issue(
         self,
         subject: x509.Name,
         usage: x509.ObjectIdentifier,
         sans: x509.SubjectAlternativeName | None,
+        validity: datetime.timedelta,
     ) -> KeyPair:
         key = new_private_key()
         now = datetime.datetime.now(datetime.UTC)
@@ -143,7 +160,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
