@@ -1,5 +1,6 @@
 """The session's cluster behaves like a real one in the ways API tests rely on: it answers,
-namespaces finish deleting, ownerReference cascades are collected, and RBAC is enforced."""
+namespaces finish deleting, ownerReference cascades are collected, RBAC is enforced, and the
+project's generated CRDs install."""
 
 from __future__ import annotations
 
@@ -63,3 +64,7 @@ def test_rbac_forbids_a_serviceaccount_without_roles_to_list_nodes(
         nobody.close()
     assert denied.value.status == 403
     assert "system:serviceaccount:default:nobody" in str(denied.value.body)
+
+
+def test_the_generated_kvtune_crds_install(kvtune_crds: list[str]) -> None:
+    assert "hypervisorprofiles.kvtune.io" in kvtune_crds

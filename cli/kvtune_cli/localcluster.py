@@ -139,9 +139,8 @@ class _Process:
         return "\n".join(lines[-_LOG_TAIL_LINES:])
 
     def failure(self, what: str) -> ControlPlaneError:
-        return ControlPlaneError(
-            f"{self.name} {what}; last log lines of {self.log}:\n{self.log_tail()}"
-        )
+        # The tail goes into the message because the log file goes with the cluster's directory.
+        return ControlPlaneError(f"{self.name} {what}; last lines of its log:\n{self.log_tail()}")
 
 
 def _b64(data: bytes) -> str:
@@ -170,6 +169,7 @@ class LocalCluster:
     """A running local control plane; create it with `LocalCluster.start(...)`."""
 
     workdir: Path
+    """Holds the PKI, etcd's data, the kubeconfigs and one log per process (`<binary>.log`)."""
     server: str
     """https://127.0.0.1:<port> of kube-apiserver."""
     token: str
@@ -212,7 +212,8 @@ class LocalCluster:
             raise
         return cluster
 
-    def _launch(self, bin_dir: Path, apiserver_port: int, timeout: float) -> None:
+    def _write_credentials(self) -> tuple[Path, Path]:
+        """Writes the PKI, token file and kubeconfigs; returns the serving cert and key paths."""
         d = self.workdir
         ca = CertificateAuthority.create("kvtune-local-ca")
         self.ca_file.write_bytes(ca.cert_pem)
@@ -229,7 +230,9 @@ class LocalCluster:
             _kubeconfig(self.server, ca.cert_pem, {"token": self.token}, "kvtune-local")
         )
         # The controller-manager authenticates with a client certificate, which is what makes the
-        # apiserver's --client-ca-file part of every run rather than an untested flag.
+        # apiserver's --client-ca-file part of every run rather than an untested flag. It is in
+        # system:masters because, without per-controller ServiceAccounts, the garbage collector
+        # and namespace controller must be able to delete any kind of object.
         kcm = ca.issue_client("system:kube-controller-manager", ["system:masters"])
         (d / "controller-manager.kubeconfig").write_text(
             _kubeconfig(
@@ -242,7 +245,11 @@ class LocalCluster:
                 "controller-manager",
             )
         )
+        return serving_cert, serving_key
 
+    def _launch(self, bin_dir: Path, apiserver_port: int, timeout: float) -> None:
+        d = self.workdir
+        serving_cert, serving_key = self._write_credentials()
         etcd_url = f"http://127.0.0.1:{_free_port()}"
         peer_url = f"http://127.0.0.1:{_free_port()}"
         etcd = self._spawn(
