@@ -12,6 +12,7 @@ import typing as t
 from kube_custom_resource import Scope
 from pydantic import Field
 
+from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import HostReport
 from .profile import HostSettings, Mode
@@ -97,6 +98,7 @@ class HypervisorNodeStateStatus(BaseModel):
         description="Ready, Degraded, and one per feature (PLE, NUMA, Hugepages, KSM, ...).",
     )
     host: Opt[HostReport] = Field(default=None, description="The latest probe of the host.")
+    vms: Opt[NodeVmAudit] = Field(default=None, description="The latest audit of running VMs.")
     plan: list[PlannedStep] = Field(
         default_factory=list, description="Changes still needed (in Audit: all of them)."
     )
