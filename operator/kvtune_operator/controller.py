@@ -19,9 +19,11 @@ from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from .assign import assign
 from .kube import Kube
 from .profiles import Profile
-from .reconcile import Action, Snapshot, StateView, plan_profile
+from .reconcile import plan_profile
+from .rollout import plan_rollout
 from .rollup import rollup, status_changed
 from .settings import Settings
+from .views import Action, Snapshot, StateView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +39,10 @@ def snapshot(
     profiles: Mapping[str, Profile],
     nodes: Mapping[str, Mapping[str, str]],
     states: Mapping[str, StateView],
+    cordoned: Mapping[str, bool],
 ) -> Snapshot:
-    live = {name: p.spec.node_selector for name, p in profiles.items()}
-    return Snapshot(nodes, states, assign(live, nodes))
+    selectors = {name: p.spec.node_selector for name, p in profiles.items()}
+    return Snapshot(nodes, states, assign(selectors, nodes), cordoned)
 
 
 async def reconcile_profile(
@@ -52,14 +55,16 @@ async def reconcile_profile(
 ) -> PassResult:
     now = now or datetime.datetime.now(datetime.UTC)
     actions = plan_profile(profile, snap, now, settings.revert_timeout)
+    if not actions:
+        # Drain decisions wait for a pass with no spec writes pending, so they never race them.
+        actions = plan_rollout(profile, await _with_vm_pods(profile, snap, kube), now)
     for action in actions:
         await asyncio.to_thread(kube.execute, action)
     if profile.deleting:
         return PassResult(actions, None, [])
     mine = snap.assignment.nodes.get(profile.name, frozenset())
     states = {
-        node: (view.state, view.generation) if (view := snap.states.get(node)) and
-        view.profile == profile.name else (None, None)
+        node: view if (view := snap.states.get(node)) and view.profile == profile.name else None
         for node in mine
     }
     status = rollup(profile, states, snap.assignment.conflicts_of(profile.name), previous, now)
@@ -68,6 +73,21 @@ async def reconcile_profile(
     dumped: dict[str, t.Any] = status.model_dump(mode="json")
     await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
     return PassResult(actions, status, _transitions(previous, status))
+
+
+async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapshot:
+    """The snapshot with VM pod counts of the nodes whose drain depends on them.
+
+    Counted by a request per draining node rather than a watch of every pod in the cluster:
+    drains are rare and few at a time, pods are many.
+    """
+    waiting = [
+        v.name for v in snap.states.values()
+        if v.profile == profile.name and v.drain_required and not v.approved
+        and (v.drain_started_at is not None or snap.cordoned.get(v.name, False))
+    ]
+    counts = {node: await asyncio.to_thread(kube.count_vm_pods, node) for node in waiting}
+    return dataclasses.replace(snap, vm_pods=counts)
 
 
 def _transitions(

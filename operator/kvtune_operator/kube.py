@@ -14,11 +14,22 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1 import API_GROUP, API_VERSION
 
-from .reconcile import Action, CreateState, DeleteState, LabelNode, PatchStateSpec
 from .render import PROFILE_LABEL
+from .views import (
+    Action,
+    CordonNode,
+    CreateState,
+    DeleteState,
+    EvictVmPods,
+    LabelNode,
+    PatchState,
+)
 
 STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
+FIELD_MANAGER = "kvtune-operator"
+#: KubeVirt labels every VM's pod with this; evicting it migrates or stops the VM.
+VM_POD_SELECTOR = "kubevirt.io=virt-launcher"
 
 
 def api_client() -> client.ApiClient:
@@ -38,13 +49,16 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
+        self._admission = client.AdmissionregistrationV1Api(api)
 
     def execute(self, action: Action) -> None:
         if isinstance(action, CreateState):
             self._tolerate(409, lambda: self._custom.create_cluster_custom_object(
                 API_GROUP, API_VERSION, STATES, dict(action.manifest)))
-        elif isinstance(action, PatchStateSpec):
-            body: dict[str, t.Any] = {"spec": dict(action.spec)}
+        elif isinstance(action, PatchState):
+            body: dict[str, t.Any] = {}
+            if action.spec is not None:
+                body["spec"] = dict(action.spec)
             if action.annotations:
                 body["metadata"] = {"annotations": dict(action.annotations)}
             self._tolerate(404, lambda: self._custom.patch_cluster_custom_object(
@@ -55,10 +69,64 @@ class Kube:
         elif isinstance(action, LabelNode):
             patch = {"metadata": {"labels": {PROFILE_LABEL: action.profile}}}
             self._tolerate(404, lambda: self._core.patch_node(action.node, patch))
+        elif isinstance(action, CordonNode):
+            cordon: dict[str, t.Any] = {"spec": {"unschedulable": action.unschedulable or None}}
+            self._tolerate(404, lambda: self._core.patch_node(action.node, cordon))
+        elif isinstance(action, EvictVmPods):
+            self._evict_vm_pods(action.node)
+
+    def _vm_pods(self, node: str) -> list[t.Any]:
+        pods = self._core.list_pod_for_all_namespaces(
+            label_selector=VM_POD_SELECTOR, field_selector=f"spec.nodeName={node}"
+        ).items
+        finished = ("Succeeded", "Failed")
+        return [p for p in pods if p.status is None or p.status.phase not in finished]
+
+    def count_vm_pods(self, node: str) -> int:
+        return len(self._vm_pods(node))
+
+    def _evict_vm_pods(self, node: str) -> None:
+        for pod in self._vm_pods(node):
+            eviction = client.V1Eviction(metadata=client.V1ObjectMeta(
+                name=pod.metadata.name, namespace=pod.metadata.namespace))
+            try:
+                self._core.create_namespaced_pod_eviction(
+                    pod.metadata.name, pod.metadata.namespace, eviction)
+            except ApiException as err:
+                # 429: a PodDisruptionBudget says not now; 404: already gone. The next pass
+                # asks again until the drain succeeds or times out.
+                if err.status not in (404, 429):
+                    raise
 
     def patch_profile_status(self, name: str, status: dict[str, t.Any]) -> None:
         self._tolerate(404, lambda: self._custom.patch_cluster_custom_object_status(
             API_GROUP, API_VERSION, PROFILES, name, {"status": status}))
+
+    def apply_webhook_configurations(self, bodies: t.Sequence[t.Mapping[str, t.Any]]) -> None:
+        """Server-side apply: the operator owns exactly the fields it writes, and a rerun with
+        the same bodies changes nothing."""
+        for body in bodies:
+            apply = (
+                self._admission.patch_mutating_webhook_configuration
+                if body["kind"] == "MutatingWebhookConfiguration"
+                else self._admission.patch_validating_webhook_configuration
+            )
+            apply(body["metadata"]["name"], dict(body), field_manager=FIELD_MANAGER, force=True,
+                  _content_type="application/apply-patch+yaml")
+
+    def delete_webhook_configurations(self, name: str) -> None:
+        self._tolerate(404, lambda: self._admission.delete_mutating_webhook_configuration(name))
+        self._tolerate(404, lambda: self._admission.delete_validating_webhook_configuration(name))
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        """A namespace's labels ({} when it is gone), for one the watch has not delivered yet."""
+        try:
+            namespace = self._core.read_namespace(name)
+        except ApiException as err:
+            if err.status == 404:
+                return {}
+            raise
+        return dict(namespace.metadata.labels or {})
 
     @staticmethod
     def _tolerate(code: int, call: t.Callable[[], object]) -> None:

@@ -11,25 +11,28 @@ import typing as t
 from collections.abc import Mapping, Sequence
 
 from kvtune_api import conditions as cond
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeState
 from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus
 
 from .profiles import Profile
+from .views import StateView
 
 MAX_FAILING = 20
 Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
 
 
-def node_phase(state: HypervisorNodeState | None, generation: int | None) -> tuple[Phase, str, str]:
-    """Where one node stands, with a reason and message, from what its agent reported.
-
-    `generation` is the state's metadata.generation: a status older than the spec is stale.
-    """
-    if state is None:
+def node_phase(view: StateView | None) -> tuple[Phase, str, str]:
+    """Where one node stands, with a reason and message, from its agent's report and the
+    operator's own drain bookkeeping. A status older than the spec is stale."""
+    if view is None:
         return "Progressing", "NotRendered", "the node's state has not been created yet"
-    status = state.status
-    if status.observed_generation is None or status.observed_generation != generation:
+    status = view.state.status
+    if not view.reported:
         return "Progressing", "AgentPending", "the node agent has not reported on this spec yet"
+    if view.drain_failed:
+        return "Degraded", "DrainFailed", (
+            "its VM pods did not leave within rollout.drainTimeoutSeconds; the node was "
+            "uncordoned. Check PodDisruptionBudgets and VM eviction strategies, then drain it "
+            "by hand (kubectl drain) or change the profile to retry")
     degraded = cond.find(status.conditions, cond.DEGRADED)
     if degraded is not None and degraded.status == "True":
         return "Degraded", degraded.reason, degraded.message
@@ -47,16 +50,16 @@ def node_phase(state: HypervisorNodeState | None, generation: int | None) -> tup
 
 def rollup(
     profile: Profile,
-    states: Mapping[str, tuple[HypervisorNodeState | None, int | None]],
+    states: Mapping[str, StateView | None],
     conflicts: Mapping[str, Sequence[str]],
     previous: HypervisorProfileStatus,
     now: datetime.datetime,
 ) -> HypervisorProfileStatus:
-    """The profile's status from its nodes' states (name -> (state, its generation))."""
+    """The profile's status from its nodes' states (None: not created yet)."""
     counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
     failing: list[FailingNode] = []
     for node in sorted(states):
-        phase, reason, message = node_phase(*states[node])
+        phase, reason, message = node_phase(states[node])
         counts[phase] += 1
         if phase in ("Degraded", "Waiting"):
             failing.append(FailingNode(node=node, reason=reason, message=message))

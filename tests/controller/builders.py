@@ -5,8 +5,9 @@ from __future__ import annotations
 import typing as t
 
 from kvtune_api import conditions as cond
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeState
 from kvtune_operator.profiles import Profile
+from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.views import StateView
 
 
 def profile(name: str = "p", generation: int = 1, **spec: t.Any) -> Profile:
@@ -21,19 +22,26 @@ def state(
     node: str,
     *,
     observed: int | None = 1,
+    generation: int = 1,
     ready: bool = False,
     degraded: str | None = None,
     drain: bool = False,
-) -> HypervisorNodeState:
+    approved: bool = False,
+    annotations: dict[str, str] | None = None,
+    owner: str = "p",
+) -> StateView:
+    """A node state as the operator's index holds it, with an agent's report."""
     conditions = [cond.make(cond.READY, "True" if ready else "False", "R")]
     if degraded:
         conditions.append(cond.make(cond.DEGRADED, "True", degraded, f"{node} is {degraded}"))
-    return HypervisorNodeState.model_validate(
+    return StateView.from_body(
         {
             "apiVersion": "kvtune.io/v1alpha1",
             "kind": "HypervisorNodeState",
-            "metadata": {"name": node},
-            "spec": {"nodeName": node, "profile": {"name": "p", "generation": 1}},
+            "metadata": {"name": node, "generation": generation,
+                         "labels": {PROFILE_LABEL: owner}, "annotations": annotations or {}},
+            "spec": {"nodeName": node, "profile": {"name": owner, "generation": 1},
+                     "disruption": {"approved": approved}},
             "status": {
                 "observedGeneration": observed,
                 "conditions": [c.model_dump() for c in conditions],

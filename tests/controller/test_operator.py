@@ -16,8 +16,8 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 from kvtune_api import conditions as cond
-from kvtune_operator.reconcile import REVERTED
 from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.views import REVERTED
 from support.cluster import ClusterAccess, is_gone, wait_for
 
 G, V = "kvtune.io", "v1alpha1"

@@ -9,18 +9,18 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_operator.assign import assign
 from kvtune_operator.profiles import Profile
-from kvtune_operator.reconcile import (
+from kvtune_operator.reconcile import plan_profile
+from kvtune_operator.render import PROFILE_LABEL, render_node_state
+from kvtune_operator.views import (
     REVERT_ANNOTATION,
     REVERTED,
     CreateState,
     DeleteState,
     LabelNode,
-    PatchStateSpec,
+    PatchState,
     Snapshot,
     StateView,
-    plan_profile,
 )
-from kvtune_operator.render import PROFILE_LABEL, render_node_state
 
 from .builders import profile
 
@@ -67,14 +67,14 @@ def test_a_converged_profile_needs_no_writes() -> None:
 def test_a_profile_change_patches_the_spec_of_its_states() -> None:
     changed = profile("p", generation=2, mode="Enforce")
     actions = plan(changed, snapshot([changed], {"n1": LABELLED}, [view(P, "n1")]))
-    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert len(actions) == 1 and isinstance(actions[0], PatchState)
     assert actions[0].spec["mode"] == "Enforce"
     assert actions[0].spec["profile"]["generation"] == 2
 
 
 def test_a_deselected_node_is_asked_to_revert_first() -> None:
     actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [view(P, "n1")]))
-    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert len(actions) == 1 and isinstance(actions[0], PatchState)
     assert actions[0].spec["revert"] is True
     assert actions[0].annotations == {REVERT_ANNOTATION: NOW.isoformat()}
 
@@ -105,7 +105,7 @@ def test_a_node_selected_by_two_profiles_is_frozen_and_gets_no_new_state() -> No
         "nodeSelector": LabelSelector(match_labels={"gpu": "y"}).model_dump()}})
     nodes = {"n1": {"pool": "p", "gpu": "y", PROFILE_LABEL: "p"}, "n2": {"pool": "p", "gpu": "y"}}
     actions = plan(P, snapshot([P, other], nodes, [view(P, "n1")]))
-    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert len(actions) == 1 and isinstance(actions[0], PatchState)
     assert actions[0].name == "n1" and actions[0].spec["paused"] is True
     assert plan(other, snapshot([P, other], nodes, [view(P, "n1")])) == []
 
@@ -120,7 +120,7 @@ def test_a_deleted_profile_reverts_all_its_nodes() -> None:
     deleting = Profile.from_body({"metadata": {"name": "p", "deletionTimestamp": "x"},
                                   "spec": {"nodeSelector": {"matchLabels": {"pool": "p"}}}})
     actions = plan(deleting, snapshot([deleting], {"n1": LABELLED}, [view(P, "n1")]))
-    assert len(actions) == 1 and isinstance(actions[0], PatchStateSpec)
+    assert len(actions) == 1 and isinstance(actions[0], PatchState)
     assert actions[0].spec["revert"] is True
 
 

@@ -16,18 +16,18 @@ EMPTY = HypervisorProfileStatus()
 
 
 def test_a_node_whose_agent_has_not_seen_the_spec_is_progressing() -> None:
-    assert node_phase(state("a", observed=1), 2)[:2] == ("Progressing", "AgentPending")
-    assert node_phase(None, None)[:2] == ("Progressing", "NotRendered")
+    assert node_phase(state("a", observed=1, generation=2))[:2] == ("Progressing", "AgentPending")
+    assert node_phase(None)[:2] == ("Progressing", "NotRendered")
 
 
 def test_degraded_wins_over_waiting_and_waiting_over_ready() -> None:
-    assert node_phase(state("a", ready=True, degraded="NoPLE", drain=True), 1)[0] == "Degraded"
-    assert node_phase(state("a", ready=True, drain=True), 1)[0] == "Waiting"
-    assert node_phase(state("a", ready=True), 1)[0] == "Ready"
+    assert node_phase(state("a", ready=True, degraded="NoPLE", drain=True))[0] == "Degraded"
+    assert node_phase(state("a", ready=True, drain=True))[0] == "Waiting"
+    assert node_phase(state("a", ready=True))[0] == "Ready"
 
 
 def test_all_nodes_ready_makes_the_profile_ready() -> None:
-    states = {n: (state(n, ready=True), 1) for n in "abc"}
+    states = {n: state(n, ready=True) for n in "abc"}
     status = rollup(profile(), states, {}, EMPTY, T0)
     assert (status.matched_nodes, status.ready_nodes, status.degraded_nodes) == (3, 3, 0)
     assert cond.is_true(status.conditions, cond.READY)
@@ -36,7 +36,7 @@ def test_all_nodes_ready_makes_the_profile_ready() -> None:
 
 
 def test_degraded_nodes_and_conflicts_are_counted_and_listed() -> None:
-    states = {"a": (state("a", ready=True), 1), "b": (state("b", degraded="NoPLE"), 1)}
+    states = {"a": state("a", ready=True), "b": state("b", degraded="NoPLE")}
     status = rollup(profile(), states, {"c": ("other",)}, EMPTY, T0)
     assert (status.matched_nodes, status.ready_nodes, status.degraded_nodes) == (3, 1, 2)
     assert [(f.node, f.reason) for f in status.failing_nodes] == [
@@ -46,7 +46,7 @@ def test_degraded_nodes_and_conflicts_are_counted_and_listed() -> None:
 
 
 def test_the_failing_list_is_bounded() -> None:
-    states = {f"n{i:03}": (state(f"n{i:03}", degraded="Broken"), 1) for i in range(50)}
+    states = {f"n{i:03}": state(f"n{i:03}", degraded="Broken") for i in range(50)}
     status = rollup(profile(), states, {}, EMPTY, T0)
     assert status.degraded_nodes == 50
     assert len(status.failing_nodes) == MAX_FAILING
@@ -58,7 +58,7 @@ def test_a_profile_with_no_nodes_is_not_ready_and_says_why() -> None:
 
 
 def test_time_passing_alone_is_no_reason_to_write_status() -> None:
-    states = {"a": (state("a", ready=True), 1)}
+    states = {"a": state("a", ready=True)}
     first = rollup(profile(), states, {}, EMPTY, T0)
     second = rollup(profile(), states, {}, first, T1)
     assert not status_changed(first, second)
@@ -66,8 +66,8 @@ def test_time_passing_alone_is_no_reason_to_write_status() -> None:
 
 
 def test_a_status_change_keeps_transition_times_of_unchanged_conditions() -> None:
-    first = rollup(profile(), {"a": (state("a", ready=True), 1)}, {}, EMPTY, T0)
-    second = rollup(profile(), {"a": (state("a", degraded="X"), 1)}, {}, first, T1)
+    first = rollup(profile(), {"a": state("a", ready=True)}, {}, EMPTY, T0)
+    second = rollup(profile(), {"a": state("a", degraded="X")}, {}, first, T1)
     assert status_changed(first, second)
     deg = cond.find(second.conditions, cond.DEGRADED)
     prog = cond.find(second.conditions, cond.PROGRESSING)

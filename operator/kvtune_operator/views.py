@@ -1,0 +1,166 @@
+"""The operator's in-memory view of the cluster: node states, snapshot, and the actions it plans.
+
+Pure data, shared by the planners (`reconcile`, `rollout`), the roll-up and the API module.
+Bookkeeping the operator needs across restarts (when a revert or a drain started, whether it
+cordoned a node itself) lives in annotations on the node's HypervisorNodeState, which the
+operator owns, so a restarted or newly elected operator resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing as t
+from collections.abc import Mapping
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeStateSpec
+
+from .assign import Assignment
+from .render import PROFILE_LABEL
+
+#: Condition type the agent sets once it has restored a node's journal.
+REVERTED = "Reverted"
+#: When the operator asked for a revert: starts the clock for a node that never answers.
+REVERT_ANNOTATION = "kvtune.io/revert-requested-at"
+#: When the operator started draining the node for a NeedsDrain step.
+DRAIN_STARTED_ANNOTATION = "kvtune.io/drain-started-at"
+#: The state generation whose drain timed out: not retried until the spec changes.
+DRAIN_FAILED_ANNOTATION = "kvtune.io/drain-failed-generation"
+#: Set when kvtune cordoned the node, so that it uncordons only nodes it cordoned itself.
+CORDONED_ANNOTATION = "kvtune.io/cordoned-by-kvtune"
+
+
+@dataclasses.dataclass(frozen=True)
+class StateView:
+    """What the operator keeps of a HypervisorNodeState (not the bulky host report)."""
+
+    name: str
+    profile: str
+    generation: int
+    spec: Mapping[str, t.Any]
+    state: HypervisorNodeState
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def reverted(self) -> bool:
+        return cond.is_true(self.state.status.conditions, REVERTED)
+
+    @property
+    def approved(self) -> bool:
+        return bool(self.spec.get("disruption", {}).get("approved", False))
+
+    @property
+    def reported(self) -> bool:
+        """The agent has reported on the current spec."""
+        return self.state.status.observed_generation == self.generation
+
+    @property
+    def drain_required(self) -> bool:
+        return self.reported and self.state.status.drain_required
+
+    @property
+    def revert_requested_at(self) -> datetime.datetime | None:
+        return _parse_time(self.annotations.get(REVERT_ANNOTATION))
+
+    @property
+    def drain_started_at(self) -> datetime.datetime | None:
+        return _parse_time(self.annotations.get(DRAIN_STARTED_ANNOTATION))
+
+    @property
+    def drain_failed(self) -> bool:
+        return self.annotations.get(DRAIN_FAILED_ANNOTATION) == str(self.generation)
+
+    @property
+    def cordoned_by_kvtune(self) -> bool:
+        return self.annotations.get(CORDONED_ANNOTATION) == "true"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, t.Any]) -> StateView:
+        meta = body["metadata"]
+        status = dict(body.get("status") or {})
+        status.pop("host", None)  # the probe report is large and not needed to reconcile
+        state = HypervisorNodeState.model_validate(
+            {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+             "metadata": {"name": meta["name"]}, "spec": body["spec"], "status": status}
+        )
+        return cls(
+            name=meta["name"],
+            profile=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
+            generation=int(meta.get("generation") or 0),
+            spec=normalized(body["spec"]),
+            state=state,
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The operator's in-memory view of the cluster at one moment."""
+
+    nodes: Mapping[str, Mapping[str, str]]
+    """Node name -> labels."""
+    states: Mapping[str, StateView]
+    assignment: Assignment
+    cordoned: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """Node name -> spec.unschedulable."""
+    vm_pods: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Node name -> running virt-launcher pods on it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateState:
+    manifest: Mapping[str, t.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchState:
+    """Patch a state's spec and/or annotations (an annotation set to None is removed)."""
+
+    name: str
+    spec: Mapping[str, t.Any] | None = None
+    annotations: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteState:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelNode:
+    """Set (profile name) or remove (None) the node's kvtune.io/profile label."""
+
+    node: str
+    profile: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CordonNode:
+    node: str
+    unschedulable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class EvictVmPods:
+    """Ask (Eviction API, so PodDisruptionBudgets hold) every VM pod on the node to leave."""
+
+    node: str
+
+
+Action = CreateState | PatchState | DeleteState | LabelNode | CordonNode | EvictVmPods
+
+
+def normalized(spec: Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """A stored spec as `render_spec` would write it, so server-side defaults compare equal."""
+    dumped: dict[str, t.Any] = HypervisorNodeStateSpec.model_validate(spec).model_dump(
+        exclude_none=True, mode="json"
+    )
+    return dumped
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
