@@ -14,8 +14,10 @@ import typing as t
 from collections.abc import Mapping
 
 from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
+from . import kubevirt
 from .assign import assign
 from .kube import Kube
 from .profiles import Profile
@@ -40,9 +42,10 @@ def snapshot(
     nodes: Mapping[str, Mapping[str, str]],
     states: Mapping[str, StateView],
     cordoned: Mapping[str, bool],
+    kubevirt_ksm: LabelSelector | None = None,
 ) -> Snapshot:
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
-    return Snapshot(nodes, states, assign(selectors, nodes), cordoned)
+    return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm)
 
 
 async def reconcile_profile(
@@ -67,7 +70,9 @@ async def reconcile_profile(
         node: view if (view := snap.states.get(node)) and view.profile == profile.name else None
         for node in mine
     }
-    status = rollup(profile, states, snap.assignment.conflicts_of(profile.name), previous, now)
+    clashes = kubevirt.problems(profile, mine, snap.nodes, snap.kubevirt_ksm)
+    conflicts = snap.assignment.conflicts_of(profile.name)
+    status = rollup(profile, states, conflicts, previous, now, clashes)
     if not status_changed(previous, status):
         return PassResult(actions, None, [])
     dumped: dict[str, t.Any] = status.model_dump(mode="json")

@@ -17,6 +17,8 @@ from .profiles import Profile
 from .views import StateView
 
 MAX_FAILING = 20
+#: A fourth profile condition: False when KubeVirt's own settings would undo the profile.
+KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
 Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
 
 
@@ -54,6 +56,7 @@ def rollup(
     conflicts: Mapping[str, Sequence[str]],
     previous: HypervisorProfileStatus,
     now: datetime.datetime,
+    kubevirt_problems: Sequence[str] = (),
 ) -> HypervisorProfileStatus:
     """The profile's status from its nodes' states (None: not created yet)."""
     counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
@@ -76,6 +79,12 @@ def rollup(
     matched = len(states) + len(conflicts)
     degraded = counts["Degraded"] + len(conflicts)
     new_conditions = _conditions(profile, matched, counts, degraded)
+    if kubevirt_problems:
+        new_conditions.append(cond.make(KUBEVIRT_COMPATIBLE, "False", "Conflicts",
+                                        "; ".join(kubevirt_problems), profile.generation))
+    else:
+        new_conditions.append(cond.make(KUBEVIRT_COMPATIBLE, "True", "AsExpected", "",
+                                        profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,

@@ -14,6 +14,7 @@ import typing as t
 from collections.abc import Mapping
 
 from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeStateSpec
 
 from .assign import Assignment
@@ -106,6 +107,8 @@ class Snapshot:
     """Node name -> spec.unschedulable."""
     vm_pods: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Node name -> running virt-launcher pods on it."""
+    kubevirt_ksm: LabelSelector | None = None
+    """The nodes KubeVirt's KSM handler may turn KSM on for; None: it manages no KSM."""
 
 
 @dataclasses.dataclass(frozen=True)

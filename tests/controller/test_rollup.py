@@ -73,3 +73,10 @@ def test_a_status_change_keeps_transition_times_of_unchanged_conditions() -> Non
     prog = cond.find(second.conditions, cond.PROGRESSING)
     assert deg is not None and deg.last_transition_time == T1
     assert prog is not None and prog.last_transition_time == T0
+
+
+def test_kubevirt_conflicts_show_as_a_fourth_condition() -> None:
+    status = rollup(profile(), {"a": state("a", ready=True)}, {}, EMPTY, T0, ["ksm clash"])
+    found = cond.find(status.conditions, "KubeVirtCompatible")
+    assert found is not None and (found.status, found.message) == ("False", "ksm clash")
+    assert cond.is_true(status.conditions, cond.READY), "a warning, not a failure"
