@@ -8,6 +8,7 @@ import typing as t
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec
 
 PAUSE_ANNOTATION = "kvtune.io/paused"
+T = t.TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +18,15 @@ class Profile:
     generation: int
     spec: HypervisorProfileSpec
     deleting: bool
+    _cache: dict[str, t.Any] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def cached(self, key: str, compute: t.Callable[[], T]) -> T:
+        """A value derived from this (immutable) profile, computed once."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return t.cast(T, self._cache[key])
 
     @property
     def paused(self) -> bool:

@@ -41,3 +41,13 @@ def test_the_pause_annotation_pauses_every_rendered_state() -> None:
 
 def test_a_revert_is_rendered_as_a_flag_on_the_same_spec() -> None:
     assert render_node_state(profile(), "n", revert=True)["spec"]["revert"] is True
+
+
+def test_the_fast_path_renders_exactly_what_the_model_would() -> None:
+    from kvtune_operator.views import normalized
+
+    p = profile(mode="Enforce", memory={"hugepages": {"pages": [{"size": "2Mi", "count": 4}]}},
+                rollout={"allowReboot": True})
+    for flags in ({}, {"paused": True}, {"revert": True}, {"approved": True}):
+        rendered = render_node_state(p, "n", **flags)["spec"]
+        assert normalized(rendered) == rendered
