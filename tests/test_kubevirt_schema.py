@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support.kubevirt import GROUP, VERSION, VMISchemaError, minimal_vmi, validate_vmi
+from support.cluster import apply_crds
+from support.kubevirt import (
+    GROUP,
+    MANAGED_BY_LABEL,
+    VERSION,
+    VMISchemaError,
+    minimal_vmi,
+    validate_vmi,
+)
+from support.kubevirt import kubevirt_crds as build_kubevirt_crds
 
 Obj = dict[str, Any]
 
@@ -142,3 +151,42 @@ def test_a_vm_template_keeps_its_metadata(
     }
     created = _create(api_client, namespace, vm, "virtualmachines")
     assert created["spec"]["template"] == template
+
+
+def test_crds_of_a_real_kubevirt_installation_are_left_alone(api_client: client.ApiClient) -> None:
+    extensions = client.ApiextensionsV1Api(api_client)
+    theirs = build_kubevirt_crds()[0]
+    names = theirs["spec"]["names"]
+    names.update(plural="kvtunetestvmis", singular="kvtunetestvmi", kind="KvtuneTestVMI")
+    names.update(listKind="KvtuneTestVMIList", shortNames=[])
+    theirs["metadata"] = {"name": f"kvtunetestvmis.{GROUP}"}  # no MANAGED_BY_LABEL: not ours
+    ours = copy.deepcopy(theirs)
+    ours["metadata"]["labels"] = MANAGED_BY_LABEL
+    ours["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = "ours"
+    apply_crds(api_client, [theirs])
+    try:
+        apply_crds(api_client, [ours], owned_label=MANAGED_BY_LABEL)
+        kept = extensions.read_custom_resource_definition(theirs["metadata"]["name"])
+        assert kept.spec.versions[0].var_schema.open_apiv3_schema.description is None
+    finally:
+        extensions.delete_custom_resource_definition(theirs["metadata"]["name"])
+
+
+def _nodes(schema: Obj, path: str = "") -> list[tuple[str, Obj]]:
+    found = [(path or "(root)", schema)]
+    for name, child in schema.get("properties", {}).items():
+        found += _nodes(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            found += _nodes(schema[key], f"{path}[{key}]")
+    return found
+
+
+@pytest.mark.parametrize("crd", build_kubevirt_crds(), ids=lambda crd: crd["metadata"]["name"])
+def test_the_crd_schemas_are_structural(crd: Obj) -> None:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _nodes(schema):
+        typed = "type" in node or node.get("x-kubernetes-int-or-string")
+        assert typed, f"{path} has no type"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert "$ref" not in node and "default" not in node, path
