@@ -39,9 +39,46 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         # One setting for both clients: kopf's login and ours read $KUBECONFIG.
         os.environ["KUBECONFIG"] = args.kubeconfig
-    memo = kopf.Memo(settings=Settings(), kube=Kube(api_client()))
+    settings = Settings(
+        webhook=args.webhook,
+        webhook_port=args.webhook_port,
+        webhook_host=args.webhook_host,
+        webhook_service=args.webhook_service,
+        webhook_cert_dir=args.webhook_cert_dir,
+        webhook_failure_policy=args.webhook_failure_policy,
+        webhook_timeout_seconds=args.webhook_timeout,
+    )
+    memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
     kopf.run(clusterwide=True, standalone=args.standalone, memo=memo)
     return 0
+
+
+def _add_webhook_flags(parser: argparse.ArgumentParser) -> None:
+    from kvtune_operator.settings import Settings
+
+    default = Settings()  # the defaults, and their reasons, live in Settings
+    group = parser.add_argument_group("VMI admission webhook (see docs/webhook.md)")
+    group.add_argument("--no-webhook", dest="webhook", action="store_false",
+                       help="do not serve it, and delete kvtune's webhook configurations")
+    group.add_argument("--webhook-port", type=int, default=default.webhook_port,
+                       help="port to listen on (default %(default)s)")
+    group.add_argument("--webhook-host", default=default.webhook_host,
+                       help="without --webhook-service: the host of the webhook URL given to the "
+                       "apiserver, and the address listened on (default %(default)s)")
+    group.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                       help="the Service in front of the operator (in a cluster): the webhook "
+                       "configurations name it, port 443, instead of a URL")
+    group.add_argument("--webhook-cert-dir", type=pathlib.Path,
+                       help="directory with tls.crt, tls.key and ca.crt (a mounted Secret); a "
+                       "CA and certificate are generated there when none exists (default: a "
+                       "temporary directory)")
+    group.add_argument("--webhook-failure-policy", choices=("Ignore", "Fail"),
+                       default=default.webhook_failure_policy,
+                       help="what the apiserver does with a VMI when the webhook cannot answer "
+                       "(default %(default)s: admit it unshaped)")
+    group.add_argument("--webhook-timeout", type=int, default=default.webhook_timeout_seconds,
+                       help="seconds the apiserver waits for each call, 1 to 30 "
+                       "(default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "$KUBECONFIG or ~/.kube/config)")
     operator.add_argument("--standalone", action="store_true",
                           help="no peering with other replicas (single replica, tests, demo)")
+    _add_webhook_flags(operator)
     operator.set_defaults(func=_cmd_operator)
     return parser
 

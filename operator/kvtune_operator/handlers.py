@@ -7,17 +7,19 @@ deletion handler holds the profile's finalizer until its nodes have reverted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import typing as t
 
 import kopf
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import controller
+from . import admission, controller, webhook
 from .kube import Kube, api_client
 from .profiles import Profile
 from .reconcile import Snapshot, StateView
 from .settings import Settings
+from .vmi import NodeCapacity
 
 PROFILES = ("kvtune.io", "v1alpha1", "hypervisorprofiles")
 STATES = ("kvtune.io", "v1alpha1", "hypervisornodestates")
@@ -108,3 +110,77 @@ async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> 
             + ", ".join(sorted(s.name for s in left)[:10]),
             delay=2,
         )
+
+
+# --- The VMI admission webhook (issue 6): what it reads, when it listens, what it answers. ---
+# Serving, TLS and the webhook configurations are in webhook.py; the answers in admission.py.
+
+NAMESPACES = ("", "v1", "namespaces")
+KUBEVIRTS = ("kubevirt.io", "v1", "kubevirts")
+
+
+@kopf.on.startup()
+def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> None:
+    memo["webhook"] = webhook.configure(settings, memo["settings"], memo["kube"])
+
+
+@kopf.index(*NAMESPACES)
+def namespace_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+@kopf.index(*NODES)
+def node_allocatable(name: str, status: kopf.Status, **_: t.Any) -> dict[str, NodeCapacity]:
+    return {name: admission.node_capacity(name, status.get("allocatable") or {})}
+
+
+@kopf.index(*KUBEVIRTS)
+def overhead_ratio(spec: kopf.Spec, **_: t.Any) -> dict[str, str]:
+    # Without KubeVirt's CRD kopf warns that it cannot watch kubevirts and indexes nothing (no
+    # ratio), without holding anything up; it starts indexing when the CRD appears.
+    ratio = (spec.get("configuration") or {}).get("additionalGuestMemoryOverheadRatio")
+    return {} if ratio is None else {"ratio": str(ratio)}
+
+
+@kopf.on.event(*NAMESPACES)
+async def webhook_indexed(memo: kopf.Memo, **_: t.Any) -> None:
+    # kopf delivers events to handlers only after every index has listed the cluster.
+    if memo.get("webhook") is not None:
+        memo["webhook"].indexed.set()
+
+
+@kopf.on.mutate(*webhook.VMIS, id=webhook.MUTATE_ID, operations=["CREATE"])
+async def shape_vmi(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indexes: t.Any
+) -> None:
+    view, namespace_labels = await _admission_view(body, memo, indexes)
+    admission.shape(view, body, namespace_labels, patch)
+
+
+@kopf.on.validate(*webhook.VMIS, id=webhook.VALIDATE_ID, operations=["CREATE"])
+async def check_vmi(
+    body: kopf.Body, warnings: list[str], memo: kopf.Memo, **indexes: t.Any
+) -> None:
+    view, namespace_labels = await _admission_view(body, memo, indexes)
+    admission.check(view, body, namespace_labels, warnings)
+
+
+async def _admission_view(
+    body: kopf.Body, memo: kopf.Memo, indexes: t.Mapping[str, t.Any]
+) -> tuple[admission.ClusterView, dict[str, str]]:
+    namespace = body.metadata.namespace or ""
+    stored = indexes["namespace_labels"].get(namespace)
+    labels: dict[str, str] = (
+        next(iter(stored))
+        if stored
+        # Created a moment ago: the watch has not delivered it yet.
+        else await asyncio.to_thread(memo["kube"].namespace_labels, namespace)
+    )
+    view = admission.ClusterView(
+        profiles=_view(indexes["profiles"]),
+        node_labels=_view(indexes["node_labels"]),
+        node_states=_view(indexes["node_states"]),
+        allocatable=_view(indexes["node_allocatable"]),
+        overhead_ratio=_view(indexes["overhead_ratio"]).get("ratio"),
+    )
+    return view, labels

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import pathlib
+import typing as t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,3 +19,47 @@ class Settings:
     """How long a node that left its profile may take to restore its host (default 10 min).
     After that its state is deleted anyway (a dead node must not block a profile's deletion);
     its agent reverts by itself if it ever finds its state gone."""
+
+    webhook: bool = True
+    """Serve the VMI admission webhook (default on). Off (`--no-webhook`) also deletes kvtune's
+    webhook configurations at startup, so that no VMI creation waits on a webhook nobody serves."""
+
+    webhook_port: int = 9443
+    """TCP port the webhook listens on (default 9443: unprivileged, kopf's and controller-runtime's
+    customary port)."""
+
+    webhook_host: str = "127.0.0.1"
+    """Where the apiserver reaches the webhook when no Service is named: the host of the URL in
+    the webhook configurations and the address listened on (default 127.0.0.1, for an operator
+    run beside a local apiserver, as in the tests and the demo)."""
+
+    webhook_service: str | None = None
+    """`namespace/name` of the Service in front of the operator, in a cluster (default none).
+    When set, the configurations name the Service (port 443) instead of a URL, because the
+    apiserver resolves Services itself but usually cannot resolve `*.svc` names through DNS;
+    the webhook then listens on all interfaces, and a generated certificate names the Service."""
+
+    webhook_cert_dir: pathlib.Path | None = None
+    """Directory holding `tls.crt`, `tls.key` and `ca.crt`, the keys of a kubernetes.io/tls
+    Secret mounted there (cert-manager writes all three). When none of them exists, a CA and a
+    serving certificate valid for one year are generated into it. Default: a private temporary
+    directory, removed at exit, so every run generates anew. kopf rereads the files every 60 s
+    and the operator republishes the CA, so a renewed Secret needs no restart."""
+
+    webhook_failure_policy: t.Literal["Fail", "Ignore"] = "Ignore"
+    """What the apiserver does with a VMI when the webhook cannot answer (default Ignore: admit
+    it unshaped). The configurations cannot follow the profiles' namespace selectors, so they
+    cover every namespace but the excluded ones: with Fail, an operator outage would block VMI
+    creation cluster-wide, including namespaces no profile selects. Choose Fail when a VMI must
+    never start unshaped (it then waits, or its VM controller retries, until the webhook is back);
+    kvtune leaves its configurations in place when it stops, so Fail also covers restarts."""
+
+    webhook_timeout_seconds: int = 5
+    """How long the apiserver waits for each webhook call (default 5 s; Kubernetes allows
+    1 to 30). An answer takes milliseconds, read from memory; the bound only matters when the
+    operator hangs, and then it delays every VMI creation by up to twice this (two webhooks)."""
+
+    webhook_excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+    """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). The operator's
+    own namespace is added when it runs in a pod, as is any namespace labelled
+    `kvtune.io/skip: "true"`."""

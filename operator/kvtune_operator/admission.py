@@ -1,0 +1,189 @@
+"""The admission webhook's answers for a VirtualMachineInstance, from the operator's indexes.
+
+Why apart from `vmi/`: those functions judge one VMI against one profile. An admission first has
+to find that profile among all of them, refuse a VMI that two profiles claim, and know which
+nodes could run it, all from what kopf's indexes hold in memory, so that an admission makes no
+API request. This module does that and turns the results into kopf's terms: a transformation
+on `patch`, entries in `warnings`, and `kopf.AdmissionError` naming what to fix.
+
+A VMI selected by two profiles is refused rather than given to one of them: each profile would
+steer it to different nodes with different CPU and memory settings, and picking one by name
+would hide an overlap of selectors the admin did not intend (nodes claimed by two profiles are
+likewise reported as a conflict, not shared). Profiles in Audit mode never refuse, so a VMI
+claimed only by Audit profiles gets a warning instead.
+
+Capacity is judged against what a ready node of the profile has allocatable, not what is still
+free: the operator does not index every Pod in the cluster. The warning therefore means "larger
+than any ready node", which is the mistake worth catching at admission; a VMI that fits an empty
+node but not a busy one waits in Pending, where the scheduler says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import kopf
+
+from .profiles import Profile
+from .rollup import node_phase
+from .views import StateView
+from .vmi import NodeCapacity, VmiFieldError, capacity_warning, mutate_vmi, validate_vmi
+from .vmi.mutate import PROFILE_LABEL, READY_LABEL
+from .vmi.overhead import quantity, quantity_bytes
+from .vmi.selection import SKIP_ANNOTATION, out_of_scope
+
+HUGEPAGES_PREFIX = "hugepages-"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterView:
+    """What an admission reads: the operator's indexes, one value per object."""
+
+    profiles: Mapping[str, Profile]
+    node_labels: Mapping[str, Mapping[str, str]]
+    node_states: Mapping[str, StateView]
+    allocatable: Mapping[str, NodeCapacity]
+    overhead_ratio: str | None
+    """The KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio; None when unset
+    or when KubeVirt's CRD is not installed."""
+
+
+def node_capacity(name: str, allocatable: Mapping[str, Any]) -> NodeCapacity:
+    """A Node's status.allocatable as the capacity check counts it."""
+    field = f"Node {name} status.allocatable.{{}}"
+    return NodeCapacity(
+        node=name,
+        cpu_millis=int(quantity(allocatable.get("cpu", 0), field.format("cpu")) * 1000),
+        memory_bytes=quantity_bytes(allocatable.get("memory", 0), field.format("memory")),
+        hugepages_bytes={
+            key.removeprefix(HUGEPAGES_PREFIX): quantity_bytes(value, field.format(key))
+            for key, value in allocatable.items()
+            if key.startswith(HUGEPAGES_PREFIX)
+        },
+    )
+
+
+def shape(
+    view: ClusterView,
+    vmi: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    patch: kopf.Patch,
+) -> None:
+    """The mutating webhook: the VMI shaped by the one profile that selects it, if any."""
+    profile = _enforcing(_claims(view, vmi, namespace_labels), vmi)
+    if profile is None:
+        return
+    with _answering(vmi):
+        result = mutate_vmi(
+            profile, vmi, namespace_labels=namespace_labels, overhead_ratio=view.overhead_ratio
+        )
+    if result.skipped is None:
+        # kopf diffs the body before and after its transformations into the JSON patch.
+        patch.fns.append(functools.partial(_become, result.vmi))
+
+
+def check(
+    view: ClusterView,
+    vmi: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    warnings: list[str],
+) -> None:
+    """The validating webhook: refuse a VMI that contradicts its profile, and warn when it is
+    larger than every ready node of the profile."""
+    claims = _claims(view, vmi, namespace_labels)
+    profile = _enforcing(claims, vmi)
+    if profile is None:
+        if len(claims) > 1:  # all in Audit mode, or _enforcing would have refused
+            warnings.append(f"Audit mode, would be refused: {_conflict(claims, vmi)}")
+        return
+    with _answering(vmi):
+        errors, found = validate_vmi(profile, vmi, namespace_labels=namespace_labels)
+        warnings += found
+        if errors:
+            raise kopf.AdmissionError(f"{_what(vmi)}: " + "; ".join(errors), code=422)
+        if profile.spec.mode == "Enforce":
+            nodes = ready_nodes(view, profile.name)
+            warning = capacity_warning(vmi, nodes, ratio=view.overhead_ratio)
+            if warning is not None:
+                warnings.append(f"HypervisorProfile {profile.name}: {warning}")
+
+
+def ready_nodes(view: ClusterView, profile: str) -> list[NodeCapacity]:
+    """The nodes of `profile` that can run its VMIs now.
+
+    A node counts once its agent has labelled it ready, or once its state reports Ready for the
+    current spec: the label follows the state by one agent pass, and agents that do not set it
+    yet must not make every VMI look unplaceable.
+    """
+    return [
+        capacity
+        for name, capacity in sorted(view.allocatable.items())
+        if view.node_labels.get(name, {}).get(PROFILE_LABEL) == profile
+        and (
+            view.node_labels[name].get(READY_LABEL) == "true"
+            or _state_ready(view.node_states.get(name), profile)
+        )
+    ]
+
+
+def _state_ready(state: StateView | None, profile: str) -> bool:
+    return state is not None and state.profile == profile and node_phase(state)[0] == "Ready"
+
+
+def _claims(
+    view: ClusterView, vmi: Mapping[str, Any], namespace_labels: Mapping[str, str]
+) -> list[Profile]:
+    """The profiles that select the VMI, by name; a profile being deleted claims nothing."""
+    return [
+        profile
+        for _, profile in sorted(view.profiles.items())
+        if not profile.deleting and out_of_scope(profile, vmi, namespace_labels) is None
+    ]
+
+
+def _enforcing(claims: Sequence[Profile], vmi: Mapping[str, Any]) -> Profile | None:
+    """The one profile that decides for the VMI; refuses the VMI when several claim it."""
+    if len(claims) == 1:
+        return claims[0]
+    if any(p.spec.mode != "Audit" for p in claims):
+        raise kopf.AdmissionError(_conflict(claims, vmi), code=403)
+    return None
+
+
+def _conflict(claims: Sequence[Profile], vmi: Mapping[str, Any]) -> str:
+    names = ", ".join(p.name for p in claims)
+    return (
+        f"{_what(vmi)} is selected by the HypervisorProfiles {names}, which would prepare it "
+        "differently: narrow their vmi.namespaceSelector / vmi.selector so that one selects it, "
+        f'or opt the VMI out with the annotation {SKIP_ANNOTATION}: "true"'
+    )
+
+
+@contextmanager
+def _answering(vmi: Mapping[str, Any]) -> Iterator[None]:
+    """Unreadable input as an admission error: the VMI's fault (400), else the cluster's (500)."""
+    try:
+        yield
+    except VmiFieldError as unreadable:
+        raise kopf.AdmissionError(f"{_what(vmi)}: {unreadable}", code=400) from None
+    except ValueError as misconfigured:
+        # The KubeVirt CR's overhead ratio; its message names the field.
+        raise kopf.AdmissionError(
+            f"{_what(vmi)} cannot be sized: {misconfigured}; fix the KubeVirt CR", code=500
+        ) from None
+
+
+def _what(vmi: Mapping[str, Any]) -> str:
+    meta = vmi.get("metadata") or {}
+    name = meta.get("name") or f"{meta.get('generateName', '')}<generated>"
+    return f"VirtualMachineInstance {meta.get('namespace', '')}/{name}"
+
+
+def _become(shaped: Mapping[str, Any], body: dict[str, Any]) -> None:
+    body.clear()
+    body.update(copy.deepcopy(dict(shaped)))

@@ -1,0 +1,54 @@
+"""Running the operator in a thread of the test process, with `Settings` of the test's choice.
+
+Why not `kopf.testing.KopfRunner`: it runs kopf's command line, which has no way to hand the
+operator its `Settings` (they travel in kopf's memo, as `kvtune operator` passes them). This runs
+`kopf.run` the way `kvtune operator` does, with a stop flag, and re-raises what the operator died
+of when it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import kopf
+import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
+from kvtune_operator.kube import Kube, api_client
+from kvtune_operator.settings import Settings
+
+STOP_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def running_operator(settings: Settings, kubeconfig: Path) -> Iterator[None]:
+    """The operator runs (standalone, cluster-wide) for the duration of the `with` block."""
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)  # read by the login handler and by api_client()
+    stop = threading.Event()
+    died: list[BaseException] = []
+
+    def run() -> None:
+        memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
+        try:
+            kopf.run(clusterwide=True, standalone=True, memo=memo, stop_flag=stop)
+        except BaseException as e:  # handed to the test's thread below
+            died.append(e)
+
+    thread = threading.Thread(target=run, name="kvtune-operator", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(STOP_TIMEOUT)
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+    if thread.is_alive():
+        raise RuntimeError(f"the operator did not stop within {STOP_TIMEOUT:.0f} s")
+    if died:
+        raise died[0]

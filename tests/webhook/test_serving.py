@@ -1,0 +1,322 @@
+"""The VMI admission webhook served for real: the operator runs, the apiserver calls it over TLS.
+
+Why: the pure tests prove what the webhook decides; only a real apiserver proves that the
+configurations the operator writes reach it (CA bundle, URL, selectors, failurePolicy), that the
+answers are applied (the patch, the refusal, the warnings a client sees), and what happens to a
+VMI while the webhook is down. VMIs go through KubeVirt's real schema (fixture `kubevirt_crds`).
+
+The operator runs with failurePolicy Fail unless a test says otherwise, so that a webhook that
+cannot be reached fails the test instead of passing it silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kvtune_operator import webhook
+from kvtune_operator.settings import Settings
+from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION, READY_LABEL
+from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
+from support.kubevirt import GROUP, VERSION
+from support.operator import running_operator
+
+from webhook import Obj, make_vmi
+
+VMIS = "virtualmachineinstances"
+G, V = "kvtune.io", "v1alpha1"
+PROFILES = "hypervisorprofiles"
+SELECTED_LABEL = "kvtune-webhook-test"
+SERVING_TIMEOUT = 60.0
+
+
+class Served:
+    """The cluster side of this module: namespaces, a profile, and the operator serving it."""
+
+    def __init__(self, cluster: ClusterAccess, api: client.ApiClient, cert_dir: Path) -> None:
+        self.cluster = cluster
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
+        self.tag = uuid.uuid4().hex[:6]
+        # Port 0: a free port of kopf's choice, so that parallel test sessions never share one.
+        self.settings = Settings(webhook_port=0, webhook_cert_dir=cert_dir)
+        self.policy: str | None = None
+        self._running = contextlib.ExitStack()
+        self.selected = self._namespace("selected", {SELECTED_LABEL: self.tag})
+        self.unselected = self._namespace("unselected", {})
+        self.profile = self.make_profile("fast")
+
+    def _namespace(self, role: str, labels: dict[str, str]) -> str:
+        name = f"kvtune-webhook-{role}-{self.tag}"
+        self.core.create_namespace({"metadata": {"name": name, "labels": labels}})
+        return name
+
+    def make_profile(self, name: str, **vmi: Any) -> str:
+        """An Enforce profile for the nodes of pool <tag> and the VMIs of the selected namespace."""
+        full = f"{self.tag}-{name}"
+        self.custom.create_cluster_custom_object(G, V, PROFILES, {
+            "apiVersion": f"{G}/{V}", "kind": "HypervisorProfile", "metadata": {"name": full},
+            "spec": {
+                "mode": "Enforce",
+                "nodeSelector": {"matchLabels": {"pool": self.tag}},
+                "vmi": {"namespaceSelector": {"matchLabels": {SELECTED_LABEL: self.tag}}, **vmi},
+            },
+        })
+        return full
+
+    def delete_profile(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object(G, V, PROFILES, name)
+        wait_for(lambda: is_gone(lambda: self.custom.get_cluster_custom_object(
+            G, V, PROFILES, name)), f"profile {name} deleted")
+
+    # --- the operator ---
+
+    def serve(self, policy: str = "Fail") -> None:
+        """The operator runs with `policy`, and answers for the module's profile."""
+        if self.policy == policy:
+            return
+        self.stop()
+        settings = dataclasses.replace(self.settings, webhook_failure_policy=policy)
+        self._running.enter_context(running_operator(settings, self.cluster.kubeconfig))
+        self.policy = policy
+        wait_for(lambda: self.failure_policies() == {policy}, f"configurations with {policy}",
+                 SERVING_TIMEOUT)
+        wait_for(lambda: self.probe() == self.profile, "the webhook shaping a VMI",
+                 SERVING_TIMEOUT)
+
+    def probe(self) -> str | None:
+        """The profile that shapes a VMI of the selected namespace (a dry run); None while the
+        webhook does not answer (under Fail the creation is refused then)."""
+        try:
+            return self.shaped_by(self.create("probe", dry_run=True))
+        except ApiException:
+            return None
+
+    def stop(self) -> None:
+        """Stops the operator; its webhook configurations stay, as in a real restart."""
+        self._running.close()
+        self.policy = None
+
+    def failure_policies(self) -> set[str]:
+        found = set()
+        for read in (self.admission.read_mutating_webhook_configuration,
+                     self.admission.read_validating_webhook_configuration):
+            with contextlib.suppress(ApiException):
+                found |= {w.failure_policy for w in read(webhook.CONFIGURATION_NAME).webhooks}
+        return found
+
+    # --- VMIs ---
+
+    def create(self, name: str, domain: Obj | None = None, *, namespace: str | None = None,
+               dry_run: bool = False, **kwargs: Any) -> Obj:
+        vmi = self.vmi(name, domain, namespace=namespace, **kwargs)
+        created: Obj = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, vmi["metadata"]["namespace"], VMIS, vmi,
+            dry_run="All" if dry_run else None, field_validation="Strict")
+        return created
+
+    def create_with_warnings(self, name: str, domain: Obj) -> tuple[Obj, list[str]]:
+        """The stored VMI and the `Warning:` headers of the response (AdmissionReview warnings)."""
+        vmi = self.vmi(name, domain)
+        response = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.selected, VMIS, vmi, _preload_content=False)
+        return json.loads(response.data), list(response.headers.getlist("Warning"))
+
+    def vmi(self, name: str, domain: Obj | None = None, *, namespace: str | None = None,
+            **kwargs: Any) -> Obj:
+        vmi = make_vmi(domain or {"cpu": {"cores": 2}, "memory": {"guest": "2Gi"}}, **kwargs)
+        vmi["metadata"].update(name=f"{name}-{uuid.uuid4().hex[:6]}",
+                               namespace=namespace or self.selected)
+        return vmi
+
+    @staticmethod
+    def shaped_by(vmi: Obj) -> str | None:
+        return (vmi["metadata"].get("annotations") or {}).get(MUTATED_BY_ANNOTATION)
+
+    def close(self) -> None:
+        self.serve()  # the profile's finalizer is the operator's to release
+        self.delete_profile(self.profile)
+        self.stop()
+        # A configuration left behind would send later tests' VMIs to a webhook nobody serves.
+        with contextlib.suppress(ApiException):
+            self.admission.delete_mutating_webhook_configuration(webhook.CONFIGURATION_NAME)
+        with contextlib.suppress(ApiException):
+            self.admission.delete_validating_webhook_configuration(webhook.CONFIGURATION_NAME)
+        for namespace in (self.selected, self.unselected):
+            self.core.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+def served(
+    cluster: ClusterAccess,
+    api_client: client.ApiClient,
+    kubevirt_crds: list[str],
+    kvtune_crds: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    cluster_side = Served(cluster, api_client, tmp_path_factory.mktemp("webhook-tls"))
+    try:
+        yield cluster_side
+    finally:
+        cluster_side.close()
+
+
+@pytest.fixture
+def webhook_up(served: Served) -> Served:
+    served.serve("Fail")
+    return served
+
+
+def test_a_vmi_in_a_selected_namespace_is_stored_shaped(webhook_up: Served) -> None:
+    stored = webhook_up.create("shaped")
+    cpu = stored["spec"]["domain"]["cpu"]
+    assert cpu["dedicatedCpuPlacement"] is True and cpu["isolateEmulatorThread"] is True
+    assert stored["spec"]["nodeSelector"] == {
+        "kvtune.io/profile": webhook_up.profile, READY_LABEL: "true"}
+    assert webhook_up.shaped_by(stored) == webhook_up.profile
+    resources = stored["spec"]["domain"]["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_a_vmi_in_a_namespace_no_profile_selects_is_stored_as_sent(webhook_up: Served) -> None:
+    sent = webhook_up.vmi("outside", namespace=webhook_up.unselected)
+    stored = webhook_up.create("outside", namespace=webhook_up.unselected)
+    assert stored["spec"] == sent["spec"]
+    assert "annotations" not in stored["metadata"]
+
+
+def test_a_vmi_labelled_skip_never_reaches_the_webhook(webhook_up: Served) -> None:
+    stored = webhook_up.create("skipped", labels={webhook.SKIP_LABEL: "true"})
+    assert webhook_up.shaped_by(stored) is None
+    assert "dedicatedCpuPlacement" not in stored["spec"]["domain"]["cpu"]
+
+
+def test_a_vmi_contradicting_its_profile_is_refused_naming_the_field_and_the_fix(
+    webhook_up: Served,
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        webhook_up.create("pinned-off", {"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert "vmi-validate.kvtune.io" in message
+    assert "spec.domain.cpu.dedicatedCpuPlacement is false" in message
+    assert f"HypervisorProfile {webhook_up.profile}" in message
+    assert "remove the field or set it to true" in message
+
+
+def test_a_vmi_two_profiles_select_is_refused_naming_both(webhook_up: Served) -> None:
+    other = webhook_up.make_profile("other", selector={"matchLabels": {"tier": "both"}})
+    try:
+        def refused() -> str | None:
+            try:
+                webhook_up.create("both", labels={"tier": "both"}, dry_run=True)
+            except ApiException as e:
+                return str(json.loads(e.body)["message"]) if e.status == 403 else None
+            return None
+
+        wait_for(lambda: refused() is not None, "the second profile claiming the VMI")
+        message = refused() or ""
+        assert webhook_up.profile in message and other in message
+        assert "narrow their vmi.namespaceSelector / vmi.selector" in message
+        # A VMI only the first profile selects is still shaped by it.
+        assert webhook_up.shaped_by(webhook_up.create("one", dry_run=True)) == webhook_up.profile
+    finally:
+        webhook_up.delete_profile(other)
+
+
+def test_a_vmi_larger_than_every_ready_node_is_admitted_with_a_warning(
+    webhook_up: Served,
+) -> None:
+    node = f"{webhook_up.tag}-small"
+    webhook_up.core.create_node({"metadata": {"name": node, "labels": {
+        "pool": webhook_up.tag, READY_LABEL: "true"}}})
+    try:
+        webhook_up.core.patch_node_status(node, {"status": {
+            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}})
+        wait_for(lambda: (webhook_up.core.read_node(node).metadata.labels or {}).get(
+            "kvtune.io/profile") == webhook_up.profile, "the operator labelling the node")
+
+        def warnings(domain: Obj) -> list[str]:
+            stored, found = webhook_up.create_with_warnings("sized", domain)
+            assert webhook_up.shaped_by(stored) == webhook_up.profile
+            return found
+
+        wait_for(lambda: not warnings({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}}),
+                 "a VMI that fits the node admitted without a warning")
+        found = warnings({"cpu": {"cores": 2}, "memory": {"guest": "32Gi"}})
+        assert len(found) == 1, found
+        assert "no ready node of the profile has room for this VMI" in found[0]
+        assert f"{node} has 8 CPU, 16.00Gi memory" in found[0]
+    finally:
+        webhook_up.core.delete_node(node)
+
+
+def test_the_overhead_ratio_comes_from_the_kubevirt_cr_once_its_crd_appears(
+    webhook_up: Served, api_client: client.ApiClient
+) -> None:
+    if not webhook_up.cluster.local:
+        pytest.skip("installs a stand-in KubeVirt CRD, which only a throwaway cluster may get")
+    assert "ratio" not in _overhead(webhook_up.create("before", dry_run=True))["components"]
+    crd = apply_crds(api_client, [KUBEVIRT_CRD])[0]
+    try:
+        webhook_up.custom.create_namespaced_custom_object(
+            "kubevirt.io", "v1", webhook_up.unselected, "kubevirts", {
+                "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kv"},
+                "spec": {"configuration": {"additionalGuestMemoryOverheadRatio": "2.0"}}})
+        wait_for(lambda: "ratio" in _overhead(webhook_up.create("after", dry_run=True))[
+            "components"], "the ratio counted in the overhead", SERVING_TIMEOUT)
+        components = _overhead(webhook_up.create("after", dry_run=True))["components"]
+        assert components["ratio"] >= sum(v for k, v in components.items() if k != "ratio") - 1000
+    finally:
+        client.ApiextensionsV1Api(api_client).delete_custom_resource_definition(crd)
+
+
+@pytest.mark.parametrize(("policy", "admitted"), [("Fail", False), ("Ignore", True)])
+def test_with_the_webhook_down_the_failure_policy_decides(
+    served: Served, policy: str, admitted: bool
+) -> None:
+    served.serve(policy)
+    served.stop()
+    assert served.failure_policies() == {policy}, "the configurations outlive the operator"
+    try:
+        stored = served.create("while-down")
+    except ApiException as e:
+        assert not admitted, f"refused under {policy}: {e.body}"
+        assert e.status == 500 and "failed calling webhook" in e.body
+    else:
+        assert admitted, "admitted under Fail"
+        assert served.shaped_by(stored) is None
+
+
+def _overhead(vmi: Obj) -> dict[str, Any]:
+    figures: dict[str, Any] = json.loads(vmi["metadata"]["annotations"][OVERHEAD_ANNOTATION])
+    return figures
+
+
+# Just enough of KubeVirt's CRD for a KubeVirt CR to be stored.
+KUBEVIRT_CRD: Obj = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "kubevirts.kubevirt.io"},
+    "spec": {
+        "group": "kubevirt.io",
+        "names": {"kind": "KubeVirt", "plural": "kubevirts", "singular": "kubevirt",
+                  "listKind": "KubeVirtList"},
+        "scope": "Namespaced",
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": True}},
+        }],
+    },
+}
