@@ -1,0 +1,147 @@
+"""The audit of running VMs: is the isolation a profile promises what the hypervisor did?
+
+Settings on paper (a profile, a shaped VMI) are not proof: the kubelet may have had no exclusive
+CPUs left, a VMI may have opted out, a NIC may sit on a shared bridge. `audit_node` finds every
+running KubeVirt VM of the host in /proc (`launchers`), reads what its libvirt actually runs
+(`connect`, `domains`), and judges it (`checks`); the result is HypervisorNodeState.status.vms,
+and `vms_condition` turns it into the node's VMsCompliant condition.
+
+The agent loop that publishes the status calls, once per probe:
+
+    policy = AuditPolicy.from_settings(node_state.spec.host, profile_vmi_settings)
+    status.vms = audit_node(fs, policy, host_report)
+    conditions.append(vms_condition(status.vms, generation))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
+from kvtune_api.v1alpha1.host import HostReport
+
+from ..hostfs import HostFS
+from . import launchers
+from .checks import AuditPolicy, Observed, audit
+from .condition import VMS_COMPLIANT, vms_condition
+from .connect import DEFAULT_TIMEOUT, Connect, Listing, Unreachable, open_read_only, read_domains
+from .launchers import Launcher
+
+__all__ = [
+    "VMS_COMPLIANT",
+    "AuditPolicy",
+    "Connect",
+    "audit_node",
+    "open_read_only",
+    "vms_condition",
+]
+
+#: What asking one libvirt URI gave: its running domains, or why it could not be asked.
+Answer = Listing | str
+
+
+def _ask(read: Callable[[str], Listing], uri: str) -> Answer:
+    try:
+        return read(uri)
+    except Unreachable as err:
+        return str(err)
+
+
+def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observed:
+    """The launcher's VM from what a libvirt listed (`own`: its own, in its pod), or from why
+    that libvirt could not be asked."""
+    base = Observed(
+        name=launcher.name,
+        namespace=launcher.namespace,
+        domain_name=launcher.domain,
+        pid=launcher.pid,
+        netns=launcher.netns or f"pid:{launcher.pid}",
+        mems_allowed=launcher.mems_allowed,
+    )
+    if isinstance(answer, str):
+        return dataclasses.replace(base, error=answer)
+    # A launcher's own libvirt runs its VM only: one domain under another name is still it.
+    name = launcher.domain if launcher.domain in answer or not own else next(iter(answer), "")
+    if name not in answer or (name != launcher.domain and len(answer) > 1):
+        listed = ", ".join(sorted(answer)) or "none"
+        return dataclasses.replace(
+            base, error=f"no running domain {launcher.domain} in its libvirt (running: {listed})"
+        )
+    facts = answer[name]
+    if isinstance(facts, str):
+        return dataclasses.replace(base, domain_name=name, error=facts)
+    return dataclasses.replace(base, domain_name=name, domain=facts)
+
+
+def _split(domain: str) -> tuple[str, str]:
+    """(namespace, name) of a KubeVirt domain name; ("", name) for any other domain."""
+    namespace, sep, name = domain.partition(launchers.DOMAIN_SEPARATOR)
+    return (namespace, name) if sep and name else ("", domain)
+
+
+def _unclaimed(fs: HostFS, answer: Listing, claimed: set[str]) -> list[Observed]:
+    """The domains of a host-level libvirt that no launcher accounts for."""
+    netns = fs.readlink("/proc/1/ns/net") or "host"
+    observed = []
+    for domain, facts in sorted(answer.items()):
+        if domain not in claimed:
+            namespace, name = _split(domain)
+            observed.append(
+                Observed(
+                    name=name,
+                    namespace=namespace,
+                    domain_name=domain,
+                    pid=None,
+                    netns=netns,
+                    mems_allowed=None,
+                    domain=None if isinstance(facts, str) else facts,
+                    error=facts if isinstance(facts, str) else None,
+                )
+            )
+    return observed
+
+
+def audit_node(
+    fs: HostFS,
+    policy: AuditPolicy,
+    host: HostReport,
+    *,
+    connect: Connect = open_read_only,
+    host_uri: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> NodeVmAudit:
+    """Audit every running VM of the host behind `fs` against `policy`.
+
+    Each virt-launcher's own libvirt is asked through its socket. `host_uri` (e.g.
+    qemu:///system, on hosts that also run VMs outside KubeVirt) is asked for the launchers
+    without a socket and for every domain no launcher claimed. `host` is the probe of the same
+    host (NUMA nodes, memory). Nothing is ever changed: connections are read-only.
+    """
+
+    def read(uri: str) -> Listing:
+        return read_domains(uri, connect, timeout)
+
+    found = launchers.discover(fs)
+    notes = [
+        VmFinding(severity="Warning", rule="Reachable", message=f"{i.path}: {i.detail}")
+        for i in fs.take_issues()
+    ]
+    observed = [
+        _observed(launcher, _ask(read, launchers.session_uri(fs, launcher.socket)))
+        for launcher in found
+        if launcher.socket is not None
+    ]
+    waiting = [launcher for launcher in found if launcher.socket is None]
+    if host_uri is None:
+        answer: Answer = (
+            "no libvirt socket in its root (looked for "
+            f"{' and '.join(launchers.SOCKETS)}), and no host-level libvirt URI is configured"
+        )
+    else:
+        answer = _ask(read, host_uri)
+        if not isinstance(answer, str):
+            claimed = {vm.domain_name for vm in observed} | {w.domain for w in waiting}
+            observed += _unclaimed(fs, answer, claimed)
+    observed += [_observed(launcher, answer, own=False) for launcher in waiting]
+    return audit(observed, host, policy, notes)

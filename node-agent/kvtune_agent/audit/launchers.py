@@ -1,0 +1,132 @@
+"""Finding the running KubeVirt VMs of this host in its /proc, and the libvirt that runs each one.
+
+KubeVirt runs one libvirt daemon per VM, inside the VM's virt-launcher pod, so there is no host
+libvirt to ask. Its virt-handler reaches each one through the launcher's root:
+`/proc/<pid>/root/var/run/libvirt/virtqemud-sock` (`libvirt-sock` before modular daemons). The
+agent does the same, reading /proc only through HostFS, so a test tree of fake pids stands in for
+a host. The launcher is recognised by its command line, which virt-controller renders as
+`virt-launcher-monitor --qemu-timeout .. --name <vmi> --uid <uid> --namespace <ns> ...`; the
+monitor starts `virt-launcher` with the same arguments, so both are seen and merged into one VM.
+
+What libvirt alone cannot tell is also read here: the launcher's network namespace (a bridge of
+the same name in two pods is two bridges) and the NUMA nodes its cgroup lets it allocate from.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hostfs import HostFS
+from ..probe import cpulist
+from ..probe.daemon import COMM_LEN, INTERPRETERS
+
+#: Launcher executables (the monitor's comm is cut to 15 characters by the kernel).
+LAUNCHERS = frozenset({"virt-launcher-monitor", "virt-launcher"})
+#: The libvirt sockets inside a launcher's root, newest name first.
+SOCKETS = ("/var/run/libvirt/virtqemud-sock", "/var/run/libvirt/libvirt-sock")
+#: How KubeVirt names a VMI's domain: VMINamespaceKeyFunc joins namespace and name with "_".
+DOMAIN_SEPARATOR = "_"
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The virt-launcher of one VMI, as seen from the host."""
+
+    pid: int
+    name: str
+    namespace: str
+    uid: str
+    #: Host path of its libvirt socket; None when neither socket name exists in its root.
+    socket: str | None
+    #: Its network namespace ("net:[4026532451]"); None when unreadable.
+    netns: str | None
+    #: NUMA nodes its cgroup allows memory from (Mems_allowed_list); None when unreadable.
+    mems_allowed: frozenset[int] | None
+
+    @property
+    def domain(self) -> str:
+        """The libvirt domain name KubeVirt gives the VMI."""
+        return f"{self.namespace}{DOMAIN_SEPARATOR}{self.name}"
+
+
+def _is_launcher(comm: str | None, argv: list[str]) -> bool:
+    if comm in {name[:COMM_LEN] for name in LAUNCHERS}:
+        return True
+    # Distributions wrap the monitor in a script (`bash /usr/bin/virt-launcher-monitor ...`).
+    program = argv[1] if comm in INTERPRETERS and len(argv) > 1 else argv[0]
+    return os.path.basename(program) in LAUNCHERS
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    """`--flag value` and `--flag=value` pairs (Go's flag package takes both)."""
+    flags: dict[str, str] = {}
+    for index, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if eq:
+            flags[key] = value
+        elif index + 1 < len(argv):
+            flags[key] = argv[index + 1]
+    return flags
+
+
+def _mems_allowed(fs: HostFS, pid: int) -> frozenset[int] | None:
+    path = f"/proc/{pid}/status"
+    for line in (fs.read_text(path) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key == "Mems_allowed_list":
+            try:
+                return frozenset(cpulist.parse(value))
+            except ValueError:
+                fs.note(path, f"Mems_allowed_list is not a node list: {value.strip()[:40]!r}")
+    return None
+
+
+def _launcher(fs: HostFS, pid: int) -> Launcher | None:
+    comm = fs.read_value(f"/proc/{pid}/comm")
+    argv = (fs.read_text(f"/proc/{pid}/cmdline") or "").split("\0")
+    if not _is_launcher(comm, argv):
+        return None
+    flags = _flags(argv)
+    if not flags.get("name") or not flags.get("namespace"):
+        fs.note(
+            f"/proc/{pid}/cmdline",
+            "a virt-launcher without --name and --namespace; not "
+            "audited (a KubeVirt version kvtune does not know?)",
+        )
+        return None
+    root = f"/proc/{pid}/root"
+    return Launcher(
+        pid=pid,
+        name=flags["name"],
+        namespace=flags["namespace"],
+        uid=flags.get("uid", ""),
+        socket=next((root + s for s in SOCKETS if fs.exists(root + s)), None),
+        netns=fs.readlink(f"/proc/{pid}/ns/net"),
+        mems_allowed=_mems_allowed(fs, pid),
+    )
+
+
+def discover(fs: HostFS) -> list[Launcher]:
+    """One launcher per running VMI, by namespace and name; the lowest pid (the monitor) wins,
+    since the monitor and the launcher it starts share the pod's root and namespaces."""
+    found: dict[tuple[str, str], Launcher] = {}
+    for pid in fs.pids():
+        launcher = _launcher(fs, pid)
+        if launcher is not None:
+            found.setdefault((launcher.namespace, launcher.name), launcher)
+    return sorted(found.values(), key=lambda launcher: (launcher.namespace, launcher.name))
+
+
+def session_uri(fs: HostFS, socket: str) -> str:
+    """The libvirt URI of a launcher's socket, as virt-handler uses it.
+
+    libvirt opens the socket itself, so the URI carries the path as this process sees it (under
+    the HostFS root, e.g. /proc/1/root/proc/<pid>/root/...), not the host path.
+    """
+    local = str(Path(fs.root, socket.lstrip("/")))
+    return f"qemu+unix:///session?socket={urllib.parse.quote(local, safe='/')}"
