@@ -49,7 +49,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         webhook_timeout_seconds=args.webhook_timeout,
     )
     memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
-    kopf.run(clusterwide=True, standalone=args.standalone, memo=memo)
+    kopf.run(clusterwide=True, standalone=args.standalone, memo=memo,
+             liveness_endpoint=args.liveness)
     return 0
 
 
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "$KUBECONFIG or ~/.kube/config)")
     operator.add_argument("--standalone", action="store_true",
                           help="no peering with other replicas (single replica, tests, demo)")
+    operator.add_argument("--liveness", metavar="URL",
+                          help="serve kopf's liveness endpoint for the kubelet's probe, e.g. "
+                          "http://0.0.0.0:8080/healthz (default: none)")
     _add_webhook_flags(operator)
     operator.set_defaults(func=_cmd_operator)
     return parser
