@@ -51,6 +51,8 @@ POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespa
 #: A generated certificate outlives any run of the operator; a mounted one is renewed outside.
 GENERATED_VALIDITY = datetime.timedelta(days=365)
 TLS_FILES = ("tls.crt", "tls.key", "ca.crt")
+#: The apiserver refuses a webhook timeoutSeconds above this.
+MAX_TIMEOUT_SECONDS = 30
 
 
 class WebhookSetupError(RuntimeError):
@@ -216,6 +218,11 @@ def configure(
         kube.delete_webhook_configurations(CONFIGURATION_NAME)
         operator.admission.server = _never_listen
         return None
+    if not 1 <= settings.webhook_timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise WebhookSetupError(
+            f"webhook timeout {settings.webhook_timeout_seconds} s is outside the 1 to "
+            f"{MAX_TIMEOUT_SECONDS} s the apiserver accepts: choose a value in that range"
+        )
     files = tls_files(settings.webhook_cert_dir, serving_hosts(settings))
     own_namespace = _own_namespace()
     server = VmiWebhookServer(

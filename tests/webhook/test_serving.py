@@ -14,15 +14,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import typing as t
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
+from cryptography import x509
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_operator import webhook
+from kvtune_operator.kube import Kube
 from kvtune_operator.settings import Settings
 from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION, READY_LABEL
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
@@ -296,6 +300,87 @@ def test_with_the_webhook_down_the_failure_policy_decides(
     else:
         assert admitted, "admitted under Fail"
         assert served.shaped_by(stored) is None
+
+
+def test_without_the_webhook_the_operator_removes_its_configurations(served: Served) -> None:
+    served.serve()
+    served.stop()
+    with running_operator(dataclasses.replace(served.settings, webhook=False),
+                          served.cluster.kubeconfig):
+        wait_for(lambda: not served.failure_policies(), "the configurations deleted")
+    stored = served.create("unserved")
+    assert served.shaped_by(stored) is None
+
+
+# --- the configurations and TLS files, without a cluster ---
+
+CLIENT_CONFIG = kopf.WebhookClientConfig(url="https://127.0.0.1:9443", caBundle="Q0E=")
+
+
+def test_the_configurations_send_vmi_creations_to_each_handler() -> None:
+    mutating, validating = webhook.configurations(CLIENT_CONFIG, Settings(), None)
+    assert [mutating["kind"], validating["kind"]] == [
+        "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    (mutate,), (validate,) = mutating["webhooks"], validating["webhooks"]
+    assert mutate["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/vmi-mutate", "caBundle": "Q0E="}
+    assert validate["clientConfig"]["url"] == "https://127.0.0.1:9443/vmi-validate"
+    assert mutate["rules"] == validate["rules"] == [{
+        "apiGroups": ["kubevirt.io"], "apiVersions": ["v1"],
+        "resources": ["virtualmachineinstances"], "operations": ["CREATE"], "scope": "Namespaced"}]
+    assert mutate["reinvocationPolicy"] == "IfNeeded" and "reinvocationPolicy" not in validate
+    assert (mutate["failurePolicy"], mutate["timeoutSeconds"]) == ("Ignore", 5)
+
+
+def test_the_configurations_leave_out_system_namespaces_the_operators_and_skipped_ones() -> None:
+    (mutate,) = webhook.configurations(CLIENT_CONFIG, Settings(), "kvtune")[0]["webhooks"]
+    skip = {"key": "kvtune.io/skip", "operator": "NotIn", "values": ["true"]}
+    assert mutate["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+         "values": ["kube-node-lease", "kube-public", "kube-system", "kvtune"]}, skip]
+    assert mutate["objectSelector"] == {"matchExpressions": [skip]}
+
+
+def test_behind_a_service_the_configurations_name_it_and_the_certificate_does_too() -> None:
+    settings = Settings(webhook_service="kvtune/kvtune-webhook", webhook_failure_policy="Fail")
+    (validate,) = webhook.configurations(CLIENT_CONFIG, settings, None)[1]["webhooks"]
+    assert validate["clientConfig"] == {"caBundle": "Q0E=", "service": {
+        "namespace": "kvtune", "name": "kvtune-webhook", "port": 443, "path": "/vmi-validate"}}
+    assert validate["failurePolicy"] == "Fail"
+    assert webhook.serving_hosts(settings)[:2] == [
+        "kvtune-webhook.kvtune.svc", "kvtune-webhook.kvtune.svc.cluster.local"]
+
+
+@pytest.mark.parametrize("reference", ["kvtune-webhook", "/name", "ns/", "a/b/c"])
+def test_a_service_that_is_not_namespace_slash_name_is_refused(reference: str) -> None:
+    with pytest.raises(webhook.WebhookSetupError, match="is not namespace/name"):
+        webhook.serving_hosts(Settings(webhook_service=reference))
+
+
+def test_a_timeout_the_apiserver_would_refuse_stops_the_operator_at_startup() -> None:
+    with pytest.raises(webhook.WebhookSetupError, match="outside the 1 to 30 s"):
+        webhook.configure(kopf.OperatorSettings(), Settings(webhook_timeout_seconds=31),
+                          t.cast(Kube, None))
+
+
+def test_tls_files_are_generated_once_then_kept(tmp_path: Path) -> None:
+    files = webhook.tls_files(tmp_path, ["127.0.0.1", "localhost"])
+    first = files.ca.read_bytes()
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert webhook.tls_files(tmp_path, ["elsewhere"]) == files
+    assert files.ca.read_bytes() == first
+
+
+def test_a_partly_mounted_secret_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "tls.crt").write_text("cert")
+    (tmp_path / "tls.key").write_text("key")
+    missing = r"holds tls\.crt, tls\.key but not ca\.crt"
+    with pytest.raises(webhook.WebhookSetupError, match=missing):
+        webhook.tls_files(tmp_path, ["127.0.0.1"])
 
 
 def _overhead(vmi: Obj) -> dict[str, Any]:
