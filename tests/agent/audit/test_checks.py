@@ -1,0 +1,207 @@
+"""Each isolation rule, judged on domains defined on libvirt's test driver and read back through
+the audit's own read-only connection: one VM (or pair) that complies, one that breaks each rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kvtune_agent.audit import AuditPolicy, audit_node
+from kvtune_agent.hostfs import HostFS
+from kvtune_api.v1alpha1.audit import NodeVmAudit
+
+from .builders import domain_xml, libvirt_host, two_node_host
+
+#: What a profile with every promise asks: dedicated CPUs, isolated emulator, 2Mi hugepages,
+#: raw LUNs.
+STRICT = AuditPolicy(
+    dedicated_cpus=True, isolate_emulator_thread=True, hugepage_kib=2048, block_luns=True
+)
+#: A VM that keeps every promise on node 0 (CPUs 0-3) ...
+GOOD: dict[str, Any] = {
+    "pins": ["0", "1"], "emulator": "2", "numatune": ("strict", "0"), "hugepage_kib": 2048,
+    "nics": [("hostdev", "0000:3b:02.0")], "disks": [("block", "/dev/sdb")],
+}  # fmt: skip
+#: ... and one on node 1 (CPUs 4-7).
+GOOD_NODE1: dict[str, Any] = {
+    **GOOD, "pins": ["4", "5"], "emulator": "6", "numatune": ("strict", "1"),
+    "nics": [("hostdev", "0000:3b:02.1")],
+}  # fmt: skip
+
+
+def run(tmp_path: Path, *xmls: str, policy: AuditPolicy = STRICT) -> NodeVmAudit:
+    """The audit of `xmls` running on the test driver, reached as the host-level URI."""
+    host = two_node_host(pools=[(2048, 4096)])
+    with libvirt_host(*xmls):
+        return audit_node(HostFS(tmp_path), policy, host, host_uri="test:///default")
+
+
+def violations(audit: NodeVmAudit) -> dict[str, list[str]]:
+    return {
+        vm.name: sorted(f.rule for f in vm.findings if f.severity == "Violation")
+        for vm in audit.items
+    }
+
+
+def test_vms_that_keep_every_promise_are_compliant_without_findings(tmp_path: Path) -> None:
+    audit = run(tmp_path, domain_xml("prod_a", **GOOD), domain_xml("prod_b", **GOOD_NODE1))
+
+    assert (audit.vms, audit.compliant, audit.violations, audit.unreachable) == (2, 2, 0, 0)
+    assert [(vm.namespace, vm.name, vm.state, vm.findings) for vm in audit.items] == [
+        ("prod", "a", "Compliant", []),
+        ("prod", "b", "Compliant", []),
+    ]
+    first = audit.items[0]
+    assert (first.cpus, first.emulator_cpus, first.cpu_nodes, first.memory_nodes) == (
+        "0-1", "2", "0", "0",
+    )  # fmt: skip
+    assert (first.hugepage_size, first.interfaces, first.disks) == (
+        "2Mi", ["hostdev 0000:3b:02.0"], ["block /dev/sdb"],
+    )  # fmt: skip
+    assert audit.findings == []
+
+
+@pytest.mark.parametrize(
+    ("xmls", "expected"),
+    [
+        pytest.param(
+            [domain_xml("p_a", **GOOD), domain_xml("p_b", **{**GOOD, "pins": ["1", "3"]})],
+            {"a": ["DedicatedCpus"], "b": ["DedicatedCpus"]},
+            id="overlapping vCPU pins break both VMs",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "emulator": "4"}), domain_xml("p_b", **GOOD_NODE1)],
+            {"a": ["DedicatedCpus"], "b": ["DedicatedCpus"]},
+            id="an emulator on another VM's pinned vCPUs breaks both",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "emulator": "0-1"})],
+            {"a": ["EmulatorIsolation"]},
+            id="an emulator on its own vCPU cores",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "emulator": None})],
+            {"a": ["EmulatorIsolation"]},
+            id="an unpinned emulator",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "numatune": ("strict", "1")})],
+            {"a": ["NumaLocality"]},
+            id="memory on the other NUMA node than the vCPUs",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "pins": ["3", "4"]})],
+            {"a": ["NumaLocality"]},
+            id="vCPUs across NUMA nodes though one node could hold the VM",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "hugepage_kib": None})],
+            {"a": ["Hugepages"]},
+            id="no hugepage backing",
+        ),
+        pytest.param(
+            [
+                domain_xml("p_a", **{**GOOD, "nics": [("bridge", "br0")]}),
+                domain_xml("p_b", **{**GOOD_NODE1, "nics": [("bridge", "br0")]}),
+            ],
+            {"a": ["Network"], "b": ["Network"]},
+            id="a software bridge shared by two VMs",
+        ),
+        pytest.param(
+            [
+                domain_xml("p_a", **{**GOOD, "nics": [("direct", "ens1f0")]}),
+                domain_xml("p_b", **{**GOOD_NODE1, "nics": [("direct", "ens1f0")]}),
+            ],
+            {"a": ["Network"], "b": ["Network"]},
+            id="macvtap on one host NIC shared by two VMs",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "disks": [("file", "/var/lib/images/a.qcow2")]})],
+            {"a": ["Storage"]},
+            id="a file-backed data disk",
+        ),
+        pytest.param(
+            [domain_xml("p_a", **{**GOOD, "pins": None, "emulator": None})],
+            {"a": ["DedicatedCpus"]},
+            id="floating vCPUs where dedicated CPUs are promised",
+        ),
+    ],
+)
+def test_each_broken_promise_is_a_violation_of_its_rule(
+    tmp_path: Path, xmls: list[str], expected: dict[str, list[str]]
+) -> None:
+    audit = run(tmp_path, *xmls)
+
+    assert violations(audit) == expected
+    assert audit.violations == len(expected)
+    assert all(vm.state == "Violation" for vm in audit.items)
+
+
+def test_a_bridge_private_to_one_vm_is_no_violation(tmp_path: Path) -> None:
+    audit = run(
+        tmp_path,
+        domain_xml("p_a", **{**GOOD, "nics": [("bridge", "br-a")]}),
+        domain_xml("p_b", **{**GOOD_NODE1, "nics": [("bridge", "br-b")]}),
+    )
+
+    assert audit.compliant == 2
+
+
+def test_larger_hugepages_than_asked_keep_the_promise_and_smaller_ones_break_it(
+    tmp_path: Path,
+) -> None:
+    gig = AuditPolicy(hugepage_kib=1 << 20)
+    small = AuditPolicy(hugepage_kib=2048)
+    one_gig = domain_xml("p_a", **{**GOOD, "hugepage_kib": 1 << 20})
+
+    assert violations(run(tmp_path, domain_xml("p_a", **GOOD), policy=gig)) == {"a": ["Hugepages"]}
+    assert violations(run(tmp_path, one_gig, policy=small)) == {"a": []}
+
+
+def test_without_a_profile_only_what_holds_on_any_vm_host_is_checked(tmp_path: Path) -> None:
+    floating_on_files = domain_xml(
+        "dev_scratch", nics=[("bridge", "br0")], disks=[("file", "/var/lib/x.img")]
+    )
+
+    audit = run(tmp_path, floating_on_files, policy=AuditPolicy())
+
+    assert audit.compliant == 1
+    assert [(f.severity, f.rule) for f in audit.items[0].findings] == [("Info", "NumaLocality")]
+
+
+def test_kubevirts_generated_images_are_not_data_disks(tmp_path: Path) -> None:
+    cloud_init = "/var/run/kubevirt-ephemeral-disks/cloud-init-data/p/a/noCloud.iso"
+    audit = run(tmp_path, domain_xml("p_a", **{**GOOD, "disks": [("file", cloud_init)]}))
+
+    assert audit.compliant == 1
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        pytest.param(0, [("Warning", "NumaLocality")], id="warned when the guest sees one node"),
+        pytest.param(2, [], id="fine with guest NUMA cells"),
+    ],
+)
+def test_a_vm_too_big_for_one_node_may_span_nodes(
+    tmp_path: Path, cells: int, expected: list[tuple[str, str]]
+) -> None:
+    big = domain_xml(
+        "p_big", **{**GOOD, "vcpus": 6, "pins": ["0", "1", "2", "4", "5", "6"],
+                    "emulator": "3", "numatune": ("strict", "0-1"), "cells": cells},
+    )  # fmt: skip
+
+    audit = run(tmp_path, big)
+
+    assert audit.items[0].state == "Compliant"
+    assert [(f.severity, f.rule) for f in audit.items[0].findings] == expected
+
+
+def test_memory_bound_nowhere_is_a_warning_not_a_violation(tmp_path: Path) -> None:
+    audit = run(tmp_path, domain_xml("p_a", **{**GOOD, "numatune": None}))
+
+    (vm,) = audit.items
+    assert vm.state == "Compliant"
+    assert [(f.severity, f.rule) for f in vm.findings] == [("Warning", "NumaLocality")]
+    assert "memory is not bound to node 0" in vm.findings[0].message
