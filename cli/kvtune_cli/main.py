@@ -22,7 +22,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from kvtune_agent.probe import probe_host
     from kvtune_agent.report import format_report
 
-    report = probe_host(HostFS(args.root))
+    fs = HostFS(args.root)
+    report = probe_host(fs)
+    if args.vms:  # the running VMs' audit too (kvtune_agent.audit), as in a node's status
+        from kvtune_agent.audit.report import probe_output
+
+        print(probe_output(fs, report, as_json=args.json, host_uri=args.libvirt_uri))
+        return 0
     if args.json:
         print(report.model_dump_json(indent=2, exclude_none=True))
     else:
@@ -98,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="host root to read (/proc/1/root in a pod, a test tree in tests)",
     )
     probe.add_argument("--json", action="store_true", help="print the HostReport as JSON")
+    probe.add_argument("--vms", action="store_true",
+                       help="also audit the running VMs through libvirt, read-only (with --json: "
+                       '{"host": HostReport, "vms": NodeVmAudit})')
+    probe.add_argument("--libvirt-uri", help="with --vms: a host-level libvirt (e.g. "
+                       "qemu:///system) for VMs without a virt-launcher socket")
     probe.set_defaults(func=_cmd_probe)
 
     operator = sub.add_parser("operator", help="run the operator (and its admission webhook)")
