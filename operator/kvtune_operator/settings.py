@@ -54,10 +54,13 @@ class Settings:
     never start unshaped (it then waits, or its VM controller retries, until the webhook is back);
     kvtune leaves its configurations in place when it stops, so Fail also covers restarts."""
 
-    webhook_timeout_seconds: int = 5
-    """How long the apiserver waits for each webhook call (default 5 s; Kubernetes allows
-    1 to 30). An answer takes milliseconds, read from memory; the bound only matters when the
-    operator hangs, and then it delays every VMI creation by up to twice this (two webhooks)."""
+    webhook_timeout_seconds: int = 10
+    """How long the apiserver waits for each webhook call (default 10 s, Kubernetes' own default;
+    it allows 1 to 30). One answer takes a few milliseconds, but a burst of VMIs queues on the
+    operator's single process: 200 VMIs created at once on a busy 2-CPU machine took up to 5 s
+    per call (bench/webhook_bench.py), and a call that times out is a VMI refused (Fail) or
+    admitted unshaped (Ignore). A hung operator delays each VMI by up to twice this (two
+    webhooks)."""
 
     webhook_excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). The operator's

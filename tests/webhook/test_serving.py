@@ -329,7 +329,7 @@ def test_the_configurations_send_vmi_creations_to_each_handler() -> None:
         "apiGroups": ["kubevirt.io"], "apiVersions": ["v1"],
         "resources": ["virtualmachineinstances"], "operations": ["CREATE"], "scope": "Namespaced"}]
     assert mutate["reinvocationPolicy"] == "IfNeeded" and "reinvocationPolicy" not in validate
-    assert (mutate["failurePolicy"], mutate["timeoutSeconds"]) == ("Ignore", 5)
+    assert (mutate["failurePolicy"], mutate["timeoutSeconds"]) == ("Ignore", 10)
 
 
 def test_the_configurations_leave_out_system_namespaces_the_operators_and_skipped_ones() -> None:

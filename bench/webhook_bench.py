@@ -1,0 +1,323 @@
+"""What the VMI admission webhook costs a VMI creation, against a real kube-apiserver.
+
+Every VMI creation in a namespace the webhook covers waits for two calls to it (mutating, then
+validating), so its latency is added to every VM start, and its throughput bounds how fast a
+burst of VMs (a VirtualMachinePool scaling up, a node's VMs re-created elsewhere) is admitted.
+This starts a local control plane, installs KubeVirt's VMI CRD and kvtune's CRDs, and creates
+VMIs from many threads at once, in three set-ups that differ only in who answers the webhook
+configurations (the same configurations, written by the same code):
+
+- none: no webhook configuration at all;
+- no-op: a minimal aiohttp HTTPS server in its own process that allows everything;
+- kvtune: `kvtune operator` in its own process, with a profile that selects every VMI and ready
+  nodes for its capacity check.
+
+It prints end-to-end latency as the client sees it, for creations one at a time (the cost at
+rest) and in bursts (p50/p99/max and throughput), the apiserver's own measure of each webhook
+call during the bursts (`apiserver_admission_webhook_admission_duration_seconds`, mean and a p99
+bound from its histogram), and what the kvtune webhook adds over the no-op one and over none.
+The client, the control plane and the webhook share this machine's CPUs, so bursts measure
+the machine as much as the webhook. Figures only, no assertions.
+
+Run: .venv/bin/python bench/webhook_bench.py [--vmis 200] [--rounds 3] [--nodes 50]
+     [--sequential 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir
+from kvtune_operator import webhook
+from kvtune_operator.kube import Kube
+from kvtune_operator.settings import Settings
+from prometheus_client.parser import text_string_to_metric_families
+
+# The CRD helpers and builders are the tests' own (tests/support, tests/webhook).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import kubevirt
+from support.cluster import apply_crds, wait_for
+from webhook import make_vmi
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+SELECTED = {"kvtune-bench": "selected"}
+STARTUP_TIMEOUT = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- the no-op webhook, run as `webhook_bench.py --noop-server PORT CERT_DIR` ---
+
+def _serve_noop(port: int, cert_dir: Path) -> None:
+    from aiohttp import web
+
+    async def allow(request: web.Request) -> web.Response:
+        review = await request.json()
+        return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                  "response": {"uid": review["request"]["uid"], "allowed": True}})
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_dir / "tls.crt", cert_dir / "tls.key")
+    app = web.Application()
+    app.add_routes([web.post("/{id}", allow)])
+    web.run_app(app, host="127.0.0.1", port=port, ssl_context=context, print=None)
+
+
+# --- the cluster side ---
+
+@dataclass
+class Bench:
+    cluster: LocalCluster
+    api: client.ApiClient
+    workdir: Path
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def prepare(self, nodes: int) -> str:
+        """CRDs, a selected namespace, a profile for it and `nodes` ready nodes; the namespace."""
+        apply_crds(self.api, kubevirt.kubevirt_crds())
+        apply_crds(self.api, [yaml.safe_load(p.read_text())
+                              for p in sorted((REPO_ROOT / "crds").glob("*.yaml"))])
+        core = client.CoreV1Api(self.api)
+        core.create_namespace({"metadata": {"name": "bench", "labels": SELECTED}})
+        for i in range(nodes):
+            name = f"bench-{i:03d}"
+            core.create_node({"metadata": {"name": name, "labels": {
+                "pool": "bench", "kvtune.io/ready": "true"}}})
+            core.patch_node_status(name, {"status": {
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
+                "allocatable": {"cpu": "62", "memory": "250Gi", "pods": "110"}}})
+        self.custom.create_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", {
+            "apiVersion": "kvtune.io/v1alpha1", "kind": "HypervisorProfile",
+            "metadata": {"name": "bench"},
+            "spec": {"mode": "Enforce", "nodeSelector": {"matchLabels": {"pool": "bench"}},
+                     "vmi": {"namespaceSelector": {"matchLabels": SELECTED}}}})
+        return "bench"
+
+    def create(self, namespace: str, *, dry_run: bool = False) -> dict[str, Any]:
+        vmi = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}})
+        vmi["metadata"].update(name=f"vm-{uuid.uuid4().hex[:10]}", namespace=namespace)
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            kubevirt.GROUP, kubevirt.VERSION, namespace, "virtualmachineinstances", vmi,
+            dry_run="All" if dry_run else None)
+        return created
+
+    def metric(self) -> dict[tuple[str, str], dict[str, float]]:
+        """The webhook-duration histogram by (webhook name, type): bucket bounds -> counts, plus
+        "sum" and "count"."""
+        context = ssl.create_default_context(cafile=str(self.cluster.ca_file))
+        request = urllib.request.Request(f"{self.cluster.server}/metrics",
+                                         headers={"Authorization": f"Bearer {self.cluster.token}"})
+        with urllib.request.urlopen(request, context=context) as response:
+            text = response.read().decode()
+        found: dict[tuple[str, str], dict[str, float]] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != METRIC:
+                continue
+            for sample in family.samples:
+                key = (sample.labels["name"], sample.labels["type"])
+                entry = found.setdefault(key, {})
+                suffix = sample.name.removeprefix(METRIC)
+                label = sample.labels.get("le", "") if suffix == "_bucket" else suffix[1:]
+                entry[label] = entry.get(label, 0.0) + sample.value
+        return found
+
+
+@contextlib.contextmanager
+def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _published(bench: Bench, settings: Settings, port: int, ca: bytes) -> None:
+    """The configurations kvtune writes, pointing at the no-op server."""
+    config = kopf.WebhookClientConfig(url=f"https://127.0.0.1:{port}",
+                                      caBundle=base64.b64encode(ca).decode())
+    Kube(bench.api).apply_webhook_configurations(webhook.configurations(config, settings, None))
+
+
+@contextlib.contextmanager
+def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
+    settings = Settings(webhook_failure_policy="Fail")
+    kube = Kube(bench.api)
+    if who == "none":
+        yield
+        return
+    port = _free_port()
+    cert_dir = bench.workdir / f"tls-{who}"
+    cert_dir.mkdir()
+    files = webhook.tls_files(cert_dir, ["127.0.0.1"])
+    log = bench.workdir / f"{who}.log"
+    if who == "no-op":
+        command = [sys.executable, __file__, "--noop-server", str(port), str(cert_dir)]
+    else:
+        command = [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone",
+                   "--kubeconfig", str(bench.cluster.kubeconfig), "--webhook-port", str(port),
+                   "--webhook-cert-dir", str(cert_dir), "--webhook-failure-policy", "Fail"]
+    with _process(command, log) as proc:
+        if who == "no-op":
+            _published(bench, settings, port, files.ca.read_bytes())
+        expect_shaped = who == "kvtune"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{who} exited; see {log}:\n{log.read_text()[-3000:]}")
+            try:
+                vmi = bench.create(namespace, dry_run=True)
+            except ApiException:
+                return False
+            shaped = "kvtune.io/mutated-by" in (vmi["metadata"].get("annotations") or {})
+            return shaped == expect_shaped
+
+        wait_for(ready, f"the {who} webhook answering", STARTUP_TIMEOUT)
+        try:
+            yield
+        finally:
+            kube.delete_webhook_configurations(webhook.CONFIGURATION_NAME)
+
+
+def _burst(bench: Bench, namespace: str, count: int) -> tuple[list[float], float]:
+    """`count` creations started together; each one's latency (ms) and the burst's wall time."""
+    start = threading.Barrier(count)
+
+    def one(_: int) -> float:
+        start.wait()
+        began = time.perf_counter()
+        bench.create(namespace)
+        return (time.perf_counter() - began) * 1000
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        latencies = list(pool.map(one, range(count)))
+    return latencies, time.perf_counter() - began
+
+
+def _one_at_a_time(bench: Bench, namespace: str, count: int) -> list[float]:
+    """Latency (ms) of `count` creations made one after another: the webhook's cost at rest."""
+    latencies = []
+    for _ in range(count):
+        began = time.perf_counter()
+        bench.create(namespace)
+        latencies.append((time.perf_counter() - began) * 1000)
+    return latencies
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _histogram_summary(before: dict[str, float], after: dict[str, float]) -> str:
+    count = after.get("count", 0) - before.get("count", 0)
+    if not count:
+        return "no calls"
+    mean = (after["sum"] - before.get("sum", 0)) / count * 1000
+    # The first bucket bound that holds 99% of the calls: an upper bound on the p99.
+    bounds = sorted((float(le), after[le] - before.get(le, 0)) for le in after
+                    if le not in ("sum", "count") and le != "+Inf")
+    p99 = next((f"<= {bound * 1000:g} ms" for bound, n in bounds if n >= 0.99 * count), "> max")
+    return f"{int(count)} calls, mean {mean:.1f} ms, p99 {p99}"
+
+
+def run(args: argparse.Namespace) -> None:
+    with LocalCluster.start(control_plane_bin_dir(REPO_ROOT)) as cluster:
+        configuration = client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                           client_configuration=configuration)
+        # One pooled connection per thread, so that the client does not queue the burst.
+        configuration.connection_pool_maxsize = args.vmis
+        api = client.ApiClient(configuration)
+        bench = Bench(cluster, api, cluster.workdir)
+        namespace = bench.prepare(args.nodes)
+        print(f"{args.rounds} bursts of {args.vmis} concurrent VMI creations per set-up, "
+              f"{args.nodes} ready nodes, failurePolicy Fail; kube-apiserver on {cluster.server}")
+        results: dict[str, list[float]] = {}
+        at_rest: dict[str, list[float]] = {}
+        for who in ("none", "no-op", "kvtune"):
+            with _answering(bench, who, namespace):
+                _burst(bench, namespace, min(20, args.vmis))  # warm-up: connections, caches
+                before = bench.metric()
+                latencies: list[float] = []
+                walls: list[float] = []
+                for _ in range(args.rounds):
+                    took, wall = _burst(bench, namespace, args.vmis)
+                    latencies += took
+                    walls.append(wall)
+                after = bench.metric()
+                alone = _one_at_a_time(bench, namespace, args.sequential)
+            results[who] = latencies
+            at_rest[who] = alone
+            print(f"\n{who}: one at a time: p50 {statistics.median(alone):.1f} ms, "
+                  f"p99 {_quantile(alone, 0.99):.1f} ms ({len(alone)} creations)")
+            print(f"  in bursts of {args.vmis}: p50 {statistics.median(latencies):.0f} ms, "
+                  f"p99 {_quantile(latencies, 0.99):.0f} ms, max {max(latencies):.0f} ms; "
+                  f"throughput {args.vmis * args.rounds / sum(walls):.0f} VMIs/s")
+            for key in sorted(after):
+                if key[0].startswith(webhook.MUTATE_ID) or key[0].startswith(webhook.VALIDATE_ID):
+                    print(f"  apiserver, webhook {key[0]} ({key[1]}): "
+                          f"{_histogram_summary(before.get(key, {}), after[key])}")
+        print()
+        for label, figures in (("one at a time", at_rest), (f"bursts of {args.vmis}", results)):
+            p50 = {who: statistics.median(values) for who, values in figures.items()}
+            p99 = {who: _quantile(values, 0.99) for who, values in figures.items()}
+            print(f"kvtune adds, {label}: " + "; ".join(
+                f"over {base} p50 {p50['kvtune'] - p50[base]:+.1f} ms, "
+                f"p99 {p99['kvtune'] - p99[base]:+.1f} ms" for base in ("no-op", "none")))
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--noop-server":
+        _serve_noop(int(sys.argv[2]), Path(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vmis", type=int, default=200, help="concurrent creations per burst")
+    parser.add_argument("--rounds", type=int, default=3, help="bursts per set-up")
+    parser.add_argument("--nodes", type=int, default=50, help="ready nodes of the profile")
+    parser.add_argument("--sequential", type=int, default=100,
+                        help="creations one after another per set-up")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
