@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# One image for both halves of kvtune: `kvtune operator` (Deployment) and `kvtune agent`
+# (DaemonSet the operator creates). One image means one version to roll out and one SBOM.
+#
+#   docker build -t kvtune:dev .
+#
+# Reproducible as far as a Dockerfile can make it: the base image is pinned (add its digest,
+# `@sha256:...`, where you can resolve it: a tag can be re-pushed), every Python package is
+# pinned in image-constraints.txt and installed without dependency resolution, wheels and
+# bytecode carry no build time (SOURCE_DATE_EPOCH, hash-based .pyc). Debian's libvirt0 follows
+# the bookworm point release of the day: pin the base digest to freeze it as well.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ARG SOURCE_DATE_EPOCH=0
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}
+# libvirt-python has no wheels on PyPI: it compiles against libvirt-dev (found by pkg-config).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libvirt-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies before the source, so that their layer survives a change of kvtune's code.
+# --no-deps: a package missing from the constraints fails `pip check` below instead of being
+# pulled in at whatever version PyPI serves that day.
+COPY image-constraints.txt ./
+RUN python -m venv /opt/kvtune \
+ && /opt/kvtune/bin/pip install --no-deps --no-compile -r image-constraints.txt
+COPY pyproject.toml README.md ./
+COPY api/ api/
+COPY node-agent/ node-agent/
+COPY operator/ operator/
+COPY cli/ cli/
+# The same wheel tests/deploy/test_image.py builds, so a packaging mistake fails a test first.
+RUN python -m pip wheel --no-deps -w /wheels . \
+ && /opt/kvtune/bin/pip install --no-deps --no-compile /wheels/kvtune-*.whl \
+ && /opt/kvtune/bin/pip check \
+ && /opt/kvtune/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/kvtune/lib
+
+FROM ${PYTHON_IMAGE}
+# Only libvirt's client library: the agent talks to each VM's virtqemud over its socket; no
+# daemon, compiler or headers ship in the final image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libvirt0 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /opt/kvtune /opt/kvtune
+ENV PATH=/opt/kvtune/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Non-root by default (the distroless "nonroot" id): the operator runs as is; the agent's
+# DaemonSet asks for root and privileges explicitly, where they are visible and reviewed.
+USER 65532:65532
+ENTRYPOINT ["kvtune"]
+CMD ["--help"]

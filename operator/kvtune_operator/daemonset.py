@@ -1,0 +1,137 @@
+"""The node agent's DaemonSet, as the operator creates and updates it.
+
+Why the operator renders it instead of `deploy/` shipping it: the agent must run the operator's
+own image (one version across both halves) and only on nodes some profile selected, which the
+operator knows. A pure function keeps every decision below testable without a cluster, and
+lets the tests dry-run the exact object on a real API server.
+
+Decisions, each with its reason:
+
+- Runs on nodes labelled `kvtune.io/profile` (any value): the operator sets that label when a
+  profile takes a node and removes it only after the node's host was restored (or its revert
+  timed out), so an agent is never removed while it still has something to undo.
+- Tolerates every taint by default. Hypervisor nodes are often tainted for VMs only, and the
+  agent must keep running on a cordoned node, because drain-gated steps are applied exactly
+  while the node is cordoned (the DaemonSet controller adds the unschedulable and not-ready
+  tolerations itself, but not custom taints such as `dedicated=kubevirt:NoSchedule`).
+- hostPID and privileged: the agent reads and writes the host through `/proc/1/root` (sysfs,
+  procfs, systemd units), which needs the host's PID namespace and full capabilities. It runs as
+  root on purpose; the image's default user is not root.
+- No priority class by default: a critical class lets the scheduler preempt a running VM to fit a
+  100Mi agent onto a full node. Clusters that keep room for system pods can pass one.
+- No CPU limit: throttling a probe only makes it slower; the request keeps it scheduled fairly.
+- No liveness probe: the agent serves no HTTP endpoint yet, and a probe that only checks that the
+  process exists adds nothing to the kubelet's own restart of a crashed process. A hung agent
+  shows as a HypervisorNodeState whose status stops following its spec (the profile's status
+  reports it).
+- terminationGracePeriodSeconds 60: SIGTERM lets the running cycle finish (each host write is
+  bounded by a 10 s timeout), so a rollout never leaves a half-written change such as a partly
+  created set of SR-IOV VFs; long enough for a few bounded writes, short enough for a drain.
+- RollingUpdate with maxUnavailable 10%: restarting an agent disturbs no VM, so large clusters
+  roll quickly, while a broken image that crash-loops stops the rollout after 10% of the nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+from collections.abc import Mapping, Sequence
+
+from .render import PROFILE_LABEL
+
+NAME = "kvtune-agent"
+SERVICE_ACCOUNT = "kvtune-agent"
+#: Where the agent sees the host: PID 1's root, through hostPID.
+HOST_ROOT = "/proc/1/root"
+LABELS: Mapping[str, str] = {
+    "app.kubernetes.io/name": NAME,
+    "app.kubernetes.io/part-of": "kvtune",
+    "app.kubernetes.io/managed-by": "kvtune-operator",
+}
+#: Immutable once the DaemonSet exists: keep it to the one label that names the agent.
+SELECTOR: Mapping[str, str] = {"app.kubernetes.io/name": NAME}
+TOLERATE_EVERYTHING: tuple[Mapping[str, str], ...] = ({"operator": "Exists"},)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentResources:
+    """The agent container's requests and limits, as Kubernetes quantities."""
+
+    cpu_request: str = "50m"
+    """Default 50m: a probe cycle every 30 s costs a few hundred milliseconds of one CPU."""
+
+    memory_request: str = "96Mi"
+    """Default 96Mi: Python, the Kubernetes client and the models take ~60 MiB after import;
+    the rest holds one host report."""
+
+    memory_limit: str = "256Mi"
+    """Default 256Mi: a bound on a leak, well above a cycle's peak, so it is never OOM-killed
+    in normal work."""
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"memory": self.memory_limit},
+        }
+
+
+def render_agent_daemonset(
+    namespace: str,
+    image: str,
+    *,
+    tolerations: Sequence[Mapping[str, t.Any]] = TOLERATE_EVERYTHING,
+    resources: AgentResources = AgentResources(),
+    priority_class_name: str | None = None,
+) -> dict[str, t.Any]:
+    """The agent DaemonSet in `namespace` running `image` (the operator's own image)."""
+    pod_spec: dict[str, t.Any] = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "hostPID": True,
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": PROFILE_LABEL, "operator": "Exists"}]}
+                    ]
+                }
+            }
+        },
+        "tolerations": [dict(toleration) for toleration in tolerations],
+        "terminationGracePeriodSeconds": 60,
+        "containers": [_container(image, resources)],
+        # Python and libvirt may want a scratch directory; the root filesystem is read-only.
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+    if priority_class_name is not None:
+        pod_spec["priorityClassName"] = priority_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": NAME, "namespace": namespace, "labels": dict(LABELS)},
+        "spec": {
+            "selector": {"matchLabels": dict(SELECTOR)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod_spec},
+        },
+    }
+
+
+def _container(image: str, resources: AgentResources) -> dict[str, t.Any]:
+    return {
+        "name": "agent",
+        "image": image,
+        # The image's entrypoint is `kvtune`; $(NODE_NAME) is expanded by the kubelet.
+        "args": ["agent", "--node", "$(NODE_NAME)", "--root", HOST_ROOT],
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "resources": resources.as_dict(),
+        "securityContext": {
+            "privileged": True,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "readOnlyRootFilesystem": True,
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
