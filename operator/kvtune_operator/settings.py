@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
+import secrets
 import typing as t
 
 
@@ -14,6 +15,15 @@ class Settings:
     """Seconds between two reconcile passes of a profile over the in-memory view (default 1).
     A pass that finds nothing to do makes no API request, so a short interval costs only CPU,
     and keeps a newly labelled node's state a second away."""
+
+    peering_priority: int = dataclasses.field(default_factory=lambda: secrets.randbelow(2**30))
+    """kopf peering priority of this replica (default: random). Replicas of equal priority all
+    freeze (kopf's rule), so each replica draws its own: the highest works, the others wait, and
+    take over when its peering record expires after a crash."""
+
+    peering_lifetime_seconds: int = 60
+    """Seconds a replica's peering record lives without renewal (default 60, kopf's): how long
+    a crashed leader blocks the others. A replica that stops cleanly removes its record at once."""
 
     revert_timeout: datetime.timedelta = datetime.timedelta(minutes=10)
     """How long a node that left its profile may take to restore its host (default 10 min).
