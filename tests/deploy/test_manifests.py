@@ -1,0 +1,127 @@
+"""deploy/ as kubectl and the real API server see it: the kustomizations render, the pieces that
+must agree do agree, the operator's pod meets the `restricted` Pod Security Standard, and every
+manifest of both installations passes a server-side dry run."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kvtune_cli.main import build_parser
+from kvtune_operator.daemonset import render_agent_daemonset
+from support.cluster import ClusterAccess
+
+from deploy.kubectl import DEPLOY, REPO, Kubectl, one
+
+OVERLAYS = ("default", "overlays/kind")
+NAMESPACE = "kvtune-system"
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(objects, "Deployment", "kvtune-operator")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def agent_image(container: dict[str, Any]) -> str:
+    [value] = [e["value"] for e in container["env"] if e["name"] == "KVTUNE_AGENT_IMAGE"]
+    return value  # type: ignore[no-any-return]
+
+
+def test_the_crds_kustomization_lists_every_generated_crd() -> None:
+    listed = yaml.safe_load((REPO / "crds" / "kustomization.yml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_agent_runs_the_operators_image(kubectl_binary: Kubectl, overlay: str) -> None:
+    container = operator_container(kubectl_binary.render(DEPLOY / overlay))
+    assert agent_image(container) == container["image"]
+
+
+def test_setting_the_image_in_a_further_overlay_moves_the_agent_too(
+    kubectl_binary: Kubectl, tmp_path: Path
+) -> None:
+    # What `kustomize edit set image kvtune=...` writes in a user's own overlay.
+    base = os.path.relpath(DEPLOY / "default", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [base],
+        "images": [{"name": "kvtune", "newName": "registry.example.com/kvtune", "newTag": "9.9"}],
+    }))
+    container = operator_container(kubectl_binary.render(tmp_path))
+    assert container["image"] == agent_image(container) == "registry.example.com/kvtune:9.9"
+
+
+def test_the_kind_overlay_never_pulls(kubectl_binary: Kubectl) -> None:
+    container = operator_container(kubectl_binary.render(DEPLOY / "overlays/kind"))
+    assert (container["image"], container["imagePullPolicy"]) == ("kvtune:dev", "IfNotPresent")
+
+
+def test_the_operator_command_line_matches_its_service_and_probes(
+    installation: list[dict[str, Any]],
+) -> None:
+    container = operator_container(installation)
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "operator" and not args.standalone  # peering on
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = one(installation, "Service", "kvtune-webhook")
+    assert args.webhook_service == f"{NAMESPACE}/{service['metadata']['name']}"
+    [service_port] = service["spec"]["ports"]
+    assert service_port["port"] == 443
+    assert ports[service_port["targetPort"]] == args.webhook_port
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    liveness = urllib.parse.urlsplit(args.liveness)
+    assert ports[container["livenessProbe"]["httpGet"]["port"]] == liveness.port
+    assert container["livenessProbe"]["httpGet"]["path"] == liveness.path
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert str(args.webhook_cert_dir) in mounts  # writable: the CA is generated there
+
+
+def test_the_peering_object_is_the_one_the_operator_uses(
+    installation: list[dict[str, Any]], cluster: ClusterAccess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kopf
+    from kvtune_operator.handlers import configure
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))  # configure() makes a client
+    settings = kopf.OperatorSettings()
+    configure(settings=settings, memo=kopf.Memo())
+    assert one(installation, "ClusterKopfPeering", settings.peering.name)
+
+
+def _pod(template: dict[str, Any], name: str) -> dict[str, Any]:
+    # The test namespace has only the `default` ServiceAccount; Pod Security ignores which.
+    spec = {**template["spec"], "serviceAccountName": "default"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_the_operator_pod_meets_the_restricted_pod_security_standard(
+    installation: list[dict[str, Any]], api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    template = one(installation, "Deployment", "kvtune-operator")["spec"]["template"]
+    core.create_namespaced_pod(namespace, _pod(template, "operator"), dry_run="All")
+    # And the check bites: the agent could not run there.
+    agent = render_agent_daemonset(namespace, "kvtune")["spec"]["template"]
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(namespace, _pod(agent, "agent"), dry_run="All")
+    assert refused.value.status == 403 and "violates PodSecurity" in str(refused.value.body)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_manifest_passes_a_server_side_dry_run(
+    installed: list[dict[str, Any]], kubectl: Kubectl, overlay: str
+) -> None:
+    # The CRDs and the namespace are in place (`installed`): a dry run cannot create them for
+    # the objects that need them.
+    out = kubectl.run("apply", "--dry-run=server", "-k", str(DEPLOY / overlay))
+    assert "deployment.apps/kvtune-operator" in out
+    assert "clusterkopfpeering.kopf.dev/kvtune-operator" in out
