@@ -11,11 +11,15 @@ as directories: opening one fails with EISDIR, a read error like EACCES would be
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
+import typing as t
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kvtune_agent.hostfs import HostFS
+from kvtune_agent.systemd import Systemd
 
 SECTOR = 512
 INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep pdpe1gb lm constant_tsc"
@@ -36,6 +40,19 @@ class HostTree:
 
     def fs(self) -> HostFS:
         return HostFS(self.root)
+
+    def kernel(self, **behaviour: t.Any) -> KernelFS:
+        """A HostFS whose writes act like the kernel's (see KernelFS)."""
+        return KernelFS(self.root, **behaviour)
+
+    def systemd(self) -> Systemd:
+        """The host's systemd as the agent reaches it: here, the fake from `systemctl()`."""
+        return Systemd([str(self.root / FAKE_SYSTEMCTL.lstrip("/"))])
+
+    def systemctl_calls(self) -> list[str]:
+        """"verb unit" of every call the fake systemctl received, oldest first."""
+        log = self.root / SYSTEMCTL_LOG.lstrip("/")
+        return log.read_text().splitlines() if log.exists() else []
 
     # -- primitives -------------------------------------------------------------------------
 
@@ -218,6 +235,20 @@ class HostTree:
                       absolute=True)
         return self
 
+    def systemctl(self, *, booted_with_systemd: bool = True) -> HostTree:
+        """A fake systemctl (see `systemd()`) that changes this tree as systemd changes a host.
+
+        enable/disable add or remove the multi-user.target.wants/ link, start/stop add or remove
+        a /proc/<pid> for the daemon, is-enabled/is-active answer from the tree; every call is
+        logged (`systemctl_calls`). Without systemd it fails the way systemctl does in a
+        container whose PID 1 is not systemd.
+        """
+        script = FAKE_SYSTEMCTL_SCRIPT if booted_with_systemd else NO_SYSTEMD_SCRIPT
+        self.file(FAKE_SYSTEMCTL, f"#!{sys.executable}\n"
+                  + script.replace("ROOT_DIR", repr(str(self.root))))
+        (self.root / FAKE_SYSTEMCTL.lstrip("/")).chmod(0o755)
+        return self
+
     # -- network ----------------------------------------------------------------------------
 
     def _netdev(self, name: str, pci_dir: str, *, operstate: str = "up") -> None:
@@ -331,6 +362,147 @@ class HostTree:
 
     def kubelet_config(self, text: str, path: str = "/var/lib/kubelet/config.yaml") -> HostTree:
         return self.file(path, text)
+
+
+# -- writes as the kernel takes them ---------------------------------------------------------
+
+
+class KernelFS(HostFS):
+    """A HostFS whose writes to a test tree behave like the kernel's for the files kvtune writes.
+
+    Choice files ("always [madvise] never") move their brackets and refuse other values;
+    nr_hugepages keeps pages in use, updates free_hugepages and the system-wide pool, and
+    allocates at most `hugepage_limit` pages per pool; sriov_numvfs refuses a change between two
+    non-zero counts (EBUSY) and counts above sriov_totalvfs (ERANGE); KSM's run=2 unmerges
+    (pages_shared and pages_sharing drop to 0). Tests make a write fail with
+    `refuse` (path -> errno), and see every write in `writes`.
+    """
+
+    def __init__(
+        self, root: Path, *, hugepage_limit: int | None = None,
+        refuse: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(root)
+        self.hugepage_limit = hugepage_limit
+        self.refuse = dict(refuse or {})
+        self.writes: list[tuple[str, str]] = []
+
+    def _store(self, path: str, value: str) -> None:
+        self.writes.append((path, value))
+        if path in self.refuse:
+            code = self.refuse[path]
+            raise OSError(code, os.strerror(code), path)
+        real = self.root / path.lstrip("/")
+        if not real.is_file():
+            return super()._store(path, value)
+        old = real.read_text().strip()
+        if "[" in old:
+            choices = old.replace("[", "").replace("]", "").split()
+            if value not in choices:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+            real.write_text(" ".join(f"[{c}]" if c == value else c for c in choices) + "\n")
+        elif path.endswith("/nr_hugepages"):
+            self._resize_pool(real, int(value))
+        elif path.endswith("/sriov_numvfs"):
+            total = int((real.parent / "sriov_totalvfs").read_text())
+            if int(value) > total:
+                raise OSError(errno.ERANGE, os.strerror(errno.ERANGE), path)
+            if int(old) and int(value) and int(old) != int(value):
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+            real.write_text(f"{value}\n")
+        elif path == "/sys/kernel/mm/ksm/run" and value == "2":  # unmerges every shared page
+            for name in ("run", "pages_shared", "pages_sharing"):
+                (real.parent / name).write_text(f"{value if name == 'run' else 0}\n")
+        else:
+            super()._store(path, value)
+        return None
+
+    def _resize_pool(self, nr: Path, wanted: int) -> None:
+        free_file = nr.parent / "free_hugepages"
+        total, free = int(nr.read_text()), int(free_file.read_text())
+        new = max(wanted, total - free)  # the kernel never frees a page in use
+        if new > total and self.hugepage_limit is not None:
+            new = max(total, min(new, self.hugepage_limit))
+        nr.write_text(f"{new}\n")
+        free_file.write_text(f"{free + new - total}\n")
+        system = self.root / "sys/kernel/mm/hugepages" / nr.parent.name
+        for name in ("nr_hugepages", "free_hugepages"):
+            if (system / name).exists():
+                count = int((system / name).read_text())
+                (system / name).write_text(f"{count + new - total}\n")
+
+
+FAKE_SYSTEMCTL = "/usr/local/sbin/fake-systemctl"
+SYSTEMCTL_LOG = "/var/log/fake-systemctl.log"
+FAKE_SYSTEMCTL_SCRIPT = """
+import glob, os, pathlib, shutil, sys
+
+ROOT = pathlib.Path(ROOT_DIR)
+DIRS = ("etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+verb, unit = sys.argv[1], sys.argv[2]
+(ROOT / "var/log").mkdir(parents=True, exist_ok=True)
+with open(ROOT / "var/log/fake-systemctl.log", "a") as log:
+    log.write(f"{verb} {unit}\\n")
+name = unit.removesuffix(".service")
+found = [ROOT / d / unit for d in DIRS if os.path.lexists(ROOT / d / unit)]
+etc = ROOT / "etc/systemd/system"
+masked = os.path.islink(etc / unit) and os.readlink(etc / unit) == "/dev/null"
+# glob.glob, not pathlib: the .wants/ links are absolute and dangle outside the host root
+wants = [pathlib.Path(p) for p in sorted(glob.glob(f"{etc}/*.wants/{unit}"))]
+
+
+def processes():
+    for pid in sorted((ROOT / "proc").glob("[0-9]*")):
+        comm = (pid / "comm").read_text().strip() if (pid / "comm").exists() else ""
+        argv = (pid / "cmdline").read_bytes().split(b"\\0") if (pid / "cmdline").exists() else []
+        if comm == name or any(os.path.basename(a.decode()) == name for a in argv[1:3]):
+            yield pid
+
+
+if not found:
+    if verb == "is-active":
+        print("inactive")
+        sys.exit(3)
+    print(f"Failed to get unit file state for {unit}: No such file or directory", file=sys.stderr)
+    sys.exit(1 if verb == "is-enabled" else 5)
+if verb == "is-enabled":
+    state = "masked" if masked else "enabled" if wants else "disabled"
+    print(state)
+    sys.exit(0 if state == "enabled" else 1)
+if verb == "is-active":
+    active = any(processes())
+    print("active" if active else "inactive")
+    sys.exit(0 if active else 3)
+if masked and verb in ("enable", "start"):
+    print(f"Failed to {verb} {unit}: Unit {unit} is masked.", file=sys.stderr)
+    sys.exit(1)
+if verb == "enable":
+    link = etc / "multi-user.target.wants" / unit
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to("/" + str(found[-1].relative_to(ROOT)))
+elif verb == "disable":
+    for link in wants:
+        link.unlink()
+elif verb == "start":
+    if not any(processes()):
+        pid = ROOT / "proc" / str(40000 + len(list((ROOT / "proc").glob("[0-9]*"))))
+        pid.mkdir(parents=True)
+        (pid / "comm").write_text(name + "\\n")
+        (pid / "cmdline").write_bytes(f"/usr/sbin/{name}".encode() + b"\\0")
+elif verb == "stop":
+    for pid in list(processes()):
+        shutil.rmtree(pid)
+else:
+    print(f"Unknown command verb {verb}.", file=sys.stderr)
+    sys.exit(1)
+"""
+NO_SYSTEMD_SCRIPT = """
+import sys
+
+print("System has not been booted with systemd as init system (PID 1). Can't operate.")
+print("Failed to connect to bus: Host is down", file=sys.stderr)
+sys.exit(1)
+"""
 
 
 # -- ready-made hosts -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one door to the host's filesystem: every read of /proc, /sys, /dev and /etc goes through it.
+"""The one door to the host's filesystem: every read and write of /proc, /sys, /dev and /etc.
 
 The agent runs in a pod and sees the host under `/proc/1/root`; tests point it at a temporary
 tree. Keeping every access behind a `HostFS(root)` value means no probe can read the pod's own
@@ -7,13 +7,21 @@ tree. Keeping every access behind a `HostFS(root)` value means no probe can read
 Reads never raise: a missing file is an answer (None, empty), because a feature the host lacks is
 a result. A file that exists but cannot be read, or holds something unexpected, is recorded as a
 `ReadIssue` (see `take_issues`) so the caller can report it with its path instead of guessing.
+
+Writes are defensive, because they run privileged on production hosts: a kernel value is written
+under a deadline (a driver can hang in sriov_numvfs) and read back; a regular file is replaced
+atomically (temporary file, fsync, rename), so a crash never leaves half a journal behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
+import re
+import threading
+import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +30,26 @@ from pathlib import Path
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ESRCH})
 #: Symlink hops before `resolve` gives up, as the kernel's own limit (ELOOP).
 _MAX_LINK_HOPS = 40
+#: What a refused write means, and what to do about it.
+_REFUSED = {
+    errno.EINVAL: "the kernel rejected the value (EINVAL): it is out of range or not supported "
+    "by this kernel or device; check the value in the profile",
+    errno.EBUSY: "the kernel says it is busy (EBUSY): something still uses it (e.g. VFs attached "
+    "to VMs); drain the node and retry",
+    errno.EPERM: "not permitted (EPERM): run the agent privileged, as root, with the host's / "
+    "mounted read-write",
+    errno.EACCES: "permission denied (EACCES): run the agent privileged, as root, with the "
+    "host's / mounted read-write",
+    errno.EROFS: "read-only filesystem (EROFS): mount the host's /sys, /etc and /var into the "
+    "agent read-write",
+    errno.ENOENT: "it does not exist (ENOENT): the device or kernel feature is absent, or its "
+    "driver is not loaded",
+    errno.EISDIR: "it is a directory, not a file that takes a value (EISDIR)",
+    errno.ENOMEM: "the kernel could not allocate memory for it (ENOMEM); retry later",
+    errno.ENOSPC: "no space left on the device (ENOSPC); free some space",
+}
+#: The [selected] entry of a sysfs choice file such as "always [madvise] never".
+_SELECTED = re.compile(r"\[([^]]+)\]")
 
 
 @dataclass(frozen=True)
@@ -34,14 +62,50 @@ class ReadIssue:
     unreadable: bool = False
 
 
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write of a kernel value came to, with a message a person can act on."""
+
+    path: str
+    outcome: t.Literal["Applied", "Partial", "Failed"]
+    message: str = ""
+    #: What the file held afterwards (its [selected] entry for a choice file), if it was read.
+    read_back: str | None = None
+
+
+class HostWriteError(Exception):
+    """A regular file could not be written or removed; the message names the path and the fix."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def setting(text: str) -> str:
+    """The value a kernel file shows: the [selected] entry of a choice file, else the text."""
+    match = _SELECTED.search(text)
+    return match.group(1) if match else text.strip()
+
+
+def refused(path: str, what: str, err: OSError) -> str:
+    """A sentence saying that `what` (e.g. "writing '8'") failed at `path`, why, and what to do."""
+    why = _REFUSED.get(err.errno or 0, f"{err.strerror or err}")
+    return f"{what} {path} failed: {why}"
+
+
 class HostFS:
-    """Read access to a host mounted at `root`; the paths it takes are host paths ("/sys/...")."""
+    """Access to a host mounted at `root`; the paths it takes are host paths ("/sys/...")."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         # String concatenation rather than pathlib: a full probe makes thousands of reads.
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
+        # Paths with a write in flight. A write that timed out stays here until the kernel
+        # returns, which may be never: Python cannot kill a thread, least of all one blocked in
+        # a system call, so the only safe thing is to never start a second write to that path.
+        self._writing: set[str] = set()
+        self._writing_lock = threading.Lock()
 
     def _real(self, path: str) -> str:
         """The path as this process opens it (under the root)."""
@@ -181,3 +245,131 @@ class HostFS:
     def pids(self) -> list[int]:
         """Ids of the processes in the host's /proc (the agent needs hostPID to see them)."""
         return sorted(int(name) for name in self.list_dir("/proc") if name.isdigit())
+
+    def modified(self, path: str) -> float | None:
+        """The file's modification time (seconds since the epoch); None when absent."""
+        try:
+            return os.stat(self._real(path)).st_mtime
+        except OSError as err:
+            self._failed(path, err)
+            return None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def read_setting(self, path: str) -> str | None:
+        """A kernel value as it would be written back (see `setting`); None when unreadable."""
+        text = self.read_value(path)
+        return None if text is None else setting(text)
+
+    def write(self, path: str, value: str, *, timeout: float) -> WriteResult:
+        """Write `value` to a kernel file (sysfs, procfs) within `timeout` seconds, then read back.
+
+        The write runs in a worker thread so a hanging driver cannot stall the agent; a write
+        that does not return in time is reported as failed and its thread abandoned (see
+        `_writing`). The read-back must show `value`; for nr_hugepages a different count is
+        Partial: the kernel allocates what it can find, and never frees pages in use.
+        """
+        with self._writing_lock:
+            if path in self._writing:
+                return WriteResult(path, "Failed", (
+                    f"an earlier write to {path} has not returned yet; kvtune does not write "
+                    "there again while it hangs (check the driver's messages in dmesg; "
+                    "restarting the agent does not unblock the kernel, a reboot may)"))
+            self._writing.add(path)
+        read_back: list[str] = []
+        errors: list[tuple[str, OSError]] = []
+
+        def work() -> None:
+            # The read-back runs here too: a stuck driver can block a read as well as a write.
+            what = f"writing {value!r} to"
+            try:
+                self._store(path, value)
+                what = f"wrote {value!r}, then reading"
+                with open(self._real(path), encoding="utf-8", errors="replace") as f:
+                    read_back.append(f.read())
+            except OSError as err:
+                errors.append((what, err))
+            finally:
+                with self._writing_lock:
+                    self._writing.discard(path)
+
+        worker = threading.Thread(target=work, name=f"kvtune write {path}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            return WriteResult(path, "Failed", (
+                f"writing {value!r} to {path} did not return within {timeout:g} s: the driver "
+                "may hang; kvtune will not write there again until it returns (check dmesg)"))
+        if errors:
+            return WriteResult(path, "Failed", refused(path, *errors[0]))
+        return self._verify(path, value, setting(read_back[0]))
+
+    def _store(self, path: str, value: str) -> None:
+        """The write itself, as `echo value > path` does it; tests override it to play the kernel.
+
+        No O_CREAT: a kernel file that is missing is an error, not a new file.
+        """
+        fd = os.open(self._real(path), os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, f"{value}\n".encode())  # sysfs takes a value in a single write()
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _verify(path: str, value: str, shown: str) -> WriteResult:
+        if shown == value:
+            return WriteResult(path, "Applied", read_back=shown)
+        if path.endswith("/nr_hugepages") and shown.isdigit() and value.isdigit():
+            why = ("not enough free contiguous memory on the node; kvtune retries, or allocate "
+                   "at boot (hugepages= on the kernel command line)") if int(shown) < int(value) \
+                else "the rest are in use by running VMs; they are freed when those VMs stop"
+            return WriteResult(path, "Partial", (
+                f"asked for {value} pages in {path}, the kernel holds {shown}: {why}"), shown)
+        return WriteResult(path, "Failed", (
+            f"wrote {value!r} to {path} but it reads back {shown!r}: the kernel did not take "
+            "the value; check dmesg"), shown)
+
+    def write_file(self, path: str, content: str) -> None:
+        """Replace a regular file atomically, creating its directory; raises HostWriteError.
+
+        The temporary file is a dotfile in the same directory (rename is atomic only within a
+        filesystem, and NFD's features.d ignores dotfiles), fsynced before the rename and the
+        directory after it, so that after a crash the file is either old or new, never empty.
+        No deadline: these are small files on local disk, not driver entry points.
+        """
+        real = self._real(path)
+        directory, name = os.path.split(real)
+        temporary = os.path.join(directory, f".{name}.kvtune-tmp")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, content.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, real)
+            self._sync_dir(directory)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # the first error is the one to report
+                os.unlink(temporary)
+            raise HostWriteError(path, refused(path, "writing", err)) from err
+
+    def remove(self, path: str) -> None:
+        """Remove a regular file (absent is fine); raises HostWriteError."""
+        real = self._real(path)
+        try:
+            os.unlink(real)
+            self._sync_dir(os.path.dirname(real))
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    @staticmethod
+    def _sync_dir(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
