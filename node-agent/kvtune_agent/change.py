@@ -1,0 +1,92 @@
+"""Reading and setting one host target: a kernel value, a regular file or a systemd unit.
+
+Apply and revert change the host the same way, so the kernel's write protocols live here once:
+KSM is unmerged (run=2) before it is stopped (run=0), because stopping alone leaves merged pages
+shared; and a VF count changes only through 0, because the kernel refuses (EBUSY) to go from one
+non-zero count to another.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from .hostfs import HostFS, HostWriteError
+from .systemd import Systemd, SystemdError, UnitState
+
+#: sysfs/procfs values (written under a deadline and read back), regular files (replaced
+#: atomically) and systemd units (values like "disabled,inactive").
+Kind = t.Literal["sysfs", "file", "unit"]
+KSM_RUN = "/sys/kernel/mm/ksm/run"
+#: KSM's run value that stops ksmd and unmerges every merged page.
+KSM_UNMERGE = "2"
+
+
+class ChangeError(Exception):
+    """The current value of a target could not be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How setting a target went."""
+
+    result: t.Literal["Applied", "Partial", "Failed"]
+    message: str = ""
+
+
+def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: float) -> str | None:
+    """The target's value now, as it would be written back; None for a file that does not exist.
+
+    Raises ChangeError when it cannot be read: a value kvtune cannot record must not be changed.
+    """
+    if kind == "unit":
+        try:
+            return str(systemd.state(path, timeout=timeout))
+        except SystemdError as err:
+            raise ChangeError(str(err)) from err
+    if kind == "file" and not fs.exists(path):
+        return None
+    value = fs.read_text(path) if kind == "file" else fs.read_setting(path)
+    if value is None:
+        raise ChangeError(f"cannot read {path}")
+    return value
+
+
+def _sequence(path: str, now: str | None, value: str) -> list[str]:
+    """The values to write, in order, to move a kernel file from `now` to `value`."""
+    if path == KSM_RUN and value == "0":
+        return [KSM_UNMERGE, value]
+    if path.endswith("/sriov_numvfs") and now not in ("0", value) and value != "0":
+        return ["0", value]
+    return [value]
+
+
+def set_value(
+    fs: HostFS, systemd: Systemd, kind: Kind, path: str, value: str | None, *, timeout: float
+) -> Outcome:
+    """Set the target to `value` (None: remove the file) and check it took."""
+    if kind == "unit":
+        try:
+            systemd.set_state(path, UnitState.parse(value or ""), timeout=timeout)
+        except (SystemdError, ValueError) as err:
+            return Outcome("Failed", str(err))
+        return Outcome("Applied")
+    if kind == "file":
+        try:
+            if value is None:
+                fs.remove(path)
+            else:
+                fs.write_file(path, value)
+        except HostWriteError as err:
+            return Outcome("Failed", str(err))
+        return Outcome("Applied")
+    if value is None:
+        return Outcome("Failed", f"{path} is a kernel value and cannot be removed (a kvtune bug)")
+    done: list[str] = []
+    for step in _sequence(path, fs.read_setting(path), value):
+        written = fs.write(path, step, timeout=timeout)
+        if written.outcome != "Applied":
+            before = f"wrote {' then '.join(done)} to {path}, then: " if done else ""
+            return Outcome(written.outcome, before + written.message)
+        done.append(step)
+    return Outcome("Applied")

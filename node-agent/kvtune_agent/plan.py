@@ -1,0 +1,567 @@
+"""The planner: what must change on this host to meet its HypervisorNodeState spec, and why.
+
+A pure function of the spec, the probe report, the node's labels and annotations, and the few
+host files the probe does not read (`HostFiles`): the same inputs give the same plan, and a host
+that already matches gives none, so the agent writes nothing at steady state. Every step declares
+its disruption class, Live, NeedsDrain (the VMs using the resource must leave first) or
+NeedsReboot, because the operator, not the agent, decides when a node may be disrupted.
+
+What no step can fix (a conflict with KubeVirt, hardware without a feature, a kubelet configured
+otherwise, a spec that does not fit this host) is a `Finding`: it shows in the feature's condition
+with what to do, instead of a write retried forever.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from kubernetes.utils import quantity as k8s_quantity
+from kvtune_api.v1alpha1.host import (
+    BlockDevice,
+    DaemonReport,
+    HostReport,
+    HugepagePool,
+    KsmReport,
+    KubeletReport,
+    NumaNode,
+    PleReport,
+)
+from kvtune_api.v1alpha1.nodestate import Disruption, HypervisorNodeStateSpec, PlannedStep
+from kvtune_api.v1alpha1.profile import (
+    BlockLunSettings,
+    CpuSettings,
+    HugepagesAllocation,
+    HugepagesSettings,
+    LunSelector,
+    Management,
+    NumaSettings,
+    PfSelector,
+    SriovRule,
+)
+
+from .change import KSM_RUN, Kind
+from .systemd import UnitState
+
+NODES = "/sys/devices/system/node"
+THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+#: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads
+#: kvm_intel), and what it holds: the kernel's own default gap.
+PLE_CONF = "/etc/modprobe.d/kvtune-ple.conf"
+PLE_OPTIONS = "options kvm_intel ple_gap=128\n"
+#: KubeVirt's virt-handler sets this annotation to "true" on nodes where it turned KSM on itself.
+#: Its label kubevirt.io/ksm-enabled only mirrors whether KSM runs (whoever started it), so the
+#: label alone is no sign that KubeVirt manages the node.
+KSM_HANDLER_ANNOTATION = "kubevirt.io/ksm-handler-managed"
+SIZE_KIB = {"2Mi": 2048, "1Gi": 1048576}
+_KSM_RUN_VALUES = {"Stopped": "0", "Running": "1", "Unmerging": "2"}
+# The kubernetes client is not annotated; this is parse_quantity's documented signature.
+_parse_quantity: Callable[[t.Any], Decimal] = k8s_quantity.parse_quantity
+
+
+@dataclass(frozen=True)
+class NodeMeta:
+    """The node's labels and annotations, passed in by the agent process (the planner's only
+    view of the cluster)."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A block device's queue/scheduler file: the selected scheduler and those on offer."""
+
+    current: str
+    offered: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """Host facts the planner needs that the probe report does not carry (read by the cycle)."""
+
+    #: Block device name -> its I/O scheduler; devices whose file could not be read are absent.
+    schedulers: Mapping[str, Scheduler] = field(default_factory=dict)
+    #: Content of PLE_CONF; None when absent.
+    ple_staged: str | None = None
+    #: PLE_CONF was written before the host last booted (so a reboot has not helped).
+    ple_staged_before_boot: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something the planner found that no step fixes."""
+
+    #: The condition it belongs to, one of kvtune_api.conditions.FEATURES.
+    feature: str
+    #: Error: the node cannot meet the spec (Degraded). Pending: a change is made but takes
+    #: effect only after a reboot. Warning: worth knowing, not failing.
+    severity: t.Literal["Error", "Pending", "Warning"]
+    #: CamelCase, for the condition's reason.
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change: `planned` is what status shows, `kind` how it is made (see change.py)."""
+
+    kind: Kind
+    planned: PlannedStep
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps that move the host toward its spec, and the findings no step fixes."""
+
+    steps: tuple[Step, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    #: Raw LUNs the spec's storage.blockLuns.selector matches (eligible devices only).
+    luns: tuple[BlockDevice, ...] = ()
+
+    @property
+    def reboot_pending(self) -> bool:
+        """A change is staged on the host and only a reboot completes it."""
+        return any(finding.severity == "Pending" for finding in self.findings)
+
+
+class _Draft:
+    """The plan under construction."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.findings: list[Finding] = []
+        self.luns: list[BlockDevice] = []
+
+    def step(
+        self, kind: Kind, step_id: str, feature: str, path: str, current: str, desired: str,
+        reason: str, disruption: Disruption = "Live",
+    ) -> None:
+        self.steps.append(Step(kind, PlannedStep(
+            id=step_id, feature=feature, path=path, current=current, desired=desired,
+            reason=reason, disruption=disruption,
+        )))
+
+    def error(self, feature: str, reason: str, message: str) -> None:
+        self.findings.append(Finding(feature, "Error", reason, message))
+
+    def warn(self, feature: str, reason: str, message: str) -> None:
+        self.findings.append(Finding(feature, "Warning", reason, message))
+
+    def find(self, required: bool, feature: str, reason: str, message: str) -> None:
+        (self.error if required else self.warn)(feature, reason, message)
+
+
+def plan(
+    spec: HypervisorNodeStateSpec,
+    host: HostReport,
+    node: NodeMeta | None = None,
+    files: HostFiles | None = None,
+) -> Plan:
+    """The changes that bring `host` to `spec`, with findings; empty when the host matches."""
+    node = node or NodeMeta()
+    files = files or HostFiles()
+    settings = spec.host
+    out = _Draft()
+    _hugepages(settings.memory.hugepages, host, out)
+    _ksm(settings.memory.ksm, host.ksm, node, out)
+    _numad(settings.numa, host, out)
+    _thp(settings.memory.transparent_hugepages, host.memory.transparent_hugepage, out)
+    _sriov(settings.network.sriov, host, out)
+    _luns(settings.storage.block_luns, host, files, out)
+    _kubelet(settings.numa, host.kubelet, out)
+    _ple(settings.cpu, host.cpu.ple, files, spec.disruption.allow_reboot, out)
+    return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns))
+
+
+# -- hugepages ------------------------------------------------------------------------------
+
+
+def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> None:
+    if not settings.pages:
+        return
+    nodes = {node.id: node for node in host.numa.nodes}
+    if not nodes:
+        out.error("Hugepages", "NoNumaNodes", (
+            f"memory.hugepages is set, but {NODES} lists no NUMA nodes, so no hugepage pool can "
+            "be sized; check that the agent sees the host's /sys"))
+        return
+    pools = {(pool.node, pool.size_kib): pool for pool in host.memory.hugepages_per_node}
+    reserved = {pool.size_kib: pool.reserved or 0 for pool in host.memory.hugepages}
+    for index, alloc in enumerate(settings.pages):
+        kib = SIZE_KIB[alloc.size]
+        field_name = f"spec.host.memory.hugepages.pages[{index}]"
+        for node_id, count, source in _hugepage_targets(alloc, field_name, nodes, out):
+            path = f"{NODES}/node{node_id}/hugepages/hugepages-{kib}kB/nr_hugepages"
+            pool = pools.get((node_id, kib))
+            if pool is None:
+                out.error("Hugepages", "HugepageSizeUnsupported", (
+                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
+                    f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
+                    "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
+            elif pool.total != count:
+                _resize(pool, count, path, source, reserved.get(kib, 0), out)
+
+
+def _hugepage_targets(
+    alloc: HugepagesAllocation, field_name: str, nodes: Mapping[int, NumaNode], out: _Draft
+) -> list[tuple[int, int, str]]:
+    """(NUMA node, pages wanted there, the spec field that says so) for one allocation."""
+    if alloc.per_node is None:
+        # A node whose meminfo could not be read is not known to lack memory: it keeps its share.
+        with_memory = sorted(node_id for node_id, node in nodes.items() if not node.memoryless)
+        if not with_memory:
+            out.error("Hugepages", "NoNumaMemory", (
+                f"{field_name}.count: every NUMA node of this host is memoryless, so there is "
+                "nowhere to allocate hugepages"))
+            return []
+        total = alloc.count or 0
+        share, extra = divmod(total, len(with_memory))
+        source = (f"{field_name}.count ({total}, split evenly across NUMA nodes "
+                  f"{','.join(map(str, with_memory))})")
+        return [(node_id, share + (rank < extra), source)
+                for rank, node_id in enumerate(with_memory)]
+    targets = []
+    for j, entry in enumerate(alloc.per_node):
+        source = f"{field_name}.perNode[{j}]"
+        node = nodes.get(entry.node)
+        if node is None:
+            out.error("Hugepages", "HugepageNodeMissing", (
+                f"{source}.node is {entry.node}, but this host has no NUMA node {entry.node} "
+                f"(its nodes: {', '.join(map(str, sorted(nodes)))}); remove the entry, or give "
+                "hosts with another topology their own profile"))
+        elif node.memoryless:
+            out.error("Hugepages", "HugepageNodeWithoutMemory", (
+                f"{source}.node is {entry.node}, a NUMA node without memory: no hugepages can "
+                "be allocated there; remove the entry"))
+        else:
+            targets.append((entry.node, entry.count, source))
+    return targets
+
+
+def _resize(
+    pool: HugepagePool, count: int, path: str, source: str, reserved: int, out: _Draft
+) -> None:
+    """A step moving one pool to `count` pages; shrinking into pages VMs hold needs a drain.
+
+    Reserved pages (resv_hugepages) are promised to a mapping but not yet touched; the kernel
+    counts them host-wide, not per node, so any node of that size may hold them.
+    """
+    in_use = pool.total - pool.free
+    held = min(pool.total, in_use + reserved)
+    disruption: Disruption = "Live"
+    if count > pool.total:
+        effect = f"this allocates {count - pool.total} more"
+    elif count >= held:
+        effect = f"this releases {pool.total - count} free pages to the host"
+    else:
+        disruption = "NeedsDrain"
+        effect = (f"only {pool.total - held} can be released now ({in_use} are in use by VMs, "
+                  f"{reserved} reserved host-wide): the VMs using them must leave the node "
+                  "first (the kernel never frees a page in use)")
+    out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", path,
+             str(pool.total), str(count),
+             f"{pool.size} hugepages on NUMA node {pool.node}: {source} wants {count}, "
+             f"{pool.total} are allocated; {effect}", disruption)
+
+
+# -- KSM, numad, THP ------------------------------------------------------------------------
+
+
+def _ksm(mode: Management, ksm: KsmReport, node: NodeMeta, out: _Draft) -> None:
+    if mode == "Unmanaged":
+        return
+    if node.annotations.get(KSM_HANDLER_ANNOTATION) == "true":
+        if mode == "Disabled":
+            out.error("KSM", "KSMManagedByKubeVirt", (
+                f"memory.ksm is Disabled, but KubeVirt's KSM handler turned KSM on here under "
+                f"memory pressure (node annotation {KSM_HANDLER_ANNOTATION}=true); kvtune leaves "
+                "KSM to it rather than fight it: exclude this node from the KubeVirt CR's "
+                "spec.configuration.ksmConfiguration.nodeLabelSelector, or set memory.ksm: "
+                "Unmanaged"))
+        return
+    if ksm.state == "Absent":
+        if mode == "Enabled":
+            out.error("KSM", "KSMUnsupported", (
+                "memory.ksm is Enabled, but this kernel has no KSM (/sys/kernel/mm/ksm is "
+                "missing); use a kernel built with CONFIG_KSM or set memory.ksm: Unmanaged"))
+        return
+    if ksm.state == "Unknown":
+        out.error("KSM", "KSMUnreadable", (
+            f"cannot read {KSM_RUN}, so KSM is left as it is; see the KSM problems of "
+            "status.host"))
+        return
+    now = _KSM_RUN_VALUES[ksm.state]
+    if mode == "Enabled":
+        if now != "1":
+            out.step("sysfs", "ksm/run", "KSM", KSM_RUN, now, "1",
+                     "memory.ksm is Enabled: start merging identical pages (run=1)")
+        return
+    _unit(ksm.ksmtuned, UnitState(enabled=False, active=False), "KSM", "ksm/ksmtuned",
+          "memory.ksm is Disabled and ksmtuned turns KSM back on under memory pressure",
+          "spec.host.memory.ksm", out)
+    if now != "0" or ksm.pages_shared:
+        out.step("sysfs", "ksm/run", "KSM", KSM_RUN, now, "0",
+                 f"memory.ksm is Disabled: unmerge the {ksm.pages_sharing or 0} shared pages "
+                 "(run=2) and stop ksmd (run=0); merging costs host CPU and VM latency")
+
+
+def _unit(
+    daemon: DaemonReport, want: UnitState, feature: str, step_id: str, why: str,
+    field_name: str, out: _Draft,
+) -> None:
+    """A step bringing a daemon's systemd unit to `want`, or a finding when that is impossible."""
+    unit = f"{daemon.name}.service"
+    now = UnitState(enabled=daemon.unit == "Enabled", active=daemon.running)
+    if now == want:
+        return
+    if daemon.unit == "NotInstalled":
+        if want.active:
+            out.error(feature, f"{feature}NotInstalled", (
+                f"{field_name} wants {daemon.name} running, but {unit} is not installed on the "
+                f"host; install the {daemon.name} package, or set {field_name} to Unmanaged"))
+        else:
+            out.warn(feature, f"{feature}WithoutUnit", (
+                f"{daemon.name} runs (pid {', '.join(map(str, daemon.pids))}) without a systemd "
+                f"unit, so kvtune cannot stop it for good; stop it on the host by hand"))
+        return
+    if daemon.unit == "Masked" and want.active:
+        out.error(feature, f"{feature}Masked", (
+            f"{field_name} wants {daemon.name} running, but {unit} is masked "
+            f"({daemon.unit_path} links to /dev/null) and kvtune does not undo an "
+            f"administrator's mask: `systemctl unmask {unit}`, or set {field_name} to Unmanaged"))
+        return
+    out.step("unit", step_id, feature, unit, str(now), str(want), f"{why} ({want})")
+
+
+def _numad(settings: NumaSettings, host: HostReport, out: _Draft) -> None:
+    if settings.numad == "Unmanaged":
+        return
+    on = settings.numad == "Enabled"
+    why = ("numa.numad is Enabled: numad places the processes of VMs without pinned CPUs on one "
+           "NUMA node" if on else "numa.numad is Disabled: numad would move VM memory between "
+           "NUMA nodes behind the kubelet's CPU and topology managers")
+    _unit(host.numad, UnitState(enabled=on, active=on), "Numad", "numad", why,
+          "spec.host.numa.numad", out)
+    if on and host.kubelet.cpu_manager_policy == "static":
+        out.warn("Numad", "NumadWithStaticCpuManager", (
+            f"numa.numad is Enabled while the kubelet uses the static CPU manager "
+            f"({host.kubelet.config_path}): numad migrates pinned VMs' memory behind the "
+            "kubelet's back; set numa.numad: Disabled on nodes that give VMs dedicated CPUs"))
+
+
+def _thp(mode: str, now: str | None, out: _Draft) -> None:
+    if mode == "Unmanaged" or now == mode:
+        return
+    if now is None:
+        if mode != "never":  # a kernel without THP already never uses it
+            out.error("THP", "THPUnavailable", (
+                f"memory.transparentHugepages is {mode}, but {THP_ENABLED} is missing or "
+                "unreadable: this kernel has no transparent hugepages; set it to Unmanaged"))
+        return
+    out.step("sysfs", "thp", "THP", THP_ENABLED, now, mode,
+             f"memory.transparentHugepages is {mode}")
+
+
+# -- SR-IOV ---------------------------------------------------------------------------------
+
+
+def sriov_path(nic: str) -> str:
+    """The sriov_numvfs file of a physical function, by its interface name."""
+    return f"/sys/class/net/{nic}/device/sriov_numvfs"
+
+
+def _selects(selector: PfSelector, nic_name: str, pci: str | None, vendor: str | None,
+             device: str | None) -> bool:
+    """All criteria the selector gives must match."""
+    return all((
+        not selector.names or nic_name in selector.names,
+        not selector.pci_addresses or pci in selector.pci_addresses,
+        selector.vendor is None or (vendor or "").lower() == selector.vendor,
+        selector.device is None or (device or "").lower() == selector.device,
+    ))
+
+
+def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
+    wanted: dict[str, tuple[int, int]] = {}  # NIC name -> (rule index, numVfs)
+    conflicted: set[str] = set()
+    for index, rule in enumerate(rules):
+        matched = [nic for nic in host.sriov.nics if _selects(
+            rule.pf_selector, nic.name, nic.pci_address, nic.vendor_id, nic.device_id)]
+        if not matched:
+            out.warn("SRIOV", "SriovRuleMatchesNothing", (
+                f"spec.host.network.sriov[{index}].pfSelector matches no NIC on this node "
+                f"(NICs here: {', '.join(n.name for n in host.sriov.nics) or 'none'})"))
+        for nic in matched:
+            first = wanted.setdefault(nic.name, (index, rule.num_vfs))
+            if first[1] != rule.num_vfs and nic.name not in conflicted:
+                conflicted.add(nic.name)
+                out.error("SRIOV", "SriovRulesConflict", (
+                    f"NIC {nic.name} is selected by spec.host.network.sriov[{first[0]}] "
+                    f"(numVfs {first[1]}) and sriov[{index}] (numVfs {rule.num_vfs}); make their "
+                    "pfSelectors disjoint. Its VFs are left as they are"))
+    for nic in host.sriov.nics:
+        if nic.name not in wanted or nic.name in conflicted:
+            continue
+        index, count = wanted[nic.name]
+        field_name = f"spec.host.network.sriov[{index}]"
+        total, now = nic.sriov_total_vfs, nic.sriov_num_vfs
+        if total is None or now is None:
+            out.error("SRIOV", "SriovNotCapable", (
+                f"NIC {nic.name} ({nic.pci_address}) is selected by {field_name}.pfSelector but "
+                "is not SR-IOV capable (no readable sriov_totalvfs/sriov_numvfs); narrow the "
+                "pfSelector, or enable SR-IOV in the firmware"))
+        elif count > total:
+            out.error("SRIOV", "SriovTooManyVfs", (
+                f"{field_name}.numVfs is {count}, but NIC {nic.name} ({nic.pci_address}) "
+                f"supports at most {total} VFs (sriov_totalvfs); lower numVfs"))
+        elif count != now:
+            in_use = [vf.pci_address for vf in nic.vfs if vf.assigned_to_vm]
+            disruption: Disruption = "NeedsDrain" if now and in_use else "Live"
+            effect = (f"VFs {', '.join(in_use)} are attached to VMs and are removed on the way "
+                      "(the count changes through 0): those VMs must leave the node first"
+                      if disruption == "NeedsDrain" else "no VF is attached to a VM")
+            out.step("sysfs", f"sriov/{nic.name}", "SRIOV", sriov_path(nic.name), str(now),
+                     str(count), f"{field_name}.numVfs is {count} for NIC {nic.name}, which has "
+                     f"{now}; {effect}", disruption)
+
+
+# -- block LUNs -----------------------------------------------------------------------------
+
+
+def _size_bounds(selector: LunSelector) -> tuple[Decimal | None, Decimal | None]:
+    bounds: list[Decimal | None] = []
+    for name, value in (("minSize", selector.min_size), ("maxSize", selector.max_size)):
+        try:
+            bounds.append(None if value is None else _parse_quantity(value))
+        except ValueError as err:
+            raise ValueError(
+                f"spec.host.storage.blockLuns.selector.{name} is {value!r}, not a quantity "
+                f"({err}); write e.g. 100Gi") from err
+    return bounds[0], bounds[1]
+
+
+def matching_luns(settings: BlockLunSettings, host: HostReport) -> list[BlockDevice]:
+    """The eligible raw LUNs the selector matches (all criteria it gives must match).
+
+    Raises ValueError, naming the field, when minSize or maxSize is not a quantity.
+    """
+    selector = settings.selector
+    smallest, largest = _size_bounds(selector)
+    wwns = {wwn.lower() for wwn in selector.wwns}
+    return [device for device in host.block.devices if device.classification == "Eligible"
+            and all((
+                not wwns or (device.wwid or "").lower() in wwns,
+                not selector.by_id_patterns or any(
+                    fnmatchcase(name, pattern)
+                    for name in device.by_id for pattern in selector.by_id_patterns),
+                not selector.models or (device.model or "") in selector.models,
+                smallest is None or device.size_bytes >= smallest,
+                largest is None or device.size_bytes <= largest,
+            ))]
+
+
+def _luns(
+    settings: BlockLunSettings | None, host: HostReport, files: HostFiles, out: _Draft
+) -> None:
+    if settings is None:
+        return
+    try:
+        out.luns = matching_luns(settings, host)
+    except ValueError as err:
+        out.error("BlockDevices", "InvalidLunSelector", str(err))
+        return
+    if not out.luns:
+        out.warn("BlockDevices", "NoLunsMatched", (
+            "spec.host.storage.blockLuns.selector matches no eligible (proven free) device on "
+            "this node; see status.host.block for each device's classification and reason"))
+    want = settings.io_scheduler
+    if want == "Unmanaged":
+        return
+    for lun in out.luns:
+        path = f"/sys/block/{lun.name}/queue/scheduler"
+        scheduler = files.schedulers.get(lun.name)
+        if scheduler is None:
+            out.warn("BlockDevices", "SchedulerUnreadable",
+                     f"cannot read {path}; the I/O scheduler of {lun.name} is left as it is")
+        elif want not in scheduler.offered:
+            out.warn("BlockDevices", "SchedulerUnavailable", (
+                f"{lun.name} offers the I/O schedulers {', '.join(scheduler.offered)}, not "
+                f"{want} ({path}); load its module (modprobe {want}) or choose another"))
+        elif scheduler.current != want:
+            out.step("sysfs", f"block/{lun.name}/scheduler", "BlockDevices", path,
+                     scheduler.current, want,
+                     f"storage.blockLuns.ioScheduler is {want} for LUN {lun.name}: the guest "
+                     "schedules its own I/O")
+
+
+# -- kubelet and PLE: checked, never changed live ---------------------------------------------
+
+
+def _kubelet(settings: NumaSettings, kubelet: KubeletReport, out: _Draft) -> None:
+    want = settings.topology_manager_policy
+    if want is None:
+        return
+    if kubelet.config_path is None or kubelet.error:
+        out.warn("Kubelet", "KubeletConfigUnknown", (
+            f"numa.topologyManagerPolicy is {want}, but the kubelet's config file "
+            f"{kubelet.config_path or '(none found)'} could not be used"
+            f"{f' ({kubelet.error})' if kubelet.error else ''}, so it is not checked"))
+    elif kubelet.topology_manager_policy != want:
+        out.error("Kubelet", "KubeletTopologyPolicyMismatch", (
+            f"numa.topologyManagerPolicy is {want}, but the kubelet runs "
+            f"{kubelet.topology_manager_policy!r} ({kubelet.config_path}); kvtune does not "
+            f"rewrite kubelet configuration: set topologyManagerPolicy: {want} there and "
+            "restart the kubelet on a drained node"))
+
+
+def _ple(
+    settings: CpuSettings, ple: PleReport, files: HostFiles, allow_reboot: bool, out: _Draft
+) -> None:
+    """PLE cannot change at run time: findings, and for Required a fix staged for the next boot.
+
+    Only Intel's ple_gap=0 on hardware that has PLE gets a step; hardware without PLE never
+    does (the kernel would force the gap back to 0 anyway).
+    """
+    if settings.ple == "Ignored" or ple.enabled == "Yes":
+        return
+    required = settings.ple == "Required"
+    field_name = f"spec.host.cpu.ple is {settings.ple}"
+    if ple.supported == "No":
+        out.find(required, "PLE", "PLEUnsupported", (
+            f"{field_name}, but this CPU has no Pause-Loop Exiting (see status.host.cpu.ple."
+            "evidence): do not overcommit vCPUs on this node; move such VMs to nodes whose CPU "
+            "has it"))
+        return
+    if ple.enabled == "Unknown":
+        out.warn("PLE", "PLEUnknown", (
+            f"{field_name}, but whether KVM uses Pause-Loop Exiting is unknown (see "
+            "status.host.cpu.ple.evidence): the KVM module may not be loaded yet"))
+        return
+    fixable = required and ple.module == "kvm_intel" and ple.ple_gap == 0 and (
+        ple.supported == "Yes")
+    if fixable and files.ple_staged == PLE_OPTIONS:
+        if files.ple_staged_before_boot:
+            out.error("PLE", "PLEOverridden", (
+                f"kvtune staged `{PLE_OPTIONS.strip()}` in {PLE_CONF} before the last boot, but "
+                "ple_gap is still 0: something else sets it; remove kvm_intel.ple_gap=0 from the "
+                "kernel command line or the other /etc/modprobe.d file that sets it, and reboot"))
+        else:
+            out.findings.append(Finding("PLE", "Pending", "PLERebootPending", (
+                f"Pause-Loop Exiting is off (ple_gap=0); `{PLE_OPTIONS.strip()}` is staged in "
+                f"{PLE_CONF} and takes effect at the next reboot of the node")))
+    elif fixable and allow_reboot:
+        out.step("file", "ple/kvm_intel", "PLE", PLE_CONF, files.ple_staged or "", PLE_OPTIONS,
+                 f"{field_name} and KVM runs with ple_gap=0 on a CPU that has PLE; the module "
+                 "cannot be reloaded under VMs, so the fix is staged for the next boot",
+                 "NeedsReboot")
+    else:
+        how = (f"set spec.rollout.allowReboot: true in the profile to let kvtune stage "
+               f"`{PLE_OPTIONS.strip()}` in {PLE_CONF}, or " if fixable else "")
+        out.find(required, "PLE", "PLEDisabled", (
+            f"{field_name}, but KVM runs with Pause-Loop Exiting off ({ple.module} "
+            f"parameters in status.host.cpu.ple); {how}remove the option that turns it off "
+            "from /etc/modprobe.d and reboot the node"))

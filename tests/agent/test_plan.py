@@ -1,0 +1,464 @@
+"""The planner: steps with their disruption class, findings that no step fixes, LUN matching."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+from hosttree import DEFAULT_DISK_BYTES, HostTree, intel_two_socket
+from kvtune_agent.plan import (
+    PLE_CONF,
+    PLE_OPTIONS,
+    Finding,
+    HostFiles,
+    NodeMeta,
+    Plan,
+    Scheduler,
+    matching_luns,
+    plan,
+)
+from kvtune_agent.probe import probe_host
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
+from kvtune_api.v1alpha1.profile import BlockLunSettings
+
+from .specs import node_spec
+
+GiB = 2**20  # KiB
+HUGE_1G = "/sys/devices/system/node/node{}/hugepages/hugepages-1048576kB/nr_hugepages"
+
+
+def _plan(
+    tree: HostTree, spec: HypervisorNodeStateSpec, node: NodeMeta | None = None,
+    files: HostFiles | None = None,
+) -> Plan:
+    return plan(spec, probe_host(tree.fs()), node, files)
+
+
+def _steps(found: Plan) -> dict[str, PlannedStep]:
+    return {step.planned.id: step.planned for step in found.steps}
+
+
+def _finding(found: Plan, reason: str) -> Finding:
+    [finding] = [f for f in found.findings if f.reason == reason]
+    return finding
+
+
+def _pages(size: str = "1Gi", **allocation: t.Any) -> dict[str, t.Any]:
+    return {"hugepages": {"pages": [{"size": size, **allocation}]}}
+
+
+# -- a matching host ------------------------------------------------------------------------
+
+
+def test_a_host_that_already_matches_gets_no_steps_and_no_findings(tmp_path: Path) -> None:
+    tree = intel_two_socket(tmp_path)
+    spec = node_spec(memory={**_pages(count=32), "ksm": "Disabled",
+                             "transparentHugepages": "never"},
+                     cpu={"ple": "Required"}, numa={"numad": "Disabled"})
+
+    assert _plan(tree, spec) == Plan()
+
+
+def test_planning_is_a_pure_function_of_its_inputs(tmp_path: Path) -> None:
+    host = probe_host(intel_two_socket(tmp_path).ksm(1).fs())
+    spec = node_spec(memory=_pages(count=40))
+
+    assert plan(spec, host) == plan(spec, host)
+
+
+# -- hugepages ------------------------------------------------------------------------------
+
+
+def test_a_count_is_split_evenly_with_the_remainder_on_the_lowest_node(tmp_path: Path) -> None:
+    found = _plan(intel_two_socket(tmp_path), node_spec(memory=_pages(count=35)))
+
+    steps = _steps(found)
+    assert sorted(steps) == ["hugepages/node0/1Gi", "hugepages/node1/1Gi"]
+    assert (steps["hugepages/node0/1Gi"].current, steps["hugepages/node0/1Gi"].desired) == (
+        "16", "18")
+    assert steps["hugepages/node1/1Gi"].desired == "17"
+    assert steps["hugepages/node0/1Gi"].path == HUGE_1G.format(0)
+    assert all(s.disruption == "Live" and s.feature == "Hugepages" for s in steps.values())
+    assert "pages[0].count (35, split evenly across NUMA nodes 0,1)" in (
+        steps["hugepages/node0/1Gi"].reason)
+
+
+def test_a_count_skips_memoryless_nodes_and_follows_id_gaps(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).meminfo(64 * GiB)
+    tree.numa_node(0, range(4), 32 * GiB, hugepages={2048: (0, 0)})
+    tree.numa_node(1, range(4, 8), 0, hugepages={2048: (0, 0)})  # CPUs, no memory
+    tree.numa_node(4, range(8, 12), 32 * GiB, hugepages={2048: (0, 0)})
+
+    steps = _steps(_plan(tree, node_spec(memory=_pages("2Mi", count=5))))
+
+    assert {i: s.desired for i, s in steps.items()} == {
+        "hugepages/node0/2Mi": "3", "hugepages/node4/2Mi": "2"}
+
+
+def test_a_per_node_entry_for_a_missing_node_is_an_error_naming_the_field_and_node(
+    tmp_path: Path,
+) -> None:
+    spec = node_spec(memory=_pages(perNode=[{"node": 1, "count": 20}, {"node": 3, "count": 4}]))
+
+    found = _plan(intel_two_socket(tmp_path), spec)
+
+    error = _finding(found, "HugepageNodeMissing")
+    assert (error.feature, error.severity) == ("Hugepages", "Error")
+    assert error.message.startswith("spec.host.memory.hugepages.pages[0].perNode[1].node is 3")
+    assert "its nodes: 0, 1" in error.message
+    assert list(_steps(found)) == ["hugepages/node1/1Gi"]  # the valid entry is still planned
+
+
+@pytest.mark.parametrize(("wanted", "disruption"), [
+    pytest.param(20, "Live", id="growing is live"),
+    pytest.param(12, "Live", id="shrinking into free unreserved pages is live"),
+    pytest.param(11, "NeedsDrain", id="shrinking into reserved pages needs a drain"),
+    pytest.param(4, "NeedsDrain", id="shrinking below the pages in use needs a drain"),
+])
+def test_a_pool_never_shrinks_into_pages_in_use_or_reserved_without_a_drain(
+    tmp_path: Path, wanted: int, disruption: str
+) -> None:
+    # Each node: 16 pages, 8 free (8 in use); 4 reserved host-wide.
+    spec = node_spec(memory=_pages(perNode=[{"node": 0, "count": wanted}]))
+
+    step = _steps(_plan(intel_two_socket(tmp_path), spec))["hugepages/node0/1Gi"]
+
+    assert (step.desired, step.disruption) == (str(wanted), disruption)
+    if disruption == "NeedsDrain":
+        assert "8 are in use by VMs, 4 reserved host-wide" in step.reason
+        assert "must leave the node first" in step.reason
+
+
+def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).meminfo(64 * GiB).numa_node(0, range(4), 64 * GiB,
+                                                           hugepages={2048: (0, 0)})
+
+    found = _plan(tree, node_spec(memory=_pages("1Gi", count=2)))
+
+    assert found.steps == ()
+    assert "hugepages-1048576kB/nr_hugepages does not exist" in (
+        _finding(found, "HugepageSizeUnsupported").message)
+
+
+# -- KSM, numad, THP ------------------------------------------------------------------------
+
+
+def _merging(tmp_path: Path) -> HostTree:
+    tree = HostTree(tmp_path).ksm(1, shared=100, sharing=4000)
+    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
+    return tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
+
+
+def test_disabling_ksm_stops_ksmtuned_then_unmerges_and_stops_ksmd(tmp_path: Path) -> None:
+    found = _plan(_merging(tmp_path), node_spec(memory={"ksm": "Disabled"}))
+
+    assert [(s.planned.id, s.kind, s.planned.path, s.planned.current, s.planned.desired)
+            for s in found.steps] == [
+        ("ksm/ksmtuned", "unit", "ksmtuned.service", "enabled,active", "disabled,inactive"),
+        ("ksm/run", "sysfs", "/sys/kernel/mm/ksm/run", "1", "0"),
+    ]
+    assert "unmerge the 4000 shared pages (run=2)" in found.steps[1].planned.reason
+
+
+def test_stopped_ksm_with_pages_still_merged_is_unmerged(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).ksm(0, shared=10, sharing=50)
+
+    assert list(_steps(_plan(tree, node_spec(memory={"ksm": "Disabled"})))) == ["ksm/run"]
+
+
+def test_ksm_managed_by_kubevirt_is_a_conflict_reported_not_fought(tmp_path: Path) -> None:
+    meta = NodeMeta(labels={"kubevirt.io/ksm-enabled": "true"},
+                    annotations={"kubevirt.io/ksm-handler-managed": "true"})
+
+    found = _plan(_merging(tmp_path), node_spec(memory={"ksm": "Disabled"}), meta)
+
+    assert found.steps == ()
+    conflict = _finding(found, "KSMManagedByKubeVirt")
+    assert (conflict.feature, conflict.severity) == ("KSM", "Error")
+    assert "ksmConfiguration.nodeLabelSelector" in conflict.message
+
+
+def test_kubevirts_ksm_label_alone_only_mirrors_ksm_and_is_no_conflict(tmp_path: Path) -> None:
+    meta = NodeMeta(labels={"kubevirt.io/ksm-enabled": "true"},
+                    annotations={"kubevirt.io/ksm-handler-managed": "false"})
+
+    found = _plan(_merging(tmp_path), node_spec(memory={"ksm": "Disabled"}), meta)
+
+    assert list(_steps(found)) == ["ksm/ksmtuned", "ksm/run"]
+
+
+@pytest.mark.parametrize(("build", "mode", "steps", "reason"), [
+    pytest.param(lambda t: t.ksm(0), "Enabled", {"ksm/run": "1"}, None, id="enabling starts ksmd"),
+    pytest.param(lambda t: t.ksm(1), "Unmanaged", {}, None, id="unmanaged is left alone"),
+    pytest.param(lambda t: None, "Disabled", {}, None, id="a kernel without KSM is already off"),
+    pytest.param(lambda t: None, "Enabled", {}, "KSMUnsupported",
+                 id="enabling KSM on a kernel without it is an error"),
+])
+def test_ksm_modes(
+    tmp_path: Path, build: t.Callable[[HostTree], object], mode: str, steps: dict[str, str],
+    reason: str | None,
+) -> None:
+    tree = HostTree(tmp_path)
+    build(tree)
+
+    found = _plan(tree, node_spec(memory={"ksm": mode}))
+
+    assert {i: s.desired for i, s in _steps(found).items()} == steps
+    assert [f.reason for f in found.findings if f.feature == "KSM"] == ([reason] if reason else [])
+
+
+def test_numad_disabled_stops_and_disables_a_running_numad(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).unit("numad.service", wanted_by=["multi-user.target"])
+    tree.process(700, "numad")
+
+    [step] = _plan(tree, node_spec(numa={"numad": "Disabled"})).steps
+
+    assert (step.kind, step.planned.path, step.planned.desired) == (
+        "unit", "numad.service", "disabled,inactive")
+
+
+def test_numad_enabled_with_a_static_cpu_manager_is_planned_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).unit("numad.service")
+    tree.kubelet_config("cpuManagerPolicy: static\n")
+
+    found = _plan(tree, node_spec(numa={"numad": "Enabled"}))
+
+    assert _steps(found)["numad"].desired == "enabled,active"
+    assert _finding(found, "NumadWithStaticCpuManager").severity == "Warning"
+
+
+@pytest.mark.parametrize(("masked", "reason"), [
+    (False, "NumadNotInstalled"), (True, "NumadMasked"),
+])
+def test_numad_enabled_that_cannot_start_is_an_error(
+    tmp_path: Path, masked: bool, reason: str
+) -> None:
+    tree = HostTree(tmp_path)
+    if masked:
+        tree.unit("numad.service", masked=True)
+
+    found = _plan(tree, node_spec(numa={"numad": "Enabled"}))
+
+    assert found.steps == ()
+    assert _finding(found, reason).severity == "Error"
+
+
+def test_thp_is_set_to_the_wanted_mode(tmp_path: Path) -> None:
+    found = _plan(HostTree(tmp_path).thp("always"),
+                  node_spec(memory={"transparentHugepages": "madvise"}))
+
+    step = _steps(found)["thp"]
+    assert (step.path, step.current, step.desired, step.disruption) == (
+        "/sys/kernel/mm/transparent_hugepage/enabled", "always", "madvise", "Live")
+
+
+# -- SR-IOV ---------------------------------------------------------------------------------
+
+
+def _nics(tmp_path: Path, vf_drivers: t.Iterable[str | None] = ()) -> HostTree:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
+    return tree.nic("ens1f1", "0000:3b:00.1", total_vfs=64).nic("eno1", "0000:19:00.0")
+
+
+@pytest.mark.parametrize(("selector", "selected"), [
+    pytest.param({"names": ["ens1f1"]}, ["ens1f1"], id="by name"),
+    pytest.param({"pciAddresses": ["0000:3b:00.0"]}, ["ens1f0"], id="by PCI address"),
+    pytest.param({"vendor": "8086", "device": "159b", "names": ["ens1f0", "ens1f1"]},
+                 ["ens1f0", "ens1f1"], id="every given criterion must match"),
+    pytest.param({"vendor": "8086", "device": "1592"}, [], id="another device matches nothing"),
+])
+def test_a_pf_selector_picks_the_nics_whose_criteria_all_match(
+    tmp_path: Path, selector: dict[str, t.Any], selected: list[str]
+) -> None:
+    spec = node_spec(network={"sriov": [{"pfSelector": selector, "numVfs": 4}]})
+
+    found = _plan(_nics(tmp_path), spec)
+
+    assert sorted(_steps(found)) == [f"sriov/{name}" for name in selected]
+    if not selected:
+        assert _finding(found, "SriovRuleMatchesNothing").severity == "Warning"
+
+
+def test_more_vfs_than_the_nic_supports_is_an_error_naming_nic_and_field(tmp_path: Path) -> None:
+    spec = node_spec(network={"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 128}]})
+
+    found = _plan(_nics(tmp_path), spec)
+
+    assert found.steps == ()
+    assert _finding(found, "SriovTooManyVfs").message.startswith(
+        "spec.host.network.sriov[0].numVfs is 128, but NIC ens1f0 (0000:3b:00.0) supports at "
+        "most 64 VFs")
+
+
+def test_a_nic_without_sriov_selected_by_a_rule_is_an_error(tmp_path: Path) -> None:
+    spec = node_spec(network={"sriov": [{"pfSelector": {"names": ["eno1"]}, "numVfs": 4}]})
+
+    assert "NIC eno1" in _finding(_plan(_nics(tmp_path), spec), "SriovNotCapable").message
+
+
+@pytest.mark.parametrize(("vf_drivers", "disruption"), [
+    pytest.param([], "Live", id="creating the first VFs is live"),
+    pytest.param(["iavf", None], "Live", id="VFs no VM uses may be recreated live"),
+    pytest.param(["iavf", "vfio-pci"], "NeedsDrain", id="a VF attached to a VM needs a drain"),
+])
+def test_changing_a_vf_count_needs_a_drain_only_when_a_vf_is_in_use(
+    tmp_path: Path, vf_drivers: list[str | None], disruption: str
+) -> None:
+    spec = node_spec(network={"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]})
+
+    step = _steps(_plan(_nics(tmp_path, vf_drivers), spec))["sriov/ens1f0"]
+
+    assert (step.path, step.current, step.desired, step.disruption) == (
+        "/sys/class/net/ens1f0/device/sriov_numvfs", str(len(vf_drivers)), "8", disruption)
+
+
+def test_two_rules_wanting_different_counts_for_one_nic_leave_it_alone(tmp_path: Path) -> None:
+    spec = node_spec(network={"sriov": [
+        {"pfSelector": {"vendor": "8086"}, "numVfs": 8},
+        {"pfSelector": {"names": ["ens1f1"]}, "numVfs": 16},
+    ]})
+
+    found = _plan(_nics(tmp_path), spec)
+
+    assert "sriov/ens1f1" not in _steps(found)
+    assert "sriov[0] (numVfs 8) and sriov[1] (numVfs 16)" in (
+        _finding(found, "SriovRulesConflict").message)
+
+
+# -- PLE and the kubelet: checked, never changed live -----------------------------------------
+
+
+def _intel(tmp_path: Path, *, ple_gap: int, vmx_flags: str = "ept ple") -> HostTree:
+    tree = HostTree(tmp_path).cpuinfo(4, flags="fpu vmx", vmx_flags=vmx_flags)
+    return tree.kvm_module("kvm_intel", ple_gap=ple_gap, ple_window=4096)
+
+
+@pytest.mark.parametrize(("ple", "gap", "flags", "allow_reboot", "reason", "severity"), [
+    pytest.param("Required", 0, "ept", True, "PLEUnsupported", "Error",
+                 id="required on a CPU without PLE: degraded, never a step"),
+    pytest.param("Preferred", 0, "ept", True, "PLEUnsupported", "Warning",
+                 id="preferred on a CPU without PLE: a warning"),
+    pytest.param("Required", 0, "ept ple", False, "PLEDisabled", "Error",
+                 id="required but turned off, reboots not allowed: degraded"),
+    pytest.param("Preferred", 0, "ept ple", True, "PLEDisabled", "Warning",
+                 id="preferred but turned off: a warning, no reboot staged"),
+    pytest.param("Ignored", 0, "ept", True, None, None, id="ignored is not checked"),
+    pytest.param("Required", 128, "ept ple", True, None, None, id="on is fine"),
+])
+def test_ple_findings(
+    tmp_path: Path, ple: str, gap: int, flags: str, allow_reboot: bool, reason: str | None,
+    severity: str | None,
+) -> None:
+    spec = node_spec(cpu={"ple": ple}, allow_reboot=allow_reboot)
+
+    found = _plan(_intel(tmp_path, ple_gap=gap, vmx_flags=flags), spec)
+
+    assert found.steps == ()
+    assert [(f.reason, f.severity) for f in found.findings] == (
+        [(reason, severity)] if reason else [])
+
+
+def test_required_ple_turned_off_is_staged_for_a_reboot_when_reboots_are_allowed(
+    tmp_path: Path,
+) -> None:
+    found = _plan(_intel(tmp_path, ple_gap=0), node_spec(cpu={"ple": "Required"},
+                                                         allow_reboot=True))
+
+    [step] = found.steps
+    assert (step.kind, step.planned.id, step.planned.path, step.planned.desired) == (
+        "file", "ple/kvm_intel", PLE_CONF, "options kvm_intel ple_gap=128\n")
+    assert step.planned.disruption == "NeedsReboot"
+    assert found.findings == ()
+
+
+def test_a_staged_ple_fix_waits_for_the_reboot_without_a_new_step(tmp_path: Path) -> None:
+    spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
+
+    found = _plan(_intel(tmp_path, ple_gap=0), spec, files=HostFiles(ple_staged=PLE_OPTIONS))
+
+    assert found.steps == ()
+    assert found.reboot_pending
+    assert _finding(found, "PLERebootPending").severity == "Pending"
+
+
+def test_a_staged_ple_fix_that_a_reboot_did_not_apply_is_an_error(tmp_path: Path) -> None:
+    files = HostFiles(ple_staged=PLE_OPTIONS, ple_staged_before_boot=True)
+
+    found = _plan(_intel(tmp_path, ple_gap=0), node_spec(cpu={"ple": "Required"},
+                                                         allow_reboot=True), files=files)
+
+    assert not found.reboot_pending
+    assert "kvm_intel.ple_gap=0" in _finding(found, "PLEOverridden").message
+
+
+def test_a_kubelet_with_another_topology_policy_is_a_finding_not_a_step(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).kubelet_config("topologyManagerPolicy: best-effort\n")
+
+    found = _plan(tree, node_spec(numa={"topologyManagerPolicy": "single-numa-node"}))
+
+    assert found.steps == ()
+    mismatch = _finding(found, "KubeletTopologyPolicyMismatch")
+    assert (mismatch.feature, mismatch.severity) == ("Kubelet", "Error")
+    assert "'best-effort'" in mismatch.message and "/var/lib/kubelet/config.yaml" in (
+        mismatch.message)
+
+
+# -- block LUNs -----------------------------------------------------------------------------
+
+
+def _luns(tmp_path: Path) -> HostTree:
+    tree = HostTree(tmp_path).disk("sda").mount("/dev/sda", "/")
+    tree.disk("sdb", wwid="0x5000c500aaaa0001", model="ST4000NM")
+    tree.disk("sdc", wwid="0x5000c500aaaa0002", model="PERC H755", size_bytes=2 * 2**40)
+    return tree.disk("sdd", wwid="0x5000c500aaaa0003", content=b"XFSB" + bytes(4092))
+
+
+@pytest.mark.parametrize(("selector", "names"), [
+    pytest.param({"wwns": ["0X5000C500AAAA0001", "0x5000c500aaaa0003"]}, ["sdb"],
+                 id="by wwn, eligible devices only"),
+    pytest.param({"byIdPatterns": ["wwn-0x5000c500aaaa*"]}, ["sdb", "sdc"], id="by-id pattern"),
+    pytest.param({"models": ["PERC H755"]}, ["sdc"], id="by model, never the system disk"),
+    pytest.param({"byIdPatterns": ["wwn-*"], "minSize": "1Ti"}, ["sdc"], id="minimum size"),
+    pytest.param({"byIdPatterns": ["wwn-*"], "maxSize": "100Gi"}, ["sdb"], id="maximum size"),
+])
+def test_matching_luns_selects_eligible_devices_meeting_every_criterion(
+    tmp_path: Path, selector: dict[str, t.Any], names: list[str]
+) -> None:
+    settings = BlockLunSettings.model_validate({"selector": selector, "storageClassName": "raw"})
+
+    found = matching_luns(settings, probe_host(_luns(tmp_path).fs()))
+
+    assert [device.name for device in found] == names
+    assert all(device.size_bytes in (DEFAULT_DISK_BYTES, 2 * 2**40) for device in found)
+
+
+def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) -> None:
+    spec = node_spec(storage={"blockLuns": {
+        "selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw", "ioScheduler": "none",
+    }})
+    files = HostFiles(schedulers={
+        "sdb": Scheduler("mq-deadline", ("mq-deadline", "none")),
+        "sdc": Scheduler("bfq", ("bfq",)),
+    })
+
+    found = _plan(_luns(tmp_path), spec, files=files)
+
+    assert [device.name for device in found.luns] == ["sdb", "sdc"]
+    step = _steps(found)["block/sdb/scheduler"]
+    assert (step.path, step.current, step.desired) == (
+        "/sys/block/sdb/queue/scheduler", "mq-deadline", "none")
+    assert "sdc offers the I/O schedulers bfq, not none" in (
+        _finding(found, "SchedulerUnavailable").message)
+
+
+def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path) -> None:
+    spec = node_spec(storage={"blockLuns": {
+        "selector": {"models": ["x"], "minSize": "1.2.3"}, "storageClassName": "raw"}})
+
+    found = _plan(_luns(tmp_path), spec)
+
+    assert _finding(found, "InvalidLunSelector").message.startswith(
+        "spec.host.storage.blockLuns.selector.minSize is '1.2.3', not a quantity")
