@@ -1,0 +1,136 @@
+"""The on-host journal of every value kvtune changed, so that leaving a profile restores the host.
+
+The journal lives on the host (default /var/lib/kvtune/journal.json), not in the cluster: it must
+survive the agent's pod, the node's HypervisorNodeState being deleted, and an apiserver that is
+unreachable when a revert is due. Each entry is the ORIGINAL value of one target, recorded before
+kvtune first changes it; later changes never overwrite it (first write wins), so re-applying or a
+changed profile cannot make kvtune's own value the one "restored". `revert` replays the entries
+newest first and drops each one once restored; what could not be restored stays for the next try.
+
+The file is replaced atomically (HostFS.write_file) after every change to it, so a crash leaves
+either the old or the new journal, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from kvtune_api.v1alpha1.nodestate import StepResult
+
+from . import change
+from .hostfs import HostFS, HostWriteError
+from .systemd import Systemd
+
+JOURNAL_PATH = "/var/lib/kvtune/journal.json"
+VERSION = 1
+_KINDS = t.get_args(change.Kind)
+
+
+class JournalError(Exception):
+    """The journal cannot be read or trusted; the message names its path and what to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The original value of one target, from before kvtune changed it."""
+
+    kind: change.Kind
+    path: str
+    #: The value to restore; None: a file that did not exist (restoring removes it).
+    original: str | None
+    #: The id of the planned step that first changed it, e.g. hugepages/node0/1Gi.
+    step: str
+
+
+def _entry(raw: t.Any) -> Entry:
+    if not isinstance(raw, dict):
+        raise ValueError(f"an entry is not an object: {str(raw)[:60]!r}")
+    kind, path, original, step = (raw.get(k) for k in ("kind", "path", "original", "step"))
+    if kind not in _KINDS or not isinstance(path, str) or not isinstance(step, str):
+        raise ValueError(f"an entry lacks a valid kind, path or step: {str(raw)[:80]!r}")
+    if original is not None and not isinstance(original, str):
+        raise ValueError(f"the original of {path} is not a string: {original!r}")
+    return Entry(kind=t.cast(change.Kind, kind), path=path, original=original, step=step)
+
+
+class Journal:
+    """The journal file at `path` on the host behind `fs`; every call reads it afresh."""
+
+    def __init__(self, fs: HostFS, path: str = JOURNAL_PATH) -> None:
+        self.fs = fs
+        self.path = path
+
+    def entries(self) -> list[Entry]:
+        """Entries, oldest first; raises JournalError when the file is unreadable or malformed."""
+        if not self.fs.exists(self.path):
+            return []
+        text = self.fs.read_text(self.path)
+        if text is None:
+            raise JournalError(
+                f"cannot read the kvtune journal {self.path}; it holds the host's original "
+                "values: fix its permissions (the agent runs as root)")
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                raise ValueError(f"expected a version {VERSION} journal object")
+            return [_entry(raw) for raw in data.get("entries", [])]
+        except ValueError as err:
+            raise JournalError(
+                f"the kvtune journal {self.path} is malformed ({err}); kvtune changes nothing "
+                "while it cannot tell what to restore: repair the file, or delete it if the "
+                "host's original values were restored by hand") from err
+
+    def _save(self, entries: list[Entry]) -> None:
+        if not entries:
+            self.fs.remove(self.path)  # nothing left to restore: leave no trace on the host
+            return
+        data = {"version": VERSION, "entries": [asdict(e) for e in entries]}
+        self.fs.write_file(self.path, json.dumps(data, indent=2) + "\n")
+
+    def record(self, kind: change.Kind, path: str, original: str | None, step: str) -> bool:
+        """Record `original` for the target unless it is already recorded; True when recorded.
+
+        Raises JournalError or HostWriteError: the caller must then leave the target alone.
+        """
+        entries = self.entries()
+        if any(e.kind == kind and e.path == path for e in entries):
+            return False
+        self._save([*entries, Entry(kind=kind, path=path, original=original, step=step)])
+        return True
+
+    def revert(
+        self,
+        systemd: Systemd,
+        *,
+        timeout: float,
+        hold: Callable[[Entry], str | None] = lambda entry: None,
+    ) -> list[StepResult]:
+        """Restore every entry, newest first; one result per entry, with id revert/<step>.
+
+        `hold` returns why an entry must wait (e.g. VFs still attached to VMs), or None. An
+        entry that is held or fails stays in the journal; the others are restored regardless.
+        Raises JournalError when the journal cannot be read.
+        """
+        results: list[StepResult] = []
+        for entry in reversed(self.entries()):
+            result_id = f"revert/{entry.step}"
+            waiting = hold(entry)
+            if waiting:
+                results.append(StepResult(id=result_id, result="Waiting", message=waiting))
+                continue
+            outcome = change.set_value(
+                self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
+            result = outcome.result
+            message = outcome.message or f"restored {entry.path} to {entry.original!r}"
+            if result == "Applied":
+                try:
+                    self._save([e for e in self.entries() if e != entry])
+                except (HostWriteError, JournalError) as err:
+                    result, message = "Failed", (
+                        f"restored {entry.path}, but could not drop it from the journal ({err}); "
+                        "the next revert restores it again, which is harmless")
+            results.append(StepResult(id=result_id, result=result, message=message))
+        return results

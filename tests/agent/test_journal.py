@@ -1,0 +1,119 @@
+"""The host journal: originals recorded once, before a change; revert newest first, by entry."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+from hosttree import HostTree
+from kvtune_agent.journal import JOURNAL_PATH, Entry, Journal, JournalError
+from kvtune_agent.systemd import UnitState
+
+RUN = "/sys/kernel/mm/ksm/run"
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+PLE_CONF = "/etc/modprobe.d/kvtune-ple.conf"
+
+
+def _host(tmp_path: Path) -> HostTree:
+    return HostTree(tmp_path).ksm(1).thp("always").systemctl()
+
+
+def test_an_empty_host_has_an_empty_journal_and_no_file(tmp_path: Path) -> None:
+    journal = Journal(HostTree(tmp_path).fs())
+
+    assert journal.entries() == []
+    assert not (tmp_path / JOURNAL_PATH.lstrip("/")).exists()
+
+
+def test_the_first_original_recorded_wins(tmp_path: Path) -> None:
+    journal = Journal(HostTree(tmp_path).fs())
+
+    assert journal.record("sysfs", RUN, "1", "ksm/run")
+    assert not journal.record("sysfs", RUN, "0", "ksm/run")  # kvtune's own value, later
+
+    assert journal.entries() == [Entry("sysfs", RUN, "1", "ksm/run")]
+    data = json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())
+    assert data == {"version": 1, "entries": [
+        {"kind": "sysfs", "path": RUN, "original": "1", "step": "ksm/run"}]}
+
+
+def test_revert_restores_every_original_newest_first_and_removes_the_journal(
+    tmp_path: Path,
+) -> None:
+    tree = _host(tmp_path).unit("numad.service", wanted_by=["multi-user.target"])
+    fs = tree.kernel()
+    journal = Journal(fs)
+    journal.record("sysfs", RUN, "1", "ksm/run")
+    journal.record("sysfs", THP, "always", "thp")
+    journal.record("unit", "numad.service", "enabled,inactive", "numad")
+    journal.record("file", PLE_CONF, None, "ple/kvm_intel")
+    fs.write(RUN, "0", timeout=5)
+    fs.write(THP, "never", timeout=5)
+    tree.systemd().set_state("numad.service", UnitState.parse("disabled,inactive"), timeout=10)
+    fs.write_file(PLE_CONF, "options kvm_intel ple_gap=128\n")
+
+    results = journal.revert(tree.systemd(), timeout=10)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/ple/kvm_intel", "Applied"), ("revert/numad", "Applied"),
+        ("revert/thp", "Applied"), ("revert/ksm/run", "Applied")]
+    assert fs.read_setting(RUN) == "1" and fs.read_setting(THP) == "always"
+    assert tree.systemd().state("numad.service", timeout=10) == UnitState.parse("enabled,inactive")
+    assert not fs.exists(PLE_CONF)
+    assert journal.entries() == []
+    assert not fs.exists(JOURNAL_PATH)
+
+
+def test_reverting_an_empty_journal_does_nothing(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+
+    assert Journal(tree.fs()).revert(tree.systemd(), timeout=5) == []
+    assert tree.systemctl_calls() == []
+
+
+def test_a_restore_that_fails_keeps_its_entry_and_the_others_are_restored(
+    tmp_path: Path,
+) -> None:
+    tree = _host(tmp_path)
+    fs = tree.kernel(refuse={THP: errno.EINVAL})
+    journal = Journal(fs)
+    journal.record("sysfs", RUN, "1", "ksm/run")
+    journal.record("sysfs", THP, "madvise", "thp")
+    (tmp_path / RUN.lstrip("/")).write_text("0\n")
+
+    results = journal.revert(tree.systemd(), timeout=5)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/thp", "Failed"), ("revert/ksm/run", "Applied")]
+    assert THP in results[0].message and "EINVAL" in results[0].message
+    assert fs.read_setting(RUN) == "1"
+    assert journal.entries() == [Entry("sysfs", THP, "madvise", "thp")]
+
+
+def test_a_held_entry_waits_and_stays(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+    journal = Journal(tree.kernel())
+    journal.record("sysfs", RUN, "1", "ksm/run")
+
+    results = journal.revert(tree.systemd(), timeout=5, hold=lambda entry: "VMs still use it")
+
+    assert [(r.result, r.message) for r in results] == [("Waiting", "VMs still use it")]
+    assert len(journal.entries()) == 1
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", '{"version": 2, "entries": []}', '{"version": 1, "entries": [{"kind": "x"}]}',
+])
+def test_a_malformed_journal_is_an_error_naming_it_and_what_to_do(
+    tmp_path: Path, content: str
+) -> None:
+    journal = Journal(HostTree(tmp_path).file(JOURNAL_PATH, content).fs())
+
+    with pytest.raises(JournalError) as caught:
+        journal.record("sysfs", RUN, "1", "ksm/run")
+
+    assert str(caught.value).startswith(f"the kvtune journal {JOURNAL_PATH} is malformed")
+    assert "repair the file" in str(caught.value)
+    assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_text() == f"{content}\n"  # untouched
