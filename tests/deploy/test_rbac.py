@@ -265,3 +265,30 @@ def test_the_operator_can_server_side_apply_its_own_webhook_configuration_only(
 
     apply("kvtune.io")
     assert forbidden(lambda: apply("someone-else.example.com"))
+
+
+def test_the_operator_may_follow_every_resource_its_kopf_handlers_name() -> None:
+    # From kopf's registry, so a handler added in handlers.py without its RBAC fails here rather
+    # than as a "cannot watch" warning in a cluster. kopf has no public listing of its handlers;
+    # these are the registries its own resource observer reads.
+    import kopf
+    import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+
+    def resources(*handlers: Any) -> set[tuple[str, str]]:
+        return {(h.selector.group, h.selector.plural or h.selector.any_name) for h in handlers}
+
+    followed = resources(*registry._indexing.get_all_handlers(),
+                         *registry._watching.get_all_handlers(),
+                         *registry._spawning.get_all_handlers(),
+                         *registry._changing.get_all_handlers())
+    # Daemons and change handlers store finalizers and progress on the object.
+    patched = resources(*registry._spawning.get_all_handlers(),
+                        *registry._changing.get_all_handlers())
+    reviewed = grants(EXPECTED["kvtune-operator"])
+    for group, plural in sorted(followed):
+        for verb in ("list", "watch"):
+            assert (CLUSTER, group, plural, verb, "") in reviewed, f"{verb} {group}/{plural}"
+    for group, plural in sorted(patched):
+        assert (CLUSTER, group, plural, "patch", "") in reviewed, f"patch {group}/{plural}"

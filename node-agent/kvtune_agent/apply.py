@@ -1,0 +1,89 @@
+"""Applying a plan to the host, step by step, within what the operator has granted.
+
+Only called in Enforce mode, and not while paused: the caller checks, so that Audit writes
+nothing at all. For each step the original value is recorded in the journal first (a value
+kvtune could not restore is never changed), then the change is made under a deadline and read
+back. Steps are independent: one that fails, times out or waits does not stop the others, and
+each result says what happened to it. The steps whose writes depend on each other (KSM's unmerge
+before stop, a VF count through 0) are single steps, their order kept in change.py.
+
+Disruption is the operator's decision: NeedsDrain steps run only once it has approved this node
+(after draining it), and NeedsReboot steps only stage their change and ask for a reboot through
+/var/run/reboot-required (read by reboot daemons such as kured) when reboots are allowed. The
+agent itself never drains and never reboots.
+"""
+
+from __future__ import annotations
+
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
+
+from . import change
+from .hostfs import HostFS, HostWriteError
+from .journal import Journal, JournalError
+from .plan import Plan, Step
+from .systemd import Systemd
+
+#: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch. It lives
+#: in /var/run, a tmpfs, so the reboot itself clears it; it is not journaled for that reason.
+REBOOT_REQUIRED = "/var/run/reboot-required"
+REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
+
+
+def apply(
+    plan: Plan,
+    fs: HostFS,
+    journal: Journal,
+    systemd: Systemd,
+    grant: DisruptionGrant,
+    *,
+    timeout: float,
+) -> list[StepResult]:
+    """Apply each step of `plan` that `grant` allows; one result per step, in plan order.
+
+    `timeout` bounds each kernel write and each systemctl call, in seconds.
+    """
+    results = []
+    for step in plan.steps:
+        try:
+            results.append(_apply_step(step, fs, journal, systemd, grant, timeout))
+        except Exception as err:  # a bug in one step must not cost the other steps their turn
+            results.append(StepResult(id=step.planned.id, result="Failed", message=(
+                f"kvtune failed on this step ({type(err).__name__}: {err}); this is a kvtune "
+                "bug: please report it with the node's status")))
+    return results
+
+
+def _apply_step(
+    step: Step, fs: HostFS, journal: Journal, systemd: Systemd, grant: DisruptionGrant,
+    timeout: float,
+) -> StepResult:
+    planned = step.planned
+    if planned.disruption == "NeedsDrain" and not grant.approved:
+        return StepResult(id=planned.id, result="Waiting", message=(
+            "needs a drain: waiting for the operator to drain the node and approve it "
+            "(spec.disruption.approved)" + ("" if grant.allow_drain else
+                                             "; the profile does not allow drains "
+                                             "(rollout.allowDrain), so an administrator must")))
+    if planned.disruption == "NeedsReboot" and not grant.allow_reboot:
+        return StepResult(id=planned.id, result="Waiting", message=(
+            "needs a reboot, and the profile does not allow staging one (rollout.allowReboot)"))
+    try:
+        original = change.current(fs, systemd, step.kind, planned.path, timeout=timeout)
+        journal.record(step.kind, planned.path, original, planned.id)
+    except (change.ChangeError, JournalError, HostWriteError) as err:
+        return StepResult(id=planned.id, result="Failed", message=(
+            f"not changed, because the original value of {planned.path} could not be recorded "
+            f"in the journal and could not be restored later: {err}"))
+    outcome = change.set_value(fs, systemd, step.kind, planned.path, planned.desired,
+                               timeout=timeout)
+    result = outcome.result
+    message = outcome.message or f"set {planned.path} to {planned.desired.strip()!r}"
+    if result == "Applied" and planned.disruption == "NeedsReboot":
+        try:
+            fs.write_file(REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT)
+            message = f"staged in {planned.path}; a reboot is requested ({REBOOT_REQUIRED})"
+        except HostWriteError as err:
+            result, message = "Partial", (
+                f"staged in {planned.path}, but no reboot could be requested ({err}); reboot "
+                "the node when convenient")
+    return StepResult(id=planned.id, result=result, message=message)

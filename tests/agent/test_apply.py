@@ -1,0 +1,221 @@
+"""Applying a plan: journal first, kernel write protocols, grants, failures kept to their step."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import typing as t
+from pathlib import Path
+
+from hosttree import HostTree, KernelFS, intel_two_socket
+from kvtune_agent.apply import REBOOT_REQUIRED, apply
+from kvtune_agent.hostfs import HostFS
+from kvtune_agent.journal import JOURNAL_PATH, Journal
+from kvtune_agent.plan import PLE_CONF, plan
+from kvtune_agent.probe import probe_host
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant, HypervisorNodeStateSpec, StepResult
+
+from .specs import node_spec
+
+RUN = "/sys/kernel/mm/ksm/run"
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
+NODE1_1G = "/sys/devices/system/node/node1/hugepages/hugepages-1048576kB/nr_hugepages"
+LIVE = DisruptionGrant(allow_drain=True, allow_reboot=True, approved=False)
+
+
+def _busy(tmp_path: Path, vf_drivers: t.Iterable[str | None] = ("iavf", "iavf")) -> HostTree:
+    """A host far from the spec below: KSM merging with ksmtuned, numad, THP always, 2 VFs."""
+    tree = intel_two_socket(tmp_path).ksm(1, shared=100, sharing=4000).thp("always").systemctl()
+    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
+    tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
+    tree.unit("numad.service", wanted_by=["multi-user.target"]).process(700, "numad")
+    return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
+
+
+def _spec(**overrides: t.Any) -> HypervisorNodeStateSpec:
+    host = {
+        "memory": {"ksm": "Disabled", "transparentHugepages": "madvise",
+                   "hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
+        "numa": {"numad": "Disabled"},
+        "network": {"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]},
+    }
+    return node_spec(**{**host, **overrides})
+
+
+def _apply(
+    tree: HostTree, spec: HypervisorNodeStateSpec, fs: HostFS | None = None,
+    grant: DisruptionGrant = LIVE, timeout: float = 5,
+) -> dict[str, StepResult]:
+    fs = fs or tree.kernel()
+    work = plan(spec, probe_host(fs))
+    results = apply(work, fs, Journal(fs), tree.systemd(), grant, timeout=timeout)
+    assert [r.id for r in results] == [s.planned.id for s in work.steps]
+    return {r.id: r for r in results}
+
+
+def _read(tmp_path: Path, path: str) -> str:
+    return (tmp_path / path.lstrip("/")).read_text().strip()
+
+
+def test_every_step_is_applied_and_its_original_journaled(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    results = _apply(tree, _spec())
+
+    assert {r.result for r in results.values()} == {"Applied"}, results
+    assert (_read(tmp_path, NODE0_1G), _read(tmp_path, NODE1_1G)) == ("20", "20")
+    assert _read(tmp_path, RUN) == "0" and _read(tmp_path, THP) == "always [madvise] never"
+    assert _read(tmp_path, NUMVFS) == "8"
+    host = probe_host(tree.fs())
+    assert not host.numad.running and host.numad.unit == "Disabled"
+    assert not host.ksm.ksmtuned.running and host.ksm.ksmtuned.unit == "Disabled"
+    originals = {(e.path, e.original) for e in Journal(tree.fs()).entries()}
+    assert originals == {
+        (NODE0_1G, "16"), (NODE1_1G, "16"), ("ksmtuned.service", "enabled,active"),
+        (RUN, "1"), ("numad.service", "enabled,active"), (THP, "always"), (NUMVFS, "2"),
+    }
+
+
+def test_ksm_is_unmerged_before_it_is_stopped(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    fs = tree.kernel()
+
+    _apply(tree, _spec(), fs=fs)
+
+    assert [value for path, value in fs.writes if path == RUN] == ["2", "0"]
+
+
+def test_a_vf_count_changes_through_zero(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    fs = tree.kernel()
+
+    _apply(tree, _spec(), fs=fs)
+
+    assert [value for path, value in fs.writes if path == NUMVFS] == ["0", "8"]
+
+
+def test_a_write_the_kernel_refuses_fails_its_step_only(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    results = _apply(tree, _spec(), fs=tree.kernel(refuse={THP: errno.EINVAL}))
+
+    assert results["thp"].result == "Failed"
+    assert THP in results["thp"].message and "EINVAL" in results["thp"].message
+    assert {i for i, r in results.items() if r.result == "Applied"} == set(results) - {"thp"}
+    assert _read(tmp_path, THP) == "[always] madvise never"
+
+
+class _Hanging(KernelFS):
+    """A kernel whose driver hangs on one path until `release` is set."""
+
+    def __init__(self, root: Path, path: str) -> None:
+        super().__init__(root)
+        self.hang_on = path
+        self.release = threading.Event()
+
+    def _store(self, path: str, value: str) -> None:
+        if path == self.hang_on:
+            self.release.wait()
+        super()._store(path, value)
+
+
+def test_a_write_that_hangs_fails_its_step_and_the_others_still_run(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    fs = _Hanging(tmp_path, NUMVFS)
+    try:
+        results = _apply(tree, _spec(), fs=fs, timeout=0.2)
+    finally:
+        fs.release.set()
+
+    assert results["sriov/ens1f0"].result == "Failed"
+    assert "did not return within 0.2 s" in results["sriov/ens1f0"].message
+    assert {i for i, r in results.items() if r.result == "Applied"} == (
+        set(results) - {"sriov/ens1f0"})
+
+
+def test_a_partial_hugepage_allocation_is_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    results = _apply(tree, _spec(), fs=tree.kernel(hugepage_limit=18))
+
+    assert results["hugepages/node0/1Gi"].result == "Partial"
+    assert "asked for 20" in results["hugepages/node0/1Gi"].message
+    assert "holds 18" in results["hugepages/node0/1Gi"].message
+    assert results["thp"].result == "Applied"
+
+
+def test_a_vf_change_with_a_vf_in_use_waits_for_approval(tmp_path: Path) -> None:
+    tree = _busy(tmp_path, vf_drivers=["iavf", "vfio-pci"])
+
+    waiting = _apply(tree, _spec())
+
+    assert waiting["sriov/ens1f0"].result == "Waiting"
+    assert "spec.disruption.approved" in waiting["sriov/ens1f0"].message
+    assert _read(tmp_path, NUMVFS) == "2"
+    assert NUMVFS not in {e.path for e in Journal(tree.fs()).entries()}
+
+    approved = _apply(tree, _spec(), grant=DisruptionGrant(allow_drain=True, approved=True))
+
+    assert approved["sriov/ens1f0"].result == "Applied"
+    assert _read(tmp_path, NUMVFS) == "8"
+
+
+def test_shrinking_hugepages_in_use_waits_for_approval_and_keeps_pages_in_use(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path).systemctl()  # 1Gi: 16 per node, 8 in use
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 4}]}})
+
+    assert {r.result for r in _apply(tree, spec).values()} == {"Waiting"}
+    assert _read(tmp_path, NODE0_1G) == "16"
+
+    results = _apply(tree, spec, grant=DisruptionGrant(approved=True))
+
+    # Approved, but the VMs still hold their pages: the kernel keeps them, and says so.
+    assert results["hugepages/node0/1Gi"].result == "Partial"
+    assert "in use by running VMs" in results["hugepages/node0/1Gi"].message
+    assert _read(tmp_path, NODE0_1G) == "8"
+
+
+def _ple_off(tmp_path: Path) -> HostTree:
+    tree = HostTree(tmp_path).cpuinfo(4, flags="fpu vmx", vmx_flags="ept ple").systemctl()
+    return tree.kvm_module("kvm_intel", ple_gap=0, ple_window=4096)
+
+
+def test_a_reboot_class_change_waits_unless_reboots_are_allowed(tmp_path: Path) -> None:
+    tree = _ple_off(tmp_path)
+    spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
+
+    results = _apply(tree, spec, grant=DisruptionGrant(allow_reboot=False))
+
+    assert results["ple/kvm_intel"].result == "Waiting"
+    assert not tree.fs().exists(PLE_CONF) and not tree.fs().exists(REBOOT_REQUIRED)
+
+
+def test_a_reboot_class_change_is_staged_and_a_reboot_requested_never_made(
+    tmp_path: Path,
+) -> None:
+    tree = _ple_off(tmp_path)
+    spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
+
+    results = _apply(tree, spec, grant=DisruptionGrant(allow_reboot=True))
+
+    assert results["ple/kvm_intel"].result == "Applied"
+    assert (tmp_path / PLE_CONF.lstrip("/")).read_text() == "options kvm_intel ple_gap=128\n"
+    assert tree.fs().exists(REBOOT_REQUIRED)
+    assert Journal(tree.fs()).entries()[0].original is None  # revert removes the file
+    assert tree.systemctl_calls() == []
+
+
+def test_nothing_is_changed_when_the_journal_cannot_be_written(tmp_path: Path) -> None:
+    tree = _busy(tmp_path).file("/var/lib/kvtune", "a file where the directory should be")
+
+    results = _apply(tree, _spec())
+
+    assert {r.result for r in results.values()} == {"Failed"}
+    assert all("could not be recorded in the journal" in r.message for r in results.values())
+    assert JOURNAL_PATH.rsplit("/", 1)[0] in results["thp"].message
+    assert _read(tmp_path, THP) == "[always] madvise never" and _read(tmp_path, RUN) == "1"
+    assert [c for c in tree.systemctl_calls() if not c.startswith("is-")] == []
