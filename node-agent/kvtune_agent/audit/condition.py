@@ -39,7 +39,7 @@ def vms_condition(audit: NodeVmAudit, generation: int | None = None) -> Conditio
         parts += node
         return conditions.make(VMS_COMPLIANT, "False", "Violations", "; ".join(parts), generation)
     if audit.unreachable:
-        first = unreachable[0].error or "" if unreachable else ""
+        first = (unreachable[0].error or "") if unreachable else ""
         return conditions.make(
             VMS_COMPLIANT,
             "Unknown",

@@ -10,6 +10,8 @@ import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
 from kvtune_agent.hostfs import HostFS
 from kvtune_api.v1alpha1.audit import NodeVmAudit
+from kvtune_api.v1alpha1.common import LabelSelector
+from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
 from .builders import domain_xml, libvirt_host, two_node_host
 
@@ -205,3 +207,19 @@ def test_memory_bound_nowhere_is_a_warning_not_a_violation(tmp_path: Path) -> No
     assert vm.state == "Compliant"
     assert [(f.severity, f.rule) for f in vm.findings] == [("Warning", "NumaLocality")]
     assert "memory is not bound to node 0" in vm.findings[0].message
+
+
+def test_a_profiles_settings_become_the_promises_the_audit_checks() -> None:
+    host = HostSettings.model_validate({
+        "memory": {"vmOverheadFloor": "1536Mi", "allowOvercommit": True},
+        "storage": {"blockLuns": {"selector": {"models": ["X"]}, "storageClassName": "luns"}},
+    })  # fmt: skip
+    vmi = VmiSettings(namespace_selector=LabelSelector(), hugepage_size="1Gi")
+
+    assert AuditPolicy.from_settings(host, vmi) == AuditPolicy(
+        dedicated_cpus=True, isolate_emulator_thread=True, hugepage_kib=1 << 20,
+        block_luns=True, allow_memory_overcommit=True, overhead_floor_bytes=1536 << 20,
+    )  # fmt: skip
+    assert AuditPolicy.from_settings(HostSettings(), None) == AuditPolicy(
+        overhead_floor_bytes=1 << 30
+    )
