@@ -25,7 +25,7 @@ from .reconcile import plan_profile
 from .rollout import plan_rollout
 from .rollup import rollup, status_changed
 from .settings import Settings
-from .views import Action, Snapshot, StateView
+from .views import Action, Snapshot, StateView, action_target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +61,7 @@ async def reconcile_profile(
     if not actions:
         # Drain decisions wait for a pass with no spec writes pending, so they never race them.
         actions = plan_rollout(profile, await _with_vm_pods(profile, snap, kube), now)
-    for action in actions:
-        await asyncio.to_thread(kube.execute, action)
+    await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
     mine = snap.assignment.nodes.get(profile.name, frozenset())
@@ -78,6 +77,22 @@ async def reconcile_profile(
     dumped: dict[str, t.Any] = status.model_dump(mode="json")
     await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
     return PassResult(actions, status, _transitions(previous, status))
+
+
+async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:
+    """Run the actions, those of different objects side by side (a first converge of thousands
+    of nodes is thousands of round trips), those of one object in their planned order."""
+    groups: dict[str, list[Action]] = {}
+    for action in actions:
+        groups.setdefault(action_target(action), []).append(action)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(group: list[Action]) -> None:
+        async with gate:
+            for action in group:
+                await asyncio.to_thread(kube.execute, action)
+
+    await asyncio.gather(*(run(g) for g in groups.values()))
 
 
 async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapshot:

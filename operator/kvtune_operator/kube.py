@@ -32,15 +32,19 @@ FIELD_MANAGER = "kvtune-operator"
 VM_POD_SELECTOR = "kubevirt.io=virt-launcher"
 
 
-def api_client() -> client.ApiClient:
-    """A client for the cluster the operator runs in, else the one $KUBECONFIG names."""
+def api_client(connections: int = 16) -> client.ApiClient:
+    """A client for the cluster the operator runs in, else the one $KUBECONFIG names.
+
+    `connections` sizes the HTTP connection pool to the number of writes in flight at once.
+    """
+    cfg = client.Configuration()
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         # Read $KUBECONFIG now: the client library reads it once, at import time.
-        path = os.environ.get("KUBECONFIG")
-        return t.cast(client.ApiClient, config.new_client_from_config(config_file=path))
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
+    cfg.connection_pool_maxsize = connections
+    return client.ApiClient(cfg)
 
 
 class Kube:

@@ -25,6 +25,11 @@ class Settings:
     """Seconds a replica's peering record lives without renewal (default 60, kopf's): how long
     a crashed leader blocks the others. A replica that stops cleanly removes its record at once."""
 
+    write_concurrency: int = 16
+    """API writes in flight at once during a pass (default 16). A first converge writes two
+    objects per node; one at a time, 5,000 nodes would take minutes of round trips. Writes to
+    one node stay in order (cordon before evict)."""
+
     revert_timeout: datetime.timedelta = datetime.timedelta(minutes=10)
     """How long a node that left its profile may take to restore its host (default 10 min).
     After that its state is deleted anyway (a dead node must not block a profile's deletion);

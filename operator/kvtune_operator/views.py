@@ -154,6 +154,15 @@ class EvictVmPods:
 Action = CreateState | PatchState | DeleteState | LabelNode | CordonNode | EvictVmPods
 
 
+def action_target(action: Action) -> str:
+    """The node an action is about (every state is named after its node)."""
+    if isinstance(action, CreateState):
+        return str(action.manifest["metadata"]["name"])
+    if isinstance(action, PatchState | DeleteState):
+        return action.name
+    return action.node
+
+
 def normalized(spec: Mapping[str, t.Any]) -> dict[str, t.Any]:
     """A stored spec as `render_spec` would write it, so server-side defaults compare equal."""
     dumped: dict[str, t.Any] = HypervisorNodeStateSpec.model_validate(spec).model_dump(
