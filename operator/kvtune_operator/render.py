@@ -57,6 +57,7 @@ def _template(profile: Profile) -> dict[str, t.Any]:
         profile=ProfileRef(name=profile.name, generation=profile.generation),
         mode=spec.mode,
         host=HostSettings.model_validate(spec.model_dump(include=_HOST_FIELDS)),
+        vmi=spec.vmi,
         disruption=DisruptionGrant(
             allow_drain=spec.rollout.allow_drain, allow_reboot=spec.rollout.allow_reboot
         ),

@@ -51,3 +51,10 @@ def test_the_fast_path_renders_exactly_what_the_model_would() -> None:
     for flags in ({}, {"paused": True}, {"revert": True}, {"approved": True}):
         rendered = render_node_state(p, "n", **flags)["spec"]
         assert normalized(rendered) == rendered
+
+
+def test_the_vmi_settings_travel_to_the_node_for_its_audit() -> None:
+    p = profile(vmi={"namespaceSelector": {}, "hugepageSize": "2Mi"},
+                memory={"hugepages": {"pages": [{"size": "2Mi", "count": 4}]}})
+    assert render_node_state(p, "n")["spec"]["vmi"]["hugepageSize"] == "2Mi"
+    assert "vmi" not in render_node_state(profile(), "n")["spec"]

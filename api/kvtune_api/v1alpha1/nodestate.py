@@ -15,7 +15,7 @@ from pydantic import Field
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import HostReport
-from .profile import HostSettings, Mode
+from .profile import HostSettings, Mode, VmiSettings
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
@@ -57,6 +57,13 @@ class HypervisorNodeStateSpec(BaseModel):
         ),
     )
     host: HostSettings = section(HostSettings, "The host settings copied from the profile.")
+    vmi: Opt[VmiSettings] = Field(
+        default=None,
+        description=(
+            "The profile's VMI settings, copied so the agent can audit that running VMs got what "
+            "the profile promises (dedicated CPUs, hugepages); absent: VMIs are not shaped."
+        ),
+    )
     disruption: DisruptionGrant = section(DisruptionGrant, "What disruptive steps may do now.")
 
 
