@@ -1,0 +1,148 @@
+"""One cycle of the node agent: probe, plan, apply, probe again, report.
+
+The agent process (which talks to the API) calls `run_cycle` on every spec change and on a
+timer, so drift is found and corrected the same way as a new spec. The status it returns is
+computed from a fresh probe after applying, never from what apply hoped it did: a write the
+kernel took only in part shows up as a step still to do.
+
+Revert restores what kvtune itself changed, from the host journal, in any mode; it waits while
+paused, and it never takes VFs away from running VMs unless the operator has approved (drained)
+the node. `revert_orphaned` does the same for an agent that finds its HypervisorNodeState gone
+but its journal not empty (the state was deleted while the node was down, or after a timeout).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.nodestate import (
+    HypervisorNodeStateSpec,
+    HypervisorNodeStateStatus,
+    StepResult,
+)
+
+from . import nfd
+from .apply import apply
+from .hostfs import HostFS, HostWriteError, setting
+from .journal import JOURNAL_PATH, Entry, Journal, JournalError
+from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, sriov_path
+from .probe import probe_host
+from .status import node_status
+from .systemd import Systemd
+
+
+def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:
+    """The host facts the planner needs beyond the probe: I/O schedulers and staged files."""
+    schedulers = {}
+    for device in host.block.devices:
+        if device.classification != "Eligible":  # only free LUNs are ever handed to VMs
+            continue
+        line = fs.read_value(f"/sys/block/{device.name}/queue/scheduler")
+        if line:
+            offered = tuple(line.replace("[", " ").replace("]", " ").split())
+            schedulers[device.name] = Scheduler(setting(line), offered)
+    if not fs.exists(PLE_CONF):
+        return HostFiles(schedulers)
+    written, booted = fs.modified(PLE_CONF), _boot_time(fs)
+    before_boot = written is not None and booted is not None and written < booted
+    return HostFiles(schedulers, fs.read_text(PLE_CONF), before_boot)
+
+
+def _boot_time(fs: HostFS) -> float | None:
+    """When the host booted, from /proc/stat's btime (seconds since the epoch)."""
+    for line in (fs.read_text("/proc/stat") or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime" and value.strip().isdigit():
+            return float(value)
+    return None
+
+
+def run_cycle(
+    fs: HostFS,
+    spec: HypervisorNodeStateSpec,
+    generation: int,
+    node_meta: NodeMeta,
+    previous: HypervisorNodeStateStatus,
+    *,
+    systemd: Systemd,
+    now: datetime.datetime,
+    timeout: float,
+    journal_path: str = JOURNAL_PATH,
+) -> HypervisorNodeStateStatus:
+    """Probe the host, move it toward `spec` (Enforce and not paused only) and report.
+
+    `generation` is the state's metadata.generation, `previous` its current status (for
+    condition transition times), `timeout` the deadline in seconds of each host write and
+    systemctl call. Audit and paused cycles write nothing to the host.
+    """
+    journal = Journal(fs, journal_path)
+    host = probe_host(fs)
+    if spec.revert:
+        return _revert_cycle(fs, spec, generation, host, journal, previous, systemd, now, timeout)
+    work = plan(spec, host, node_meta, read_host_files(fs, host))
+    results = None
+    if spec.mode == "Enforce" and not spec.paused and work.steps:
+        results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
+        host = probe_host(fs)
+        work = plan(spec, host, node_meta, read_host_files(fs, host))
+    return node_status(spec, generation, host, work, results, previous, now)
+
+
+def _revert_cycle(
+    fs: HostFS, spec: HypervisorNodeStateSpec, generation: int, host: HostReport,
+    journal: Journal, previous: HypervisorNodeStateStatus, systemd: Systemd,
+    now: datetime.datetime, timeout: float,
+) -> HypervisorNodeStateStatus:
+    results: list[StepResult] | None = None
+    try:
+        if journal.entries() and not spec.paused:
+            results = journal.revert(systemd, timeout=timeout,
+                                     hold=_vf_hold(host, spec.disruption.approved))
+            host = probe_host(fs)
+        left: int | None = len(journal.entries())
+    except JournalError as err:
+        results, left = [StepResult(id="revert/journal", result="Failed", message=str(err))], None
+    return node_status(spec, generation, host, Plan(), results, previous, now,
+                       journal_entries=left)
+
+
+def _vf_hold(host: HostReport, approved: bool) -> Callable[[Entry], str | None]:
+    """Holds back restoring a VF count that would take VFs from running VMs (see module doc)."""
+    nics = {sriov_path(nic.name): nic for nic in host.sriov.nics}
+
+    def hold(entry: Entry) -> str | None:
+        nic = nics.get(entry.path)
+        if approved or nic is None or str(nic.sriov_num_vfs) == entry.original:
+            return None
+        in_use = [vf.pci_address for vf in nic.vfs if vf.assigned_to_vm]
+        if not in_use:
+            return None
+        return (f"VFs {', '.join(in_use)} of NIC {nic.name} are attached to VMs; its original "
+                f"VF count ({entry.original}) is restored once those VMs have left the node")
+
+    return hold
+
+
+def revert_orphaned(
+    fs: HostFS, systemd: Systemd, *, timeout: float, journal_path: str = JOURNAL_PATH
+) -> list[StepResult]:
+    """Restore the journal of a node whose HypervisorNodeState is gone; withdraw its labels.
+
+    Returns one result per journal entry (none when the journal is empty); what is held back or
+    fails stays in the journal for the next call.
+    """
+    journal = Journal(fs, journal_path)
+    results: list[StepResult] = []
+    try:
+        if journal.entries():
+            results = journal.revert(systemd, timeout=timeout,
+                                     hold=_vf_hold(probe_host(fs), approved=False))
+    except JournalError as err:
+        results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))
+    try:
+        nfd.withdraw(fs)
+    except HostWriteError as err:
+        results.append(StepResult(id="revert/nfd", result="Failed", message=str(err)))
+    return results

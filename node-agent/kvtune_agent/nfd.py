@@ -1,0 +1,84 @@
+"""Key facts about the node published for Node Feature Discovery, which turns them into labels.
+
+Schedulers and other controllers select nodes by label (e.g. "PLE on" for overcommitted VMs,
+"1Gi hugepages ready"). NFD's local feature source reads every file in
+/etc/kubernetes/node-feature-discovery/features.d/ on the host, one `name=value` per line, and
+labels the node with each; a name with its own domain (kvtune.io/...) is used as given instead of
+being prefixed with feature.node.kubernetes.io/. So publishing needs no NFD code or API: one file,
+replaced atomically (its temporary file is a dotfile, which NFD ignores).
+
+The file stays on the host across agent restarts, so labels do not flap when the agent's pod is
+replaced. Nothing is written in Audit mode or while paused; the file is removed when the node
+leaves its profile.
+"""
+
+from __future__ import annotations
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+
+from .hostfs import HostFS
+
+FEATURES_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kvtune"
+DOMAIN = "kvtune.io"
+HEADER = ("# Written by the kvtune node agent for Node Feature Discovery's local source; "
+          "removed when the node leaves its kvtune profile.\n")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> dict[str, str]:
+    """Label name -> value: PLE, NUMA node count, hugepages ready per size, KSM off, ready.
+
+    A fact the probe could not establish (PLE "Unknown") is left out rather than guessed.
+    Hugepages of a size count as ready when the spec allocates that size and the Hugepages
+    condition is True (every pool at its count, nothing blocking).
+    """
+    found: dict[str, str] = {}
+    host = status.host
+    if host is not None:
+        ple = host.cpu.ple
+        for name, value in (("ple-supported", ple.supported), ("ple-enabled", ple.enabled)):
+            if value != "Unknown":
+                found[name] = _flag(value == "Yes")
+        found["numa-nodes"] = str(len(host.numa.nodes))
+        found["ksm-off"] = _flag(host.ksm.state in ("Stopped", "Unmerging", "Absent")
+                                 and not host.ksm.ksmtuned.running)
+    hugepages = cond.is_true(status.conditions, "Hugepages")
+    for alloc in spec.host.memory.hugepages.pages:
+        found[f"hugepages-{alloc.size}"] = _flag(hugepages)
+    found["ready"] = _flag(cond.is_true(status.conditions, cond.READY))
+    return {f"{DOMAIN}/{name}": value for name, value in sorted(found.items())}
+
+
+def render(labels: dict[str, str]) -> str:
+    """The feature file: a comment, then `name=value` lines."""
+    return HEADER + "".join(f"{name}={value}\n" for name, value in labels.items())
+
+
+def publish(fs: HostFS, spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> bool:
+    """Bring the feature file in line with `status`; True when the file changed.
+
+    Raises HostWriteError when it cannot be written or removed.
+    """
+    if spec.paused:
+        return False
+    if spec.revert:
+        return withdraw(fs)
+    if spec.mode != "Enforce":
+        return False
+    content = render(features(spec, status))
+    if fs.read_text(FEATURES_FILE) == content:
+        return False
+    fs.write_file(FEATURES_FILE, content)
+    return True
+
+
+def withdraw(fs: HostFS) -> bool:
+    """Remove the feature file (NFD then drops its labels); True when there was one."""
+    if not fs.exists(FEATURES_FILE):
+        return False
+    fs.remove(FEATURES_FILE)
+    return True

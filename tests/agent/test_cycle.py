@@ -1,0 +1,246 @@
+"""Whole agent cycles on host trees: converge, stay put, Audit untouched, revert, orphans."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import os
+import typing as t
+from pathlib import Path
+
+from hosttree import HostTree, KernelFS, intel_two_socket
+from kvtune_agent import nfd
+from kvtune_agent.cycle import revert_orphaned, run_cycle
+from kvtune_agent.hostfs import HostFS
+from kvtune_agent.journal import JOURNAL_PATH, Journal
+from kvtune_agent.plan import NodeMeta
+from kvtune_agent.status import REVERTED
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+
+from .specs import node_spec
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
+UNITS = ("numad.service", "ksmtuned.service")
+
+
+def _busy(tmp_path: Path, vf_drivers: t.Iterable[str | None] = ("iavf", "iavf")) -> HostTree:
+    tree = intel_two_socket(tmp_path).ksm(1, shared=100, sharing=4000).thp("always").systemctl()
+    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
+    tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
+    tree.unit("numad.service", wanted_by=["multi-user.target"]).process(700, "numad")
+    tree.file("/proc/stat", "cpu  1 2 3\nbtime 1700000000")
+    return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
+
+
+def _spec(mode: str = "Enforce", **flags: t.Any) -> HypervisorNodeStateSpec:
+    return node_spec(
+        mode,
+        memory={"ksm": "Disabled", "transparentHugepages": "madvise",
+                "hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
+        numa={"numad": "Disabled"},
+        network={"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]},
+        **flags,
+    )
+
+
+def _cycle(
+    tree: HostTree, spec: HypervisorNodeStateSpec, fs: HostFS | None = None,
+    previous: HypervisorNodeStateStatus | None = None,
+) -> HypervisorNodeStateStatus:
+    return run_cycle(fs or tree.kernel(), spec, 3, NodeMeta(),
+                     previous or HypervisorNodeStateStatus(), systemd=tree.systemd(), now=NOW,
+                     timeout=5)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every entry of the tree: a hash of its content (or link target) and its mtime."""
+    entries = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory, name)
+            stat = path.lstat()
+            if path.is_symlink():
+                what = "link:" + os.readlink(path)
+            elif path.is_dir():
+                what = "dir"
+            else:
+                what = hashlib.sha256(path.read_bytes()).hexdigest()
+            entries[str(path.relative_to(root))] = (what, stat.st_mtime_ns)
+    return entries
+
+
+def _ready(status: HypervisorNodeStateStatus) -> tuple[str, str]:
+    found = cond.find(status.conditions, cond.READY)
+    assert found is not None
+    return found.status, found.reason
+
+
+def test_enforce_converges_and_a_second_cycle_writes_nothing(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    first = _cycle(tree, _spec())
+
+    assert _ready(first) == ("True", "HostMatches"), first.conditions
+    assert first.plan == [] and first.sync_status == "Succeeded"
+    assert {r.result for r in first.results} == {"Applied"} and len(first.results) == 7
+    assert first.host is not None and not first.host.numad.running
+
+    before = _snapshot(tmp_path)
+    fs = tree.kernel()
+    second = _cycle(tree, _spec(), fs=fs, previous=first)
+
+    assert fs.writes == []
+    assert _snapshot(tmp_path) == before
+    assert second.results == first.results
+    assert cond.equivalent(first.conditions, second.conditions)
+    assert second.conditions == first.conditions  # transition times kept too
+
+
+def test_audit_leaves_the_host_byte_for_byte_unchanged_and_reports_the_plan(
+    tmp_path: Path,
+) -> None:
+    tree = _busy(tmp_path)
+    before = _snapshot(tmp_path)
+    fs = tree.kernel()
+
+    status = _cycle(tree, _spec("Audit"), fs=fs)
+
+    assert _snapshot(tmp_path) == before
+    assert fs.writes == [] and tree.systemctl_calls() == []
+    assert _ready(status) == ("False", "WouldChange")
+    assert {s.id for s in status.plan} == {
+        "hugepages/node0/1Gi", "hugepages/node1/1Gi", "ksm/ksmtuned", "ksm/run", "numad", "thp",
+        "sriov/ens1f0"}
+    assert status.results == [] and status.sync_status == "Pending"
+
+
+def test_paused_leaves_the_host_unchanged(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    before = _snapshot(tmp_path)
+
+    status = _cycle(tree, _spec(paused=True))
+
+    assert _snapshot(tmp_path) == before
+    assert _ready(status) == ("False", "Paused")
+
+
+def test_revert_restores_every_original_value_and_reports_reverted(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    before = _snapshot(tmp_path)
+    units = {unit: tree.systemd().state(unit, timeout=10) for unit in UNITS}
+    _cycle(tree, _spec())
+    entries = Journal(tree.fs()).entries()
+    assert len(entries) == 7
+
+    status = _cycle(tree, _spec(revert=True))
+
+    after = _snapshot(tmp_path)
+    for entry in entries:
+        if entry.kind == "unit":
+            assert tree.systemd().state(entry.path, timeout=10) == units[entry.path]
+        else:
+            real = str(Path(os.path.realpath(tmp_path / entry.path.lstrip("/"))).relative_to(
+                tmp_path.resolve()))
+            assert after[real][0] == before[real][0], entry.path
+    assert cond.find(status.conditions, REVERTED) is not None
+    assert (status.sync_status, [c.status for c in status.conditions if c.type == REVERTED]) == (
+        "Succeeded", ["True"])
+    assert not tree.fs().exists(JOURNAL_PATH)
+
+    fs = tree.kernel()
+    again = _cycle(tree, _spec(revert=True), fs=fs, previous=status)
+    assert fs.writes == [] and again.results == status.results
+
+
+def test_revert_waits_for_vms_to_leave_their_vfs_unless_approved(tmp_path: Path) -> None:
+    tree = _busy(tmp_path, vf_drivers=["iavf", "vfio-pci"])
+    _cycle(tree, _spec(approved=True))
+    assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "8\n"
+
+    waiting = _cycle(tree, _spec(revert=True))
+
+    reverted = cond.find(waiting.conditions, REVERTED)
+    assert reverted is not None and (reverted.status, reverted.reason) == (
+        "False", "RevertWaiting")
+    assert "attached to VMs" in reverted.message
+    assert [e.path for e in Journal(tree.fs()).entries()] == [NUMVFS]
+    assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
+
+    done = _cycle(tree, _spec(revert=True, approved=True), previous=waiting)
+
+    assert [c.status for c in done.conditions if c.type == REVERTED] == ["True"]
+    assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "2\n"
+
+
+def test_an_orphaned_journal_is_reverted_and_the_labels_withdrawn(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+    status = _cycle(tree, _spec())
+    nfd.publish(tree.fs(), _spec(), status)
+    assert tree.fs().exists(nfd.FEATURES_FILE)
+
+    results = revert_orphaned(tree.kernel(), tree.systemd(), timeout=10)
+
+    assert len(results) == 7 and {r.result for r in results} == {"Applied"}
+    assert not tree.fs().exists(JOURNAL_PATH) and not tree.fs().exists(nfd.FEATURES_FILE)
+    assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
+    assert revert_orphaned(tree.kernel(), tree.systemd(), timeout=10) == []
+
+
+def test_a_partial_hugepage_allocation_stays_planned_and_in_progress(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    status = _cycle(tree, _spec(), fs=KernelFS(tmp_path, hugepage_limit=18))
+
+    assert {s.id for s in status.plan} == {"hugepages/node0/1Gi", "hugepages/node1/1Gi"}
+    hugepages = cond.find(status.conditions, "Hugepages")
+    assert hugepages is not None and hugepages.reason == "PartiallyApplied"
+    assert "holds 18" in hugepages.message
+    assert status.sync_status == "InProgress"
+    assert _ready(status)[0] == "False"
+
+
+def test_a_refused_write_degrades_the_node_and_the_rest_is_applied(tmp_path: Path) -> None:
+    tree = _busy(tmp_path)
+
+    status = _cycle(tree, _spec(), fs=KernelFS(tmp_path, refuse={THP: errno.EINVAL}))
+
+    assert [s.id for s in status.plan] == ["thp"]
+    degraded = cond.find(status.conditions, cond.DEGRADED)
+    assert degraded is not None and (degraded.status, degraded.reason) == ("True", "ApplyFailed")
+    assert THP in status.last_sync_error and status.sync_status == "Failed"
+    assert {r.id for r in status.results if r.result == "Applied"} == {
+        "hugepages/node0/1Gi", "hugepages/node1/1Gi", "ksm/ksmtuned", "ksm/run", "numad",
+        "sriov/ens1f0"}
+
+
+def test_a_malformed_journal_stops_revert_with_a_clear_error(tmp_path: Path) -> None:
+    tree = _busy(tmp_path).file(JOURNAL_PATH, "{oops")
+
+    status = _cycle(tree, _spec(revert=True))
+
+    reverted = cond.find(status.conditions, REVERTED)
+    assert reverted is not None and reverted.reason == "JournalUnreadable"
+    assert JOURNAL_PATH in reverted.message and status.sync_status == "Failed"
+
+
+def test_a_ple_fix_is_staged_once_and_the_node_waits_for_its_reboot(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpuinfo(4, flags="fpu vmx", vmx_flags="ept ple").systemctl()
+    tree.kvm_module("kvm_intel", ple_gap=0, ple_window=4096)
+    tree.file("/proc/stat", "btime 1")  # booted long before the file is staged
+    spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
+
+    staged = _cycle(tree, spec)
+    fs = tree.kernel()
+    before = _snapshot(tmp_path)
+    again = _cycle(tree, spec, fs=fs, previous=staged)
+
+    assert [r.id for r in staged.results] == ["ple/kvm_intel"]
+    assert staged.reboot_required and again.reboot_required
+    assert _snapshot(tmp_path) == before  # staged once, not rewritten
+    waiting = cond.find(again.conditions, cond.WAITING)
+    assert waiting is not None and (waiting.status, waiting.reason) == ("True", "RebootRequired")
