@@ -56,7 +56,8 @@ def _sequence(path: str, now: str | None, value: str) -> list[str]:
     """The values to write, in order, to move a kernel file from `now` to `value`."""
     if path == KSM_RUN and value == "0":
         return [KSM_UNMERGE, value]
-    if path.endswith("/sriov_numvfs") and now not in ("0", value) and value != "0":
+    # An unreadable count is not taken for non-zero: removing VFs blindly is worse than EBUSY.
+    if path.endswith("/sriov_numvfs") and now not in (None, "0", value) and value != "0":
         return ["0", value]
     return [value]
 

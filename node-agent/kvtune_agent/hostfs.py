@@ -50,6 +50,12 @@ _REFUSED = {
 }
 #: The [selected] entry of a sysfs choice file such as "always [madvise] never".
 _SELECTED = re.compile(r"\[([^]]+)\]")
+#: Files (as this process opens them) with a write in flight. A write that timed out stays here
+#: until the kernel returns, which may be never: Python cannot kill a thread, least of all one
+#: blocked in a system call, so the only safe thing is never to start a second write to that file.
+#: Process-wide, not per HostFS, so that a new HostFS value cannot forget a hung write.
+_WRITING: set[str] = set()
+_WRITING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,6 @@ class HostFS:
         # String concatenation rather than pathlib: a full probe makes thousands of reads.
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
-        # Paths with a write in flight. A write that timed out stays here until the kernel
-        # returns, which may be never: Python cannot kill a thread, least of all one blocked in
-        # a system call, so the only safe thing is to never start a second write to that path.
-        self._writing: set[str] = set()
-        self._writing_lock = threading.Lock()
 
     def _real(self, path: str) -> str:
         """The path as this process opens it (under the root)."""
@@ -266,16 +267,17 @@ class HostFS:
 
         The write runs in a worker thread so a hanging driver cannot stall the agent; a write
         that does not return in time is reported as failed and its thread abandoned (see
-        `_writing`). The read-back must show `value`; for nr_hugepages a different count is
+        `_WRITING`). The read-back must show `value`; for nr_hugepages a different count is
         Partial: the kernel allocates what it can find, and never frees pages in use.
         """
-        with self._writing_lock:
-            if path in self._writing:
+        real = self._real(path)
+        with _WRITING_LOCK:
+            if real in _WRITING:
                 return WriteResult(path, "Failed", (
                     f"an earlier write to {path} has not returned yet; kvtune does not write "
                     "there again while it hangs (check the driver's messages in dmesg; "
                     "restarting the agent does not unblock the kernel, a reboot may)"))
-            self._writing.add(path)
+            _WRITING.add(real)
         read_back: list[str] = []
         errors: list[tuple[str, OSError]] = []
 
@@ -285,13 +287,13 @@ class HostFS:
             try:
                 self._store(path, value)
                 what = f"wrote {value!r}, then reading"
-                with open(self._real(path), encoding="utf-8", errors="replace") as f:
+                with open(real, encoding="utf-8", errors="replace") as f:
                     read_back.append(f.read())
             except OSError as err:
                 errors.append((what, err))
             finally:
-                with self._writing_lock:
-                    self._writing.discard(path)
+                with _WRITING_LOCK:
+                    _WRITING.discard(real)
 
         worker = threading.Thread(target=work, name=f"kvtune write {path}", daemon=True)
         worker.start()

@@ -9,7 +9,9 @@ replaced atomically (its temporary file is a dotfile, which NFD ignores).
 
 The file stays on the host across agent restarts, so labels do not flap when the agent's pod is
 replaced. Nothing is written in Audit mode or while paused; the file is removed when the node
-leaves its profile.
+leaves its profile. Readiness is not published here: the agent process sets the node label
+kvtune.io/ready itself (the webhook relies on it even where NFD is not installed), and a label
+with two writers would flap, NFD deleting it whenever this file stops naming it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _flag(value: bool) -> str:
 
 
 def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> dict[str, str]:
-    """Label name -> value: PLE, NUMA node count, hugepages ready per size, KSM off, ready.
+    """Label name -> value: PLE supported/enabled, NUMA nodes, hugepages ready per size, KSM off.
 
     A fact the probe could not establish (PLE "Unknown") is left out rather than guessed.
     Hugepages of a size count as ready when the spec allocates that size and the Hugepages
@@ -49,7 +51,6 @@ def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -
     hugepages = cond.is_true(status.conditions, "Hugepages")
     for alloc in spec.host.memory.hugepages.pages:
         found[f"hugepages-{alloc.size}"] = _flag(hugepages)
-    found["ready"] = _flag(cond.is_true(status.conditions, cond.READY))
     return {f"{DOMAIN}/{name}": value for name, value in sorted(found.items())}
 
 

@@ -28,7 +28,9 @@ def _status(tree: HostTree, spec: HypervisorNodeStateSpec) -> HypervisorNodeStat
     return node_status(spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(), NOW)
 
 
-def test_the_features_of_a_prepared_host(tmp_path: Path) -> None:
+def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label(
+    tmp_path: Path,
+) -> None:
     tree = intel_two_socket(tmp_path)
 
     assert nfd.features(_spec(), _status(tree, _spec())) == {
@@ -37,7 +39,6 @@ def test_the_features_of_a_prepared_host(tmp_path: Path) -> None:
         "kvtune.io/numa-nodes": "2",
         "kvtune.io/ple-enabled": "true",
         "kvtune.io/ple-supported": "true",
-        "kvtune.io/ready": "true",
     }
 
 
@@ -58,8 +59,7 @@ def test_hugepages_not_yet_allocated_are_not_ready(tmp_path: Path) -> None:
 
     labels = nfd.features(spec, _status(tree, spec))
 
-    assert labels["kvtune.io/hugepages-1Gi"] == "false"
-    assert (labels["kvtune.io/ksm-off"], labels["kvtune.io/ready"]) == ("false", "false")
+    assert (labels["kvtune.io/hugepages-1Gi"], labels["kvtune.io/ksm-off"]) == ("false", "false")
 
 
 def test_publish_writes_key_value_lines_once_and_leaves_an_unchanged_file_alone(
@@ -75,7 +75,7 @@ def test_publish_writes_key_value_lines_once_and_leaves_an_unchanged_file_alone(
     assert (tmp_path / FEATURES).stat().st_mtime_ns == written
     lines = (tmp_path / FEATURES).read_text().splitlines()
     assert lines[0].startswith("# ")
-    assert "kvtune.io/ready=true" in lines[1:]
+    assert "kvtune.io/numa-nodes=2" in lines[1:]
     assert all(line.startswith("kvtune.io/") and "=" in line for line in lines[1:])
     assert sorted(p.name for p in (tmp_path / FEATURES).parent.iterdir()) == ["kvtune"]
 
