@@ -322,9 +322,11 @@ class HostFS:
         if shown == value:
             return WriteResult(path, "Applied", read_back=shown)
         if path.endswith("/nr_hugepages") and shown.isdigit() and value.isdigit():
-            why = ("not enough free contiguous memory on the node; kvtune retries, or allocate "
-                   "at boot (hugepages= on the kernel command line)") if int(shown) < int(value) \
-                else "the rest are in use by running VMs; they are freed when those VMs stop"
+            if int(shown) < int(value):
+                why = ("not enough free contiguous memory on the node; kvtune retries, or "
+                       "allocate at boot (hugepages= on the kernel command line)")
+            else:
+                why = "the rest are in use by running VMs; they are freed when those VMs stop"
             return WriteResult(path, "Partial", (
                 f"asked for {value} pages in {path}, the kernel holds {shown}: {why}"), shown)
         return WriteResult(path, "Failed", (

@@ -197,7 +197,14 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
         for node_id, count, source in _hugepage_targets(alloc, field_name, nodes, out):
             path = f"{NODES}/node{node_id}/hugepages/hugepages-{kib}kB/nr_hugepages"
             pool = pools.get((node_id, kib))
-            if pool is None:
+            memory = nodes[node_id].memory_total_kib
+            if memory and count * kib > memory:
+                # The kernel would take every free page of the node trying, starving the host.
+                out.error("Hugepages", "HugepagesExceedNodeMemory", (
+                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, "
+                    f"{count * kib // 2**20} GiB, but the node has {memory // 2**20} GiB of "
+                    "memory in all; lower the count"))
+            elif pool is None:
                 out.error("Hugepages", "HugepageSizeUnsupported", (
                     f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
                     f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
@@ -222,7 +229,7 @@ def _hugepage_targets(
         share, extra = divmod(total, len(with_memory))
         source = (f"{field_name}.count ({total}, split evenly across NUMA nodes "
                   f"{','.join(map(str, with_memory))})")
-        return [(node_id, share + (rank < extra), source)
+        return [(node_id, share + (1 if rank < extra else 0), source)
                 for rank, node_id in enumerate(with_memory)]
     targets = []
     for j, entry in enumerate(alloc.per_node):

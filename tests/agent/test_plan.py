@@ -130,6 +130,18 @@ def test_a_pool_never_shrinks_into_pages_in_use_or_reserved_without_a_drain(
         assert "must leave the node first" in step.reason
 
 
+def test_a_pool_larger_than_its_node_is_refused_rather_than_starving_the_host(
+    tmp_path: Path,
+) -> None:
+    spec = node_spec(memory=_pages(perNode=[{"node": 0, "count": 300}, {"node": 1, "count": 20}]))
+
+    found = _plan(intel_two_socket(tmp_path), spec)  # 256 GiB per node
+
+    assert list(_steps(found)) == ["hugepages/node1/1Gi"]
+    assert "300 1Gi pages on NUMA node 0, 300 GiB, but the node has 256 GiB" in (
+        _finding(found, "HugepagesExceedNodeMemory").message)
+
+
 def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).meminfo(64 * GiB).numa_node(0, range(4), 64 * GiB,
                                                            hugepages={2048: (0, 0)})
