@@ -19,12 +19,13 @@ from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
 from . import kubevirt
 from .assign import assign
+from .daemonset import render_agent_daemonset
 from .kube import Kube
 from .profiles import Profile
 from .reconcile import plan_profile
 from .rollout import plan_rollout
 from .rollup import rollup, status_changed
-from .settings import Settings
+from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, action_target
 
 
@@ -77,6 +78,14 @@ async def reconcile_profile(
     dumped: dict[str, t.Any] = status.model_dump(mode="json")
     await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
     return PassResult(actions, status, _transitions(previous, status))
+
+
+async def install_parts(kube: Kube, settings: Settings, standalone: bool) -> None:
+    if not standalone:
+        await asyncio.to_thread(kube.ensure_peering, PEERING_NAME)
+    if settings.agent_image and settings.namespace:
+        manifest = render_agent_daemonset(settings.namespace, settings.agent_image)
+        await asyncio.to_thread(kube.apply_daemonset, manifest)
 
 
 async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:

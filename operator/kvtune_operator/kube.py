@@ -25,6 +25,7 @@ from .views import (
     PatchState,
 )
 
+FIELD_MANAGER = "kvtune-operator"
 STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
 FIELD_MANAGER = "kvtune-operator"
@@ -53,6 +54,7 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
         self._admission = client.AdmissionregistrationV1Api(api)
 
     def execute(self, action: Action) -> None:
@@ -101,6 +103,22 @@ class Kube:
                 # asks again until the drain succeeds or times out.
                 if err.status not in (404, 429):
                     raise
+
+    def apply_daemonset(self, manifest: dict[str, t.Any]) -> None:
+        """Server-side apply: creates the DaemonSet, or updates what differs, or writes nothing."""
+        self._apps.patch_namespaced_daemon_set(
+            manifest["metadata"]["name"], manifest["metadata"]["namespace"], manifest,
+            field_manager=FIELD_MANAGER, force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    def ensure_peering(self, name: str) -> None:
+        """Create kopf's peering object for the replicas, unless it exists: a one-step install
+        cannot create it with its CRD, and mandatory peering waits for it."""
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                "metadata": {"name": name}}
+        self._tolerate(409, lambda: self._custom.create_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", body))
 
     def patch_profile_status(self, name: str, status: dict[str, t.Any]) -> None:
         self._tolerate(404, lambda: self._custom.patch_cluster_custom_object_status(

@@ -8,6 +8,9 @@ import pathlib
 import secrets
 import typing as t
 
+#: The kopf peering object all replicas share.
+PEERING_NAME = "kvtune-operator"
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -24,6 +27,15 @@ class Settings:
     peering_lifetime_seconds: int = 60
     """Seconds a replica's peering record lives without renewal (default 60, kopf's): how long
     a crashed leader blocks the others. A replica that stops cleanly removes its record at once."""
+
+    agent_image: str | None = None
+    """Image of the node-agent DaemonSet the operator keeps in `namespace` (default: from
+    $KVTUNE_AGENT_IMAGE, the operator's own image in the shipped Deployment; unset: no DaemonSet
+    is managed, as when operator and agent run as local processes in tests and the demo)."""
+
+    namespace: str | None = None
+    """The operator's namespace, for the agent DaemonSet (default: $POD_NAMESPACE, set from the
+    downward API in the shipped Deployment)."""
 
     write_concurrency: int = 16
     """API writes in flight at once during a pass (default 16). A first converge writes two
