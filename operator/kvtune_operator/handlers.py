@@ -12,13 +12,14 @@ import logging
 import typing as t
 
 import kopf
+from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import admission, controller, webhook
+from . import admission, controller, kubevirt, webhook
 from .kube import Kube, api_client
 from .profiles import Profile
-from .reconcile import Snapshot, StateView
-from .settings import Settings
+from .settings import PEERING_NAME, Settings
+from .views import Snapshot, StateView
 from .vmi import NodeCapacity
 
 PROFILES = ("kvtune.io", "v1alpha1", "hypervisorprofiles")
@@ -41,7 +42,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
         prefix="operator.kvtune.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    settings.peering.name = "kvtune-operator"
+    settings.peering.name = PEERING_NAME
+    settings.peering.priority = memo["settings"].peering_priority
+    settings.peering.lifetime = memo["settings"].peering_lifetime_seconds
+    # Without the peering CRD kopf would quietly run every replica as the only one.
+    settings.peering.mandatory = True
+
+
+@kopf.on.startup()
+async def install_parts(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> None:
+    # On every start (an upgrade is a restart): the peering object, and the agent DaemonSet
+    # with the operator's own image, so both halves always run the same version.
+    await controller.install_parts(memo["kube"], memo["settings"], settings.peering.standalone)
 
 
 @kopf.on.login()
@@ -54,6 +66,17 @@ def login(**kwargs: t.Any) -> kopf.ConnectionInfo | None:
 @kopf.index(*NODES)
 def node_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, dict[str, str]]:
     return {name: dict(labels)}
+
+
+@kopf.index(*NODES)
+def node_cordoned(name: str, spec: kopf.Spec, **_: t.Any) -> dict[str, bool]:
+    return {name: bool(spec.get("unschedulable"))}
+
+
+@kopf.index("kubevirt.io", "v1", "kubevirts")
+def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]:
+    # One KubeVirt CR per cluster; its KSM selector decides where KubeVirt may enable KSM.
+    return {"ksm": kubevirt.ksm_selector(spec)}
 
 
 @kopf.index(*STATES)
@@ -74,7 +97,11 @@ def _view(index: kopf.Index[str, t.Any]) -> dict[str, t.Any]:
 def _snapshot(indexes: t.Mapping[str, t.Any]) -> Snapshot:
     # kopf passes each index as a keyword argument named after its handler.
     return controller.snapshot(
-        _view(indexes["profiles"]), _view(indexes["node_labels"]), _view(indexes["node_states"])
+        _view(indexes["profiles"]),
+        _view(indexes["node_labels"]),
+        _view(indexes["node_states"]),
+        _view(indexes["node_cordoned"]),
+        _view(indexes["kubevirt_ksm"]).get("ksm"),
     )
 
 
