@@ -27,6 +27,7 @@ from kvtune_api.v1alpha1.host import (
     HugepagePool,
     KsmReport,
     KubeletReport,
+    Nic,
     NumaNode,
     PleReport,
 )
@@ -381,14 +382,13 @@ def sriov_path(nic: str) -> str:
     return f"/sys/class/net/{nic}/device/sriov_numvfs"
 
 
-def _selects(selector: PfSelector, nic_name: str, pci: str | None, vendor: str | None,
-             device: str | None) -> bool:
+def _selects(selector: PfSelector, nic: Nic) -> bool:
     """All criteria the selector gives must match."""
     return all((
-        not selector.names or nic_name in selector.names,
-        not selector.pci_addresses or pci in selector.pci_addresses,
-        selector.vendor is None or (vendor or "").lower() == selector.vendor,
-        selector.device is None or (device or "").lower() == selector.device,
+        not selector.names or nic.name in selector.names,
+        not selector.pci_addresses or nic.pci_address in selector.pci_addresses,
+        selector.vendor is None or (nic.vendor_id or "").lower() == selector.vendor,
+        selector.device is None or (nic.device_id or "").lower() == selector.device,
     ))
 
 
@@ -396,8 +396,7 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
     wanted: dict[str, tuple[int, int]] = {}  # NIC name -> (rule index, numVfs)
     conflicted: set[str] = set()
     for index, rule in enumerate(rules):
-        matched = [nic for nic in host.sriov.nics if _selects(
-            rule.pf_selector, nic.name, nic.pci_address, nic.vendor_id, nic.device_id)]
+        matched = [nic for nic in host.sriov.nics if _selects(rule.pf_selector, nic)]
         if not matched:
             out.warn("SRIOV", "SriovRuleMatchesNothing", (
                 f"spec.host.network.sriov[{index}].pfSelector matches no NIC on this node "
