@@ -45,8 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     settings.peering.name = PEERING_NAME
     settings.peering.priority = memo["settings"].peering_priority
     settings.peering.lifetime = memo["settings"].peering_lifetime_seconds
-    # Without the peering CRD kopf would quietly run every replica as the only one.
-    settings.peering.mandatory = True
+    # Without the peering CRD kopf would quietly run every replica as the only one. A standalone
+    # run has no peering resources at all, which kopf takes for a missing CRD: it would pause.
+    settings.peering.mandatory = not settings.peering.standalone
 
 
 @kopf.on.startup()
