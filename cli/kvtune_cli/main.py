@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import pathlib
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -53,11 +56,44 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         webhook_cert_dir=args.webhook_cert_dir,
         webhook_failure_policy=args.webhook_failure_policy,
         webhook_timeout_seconds=args.webhook_timeout,
+        **({"peering_priority": args.peering_priority} if args.peering_priority is not None
+           else {}),
+        peering_lifetime_seconds=args.peering_lifetime,
+        agent_image=args.agent_image,
+        namespace=args.namespace,
     )
+    # Structured (JSON) logs for log collectors in a cluster; plain text for people.
+    kopf.configure(log_format=kopf.LogFormat[args.log_format.upper()])
     memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
     kopf.run(clusterwide=True, standalone=args.standalone, memo=memo,
              liveness_endpoint=args.liveness)
     return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from kvtune_agent.agent import Agent, AgentSettings
+    from kvtune_agent.kube import AgentKube, api_client
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = AgentSettings(node=args.node, root=args.root, interval_seconds=args.interval)
+    if args.systemctl:
+        settings = dataclasses.replace(settings, systemctl=tuple(shlex.split(args.systemctl)))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Agent(AgentKube(api_client(), args.node), settings).run(stop)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kvtune_cli.demo import run_demo
+
+    return run_demo(once=args.once)
 
 
 def _add_webhook_flags(parser: argparse.ArgumentParser) -> None:
@@ -116,11 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
                           "$KUBECONFIG or ~/.kube/config)")
     operator.add_argument("--standalone", action="store_true",
                           help="no peering with other replicas (single replica, tests, demo)")
+    operator.add_argument("--agent-image", default=os.environ.get("KVTUNE_AGENT_IMAGE"),
+                          help="image of the node-agent DaemonSet to keep (default: "
+                          "$KVTUNE_AGENT_IMAGE; unset: no DaemonSet is managed)")
+    operator.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
+                          help="namespace of the agent DaemonSet (default: $POD_NAMESPACE)")
+    operator.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
+                          help="log lines as text (plain/full) or one JSON object each (json)")
+    operator.add_argument("--peering-priority", type=int,
+                          help="this replica's peering priority (default: random; the highest "
+                          "replica works, the others stand by)")
+    operator.add_argument("--peering-lifetime", type=int, default=60,
+                          help="seconds after which a silent replica is presumed dead and "
+                          "another takes over (default 60)")
     operator.add_argument("--liveness", metavar="URL",
                           help="serve kopf's liveness endpoint for the kubelet's probe, e.g. "
                           "http://0.0.0.0:8080/healthz (default: none)")
     _add_webhook_flags(operator)
     operator.set_defaults(func=_cmd_operator)
+
+    agent = sub.add_parser("agent", help="run the node agent for one node")
+    agent.add_argument("--node", required=True, help="the Node this agent prepares")
+    agent.add_argument("--root", type=pathlib.Path, default=pathlib.Path("/"),
+                       help="host root (/proc/1/root in a pod, a test tree in tests)")
+    agent.add_argument("--interval", type=float, default=30.0,
+                       help="seconds between drift checks (default 30)")
+    agent.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    agent.add_argument("--systemctl", help="command reaching the host's systemctl (default: "
+                       "nsenter into PID 1's namespaces, then systemctl)")
+    agent.set_defaults(func=_cmd_agent)
+
+    demo = sub.add_parser("demo", help="local control plane + operator + agent on this host "
+                          "(Audit: nothing on the host is changed)")
+    demo.add_argument("--once", action="store_true",
+                      help="exit after showing the result instead of waiting for Ctrl-C")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

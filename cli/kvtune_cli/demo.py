@@ -1,0 +1,145 @@
+"""`kvtune demo`: the whole product on one machine, with nothing changed on the host.
+
+It starts a real local control plane, installs the CRDs, registers this machine as a Node, runs
+the operator and a node agent for this host (as separate processes, exactly as in a cluster),
+applies the Audit sample profile and shows what kvtune found and what Enforce would change.
+Every cluster step is a `kubectl` command, printed before it runs, so a newcomer can repeat it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+from .localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PROFILE = REPO / "deploy" / "samples" / "audit-only.yaml"
+PROFILE_NAME = "audit-all-workers"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Demo:
+    def __init__(self, cluster: LocalCluster, bin_dir: pathlib.Path, logs: pathlib.Path) -> None:
+        self.cluster = cluster
+        self.kubectl_bin = str(bin_dir / "kubectl")
+        self.logs = logs
+        self.env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def kubectl(self, *args: str, stdin: str | None = None, show: bool = True) -> str:
+        if show:
+            print(f"$ kubectl {' '.join(args)}", flush=True)
+        done = subprocess.run(
+            [self.kubectl_bin, *args], env=self.env, input=stdin, capture_output=True, text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        if show and done.stdout.strip():
+            print(done.stdout.rstrip(), flush=True)
+        return done.stdout
+
+    def spawn(self, name: str, *args: str) -> None:
+        log = self.logs / f"{name}.log"
+        print(f"$ kvtune {' '.join(args)}   # log: {log}", flush=True)
+        with log.open("wb") as out:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "kvtune_cli.main", *args], env=self.env,
+                stdout=out, stderr=subprocess.STDOUT,
+            ))
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def get(self, *what: str) -> dict[str, t.Any]:
+        out: dict[str, t.Any] = json.loads(self.kubectl("get", *what, "-o", "json", show=False))
+        return out
+
+    def wait(self, what: str, check: t.Callable[[], bool], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except DemoError:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what} did not happen within {timeout:.0f} s; see {self.logs}")
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise DemoError(f"a kvtune process exited early; see {self.logs}")
+            time.sleep(0.5)
+
+
+def run_demo(once: bool = False) -> int:
+    node = socket.gethostname()
+    try:
+        bin_dir = control_plane_bin_dir(REPO)
+        started = time.monotonic()
+        with LocalCluster.start(bin_dir) as cluster:
+            print(f"control plane up at {cluster.server} in {time.monotonic() - started:.1f} s")
+            logs = pathlib.Path(tempfile.mkdtemp(prefix="kvtune-demo-"))
+            demo = Demo(cluster, bin_dir, logs)
+            try:
+                _show(demo, node)
+                if not once:
+                    print(f"\nexport KUBECONFIG={cluster.kubeconfig}  # and use {demo.kubectl_bin}")
+                    print("Press Ctrl-C to stop the demo (the control plane is thrown away).")
+                    while all(p.poll() is None for p in demo.procs):
+                        time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                demo.stop()
+    except (ControlPlaneError, DemoError) as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show(demo: Demo, node: str) -> None:
+    demo.kubectl("apply", "-f", str(REPO / "crds"))
+    demo.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    # There is no kubelet here: this machine is registered as a Node by hand.
+    node_manifest = json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {
+        "name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}}})
+    demo.kubectl("apply", "-f", "-", stdin=node_manifest)
+    demo.spawn("operator", "operator", "--standalone")
+    demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10")
+    demo.kubectl("apply", "-f", str(PROFILE))
+    demo.wait("the node agent's first report", lambda: bool(
+        demo.get("hvns", node).get("status", {}).get("observedGeneration")))
+    demo.wait("the profile's roll-up", lambda: demo.get("hvp", PROFILE_NAME).get(
+        "status", {}).get("matchedNodes") == 1)
+    print()
+    demo.kubectl("get", "hvp,hvns", "-o", "wide")
+    state = demo.get("hvns", node)
+    status = state.get("status", {})
+    print(f"\nNode {node}: conditions reported by its agent")
+    for c in status.get("conditions", []):
+        print(f"  {c['type']:<14} {c['status']:<7} {c['reason']}: {c.get('message', '')}")
+    plan = status.get("plan", [])
+    print(f"\nWhat Enforce would change on this host ({len(plan)} step(s); Audit changed nothing):")
+    for step in plan:
+        print(f"  [{step['disruption']}] {step['path']}: {step['current']} -> {step['desired']}"
+              f"  ({step['reason']})")
+    print(f"\nProfile {PROFILE_NAME}: conditions rolled up by the operator")
+    for c in demo.get("hvp", PROFILE_NAME).get("status", {}).get("conditions", []):
+        print(f"  {c['type']:<14} {c['status']:<7} {c['reason']}: {c.get('message', '')}")

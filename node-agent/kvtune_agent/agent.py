@@ -1,0 +1,181 @@
+"""The node agent process: watch this node's state, run a cycle, report only what changed.
+
+A cycle (probe, plan, apply in Enforce, status) runs when the node's HypervisorNodeState changes
+and every `interval_seconds` to catch drift. The status is written only when something a person
+or the operator acts on changed: timestamps and fast-moving counters (free memory, KSM page
+counts) do not count, so a thousand idle agents write nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import pathlib
+import queue
+import threading
+import typing as t
+
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.audit import NodeVmAudit
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+
+from . import nfd
+from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
+from .cycle import revert_orphaned, run_cycle
+from .hostfs import HostFS
+from .kube import READY_LABEL, AgentKube
+from .systemd import HOST_SYSTEMCTL, Systemd
+
+log = logging.getLogger("kvtune.agent")
+
+#: Status fields that change on their own and are no reason to write (dotted paths; lists are
+#: walked through).
+VOLATILE = (
+    "lastProbeTime",
+    "conditions.lastTransitionTime",
+    "host.memory.freeKib",
+    "host.memory.availableKib",
+    "host.memory.swapFreeKib",
+    "host.memory.hugepages.free",
+    "host.memory.hugepagesPerNode.free",
+    "host.numa.nodes.memoryFreeKib",
+    "host.ksm.pagesShared",
+    "host.ksm.pagesSharing",
+    "host.ksm.ksmtuned.pids",
+    "host.numad.pids",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    node: str
+    """Name of the Node this agent prepares (the pod's spec.nodeName)."""
+
+    root: pathlib.Path = pathlib.Path("/")
+    """Host root: /proc/1/root or a host mount in a pod, a test tree in tests."""
+
+    interval_seconds: float = 30.0
+    """Seconds between drift checks when nothing changes (default 30, as the SR-IOV operator's
+    daemon): short enough to notice someone re-enabling KSM, long enough to cost nothing."""
+
+    write_timeout_seconds: float = 10.0
+    """Bound on each host write (default 10 s): some drivers hang writing sriov_numvfs."""
+
+    systemctl: tuple[str, ...] = HOST_SYSTEMCTL
+    """How the host's systemctl is reached (default: entering PID 1's namespaces with nsenter,
+    which needs hostPID; tests give a fake that edits their host tree)."""
+
+
+def significant(status: HypervisorNodeStateStatus) -> dict[str, t.Any]:
+    """The status as a dict without the fields in VOLATILE: equal dicts need no write."""
+    dumped: dict[str, t.Any] = status.model_dump(mode="json", exclude_none=True)
+    for path in VOLATILE:
+        _drop(dumped, path.split("."))
+    return dumped
+
+
+def _drop(node: t.Any, keys: list[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _drop(item, keys)
+    elif isinstance(node, dict) and keys:
+        if len(keys) == 1:
+            node.pop(keys[0], None)
+        elif keys[0] in node:
+            _drop(node[keys[0]], keys[1:])
+
+
+class Agent:
+    def __init__(self, kube: AgentKube, settings: AgentSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.fs = HostFS(settings.root)
+        self.systemd = Systemd(settings.systemctl)
+
+    def run(self, stop: threading.Event) -> None:
+        changes: queue.Queue[str] = queue.Queue()
+        watcher = threading.Thread(
+            target=self.kube.watch_state, args=(changes, stop), name="watch", daemon=True
+        )
+        watcher.start()
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # keep the agent alive: the next change or interval retries
+                log.exception("cycle failed on node %s", self.settings.node)
+            _wait_for_change(changes, stop, self.settings.interval_seconds)
+
+    def step(self) -> None:
+        """One cycle against the API: read the state, run the host cycle, write what changed."""
+        body = self.kube.read_state()
+        if body is None:
+            # No state: the node is not (or no longer) under a profile. Undo what kvtune changed
+            # if the operator could not ask for it (e.g. the profile went while we were down).
+            restored = revert_orphaned(
+                self.fs, self.systemd, timeout=self.settings.write_timeout_seconds
+            )
+            if restored:
+                log.info("restored %d host value(s) from the journal", len(restored))
+            return
+        spec = HypervisorNodeStateSpec.model_validate(body["spec"])
+        generation = int(body["metadata"].get("generation") or 0)
+        previous = HypervisorNodeStateStatus.model_validate(body.get("status") or {})
+        meta = self.kube.node_meta()
+        now = datetime.datetime.now(datetime.UTC)
+        status = run_cycle(
+            self.fs, spec, generation, meta, previous, systemd=self.systemd, now=now,
+            timeout=self.settings.write_timeout_seconds,
+        )
+        if status.host is not None:
+            vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host)
+            status = with_vm_audit(status, vms, previous, generation, now)
+        if significant(status) != significant(previous):
+            self.kube.patch_status(status.model_dump(mode="json", exclude_none=True))
+            for c in _flipped(previous, status):
+                self.kube.event(f"{c.type}{c.status}", c.message or c.reason,
+                                warning=c.type == cond.DEGRADED and c.status == "True")
+        ready = "true" if cond.is_true(status.conditions, cond.READY) else "false"
+        if meta.labels.get(READY_LABEL) != ready:
+            self.kube.set_ready_label(ready == "true")
+        if spec.mode == "Enforce" and not spec.paused:
+            # Publishing features writes a file on the host: not in Audit.
+            nfd.publish(self.fs, spec, status)
+
+
+def with_vm_audit(
+    status: HypervisorNodeStateStatus,
+    vms: NodeVmAudit,
+    previous: HypervisorNodeStateStatus,
+    generation: int,
+    now: datetime.datetime,
+) -> HypervisorNodeStateStatus:
+    """The status with the running-VM audit and its VMsCompliant condition added."""
+    condition = cond.merge(previous.conditions, [vms_condition(vms, generation)], now)
+    others = [c for c in status.conditions if c.type != VMS_COMPLIANT]
+    return status.model_copy(update={"vms": vms, "conditions": [*others, *condition]})
+
+
+def _flipped(
+    old: HypervisorNodeStateStatus, new: HypervisorNodeStateStatus
+) -> list[cond.Condition]:
+    return [
+        c for c in new.conditions
+        if (before := cond.find(old.conditions, c.type)) is None or before.status != c.status
+    ]
+
+
+def _wait_for_change(changes: queue.Queue[str], stop: threading.Event, timeout: float) -> None:
+    """Block until the state changes, `stop` is set, or `timeout` passes; coalesce bursts."""
+    deadline = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=timeout)
+    while not stop.is_set():
+        left = (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
+        if left <= 0:
+            return
+        try:
+            changes.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        while not changes.empty():
+            changes.get_nowait()
+        return
