@@ -114,8 +114,20 @@ def run_demo(once: bool = False) -> int:
     return 0
 
 
+def _settled(status: dict[str, t.Any]) -> bool:
+    """Every matched node is counted as ready, degraded or waiting: nothing is in flight."""
+    done = sum(status.get(k, 0) for k in ("readyNodes", "degradedNodes", "waitingNodes"))
+    return status.get("matchedNodes", 0) > 0 and done == status["matchedNodes"]
+
+
+def _conditions(title: str, conditions: list[dict[str, t.Any]]) -> None:
+    print(title)
+    for c in conditions:
+        print(f"  {c['type']:<18} {c['status']:<7} {c['reason']}: {c.get('message', '')}")
+
+
 def _show(demo: Demo, node: str) -> None:
-    demo.kubectl("apply", "-f", str(REPO / "crds"))
+    demo.kubectl("apply", "-k", str(REPO / "crds"))
     demo.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     # There is no kubelet here: this machine is registered as a Node by hand.
     node_manifest = json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {
@@ -126,20 +138,18 @@ def _show(demo: Demo, node: str) -> None:
     demo.kubectl("apply", "-f", str(PROFILE))
     demo.wait("the node agent's first report", lambda: bool(
         demo.get("hvns", node).get("status", {}).get("observedGeneration")))
-    demo.wait("the profile's roll-up", lambda: demo.get("hvp", PROFILE_NAME).get(
-        "status", {}).get("matchedNodes") == 1)
+    demo.wait("the profile's roll-up of that report", lambda: _settled(
+        demo.get("hvp", PROFILE_NAME).get("status", {})))
     print()
     demo.kubectl("get", "hvp,hvns", "-o", "wide")
     state = demo.get("hvns", node)
     status = state.get("status", {})
-    print(f"\nNode {node}: conditions reported by its agent")
-    for c in status.get("conditions", []):
-        print(f"  {c['type']:<14} {c['status']:<7} {c['reason']}: {c.get('message', '')}")
+    _conditions(f"\nNode {node}: conditions reported by its agent", status.get("conditions", []))
     plan = status.get("plan", [])
     print(f"\nWhat Enforce would change on this host ({len(plan)} step(s); Audit changed nothing):")
     for step in plan:
         print(f"  [{step['disruption']}] {step['path']}: {step['current']} -> {step['desired']}"
               f"  ({step['reason']})")
-    print(f"\nProfile {PROFILE_NAME}: conditions rolled up by the operator")
-    for c in demo.get("hvp", PROFILE_NAME).get("status", {}).get("conditions", []):
-        print(f"  {c['type']:<14} {c['status']:<7} {c['reason']}: {c.get('message', '')}")
+    profile = demo.get("hvp", PROFILE_NAME).get("status", {})
+    _conditions(f"\nProfile {PROFILE_NAME}: conditions rolled up by the operator",
+                profile.get("conditions", []))
