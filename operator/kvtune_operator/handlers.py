@@ -170,7 +170,9 @@ def overhead_ratio(spec: kopf.Spec, **_: t.Any) -> dict[str, str]:
     return {} if ratio is None else {"ratio": str(ratio)}
 
 
-@kopf.on.event(*NAMESPACES)
+# The `default` namespace always exists (the apiserver recreates it), so this runs once at start
+# and on its rare changes, instead of logging a line for every namespace.
+@kopf.on.event(*NAMESPACES, field="metadata.name", value="default")
 async def webhook_indexed(memo: kopf.Memo, **_: t.Any) -> None:
     # kopf delivers events to handlers only after every index has listed the cluster.
     if memo.get("webhook") is not None:
