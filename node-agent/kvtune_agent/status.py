@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import Condition, ConditionStatus
-from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.host import BlockDevice, HostReport
 from kvtune_api.v1alpha1.nodestate import (
+    ExposedLun,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     PlannedStep,
@@ -157,9 +158,19 @@ def node_status(
         host=host,
         plan=remaining,
         results=previous.results if results is None else results,
+        luns=[exposed_lun(d) for d in plan.luns],
         reboot_required=reboot,
         drain_required=drain,
     )
+
+
+def exposed_lun(device: BlockDevice) -> ExposedLun:
+    """How a selected LUN is published: with the by-id path that names it for good (a wwn- name
+    first, then any other), else its kernel path."""
+    ids = sorted(device.by_id, key=lambda i: (not i.startswith("wwn-"), i))
+    path = f"/dev/disk/by-id/{ids[0]}" if ids else device.path
+    return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
+                      wwid=device.wwid, model=device.model)
 
 
 def _conditions(

@@ -17,7 +17,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import kubevirt
+from . import kubevirt, metrics
 from .assign import assign
 from .daemonset import render_agent_daemonset
 from .kube import Kube
@@ -26,7 +26,8 @@ from .reconcile import plan_profile
 from .rollout import plan_rollout
 from .rollup import rollup, status_changed
 from .settings import PEERING_NAME, Settings
-from .views import Action, Snapshot, StateView, action_target
+from .views import Action, Snapshot, StateView, VolumeView, action_target
+from .volumes import orphaned_volumes, plan_volumes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +45,11 @@ def snapshot(
     states: Mapping[str, StateView],
     cordoned: Mapping[str, bool],
     kubevirt_ksm: LabelSelector | None = None,
+    volumes: Mapping[str, VolumeView] | None = None,
 ) -> Snapshot:
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
-    return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm)
+    return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm,
+                    volumes or {})
 
 
 async def reconcile_profile(
@@ -62,6 +65,7 @@ async def reconcile_profile(
     if not actions:
         # Drain decisions wait for a pass with no spec writes pending, so they never race them.
         actions = plan_rollout(profile, await _with_vm_pods(profile, snap, kube), now)
+    actions += plan_volumes(profile, snap)
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
@@ -72,11 +76,14 @@ async def reconcile_profile(
     }
     clashes = kubevirt.problems(profile, mine, snap.nodes, snap.kubevirt_ksm)
     conflicts = snap.assignment.conflicts_of(profile.name)
-    status = rollup(profile, states, conflicts, previous, now, clashes)
+    orphans = [v.name for v in orphaned_volumes(profile, snap)]
+    status = rollup(profile, states, conflicts, previous, now, clashes, orphans)
+    metrics.set_profile_nodes(profile.name, status)
     if not status_changed(previous, status):
         return PassResult(actions, None, [])
     dumped: dict[str, t.Any] = status.model_dump(mode="json")
-    await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
+    with metrics.api_write("patch_profile_status"):
+        await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
     return PassResult(actions, status, _transitions(previous, status))
 
 
@@ -99,7 +106,8 @@ async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:
     async def run(group: list[Action]) -> None:
         async with gate:
             for action in group:
-                await asyncio.to_thread(kube.execute, action)
+                with metrics.api_write(action):
+                    await asyncio.to_thread(kube.execute, action)
 
     await asyncio.gather(*(run(g) for g in groups.values()))
 

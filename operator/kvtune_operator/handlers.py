@@ -15,11 +15,12 @@ import kopf
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import admission, controller, kubevirt, webhook
+from . import admission, controller, kubevirt, metrics, webhook
 from .kube import Kube, api_client
 from .profiles import Profile
+from .render import PROFILE_LABEL
 from .settings import PEERING_NAME, Settings
-from .views import Snapshot, StateView
+from .views import Snapshot, StateView, VolumeView
 from .vmi import NodeCapacity
 
 PROFILES = ("kvtune.io", "v1alpha1", "hypervisorprofiles")
@@ -80,6 +81,11 @@ def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]
     return {"ksm": kubevirt.ksm_selector(spec)}
 
 
+@kopf.index("", "v1", "persistentvolumes", labels={PROFILE_LABEL: kopf.PRESENT})
+def lun_volumes(body: kopf.Body, name: str, **_: t.Any) -> dict[str, VolumeView]:
+    return {name: VolumeView.from_body(body)}
+
+
 @kopf.index(*STATES)
 def node_states(body: kopf.Body, name: str, **_: t.Any) -> dict[str, StateView]:
     return {name: StateView.from_body(body)}
@@ -103,6 +109,7 @@ def _snapshot(indexes: t.Mapping[str, t.Any]) -> Snapshot:
         _view(indexes["node_states"]),
         _view(indexes["node_cordoned"]),
         _view(indexes["kubevirt_ksm"]).get("ksm"),
+        _view(indexes["lun_volumes"]),
     )
 
 
@@ -116,9 +123,9 @@ async def run_profile(
         if current is not None and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
             snap = _snapshot(indexes)
-            result = await controller.reconcile_profile(
+            result = await metrics.reconcile_pass(name, controller.reconcile_profile(
                 current, snap, previous, memo["kube"], memo["settings"]
-            )
+            ))
             for type_, status, message in result.transitions:
                 kopf.info(body, reason=f"{type_}{status}", message=message)
         await stopped.wait(memo["settings"].resync_seconds)
@@ -128,9 +135,9 @@ async def run_profile(
 async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> None:
     profile = Profile.from_body(body)
     snap = _snapshot(indexes)
-    await controller.reconcile_profile(
+    await metrics.reconcile_pass(profile.name, controller.reconcile_profile(
         profile, snap, HypervisorProfileStatus(), memo["kube"], memo["settings"]
-    )
+    ))
     left = [s for s in snap.states.values() if s.profile == profile.name]
     if left:
         raise kopf.TemporaryError(
@@ -138,6 +145,7 @@ async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> 
             + ", ".join(sorted(s.name for s in left)[:10]),
             delay=2,
         )
+    metrics.forget_profile(profile.name)
 
 
 # --- The VMI admission webhook (issue 6): what it reads, when it listens, what it answers. ---
@@ -183,16 +191,18 @@ async def webhook_indexed(memo: kopf.Memo, **_: t.Any) -> None:
 async def shape_vmi(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indexes: t.Any
 ) -> None:
-    view, namespace_labels = await _admission_view(body, memo, indexes)
-    admission.shape(view, body, namespace_labels, patch)
+    with metrics.admission("mutate") as answer:
+        view, namespace_labels = await _admission_view(body, memo, indexes)
+        answer.result = admission.shape(view, body, namespace_labels, patch)
 
 
 @kopf.on.validate(*webhook.VMIS, id=webhook.VALIDATE_ID, operations=["CREATE"])
 async def check_vmi(
     body: kopf.Body, warnings: list[str], memo: kopf.Memo, **indexes: t.Any
 ) -> None:
-    view, namespace_labels = await _admission_view(body, memo, indexes)
-    admission.check(view, body, namespace_labels, warnings)
+    with metrics.admission("validate") as answer:
+        view, namespace_labels = await _admission_view(body, memo, indexes)
+        answer.result = admission.check(view, body, namespace_labels, warnings)
 
 
 async def _admission_view(

@@ -19,6 +19,7 @@ from .views import (
     Action,
     CordonNode,
     CreateState,
+    CreateVolume,
     DeleteState,
     EvictVmPods,
     LabelNode,
@@ -80,6 +81,9 @@ class Kube:
             self._tolerate(404, lambda: self._core.patch_node(action.node, cordon))
         elif isinstance(action, EvictVmPods):
             self._evict_vm_pods(action.node)
+        elif isinstance(action, CreateVolume):
+            self._tolerate(409, lambda: self._core.create_persistent_volume(
+                dict(action.manifest)))
 
     def _vm_pods(self, node: str) -> list[t.Any]:
         pods = self._core.list_pod_for_all_namespaces(

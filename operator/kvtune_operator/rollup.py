@@ -19,6 +19,8 @@ from .views import StateView
 MAX_FAILING = 20
 #: A fourth profile condition: False when KubeVirt's own settings would undo the profile.
 KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
+#: Present for profiles with storage.blockLuns: False when volumes outlive their LUNs.
+LUN_VOLUMES = "LunVolumes"
 Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
 
 
@@ -57,6 +59,7 @@ def rollup(
     previous: HypervisorProfileStatus,
     now: datetime.datetime,
     kubevirt_problems: Sequence[str] = (),
+    orphaned_volumes: Sequence[str] = (),
 ) -> HypervisorProfileStatus:
     """The profile's status from its nodes' states (None: not created yet)."""
     counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
@@ -85,6 +88,8 @@ def rollup(
     else:
         new_conditions.append(cond.make(KUBEVIRT_COMPATIBLE, "True", "AsExpected", "",
                                         profile.generation))
+    if profile.spec.storage.block_luns is not None:
+        new_conditions.append(_volumes_condition(orphaned_volumes, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,
@@ -127,6 +132,17 @@ def _conditions(
     else:
         deg_c = cond.make(cond.DEGRADED, "False", "AsExpected", "", gen)
     return [ready_c, prog_c, deg_c]
+
+
+def _volumes_condition(orphans: Sequence[str], generation: int) -> cond.Condition:
+    if not orphans:
+        return cond.make(LUN_VOLUMES, "True", "AllLunsPresent", "", generation)
+    shown = ", ".join(orphans[:MAX_FAILING])
+    return cond.make(
+        LUN_VOLUMES, "False", "LunsMissing",
+        f"{len(orphans)} PersistentVolume(s) whose LUN is no longer reported by its node: "
+        f"{shown}. kvtune never deletes volumes; check the device, then delete the volume "
+        "yourself once its data is safe (or its claim is gone)", generation)
 
 
 def status_changed(old: HypervisorProfileStatus, new: HypervisorProfileStatus) -> bool:

@@ -28,6 +28,8 @@ REVERT_ANNOTATION = "kvtune.io/revert-requested-at"
 DRAIN_STARTED_ANNOTATION = "kvtune.io/drain-started-at"
 #: The state generation whose drain timed out: not retried until the spec changes.
 DRAIN_FAILED_ANNOTATION = "kvtune.io/drain-failed-generation"
+#: Label naming the node of a PersistentVolume kvtune made for one of its LUNs.
+NODE_LABEL = "kvtune.io/node"
 #: Set when kvtune cordoned the node, so that it uncordons only nodes it cordoned itself.
 CORDONED_ANNOTATION = "kvtune.io/cordoned-by-kvtune"
 
@@ -96,6 +98,22 @@ class StateView:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeView:
+    """What the operator keeps of a PersistentVolume it created."""
+
+    name: str
+    profile: str
+    node: str
+    phase: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, t.Any]) -> VolumeView:
+        labels = body["metadata"].get("labels") or {}
+        return cls(body["metadata"]["name"], labels.get(PROFILE_LABEL, ""),
+                   labels.get(NODE_LABEL, ""), (body.get("status") or {}).get("phase", ""))
+
+
+@dataclasses.dataclass(frozen=True)
 class Snapshot:
     """The operator's in-memory view of the cluster at one moment."""
 
@@ -109,6 +127,8 @@ class Snapshot:
     """Node name -> running virt-launcher pods on it."""
     kubevirt_ksm: LabelSelector | None = None
     """The nodes KubeVirt's KSM handler may turn KSM on for; None: it manages no KSM."""
+    volumes: Mapping[str, VolumeView] = dataclasses.field(default_factory=dict)
+    """PersistentVolume name -> VolumeView, for the volumes kvtune created."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,18 +165,29 @@ class CordonNode:
 
 
 @dataclasses.dataclass(frozen=True)
+class CreateVolume:
+    """Create a PersistentVolume for a raw LUN (never updated or deleted by kvtune)."""
+
+    manifest: Mapping[str, t.Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class EvictVmPods:
     """Ask (Eviction API, so PodDisruptionBudgets hold) every VM pod on the node to leave."""
 
     node: str
 
 
-Action = CreateState | PatchState | DeleteState | LabelNode | CordonNode | EvictVmPods
+Action = (
+    CreateState | PatchState | DeleteState | LabelNode | CordonNode | EvictVmPods | CreateVolume
+)
 
 
 def action_target(action: Action) -> str:
     """The node an action is about (every state is named after its node)."""
     if isinstance(action, CreateState):
+        return str(action.manifest["metadata"]["name"])
+    if isinstance(action, CreateVolume):
         return str(action.manifest["metadata"]["name"])
     if isinstance(action, PatchState | DeleteState):
         return action.name

@@ -474,3 +474,16 @@ def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path
 
     assert _finding(found, "InvalidLunSelector").message.startswith(
         "spec.host.storage.blockLuns.selector.minSize is '1.2.3', not a quantity")
+
+
+def test_selected_luns_are_published_with_their_stable_by_id_path(tmp_path: Path) -> None:
+    from kvtune_agent.status import exposed_lun
+
+    spec = node_spec(storage={"blockLuns": {
+        "selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw"}})
+    [first, _] = _plan(_luns(tmp_path), spec).luns
+    published = exposed_lun(first)
+    assert published.path == "/dev/disk/by-id/wwn-0x5000c500aaaa0001"
+    assert (published.name, published.wwid, published.model) == (
+        "sdb", "0x5000c500aaaa0001", "ST4000NM")
+    assert published.size_bytes == DEFAULT_DISK_BYTES

@@ -187,3 +187,39 @@ def test_deleting_a_profile_reverts_its_nodes_then_lets_it_go(world: World) -> N
     wait_for(lambda: is_gone(lambda: world.custom.get_cluster_custom_object(G, V, PROFILES, p)),
              "profile deleted", timeout=30)
     assert not world.has_state(a)
+
+
+def test_reported_luns_become_volumes_and_a_bound_one_is_kept(world: World) -> None:
+    a = world.node("a", pool=world.pool("vm"))
+    p = world.profile("p", "vm", storage={"blockLuns": {
+        "selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": world.pool("raw")}})
+    wait_for(lambda: world.has_state(a), "state")
+    lun = {"name": "sdb", "path": "/dev/disk/by-id/wwn-0x5000c5", "sizeBytes": 2**40,
+           "wwid": f"0x{world.tag}"}
+    state = world.state(a)
+    world.custom.patch_cluster_custom_object_status(G, V, STATES, a, {"status": {
+        "observedGeneration": state["metadata"]["generation"], "luns": [lun]}})
+
+    def volumes() -> list[t.Any]:
+        return [pv for pv in world.core.list_persistent_volume(
+            label_selector=f"{PROFILE_LABEL}={p}").items]
+
+    wait_for(lambda: len(volumes()) == 1, "a PersistentVolume for the LUN")
+    [pv] = volumes()
+    assert pv.spec.volume_mode == "Block" and pv.spec.local.path == lun["path"]
+    assert pv.spec.storage_class_name == world.pool("raw")
+    assert pv.spec.persistent_volume_reclaim_policy == "Retain"
+
+    # Someone's claim binds it; then the LUN disappears from the node's report.
+    world.core.patch_persistent_volume_status(pv.metadata.name, {"status": {"phase": "Bound"}})
+    world.custom.patch_cluster_custom_object_status(G, V, STATES, a, {"status": {"luns": []}})
+
+    def lun_condition() -> dict[str, t.Any] | None:
+        return next((c for c in world.status(p).get("conditions", [])
+                     if c["type"] == "LunVolumes"), None)
+
+    wait_for(lambda: (lun_condition() or {}).get("status") == "False", "the missing LUN reported")
+    assert pv.metadata.name in (lun_condition() or {})["message"]
+    time.sleep(1.5)
+    [kept] = volumes()
+    assert kept.metadata.uid == pv.metadata.uid and kept.status.phase == "Bound"

@@ -89,6 +89,19 @@ class StepResult(BaseModel):
     message: str = Field(default="", description="Details, e.g. the kernel's error.")
 
 
+class ExposedLun(BaseModel):
+    """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
+
+    name: str = Field(description="Kernel name, e.g. sdc or dm-4.")
+    path: str = Field(
+        description="Stable device path for the volume, e.g. /dev/disk/by-id/wwn-0x6000...: a "
+        "by-id name survives reboots and rescans, a kernel name may not."
+    )
+    size_bytes: int = Field(ge=0, description="Size in bytes.")
+    wwid: Opt[str] = Field(default=None, description="World wide id, when the device has one.")
+    model: Opt[str] = Field(default=None, description="Device model.")
+
+
 class HypervisorNodeStateStatus(BaseModel):
     """What the node agent found and did."""
 
@@ -111,6 +124,12 @@ class HypervisorNodeStateStatus(BaseModel):
     )
     results: list[StepResult] = Field(
         default_factory=list, description="The outcome of the last apply, step by step."
+    )
+    luns: list[ExposedLun] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Eligible raw LUNs selected by spec.host.storage.blockLuns; the operator "
+        "exposes each as a Block-mode PersistentVolume pinned to this node.",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

@@ -1,0 +1,74 @@
+"""Raw LUNs become Block PersistentVolumes pinned to their node; kvtune never removes one."""
+
+from __future__ import annotations
+
+from kvtune_api.v1alpha1.nodestate import ExposedLun
+from kvtune_operator.assign import Assignment
+from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.views import CreateVolume, Snapshot, StateView, VolumeView
+from kvtune_operator.volumes import orphaned_volumes, plan_volumes, render_volume, volume_name
+
+from .builders import profile, state
+
+LUNS = {"blockLuns": {"selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw"}}
+SDB = ExposedLun(name="sdb", path="/dev/disk/by-id/wwn-0x5000c5", size_bytes=4 * 2**40,
+                 wwid="0x5000c5", model="ST4000NM")
+
+
+def with_luns(view: StateView, *luns: ExposedLun) -> StateView:
+    status = view.state.status.model_copy(update={"luns": list(luns)})
+    return StateView(view.name, view.profile, view.generation, view.spec,
+                     view.state.model_copy(update={"status": status}), view.annotations)
+
+
+def snap(views: list[StateView], volumes: dict[str, VolumeView] | None = None) -> Snapshot:
+    names = frozenset(v.name for v in views)
+    return Snapshot(nodes={n: {"kubernetes.io/hostname": f"{n}.example"} for n in names},
+                    states={v.name: v for v in views},
+                    assignment=Assignment({"p": names}, {}), volumes=volumes or {})
+
+
+def test_a_reported_lun_becomes_a_retained_block_volume_pinned_to_its_node() -> None:
+    [action] = plan_volumes(profile(storage=LUNS), snap([with_luns(state("a"), SDB)]))
+    assert isinstance(action, CreateVolume)
+    pv = action.manifest
+    assert pv["metadata"]["labels"] == {PROFILE_LABEL: "p", "kvtune.io/node": "a",
+                                        "kvtune.io/lun": "sdb"}
+    assert pv["spec"]["volumeMode"] == "Block"
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert pv["spec"]["storageClassName"] == "raw"
+    assert pv["spec"]["local"] == {"path": "/dev/disk/by-id/wwn-0x5000c5"}
+    assert pv["spec"]["capacity"] == {"storage": str(4 * 2**40)}
+    [term] = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"] == ["a.example"]
+
+
+def test_an_existing_volume_is_not_created_again() -> None:
+    view = with_luns(state("a"), SDB)
+    existing = {volume_name("a", SDB): VolumeView(volume_name("a", SDB), "p", "a", "Bound")}
+    assert plan_volumes(profile(storage=LUNS), snap([view], existing)) == []
+
+
+def test_volume_names_are_stable_and_distinct_per_node() -> None:
+    assert volume_name("a", SDB) == volume_name("a", SDB)
+    assert volume_name("a", SDB) != volume_name("b", SDB)
+    assert len(volume_name("a" * 250, SDB)) < 64
+
+
+def test_a_profile_without_block_luns_makes_no_volumes() -> None:
+    assert plan_volumes(profile(), snap([with_luns(state("a"), SDB)])) == []
+
+
+def test_a_volume_whose_lun_is_gone_is_reported_not_removed() -> None:
+    name = volume_name("a", SDB)
+    volumes = {name: VolumeView(name, "p", "a", "Bound")}
+    p = profile(storage=LUNS)
+    assert [v.name for v in orphaned_volumes(p, snap([state("a")], volumes))] == [name]
+    assert plan_volumes(p, snap([state("a")], volumes)) == []
+    assert orphaned_volumes(p, snap([with_luns(state("a"), SDB)], volumes)) == []
+
+
+def test_the_rendered_volume_is_named_as_planned() -> None:
+    pv = render_volume(profile(storage=LUNS), "a", {}, SDB)
+    assert pv["metadata"]["name"] == volume_name("a", SDB)
+    assert pv["metadata"]["annotations"]["kvtune.io/wwid"] == "0x5000c5"
