@@ -19,6 +19,8 @@ from .views import StateView
 MAX_FAILING = 20
 #: A fourth profile condition: False when KubeVirt's own settings would undo the profile.
 KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
+#: The agents' running-VM audits, rolled up (the node condition has the same type).
+VMS_COMPLIANT = "VMsCompliant"
 #: Present for profiles with storage.blockLuns: False when volumes outlive their LUNs.
 LUN_VOLUMES = "LunVolumes"
 Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
@@ -90,6 +92,7 @@ def rollup(
                                         profile.generation))
     if profile.spec.storage.block_luns is not None:
         new_conditions.append(_volumes_condition(orphaned_volumes, profile.generation))
+    new_conditions.append(_vms_condition(states, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,
@@ -132,6 +135,27 @@ def _conditions(
     else:
         deg_c = cond.make(cond.DEGRADED, "False", "AsExpected", "", gen)
     return [ready_c, prog_c, deg_c]
+
+
+def _vms_condition(states: Mapping[str, StateView | None], generation: int) -> cond.Condition:
+    """The nodes' running-VM audits in one condition: do VMs get what the profile promises?"""
+    by_status: dict[str, list[str]] = {"False": [], "Unknown": []}
+    for node in sorted(states):
+        view = states[node]
+        found = cond.find(view.state.status.conditions, VMS_COMPLIANT) if view else None
+        if found is not None and found.status in by_status:
+            by_status[found.status].append(f"{node} ({found.message or found.reason})")
+    if by_status["False"]:
+        nodes = by_status["False"]
+        return cond.make(VMS_COMPLIANT, "False", "Violations",
+                         f"{len(nodes)} node(s) run VMs that break the profile's promises: "
+                         + "; ".join(nodes[:5]) + ("; ..." if len(nodes) > 5 else ""),
+                         generation)
+    if by_status["Unknown"]:
+        nodes = by_status["Unknown"]
+        return cond.make(VMS_COMPLIANT, "Unknown", "Unreachable",
+                         "could not inspect every VM on: " + "; ".join(nodes[:5]), generation)
+    return cond.make(VMS_COMPLIANT, "True", "Compliant", "", generation)
 
 
 def _volumes_condition(orphans: Sequence[str], generation: int) -> cond.Condition:

@@ -7,6 +7,7 @@ import datetime
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_operator.rollup import MAX_FAILING, node_phase, rollup, status_changed
+from kvtune_operator.views import StateView
 
 from .builders import profile, state
 
@@ -80,3 +81,17 @@ def test_kubevirt_conflicts_show_as_a_fourth_condition() -> None:
     found = cond.find(status.conditions, "KubeVirtCompatible")
     assert found is not None and (found.status, found.message) == ("False", "ksm clash")
     assert cond.is_true(status.conditions, cond.READY), "a warning, not a failure"
+
+
+def test_nodes_whose_vms_break_the_promises_are_named_on_the_profile() -> None:
+    ok, bad = state("a", ready=True), state("b", ready=True)
+    bad_conditions = [*bad.state.status.conditions,
+                      cond.make("VMsCompliant", "False", "Violations", "vm1 overlaps vm2")]
+    bad = StateView(bad.name, bad.profile, bad.generation, bad.spec, bad.state.model_copy(
+        update={"status": bad.state.status.model_copy(update={"conditions": bad_conditions})}))
+    found = cond.find(rollup(profile(), {"a": ok, "b": bad}, {}, EMPTY, T0).conditions,
+                      "VMsCompliant")
+    assert found is not None and found.status == "False"
+    assert "b (vm1 overlaps vm2)" in found.message
+    clean = cond.find(rollup(profile(), {"a": ok}, {}, EMPTY, T0).conditions, "VMsCompliant")
+    assert clean is not None and clean.status == "True"
