@@ -18,7 +18,7 @@ import tempfile
 import time
 import typing as t
 
-from .localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir
+from .localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir, free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROFILE = REPO / "deploy" / "samples" / "audit-only.yaml"
@@ -98,9 +98,11 @@ def run_demo(once: bool = False) -> int:
             logs = pathlib.Path(tempfile.mkdtemp(prefix="kvtune-demo-"))
             demo = Demo(cluster, bin_dir, logs)
             try:
-                _show(demo, node)
+                metrics = _show(demo, node)
                 if not once:
                     print(f"\nexport KUBECONFIG={cluster.kubeconfig}  # and use {demo.kubectl_bin}")
+                    for name, port in metrics.items():
+                        print(f"curl http://127.0.0.1:{port}/metrics  # the {name}'s metrics")
                     print("Press Ctrl-C to stop the demo (the control plane is thrown away).")
                     while all(p.poll() is None for p in demo.procs):
                         time.sleep(1)
@@ -117,7 +119,7 @@ def run_demo(once: bool = False) -> int:
 def _settled(status: dict[str, t.Any]) -> bool:
     """Every matched node is counted as ready, degraded or waiting: nothing is in flight."""
     done = sum(status.get(k, 0) for k in ("readyNodes", "degradedNodes", "waitingNodes"))
-    return status.get("matchedNodes", 0) > 0 and done == status["matchedNodes"]
+    return bool(status.get("matchedNodes", 0) > 0 and done == status["matchedNodes"])
 
 
 def _conditions(title: str, conditions: list[dict[str, t.Any]]) -> None:
@@ -126,15 +128,19 @@ def _conditions(title: str, conditions: list[dict[str, t.Any]]) -> None:
         print(f"  {c['type']:<18} {c['status']:<7} {c['reason']}: {c.get('message', '')}")
 
 
-def _show(demo: Demo, node: str) -> None:
+def _show(demo: Demo, node: str) -> dict[str, int]:
+    """Run the demo's steps and show the result; returns the metrics port of each process."""
     demo.kubectl("apply", "-k", str(REPO / "crds"))
     demo.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     # There is no kubelet here: this machine is registered as a Node by hand.
     node_manifest = json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {
         "name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}}})
     demo.kubectl("apply", "-f", "-", stdin=node_manifest)
-    demo.spawn("operator", "operator", "--standalone")
-    demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10")
+    # Free ports on loopback, so that a demo runs beside anything else on this machine.
+    metrics = {"operator": free_port(), "agent": free_port()}
+    demo.spawn("operator", "operator", "--standalone", *_metrics_flags(metrics["operator"]))
+    demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10",
+               *_metrics_flags(metrics["agent"]))
     demo.kubectl("apply", "-f", str(PROFILE))
     demo.wait("the node agent's first report", lambda: bool(
         demo.get("hvns", node).get("status", {}).get("observedGeneration")))
@@ -153,3 +159,8 @@ def _show(demo: Demo, node: str) -> None:
     profile = demo.get("hvp", PROFILE_NAME).get("status", {})
     _conditions(f"\nProfile {PROFILE_NAME}: conditions rolled up by the operator",
                 profile.get("conditions", []))
+    return metrics
+
+
+def _metrics_flags(port: int) -> tuple[str, ...]:
+    return ("--metrics-address", "127.0.0.1", "--metrics-port", str(port))

@@ -107,7 +107,8 @@ def _checked_bin_dir(path: Path, source: str) -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     # The port is free when we look; another process could take it before the server binds it.
     # The server then exits with "address already in use", which start() reports with its log.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -197,7 +198,7 @@ class LocalCluster:
         On any failure, including Ctrl-C, what was started is stopped before the error propagates.
         """
         workdir = Path(tempfile.mkdtemp(prefix="kvtune-cluster-", dir=tmp_parent))
-        port = _free_port()
+        port = free_port()
         cluster = cls(
             workdir=workdir,
             server=f"https://127.0.0.1:{port}",
@@ -250,8 +251,8 @@ class LocalCluster:
     def _launch(self, bin_dir: Path, apiserver_port: int, timeout: float) -> None:
         d = self.workdir
         serving_cert, serving_key = self._write_credentials()
-        etcd_url = f"http://127.0.0.1:{_free_port()}"
-        peer_url = f"http://127.0.0.1:{_free_port()}"
+        etcd_url = f"http://127.0.0.1:{free_port()}"
+        peer_url = f"http://127.0.0.1:{free_port()}"
         etcd = self._spawn(
             bin_dir / "etcd",
             "--name=kvtune",

@@ -11,6 +11,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+#: Default ports of /metrics (docs/metrics.md). The operator's 8080 is its liveness endpoint, so
+#: its metrics take the next port; the agent's 9101 is apart from the ports of node exporters
+#: (9100) and kubelets (10250 and up), for a person who runs it on a host outside a pod.
+OPERATOR_METRICS_PORT = 8081
+AGENT_METRICS_PORT = 9101
+
 
 def _cmd_crds(args: argparse.Namespace) -> int:
     from kvtune_api import crdgen
@@ -64,6 +70,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     )
     # Structured (JSON) logs for log collectors in a cluster; plain text for people.
     kopf.configure(log_format=kopf.LogFormat[args.log_format.upper()])
+    serve_metrics(args)
     memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
     kopf.run(clusterwide=True, standalone=args.standalone, memo=memo,
              liveness_endpoint=args.liveness)
@@ -86,6 +93,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    serve_metrics(args)
     Agent(AgentKube(api_client(), args.node), settings).run(stop)
     return 0
 
@@ -94,6 +102,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from kvtune_cli.demo import run_demo
 
     return run_demo(once=args.once)
+
+
+def serve_metrics(args: argparse.Namespace) -> None:
+    """Serve prometheus_client's registry in a background thread, unless the port is 0."""
+    if not args.metrics_port:
+        return
+    import prometheus_client
+
+    try:
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
+    except OSError as err:
+        raise SystemExit(
+            f"cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {err}; choose "
+            "another --metrics-port, or 0 to serve none"
+        ) from err
+
+
+def _add_metrics_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    group = parser.add_argument_group("Prometheus metrics (see docs/metrics.md)")
+    group.add_argument("--metrics-port", type=int, default=port,
+                       help="port serving /metrics (default %(default)s; 0: no metrics)")
+    group.add_argument("--metrics-address", default="0.0.0.0",
+                       help="address /metrics listens on (default %(default)s: every interface, "
+                       "so that Prometheus can scrape the pod)")
 
 
 def _add_webhook_flags(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="serve kopf's liveness endpoint for the kubelet's probe, e.g. "
                           "http://0.0.0.0:8080/healthz (default: none)")
     _add_webhook_flags(operator)
+    _add_metrics_flags(operator, OPERATOR_METRICS_PORT)
     operator.set_defaults(func=_cmd_operator)
 
     agent = sub.add_parser("agent", help="run the node agent for one node")
@@ -180,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
     agent.add_argument("--systemctl", help="command reaching the host's systemctl (default: "
                        "nsenter into PID 1's namespaces, then systemctl)")
+    _add_metrics_flags(agent, AGENT_METRICS_PORT)
     agent.set_defaults(func=_cmd_agent)
 
     demo = sub.add_parser("demo", help="local control plane + operator + agent on this host "

@@ -20,7 +20,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
-from . import nfd
+from . import metrics, nfd
 from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
 from .cycle import revert_orphaned, run_cycle
 from .hostfs import HostFS
@@ -101,7 +101,8 @@ class Agent:
         watcher.start()
         while not stop.is_set():
             try:
-                self.step()
+                with metrics.cycle():
+                    self.step()
             except Exception:  # keep the agent alive: the next change or interval retries
                 log.exception("cycle failed on node %s", self.settings.node)
             _wait_for_change(changes, stop, self.settings.interval_seconds)
@@ -130,8 +131,10 @@ class Agent:
         if status.host is not None:
             vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host)
             status = with_vm_audit(status, vms, previous, generation, now)
+            metrics.set_vms(vms)
         if significant(status) != significant(previous):
             self.kube.patch_status(status.model_dump(mode="json", exclude_none=True))
+            metrics.STATUS_WRITES.inc()
             for c in _flipped(previous, status):
                 self.kube.event(f"{c.type}{c.status}", c.message or c.reason,
                                 warning=c.type == cond.DEGRADED and c.status == "True")

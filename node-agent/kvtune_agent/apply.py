@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
 
-from . import change
+from . import change, metrics
 from .hostfs import HostFS, HostWriteError
 from .journal import Journal, JournalError
 from .plan import Plan, Step
@@ -45,11 +45,13 @@ def apply(
     results = []
     for step in plan.steps:
         try:
-            results.append(_apply_step(step, fs, journal, systemd, grant, timeout))
+            result = _apply_step(step, fs, journal, systemd, grant, timeout)
         except Exception as err:  # a bug in one step must not cost the other steps their turn
-            results.append(StepResult(id=step.planned.id, result="Failed", message=(
+            result = StepResult(id=step.planned.id, result="Failed", message=(
                 f"kvtune failed on this step ({type(err).__name__}: {err}); this is a kvtune "
-                "bug: please report it with the node's status")))
+                "bug: please report it with the node's status"))
+        metrics.count_step(step.planned.feature, result.result)
+        results.append(result)
     return results
 
 

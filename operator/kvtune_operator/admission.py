@@ -25,7 +25,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
@@ -73,18 +73,21 @@ def shape(
     vmi: Mapping[str, Any],
     namespace_labels: Mapping[str, str],
     patch: kopf.Patch,
-) -> None:
-    """The mutating webhook: the VMI shaped by the one profile that selects it, if any."""
+) -> Literal["patched", "skipped"]:
+    """The mutating webhook: the VMI shaped by the one profile that selects it, if any. Returns
+    whether it was shaped (for the metrics)."""
     profile = _enforcing(_claims(view, vmi, namespace_labels), vmi)
     if profile is None:
-        return
+        return "skipped"
     with _answering(vmi):
         result = mutate_vmi(
             profile, vmi, namespace_labels=namespace_labels, overhead_ratio=view.overhead_ratio
         )
-    if result.skipped is None:
-        # kopf diffs the body before and after its transformations into the JSON patch.
-        patch.fns.append(functools.partial(_become, result.vmi))
+    if result.skipped is not None:
+        return "skipped"
+    # kopf diffs the body before and after its transformations into the JSON patch.
+    patch.fns.append(functools.partial(_become, result.vmi))
+    return "patched"
 
 
 def check(
@@ -92,15 +95,16 @@ def check(
     vmi: Mapping[str, Any],
     namespace_labels: Mapping[str, str],
     warnings: list[str],
-) -> None:
+) -> Literal["allowed", "skipped"]:
     """The validating webhook: refuse a VMI that contradicts its profile, and warn when it is
-    larger than every ready node of the profile."""
+    larger than every ready node of the profile. Returns whether a profile judged it (for the
+    metrics)."""
     claims = _claims(view, vmi, namespace_labels)
     profile = _enforcing(claims, vmi)
     if profile is None:
         if len(claims) > 1:  # all in Audit mode, or _enforcing would have refused
             warnings.append(f"Audit mode, would be refused: {_conflict(claims, vmi)}")
-        return
+        return "skipped"
     with _answering(vmi):
         errors, found = validate_vmi(profile, vmi, namespace_labels=namespace_labels)
         warnings += found
@@ -111,6 +115,7 @@ def check(
             warning = capacity_warning(vmi, nodes, ratio=view.overhead_ratio)
             if warning is not None:
                 warnings.append(f"HypervisorProfile {profile.name}: {warning}")
+    return "allowed"
 
 
 def ready_nodes(view: ClusterView, profile: str) -> list[NodeCapacity]:

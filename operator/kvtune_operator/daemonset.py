@@ -20,10 +20,14 @@ Decisions, each with its reason:
 - No priority class by default: a critical class lets the scheduler preempt a running VM to fit a
   100Mi agent onto a full node. Clusters that keep room for system pods can pass one.
 - No CPU limit: throttling a probe only makes it slower; the request keeps it scheduled fairly.
-- No liveness probe: the agent serves no HTTP endpoint yet, and a probe that only checks that the
-  process exists adds nothing to the kubelet's own restart of a crashed process. A hung agent
-  shows as a HypervisorNodeState whose status stops following its spec (the profile's status
-  reports it).
+- No liveness probe: the agent's only HTTP endpoint is /metrics, served from its own thread, so
+  it answers while the agent's loop hangs; a probe of it would add nothing to the kubelet's own
+  restart of a crashed process. A hung agent shows as a HypervisorNodeState whose status stops
+  following its spec (the profile's status reports it), and as a stale
+  `kvtune_agent_last_successful_cycle_timestamp_seconds`.
+- Metrics on container port 9101 named `metrics`, with the `prometheus.io/*` pod annotations
+  that annotation-based scrape configs read (docs/metrics.md; a PodMonitor can select the port
+  by name). Pod network, not hostNetwork, so the port never clashes with the host's.
 - terminationGracePeriodSeconds 60: SIGTERM lets the running cycle finish (each host write is
   bounded by a 10 s timeout), so a rollout never leaves a half-written change such as a partly
   created set of SR-IOV VFs; long enough for a few bounded writes, short enough for a drain.
@@ -43,6 +47,8 @@ NAME = "kvtune-agent"
 SERVICE_ACCOUNT = "kvtune-agent"
 #: Where the agent sees the host: PID 1's root, through hostPID.
 HOST_ROOT = "/proc/1/root"
+#: Where the agent serves /metrics (`kvtune agent --metrics-port`).
+METRICS_PORT = 9101
 LABELS: Mapping[str, str] = {
     "app.kubernetes.io/name": NAME,
     "app.kubernetes.io/part-of": "kvtune",
@@ -111,7 +117,10 @@ def render_agent_daemonset(
         "spec": {
             "selector": {"matchLabels": dict(SELECTOR)},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": dict(LABELS), "annotations": _scrape(METRICS_PORT)},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -121,11 +130,13 @@ def _container(image: str, resources: AgentResources) -> dict[str, t.Any]:
         "name": "agent",
         "image": image,
         # The image's entrypoint is `kvtune`; $(NODE_NAME) is expanded by the kubelet.
-        "args": ["agent", "--node", "$(NODE_NAME)", "--root", HOST_ROOT],
+        "args": ["agent", "--node", "$(NODE_NAME)", "--root", HOST_ROOT,
+                 "--metrics-port", str(METRICS_PORT)],
         "env": [
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "HOME", "value": "/tmp"},
         ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": resources.as_dict(),
         "securityContext": {
             "privileged": True,
@@ -135,3 +146,9 @@ def _container(image: str, resources: AgentResources) -> dict[str, t.Any]:
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def _scrape(port: int) -> dict[str, str]:
+    """The annotations that Prometheus configs based on pod annotations scrape by."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics"}

@@ -54,13 +54,16 @@ class Node:
             self.custom.patch_cluster_custom_object(G, V, STATES, self.name,
                                                     {"spec": manifest["spec"]})
 
-    def start(self) -> None:
+    def start(self, metrics_port: int = 0) -> None:
+        """Start the agent; without a metrics port it serves no metrics, so that agents of
+        test sessions running side by side on one machine never contend for a port."""
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         log = (self.root.parent / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kvtune_cli.main", "agent", "--node", self.name,
              "--root", str(self.root), "--interval", "1",
-             "--systemctl", str(self.root / FAKE_SYSTEMCTL.lstrip("/"))],
+             "--systemctl", str(self.root / FAKE_SYSTEMCTL.lstrip("/")),
+             "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
+from .. import metrics
 from ..hostfs import HostFS, ReadIssue
 from . import block, cpu, ksm, kubelet, memory, numa, numad, sriov
 
@@ -66,6 +67,7 @@ def _bounded(problems: list[Problem]) -> list[Problem]:
     )]
 
 
+@metrics.PROBE_SECONDS.time()
 def probe_host(fs: HostFS) -> HostReport:
     """Probe every feature of the host behind `fs`; one failing probe does not hide the others."""
     sections: dict[str, t.Any] = {}

@@ -1,0 +1,228 @@
+"""The operator's metrics move when a reconcile pass, an API write or an admission happens, and
+`kvtune operator` serves them (the agent's are in tests/agent/test_metrics.py).
+
+The pure tests read this process's registry before and after driving a seam; the last test runs
+a real `kvtune operator` against the session's API server and scrapes its port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import typing as t
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kopf
+import pytest
+from controller.builders import profile
+from kubernetes import client
+from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
+from kvtune_cli.localcluster import free_port
+from kvtune_cli.main import serve_metrics
+from kvtune_operator import handlers, metrics
+from kvtune_operator.controller import PassResult, reconcile_profile, snapshot
+from kvtune_operator.settings import Settings
+from kvtune_operator.views import Action, CordonNode, CreateState, EvictVmPods, LabelNode
+from prometheus_client import REGISTRY
+from support.cluster import ClusterAccess, wait_for
+from support.metrics import scraped, value
+from webhook import make_profile, make_vmi
+
+PASSES = "kvtune_operator_reconcile_passes_total"
+WRITES = "kvtune_operator_api_writes_total"
+NODES = "kvtune_operator_profile_nodes"
+ADMISSIONS = "kvtune_operator_admissions_total"
+
+
+class RecordingKube:
+    """The operator's API module as a reconcile pass uses it; `fail` makes every write raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.done: list[Action] = []
+
+    def execute(self, action: Action) -> None:
+        if self.fail:
+            raise RuntimeError("the apiserver said no")
+        self.done.append(action)
+
+    def patch_profile_status(self, name: str, status: dict[str, t.Any]) -> None:
+        self.done.append(t.cast(Action, ("status", name)))
+
+    def count_vm_pods(self, node: str) -> int:
+        return 0
+
+
+def run_pass(name: str, kube: RecordingKube) -> PassResult:
+    """One counted pass of profile `name`, which selects one new node (pool=`name`)."""
+    p = profile(name)
+    snap = snapshot({name: p}, {f"{name}-n1": {"pool": name}}, {}, {})
+    work = reconcile_profile(p, snap, HypervisorProfileStatus(), t.cast(t.Any, kube), Settings())
+    return asyncio.run(metrics.reconcile_pass(name, work))
+
+
+def unique(prefix: str) -> str:
+    # The registry lives as long as the test process: each test counts its own profile.
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def test_a_pass_that_writes_is_counted_timed_and_sets_the_phase_gauges() -> None:
+    name = unique("writes")
+    timed = value("kvtune_operator_reconcile_duration_seconds_count")
+    labels, states = value(WRITES, action="label_node", result="ok"), value(
+        WRITES, action="create_state", result="ok")
+    statuses = value(WRITES, action="patch_profile_status", result="ok")
+    run_pass(name, RecordingKube())
+    assert value(PASSES, profile=name, result="wrote") == 1
+    assert value("kvtune_operator_reconcile_duration_seconds_count") == timed + 1
+    assert value(WRITES, action="label_node", result="ok") == labels + 1
+    assert value(WRITES, action="create_state", result="ok") == states + 1
+    assert value(WRITES, action="patch_profile_status", result="ok") == statuses + 1
+    # Its one node has no state yet: Progressing.
+    assert value(NODES, profile=name, phase="Progressing") == 1
+    assert value(NODES, profile=name, phase="Ready") == 0
+
+
+def test_a_pass_whose_write_fails_counts_the_failed_write_and_an_erroring_pass() -> None:
+    name = unique("fails")
+    before = value(WRITES, action="label_node", result="error")
+    with pytest.raises(RuntimeError):
+        run_pass(name, RecordingKube(fail=True))
+    assert value(PASSES, profile=name, result="error") == 1
+    assert value(WRITES, action="label_node", result="error") == before + 1
+
+
+def test_a_pass_with_nothing_to_do_is_counted_idle() -> None:
+    name = unique("idle")
+    done = PassResult(actions=[], status=None, transitions=[])
+
+    async def nothing() -> PassResult:
+        return done
+
+    assert asyncio.run(metrics.reconcile_pass(name, nothing())) is done
+    assert value(PASSES, profile=name, result="idle") == 1
+
+
+def test_a_deleted_profile_leaves_no_series_behind() -> None:
+    name = unique("gone")
+    run_pass(name, RecordingKube())
+    metrics.forget_profile(name)
+    left = [s for m in REGISTRY.collect() for s in m.samples if s.labels.get("profile") == name]
+    assert left == []
+
+
+@pytest.mark.parametrize(("action", "name"), [
+    (CordonNode("n", True), "cordon"),
+    (CordonNode("n", False), "uncordon"),
+    (EvictVmPods("n"), "evict_vm_pods"),
+    (LabelNode("n", None), "label_node"),
+    (CreateState({"metadata": {"name": "n"}}), "create_state"),
+])
+def test_an_api_write_is_labelled_by_its_action(action: Action, name: str) -> None:
+    assert metrics.action_name(action) == name
+
+
+# --- Admissions, through the kopf handlers as kopf calls them. ---
+
+NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "vms"}
+
+
+def indexes(*profiles: t.Any) -> dict[str, t.Any]:
+    """The handlers' kopf indexes as plain mappings: key -> values."""
+    return {"namespace_labels": {"vms": [NAMESPACE_LABELS]},
+            "profiles": {p.name: [p] for p in profiles},
+            "node_labels": {}, "node_states": {}, "node_allocatable": {}, "overhead_ratio": {}}
+
+
+def mutate(vmi: dict[str, t.Any], *profiles: t.Any) -> None:
+    body = kopf.Body(vmi)
+    asyncio.run(handlers.shape_vmi(body=body, patch=kopf.Patch(body=body), memo=kopf.Memo(),
+                                   **indexes(*profiles)))
+
+
+def validate(vmi: dict[str, t.Any], *profiles: t.Any) -> None:
+    asyncio.run(handlers.check_vmi(body=kopf.Body(vmi), warnings=[], memo=kopf.Memo(),
+                                   **indexes(*profiles)))
+
+
+VMI = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "2Gi"}})
+
+
+@pytest.mark.parametrize(("answer", "profiles", "vmi", "result"), [
+    (mutate, [make_profile("a")], VMI, "patched"),
+    (mutate, [], VMI, "skipped"),
+    (mutate, [make_profile("a"), make_profile("b")], VMI, "denied"),
+    (validate, [make_profile("a")], VMI, "allowed"),
+    (validate, [make_profile("a", vmi={"selector": {"matchLabels": {"app": "db"}}})], VMI,
+     "skipped"),
+    (validate, [make_profile("a")], make_vmi({"cpu": {"dedicatedCpuPlacement": False}}),
+     "denied"),
+])
+def test_an_admission_is_counted_by_its_result_and_timed(
+    answer: t.Callable[..., None], profiles: list[t.Any], vmi: dict[str, t.Any], result: str
+) -> None:
+    operation = "mutate" if answer is mutate else "validate"
+    before = value(ADMISSIONS, operation=operation, result=result)
+    timed = value("kvtune_operator_admission_duration_seconds_count", operation=operation)
+    try:
+        answer(vmi, *profiles)
+    except kopf.AdmissionError:
+        assert result == "denied"
+    assert value(ADMISSIONS, operation=operation, result=result) == before + 1
+    assert value("kvtune_operator_admission_duration_seconds_count",
+                 operation=operation) == timed + 1
+
+
+# --- Serving. ---
+
+def test_a_taken_metrics_port_stops_the_command_with_what_to_do() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = argparse.Namespace(metrics_port=port, metrics_address="127.0.0.1")
+        with pytest.raises(SystemExit, match="choose another --metrics-port, or 0"):
+            serve_metrics(args)
+
+
+@pytest.fixture
+def operator_process(cluster: ClusterAccess, kvtune_crds: list[str],
+                     tmp_path: Path) -> Iterator[int]:
+    """`kvtune operator` (standalone, no webhook) serving its metrics; yields the port."""
+    port = free_port()
+    log = (tmp_path / "operator.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone", "--no-webhook",
+         "--metrics-address", "127.0.0.1", "--metrics-port", str(port)],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield port
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+
+
+def test_the_operator_serves_its_passes_and_forgets_a_deleted_profile(
+    operator_process: int, api_client: client.ApiClient
+) -> None:
+    port = operator_process
+    custom = client.CustomObjectsApi(api_client)
+    name = unique("metrics")
+    custom.create_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", {
+        "apiVersion": "kvtune.io/v1alpha1", "kind": "HypervisorProfile",
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": {"matchLabels": {"pool": name}}}})
+    # No node matches: the first pass writes the status, and the gauges read 0.
+    wait_for(lambda: (scraped(port, PASSES, profile=name, result="wrote") or 0) >= 1,
+             "a counted pass of the new profile", timeout=60)
+    assert scraped(port, NODES, profile=name, phase="Ready") == 0
+    custom.delete_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", name)
+    wait_for(lambda: scraped(port, NODES, profile=name, phase="Ready") is None,
+             "the deleted profile's series dropped", timeout=60)
