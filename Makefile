@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup demo test lint unit crds bench
+.PHONY: setup demo test lint unit crds docs bench
 
 setup:
 	@bash hack/setup.sh
@@ -24,6 +24,10 @@ unit: setup
 
 crds: setup
 	$(VENV)/kvtune crds
+
+# The API reference (docs/api.md) from the CRDs, which are regenerated first.
+docs: crds
+	$(VENV)/kvtune docs
 
 bench: setup
 	for b in bench/*.py; do $(VENV)/python $$b || exit 1; done

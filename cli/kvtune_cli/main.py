@@ -26,6 +26,14 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from kvtune_api import apidocs
+
+    args.out.write_text(apidocs.render_files(args.crds))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from kvtune_agent.hostfs import HostFS
     from kvtune_agent.probe import probe_host
@@ -165,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=pathlib.Path, default=pathlib.Path("crds"))
     crds.set_defaults(func=_cmd_crds)
+
+    docs = sub.add_parser("docs", help="write the API reference (docs/api.md) from the CRDs")
+    docs.add_argument("--crds", type=pathlib.Path, default=pathlib.Path("crds"),
+                      help="directory of the CRDs (default %(default)s)")
+    docs.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/api.md"),
+                      help="file to write (default %(default)s)")
+    docs.set_defaults(func=_cmd_docs)
 
     probe = sub.add_parser("probe", help="report what this host offers VMs (read-only)")
     probe.add_argument(
