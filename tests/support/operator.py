@@ -27,13 +27,14 @@ def running_operator(settings: Settings, kubeconfig: Path) -> Iterator[None]:
     """The operator runs (standalone, cluster-wide) for the duration of the `with` block."""
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(kubeconfig)  # read by the login handler and by api_client()
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
     died: list[BaseException] = []
 
     def run() -> None:
         memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
         try:
-            kopf.run(clusterwide=True, standalone=True, memo=memo, stop_flag=stop)
+            kopf.run(clusterwide=True, standalone=True, memo=memo, stop_flag=stop,
+                     ready_flag=ready)
         except BaseException as e:  # handed to the test's thread below
             died.append(e)
 
@@ -42,6 +43,8 @@ def running_operator(settings: Settings, kubeconfig: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # Stopping kopf while it still starts up can fail its shutdown (a root task times out).
+        ready.wait(STOP_TIMEOUT)
         stop.set()
         thread.join(STOP_TIMEOUT)
         if previous is None:
