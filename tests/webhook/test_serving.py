@@ -6,7 +6,10 @@ answers are applied (the patch, the refusal, the warnings a client sees), and wh
 VMI while the webhook is down. VMIs go through KubeVirt's real schema (fixture `kubevirt_crds`).
 
 The operator runs with failurePolicy Fail unless a test says otherwise, so that a webhook that
-cannot be reached fails the test instead of passing it silently.
+cannot be reached fails the test instead of passing it silently. It listens on 127.0.0.1, where
+the local control plane reaches it; against an existing cluster, set
+`KVTUNE_TEST_WEBHOOK_HOST` to an address of this machine that its apiserver can reach (for
+kind, the docker network's gateway, e.g. 172.18.0.1).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import typing as t
 import uuid
 from collections.abc import Iterator
@@ -40,6 +44,7 @@ G, V = "kvtune.io", "v1alpha1"
 PROFILES = "hypervisorprofiles"
 SELECTED_LABEL = "kvtune-webhook-test"
 SERVING_TIMEOUT = 60.0
+WEBHOOK_HOST_ENV = "KVTUNE_TEST_WEBHOOK_HOST"
 
 
 class Served:
@@ -52,7 +57,8 @@ class Served:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.tag = uuid.uuid4().hex[:6]
         # Port 0: a free port of kopf's choice, so that parallel test sessions never share one.
-        self.settings = Settings(webhook_port=0, webhook_cert_dir=cert_dir)
+        self.settings = Settings(webhook_port=0, webhook_cert_dir=cert_dir,
+                                 webhook_host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
         self.policy: str | None = None
         self._running = contextlib.ExitStack()
         self.selected = self._namespace("selected", {SELECTED_LABEL: self.tag})
