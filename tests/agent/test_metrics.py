@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import time
 import typing as t
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -122,24 +121,22 @@ def test_a_step_sets_the_vm_gauges_from_its_audit(tmp_path: Path) -> None:
     assert value("kvtune_agent_vms", state="compliant") == 0
 
 
-@pytest.fixture
-def node(cluster: ClusterAccess, api_client: client.ApiClient, kvtune_crds: list[str],
-         tmp_path: Path) -> Iterator[Node]:
-    made = Node(cluster, api_client, tmp_path / "host")
-    yield made
-    made.stop()
-
-
-def test_a_running_agent_serves_its_cycles_steps_and_writes(node: Node) -> None:
-    port = free_port()
+def test_a_running_agent_serves_its_cycles_steps_and_writes(
+    cluster: ClusterAccess, api_client: client.ApiClient, kvtune_crds: list[str], tmp_path: Path
+) -> None:
+    node, port = Node(cluster, api_client, tmp_path / "host"), free_port()
     node.render("Enforce", **ENFORCE)
     started = time.time()
     node.start(metrics_port=port)
-    wait_for(lambda: node.reported() and node.condition("Ready") == "True",
-             "the agent reports Ready", timeout=60)
-    wait_for(lambda: (scraped(port, "kvtune_agent_cycles_total", result="ok") or 0) >= 1,
-             f"a counted cycle on port {port}\n{node.log()}", timeout=30)
-    assert (scraped(port, STEPS, feature="KSM", result="Applied") or 0) >= 1
-    assert (scraped(port, "kvtune_agent_status_writes_total") or 0) >= 1
-    assert (scraped(port, "kvtune_agent_probe_duration_seconds_count") or 0) >= 1
-    assert (scraped(port, "kvtune_agent_last_successful_cycle_timestamp_seconds") or 0) >= started
+    try:
+        wait_for(lambda: node.reported() and node.condition("Ready") == "True",
+                 "the agent reports Ready", timeout=60)
+        wait_for(lambda: (scraped(port, "kvtune_agent_cycles_total", result="ok") or 0) >= 1,
+                 f"a counted cycle on port {port}\n{node.log()}", timeout=30)
+        assert (scraped(port, STEPS, feature="KSM", result="Applied") or 0) >= 1
+        assert (scraped(port, "kvtune_agent_status_writes_total") or 0) >= 1
+        assert (scraped(port, "kvtune_agent_probe_duration_seconds_count") or 0) >= 1
+        assert (scraped(port, "kvtune_agent_last_successful_cycle_timestamp_seconds")
+                or 0) >= started
+    finally:
+        node.stop()
