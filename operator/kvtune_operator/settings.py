@@ -91,5 +91,4 @@ class Settings:
 
     webhook_excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). The operator's
-    own namespace is added when it runs in a pod, as is any namespace labelled
-    `kvtune.io/skip: "true"`."""
+    own (`namespace`) is added when known, as is any namespace labelled `kvtune.io/skip: "true"`."""

@@ -46,8 +46,6 @@ SKIP_LABEL = SKIP_ANNOTATION
 #: Set by the apiserver on every namespace.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 SERVICE_PORT = 443
-#: Where a pod finds its own namespace.
-POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: A generated certificate outlives any run of the operator; a mounted one is renewed outside.
 GENERATED_VALIDITY = datetime.timedelta(days=365)
 TLS_FILES = ("tls.crt", "tls.key", "ca.crt")
@@ -120,7 +118,7 @@ def configurations(
     """The Mutating- and ValidatingWebhookConfiguration, as bodies for a server-side apply.
 
     `client_config` is what kopf's server reports (its URL and CA bundle); `own_namespace` is
-    the operator's namespace when it runs in a pod."""
+    the operator's namespace, when known."""
     excluded = sorted({*settings.webhook_excluded_namespaces, *filter(None, [own_namespace])})
     skip = {"key": SKIP_LABEL, "operator": "NotIn", "values": ["true"]}
     common = {
@@ -224,10 +222,9 @@ def configure(
             f"{MAX_TIMEOUT_SECONDS} s the apiserver accepts: choose a value in that range"
         )
     files = tls_files(settings.webhook_cert_dir, serving_hosts(settings))
-    own_namespace = _own_namespace()
     server = VmiWebhookServer(
         publish=lambda client_config: kube.apply_webhook_configurations(
-            configurations(client_config, settings, own_namespace)
+            configurations(client_config, settings, settings.namespace)
         ),
         # Behind a Service the pod's address is not known in advance: listen everywhere.
         addr="0.0.0.0" if settings.webhook_service else settings.webhook_host,
@@ -246,9 +243,3 @@ async def _never_listen(fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientC
     await asyncio.Event().wait()
     yield kopf.WebhookClientConfig()  # never reached; makes this an async generator
 
-
-def _own_namespace() -> str | None:
-    try:
-        return POD_NAMESPACE_FILE.read_text().strip() or None
-    except OSError:
-        return None
