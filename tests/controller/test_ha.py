@@ -37,8 +37,10 @@ def replica(cluster: ClusterAccess, priority: int, log: pathlib.Path) -> subproc
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     with log.open("wb") as out:
         return subprocess.Popen(
+            # No metrics: two replicas on one host cannot both have the default port.
             [sys.executable, "-m", "kvtune_cli.main", "operator", "--no-webhook",
-             "--peering-priority", str(priority), "--peering-lifetime", str(LIFETIME)],
+             "--peering-priority", str(priority), "--peering-lifetime", str(LIFETIME),
+             "--metrics-port", "0"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
 
@@ -47,8 +49,12 @@ def replica(cluster: ClusterAccess, priority: int, log: pathlib.Path) -> subproc
 def replicas(
     cluster: ClusterAccess, peering: None, tmp_path: pathlib.Path
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    procs = {"leader": replica(cluster, 200, tmp_path / "leader.log"),
-             "follower": replica(cluster, 100, tmp_path / "follower.log")}
+    # The leader first, so that the follower meets it: kopf starts paused and resumes only when
+    # no live replica outranks it (two starting at once could both resume for a moment).
+    procs = {"leader": replica(cluster, 200, tmp_path / "leader.log")}
+    wait_for(lambda: "Resuming operations" in (tmp_path / "leader.log").read_text(),
+             "the leader to start working", timeout=60)
+    procs["follower"] = replica(cluster, 100, tmp_path / "follower.log")
     yield procs
     for proc in procs.values():
         if proc.poll() is None:
@@ -92,5 +98,5 @@ def test_the_follower_takes_over_a_killed_leader_without_duplicate_work(
     replicas["leader"].wait(timeout=10)
     second = node("b")
     wait_for(lambda: state(second) is not None,
-             "the follower to take over and render the new node", timeout=LIFETIME * 6 + 30)
+             "the follower to take over and render the new node", timeout=120)
     assert "Resuming operations" in (tmp_path / "follower.log").read_text()

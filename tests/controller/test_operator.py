@@ -6,37 +6,30 @@ agent is tested against the API server in its own tests.
 
 from __future__ import annotations
 
-import os
 import time
 import typing as t
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from kopf.testing import KopfRunner
 from kubernetes import client
 from kvtune_api import conditions as cond
 from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.settings import Settings
 from kvtune_operator.views import REVERTED
 from support.cluster import ClusterAccess, is_gone, wait_for
+from support.operator import running_operator
 
 G, V = "kvtune.io", "v1alpha1"
 PROFILES, STATES = "hypervisorprofiles", "hypervisornodestates"
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: ClusterAccess, kvtune_crds: list[str]) -> Iterator[KopfRunner]:
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-    args = ["run", "--standalone", "--all-namespaces", "-m", "kvtune_operator.handlers"]
-    with KopfRunner(args, timeout=60) as runner:
+def operator(cluster: ClusterAccess, kvtune_crds: list[str]) -> Iterator[None]:
+    # The webhook has its own tests; here it would only leave configurations behind.
+    with running_operator(Settings(webhook=False), cluster.kubeconfig):
         time.sleep(1)  # let the watches and indexes start
-        yield runner
-    if previous is None:
-        del os.environ["KUBECONFIG"]
-    else:
-        os.environ["KUBECONFIG"] = previous
-    assert runner.exception is None, runner.output
+        yield
 
 
 class World:
@@ -88,7 +81,7 @@ class World:
 
 
 @pytest.fixture
-def world(operator: KopfRunner, api_client: client.ApiClient) -> World:
+def world(operator: None, api_client: client.ApiClient) -> World:
     return World(api_client)
 
 
