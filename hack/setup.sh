@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 # libvirt-dev + pkg-config build libvirt-python; numactl is compared against in the probe bench.
-packages=(libvirt-dev pkg-config numactl gcc python3-venv)
+packages=(libvirt-dev pkg-config numactl gcc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
