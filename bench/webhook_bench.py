@@ -193,7 +193,8 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
     else:
         command = [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone",
                    "--kubeconfig", str(bench.cluster.kubeconfig), "--webhook-port", str(port),
-                   "--webhook-cert-dir", str(cert_dir), "--webhook-failure-policy", "Fail"]
+                   "--webhook-cert-dir", str(cert_dir), "--webhook-failure-policy", "Fail",
+                   "--metrics-port", "0"]
     with _process(command, log) as proc:
         if who == "no-op":
             _published(bench, settings, port, files.ca.read_bytes())

@@ -114,8 +114,9 @@ def test_an_enforcing_agent_converges_its_host_and_reports_ready(node: Node) -> 
              "the agent reports Ready", timeout=60)
     assert node.host_file(KSM_RUN) == "0"
     assert node.state()["status"]["plan"] == []
-    labels = node.core.read_node(node.name).metadata.labels or {}
-    assert labels.get("kvtune.io/ready") == "true"
+    # The agent labels its node just after writing the status that says Ready.
+    wait_for(lambda: (node.core.read_node(node.name).metadata.labels or {}).get(
+        "kvtune.io/ready") == "true", "the node labelled ready", timeout=10)
 
 
 def test_a_spec_change_is_picked_up(node: Node) -> None:
