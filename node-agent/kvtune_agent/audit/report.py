@@ -42,13 +42,14 @@ def _finding_lines(finding: VmFinding, indent: int) -> list[str]:
 def _memory(memory: MemoryAccount) -> list[str]:
     mark = "!!" if memory.overcommitted else "  "
     lines = [
-        f"{mark}  memory: VMs take {_size(memory.demand_kib)} (guest {_size(memory.guest_kib)}"
-        f" + overhead {_size(memory.overhead_kib)}) of {_size(memory.capacity_kib)} ordinary "
-        f"memory; headroom {_size(memory.headroom_kib)}"
+        f"{mark}  memory: VMs take {_size(memory.demand_kib)} of {_size(memory.capacity_kib)} "
+        f"ordinary memory, headroom {_size(memory.headroom_kib)}",
+        f"      (guest {_size(memory.guest_kib)} + overhead {_size(memory.overhead_kib)}; "
+        "ordinary = MemTotal - hugepage pools)",
     ]
     lines += [
         f"{'!!' if pool.headroom_kib < 0 else '  '}  hugepages {pool.size}: VMs take "
-        f"{_size(pool.demand_kib)} of {_size(pool.capacity_kib)}; headroom "
+        f"{_size(pool.demand_kib)} of {_size(pool.capacity_kib)}, headroom "
         f"{_size(pool.headroom_kib)}"
         for pool in memory.hugepages
     ]
@@ -66,12 +67,13 @@ def _vm(vm: VmAudit) -> list[str]:
                 vm.error or "", WIDTH, initial_indent="      ", subsequent_indent="      "
             ),
         ]
-    cpus = f"CPUs {vm.cpus} (node {vm.cpu_nodes or '?'})" if vm.cpus else "floating vCPUs"
+    cpus = f"on {vm.cpus} (node {vm.cpu_nodes or '?'})" if vm.cpus else "floating"
     lines = [
         head,
-        f"      {vm.vcpus} vCPUs on {cpus}, emulator on {vm.emulator_cpus or 'any CPU'}; "
-        f"memory {_size(vm.memory_kib)} + {_size(vm.overhead_kib)} overhead from node "
-        f"{vm.memory_nodes or 'any'}, hugepages {vm.hugepage_size or 'none'}",
+        f"      cpu: {vm.vcpus} vCPUs {cpus}, emulator {vm.emulator_cpus or 'floating'}",
+        f"      memory: {_size(vm.memory_kib)} + {_size(vm.overhead_kib)} overhead, from "
+        f"{'node ' + vm.memory_nodes if vm.memory_nodes else 'any node'}, hugepages "
+        f"{vm.hugepage_size or 'none'}",
         f"      nics: {', '.join(vm.interfaces) or '-'}; disks: {', '.join(vm.disks) or '-'}",
     ]
     for finding in vm.findings:
