@@ -138,7 +138,8 @@ def _show(demo: Demo, node: str) -> dict[str, int]:
     demo.kubectl("apply", "-f", "-", stdin=node_manifest)
     # Free ports on loopback, so that a demo runs beside anything else on this machine.
     metrics = {"operator": free_port(), "agent": free_port()}
-    demo.spawn("operator", "operator", "--standalone", *_metrics_flags(metrics["operator"]))
+    demo.spawn("operator", "operator", "--standalone", "--webhook-port", str(free_port()),
+               *_metrics_flags(metrics["operator"]))
     demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10",
                *_metrics_flags(metrics["agent"]))
     demo.kubectl("apply", "-f", str(PROFILE))
