@@ -29,7 +29,6 @@ import argparse
 import base64
 import contextlib
 import os
-import socket
 import ssl
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ import kubernetes
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir
+from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
 from kvtune_operator.settings import Settings
@@ -66,13 +65,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 SELECTED = {"kvtune-bench": "selected"}
 STARTUP_TIMEOUT = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- the no-op webhook, run as `webhook_bench.py --noop-server PORT CERT_DIR` ---
@@ -183,7 +175,7 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
     if who == "none":
         yield
         return
-    port = _free_port()
+    port = free_port()
     cert_dir = bench.workdir / f"tls-{who}"
     cert_dir.mkdir()
     files = webhook.tls_files(cert_dir, ["127.0.0.1"])
