@@ -27,6 +27,10 @@ import yaml
 from kubernetes import client, config, watch
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir
 
+# The CRD helper is the tests' own (tests/support), as in webhook_bench.py.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from support.cluster import apply_crds
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 G, V = "kvtune.io", "v1alpha1"
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
@@ -92,10 +96,8 @@ def run(n: int, steady_seconds: float) -> None:
     with LocalCluster.start(bin_dir) as cluster:
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        ext = client.ApiextensionsV1Api(api)
-        for path in sorted((REPO / "crds").glob("*.yaml")):
-            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        time.sleep(2)  # CRDs established
+        apply_crds(api, [yaml.safe_load(p.read_text())
+                         for p in sorted((REPO / "crds").glob("*.yaml"))])
         t0 = time.monotonic()
         create_nodes(core, n)
         print(f"[{n} nodes] created {n} Node objects in {time.monotonic() - t0:.1f} s")
