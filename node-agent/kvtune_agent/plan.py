@@ -45,6 +45,7 @@ from kvtune_api.v1alpha1.profile import (
 )
 
 from .change import KSM_RUN, Kind
+from .probe.memory import SIZE_KIB
 from .systemd import UnitState
 
 NODES = "/sys/devices/system/node"
@@ -57,7 +58,6 @@ PLE_OPTIONS = "options kvm_intel ple_gap=128\n"
 #: Its label kubevirt.io/ksm-enabled only mirrors whether KSM runs (whoever started it), so the
 #: label alone is no sign that KubeVirt manages the node.
 KSM_HANDLER_ANNOTATION = "kubevirt.io/ksm-handler-managed"
-SIZE_KIB = {"2Mi": 2048, "1Gi": 1048576}
 _KSM_RUN_VALUES = {"Stopped": "0", "Running": "1", "Unmerging": "2"}
 # The kubernetes client is not annotated; this is parse_quantity's documented signature.
 _parse_quantity: Callable[[t.Any], Decimal] = k8s_quantity.parse_quantity

@@ -47,11 +47,9 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
 from ..probe import cpulist
-from ..probe.memory import size_name
+from ..probe.memory import SIZE_KIB, size_name
 from .domains import Domain
 
-#: Page sizes the profile names, in KiB.
-HUGEPAGE_KIB = {"2Mi": 2048, "1Gi": 1 << 20}
 SEVERITY_ORDER: dict[FindingSeverity, int] = {"Violation": 0, "Warning": 1, "Info": 2}
 #: NIC types whose traffic a host (or pod) switches in software, by source name.
 SWITCHED = {
@@ -94,7 +92,7 @@ class AuditPolicy:
         return cls(
             dedicated_cpus=vmi is not None and vmi.dedicated_cpus,
             isolate_emulator_thread=vmi is not None and vmi.isolate_emulator_thread,
-            hugepage_kib=HUGEPAGE_KIB[vmi.hugepage_size] if vmi and vmi.hugepage_size else None,
+            hugepage_kib=SIZE_KIB[vmi.hugepage_size] if vmi and vmi.hugepage_size else None,
             block_luns=host.storage.block_luns is not None,
             allow_memory_overcommit=host.memory.allow_overcommit,
             overhead_floor_bytes=floor,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from kvtune_api.v1alpha1.common import HugepageSize
 from kvtune_api.v1alpha1.host import HugepagePool, MemoryReport, Problem
 
 from ..hostfs import HostFS
@@ -16,6 +17,8 @@ MEMINFO = "/proc/meminfo"
 THP = "/sys/kernel/mm/transparent_hugepage"
 HUGEPAGES = "/sys/kernel/mm/hugepages"
 NODES = "/sys/devices/system/node"
+#: The hugepage sizes a profile names, in KiB (the inverse of `size_name`).
+SIZE_KIB: dict[HugepageSize, int] = {"2Mi": 2048, "1Gi": 1 << 20}
 #: /proc/cmdline arguments that decide hugepage pools and THP at boot.
 KERNEL_ARGS = (
     "hugepages", "hugepagesz", "default_hugepagesz", "transparent_hugepage", "hugetlb_cma",
