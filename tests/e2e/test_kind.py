@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from support import kubevirt
+from support.cluster import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "kvtune:dev"
@@ -43,13 +43,6 @@ def run(*command: str, stdin: str | None = None, timeout: float = 600) -> str:
     done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
-
-
-def wait_until(what: str, check: Any, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
-        time.sleep(2)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,7 @@ def test_every_node_reports_its_real_host_in_audit_mode(installed: Path) -> None
                 if (s.get("status") or {}).get("host") is not None}
         return done == set(names)
 
-    wait_until(f"HypervisorNodeStates of {names} with a probed host", reported, timeout=600)
+    wait_for(reported, f"HypervisorNodeStates of {names} with a probed host", 600, interval=2)
     for name in names:
         state = json.loads(kubectl(installed, "get", "hypervisornodestate", name, "-o", "json"))
         assert state["status"]["host"]["cpu"], f"{name}: no CPU probed from the kind node"
@@ -127,4 +120,4 @@ def test_the_webhook_answers_for_a_vmi(installed: Path) -> None:
             input=vmi, capture_output=True, text=True, timeout=60)
         return "would be refused" in out.stderr
 
-    wait_until("the webhook warning about the VMI two profiles claim", warned, timeout=120)
+    wait_for(warned, "the webhook warning about the VMI two profiles claim", 120, interval=2)

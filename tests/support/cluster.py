@@ -37,13 +37,16 @@ class ClusterAccess:
     """True when started for this session (and thrown away after it)."""
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Polls `condition` until it holds; raises TimeoutError naming `what` otherwise."""
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.1
+) -> None:
+    """Polls `condition` every `interval` seconds until it holds; raises TimeoutError naming
+    `what` otherwise."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def is_gone(read: Callable[[], object]) -> bool:
