@@ -87,10 +87,15 @@ class HostWriteError(Exception):
         self.path = path
 
 
+def selected(text: str) -> str | None:
+    """The [selected] entry of a choice file such as "always [madvise] never"; None without one."""
+    match = _SELECTED.search(text)
+    return match.group(1) if match else None
+
+
 def setting(text: str) -> str:
     """The value a kernel file shows: the [selected] entry of a choice file, else the text."""
-    match = _SELECTED.search(text)
-    return match.group(1) if match else text.strip()
+    return selected(text) or text.strip()
 
 
 def refused(path: str, what: str, err: OSError) -> str:

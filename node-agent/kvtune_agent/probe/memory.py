@@ -11,7 +11,7 @@ import re
 from kvtune_api.v1alpha1.common import HugepageSize
 from kvtune_api.v1alpha1.host import HugepagePool, MemoryReport, Problem
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, selected
 
 MEMINFO = "/proc/meminfo"
 THP = "/sys/kernel/mm/transparent_hugepage"
@@ -48,11 +48,10 @@ def _selected(fs: HostFS, path: str) -> str | None:
     text = fs.read_value(path)
     if text is None:
         return None
-    match = re.search(r"\[([^]]+)\]", text)
-    if match is None:
+    choice = selected(text)
+    if choice is None:
         fs.note(path, f"no [selected] mode in {text[:60]!r}")
-        return None
-    return match.group(1)
+    return choice
 
 
 def size_name(kib: int) -> str:
