@@ -21,6 +21,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
+from deploy.kubectl import Kubectl
 from kubernetes import client
 from kvtune_cli.localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir
 from support import kubevirt
@@ -119,3 +120,16 @@ def kvtune_crds(api_client: client.ApiClient) -> list[str]:
     if not paths:
         raise FileNotFoundError(f"no CRDs in {REPO_ROOT / 'crds'}; run `kvtune crds` first.")
     return apply_crds(api_client, [yaml.safe_load(p.read_text()) for p in paths])
+
+
+@pytest.fixture(scope="session")
+def kubectl_binary() -> Kubectl:
+    """kubectl without a cluster, the one built with the control plane (its version matches the
+    apiserver's): enough to render the kustomizations."""
+    return Kubectl(control_plane_bin_dir(REPO_ROOT) / "kubectl")
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubectl_binary: Kubectl, cluster: ClusterAccess) -> Kubectl:
+    """kubectl as the session's admin."""
+    return Kubectl(kubectl_binary.binary, cluster.kubeconfig)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
-import subprocess
 import typing as t
 import uuid
 
 import pytest
 import yaml
+from deploy.kubectl import Kubectl
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kvtune_cli.localcluster import control_plane_bin_dir
-from support.cluster import ClusterAccess
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "deploy" / "samples").glob("*.yaml"))
@@ -185,17 +182,7 @@ def test_status_is_written_only_through_the_status_subresource(
     assert after["metadata"]["generation"] == created["metadata"]["generation"]
 
 
-def kubectl() -> str:
-    """kubectl from PATH, else the one built with the local control plane."""
-    found = shutil.which("kubectl")
-    return found or str(control_plane_bin_dir(REPO) / "kubectl")
-
-
-def test_kubectl_explain_teaches_the_api(cluster: ClusterAccess) -> None:
-    done = subprocess.run(
-        [kubectl(), "--kubeconfig", str(cluster.kubeconfig), "explain",
-         "hypervisorprofile.spec.memory"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )
-    assert "Kernel samepage merging" in done.stdout
-    assert "vmOverheadFloor" in done.stdout
+def test_kubectl_explain_teaches_the_api(kubectl: Kubectl) -> None:
+    out = kubectl.run("explain", "hypervisorprofile.spec.memory")
+    assert "Kernel samepage merging" in out
+    assert "vmOverheadFloor" in out

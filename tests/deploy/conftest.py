@@ -1,5 +1,5 @@
-"""Fixtures of the deploy tests: kubectl, the rendered installation, and that installation's
-cluster-wide parts applied for real to the session's cluster.
+"""Fixtures of the deploy tests: the rendered installation, and that installation's cluster-wide
+parts applied for real to the session's cluster (kubectl itself comes from ../conftest.py).
 
 Applied for real, not dry-run: the Namespace, the CRDs, the RBAC and the admission policy. The
 RBAC and policy tests need them in force, and a server-side dry-run of a custom resource (the
@@ -13,10 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kvtune_cli.localcluster import control_plane_bin_dir
-from support.cluster import ClusterAccess
 
-from deploy.kubectl import DEPLOY, REPO, Kubectl, of_kind
+from deploy.kubectl import DEPLOY, Kubectl, of_kind
 
 #: Everything but the workload: what test_rbac and test_agent_policy need in force.
 CLUSTER_SETUP_KINDS = (
@@ -32,21 +30,9 @@ CLUSTER_SETUP_KINDS = (
 
 
 @pytest.fixture(scope="session")
-def kubectl_binary() -> Kubectl:
-    """kubectl without a cluster: enough to render the kustomizations."""
-    return Kubectl(control_plane_bin_dir(REPO) / "kubectl")
-
-
-@pytest.fixture(scope="session")
 def installation(kubectl_binary: Kubectl) -> list[dict[str, Any]]:
     """`kubectl kustomize deploy/default`: the objects of the whole installation."""
     return kubectl_binary.render(DEPLOY / "default")
-
-
-@pytest.fixture(scope="session")
-def kubectl(kubectl_binary: Kubectl, cluster: ClusterAccess) -> Kubectl:
-    """kubectl as the session's admin."""
-    return Kubectl(kubectl_binary.binary, cluster.kubeconfig)
 
 
 @pytest.fixture(scope="session")
