@@ -27,8 +27,9 @@ from . import nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
-from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, sriov_path
+from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan
 from .probe import probe_host
+from .probe.sriov import numvfs_path
 from .status import node_status
 from .systemd import Systemd
 
@@ -110,7 +111,7 @@ def _revert_cycle(
 
 def _vf_hold(host: HostReport, approved: bool) -> Callable[[Entry], str | None]:
     """Holds back restoring a VF count that would take VFs from running VMs (see module doc)."""
-    nics = {sriov_path(nic.name): nic for nic in host.sriov.nics}
+    nics = {numvfs_path(nic.name): nic for nic in host.sriov.nics}
 
     def hold(entry: Entry) -> str | None:
         nic = nics.get(entry.path)

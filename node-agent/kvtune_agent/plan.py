@@ -46,6 +46,7 @@ from kvtune_api.v1alpha1.profile import (
 
 from .change import KSM_RUN, Kind
 from .probe.memory import SIZE_KIB
+from .probe.sriov import numvfs_path
 from .systemd import UnitState
 
 NODES = "/sys/devices/system/node"
@@ -377,11 +378,6 @@ def _thp(mode: str, now: str | None, out: _Draft) -> None:
 # -- SR-IOV ---------------------------------------------------------------------------------
 
 
-def sriov_path(nic: str) -> str:
-    """The sriov_numvfs file of a physical function, by its interface name."""
-    return f"/sys/class/net/{nic}/device/sriov_numvfs"
-
-
 def _selects(selector: PfSelector, nic: Nic) -> bool:
     """All criteria the selector gives must match."""
     return all((
@@ -430,7 +426,7 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
             effect = (f"VFs {', '.join(in_use)} are attached to VMs and are removed on the way "
                       "(the count changes through 0): those VMs must leave the node first"
                       if disruption == "NeedsDrain" else "no VF is attached to a VM")
-            out.step("sysfs", f"sriov/{nic.name}", "SRIOV", sriov_path(nic.name), str(now),
+            out.step("sysfs", f"sriov/{nic.name}", "SRIOV", numvfs_path(nic.name), str(now),
                      str(count), f"{field_name}.numVfs is {count} for NIC {nic.name}, which has "
                      f"{now}; {effect}", disruption)
 

@@ -18,6 +18,11 @@ VFIO_DRIVER = "vfio-pci"
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
+def numvfs_path(nic: str) -> str:
+    """The sriov_numvfs file of a physical function, by its interface name."""
+    return f"{NET}/{nic}/device/sriov_numvfs"
+
+
 def _pci_dir(fs: HostFS, device: str) -> str | None:
     """The PCI device directory behind a netdev's `device` link.
 
@@ -99,7 +104,7 @@ def check(sriov: SriovReport) -> list[Problem]:
     """Findings: VF counts the device cannot have."""
     return [
         Problem(
-            severity="Warning", feature="SRIOV", path=f"{NET}/{nic.name}/device/sriov_numvfs",
+            severity="Warning", feature="SRIOV", path=numvfs_path(nic.name),
             message=f"{nic.name} reports {nic.sriov_num_vfs} VFs enabled but sriov_totalvfs is "
             f"{nic.sriov_total_vfs}; the driver's view is inconsistent: reset sriov_numvfs to 0",
         )
