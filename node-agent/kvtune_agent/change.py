@@ -12,12 +12,12 @@ import typing as t
 from dataclasses import dataclass
 
 from .hostfs import HostFS, HostWriteError
+from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
 
 #: sysfs/procfs values (written under a deadline and read back), regular files (replaced
 #: atomically) and systemd units (values like "disabled,inactive").
 Kind = t.Literal["sysfs", "file", "unit"]
-KSM_RUN = "/sys/kernel/mm/ksm/run"
 #: KSM's run value that stops ksmd and unmerges every merged page.
 KSM_UNMERGE = "2"
 

@@ -44,13 +44,13 @@ from kvtune_api.v1alpha1.profile import (
     SriovRule,
 )
 
-from .change import KSM_RUN, Kind
-from .probe.memory import SIZE_KIB
+from .change import Kind
+from .probe.ksm import KSM, KSM_RUN
+from .probe.memory import NODES, SIZE_KIB, THP
 from .probe.sriov import numvfs_path
 from .systemd import UnitState
 
-NODES = "/sys/devices/system/node"
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+THP_ENABLED = f"{THP}/enabled"
 #: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads
 #: kvm_intel), and what it holds: the kernel's own default gap.
 PLE_CONF = "/etc/modprobe.d/kvtune-ple.conf"
@@ -295,7 +295,7 @@ def _ksm(mode: Management, ksm: KsmReport, node: NodeMeta, out: _Draft) -> None:
     if ksm.state == "Absent":
         if mode == "Enabled":
             out.error("KSM", "KSMUnsupported", (
-                "memory.ksm is Enabled, but this kernel has no KSM (/sys/kernel/mm/ksm is "
+                f"memory.ksm is Enabled, but this kernel has no KSM ({KSM} is "
                 "missing); use a kernel built with CONFIG_KSM or set memory.ksm: Unmanaged"))
         return
     if ksm.state == "Unknown":

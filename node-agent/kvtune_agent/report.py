@@ -171,7 +171,7 @@ def _daemons(page: _Page, report: HostReport) -> None:
     page.heading("KSM AND NUMAD", "KSM", "Numad")
     page.row("KSM:", f"{found.state} (pages shared {_or_dash(found.pages_shared)}, sharing "
              f"{_or_dash(found.pages_sharing)}, merge_across_nodes "
-             f"{_or_dash(found.merge_across_nodes)})", f"{ksm.KSM}/run")
+             f"{_or_dash(found.merge_across_nodes)})", ksm.KSM_RUN)
     page.row("ksmtuned:", _daemon(found.ksmtuned))
     page.row("numad:", _daemon(report.numad), "Numad")
 

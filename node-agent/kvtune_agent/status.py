@@ -36,6 +36,7 @@ from kvtune_api.v1alpha1.nodestate import (
 from kvtune_api.v1alpha1.profile import HostSettings
 
 from .plan import Finding, Plan
+from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
 REVERTED = "Reverted"
@@ -116,7 +117,7 @@ def _feature_condition(
         status, reason = ("True", "Detected") if nodes else ("False", "NotDetected")
         message = (f"{len(nodes)} NUMA node(s): " + ", ".join(
             f"node{n.id} CPUs {n.cpus or 'none'}, {n.memory_total_kib // 2**20} GiB"
-            for n in nodes) if nodes else "no NUMA nodes under /sys/devices/system/node")
+            for n in nodes) if nodes else f"no NUMA nodes under {NODES}")
     else:
         status, reason, message = "True", "AsSpecified", notes
     return cond.make(feature, status, reason, message, generation)

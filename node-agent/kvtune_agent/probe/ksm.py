@@ -14,6 +14,8 @@ from ..hostfs import HostFS
 from . import daemon
 
 KSM = "/sys/kernel/mm/ksm"
+#: 0 stops ksmd, 1 runs it, 2 stops it and unmerges every merged page.
+KSM_RUN = f"{KSM}/run"
 _STATES: dict[int, t.Literal["Stopped", "Running", "Unmerging"]] = {
     0: "Stopped", 1: "Running", 2: "Unmerging",
 }
@@ -23,10 +25,10 @@ def probe(fs: HostFS) -> KsmReport:
     ksmtuned = daemon.probe(fs, "ksmtuned")
     if not fs.is_dir(KSM):
         return KsmReport(state="Absent", ksmtuned=ksmtuned)
-    run = fs.read_int(f"{KSM}/run")
+    run = fs.read_int(KSM_RUN)
     state = _STATES.get(run, "Unknown") if run is not None else "Unknown"
     if run is not None and state == "Unknown":
-        fs.note(f"{KSM}/run", f"expected 0, 1 or 2, found {run}")
+        fs.note(KSM_RUN, f"expected 0, 1 or 2, found {run}")
     return KsmReport(
         state=state,
         pages_shared=fs.read_int(f"{KSM}/pages_shared"),
@@ -42,8 +44,8 @@ def check(ksm: KsmReport) -> list[Problem]:
     if ksm.state == "Running":
         across = ", across NUMA nodes" if ksm.merge_across_nodes else ""
         problems.append(Problem(
-            severity="Warning", feature="KSM", path=f"{KSM}/run",
-            message=f"KSM is merging pages ({KSM}/run = 1, {ksm.pages_sharing or 0} pages "
+            severity="Warning", feature="KSM", path=KSM_RUN,
+            message=f"KSM is merging pages ({KSM_RUN} = 1, {ksm.pages_sharing or 0} pages "
             f"sharing{across}): it costs host CPU and VM latency when memory is sufficient; "
             "memory.ksm: Disabled in the profile unmerges and stops it (expected only if "
             "KubeVirt's own KSM handler manages this node)",
