@@ -12,6 +12,7 @@ import yaml
 from deploy.kubectl import Kubectl
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from support.cluster import wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "deploy" / "samples").glob("*.yaml"))
@@ -183,6 +184,20 @@ def test_status_is_written_only_through_the_status_subresource(
 
 
 def test_kubectl_explain_teaches_the_api(kubectl: Kubectl) -> None:
-    out = kubectl.run("explain", "hypervisorprofile.spec.memory")
+    # The apiserver publishes a CRD's OpenAPI, which explain reads, a moment after the CRD is
+    # Established: when this test runs first, the first attempts cannot find the resource yet.
+    found: list[str] = []
+
+    def explained() -> bool:
+        try:
+            found.append(kubectl.run("explain", "hypervisorprofile.spec.memory"))
+        except AssertionError as e:
+            if "couldn't find resource" in str(e):
+                return False
+            raise
+        return True
+
+    wait_for(explained, "kubectl explain finding hypervisorprofiles")
+    [out] = found
     assert "Kernel samepage merging" in out
     assert "vmOverheadFloor" in out
