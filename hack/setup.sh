@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-# libvirt-dev + pkg-config build libvirt-python; numactl is compared against in the probe bench.
+# libvirt-dev, pkg-config and gcc build libvirt-python; numactl is compared against in the probe
+# bench.
 packages=(libvirt-dev pkg-config numactl gcc)
 missing=()
 for p in "${packages[@]}"; do
