@@ -197,13 +197,13 @@ def operator_process(cluster: ClusterAccess, kvtune_crds: list[str],
                      tmp_path: Path) -> Iterator[int]:
     """`kvtune operator` (standalone, no webhook) serving its metrics; yields the port."""
     port = free_port()
-    log = (tmp_path / "operator.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone", "--no-webhook",
-         "--metrics-address", "127.0.0.1", "--metrics-port", str(port)],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    with (tmp_path / "operator.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone", "--no-webhook",
+             "--metrics-address", "127.0.0.1", "--metrics-port", str(port)],
+            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     yield port
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
