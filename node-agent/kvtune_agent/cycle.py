@@ -27,7 +27,7 @@ from . import nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
-from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan
+from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, scheduler_path
 from .probe import probe_host
 from .probe.sriov import numvfs_path
 from .status import node_status
@@ -40,7 +40,7 @@ def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:
     for device in host.block.devices:
         if device.classification != "Eligible":  # only free LUNs are ever handed to VMs
             continue
-        line = fs.read_value(f"/sys/block/{device.name}/queue/scheduler")
+        line = fs.read_value(scheduler_path(device.name))
         if line:
             offered = tuple(line.replace("[", " ").replace("]", " ").split())
             schedulers[device.name] = Scheduler(setting(line), offered)

@@ -45,6 +45,7 @@ from kvtune_api.v1alpha1.profile import (
 )
 
 from .change import Kind
+from .probe.block import SYS_BLOCK
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import NODES, SIZE_KIB, THP
 from .probe.sriov import numvfs_path
@@ -71,6 +72,11 @@ class NodeMeta:
 
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def scheduler_path(device: str) -> str:
+    """The I/O scheduler file of a block device, by its kernel name."""
+    return f"{SYS_BLOCK}/{device}/queue/scheduler"
 
 
 @dataclass(frozen=True)
@@ -484,7 +490,7 @@ def _luns(
     if want == "Unmanaged":
         return
     for lun in out.luns:
-        path = f"/sys/block/{lun.name}/queue/scheduler"
+        path = scheduler_path(lun.name)
         scheduler = files.schedulers.get(lun.name)
         if scheduler is None:
             out.warn("BlockDevices", "SchedulerUnreadable",
