@@ -1,9 +1,13 @@
-"""A HypervisorNodeStateSpec builder for the agent's tests, from the camelCase the API stores."""
+"""A HypervisorNodeStateSpec builder for the agent's tests, from the camelCase the API stores,
+and a busy host with the spec it is far from, for the apply and cycle tests."""
 
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Iterable
+from pathlib import Path
 
+from hosttree import HostTree, intel_two_socket
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
 
 
@@ -26,3 +30,25 @@ def node_spec(
         "host": host,
         "disruption": {"allowDrain": True, "allowReboot": allow_reboot, "approved": approved},
     })
+
+
+def busy_host(root: Path, vf_drivers: Iterable[str | None] = ("iavf", "iavf")) -> HostTree:
+    """A host far from `busy_spec`: KSM merging with ksmtuned, numad, THP always, 2 VFs."""
+    tree = intel_two_socket(root).ksm(1, shared=100, sharing=4000).thp("always").systemctl()
+    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
+    tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
+    tree.unit("numad.service", wanted_by=["multi-user.target"]).process(700, "numad")
+    tree.file("/proc/stat", "cpu  1 2 3\nbtime 1700000000")
+    return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
+
+
+def busy_spec(mode: str = "Enforce", **flags: t.Any) -> HypervisorNodeStateSpec:
+    """KSM and numad off, THP madvise, 40 1Gi hugepages, 8 VFs on ens1f0."""
+    return node_spec(
+        mode,
+        memory={"ksm": "Disabled", "transparentHugepages": "madvise",
+                "hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
+        numa={"numad": "Disabled"},
+        network={"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]},
+        **flags,
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import threading
-import typing as t
 from pathlib import Path
 
 from hosttree import HostTree, KernelFS, intel_two_socket
@@ -15,7 +14,7 @@ from kvtune_agent.plan import PLE_CONF, plan
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, HypervisorNodeStateSpec, StepResult
 
-from .specs import node_spec
+from .specs import busy_host, busy_spec, node_spec
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -23,25 +22,6 @@ NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 NODE1_1G = "/sys/devices/system/node/node1/hugepages/hugepages-1048576kB/nr_hugepages"
 LIVE = DisruptionGrant(allow_drain=True, allow_reboot=True, approved=False)
-
-
-def _busy(tmp_path: Path, vf_drivers: t.Iterable[str | None] = ("iavf", "iavf")) -> HostTree:
-    """A host far from the spec below: KSM merging with ksmtuned, numad, THP always, 2 VFs."""
-    tree = intel_two_socket(tmp_path).ksm(1, shared=100, sharing=4000).thp("always").systemctl()
-    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
-    tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
-    tree.unit("numad.service", wanted_by=["multi-user.target"]).process(700, "numad")
-    return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
-
-
-def _spec(**overrides: t.Any) -> HypervisorNodeStateSpec:
-    host = {
-        "memory": {"ksm": "Disabled", "transparentHugepages": "madvise",
-                   "hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
-        "numa": {"numad": "Disabled"},
-        "network": {"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]},
-    }
-    return node_spec(**{**host, **overrides})
 
 
 def _apply(
@@ -60,9 +40,9 @@ def _read(tmp_path: Path, path: str) -> str:
 
 
 def test_every_step_is_applied_and_its_original_journaled(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    results = _apply(tree, _spec())
+    results = _apply(tree, busy_spec())
 
     assert {r.result for r in results.values()} == {"Applied"}, results
     assert (_read(tmp_path, NODE0_1G), _read(tmp_path, NODE1_1G)) == ("20", "20")
@@ -79,27 +59,27 @@ def test_every_step_is_applied_and_its_original_journaled(tmp_path: Path) -> Non
 
 
 def test_ksm_is_unmerged_before_it_is_stopped(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     fs = tree.kernel()
 
-    _apply(tree, _spec(), fs=fs)
+    _apply(tree, busy_spec(), fs=fs)
 
     assert [value for path, value in fs.writes if path == RUN] == ["2", "0"]
 
 
 def test_a_vf_count_changes_through_zero(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     fs = tree.kernel()
 
-    _apply(tree, _spec(), fs=fs)
+    _apply(tree, busy_spec(), fs=fs)
 
     assert [value for path, value in fs.writes if path == NUMVFS] == ["0", "8"]
 
 
 def test_a_write_the_kernel_refuses_fails_its_step_only(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    results = _apply(tree, _spec(), fs=tree.kernel(refuse={THP: errno.EINVAL}))
+    results = _apply(tree, busy_spec(), fs=tree.kernel(refuse={THP: errno.EINVAL}))
 
     assert results["thp"].result == "Failed"
     assert THP in results["thp"].message and "EINVAL" in results["thp"].message
@@ -122,10 +102,10 @@ class _Hanging(KernelFS):
 
 
 def test_a_write_that_hangs_fails_its_step_and_the_others_still_run(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     fs = _Hanging(tmp_path, NUMVFS)
     try:
-        results = _apply(tree, _spec(), fs=fs, timeout=0.2)
+        results = _apply(tree, busy_spec(), fs=fs, timeout=0.2)
     finally:
         fs.release.set()
 
@@ -136,9 +116,9 @@ def test_a_write_that_hangs_fails_its_step_and_the_others_still_run(tmp_path: Pa
 
 
 def test_a_partial_hugepage_allocation_is_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    results = _apply(tree, _spec(), fs=tree.kernel(hugepage_limit=18))
+    results = _apply(tree, busy_spec(), fs=tree.kernel(hugepage_limit=18))
 
     assert results["hugepages/node0/1Gi"].result == "Partial"
     assert "asked for 20" in results["hugepages/node0/1Gi"].message
@@ -147,16 +127,16 @@ def test_a_partial_hugepage_allocation_is_reported_and_the_rest_goes_on(tmp_path
 
 
 def test_a_vf_change_with_a_vf_in_use_waits_for_approval(tmp_path: Path) -> None:
-    tree = _busy(tmp_path, vf_drivers=["iavf", "vfio-pci"])
+    tree = busy_host(tmp_path, vf_drivers=["iavf", "vfio-pci"])
 
-    waiting = _apply(tree, _spec())
+    waiting = _apply(tree, busy_spec())
 
     assert waiting["sriov/ens1f0"].result == "Waiting"
     assert "spec.disruption.approved" in waiting["sriov/ens1f0"].message
     assert _read(tmp_path, NUMVFS) == "2"
     assert NUMVFS not in {e.path for e in Journal(tree.fs()).entries()}
 
-    approved = _apply(tree, _spec(), grant=DisruptionGrant(allow_drain=True, approved=True))
+    approved = _apply(tree, busy_spec(), grant=DisruptionGrant(allow_drain=True, approved=True))
 
     assert approved["sriov/ens1f0"].result == "Applied"
     assert _read(tmp_path, NUMVFS) == "8"
@@ -210,9 +190,9 @@ def test_a_reboot_class_change_is_staged_and_a_reboot_requested_never_made(
 
 
 def test_nothing_is_changed_when_the_journal_cannot_be_written(tmp_path: Path) -> None:
-    tree = _busy(tmp_path).file("/var/lib/kvtune", "a file where the directory should be")
+    tree = busy_host(tmp_path).file("/var/lib/kvtune", "a file where the directory should be")
 
-    results = _apply(tree, _spec())
+    results = _apply(tree, busy_spec())
 
     assert {r.result for r in results.values()} == {"Failed"}
     assert all("could not be recorded in the journal" in r.message for r in results.values())

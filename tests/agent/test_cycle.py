@@ -6,10 +6,9 @@ import datetime
 import errno
 import hashlib
 import os
-import typing as t
 from pathlib import Path
 
-from hosttree import HostTree, KernelFS, intel_two_socket
+from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.cycle import revert_orphaned, run_cycle
 from kvtune_agent.hostfs import HostFS
@@ -19,33 +18,13 @@ from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
-from .specs import node_spec
+from .specs import busy_host, busy_spec, node_spec
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 UNITS = ("numad.service", "ksmtuned.service")
-
-
-def _busy(tmp_path: Path, vf_drivers: t.Iterable[str | None] = ("iavf", "iavf")) -> HostTree:
-    tree = intel_two_socket(tmp_path).ksm(1, shared=100, sharing=4000).thp("always").systemctl()
-    tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
-    tree.process(812, "bash", "bash", "/usr/sbin/ksmtuned")
-    tree.unit("numad.service", wanted_by=["multi-user.target"]).process(700, "numad")
-    tree.file("/proc/stat", "cpu  1 2 3\nbtime 1700000000")
-    return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
-
-
-def _spec(mode: str = "Enforce", **flags: t.Any) -> HypervisorNodeStateSpec:
-    return node_spec(
-        mode,
-        memory={"ksm": "Disabled", "transparentHugepages": "madvise",
-                "hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
-        numa={"numad": "Disabled"},
-        network={"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 8}]},
-        **flags,
-    )
 
 
 def _cycle(
@@ -81,9 +60,9 @@ def _ready(status: HypervisorNodeStateStatus) -> tuple[str, str]:
 
 
 def test_enforce_converges_and_a_second_cycle_writes_nothing(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    first = _cycle(tree, _spec())
+    first = _cycle(tree, busy_spec())
 
     assert _ready(first) == ("True", "HostMatches"), first.conditions
     assert first.plan == [] and first.sync_status == "Succeeded"
@@ -92,7 +71,7 @@ def test_enforce_converges_and_a_second_cycle_writes_nothing(tmp_path: Path) -> 
 
     before = _snapshot(tmp_path)
     fs = tree.kernel()
-    second = _cycle(tree, _spec(), fs=fs, previous=first)
+    second = _cycle(tree, busy_spec(), fs=fs, previous=first)
 
     assert fs.writes == []
     assert _snapshot(tmp_path) == before
@@ -104,11 +83,11 @@ def test_enforce_converges_and_a_second_cycle_writes_nothing(tmp_path: Path) -> 
 def test_audit_leaves_the_host_byte_for_byte_unchanged_and_reports_the_plan(
     tmp_path: Path,
 ) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     before = _snapshot(tmp_path)
     fs = tree.kernel()
 
-    status = _cycle(tree, _spec("Audit"), fs=fs)
+    status = _cycle(tree, busy_spec("Audit"), fs=fs)
 
     assert _snapshot(tmp_path) == before
     assert fs.writes == [] and tree.systemctl_calls() == []
@@ -120,24 +99,24 @@ def test_audit_leaves_the_host_byte_for_byte_unchanged_and_reports_the_plan(
 
 
 def test_paused_leaves_the_host_unchanged(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     before = _snapshot(tmp_path)
 
-    status = _cycle(tree, _spec(paused=True))
+    status = _cycle(tree, busy_spec(paused=True))
 
     assert _snapshot(tmp_path) == before
     assert _ready(status) == ("False", "Paused")
 
 
 def test_revert_restores_every_original_value_and_reports_reverted(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
     before = _snapshot(tmp_path)
     units = {unit: tree.systemd().state(unit, timeout=10) for unit in UNITS}
-    _cycle(tree, _spec())
+    _cycle(tree, busy_spec())
     entries = Journal(tree.fs()).entries()
     assert len(entries) == 7
 
-    status = _cycle(tree, _spec(revert=True))
+    status = _cycle(tree, busy_spec(revert=True))
 
     after = _snapshot(tmp_path)
     for entry in entries:
@@ -153,16 +132,16 @@ def test_revert_restores_every_original_value_and_reports_reverted(tmp_path: Pat
     assert not tree.fs().exists(JOURNAL_PATH)
 
     fs = tree.kernel()
-    again = _cycle(tree, _spec(revert=True), fs=fs, previous=status)
+    again = _cycle(tree, busy_spec(revert=True), fs=fs, previous=status)
     assert fs.writes == [] and again.results == status.results
 
 
 def test_revert_waits_for_vms_to_leave_their_vfs_unless_approved(tmp_path: Path) -> None:
-    tree = _busy(tmp_path, vf_drivers=["iavf", "vfio-pci"])
-    _cycle(tree, _spec(approved=True))
+    tree = busy_host(tmp_path, vf_drivers=["iavf", "vfio-pci"])
+    _cycle(tree, busy_spec(approved=True))
     assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "8\n"
 
-    waiting = _cycle(tree, _spec(revert=True))
+    waiting = _cycle(tree, busy_spec(revert=True))
 
     reverted = cond.find(waiting.conditions, REVERTED)
     assert reverted is not None and (reverted.status, reverted.reason) == (
@@ -171,16 +150,16 @@ def test_revert_waits_for_vms_to_leave_their_vfs_unless_approved(tmp_path: Path)
     assert [e.path for e in Journal(tree.fs()).entries()] == [NUMVFS]
     assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
 
-    done = _cycle(tree, _spec(revert=True, approved=True), previous=waiting)
+    done = _cycle(tree, busy_spec(revert=True, approved=True), previous=waiting)
 
     assert [c.status for c in done.conditions if c.type == REVERTED] == ["True"]
     assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "2\n"
 
 
 def test_an_orphaned_journal_is_reverted_and_the_labels_withdrawn(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
-    status = _cycle(tree, _spec())
-    nfd.publish(tree.fs(), _spec(), status)
+    tree = busy_host(tmp_path)
+    status = _cycle(tree, busy_spec())
+    nfd.publish(tree.fs(), busy_spec(), status)
     assert tree.fs().exists(nfd.FEATURES_FILE)
 
     results = revert_orphaned(tree.kernel(), tree.systemd(), timeout=10)
@@ -192,9 +171,9 @@ def test_an_orphaned_journal_is_reverted_and_the_labels_withdrawn(tmp_path: Path
 
 
 def test_a_partial_hugepage_allocation_stays_planned_and_in_progress(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    status = _cycle(tree, _spec(), fs=KernelFS(tmp_path, hugepage_limit=18))
+    status = _cycle(tree, busy_spec(), fs=KernelFS(tmp_path, hugepage_limit=18))
 
     assert {s.id for s in status.plan} == {"hugepages/node0/1Gi", "hugepages/node1/1Gi"}
     hugepages = cond.find(status.conditions, "Hugepages")
@@ -205,9 +184,9 @@ def test_a_partial_hugepage_allocation_stays_planned_and_in_progress(tmp_path: P
 
 
 def test_a_refused_write_degrades_the_node_and_the_rest_is_applied(tmp_path: Path) -> None:
-    tree = _busy(tmp_path)
+    tree = busy_host(tmp_path)
 
-    status = _cycle(tree, _spec(), fs=KernelFS(tmp_path, refuse={THP: errno.EINVAL}))
+    status = _cycle(tree, busy_spec(), fs=KernelFS(tmp_path, refuse={THP: errno.EINVAL}))
 
     assert [s.id for s in status.plan] == ["thp"]
     degraded = cond.find(status.conditions, cond.DEGRADED)
@@ -219,9 +198,9 @@ def test_a_refused_write_degrades_the_node_and_the_rest_is_applied(tmp_path: Pat
 
 
 def test_a_malformed_journal_stops_revert_with_a_clear_error(tmp_path: Path) -> None:
-    tree = _busy(tmp_path).file(JOURNAL_PATH, "{oops")
+    tree = busy_host(tmp_path).file(JOURNAL_PATH, "{oops")
 
-    status = _cycle(tree, _spec(revert=True))
+    status = _cycle(tree, busy_spec(revert=True))
 
     reverted = cond.find(status.conditions, REVERTED)
     assert reverted is not None and reverted.reason == "JournalUnreadable"
