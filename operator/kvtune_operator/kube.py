@@ -29,7 +29,6 @@ from .views import (
 FIELD_MANAGER = "kvtune-operator"
 STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
-FIELD_MANAGER = "kvtune-operator"
 #: KubeVirt labels every VM's pod with this; evicting it migrates or stops the VM.
 VM_POD_SELECTOR = "kubevirt.io=virt-launcher"
 
