@@ -185,9 +185,7 @@ Action = (
 
 def action_target(action: Action) -> str:
     """The node an action is about (every state is named after its node)."""
-    if isinstance(action, CreateState):
-        return str(action.manifest["metadata"]["name"])
-    if isinstance(action, CreateVolume):
+    if isinstance(action, CreateState | CreateVolume):
         return str(action.manifest["metadata"]["name"])
     if isinstance(action, PatchState | DeleteState):
         return action.name
