@@ -8,7 +8,14 @@ import time
 import typing as t
 
 from kvtune_operator.controller import execute
-from kvtune_operator.views import Action, CordonNode, EvictVmPods, LabelNode, PatchState
+from kvtune_operator.views import (
+    Action,
+    CordonNode,
+    EvictVmPods,
+    LabelNode,
+    PatchState,
+    action_target,
+)
 
 
 class RecordingKube:
@@ -37,6 +44,6 @@ def test_every_action_runs_in_order_per_node_and_concurrently_across_nodes() -> 
     asyncio.run(execute(t.cast(t.Any, kube), actions, concurrency=8))
     assert sorted(map(repr, kube.done)) == sorted(map(repr, actions))
     for i in range(20):
-        mine = [a for a in kube.done if getattr(a, "node", getattr(a, "name", "")) == f"n{i}"]
+        mine = [a for a in kube.done if action_target(a) == f"n{i}"]
         assert [type(a) for a in mine] == [CordonNode, PatchState, EvictVmPods]
     assert 1 < kube.most_in_flight <= 8

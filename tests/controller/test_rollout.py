@@ -19,6 +19,7 @@ from kvtune_operator.views import (
     PatchState,
     Snapshot,
     StateView,
+    action_target,
 )
 
 from .builders import profile, state
@@ -54,7 +55,7 @@ def test_only_max_unavailable_nodes_start_draining() -> None:
     assert actions[0] == CordonNode("a", True)
     assert isinstance(actions[1], PatchState) and actions[1].annotations[CORDONED_ANNOTATION]
     assert actions[2] == EvictVmPods("a")
-    assert all(getattr(a, "name", getattr(a, "node", None)) == "a" for a in actions)
+    assert all(action_target(a) == "a" for a in actions)
 
 
 def test_a_node_already_approved_uses_up_the_budget() -> None:
