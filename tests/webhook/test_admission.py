@@ -13,8 +13,9 @@ import pytest
 from controller.builders import state
 from kvtune_operator.admission import ClusterView, check, node_capacity, ready_nodes, shape
 from kvtune_operator.profiles import Profile
+from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.vmi import NodeCapacity
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, PROFILE_LABEL, READY_LABEL
+from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, READY_LABEL
 
 from webhook import Obj, make_profile, make_vmi
 

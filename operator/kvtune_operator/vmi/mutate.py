@@ -29,11 +29,12 @@ from kvtune_api.kubevirt_overhead import Gi, Mi, OverheadBreakdown
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
 from ..profiles import Profile
+from ..render import PROFILE_LABEL
 from .overhead import lookup, memory_overhead, quantity_bytes, topology_vcpus
 from .selection import out_of_scope
 
-#: Node labels the operator sets on the nodes of a profile; the VMI's nodeSelector asks for them.
-PROFILE_LABEL = "kvtune.io/profile"
+#: Set by the agent on a node of a profile once it is ready; the VMI's nodeSelector asks for it
+#: beside the operator's PROFILE_LABEL.
 READY_LABEL = "kvtune.io/ready"
 #: Annotations recording which profile shaped the VMI and KubeVirt's overhead figures for it.
 MUTATED_BY_ANNOTATION = "kvtune.io/mutated-by"

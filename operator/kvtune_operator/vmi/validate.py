@@ -21,7 +21,8 @@ from kvtune_api.kubevirt_overhead import Gi, Mi
 from kvtune_api.v1alpha1.profile import VmiSettings
 
 from ..profiles import Profile
-from .mutate import CPU, MEMORY, PROFILE_LABEL, RESOURCES
+from ..render import PROFILE_LABEL
+from .mutate import CPU, MEMORY, RESOURCES
 from .overhead import (
     VmiFieldError,
     effective_request,
