@@ -69,12 +69,8 @@ async def reconcile_profile(
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
-    mine = snap.assignment.nodes.get(profile.name, frozenset())
-    states = {
-        node: view if (view := snap.states.get(node)) and view.profile == profile.name else None
-        for node in mine
-    }
-    clashes = kubevirt.problems(profile, mine, snap.nodes, snap.kubevirt_ksm)
+    states = snap.assigned_states(profile.name)
+    clashes = kubevirt.problems(profile, states, snap.nodes, snap.kubevirt_ksm)
     conflicts = snap.assignment.conflicts_of(profile.name)
     orphans = [v.name for v in orphaned_volumes(profile, snap)]
     status = rollup(profile, states, conflicts, previous, now, clashes, orphans)

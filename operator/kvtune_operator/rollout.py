@@ -47,10 +47,10 @@ def budget(max_unavailable: int | str, matched: int) -> int:
 def plan_rollout(profile: Profile, snap: Snapshot, now: datetime.datetime) -> list[Action]:
     if profile.deleting or profile.paused:
         return []
-    mine = sorted(snap.assignment.nodes.get(profile.name, ()))
-    views = [v for n in mine if (v := snap.states.get(n)) and v.profile == profile.name]
+    states = snap.assigned_states(profile.name)
+    views = [v for v in states.values() if v is not None]
     busy = sum(1 for v in views if v.approved or v.drain_started_at is not None)
-    slots = budget(profile.spec.rollout.max_unavailable, len(mine)) - busy
+    slots = budget(profile.spec.rollout.max_unavailable, len(states)) - busy
     actions: list[Action] = []
     for view in views:
         step, started = _node(profile, snap, view, now, start_allowed=slots > 0)

@@ -130,6 +130,14 @@ class Snapshot:
     volumes: Mapping[str, VolumeView] = dataclasses.field(default_factory=dict)
     """PersistentVolume name -> VolumeView, for the volumes kvtune created."""
 
+    def assigned_states(self, profile: str) -> dict[str, StateView | None]:
+        """The nodes assigned to `profile`, sorted by name, each with its state when the profile
+        owns it (None: not created yet, or still owned by the profile the node left)."""
+        return {
+            node: view if (view := self.states.get(node)) and view.profile == profile else None
+            for node in sorted(self.assignment.nodes.get(profile, ()))
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class CreateState:

@@ -68,9 +68,8 @@ def plan_volumes(profile: Profile, snap: Snapshot) -> list[Action]:
     if profile.deleting or profile.paused or profile.spec.storage.block_luns is None:
         return []
     actions: list[Action] = []
-    for node in sorted(snap.assignment.nodes.get(profile.name, ())):
-        view = snap.states.get(node)
-        if view is None or view.profile != profile.name or not view.reported:
+    for node, view in snap.assigned_states(profile.name).items():
+        if view is None or not view.reported:
             continue
         for lun in view.state.status.luns:
             if volume_name(node, lun) not in snap.volumes:
