@@ -26,6 +26,7 @@ from .vmi import NodeCapacity
 PROFILES = ("kvtune.io", "v1alpha1", "hypervisorprofiles")
 STATES = ("kvtune.io", "v1alpha1", "hypervisornodestates")
 NODES = ("", "v1", "nodes")
+KUBEVIRTS = ("kubevirt.io", "v1", "kubevirts")
 
 
 @kopf.on.startup()
@@ -75,7 +76,7 @@ def node_cordoned(name: str, spec: kopf.Spec, **_: t.Any) -> dict[str, bool]:
     return {name: bool(spec.get("unschedulable"))}
 
 
-@kopf.index("kubevirt.io", "v1", "kubevirts")
+@kopf.index(*KUBEVIRTS)
 def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]:
     # One KubeVirt CR per cluster; its KSM selector decides where KubeVirt may enable KSM.
     return {"ksm": kubevirt.ksm_selector(spec)}
@@ -152,7 +153,6 @@ async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> 
 # Serving, TLS and the webhook configurations are in webhook.py; the answers in admission.py.
 
 NAMESPACES = ("", "v1", "namespaces")
-KUBEVIRTS = ("kubevirt.io", "v1", "kubevirts")
 
 
 @kopf.on.startup()
