@@ -36,12 +36,13 @@ def render_spec(
     the operator renders every node of every profile once a second to find what changed, and
     the template is the model's own dump (a test holds the two equal).
     """
+    template = profile_template(profile)
     return {
-        **profile_template(profile),
+        **template,
         "nodeName": node,
         "paused": paused or profile.paused,
         "revert": revert,
-        "disruption": {**profile_template(profile)["disruption"], "approved": approved},
+        "disruption": {**template["disruption"], "approved": approved},
     }
 
 
