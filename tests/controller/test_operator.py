@@ -116,16 +116,17 @@ def test_a_converged_profile_is_not_rewritten(world: World) -> None:
     wait_for(lambda: world.has_state(a), "state")
     world.agent_reports(a, cond.READY)
     wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
-    time.sleep(1.5)
-    versions = (world.state(a)["metadata"]["resourceVersion"],
+
+    def versions() -> tuple[str, str, str]:
+        return (world.state(a)["metadata"]["resourceVersion"],
                 world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
                     "resourceVersion"],
                 world.core.read_node(a).metadata.resource_version)
+
+    time.sleep(1.5)
+    before = versions()
     time.sleep(3)  # three resync passes
-    assert versions == (world.state(a)["metadata"]["resourceVersion"],
-                        world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
-                            "resourceVersion"],
-                        world.core.read_node(a).metadata.resource_version)
+    assert versions() == before
 
 
 def test_a_node_leaving_the_selector_reverts_before_its_state_goes(world: World) -> None:
