@@ -7,7 +7,7 @@ import typing as t
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_operator.assign import assign
+from kvtune_operator import controller
 from kvtune_operator.profiles import Profile
 from kvtune_operator.reconcile import plan_profile
 from kvtune_operator.render import PROFILE_LABEL, render_node_state
@@ -41,8 +41,8 @@ def view(p: Profile, node: str, *, reverted: bool = False, **flags: t.Any) -> St
 
 def snapshot(profiles: list[Profile], nodes: dict[str, dict[str, str]],
              states: list[StateView]) -> Snapshot:
-    selectors = {p.name: p.spec.node_selector for p in profiles}
-    return Snapshot(nodes, {s.name: s for s in states}, assign(selectors, nodes))
+    return controller.snapshot({p.name: p for p in profiles}, nodes, {s.name: s for s in states},
+                               {})
 
 
 def plan(p: Profile, snap: Snapshot) -> list[t.Any]:
