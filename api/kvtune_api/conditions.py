@@ -57,6 +57,15 @@ def merge(
     return merged
 
 
+def flipped(old: Sequence[Condition], new: Sequence[Condition]) -> list[Condition]:
+    """The new conditions whose status differs from before (or that are new): what is worth an
+    Event, on either side."""
+    return [
+        c for c in new
+        if (before := find(old, c.type)) is None or before.status != c.status
+    ]
+
+
 def equivalent(a: Sequence[Condition], b: Sequence[Condition]) -> bool:
     """Equal but for transition times."""
 

@@ -17,6 +17,7 @@ import threading
 import typing as t
 
 from kvtune_api import conditions as cond
+from kvtune_api.labels import READY_LABEL
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
@@ -24,7 +25,7 @@ from . import metrics, nfd
 from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
 from .cycle import revert_orphaned, run_cycle
 from .hostfs import HostFS
-from .kube import READY_LABEL, AgentKube
+from .kube import AgentKube
 from .systemd import HOST_SYSTEMCTL, Systemd
 
 log = logging.getLogger("kvtune.agent")
@@ -135,7 +136,7 @@ class Agent:
         if significant(status) != significant(previous):
             self.kube.patch_status(status.model_dump(mode="json", exclude_none=True))
             metrics.STATUS_WRITES.inc()
-            for c in _flipped(previous, status):
+            for c in cond.flipped(previous.conditions, status.conditions):
                 self.kube.event(f"{c.type}{c.status}", c.message or c.reason,
                                 warning=c.type == cond.DEGRADED and c.status == "True")
         ready = "true" if cond.is_true(status.conditions, cond.READY) else "false"
@@ -157,15 +158,6 @@ def with_vm_audit(
     condition = cond.merge(previous.conditions, [vms_condition(vms, generation)], now)
     others = [c for c in status.conditions if c.type != VMS_COMPLIANT]
     return status.model_copy(update={"vms": vms, "conditions": [*others, *condition]})
-
-
-def _flipped(
-    old: HypervisorNodeStateStatus, new: HypervisorNodeStateStatus
-) -> list[cond.Condition]:
-    return [
-        c for c in new.conditions
-        if (before := cond.find(old.conditions, c.type)) is None or before.status != c.status
-    ]
 
 
 def _wait_for_change(changes: queue.Queue[str], stop: threading.Event, timeout: float) -> None:

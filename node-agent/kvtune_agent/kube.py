@@ -16,12 +16,12 @@ import uuid
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kvtune_api.labels import READY_LABEL
 from kvtune_api.v1alpha1 import API_GROUP, API_VERSION, GROUP_VERSION
 
 from .plan import NodeMeta
 
 STATES = "hypervisornodestates"
-READY_LABEL = "kvtune.io/ready"
 EVENTS_NAMESPACE = "default"  # Events about cluster-scoped objects live in `default`.
 
 

@@ -28,13 +28,13 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import kopf
+from kvtune_api.labels import READY_LABEL
 
 from .profiles import Profile
 from .render import PROFILE_LABEL
 from .rollup import node_phase
 from .views import StateView
 from .vmi import NodeCapacity, VmiFieldError, capacity_warning, mutate_vmi, validate_vmi
-from .vmi.mutate import READY_LABEL
 from .vmi.overhead import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
 

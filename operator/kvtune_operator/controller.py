@@ -80,7 +80,12 @@ async def reconcile_profile(
     dumped: dict[str, t.Any] = status.model_dump(mode="json")
     with metrics.api_write("patch_profile_status"):
         await asyncio.to_thread(kube.patch_profile_status, profile.name, dumped)
-    return PassResult(actions, status, _transitions(previous, status))
+    # Conditions whose status flipped: these, and only these, become Events.
+    transitions: list[tuple[str, str, str]] = [
+        (c.type, c.status, c.message or c.reason)
+        for c in cond.flipped(previous.conditions, status.conditions)
+    ]
+    return PassResult(actions, status, transitions)
 
 
 async def install_parts(kube: Kube, settings: Settings, standalone: bool) -> None:
@@ -121,15 +126,3 @@ async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapsho
     ]
     counts = {node: await asyncio.to_thread(kube.count_vm_pods, node) for node in waiting}
     return dataclasses.replace(snap, vm_pods=counts)
-
-
-def _transitions(
-    old: HypervisorProfileStatus, new: HypervisorProfileStatus
-) -> list[tuple[str, str, str]]:
-    """Conditions whose status flipped: these, and only these, become Events."""
-    flipped: list[tuple[str, str, str]] = []
-    for c in new.conditions:
-        before = cond.find(old.conditions, c.type)
-        if before is None or before.status != c.status:
-            flipped.append((c.type, c.status, c.message or c.reason))
-    return flipped

@@ -11,11 +11,12 @@ from typing import Any
 import kopf
 import pytest
 from controller.builders import state
+from kvtune_api.labels import READY_LABEL
 from kvtune_operator.admission import ClusterView, check, node_capacity, ready_nodes, shape
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.vmi import NodeCapacity
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, READY_LABEL
+from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION
 
 from webhook import Obj, make_profile, make_vmi
 

@@ -29,10 +29,11 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kvtune_api.labels import READY_LABEL
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
 from kvtune_operator.settings import Settings
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION, READY_LABEL
+from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.kubevirt import GROUP, VERSION
 from support.operator import running_operator

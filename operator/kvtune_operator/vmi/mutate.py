@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvtune_api.kubevirt_overhead import Gi, Mi, OverheadBreakdown
+from kvtune_api.labels import READY_LABEL
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
 from ..profiles import Profile
@@ -35,7 +36,6 @@ from .selection import out_of_scope
 
 #: Set by the agent on a node of a profile once it is ready; the VMI's nodeSelector asks for it
 #: beside the operator's PROFILE_LABEL.
-READY_LABEL = "kvtune.io/ready"
 #: Annotations recording which profile shaped the VMI and KubeVirt's overhead figures for it.
 MUTATED_BY_ANNOTATION = "kvtune.io/mutated-by"
 OVERHEAD_ANNOTATION = "kvtune.io/overhead"
