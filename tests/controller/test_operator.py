@@ -76,6 +76,16 @@ class World:
         self.custom.patch_cluster_custom_object_status(G, V, STATES, node, {"status": {
             "observedGeneration": state["metadata"]["generation"], "conditions": conditions}})
 
+    def ready_node(self) -> tuple[str, str]:
+        """A node under a fresh profile, reported Ready by its agent and rolled up: (node,
+        profile)."""
+        node = self.node("a", pool=self.pool("vm"))
+        profile = self.profile("p", "vm")
+        wait_for(lambda: self.has_state(node), "state")
+        self.agent_reports(node, cond.READY)
+        wait_for(lambda: self.status(profile).get("readyNodes") == 1, "readyNodes 1")
+        return node, profile
+
     def has_state(self, node: str) -> bool:
         return not is_gone(lambda: self.state(node))
 
@@ -100,22 +110,14 @@ def test_a_profile_renders_a_state_and_a_label_for_each_matching_node(world: Wor
 
 
 def test_agent_reports_roll_up_into_a_ready_profile(world: World) -> None:
-    a = world.node("a", pool=world.pool("vm"))
-    p = world.profile("p", "vm")
-    wait_for(lambda: world.has_state(a), "state")
-    world.agent_reports(a, cond.READY)
-    wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
+    _, p = world.ready_node()
     ready = next(c for c in world.status(p)["conditions"] if c["type"] == cond.READY)
     assert ready["status"] == "True"
     assert world.status(p)["observedGeneration"] == 1
 
 
 def test_a_converged_profile_is_not_rewritten(world: World) -> None:
-    a = world.node("a", pool=world.pool("vm"))
-    p = world.profile("p", "vm")
-    wait_for(lambda: world.has_state(a), "state")
-    world.agent_reports(a, cond.READY)
-    wait_for(lambda: world.status(p).get("readyNodes") == 1, "readyNodes 1")
+    a, p = world.ready_node()
 
     def versions() -> tuple[str, str, str]:
         return (world.state(a)["metadata"]["resourceVersion"],
