@@ -9,8 +9,8 @@ configurations (the same configurations, written by the same code):
 
 - none: no webhook configuration at all;
 - no-op: a minimal aiohttp HTTPS server in its own process that allows everything;
-- kvtune: `kvtune operator` in its own process, with a profile that selects every VMI and ready
-  nodes for its capacity check.
+- kvtune: `kvtune webhook` in its own process, with a profile that selects every VMI and ready
+  nodes of that profile for its capacity check.
 
 It prints end-to-end latency as the client sees it, for creations one at a time (the cost at
 rest) and in bursts (p50/p99/max and throughput), the apiserver's own measure of each webhook
@@ -26,7 +26,6 @@ Run: .venv/bin/python bench/webhook_bench.py [--vmis 200] [--rounds 3] [--nodes 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import ssl
@@ -43,15 +42,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kopf
 import kubernetes
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kvtune_api.labels import READY_LABEL
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
-from kvtune_operator.settings import Settings
+from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.settings import WebhookSettings
 from prometheus_client.parser import text_string_to_metric_families
 
 # The CRD helpers and builders are the tests' own (tests/support, tests/webhook).
@@ -105,8 +105,9 @@ class Bench:
         core.create_namespace({"metadata": {"name": "bench", "labels": SELECTED}})
         for i in range(nodes):
             name = f"bench-{i:03d}"
+            # As the operator and the agents label them, so that the capacity check counts them.
             core.create_node({"metadata": {"name": name, "labels": {
-                "pool": "bench", "kvtune.io/ready": "true"}}})
+                "pool": "bench", PROFILE_LABEL: "bench", READY_LABEL: "true"}}})
             core.patch_node_status(name, {"status": {
                 "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
                 "allocatable": {"cpu": "62", "memory": "250Gi", "pods": "110"}}})
@@ -161,16 +162,15 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]
                 proc.wait()
 
 
-def _published(bench: Bench, settings: Settings, port: int, ca: bytes) -> None:
+def _published(bench: Bench, settings: WebhookSettings, port: int, ca: bytes) -> None:
     """The configurations kvtune writes, pointing at the no-op server."""
-    config = kopf.WebhookClientConfig(url=f"https://127.0.0.1:{port}",
-                                      caBundle=base64.b64encode(ca).decode())
-    Kube(bench.api).apply_webhook_configurations(webhook.configurations(config, settings, None))
+    Kube(bench.api).apply_webhook_configurations(
+        webhook.configurations(f"https://127.0.0.1:{port}", ca, settings))
 
 
 @contextlib.contextmanager
 def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
-    settings = Settings(webhook_failure_policy="Fail")
+    settings = WebhookSettings(failure_policy="Fail")
     kube = Kube(bench.api)
     if who == "none":
         yield
@@ -178,18 +178,21 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
     port = free_port()
     cert_dir = bench.workdir / f"tls-{who}"
     cert_dir.mkdir()
-    files = webhook.tls_files(cert_dir, ["127.0.0.1"])
+    material = webhook.GeneratedTls(["127.0.0.1"]).load()
+    for name, pem in zip(webhook.TLS_FILES, (material.cert_pem, material.key_pem,
+                                              material.ca_pem), strict=True):
+        (cert_dir / name).write_bytes(pem)
     log = bench.workdir / f"{who}.log"
     if who == "no-op":
         command = [sys.executable, __file__, "--noop-server", str(port), str(cert_dir)]
     else:
-        command = [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone",
-                   "--kubeconfig", str(bench.cluster.kubeconfig), "--webhook-port", str(port),
-                   "--webhook-cert-dir", str(cert_dir), "--webhook-failure-policy", "Fail",
+        command = [sys.executable, "-m", "kvtune_cli.main", "webhook",
+                   "--kubeconfig", str(bench.cluster.kubeconfig), "--port", str(port),
+                   "--cert-dir", str(cert_dir), "--failure-policy", "Fail",
                    "--metrics-port", "0"]
     with _process(command, log) as proc:
         if who == "no-op":
-            _published(bench, settings, port, files.ca.read_bytes())
+            _published(bench, settings, port, material.ca_pem)
         expect_shaped = who == "kvtune"
 
         def ready() -> bool:

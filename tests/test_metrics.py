@@ -19,17 +19,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import kopf
 import pytest
 from controller.builders import profile
 from kubernetes import client
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_cli.localcluster import free_port
 from kvtune_cli.main import serve_metrics
-from kvtune_operator import handlers, metrics
+from kvtune_operator import metrics
+from kvtune_operator.admission import ClusterView
 from kvtune_operator.controller import PassResult, reconcile_profile, snapshot
-from kvtune_operator.settings import Settings
+from kvtune_operator.kube import Kube
+from kvtune_operator.profiles import Profile
+from kvtune_operator.settings import Settings, WebhookSettings
 from kvtune_operator.views import Action, CordonNode, CreateState, EvictVmPods, LabelNode
+from kvtune_operator.webhook import GeneratedTls
+from kvtune_operator.webhook_server import AdmissionServer
 from prometheus_client import REGISTRY
 from support.cluster import ClusterAccess, wait_for
 from support.metrics import scraped, value
@@ -38,7 +42,7 @@ from webhook import make_profile, make_vmi
 PASSES = "kvtune_operator_reconcile_passes_total"
 WRITES = "kvtune_operator_api_writes_total"
 NODES = "kvtune_operator_profile_nodes"
-ADMISSIONS = "kvtune_operator_admissions_total"
+ADMISSIONS = "kvtune_webhook_admissions_total"
 
 
 class RecordingKube:
@@ -129,27 +133,29 @@ def test_an_api_write_is_labelled_by_its_action(action: Action, name: str) -> No
     assert metrics.action_name(action) == name
 
 
-# --- Admissions, through the kopf handlers as kopf calls them. ---
+# --- Admissions, through the webhook server as a request reaches it. ---
 
 NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "vms"}
 
 
-def indexes(*profiles: t.Any) -> dict[str, t.Any]:
-    """The handlers' kopf indexes as plain mappings: key -> values."""
-    return {"namespace_labels": {"vms": [NAMESPACE_LABELS]},
-            "profiles": {p.name: [p] for p in profiles},
-            "node_labels": {}, "node_states": {}, "node_allocatable": {}, "overhead_ratio": {}}
+def server(*profiles: Profile) -> AdmissionServer:
+    """The webhook's server deciding from `profiles`, its namespace known; nothing listens."""
+    view = ClusterView(profiles={p.name: p for p in profiles}, node_labels={}, node_states={},
+                       allocatable={}, overhead_ratio=None)
+    return AdmissionServer(WebhookSettings(), GeneratedTls(["127.0.0.1"]),
+                           t.cast(Kube, None), lambda: view, lambda _: NAMESPACE_LABELS)
 
 
-def mutate(vmi: dict[str, t.Any], *profiles: t.Any) -> None:
-    body = kopf.Body(vmi)
-    asyncio.run(handlers.shape_vmi(body=body, patch=kopf.Patch(body=body), memo=kopf.Memo(),
-                                   **indexes(*profiles)))
+def asked(vmi: dict[str, t.Any]) -> dict[str, t.Any]:
+    return {"uid": "u", "operation": "CREATE", "namespace": "vms", "object": vmi}
 
 
-def validate(vmi: dict[str, t.Any], *profiles: t.Any) -> None:
-    asyncio.run(handlers.check_vmi(body=kopf.Body(vmi), warnings=[], memo=kopf.Memo(),
-                                   **indexes(*profiles)))
+def mutate(vmi: dict[str, t.Any], *profiles: Profile) -> None:
+    asyncio.run(server(*profiles).answer("mutate", asked(vmi)))
+
+
+def validate(vmi: dict[str, t.Any], *profiles: Profile) -> None:
+    asyncio.run(server(*profiles).answer("validate", asked(vmi)))
 
 
 VMI = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "2Gi"}})
@@ -170,13 +176,10 @@ def test_an_admission_is_counted_by_its_result_and_timed(
 ) -> None:
     operation = "mutate" if answer is mutate else "validate"
     before = value(ADMISSIONS, operation=operation, result=result)
-    timed = value("kvtune_operator_admission_duration_seconds_count", operation=operation)
-    try:
-        answer(vmi, *profiles)
-    except kopf.AdmissionError:
-        assert result == "denied"
+    timed = value("kvtune_webhook_admission_duration_seconds_count", operation=operation)
+    answer(vmi, *profiles)
     assert value(ADMISSIONS, operation=operation, result=result) == before + 1
-    assert value("kvtune_operator_admission_duration_seconds_count",
+    assert value("kvtune_webhook_admission_duration_seconds_count",
                  operation=operation) == timed + 1
 
 
@@ -195,11 +198,11 @@ def test_a_taken_metrics_port_stops_the_command_with_what_to_do() -> None:
 @pytest.fixture
 def operator_process(cluster: ClusterAccess, kvtune_crds: list[str],
                      tmp_path: Path) -> Iterator[int]:
-    """`kvtune operator` (standalone, no webhook) serving its metrics; yields the port."""
+    """`kvtune operator` (standalone) serving its metrics; yields the port."""
     port = free_port()
     with (tmp_path / "operator.log").open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone", "--no-webhook",
+            [sys.executable, "-m", "kvtune_cli.main", "operator", "--standalone",
              "--metrics-address", "127.0.0.1", "--metrics-port", str(port)],
             env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT,

@@ -12,10 +12,12 @@ import sys
 from collections.abc import Sequence
 
 #: Default ports of /metrics (docs/metrics.md). The operator's 8080 is its liveness endpoint, so
-#: its metrics take the next port; the agent's 9101 is apart from the ports of node exporters
+#: its metrics take the next port, and the webhook's the one after (apart, for one host running
+#: both, as the demo does); the agent's 9101 is apart from the ports of node exporters
 #: (9100) and kubelets (10250 and up), for a person who runs it on a host outside a pod.
 OPERATOR_METRICS_PORT = 8081
 AGENT_METRICS_PORT = 9101
+WEBHOOK_METRICS_PORT = 8082
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -63,13 +65,6 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         # One setting for both clients: kopf's login and ours read $KUBECONFIG.
         os.environ["KUBECONFIG"] = args.kubeconfig
     settings = Settings(
-        webhook=args.webhook,
-        webhook_port=args.webhook_port,
-        webhook_host=args.webhook_host,
-        webhook_service=args.webhook_service,
-        webhook_cert_dir=args.webhook_cert_dir,
-        webhook_failure_policy=args.webhook_failure_policy,
-        webhook_timeout_seconds=args.webhook_timeout,
         **({"peering_priority": args.peering_priority} if args.peering_priority is not None
            else {}),
         peering_lifetime_seconds=args.peering_lifetime,
@@ -82,6 +77,36 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     memo = kopf.Memo(settings=settings, kube=Kube(api_client()))
     kopf.run(clusterwide=True, standalone=args.standalone, memo=memo,
              liveness_endpoint=args.liveness)
+    return 0
+
+
+def _cmd_webhook(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import kopf
+    from kvtune_operator.kube import Kube, api_client
+    from kvtune_operator.settings import WebhookSettings
+    from kvtune_operator.webhook import WebhookSetupError
+    from kvtune_operator.webhook_handlers import serve
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    settings = WebhookSettings(
+        port=args.port,
+        host=args.host,
+        service=args.service,
+        cert_dir=args.cert_dir,
+        tls_secret=args.tls_secret,
+        failure_policy=args.failure_policy,
+        timeout_seconds=args.timeout,
+        namespace=args.namespace,
+    )
+    kopf.configure(log_format=kopf.LogFormat[args.log_format.upper()])
+    serve_metrics(args)
+    try:
+        asyncio.run(serve(settings, Kube(api_client()), liveness=args.liveness))
+    except WebhookSetupError as err:
+        raise SystemExit(f"kvtune webhook: {err}") from err
     return 0
 
 
@@ -137,31 +162,44 @@ def _add_metrics_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def _add_webhook_flags(parser: argparse.ArgumentParser) -> None:
-    from kvtune_operator.settings import Settings
+    from kvtune_operator.settings import WebhookSettings
 
-    default = Settings()  # the defaults, and their reasons, live in Settings
-    group = parser.add_argument_group("VMI admission webhook (see docs/webhook.md)")
-    group.add_argument("--no-webhook", dest="webhook", action="store_false",
-                       help="do not serve it, and delete kvtune's webhook configurations")
-    group.add_argument("--webhook-port", type=int, default=default.webhook_port,
-                       help="port to listen on (default %(default)s)")
-    group.add_argument("--webhook-host", default=default.webhook_host,
-                       help="without --webhook-service: the host of the webhook URL given to the "
-                       "apiserver, and the address listened on (default %(default)s)")
-    group.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
-                       help="the Service in front of the operator (in a cluster): the webhook "
-                       "configurations name it, port 443, instead of a URL")
-    group.add_argument("--webhook-cert-dir", type=pathlib.Path,
-                       help="directory with tls.crt, tls.key and ca.crt (a mounted Secret); a "
-                       "CA and certificate are generated there when none exists (default: a "
-                       "temporary directory)")
-    group.add_argument("--webhook-failure-policy", choices=("Ignore", "Fail"),
-                       default=default.webhook_failure_policy,
-                       help="what the apiserver does with a VMI when the webhook cannot answer "
-                       "(default %(default)s: admit it unshaped)")
-    group.add_argument("--webhook-timeout", type=int, default=default.webhook_timeout_seconds,
-                       help="seconds the apiserver waits for each call, 1 to 30 "
-                       "(default %(default)s)")
+    default = WebhookSettings()  # the defaults, and their reasons, live in WebhookSettings
+    parser.add_argument("--port", type=int, default=default.port,
+                        help="port to listen on (default %(default)s)")
+    parser.add_argument("--host", default=default.host,
+                        help="without --service: the host of the webhook URL given to the "
+                        "apiserver, and the address listened on (default %(default)s)")
+    parser.add_argument("--service", metavar="NAMESPACE/NAME",
+                        help="the Service in front of the webhook pods (in a cluster): the "
+                        "webhook configurations name it, port 443, instead of a URL")
+    parser.add_argument("--cert-dir", type=pathlib.Path,
+                        help="directory with tls.crt, tls.key and ca.crt made outside (e.g. a "
+                        "mounted cert-manager Secret), reread every 5 minutes")
+    parser.add_argument("--tls-secret", metavar="NAMESPACE/NAME",
+                        help="Secret in which the replicas share a CA and certificate that "
+                        "the webhook makes and renews itself (default: a CA in memory, for "
+                        "one local process)")
+    parser.add_argument("--failure-policy", choices=("Ignore", "Fail"),
+                        default=default.failure_policy,
+                        help="what the apiserver does with a VMI when the webhook cannot answer "
+                        "(default %(default)s: admit it unshaped)")
+    parser.add_argument("--timeout", type=int, default=default.timeout_seconds,
+                        help="seconds the apiserver waits for each call, 1 to 30 "
+                        "(default %(default)s)")
+    parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
+                        help="kvtune's namespace, whose VMIs never reach the webhook "
+                        "(default: $POD_NAMESPACE)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then "
+                        "$KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
+                        help="log lines as text (plain/full) or one JSON object each (json)")
+    parser.add_argument("--liveness", metavar="URL",
+                        help="serve kopf's liveness endpoint for the kubelet's probe, e.g. "
+                        "http://0.0.0.0:8080/healthz (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,9 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "qemu:///system) for VMs without a virt-launcher socket")
     probe.set_defaults(func=_cmd_probe)
 
-    operator = sub.add_parser("operator", help="run the operator (and its admission webhook)")
-    operator.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then "
-                          "$KUBECONFIG or ~/.kube/config)")
+    operator = sub.add_parser("operator", help="run the operator")
+    _add_run_flags(operator)
     operator.add_argument("--standalone", action="store_true",
                           help="no peering with other replicas (single replica, tests, demo)")
     operator.add_argument("--agent-image", default=os.environ.get("KVTUNE_AGENT_IMAGE"),
@@ -204,20 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "$KVTUNE_AGENT_IMAGE; unset: no DaemonSet is managed)")
     operator.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
                           help="namespace of the agent DaemonSet (default: $POD_NAMESPACE)")
-    operator.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
-                          help="log lines as text (plain/full) or one JSON object each (json)")
     operator.add_argument("--peering-priority", type=int,
                           help="this replica's peering priority (default: random; the highest "
                           "replica works, the others stand by)")
     operator.add_argument("--peering-lifetime", type=int, default=60,
                           help="seconds after which a silent replica is presumed dead and "
                           "another takes over (default 60)")
-    operator.add_argument("--liveness", metavar="URL",
-                          help="serve kopf's liveness endpoint for the kubelet's probe, e.g. "
-                          "http://0.0.0.0:8080/healthz (default: none)")
-    _add_webhook_flags(operator)
     _add_metrics_flags(operator, OPERATOR_METRICS_PORT)
     operator.set_defaults(func=_cmd_operator)
+
+    hook = sub.add_parser("webhook", help="serve the VMI admission webhook (docs/webhook.md)")
+    _add_run_flags(hook)
+    _add_webhook_flags(hook)
+    _add_metrics_flags(hook, WEBHOOK_METRICS_PORT)
+    hook.set_defaults(func=_cmd_webhook)
 
     agent = sub.add_parser("agent", help="run the node agent for one node")
     agent.add_argument("--node", required=True, help="the Node this agent prepares")

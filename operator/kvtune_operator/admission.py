@@ -3,8 +3,9 @@
 Why apart from `vmi/`: those functions judge one VMI against one profile. An admission first has
 to find that profile among all of them, refuse a VMI that two profiles claim, and know which
 nodes could run it, all from what kopf's indexes hold in memory, so that an admission makes no
-API request. This module does that and turns the results into kopf's terms: a transformation
-on `patch`, entries in `warnings`, and `kopf.AdmissionError` naming what to fix.
+API request. This module does that and turns the results into an AdmissionReview response: the
+mutation's own JSON patch, warnings, or a refusal (`Refused`) naming what to fix. It is pure; the
+server (`webhook_server.py`) only decodes the request and sends the answer.
 
 A VMI selected by two profiles is refused rather than given to one of them: each profile would
 steer it to different nodes with different CPU and memory settings, and picking one by name
@@ -20,14 +21,13 @@ node but not a busy one waits in Pending, where the scheduler says why.
 
 from __future__ import annotations
 
-import copy
+import base64
 import dataclasses
-import functools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import kopf
 from kvtune_api.labels import READY_LABEL
 
 from .profiles import Profile
@@ -35,15 +35,30 @@ from .render import PROFILE_LABEL
 from .rollup import node_phase
 from .views import StateView
 from .vmi import NodeCapacity, VmiFieldError, capacity_warning, mutate_vmi, validate_vmi
+from .vmi.mutate import JsonPatch
 from .vmi.overhead import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
 
 HUGEPAGES_PREFIX = "hugepages-"
+Operation = Literal["mutate", "validate"]
+#: What an admission decided, for the metrics: a mutation patched or skipped the VMI, a
+#: validation allowed or skipped it, either refused it.
+Decision = Literal["patched", "allowed", "skipped", "denied"]
+
+
+class Refused(Exception):
+    """The VMI is refused. `code` is the HTTP status the AdmissionReview carries: 400 for a field
+    that cannot be read, 403 for a VMI two profiles claim, 422 for a contradiction, 500 when the
+    cluster (not the VMI) is misconfigured."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterView:
-    """What an admission reads: the operator's indexes, one value per object."""
+    """What an admission reads: the webhook's indexes, one value per object name."""
 
     profiles: Mapping[str, Profile]
     node_labels: Mapping[str, Mapping[str, str]]
@@ -69,26 +84,51 @@ def node_capacity(name: str, allocatable: Mapping[str, Any]) -> NodeCapacity:
     )
 
 
-def shape(
+def review(
+    operation: Operation,
     view: ClusterView,
-    vmi: Mapping[str, Any],
+    request: Mapping[str, Any],
     namespace_labels: Mapping[str, str],
-    patch: kopf.Patch,
-) -> Literal["patched", "skipped"]:
-    """The mutating webhook: the VMI shaped by the one profile that selects it, if any. Returns
-    whether it was shaped (for the metrics)."""
+) -> tuple[dict[str, Any], Decision]:
+    """The AdmissionReview answering `request` (an AdmissionReview's `request`), and what was
+    decided. Only CREATE is judged: the webhook configurations send nothing else, and a VMI's
+    spec is immutable afterwards."""
+    response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+    decision: Decision = "skipped"
+    vmi = request.get("object") or {}
+    try:
+        if request.get("operation") == "CREATE":
+            if operation == "mutate":
+                patch = shape(view, vmi, namespace_labels)
+                if patch:
+                    response["patchType"] = "JSONPatch"
+                    response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+                    decision = "patched"
+            else:
+                warnings: list[str] = []
+                decision = check(view, vmi, namespace_labels, warnings)
+                if warnings:
+                    response["warnings"] = warnings
+    except Refused as refused:
+        response.update(allowed=False, status={"code": refused.code, "message": str(refused)})
+        decision = "denied"
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": response}, decision
+
+
+def shape(
+    view: ClusterView, vmi: Mapping[str, Any], namespace_labels: Mapping[str, str]
+) -> JsonPatch:
+    """The mutating webhook: the JSON patch shaping the VMI as the one profile that selects it
+    says; empty when no profile does or the VMI opted out."""
     profile = _enforcing(_claims(view, vmi, namespace_labels), vmi)
     if profile is None:
-        return "skipped"
+        return []
     with _answering(vmi):
         result = mutate_vmi(
             profile, vmi, namespace_labels=namespace_labels, overhead_ratio=view.overhead_ratio
         )
-    if result.skipped is not None:
-        return "skipped"
-    # kopf diffs the body before and after its transformations into the JSON patch.
-    patch.fns.append(functools.partial(_become, result.vmi))
-    return "patched"
+    return [] if result.skipped is not None else result.patch
 
 
 def check(
@@ -110,31 +150,31 @@ def check(
         errors, found = validate_vmi(profile, vmi, namespace_labels=namespace_labels)
         warnings += found
         if errors:
-            raise kopf.AdmissionError(f"{_what(vmi)}: " + "; ".join(errors), code=422)
+            raise Refused(f"{_what(vmi)}: " + "; ".join(errors), code=422)
         if profile.spec.mode == "Enforce":
-            nodes = ready_nodes(view, profile.name)
-            warning = capacity_warning(vmi, nodes, ratio=view.overhead_ratio)
+            warning = capacity_warning(
+                vmi, ready_nodes(view, profile.name), ratio=view.overhead_ratio
+            )
             if warning is not None:
                 warnings.append(f"HypervisorProfile {profile.name}: {warning}")
     return "allowed"
 
 
-def ready_nodes(view: ClusterView, profile: str) -> list[NodeCapacity]:
-    """The nodes of `profile` that can run its VMIs now.
+def ready_nodes(view: ClusterView, profile: str) -> Iterator[NodeCapacity]:
+    """The nodes of `profile` that can run its VMIs now, lazily (the capacity check stops at the
+    first that has room).
 
     A node counts once its agent has labelled it ready, or once its state reports Ready for the
     current spec: the label follows the state by one agent pass, and agents that do not set it
     yet must not make every VMI look unplaceable.
     """
-    return [
-        capacity
-        for name, capacity in sorted(view.allocatable.items())
-        if view.node_labels.get(name, {}).get(PROFILE_LABEL) == profile
-        and (
-            view.node_labels[name].get(READY_LABEL) == "true"
+    for name, capacity in view.allocatable.items():
+        labels = view.node_labels.get(name) or {}
+        if labels.get(PROFILE_LABEL) == profile and (
+            labels.get(READY_LABEL) == "true"
             or _state_ready(view.node_states.get(name), profile)
-        )
-    ]
+        ):
+            yield capacity
 
 
 def _state_ready(state: StateView | None, profile: str) -> bool:
@@ -157,7 +197,7 @@ def _enforcing(claims: Sequence[Profile], vmi: Mapping[str, Any]) -> Profile | N
     if len(claims) == 1:
         return claims[0]
     if any(p.spec.mode != "Audit" for p in claims):
-        raise kopf.AdmissionError(_conflict(claims, vmi), code=403)
+        raise Refused(_conflict(claims, vmi), code=403)
     return None
 
 
@@ -176,10 +216,10 @@ def _answering(vmi: Mapping[str, Any]) -> Iterator[None]:
     try:
         yield
     except VmiFieldError as unreadable:
-        raise kopf.AdmissionError(f"{_what(vmi)}: {unreadable}", code=400) from None
+        raise Refused(f"{_what(vmi)}: {unreadable}", code=400) from None
     except ValueError as misconfigured:
         # The KubeVirt CR's overhead ratio; its message names the field.
-        raise kopf.AdmissionError(
+        raise Refused(
             f"{_what(vmi)} cannot be sized: {misconfigured}; fix the KubeVirt CR", code=500
         ) from None
 
@@ -188,8 +228,3 @@ def _what(vmi: Mapping[str, Any]) -> str:
     meta = vmi.get("metadata") or {}
     name = meta.get("name") or f"{meta.get('generateName', '')}<generated>"
     return f"VirtualMachineInstance {meta.get('namespace', '')}/{name}"
-
-
-def _become(shaped: Mapping[str, Any], body: dict[str, Any]) -> None:
-    body.clear()
-    body.update(copy.deepcopy(dict(shaped)))

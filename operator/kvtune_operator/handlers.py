@@ -2,12 +2,12 @@
 
 Indexes keep an in-memory view of profiles, nodes and node states (fed by watches, so a pass
 reads no API); one daemon per profile reconciles it every `Settings.resync_seconds`; the
-deletion handler holds the profile's finalizer until its nodes have reverted.
+deletion handler holds the profile's finalizer until its nodes have reverted. The VMI admission
+webhook is a process of its own, with its own registry (`webhook_handlers.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import typing as t
 
@@ -15,18 +15,14 @@ import kopf
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import admission, controller, kubevirt, metrics, webhook
+from . import common_handlers as shared
+from . import controller, kubevirt, metrics
+from .common_handlers import KUBEVIRTS, NODES, PROFILES, STATES
 from .kube import Kube, api_client
 from .profiles import Profile
 from .render import PROFILE_LABEL
 from .settings import PEERING_NAME, Settings
-from .views import Snapshot, StateView, VolumeView
-from .vmi import NodeCapacity
-
-PROFILES = ("kvtune.io", "v1alpha1", "hypervisorprofiles")
-STATES = ("kvtune.io", "v1alpha1", "hypervisornodestates")
-NODES = ("", "v1", "nodes")
-KUBEVIRTS = ("kubevirt.io", "v1", "kubevirts")
+from .views import Snapshot, VolumeView
 
 
 @kopf.on.startup()
@@ -59,16 +55,10 @@ async def install_parts(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t
     await controller.install_parts(memo["kube"], memo["settings"], settings.peering.standalone)
 
 
-@kopf.on.login()
-def login(**kwargs: t.Any) -> kopf.ConnectionInfo | None:
-    # kopf's own client-library login reads $KUBECONFIG at import time; these read it now, and
-    # the service account token anew whenever kopf re-authenticates after a 401.
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-
-@kopf.index(*NODES)
-def node_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, dict[str, str]]:
-    return {name: dict(labels)}
+login = kopf.on.login()(shared.login)
+node_labels = kopf.index(*NODES)(shared.node_labels)
+node_states = kopf.index(*STATES)(shared.node_states)
+profiles = kopf.index(*PROFILES)(shared.profiles)
 
 
 @kopf.index(*NODES)
@@ -85,16 +75,6 @@ def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]
 @kopf.index("", "v1", "persistentvolumes", labels={PROFILE_LABEL: kopf.PRESENT})
 def lun_volumes(body: kopf.Body, name: str, **_: t.Any) -> dict[str, VolumeView]:
     return {name: VolumeView.from_body(body)}
-
-
-@kopf.index(*STATES)
-def node_states(body: kopf.Body, name: str, **_: t.Any) -> dict[str, StateView]:
-    return {name: StateView.from_body(body)}
-
-
-@kopf.index(*PROFILES)
-def profiles(body: kopf.Body, name: str, **_: t.Any) -> dict[str, Profile]:
-    return {name: Profile.from_body(body)}
 
 
 def _view(index: kopf.Index[str, t.Any]) -> dict[str, t.Any]:
@@ -147,80 +127,3 @@ async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> 
             delay=2,
         )
     metrics.forget_profile(profile.name)
-
-
-# --- The VMI admission webhook (issue 6): what it reads, when it listens, what it answers. ---
-# Serving, TLS and the webhook configurations are in webhook.py; the answers in admission.py.
-
-NAMESPACES = ("", "v1", "namespaces")
-
-
-@kopf.on.startup()
-def configure_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> None:
-    memo["webhook"] = webhook.configure(settings, memo["settings"], memo["kube"])
-
-
-@kopf.index(*NAMESPACES)
-def namespace_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, dict[str, str]]:
-    return {name: dict(labels)}
-
-
-@kopf.index(*NODES)
-def node_allocatable(name: str, status: kopf.Status, **_: t.Any) -> dict[str, NodeCapacity]:
-    return {name: admission.node_capacity(name, status.get("allocatable") or {})}
-
-
-@kopf.index(*KUBEVIRTS)
-def overhead_ratio(spec: kopf.Spec, **_: t.Any) -> dict[str, str]:
-    # Without KubeVirt's CRD kopf warns that it cannot watch kubevirts and indexes nothing (no
-    # ratio), without holding anything up; it starts indexing when the CRD appears.
-    ratio = (spec.get("configuration") or {}).get("additionalGuestMemoryOverheadRatio")
-    return {} if ratio is None else {"ratio": str(ratio)}
-
-
-# The `default` namespace always exists (the apiserver recreates it), so this runs once at start
-# and on its rare changes, instead of logging a line for every namespace.
-@kopf.on.event(*NAMESPACES, field="metadata.name", value="default")
-async def webhook_indexed(memo: kopf.Memo, **_: t.Any) -> None:
-    # kopf delivers events to handlers only after every index has listed the cluster.
-    if memo.get("webhook") is not None:
-        memo["webhook"].indexed.set()
-
-
-@kopf.on.mutate(*webhook.VMIS, id=webhook.MUTATE_ID, operations=["CREATE"])
-async def shape_vmi(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **indexes: t.Any
-) -> None:
-    with metrics.admission("mutate") as answer:
-        view, namespace_labels = await _admission_view(body, memo, indexes)
-        answer.result = admission.shape(view, body, namespace_labels, patch)
-
-
-@kopf.on.validate(*webhook.VMIS, id=webhook.VALIDATE_ID, operations=["CREATE"])
-async def check_vmi(
-    body: kopf.Body, warnings: list[str], memo: kopf.Memo, **indexes: t.Any
-) -> None:
-    with metrics.admission("validate") as answer:
-        view, namespace_labels = await _admission_view(body, memo, indexes)
-        answer.result = admission.check(view, body, namespace_labels, warnings)
-
-
-async def _admission_view(
-    body: kopf.Body, memo: kopf.Memo, indexes: t.Mapping[str, t.Any]
-) -> tuple[admission.ClusterView, dict[str, str]]:
-    namespace = body.metadata.namespace or ""
-    stored = indexes["namespace_labels"].get(namespace)
-    labels: dict[str, str] = (
-        next(iter(stored))
-        if stored
-        # Created a moment ago: the watch has not delivered it yet.
-        else await asyncio.to_thread(memo["kube"].namespace_labels, namespace)
-    )
-    view = admission.ClusterView(
-        profiles=_view(indexes["profiles"]),
-        node_labels=_view(indexes["node_labels"]),
-        node_states=_view(indexes["node_states"]),
-        allocatable=_view(indexes["node_allocatable"]),
-        overhead_ratio=_view(indexes["overhead_ratio"]).get("ratio"),
-    )
-    return view, labels

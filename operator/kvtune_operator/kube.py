@@ -1,4 +1,5 @@
-"""The operator's only conversation with the Kubernetes API (besides kopf's own watches).
+"""The only conversation of the operator and the webhook with the Kubernetes API (besides kopf's
+own watches).
 
 Everything here is a thin, synchronous call (run in a thread by the async callers) that turns a
 planned action into a request. Conflicts that the next reconcile pass resolves by itself (an
@@ -7,6 +8,7 @@ object already created, already gone) are not errors.
 
 from __future__ import annotations
 
+import base64
 import os
 import typing as t
 
@@ -142,6 +144,48 @@ class Kube:
     def delete_webhook_configurations(self, name: str) -> None:
         self._tolerate(404, lambda: self._admission.delete_mutating_webhook_configuration(name))
         self._tolerate(404, lambda: self._admission.delete_validating_webhook_configuration(name))
+
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+        """A Secret's decoded data and resourceVersion; None when there is none."""
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        return data, secret.metadata.resource_version
+
+    def create_secret(self, namespace: str, name: str, data: t.Mapping[str, bytes]) -> bool:
+        """Create the Secret; False when another writer created it first."""
+        return self._unless_conflict(lambda: self._core.create_namespaced_secret(
+            namespace, self._secret(name, data)))
+
+    def replace_secret(
+        self, namespace: str, name: str, data: t.Mapping[str, bytes], resource_version: str
+    ) -> bool:
+        """Replace the Secret as read at `resource_version`; False when it changed since."""
+        body = self._secret(name, data)
+        body["metadata"]["resourceVersion"] = resource_version
+        return self._unless_conflict(lambda: self._core.replace_namespaced_secret(
+            name, namespace, body))
+
+    @staticmethod
+    def _secret(name: str, data: t.Mapping[str, bytes]) -> dict[str, t.Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": name,
+                             "labels": {"app.kubernetes.io/managed-by": "kvtune-webhook"}},
+                "data": {key: base64.b64encode(value).decode() for key, value in data.items()}}
+
+    @staticmethod
+    def _unless_conflict(call: t.Callable[[], object]) -> bool:
+        try:
+            call()
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """A namespace's labels ({} when it is gone), for one the watch has not delivered yet."""

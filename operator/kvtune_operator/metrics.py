@@ -1,11 +1,12 @@
-"""The operator's Prometheus metrics: every metric object of the operator, and the few helpers
-that the reconcile loop and the admission handlers call at their seams.
+"""The Prometheus metrics of the operator and of the webhook: every metric object of both, and
+the few helpers that the reconcile loop and the admission server call at their seams.
 
 Why one module: the names, labels and buckets are the contract with dashboards and alerts
 (docs/metrics.md documents each), so they are defined once, and the pure modules (planning,
 roll-up, mutation) never see them. The label values are bounded enums and profile names; never a
-node name, since a cluster has thousands of nodes and few profiles. `kvtune operator` serves
-them (`--metrics-port`) from prometheus_client's default registry, beside its process metrics.
+node name, since a cluster has thousands of nodes and few profiles. `kvtune operator` and
+`kvtune webhook` serve them (`--metrics-port`) from prometheus_client's default registry, beside
+their process metrics; each process moves only its own series.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import typing as t
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 
-import kopf
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -57,7 +57,7 @@ PROFILE_NODES = Gauge(
     ["profile", "phase"],
 )
 ADMISSIONS = Counter(
-    "kvtune_operator_admissions_total",
+    "kvtune_webhook_admissions_total",
     "VMI admissions answered by the webhook, by operation (mutate or validate) and result "
     "(patched, allowed, skipped, denied, error).",
     ["operation", "result"],
@@ -65,8 +65,9 @@ ADMISSIONS = Counter(
 # One answer takes a few milliseconds; calls queue behind each other in a burst, up to the
 # webhook timeout (at most 30 s).
 ADMISSION_SECONDS = Histogram(
-    "kvtune_operator_admission_duration_seconds",
-    "Time to answer one admission, reading the namespace included.",
+    "kvtune_webhook_admission_duration_seconds",
+    "Time to decide one admission inside the webhook (reading the namespace included; not the "
+    "TLS and HTTP handling around it).",
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
@@ -140,21 +141,18 @@ def forget_profile(profile: str) -> None:
 
 @dataclasses.dataclass
 class Answer:
-    """What an admission handler decided; it sets `result` before leaving the block."""
+    """What an admission decided; the server sets `result` before leaving the block."""
 
     result: Decision = "allowed"
 
 
 @contextmanager
 def admission(operation: Operation) -> Iterator[Answer]:
-    """Count and time one admission; a kopf.AdmissionError inside is a denial."""
+    """Count and time one admission; an exception inside is an error."""
     answer = Answer()
     start = time.perf_counter()
     try:
         yield answer
-    except kopf.AdmissionError:
-        answer.result = "denied"
-        raise
     except Exception:
         answer.result = "error"
         raise

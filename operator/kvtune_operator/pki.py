@@ -4,8 +4,8 @@ the throwaway PKI of a local control plane.
 Why it exists: the apiserver calls admission webhooks only over TLS, kube-apiserver refuses to
 serve without TLS, ServiceAccount tokens need a signing key, and kopf's own self-signed
 certificates rely on `oscrypto`, which does not import against the OpenSSL on these machines.
-It lives in the operator package because the operator generates its webhook certificate when
-none is mounted; the CLI's local control plane imports it from here (the CLI may import the
+It lives in the operator package because the webhook generates its certificate when none is
+mounted; the CLI's local control plane imports it from here (the CLI may import the
 operator, never the reverse).
 
 ECDSA P-256 keys are used throughout: they are generated in microseconds (RSA-2048 takes tens of
@@ -112,9 +112,21 @@ class CertificateAuthority:
         )
         return cls(cert=cert, key=key)
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        """A CA kept from an earlier run (the webhook's shared Secret)."""
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an ECDSA key, as kvtune makes them")
+        return cls(cert=x509.load_pem_x509_certificate(cert_pem), key=key)
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return private_key_pem(self.key)
 
     def issue_serving(
         self,

@@ -1,4 +1,5 @@
-"""The operator's settings: one typed object, each field with its unit, default and reason."""
+"""The settings of the operator and of the webhook: one typed object each, every field with its
+unit, default and reason."""
 
 from __future__ import annotations
 
@@ -47,48 +48,66 @@ class Settings:
     After that its state is deleted anyway (a dead node must not block a profile's deletion);
     its agent reverts by itself if it ever finds its state gone."""
 
-    webhook: bool = True
-    """Serve the VMI admission webhook (default on). Off (`--no-webhook`) also deletes kvtune's
-    webhook configurations at startup, so that no VMI creation waits on a webhook nobody serves."""
 
-    webhook_port: int = 9443
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    """`kvtune webhook`: the VMI admission webhook, a process of its own.
+
+    Why apart from the operator: the webhook must answer from every replica at once (the
+    apiserver spreads calls over the Service's endpoints), while the operator works from one
+    replica at a time (kopf peering pauses the others, and a paused kopf stops filling the
+    indexes an answer is made from). The webhook only reads the cluster, so any number of its
+    replicas run side by side."""
+
+    port: int = 9443
     """TCP port the webhook listens on (default 9443: unprivileged, kopf's and controller-runtime's
-    customary port)."""
+    customary port); 0 picks a free one (tests)."""
 
-    webhook_host: str = "127.0.0.1"
+    host: str = "127.0.0.1"
     """Where the apiserver reaches the webhook when no Service is named: the host of the URL in
-    the webhook configurations and the address listened on (default 127.0.0.1, for an operator
-    run beside a local apiserver, as in the tests and the demo)."""
+    the webhook configurations and the address listened on (default 127.0.0.1, for a webhook run
+    beside a local apiserver, as in the tests and the demo)."""
 
-    webhook_service: str | None = None
-    """`namespace/name` of the Service in front of the operator, in a cluster (default none).
+    service: str | None = None
+    """`namespace/name` of the Service in front of the webhook pods, in a cluster (default none).
     When set, the configurations name the Service (port 443) instead of a URL, because the
     apiserver resolves Services itself but usually cannot resolve `*.svc` names through DNS;
     the webhook then listens on all interfaces, and a generated certificate names the Service."""
 
-    webhook_cert_dir: pathlib.Path | None = None
-    """Directory holding `tls.crt`, `tls.key` and `ca.crt`, the keys of a kubernetes.io/tls
-    Secret mounted there (cert-manager writes all three). When none of them exists, a CA and a
-    serving certificate valid for one year are generated into it. Default: a private temporary
-    directory, removed at exit, so every run generates anew. kopf rereads the files every 60 s
-    and the operator republishes the CA, so a renewed Secret needs no restart."""
+    cert_dir: pathlib.Path | None = None
+    """Directory holding `tls.crt`, `tls.key` and `ca.crt` from outside, e.g. a cert-manager
+    Secret mounted there; reread every `tls_refresh_seconds`, so a renewal needs no restart.
+    Takes precedence over `tls_secret`."""
 
-    webhook_failure_policy: t.Literal["Fail", "Ignore"] = "Ignore"
+    tls_secret: str | None = None
+    """`namespace/name` of the Secret in which the replicas share a CA and serving certificate
+    that the webhook makes itself (the shipped Deployment's choice): the first replica creates
+    it, every replica serves from it, and the one that finds the certificate near its end renews
+    it under the same CA, so the caBundle in the configurations never changes. Without this and
+    without `cert_dir`, a CA is generated in memory for this process alone (local runs)."""
+
+    tls_refresh_seconds: float = 300.0
+    """How often the TLS material is reread from `cert_dir` or `tls_secret` (default 5 min); a
+    changed certificate is served to new connections at once."""
+
+    failure_policy: t.Literal["Fail", "Ignore"] = "Ignore"
     """What the apiserver does with a VMI when the webhook cannot answer (default Ignore: admit
     it unshaped). The configurations cannot follow the profiles' namespace selectors, so they
-    cover every namespace but the excluded ones: with Fail, an operator outage would block VMI
+    cover every namespace but the excluded ones: with Fail, a webhook outage would block VMI
     creation cluster-wide, including namespaces no profile selects. Choose Fail when a VMI must
     never start unshaped (it then waits, or its VM controller retries, until the webhook is back);
     kvtune leaves its configurations in place when it stops, so Fail also covers restarts."""
 
-    webhook_timeout_seconds: int = 10
+    timeout_seconds: int = 10
     """How long the apiserver waits for each webhook call (default 10 s, Kubernetes' own default;
-    it allows 1 to 30). One answer takes a few milliseconds, but a burst of VMIs queues on the
-    operator's single process: 200 VMIs created at once on a busy 2-CPU machine took up to 5 s
-    per call (bench/webhook_bench.py), and a call that times out is a VMI refused (Fail) or
-    admitted unshaped (Ignore). A hung operator delays each VMI by up to twice this (two
-    webhooks)."""
+    it allows 1 to 30). One answer takes about a millisecond, but calls queue on a replica's
+    single event loop in a burst, and a call that times out is a VMI refused (Fail) or admitted
+    unshaped (Ignore). A hung webhook delays each VMI by up to twice this (two webhooks)."""
 
-    webhook_excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
-    """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). The operator's
-    own (`namespace`) is added when known, as is any namespace labelled `kvtune.io/skip: "true"`."""
+    excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+    """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). kvtune's own
+    (`namespace`) is added when known, as is any namespace labelled `kvtune.io/skip: "true"`."""
+
+    namespace: str | None = None
+    """The webhook's namespace, kept away from the webhook (default: $POD_NAMESPACE, set from the
+    downward API in the shipped Deployment)."""

@@ -1,4 +1,5 @@
-"""The webhook's answers from the operator's indexes: which profile decides, which nodes count.
+"""The webhook's answers from its indexes: which profile decides, which nodes count, and the
+AdmissionReview that carries the answer.
 
 Pure tests of `admission.py`; the same answers given through a real apiserver are in
 `test_serving.py`.
@@ -6,13 +7,23 @@ Pure tests of `admission.py`; the same answers given through a real apiserver ar
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
-import kopf
+import jsonpatch
 import pytest
 from controller.builders import state
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator.admission import ClusterView, check, node_capacity, ready_nodes, shape
+from kvtune_operator.admission import (
+    ClusterView,
+    Refused,
+    check,
+    node_capacity,
+    ready_nodes,
+    review,
+    shape,
+)
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.vmi import NodeCapacity
@@ -32,11 +43,7 @@ def view(*profiles: Profile, **kwargs: Any) -> ClusterView:
 
 def shaped(cluster: ClusterView, vmi: Obj) -> Obj:
     """The VMI as the apiserver stores it after the mutating webhook's patch."""
-    patch = kopf.Patch(body=kopf.Body(vmi))
-    shape(cluster, vmi, {}, patch)
-    result = dict(vmi)
-    for fn in patch.fns:
-        fn(result)
+    result: Obj = jsonpatch.apply_patch(vmi, shape(cluster, vmi, {}))
     return result
 
 
@@ -48,9 +55,7 @@ def test_the_one_profile_that_selects_a_vmi_shapes_it() -> None:
 
 def test_a_vmi_no_profile_selects_gets_no_patch() -> None:
     picky = make_profile("picky", vmi={"selector": {"matchLabels": {"app": "db"}}})
-    patch = kopf.Patch(body=kopf.Body(SMALL_VMI))
-    shape(view(picky), SMALL_VMI, {}, patch)
-    assert not patch
+    assert shape(view(picky), SMALL_VMI, {}) == []
 
 
 def test_a_profile_being_deleted_claims_no_vmi() -> None:
@@ -63,27 +68,25 @@ def test_a_profile_being_deleted_claims_no_vmi() -> None:
 
 def test_a_vmi_two_enforcing_profiles_select_is_refused_naming_both() -> None:
     cluster = view(make_profile("b"), make_profile("a", mode="Audit"))
-    with pytest.raises(kopf.AdmissionError) as refused:
-        shape(cluster, SMALL_VMI, {}, kopf.Patch())
+    with pytest.raises(Refused) as refused:
+        shape(cluster, SMALL_VMI, {})
     assert refused.value.code == 403
     assert "selected by the HypervisorProfiles a, b" in str(refused.value)
-    with pytest.raises(kopf.AdmissionError):
+    with pytest.raises(Refused):
         check(cluster, SMALL_VMI, {}, [])
 
 
 def test_a_vmi_only_audit_profiles_select_is_admitted_with_a_warning() -> None:
     cluster = view(make_profile("a", mode="Audit"), make_profile("b", mode="Audit"))
-    patch = kopf.Patch(body=kopf.Body(SMALL_VMI))
-    shape(cluster, SMALL_VMI, {}, patch)
+    assert shape(cluster, SMALL_VMI, {}) == []
     warnings: list[str] = []
     check(cluster, SMALL_VMI, {}, warnings)
-    assert not patch
     assert len(warnings) == 1 and warnings[0].startswith("Audit mode, would be refused:")
 
 
 def test_a_contradiction_is_refused_with_422_naming_the_vmi_and_the_field() -> None:
     vmi = make_vmi({"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
-    with pytest.raises(kopf.AdmissionError) as refused:
+    with pytest.raises(Refused) as refused:
         check(view(make_profile("fast")), vmi, {}, [])
     assert refused.value.code == 422
     assert str(refused.value).startswith("VirtualMachineInstance vms/vm: spec.domain.cpu.")
@@ -91,15 +94,15 @@ def test_a_contradiction_is_refused_with_422_naming_the_vmi_and_the_field() -> N
 
 def test_an_unreadable_field_is_refused_with_400() -> None:
     vmi = make_vmi({"resources": {"requests": {"memory": "lots"}}})
-    with pytest.raises(kopf.AdmissionError) as refused:
-        shape(view(make_profile("fast")), vmi, {}, kopf.Patch())
+    with pytest.raises(Refused) as refused:
+        shape(view(make_profile("fast")), vmi, {})
     assert refused.value.code == 400
     assert "spec.domain.resources.requests.memory: 'lots'" in str(refused.value)
 
 
 def test_a_bad_kubevirt_ratio_is_the_clusters_fault_not_the_vmis() -> None:
-    with pytest.raises(kopf.AdmissionError) as refused:
-        shape(view(make_profile("fast"), overhead_ratio="0.5"), SMALL_VMI, {}, kopf.Patch())
+    with pytest.raises(Refused) as refused:
+        shape(view(make_profile("fast"), overhead_ratio="0.5"), SMALL_VMI, {})
     assert refused.value.code == 500
     assert "additionalGuestMemoryOverheadRatio" in str(refused.value)
     assert "fix the KubeVirt CR" in str(refused.value)
@@ -126,7 +129,7 @@ def test_a_node_counts_for_capacity_when_it_is_the_profiles_and_ready(
     labels: dict[str, str], states: dict[str, Any], ready: bool
 ) -> None:
     cluster = view(node_labels={"n": labels}, node_states=states, allocatable={"n": roomy("n")})
-    assert ready_nodes(cluster, "fast") == ([roomy("n")] if ready else [])
+    assert list(ready_nodes(cluster, "fast")) == ([roomy("n")] if ready else [])
 
 
 def test_a_vmi_larger_than_every_ready_node_gets_a_warning_naming_the_profile() -> None:
@@ -154,3 +157,43 @@ def test_node_capacity_reads_allocatable_quantities_and_hugepage_sizes() -> None
     capacity = node_capacity("n", {"cpu": "7500m", "memory": "16Gi", "hugepages-1Gi": "8Gi",
                                    "hugepages-2Mi": "0", "pods": "110"})
     assert capacity == NodeCapacity("n", 7500, 16 * Gi, {"1Gi": 8 * Gi, "2Mi": 0})
+
+
+def request(vmi: Obj, operation: str = "CREATE") -> Obj:
+    return {"uid": "u-1", "operation": operation, "namespace": "vms", "object": vmi}
+
+
+def test_a_mutation_answers_with_its_json_patch_in_base64() -> None:
+    answer, decision = review("mutate", view(make_profile("fast")), request(SMALL_VMI), {})
+    response = answer["response"]
+    assert (answer["kind"], response["uid"], response["allowed"]) == ("AdmissionReview", "u-1",
+                                                                     True)
+    assert (response["patchType"], decision) == ("JSONPatch", "patched")
+    patch = json.loads(base64.b64decode(response["patch"]))
+    assert jsonpatch.apply_patch(SMALL_VMI, patch) == shaped(view(make_profile("fast")),
+                                                             SMALL_VMI)
+
+
+def test_a_vmi_left_alone_is_allowed_without_a_patch() -> None:
+    picky = make_profile("picky", vmi={"selector": {"matchLabels": {"app": "db"}}})
+    answer, decision = review("mutate", view(picky), request(SMALL_VMI), {})
+    assert answer["response"] == {"uid": "u-1", "allowed": True}
+    assert decision == "skipped"
+
+
+def test_only_creations_are_judged() -> None:
+    vmi = make_vmi({"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
+    answer, decision = review("validate", view(make_profile("fast")), request(vmi, "UPDATE"), {})
+    assert (answer["response"]["allowed"], decision) == (True, "skipped")
+
+
+def test_a_refusal_carries_its_code_and_message_and_warnings_travel_with_an_allowance() -> None:
+    vmi = make_vmi({"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
+    answer, decision = review("validate", view(make_profile("fast")), request(vmi), {})
+    assert (answer["response"]["allowed"], decision) == (False, "denied")
+    assert answer["response"]["status"]["code"] == 422
+    assert "dedicatedCpuPlacement is false" in answer["response"]["status"]["message"]
+    answer, decision = review("validate", view(make_profile("fast", mode="Audit")),
+                              request(vmi), {})
+    assert (answer["response"]["allowed"], decision) == (True, "allowed")
+    assert "dedicatedCpuPlacement is false" in answer["response"]["warnings"][0]

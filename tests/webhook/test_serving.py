@@ -1,11 +1,13 @@
-"""The VMI admission webhook served for real: the operator runs, the apiserver calls it over TLS.
+"""The VMI admission webhook served for real: `kvtune webhook` runs (and the operator beside it,
+labelling nodes and releasing profiles), the apiserver calls it over TLS.
 
 Why: the pure tests prove what the webhook decides; only a real apiserver proves that the
-configurations the operator writes reach it (CA bundle, URL, selectors, failurePolicy), that the
-answers are applied (the patch, the refusal, the warnings a client sees), and what happens to a
-VMI while the webhook is down. VMIs go through KubeVirt's real schema (fixture `kubevirt_crds`).
+configurations the webhook writes reach it (CA bundle, URL, selectors, failurePolicy), that the
+answers are applied (the patch, the refusal, the warnings a client sees), what happens to a VMI
+while the webhook is down, and that replicas share one CA through their Secret. VMIs go through
+KubeVirt's real schema (fixture `kubevirt_crds`).
 
-The operator runs with failurePolicy Fail unless a test says otherwise, so that a webhook that
+The webhook runs with failurePolicy Fail unless a test says otherwise, so that a webhook that
 cannot be reached fails the test instead of passing it silently. It listens on 127.0.0.1, where
 the local control plane reaches it; against an existing cluster, set
 `KVTUNE_TEST_WEBHOOK_HOST` to an address of this machine that its apiserver can reach (for
@@ -14,17 +16,20 @@ kind, the docker network's gateway, e.g. 172.18.0.1).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
-import typing as t
+import socket
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import kopf
 import pytest
 from cryptography import x509
 from kubernetes import client
@@ -32,11 +37,12 @@ from kubernetes.client.exceptions import ApiException
 from kvtune_api.labels import READY_LABEL
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
-from kvtune_operator.settings import Settings
+from kvtune_operator.settings import Settings, WebhookSettings
 from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.kubevirt import GROUP, VERSION
 from support.operator import running_operator
+from support.webhook import running_webhook
 
 from webhook import Obj, make_vmi
 
@@ -49,19 +55,23 @@ WEBHOOK_HOST_ENV = "KVTUNE_TEST_WEBHOOK_HOST"
 
 
 class Served:
-    """The cluster side of this module: namespaces, a profile, and the operator serving it."""
+    """The cluster side of this module: namespaces, a profile, the operator, and the webhook
+    serving the profile."""
 
-    def __init__(self, cluster: ClusterAccess, api: client.ApiClient, cert_dir: Path) -> None:
+    def __init__(self, cluster: ClusterAccess, api: client.ApiClient) -> None:
         self.cluster = cluster
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
         self.tag = uuid.uuid4().hex[:6]
-        # Port 0: a free port of kopf's choice, so that parallel test sessions never share one.
-        self.settings = Settings(webhook_port=0, webhook_cert_dir=cert_dir,
-                                 webhook_host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
+        # Port 0: a free port, so that parallel test sessions never share one.
+        self.settings = WebhookSettings(port=0,
+                                        host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
         self.policy: str | None = None
         self._running = contextlib.ExitStack()
+        self._operator = contextlib.ExitStack()
+        self._operator.enter_context(running_operator(Settings(), cluster.kubeconfig))
         self.selected = self._namespace("selected", {SELECTED_LABEL: self.tag})
         self.unselected = self._namespace("unselected", {})
         self.profile = self.make_profile("fast")
@@ -89,15 +99,15 @@ class Served:
         wait_for(lambda: is_gone(lambda: self.custom.get_cluster_custom_object(
             G, V, PROFILES, name)), f"profile {name} deleted")
 
-    # --- the operator ---
+    # --- the webhook ---
 
     def serve(self, policy: str = "Fail") -> None:
-        """The operator runs with `policy`, and answers for the module's profile."""
+        """The webhook runs with `policy`, and answers for the module's profile."""
         if self.policy == policy:
             return
         self.stop()
-        settings = dataclasses.replace(self.settings, webhook_failure_policy=policy)
-        self._running.enter_context(running_operator(settings, self.cluster.kubeconfig))
+        settings = dataclasses.replace(self.settings, failure_policy=policy)
+        self._running.enter_context(running_webhook(settings, self.cluster.kubeconfig))
         self.policy = policy
         wait_for(lambda: self.failure_policies() == {policy}, f"configurations with {policy}",
                  SERVING_TIMEOUT)
@@ -113,7 +123,7 @@ class Served:
             return None
 
     def stop(self) -> None:
-        """Stops the operator; its webhook configurations stay, as in a real restart."""
+        """Stops the webhook; its configurations stay, as in a real restart."""
         self._running.close()
         self.policy = None
 
@@ -154,9 +164,9 @@ class Served:
         return (vmi["metadata"].get("annotations") or {}).get(MUTATED_BY_ANNOTATION)
 
     def close(self) -> None:
-        self.serve()  # the profile's finalizer is the operator's to release
-        self.delete_profile(self.profile)
+        self.delete_profile(self.profile)  # the operator releases its finalizer
         self.stop()
+        self._operator.close()
         # A configuration left behind would send later tests' VMIs to a webhook nobody serves.
         with contextlib.suppress(ApiException):
             self.admission.delete_mutating_webhook_configuration(webhook.CONFIGURATION_NAME)
@@ -172,9 +182,8 @@ def served(
     api_client: client.ApiClient,
     kubevirt_crds: list[str],
     kvtune_crds: list[str],
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
-    cluster_side = Served(cluster, api_client, tmp_path_factory.mktemp("webhook-tls"))
+    cluster_side = Served(cluster, api_client)
     try:
         yield cluster_side
     finally:
@@ -298,7 +307,7 @@ def test_with_the_webhook_down_the_failure_policy_decides(
 ) -> None:
     served.serve(policy)
     served.stop()
-    assert served.failure_policies() == {policy}, "the configurations outlive the operator"
+    assert served.failure_policies() == {policy}, "the configurations outlive the webhook"
     try:
         stored = served.create("while-down")
     except ApiException as e:
@@ -309,23 +318,68 @@ def test_with_the_webhook_down_the_failure_policy_decides(
         assert served.shaped_by(stored) is None
 
 
-def test_without_the_webhook_the_operator_removes_its_configurations(served: Served) -> None:
-    served.serve()
+def test_replicas_sharing_a_secret_serve_one_ca_and_each_answers(served: Served) -> None:
     served.stop()
-    with running_operator(dataclasses.replace(served.settings, webhook=False),
-                          served.cluster.kubeconfig):
-        wait_for(lambda: not served.failure_policies(), "the configurations deleted")
-    stored = served.create("unserved")
-    assert served.shaped_by(stored) is None
+    secret = f"{served.unselected}/kvtune-webhook-tls"
+    settings = dataclasses.replace(served.settings, failure_policy="Fail", tls_secret=secret)
+    with running_webhook(settings, served.cluster.kubeconfig) as first, \
+            running_webhook(settings, served.cluster.kubeconfig) as second:
+        assert first != second
+        mutating = served.admission.read_mutating_webhook_configuration(
+            webhook.CONFIGURATION_NAME)
+        ca = base64.b64decode(mutating.webhooks[0].client_config.ca_bundle)
+        # Whichever published last, the apiserver's caBundle verifies both replicas.
+        assert _served_certificate(first, ca) == _served_certificate(second, ca)
+        assert served.shaped_by(served.create("replicated", dry_run=True)) == served.profile
+    stored = served.core.read_namespaced_secret("kvtune-webhook-tls", served.unselected)
+    assert base64.b64decode(stored.data["ca.crt"]) == ca
+    assert stored.type == "kubernetes.io/tls"
 
 
-# --- the configurations and TLS files, without a cluster ---
+def test_the_shared_secret_is_renewed_under_the_same_ca_and_kept_otherwise(
+    served: Served,
+) -> None:
+    kube, name = Kube(served.api), f"renewed-{served.tag}"
+    source = webhook.SecretTls(kube, served.unselected, name, ["127.0.0.1"])
+    made = source.load()
+    assert source.load() == made, "a valid Secret is served as it is"
+    data, version = kube.read_secret(served.unselected, name) or ({}, "")
+    nearly_over = _certificate_until(data, datetime.timedelta(days=10))
+    assert kube.replace_secret(served.unselected, name, {**data, "tls.crt": nearly_over}, version)
+    renewed = source.load()
+    assert renewed.ca_pem == made.ca_pem and renewed.cert_pem not in (made.cert_pem, nearly_over)
+    moved = webhook.SecretTls(kube, served.unselected, name, ["127.0.0.1", "kvtune.example"])
+    assert x509.load_pem_x509_certificate(moved.load().cert_pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == ["kvtune.example"]
+    served.core.delete_namespaced_secret(name, served.unselected)
 
-CLIENT_CONFIG = kopf.WebhookClientConfig(url="https://127.0.0.1:9443", caBundle="Q0E=")
+
+def _served_certificate(url: str, ca: bytes) -> bytes:
+    """The certificate the webhook at `url` presents, verified against `ca` (raises if not)."""
+    where = urlsplit(url)
+    context = ssl.create_default_context(cadata=ca.decode())
+    with socket.create_connection((where.hostname, where.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=where.hostname) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _certificate_until(data: dict[str, bytes], left: datetime.timedelta) -> bytes:
+    """A serving certificate from the Secret's own CA that ends `left` from now."""
+    from kvtune_operator.pki import CertificateAuthority
+
+    ca = CertificateAuthority.from_pem(data["ca.crt"], data["ca.key"])
+    return ca.issue_serving("127.0.0.1", ["127.0.0.1"], left).cert_pem
+
+
+# --- the configurations and TLS material, without a cluster ---
+
+URL, CA = "https://127.0.0.1:9443", b"CA"
 
 
 def test_the_configurations_send_vmi_creations_to_each_handler() -> None:
-    mutating, validating = webhook.configurations(CLIENT_CONFIG, Settings(), None)
+    mutating, validating = webhook.configurations(URL, CA, WebhookSettings())
     assert [mutating["kind"], validating["kind"]] == [
         "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
     (mutate,), (validate,) = mutating["webhooks"], validating["webhooks"]
@@ -339,8 +393,9 @@ def test_the_configurations_send_vmi_creations_to_each_handler() -> None:
     assert (mutate["failurePolicy"], mutate["timeoutSeconds"]) == ("Ignore", 10)
 
 
-def test_the_configurations_leave_out_system_namespaces_the_operators_and_skipped_ones() -> None:
-    (mutate,) = webhook.configurations(CLIENT_CONFIG, Settings(), "kvtune")[0]["webhooks"]
+def test_the_configurations_leave_out_system_namespaces_kvtunes_and_skipped_ones() -> None:
+    settings = WebhookSettings(namespace="kvtune")
+    (mutate,) = webhook.configurations(URL, CA, settings)[0]["webhooks"]
     skip = {"key": "kvtune.io/skip", "operator": "NotIn", "values": ["true"]}
     assert mutate["namespaceSelector"]["matchExpressions"] == [
         {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
@@ -349,8 +404,8 @@ def test_the_configurations_leave_out_system_namespaces_the_operators_and_skippe
 
 
 def test_behind_a_service_the_configurations_name_it_and_the_certificate_does_too() -> None:
-    settings = Settings(webhook_service="kvtune/kvtune-webhook", webhook_failure_policy="Fail")
-    (validate,) = webhook.configurations(CLIENT_CONFIG, settings, None)[1]["webhooks"]
+    settings = WebhookSettings(service="kvtune/kvtune-webhook", failure_policy="Fail")
+    (validate,) = webhook.configurations(URL, CA, settings)[1]["webhooks"]
     assert validate["clientConfig"] == {"caBundle": "Q0E=", "service": {
         "namespace": "kvtune", "name": "kvtune-webhook", "port": 443, "path": "/vmi-validate"}}
     assert validate["failurePolicy"] == "Fail"
@@ -361,33 +416,35 @@ def test_behind_a_service_the_configurations_name_it_and_the_certificate_does_to
 @pytest.mark.parametrize("reference", ["kvtune-webhook", "/name", "ns/", "a/b/c"])
 def test_a_service_that_is_not_namespace_slash_name_is_refused(reference: str) -> None:
     with pytest.raises(webhook.WebhookSetupError, match="is not namespace/name"):
-        webhook.serving_hosts(Settings(webhook_service=reference))
+        webhook.serving_hosts(WebhookSettings(service=reference))
 
 
-def test_a_timeout_the_apiserver_would_refuse_stops_the_operator_at_startup() -> None:
+def test_a_timeout_the_apiserver_would_refuse_stops_the_webhook_at_startup() -> None:
     with pytest.raises(webhook.WebhookSetupError, match="outside the 1 to 30 s"):
-        webhook.configure(kopf.OperatorSettings(), Settings(webhook_timeout_seconds=31),
-                          t.cast(Kube, None))
+        webhook.check(WebhookSettings(timeout_seconds=31))
 
 
-def test_tls_files_are_generated_once_then_kept(tmp_path: Path) -> None:
-    files = webhook.tls_files(tmp_path, ["127.0.0.1", "localhost"])
-    first = files.ca.read_bytes()
-    assert files.key.stat().st_mode & 0o777 == 0o600
-    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+def test_a_generated_certificate_names_every_host() -> None:
+    material = webhook.GeneratedTls(["127.0.0.1", "localhost"]).load()
+    cert = x509.load_pem_x509_certificate(material.cert_pem)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert webhook.tls_files(tmp_path, ["elsewhere"]) == files
-    assert files.ca.read_bytes() == first
+    assert webhook.covers(cert, ["localhost", "127.0.0.1"])
+    assert not webhook.covers(cert, ["elsewhere"])
+
+
+def test_mounted_files_are_read_as_they_are(tmp_path: Path) -> None:
+    for name, text in zip(webhook.TLS_FILES, ("cert", "key", "ca"), strict=True):
+        (tmp_path / name).write_text(text)
+    assert webhook.MountedTls(tmp_path).load() == webhook.TlsMaterial(b"cert", b"key", b"ca")
 
 
 def test_a_partly_mounted_secret_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "tls.crt").write_text("cert")
     (tmp_path / "tls.key").write_text("key")
-    missing = r"holds tls\.crt, tls\.key but not ca\.crt"
-    with pytest.raises(webhook.WebhookSetupError, match=missing):
-        webhook.tls_files(tmp_path, ["127.0.0.1"])
+    with pytest.raises(webhook.WebhookSetupError, match=r"lacks ca\.crt: mount a"):
+        webhook.MountedTls(tmp_path).load()
 
 
 def _overhead(vmi: Obj) -> dict[str, Any]:

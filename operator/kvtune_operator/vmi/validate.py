@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kvtune_api.kubevirt_overhead import Gi, Mi
@@ -256,19 +256,23 @@ def vmi_demand(vmi: Mapping[str, Any], *, ratio: str | None = None) -> VmiDemand
 
 
 def capacity_warning(
-    vmi: Mapping[str, Any], nodes: Sequence[NodeCapacity], *, ratio: str | None = None
+    vmi: Mapping[str, Any], nodes: Iterable[NodeCapacity], *, ratio: str | None = None
 ) -> str | None:
     """A warning when none of `nodes` (the profile's ready nodes) has room for the VMI, counting
     KubeVirt's overhead; None when one has."""
     demand = vmi_demand(vmi, ratio=ratio)
-    if any(demand.fits(node) for node in nodes):
-        return None
+    # Stops at the first node with room: a profile may have thousands, and most VMIs fit.
+    checked: list[NodeCapacity] = []
+    for node in nodes:
+        if demand.fits(node):
+            return None
+        checked.append(node)
     needs = _describe(
         demand.cpu_millis, demand.memory_bytes, demand.hugepage_size, demand.hugepages_bytes
     )
-    if not nodes:
+    if not checked:
         return f"no ready node of the profile to run this VMI, which needs {needs}"
-    roomiest = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node))[:3]
+    roomiest = sorted(checked, key=lambda n: (-n.memory_bytes, n.node))[:3]
     free = "; ".join(
         f"{n.node} has "
         + _describe(
