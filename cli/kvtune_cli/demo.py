@@ -1,8 +1,8 @@
 """`kvtune demo`: the whole product on one machine, with nothing changed on the host.
 
 It starts a real local control plane, installs the CRDs, registers this machine as a Node, runs
-the operator and a node agent for this host (as separate processes, exactly as in a cluster),
-applies the Audit sample profile and shows what kvtune found and what Enforce would change.
+the operator, the VMI webhook and a node agent for this host (as separate processes, exactly as
+in a cluster), applies the Audit sample profile and shows what kvtune found and what Enforce would change.
 Every cluster step is a `kubectl` command, printed before it runs, so a newcomer can repeat it.
 """
 
@@ -137,9 +137,11 @@ def _show(demo: Demo, node: str) -> dict[str, int]:
         "name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}}})
     demo.kubectl("apply", "-f", "-", stdin=node_manifest)
     # Free ports on loopback, so that a demo runs beside anything else on this machine.
-    metrics = {"operator": free_port(), "agent": free_port()}
-    demo.spawn("operator", "operator", "--standalone", "--webhook-port", str(free_port()),
-               *_metrics_flags(metrics["operator"]))
+    metrics = {"operator": free_port(), "webhook": free_port(), "agent": free_port()}
+    demo.spawn("operator", "operator", "--standalone", *_metrics_flags(metrics["operator"]))
+    # The VMI webhook, configured for this control plane (no KubeVirt here, so no VMI reaches it).
+    demo.spawn("webhook", "webhook", "--port", str(free_port()),
+               *_metrics_flags(metrics["webhook"]))
     demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10",
                *_metrics_flags(metrics["agent"]))
     demo.kubectl("apply", "-f", str(PROFILE))

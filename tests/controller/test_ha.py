@@ -38,7 +38,7 @@ def replica(cluster: ClusterAccess, priority: int, log: pathlib.Path) -> subproc
     with log.open("wb") as out:
         return subprocess.Popen(
             # No metrics: two replicas on one host cannot both have the default port.
-            [sys.executable, "-m", "kvtune_cli.main", "operator", "--no-webhook",
+            [sys.executable, "-m", "kvtune_cli.main", "operator",
              "--peering-priority", str(priority), "--peering-lifetime", str(LIFETIME),
              "--metrics-port", "0"],
             env=env, stdout=out, stderr=subprocess.STDOUT,

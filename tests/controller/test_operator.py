@@ -26,8 +26,7 @@ PROFILES, STATES = "hypervisorprofiles", "hypervisornodestates"
 
 @pytest.fixture(scope="module")
 def operator(cluster: ClusterAccess, kvtune_crds: list[str]) -> Iterator[None]:
-    # The webhook has its own tests; here it would only leave configurations behind.
-    with running_operator(Settings(webhook=False), cluster.kubeconfig):
+    with running_operator(Settings(), cluster.kubeconfig):
         time.sleep(1)  # let the watches and indexes start
         yield
 

@@ -1,6 +1,6 @@
 """deploy/ as kubectl and the real API server see it: the kustomizations render, the pieces that
-must agree do agree, the operator's pod meets the `restricted` Pod Security Standard, and every
-manifest of both installations passes a server-side dry run."""
+must agree do agree, the operator's and the webhook's pods meet the `restricted` Pod Security
+Standard, and every manifest of both installations passes a server-side dry run."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ NAMESPACE = "kvtune-system"
 
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment", "kvtune-operator")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container_of(objects, "kvtune-operator")
+
+
+def container_of(objects: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    [container] = one(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     return container  # type: ignore[no-any-return]
 
 
@@ -57,32 +60,69 @@ def test_setting_the_image_in_a_further_overlay_moves_the_agent_too(
 
 
 def test_the_kind_overlay_never_pulls(kubectl_binary: Kubectl) -> None:
-    container = operator_container(kubectl_binary.render(DEPLOY / "overlays/kind"))
-    assert (container["image"], container["imagePullPolicy"]) == ("kvtune:dev", "IfNotPresent")
+    rendered = kubectl_binary.render(DEPLOY / "overlays/kind")
+    for deployment in ("kvtune-operator", "kvtune-webhook"):
+        container = container_of(rendered, deployment)
+        assert (container["image"], container["imagePullPolicy"]) == ("kvtune:dev",
+                                                                      "IfNotPresent")
 
 
-def test_the_operator_command_line_matches_its_service_and_probes(
+def test_the_webhook_runs_the_operators_image(kubectl_binary: Kubectl) -> None:
+    rendered = kubectl_binary.render(DEPLOY / "default")
+    assert container_of(rendered, "kvtune-webhook")["image"] == operator_container(
+        rendered)["image"]
+
+
+def test_the_operator_runs_two_peering_replicas_with_its_probe_and_environment(
     installation: list[dict[str, Any]],
 ) -> None:
+    deployment = one(installation, "Deployment", "kvtune-operator")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     container = operator_container(installation)
     args = build_parser().parse_args(container["args"])
     assert args.command == "operator" and not args.standalone  # peering on
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    service = one(installation, "Service", "kvtune-webhook")
-    assert args.webhook_service == f"{NAMESPACE}/{service['metadata']['name']}"
-    [service_port] = service["spec"]["ports"]
-    assert service_port["port"] == 443
-    assert ports[service_port["targetPort"]] == args.webhook_port
-    assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
-    liveness = urllib.parse.urlsplit(args.liveness)
-    assert ports[container["livenessProbe"]["httpGet"]["port"]] == liveness.port
-    assert container["livenessProbe"]["httpGet"]["path"] == liveness.path
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert str(args.webhook_cert_dir) in mounts  # writable: the CA is generated there
+    _check_liveness(container, args.liveness)
     # What the operator needs to keep the agent DaemonSet (see `kvtune operator --help`).
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["KVTUNE_AGENT_IMAGE"]["value"] == container["image"]
+
+
+def test_the_webhook_command_line_matches_its_service_secret_and_probes(
+    installation: list[dict[str, Any]],
+) -> None:
+    deployment = one(installation, "Deployment", "kvtune-webhook")
+    assert deployment["spec"]["replicas"] == 2
+    budget = one(installation, "PodDisruptionBudget", "kvtune-webhook")
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    container = container_of(installation, "kvtune-webhook")
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "webhook"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service = one(installation, "Service", "kvtune-webhook")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert args.service == f"{NAMESPACE}/{service['metadata']['name']}"
+    [service_port] = service["spec"]["ports"]
+    assert service_port["port"] == 443
+    assert ports[service_port["targetPort"]] == args.port
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    _check_liveness(container, args.liveness)
+    # The Secret the replicas share is the one, in the one namespace, its Role grants.
+    secret_namespace, secret = args.tls_secret.split("/")
+    role = one(installation, "Role", "kvtune-webhook-tls")
+    assert role["metadata"]["namespace"] == secret_namespace == NAMESPACE
+    assert [secret] == [n for r in role["rules"] for n in r.get("resourceNames", [])]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}  # key loading
+
+
+def _check_liveness(container: dict[str, Any], url: str) -> None:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    liveness = urllib.parse.urlsplit(url)
+    assert ports[container["livenessProbe"]["httpGet"]["port"]] == liveness.port
+    assert container["livenessProbe"]["httpGet"]["path"] == liveness.path
 
 
 def _pod(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -91,15 +131,16 @@ def _pod(template: dict[str, Any], name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def test_the_operator_pod_meets_the_restricted_pod_security_standard(
+def test_the_operator_and_webhook_pods_meet_the_restricted_pod_security_standard(
     installation: list[dict[str, Any]], api_client: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
     core.patch_namespace(namespace, {"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest"}}})
-    template = one(installation, "Deployment", "kvtune-operator")["spec"]["template"]
-    core.create_namespaced_pod(namespace, _pod(template, "operator"), dry_run="All")
+    for name in ("kvtune-operator", "kvtune-webhook"):
+        template = one(installation, "Deployment", name)["spec"]["template"]
+        core.create_namespaced_pod(namespace, _pod(template, name), dry_run="All")
     # And the check bites: the agent could not run there.
     agent = render_agent_daemonset(namespace, "kvtune")["spec"]["template"]
     with pytest.raises(client.ApiException) as refused:
@@ -115,3 +156,5 @@ def test_every_manifest_passes_a_server_side_dry_run(
     # the objects that need them.
     out = kubectl.run("apply", "--dry-run=server", "-k", str(DEPLOY / overlay))
     assert "deployment.apps/kvtune-operator" in out
+    assert "deployment.apps/kvtune-webhook" in out
+    assert "poddisruptionbudget.policy/kvtune-webhook" in out

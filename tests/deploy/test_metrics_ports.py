@@ -1,4 +1,4 @@
-"""Prometheus finds both halves: the port each command serves /metrics on is the container port
+"""Prometheus finds every part: the port each command serves /metrics on is the container port
 named `metrics` and the port in the pod's prometheus.io annotations (docs/metrics.md)."""
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ def test_the_operator_serves_metrics_where_its_pod_says(
 ) -> None:
     template = one(installation, "Deployment", "kvtune-operator")["spec"]["template"]
     assert served_port(template) == 8081
+
+
+def test_the_webhook_serves_metrics_where_its_pod_says(
+    installation: list[dict[str, Any]],
+) -> None:
+    template = one(installation, "Deployment", "kvtune-webhook")["spec"]["template"]
+    assert served_port(template) == 8082
 
 
 def test_the_agent_serves_metrics_where_its_pod_says() -> None:

@@ -8,7 +8,8 @@ Three layers, each catching what the others cannot:
    account may do exactly the reviewed things beyond what an unbound ServiceAccount may do. This
    sees what RBAC really evaluates (aggregated roles, bindings to other subjects, defaults).
 3. Real requests by impersonation for the dangerous cases: the agent deleting a node, reading a
-   Secret or writing a profile; the operator reading a Secret or writing another webhook.
+   Secret or writing a profile; the operator reading a Secret or writing a webhook
+   configuration; the webhook reading any Secret but its own or writing another webhook.
 (Narrowing the agent to its own node is the admission policy's job: test_agent_policy.py.)
 """
 
@@ -28,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from support.cluster import ClusterAccess, impersonating
 
 NAMESPACE = "kvtune-system"
-ACCOUNTS = ("kvtune-agent", "kvtune-operator")
+ACCOUNTS = ("kvtune-agent", "kvtune-operator", "kvtune-webhook")
 #: A ServiceAccount name nothing binds: what any ServiceAccount may do anyway.
 UNBOUND = "kvtune-rbac-baseline"
 EXPECTED: dict[str, dict[str, list[dict[str, Any]]]] = yaml.safe_load(
@@ -223,6 +224,13 @@ def as_operator(installed: list[dict[str, Any]], cluster: ClusterAccess) -> Any:
     api.close()
 
 
+@pytest.fixture
+def as_webhook(installed: list[dict[str, Any]], cluster: ClusterAccess) -> Any:
+    api = impersonating(cluster.kubeconfig, user("kvtune-webhook"))
+    yield api
+    api.close()
+
+
 def test_the_agent_cannot_delete_nodes_read_secrets_or_write_profiles(
     as_agent: client.ApiClient, kvtune_crds: list[str]
 ) -> None:
@@ -250,31 +258,49 @@ def _webhook_configuration(name: str) -> dict[str, Any]:
             "kind": "ValidatingWebhookConfiguration", "metadata": {"name": name}, "webhooks": []}
 
 
-def test_the_operator_can_server_side_apply_its_own_webhook_configuration_only(
-    as_operator: client.ApiClient,
-) -> None:
+def _apply(api: client.ApiClient, name: str) -> None:
     # Kube.apply_webhook_configurations creates by server-side apply: the apiserver checks
-    # `create` on the object's name as well as `patch`, which the role grants for kvtune.io only.
-    # A dry run is authorized like the real request and leaves a real installation's alone.
-    admission = client.AdmissionregistrationV1Api(as_operator)
-
-    def apply(name: str) -> None:
-        admission.patch_validating_webhook_configuration(
-            name, _webhook_configuration(name), field_manager="kvtune-test", force=True,
-            dry_run="All", _content_type="application/apply-patch+yaml")
-
-    apply("kvtune.io")
-    assert forbidden(lambda: apply("someone-else.example.com"))
+    # `create` on the object's name as well as `patch`. A dry run is authorized like the real
+    # request and leaves a real installation's alone.
+    client.AdmissionregistrationV1Api(api).patch_validating_webhook_configuration(
+        name, _webhook_configuration(name), field_manager="kvtune-test", force=True,
+        dry_run="All", _content_type="application/apply-patch+yaml")
 
 
-def test_the_operator_may_follow_every_resource_its_kopf_handlers_name() -> None:
-    # From kopf's registry, so a handler added in handlers.py without its RBAC fails here rather
-    # than as a "cannot watch" warning in a cluster. kopf has no public listing of its handlers;
-    # these are the registries its own resource observer reads.
+def test_the_webhook_can_server_side_apply_its_own_configuration_only(
+    as_webhook: client.ApiClient,
+) -> None:
+    _apply(as_webhook, "kvtune.io")
+    assert forbidden(lambda: _apply(as_webhook, "someone-else.example.com"))
+
+
+def test_the_operator_cannot_write_webhook_configurations(as_operator: client.ApiClient) -> None:
+    assert forbidden(lambda: _apply(as_operator, "kvtune.io"))
+
+
+def test_the_webhook_reads_its_own_secret_and_no_other(
+    as_webhook: client.ApiClient, api_client: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(as_webhook)
+    assert forbidden(lambda: core.list_namespaced_secret(NAMESPACE))
+    assert forbidden(lambda: core.read_namespaced_secret("someone-elses", NAMESPACE))
+    assert forbidden(lambda: core.read_namespaced_secret("kvtune-webhook-tls", "default"))
+    try:
+        core.read_namespaced_secret("kvtune-webhook-tls", NAMESPACE)
+    except ApiException as e:
+        assert e.status == 404, "allowed, and not there yet"
+
+
+@pytest.mark.parametrize("account", ["kvtune-operator", "kvtune-webhook"])
+def test_each_kopf_process_may_follow_every_resource_its_handlers_name(account: str) -> None:
+    # From kopf's registries, so a handler added without its RBAC fails here rather than as a
+    # "cannot watch" warning in a cluster. kopf has no public listing of its handlers; these are
+    # the registries its own resource observer reads.
     import kopf
-    import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
+    import kvtune_operator.handlers  # noqa: F401  (registers the operator's handlers)
+    from kvtune_operator.webhook_handlers import REGISTRY
 
-    registry = kopf.get_default_registry()
+    registry = kopf.get_default_registry() if account == "kvtune-operator" else REGISTRY
 
     def resources(*handlers: Any) -> set[tuple[str, str]]:
         return {(h.selector.group, h.selector.plural or h.selector.any_name) for h in handlers}
@@ -286,7 +312,7 @@ def test_the_operator_may_follow_every_resource_its_kopf_handlers_name() -> None
     # Daemons and change handlers store finalizers and progress on the object.
     patched = resources(*registry._spawning.get_all_handlers(),
                         *registry._changing.get_all_handlers())
-    reviewed = grants(EXPECTED["kvtune-operator"])
+    reviewed = grants(EXPECTED[account])
     for group, plural in sorted(followed):
         for verb in ("list", "watch"):
             assert (CLUSTER, group, plural, verb, "") in reviewed, f"{verb} {group}/{plural}"

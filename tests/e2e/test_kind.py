@@ -71,8 +71,9 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
 def installed(kind_cluster: Path) -> Path:
     # One apply, as deploy/README.md promises: the operator creates kopf's peering object itself.
     kubectl(kind_cluster, "apply", "-k", str(REPO / "deploy/overlays/kind"))
-    kubectl(kind_cluster, "-n", NAMESPACE, "rollout", "status", "deployment/kvtune-operator",
-            "--timeout=300s")
+    for deployment in ("kvtune-operator", "kvtune-webhook"):
+        kubectl(kind_cluster, "-n", NAMESPACE, "rollout", "status", f"deployment/{deployment}",
+                "--timeout=300s")
     return kind_cluster
 
 
