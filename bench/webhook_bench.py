@@ -171,7 +171,6 @@ def _published(bench: Bench, settings: WebhookSettings, port: int, ca: bytes) ->
 @contextlib.contextmanager
 def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
     settings = WebhookSettings(failure_policy="Fail")
-    kube = Kube(bench.api)
     if who == "none":
         yield
         return
@@ -209,7 +208,10 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
         try:
             yield
         finally:
-            kube.delete_webhook_configurations(webhook.CONFIGURATION_NAME)
+            # Next set-up starts without this one's configurations.
+            admission = client.AdmissionregistrationV1Api(bench.api)
+            admission.delete_mutating_webhook_configuration(webhook.CONFIGURATION_NAME)
+            admission.delete_validating_webhook_configuration(webhook.CONFIGURATION_NAME)
 
 
 def _burst(bench: Bench, namespace: str, count: int) -> tuple[list[float], float]:

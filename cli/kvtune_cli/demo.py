@@ -2,8 +2,9 @@
 
 It starts a real local control plane, installs the CRDs, registers this machine as a Node, runs
 the operator, the VMI webhook and a node agent for this host (as separate processes, exactly as
-in a cluster), applies the Audit sample profile and shows what kvtune found and what Enforce would change.
-Every cluster step is a `kubectl` command, printed before it runs, so a newcomer can repeat it.
+in a cluster), applies the Audit sample profile and shows what kvtune found and what Enforce
+would change. Every cluster step is a `kubectl` command, printed before it runs, so a newcomer
+can repeat it.
 """
 
 from __future__ import annotations

@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics_flags(agent, AGENT_METRICS_PORT)
     agent.set_defaults(func=_cmd_agent)
 
-    demo = sub.add_parser("demo", help="local control plane + operator + agent on this host "
-                          "(Audit: nothing on the host is changed)")
+    demo = sub.add_parser("demo", help="local control plane + operator + webhook + agent on "
+                          "this host (Audit: nothing on the host is changed)")
     demo.add_argument("--once", action="store_true",
                       help="exit after showing the result instead of waiting for Ctrl-C")
     demo.set_defaults(func=_cmd_demo)

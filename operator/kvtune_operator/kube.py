@@ -29,6 +29,9 @@ from .views import (
 )
 
 FIELD_MANAGER = "kvtune-operator"
+#: The webhook's server-side applies: its own manager, so that the operator's and the webhook's
+#: fields are never mistaken for each other's.
+WEBHOOK_FIELD_MANAGER = "kvtune-webhook"
 STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
 #: KubeVirt labels every VM's pod with this; evicting it migrates or stops the VM.
@@ -130,20 +133,16 @@ class Kube:
             API_GROUP, API_VERSION, PROFILES, name, {"status": status}))
 
     def apply_webhook_configurations(self, bodies: t.Sequence[t.Mapping[str, t.Any]]) -> None:
-        """Server-side apply: the operator owns exactly the fields it writes, and a rerun with
-        the same bodies changes nothing."""
+        """Server-side apply: the webhook owns exactly the fields it writes, and a rerun with
+        the same bodies (every replica writes them) changes nothing."""
         for body in bodies:
             apply = (
                 self._admission.patch_mutating_webhook_configuration
                 if body["kind"] == "MutatingWebhookConfiguration"
                 else self._admission.patch_validating_webhook_configuration
             )
-            apply(body["metadata"]["name"], dict(body), field_manager=FIELD_MANAGER, force=True,
-                  _content_type="application/apply-patch+yaml")
-
-    def delete_webhook_configurations(self, name: str) -> None:
-        self._tolerate(404, lambda: self._admission.delete_mutating_webhook_configuration(name))
-        self._tolerate(404, lambda: self._admission.delete_validating_webhook_configuration(name))
+            apply(body["metadata"]["name"], dict(body), field_manager=WEBHOOK_FIELD_MANAGER,
+                  force=True, _content_type="application/apply-patch+yaml")
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """A Secret's decoded data and resourceVersion; None when there is none."""
@@ -186,6 +185,15 @@ class Kube:
                 return False
             raise
         return True
+
+    def namespace_uid(self, name: str) -> str | None:
+        """A namespace's uid; None when it is gone."""
+        try:
+            return str(self._core.read_namespace(name).metadata.uid)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """A namespace's labels ({} when it is gone), for one the watch has not delivered yet."""

@@ -115,7 +115,7 @@ class MountedTls:
             raise WebhookSetupError(
                 f"webhook cert dir {self.directory} lacks {', '.join(missing)}: mount a "
                 "kubernetes.io/tls Secret with its CA (tls.crt, tls.key and ca.crt) there, or "
-                "leave --webhook-cert-dir out to let the webhook make its own"
+                "leave --cert-dir out to let the webhook make its own (--tls-secret)"
             )
         cert, key, ca = ((self.directory / name).read_bytes() for name in TLS_FILES)
         return TlsMaterial(cert, key, ca)
@@ -229,12 +229,17 @@ def _reference(reference: str, what: str, example: str) -> tuple[str, str]:
 
 
 def configurations(
-    url: str, ca_pem: bytes, settings: WebhookSettings
+    url: str, ca_pem: bytes, settings: WebhookSettings, owner_uid: str | None = None
 ) -> list[dict[str, Any]]:
     """The Mutating- and ValidatingWebhookConfiguration, as bodies for a server-side apply.
 
     `url` is where this process listens (used when no Service is named); `ca_pem` the CA that
-    signed its certificate."""
+    signed its certificate; `owner_uid` the uid of kvtune's namespace (`settings.namespace`).
+
+    The configurations are owned by that Namespace (an owner both cluster-scoped, as they are,
+    and deleted on uninstall): `kubectl delete -k` removes the namespace, and the garbage
+    collector then removes the configurations, which would otherwise outlive the webhook and,
+    under failurePolicy Fail, block every VMI creation."""
     excluded = sorted({*settings.excluded_namespaces, *filter(None, [settings.namespace])})
     skip = {"key": SKIP_LABEL, "operator": "NotIn", "values": ["true"]}
     common = {
@@ -264,13 +269,20 @@ def configurations(
     # Called again when a later mutating webhook (KubeVirt's own) changed the VMI: the mutation
     # is idempotent, so a second pass only fills in what the other webhook left unset.
     mutating = {**common, "reinvocationPolicy": "IfNeeded"}
-    return [
+    bodies = [
         _configuration(kind, path, webhook, url, ca_pem, settings)
         for kind, path, webhook in (
             ("MutatingWebhookConfiguration", MUTATE_ID, mutating),
             ("ValidatingWebhookConfiguration", VALIDATE_ID, common),
         )
     ]
+    if settings.namespace and owner_uid:
+        for body in bodies:
+            body["metadata"]["ownerReferences"] = [{
+                "apiVersion": "v1", "kind": "Namespace", "name": settings.namespace,
+                "uid": owner_uid,
+            }]
+    return bodies
 
 
 def _configuration(

@@ -89,7 +89,10 @@ class AdmissionServer:
             await runner.cleanup()
 
     async def _publish(self, url: str, material: webhook.TlsMaterial) -> None:
-        bodies = webhook.configurations(url, material.ca_pem, self._settings)
+        owner = None
+        if self._settings.namespace:
+            owner = await asyncio.to_thread(self._kube.namespace_uid, self._settings.namespace)
+        bodies = webhook.configurations(url, material.ca_pem, self._settings, owner)
         await asyncio.to_thread(self._kube.apply_webhook_configurations, bodies)
 
     async def _refresh(

@@ -336,6 +336,24 @@ def test_replicas_sharing_a_secret_serve_one_ca_and_each_answers(served: Served)
     assert stored.type == "kubernetes.io/tls"
 
 
+def test_deleting_kvtunes_namespace_takes_the_configurations_with_it(served: Served) -> None:
+    # Uninstalling (`kubectl delete -k`) deletes the namespace; configurations left behind
+    # would, under Fail, block every VMI creation. The garbage collector removes them instead.
+    served.stop()
+    home = f"kvtune-home-{served.tag}"
+    served.core.create_namespace({"metadata": {"name": home}})
+    settings = dataclasses.replace(served.settings, failure_policy="Fail", namespace=home)
+    with running_webhook(settings, served.cluster.kubeconfig):
+        pass
+    owners = served.admission.read_validating_webhook_configuration(
+        webhook.CONFIGURATION_NAME).metadata.owner_references
+    assert [(o.kind, o.name) for o in owners] == [("Namespace", home)]
+    served.core.delete_namespace(home)
+    wait_for(lambda: not served.failure_policies(), "the configurations collected", 120)
+    stored = served.create("after-uninstall")
+    assert served.shaped_by(stored) is None
+
+
 def test_the_shared_secret_is_renewed_under_the_same_ca_and_kept_otherwise(
     served: Served,
 ) -> None:
