@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for both halves of kvtune: `kvtune operator` (Deployment) and `kvtune agent`
-# (DaemonSet the operator creates). One image means one version to roll out and one SBOM.
+# One image for every part of kvtune: `kvtune operator` and `kvtune webhook` (Deployments) and
+# `kvtune agent` (the DaemonSet the operator creates). One image means one version to roll out
+# and one SBOM.
 #
 #   docker build -t kvtune:dev .
 #
@@ -49,7 +50,7 @@ COPY --from=builder /opt/kvtune /opt/kvtune
 ENV PATH=/opt/kvtune/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# Non-root by default (the distroless "nonroot" id): the operator runs as is; the agent's
+# Non-root by default (the distroless "nonroot" id): operator and webhook run as is; the agent's
 # DaemonSet asks for root and privileges explicitly, where they are visible and reviewed.
 USER 65532:65532
 ENTRYPOINT ["kvtune"]

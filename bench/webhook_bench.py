@@ -9,13 +9,17 @@ configurations (the same configurations, written by the same code):
 
 - none: no webhook configuration at all;
 - no-op: a minimal aiohttp HTTPS server in its own process that allows everything;
+- no-op patching: the same server, answering every mutation with the very patch kvtune makes
+  for these VMIs (computed once, beforehand). The apiserver then applies, validates and stores
+  the shaped VMI as with kvtune, so kvtune's figures over these are the webhook's own cost, and
+  these over the no-op are the cost of the mutation itself;
 - kvtune: `kvtune webhook` in its own process, with a profile that selects every VMI and ready
   nodes of that profile for its capacity check.
 
 It prints end-to-end latency as the client sees it, for creations one at a time (the cost at
 rest) and in bursts (p50/p99/max and throughput), the apiserver's own measure of each webhook
 call during the bursts (`apiserver_admission_webhook_admission_duration_seconds`, mean and a p99
-bound from its histogram), and what the kvtune webhook adds over the no-op one and over none.
+bound from its histogram), and what the kvtune webhook adds over each of the others.
 The client, the control plane and the webhook share this machine's CPUs, so bursts measure
 the machine as much as the webhook. Figures only, no assertions.
 
@@ -26,7 +30,9 @@ Run: .venv/bin/python bench/webhook_bench.py [--vmis 200] [--rounds 3] [--nodes 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import os
 import ssl
 import statistics
@@ -50,8 +56,10 @@ from kvtune_api.labels import READY_LABEL
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
+from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.settings import WebhookSettings
+from kvtune_operator.vmi import mutate_vmi
 from prometheus_client.parser import text_string_to_metric_families
 
 # The CRD helpers and builders are the tests' own (tests/support, tests/webhook).
@@ -65,17 +73,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 SELECTED = {"kvtune-bench": "selected"}
 STARTUP_TIMEOUT = 120.0
+SETUPS = ("none", "no-op", "no-op patching", "kvtune")
 
 
-# --- the no-op webhook, run as `webhook_bench.py --noop-server PORT CERT_DIR` ---
+# --- the no-op webhook, run as `webhook_bench.py --noop-server PORT CERT_DIR [PATCH_FILE]` ---
 
-def _serve_noop(port: int, cert_dir: Path) -> None:
+def _serve_noop(port: int, cert_dir: Path, patch_file: Path | None) -> None:
     from aiohttp import web
+
+    patch = base64.b64encode(patch_file.read_bytes()).decode() if patch_file else None
 
     async def allow(request: web.Request) -> web.Response:
         review = await request.json()
+        response = {"uid": review["request"]["uid"], "allowed": True}
+        if patch and request.path.endswith(webhook.MUTATE_ID):
+            response.update(patchType="JSONPatch", patch=patch)
         return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                                  "response": {"uid": review["request"]["uid"], "allowed": True}})
+                                  "response": response})
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_dir / "tls.crt", cert_dir / "tls.key")
@@ -117,6 +131,17 @@ class Bench:
             "spec": {"mode": "Enforce", "nodeSelector": {"matchLabels": {"pool": "bench"}},
                      "vmi": {"namespaceSelector": {"matchLabels": SELECTED}}}})
         return "bench"
+
+    def kvtune_patch(self, namespace: str) -> list[dict[str, Any]]:
+        """The patch kvtune's mutation makes for the VMIs `create` sends, from the stored
+        (defaulted) profile and a VMI as the apiserver hands it to a webhook."""
+        stored = self.custom.get_cluster_custom_object("kvtune.io", "v1alpha1",
+                                                       "hypervisorprofiles", "bench")
+        vmi = self.create(namespace, dry_run=True)  # no webhook configured yet: as sent
+        result = mutate_vmi(Profile.from_body(stored), vmi, namespace_labels={
+            **SELECTED, "kubernetes.io/metadata.name": namespace})
+        assert result.skipped is None, result.skipped
+        return result.patch
 
     def create(self, namespace: str, *, dry_run: bool = False) -> dict[str, Any]:
         vmi = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}})
@@ -182,17 +207,21 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
                                               material.ca_pem), strict=True):
         (cert_dir / name).write_bytes(pem)
     log = bench.workdir / f"{who}.log"
-    if who == "no-op":
+    if who.startswith("no-op"):
         command = [sys.executable, __file__, "--noop-server", str(port), str(cert_dir)]
+        if who == "no-op patching":
+            patch_file = bench.workdir / "kvtune-patch.json"
+            patch_file.write_text(json.dumps(bench.kvtune_patch(namespace)))
+            command.append(str(patch_file))
     else:
         command = [sys.executable, "-m", "kvtune_cli.main", "webhook",
                    "--kubeconfig", str(bench.cluster.kubeconfig), "--port", str(port),
                    "--cert-dir", str(cert_dir), "--failure-policy", "Fail",
                    "--metrics-port", "0"]
     with _process(command, log) as proc:
-        if who == "no-op":
+        if who.startswith("no-op"):
             _published(bench, settings, port, material.ca_pem)
-        expect_shaped = who == "kvtune"
+        expect_shaped = who in ("kvtune", "no-op patching")
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -271,7 +300,7 @@ def run(args: argparse.Namespace) -> None:
               f"{args.nodes} ready nodes, failurePolicy Fail; kube-apiserver on {cluster.server}")
         results: dict[str, list[float]] = {}
         at_rest: dict[str, list[float]] = {}
-        for who in ("none", "no-op", "kvtune"):
+        for who in SETUPS:
             with _answering(bench, who, namespace):
                 _burst(bench, namespace, min(20, args.vmis))  # warm-up: connections, caches
                 before = bench.metric()
@@ -300,12 +329,13 @@ def run(args: argparse.Namespace) -> None:
             p99 = {who: _quantile(values, 0.99) for who, values in figures.items()}
             print(f"kvtune adds, {label}: " + "; ".join(
                 f"over {base} p50 {p50['kvtune'] - p50[base]:+.1f} ms, "
-                f"p99 {p99['kvtune'] - p99[base]:+.1f} ms" for base in ("no-op", "none")))
+                f"p99 {p99['kvtune'] - p99[base]:+.1f} ms" for base in SETUPS[-2::-1]))
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--noop-server":
-        _serve_noop(int(sys.argv[2]), Path(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--noop-server":
+        _serve_noop(int(sys.argv[2]), Path(sys.argv[3]),
+                    Path(sys.argv[4]) if len(sys.argv) == 5 else None)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vmis", type=int, default=200, help="concurrent creations per burst")
