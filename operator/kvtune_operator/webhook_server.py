@@ -35,6 +35,7 @@ from .settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 
+MAX_REVIEW_BYTES = 4 * 1024 * 1024
 #: Reads the VMI namespace's labels from the indexes; None when not indexed yet.
 NamespaceLabels = Callable[[str], Mapping[str, str] | None]
 
@@ -62,7 +63,9 @@ class AdmissionServer:
         material = await asyncio.to_thread(self._tls.load)
         context = _ssl_context(material)
         await indexed.wait()
-        app = web.Application()
+        # An AdmissionReview carries the whole VMI; the apiserver stores objects up to 1.5 MiB
+        # (etcd's request limit), above aiohttp's default of 1 MiB per request body.
+        app = web.Application(client_max_size=MAX_REVIEW_BYTES)
         app.add_routes([
             web.post(f"/{webhook.MUTATE_ID}", self._mutate),
             web.post(f"/{webhook.VALIDATE_ID}", self._validate),
