@@ -9,7 +9,6 @@ of when it stops.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,12 @@ import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
 from kvtune_operator.kube import Kube, api_client
 from kvtune_operator.settings import Settings
 
-STOP_TIMEOUT = 60.0
+from support.inthread import STOP_TIMEOUT, join, kubeconfig_env
 
 
 @contextlib.contextmanager
 def running_operator(settings: Settings, kubeconfig: Path) -> Iterator[None]:
     """The operator runs (standalone, cluster-wide) for the duration of the `with` block."""
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(kubeconfig)  # read by the login handler and by api_client()
     stop, ready = threading.Event(), threading.Event()
     died: list[BaseException] = []
 
@@ -38,20 +35,15 @@ def running_operator(settings: Settings, kubeconfig: Path) -> Iterator[None]:
         except BaseException as e:  # handed to the test's thread below
             died.append(e)
 
-    thread = threading.Thread(target=run, name="kvtune-operator", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        # Stopping kopf while it still starts up can fail its shutdown (a root task times out).
-        ready.wait(STOP_TIMEOUT)
-        stop.set()
-        thread.join(STOP_TIMEOUT)
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
-    if thread.is_alive():
-        raise RuntimeError(f"the operator did not stop within {STOP_TIMEOUT:.0f} s")
-    if died:
-        raise died[0]
+    with kubeconfig_env(kubeconfig):
+        thread = threading.Thread(target=run, name="kvtune-operator", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            # Stopping kopf while it still starts up can fail its shutdown (a root task times
+            # out).
+            ready.wait(STOP_TIMEOUT)
+            stop.set()
+            thread.join(STOP_TIMEOUT)
+    join(thread, died, "operator")

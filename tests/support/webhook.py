@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ from kvtune_operator.kube import Kube, api_client
 from kvtune_operator.settings import WebhookSettings
 from kvtune_operator.webhook_handlers import serve
 
-STOP_TIMEOUT = 60.0
+from support.inthread import STOP_TIMEOUT, join, kubeconfig_env
+
 LISTEN_TIMEOUT = 60.0
 
 
@@ -22,8 +22,6 @@ LISTEN_TIMEOUT = 60.0
 def running_webhook(settings: WebhookSettings, kubeconfig: Path) -> Iterator[str]:
     """The webhook serves for the duration of the `with` block; yields its URL once it listens
     and has published its configurations."""
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(kubeconfig)  # read by the login handler and by api_client()
     stop, listening = threading.Event(), threading.Event()
     urls: list[str] = []
     died: list[BaseException] = []
@@ -40,23 +38,17 @@ def running_webhook(settings: WebhookSettings, kubeconfig: Path) -> Iterator[str
         finally:
             listening.set()
 
-    thread = threading.Thread(target=run, name="kvtune-webhook", daemon=True)
-    thread.start()
-    try:
-        listening.wait(LISTEN_TIMEOUT)
-        if died:
-            raise died[0]
-        if not urls:
-            raise RuntimeError(f"the webhook did not listen within {LISTEN_TIMEOUT:.0f} s")
-        yield urls[0]
-    finally:
-        stop.set()
-        thread.join(STOP_TIMEOUT)
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
-    if thread.is_alive():
-        raise RuntimeError(f"the webhook did not stop within {STOP_TIMEOUT:.0f} s")
-    if died:
-        raise died[0]
+    with kubeconfig_env(kubeconfig):
+        thread = threading.Thread(target=run, name="kvtune-webhook", daemon=True)
+        thread.start()
+        try:
+            listening.wait(LISTEN_TIMEOUT)
+            if died:
+                raise died[0]
+            if not urls:
+                raise RuntimeError(f"the webhook did not listen within {LISTEN_TIMEOUT:.0f} s")
+            yield urls[0]
+        finally:
+            stop.set()
+            thread.join(STOP_TIMEOUT)
+    join(thread, died, "webhook")
