@@ -42,11 +42,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from kvtune_agent.report import format_report
 
     fs = HostFS(args.root)
-    report = probe_host(fs)
+    processes = fs.processes()  # read once, for the probe and the VM audit
+    report = probe_host(fs, processes)
     if args.vms:  # the running VMs' audit too (kvtune_agent.audit), as in a node's status
         from kvtune_agent.audit.report import probe_output
 
-        print(probe_output(fs, report, as_json=args.json, host_uri=args.libvirt_uri))
+        print(probe_output(fs, report, processes, as_json=args.json, host_uri=args.libvirt_uri))
         return 0
     if args.json:
         print(report.model_dump_json(indent=2, exclude_none=True))

@@ -125,12 +125,14 @@ class Agent:
         previous = HypervisorNodeStateStatus.model_validate(body.get("status") or {})
         meta = self.kube.node_meta()
         now = datetime.datetime.now(datetime.UTC)
-        status = run_cycle(
+        cycle = run_cycle(
             self.fs, spec, generation, meta, previous, systemd=self.systemd, now=now,
             timeout=self.settings.write_timeout_seconds,
         )
+        status = cycle.status
         if status.host is not None:
-            vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host)
+            vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
+                             cycle.processes)
             status = with_vm_audit(status, vms, previous, generation, now)
             metrics.set_vms(vms)
         if significant(status) != significant(previous):

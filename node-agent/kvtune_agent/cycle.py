@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import (
@@ -25,7 +26,7 @@ from kvtune_api.v1alpha1.nodestate import (
 
 from . import nfd
 from .apply import apply
-from .hostfs import HostFS, HostWriteError, setting
+from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
 from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, scheduler_path
 from .probe import probe_host
@@ -60,6 +61,22 @@ def _boot_time(fs: HostFS) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """What a cycle came to: the status to report, and the process table of its last probe."""
+
+    status: HypervisorNodeStateStatus
+    #: The host's processes as the probe behind `status.host` read them: the VM audit that
+    #: follows looks for its VMs there rather than reading /proc again.
+    processes: ProcessTable
+
+
+def _probe(fs: HostFS) -> tuple[HostReport, ProcessTable]:
+    """One probe pass: the process table, read once, and the host report made with it."""
+    processes = fs.processes()
+    return probe_host(fs, processes), processes
+
+
 def run_cycle(
     fs: HostFS,
     spec: HypervisorNodeStateSpec,
@@ -71,42 +88,45 @@ def run_cycle(
     now: datetime.datetime,
     timeout: float,
     journal_path: str = JOURNAL_PATH,
-) -> HypervisorNodeStateStatus:
+) -> Cycle:
     """Probe the host, move it toward `spec` (Enforce and not paused only) and report.
 
     `generation` is the state's metadata.generation, `previous` its current status (for
     condition transition times), `timeout` the deadline in seconds of each host write and
-    systemctl call. Audit and paused cycles write nothing to the host.
+    systemctl call. Audit and paused cycles write nothing to the host. A probe after a change
+    reads the processes afresh: stopping a daemon ends its process.
     """
     journal = Journal(fs, journal_path)
-    host = probe_host(fs)
+    host, processes = _probe(fs)
     if spec.revert:
-        return _revert_cycle(fs, spec, generation, host, journal, previous, systemd, now, timeout)
+        return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
+                             now, timeout)
     work = plan(spec, host, node_meta, read_host_files(fs, host))
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
-        host = probe_host(fs)
+        host, processes = _probe(fs)
         work = plan(spec, host, node_meta, read_host_files(fs, host))
-    return node_status(spec, generation, host, work, results, previous, now)
+    return Cycle(node_status(spec, generation, host, work, results, previous, now), processes)
 
 
 def _revert_cycle(
     fs: HostFS, spec: HypervisorNodeStateSpec, generation: int, host: HostReport,
-    journal: Journal, previous: HypervisorNodeStateStatus, systemd: Systemd,
-    now: datetime.datetime, timeout: float,
-) -> HypervisorNodeStateStatus:
+    processes: ProcessTable, journal: Journal, previous: HypervisorNodeStateStatus,
+    systemd: Systemd, now: datetime.datetime, timeout: float,
+) -> Cycle:
     results: list[StepResult] | None = None
     try:
         if journal.entries() and not spec.paused:
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(host, spec.disruption.approved))
-            host = probe_host(fs)
+            host, processes = _probe(fs)
         left: int | None = len(journal.entries())
     except JournalError as err:
         results, left = [StepResult(id="revert/journal", result="Failed", message=str(err))], None
-    return node_status(spec, generation, host, Plan(), results, previous, now,
-                       journal_entries=left)
+    status = node_status(spec, generation, host, Plan(), results, previous, now,
+                         journal_entries=left)
+    return Cycle(status, processes)
 
 
 def _vf_hold(host: HostReport, approved: bool) -> Callable[[Entry], str | None]:

@@ -69,6 +69,34 @@ class ReadIssue:
 
 
 @dataclass(frozen=True)
+class Process:
+    """One process of the host as its /proc/<pid> shows it."""
+
+    pid: int
+    #: /proc/<pid>/comm: the executable's name, cut to 15 characters by the kernel (a script
+    #: run as `bash script` shows the interpreter); None when unreadable.
+    comm: str | None
+    #: /proc/<pid>/cmdline split at its NULs; empty for a kernel thread.
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """The host's processes from one read of /proc, and what of it could not be read.
+
+    Several probes and the VM audit look at processes; handing them this value instead of
+    letting each list /proc keeps a probe pass to one read of /proc. The read's issues travel
+    with it, so each user can report them where they matter, as if it had read /proc itself.
+    """
+
+    processes: tuple[Process, ...] = ()
+    issues: tuple[ReadIssue, ...] = ()
+
+    def __iter__(self) -> t.Iterator[Process]:
+        return iter(self.processes)
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a write of a kernel value came to, with a message a person can act on."""
 
@@ -251,6 +279,25 @@ class HostFS:
     def pids(self) -> list[int]:
         """Ids of the processes in the host's /proc (the agent needs hostPID to see them)."""
         return sorted(int(name) for name in self.list_dir("/proc") if name.isdigit())
+
+    def processes(self) -> ProcessTable:
+        """The host's processes with their comm and command line, in pid order.
+
+        A process that ends while /proc is read is left out. The issues of the read are in the
+        table, not among this HostFS's (`take_issues`): they belong to whoever uses the table.
+        """
+        mark = len(self._issues)
+        found = []
+        for pid in self.pids():
+            comm = self.read_value(f"/proc/{pid}/comm")
+            cmdline = self.read_text(f"/proc/{pid}/cmdline")
+            if comm is None and cmdline is None:
+                continue
+            argv = tuple(cmdline.removesuffix("\0").split("\0")) if cmdline else ()
+            found.append(Process(pid, comm, argv))
+        issues = tuple(self._issues[mark:])
+        del self._issues[mark:]
+        return ProcessTable(tuple(found), issues)
 
     def modified(self, path: str) -> float | None:
         """The file's modification time (seconds since the epoch); None when absent."""

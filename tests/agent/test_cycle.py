@@ -6,10 +6,13 @@ import datetime
 import errno
 import hashlib
 import os
+import typing as t
 from pathlib import Path
 
+import pytest
 from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
+from kvtune_agent.agent import Agent, AgentSettings
 from kvtune_agent.cycle import revert_orphaned, run_cycle
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.journal import JOURNAL_PATH, Journal
@@ -18,7 +21,9 @@ from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
+from .audit.builders import launcher
 from .specs import busy_host, busy_spec, node_spec
+from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -33,7 +38,19 @@ def _cycle(
 ) -> HypervisorNodeStateStatus:
     return run_cycle(fs or tree.kernel(), spec, 3, NodeMeta(),
                      previous or HypervisorNodeStateStatus(), systemd=tree.systemd(), now=NOW,
-                     timeout=5)
+                     timeout=5).status
+
+
+class CountingFS(KernelFS):
+    """A KernelFS that counts how often the host's /proc is listed: once per process table."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.proc_listings = 0
+
+    def list_dir(self, path: str) -> list[str]:
+        self.proc_listings += path == "/proc"
+        return super().list_dir(path)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
@@ -223,3 +240,65 @@ def test_a_ple_fix_is_staged_once_and_the_node_waits_for_its_reboot(tmp_path: Pa
     assert _snapshot(tmp_path) == before  # staged once, not rewritten
     waiting = cond.find(again.conditions, cond.WAITING)
     assert waiting is not None and (waiting.status, waiting.reason) == ("True", "RebootRequired")
+
+
+@pytest.mark.parametrize(
+    ("spec", "passes", "daemons_left"),
+    [
+        pytest.param(busy_spec("Audit"), 1, {700, 812}, id="an audit cycle probes once"),
+        pytest.param(busy_spec(paused=True), 1, {700, 812}, id="a paused cycle probes once"),
+        pytest.param(busy_spec(), 2, set(),
+                     id="an enforcing cycle probes again, with fresh processes, after applying"),
+    ],
+)
+def test_each_probe_pass_of_a_cycle_reads_the_hosts_processes_once(
+    tmp_path: Path, spec: HypervisorNodeStateSpec, passes: int, daemons_left: set[int]
+) -> None:
+    tree = busy_host(tmp_path)  # numad runs as pid 700, ksmtuned as 812
+    fs = CountingFS(tmp_path)
+
+    cycle = run_cycle(fs, spec, 3, NodeMeta(), HypervisorNodeStateStatus(),
+                      systemd=tree.systemd(), now=NOW, timeout=5)
+
+    assert fs.proc_listings == passes
+    # The cycle hands on the table its last probe was made with, for the VM audit.
+    assert cycle.processes == tree.fs().processes()
+    assert {p.pid for p in cycle.processes} & {700, 812} == daemons_left
+    assert cycle.status.host is not None
+    assert set(cycle.status.host.numad.pids + cycle.status.host.ksm.ksmtuned.pids) == daemons_left
+
+
+def test_a_revert_probes_again_after_restoring(tmp_path: Path) -> None:
+    tree = busy_host(tmp_path)
+    _cycle(tree, busy_spec())
+    fs = CountingFS(tmp_path)
+
+    cycle = run_cycle(fs, busy_spec(revert=True), 3, NodeMeta(), HypervisorNodeStateStatus(),
+                      systemd=tree.systemd(), now=NOW, timeout=5)
+
+    assert fs.proc_listings == 2
+    assert cycle.status.host is not None and cycle.status.host.numad.running  # restarted
+
+
+def test_an_agent_step_audits_its_vms_in_the_process_table_of_its_last_probe(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)
+    launcher(tree, 4100, "prod", "db", socket=None)
+    state = StoredState("Enforce")
+    agent = Agent(t.cast(t.Any, state),
+                  AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
+    agent.fs = fs = CountingFS(tmp_path)
+
+    agent.step()  # stops ksmtuned, so probes again
+
+    status = HypervisorNodeStateStatus.model_validate(state.body["status"])
+    assert fs.proc_listings == 2, "one listing per probe, none for the VM audit"
+    assert status.host is not None and not status.host.ksm.ksmtuned.running
+    assert status.vms is not None
+    assert [(vm.namespace, vm.name, vm.launcher_pid) for vm in status.vms.items] == [
+        ("prod", "db", 4100)]
+
+    agent.step()  # nothing left to apply
+
+    assert fs.proc_listings == 3

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
+from kvtune_agent.hostfs import ProcessTable
 from kvtune_agent.probe import daemon, ksm, numad
 
 
@@ -15,7 +16,9 @@ def test_running_ksm_and_ksmtuned_are_both_warned_about(tmp_path: Path) -> None:
     tree.process(812, "ksmtuned", "/bin/bash", "/usr/sbin/ksmtuned")
     tree.unit("ksmtuned.service", wanted_by=["multi-user.target"])
 
-    found = ksm.probe(tree.fs())
+    fs = tree.fs()
+
+    found = ksm.probe(fs, fs.processes())
 
     assert found.state == "Running"
     assert (found.pages_shared, found.pages_sharing, found.merge_across_nodes) == (100, 4000, 1)
@@ -32,7 +35,9 @@ def test_a_script_started_through_its_interpreter_is_found(tmp_path: Path) -> No
     tree = HostTree(tmp_path).process(90, "bash", "bash", "/usr/sbin/ksmtuned")
     tree.process(91, "bash", "bash", "-c", "echo ksmtuned")
 
-    assert daemon.probe(tree.fs(), "ksmtuned").pids == [90]
+    fs = tree.fs()
+
+    assert daemon.probe(fs, fs.processes(), "ksmtuned").pids == [90]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +54,7 @@ def test_ksm_states(tmp_path: Path, build: Callable[[HostTree], object], state: 
     tree = HostTree(tmp_path)
     build(tree)
 
-    found = ksm.probe(tree.fs())
+    found = ksm.probe(tree.fs(), ProcessTable())
 
     assert found.state == state
     assert ksm.check(found) == []
@@ -59,7 +64,7 @@ def test_an_unreadable_ksm_run_file_is_an_issue_naming_it(tmp_path: Path) -> Non
     tree = HostTree(tmp_path).unreadable("/sys/kernel/mm/ksm/run")
     fs = tree.fs()
 
-    assert ksm.probe(fs).state == "Unknown"
+    assert ksm.probe(fs, ProcessTable()).state == "Unknown"
     [issue] = fs.take_issues()
     assert (issue.path, issue.unreadable) == ("/sys/kernel/mm/ksm/run", True)
 
@@ -84,7 +89,7 @@ def test_unit_states(
     tree = HostTree(tmp_path)
     build(tree)
 
-    found = numad.probe(tree.fs())
+    found = numad.probe(tree.fs(), ProcessTable())
 
     assert (found.unit, found.wanted_by, found.running) == (unit, wanted_by, False)
 
@@ -105,4 +110,6 @@ def test_numad_findings(
     if running:
         tree.process(4242, "numad", "/usr/bin/numad", "-i", "15")
 
-    assert [p.severity for p in numad.check(numad.probe(tree.fs()))] == severities
+    fs = tree.fs()
+
+    assert [p.severity for p in numad.check(numad.probe(fs, fs.processes()))] == severities

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hosttree import HostTree, large_host, vm_guest
 from kvtune_agent import probe
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.hostfs import HostFS, ProcessTable
 from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
 from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport
@@ -85,7 +85,7 @@ def test_the_text_report_highlights_a_problem_and_the_line_it_concerns(tmp_path:
 def test_a_failing_probe_is_an_error_and_the_others_still_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(fs: HostFS) -> Any:
+    def broken(fs: HostFS, processes: ProcessTable) -> Any:
         raise KeyError("flags")
 
     features = [Feature("CPU", "cpu", broken, cpu.check), *probe.FEATURES[1:]]
@@ -96,6 +96,26 @@ def test_a_failing_probe_is_an_error_and_the_others_still_run(
     [error] = [p for p in report.problems if p.severity == "Error"]
     assert "CPU probe failed (KeyError" in error.message
     assert report.block.devices[0].name == "vda"
+
+
+def test_an_unreadable_process_is_a_problem_of_the_features_that_look_at_processes(
+    tmp_path: Path,
+) -> None:
+    tree = vm_guest(tmp_path).unreadable("/proc/812/cmdline").file("/proc/812/comm", "bash")
+
+    problems = probe_host(tree.fs()).problems
+
+    assert [p.feature for p in problems if p.path == "/proc/812/cmdline"] == ["KSM", "Numad"]
+
+
+def test_the_process_table_given_is_the_one_probed(tmp_path: Path) -> None:
+    tree = vm_guest(tmp_path).process(4242, "numad")
+    fs = tree.fs()
+    table = fs.processes()
+    shutil.rmtree(tmp_path / "proc/4242")  # numad stopped since: the table still shows it
+
+    assert probe_host(fs, table).numad.pids == [4242]
+    assert probe_host(fs).numad.pids == []
 
 
 def test_problems_are_bounded_with_a_last_entry_counting_the_rest(tmp_path: Path) -> None:

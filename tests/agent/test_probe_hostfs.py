@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hosttree import HostTree
+from kvtune_agent.hostfs import Process
 
 
 def test_a_missing_file_is_none_and_no_issue(tmp_path: Path) -> None:
@@ -78,3 +79,29 @@ def test_pids_are_the_numeric_entries_of_proc(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).process(10, "a").process(2, "b").file("/proc/meminfo", "x")
 
     assert tree.fs().pids() == [2, 10]
+
+
+def test_the_process_table_holds_each_pids_comm_and_arguments_in_pid_order(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).process(812, "bash", "bash", "/usr/sbin/ksmtuned")
+    tree.process(2, "kthreadd").file("/proc/2/cmdline", b"")  # a kernel thread: no arguments
+    tree.file("/proc/900/status", "Name:\tgone")  # ended while /proc was read
+
+    table = tree.fs().processes()
+
+    assert list(table) == [
+        Process(2, "kthreadd", ()), Process(812, "bash", ("bash", "/usr/sbin/ksmtuned")),
+    ]
+    assert table.issues == ()
+
+
+def test_what_the_process_table_could_not_read_travels_with_it(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).unreadable("/proc/7/cmdline").file("/proc/7/comm", "numad")
+    fs = tree.fs()
+
+    table = fs.processes()
+
+    assert list(table) == [Process(7, "numad", ())]
+    assert [(i.path, i.unreadable) for i in table.issues] == [("/proc/7/cmdline", True)]
+    assert fs.take_issues() == []  # the table's users report them, where they matter

@@ -34,7 +34,8 @@ def test_a_running_enabled_unit_is_stopped_then_disabled_and_the_probe_sees_it(
     before = tree.systemd().set_state("numad.service", OFF, timeout=10)
 
     assert before == ON
-    found = daemon.probe(tree.fs(), "numad")
+    fs = tree.fs()
+    found = daemon.probe(fs, fs.processes(), "numad")
     assert (found.running, found.unit) == (False, "Disabled")
     changes = [c for c in tree.systemctl_calls() if not c.startswith("is-")]
     assert changes == ["stop numad.service", "disable numad.service"]
@@ -45,7 +46,8 @@ def test_a_stopped_disabled_unit_is_enabled_then_started(tmp_path: Path) -> None
 
     tree.systemd().set_state("numad.service", ON, timeout=10)
 
-    found = daemon.probe(tree.fs(), "numad")
+    fs = tree.fs()
+    found = daemon.probe(fs, fs.processes(), "numad")
     assert (found.running, found.unit) == (True, "Enabled")
     changes = [c for c in tree.systemctl_calls() if not c.startswith("is-")]
     assert changes == ["enable numad.service", "start numad.service"]

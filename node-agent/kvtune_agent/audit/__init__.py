@@ -6,10 +6,11 @@ running KubeVirt VM of the host in /proc (`launchers`), reads what its libvirt a
 (`connect`, `domains`), and judges it (`checks`); the result is HypervisorNodeState.status.vms,
 and `vms_condition` turns it into the node's VMsCompliant condition.
 
-The agent loop that publishes the status calls, once per probe:
+The agent loop that publishes the status calls, once per probe, with the process table that
+probe was made with:
 
     policy = AuditPolicy.from_settings(node_state.spec.host, profile_vmi_settings)
-    status.vms = audit_node(fs, policy, host_report)
+    status.vms = audit_node(fs, policy, host_report, processes)
     conditions.append(vms_condition(status.vms, generation))
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, ProcessTable
 from . import launchers
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition
@@ -106,6 +107,7 @@ def audit_node(
     fs: HostFS,
     policy: AuditPolicy,
     host: HostReport,
+    processes: ProcessTable,
     *,
     connect: Connect = open_read_only,
     host_uri: str | None = None,
@@ -116,16 +118,18 @@ def audit_node(
     Each virt-launcher's own libvirt is asked through its socket. `host_uri` (e.g.
     qemu:///system, on hosts that also run VMs outside KubeVirt) is asked for the launchers
     without a socket and for every domain no launcher claimed. `host` is the probe of the same
-    host (NUMA nodes, memory). Nothing is ever changed: connections are read-only.
+    host (NUMA nodes, memory) and `processes` the process table that probe was made with, so the
+    VMs are looked for in the same read of /proc. Nothing is ever changed: connections are
+    read-only.
     """
 
     def read(uri: str) -> Listing:
         return read_domains(uri, connect, timeout)
 
-    found = launchers.discover(fs)
+    found = launchers.discover(fs, processes)
     notes = [
         VmFinding(severity="Warning", rule="Reachable", message=f"{i.path}: {i.detail}")
-        for i in fs.take_issues()
+        for i in (*processes.issues, *fs.take_issues())
     ]
     observed = [
         _observed(launcher, _ask(read, launchers.session_uri(fs, launcher.socket)))

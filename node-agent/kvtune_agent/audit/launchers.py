@@ -4,7 +4,8 @@ KubeVirt runs one libvirt daemon per VM, inside the VM's virt-launcher pod, so t
 libvirt to ask. Its virt-handler reaches each one through the launcher's root:
 `/proc/<pid>/root/var/run/libvirt/virtqemud-sock` (`libvirt-sock` before modular daemons). The
 agent does the same, reading /proc only through HostFS, so a test tree of fake pids stands in for
-a host. The launcher is recognised by its command line, which virt-controller renders as
+a host. The launcher is recognised in the host's process table (the probe pass's one read of
+/proc, a `ProcessTable`) by its command line, which virt-controller renders as
 `virt-launcher-monitor --qemu-timeout .. --name <vmi> --uid <uid> --namespace <ns> ...`; the
 monitor starts `virt-launcher` with the same arguments, so both are seen and merged into one VM.
 
@@ -19,7 +20,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, Process, ProcessTable
 from ..probe import cpulist
 from ..probe.daemon import COMM_LEN, INTERPRETERS
 
@@ -52,15 +53,18 @@ class Launcher:
         return f"{self.namespace}{DOMAIN_SEPARATOR}{self.name}"
 
 
-def _is_launcher(comm: str | None, argv: list[str]) -> bool:
+def _is_launcher(process: Process) -> bool:
+    comm, argv = process.comm, process.argv
     if comm in {name[:COMM_LEN] for name in LAUNCHERS}:
         return True
+    if not argv:
+        return False
     # Distributions wrap the monitor in a script (`bash /usr/bin/virt-launcher-monitor ...`).
     program = argv[1] if comm in INTERPRETERS and len(argv) > 1 else argv[0]
     return os.path.basename(program) in LAUNCHERS
 
 
-def _flags(argv: list[str]) -> dict[str, str]:
+def _flags(argv: tuple[str, ...]) -> dict[str, str]:
     """`--flag value` and `--flag=value` pairs (Go's flag package takes both)."""
     flags: dict[str, str] = {}
     for index, arg in enumerate(argv):
@@ -86,12 +90,10 @@ def _mems_allowed(fs: HostFS, pid: int) -> frozenset[int] | None:
     return None
 
 
-def _launcher(fs: HostFS, pid: int) -> Launcher | None:
-    comm = fs.read_value(f"/proc/{pid}/comm")
-    argv = (fs.read_text(f"/proc/{pid}/cmdline") or "").split("\0")
-    if not _is_launcher(comm, argv):
+def _launcher(fs: HostFS, process: Process) -> Launcher | None:
+    if not _is_launcher(process):
         return None
-    flags = _flags(argv)
+    pid, flags = process.pid, _flags(process.argv)
     if not flags.get("name") or not flags.get("namespace"):
         fs.note(
             f"/proc/{pid}/cmdline",
@@ -111,12 +113,13 @@ def _launcher(fs: HostFS, pid: int) -> Launcher | None:
     )
 
 
-def discover(fs: HostFS) -> list[Launcher]:
-    """One launcher per running VMI, by namespace and name; the lowest pid (the monitor) wins,
-    since the monitor and the launcher it starts share the pod's root and namespaces."""
+def discover(fs: HostFS, processes: ProcessTable) -> list[Launcher]:
+    """One launcher per running VMI among `processes`, by namespace and name; the lowest pid (the
+    monitor) wins, since the monitor and the launcher it starts share the pod's root and
+    namespaces. Only the launchers' own /proc entries are read here."""
     found: dict[tuple[str, str], Launcher] = {}
-    for pid in fs.pids():
-        launcher = _launcher(fs, pid)
+    for process in processes:
+        launcher = _launcher(fs, process)
         if launcher is not None:
             found.setdefault((launcher.namespace, launcher.name), launcher)
     return sorted(found.values(), key=lambda launcher: (launcher.namespace, launcher.name))

@@ -14,7 +14,7 @@ import textwrap
 from kvtune_api.v1alpha1.audit import MemoryAccount, NodeVmAudit, VmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, ProcessTable
 from ..report import WIDTH, format_report
 from . import audit_node
 from .checks import AuditPolicy
@@ -97,11 +97,15 @@ def format_vm_audit(audit: NodeVmAudit) -> str:
     return "\n".join(lines)
 
 
-def probe_output(fs: HostFS, report: HostReport, *, as_json: bool, host_uri: str | None) -> str:
+def probe_output(
+    fs: HostFS, report: HostReport, processes: ProcessTable, *, as_json: bool,
+    host_uri: str | None,
+) -> str:
     """`kvtune probe --vms`: the host report and the audit of its running VMs, as text or as one
-    JSON object {"host": HostReport, "vms": NodeVmAudit} (the two fields of a node's status)."""
+    JSON object {"host": HostReport, "vms": NodeVmAudit} (the two fields of a node's status).
+    `processes` is the process table the report was probed with."""
     # Without a profile only what holds on any VM host is checked (see AuditPolicy).
-    audit = audit_node(fs, AuditPolicy(), report, host_uri=host_uri)
+    audit = audit_node(fs, AuditPolicy(), report, processes, host_uri=host_uri)
     if as_json:
         return json.dumps(
             {

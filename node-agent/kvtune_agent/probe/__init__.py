@@ -1,8 +1,10 @@
 """The read-only host probe: one module per feature, registered in FEATURES, run by probe_host.
 
 Each feature module has `probe(fs) -> model`, which only reads, and `check(model) -> problems`,
-a pure function that turns what was found into findings. probe_host adds the files a probe could
-not read or make sense of (from HostFS) as problems of that feature, so nothing is guessed.
+a pure function that turns what was found into findings. A probe that looks at processes takes
+`probe(fs, processes)` instead: the host's process table, read once per pass (see probe_host).
+probe_host adds the files a probe could not read or make sense of (from HostFS) as problems of
+that feature, so nothing is guessed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 from .. import metrics
-from ..hostfs import HostFS, ReadIssue
+from ..hostfs import HostFS, ProcessTable, ReadIssue
 from . import block, cpu, ksm, kubelet, memory, numa, numad, sriov
 
 M = t.TypeVar("M")
@@ -23,23 +25,33 @@ SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
 
 @dataclass(frozen=True)
 class Feature(t.Generic[M]):
-    """A probe and its checks, stored in the HostReport field `field`."""
+    """A probe and its checks, stored in the HostReport field `field`.
+
+    Every probe is handed the pass's process table (`_files` adapts those that read files only);
+    a feature that `reads_processes` also owns the table's read issues, as if it had read /proc.
+    """
 
     name: str
     field: str
-    probe: Callable[[HostFS], M]
+    probe: Callable[[HostFS, ProcessTable], M]
     check: Callable[[M], list[Problem]]
+    reads_processes: bool = False
+
+
+def _files(probe: Callable[[HostFS], M]) -> Callable[[HostFS, ProcessTable], M]:
+    """A probe that reads files only, called as every probe is."""
+    return lambda fs, _: probe(fs)
 
 
 FEATURES: list[Feature[t.Any]] = [
-    Feature("CPU", "cpu", cpu.probe, cpu.check),
-    Feature("NUMA", "numa", numa.probe, numa.check),
-    Feature("Memory", "memory", memory.probe, memory.check),
-    Feature("KSM", "ksm", ksm.probe, ksm.check),
-    Feature("Numad", "numad", numad.probe, numad.check),
-    Feature("SRIOV", "sriov", sriov.probe, sriov.check),
-    Feature("Block", "block", block.probe, block.check),
-    Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
+    Feature("CPU", "cpu", _files(cpu.probe), cpu.check),
+    Feature("NUMA", "numa", _files(numa.probe), numa.check),
+    Feature("Memory", "memory", _files(memory.probe), memory.check),
+    Feature("KSM", "ksm", ksm.probe, ksm.check, reads_processes=True),
+    Feature("Numad", "numad", numad.probe, numad.check, reads_processes=True),
+    Feature("SRIOV", "sriov", _files(sriov.probe), sriov.check),
+    Feature("Block", "block", _files(block.probe), block.check),
+    Feature("Kubelet", "kubelet", _files(kubelet.probe), kubelet.check),
 ]
 
 
@@ -68,13 +80,20 @@ def _bounded(problems: list[Problem]) -> list[Problem]:
 
 
 @metrics.PROBE_SECONDS.time()
-def probe_host(fs: HostFS) -> HostReport:
-    """Probe every feature of the host behind `fs`; one failing probe does not hide the others."""
+def probe_host(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
+    """Probe every feature of the host behind `fs`; one failing probe does not hide the others.
+
+    `processes` is the host's process table for this pass (`HostFS.processes`), read here when
+    not given; a caller that needs the table after the probe (the VM audit) reads it and passes
+    it, so a pass reads /proc once.
+    """
+    if processes is None:
+        processes = fs.processes()
     sections: dict[str, t.Any] = {}
     problems: list[Problem] = []
     for feature in FEATURES:
         try:
-            found = feature.probe(fs)
+            found = feature.probe(fs, processes)
             problems += feature.check(found)
             sections[feature.field] = found
         except Exception as err:  # a probe bug on an odd host must not cost the whole report
@@ -83,5 +102,6 @@ def probe_host(fs: HostFS) -> HostReport:
                 message=f"the {feature.name} probe failed ({type(err).__name__}: {err}); this "
                 "is a kvtune bug: please report it with the output of `kvtune probe --json`",
             ))
-        problems += [_issue_problem(feature.name, issue) for issue in fs.take_issues()]
+        issues = processes.issues if feature.reads_processes else ()
+        problems += [_issue_problem(feature.name, i) for i in (*issues, *fs.take_issues())]
     return HostReport.model_validate({**sections, "problems": _bounded(problems)})

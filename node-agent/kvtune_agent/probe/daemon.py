@@ -1,8 +1,9 @@
 """Whether a host daemon runs and how systemd is set to start it, without calling systemctl.
 
 numad and ksmtuned both change VM memory behind the kubelet's back. The agent must not depend on
-systemd's D-Bus or binaries inside its image, so the answer comes from /proc/<pid>/comm and the
-unit files and `.wants/` links systemctl itself consults.
+systemd's D-Bus or binaries inside its image, so the answer comes from the processes' comm and
+command line (the probe pass's one read of /proc, a `ProcessTable`) and the unit files and
+`.wants/` links systemctl itself consults.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from kvtune_api.v1alpha1.host import DaemonReport, UnitState
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, ProcessTable
 
 #: Admin and runtime directories first: a unit there overrides (or masks) the packaged one.
 UNIT_DIRS = (
@@ -23,21 +24,18 @@ INTERPRETERS = frozenset({"sh", "bash", "dash", "python", "python3", "perl"})
 COMM_LEN = 15
 
 
-def _pids(fs: HostFS, name: str) -> list[int]:
-    found = []
-    for pid in fs.pids():
-        comm = fs.read_value(f"/proc/{pid}/comm")
-        if comm == name[:COMM_LEN]:
-            found.append(pid)
-        elif comm in INTERPRETERS:
-            argv = (fs.read_text(f"/proc/{pid}/cmdline") or "").split("\0")
-            if any(os.path.basename(arg) == name for arg in argv[1:3]):
-                found.append(pid)
-    return found
+def _pids(processes: ProcessTable, name: str) -> list[int]:
+    return [
+        process.pid for process in processes
+        if process.comm == name[:COMM_LEN] or (
+            process.comm in INTERPRETERS
+            and any(os.path.basename(arg) == name for arg in process.argv[1:3]))
+    ]
 
 
-def probe(fs: HostFS, name: str) -> DaemonReport:
-    """The process and unit state of the daemon `name` (also its unit's name)."""
+def probe(fs: HostFS, processes: ProcessTable, name: str) -> DaemonReport:
+    """The process (from the pass's `processes`) and unit state of the daemon `name` (also its
+    unit's name)."""
     unit = f"{name}.service"
     unit_path = next((f"{d}/{unit}" for d in UNIT_DIRS if fs.exists(f"{d}/{unit}")), None)
     wanted_by = [
@@ -51,7 +49,7 @@ def probe(fs: HostFS, name: str) -> DaemonReport:
         state = "NotInstalled"
     else:
         state = "Enabled" if wanted_by else "Disabled"
-    pids = _pids(fs, name)
+    pids = _pids(processes, name)
     return DaemonReport(
         name=name, running=bool(pids), pids=pids[:16], unit=state, unit_path=unit_path,
         wanted_by=wanted_by[:16],

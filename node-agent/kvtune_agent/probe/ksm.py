@@ -10,7 +10,7 @@ import typing as t
 
 from kvtune_api.v1alpha1.host import KsmReport, Problem
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, ProcessTable
 from . import daemon
 
 KSM = "/sys/kernel/mm/ksm"
@@ -21,8 +21,8 @@ _STATES: dict[int, t.Literal["Stopped", "Running", "Unmerging"]] = {
 }
 
 
-def probe(fs: HostFS) -> KsmReport:
-    ksmtuned = daemon.probe(fs, "ksmtuned")
+def probe(fs: HostFS, processes: ProcessTable) -> KsmReport:
+    ksmtuned = daemon.probe(fs, processes, "ksmtuned")
     if not fs.is_dir(KSM):
         return KsmReport(state="Absent", ksmtuned=ksmtuned)
     run = fs.read_int(KSM_RUN)

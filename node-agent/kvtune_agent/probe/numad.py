@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from kvtune_api.v1alpha1.host import DaemonReport, Problem
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, ProcessTable
 from . import daemon
 
 
-def probe(fs: HostFS) -> DaemonReport:
-    return daemon.probe(fs, "numad")
+def probe(fs: HostFS, processes: ProcessTable) -> DaemonReport:
+    return daemon.probe(fs, processes, "numad")
 
 
 def check(numad: DaemonReport) -> list[Problem]:

@@ -27,6 +27,12 @@ from .test_checks import GOOD, GOOD_NODE1, STRICT
 HOST = two_node_host(pools=[(2048, 4096)])
 
 
+def audit_tree(tree: HostTree, policy: AuditPolicy = STRICT, **options: Any) -> NodeVmAudit:
+    """audit_node of the host tree, with the process table read from the tree as a probe would."""
+    fs = tree.fs()
+    return audit_node(fs, policy, HOST, fs.processes(), **options)
+
+
 class Sockets:
     """A connect function that serves each launcher's socket URI from the test driver."""
 
@@ -60,7 +66,7 @@ def test_each_launchers_vm_is_read_through_its_own_socket(tmp_path: Path) -> Non
     connect = Sockets(tree, 4100, 4200)
 
     with libvirt_host(domain_xml("prod_a", **GOOD), domain_xml("prod_b", **GOOD_NODE1)):
-        audit = audit_node(tree.fs(), STRICT, HOST, connect=connect)
+        audit = audit_tree(tree, connect=connect)
 
     assert sorted(connect.asked) == sorted(connect.uris)
     assert [(vm.name, vm.launcher_pid, vm.domain, vm.state) for vm in audit.items] == [
@@ -78,11 +84,11 @@ def test_kubevirts_in_pod_bridges_share_a_name_but_not_a_namespace(tmp_path: Pat
             domain_xml("prod_b", **{**GOOD_NODE1, **in_pod})]  # fmt: skip
 
     with libvirt_host(*xmls):
-        apart = audit_node(tree.fs(), STRICT, HOST, connect=Sockets(tree, 4100, 4200))
+        apart = audit_tree(tree, connect=Sockets(tree, 4100, 4200))
     launcher(tree, 4300, "prod", "c", netns="net:[4026531001]")  # shares a's namespace
     xmls.append(domain_xml("prod_c", **{**GOOD, **in_pod, "pins": ["3"], "vcpus": 1}))
     with libvirt_host(*xmls):
-        shared = audit_node(tree.fs(), STRICT, HOST, connect=Sockets(tree, 4100, 4200, 4300))
+        shared = audit_tree(tree, connect=Sockets(tree, 4100, 4200, 4300))
 
     assert apart.compliant == 2
     assert {vm.name: vm.state for vm in shared.items} == {
@@ -98,7 +104,7 @@ def test_a_socket_nobody_answers_on_is_unreachable_with_libvirts_error(short_roo
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))  # bound, never listening: connect() is refused
 
-        audit = audit_node(tree.fs(), STRICT, HOST)
+        audit = audit_tree(tree)
 
     (vm,) = audit.items
     assert (vm.name, vm.state, audit.unreachable, audit.vms) == ("dead", "Unreachable", 1, 1)
@@ -118,7 +124,7 @@ def test_a_libvirt_that_does_not_answer_in_time_is_unreachable(tmp_path: Path) -
         raise libvirt.libvirtError("released")
 
     try:
-        audit = audit_node(tree.fs(), STRICT, HOST, connect=hang, timeout=0.2)
+        audit = audit_tree(tree, connect=hang, timeout=0.2)
     finally:
         release.set()
 
@@ -132,11 +138,9 @@ def test_a_launcher_without_socket_is_unreachable_unless_a_host_uri_has_its_doma
     tree = HostTree(tmp_path)
     launcher(tree, 4100, "prod", "a", socket=None)
 
-    alone = audit_node(tree.fs(), STRICT, HOST)
+    alone = audit_tree(tree)
     with libvirt_host(domain_xml("prod_a", **GOOD), domain_xml("other", vcpus=1)):
-        via_host = audit_node(
-            tree.fs(), STRICT, HOST, connect=open_read_only, host_uri="test:///default"
-        )
+        via_host = audit_tree(tree, connect=open_read_only, host_uri="test:///default")
 
     assert alone.items[0].state == "Unreachable"
     assert "no libvirt socket in its root" in (alone.items[0].error or "")
@@ -152,18 +156,28 @@ def test_a_launchers_libvirt_running_another_domain_is_not_guessed_at(tmp_path: 
     launcher(tree, 4100, "prod", "a")
 
     with libvirt_host(domain_xml("x_1", vcpus=1), domain_xml("x_2", vcpus=1)):
-        audit = audit_node(tree.fs(), STRICT, HOST, connect=Sockets(tree, 4100))
+        audit = audit_tree(tree, connect=Sockets(tree, 4100))
 
     assert audit.items[0].state == "Unreachable"
     assert audit.items[0].error == "no running domain prod_a in its libvirt (running: x_1, x_2)"
 
 
 def test_an_empty_host_has_nothing_to_audit(tmp_path: Path) -> None:
-    audit = audit_node(HostTree(tmp_path).fs(), AuditPolicy(), HOST)
+    audit = audit_tree(HostTree(tmp_path), AuditPolicy())
 
     assert audit == NodeVmAudit(memory=audit.memory)
     assert audit.memory.capacity_kib == 8 << 20  # 16 GiB minus the 8 GiB 2Mi pool
     assert vms_condition(audit).reason == "NoVMs"
+
+
+def test_a_process_whose_command_line_is_unreadable_is_a_node_finding(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).unreadable("/proc/5/cmdline").file("/proc/5/comm", "bash")
+
+    audit = audit_tree(tree)
+
+    [finding] = audit.findings
+    assert (finding.severity, finding.rule) == ("Warning", "Reachable")
+    assert finding.message.startswith("/proc/5/cmdline: cannot read")
 
 
 def vm(name: str, state: str, *findings: VmFinding, error: str | None = None) -> VmAudit:
@@ -212,7 +226,7 @@ def test_the_vms_compliant_condition(
 def test_the_text_report_marks_violations_and_shows_what_each_vm_got(tmp_path: Path) -> None:
     xmls = [domain_xml("p_a", **GOOD), domain_xml("p_b", **{**GOOD, "pins": ["1", "3"]})]
     with libvirt_host(*xmls):
-        audit = audit_node(HostTree(tmp_path).fs(), STRICT, HOST, host_uri="test:///default")
+        audit = audit_tree(HostTree(tmp_path), host_uri="test:///default")
 
     text = format_vm_audit(audit)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.hostfs import HostFS, ProcessTable
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
@@ -36,7 +36,7 @@ def run(tmp_path: Path, *xmls: str, policy: AuditPolicy = STRICT) -> NodeVmAudit
     """The audit of `xmls` running on the test driver, reached as the host-level URI."""
     host = two_node_host(pools=[(2048, 4096)])
     with libvirt_host(*xmls):
-        return audit_node(HostFS(tmp_path), policy, host, host_uri="test:///default")
+        return audit_node(HostFS(tmp_path), policy, host, ProcessTable(), host_uri="test:///default")
 
 
 def violations(audit: NodeVmAudit) -> dict[str, list[str]]:
