@@ -66,7 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import kubevirt
 from support.cluster import apply_crds, wait_for
-from webhook import make_vmi
+from webhook import make_profile, make_vmi
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,7 +286,40 @@ def _histogram_summary(before: dict[str, float], after: dict[str, float]) -> str
     return f"{int(count)} calls, mean {mean:.1f} ms, p99 {p99}"
 
 
+def decision_cost(nodes: int, calls: int = 3000) -> None:
+    """CPU per call of the webhook's own work, in this process: decode the AdmissionReview,
+    decide (admission.review), encode the answer; beside the same decode and encode alone (what
+    the no-op server does). No cluster, no TLS, no HTTP."""
+    from kvtune_operator.admission import ClusterView, node_capacity, review
+
+    names = [f"bench-{i:03d}" for i in range(nodes)]
+    view = ClusterView(
+        profiles={"bench": make_profile("bench")},
+        node_labels={n: {PROFILE_LABEL: "bench", READY_LABEL: "true"} for n in names},
+        node_states={},
+        allocatable={n: node_capacity(n, {"cpu": "62", "memory": "250Gi"}) for n in names},
+        overhead_ratio=None)
+    vmi = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}})
+    body = json.dumps({"request": {"uid": "u", "operation": "CREATE", "namespace": "bench",
+                                   "object": vmi}}).encode()
+    labels = {**SELECTED, "kubernetes.io/metadata.name": "bench"}
+
+    def per_call(answer: Any) -> float:
+        began = time.perf_counter()
+        for _ in range(calls):
+            json.dumps(answer(json.loads(body)["request"])).encode()
+        return (time.perf_counter() - began) / calls * 1e6
+
+    bare = per_call(lambda asked: {"response": {"uid": asked["uid"], "allowed": True}})
+    figures = {operation: per_call(lambda asked, op=operation: review(op, view, asked, labels)[0])
+               for operation in ("mutate", "validate")}
+    print(f"decision CPU per call, in process ({nodes} ready nodes): "
+          + ", ".join(f"{op} {us:.0f} us" for op, us in figures.items())
+          + f"; decode+encode alone {bare:.0f} us")
+
+
 def run(args: argparse.Namespace) -> None:
+    decision_cost(args.nodes)
     with LocalCluster.start(control_plane_bin_dir(REPO_ROOT)) as cluster:
         configuration = client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig),
