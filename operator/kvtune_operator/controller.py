@@ -2,7 +2,8 @@
 
 The kopf handlers call `reconcile_profile` from the profile's daemon (and its deletion handler);
 this module holds the order of operations and nothing else: decisions are in `reconcile` and
-`rollup`, requests in `kube`.
+`rollup`, requests in `kube`. `SharedSnapshot` lets the daemons of all profiles share one
+snapshot per resync interval.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import time
 import typing as t
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
@@ -38,6 +40,10 @@ class PassResult:
     status: HypervisorProfileStatus | None
     transitions: list[tuple[str, str, str]]  # (condition type, new status, message)
 
+    @property
+    def wrote(self) -> bool:
+        return bool(self.actions) or self.status is not None
+
 
 def snapshot(
     profiles: Mapping[str, Profile],
@@ -50,6 +56,51 @@ def snapshot(
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
     return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm,
                     volumes or {})
+
+
+class SharedSnapshot:
+    """The snapshot that the daemons of all profiles read within one resync interval.
+
+    Why: a snapshot costs O(profiles x nodes), since `assign` matches every selector against
+    every node; built by each of P daemons every interval, that is P^2 x N matches a second.
+    Shared, it is built about once an interval, by whichever daemon comes first. A daemon reuses
+    the last one built only while all of these hold, and otherwise builds one for everyone:
+
+    - it is younger than `max_age` (the resync interval), so no pass acts on an older view;
+    - it was built from the caller's profile as the caller reads it now, so a profile's own edit
+      reaches its next pass, and the spec it renders agrees with the nodes it was assigned;
+    - the caller's previous pass wrote nothing (`wrote`): its writes reach the indexes through
+      the watches, a while after the requests return, so a snapshot taken meanwhile may lack
+      them (a pass that could not see its own cordon would start one drain too many). Such a
+      caller takes its own, an interval after its writes, as an unshared daemon did.
+
+    Snapshots are never changed once built (every reader takes them as read-only mappings, and
+    `_with_vm_pods` adds its counts to a copy), so one object can go to every daemon.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age = max_age
+        self._clock = clock
+        self._last: tuple[float, dict[str, Profile], Snapshot] | None = None
+
+    def get(
+        self,
+        profiles: Mapping[str, Profile],
+        name: str,
+        build: Callable[[Mapping[str, Profile]], Snapshot],
+        *,
+        wrote: bool,
+    ) -> Snapshot:
+        """The snapshot for the pass of profile `name`; `profiles` as the caller reads them now,
+        `build` makes a snapshot from them."""
+        now = self._clock()
+        if self._last is not None and not wrote:
+            built_at, built_from, snap = self._last
+            if now - built_at < self._max_age and built_from.get(name) == profiles.get(name):
+                return snap
+        snap = build(profiles)
+        self._last = (now, dict(profiles), snap)
+        return snap
 
 
 async def reconcile_profile(

@@ -1,9 +1,10 @@
 """kopf wiring: every registration of the operator, each a few lines that delegate.
 
 Indexes keep an in-memory view of profiles, nodes and node states (fed by watches, so a pass
-reads no API); one daemon per profile reconciles it every `Settings.resync_seconds`; the
-deletion handler holds the profile's finalizer until its nodes have reverted. The VMI admission
-webhook is a process of its own, with its own registry (`webhook_handlers.py`).
+reads no API); one daemon per profile reconciles it every `Settings.resync_seconds`, from a
+snapshot of the indexes the daemons share (`controller.SharedSnapshot`); the deletion handler
+holds the profile's finalizer until its nodes have reverted. The VMI admission webhook is a
+process of its own, with its own registry (`webhook_handlers.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     # `kvtune operator` passes its Settings in the memo; a bare `kopf run` gets the defaults.
     memo.setdefault("settings", Settings())
     memo.setdefault("kube", Kube(api_client()))
+    # One object in every profile's memo (kopf copies the operator's memo shallowly).
+    memo.setdefault("snapshots", controller.SharedSnapshot(memo["settings"].resync_seconds))
     # Own annotation prefix and finalizer, so kvtune never pauses or blocks another kopf operator
     # (the agents included) working on the same objects.
     settings.persistence.finalizer = "kvtune.io/operator"
@@ -82,10 +85,10 @@ def _view(index: kopf.Index[str, t.Any]) -> dict[str, t.Any]:
     return {key: value for key, store in index.items() for value in store}
 
 
-def _snapshot(indexes: t.Mapping[str, t.Any]) -> Snapshot:
+def _snapshot(profiles: t.Mapping[str, Profile], indexes: t.Mapping[str, t.Any]) -> Snapshot:
     # kopf passes each index as a keyword argument named after its handler.
     return controller.snapshot(
-        _view(indexes["profiles"]),
+        profiles,
         _view(indexes["node_labels"]),
         _view(indexes["node_states"]),
         _view(indexes["node_cordoned"]),
@@ -99,14 +102,19 @@ async def run_profile(
     body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **indexes: t.Any
 ) -> None:
     name = body["metadata"]["name"]
+    wrote = False
     while not stopped:
-        current = _view(indexes["profiles"]).get(name)
+        profiles = _view(indexes["profiles"])
+        current = profiles.get(name)
         if current is not None and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
-            snap = _snapshot(indexes)
+            snap = memo["snapshots"].get(
+                profiles, name, lambda p: _snapshot(p, indexes), wrote=wrote
+            )
             result = await metrics.reconcile_pass(name, controller.reconcile_profile(
                 current, snap, previous, memo["kube"], memo["settings"]
             ))
+            wrote = result.wrote
             for type_, status, message in result.transitions:
                 kopf.info(body, reason=f"{type_}{status}", message=message)
         await stopped.wait(memo["settings"].resync_seconds)
@@ -115,7 +123,7 @@ async def run_profile(
 @kopf.on.delete(*PROFILES)
 async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> None:
     profile = Profile.from_body(body)
-    snap = _snapshot(indexes)
+    snap = _snapshot(_view(indexes["profiles"]), indexes)  # its own: it decides on the finalizer
     await metrics.reconcile_pass(profile.name, controller.reconcile_profile(
         profile, snap, HypervisorProfileStatus(), memo["kube"], memo["settings"]
     ))
