@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import pathlib
 import re
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import psutil
 import yaml
@@ -91,81 +93,104 @@ def simulated_agents(api: client.ApiClient, stop: threading.Event) -> None:
             stream.stop()
 
 
+@contextlib.contextmanager
+def operator_process(kubeconfig: pathlib.Path, log_path: pathlib.Path
+                     ) -> Iterator[subprocess.Popen[bytes]]:
+    """`kvtune operator` as a child process, stopped however the bench ends (a failure, ^C):
+    asked to stop, then killed if it has not within 30 s."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    # No metrics port: the default (8081) may be taken by an operator running on this host.
+    with log_path.open("wb") as log:
+        op = subprocess.Popen([sys.executable, "-m", "kvtune_cli.main", "operator",
+                               "--standalone", "--metrics-port", "0"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield op
+        finally:
+            op.terminate()
+            try:
+                op.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                op.kill()
+                op.wait()
+
+
 def run(n: int, steady_seconds: float) -> None:
     bin_dir = control_plane_bin_dir(REPO)
     with LocalCluster.start(bin_dir) as cluster:
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         apply_crds(api, [yaml.safe_load(p.read_text())
                          for p in sorted((REPO / "crds").glob("*.yaml"))])
         t0 = time.monotonic()
-        create_nodes(core, n)
+        create_nodes(client.CoreV1Api(api), n)
         print(f"[{n} nodes] created {n} Node objects in {time.monotonic() - t0:.1f} s")
+        stop = threading.Event()  # ends the RSS sampler and the simulated agents
+        with operator_process(cluster.kubeconfig, cluster.workdir / "operator.log") as op:
+            try:
+                measure(n, steady_seconds, cluster, api, op, stop)
+            finally:
+                stop.set()
 
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-        log = open(cluster.workdir / "operator.log", "wb")  # noqa: SIM115 (closed below)
-        op = subprocess.Popen([sys.executable, "-m", "kvtune_cli.main", "operator",
-                               "--standalone", "--no-webhook"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
-        proc = psutil.Process(op.pid)
-        peak = [0]
-        stop = threading.Event()
 
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    peak[0] = max(peak[0], proc.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    return
-                time.sleep(0.2)
+def measure(n: int, steady_seconds: float, cluster: LocalCluster, api: client.ApiClient,
+            op: subprocess.Popen[bytes], stop: threading.Event) -> None:
+    """The converge of one profile over the `n` nodes, then `steady_seconds` of steady state."""
+    custom = client.CustomObjectsApi(api)
+    token = cluster.token
+    proc = psutil.Process(op.pid)
+    peak = [0]
 
-        threading.Thread(target=sample, daemon=True).start()
-        agents = threading.Thread(target=simulated_agents, args=(api, stop), daemon=True)
-        agents.start()
-        time.sleep(3)  # operator started, indexes filled
-        before = request_counts(api, cluster.token)
-        t0 = time.monotonic()
-        custom.create_cluster_custom_object(G, V, "hypervisorprofiles", {
-            "apiVersion": f"{G}/{V}", "kind": "HypervisorProfile", "metadata": {"name": "bench"},
-            "spec": {"nodeSelector": {"matchLabels": {"pool": "bench"}}}})
-        ready = 0
-        while time.monotonic() - t0 < 600:
-            status = custom.get_cluster_custom_object(G, V, "hypervisorprofiles", "bench").get(
-                "status") or {}
-            ready = status.get("readyNodes", 0)
-            if ready == n:
-                break
-            if op.poll() is not None:
-                raise SystemExit(f"operator exited; see {cluster.workdir / 'operator.log'}")
-            time.sleep(0.5)
-        converge = time.monotonic() - t0
-        converged = diff(request_counts(api, cluster.token), before)
-        print(f"[{n} nodes] all {ready} Ready after {converge:.1f} s")
-        operator_writes = sum(v for (verb, res, sub), v in converged.items()
-                              if verb in MUTATING and not (res == "hypervisornodestates"
-                                                           and sub == "status")
-                              and res != "events")
-        agent_writes = converged.get(("PATCH", "hypervisornodestates", "status"), 0.0)
-        total = sum(converged.values())
-        print(f"[{n} nodes] operator writes per node: {operator_writes / n:.2f} "
-              f"(events excluded); simulated agent writes per node: {agent_writes / n:.2f}; "
-              f"all API requests per node (incl. watches, reads, agents): {total / n:.2f}")
-        for key, value in sorted(converged.items()):
-            if key[0] in MUTATING:
-                print(f"    {key[0]:<6} {key[1]}{'/' + key[2] if key[2] else '':<40} {value:>8.0f}")
-        time.sleep(5)
-        before = request_counts(api, cluster.token)
-        time.sleep(steady_seconds)
-        steady = diff(request_counts(api, cluster.token), before)
-        # The apiserver renews its own identity Lease every 10 s; that is not kvtune's write.
-        writes = {k: v for k, v in steady.items() if k[0] in MUTATING and k[1] != "leases"}
-        print(f"[{n} nodes] steady state: {sum(writes.values()) * 60 / steady_seconds:.1f} "
-              f"writes/min by kvtune over {steady_seconds:.0f} s {writes or ''}")
-        print(f"[{n} nodes] operator peak RSS: {peak[0] / 2**20:.0f} MiB")
-        stop.set()
-        op.terminate()
-        op.wait(timeout=30)
-        log.close()
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    agents = threading.Thread(target=simulated_agents, args=(api, stop), daemon=True)
+    agents.start()
+    time.sleep(3)  # operator started, indexes filled
+    before = request_counts(api, token)
+    t0 = time.monotonic()
+    custom.create_cluster_custom_object(G, V, "hypervisorprofiles", {
+        "apiVersion": f"{G}/{V}", "kind": "HypervisorProfile", "metadata": {"name": "bench"},
+        "spec": {"nodeSelector": {"matchLabels": {"pool": "bench"}}}})
+    ready = 0
+    while time.monotonic() - t0 < 600:
+        status = custom.get_cluster_custom_object(G, V, "hypervisorprofiles", "bench").get(
+            "status") or {}
+        ready = status.get("readyNodes", 0)
+        if ready == n:
+            break
+        if op.poll() is not None:
+            raise SystemExit(f"operator exited; see {cluster.workdir / 'operator.log'}")
+        time.sleep(0.5)
+    converge = time.monotonic() - t0
+    converged = diff(request_counts(api, token), before)
+    print(f"[{n} nodes] all {ready} Ready after {converge:.1f} s")
+    operator_writes = sum(v for (verb, res, sub), v in converged.items()
+                          if verb in MUTATING and not (res == "hypervisornodestates"
+                                                       and sub == "status")
+                          and res != "events")
+    agent_writes = converged.get(("PATCH", "hypervisornodestates", "status"), 0.0)
+    total = sum(converged.values())
+    print(f"[{n} nodes] operator writes per node: {operator_writes / n:.2f} "
+          f"(events excluded); simulated agent writes per node: {agent_writes / n:.2f}; "
+          f"all API requests per node (incl. watches, reads, agents): {total / n:.2f}")
+    for key, value in sorted(converged.items()):
+        if key[0] in MUTATING:
+            print(f"    {key[0]:<6} {key[1]}{'/' + key[2] if key[2] else '':<40} {value:>8.0f}")
+    time.sleep(5)
+    before = request_counts(api, token)
+    time.sleep(steady_seconds)
+    steady = diff(request_counts(api, token), before)
+    # The apiserver renews its own identity Lease every 10 s; that is not kvtune's write.
+    writes = {k: v for k, v in steady.items() if k[0] in MUTATING and k[1] != "leases"}
+    print(f"[{n} nodes] steady state: {sum(writes.values()) * 60 / steady_seconds:.1f} "
+          f"writes/min by kvtune over {steady_seconds:.0f} s {writes or ''}")
+    print(f"[{n} nodes] operator peak RSS: {peak[0] / 2**20:.0f} MiB")
 
 
 def main() -> None:
