@@ -71,6 +71,8 @@ from webhook import make_profile, make_vmi
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+#: The webhook's own measure: one decision, from the decoded request to the answer.
+OWN_METRIC = "kvtune_webhook_admission_duration_seconds"
 SELECTED = {"kvtune-bench": "selected"}
 STARTUP_TIMEOUT = 120.0
 SETUPS = ("none", "no-op", "no-op patching", "kvtune")
@@ -151,25 +153,33 @@ class Bench:
             dry_run="All" if dry_run else None)
         return created
 
-    def metric(self) -> dict[tuple[str, str], dict[str, float]]:
-        """The webhook-duration histogram by (webhook name, type): bucket bounds -> counts, plus
-        "sum" and "count"."""
+    def metric(self) -> dict[tuple[str, ...], dict[str, float]]:
+        """The apiserver's webhook-duration histogram by (webhook name, type)."""
         context = ssl.create_default_context(cafile=str(self.cluster.ca_file))
         request = urllib.request.Request(f"{self.cluster.server}/metrics",
                                          headers={"Authorization": f"Bearer {self.cluster.token}"})
-        with urllib.request.urlopen(request, context=context) as response:
-            text = response.read().decode()
-        found: dict[tuple[str, str], dict[str, float]] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name != METRIC:
-                continue
-            for sample in family.samples:
-                key = (sample.labels["name"], sample.labels["type"])
-                entry = found.setdefault(key, {})
-                suffix = sample.name.removeprefix(METRIC)
-                label = sample.labels.get("le", "") if suffix == "_bucket" else suffix[1:]
-                entry[label] = entry.get(label, 0.0) + sample.value
-        return found
+        return _histograms(request, METRIC, ("name", "type"), context)
+
+
+def _histograms(
+    request: urllib.request.Request | str, metric: str, by: tuple[str, ...],
+    context: ssl.SSLContext | None = None,
+) -> dict[tuple[str, ...], dict[str, float]]:
+    """A Prometheus histogram scraped from `request`, by the values of the labels `by`: bucket
+    bounds -> counts, plus "sum" and "count"."""
+    with urllib.request.urlopen(request, context=context) as response:
+        text = response.read().decode()
+    found: dict[tuple[str, ...], dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            key = tuple(sample.labels[label] for label in by)
+            entry = found.setdefault(key, {})
+            suffix = sample.name.removeprefix(metric)
+            label = sample.labels.get("le", "") if suffix == "_bucket" else suffix[1:]
+            entry[label] = entry.get(label, 0.0) + sample.value
+    return found
 
 
 @contextlib.contextmanager
@@ -194,10 +204,12 @@ def _published(bench: Bench, settings: WebhookSettings, port: int, ca: bytes) ->
 
 
 @contextlib.contextmanager
-def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
+def _answering(bench: Bench, who: str, namespace: str) -> Iterator[str | None]:
+    """Who answers the webhook calls, for the `with` block; yields the /metrics URL of
+    kvtune's webhook (None for the others)."""
     settings = WebhookSettings(failure_policy="Fail")
     if who == "none":
-        yield
+        yield None
         return
     port = free_port()
     cert_dir = bench.workdir / f"tls-{who}"
@@ -213,11 +225,14 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
             patch_file = bench.workdir / "kvtune-patch.json"
             patch_file.write_text(json.dumps(bench.kvtune_patch(namespace)))
             command.append(str(patch_file))
-    else:
+    metrics_url = None
+    if who == "kvtune":
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         command = [sys.executable, "-m", "kvtune_cli.main", "webhook",
                    "--kubeconfig", str(bench.cluster.kubeconfig), "--port", str(port),
                    "--cert-dir", str(cert_dir), "--failure-policy", "Fail",
-                   "--metrics-port", "0"]
+                   "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
     with _process(command, log) as proc:
         if who.startswith("no-op"):
             _published(bench, settings, port, material.ca_pem)
@@ -235,7 +250,7 @@ def _answering(bench: Bench, who: str, namespace: str) -> Iterator[None]:
 
         wait_for(ready, f"the {who} webhook answering", STARTUP_TIMEOUT)
         try:
-            yield
+            yield metrics_url
         finally:
             # Next set-up starts without this one's configurations.
             admission = client.AdmissionregistrationV1Api(bench.api)
@@ -283,7 +298,7 @@ def _histogram_summary(before: dict[str, float], after: dict[str, float]) -> str
     bounds = sorted((float(le), after[le] - before.get(le, 0)) for le in after
                     if le not in ("sum", "count") and le != "+Inf")
     p99 = next((f"<= {bound * 1000:g} ms" for bound, n in bounds if n >= 0.99 * count), "> max")
-    return f"{int(count)} calls, mean {mean:.1f} ms, p99 {p99}"
+    return f"{int(count)} calls, mean {mean:.2f} ms, p99 {p99}"
 
 
 def decision_cost(nodes: int, calls: int = 3000) -> None:
@@ -334,9 +349,11 @@ def run(args: argparse.Namespace) -> None:
         results: dict[str, list[float]] = {}
         at_rest: dict[str, list[float]] = {}
         for who in SETUPS:
-            with _answering(bench, who, namespace):
+            with _answering(bench, who, namespace) as own_metrics:
                 _burst(bench, namespace, min(20, args.vmis))  # warm-up: connections, caches
                 before = bench.metric()
+                own_before = _histograms(own_metrics, OWN_METRIC, ("operation",)) \
+                    if own_metrics else {}
                 latencies: list[float] = []
                 walls: list[float] = []
                 for _ in range(args.rounds):
@@ -344,6 +361,8 @@ def run(args: argparse.Namespace) -> None:
                     latencies += took
                     walls.append(wall)
                 after = bench.metric()
+                own_after = _histograms(own_metrics, OWN_METRIC, ("operation",)) \
+                    if own_metrics else {}
                 alone = _one_at_a_time(bench, namespace, args.sequential)
             results[who] = latencies
             at_rest[who] = alone
@@ -356,6 +375,9 @@ def run(args: argparse.Namespace) -> None:
                 if key[0].startswith(webhook.MUTATE_ID) or key[0].startswith(webhook.VALIDATE_ID):
                     print(f"  apiserver, webhook {key[0]} ({key[1]}): "
                           f"{_histogram_summary(before.get(key, {}), after[key])}")
+            for key in sorted(own_after):
+                print(f"  kvtune webhook, its own decision ({key[0]}): "
+                      f"{_histogram_summary(own_before.get(key, {}), own_after[key])}")
         print()
         for label, figures in (("one at a time", at_rest), (f"bursts of {args.vmis}", results)):
             p50 = {who: statistics.median(values) for who, values in figures.items()}

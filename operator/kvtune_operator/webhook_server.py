@@ -18,6 +18,7 @@ failurePolicy, as in any restart, and the pod is not ready.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -83,6 +84,10 @@ class AdmissionServer:
             url = f"https://{self._settings.host}:{port}"
             log.info("webhook listening on %s:%s", listen, port)
             await self._publish(url, material)
+            # Everything loaded so far (kopf, the API client, pydantic's models, the indexes)
+            # lives as long as the process: out of the cyclic GC's sight, a full collection
+            # during a burst of admissions no longer walks it all.
+            gc.freeze()
             if self._listening is not None:
                 self._listening(url)
             while True:
