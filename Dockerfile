@@ -5,12 +5,15 @@
 #
 #   docker build -t kvtune:dev .
 #
-# Reproducible as far as a Dockerfile can make it: the base image is pinned (add its digest,
-# `@sha256:...`, where you can resolve it: a tag can be re-pushed), every Python package is
-# pinned in image-constraints.txt and installed without dependency resolution, wheels and
-# bytecode carry no build time (SOURCE_DATE_EPOCH, hash-based .pyc). Debian's libvirt0 follows
-# the bookworm point release of the day: pin the base digest to freeze it as well.
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# Reproducible as far as a Dockerfile can make it: the base image is pinned by digest (a tag can
+# be re-pushed), every Python package is pinned in image-constraints.txt and installed without
+# dependency resolution, wheels and bytecode carry no build time (SOURCE_DATE_EPOCH, hash-based
+# .pyc). The digest is the one public Dockerfiles pin for this tag; no registry is reachable
+# where kvtune is developed, so confirm it when you first build (`docker buildx imagetools
+# inspect python:3.11.13-slim-bookworm`) and move tag and digest together. Debian's libvirt0
+# and the builder's compiler come from the bookworm point release of the day: point apt at
+# snapshot.debian.org to freeze those too.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG SOURCE_DATE_EPOCH=0
