@@ -4,7 +4,7 @@ Every VMI creation in a namespace the webhook covers waits for two calls to it (
 validating), so its latency is added to every VM start, and its throughput bounds how fast a
 burst of VMs (a VirtualMachinePool scaling up, a node's VMs re-created elsewhere) is admitted.
 This starts a local control plane, installs KubeVirt's VMI CRD and kvtune's CRDs, and creates
-VMIs from many threads at once, in three set-ups that differ only in who answers the webhook
+VMIs from many threads at once, in four set-ups that differ only in who answers the webhook
 configurations (the same configurations, written by the same code):
 
 - none: no webhook configuration at all;
@@ -16,15 +16,20 @@ configurations (the same configurations, written by the same code):
 - kvtune: `kvtune webhook` in its own process, with a profile that selects every VMI and ready
   nodes of that profile for its capacity check.
 
+The set-ups take turns, round by round and in a rotating order (all three servers run
+throughout; each turn points the configurations at one of them), so that what slows the
+apiserver down over a run (the thousands of VMIs it stores) weighs on all of them alike.
+
 It prints end-to-end latency as the client sees it, for creations one at a time (the cost at
 rest) and in bursts (p50/p99/max and throughput), the apiserver's own measure of each webhook
 call during the bursts (`apiserver_admission_webhook_admission_duration_seconds`, mean and a p99
-bound from its histogram), and what the kvtune webhook adds over each of the others.
-The client, the control plane and the webhook share this machine's CPUs, so bursts measure
-the machine as much as the webhook. Figures only, no assertions.
+bound from its histogram), kvtune's own measure of its decisions, and what the kvtune webhook
+adds over each of the others. The client, the control plane and the webhooks share this
+machine's CPUs, so bursts measure the machine as much as the webhook (`--pin` gives the
+webhooks a CPU of their own). Figures only, no assertions.
 
 Run: .venv/bin/python bench/webhook_bench.py [--vmis 200] [--rounds 3] [--nodes 50]
-     [--sequential 100]
+     [--sequential 100] [--pin]
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import json
 import os
+import socket
 import ssl
 import statistics
 import subprocess
@@ -76,20 +83,24 @@ OWN_METRIC = "kvtune_webhook_admission_duration_seconds"
 SELECTED = {"kvtune-bench": "selected"}
 STARTUP_TIMEOUT = 120.0
 SETUPS = ("none", "no-op", "no-op patching", "kvtune")
+#: The warning a no-op server adds to a dry run, naming itself.
+ANSWERED_BY = "kvtune-bench answered by: "
 
 
-# --- the no-op webhook, run as `webhook_bench.py --noop-server PORT CERT_DIR [PATCH_FILE]` ---
+# --- the no-op webhooks, run as `webhook_bench.py --noop-server NAME PORT CERT_DIR [PATCH]` ---
 
-def _serve_noop(port: int, cert_dir: Path, patch_file: Path | None) -> None:
+def _serve_noop(name: str, port: int, cert_dir: Path, patch_file: Path | None) -> None:
     from aiohttp import web
 
     patch = base64.b64encode(patch_file.read_bytes()).decode() if patch_file else None
 
     async def allow(request: web.Request) -> web.Response:
         review = await request.json()
-        response = {"uid": review["request"]["uid"], "allowed": True}
+        response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": True}
         if patch and request.path.endswith(webhook.MUTATE_ID):
             response.update(patchType="JSONPatch", patch=patch)
+        if review["request"].get("dryRun"):  # the bench's probe of who answers
+            response["warnings"] = [f"{ANSWERED_BY}{name}"]
         return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                                   "response": response})
 
@@ -153,6 +164,14 @@ class Bench:
             dry_run="All" if dry_run else None)
         return created
 
+    def create_raw(self, namespace: str, *, dry_run: bool = False) -> Any:
+        """`create`, answered as the raw HTTP response (its Warning headers included)."""
+        vmi = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}})
+        vmi["metadata"].update(name=f"vm-{uuid.uuid4().hex[:10]}", namespace=namespace)
+        return self.custom.create_namespaced_custom_object(
+            kubevirt.GROUP, kubevirt.VERSION, namespace, "virtualmachineinstances", vmi,
+            dry_run="All" if dry_run else None, _preload_content=False)
+
     def metric(self) -> dict[tuple[str, ...], dict[str, float]]:
         """The apiserver's webhook-duration histogram by (webhook name, type)."""
         context = ssl.create_default_context(cafile=str(self.cluster.ca_file))
@@ -185,7 +204,8 @@ def _histograms(
 @contextlib.contextmanager
 def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_webhook_cpus)
         try:
             yield proc
         finally:
@@ -197,65 +217,100 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]
                 proc.wait()
 
 
-def _published(bench: Bench, settings: WebhookSettings, port: int, ca: bytes) -> None:
-    """The configurations kvtune writes, pointing at the no-op server."""
-    Kube(bench.api).apply_webhook_configurations(
-        webhook.configurations(f"https://127.0.0.1:{port}", ca, settings))
+@dataclass(frozen=True)
+class Answerer:
+    """One server the configurations can point at."""
+
+    who: str
+    port: int
+    ca: bytes
+    metrics_url: str | None = None  # kvtune's own /metrics
 
 
 @contextlib.contextmanager
-def _answering(bench: Bench, who: str, namespace: str) -> Iterator[str | None]:
-    """Who answers the webhook calls, for the `with` block; yields the /metrics URL of
-    kvtune's webhook (None for the others)."""
-    settings = WebhookSettings(failure_policy="Fail")
-    if who == "none":
-        yield None
-        return
-    port = free_port()
-    cert_dir = bench.workdir / f"tls-{who}"
-    cert_dir.mkdir()
-    material = webhook.GeneratedTls(["127.0.0.1"]).load()
-    for name, pem in zip(webhook.TLS_FILES, (material.cert_pem, material.key_pem,
-                                              material.ca_pem), strict=True):
-        (cert_dir / name).write_bytes(pem)
-    log = bench.workdir / f"{who}.log"
-    if who.startswith("no-op"):
-        command = [sys.executable, __file__, "--noop-server", str(port), str(cert_dir)]
-        if who == "no-op patching":
-            patch_file = bench.workdir / "kvtune-patch.json"
-            patch_file.write_text(json.dumps(bench.kvtune_patch(namespace)))
-            command.append(str(patch_file))
-    metrics_url = None
-    if who == "kvtune":
-        metrics_port = free_port()
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        command = [sys.executable, "-m", "kvtune_cli.main", "webhook",
-                   "--kubeconfig", str(bench.cluster.kubeconfig), "--port", str(port),
-                   "--cert-dir", str(cert_dir), "--failure-policy", "Fail",
-                   "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
-    with _process(command, log) as proc:
-        if who.startswith("no-op"):
-            _published(bench, settings, port, material.ca_pem)
-        expect_shaped = who in ("kvtune", "no-op patching")
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{who} exited; see {log}:\n{log.read_text()[-3000:]}")
-            try:
-                vmi = bench.create(namespace, dry_run=True)
-            except ApiException:
-                return False
-            shaped = "kvtune.io/mutated-by" in (vmi["metadata"].get("annotations") or {})
-            return shaped == expect_shaped
-
-        wait_for(ready, f"the {who} webhook answering", STARTUP_TIMEOUT)
+def _answerers(bench: Bench, namespace: str) -> Iterator[dict[str, Answerer]]:
+    """The three servers, running for the `with` block; no configurations point at them yet."""
+    with contextlib.ExitStack() as running:
+        answerers: dict[str, Answerer] = {}
+        for who in SETUPS[1:]:
+            port = free_port()
+            cert_dir = bench.workdir / f"tls-{who.replace(' ', '-')}"
+            cert_dir.mkdir()
+            material = webhook.GeneratedTls(["127.0.0.1"]).load()
+            for name, pem in zip(webhook.TLS_FILES, (material.cert_pem, material.key_pem,
+                                                      material.ca_pem), strict=True):
+                (cert_dir / name).write_bytes(pem)
+            metrics_url = None
+            if who == "kvtune":
+                metrics_port = free_port()
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                command = [sys.executable, "-m", "kvtune_cli.main", "webhook",
+                           "--kubeconfig", str(bench.cluster.kubeconfig), "--port", str(port),
+                           "--cert-dir", str(cert_dir), "--failure-policy", "Fail",
+                           "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
+            else:
+                command = [sys.executable, __file__, "--noop-server", who, str(port),
+                           str(cert_dir)]
+                if who == "no-op patching":
+                    patch_file = bench.workdir / "kvtune-patch.json"
+                    patch_file.write_text(json.dumps(bench.kvtune_patch(namespace)))
+                    command.append(str(patch_file))
+            log = bench.workdir / f"{who.replace(' ', '-')}.log"
+            proc = running.enter_context(_process(command, log))
+            wait_for(functools.partial(_listening, port, proc, log),
+                     f"the {who} webhook listening", STARTUP_TIMEOUT)
+            answerers[who] = Answerer(who, port, material.ca_pem, metrics_url)
         try:
-            yield metrics_url
+            yield answerers
         finally:
-            # Next set-up starts without this one's configurations.
-            admission = client.AdmissionregistrationV1Api(bench.api)
-            admission.delete_mutating_webhook_configuration(webhook.CONFIGURATION_NAME)
-            admission.delete_validating_webhook_configuration(webhook.CONFIGURATION_NAME)
+            _unpublish(bench)
+
+
+def _listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"a webhook exited; see {log}:\n{log.read_text()[-3000:]}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _switch(bench: Bench, namespace: str, to: Answerer | None) -> None:
+    """Point the configurations (the ones kvtune writes) at `to`, or remove them (None), and
+    wait until the apiserver follows."""
+    if to is None:
+        _unpublish(bench)
+    else:
+        settings = WebhookSettings(failure_policy="Fail")
+        Kube(bench.api).apply_webhook_configurations(
+            webhook.configurations(f"https://127.0.0.1:{to.port}", to.ca, settings))
+    expected = "none" if to is None else to.who
+    wait_for(lambda: _answered_by(bench, namespace) == expected,
+             f"the apiserver calling {expected}", STARTUP_TIMEOUT)
+
+
+def _answered_by(bench: Bench, namespace: str) -> str | None:
+    """Who answers a dry-run creation now: a no-op server names itself in a warning; kvtune is
+    known by its shaping; none leaves the VMI as sent."""
+    try:
+        response = bench.create_raw(namespace, dry_run=True)
+    except ApiException:
+        return None  # a server just switched away from, or not yet reached
+    for warning in response.headers.getlist("Warning"):
+        if ANSWERED_BY in warning:
+            return str(warning.split(ANSWERED_BY, 1)[1].rstrip('"'))
+    vmi = json.loads(response.data)
+    return "kvtune" if "kvtune.io/mutated-by" in (
+        vmi["metadata"].get("annotations") or {}) else "none"
+
+
+def _unpublish(bench: Bench) -> None:
+    admission = client.AdmissionregistrationV1Api(bench.api)
+    for delete in (admission.delete_mutating_webhook_configuration,
+                   admission.delete_validating_webhook_configuration):
+        with contextlib.suppress(ApiException):
+            delete(webhook.CONFIGURATION_NAME)
 
 
 def _burst(bench: Bench, namespace: str, count: int) -> tuple[list[float], float]:
@@ -333,8 +388,29 @@ def decision_cost(nodes: int, calls: int = 3000) -> None:
           + f"; decode+encode alone {bare:.0f} us")
 
 
+#: With --pin: the CPUs of the webhook under test, apart from the control plane and the client.
+WEBHOOK_CPUS: set[int] = set()
+
+
+def _webhook_cpus() -> None:
+    if WEBHOOK_CPUS:
+        os.sched_setaffinity(0, WEBHOOK_CPUS)
+
+
+def _pin(cpus: list[int]) -> str:
+    """The last CPU for the webhooks, the others for this process and the control plane (its
+    processes inherit them): as in a cluster, where the apiserver runs on control-plane nodes
+    and the webhook's pod on a worker, each answering webhook gets a CPU of its own."""
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    WEBHOOK_CPUS.add(cpus[-1])
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    return f"; control plane and client on CPU {cpus[:-1]}, webhooks on CPU {cpus[-1]}"
+
+
 def run(args: argparse.Namespace) -> None:
     decision_cost(args.nodes)
+    pinned = _pin(sorted(os.sched_getaffinity(0))) if args.pin else ""
     with LocalCluster.start(control_plane_bin_dir(REPO_ROOT)) as cluster:
         configuration = client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig),
@@ -345,41 +421,51 @@ def run(args: argparse.Namespace) -> None:
         bench = Bench(cluster, api, cluster.workdir)
         namespace = bench.prepare(args.nodes)
         print(f"{args.rounds} bursts of {args.vmis} concurrent VMI creations per set-up, "
-              f"{args.nodes} ready nodes, failurePolicy Fail; kube-apiserver on {cluster.server}")
-        results: dict[str, list[float]] = {}
-        at_rest: dict[str, list[float]] = {}
-        for who in SETUPS:
-            with _answering(bench, who, namespace) as own_metrics:
-                _burst(bench, namespace, min(20, args.vmis))  # warm-up: connections, caches
-                before = bench.metric()
-                own_before = _histograms(own_metrics, OWN_METRIC, ("operation",)) \
-                    if own_metrics else {}
-                latencies: list[float] = []
-                walls: list[float] = []
-                for _ in range(args.rounds):
+              f"{args.nodes} ready nodes, failurePolicy Fail; kube-apiserver on {cluster.server}"
+              + pinned)
+        bursts: dict[str, list[float]] = {who: [] for who in SETUPS}
+        walls: dict[str, list[float]] = {who: [] for who in SETUPS}
+        at_rest: dict[str, list[float]] = {who: [] for who in SETUPS}
+        seen: dict[str, dict[tuple[str, ...], dict[str, float]]] = {who: {} for who in SETUPS}
+        own: dict[tuple[str, ...], dict[str, float]] = {}
+        sequential = max(1, args.sequential // args.rounds)
+        with _answerers(bench, namespace) as answerers:
+            for turn in range(args.rounds):
+                # Rotated, so that no set-up always follows the same one.
+                for who in SETUPS[turn % 4:] + SETUPS[:turn % 4]:
+                    answerer = answerers.get(who)
+                    _switch(bench, namespace, answerer)
+                    _burst(bench, namespace, min(20, args.vmis))  # warm-up: connections
+                    before = bench.metric()
+                    own_url = answerer.metrics_url if answerer else None
+                    own_before = _histograms(own_url, OWN_METRIC, ("operation",)) \
+                        if own_url else {}
                     took, wall = _burst(bench, namespace, args.vmis)
-                    latencies += took
-                    walls.append(wall)
-                after = bench.metric()
-                own_after = _histograms(own_metrics, OWN_METRIC, ("operation",)) \
-                    if own_metrics else {}
-                alone = _one_at_a_time(bench, namespace, args.sequential)
-            results[who] = latencies
-            at_rest[who] = alone
+                    _accumulate(seen[who], before, bench.metric())
+                    if own_url:
+                        _accumulate(own, own_before,
+                                    _histograms(own_url, OWN_METRIC, ("operation",)))
+                    bursts[who] += took
+                    walls[who].append(wall)
+                    at_rest[who] += _one_at_a_time(bench, namespace, sequential)
+        for who in SETUPS:
+            alone, latencies = at_rest[who], bursts[who]
             print(f"\n{who}: one at a time: p50 {statistics.median(alone):.1f} ms, "
                   f"p99 {_quantile(alone, 0.99):.1f} ms ({len(alone)} creations)")
             print(f"  in bursts of {args.vmis}: p50 {statistics.median(latencies):.0f} ms, "
                   f"p99 {_quantile(latencies, 0.99):.0f} ms, max {max(latencies):.0f} ms; "
-                  f"throughput {args.vmis * args.rounds / sum(walls):.0f} VMIs/s")
-            for key in sorted(after):
-                if key[0].startswith(webhook.MUTATE_ID) or key[0].startswith(webhook.VALIDATE_ID):
+                  f"throughput {len(latencies) / sum(walls[who]):.0f} VMIs/s")
+            for key, delta in sorted(seen[who].items()):
+                called = key[0].startswith((webhook.MUTATE_ID, webhook.VALIDATE_ID))
+                if called and delta.get("count"):
                     print(f"  apiserver, webhook {key[0]} ({key[1]}): "
-                          f"{_histogram_summary(before.get(key, {}), after[key])}")
-            for key in sorted(own_after):
-                print(f"  kvtune webhook, its own decision ({key[0]}): "
-                      f"{_histogram_summary(own_before.get(key, {}), own_after[key])}")
+                          f"{_histogram_summary({}, delta)}")
+            if who == "kvtune":
+                for key, delta in sorted(own.items()):
+                    print(f"  kvtune webhook, its own decision ({key[0]}): "
+                          f"{_histogram_summary({}, delta)}")
         print()
-        for label, figures in (("one at a time", at_rest), (f"bursts of {args.vmis}", results)):
+        for label, figures in (("one at a time", at_rest), (f"bursts of {args.vmis}", bursts)):
             p50 = {who: statistics.median(values) for who, values in figures.items()}
             p99 = {who: _quantile(values, 0.99) for who, values in figures.items()}
             print(f"kvtune adds, {label}: " + "; ".join(
@@ -387,17 +473,32 @@ def run(args: argparse.Namespace) -> None:
                 f"p99 {p99['kvtune'] - p99[base]:+.1f} ms" for base in SETUPS[-2::-1]))
 
 
+def _accumulate(
+    total: dict[tuple[str, ...], dict[str, float]],
+    before: dict[tuple[str, ...], dict[str, float]],
+    after: dict[tuple[str, ...], dict[str, float]],
+) -> None:
+    """Add what each histogram counted between `before` and `after` into `total`."""
+    for key, counts in after.items():
+        entry = total.setdefault(key, {})
+        for label, value in counts.items():
+            entry[label] = entry.get(label, 0.0) + value - before.get(key, {}).get(label, 0.0)
+
+
 def main() -> None:
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "--noop-server":
-        _serve_noop(int(sys.argv[2]), Path(sys.argv[3]),
-                    Path(sys.argv[4]) if len(sys.argv) == 5 else None)
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--noop-server":
+        _serve_noop(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]),
+                    Path(sys.argv[5]) if len(sys.argv) == 6 else None)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vmis", type=int, default=200, help="concurrent creations per burst")
-    parser.add_argument("--rounds", type=int, default=3, help="bursts per set-up")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs one burst per set-up")
     parser.add_argument("--nodes", type=int, default=50, help="ready nodes of the profile")
     parser.add_argument("--sequential", type=int, default=100,
-                        help="creations one after another per set-up")
+                        help="creations one after another per set-up, spread over the rounds")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the webhooks on a CPU of their own (see _pin)")
     run(parser.parse_args())
 
 
