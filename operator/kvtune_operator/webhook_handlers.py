@@ -10,7 +10,6 @@ standalone, without peering, and any number of replicas serve side by side.
 from __future__ import annotations
 
 import asyncio
-import logging
 import typing as t
 
 import kopf
@@ -54,7 +53,6 @@ def overhead_ratio(spec: kopf.Spec, **_: t.Any) -> dict[str, str]:
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: t.Any) -> None:
     # The webhook only reads: no Events to post (its ServiceAccount may not), no state to keep.
     settings.posting.enabled = False
-    settings.posting.level = logging.WARNING
     # kopf hands startup handlers the very index objects the watches fill later.
     memo["indexes"].update(indexes)
 
