@@ -8,6 +8,9 @@ Reads never raise: a missing file is an answer (None, empty), because a feature 
 a result. A file that exists but cannot be read, or holds something unexpected, is recorded as a
 `ReadIssue` (see `take_issues`) so the caller can report it with its path instead of guessing.
 
+Reads of block devices have a deadline: a disk's I/O can hang for good (a LUN whose paths are
+down), and the probe must not hang with it (`read_device_heads`).
+
 Writes are defensive, because they run privileged on production hosts: a kernel value is written
 under a deadline (a driver can hang in sriov_numvfs) and read back; a regular file is replaced
 atomically (temporary file, fsync, rename), so a crash never leaves half a journal behind.
@@ -21,7 +24,9 @@ import glob
 import os
 import re
 import threading
+import time
 import typing as t
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +61,12 @@ _SELECTED = re.compile(r"\[([^]]+)\]")
 #: Process-wide, not per HostFS, so that a new HostFS value cannot forget a hung write.
 _WRITING: set[str] = set()
 _WRITING_LOCK = threading.Lock()
+#: Devices (as this process opens them) with a read in flight, for the same reason as `_WRITING`:
+#: a read that overran its deadline stays here until the kernel returns it, so a device whose I/O
+#: hangs never ties up a second thread. `_READS` guards it and the `_HeadReader`s' state, and
+#: wakes the callers waiting on them.
+_READING: set[str] = set()
+_READS = threading.Condition()
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,19 @@ class ReadIssue:
     detail: str
     #: True: the read failed (permissions, I/O error); False: the content was not as expected.
     unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class HungRead:
+    """A device read that did not finish within its deadline, in this call or an earlier one.
+
+    Its thread is left blocked in the kernel; the device is not read again until that read
+    returns (see `_READING`).
+    """
+
+    path: str
+    #: The deadline of the call that reports it, in seconds.
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,50 @@ def refused(path: str, what: str, err: OSError) -> str:
     return f"{what} {path} failed: {why}"
 
 
+class _HeadReader:
+    """A daemon thread that reads the heads of devices in turn, for a caller watching the clock.
+
+    Its state is guarded by `_READS`. The caller abandons it when a read overruns; it then stops
+    when that read returns, reading nothing more and reporting nothing.
+    """
+
+    def __init__(self, reads: list[tuple[str, str]], size: int) -> None:
+        #: (host path, path as opened) of the devices still to read; the first is being read.
+        self.pending = reads
+        self.size = size
+        #: When the read of the first pending device began (time.monotonic()).
+        self.since = time.monotonic()
+        #: What each finished read gave: the bytes, or the error that stopped it.
+        self.heads: dict[str, bytes | OSError] = {}
+        self.abandoned = False
+        threading.Thread(target=self._run, name="kvtune device reads", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with _READS:
+                if self.abandoned or not self.pending:
+                    return
+                path, real = self.pending[0]
+            head: bytes | OSError
+            try:
+                with open(real, "rb", buffering=0) as f:
+                    head = f.read(self.size)
+            except OSError as err:
+                head = err
+            with _READS:
+                _READING.discard(real)
+                if self.abandoned:
+                    return
+                self.heads[path] = head
+                del self.pending[0]
+                self.since = time.monotonic()  # with the pop: the next read is timed afresh
+                if not self.pending:
+                    # Only now: a caller woken after every read would cost more than the reads.
+                    # It wakes at the deadline of the read it saw, and then waits on if that
+                    # read has finished.
+                    _READS.notify_all()
+
+
 class HostFS:
     """Access to a host mounted at `root`; the paths it takes are host paths ("/sys/...")."""
 
@@ -168,6 +236,52 @@ class HostFS:
         except OSError as err:
             self._failed(path, err)
             return None
+
+    def read_device_heads(
+        self, paths: Sequence[str], size: int, *, timeout: float
+    ) -> dict[str, bytes | HungRead | None]:
+        """The first `size` bytes of each device, each read (open included) within `timeout` s.
+
+        A device whose read overruns its deadline is a HungRead. Until the kernel returns that
+        read (a thread blocked in a system call cannot be killed), later calls give it a HungRead
+        at once, without reading it again. None: absent or unreadable, as with `read_bytes`.
+
+        The reads run one after another in a single daemon thread: handing each read to a thread
+        of its own costs more than the read itself. Once a read hangs, the devices after it get a
+        thread each, all at once, so that devices that hang together (their storage path is
+        down) cost one more deadline between them, not one each.
+        """
+        heads: dict[str, bytes | HungRead | None] = {}
+        readers: list[_HeadReader] = []
+        with _READS:
+            todo: list[tuple[str, str]] = []
+            for path in dict.fromkeys(paths):
+                real = self._real(path)
+                if real in _READING:
+                    heads[path] = HungRead(path, timeout)
+                else:
+                    _READING.add(real)
+                    todo.append((path, real))
+            if todo:
+                readers.append(_HeadReader(todo, size))
+            while active := [r for r in readers if r.pending and not r.abandoned]:
+                now = time.monotonic()
+                overrun = [r for r in active if now >= r.since + timeout]
+                for reader in overrun:
+                    reader.abandoned = True
+                    (path, _), *rest = reader.pending
+                    heads[path] = HungRead(path, timeout)
+                    readers += [_HeadReader([read], size) for read in rest]
+                if not overrun:
+                    _READS.wait(min(r.since for r in active) + timeout - now)
+            for reader in readers:
+                for path, head in reader.heads.items():
+                    if isinstance(head, OSError):
+                        self._failed(path, head)
+                        heads[path] = None
+                    else:
+                        heads[path] = head
+        return {path: heads[path] for path in paths}
 
     def read_text(self, path: str) -> str | None:
         """The whole file as text (undecodable bytes replaced); None when absent or unreadable."""

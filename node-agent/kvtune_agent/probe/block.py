@@ -7,7 +7,8 @@ System (backs the OS) or Unknown, each with the reason a person can check.
 
 No blkid library: the few on-disk magics that matter are read directly through HostFS. The
 signature is read only from devices still in the running after the structural checks, so paths
-of a multipath map (which can block on I/O) and disks in use are never opened.
+of a multipath map (which can block on I/O) and disks in use are never opened. Even so a read can
+hang (a LUN whose paths are down): it has a deadline, and a device that overruns it is Unknown.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, HungRead
 
 SYS_BLOCK = "/sys/block"
 BY_ID = "/dev/disk/by-id"
@@ -51,6 +52,12 @@ SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
 )
 #: Enough to see every magic above (btrfs ends at 65608).
 SIGNATURE_BYTES = 65608
+#: Seconds the read of a device's first 64 KiB may take. A healthy disk answers in milliseconds,
+#: a cold spinning one well within a second; a device whose I/O hangs may never answer (SCSI
+#: retries take minutes, a multipath map with queue_if_no_path waits for good), and the agent's
+#: cycle would wait with it. A few seconds tell the two apart and keep a cycle short. A disk
+#: spinning up from standby can take longer: it shows as hung until its read returns.
+HEAD_READ_TIMEOUT = 5.0
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
@@ -96,11 +103,8 @@ def _by_id(fs: HostFS) -> dict[str, list[str]]:
     return names
 
 
-def signature(fs: HostFS, path: str) -> str | None:
-    """What the first 64 KiB of a device hold; None when it cannot be read."""
-    data = fs.read_bytes(path, 0, SIGNATURE_BYTES)
-    if data is None:
-        return None
+def signature(data: bytes) -> str:
+    """What the first 64 KiB of a device hold: a signature's name, "none" or "unrecognised"."""
     for name, offset, magic in SIGNATURES:
         if data[offset:offset + len(magic)] == magic:
             return name
@@ -158,38 +162,51 @@ def _named(tree: _Tree, name: str) -> str:
     return f"{name} ({dm})" if dm else name
 
 
-def _classify(
-    fs: HostFS, tree: _Tree, device: BlockDevice, uses: list[Mount]
-) -> tuple[BlockClass, str, str | None]:
-    """(classification, reason, signature), checking the cheap structural facts first."""
+def _structure(
+    tree: _Tree, device: BlockDevice, uses: list[Mount]
+) -> tuple[BlockClass, str] | None:
+    """(classification, reason) from sysfs and the mounts; None when only its data can tell."""
     system = [m for m in uses if m.target in SYSTEM_MOUNTS or m.target == SWAP]
     if system:
         return "System", "backs the OS: " + ", ".join(
-            f"{m.target} on {m.device}" for m in system), None
+            f"{m.target} on {m.device}" for m in system)
     if uses:
-        return "InUse", "mounted: " + ", ".join(f"{m.target} on {m.device}" for m in uses), None
+        return "InUse", "mounted: " + ", ".join(f"{m.target} on {m.device}" for m in uses)
     multipath = [h for h in device.holders if tree.dm_uuids.get(h, "").startswith(MPATH)]
     if multipath:
-        return "InUse", f"a path of multipath map {_named(tree, multipath[0])}", None
+        return "InUse", f"a path of multipath map {_named(tree, multipath[0])}"
     if device.holders:
-        return "InUse", "held by " + ", ".join(_named(tree, h) for h in device.holders), None
+        return "InUse", "held by " + ", ".join(_named(tree, h) for h in device.holders)
     if device.partitions:
-        return "InUse", "has partitions " + ", ".join(device.partitions), None
+        return "InUse", "has partitions " + ", ".join(device.partitions)
     if device.kind == "DeviceMapper":
         what = {"LVM": "an LVM logical volume", "CRYPT": "a dm-crypt mapping"}.get(
             tree.dm_uuids[device.name].partition("-")[0], "a device-mapper target")
-        return "InUse", f"{what}, not a raw LUN", None
+        return "InUse", f"{what}, not a raw LUN"
     if device.kind == "Raid":
-        return "InUse", "an md RAID array, not a raw LUN", None
+        return "InUse", "an md RAID array, not a raw LUN"
     if device.read_only:
-        return "Unknown", f"read-only ({SYS_BLOCK}/{device.name}/ro = 1): a VM cannot write", None
+        return "Unknown", f"read-only ({SYS_BLOCK}/{device.name}/ro = 1): a VM cannot write"
     if device.size_bytes == 0:
-        return "Unknown", "size 0: no medium, or the LUN is not mapped", None
-    found = signature(fs, device.path)
-    if found is None:
+        return "Unknown", "size 0: no medium, or the LUN is not mapped"
+    return None
+
+
+def _contents(
+    device: BlockDevice, head: bytes | HungRead | None
+) -> tuple[BlockClass, str, str | None]:
+    """(classification, reason, signature) of a device the structure left open, from its head."""
+    if isinstance(head, HungRead):
+        return "Unknown", (
+            f"reading the first 64 KiB of {device.path} did not finish within {head.timeout:g} s: "
+            "its I/O hangs (a LUN whose paths or session are down, a failing disk?); check "
+            "dmesg, multipath -ll, iscsiadm -m session. kvtune does not read it again until that "
+            "read returns"), None
+    if head is None:
         return "Unknown", (
             f"cannot read {device.path} to look for filesystem, LVM or partition signatures; "
             "run the agent privileged with the host's /dev"), None
+    found = signature(head)
     if found == "none":
         return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", found
     if found == "unrecognised":
@@ -200,7 +217,10 @@ def _classify(
         f"carries a {found} signature; if it is free, wipe it (wipefs -a {device.path})"), found
 
 
-def _device(fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]) -> BlockDevice:
+def _device(
+    fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]
+) -> tuple[BlockDevice, tuple[BlockClass, str] | None]:
+    """The device, not yet classified, and its class when the structure alone gives it."""
     base = f"{SYS_BLOCK}/{name}"
     uuid = tree.dm_uuids.get(name, "")
     kind: t.Literal["Disk", "Multipath", "DeviceMapper", "Raid"] = "Disk"
@@ -228,10 +248,7 @@ def _device(fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]) -> 
         holders=tree.all_holders(name),
         mountpoints=sorted({m.target for m in uses})[:32],
     )
-    classification, reason, found = _classify(fs, tree, device, uses)
-    return device.model_copy(
-        update={"classification": classification, "reason": reason, "signature": found}
-    )
+    return device, _structure(tree, device, uses)
 
 
 def probe(fs: HostFS) -> BlockReport:
@@ -245,9 +262,19 @@ def probe(fs: HostFS) -> BlockReport:
             kept.append(name)
     tree = _Tree(fs, kept)
     by_id = _by_id(fs)
-    return BlockReport(
-        devices=[_device(fs, tree, name, by_id) for name in kept], skipped=dict(skipped)
-    )
+    examined = [_device(fs, tree, name, by_id) for name in kept]
+    # All in one call: HostFS reads them on one thread, and bounds each read by the deadline.
+    heads = fs.read_device_heads([device.path for device, known in examined if known is None],
+                                 SIGNATURE_BYTES, timeout=HEAD_READ_TIMEOUT)
+    devices = []
+    for device, known in examined:
+        if known is None:
+            classification, reason, found = _contents(device, heads[device.path])
+        else:
+            (classification, reason), found = known, None
+        devices.append(device.model_copy(update={
+            "classification": classification, "reason": reason, "signature": found}))
+    return BlockReport(devices=devices, skipped=dict(skipped))
 
 
 def check(block: BlockReport) -> list[Problem]:
