@@ -17,13 +17,16 @@ from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
 from . import common_handlers as shared
-from . import controller, kubevirt, metrics
+from . import controller, kopf_toggles, kubevirt, metrics
 from .common_handlers import KUBEVIRTS, NODES, PROFILES, STATES
 from .kube import Kube, api_client
 from .profiles import Profile
 from .render import PROFILE_LABEL
 from .settings import PEERING_NAME, Settings
 from .views import Snapshot, VolumeView
+
+# Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup (kopf_toggles.py).
+kopf_toggles.install()
 
 
 @kopf.on.startup()

@@ -91,7 +91,7 @@ class StateView:
             name=meta["name"],
             profile=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
             generation=int(meta.get("generation") or 0),
-            spec=normalized(body["spec"]),
+            spec=_dumped(state.spec),  # parsed once, with the state
             state=state,
             annotations=dict(meta.get("annotations") or {}),
         )
@@ -202,9 +202,11 @@ def action_target(action: Action) -> str:
 
 def normalized(spec: Mapping[str, t.Any]) -> dict[str, t.Any]:
     """A stored spec as `render_spec` would write it, so server-side defaults compare equal."""
-    dumped: dict[str, t.Any] = HypervisorNodeStateSpec.model_validate(spec).model_dump(
-        exclude_none=True, mode="json"
-    )
+    return _dumped(HypervisorNodeStateSpec.model_validate(spec))
+
+
+def _dumped(spec: HypervisorNodeStateSpec) -> dict[str, t.Any]:
+    dumped: dict[str, t.Any] = spec.model_dump(exclude_none=True, mode="json")
     return dumped
 
 
