@@ -9,8 +9,10 @@ process of its own, with its own registry (`webhook_handlers.py`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 from kvtune_api.v1alpha1.common import LabelSelector
@@ -52,6 +54,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     # Without the peering CRD kopf would quietly run every replica as the only one. A standalone
     # run has no peering resources at all, which kopf takes for a missing CRD: it would pause.
     settings.peering.mandatory = not settings.peering.standalone
+
+
+@kopf.on.startup()
+async def size_write_threads(memo: kopf.Memo, **_: t.Any) -> None:
+    # API writes run in threads (asyncio.to_thread, the synchronous client). The loop's default
+    # pool has min(32, CPUs + 4) of them, 6 on a 2-CPU node, which would quietly cap
+    # `write_concurrency` (16) at 6.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+        max_workers=memo["settings"].write_concurrency + 4, thread_name_prefix="kvtune-api"))
 
 
 @kopf.on.startup()

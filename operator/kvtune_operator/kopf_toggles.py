@@ -11,13 +11,24 @@ before the first reconcile pass.
 `QuietToggleSet` wakes its waiters only when adding or dropping a toggle changes the set's state,
 which is all that their condition reads (a toggle turned on or off still wakes them, as kopf's
 own `Toggle.turn_to` does); `install()` makes kopf build its sets from it.
+
+This reaches into kopf's private module, so `install()` first checks that the class still has
+the shape this was written against (kopf 1.45's `_condition`, `_toggles`, `make_toggle`,
+`drop_toggle`, `drop_toggles`); a kopf that changed it keeps its own class, slower at startup
+but correct, and the operator logs why. Both kopf processes install it: the operator and the
+webhook index every node.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 from collections.abc import Iterable
 
 from kopf._cogs.aiokits import aiotoggles
+
+log = logging.getLogger(__name__)
 
 
 class QuietToggleSet(aiotoggles.ToggleSet):
@@ -44,7 +55,29 @@ class QuietToggleSet(aiotoggles.ToggleSet):
                 self._condition.notify_all()
 
 
-def install() -> None:
-    """Make kopf create its toggle sets (index readiness, operator pause) as `QuietToggleSet`.
-    kopf reads the class from its module when `kopf.run` starts, so call this before."""
+def install() -> bool:
+    """Make kopf create its toggle sets (index readiness, operator pause) as `QuietToggleSet`,
+    if kopf's class is still the one this was written for; whether it did. kopf reads the class
+    from its module when it starts, so call this before."""
+    if aiotoggles.ToggleSet is QuietToggleSet:
+        return True
+    if not _shaped_as_expected(aiotoggles.ToggleSet):
+        log.warning("kopf's ToggleSet is not the one kvtune's startup fix was written for "
+                    "(kopf 1.45): keeping kopf's own, whose startup grows with nodes squared")
+        return False
     aiotoggles.ToggleSet = QuietToggleSet  # type: ignore[misc]
+    return True
+
+
+def _shaped_as_expected(cls: type) -> bool:
+    try:
+        probe = cls(all)
+    except Exception:
+        return False
+    coroutines = ("make_toggle", "drop_toggle", "drop_toggles", "wait_for")
+    return (
+        isinstance(getattr(probe, "_condition", None), asyncio.Condition)
+        and isinstance(getattr(probe, "_toggles", None), set)
+        and callable(getattr(cls, "is_on", None))
+        and all(inspect.iscoroutinefunction(getattr(cls, m, None)) for m in coroutines)
+    )

@@ -14,7 +14,7 @@ import typing as t
 
 import kopf
 
-from . import admission
+from . import admission, kopf_toggles
 from . import common_handlers as shared
 from .common_handlers import KUBEVIRTS, NAMESPACES, NODES, PROFILES, STATES, OneEach
 from .kube import Kube
@@ -88,6 +88,7 @@ async def serve(
     """Run the webhook until stopped (a signal, or `stop_flag`); an error of either half stops
     both. `listening` is called with the webhook's URL once it listens and is published."""
     check(settings)
+    kopf_toggles.install()  # it indexes every node, as the operator does
     indexes: dict[str, t.Any] = {}
     memo = kopf.Memo(indexes=indexes, indexed=asyncio.Event())
 

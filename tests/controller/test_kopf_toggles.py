@@ -4,9 +4,14 @@ and only then, however many toggles come and go."""
 from __future__ import annotations
 
 import asyncio
+import typing as t
 
+import pytest
 from kopf._cogs.aiokits import aiotoggles
-from kvtune_operator import handlers  # noqa: F401  (installs the set, as `kvtune operator` does)
+from kvtune_operator import (
+    handlers,  # noqa: F401  (installs the set, as `kvtune operator` does)
+    kopf_toggles,
+)
 from kvtune_operator.kopf_toggles import QuietToggleSet
 
 
@@ -55,3 +60,20 @@ def test_a_toggle_turned_on_still_wakes_the_waiters_of_an_any_set() -> None:
         assert paused.is_off()
 
     asyncio.run(scenario())
+
+
+def test_a_kopf_whose_toggle_set_changed_shape_keeps_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Reshaped:  # what a later kopf might have instead
+        def __init__(self, fn: t.Any) -> None:
+            self.fn = fn
+
+    monkeypatch.setattr(aiotoggles, "ToggleSet", Reshaped)
+    assert kopf_toggles.install() is False
+    assert aiotoggles.ToggleSet is Reshaped
+
+
+def test_kopf_145s_toggle_set_has_the_shape_the_fix_was_written_for() -> None:
+    # The original class, as kopf ships it (the module's ToggleSet is replaced on import).
+    assert kopf_toggles._shaped_as_expected(QuietToggleSet.__mro__[1])
