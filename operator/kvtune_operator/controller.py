@@ -29,7 +29,7 @@ from .rollout import plan_rollout
 from .rollup import rollup, status_changed
 from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, VolumeView, action_target
-from .volumes import orphaned_volumes, plan_volumes
+from .volumes import orphaned_volumes, plan_volumes, shared_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,8 @@ async def reconcile_profile(
     clashes = kubevirt.problems(profile, states, snap.nodes, snap.kubevirt_ksm)
     conflicts = snap.assignment.conflicts_of(profile.name)
     orphans = [v.name for v in orphaned_volumes(profile, snap)]
-    status = rollup(profile, states, conflicts, previous, now, clashes, orphans)
+    status = rollup(profile, states, conflicts, previous, now, clashes, orphans,
+                    shared_of(profile, snap))
     metrics.set_profile_nodes(profile.name, status)
     if not status_changed(previous, status):
         return PassResult(actions, None, [])

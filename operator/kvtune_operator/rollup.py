@@ -62,6 +62,7 @@ def rollup(
     now: datetime.datetime,
     kubevirt_problems: Sequence[str] = (),
     orphaned_volumes: Sequence[str] = (),
+    shared_luns: Sequence[str] = (),
 ) -> HypervisorProfileStatus:
     """The profile's status from its nodes' states (None: not created yet)."""
     counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
@@ -91,7 +92,8 @@ def rollup(
         new_conditions.append(cond.make(KUBEVIRT_COMPATIBLE, "True", "AsExpected", "",
                                         profile.generation))
     if profile.spec.storage.block_luns is not None:
-        new_conditions.append(_volumes_condition(orphaned_volumes, profile.generation))
+        new_conditions.append(
+            _volumes_condition(orphaned_volumes, shared_luns, profile.generation))
     new_conditions.append(_vms_condition(states, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
@@ -158,15 +160,27 @@ def _vms_condition(states: Mapping[str, StateView | None], generation: int) -> c
     return cond.make(VMS_COMPLIANT, "True", "Compliant", "", generation)
 
 
-def _volumes_condition(orphans: Sequence[str], generation: int) -> cond.Condition:
-    if not orphans:
+def _volumes_condition(
+    orphans: Sequence[str], shared: Sequence[str], generation: int
+) -> cond.Condition:
+    problems = []
+    if shared:
+        problems.append(
+            f"{len(shared)} LUN(s) seen from more than one node: {', '.join(shared[:MAX_FAILING])}"
+            ". A LUN several hosts see is shared storage, not a local raw disk: kvtune makes no "
+            "volume for it (a volume per node would let two VMs write it at once), and a volume "
+            "made before the second node saw it must be used by one VM only; unzone the LUN "
+            "from the other hosts, or leave it to a shared-storage CSI driver")
+    if orphans:
+        problems.append(
+            f"{len(orphans)} PersistentVolume(s) whose LUN is no longer reported by its node: "
+            f"{', '.join(orphans[:MAX_FAILING])}. kvtune never deletes volumes; check the "
+            "device, then delete the volume yourself once its data is safe (or its claim is "
+            "gone)")
+    if not problems:
         return cond.make(LUN_VOLUMES, "True", "AllLunsPresent", "", generation)
-    shown = ", ".join(orphans[:MAX_FAILING])
-    return cond.make(
-        LUN_VOLUMES, "False", "LunsMissing",
-        f"{len(orphans)} PersistentVolume(s) whose LUN is no longer reported by its node: "
-        f"{shown}. kvtune never deletes volumes; check the device, then delete the volume "
-        "yourself once its data is safe (or its claim is gone)", generation)
+    reason = "LunsShared" if shared else "LunsMissing"
+    return cond.make(LUN_VOLUMES, "False", reason, " ".join(problems), generation)
 
 
 def status_changed(old: HypervisorProfileStatus, new: HypervisorProfileStatus) -> bool:

@@ -30,6 +30,8 @@ DRAIN_STARTED_ANNOTATION = "kvtune.io/drain-started-at"
 DRAIN_FAILED_ANNOTATION = "kvtune.io/drain-failed-generation"
 #: Label naming the node of a PersistentVolume kvtune made for one of its LUNs.
 NODE_LABEL = "kvtune.io/node"
+#: On a kvtune PersistentVolume: the world wide id of its LUN, when the LUN has one.
+WWID_ANNOTATION = "kvtune.io/wwid"
 #: Set when kvtune cordoned the node, so that it uncordons only nodes it cordoned itself.
 CORDONED_ANNOTATION = "kvtune.io/cordoned-by-kvtune"
 
@@ -105,12 +107,16 @@ class VolumeView:
     profile: str
     node: str
     phase: str
+    wwid: str = ""
+    """Its LUN's world wide id; empty when the LUN has none."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, t.Any]) -> VolumeView:
         labels = body["metadata"].get("labels") or {}
+        annotations = body["metadata"].get("annotations") or {}
         return cls(body["metadata"]["name"], labels.get(PROFILE_LABEL, ""),
-                   labels.get(NODE_LABEL, ""), (body.get("status") or {}).get("phase", ""))
+                   labels.get(NODE_LABEL, ""), (body.get("status") or {}).get("phase", ""),
+                   annotations.get(WWID_ANNOTATION, ""))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,11 @@ storageClassName, `volumeMode: Block` (the guest gets the raw device: no host fi
 double journaling), `Retain` (kvtune never deletes data) and a nodeAffinity for its node.
 kvtune only ever creates these volumes: a volume whose LUN is no longer reported is kept,
 Bound or not, and listed on the profile for an administrator to decide.
+
+A LUN seen from more than one node (the same world wide id in two nodes' probes: a SAN LUN
+zoned to several hosts) is shared storage, not a local disk. A volume per node would let two
+VMs on different nodes write it at once and corrupt it, so such a LUN gets no volume (and one
+that already has a volume is reported): `shared_luns`.
 """
 
 from __future__ import annotations
@@ -18,10 +23,9 @@ from kvtune_api.v1alpha1.nodestate import ExposedLun
 
 from .profiles import Profile
 from .render import PROFILE_LABEL
-from .views import NODE_LABEL, Action, CreateVolume, Snapshot, VolumeView
+from .views import NODE_LABEL, WWID_ANNOTATION, Action, CreateVolume, Snapshot, VolumeView
 
 LUN_LABEL = "kvtune.io/lun"
-WWID_ANNOTATION = "kvtune.io/wwid"
 PATH_ANNOTATION = "kvtune.io/device-path"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
@@ -64,17 +68,53 @@ def render_volume(
 
 
 def plan_volumes(profile: Profile, snap: Snapshot) -> list[Action]:
-    """A volume for every reported LUN that has none yet."""
+    """A volume for every reported LUN that has none yet, unless other nodes see it too."""
     if profile.deleting or profile.paused or profile.spec.storage.block_luns is None:
         return []
+    shared = shared_luns(snap)
     actions: list[Action] = []
     for node, view in snap.assigned_states(profile.name).items():
         if view is None or not view.reported:
             continue
         for lun in view.state.status.luns:
+            if lun.wwid in shared:
+                continue
             if volume_name(node, lun) not in snap.volumes:
                 actions.append(CreateVolume(render_volume(profile, node, snap.nodes[node], lun)))
     return actions
+
+
+def shared_luns(snap: Snapshot) -> dict[str, list[str]]:
+    """World wide id -> the nodes that see it, for every LUN seen from more than one node: in
+    any node's probe (of any profile: a node need not select a LUN to see it) or as a kvtune
+    volume's LUN."""
+    seen: dict[str, set[str]] = {}
+    for view in snap.states.values():
+        if not view.reported:
+            continue
+        status = view.state.status
+        devices = status.host.block.devices if status.host is not None else []
+        for wwid in {d.wwid for d in devices} | {lun.wwid for lun in status.luns}:
+            if wwid:
+                seen.setdefault(wwid, set()).add(view.name)
+    for volume in snap.volumes.values():
+        if volume.wwid and volume.node:
+            seen.setdefault(volume.wwid, set()).add(volume.node)
+    return {wwid: sorted(nodes) for wwid, nodes in seen.items() if len(nodes) > 1}
+
+
+def shared_of(profile: Profile, snap: Snapshot) -> list[str]:
+    """The profile's LUNs (reported by its nodes, or with a volume of its) that other nodes see
+    too, each as "wwid (nodes)", for its LunVolumes condition."""
+    shared = shared_luns(snap)
+    mine = {
+        lun.wwid
+        for view in snap.assigned_states(profile.name).values()
+        if view is not None and view.reported
+        for lun in view.state.status.luns
+        if lun.wwid in shared
+    } | {v.wwid for v in snap.volumes.values() if v.profile == profile.name and v.wwid in shared}
+    return [f"{wwid} ({', '.join(shared[wwid])})" for wwid in sorted(mine)]
 
 
 def orphaned_volumes(profile: Profile, snap: Snapshot) -> list[VolumeView]:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import datetime
+
+from kvtune_api.v1alpha1.host import BlockDevice, BlockReport, HostReport
 from kvtune_api.v1alpha1.nodestate import ExposedLun
+from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_operator.assign import Assignment
 from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.rollup import rollup
 from kvtune_operator.views import CreateVolume, Snapshot, StateView, VolumeView
-from kvtune_operator.volumes import orphaned_volumes, plan_volumes, render_volume, volume_name
+from kvtune_operator.volumes import (
+    orphaned_volumes,
+    plan_volumes,
+    render_volume,
+    shared_luns,
+    shared_of,
+    volume_name,
+)
 
 from .builders import profile, state
 
 LUNS = {"blockLuns": {"selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw"}}
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 SDB = ExposedLun(name="sdb", path="/dev/disk/by-id/wwn-0x5000c5", size_bytes=4 * 2**40,
                  wwid="0x5000c5", model="ST4000NM")
 
@@ -72,3 +85,52 @@ def test_the_rendered_volume_is_named_as_planned() -> None:
     pv = render_volume(profile(storage=LUNS), "a", {}, SDB)
     assert pv["metadata"]["name"] == volume_name("a", SDB)
     assert pv["metadata"]["annotations"]["kvtune.io/wwid"] == "0x5000c5"
+
+
+def seeing(view: StateView, *wwids: str) -> StateView:
+    """The node's probe lists block devices with these world wide ids (eligible or not)."""
+    devices = [BlockDevice(name=f"sd{i}", path=f"/dev/sd{i}", wwid=w, classification="InUse",
+                           reason="held") for i, w in enumerate(wwids)]
+    host = HostReport(block=BlockReport(devices=devices))
+    status = view.state.status.model_copy(update={"host": host})
+    return StateView(view.name, view.profile, view.generation, view.spec,
+                     view.state.model_copy(update={"status": status}), view.annotations)
+
+
+def test_a_lun_two_nodes_report_gets_no_volume_and_the_profile_says_why() -> None:
+    p = profile(storage=LUNS)
+    both = snap([with_luns(state("a"), SDB), with_luns(state("b"), SDB)])
+    assert shared_luns(both) == {"0x5000c5": ["a", "b"]}
+    assert plan_volumes(p, both) == []
+    assert shared_of(p, both) == ["0x5000c5 (a, b)"]
+    status = rollup(p, {"a": None, "b": None}, {}, HypervisorProfileStatus(), NOW,
+                    shared_luns=shared_of(p, both))
+    [volumes] = [c for c in status.conditions if c.type == "LunVolumes"]
+    assert (volumes.status, volumes.reason) == ("False", "LunsShared")
+    assert "0x5000c5 (a, b)" in volumes.message and "two VMs write it at once" in volumes.message
+
+
+def test_a_lun_another_node_merely_sees_is_shared_too() -> None:
+    # Node b's profile does not select the LUN, but its probe lists the same device.
+    views = [with_luns(state("a"), SDB), seeing(state("b"), "0x5000c5", "0xother")]
+    assert plan_volumes(profile(storage=LUNS), snap(views)) == []
+
+
+def test_a_lun_with_a_volume_on_one_node_gets_none_on_a_second() -> None:
+    name = volume_name("a", SDB)
+    volumes = {name: VolumeView(name, "p", "a", "Bound", wwid="0x5000c5")}
+    p = profile(storage=LUNS)
+    later = snap([state("a"), with_luns(state("b"), SDB)], volumes)
+    assert plan_volumes(p, later) == []
+    assert shared_of(p, later) == ["0x5000c5 (a, b)"]
+
+
+def test_a_lun_only_one_node_sees_still_gets_its_volume() -> None:
+    views = [with_luns(state("a"), SDB), seeing(state("b"), "0xother")]
+    [create] = plan_volumes(profile(storage=LUNS), snap(views))
+    assert isinstance(create, CreateVolume)
+
+
+def test_a_volume_view_reads_its_luns_wwid() -> None:
+    pv = render_volume(profile(storage=LUNS), "a", {}, SDB)
+    assert VolumeView.from_body(pv).wwid == "0x5000c5"
