@@ -29,7 +29,7 @@ from .rollout import plan_rollout
 from .rollup import rollup, status_changed
 from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, VolumeView, action_target
-from .volumes import orphaned_volumes, plan_volumes, shared_of
+from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,10 @@ async def reconcile_profile(
     if not actions:
         # Drain decisions wait for a pass with no spec writes pending, so they never race them.
         actions = plan_rollout(profile, await _with_vm_pods(profile, snap, kube), now)
-    actions += plan_volumes(profile, snap)
+    # Which LUNs other nodes see too: read from every node's probe, so only for a profile that
+    # exposes LUNs, and once for both uses.
+    shared = shared_luns(snap) if profile.spec.storage.block_luns is not None else {}
+    actions += plan_volumes(profile, snap, shared)
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
@@ -125,7 +128,7 @@ async def reconcile_profile(
     conflicts = snap.assignment.conflicts_of(profile.name)
     orphans = [v.name for v in orphaned_volumes(profile, snap)]
     status = rollup(profile, states, conflicts, previous, now, clashes, orphans,
-                    shared_of(profile, snap))
+                    shared_of(profile, snap, shared))
     metrics.set_profile_nodes(profile.name, status)
     if not status_changed(previous, status):
         return PassResult(actions, None, [])

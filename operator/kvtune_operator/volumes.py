@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import typing as t
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kvtune_api.v1alpha1.nodestate import ExposedLun
 
@@ -67,11 +67,13 @@ def render_volume(
     }
 
 
-def plan_volumes(profile: Profile, snap: Snapshot) -> list[Action]:
-    """A volume for every reported LUN that has none yet, unless other nodes see it too."""
+def plan_volumes(
+    profile: Profile, snap: Snapshot, shared: Mapping[str, Sequence[str]]
+) -> list[Action]:
+    """A volume for every reported LUN that has none yet, unless other nodes see it too
+    (`shared`: `shared_luns` of the snapshot)."""
     if profile.deleting or profile.paused or profile.spec.storage.block_luns is None:
         return []
-    shared = shared_luns(snap)
     actions: list[Action] = []
     for node, view in snap.assigned_states(profile.name).items():
         if view is None or not view.reported:
@@ -103,16 +105,18 @@ def shared_luns(snap: Snapshot) -> dict[str, list[str]]:
     return {wwid: sorted(nodes) for wwid, nodes in seen.items() if len(nodes) > 1}
 
 
-def shared_of(profile: Profile, snap: Snapshot) -> list[str]:
+def shared_of(
+    profile: Profile, snap: Snapshot, shared: Mapping[str, Sequence[str]]
+) -> list[str]:
     """The profile's LUNs (reported by its nodes, or with a volume of its) that other nodes see
-    too, each as "wwid (nodes)", for its LunVolumes condition."""
-    shared = shared_luns(snap)
+    too (`shared`: `shared_luns` of the snapshot), each as "wwid (nodes)", for its LunVolumes
+    condition."""
     mine = {
         lun.wwid
         for view in snap.assigned_states(profile.name).values()
         if view is not None and view.reported
         for lun in view.state.status.luns
-        if lun.wwid in shared
+        if lun.wwid and lun.wwid in shared
     } | {v.wwid for v in snap.volumes.values() if v.profile == profile.name and v.wwid in shared}
     return [f"{wwid} ({', '.join(shared[wwid])})" for wwid in sorted(mine)]
 

@@ -8,9 +8,10 @@ from kvtune_api.v1alpha1.host import BlockDevice, BlockReport, HostReport
 from kvtune_api.v1alpha1.nodestate import ExposedLun
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_operator.assign import Assignment
+from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.rollup import rollup
-from kvtune_operator.views import CreateVolume, Snapshot, StateView, VolumeView
+from kvtune_operator.views import Action, CreateVolume, Snapshot, StateView, VolumeView
 from kvtune_operator.volumes import (
     orphaned_volumes,
     plan_volumes,
@@ -28,6 +29,11 @@ SDB = ExposedLun(name="sdb", path="/dev/disk/by-id/wwn-0x5000c5", size_bytes=4 *
                  wwid="0x5000c5", model="ST4000NM")
 
 
+def planned(p: Profile, snapshot: Snapshot) -> list[Action]:
+    """The volumes planned for `p`, as the controller plans them."""
+    return plan_volumes(p, snapshot, shared_luns(snapshot))
+
+
 def with_luns(view: StateView, *luns: ExposedLun) -> StateView:
     status = view.state.status.model_copy(update={"luns": list(luns)})
     return StateView(view.name, view.profile, view.generation, view.spec,
@@ -42,7 +48,7 @@ def snap(views: list[StateView], volumes: dict[str, VolumeView] | None = None) -
 
 
 def test_a_reported_lun_becomes_a_retained_block_volume_pinned_to_its_node() -> None:
-    [action] = plan_volumes(profile(storage=LUNS), snap([with_luns(state("a"), SDB)]))
+    [action] = planned(profile(storage=LUNS), snap([with_luns(state("a"), SDB)]))
     assert isinstance(action, CreateVolume)
     pv = action.manifest
     assert pv["metadata"]["labels"] == {PROFILE_LABEL: "p", "kvtune.io/node": "a",
@@ -59,7 +65,7 @@ def test_a_reported_lun_becomes_a_retained_block_volume_pinned_to_its_node() -> 
 def test_an_existing_volume_is_not_created_again() -> None:
     view = with_luns(state("a"), SDB)
     existing = {volume_name("a", SDB): VolumeView(volume_name("a", SDB), "p", "a", "Bound")}
-    assert plan_volumes(profile(storage=LUNS), snap([view], existing)) == []
+    assert planned(profile(storage=LUNS), snap([view], existing)) == []
 
 
 def test_volume_names_are_stable_and_distinct_per_node() -> None:
@@ -69,7 +75,7 @@ def test_volume_names_are_stable_and_distinct_per_node() -> None:
 
 
 def test_a_profile_without_block_luns_makes_no_volumes() -> None:
-    assert plan_volumes(profile(), snap([with_luns(state("a"), SDB)])) == []
+    assert planned(profile(), snap([with_luns(state("a"), SDB)])) == []
 
 
 def test_a_volume_whose_lun_is_gone_is_reported_not_removed() -> None:
@@ -77,7 +83,7 @@ def test_a_volume_whose_lun_is_gone_is_reported_not_removed() -> None:
     volumes = {name: VolumeView(name, "p", "a", "Bound")}
     p = profile(storage=LUNS)
     assert [v.name for v in orphaned_volumes(p, snap([state("a")], volumes))] == [name]
-    assert plan_volumes(p, snap([state("a")], volumes)) == []
+    assert planned(p, snap([state("a")], volumes)) == []
     assert orphaned_volumes(p, snap([with_luns(state("a"), SDB)], volumes)) == []
 
 
@@ -101,10 +107,10 @@ def test_a_lun_two_nodes_report_gets_no_volume_and_the_profile_says_why() -> Non
     p = profile(storage=LUNS)
     both = snap([with_luns(state("a"), SDB), with_luns(state("b"), SDB)])
     assert shared_luns(both) == {"0x5000c5": ["a", "b"]}
-    assert plan_volumes(p, both) == []
-    assert shared_of(p, both) == ["0x5000c5 (a, b)"]
+    assert planned(p, both) == []
+    assert shared_of(p, both, shared_luns(both)) == ["0x5000c5 (a, b)"]
     status = rollup(p, {"a": None, "b": None}, {}, HypervisorProfileStatus(), NOW,
-                    shared_luns=shared_of(p, both))
+                    shared_luns=shared_of(p, both, shared_luns(both)))
     [volumes] = [c for c in status.conditions if c.type == "LunVolumes"]
     assert (volumes.status, volumes.reason) == ("False", "LunsShared")
     assert "0x5000c5 (a, b)" in volumes.message and "two VMs write it at once" in volumes.message
@@ -113,7 +119,7 @@ def test_a_lun_two_nodes_report_gets_no_volume_and_the_profile_says_why() -> Non
 def test_a_lun_another_node_merely_sees_is_shared_too() -> None:
     # Node b's profile does not select the LUN, but its probe lists the same device.
     views = [with_luns(state("a"), SDB), seeing(state("b"), "0x5000c5", "0xother")]
-    assert plan_volumes(profile(storage=LUNS), snap(views)) == []
+    assert planned(profile(storage=LUNS), snap(views)) == []
 
 
 def test_a_lun_with_a_volume_on_one_node_gets_none_on_a_second() -> None:
@@ -121,13 +127,13 @@ def test_a_lun_with_a_volume_on_one_node_gets_none_on_a_second() -> None:
     volumes = {name: VolumeView(name, "p", "a", "Bound", wwid="0x5000c5")}
     p = profile(storage=LUNS)
     later = snap([state("a"), with_luns(state("b"), SDB)], volumes)
-    assert plan_volumes(p, later) == []
-    assert shared_of(p, later) == ["0x5000c5 (a, b)"]
+    assert planned(p, later) == []
+    assert shared_of(p, later, shared_luns(later)) == ["0x5000c5 (a, b)"]
 
 
 def test_a_lun_only_one_node_sees_still_gets_its_volume() -> None:
     views = [with_luns(state("a"), SDB), seeing(state("b"), "0xother")]
-    [create] = plan_volumes(profile(storage=LUNS), snap(views))
+    [create] = planned(profile(storage=LUNS), snap(views))
     assert isinstance(create, CreateVolume)
 
 
