@@ -10,6 +10,7 @@ process of its own, with its own registry (`webhook_handlers.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +132,18 @@ async def run_profile(
             wrote = result.wrote
             for type_, status, message in result.transitions:
                 kopf.info(body, reason=f"{type_}{status}", message=message)
-        await stopped.wait(memo["settings"].resync_seconds)
+        await _until_stopped(stopped, memo["settings"].resync_seconds)
+
+
+async def _until_stopped(stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Wait until the daemon is stopped or `seconds` have passed.
+
+    Not kopf's `stopped.wait(seconds)`: it waits in a task of its own that outlives a daemon
+    cancelled meanwhile, and when that task later times out, kopf collects its TimeoutError at
+    shutdown and reraises it from `kopf.run` (seen once in CI, at a test's teardown).
+    asyncio.wait_for cancels its inner wait together with the daemon."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopped.wait(), seconds)
 
 
 @kopf.on.delete(*PROFILES)
