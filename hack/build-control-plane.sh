@@ -11,32 +11,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${KVTUNE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvtune}"
-export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=mod"
-
-module_version() { # <module dir> <module path>
-  (cd "$1" && go list -m -f '{{.Version}}' "$2")
-}
+# shellcheck source=gobuild.sh
+source "$here/gobuild.sh"
 
 k8s_version="$(module_version "$here/controlplane/k8s" k8s.io/kubernetes)"
 etcd_version="$(module_version "$here/controlplane/etcd" go.etcd.io/etcd/server/v3)"
-out="$cache/controlplane/k8s-$k8s_version-etcd-$etcd_version"
-mkdir -p "$out"
-
-build() { # <name> <module dir> <package> [ldflags]
-  local name="$1" dir="$2" pkg="$3" ldflags="${4:-}"
-  if [[ -x "$out/$name" ]]; then
-    echo "control plane: $name cached at $out/$name" >&2
-    return
-  fi
-  echo "control plane: building $name ($pkg); a cold build downloads modules and takes minutes..." >&2
-  local start=$SECONDS
-  # Build into a temporary name and rename, so an interrupted build never leaves a broken binary
-  # that a later run would mistake for a cached one.
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/.$name.tmp" "$pkg")
-  mv "$out/.$name.tmp" "$out/$name"
-  echo "control plane: built $name in $((SECONDS - start)) s" >&2
-}
+out="$(kvtune_cache_dir)/controlplane/k8s-$k8s_version-etcd-$etcd_version"
+build() { gobuild "$out" "$@"; }
 
 minor="${k8s_version#v1.}"
 minor="${minor%%.*}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs to run kvtune's demo and tests: Debian packages, a virtualenv
-# with the project and its test tools, and the control-plane binaries (built from Go modules).
+# with the project and its test tools, and the control-plane binaries and the KubeVirt oracle
+# (built from Go modules).
 # Each step is skipped when already done, so running it before every demo or test costs ~1 s.
 set -euo pipefail
 
@@ -38,4 +39,6 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 
 bin_dir="$(bash hack/build-control-plane.sh)"
-echo "setup: ready (control plane binaries in $bin_dir)" >&2
+# KubeVirt's own admission and overhead code, the judge of kvtune's VMI shaping in the tests.
+oracle="$(bash hack/build-kubevirt-oracle.sh)"
+echo "setup: ready (control plane binaries in $bin_dir, KubeVirt oracle at $oracle)" >&2
