@@ -8,15 +8,18 @@ may not import each other, so the formula lives in the API package they share, t
 numbers and flags rather than a VMI, and each side reads its inputs its own way.
 
 The structure and constants follow GetMemoryOverhead in kubevirt/kubevirt
-`pkg/hypervisor/kvm/hypervisorbackend.go` (main after v1.9.0, where kubevirt/kubevirt#18388 raised
-QemuOverhead from 30Mi to 50Mi), including its rounding through kilobytes. The figures are kept
-apart in a typed breakdown so that they can be recorded on the VMI and read by a person.
+`pkg/hypervisor/kvm/hypervisorbackend.go`, including its rounding through kilobytes. One constant
+depends on the KubeVirt version: QemuOverhead is 30Mi up to v1.9.x and 50Mi after (raised on main
+by kubevirt/kubevirt#18388), so `qemu_overhead` picks it from the version the cluster runs. The
+tests check the formula against KubeVirt v1.9.0's own code (hack/kubevirt-oracle). The figures are
+kept apart in a typed breakdown so that they can be recorded on the VMI and read by a person.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 Mi = 1024**2
 Gi = 1024**3
@@ -27,8 +30,12 @@ VIRT_LAUNCHER_MONITOR = 25 * Mi
 VIRT_LAUNCHER = 100 * Mi
 VIRTLOGD = 25 * Mi
 VIRTQEMUD = 40 * Mi
-QEMU = 50 * Mi  # QEMU itself, without its guest's RAM and page tables
-PROCESSES = VIRT_LAUNCHER_MONITOR + VIRT_LAUNCHER + VIRTLOGD + VIRTQEMUD + QEMU
+# QEMU itself, without its guest's RAM and page tables: 30Mi in KubeVirt up to v1.9.x, 50Mi after.
+QEMU_UNTIL_V1_9 = 30 * Mi
+QEMU_AFTER_V1_9 = 50 * Mi
+HELPERS = VIRT_LAUNCHER_MONITOR + VIRT_LAUNCHER + VIRTLOGD + VIRTQEMUD
+#: The newest KubeVirt release, assumed when the cluster's version is unknown.
+NEWEST_RELEASE = (1, 9)
 
 PAGE_TABLE_DIVISOR = 512  # one bit of page table per 512 bytes of guest RAM
 PER_VCPU = 8 * Mi
@@ -42,6 +49,15 @@ PER_EXEC_PROBE = 10 * Mi
 SEV = 256 * Mi
 TPM = 53 * Mi  # the swtpm process
 DEDICATED_OR_GUARANTEED = 100 * Mi
+
+
+def qemu_overhead(version: str | None) -> int:
+    """KubeVirt's QemuOverhead for `version` (the KubeVirt CR's status.observedKubeVirtVersion,
+    e.g. "v1.9.0" or "v1.10.0-alpha.0.12+abc"); the newest release's when unknown or unreadable.
+    A pre-release of v1.10 already carries the 50Mi of main."""
+    found = re.match(r"v?(\d+)\.(\d+)", version or "")
+    release = (int(found[1]), int(found[2])) if found else NEWEST_RELEASE
+    return QEMU_UNTIL_V1_9 if release <= (1, 9) else QEMU_AFTER_V1_9
 
 
 def _ceil_kilo(n: int) -> int:
@@ -121,17 +137,18 @@ def estimate(
     dedicated_or_guaranteed: bool = False,
     added_overhead: int = 0,
     ratio: str | None = None,
+    qemu: int = QEMU_UNTIL_V1_9,
 ) -> OverheadBreakdown:
     """KubeVirt's overhead for a VM of this shape.
 
     `guest_bytes` is the memory request KubeVirt sizes page tables from, `exec_probes` the number
     of exec liveness/readiness probes, `added_overhead` reservedOverhead.addedOverhead in bytes,
-    and `ratio` the KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio (a string
-    there too).
+    `ratio` the KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio (a string
+    there too), and `qemu` the version's QemuOverhead (`qemu_overhead`).
     """
     base = OverheadBreakdown(
         page_tables=_ceil_kilo(guest_bytes) * 1000 // PAGE_TABLE_DIVISOR,
-        processes=PROCESSES,
+        processes=HELPERS + qemu,
         vcpus=PER_VCPU * vcpus,
         iothread=IOTHREAD,
         video=VIDEO if video else 0,

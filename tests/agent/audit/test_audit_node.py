@@ -235,7 +235,7 @@ def test_the_text_report_marks_violations_and_shows_what_each_vm_got(tmp_path: P
     )
     assert "!!  p/a: Violation" in text
     assert "      cpu: 2 vCPUs on 0-1 (node 0), emulator 2\n" in text
-    assert "      memory: 2.0 GiB + 1.4 GiB overhead, from node 0, hugepages 2Mi\n" in text
+    assert "      memory: 2.0 GiB + 1.3 GiB overhead, from node 0, hugepages 2Mi\n" in text
     assert "!!    VIOLATION DedicatedCpus vCPUs are pinned to host CPUs 1" in text
 
 
