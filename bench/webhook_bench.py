@@ -368,8 +368,7 @@ def decision_cost(nodes: int, calls: int = 3000) -> None:
         profiles={"bench": make_profile("bench")},
         node_labels={n: {PROFILE_LABEL: "bench", READY_LABEL: "true"} for n in names},
         node_states={},
-        allocatable={n: node_capacity(n, {"cpu": "62", "memory": "250Gi"}) for n in names},
-        overhead_ratio=None)
+        allocatable={n: node_capacity(n, {"cpu": "62", "memory": "250Gi"}) for n in names})
     vmi = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "4Gi"}})
     body = json.dumps({"request": {"uid": "u", "operation": "CREATE", "namespace": "bench",
                                    "object": vmi}}).encode()

@@ -141,7 +141,7 @@ NAMESPACE_LABELS = {"kubernetes.io/metadata.name": "vms"}
 def server(*profiles: Profile) -> AdmissionServer:
     """The webhook's server deciding from `profiles`, its namespace known; nothing listens."""
     view = ClusterView(profiles={p.name: p for p in profiles}, node_labels={}, node_states={},
-                       allocatable={}, overhead_ratio=None)
+                       allocatable={})
     return AdmissionServer(WebhookSettings(), GeneratedTls(["127.0.0.1"]),
                            t.cast(Kube, None), lambda: view, lambda _: NAMESPACE_LABELS)
 

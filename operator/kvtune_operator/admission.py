@@ -34,7 +34,15 @@ from .profiles import Profile
 from .render import PROFILE_LABEL
 from .rollup import node_phase
 from .views import StateView
-from .vmi import NodeCapacity, VmiFieldError, capacity_warning, mutate_vmi, validate_vmi
+from .vmi import (
+    DEFAULT_KUBEVIRT,
+    KubeVirtConfig,
+    NodeCapacity,
+    VmiFieldError,
+    capacity_warning,
+    mutate_vmi,
+    validate_vmi,
+)
 from .vmi.mutate import JsonPatch
 from .vmi.overhead import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
@@ -64,9 +72,9 @@ class ClusterView:
     node_labels: Mapping[str, Mapping[str, str]]
     node_states: Mapping[str, StateView]
     allocatable: Mapping[str, NodeCapacity]
-    overhead_ratio: str | None
-    """The KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio; None when unset
-    or when KubeVirt's CRD is not installed."""
+    kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT
+    """What the KubeVirt CR says (feature gates, overhead ratio, version); a default install of
+    the newest release when KubeVirt's CRD or CR is not there."""
 
 
 def node_capacity(name: str, allocatable: Mapping[str, Any]) -> NodeCapacity:
@@ -98,17 +106,17 @@ def review(
     vmi = request.get("object") or {}
     try:
         if request.get("operation") == "CREATE":
+            warnings: list[str] = []
             if operation == "mutate":
-                patch = shape(view, vmi, namespace_labels)
+                patch = shape(view, vmi, namespace_labels, warnings)
                 if patch:
                     response["patchType"] = "JSONPatch"
                     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
                     decision = "patched"
             else:
-                warnings: list[str] = []
                 decision = check(view, vmi, namespace_labels, warnings)
-                if warnings:
-                    response["warnings"] = warnings
+            if warnings:
+                response["warnings"] = warnings
     except Refused as refused:
         response.update(allowed=False, status={"code": refused.code, "message": str(refused)})
         decision = "denied"
@@ -117,17 +125,24 @@ def review(
 
 
 def shape(
-    view: ClusterView, vmi: Mapping[str, Any], namespace_labels: Mapping[str, str]
+    view: ClusterView,
+    vmi: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    warnings: list[str],
 ) -> JsonPatch:
     """The mutating webhook: the JSON patch shaping the VMI as the one profile that selects it
-    says; empty when no profile does or the VMI opted out."""
+    says; empty when no profile does or the VMI opted out. Refuses an explicit choice against the
+    profile, which KubeVirt's defaulting would erase before the validating webhook sees it."""
     profile = _enforcing(_claims(view, vmi, namespace_labels), vmi)
     if profile is None:
         return []
     with _answering(vmi):
         result = mutate_vmi(
-            profile, vmi, namespace_labels=namespace_labels, overhead_ratio=view.overhead_ratio
+            profile, vmi, namespace_labels=namespace_labels, kubevirt=view.kubevirt
         )
+    if result.refused:
+        raise Refused(f"{_what(vmi)}: " + "; ".join(result.refused), code=422)
+    warnings += result.warnings
     return [] if result.skipped is not None else result.patch
 
 
@@ -147,14 +162,14 @@ def check(
             warnings.append(f"Audit mode, would be refused: {_conflict(claims, vmi)}")
         return "skipped"
     with _answering(vmi):
-        errors, found = validate_vmi(profile, vmi, namespace_labels=namespace_labels)
+        errors, found = validate_vmi(
+            profile, vmi, namespace_labels=namespace_labels, kubevirt=view.kubevirt
+        )
         warnings += found
         if errors:
             raise Refused(f"{_what(vmi)}: " + "; ".join(errors), code=422)
         if profile.spec.mode == "Enforce":
-            warning = capacity_warning(
-                vmi, ready_nodes(view, profile.name), ratio=view.overhead_ratio
-            )
+            warning = capacity_warning(vmi, ready_nodes(view, profile.name), view.kubevirt)
             if warning is not None:
                 warnings.append(f"HypervisorProfile {profile.name}: {warning}")
     return "allowed"

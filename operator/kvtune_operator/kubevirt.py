@@ -53,7 +53,8 @@ def problems(
             found.append(
                 f"vmi.dedicatedCpus is set but {_some(pending)} lack {CPUMANAGER_LABEL}=true, so "
                 "such VMIs would stay Pending there: configure the kubelet with "
-                "cpuManagerPolicy: static (virt-handler then sets the label)"
+                "cpuManagerPolicy: static and enable KubeVirt's CPUManager feature gate "
+                "(virt-handler sets the label only with both)"
             )
     return found
 

@@ -19,7 +19,7 @@ from . import common_handlers as shared
 from .common_handlers import KUBEVIRTS, NAMESPACES, NODES, PROFILES, STATES, OneEach
 from .kube import Kube
 from .settings import WebhookSettings
-from .vmi import NodeCapacity
+from .vmi import DEFAULT_KUBEVIRT, KubeVirtConfig, NodeCapacity
 from .webhook import check, tls_source
 from .webhook_server import AdmissionServer
 
@@ -42,11 +42,13 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, di
 
 
 @kopf.index(*KUBEVIRTS, registry=REGISTRY)
-def overhead_ratio(spec: kopf.Spec, **_: t.Any) -> dict[str, str]:
-    # Without KubeVirt's CRD kopf warns that it cannot watch kubevirts and indexes nothing (no
-    # ratio), without holding anything up; it starts indexing when the CRD appears.
-    ratio = (spec.get("configuration") or {}).get("additionalGuestMemoryOverheadRatio")
-    return {} if ratio is None else {"ratio": str(ratio)}
+def kubevirt_config(
+    spec: kopf.Spec, status: kopf.Status, **_: t.Any
+) -> dict[str, KubeVirtConfig]:
+    # Without KubeVirt's CRD kopf warns that it cannot watch kubevirts and indexes nothing (a
+    # default install is assumed), without holding anything up; it starts indexing when the CRD
+    # appears. One KubeVirt CR per cluster: all of them share one key.
+    return {"kubevirt": KubeVirtConfig.from_kubevirt(spec, status)}
 
 
 @kopf.on.startup(registry=REGISTRY)
@@ -72,7 +74,7 @@ def cluster_view(indexes: t.Mapping[str, t.Any]) -> admission.ClusterView:
         node_labels=OneEach(indexes["node_labels"]),
         node_states=OneEach(indexes["node_states"]),
         allocatable=OneEach(indexes["node_allocatable"]),
-        overhead_ratio=OneEach(indexes["overhead_ratio"]).get("ratio"),
+        kubevirt=OneEach(indexes["kubevirt_config"]).get("kubevirt", DEFAULT_KUBEVIRT),
     )
 
 

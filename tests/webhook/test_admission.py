@@ -26,7 +26,7 @@ from kvtune_operator.admission import (
 )
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.vmi import NodeCapacity
+from kvtune_operator.vmi import KubeVirtConfig, NodeCapacity
 from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION
 
 from webhook import Obj, make_profile, make_vmi
@@ -36,14 +36,13 @@ SMALL_VMI = make_vmi({"cpu": {"cores": 2}, "memory": {"guest": "2Gi"}})
 
 
 def view(*profiles: Profile, **kwargs: Any) -> ClusterView:
-    fields: dict[str, Any] = {"node_labels": {}, "node_states": {}, "allocatable": {},
-                              "overhead_ratio": None, **kwargs}
+    fields: dict[str, Any] = {"node_labels": {}, "node_states": {}, "allocatable": {}, **kwargs}
     return ClusterView(profiles={p.name: p for p in profiles}, **fields)
 
 
 def shaped(cluster: ClusterView, vmi: Obj) -> Obj:
     """The VMI as the apiserver stores it after the mutating webhook's patch."""
-    result: Obj = jsonpatch.apply_patch(vmi, shape(cluster, vmi, {}))
+    result: Obj = jsonpatch.apply_patch(vmi, shape(cluster, vmi, {}, []))
     return result
 
 
@@ -55,7 +54,7 @@ def test_the_one_profile_that_selects_a_vmi_shapes_it() -> None:
 
 def test_a_vmi_no_profile_selects_gets_no_patch() -> None:
     picky = make_profile("picky", vmi={"selector": {"matchLabels": {"app": "db"}}})
-    assert shape(view(picky), SMALL_VMI, {}) == []
+    assert shape(view(picky), SMALL_VMI, {}, []) == []
 
 
 def test_a_profile_being_deleted_claims_no_vmi() -> None:
@@ -69,7 +68,7 @@ def test_a_profile_being_deleted_claims_no_vmi() -> None:
 def test_a_vmi_two_enforcing_profiles_select_is_refused_naming_both() -> None:
     cluster = view(make_profile("b"), make_profile("a", mode="Audit"))
     with pytest.raises(Refused) as refused:
-        shape(cluster, SMALL_VMI, {})
+        shape(cluster, SMALL_VMI, {}, [])
     assert refused.value.code == 403
     assert "selected by the HypervisorProfiles a, b" in str(refused.value)
     with pytest.raises(Refused):
@@ -78,7 +77,7 @@ def test_a_vmi_two_enforcing_profiles_select_is_refused_naming_both() -> None:
 
 def test_a_vmi_only_audit_profiles_select_is_admitted_with_a_warning() -> None:
     cluster = view(make_profile("a", mode="Audit"), make_profile("b", mode="Audit"))
-    assert shape(cluster, SMALL_VMI, {}) == []
+    assert shape(cluster, SMALL_VMI, {}, []) == []
     warnings: list[str] = []
     check(cluster, SMALL_VMI, {}, warnings)
     assert len(warnings) == 1 and warnings[0].startswith("Audit mode, would be refused:")
@@ -95,14 +94,15 @@ def test_a_contradiction_is_refused_with_422_naming_the_vmi_and_the_field() -> N
 def test_an_unreadable_field_is_refused_with_400() -> None:
     vmi = make_vmi({"resources": {"requests": {"memory": "lots"}}})
     with pytest.raises(Refused) as refused:
-        shape(view(make_profile("fast")), vmi, {})
+        shape(view(make_profile("fast")), vmi, {}, [])
     assert refused.value.code == 400
     assert "spec.domain.resources.requests.memory: 'lots'" in str(refused.value)
 
 
 def test_a_bad_kubevirt_ratio_is_the_clusters_fault_not_the_vmis() -> None:
     with pytest.raises(Refused) as refused:
-        shape(view(make_profile("fast"), overhead_ratio="0.5"), SMALL_VMI, {})
+        shape(view(make_profile("fast"), kubevirt=KubeVirtConfig(overhead_ratio="0.5")), SMALL_VMI,
+              {}, [])
     assert refused.value.code == 500
     assert "additionalGuestMemoryOverheadRatio" in str(refused.value)
     assert "fix the KubeVirt CR" in str(refused.value)
@@ -147,7 +147,8 @@ def test_a_vmi_larger_than_every_ready_node_gets_a_warning_naming_the_profile() 
 
 
 def test_an_audit_profile_warns_about_contradictions_but_not_capacity() -> None:
-    vmi = make_vmi({"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
+    vmi = make_vmi({"cpu": {"cores": 2, "dedicatedCpuPlacement": False},
+                    "memory": {"guest": "2Gi"}})
     warnings: list[str] = []
     check(view(make_profile("fast", mode="Audit")), vmi, {}, warnings)
     assert len(warnings) == 1 and "dedicatedCpuPlacement is false" in warnings[0]

@@ -9,6 +9,7 @@ from typing import Any
 import jsonpatch
 import pytest
 from kvtune_operator.profiles import Profile
+from kvtune_operator.vmi import KubeVirtConfig
 from kvtune_operator.vmi.mutate import json_patch, mutate_vmi
 from kvtune_operator.vmi.overhead import VmiFieldError
 
@@ -16,6 +17,9 @@ from webhook import Obj, make_profile, make_vmi
 
 Mi = 1024**2
 Gi = 1024**3
+#: KubeVirt with its ReservedOverheadMemlock feature gate on (it is off in a default install).
+GATE_ON = KubeVirtConfig(feature_gates=frozenset({"ReservedOverheadMemlock"}))
+NO_FLOOR = {"memory": {"vmOverheadFloor": "0"}}
 
 HUGE_1G = {"memory": {"hugepages": {"pages": [{"size": "1Gi", "count": 64}]}}}
 HUGE_BOTH = {
@@ -33,8 +37,11 @@ def sized(domain: Obj | None = None, memory: str = "8Gi") -> Obj:
     return make_vmi(base)
 
 
-def mutated(vmi: Obj, /, **profile: Any) -> Obj:
-    return mutate_vmi(make_profile(**profile), vmi, namespace_labels={}).vmi
+DEFAULT_INSTALL = KubeVirtConfig()
+
+
+def mutated(vmi: Obj, /, kubevirt: KubeVirtConfig = DEFAULT_INSTALL, **profile: Any) -> Obj:
+    return mutate_vmi(make_profile(**profile), vmi, namespace_labels={}, kubevirt=kubevirt).vmi
 
 
 def domain(vmi: Obj) -> Any:
@@ -46,10 +53,29 @@ def test_a_plain_vmi_gets_dedicated_cpus_and_an_isolated_emulator_thread() -> No
     assert cpu == {"cores": 4, "dedicatedCpuPlacement": True, "isolateEmulatorThread": True}
 
 
-def test_an_explicit_false_for_dedicated_cpus_is_kept_for_validation_to_reject() -> None:
-    cpu = domain(mutated(sized({"cpu": {"dedicatedCpuPlacement": False}})))["cpu"]
-    # KubeVirt refuses an isolated emulator thread without dedicated CPUs, so none is added.
-    assert cpu == {"cores": 4, "dedicatedCpuPlacement": False}
+@pytest.mark.parametrize("field", ["dedicatedCpuPlacement", "isolateEmulatorThread"])
+def test_an_explicit_false_against_the_profile_is_refused_before_kubevirt_drops_it(
+    field: str,
+) -> None:
+    # KubeVirt's own mutating webhook runs next and drops an omitempty false: by validation
+    # time, and when kvtune is reinvoked, the author's choice would be gone.
+    vmi = sized({"cpu": {field: False}})
+    result = mutate_vmi(make_profile(), vmi, namespace_labels={})
+    assert result.patch == []
+    assert len(result.refused) == 1 and f"spec.domain.cpu.{field} is false" in result.refused[0]
+
+
+def test_in_audit_mode_an_explicit_false_is_only_a_warning() -> None:
+    vmi = sized({"cpu": {"dedicatedCpuPlacement": False}})
+    result = mutate_vmi(make_profile(mode="Audit"), vmi, namespace_labels={})
+    assert (result.patch, result.refused) == ([], [])
+    assert len(result.warnings) == 1 and "Audit mode, would be refused" in result.warnings[0]
+
+
+def test_a_vmi_without_a_memory_size_is_refused_before_kubevirt_gives_it_one_hugepage() -> None:
+    result = mutate_vmi(make_profile(vmi={"hugepageSize": "2Mi"}), make_vmi({"cpu": {"cores": 2}}),
+                        namespace_labels={})
+    assert len(result.refused) == 1 and "no memory size" in result.refused[0]
 
 
 def test_a_profile_without_dedicated_cpus_leaves_cpu_placement_alone() -> None:
@@ -80,13 +106,14 @@ def test_no_hugepages_are_asked_for_when_the_profile_names_no_size() -> None:
     ("cpu", "hugepages", "passthrough"),
     [
         pytest.param({}, "1Gi", True, id="with dedicated CPUs and hugepages"),
-        pytest.param({"dedicatedCpuPlacement": False}, "1Gi", False, id="not without dedicated"),
+        pytest.param({}, None, False, id="not without hugepages"),
     ],
 )
 def test_numa_passthrough_needs_dedicated_cpus_and_hugepages(
-    cpu: Obj, hugepages: str, passthrough: bool
+    cpu: Obj, hugepages: str | None, passthrough: bool
 ) -> None:
-    profile = {"vmi": {"hugepageSize": hugepages, "numaPassthrough": True}, **HUGE_1G}
+    profile = {"vmi": {"hugepageSize": hugepages, "numaPassthrough": hugepages is not None},
+               **HUGE_1G}
     vmi = mutated(sized({"cpu": cpu}), **profile)
     numa = domain(vmi)["cpu"].get("numa")
     assert (numa == {"guestMappingPassthrough": {}}) is passthrough
@@ -129,18 +156,28 @@ def test_resources_become_guaranteed(
     vmi_domain: Obj, requests: Obj, limits: Obj, guest: str
 ) -> None:
     vmi = make_vmi({"cpu": {"cores": 4}, **vmi_domain})
-    resources = domain(mutated(vmi))["resources"]
+    shaped = domain(mutated(vmi, **NO_FLOOR))
+    resources = shaped["resources"]
     assert resources["requests"] == requests
     assert resources["limits"] == limits
     assert resources["overcommitGuestOverhead"] is False
-    assert domain(mutated(vmi))["memory"]["guest"] == guest
+    # KubeVirt's defaulting sets an unset guest from the request, as later tests replay.
+    assert shaped.get("memory", {}).get("guest", requests["memory"]) == guest
 
 
 def test_memory_is_not_made_guaranteed_when_the_profile_allows_overcommit() -> None:
-    vmi = mutated(sized(), memory={"allowOvercommit": True})
+    shared = {"dedicatedCpus": False, "isolateEmulatorThread": False}
+    vmi = mutated(sized(), vmi=shared, memory={"allowOvercommit": True, "vmOverheadFloor": "0"})
     resources = domain(vmi)["resources"]
     assert "memory" not in resources.get("limits", {})
     assert "overcommitGuestOverhead" not in resources
+
+
+def test_dedicated_cpus_make_memory_guaranteed_even_where_overcommit_is_allowed() -> None:
+    # KubeVirt refuses a memory request unlike its limit with dedicated CPUs.
+    vmi = mutated(sized(), memory={"allowOvercommit": True, "vmOverheadFloor": "0"})
+    resources = domain(vmi)["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == "8Gi"
 
 
 def test_cpu_is_left_shared_when_the_profile_allows_cpu_overcommit_without_pinning() -> None:
@@ -152,10 +189,10 @@ def test_cpu_is_left_shared_when_the_profile_allows_cpu_overcommit_without_pinni
     assert "cpu" not in domain(vmi)["resources"]["requests"]
 
 
-def test_overhead_below_the_floor_is_topped_up_as_added_overhead() -> None:
-    # 4 vCPU / 8Gi dedicated: 16 + 240 + 32 + 8 + 32 + 100 = 428Mi; floor 1Gi: 1024 - 428 = 596Mi
-    result = mutate_vmi(make_profile(), sized(), namespace_labels={})
-    assert domain(result.vmi)["memory"]["reservedOverhead"] == {"addedOverhead": "596Mi"}
+def test_with_the_gate_overhead_below_the_floor_is_topped_up_as_added_overhead() -> None:
+    # 4 vCPU / 8Gi dedicated: 16 + 220 + 32 + 8 + 32 + 100 = 408Mi; floor 1Gi: 1024 - 408 = 616Mi
+    result = mutate_vmi(make_profile(), sized(), namespace_labels={}, kubevirt=GATE_ON)
+    assert domain(result.vmi)["memory"]["reservedOverhead"] == {"addedOverhead": "616Mi"}
     assert result.overhead is not None
     assert result.overhead.total == 1 * Gi
 
@@ -164,30 +201,55 @@ def test_overhead_below_the_floor_is_topped_up_as_added_overhead() -> None:
     ("user_added", "floor", "expected"),
     [
         pytest.param("2Gi", "1Gi", "2Gi", id="a larger value of the user's is kept"),
-        pytest.param("100Mi", "1Gi", "596Mi", id="a smaller one is raised to the floor"),
+        pytest.param("100Mi", "1Gi", "616Mi", id="a smaller one is raised to the floor"),
         pytest.param(None, "256Mi", None, id="nothing is added above the floor"),
-        pytest.param(None, "2Gi", "1620Mi", id="2048 - 428 = 1620Mi"),
-        pytest.param(None, "1452Mi", "1Gi", id="printed in Gi when whole"),
+        pytest.param(None, "2Gi", "1640Mi", id="2048 - 408 = 1640Mi"),
+        pytest.param(None, "1432Mi", "1Gi", id="printed in Gi when whole"),
     ],
 )
-def test_added_overhead_only_ever_grows(
+def test_with_the_gate_added_overhead_only_ever_grows(
     user_added: str | None, floor: str, expected: str | None
 ) -> None:
     extra = {} if user_added is None else {"reservedOverhead": {"addedOverhead": user_added}}
-    vmi = mutated(sized({"memory": extra}), memory={"vmOverheadFloor": floor})
+    vmi = mutated(sized({"memory": extra}), GATE_ON, memory={"vmOverheadFloor": floor})
     reserved = domain(vmi)["memory"].get("reservedOverhead", {})
     assert reserved.get("addedOverhead") == expected
 
 
+@pytest.mark.parametrize(
+    ("vmi_memory", "profile", "raised", "guest"),
+    [
+        pytest.param({}, {}, "8808Mi", "8Gi", id="8Gi + (1024 - 408)Mi, the guest pinned"),
+        pytest.param({}, {"vmi": {"hugepageSize": "1Gi"}, **HUGE_1G}, "9Gi", "8Gi",
+                     id="whole 1Gi pages: the gap rounds up to a page"),
+        pytest.param({"guest": "6Gi"}, {}, "8Gi", "6Gi",
+                     id="a request already 2Gi above the guest reaches the floor as it is"),
+    ],
+)
+def test_without_the_gate_the_memory_request_is_raised_above_the_guest(
+    vmi_memory: Obj, profile: Obj, raised: str, guest: str
+) -> None:
+    # A default KubeVirt refuses any reservedOverhead; it reserves what the request holds above
+    # the guest in the pod instead, beside its own estimate.
+    shaped = domain(mutated(sized({"memory": vmi_memory}), **profile))
+    assert "reservedOverhead" not in shaped["memory"]
+    assert shaped["memory"]["guest"] == guest
+    assert shaped["resources"]["requests"]["memory"] == raised
+    assert shaped["resources"]["limits"]["memory"] == raised
+
+
+def test_without_the_gate_an_overcommitted_request_is_not_raised() -> None:
+    shared = {"dedicatedCpus": False, "isolateEmulatorThread": False}
+    vmi = sized({"memory": {"guest": "16Gi"}})
+    shaped = domain(mutated(vmi, vmi=shared, memory={"allowOvercommit": True}))
+    assert shaped["resources"]["requests"]["memory"] == "8Gi"  # the validation warns instead
+
+
 def test_a_ratio_is_counted_before_topping_up() -> None:
-    # 428Mi * 2.0 (through whole kB) = 897581528 bytes, above a floor of 800Mi: nothing added
-    vmi = mutate_vmi(
-        make_profile(memory={"vmOverheadFloor": "800Mi"}),
-        sized(),
-        namespace_labels={},
-        overhead_ratio="2.0",
-    ).vmi
-    assert "reservedOverhead" not in domain(vmi)["memory"]
+    # 408Mi * 2.0 (through whole kB) is above a floor of 800Mi: nothing added
+    ratio = KubeVirtConfig(overhead_ratio="2.0")
+    vmi = mutated(sized(), ratio, memory={"vmOverheadFloor": "800Mi"})
+    assert domain(vmi)["resources"]["requests"]["memory"] == "8Gi"
 
 
 def test_the_vmi_is_steered_to_the_profiles_ready_nodes() -> None:
@@ -196,14 +258,14 @@ def test_the_vmi_is_steered_to_the_profiles_ready_nodes() -> None:
 
 
 def test_the_overhead_figures_and_the_profile_are_recorded_in_annotations() -> None:
-    vmi = mutated(sized(), name="fast")
+    vmi = mutated(sized(), GATE_ON, name="fast")
     annotations = vmi["metadata"]["annotations"]
     assert annotations["kvtune.io/mutated-by"] == "fast"
     figures = json.loads(annotations["kvtune.io/overhead"])
     assert figures["floor"] == 1 * Gi
     assert figures["total"] == 1 * Gi
-    assert figures["components"]["addedOverhead"] == 596 * Mi
-    assert figures["components"]["processes"] == 240 * Mi
+    assert figures["components"]["addedOverhead"] == 616 * Mi
+    assert figures["components"]["processes"] == 220 * Mi
 
 
 @pytest.mark.parametrize(
@@ -215,7 +277,8 @@ def test_the_overhead_figures_and_the_profile_are_recorded_in_annotations() -> N
             "kvtune.io/skip",
             id="the skip annotation",
         ),
-        pytest.param(make_profile(mode="Audit"), make_vmi(), "Audit", id="a profile in Audit"),
+        pytest.param(make_profile(mode="Audit"), make_vmi({"memory": {"guest": "1Gi"}}), "Audit",
+                     id="a profile in Audit"),
         pytest.param(
             make_profile(vmi={"selector": {"matchLabels": {"tier": "fast"}}}),
             make_vmi(labels={"tier": "slow"}),

@@ -1,13 +1,16 @@
 """KubeVirt's overhead estimate, checked against sums worked by hand from its formula.
 
-Constants (kubevirt/kubevirt pkg/hypervisor/kvm/hypervisorbackend.go): page tables = guest RAM /
-512 (through whole kilobytes), processes 25 + 100 + 25 + 40 + 50 = 240Mi, 8Mi per vCPU, 8Mi
-IOThread, 32Mi video, 100Mi with dedicated CPUs or Guaranteed QoS, 1Gi with a VFIO device.
+Constants (kubevirt/kubevirt pkg/hypervisor/kvm/hypervisorbackend.go): page tables = the memory
+request / 512 (through whole kilobytes), processes 25 + 100 + 25 + 40 + 50 = 240Mi after v1.9 (the
+sums below; `AFTER_V1_9`), 25 + 100 + 25 + 40 + 30 = 220Mi up to v1.9, 8Mi per vCPU, 8Mi IOThread,
+32Mi video, 100Mi with dedicated CPUs or Guaranteed QoS, 1Gi with a VFIO device. KubeVirt v1.9.0's
+own code checks the same function in test_kubevirt_acceptance.py.
 """
 
 from __future__ import annotations
 
 import pytest
+from kvtune_operator.vmi import KubeVirtConfig
 from kvtune_operator.vmi.overhead import VmiFieldError, memory_overhead, vcpu_count
 
 from webhook import Obj, make_vmi
@@ -16,6 +19,11 @@ Mi = 1024**2
 Gi = 1024**3
 
 SRIOV_INTERFACE = {"name": "vf", "sriov": {}}
+AFTER_V1_9 = KubeVirtConfig(version="v1.10.0-alpha.0.123+5c1a0f3")
+
+
+def ratio(value: str | None) -> KubeVirtConfig:
+    return KubeVirtConfig(overhead_ratio=value, version=AFTER_V1_9.version)
 
 
 def dedicated_4x8(**devices: object) -> Obj:
@@ -64,7 +72,7 @@ def dedicated_4x8(**devices: object) -> Obj:
     ],
 )
 def test_the_estimate_matches_the_hand_worked_sum(vmi: Obj, expected: int) -> None:
-    assert memory_overhead(vmi).total == expected
+    assert memory_overhead(vmi, AFTER_V1_9).total == expected
 
 
 def test_a_ratio_of_two_doubles_the_total_through_whole_kilobytes() -> None:
@@ -72,23 +80,23 @@ def test_a_ratio_of_two_doubles_the_total_through_whole_kilobytes() -> None:
     assert base == 448_790_528
     # KubeVirt: extra = int(ceil(448790528 / 1000) * (2.0 - 1)) kilobytes = 448791 * 1000 bytes
     expected = 448_790_528 + 448_791 * 1000
-    assert memory_overhead(dedicated_4x8(), ratio="2.0").total == expected == 897_581_528
+    assert memory_overhead(dedicated_4x8(), ratio("2.0")).total == expected == 897_581_528
 
 
 def test_a_fractional_ratio_truncates_to_whole_kilobytes() -> None:
     # 428Mi: ceil(448790528 / 1000) = 448791 kB; 448791 * 0.5 = 224395.5 -> 224395 kB
-    assert memory_overhead(dedicated_4x8(), ratio="1.5").ratio == 224_395_000
+    assert memory_overhead(dedicated_4x8(), ratio("1.5")).ratio == 224_395_000
 
 
-@pytest.mark.parametrize("ratio", ["abc", "0.5", "nan", "inf"])
-def test_a_ratio_kubevirt_would_refuse_is_an_error(ratio: str) -> None:
+@pytest.mark.parametrize("value", ["abc", "0.5", "nan", "inf"])
+def test_a_ratio_kubevirt_would_refuse_is_an_error(value: str) -> None:
     with pytest.raises(ValueError, match="additionalGuestMemoryOverheadRatio"):
-        memory_overhead(dedicated_4x8(), ratio=ratio)
+        memory_overhead(dedicated_4x8(), ratio(value))
 
 
-@pytest.mark.parametrize("ratio", [None, ""])
-def test_no_ratio_adds_nothing(ratio: str | None) -> None:
-    assert memory_overhead(dedicated_4x8(), ratio=ratio).ratio == 0
+@pytest.mark.parametrize("value", [None, ""])
+def test_no_ratio_adds_nothing(value: str | None) -> None:
+    assert memory_overhead(dedicated_4x8(), ratio(value)).ratio == 0
 
 
 BASE_1GI = (2 + 240 + 8 + 32 + 8) * Mi  # the minimal VMI with 1Gi, as above
@@ -113,7 +121,7 @@ BASE_1GI = (2 + 240 + 8 + 32 + 8) * Mi  # the minimal VMI with 1Gi, as above
 )
 def test_spec_level_extras_add_their_constants(spec: Obj, extra: int) -> None:
     vmi = make_vmi({"resources": {"requests": {"memory": "1Gi"}}}, **spec)
-    assert memory_overhead(vmi).total == BASE_1GI + extra * Mi
+    assert memory_overhead(vmi, AFTER_V1_9).total == BASE_1GI + extra * Mi
 
 
 @pytest.mark.parametrize(
@@ -130,14 +138,14 @@ def test_spec_level_extras_add_their_constants(spec: Obj, extra: int) -> None:
 )
 def test_domain_extras_add_their_constants(domain: Obj, extra: int) -> None:
     vmi = make_vmi({"resources": {"requests": {"memory": "1Gi"}}, **domain})
-    assert memory_overhead(vmi).total == BASE_1GI + extra * Mi
+    assert memory_overhead(vmi, AFTER_V1_9).total == BASE_1GI + extra * Mi
 
 
 def test_guaranteed_qos_without_dedicated_cpus_also_adds_100mi() -> None:
     both = {"cpu": "4", "memory": "1Gi"}
     vmi = make_vmi({"resources": {"requests": dict(both), "limits": dict(both)}})
     # 4 vCPUs from the CPU limit: 3 more than the base case's one, and 100Mi for Guaranteed
-    assert memory_overhead(vmi).total == BASE_1GI + (3 * 8 + 100) * Mi
+    assert memory_overhead(vmi, AFTER_V1_9).total == BASE_1GI + (3 * 8 + 100) * Mi
 
 
 @pytest.mark.parametrize(
@@ -164,8 +172,9 @@ def test_the_vcpu_count_follows_kubevirts_defaulting(domain: Obj, vcpus: int) ->
     ("domain", "page_tables"),
     [
         pytest.param({"resources": {"requests": {"memory": "8Gi"}}}, 16 * Mi, id="request"),
-        pytest.param({"resources": {"limits": {"memory": "8Gi"}}}, 16 * Mi, id="limit alone"),
-        pytest.param({"memory": {"guest": "8Gi"}}, 16 * Mi, id="guest alone"),
+        # KubeVirt's defaulting leaves the memory request unset, and sizes page tables from it.
+        pytest.param({"resources": {"limits": {"memory": "8Gi"}}}, 0, id="limit alone"),
+        pytest.param({"memory": {"guest": "8Gi"}}, 0, id="guest alone"),
         # 1G = 10^9 bytes = 1000000 kB exactly; 10^9 // 512 = 1953125
         pytest.param({"resources": {"requests": {"memory": "1G"}}}, 1_953_125, id="decimal"),
         pytest.param({}, 0, id="no memory at all"),
@@ -175,8 +184,24 @@ def test_page_tables_are_sized_from_the_memory_request(domain: Obj, page_tables:
     assert memory_overhead(make_vmi(domain)).page_tables == page_tables
 
 
+@pytest.mark.parametrize(
+    ("version", "processes"),
+    [
+        pytest.param(None, 220 * Mi, id="unknown: the newest release, v1.9"),
+        pytest.param("v1.9.0", 220 * Mi, id="v1.9.0"),
+        pytest.param("v1.8.2", 220 * Mi, id="v1.8.2"),
+        pytest.param("v1.10.0", 240 * Mi, id="v1.10.0"),
+        pytest.param("v1.10.0-alpha.0.12+abc", 240 * Mi, id="a v1.10 pre-release"),
+        pytest.param("devel", 220 * Mi, id="unreadable: the newest release"),
+    ],
+)
+def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes: int) -> None:
+    config = KubeVirtConfig(version=version)
+    assert memory_overhead(dedicated_4x8(), config).processes == processes
+
+
 def test_the_breakdown_names_only_the_non_zero_components_in_camel_case() -> None:
-    components = memory_overhead(dedicated_4x8()).components()
+    components = memory_overhead(dedicated_4x8(), AFTER_V1_9).components()
     assert components == {
         "pageTables": 16 * Mi,
         "processes": 240 * Mi,

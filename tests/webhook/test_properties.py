@@ -18,12 +18,14 @@ import jsonpatch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from kvtune_operator.profiles import Profile
+from kvtune_operator.vmi import KubeVirtConfig
 from kvtune_operator.vmi.mutate import (
     ADDED_OVERHEAD,
     MUTATED_BY_ANNOTATION,
     OVERHEAD_ANNOTATION,
     MutationResult,
     mutate_vmi,
+    reservation,
 )
 from kvtune_operator.vmi.overhead import quantity_bytes
 from kvtune_operator.vmi.selection import out_of_scope
@@ -39,6 +41,11 @@ TOPOLOGY = st.integers(min_value=1, max_value=4)
 LABELS = st.dictionaries(st.just("tier"), st.sampled_from(["fast", "slow"]), max_size=1)
 NS_LABELS = st.dictionaries(st.just("env"), st.sampled_from(["prod", "dev"]), max_size=1)
 RATIOS = st.none() | st.sampled_from(["1.0", "1.5", "2.0", "2.332"])
+KUBEVIRTS = st.builds(
+    KubeVirtConfig,
+    feature_gates=st.sampled_from([frozenset(), frozenset({"ReservedOverheadMemlock"})]),
+    overhead_ratio=RATIOS,
+)
 ENFORCE = st.just("Enforce")
 ASSUMPTIONS = settings(deadline=None, max_examples=150)
 
@@ -141,28 +148,34 @@ OURS = {
     ("metadata", "annotations", MUTATED_BY_ANNOTATION),
     ("metadata", "annotations", OVERHEAD_ANNOTATION),
 }
+#: Amounts the mutation may raise (never lower) to reserve the overhead floor.
+RAISED = {
+    ADDED_OVERHEAD,
+    ("spec", "domain", "resources", "requests", "memory"),
+    ("spec", "domain", "resources", "limits", "memory"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """A profile, a VMI, its namespace's labels and KubeVirt's overhead ratio."""
+    """A profile, a VMI, its namespace's labels and what the KubeVirt CR says."""
 
     profile: Profile
     vmi: Obj
     namespace_labels: dict[str, str]
-    ratio: str | None
+    kubevirt: KubeVirtConfig
 
     def mutate(self, vmi: Obj | None = None) -> MutationResult:
         return mutate_vmi(
             self.profile,
             self.vmi if vmi is None else vmi,
             namespace_labels=self.namespace_labels,
-            overhead_ratio=self.ratio,
+            kubevirt=self.kubevirt,
         )
 
 
 def cases(modes: st.SearchStrategy[str] = ENFORCE) -> st.SearchStrategy[Case]:
-    return st.builds(Case, profiles(modes), vmis(), NS_LABELS, RATIOS)
+    return st.builds(Case, profiles(modes), vmis(), NS_LABELS, KUBEVIRTS)
 
 
 @ASSUMPTIONS
@@ -183,7 +196,7 @@ def test_mutating_twice_is_the_same_as_mutating_once(case: Case) -> None:
 
 @ASSUMPTIONS
 @given(cases())
-def test_the_mutation_never_changes_a_value_the_author_set_and_only_raises_added_overhead(
+def test_the_mutation_never_changes_a_value_the_author_set_and_only_raises_amounts(
     case: Case,
 ) -> None:
     result = case.mutate()
@@ -191,7 +204,7 @@ def test_the_mutation_never_changes_a_value_the_author_set_and_only_raises_added
         after = at(result.vmi, path)
         if path in OURS:
             continue
-        if path == ADDED_OVERHEAD:
+        if path in RAISED:
             assert quantity_bytes(after, "after") >= quantity_bytes(value, "before")
         elif value == {}:
             assert isinstance(after, dict), path  # an empty object may gain fields, not vanish
@@ -222,25 +235,38 @@ def test_the_patch_applied_to_the_input_gives_the_result(case: Case) -> None:
 @given(cases())
 def test_a_shaped_vmi_reserves_at_least_the_profiles_overhead_floor(case: Case) -> None:
     result = case.mutate()
-    assume(result.overhead is not None)
-    assert result.overhead is not None
+    # Refused, not selected, or an overcommitted request (below the guest) left alone with a
+    # warning from the validation: nothing to reserve.
+    if result.overhead is None or validate_vmi(
+        case.profile, result.vmi, namespace_labels=case.namespace_labels, kubevirt=case.kubevirt
+    )[1]:
+        return
     floor = quantity_bytes(case.profile.spec.memory.vm_overhead_floor, "floor")
-    assert result.overhead.total >= floor
+    assert reservation(result.vmi, case.kubevirt) >= floor
+
+
+@ASSUMPTIONS
+@given(cases())
+def test_a_refused_vmi_is_left_alone(case: Case) -> None:
+    result = case.mutate()
+    if result.refused:
+        assert (result.patch, result.vmi) == ([], case.vmi)
 
 
 @ASSUMPTIONS
 @given(
     profiles(),
     st.fixed_dictionaries(
+        # KubeVirt pins at most two threads per core: more is a choice of the author's.
         {"cores": TOPOLOGY},
-        optional={"sockets": TOPOLOGY, "threads": TOPOLOGY},
+        optional={"sockets": TOPOLOGY, "threads": st.integers(min_value=1, max_value=2)},
     ),
     st.sampled_from(["1Gi", "2Gi", "8Gi"]),
     st.sampled_from(["requests", "limits", "guest"]),
-    RATIOS,
+    KUBEVIRTS,
 )
 def test_a_vmi_that_makes_no_choices_of_its_own_passes_validation_once_mutated(
-    profile: Profile, cpu: Obj, memory: str, where: str, ratio: str | None
+    profile: Profile, cpu: Obj, memory: str, where: str, kubevirt: KubeVirtConfig
 ) -> None:
     domain: Obj = {"cpu": cpu}
     if where == "guest":
@@ -249,6 +275,7 @@ def test_a_vmi_that_makes_no_choices_of_its_own_passes_validation_once_mutated(
         domain["resources"] = {where: {"memory": memory}}
     vmi = make_vmi(domain, labels={"tier": "fast"})
     namespace_labels = {"env": "prod"}
-    shaped = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, overhead_ratio=ratio)
-    errors, _ = validate_vmi(profile, shaped.vmi, namespace_labels=namespace_labels)
-    assert errors == []
+    shaped = mutate_vmi(profile, vmi, namespace_labels=namespace_labels, kubevirt=kubevirt)
+    errors, _ = validate_vmi(profile, shaped.vmi, namespace_labels=namespace_labels,
+                             kubevirt=kubevirt)
+    assert (shaped.refused, errors) == ([], [])

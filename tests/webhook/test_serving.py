@@ -39,6 +39,7 @@ from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
 from kvtune_operator.settings import Settings, WebhookSettings
 from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
+from kvtune_operator.vmi.overhead import quantity_bytes
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.kubevirt import GROUP, VERSION
 from support.operator import running_operator
@@ -204,7 +205,13 @@ def test_a_vmi_in_a_selected_namespace_is_stored_shaped(webhook_up: Served) -> N
         "kvtune.io/profile": webhook_up.profile, READY_LABEL: "true"}
     assert webhook_up.shaped_by(stored) == webhook_up.profile
     resources = stored["spec"]["domain"]["resources"]
-    assert resources["requests"] == resources["limits"] == {"cpu": "2", "memory": "2Gi"}
+    assert resources["requests"] == resources["limits"]
+    # No KubeVirt CR here, so a default install is assumed: without its ReservedOverheadMemlock
+    # gate the overhead floor is reserved as memory requested above the guest's 2Gi.
+    assert stored["spec"]["domain"]["memory"]["guest"] == "2Gi"
+    assert resources["requests"]["cpu"] == "2"
+    assert quantity_bytes(resources["requests"]["memory"], "request") > 2 * 1024**3
+    assert "reservedOverhead" not in stored["spec"]["domain"]["memory"]
 
 
 def test_a_vmi_in_a_namespace_no_profile_selects_is_stored_as_sent(webhook_up: Served) -> None:
@@ -224,10 +231,13 @@ def test_a_vmi_contradicting_its_profile_is_refused_naming_the_field_and_the_fix
     webhook_up: Served,
 ) -> None:
     with pytest.raises(ApiException) as refused:
-        webhook_up.create("pinned-off", {"cpu": {"cores": 2, "dedicatedCpuPlacement": False}})
+        webhook_up.create("pinned-off", {"cpu": {"cores": 2, "dedicatedCpuPlacement": False},
+                                         "memory": {"guest": "2Gi"}})
     assert refused.value.status == 422
     message = json.loads(refused.value.body)["message"]
-    assert "vmi-validate.kvtune.io" in message
+    # The mutating webhook refuses it: KubeVirt's defaulting, next, would drop the false.
+    assert "vmi-mutate.kvtune.io" in message
+    assert "no memory size" not in message
     assert "spec.domain.cpu.dedicatedCpuPlacement is false" in message
     assert f"HypervisorProfile {webhook_up.profile}" in message
     assert "remove the field or set it to true" in message

@@ -61,11 +61,47 @@ def test_a_vmi_as_the_mutation_leaves_it_is_accepted() -> None:
             id="a memory limit above the request",
         ),
         pytest.param(
-            guaranteed(resources={"requests": {"cpu": "2", "memory": "8Gi"}}),
-            {},
+            guaranteed(
+                cpu={"dedicatedCpuPlacement": None, "isolateEmulatorThread": None},
+                resources={"requests": {"cpu": "2", "memory": "8Gi"}},
+            ),
+            {"vmi": {"dedicatedCpus": False, "isolateEmulatorThread": False}},
             "requests.cpu (2) differs from limits.cpu (4)",
             "same value",
             id="a CPU request below the limit",
+        ),
+        pytest.param(
+            guaranteed(resources={"requests": {"cpu": "3500m", "memory": "8Gi"},
+                                  "limits": {"cpu": "3500m", "memory": "8Gi"}}, cpu={"cores": 0}),
+            {},
+            "spec.domain.resources.requests.cpu is 3500m",
+            "ask for a whole number of CPUs",
+            id="a fractional CPU request with dedicated CPUs",
+        ),
+        pytest.param(
+            guaranteed(cpu={"cores": 2, "threads": 3}, resources={
+                "requests": {"cpu": "6", "memory": "8Gi"},
+                "limits": {"cpu": "6", "memory": "8Gi"},
+            }),
+            {},
+            "spec.domain.cpu.threads is 3",
+            "use cores instead of threads",
+            id="three threads per core with dedicated CPUs",
+        ),
+        pytest.param(
+            guaranteed(resources={"requests": {"cpu": "2", "memory": "8Gi"},
+                                  "limits": {"cpu": "2", "memory": "8Gi"}}),
+            {},
+            "spec.domain.resources.requests.cpu is 2, but the VMI gets dedicated CPUs",
+            "set it to 4",
+            id="a CPU request unlike the topology with dedicated CPUs",
+        ),
+        pytest.param(
+            guaranteed(memory={"reservedOverhead": {"addedOverhead": "1Gi"}}),
+            {},
+            "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it",
+            "ReservedOverheadMemlock",
+            id="a reserved overhead without KubeVirt's feature gate",
         ),
         pytest.param(
             guaranteed(cpu={"dedicatedCpuPlacement": False, "isolateEmulatorThread": None}),
@@ -119,8 +155,8 @@ def test_a_vmi_as_the_mutation_leaves_it_is_accepted() -> None:
                 },
             ),
             {"memory": {"hugepages": {"pages": [{"size": "1Gi", "count": 8}]}}},
-            "the guest memory (1.50Gi) is not a whole number of 1Gi hugepages",
-            "multiple of 1Gi",
+            "(1.50Gi) is not a whole number of 1Gi hugepages",
+            "multiples of 1Gi",
             id="guest memory not a multiple of the page size",
         ),
         pytest.param(
@@ -146,7 +182,10 @@ def test_a_contradiction_is_refused_naming_the_field_and_the_fix(
 
 def test_contradictions_are_allowed_when_the_profile_allows_memory_overcommit() -> None:
     vmi = guaranteed(resources={"overcommitGuestOverhead": True}, memory={"guest": "10Gi"})
-    assert findings(vmi, memory={"allowOvercommit": True}) == ([], [])
+    errors, warnings = findings(vmi, memory={"allowOvercommit": True})
+    assert errors == []
+    # The request below the guest leaves no room above it to reserve the floor in.
+    assert len(warnings) == 1 and "memory.vmOverheadFloor" in warnings[0]
 
 
 def test_hugepages_on_a_profile_that_allocates_none_are_only_a_warning() -> None:
@@ -189,17 +228,18 @@ def test_an_unreadable_field_is_an_error_not_a_crash() -> None:
     assert errors == ["spec.domain.memory.guest: 'eight' is not a Kubernetes quantity (e.g. 8Gi)"]
 
 
-# The demand of `guaranteed()`: overhead 16 + 240 + 32 + 8 + 32 + 100 = 428Mi.
-OVERHEAD = 428 * Mi
+# The demand of `guaranteed()`: overhead 16 + 220 + 32 + 8 + 32 + 100 = 408Mi (KubeVirt v1.9), and
+# 4 CPUs for the vCPUs plus one for the isolated emulator thread.
+OVERHEAD = 408 * Mi
 
 
 @pytest.mark.parametrize(
     ("vmi", "cpu_millis", "memory", "hugepage_size", "hugepages"),
     [
-        pytest.param(guaranteed(), 4000, 8 * Gi + OVERHEAD, None, 0, id="guest plus overhead"),
+        pytest.param(guaranteed(), 5000, 8 * Gi + OVERHEAD, None, 0, id="guest plus overhead"),
         pytest.param(
             guaranteed(memory={"hugepages": {"pageSize": "2Mi"}}),
-            4000,
+            5000,
             OVERHEAD,
             "2Mi",
             8 * Gi,
@@ -207,12 +247,13 @@ OVERHEAD = 428 * Mi
         ),
         pytest.param(
             make_vmi({"cpu": {"cores": 2}, "resources": {"requests": {"memory": "1Gi"}}}),
-            2000,
-            # 1Gi + (2 + 240 + 16 + 8 + 32)Mi
-            1 * Gi + 298 * Mi,
+            # 2 vCPUs at KubeVirt's default cpuAllocationRatio of 10
+            200,
+            # 1Gi + (2 + 220 + 16 + 8 + 32)Mi
+            1 * Gi + 278 * Mi,
             None,
             0,
-            id="CPUs from the topology when none are requested",
+            id="CPUs from the topology and the allocation ratio when none are requested",
         ),
     ],
 )
@@ -227,7 +268,7 @@ def test_the_demand_is_what_kubevirt_requests_for_the_pod(
 def test_no_warning_when_one_node_has_room_including_overhead() -> None:
     nodes = [
         NodeCapacity("small", cpu_millis=64000, memory_bytes=8 * Gi + OVERHEAD - 1),
-        NodeCapacity("exact", cpu_millis=4000, memory_bytes=8 * Gi + OVERHEAD),
+        NodeCapacity("exact", cpu_millis=5000, memory_bytes=8 * Gi + OVERHEAD),
     ]
     assert capacity_warning(guaranteed(), nodes) is None
 
@@ -236,8 +277,8 @@ def test_a_node_with_room_for_the_guest_but_not_the_overhead_does_not_count() ->
     nodes = [NodeCapacity("n1", cpu_millis=64000, memory_bytes=8 * Gi + OVERHEAD - 1)]
     warning = capacity_warning(guaranteed(), nodes)
     assert warning is not None
-    assert "needs 4 CPU, 8.42Gi memory including KubeVirt's overhead" in warning
-    assert "n1 has 64 CPU, 8.42Gi memory" in warning
+    assert "needs 5 CPU, 8.40Gi memory including KubeVirt's overhead" in warning
+    assert "n1 has 64 CPU, 8.40Gi memory" in warning
 
 
 def test_hugepages_of_the_vmis_size_are_what_count() -> None:

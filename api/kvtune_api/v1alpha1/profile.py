@@ -162,7 +162,9 @@ class MemorySettings(BaseModel):
         default="1Gi",
         description=(
             "Least host memory reserved per VM for QEMU and its helpers. When KubeVirt's own "
-            "overhead estimate for a VMI is lower, the difference is added as "
+            "overhead estimate for a VMI is lower, the webhook reserves the difference: as memory "
+            "requested above the guest's (memory.guest pinned), or, where KubeVirt's "
+            "ReservedOverheadMemlock feature gate is on, as "
             "spec.domain.memory.reservedOverhead.addedOverhead."
         ),
     )

@@ -7,12 +7,15 @@ strands VMs in Pending or lets them be OOM-killed. Pure functions can be tested 
 
 from kvtune_api.kubevirt_overhead import OverheadBreakdown
 
+from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
 from .mutate import MutationResult, mutate_vmi
 from .overhead import VmiFieldError, memory_overhead
 from .selection import out_of_scope, selects
 from .validate import NodeCapacity, VmiDemand, capacity_warning, validate_vmi, vmi_demand
 
 __all__ = [
+    "DEFAULT_KUBEVIRT",
+    "KubeVirtConfig",
     "MutationResult",
     "NodeCapacity",
     "OverheadBreakdown",

@@ -7,14 +7,23 @@ applies `mutate_vmi` and answers with its JSON patch.
 The rule is "fill in, never overrule". A field the VMI's author left unset is set from the
 profile; a value the author did set is kept, even where it contradicts the profile (e.g.
 `dedicatedCpuPlacement: false`), because rewriting it silently would hide the conflict. Such
-contradictions are rejected by the validating webhook (`validate.py`) with a message naming the
-field and the fix. The one exception is `reservedOverhead.addedOverhead`, an amount rather than a
-choice: it is only ever raised, to reach the profile's `memory.vmOverheadFloor`, and a larger
-value of the author's is kept. Likewise a hugepage size the author chose is kept even when the
-profile names another: 1Gi pages back a guest at least as well as 2Mi ones, and whether the nodes
-allocate that size is the validation's question, not the mutation's.
+contradictions are refused with a message naming the field and the fix. An explicit `false` is
+refused here, by the mutating webhook, rather than left to the validating one: KubeVirt's own
+mutating webhook runs after kvtune's and re-serialises the spec, which drops a `false` of an
+`omitempty` field, so by validation time (and when kvtune is reinvoked) the author's choice can no
+longer be seen and would be filled in as `true`. Everything else is judged by `validate.py`.
 
-Applying the mutation to its own output changes nothing, so a reinvoked webhook is harmless.
+The overhead floor is reached the way the cluster's KubeVirt accepts. With the
+ReservedOverheadMemlock feature gate on, `reservedOverhead.addedOverhead` is raised. Without it
+(the default: KubeVirt then refuses any `reservedOverhead`), the memory request and limit are
+raised above the guest's RAM, which is pinned in `memory.guest` first: KubeVirt reserves what the
+request holds beyond the guest in the virt-launcher pod beside its own estimate. Amounts are only
+ever raised, and a larger reservation of the author's is kept. A hugepage size the author chose is
+kept even when the profile names another: 1Gi pages back a guest at least as well as 2Mi ones, and
+whether the nodes allocate that size is the validation's question, not the mutation's.
+
+Applying the mutation to its own output changes nothing, so a reinvoked webhook is harmless; the
+tests replay KubeVirt's real defaulting between the two calls (tests/support/kubevirt_oracle.py).
 """
 
 from __future__ import annotations
@@ -30,8 +39,19 @@ from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
 from ..profiles import Profile
 from ..render import PROFILE_LABEL
-from .overhead import lookup, memory_overhead, quantity_bytes, topology_vcpus
+from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
+from .overhead import (
+    beyond_guest_bytes,
+    guest_bytes,
+    lookup,
+    memory_overhead,
+    memory_request_bytes,
+    quantity_bytes,
+    topology_vcpus,
+)
+from .paths import ADDED_OVERHEAD, CPU, MEMORY, RESOURCES
 from .selection import out_of_scope
+from .validate import explicit_conflicts
 
 #: Set by the agent on a node of a profile once it is ready; the VMI's nodeSelector asks for it
 #: beside the operator's PROFILE_LABEL.
@@ -39,10 +59,6 @@ from .selection import out_of_scope
 MUTATED_BY_ANNOTATION = "kvtune.io/mutated-by"
 OVERHEAD_ANNOTATION = "kvtune.io/overhead"
 
-CPU = ("spec", "domain", "cpu")
-MEMORY = ("spec", "domain", "memory")
-RESOURCES = ("spec", "domain", "resources")
-ADDED_OVERHEAD = (*MEMORY, "reservedOverhead", "addedOverhead")
 FLOOR_FIELD = "HypervisorProfile spec.memory.vmOverheadFloor"
 
 JsonPatch = list[dict[str, Any]]
@@ -60,6 +76,11 @@ class MutationResult:
     """KubeVirt's overhead estimate for the shaped VMI; None when skipped."""
     skipped: str | None
     """Why the VMI was left alone; None when the profile shaped it."""
+    refused: list[str] = dataclasses.field(default_factory=list)
+    """Contradictions of the profile the mutating webhook refuses (Enforce mode); the VMI is
+    left alone then."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """The same in Audit mode, where they are only reported."""
 
 
 def mutate_vmi(
@@ -67,30 +88,35 @@ def mutate_vmi(
     vmi: Mapping[str, Any],
     *,
     namespace_labels: Mapping[str, str],
-    overhead_ratio: str | None = None,
+    kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT,
 ) -> MutationResult:
     """Apply `profile`'s vmi settings to `vmi` if the profile selects it.
 
-    `namespace_labels` are the labels of the VMI's namespace; `overhead_ratio` is the KubeVirt
-    CR's spec.configuration.additionalGuestMemoryOverheadRatio. Raises VmiFieldError when a field
-    the mutation must read holds an unreadable value (answer the request with a 400 naming it),
-    and ValueError for a ratio KubeVirt itself would refuse.
+    `namespace_labels` are the labels of the VMI's namespace; `kubevirt` is what the KubeVirt CR
+    says (feature gates, overhead ratio, version). Raises VmiFieldError when a field the mutation
+    must read holds an unreadable value (answer the request with a 400 naming it), and ValueError
+    for a ratio KubeVirt itself would refuse.
     """
     shaped = json_copy(dict(vmi))
     settings = profile.spec.vmi
-    reason = out_of_scope(profile, vmi, namespace_labels)
-    if reason is None and profile.spec.mode == "Audit":
-        # Audit nodes are not prepared: steering VMIs to them would strand them in Pending.
-        reason = f"HypervisorProfile {profile.name} is in Audit mode"
-    if reason is not None or settings is None:
+    if settings is None or out_of_scope(profile, vmi, namespace_labels) is not None:
+        reason = out_of_scope(profile, vmi, namespace_labels) or "the profile has no vmi section"
         return MutationResult(shaped, [], None, reason)
+    conflicts = explicit_conflicts(profile, settings, vmi)
+    if profile.spec.mode == "Audit":
+        # Audit nodes are not prepared: steering VMIs to them would strand them in Pending.
+        warnings = [f"Audit mode, would be refused: {c}" for c in conflicts]
+        reason = f"HypervisorProfile {profile.name} is in Audit mode"
+        return MutationResult(shaped, [], None, reason, warnings=warnings)
+    if conflicts:
+        return MutationResult(shaped, [], None, "refused", refused=conflicts)
 
     _place_cpus(settings, shaped)
     _back_memory(settings, shaped)
     _guarantee_resources(profile.spec, settings, shaped)
     floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, FLOOR_FIELD)
-    _top_up_overhead(floor, shaped, overhead_ratio)
-    overhead = memory_overhead(shaped, ratio=overhead_ratio)
+    _reserve_floor(floor, shaped, kubevirt)
+    overhead = memory_overhead(shaped, kubevirt)
     _steer_and_record(profile.name, floor, overhead, shaped)
     return MutationResult(shaped, json_patch(vmi, shaped), overhead, None)
 
@@ -126,7 +152,8 @@ def _place_cpus(settings: VmiSettings, vmi: dict[str, Any]) -> None:
     if settings.dedicated_cpus:
         _put(vmi, (*CPU, "dedicatedCpuPlacement"), True)
     # KubeVirt refuses an isolated emulator thread or NUMA passthrough without dedicated CPUs, so
-    # a VMI whose author turned them off keeps neither (validation reports the conflict).
+    # a VMI whose author turned them off keeps neither (`explicit_conflicts` refuses that first
+    # where the profile asks for them).
     if settings.isolate_emulator_thread and _dedicated(vmi):
         _put(vmi, (*CPU, "isolateEmulatorThread"), True)
 
@@ -151,17 +178,16 @@ def _guarantee_resources(
     # CPU on lock spinning: either reason asks for requests equal to limits.
     if settings.dedicated_cpus or not spec.cpu.allow_overcommit:
         _equalise(vmi, "cpu", str(topology_vcpus(vmi) or 1))
-    if not spec.memory.allow_overcommit:
+    # KubeVirt refuses a memory request unlike the limit with dedicated CPUs, overcommit or not.
+    if not spec.memory.allow_overcommit or _dedicated(vmi):
         _equalise(vmi, "memory", lookup(vmi, *MEMORY, "guest"))
+    if not spec.memory.allow_overcommit:
         _put(vmi, (*RESOURCES, "overcommitGuestOverhead"), False)
-    request = lookup(vmi, *RESOURCES, "requests", "memory")
-    if request is not None:
-        _put(vmi, (*MEMORY, "guest"), request)
 
 
 def _equalise(vmi: dict[str, Any], name: str, fallback: Any) -> None:
-    """Fill the missing side(s) of requests/limits[name]: a request from the limit, as KubeVirt's
-    defaulting does, else from `fallback`; a limit from the request."""
+    """Fill the missing side(s) of requests/limits[name]: a request from the limit, else from
+    `fallback`; a limit from the request."""
     request = lookup(vmi, *RESOURCES, "requests", name)
     limit = lookup(vmi, *RESOURCES, "limits", name)
     value = next((v for v in (request, limit, fallback) if v is not None), None)
@@ -171,19 +197,53 @@ def _equalise(vmi: dict[str, Any], name: str, fallback: Any) -> None:
     _put(vmi, (*RESOURCES, "limits", name), lookup(vmi, *RESOURCES, "requests", name))
 
 
-def _top_up_overhead(floor: int, vmi: dict[str, Any], ratio: str | None) -> None:
-    estimate = memory_overhead(vmi, ratio=ratio)
-    if estimate.total >= floor:
+def reservation(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
+    """The host memory a VMI's pod holds for QEMU and its helpers beside the guest's RAM:
+    KubeVirt's estimate plus what the memory request holds beyond the guest."""
+    return memory_overhead(vmi, kubevirt).total + beyond_guest_bytes(vmi)
+
+
+def _reserve_floor(floor: int, vmi: dict[str, Any], kubevirt: KubeVirtConfig) -> None:
+    gap = floor - reservation(vmi, kubevirt)
+    if gap <= 0:
         return
-    # Rounded up to whole MiB for a readable quantity. With a ratio r > 1 KubeVirt multiplies the
-    # addition too, so the reservation ends (r - 1) * gap above the floor: on the safe side.
-    needed = -(-(estimate.added_overhead + floor - estimate.total) // Mi) * Mi
-    _put(vmi, ADDED_OVERHEAD, _binary_quantity(needed), overwrite=True)
+    if kubevirt.reserved_overhead:
+        # Rounded up to whole MiB for a readable quantity. With a ratio r > 1 KubeVirt multiplies
+        # the addition too, so the reservation ends (r - 1) * gap above the floor: the safe side.
+        added = memory_overhead(vmi, kubevirt).added_overhead
+        _put(vmi, ADDED_OVERHEAD, _binary_quantity(_round_up(added + gap, Mi)), overwrite=True)
+        return
+    # Without the gate: pin the guest's RAM, then raise the request (and a limit, keeping them
+    # equal where they are) by the gap. A larger request also grows KubeVirt's page-table share,
+    # so the result lands slightly above the floor. With hugepages KubeVirt wants the request a
+    # whole number of pages, so the gap is rounded up to the page size.
+    guest = guest_bytes(vmi)
+    request = memory_request_bytes(vmi)
+    if 0 < request < guest:
+        # An overcommitted guest (allowed by the profile): raising the request to reach the floor
+        # would undo the author's overcommit. Left alone; the validation warns.
+        return
+    page = lookup(vmi, *MEMORY, "hugepages", "pageSize")
+    unit = max(Mi, quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")) if page else Mi
+    _put(vmi, (*MEMORY, "guest"), _binary_quantity(guest))
+    raised = max(guest, request) + _round_up(gap, unit)
+    _put(vmi, (*RESOURCES, "requests", "memory"), _binary_quantity(raised), overwrite=True)
+    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    if limit is not None:
+        field = "spec.domain.resources.limits.memory"
+        _put(vmi, (*RESOURCES, "limits", "memory"),
+             _binary_quantity(max(raised, quantity_bytes(limit, field))), overwrite=True)
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
 
 
 def _binary_quantity(n: int) -> str:
-    """A whole number of MiB as a quantity string, in Gi where it divides evenly."""
-    return f"{n // Gi}Gi" if n % Gi == 0 else f"{n // Mi}Mi"
+    """A quantity string for `n` bytes: Gi or Mi where it divides evenly, else bytes."""
+    if n % Gi == 0:
+        return f"{n // Gi}Gi"
+    return f"{n // Mi}Mi" if n % Mi == 0 else str(n)
 
 
 def _steer_and_record(

@@ -20,6 +20,8 @@ from typing import Any
 from kubernetes.utils import quantity as k8s_quantity
 from kvtune_api.kubevirt_overhead import OverheadBreakdown, estimate
 
+from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
+
 # The kubernetes client is not annotated; this is parse_quantity's documented signature.
 _parse_quantity: Callable[[Any], Decimal] = k8s_quantity.parse_quantity
 
@@ -61,7 +63,7 @@ def _resource(vmi: Mapping[str, Any], kind: str, name: str) -> Any:
 
 
 def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
-    """requests[name], or limits[name] when only a limit is given (KubeVirt's defaulting)."""
+    """requests[name], or limits[name] when only a limit is given."""
     for kind in ("requests", "limits"):
         value = _resource(vmi, kind, name)
         if value is not None:
@@ -69,15 +71,36 @@ def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
     return None
 
 
+def _amount(vmi: Mapping[str, Any], kind: str, name: str) -> Decimal:
+    """requests/limits[name] as a number; 0 when absent, as Kubernetes' ResourceList reads it."""
+    value = _resource(vmi, kind, name)
+    return Decimal(0) if value is None else quantity(value, f"spec.domain.resources.{kind}.{name}")
+
+
 def memory_request_bytes(vmi: Mapping[str, Any]) -> int:
-    """The guest RAM KubeVirt sizes page tables from: resources.requests.memory after KubeVirt's
-    defaulting fills it from limits.memory, else from memory.guest (at the default 100%
-    memoryOvercommit)."""
-    request = effective_request(vmi, "memory")
-    if request is not None:
-        return math.ceil(request)
+    """resources.requests.memory in bytes, 0 when unset: what KubeVirt sizes page tables from.
+    KubeVirt's defaulting never fills the memory request (a limit alone leaves it 0)."""
+    return math.ceil(_amount(vmi, "requests", "memory"))
+
+
+def guest_bytes(vmi: Mapping[str, Any]) -> int:
+    """The guest's RAM as KubeVirt's defaulting sets memory.guest: as given, else the memory
+    request, else the memory limit, else one hugepage; 0 when none is set."""
     guest = lookup(vmi, "spec", "domain", "memory", "guest")
-    return 0 if guest is None else quantity_bytes(guest, "spec.domain.memory.guest")
+    if guest is not None:
+        return quantity_bytes(guest, "spec.domain.memory.guest")
+    for kind in ("requests", "limits"):
+        if amount := _amount(vmi, kind, "memory"):
+            return math.ceil(amount)
+    page = lookup(vmi, "spec", "domain", "memory", "hugepages", "pageSize")
+    return 0 if page is None else quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")
+
+
+def beyond_guest_bytes(vmi: Mapping[str, Any]) -> int:
+    """What the memory request holds above the guest's RAM. KubeVirt reserves it in the pod
+    beside its overhead estimate (with hugepages it adds the difference to the pod's `memory`
+    explicitly), so it is as much room for QEMU as the estimate is."""
+    return max(0, memory_request_bytes(vmi) - guest_bytes(vmi))
 
 
 def _topology_field(vmi: Mapping[str, Any], name: str) -> int:
@@ -121,16 +144,17 @@ def has_vfio(vmi: Mapping[str, Any]) -> bool:
 
 
 def _wants_guaranteed_qos(vmi: Mapping[str, Any]) -> bool:
-    """Memory and CPU requests non-zero and equal to their limits (KubeVirt's
-    WantsToHaveQOSGuaranteed, after its defaulting of requests from limits)."""
-    for name in ("memory", "cpu"):
-        request = effective_request(vmi, name)
-        limit = _resource(vmi, "limits", name)
-        if not request or limit is None:
-            return False
-        if request != quantity(limit, f"spec.domain.resources.limits.{name}"):
-            return False
-    return True
+    """KubeVirt's WantsToHaveQOSGuaranteed on the VMI after its defaulting, which copies a CPU
+    limit into an absent CPU request but leaves the memory request alone: the memory request is 0
+    with a limit, or equal to the limit; the CPU request non-zero and equal to its limit."""
+    memory_request = _amount(vmi, "requests", "memory")
+    memory_limit = _amount(vmi, "limits", "memory")
+    memory = (not memory_request and bool(memory_limit)) or (
+        bool(memory_request) and memory_request == memory_limit
+    )
+    cpu_limit = _amount(vmi, "limits", "cpu")
+    cpu_request = _amount(vmi, "requests", "cpu") or cpu_limit
+    return memory and bool(cpu_request) and cpu_request == cpu_limit
 
 
 def _exec_probes(vmi: Mapping[str, Any]) -> int:
@@ -157,12 +181,12 @@ def _added_overhead(vmi: Mapping[str, Any]) -> int:
     return 0 if added is None else quantity_bytes(added, field)
 
 
-def memory_overhead(vmi: Mapping[str, Any], *, ratio: str | None = None) -> OverheadBreakdown:
-    """KubeVirt's memory overhead estimate for `vmi` as it will be after KubeVirt's defaulting.
-
-    `ratio` is the KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio (a string
-    there too); the guest architecture is the VMI's spec.architecture.
-    """
+def memory_overhead(
+    vmi: Mapping[str, Any], kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT
+) -> OverheadBreakdown:
+    """KubeVirt's memory overhead estimate for `vmi` as it will be after KubeVirt's defaulting,
+    for the KubeVirt configuration and version `kubevirt`; the guest architecture is the VMI's
+    spec.architecture (amd64 when unset)."""
     dedicated = lookup(vmi, "spec", "domain", "cpu", "dedicatedCpuPlacement") is True
     volumes = lookup(vmi, "spec", "volumes") or []
     return estimate(
@@ -177,5 +201,6 @@ def memory_overhead(vmi: Mapping[str, Any], *, ratio: str | None = None) -> Over
         tpm=_has_tpm(vmi),
         dedicated_or_guaranteed=dedicated or _wants_guaranteed_qos(vmi),
         added_overhead=_added_overhead(vmi),
-        ratio=ratio,
+        ratio=kubevirt.overhead_ratio,
+        qemu=kubevirt.qemu_overhead,
     )

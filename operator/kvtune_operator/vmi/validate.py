@@ -22,29 +22,42 @@ from kvtune_api.v1alpha1.profile import VmiSettings
 
 from ..profiles import Profile
 from ..render import PROFILE_LABEL
-from .mutate import CPU, MEMORY, RESOURCES
+from .kubevirt_config import (
+    CPU_MANAGER_GATE,
+    DEFAULT_KUBEVIRT,
+    RESERVED_OVERHEAD_GATE,
+    KubeVirtConfig,
+)
 from .overhead import (
     VmiFieldError,
     effective_request,
+    guest_bytes,
     lookup,
     memory_overhead,
     memory_request_bytes,
     quantity,
     quantity_bytes,
+    topology_vcpus,
     vcpu_count,
 )
+from .paths import CPU, MEMORY, RESOURCES
 from .selection import SKIP_ANNOTATION, out_of_scope
 
 OPT_OUT = f'or opt the VMI out with the annotation {SKIP_ANNOTATION}: "true"'
 
 Findings = tuple[list[str], list[str]]
-Check = Callable[[Profile, VmiSettings, Mapping[str, Any]], Findings]
+Check = Callable[[Profile, VmiSettings, Mapping[str, Any], KubeVirtConfig], Findings]
 
 
 def validate_vmi(
-    profile: Profile, vmi: Mapping[str, Any], *, namespace_labels: Mapping[str, str]
+    profile: Profile,
+    vmi: Mapping[str, Any],
+    *,
+    namespace_labels: Mapping[str, str],
+    kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT,
 ) -> Findings:
-    """(errors, warnings) for a VMI `profile` selects; ([], []) for one it leaves alone."""
+    """(errors, warnings) for a VMI `profile` selects; ([], []) for one it leaves alone.
+    `kubevirt` is what the KubeVirt CR says (feature gates, overhead ratio, version)."""
     settings = profile.spec.vmi
     if settings is None or out_of_scope(profile, vmi, namespace_labels) is not None:
         return [], []
@@ -52,7 +65,7 @@ def validate_vmi(
     warnings: list[str] = []
     try:
         for check in CHECKS:
-            found_errors, found_warnings = check(profile, settings, vmi)
+            found_errors, found_warnings = check(profile, settings, vmi, kubevirt)
             errors += found_errors
             warnings += found_warnings
     except VmiFieldError as unreadable:
@@ -62,32 +75,103 @@ def validate_vmi(
     return errors, warnings
 
 
-def _cpu(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def explicit_conflicts(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]
+) -> list[str]:
+    """What the mutating webhook refuses because KubeVirt's defaulting would hide it from the
+    validating one: an explicit `false` against the profile (dropped when KubeVirt re-serialises
+    the spec), and a VMI without a memory size (KubeVirt fills in one hugepage)."""
     name = profile.name
-    dedicated = lookup(vmi, *CPU, "dedicatedCpuPlacement")
-    isolate = lookup(vmi, *CPU, "isolateEmulatorThread")
     errors = []
-    if settings.dedicated_cpus and dedicated is False:
+    if settings.dedicated_cpus and lookup(vmi, *CPU, "dedicatedCpuPlacement") is False:
         errors.append(
             f"spec.domain.cpu.dedicatedCpuPlacement is false, but HypervisorProfile {name} gives "
             f"its VMs dedicated CPUs (vmi.dedicatedCpus): remove the field or set it to true, "
             f"{OPT_OUT}"
         )
-    if settings.isolate_emulator_thread and isolate is False:
+    if settings.isolate_emulator_thread and lookup(vmi, *CPU, "isolateEmulatorThread") is False:
         errors.append(
             f"spec.domain.cpu.isolateEmulatorThread is false, but HypervisorProfile {name} keeps "
             f"QEMU's own threads off the vCPUs (vmi.isolateEmulatorThread): remove the field or "
             f"set it to true, {OPT_OUT}"
         )
-    if isolate is True and dedicated is not True:
+    if not (
+        memory_request_bytes(vmi)
+        or lookup(vmi, *RESOURCES, "limits", "memory") is not None
+        or lookup(vmi, *MEMORY, "guest") is not None
+    ):
+        # KubeVirt refuses a VMI without a memory size, but not once hugepages are set: its guest
+        # then gets one page. Refused while the author's VMI can still be seen as it was.
+        errors.append(
+            "the VMI gives its guest no memory size: set spec.domain.memory.guest or "
+            "spec.domain.resources.requests.memory"
+        )
+    return errors
+
+
+def _cpu(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
+    errors = explicit_conflicts(profile, settings, vmi)
+    dedicated = lookup(vmi, *CPU, "dedicatedCpuPlacement") is True
+    if lookup(vmi, *CPU, "isolateEmulatorThread") is True and not dedicated:
         errors.append(
             "spec.domain.cpu.isolateEmulatorThread: true needs spec.domain.cpu."
             "dedicatedCpuPlacement: true: set it, or remove isolateEmulatorThread"
         )
-    return errors, []
+    warnings = []
+    if dedicated:
+        errors += _pinnable(profile.name, vmi)
+        if kubevirt.installed and not kubevirt.cpu_manager:
+            # virt-handler labels nodes kubevirt.io/cpumanager=true only with the gate, and the
+            # pod of a VMI with dedicated CPUs asks for that label.
+            warnings.append(
+                f"the VMI gets dedicated CPUs, but KubeVirt's {CPU_MANAGER_GATE} feature gate is "
+                "off, so no node is labelled kubevirt.io/cpumanager=true and the VMI would stay "
+                f"Pending: add {CPU_MANAGER_GATE} to the KubeVirt CR's "
+                "spec.configuration.developerConfiguration.featureGates"
+            )
+    return errors, warnings
 
 
-def _numa(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _pinnable(name: str, vmi: Mapping[str, Any]) -> list[str]:
+    """What KubeVirt refuses of a VMI with dedicated CPUs, said with the fix before it does."""
+    why = f"the VMI gets dedicated CPUs (HypervisorProfile {name}, vmi.dedicatedCpus)"
+    errors = []
+    arm64 = lookup(vmi, "spec", "architecture") == "arm64"
+    threads = lookup(vmi, *CPU, "threads")
+    most = 1 if arm64 else 2
+    if isinstance(threads, int) and threads > most:
+        errors.append(
+            f"spec.domain.cpu.threads is {threads}, but {why} and KubeVirt pins at most {most} "
+            f"thread(s) per core{' on arm64' if arm64 else ''}: use cores instead of threads"
+        )
+    vcpus = topology_vcpus(vmi)
+    for kind in ("requests", "limits"):
+        value = lookup(vmi, *RESOURCES, kind, "cpu")
+        if value is None:
+            continue
+        cpus = quantity(value, f"spec.domain.resources.{kind}.cpu")
+        if cpus != cpus.to_integral_value():
+            errors.append(
+                f"spec.domain.resources.{kind}.cpu is {value}, but {why}, which are whole CPUs: "
+                "ask for a whole number of CPUs"
+            )
+        elif vcpus and cpus != vcpus:
+            errors.append(
+                f"spec.domain.resources.{kind}.cpu is {value}, but {why} and its topology "
+                f"(sockets x cores x threads) has {vcpus} vCPUs: set it to {vcpus}, or remove "
+                f"it and let the topology decide"
+            )
+        else:
+            continue
+        break  # the limit usually repeats the request: one message says it
+    return errors
+
+
+def _numa(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
     if lookup(vmi, *CPU, "numa", "guestMappingPassthrough") is None:
         return [], []
     missing = []
@@ -104,9 +188,15 @@ def _numa(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Fi
     ], []
 
 
-def _memory(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _memory(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
     if profile.spec.memory.allow_overcommit:
-        return [], []
+        if lookup(vmi, *CPU, "dedicatedCpuPlacement") is not True:
+            return [], []
+        # KubeVirt itself wants the memory request equal to the limit with dedicated CPUs.
+        return _unequal(vmi, "memory", "the VMI gets dedicated CPUs, for which KubeVirt "
+                        "needs Guaranteed memory"), []
     forbids = (
         f"HypervisorProfile {profile.name} forbids memory overcommit "
         "(memory.allowOvercommit: false)"
@@ -132,7 +222,36 @@ def _memory(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> 
     return errors + _unequal(vmi, "memory", forbids), []
 
 
-def _guaranteed_cpu(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _overhead(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
+    if lookup(vmi, *MEMORY, "reservedOverhead") is not None and not kubevirt.reserved_overhead:
+        return [
+            "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it unless its "
+            f"{RESERVED_OVERHEAD_GATE} feature gate is on: remove it (kvtune reserves the "
+            "profile's memory.vmOverheadFloor through the memory request instead), or add "
+            f"{RESERVED_OVERHEAD_GATE} to the KubeVirt CR's "
+            "spec.configuration.developerConfiguration.featureGates"
+        ], []
+    request = memory_request_bytes(vmi)
+    if not 0 < request < guest_bytes(vmi):
+        return [], []  # the mutation reserves the floor (mutate._reserve_floor)
+    floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, "memory.vmOverheadFloor")
+    held = memory_overhead(vmi, kubevirt).total
+    if held >= floor:
+        return [], []
+    return [], [
+        f"the VMI's pod reserves {_human(held)} for QEMU beside its guest, below the "
+        f"{_human(floor)} of HypervisorProfile {profile.name} (memory.vmOverheadFloor), because "
+        "its memory request is below its guest memory (overcommit): raise "
+        "spec.domain.resources.requests.memory to the guest memory, or enable KubeVirt's "
+        f"{RESERVED_OVERHEAD_GATE} feature gate so that kvtune can reserve it"
+    ]
+
+
+def _guaranteed_cpu(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
     if not settings.dedicated_cpus and profile.spec.cpu.allow_overcommit:
         return [], []
     why = (
@@ -156,7 +275,9 @@ def _unequal(vmi: Mapping[str, Any], name: str, why: str) -> list[str]:
     ]
 
 
-def _hugepages(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _hugepages(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
     size = lookup(vmi, *MEMORY, "hugepages", "pageSize")
     if size is None:
         return [], []
@@ -176,23 +297,25 @@ def _hugepages(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) 
             f"scheduled: use one of those sizes, {OPT_OUT}"
         )
     page = quantity_bytes(size, "spec.domain.memory.hugepages.pageSize")
-    guest = _guest_bytes(vmi)
-    if page and guest % page:
-        errors.append(
-            f"the guest memory ({_human(guest)}) is not a whole number of {size} hugepages: set "
-            f"spec.domain.memory.guest and the memory request to a multiple of {size}"
-        )
+    # KubeVirt checks the memory request, else the guest, else the limit; the pod then asks for
+    # the guest's RAM in hugepages, so the guest must be whole pages too.
+    # The guest first: a request kvtune raised above it is whole pages when the guest is.
+    sized = [("the guest memory", guest_bytes(vmi)),
+             ("the memory request", memory_request_bytes(vmi))]
+    for what, amount in sized:
+        if page and amount % page:
+            errors.append(
+                f"{what} ({_human(amount)}) is not a whole number of {size} hugepages: set "
+                f"spec.domain.memory.guest and spec.domain.resources.requests.memory to "
+                f"multiples of {size}"
+            )
+            break
     return errors, []
 
 
-def _guest_bytes(vmi: Mapping[str, Any]) -> int:
-    guest = lookup(vmi, *MEMORY, "guest")
-    if guest is None:
-        return memory_request_bytes(vmi)
-    return quantity_bytes(guest, "spec.domain.memory.guest")
-
-
-def _scheduling(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any]) -> Findings:
+def _scheduling(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
     name = profile.name
     wanted = lookup(vmi, "spec", "nodeSelector", PROFILE_LABEL)
     if wanted is None or wanted == name:
@@ -204,7 +327,9 @@ def _scheduling(profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any])
     ], []
 
 
-CHECKS: tuple[Check, ...] = (_cpu, _numa, _memory, _guaranteed_cpu, _hugepages, _scheduling)
+CHECKS: tuple[Check, ...] = (
+    _cpu, _numa, _memory, _overhead, _guaranteed_cpu, _hugepages, _scheduling
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,28 +364,56 @@ class VmiDemand:
         )
 
 
-def vmi_demand(vmi: Mapping[str, Any], *, ratio: str | None = None) -> VmiDemand:
-    """The requests KubeVirt renders into the VMI's pod (`ratio`: the KubeVirt CR's
-    additionalGuestMemoryOverheadRatio)."""
-    cpu = effective_request(vmi, "cpu")
-    cpu_millis = vcpu_count(vmi) * 1000 if cpu is None else math.ceil(cpu * 1000)
-    overhead = memory_overhead(vmi, ratio=ratio).total
-    if lookup(vmi, *RESOURCES, "overcommitGuestOverhead") is True:
-        overhead = 0  # KubeVirt then puts the overhead in the limit only
-    guest = memory_request_bytes(vmi)
+def vmi_demand(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT) -> VmiDemand:
+    """The requests KubeVirt's virt-controller renders into the VMI's pod (its resource renderer
+    at the KubeVirt version the tests pin, for the VMI as KubeVirt's defaulting leaves it)."""
+    return VmiDemand(_cpu_millis(vmi, kubevirt), *_memory_demand(vmi, kubevirt))
+
+
+def _cpu_millis(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
+    vcpus = vcpu_count(vmi)
+    if lookup(vmi, *CPU, "dedicatedCpuPlacement") is True:
+        # Whole CPUs for the vCPUs, and one more for an isolated emulator thread.
+        return 1000 * (vcpus + (lookup(vmi, *CPU, "isolateEmulatorThread") is True))
+    request = effective_request(vmi, "cpu")  # KubeVirt's defaulting copies a limit to a request
+    if request is not None:
+        return math.ceil(request * 1000)
+    return math.ceil(vcpus * 1000 / kubevirt.cpu_allocation_ratio)
+
+
+def _memory_demand(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> tuple[int, str | None, int]:
+    """(`memory`, hugepage size, `hugepages-<size>`) of the pod's requests."""
+    overhead = memory_overhead(vmi, kubevirt).total
+    request = memory_request_bytes(vmi) or _defaulted_memory_request(vmi, kubevirt)
     size = lookup(vmi, *MEMORY, "hugepages", "pageSize")
     if size is None:
-        return VmiDemand(cpu_millis, guest + overhead, None, 0)
-    # With hugepages the guest RAM is requested as hugepages-<size>; `memory` holds the overhead.
-    return VmiDemand(cpu_millis, overhead, str(size), guest)
+        if lookup(vmi, *RESOURCES, "overcommitGuestOverhead") is True:
+            overhead = 0  # KubeVirt then puts the overhead in the limit only
+        return request + overhead, None, 0
+    # With hugepages the guest's RAM is requested as hugepages-<size>, and `memory` holds the
+    # overhead plus what the request holds beyond the guest.
+    guest = guest_bytes(vmi)
+    hugepages = min(request, guest) if guest else request
+    return overhead + max(0, request - guest) if guest else overhead, str(size), hugepages
+
+
+def _defaulted_memory_request(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
+    """The pod's memory request when the VMI has none: the limit, else the guest (or one
+    hugepage) scaled by KubeVirt's memoryOvercommit percentage."""
+    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    if limit is not None and (limit_bytes := quantity_bytes(limit, "limits.memory")):
+        return limit_bytes
+    return guest_bytes(vmi) * 100 // kubevirt.memory_overcommit
 
 
 def capacity_warning(
-    vmi: Mapping[str, Any], nodes: Iterable[NodeCapacity], *, ratio: str | None = None
+    vmi: Mapping[str, Any],
+    nodes: Iterable[NodeCapacity],
+    kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT,
 ) -> str | None:
     """A warning when none of `nodes` (the profile's ready nodes) has room for the VMI, counting
     KubeVirt's overhead; None when one has."""
-    demand = vmi_demand(vmi, ratio=ratio)
+    demand = vmi_demand(vmi, kubevirt)
     # Stops at the first node with room: a profile may have thousands, and most VMIs fit.
     checked: list[NodeCapacity] = []
     for node in nodes:
