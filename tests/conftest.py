@@ -26,6 +26,7 @@ from kubernetes import client
 from kvtune_cli.localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir
 from support import kubevirt
 from support.cluster import ClusterAccess, apply_crds
+from support.kubevirt_oracle import Oracle, running_oracle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXISTING_KUBECONFIG_ENV = "KVTUNE_TEST_KUBECONFIG"
@@ -133,3 +134,12 @@ def kubectl_binary() -> Kubectl:
 def kubectl(kubectl_binary: Kubectl, cluster: ClusterAccess) -> Kubectl:
     """kubectl as the session's admin."""
     return Kubectl(kubectl_binary.binary, cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kubevirt_oracle() -> Iterator[Oracle]:
+    """KubeVirt's own defaulting, VMI admitter and overhead code (hack/kubevirt-oracle), one
+    process for the session. Built by `make setup`; never skipped: a failed build fails the tests
+    that judge the VMI shaping, with the build's output."""
+    with running_oracle() as oracle:
+        yield oracle
