@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,68 @@ def test_a_malformed_cpulist_is_a_problem_naming_the_file(tmp_path: Path) -> Non
 def test_cpulists_round_trip(text: str, ids: set[int], formatted: str) -> None:
     assert cpulist.parse(text) == ids
     assert cpulist.format_ids(ids) == formatted
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        pytest.param("00000000,0000ff0f", {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15},
+                     id="wider than the cpus"),
+        pytest.param("1,00000000,00000001", {0, 64}, id="a short most significant word"),
+        pytest.param("0", set(), id="empty"),
+        pytest.param("ffffffff\n", set(range(32)), id="one full word"),
+    ],
+)
+def test_cpumasks_parse_most_significant_word_first(text: str, ids: set[int]) -> None:
+    assert cpulist.parse_mask(text) == ids
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        pytest.param("0-", "neither an id nor a range", id="an open range"),
+        pytest.param("15-0", "runs backwards", id="a backwards range"),
+        pytest.param("a-b", "neither an id nor a range", id="letters"),
+        pytest.param("0-1000000", "above 8191", id="an id no kernel has"),
+        pytest.param("9" * 5000, "above 8191", id="an id of 5000 digits"),
+        pytest.param("1-2-3", "neither an id nor a range", id="two dashes"),
+    ],
+)
+def test_a_malformed_cpulist_is_refused_saying_why(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        cpulist.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        pytest.param("0000000g", "hex words", id="not hex"),
+        pytest.param("1,ff", "hex words", id="a short lower word"),
+        pytest.param(",".join(["00000000"] * 257), "wider than 8192", id="too wide"),
+    ],
+)
+def test_a_malformed_cpumask_is_refused_saying_why(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        cpulist.parse_mask(text)
+
+
+def test_a_huge_range_is_refused_at_once_and_noted_with_its_path(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 2).numa_node(0, [0, 1], 2**20)
+    tree.file("/sys/devices/system/node/node0/cpulist", "0-1000000")
+    fs = tree.fs()
+
+    start = time.perf_counter()
+    found = numa.probe(fs)
+
+    assert time.perf_counter() - start < 0.5
+    assert found.nodes[0].cpus == ""
+    [issue] = fs.take_issues()
+    assert issue.path == "/sys/devices/system/node/node0/cpulist"
+    assert "above 8191" in issue.detail
+
+
+def test_overlapping_ranges_cost_no_more_than_the_ids_they_name() -> None:
+    start = time.perf_counter()
+
+    assert cpulist.parse(",".join(["0-8191"] * 2000)) == set(range(8192))
+    assert time.perf_counter() - start < 0.5
