@@ -226,12 +226,16 @@ def _hugepage_targets(
 ) -> list[tuple[int, int, str]]:
     """(NUMA node, pages wanted there, the spec field that says so) for one allocation."""
     if alloc.per_node is None:
-        # A node whose meminfo could not be read is not known to lack memory: it keeps its share.
-        with_memory = sorted(node_id for node_id, node in nodes.items() if not node.memoryless)
+        # VMs are pinned to the CPUs of a node and take its memory, so nodes without CPUs (CXL,
+        # HBM or GPU memory) get no share. A node whose meminfo could not be read is not known
+        # to lack memory: it keeps its share.
+        with_memory = sorted(node_id for node_id, node in nodes.items()
+                             if node.cpu_count and not node.memoryless)
         if not with_memory:
             out.error("Hugepages", "NoNumaMemory", (
-                f"{field_name}.count: every NUMA node of this host is memoryless, so there is "
-                "nowhere to allocate hugepages"))
+                f"{field_name}.count: no NUMA node of this host has both online CPUs and "
+                "memory, so there is nowhere VMs could use hugepages; name the nodes in "
+                "perNode instead"))
             return []
         total = alloc.count or 0
         share, extra = divmod(total, len(with_memory))

@@ -133,8 +133,8 @@ def _numa(page: _Page, report: HostReport) -> None:
     for node in nodes:
         key = f"{memory.NODES}/node{node.id}/meminfo"
         page.line(f"  node {node.id} cpus: {node.cpus or '(none)'}", key)
-        memoryless = " (memoryless)" if node.memoryless else ""
-        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{memoryless}", key)
+        kind = " (memoryless)" if node.memoryless else " (memory only)" if node.memory_only else ""
+        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{kind}", key)
         page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
         own = [p for p in report.memory.hugepages_per_node if p.node == node.id]
         page.line(f"  node {node.id} hugepages: {_pools(own)}")

@@ -1,4 +1,5 @@
-"""The NUMA probe: nodes with gaps, memoryless and CPU-less nodes, offline and isolated CPUs."""
+"""The NUMA probe: nodes with gaps, memoryless and CPU-less nodes, offline and isolated CPUs, in
+every form kernels write them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import time
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, amd_eight_node
+from hosttree import (
+    HostTree,
+    amd_eight_node,
+    memory_tiers,
+    old_kernel,
+    power_smt4,
+)
 from kvtune_agent.probe import cpulist, numa
+
+CPUS = "/sys/devices/system/cpu"
 
 
 def test_an_eight_node_amd_host_lists_every_node_with_cpus_and_distances(tmp_path: Path) -> None:
@@ -83,6 +92,89 @@ def test_a_malformed_cpulist_is_a_problem_naming_the_file(tmp_path: Path) -> Non
     [issue] = fs.take_issues()
     assert issue.path == "/sys/devices/system/node/node0/cpulist"
     assert "cpulist" in issue.detail
+
+
+# -- kernel forms ----------------------------------------------------------------------------
+
+
+def test_nodes_with_only_a_cpumap_get_their_cpus_from_it(tmp_path: Path) -> None:
+    fs = old_kernel(tmp_path).fs()
+
+    found = numa.probe(fs)
+
+    assert [(n.cpus, n.cpu_count) for n in found.nodes] == [("0-3,8-11", 8), ("4-7,12-15", 8)]
+    assert fs.take_issues() == []
+
+
+def test_without_cpu_online_the_cpun_online_files_give_the_online_cpus(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(2, 4, 2, offline=[7, 15], online_file=False)
+    tree.numa_node(0, range(16), 2**20)
+
+    found = numa.probe(tree.fs())
+
+    # cpu0 has no online file (it cannot be unplugged) and is online all the same
+    assert (found.online_cpus, found.offline_cpus) == ("0-6,8-14", "7,15")
+    assert (found.sockets, found.cores, found.threads_per_core) == (2, 7, 2)  # core 7 is off
+    assert found.nodes[0].cpu_count == 14
+
+
+def test_without_cpu_online_the_present_cpus_bound_the_cpun_directories(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4, online_file=False).file(f"{CPUS}/present", "0-2")
+
+    assert numa.probe(tree.fs()).online_cpus == "0-2"
+
+
+def test_an_old_kernel_gets_its_topology_from_the_sibling_masks(tmp_path: Path) -> None:
+    found = numa.probe(old_kernel(tmp_path).fs())
+
+    assert found.online_cpus == "0-15"
+    assert (found.sockets, found.cores, found.threads_per_core) == (2, 8, 2)
+
+
+def test_offline_cpus_a_node_lists_are_not_its_cpus_and_are_reported(tmp_path: Path) -> None:
+    found = numa.probe(power_smt4(tmp_path).fs())
+
+    assert [(n.cpus, n.cpu_count) for n in found.nodes] == [
+        ("0-3,8-11,16-19,24-27", 16), ("32-35,40-43,48-51,56-59", 16)]
+    assert [n.offline_cpus for n in found.nodes] == [
+        "4-7,12-15,20-23,28-31", "36-39,44-47,52-55,60-63"]
+    assert (found.sockets, found.cores, found.threads_per_core) == (2, 8, 4)
+    listing = [p for p in numa.check(found) if p.path.endswith("/cpulist")]
+    assert [p.path for p in listing] == [
+        "/sys/devices/system/node/node0/cpulist", "/sys/devices/system/node/node1/cpulist"]
+    assert "CPUs 4-7,12-15,20-23,28-31 that are offline" in listing[0].message
+
+
+def test_memory_only_nodes_far_from_the_cpu_nodes_are_kept_and_marked(tmp_path: Path) -> None:
+    found = numa.probe(memory_tiers(tmp_path).fs())
+
+    assert [n.id for n in found.nodes] == [0, 1, 2, 250, 251, 252, 253, 254, 255]
+    assert [n.id for n in found.nodes if n.memory_only] == [2, 250, 251, 252, 253, 254, 255]
+    assert not any(n.memoryless for n in found.nodes)
+    assert found.nodes[-1].distances[:3] == [80, 80, 80]
+    assert numa.check(found) == []
+
+
+def test_a_node_whose_cpus_are_all_offline_is_memory_only(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4, offline=[2, 3]).numa_node(0, [0, 1], 2**20)
+    tree.numa_node(1, [2, 3], 2**20)
+
+    found = numa.probe(tree.fs())
+
+    assert (found.nodes[1].cpu_count, found.nodes[1].memory_only) == (0, True)
+
+
+def test_a_node_without_cpulist_or_cpumap_is_noted(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).numa_node(0, [0], 2**20)
+    (tmp_path / "sys/devices/system/node/node0/cpulist").unlink()
+    fs = tree.fs()
+
+    assert numa.probe(fs).nodes[0].cpus == ""
+    [issue] = fs.take_issues()
+    assert issue.path == "/sys/devices/system/node/node0"
+
+
+# -- cpulists -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -163,3 +255,13 @@ def test_overlapping_ranges_cost_no_more_than_the_ids_they_name() -> None:
 
     assert cpulist.parse(",".join(["0-8191"] * 2000)) == set(range(8192))
     assert time.perf_counter() - start < 0.5
+
+
+def test_a_malformed_online_list_falls_back_to_the_cpun_online_files(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4, offline=[3]).file(f"{CPUS}/online", "0-")
+    fs = tree.fs()
+
+    found = numa.probe(fs)
+
+    assert (found.online_cpus, found.cores) == ("0-2", 3)
+    assert [i.path for i in fs.take_issues()] == [f"{CPUS}/online"]

@@ -105,12 +105,27 @@ class NumaNode(BaseModel):
     """One NUMA node as /sys/devices/system/node/nodeN describes it."""
 
     id: int = Field(ge=0, description="Node id (ids may have gaps).")
-    cpus: CpuList = Field(default="", description="Its CPUs as a cpulist; empty: CPU-less node.")
+    cpus: CpuList = Field(
+        default="",
+        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels); "
+        "empty: CPU-less node.",
+    )
     cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
+    offline_cpus: CpuList = Field(
+        default="",
+        description="CPUs the node lists that are offline (some kernels, e.g. on POWER, list "
+        "them): not in `cpus`, unusable by VMs.",
+    )
     memory_total_kib: int = Field(default=0, ge=0, description="MemTotal of the node, in KiB.")
     memory_free_kib: int = Field(default=0, ge=0, description="MemFree of the node, in KiB.")
     memoryless: bool = Field(
         default=False, description="The node has no memory: its CPUs only reach remote memory."
+    )
+    memory_only: bool = Field(
+        default=False,
+        description="The node has memory but no online CPU (CXL or HBM memory, GPU memory, or "
+        "every CPU offline): its memory is remote to every CPU, so kvtune places no VM CPUs "
+        "there and leaves it out of an even hugepage split.",
     )
     distances: list[int] = Field(
         default_factory=list,
@@ -125,8 +140,16 @@ class NumaReport(BaseModel):
     nodes: list[NumaNode] = Field(
         default_factory=list, max_length=MAX_NUMA_NODES, description="Nodes, by id."
     )
-    online_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/online.")
-    offline_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/offline.")
+    online_cpus: CpuList = Field(
+        default="",
+        description="/sys/devices/system/cpu/online (on kernels without it: the present CPUs "
+        "whose cpuN/online is not 0).",
+    )
+    offline_cpus: CpuList = Field(
+        default="",
+        description="/sys/devices/system/cpu/offline (on kernels without it: the present CPUs "
+        "whose cpuN/online is 0).",
+    )
     isolated_cpus: CpuList = Field(
         default="", description="/sys/devices/system/cpu/isolated (isolcpus= on the cmdline)."
     )

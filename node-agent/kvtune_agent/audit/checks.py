@@ -233,7 +233,9 @@ def _numa(vm: Observed, dom: Domain, host: _Host, policy: AuditPolicy) -> list[V
         ]
     cpu_nodes = host.cpu_nodes(dom.pinned_cpus)
     memory_nodes = host.memory_nodes(vm, dom)
-    fitting = [n for n, cpus, kib in host.nodes if cpus >= dom.vcpus and kib >= dom.memory_kib]
+    # Only a node with CPUs can hold a VM: memory-only nodes (CXL, HBM, GPU memory) never can.
+    fitting = [n for n, cpus, kib in host.nodes
+               if cpus and cpus >= dom.vcpus and kib >= dom.memory_kib]
     if not fitting:
         if len(cpu_nodes) > 1 and dom.guest_numa_cells < 2:
             return [
