@@ -665,3 +665,43 @@ def memory_tiers(root: Path) -> HostTree:
         tree.numa_node(node, cpus, (256 if node < 3 else 16) * 2**20, distances=distances,
                        hugepages={2048: (0, 0)})
     return tree
+
+
+def hybrid(root: Path) -> HostTree:
+    """An Intel hybrid CPU (Alder Lake-S): 8 P-cores with SMT (CPUs 0-15, siblings adjacent,
+    core_id 0, 4, ... 28) and 8 E-cores without (CPUs 16-23, core_id 32-39), one node."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-23").file(f"{base}/offline", "")
+    for cpu in range(16):
+        first = cpu - cpu % 2
+        tree.cpu(cpu, package=0, core=first * 2, siblings=[first, first + 1])
+    for cpu in range(16, 24):
+        tree.cpu(cpu, package=0, core=cpu + 16, siblings=[cpu], cluster=8 + (cpu - 16) // 4)
+    return tree.numa_node(0, range(24), 64 * 2**20).meminfo(64 * 2**20)
+
+
+def multi_die(root: Path) -> HostTree:
+    """One package of two dies, each die its own NUMA node, 8 SMT-2 cores per die, core_id
+    numbered per die (as kernels do for AMD's multi-node packages)."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-31").file(f"{base}/offline", "")
+    for cpu in range(32):
+        core = cpu % 16  # first threads 0-15, their siblings 16-31
+        tree.cpu(cpu, package=0, die=core // 8, core=core % 8, siblings=[core, core + 16])
+    for node in (0, 1):
+        tree.numa_node(node, [*range(node * 8, node * 8 + 8), *range(16 + node * 8, 24 + node * 8)],
+                       64 * 2**20, distances=(10, 12) if node == 0 else (12, 10))
+    return tree.meminfo(128 * 2**20)
+
+
+def clustered(root: Path) -> HostTree:
+    """An Arm host described by a device tree: one package, one node, 4 clusters of 4 cores
+    without SMT, core_id numbered per cluster, as such kernels number it."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-15").file(f"{base}/offline", "")
+    for cpu in range(16):
+        tree.cpu(cpu, package=0, cluster=cpu // 4, core=cpu % 4, siblings=[cpu])
+    return tree.numa_node(0, range(16), 32 * 2**20).meminfo(32 * 2**20)

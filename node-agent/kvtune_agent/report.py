@@ -96,8 +96,13 @@ def _cpu(page: _Page, report: HostReport) -> None:
     page.row("Vendor ID:", _or_dash(found.vendor))
     page.row("Model name:", f"{_or_dash(found.model_name)} (family {_or_dash(found.family)}, "
              f"model {_or_dash(found.model)}, stepping {_or_dash(found.stepping)})")
+    threads = (f"{topology.min_threads_per_core}-{topology.threads_per_core}"
+               if topology.min_threads_per_core < topology.threads_per_core
+               else str(topology.threads_per_core))
+    kernel = (f" ({topology.kernel_cores} by the kernel's thread siblings)"
+              if topology.kernel_cores != topology.cores else "")
     page.row("CPU(s):", f"{found.logical_cpus} online; {topology.sockets} socket(s), "
-             f"{topology.cores} core(s), {topology.threads_per_core} thread(s) per core")
+             f"{topology.cores} core(s){kernel}, {threads} thread(s) per core")
     page.row("On-line CPU(s) list:", _or_dash(topology.online_cpus))
     page.row("Off-line CPU(s) list:", _or_dash(topology.offline_cpus), f"{numa.CPUS}/offline")
     page.row("Isolated CPU(s):", _or_dash(topology.isolated_cpus))

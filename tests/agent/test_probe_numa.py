@@ -1,5 +1,5 @@
-"""The NUMA probe: nodes with gaps, memoryless and CPU-less nodes, offline and isolated CPUs, in
-every form kernels write them."""
+"""The NUMA probe: nodes with gaps, memoryless and CPU-less nodes, offline and isolated CPUs, every
+form kernels write them in, and the topology as the kubelet's CPU manager counts it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 from hosttree import (
     HostTree,
     amd_eight_node,
+    clustered,
+    hybrid,
     memory_tiers,
+    multi_die,
     old_kernel,
     power_smt4,
 )
@@ -172,6 +175,42 @@ def test_a_node_without_cpulist_or_cpumap_is_noted(tmp_path: Path) -> None:
     assert numa.probe(fs).nodes[0].cpus == ""
     [issue] = fs.take_issues()
     assert issue.path == "/sys/devices/system/node/node0"
+
+
+# -- topology as the kubelet counts it ------------------------------------------------------
+
+
+def test_a_hybrid_cpu_counts_p_and_e_cores_and_says_what_the_kubelet_makes_of_them(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(hybrid(tmp_path).fs())
+
+    assert (found.sockets, found.cores, found.kernel_cores) == (1, 16, 16)
+    assert (found.threads_per_core, found.min_threads_per_core) == (2, 1)
+    [info] = numa.check(found)
+    assert info.severity == "Info"
+    assert "24 CPUs / 16 cores = 1 CPU(s) per core" in info.message
+
+
+def test_dies_that_are_numa_nodes_keep_their_cores_apart(tmp_path: Path) -> None:
+    found = numa.probe(multi_die(tmp_path).fs())
+
+    # core_id restarts on each die, but the CPU manager counts cores per NUMA node
+    assert (found.sockets, found.cores, found.kernel_cores, found.threads_per_core) == (
+        1, 16, 16, 2)
+    assert numa.check(found) == []
+
+
+def test_core_ids_repeating_within_a_node_count_as_the_kubelet_counts_them(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(clustered(tmp_path).fs())
+
+    assert (found.sockets, found.cores, found.threads_per_core) == (1, 4, 1)
+    assert found.kernel_cores == 16
+    [warning] = numa.check(found)
+    assert (warning.severity, warning.path) == ("Warning", f"{CPUS}/cpuN/topology/core_id")
+    assert "into 16 cores" in warning.message and "counts 4" in warning.message
 
 
 # -- cpulists -------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ class NumaNode(BaseModel):
 
 
 class NumaReport(BaseModel):
-    """NUMA nodes and the CPU topology the kernel reports."""
+    """NUMA nodes and the CPU topology, counted as the kubelet's CPU manager counts it."""
 
     nodes: list[NumaNode] = Field(
         default_factory=list, max_length=MAX_NUMA_NODES, description="Nodes, by id."
@@ -153,10 +153,30 @@ class NumaReport(BaseModel):
     isolated_cpus: CpuList = Field(
         default="", description="/sys/devices/system/cpu/isolated (isolcpus= on the cmdline)."
     )
-    sockets: int = Field(default=0, ge=0, description="Distinct physical packages.")
-    cores: int = Field(default=0, ge=0, description="Distinct physical cores, all sockets.")
+    sockets: int = Field(
+        default=0, ge=0, description="Distinct physical_package_id of the online CPUs."
+    )
+    cores: int = Field(
+        default=0,
+        ge=0,
+        description="Physical cores as the kubelet's CPU manager counts them: distinct (NUMA "
+        "node, physical_package_id, core_id) of the online CPUs.",
+    )
+    kernel_cores: int = Field(
+        default=0,
+        ge=0,
+        description="Physical cores as the kernel groups hardware threads (distinct "
+        "thread_siblings_list); above `cores` where core_id repeats across the dies or "
+        "clusters of one NUMA node, which the kubelet then takes for one core.",
+    )
     threads_per_core: int = Field(
-        default=0, ge=0, description="Most hardware threads seen on one core (2 with SMT)."
+        default=0, ge=0, description="Most hardware threads on one core (2 with SMT)."
+    )
+    min_threads_per_core: int = Field(
+        default=0,
+        ge=0,
+        description="Fewest hardware threads on one core: below threadsPerCore on hybrid CPUs "
+        "(P-cores with SMT, E-cores without) or with some threads offline.",
     )
 
 

@@ -1,4 +1,4 @@
-"""NUMA nodes and CPU topology, the facts `numactl -H` and `lscpu` show.
+"""NUMA nodes and CPU topology, the facts `numactl -H` and `lscpu` show, as the kubelet sees them.
 
 Each VM should live on one NUMA node; that needs every node's CPUs, memory and distances as the
 kernel sees them, in each form a kernel writes them, including the awkward cases a planner must
@@ -11,11 +11,26 @@ that can be unplugged (a CPU without one, often cpu0, is online) over the presen
 (`present`, else the cpuN directories). A node's CPUs are its `cpulist`, or its `cpumap` on
 kernels that lack the list, less the offline CPUs: some kernels (POWER) keep offline CPUs in
 the list, and no VM can run on them.
+
+The topology is counted as the kubelet's CPU manager counts it, because that is what pins VMs.
+Its view comes from cAdvisor, which reads the same files for the online CPUs:
+- sockets: distinct topology/physical_package_id;
+- cores: distinct (physical_package_id, core_id) within each NUMA node, summed over the nodes
+  (kubelet cpumanager/topology.Discover), so dies that are NUMA nodes of their own may repeat
+  core_id; a CPU lacking either file is left out, as cAdvisor leaves it out. die_id and cluster_id
+  play no part, so where a kernel numbers core_id per die or cluster inside one NUMA node the
+  kubelet takes threads of different cores for one core; `kernel_cores` (distinct
+  thread_siblings_list, the kernel's own grouping) shows it, and the check says so;
+- threads per core: the most CPUs in one thread_siblings_list, and the fewest. Hybrid CPUs mix
+  cores of 2 threads (P-cores) and of 1 (E-cores); the kubelet then works with online CPUs /
+  cores, rounded down, as its CPUs per core, and the check says what that means.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, NumaNode, NumaReport, Problem, Severity
 
@@ -92,35 +107,51 @@ def _node(fs: HostFS, node_id: int, online: set[int] | None) -> tuple[NumaNode, 
     ), cpus
 
 
-def _topology(fs: HostFS, online: set[int]) -> tuple[int, int, int]:
-    """Sockets, cores and most threads per core among the online CPUs (offline ones hide theirs)."""
-    packages: set[str] = set()
-    cores: set[frozenset[int]] = set()
+@dataclass(frozen=True)
+class _Topology:
+    sockets: int = 0
+    cores: int = 0
+    kernel_cores: int = 0
+    threads_per_core: int = 0
+    min_threads_per_core: int = 0
+
+
+def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topology:
+    """The topology of the online CPUs, by the rule in the module docstring."""
+    packages: set[int] = set()
+    cores: set[tuple[int | None, int, int]] = set()
+    siblings: set[frozenset[int]] = set()
     for cpu in sorted(online):
         base = f"{CPUS}/cpu{cpu}/topology"
-        package = fs.read_value(f"{base}/physical_package_id")
-        siblings = cpulist.read_either(
+        package = fs.read_int(f"{base}/physical_package_id")
+        core = fs.read_int(f"{base}/core_id")
+        if package is not None and core is not None:
+            packages.add(package)
+            cores.add((node_of.get(cpu), package, core))
+        threads = cpulist.read_either(
             fs, f"{base}/thread_siblings_list", f"{base}/thread_siblings")
-        if package is None or siblings is None:
-            continue
-        packages.add(package)
-        # Each core's sibling set is unique across the host, unlike core_id (repeated per die).
-        cores.add(frozenset(siblings))
-    return len(packages), len(cores), max(map(len, cores), default=0)
+        if threads:
+            siblings.add(frozenset(threads))
+    sizes = [len(threads) for threads in siblings]
+    return _Topology(len(packages), len(cores), len(siblings), max(sizes, default=0),
+                     min(sizes, default=0))
 
 
 def probe(fs: HostFS) -> NumaReport:
     online, offline = _cpu_states(fs)
     nodes = [_node(fs, i, online) for i in node_ids(fs)]
-    sockets, cores, threads = _topology(fs, online or set())
+    node_of = {cpu: node.id for node, cpus in nodes for cpu in cpus}
+    topology = _topology(fs, online or set(), node_of)
     return NumaReport(
         nodes=[node for node, _ in nodes],
         online_cpus=cpulist.format_ids(online or ()),
         offline_cpus=cpulist.format_ids(offline),
         isolated_cpus=cpulist.format_ids(cpulist.read(fs, f"{CPUS}/isolated") or ()),
-        sockets=sockets,
-        cores=cores,
-        threads_per_core=threads,
+        sockets=topology.sockets,
+        cores=topology.cores,
+        kernel_cores=topology.kernel_cores,
+        threads_per_core=topology.threads_per_core,
+        min_threads_per_core=topology.min_threads_per_core,
     )
 
 
@@ -147,10 +178,34 @@ def _node_problems(numa: NumaReport) -> list[Problem]:
     return problems
 
 
+def _topology_problems(numa: NumaReport) -> list[Problem]:
+    problems = []
+    if numa.kernel_cores > numa.cores:
+        problems.append(_problem(
+            "Warning", f"{CPUS}/cpuN/topology/core_id",
+            f"the kernel groups the CPUs into {numa.kernel_cores} cores "
+            "(thread_siblings_list) but their core_id repeats within a NUMA node (numbered per "
+            f"die or cluster) or is missing, so the kubelet's CPU manager counts {numa.cores}: "
+            "it takes threads of different cores for one core, and its full-pcpus-only option "
+            "hands a VM CPUs of two cores as one; do not rely on it on this node",
+        ))
+    online = len(cpulist.parse(numa.online_cpus))
+    if numa.cores and numa.min_threads_per_core < numa.threads_per_core:
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology/thread_siblings_list",
+            f"cores have {numa.min_threads_per_core} to {numa.threads_per_core} "
+            "threads (a hybrid CPU with P-cores and E-cores, or SMT partly offline): the "
+            f"kubelet's CPU manager works with {online} CPUs / {numa.cores} cores = "
+            f"{online // numa.cores} CPU(s) per core, so its full-pcpus-only option does not "
+            "keep a VM on whole SMT cores here",
+        ))
+    return problems
+
+
 def check(numa: NumaReport) -> list[Problem]:
     """Findings: no NUMA information, memoryless nodes with CPUs, nodes listing offline CPUs,
-    offline CPUs. Memory-only nodes are normal (CXL, HBM, GPU memory): marked in the report,
-    not a finding."""
+    offline CPUs, a topology the kubelet reads differently from the kernel. Memory-only nodes
+    are normal (CXL, HBM, GPU memory): marked in the report, not a finding."""
     if not numa.nodes:
         return [_problem(
             "Warning", NODES,
@@ -164,4 +219,4 @@ def check(numa: NumaReport) -> list[Problem]:
             f"CPUs {numa.offline_cpus} are offline and unusable by VMs; bring them "
             f"online (echo 1 > {CPUS}/cpuN/online) unless that is intended",
         ))
-    return problems
+    return problems + _topology_problems(numa)
