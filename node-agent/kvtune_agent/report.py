@@ -125,8 +125,8 @@ def _ple(page: _Page, ple: PleReport) -> None:
 
 
 def _pools(pools: Iterable[HugepagePool]) -> str:
-    text = ", ".join(f"{p.size} {p.free}/{p.total} free" + (f" (+{p.surplus} surplus)"
-                     if p.surplus else "") for p in pools)
+    text = ", ".join(f"{p.size} {_or_dash(p.free)}/{_or_dash(p.total)} free"
+                     + (f" (+{p.surplus} surplus)" if p.surplus else "") for p in pools)
     return text or "-"
 
 

@@ -114,6 +114,27 @@ def test_a_count_leaves_out_nodes_whose_cpus_are_all_offline(tmp_path: Path) -> 
     assert {i: s.desired for i, s in steps.items()} == {"hugepages/node0/2Mi": "4"}
 
 
+@pytest.mark.parametrize("content", [pytest.param("-3", id="negative"),
+                                     pytest.param(None, id="unreadable")])
+def test_a_pool_of_unknown_size_plans_no_step_and_says_why(
+    tmp_path: Path, content: str | None
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    path = HUGE_1G.format(1)
+    if content is None:
+        (tmp_path / path.lstrip("/")).unlink()
+        tree.unreadable(path)
+    else:
+        tree.file(path, content)
+
+    found = _plan(tree, node_spec(memory=_pages(count=40)))
+
+    assert list(_steps(found)) == ["hugepages/node0/1Gi"]
+    unknown = _finding(found, "HugepagePoolUnknown")
+    assert path in unknown.message
+    assert unknown.message.startswith("spec.host.memory.hugepages.pages[0].count (40")
+
+
 def test_a_per_node_entry_for_a_missing_node_is_an_error_naming_the_field_and_node(
     tmp_path: Path,
 ) -> None:

@@ -186,8 +186,12 @@ class HugepagePool(BaseModel):
     size: str = Field(description="Page size as a quantity: 2Mi, 1Gi.")
     size_kib: int = Field(ge=0, description="Page size in KiB, as in hugepages-<kB>kB.")
     node: Opt[int] = Field(default=None, description="NUMA node id; absent: system-wide pool.")
-    total: int = Field(default=0, ge=0, description="nr_hugepages: pages allocated.")
-    free: int = Field(default=0, ge=0, description="free_hugepages: pages not in use.")
+    total: Opt[int] = Field(
+        default=None, ge=0, description="nr_hugepages: pages allocated; absent: unknown."
+    )
+    free: Opt[int] = Field(
+        default=None, ge=0, description="free_hugepages: pages not in use; absent: unknown."
+    )
     surplus: int = Field(default=0, ge=0, description="surplus_hugepages: overcommitted pages.")
     reserved: Opt[int] = Field(
         default=None, description="resv_hugepages: promised but not yet faulted (system-wide)."
