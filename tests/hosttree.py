@@ -31,6 +31,15 @@ def _cpulist(ids: Iterable[int]) -> str:
     return ",".join(str(i) for i in sorted(ids))
 
 
+def _cpumask(ids: Iterable[int], width: int = 128) -> str:
+    """A cpumask as sysfs prints it: 32-bit hex words, most significant first, `width` bits
+    (NR_CPUS on old kernels, so wider than the host)."""
+    value = sum(1 << i for i in set(ids))
+    bits = max(width, value.bit_length())
+    words = [(value >> shift) & 0xFFFFFFFF for shift in range(0, bits, 32)]
+    return ",".join(f"{word:08x}" for word in reversed(words))
+
+
 class HostTree:
     """A host laid out under `root`; every method returns self so that calls chain."""
 
@@ -123,6 +132,36 @@ class HostTree:
         data = bytes(MSR_PROCBASED_CTLS2) + procbased_ctls2.to_bytes(8, "little")
         return self.file("/dev/cpu/0/msr", data)
 
+    def cpu(
+        self,
+        cpu: int,
+        *,
+        package: int,
+        core: int,
+        siblings: Iterable[int],
+        die: int = 0,
+        cluster: int | None = None,
+        online: bool = True,
+        lists: bool = True,
+    ) -> HostTree:
+        """One CPU's cpuN directory: its online file (none for cpu0, which x86 cannot unplug)
+        and, when online, its topology; `lists=False` gives only the sibling mask, as kernels
+        before the *_list files did."""
+        base = f"/sys/devices/system/cpu/cpu{cpu}"
+        (self.root / base.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        if cpu:
+            self.file(f"{base}/online", int(online))
+        if not online:  # the kernel removes an offline CPU's topology
+            return self
+        topology = f"{base}/topology"
+        self.file(f"{topology}/physical_package_id", package).file(f"{topology}/core_id", core)
+        self.file(f"{topology}/die_id", die)
+        if cluster is not None:
+            self.file(f"{topology}/cluster_id", cluster)
+        if lists:
+            return self.file(f"{topology}/thread_siblings_list", _cpulist(siblings))
+        return self.file(f"{topology}/thread_siblings", _cpumask(siblings))
+
     def cpus(
         self,
         sockets: int,
@@ -131,25 +170,29 @@ class HostTree:
         *,
         offline: Iterable[int] = (),
         isolated: Iterable[int] = (),
+        online_file: bool = True,
+        lists: bool = True,
     ) -> HostTree:
-        """/sys/devices/system/cpu: Linux numbering (all first threads, then the siblings)."""
+        """/sys/devices/system/cpu: Linux numbering (all first threads, then the siblings).
+
+        `online_file=False` leaves out possible, present, online and offline, as old kernels
+        do: only the cpuN directories and their online files say which CPUs are up.
+        """
         base = "/sys/devices/system/cpu"
         cores = sockets * cores_per_socket
         total = cores * threads_per_core
         down = set(offline)
-        self.file(f"{base}/possible", f"0-{total - 1}")
-        self.file(f"{base}/online", _cpulist(set(range(total)) - down))
-        self.file(f"{base}/offline", _cpulist(down))
+        if online_file:
+            every = f"0-{total - 1}"
+            self.file(f"{base}/possible", every).file(f"{base}/present", every)
+            self.file(f"{base}/online", _cpulist(set(range(total)) - down))
+            self.file(f"{base}/offline", _cpulist(down))
         self.file(f"{base}/isolated", _cpulist(isolated))
         for cpu in range(total):
             core = cpu % cores
-            siblings = [core + t * cores for t in range(threads_per_core)]
-            self.file(f"{base}/cpu{cpu}/online", int(cpu not in down))
-            if cpu in down:  # the kernel removes an offline CPU's topology
-                continue
-            self.file(f"{base}/cpu{cpu}/topology/physical_package_id", core // cores_per_socket)
-            self.file(f"{base}/cpu{cpu}/topology/core_id", core % cores_per_socket)
-            self.file(f"{base}/cpu{cpu}/topology/thread_siblings_list", _cpulist(siblings))
+            self.cpu(cpu, package=core // cores_per_socket, core=core % cores_per_socket,
+                     siblings=[core + t * cores for t in range(threads_per_core)],
+                     online=cpu not in down, lists=lists)
         return self
 
     # -- memory and NUMA --------------------------------------------------------------------
@@ -186,10 +229,18 @@ class HostTree:
         *,
         distances: Iterable[int] = (10,),
         hugepages: Mapping[int, tuple[int, int]] | None = None,
+        cpumap_only: bool = False,
     ) -> HostTree:
-        """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free)."""
+        """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free).
+
+        The node may list offline CPUs, as POWER kernels do. `cpumap_only` gives its CPUs as a
+        cpumap alone, as kernels before node/cpulist did.
+        """
         base = f"/sys/devices/system/node/node{node}"
-        self.file(f"{base}/cpulist", _cpulist(cpus))
+        if cpumap_only:
+            self.file(f"{base}/cpumap", _cpumask(cpus))
+        else:
+            self.file(f"{base}/cpulist", _cpulist(cpus))
         self.file(f"{base}/distance", " ".join(map(str, distances)))
         self.file(f"{base}/meminfo", (
             f"Node {node} MemTotal:       {mem_kib} kB\n"
@@ -568,3 +619,89 @@ def large_host(root: Path, *, cpus: int = 256, nodes: int = 8, disks: int = 64,
         tree.nic(f"ens{index}f0", f"0000:{0x3b + index:02x}:00.0", numa_node=index % nodes,
                  total_vfs=64, vf_drivers=["vfio-pci"] * (vfs // 2) + ["iavf"] * (vfs // 2))
     return tree.virtual_nic("lo")
+
+
+# -- kernel and topology forms the probe must read as the kernel means them -------------------
+
+
+def old_kernel(root: Path) -> HostTree:
+    """A 2-socket host on a kernel from before the *_list files and cpu/online (RHEL 5 era):
+    node CPUs as cpumap only, thread siblings as masks, online state in cpuN/online alone."""
+    tree = HostTree(root).cpus(2, 4, 2, online_file=False, lists=False).meminfo(64 * 2**20)
+    for node in (0, 1):
+        cpus = [c for c in range(16) if (c % 8) // 4 == node]
+        tree.numa_node(node, cpus, 32 * 2**20, distances=(10, 20) if node == 0 else (20, 10),
+                       cpumap_only=True)
+    return tree
+
+
+def power_smt4(root: Path) -> HostTree:
+    """A 2-socket POWER9 with SMT8 cores run at SMT4 (ppc64_cpu --smt=4): threads 4-7 of each
+    core are offline, yet each node's cpulist still lists all eight."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    online = [c for c in range(64) if c % 8 < 4]
+    tree.file(f"{base}/online", _cpulist(online))
+    tree.file(f"{base}/offline", _cpulist(set(range(64)) - set(online)))
+    for cpu in range(64):
+        first = cpu - cpu % 8
+        tree.cpu(cpu, package=cpu // 32, core=first, siblings=range(first, first + 4),
+                 online=cpu % 8 < 4)
+    for node in (0, 1):
+        tree.numa_node(node, range(node * 32, node * 32 + 32), 128 * 2**20,
+                       distances=(10, 40) if node == 0 else (40, 10),
+                       hugepages={2048: (0, 0)})
+    return tree.meminfo(256 * 2**20)
+
+
+def memory_tiers(root: Path) -> HostTree:
+    """2 CPU nodes, a CXL memory expander (node 2) and GPU memory nodes far from them
+    (250-255, as coherent GPU memory is numbered), all with memory and no CPUs."""
+    tree = HostTree(root).cpus(2, 8, 2).meminfo(1024 * 2**20)
+    ids = [0, 1, 2, *range(250, 256)]
+    for node in ids:
+        cpus = [c for c in range(32) if (c % 16) // 8 == node] if node < 2 else []
+        distances = [10 if other == node else 20 if max(node, other) < 2 else 80 for other in ids]
+        tree.numa_node(node, cpus, (256 if node < 3 else 16) * 2**20, distances=distances,
+                       hugepages={2048: (0, 0)})
+    return tree
+
+
+def hybrid(root: Path) -> HostTree:
+    """An Intel hybrid CPU (Alder Lake-S): 8 P-cores with SMT (CPUs 0-15, siblings adjacent,
+    core_id 0, 4, ... 28) and 8 E-cores without (CPUs 16-23, core_id 32-39), one node."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-23").file(f"{base}/offline", "")
+    for cpu in range(16):
+        first = cpu - cpu % 2
+        tree.cpu(cpu, package=0, core=first * 2, siblings=[first, first + 1])
+    for cpu in range(16, 24):
+        tree.cpu(cpu, package=0, core=cpu + 16, siblings=[cpu], cluster=8 + (cpu - 16) // 4)
+    return tree.numa_node(0, range(24), 64 * 2**20).meminfo(64 * 2**20)
+
+
+def multi_die(root: Path) -> HostTree:
+    """One package of two dies, each die its own NUMA node, 8 SMT-2 cores per die, core_id
+    numbered per die (as kernels do for AMD's multi-node packages)."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-31").file(f"{base}/offline", "")
+    for cpu in range(32):
+        core = cpu % 16  # first threads 0-15, their siblings 16-31
+        tree.cpu(cpu, package=0, die=core // 8, core=core % 8, siblings=[core, core + 16])
+    for node in (0, 1):
+        tree.numa_node(node, [*range(node * 8, node * 8 + 8), *range(16 + node * 8, 24 + node * 8)],
+                       64 * 2**20, distances=(10, 12) if node == 0 else (12, 10))
+    return tree.meminfo(128 * 2**20)
+
+
+def clustered(root: Path) -> HostTree:
+    """An Arm host described by a device tree: one package, one node, 4 clusters of 4 cores
+    without SMT, core_id numbered per cluster, as such kernels number it."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-15").file(f"{base}/offline", "")
+    for cpu in range(16):
+        tree.cpu(cpu, package=0, cluster=cpu // 4, core=cpu % 4, siblings=[cpu])
+    return tree.numa_node(0, range(16), 32 * 2**20).meminfo(32 * 2**20)

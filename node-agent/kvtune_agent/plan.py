@@ -217,8 +217,15 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
                     f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
                     f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
                     "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
+            elif pool.total is None or pool.free is None:
+                out.error("Hugepages", "HugepagePoolUnknown", (
+                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
+                    f"{path} or its free_hugepages could not be read as a page count, so the "
+                    "pool's size is unknown and it is left as it is; check what the agent's "
+                    "problems say about that file"))
             elif pool.total != count:
-                _resize(pool, count, path, source, reserved.get(kib, 0), out)
+                _resize(pool.total, pool.free, pool, count, path, source, reserved.get(kib, 0),
+                        out)
 
 
 def _hugepage_targets(
@@ -226,12 +233,16 @@ def _hugepage_targets(
 ) -> list[tuple[int, int, str]]:
     """(NUMA node, pages wanted there, the spec field that says so) for one allocation."""
     if alloc.per_node is None:
-        # A node whose meminfo could not be read is not known to lack memory: it keeps its share.
-        with_memory = sorted(node_id for node_id, node in nodes.items() if not node.memoryless)
+        # VMs are pinned to the CPUs of a node and take its memory, so nodes without CPUs (CXL,
+        # HBM or GPU memory) get no share. A node whose meminfo could not be read is not known
+        # to lack memory: it keeps its share.
+        with_memory = sorted(node_id for node_id, node in nodes.items()
+                             if node.cpu_count and not node.memoryless)
         if not with_memory:
             out.error("Hugepages", "NoNumaMemory", (
-                f"{field_name}.count: every NUMA node of this host is memoryless, so there is "
-                "nowhere to allocate hugepages"))
+                f"{field_name}.count: no NUMA node of this host has both online CPUs and "
+                "memory, so there is nowhere VMs could use hugepages; name the nodes in "
+                "perNode instead"))
             return []
         total = alloc.count or 0
         share, extra = divmod(total, len(with_memory))
@@ -258,29 +269,31 @@ def _hugepage_targets(
 
 
 def _resize(
-    pool: HugepagePool, count: int, path: str, source: str, reserved: int, out: _Draft
+    total: int, free: int, pool: HugepagePool, count: int, path: str, source: str,
+    reserved: int, out: _Draft,
 ) -> None:
-    """A step moving one pool to `count` pages; shrinking into pages VMs hold needs a drain.
+    """A step moving one pool from `total` pages (`free` of them free) to `count`; shrinking
+    into pages VMs hold needs a drain.
 
     Reserved pages (resv_hugepages) are promised to a mapping but not yet touched; the kernel
     counts them host-wide, not per node, so any node of that size may hold them.
     """
-    in_use = pool.total - pool.free
-    held = min(pool.total, in_use + reserved)
+    in_use = total - free
+    held = min(total, in_use + reserved)
     disruption: Disruption = "Live"
-    if count > pool.total:
-        effect = f"this allocates {count - pool.total} more"
+    if count > total:
+        effect = f"this allocates {count - total} more"
     elif count >= held:
-        effect = f"this releases {pool.total - count} free pages to the host"
+        effect = f"this releases {total - count} free pages to the host"
     else:
         disruption = "NeedsDrain"
-        effect = (f"only {pool.total - held} can be released now ({in_use} are in use by VMs, "
+        effect = (f"only {total - held} can be released now ({in_use} are in use by VMs, "
                   f"{reserved} reserved host-wide): the VMs using them must leave the node "
                   "first (the kernel never frees a page in use)")
     out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", path,
-             str(pool.total), str(count),
+             str(total), str(count),
              f"{pool.size} hugepages on NUMA node {pool.node}: {source} wants {count}, "
-             f"{pool.total} are allocated; {effect}", disruption)
+             f"{total} are allocated; {effect}", disruption)
 
 
 # -- KSM, numad, THP ------------------------------------------------------------------------

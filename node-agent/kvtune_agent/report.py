@@ -96,8 +96,13 @@ def _cpu(page: _Page, report: HostReport) -> None:
     page.row("Vendor ID:", _or_dash(found.vendor))
     page.row("Model name:", f"{_or_dash(found.model_name)} (family {_or_dash(found.family)}, "
              f"model {_or_dash(found.model)}, stepping {_or_dash(found.stepping)})")
+    threads = (f"{topology.min_threads_per_core}-{topology.threads_per_core}"
+               if topology.min_threads_per_core < topology.threads_per_core
+               else str(topology.threads_per_core))
+    kernel = (f" ({topology.kernel_cores} by the kernel's thread siblings)"
+              if topology.kernel_cores != topology.cores else "")
     page.row("CPU(s):", f"{found.logical_cpus} online; {topology.sockets} socket(s), "
-             f"{topology.cores} core(s), {topology.threads_per_core} thread(s) per core")
+             f"{topology.cores} core(s){kernel}, {threads} thread(s) per core")
     page.row("On-line CPU(s) list:", _or_dash(topology.online_cpus))
     page.row("Off-line CPU(s) list:", _or_dash(topology.offline_cpus), f"{numa.CPUS}/offline")
     page.row("Isolated CPU(s):", _or_dash(topology.isolated_cpus))
@@ -120,8 +125,8 @@ def _ple(page: _Page, ple: PleReport) -> None:
 
 
 def _pools(pools: Iterable[HugepagePool]) -> str:
-    text = ", ".join(f"{p.size} {p.free}/{p.total} free" + (f" (+{p.surplus} surplus)"
-                     if p.surplus else "") for p in pools)
+    text = ", ".join(f"{p.size} {_or_dash(p.free)}/{_or_dash(p.total)} free"
+                     + (f" (+{p.surplus} surplus)" if p.surplus else "") for p in pools)
     return text or "-"
 
 
@@ -133,8 +138,8 @@ def _numa(page: _Page, report: HostReport) -> None:
     for node in nodes:
         key = f"{memory.NODES}/node{node.id}/meminfo"
         page.line(f"  node {node.id} cpus: {node.cpus or '(none)'}", key)
-        memoryless = " (memoryless)" if node.memoryless else ""
-        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{memoryless}", key)
+        kind = " (memoryless)" if node.memoryless else " (memory only)" if node.memory_only else ""
+        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{kind}", key)
         page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
         own = [p for p in report.memory.hugepages_per_node if p.node == node.id]
         page.line(f"  node {node.id} hugepages: {_pools(own)}")

@@ -6,7 +6,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import DEFAULT_DISK_BYTES, HostTree, intel_two_socket
+from hosttree import DEFAULT_DISK_BYTES, HostTree, intel_two_socket, memory_tiers
 from kvtune_agent.plan import (
     PLE_CONF,
     PLE_OPTIONS,
@@ -94,6 +94,45 @@ def test_a_count_skips_memoryless_nodes_and_follows_id_gaps(tmp_path: Path) -> N
 
     assert {i: s.desired for i, s in steps.items()} == {
         "hugepages/node0/2Mi": "3", "hugepages/node4/2Mi": "2"}
+
+
+def test_a_count_leaves_out_memory_only_nodes(tmp_path: Path) -> None:
+    steps = _steps(_plan(memory_tiers(tmp_path), node_spec(memory=_pages("2Mi", count=4))))
+
+    # CXL memory (node 2) and GPU memory (250-255) have no CPUs for a VM to use it from
+    assert {i: s.desired for i, s in steps.items()} == {
+        "hugepages/node0/2Mi": "2", "hugepages/node1/2Mi": "2"}
+
+
+def test_a_count_leaves_out_nodes_whose_cpus_are_all_offline(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4, offline=[2, 3]).meminfo(64 * GiB)
+    tree.numa_node(0, [0, 1], 32 * GiB, hugepages={2048: (0, 0)})
+    tree.numa_node(1, [2, 3], 32 * GiB, hugepages={2048: (0, 0)})
+
+    steps = _steps(_plan(tree, node_spec(memory=_pages("2Mi", count=4))))
+
+    assert {i: s.desired for i, s in steps.items()} == {"hugepages/node0/2Mi": "4"}
+
+
+@pytest.mark.parametrize("content", [pytest.param("-3", id="negative"),
+                                     pytest.param(None, id="unreadable")])
+def test_a_pool_of_unknown_size_plans_no_step_and_says_why(
+    tmp_path: Path, content: str | None
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    path = HUGE_1G.format(1)
+    if content is None:
+        (tmp_path / path.lstrip("/")).unlink()
+        tree.unreadable(path)
+    else:
+        tree.file(path, content)
+
+    found = _plan(tree, node_spec(memory=_pages(count=40)))
+
+    assert list(_steps(found)) == ["hugepages/node0/1Gi"]
+    unknown = _finding(found, "HugepagePoolUnknown")
+    assert path in unknown.message
+    assert unknown.message.startswith("spec.host.memory.hugepages.pages[0].count (40")
 
 
 def test_a_per_node_entry_for_a_missing_node_is_an_error_naming_the_field_and_node(

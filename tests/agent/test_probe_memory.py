@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree, intel_two_socket
-from kvtune_agent.probe import memory
+from kvtune_agent.probe import memory, probe_host
 
 
 def test_hugepages_of_both_sizes_are_reported_per_node_and_system_wide(tmp_path: Path) -> None:
@@ -51,17 +51,57 @@ def test_surplus_hugepages_are_noted(tmp_path: Path) -> None:
     assert info.path == "/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages"
 
 
-def test_a_malformed_pool_count_is_noted_and_read_as_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        pytest.param("ten", "expected an integer", id="not a number"),
+        pytest.param("-5", "expected a page count", id="negative"),
+        pytest.param(None, "cannot read", id="unreadable"),
+    ],
+)
+def test_a_pool_count_that_is_not_a_count_is_unknown_and_noted(
+    tmp_path: Path, content: str | None, detail: str
+) -> None:
     tree = HostTree(tmp_path).meminfo(2**20).hugepages(2048, 10, 10)
-    tree.file("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "ten")
+    path = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    if content is None:
+        (tmp_path / path.lstrip("/")).unlink()
+        tree.unreadable(path)
+    else:
+        tree.file(path, content)
     fs = tree.fs()
 
     found = memory.probe(fs)
 
-    assert found.hugepages[0].total == 0
+    assert (found.hugepages[0].total, found.hugepages[0].free) == (None, 10)
     [issue] = fs.take_issues()
-    assert issue.path.endswith("hugepages-2048kB/nr_hugepages")
-    assert "expected an integer" in issue.detail
+    assert issue.path == path
+    assert detail in issue.detail
+
+
+def test_a_negative_count_on_one_node_keeps_the_rest_of_the_memory_report(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    tree.file("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages", "-1")
+
+    report = probe_host(tree.fs())
+
+    assert not [p for p in report.problems if p.severity == "Error"]
+    assert report.memory.total_kib == 512 * 2**20
+    assert [(p.node, p.size, p.free) for p in report.memory.hugepages_per_node][2] == (
+        1, "2Mi", None)
+
+
+def test_node_directories_beyond_the_kernels_limit_are_left_out_and_noted(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).numa_node(0, [0], 2**20).numa_node(1024, [], 2**20)
+    fs = tree.fs()
+
+    assert memory.node_ids(fs) == [0]
+    [issue] = fs.take_issues()
+    assert issue.path == "/sys/devices/system/node/node1024"
 
 
 @pytest.mark.parametrize(

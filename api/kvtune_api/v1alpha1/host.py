@@ -105,12 +105,27 @@ class NumaNode(BaseModel):
     """One NUMA node as /sys/devices/system/node/nodeN describes it."""
 
     id: int = Field(ge=0, description="Node id (ids may have gaps).")
-    cpus: CpuList = Field(default="", description="Its CPUs as a cpulist; empty: CPU-less node.")
+    cpus: CpuList = Field(
+        default="",
+        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels); "
+        "empty: CPU-less node.",
+    )
     cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
+    offline_cpus: CpuList = Field(
+        default="",
+        description="CPUs the node lists that are offline (some kernels, e.g. on POWER, list "
+        "them): not in `cpus`, unusable by VMs.",
+    )
     memory_total_kib: int = Field(default=0, ge=0, description="MemTotal of the node, in KiB.")
     memory_free_kib: int = Field(default=0, ge=0, description="MemFree of the node, in KiB.")
     memoryless: bool = Field(
         default=False, description="The node has no memory: its CPUs only reach remote memory."
+    )
+    memory_only: bool = Field(
+        default=False,
+        description="The node has memory but no online CPU (CXL or HBM memory, GPU memory, or "
+        "every CPU offline): its memory is remote to every CPU, so kvtune places no VM CPUs "
+        "there and leaves it out of an even hugepage split.",
     )
     distances: list[int] = Field(
         default_factory=list,
@@ -120,20 +135,48 @@ class NumaNode(BaseModel):
 
 
 class NumaReport(BaseModel):
-    """NUMA nodes and the CPU topology the kernel reports."""
+    """NUMA nodes and the CPU topology, counted as the kubelet's CPU manager counts it."""
 
     nodes: list[NumaNode] = Field(
         default_factory=list, max_length=MAX_NUMA_NODES, description="Nodes, by id."
     )
-    online_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/online.")
-    offline_cpus: CpuList = Field(default="", description="/sys/devices/system/cpu/offline.")
+    online_cpus: CpuList = Field(
+        default="",
+        description="/sys/devices/system/cpu/online (on kernels without it: the present CPUs "
+        "whose cpuN/online is not 0).",
+    )
+    offline_cpus: CpuList = Field(
+        default="",
+        description="/sys/devices/system/cpu/offline (on kernels without it: the present CPUs "
+        "whose cpuN/online is 0).",
+    )
     isolated_cpus: CpuList = Field(
         default="", description="/sys/devices/system/cpu/isolated (isolcpus= on the cmdline)."
     )
-    sockets: int = Field(default=0, ge=0, description="Distinct physical packages.")
-    cores: int = Field(default=0, ge=0, description="Distinct physical cores, all sockets.")
+    sockets: int = Field(
+        default=0, ge=0, description="Distinct physical_package_id of the online CPUs."
+    )
+    cores: int = Field(
+        default=0,
+        ge=0,
+        description="Physical cores as the kubelet's CPU manager counts them: distinct (NUMA "
+        "node, physical_package_id, core_id) of the online CPUs.",
+    )
+    kernel_cores: int = Field(
+        default=0,
+        ge=0,
+        description="Physical cores as the kernel groups hardware threads (distinct "
+        "thread_siblings_list); above `cores` where core_id repeats across the dies or "
+        "clusters of one NUMA node, which the kubelet then takes for one core.",
+    )
     threads_per_core: int = Field(
-        default=0, ge=0, description="Most hardware threads seen on one core (2 with SMT)."
+        default=0, ge=0, description="Most hardware threads on one core (2 with SMT)."
+    )
+    min_threads_per_core: int = Field(
+        default=0,
+        ge=0,
+        description="Fewest hardware threads on one core: below threadsPerCore on hybrid CPUs "
+        "(P-cores with SMT, E-cores without) or with some threads offline.",
     )
 
 
@@ -143,8 +186,12 @@ class HugepagePool(BaseModel):
     size: str = Field(description="Page size as a quantity: 2Mi, 1Gi.")
     size_kib: int = Field(ge=0, description="Page size in KiB, as in hugepages-<kB>kB.")
     node: Opt[int] = Field(default=None, description="NUMA node id; absent: system-wide pool.")
-    total: int = Field(default=0, ge=0, description="nr_hugepages: pages allocated.")
-    free: int = Field(default=0, ge=0, description="free_hugepages: pages not in use.")
+    total: Opt[int] = Field(
+        default=None, ge=0, description="nr_hugepages: pages allocated; absent: unknown."
+    )
+    free: Opt[int] = Field(
+        default=None, ge=0, description="free_hugepages: pages not in use; absent: unknown."
+    )
     surplus: int = Field(default=0, ge=0, description="surplus_hugepages: overcommitted pages.")
     reserved: Opt[int] = Field(
         default=None, description="resv_hugepages: promised but not yet faulted (system-wide)."

@@ -233,7 +233,9 @@ def _numa(vm: Observed, dom: Domain, host: _Host, policy: AuditPolicy) -> list[V
         ]
     cpu_nodes = host.cpu_nodes(dom.pinned_cpus)
     memory_nodes = host.memory_nodes(vm, dom)
-    fitting = [n for n, cpus, kib in host.nodes if cpus >= dom.vcpus and kib >= dom.memory_kib]
+    # Only a node with CPUs can hold a VM: memory-only nodes (CXL, HBM, GPU memory) never can.
+    fitting = [n for n, cpus, kib in host.nodes
+               if cpus and cpus >= dom.vcpus and kib >= dom.memory_kib]
     if not fitting:
         if len(cpu_nodes) > 1 and dom.guest_numa_cells < 2:
             return [
@@ -447,7 +449,8 @@ def account(
     overhead from ordinary memory.
     """
     facts = _Host.of(host)
-    pools = {pool.size_kib: pool.total * pool.size_kib for pool in host.memory.hugepages}
+    pools = {pool.size_kib: pool.total * pool.size_kib for pool in host.memory.hugepages
+             if pool.total is not None}
     guest = overhead = 0
     huge: dict[int, int] = defaultdict(int)
     findings = []
@@ -468,7 +471,8 @@ def account(
         else:
             huge[size] += -(-dom.memory_kib // size) * size
     capacity = headroom = None
-    if host.memory.total_kib is not None:
+    # A pool of unknown size leaves ordinary memory unknown too: it is MemTotal minus the pools.
+    if host.memory.total_kib is not None and len(pools) == len(host.memory.hugepages):
         capacity = host.memory.total_kib - sum(pools.values())
         headroom = capacity - guest - overhead
     accounts = [
@@ -501,13 +505,13 @@ def _overcommit(memory: MemoryAccount, host: HostReport, policy: AuditPolicy) ->
     )
     findings = []
     if memory.capacity_kib is None:
+        unknown = ", ".join(p.size for p in host.memory.hugepages if p.total is None)
+        why = ("host MemTotal is unknown (/proc/meminfo unreadable)"
+               if host.memory.total_kib is None
+               else f"the size of the {unknown} hugepage pool(s) is unknown (nr_hugepages "
+               "unreadable)")
         findings.append(
-            _finding(
-                "Warning",
-                "Memory",
-                "host MemTotal is unknown (/proc/meminfo unreadable): memory overcommit is not "
-                "checked",
-            )
+            _finding("Warning", "Memory", f"{why}: memory overcommit is not checked")
         )
     elif memory.headroom_kib is not None and memory.headroom_kib < 0:
         hugepages = (host.memory.total_kib or 0) - memory.capacity_kib

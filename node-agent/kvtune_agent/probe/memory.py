@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from kvtune_api.v1alpha1.common import HugepageSize
-from kvtune_api.v1alpha1.host import HugepagePool, MemoryReport, Problem
+from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, HugepagePool, MemoryReport, Problem
 
 from ..hostfs import HostFS, selected
 
@@ -25,6 +25,7 @@ KERNEL_ARGS = (
     "hugetlb_free_vmemmap",
 )
 _POOL_DIR = re.compile(r"^hugepages-([0-9]+)kB$")
+_NODE_DIR = re.compile(r"node([0-9]+)")
 _MEMINFO_LINE = re.compile(r"^(?:Node [0-9]+ )?([A-Za-z0-9_()]+):\s+([0-9]+)(?: kB)?$")
 
 
@@ -62,6 +63,16 @@ def size_name(kib: int) -> str:
     return f"{kib}Ki"
 
 
+def _count(fs: HostFS, path: str) -> int | None:
+    """A page count; None when absent, unreadable or not a count (then noted): a pool whose size
+    is unknown must not be read as empty, or a plan would allocate it all again."""
+    value = fs.read_int(path)
+    if value is not None and value < 0:
+        fs.note(path, f"expected a page count, found {value}")
+        return None
+    return value
+
+
 def _pools(fs: HostFS, base: str, node: int | None) -> list[HugepagePool]:
     pools = []
     for entry in fs.list_dir(base):
@@ -70,23 +81,29 @@ def _pools(fs: HostFS, base: str, node: int | None) -> list[HugepagePool]:
             continue
         kib = int(match.group(1))
         counts = {
-            name: fs.read_int(f"{base}/{entry}/{name}_hugepages")
+            name: _count(fs, f"{base}/{entry}/{name}_hugepages")
             for name in ("nr", "free", "surplus", "resv")
         }
         pools.append(HugepagePool(
-            size=size_name(kib), size_kib=kib, node=node,
-            total=counts["nr"] or 0, free=counts["free"] or 0, surplus=counts["surplus"] or 0,
-            reserved=counts["resv"],
+            size=size_name(kib), size_kib=kib, node=node, total=counts["nr"],
+            free=counts["free"], surplus=counts["surplus"] or 0, reserved=counts["resv"],
         ))
     return sorted(pools, key=lambda p: p.size_kib)
 
 
 def node_ids(fs: HostFS) -> list[int]:
-    """NUMA node ids from the nodeN directories (ids may have gaps)."""
-    return sorted(
-        int(name[4:]) for name in fs.list_dir(NODES)
-        if name.startswith("node") and name[4:].isdigit()
-    )
+    """NUMA node ids from the nodeN directories (ids may have gaps, e.g. 0, 1, 250-255)."""
+    ids = []
+    for name in fs.list_dir(NODES):
+        match = _NODE_DIR.fullmatch(name)
+        if match is None:
+            continue
+        if len(match.group(1)) > 4 or int(match.group(1)) >= MAX_NUMA_NODES:
+            fs.note(f"{NODES}/{name}", f"a node id above {MAX_NUMA_NODES - 1}, the most a "
+                    "kernel has (MAX_NUMNODES); the node is left out")
+            continue
+        ids.append(int(match.group(1)))
+    return sorted(ids)
 
 
 def probe(fs: HostFS) -> MemoryReport:

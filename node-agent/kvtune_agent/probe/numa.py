@@ -1,95 +1,222 @@
-"""NUMA nodes and CPU topology, the facts `numactl -H` and `lscpu` show.
+"""NUMA nodes and CPU topology, the facts `numactl -H` and `lscpu` show, as the kubelet sees them.
 
 Each VM should live on one NUMA node; that needs every node's CPUs, memory and distances as the
-kernel sees them, including the awkward cases (id gaps, memoryless or CPU-less nodes, offline or
-isolated CPUs) that a planner must not paper over.
+kernel sees them, in each form a kernel writes them, including the awkward cases a planner must
+not paper over: id gaps, nodes with memory but no CPUs (CXL or HBM memory, GPU memory, often
+numbered far from the CPU nodes, e.g. 250-255), nodes with CPUs but no memory, offline and
+isolated CPUs.
+
+Online CPUs are /sys/devices/system/cpu/online. Kernels without it have a cpuN/online per CPU
+that can be unplugged (a CPU without one, often cpu0, is online) over the present CPUs
+(`present`, else the cpuN directories). A node's CPUs are its `cpulist`, or its `cpumap` on
+kernels that lack the list, less the offline CPUs: some kernels (POWER) keep offline CPUs in
+the list, and no VM can run on them.
+
+The topology is counted as the kubelet's CPU manager counts it, because that is what pins VMs.
+Its view comes from cAdvisor, which reads the same files for the online CPUs:
+- sockets: distinct topology/physical_package_id;
+- cores: distinct (physical_package_id, core_id) within each NUMA node, summed over the nodes
+  (kubelet cpumanager/topology.Discover), so dies that are NUMA nodes of their own may repeat
+  core_id; a CPU lacking either file is left out, as cAdvisor leaves it out. die_id and cluster_id
+  play no part, so where a kernel numbers core_id per die or cluster inside one NUMA node the
+  kubelet takes threads of different cores for one core; `kernel_cores` (distinct
+  thread_siblings_list, the kernel's own grouping) shows it, and the check says so;
+- threads per core: the most CPUs in one thread_siblings_list, and the fewest. Hybrid CPUs mix
+  cores of 2 threads (P-cores) and of 1 (E-cores); the kubelet then works with online CPUs /
+  cores, rounded down, as its CPUs per core, and the check says what that means.
 """
 
 from __future__ import annotations
 
-from kvtune_api.v1alpha1.host import NumaNode, NumaReport, Problem
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, NumaNode, NumaReport, Problem, Severity
 
 from ..hostfs import HostFS
 from . import cpulist
 from .memory import NODES, node_ids, parse_meminfo
 
 CPUS = "/sys/devices/system/cpu"
+_CPU_DIR = re.compile(r"cpu([0-9]{1,4})")
 
 
-def _node(fs: HostFS, node_id: int) -> NumaNode:
-    base = f"{NODES}/node{node_id}"
-    cpus = cpulist.read(fs, f"{base}/cpulist") or set()
-    meminfo = parse_meminfo(fs, f"{base}/meminfo")
-    distance_text = fs.read_value(f"{base}/distance") or ""
+def _present(fs: HostFS) -> set[int]:
+    """The CPUs the kernel knows: `present`, else its cpuN directories."""
+    present = cpulist.read(fs, f"{CPUS}/present")
+    if present is not None:
+        return present
+    found = (_CPU_DIR.fullmatch(name) for name in fs.list_dir(CPUS))
+    return {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
+
+
+def _cpu_states(fs: HostFS) -> tuple[set[int] | None, set[int]]:
+    """Online and offline CPUs; online is None when the kernel shows no CPU at all."""
+    online = cpulist.read(fs, f"{CPUS}/online")
+    offline = cpulist.read(fs, f"{CPUS}/offline")
+    if online is None:
+        # cpuN/online exists only for a CPU that can be unplugged; without one a CPU is online.
+        up = {cpu: fs.read_int(f"{CPUS}/cpu{cpu}/online") != 0 for cpu in _present(fs)}
+        online = {cpu for cpu, is_up in up.items() if is_up} or None
+        if offline is None:
+            offline = {cpu for cpu, is_up in up.items() if not is_up}
+    return online, offline or set()
+
+
+def _distances(fs: HostFS, path: str) -> list[int]:
+    text = fs.read_value(path) or ""
     try:
-        distances = [int(d) for d in distance_text.split()]
+        distances = [int(d) for d in text.split()]
     except ValueError:
-        fs.note(f"{base}/distance", f"expected distances, found {distance_text[:40]!r}")
-        distances = []
+        fs.note(path, f"expected distances, found {text[:40]!r}")
+        return []
+    if len(distances) > MAX_NUMA_NODES:
+        fs.note(path, f"{len(distances)} distances, more than the {MAX_NUMA_NODES} nodes a "
+                "kernel can have")
+        return []
+    return distances
+
+
+def _listed_cpus(fs: HostFS, base: str) -> set[int]:
+    listed = cpulist.read_either(fs, f"{base}/cpulist", f"{base}/cpumap")
+    if listed is None and not fs.exists(f"{base}/cpulist") and not fs.exists(f"{base}/cpumap"):
+        fs.note(base, "has neither cpulist nor cpumap, so its CPUs are unknown; it is taken "
+                "for a node without CPUs")
+    return listed or set()
+
+
+def _node(fs: HostFS, node_id: int, online: set[int] | None) -> tuple[NumaNode, set[int]]:
+    """The node, and its usable CPUs: those it lists that are online (all it lists when the
+    online CPUs are unknown)."""
+    base = f"{NODES}/node{node_id}"
+    listed = _listed_cpus(fs, base)
+    cpus = listed if online is None else listed & online
+    meminfo = parse_meminfo(fs, f"{base}/meminfo")
     total = (meminfo or {}).get("MemTotal", 0)
     return NumaNode(
         id=node_id,
         cpus=cpulist.format_ids(cpus),
         cpu_count=len(cpus),
+        offline_cpus=cpulist.format_ids(listed - cpus),
         memory_total_kib=total,
         memory_free_kib=(meminfo or {}).get("MemFree", 0),
         memoryless=meminfo is not None and total == 0,
-        distances=distances,
-    )
+        memory_only=bool(total) and not cpus,
+        distances=_distances(fs, f"{base}/distance"),
+    ), cpus
 
 
-def _topology(fs: HostFS, online: set[int]) -> tuple[int, int, int]:
-    """Sockets, cores and most threads per core among the online CPUs (offline ones hide theirs)."""
-    packages: set[str] = set()
-    cores: set[frozenset[int]] = set()
+@dataclass(frozen=True)
+class _Topology:
+    sockets: int = 0
+    cores: int = 0
+    kernel_cores: int = 0
+    threads_per_core: int = 0
+    min_threads_per_core: int = 0
+
+
+def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topology:
+    """The topology of the online CPUs, by the rule in the module docstring."""
+    packages: set[int] = set()
+    cores: set[tuple[int | None, int, int]] = set()
+    siblings: set[frozenset[int]] = set()
     for cpu in sorted(online):
         base = f"{CPUS}/cpu{cpu}/topology"
-        package = fs.read_value(f"{base}/physical_package_id")
-        siblings = cpulist.read(fs, f"{base}/thread_siblings_list")
-        if package is None or siblings is None:
-            continue
-        packages.add(package)
-        # Each core's sibling set is unique across the host, unlike core_id (repeated per die).
-        cores.add(frozenset(siblings))
-    return len(packages), len(cores), max(map(len, cores), default=0)
+        package = fs.read_int(f"{base}/physical_package_id")
+        core = fs.read_int(f"{base}/core_id")
+        if package is not None and core is not None:
+            packages.add(package)
+            cores.add((node_of.get(cpu), package, core))
+        threads = cpulist.read_either(
+            fs, f"{base}/thread_siblings_list", f"{base}/thread_siblings")
+        if threads:
+            siblings.add(frozenset(threads))
+    sizes = [len(threads) for threads in siblings]
+    return _Topology(len(packages), len(cores), len(siblings), max(sizes, default=0),
+                     min(sizes, default=0))
 
 
 def probe(fs: HostFS) -> NumaReport:
-    online = cpulist.read(fs, f"{CPUS}/online") or set()
-    sockets, cores, threads = _topology(fs, online)
+    online, offline = _cpu_states(fs)
+    nodes = [_node(fs, i, online) for i in node_ids(fs)]
+    node_of = {cpu: node.id for node, cpus in nodes for cpu in cpus}
+    topology = _topology(fs, online or set(), node_of)
     return NumaReport(
-        nodes=[_node(fs, i) for i in node_ids(fs)],
-        online_cpus=cpulist.format_ids(online),
-        offline_cpus=cpulist.format_ids(cpulist.read(fs, f"{CPUS}/offline") or ()),
+        nodes=[node for node, _ in nodes],
+        online_cpus=cpulist.format_ids(online or ()),
+        offline_cpus=cpulist.format_ids(offline),
         isolated_cpus=cpulist.format_ids(cpulist.read(fs, f"{CPUS}/isolated") or ()),
-        sockets=sockets,
-        cores=cores,
-        threads_per_core=threads,
+        sockets=topology.sockets,
+        cores=topology.cores,
+        kernel_cores=topology.kernel_cores,
+        threads_per_core=topology.threads_per_core,
+        min_threads_per_core=topology.min_threads_per_core,
     )
 
 
-def check(numa: NumaReport) -> list[Problem]:
-    """Findings: no NUMA information, memoryless nodes with CPUs, offline CPUs."""
-    if not numa.nodes:
-        return [Problem(
-            severity="Warning", feature="NUMA", path=NODES,
-            message=f"no NUMA nodes under {NODES} (kernel without NUMA, or sysfs not mounted "
-            "under --root): VM placement cannot be NUMA-aware",
-        )]
-    problems = [
-        Problem(
-            severity="Warning", feature="NUMA", path=f"{NODES}/node{node.id}/meminfo",
-            message=f"NUMA node {node.id} has CPUs {node.cpus} but no memory: a VM on those "
-            "CPUs reaches all its memory remotely; keep VMs off them (e.g. kubelet "
-            "reservedSystemCPUs) or check the DIMM population",
-        )
-        for node in numa.nodes
-        if node.memoryless and node.cpu_count
-    ]
-    if numa.offline_cpus:
-        problems.append(Problem(
-            severity="Info", feature="NUMA", path=f"{CPUS}/offline",
-            message=f"CPUs {numa.offline_cpus} are offline and unusable by VMs; bring them "
-            f"online (echo 1 > {CPUS}/cpuN/online) unless that is intended",
+def _problem(severity: Severity, path: str, message: str) -> Problem:
+    return Problem(severity=severity, feature="NUMA", path=path, message=message)
+
+
+def _node_problems(numa: NumaReport) -> list[Problem]:
+    problems = []
+    for node in numa.nodes:
+        if node.memoryless and node.cpu_count:
+            problems.append(_problem(
+                "Warning", f"{NODES}/node{node.id}/meminfo",
+                f"NUMA node {node.id} has CPUs {node.cpus} but no memory: a VM on those "
+                "CPUs reaches all its memory remotely; keep VMs off them (e.g. kubelet "
+                "reservedSystemCPUs) or check the DIMM population",
+            ))
+        if node.offline_cpus:
+            problems.append(_problem(
+                "Info", f"{NODES}/node{node.id}/cpulist",
+                f"NUMA node {node.id} lists CPUs {node.offline_cpus} that are offline: "
+                f"they are not counted among its CPUs ({node.cpu_count} usable)",
+            ))
+    return problems
+
+
+def _topology_problems(numa: NumaReport) -> list[Problem]:
+    problems = []
+    if numa.kernel_cores > numa.cores:
+        problems.append(_problem(
+            "Warning", f"{CPUS}/cpuN/topology/core_id",
+            f"the kernel groups the CPUs into {numa.kernel_cores} cores "
+            "(thread_siblings_list) but their core_id repeats within a NUMA node (numbered per "
+            f"die or cluster) or is missing, so the kubelet's CPU manager counts {numa.cores}: "
+            "it takes threads of different cores for one core, and its full-pcpus-only option "
+            "hands a VM CPUs of two cores as one; do not rely on it on this node",
+        ))
+    online = len(cpulist.parse(numa.online_cpus))
+    if numa.cores and numa.min_threads_per_core < numa.threads_per_core:
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology/thread_siblings_list",
+            f"cores have {numa.min_threads_per_core} to {numa.threads_per_core} "
+            "threads (a hybrid CPU with P-cores and E-cores, or SMT partly offline): the "
+            f"kubelet's CPU manager works with {online} CPUs / {numa.cores} cores = "
+            f"{online // numa.cores} CPU(s) per core, so its full-pcpus-only option does not "
+            "keep a VM on whole SMT cores here",
         ))
     return problems
+
+
+def check(numa: NumaReport) -> list[Problem]:
+    """Findings: no NUMA information, memoryless nodes with CPUs, nodes listing offline CPUs,
+    offline CPUs, a topology the kubelet reads differently from the kernel. Memory-only nodes
+    are normal (CXL, HBM, GPU memory): marked in the report, not a finding."""
+    if not numa.nodes:
+        return [_problem(
+            "Warning", NODES,
+            f"no NUMA nodes under {NODES} (kernel without NUMA, or sysfs not mounted "
+            "under --root): VM placement cannot be NUMA-aware",
+        )]
+    problems = _node_problems(numa)
+    if numa.offline_cpus:
+        problems.append(_problem(
+            "Info", f"{CPUS}/offline",
+            f"CPUs {numa.offline_cpus} are offline and unusable by VMs; bring them "
+            f"online (echo 1 > {CPUS}/cpuN/online) unless that is intended",
+        ))
+    return problems + _topology_problems(numa)

@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
 from kvtune_agent.hostfs import HostFS, ProcessTable
+from kvtune_agent.probe import cpulist, probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.common import LabelSelector
+from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
-from .builders import domain_xml, libvirt_host, two_node_host
+from .builders import NODE_CPUS, GiB_KIB, domain_xml, libvirt_host, two_node_host
 
 #: What a profile with every promise asks: dedicated CPUs, isolated emulator, 2Mi hugepages,
 #: raw LUNs.
@@ -32,9 +35,12 @@ GOOD_NODE1: dict[str, Any] = {
 }  # fmt: skip
 
 
-def run(tmp_path: Path, *xmls: str, policy: AuditPolicy = STRICT) -> NodeVmAudit:
-    """The audit of `xmls` running on the test driver, reached as the host-level URI."""
-    host = two_node_host(pools=[(2048, 4096)])
+def run(
+    tmp_path: Path, *xmls: str, policy: AuditPolicy = STRICT, host: HostReport | None = None
+) -> NodeVmAudit:
+    """The audit of `xmls` running on the test driver, reached as the host-level URI, on `host`
+    (by default the two-node host the driver's 8 CPUs make)."""
+    host = host or two_node_host(pools=[(2048, 4096)])
     with libvirt_host(*xmls):
         return audit_node(HostFS(tmp_path), policy, host, ProcessTable(), host_uri="test:///default")
 
@@ -198,6 +204,21 @@ def test_a_vm_too_big_for_one_node_may_span_nodes(
 
     assert audit.items[0].state == "Compliant"
     assert [(f.severity, f.rule) for f in audit.items[0].findings] == expected
+
+
+def test_vcpus_across_nodes_known_only_by_their_cpumap_are_a_numa_violation(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path / "host").cpus(2, 4).meminfo(16 * GiB_KIB)
+    for node, cpus in NODE_CPUS.items():
+        tree.numa_node(node, cpulist.parse(cpus), 8 * GiB_KIB, cpumap_only=True)
+    host = probe_host(tree.hugepages(2048, 4096, 4096).fs())
+
+    audit = run(tmp_path, domain_xml("p_a", **{**GOOD, "pins": ["1", "5"]}), host=host)
+
+    (vm,) = audit.items
+    assert vm.cpu_nodes == "0-1"
+    assert violations(audit) == {"a": ["NumaLocality"]}
 
 
 def test_memory_bound_nowhere_is_a_warning_not_a_violation(tmp_path: Path) -> None:

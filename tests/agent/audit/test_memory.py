@@ -134,6 +134,17 @@ def test_overcommit_the_profile_allows_is_reported_as_info() -> None:
     assert {f.severity for f in findings} == {"Info"}
 
 
+def test_a_pool_of_unknown_size_leaves_capacity_unknown_with_a_warning() -> None:
+    host = two_node_host(pools=[(2048, 512)])
+    host.memory.hugepages[0].total = None
+
+    memory, findings = account([dom()], host, AuditPolicy())
+
+    assert (memory.capacity_kib, memory.headroom_kib, memory.overcommitted) == (None, None, False)
+    [warning] = findings
+    assert "the size of the 2Mi hugepage pool(s) is unknown" in warning.message
+
+
 def test_an_unknown_memtotal_leaves_capacity_unknown_with_a_warning() -> None:
     memory, findings = account([dom()], HostReport(memory=MemoryReport()), AuditPolicy())
 
