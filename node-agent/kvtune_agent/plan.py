@@ -44,10 +44,12 @@ from kvtune_api.v1alpha1.profile import (
     SriovRule,
 )
 
+from . import memory_budget
 from .change import Kind
+from .memory_budget import gib
 from .probe.block import SYS_BLOCK
 from .probe.ksm import KSM, KSM_RUN
-from .probe.memory import NODES, SIZE_KIB, THP
+from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
 from .probe.sriov import numvfs_path
 from .systemd import UnitState
 
@@ -197,28 +199,87 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
             f"memory.hugepages is set, but {NODES} lists no NUMA nodes, so no hugepage pool can "
             "be sized; check that the agent sees the host's /sys"))
         return
-    pools = {(pool.node, pool.size_kib): pool for pool in host.memory.hugepages_per_node}
+    pools = {(pool.node, pool.size_kib): pool for pool in host.memory.hugepages_per_node
+             if pool.node is not None}
     reserved = {pool.size_kib: pool.reserved or 0 for pool in host.memory.hugepages}
+    wanted: dict[tuple[int, int], _Wanted] = {}
     for index, alloc in enumerate(settings.pages):
         kib = SIZE_KIB[alloc.size]
         field_name = f"spec.host.memory.hugepages.pages[{index}]"
         for node_id, count, source in _hugepage_targets(alloc, field_name, nodes, out):
             path = f"{NODES}/node{node_id}/hugepages/hugepages-{kib}kB/nr_hugepages"
-            pool = pools.get((node_id, kib))
-            memory = nodes[node_id].memory_total_kib
-            if memory and count * kib > memory:
-                # The kernel would take every free page of the node trying, starving the host.
-                out.error("Hugepages", "HugepagesExceedNodeMemory", (
-                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, "
-                    f"{count * kib // 2**20} GiB, but the node has {memory // 2**20} GiB of "
-                    "memory in all; lower the count"))
-            elif pool is None:
+            if (node_id, kib) in pools:
+                wanted[(node_id, kib)] = _Wanted(count, source, path)
+            else:
                 out.error("Hugepages", "HugepageSizeUnsupported", (
                     f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
                     f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
                     "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
-            elif pool.total != count:
-                _resize(pool, count, path, source, reserved.get(kib, 0), out)
+    growing = _may_grow(settings, host, pools, wanted, out)
+    for (node_id, kib), want in wanted.items():
+        pool = pools[(node_id, kib)]
+        if want.count != pool.total and (want.count < pool.total or node_id in growing):
+            _resize(pool, want, reserved.get(kib, 0), out)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """The size the spec wants for one pool, the field that says so, and its nr_hugepages."""
+
+    count: int
+    source: str
+    path: str
+
+
+def _may_grow(
+    settings: HugepagesSettings, host: HostReport, pools: Mapping[tuple[int, int], HugepagePool],
+    wanted: Mapping[tuple[int, int], _Wanted], out: _Draft,
+) -> set[int]:
+    """The NUMA nodes whose pools may grow: all their pools together, and the host's, stay
+    within what the node and the host can spare (memory_budget.py). A shrink needs no budget."""
+    held: dict[int, int] = {}  # node -> KiB all its pools hold once the plan is done
+    now: dict[int, int] = {}  # node -> KiB they hold today
+    parts: dict[int, list[str]] = {}
+    for (node_id, kib), pool in pools.items():
+        want = wanted.get((node_id, kib))
+        count = pool.total if want is None else want.count
+        held[node_id] = held.get(node_id, 0) + count * kib
+        now[node_id] = now.get(node_id, 0) + pool.total * kib
+        parts.setdefault(node_id, []).append(
+            f"{count} {pool.size} pages" + ("" if want else " not managed by this profile"))
+    growing = {key[0] for key, want in wanted.items() if want.count > pools[key].total}
+    if not growing:
+        return set()
+    try:
+        budgets = memory_budget.budgets(settings.host_headroom, host)
+    except memory_budget.BudgetUnknown as err:
+        out.error("Hugepages", "HugepageBudgetUnknown", (
+            f"{err}. Until it is known, hugepage pools are not grown (shrinking goes on)"))
+        return set()
+    for node_id in sorted(growing):
+        budget = budgets.nodes.get(node_id)
+        if budget is None:
+            growing.discard(node_id)
+            out.error("Hugepages", "NodeMemoryUnknown", (
+                f"{NODES}/node{node_id}/meminfo cannot be read, so the memory of NUMA node "
+                f"{node_id} is unknown and its hugepage pools are not grown; check that the "
+                "agent sees the host's /sys"))
+        elif held[node_id] > budget.limit_kib:
+            growing.discard(node_id)
+            out.error("Hugepages", "HugepagesExceedNodeMemory", (
+                f"NUMA node {node_id} would hold {gib(held[node_id])} of hugepages "
+                f"({', '.join(parts[node_id])}), but can spare at most {gib(budget.limit_kib)}: "
+                f"{budget.explain()}. Its pools are not grown: lower spec.host.memory.hugepages."
+                "pages for this node"))
+    # Nodes refused above keep the pools they have; the host must hold all the others.
+    total = sum(held[n] if n in growing else now[n] for n in held)
+    if growing and total > budgets.host.limit_kib:
+        out.error("Hugepages", "HugepagesExceedHostMemory", (
+            f"the host would hold {gib(total)} of hugepages on all its NUMA nodes, but can spare "
+            f"at most {gib(budgets.host.limit_kib)}: {budgets.host.explain()} ({MEMINFO}). No "
+            "pool is grown: lower spec.host.memory.hugepages.pages"))
+        return set()
+    return growing
 
 
 def _hugepage_targets(
@@ -257,14 +318,13 @@ def _hugepage_targets(
     return targets
 
 
-def _resize(
-    pool: HugepagePool, count: int, path: str, source: str, reserved: int, out: _Draft
-) -> None:
-    """A step moving one pool to `count` pages; shrinking into pages VMs hold needs a drain.
+def _resize(pool: HugepagePool, want: _Wanted, reserved: int, out: _Draft) -> None:
+    """A step moving one pool to `want.count` pages; shrinking into pages VMs hold needs a drain.
 
     Reserved pages (resv_hugepages) are promised to a mapping but not yet touched; the kernel
     counts them host-wide, not per node, so any node of that size may hold them.
     """
+    count = want.count
     in_use = pool.total - pool.free
     held = min(pool.total, in_use + reserved)
     disruption: Disruption = "Live"
@@ -277,9 +337,9 @@ def _resize(
         effect = (f"only {pool.total - held} can be released now ({in_use} are in use by VMs, "
                   f"{reserved} reserved host-wide): the VMs using them must leave the node "
                   "first (the kernel never frees a page in use)")
-    out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", path,
+    out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", want.path,
              str(pool.total), str(count),
-             f"{pool.size} hugepages on NUMA node {pool.node}: {source} wants {count}, "
+             f"{pool.size} hugepages on NUMA node {pool.node}: {want.source} wants {count}, "
              f"{pool.total} are allocated; {effect}", disruption)
 
 
