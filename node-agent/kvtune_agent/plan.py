@@ -219,7 +219,7 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
     for (node_id, kib), want in wanted.items():
         pool = pools[(node_id, kib)]
         if want.count != pool.total and (want.count < pool.total or node_id in growing):
-            _resize(pool, want, reserved.get(kib, 0), out)
+            _resize(pool, want, reserved.get(kib, 0), growing.get(node_id, ""), out)
 
 
 @dataclass(frozen=True)
@@ -234,9 +234,13 @@ class _Wanted:
 def _may_grow(
     settings: HugepagesSettings, host: HostReport, pools: Mapping[tuple[int, int], HugepagePool],
     wanted: Mapping[tuple[int, int], _Wanted], out: _Draft,
-) -> set[int]:
-    """The NUMA nodes whose pools may grow: all their pools together, and the host's, stay
-    within what the node and the host can spare (memory_budget.py). A shrink needs no budget."""
+) -> dict[int, str]:
+    """The NUMA nodes whose pools may grow, each with why growing takes memory in use there
+    ("" when its free memory covers the growth).
+
+    A node's pools may grow when all of them together, and all the host's, stay within what the
+    node and the host can spare (memory_budget.py). A shrink needs no budget.
+    """
     held: dict[int, int] = {}  # node -> KiB all its pools hold once the plan is done
     now: dict[int, int] = {}  # node -> KiB they hold today
     parts: dict[int, list[str]] = {}
@@ -249,13 +253,13 @@ def _may_grow(
             f"{count} {pool.size} pages" + ("" if want else " not managed by this profile"))
     growing = {key[0] for key, want in wanted.items() if want.count > pools[key].total}
     if not growing:
-        return set()
+        return {}
     try:
         budgets = memory_budget.budgets(settings.host_headroom, host)
     except memory_budget.BudgetUnknown as err:
         out.error("Hugepages", "HugepageBudgetUnknown", (
             f"{err}. Until it is known, hugepage pools are not grown (shrinking goes on)"))
-        return set()
+        return {}
     for node_id in sorted(growing):
         budget = budgets.nodes.get(node_id)
         if budget is None:
@@ -278,8 +282,31 @@ def _may_grow(
             f"the host would hold {gib(total)} of hugepages on all its NUMA nodes, but can spare "
             f"at most {gib(budgets.host.limit_kib)}: {budgets.host.explain()} ({MEMINFO}). No "
             "pool is grown: lower spec.host.memory.hugepages.pages"))
-        return set()
-    return growing
+        return {}
+    return _memory_in_use(host, budgets, {n: held[n] - now[n] for n in growing})
+
+
+def _memory_in_use(
+    host: HostReport, budgets: memory_budget.Budgets, needs: Mapping[int, int]
+) -> dict[int, str]:
+    """For each node that grows by `needs[node]` KiB, why that takes memory in use ("": not).
+
+    A node's MemFree is what the kernel can hand out without reclaiming page cache or compacting
+    memory under running processes; the host's MemAvailable must also stay above the kubelet's
+    eviction threshold, or the kubelet starts evicting pods.
+    """
+    nodes = {node.id: node for node in host.numa.nodes}
+    available = host.memory.available_kib or 0  # unknown: assume the growth takes memory in use
+    total = sum(needs.values())
+    host_short = (
+        f"the host has {gib(available)} available ({MEMINFO} MemAvailable) and the growth on "
+        f"all its NUMA nodes takes {gib(total)}, which would leave less than the kubelet's "
+        f"eviction threshold ({gib(budgets.eviction_kib)})"
+        if available - total < budgets.eviction_kib else "")
+    return {node_id: host_short or (
+        f"NUMA node {node_id} has {gib(nodes[node_id].memory_free_kib)} free and the growth "
+        f"takes {gib(need)}" if need > nodes[node_id].memory_free_kib else "")
+        for node_id, need in needs.items()}
 
 
 def _hugepage_targets(
@@ -318,8 +345,11 @@ def _hugepage_targets(
     return targets
 
 
-def _resize(pool: HugepagePool, want: _Wanted, reserved: int, out: _Draft) -> None:
-    """A step moving one pool to `want.count` pages; shrinking into pages VMs hold needs a drain.
+def _resize(
+    pool: HugepagePool, want: _Wanted, reserved: int, in_use_taken: str, out: _Draft
+) -> None:
+    """A step moving one pool to `want.count` pages; shrinking into pages VMs hold needs a drain,
+    and so does growing into memory in use (`in_use_taken` says why it would).
 
     Reserved pages (resv_hugepages) are promised to a mapping but not yet touched; the kernel
     counts them host-wide, not per node, so any node of that size may hold them.
@@ -330,6 +360,15 @@ def _resize(pool: HugepagePool, want: _Wanted, reserved: int, out: _Draft) -> No
     disruption: Disruption = "Live"
     if count > pool.total:
         effect = f"this allocates {count - pool.total} more"
+        if in_use_taken:
+            # NeedsDrain is the one class the operator paces (at most rollout.maxUnavailable
+            # nodes of a profile at a time, rollout.py), and a drained node has its VMs' memory
+            # free, which is what the growth takes. Live would grow every node of the profile
+            # at once, under running VMs; NeedsReboot only stages files for the next boot.
+            disruption = "NeedsDrain"
+            effect += (f", but {in_use_taken}: the kernel would reclaim and compact memory in "
+                       "use under the running VMs, so it waits for a drain of the node, at most "
+                       "rollout.maxUnavailable nodes at a time")
     elif count >= held:
         effect = f"this releases {pool.total - count} free pages to the host"
     else:

@@ -222,6 +222,28 @@ def test_unknown_memory_grows_no_pool_and_says_which_file_to_fix(
     assert "not grown" in error.message
 
 
+@pytest.mark.parametrize(("tree_free", "count", "why"), [
+    pytest.param({"node": 100 * GiB}, 130, "NUMA node 0 has 100.0 GiB free",
+                 id="more than the node's free memory"),
+    pytest.param({"host": 10 * GiB}, 30, "the host has 10.0 GiB available",
+                 id="more than the host's available memory"),
+])
+def test_growing_into_memory_in_use_waits_for_a_drain(
+    tmp_path: Path, tree_free: dict[str, int], count: int, why: str
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    if "host" in tree_free:
+        tree.meminfo(512 * GiB, free_kib=tree_free["host"])
+    else:
+        tree.numa_node(0, range(16), 256 * GiB, distances=(10, 21), free_kib=tree_free["node"])
+
+    step = _steps(_plan(tree, node_spec(memory=_per_node(("1Gi", 0, count)))))[
+        "hugepages/node0/1Gi"]
+
+    assert step.disruption == "NeedsDrain"
+    assert why in step.reason and "rollout.maxUnavailable" in step.reason
+
+
 def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).meminfo(64 * GiB).numa_node(0, range(4), 64 * GiB,
                                                            hugepages={2048: (0, 0)})
