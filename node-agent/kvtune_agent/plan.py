@@ -76,6 +76,11 @@ class NodeMeta:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
+def hugepage_step_id(node: int | None, size: str) -> str:
+    """The id of the step that resizes one NUMA node's pool of one page size."""
+    return f"hugepages/node{node}/{size}"
+
+
 def scheduler_path(device: str) -> str:
     """The I/O scheduler file of a block device, by its kernel name."""
     return f"{SYS_BLOCK}/{device}/queue/scheduler"
@@ -376,7 +381,7 @@ def _resize(
         effect = (f"only {pool.total - held} can be released now ({in_use} are in use by VMs, "
                   f"{reserved} reserved host-wide): the VMs using them must leave the node "
                   "first (the kernel never frees a page in use)")
-    out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", want.path,
+    out.step("sysfs", hugepage_step_id(pool.node, pool.size), "Hugepages", want.path,
              str(pool.total), str(count),
              f"{pool.size} hugepages on NUMA node {pool.node}: {want.source} wants {count}, "
              f"{pool.total} are allocated; {effect}", disruption)
