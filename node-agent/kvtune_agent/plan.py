@@ -221,7 +221,10 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
                     f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
                     "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
     growing = _may_grow(settings, host, pools, wanted, out)
-    for (node_id, kib), want in wanted.items():
+    # Shrinks first: a node's growth is judged on its net need, so the memory its other pools
+    # give back must be free before the growth is written (apply runs steps in order).
+    for (node_id, kib), want in sorted(
+            wanted.items(), key=lambda item: item[1].count > pools[item[0]].total):
         pool = pools[(node_id, kib)]
         if want.count != pool.total and (want.count < pool.total or node_id in growing):
             _resize(pool, want, reserved.get(kib, 0), growing.get(node_id, ""), out)

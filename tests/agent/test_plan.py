@@ -244,6 +244,14 @@ def test_growing_into_memory_in_use_waits_for_a_drain(
     assert why in step.reason and "rollout.maxUnavailable" in step.reason
 
 
+def test_a_node_shrinks_one_pool_before_it_grows_another(tmp_path: Path) -> None:
+    spec = node_spec(memory=_per_node(("1Gi", 0, 30), ("2Mi", 0, 0)))
+
+    found = _plan(intel_two_socket(tmp_path), spec)
+
+    assert list(_steps(found)) == ["hugepages/node0/2Mi", "hugepages/node0/1Gi"]
+
+
 def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).meminfo(64 * GiB).numa_node(0, range(4), 64 * GiB,
                                                            hugepages={2048: (0, 0)})
