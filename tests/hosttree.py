@@ -230,13 +230,16 @@ class HostTree:
         distances: Iterable[int] = (10,),
         hugepages: Mapping[int, tuple[int, int]] | None = None,
         cpumap_only: bool = False,
+        free_kib: int | None = None,
     ) -> HostTree:
-        """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free).
+        """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free); half the
+        memory is free unless `free_kib` says otherwise.
 
         The node may list offline CPUs, as POWER kernels do. `cpumap_only` gives its CPUs as a
         cpumap alone, as kernels before node/cpulist did.
         """
         base = f"/sys/devices/system/node/node{node}"
+        free = mem_kib // 2 if free_kib is None else free_kib
         if cpumap_only:
             self.file(f"{base}/cpumap", _cpumask(cpus))
         else:
@@ -244,8 +247,8 @@ class HostTree:
         self.file(f"{base}/distance", " ".join(map(str, distances)))
         self.file(f"{base}/meminfo", (
             f"Node {node} MemTotal:       {mem_kib} kB\n"
-            f"Node {node} MemFree:        {mem_kib // 2} kB\n"
-            f"Node {node} MemUsed:        {mem_kib - mem_kib // 2} kB"
+            f"Node {node} MemFree:        {free} kB\n"
+            f"Node {node} MemUsed:        {mem_kib - free} kB"
         ))
         for size_kib, (total, free) in (hugepages or {}).items():
             self.hugepages(size_kib, total, free, node=node)

@@ -24,7 +24,7 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import nfd
+from . import backoff, nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -101,13 +101,18 @@ def run_cycle(
     if spec.revert:
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
                              now, timeout)
-    work = plan(spec, host, node_meta, read_host_files(fs, host))
+    found = plan(spec, host, node_meta, read_host_files(fs, host))
+    work = backoff.hold(found, previous.hugepage_retries, now)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
         host, processes = _probe(fs)
-        work = plan(spec, host, node_meta, read_host_files(fs, host))
-    return Cycle(node_status(spec, generation, host, work, results, previous, now), processes)
+        found = plan(spec, host, node_meta, read_host_files(fs, host))
+    retries = backoff.track(previous.hugepage_retries, results or [], found, host, now)
+    work = backoff.hold(found, retries, now)
+    status = node_status(spec, generation, host, work, results, previous, now,
+                         hugepage_retries=retries)
+    return Cycle(status, processes)
 
 
 def _revert_cycle(

@@ -44,10 +44,12 @@ from kvtune_api.v1alpha1.profile import (
     SriovRule,
 )
 
+from . import memory_budget
 from .change import Kind
+from .memory_budget import gib
 from .probe.block import SYS_BLOCK
 from .probe.ksm import KSM, KSM_RUN
-from .probe.memory import NODES, SIZE_KIB, THP
+from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
 from .probe.sriov import numvfs_path
 from .systemd import UnitState
 
@@ -72,6 +74,11 @@ class NodeMeta:
 
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def hugepage_step_id(node: int | None, size: str) -> str:
+    """The id of the step that resizes one NUMA node's pool of one page size."""
+    return f"hugepages/node{node}/{size}"
 
 
 def scheduler_path(device: str) -> str:
@@ -197,35 +204,155 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
             f"memory.hugepages is set, but {NODES} lists no NUMA nodes, so no hugepage pool can "
             "be sized; check that the agent sees the host's /sys"))
         return
-    pools = {(pool.node, pool.size_kib): pool for pool in host.memory.hugepages_per_node}
+    pools, unknown = _readable_pools(host)
     reserved = {pool.size_kib: pool.reserved or 0 for pool in host.memory.hugepages}
+    wanted: dict[tuple[int, int], _Wanted] = {}
     for index, alloc in enumerate(settings.pages):
         kib = SIZE_KIB[alloc.size]
         field_name = f"spec.host.memory.hugepages.pages[{index}]"
         for node_id, count, source in _hugepage_targets(alloc, field_name, nodes, out):
             path = f"{NODES}/node{node_id}/hugepages/hugepages-{kib}kB/nr_hugepages"
-            pool = pools.get((node_id, kib))
-            memory = nodes[node_id].memory_total_kib
-            if memory and count * kib > memory:
-                # The kernel would take every free page of the node trying, starving the host.
-                out.error("Hugepages", "HugepagesExceedNodeMemory", (
-                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, "
-                    f"{count * kib // 2**20} GiB, but the node has {memory // 2**20} GiB of "
-                    "memory in all; lower the count"))
-            elif pool is None:
-                out.error("Hugepages", "HugepageSizeUnsupported", (
-                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
-                    f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
-                    "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
-            elif pool.total is None or pool.free is None:
+            if (node_id, kib) in unknown:
                 out.error("Hugepages", "HugepagePoolUnknown", (
                     f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
                     f"{path} or its free_hugepages could not be read as a page count, so the "
                     "pool's size is unknown and it is left as it is; check what the agent's "
                     "problems say about that file"))
-            elif pool.total != count:
-                _resize(pool.total, pool.free, pool, count, path, source, reserved.get(kib, 0),
-                        out)
+            elif (node_id, kib) in pools:
+                wanted[(node_id, kib)] = _Wanted(count, source, path)
+            else:
+                out.error("Hugepages", "HugepageSizeUnsupported", (
+                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
+                    f"{path} does not exist: this CPU or kernel offers no {alloc.size} pages "
+                    "(1Gi pages need the pdpe1gb CPU flag); use another size for this node"))
+    growing = _may_grow(settings, host, pools, wanted, out)
+    for node_id in sorted({node for node, _ in unknown} & set(growing)):
+        # What the node's pools hold in all is unknown, so its budget cannot be judged.
+        del growing[node_id]
+        out.error("Hugepages", "NodeHugepagesUnknown", (
+            f"a hugepage pool of NUMA node {node_id} could not be read, so what its pools hold "
+            "in all is unknown and none of them is grown (shrinking goes on)"))
+    # Shrinks first: a node's growth is judged on its net need, so the memory its other pools
+    # give back must be free before the growth is written (apply runs steps in order).
+    for (node_id, kib), want in sorted(
+            wanted.items(), key=lambda item: item[1].count > pools[item[0]].total):
+        pool = pools[(node_id, kib)]
+        if want.count != pool.total and (want.count < pool.total or node_id in growing):
+            _resize(pool, want, reserved.get(kib, 0), growing.get(node_id, ""), out)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A per-node hugepage pool whose counts could be read (a HugepagePool's may be unknown)."""
+
+    node: int
+    size: str
+    total: int
+    free: int
+
+
+def _readable_pools(
+    host: HostReport,
+) -> tuple[dict[tuple[int, int], _Pool], dict[tuple[int, int], HugepagePool]]:
+    """The per-node pools by (node, page KiB): those whose counts were read, and the others."""
+    pools: dict[tuple[int, int], _Pool] = {}
+    unknown: dict[tuple[int, int], HugepagePool] = {}
+    for pool in host.memory.hugepages_per_node:
+        if pool.node is None:
+            continue
+        key = (pool.node, pool.size_kib)
+        if pool.total is None or pool.free is None:
+            unknown[key] = pool
+        else:
+            pools[key] = _Pool(pool.node, pool.size, pool.total, pool.free)
+    return pools, unknown
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """The size the spec wants for one pool, the field that says so, and its nr_hugepages."""
+
+    count: int
+    source: str
+    path: str
+
+
+def _may_grow(
+    settings: HugepagesSettings, host: HostReport, pools: Mapping[tuple[int, int], _Pool],
+    wanted: Mapping[tuple[int, int], _Wanted], out: _Draft,
+) -> dict[int, str]:
+    """The NUMA nodes whose pools may grow, each with why growing takes memory in use there
+    ("" when its free memory covers the growth).
+
+    A node's pools may grow when all of them together, and all the host's, stay within what the
+    node and the host can spare (memory_budget.py). A shrink needs no budget.
+    """
+    held: dict[int, int] = {}  # node -> KiB all its pools hold once the plan is done
+    now: dict[int, int] = {}  # node -> KiB they hold today
+    parts: dict[int, list[str]] = {}
+    for (node_id, kib), pool in pools.items():
+        want = wanted.get((node_id, kib))
+        count = pool.total if want is None else want.count
+        held[node_id] = held.get(node_id, 0) + count * kib
+        now[node_id] = now.get(node_id, 0) + pool.total * kib
+        parts.setdefault(node_id, []).append(
+            f"{count} {pool.size} pages" + ("" if want else " not managed by this profile"))
+    growing = {key[0] for key, want in wanted.items() if want.count > pools[key].total}
+    if not growing:
+        return {}
+    try:
+        budgets = memory_budget.budgets(settings.host_headroom, host)
+    except memory_budget.BudgetUnknown as err:
+        out.error("Hugepages", "HugepageBudgetUnknown", (
+            f"{err}. Until it is known, hugepage pools are not grown (shrinking goes on)"))
+        return {}
+    for node_id in sorted(growing):
+        budget = budgets.nodes.get(node_id)
+        if budget is None:
+            growing.discard(node_id)
+            out.error("Hugepages", "NodeMemoryUnknown", (
+                f"{NODES}/node{node_id}/meminfo cannot be read, so the memory of NUMA node "
+                f"{node_id} is unknown and its hugepage pools are not grown; check that the "
+                "agent sees the host's /sys"))
+        elif held[node_id] > budget.limit_kib:
+            growing.discard(node_id)
+            out.error("Hugepages", "HugepagesExceedNodeMemory", (
+                f"NUMA node {node_id} would hold {gib(held[node_id])} of hugepages "
+                f"({', '.join(parts[node_id])}), but can spare at most {gib(budget.limit_kib)}: "
+                f"{budget.explain()}. Its pools are not grown: lower spec.host.memory.hugepages."
+                "pages for this node"))
+    # Nodes refused above keep the pools they have; the host must hold all the others.
+    total = sum(held[n] if n in growing else now[n] for n in held)
+    if growing and total > budgets.host.limit_kib:
+        out.error("Hugepages", "HugepagesExceedHostMemory", (
+            f"the host would hold {gib(total)} of hugepages on all its NUMA nodes, but can spare "
+            f"at most {gib(budgets.host.limit_kib)}: {budgets.host.explain()} ({MEMINFO}). No "
+            "pool is grown: lower spec.host.memory.hugepages.pages"))
+        return {}
+    return _memory_in_use(host, budgets, {n: held[n] - now[n] for n in growing})
+
+
+def _memory_in_use(
+    host: HostReport, budgets: memory_budget.Budgets, needs: Mapping[int, int]
+) -> dict[int, str]:
+    """For each node that grows by `needs[node]` KiB, why that takes memory in use ("": not).
+
+    A node's MemFree is what the kernel can hand out without reclaiming page cache or compacting
+    memory under running processes; the host's MemAvailable must also stay above the kubelet's
+    eviction threshold, or the kubelet starts evicting pods.
+    """
+    nodes = {node.id: node for node in host.numa.nodes}
+    available = host.memory.available_kib or 0  # unknown: assume the growth takes memory in use
+    total = sum(needs.values())
+    host_short = (
+        f"the host has {gib(available)} available ({MEMINFO} MemAvailable) and the growth on "
+        f"all its NUMA nodes takes {gib(total)}, which would leave less than the kubelet's "
+        f"eviction threshold ({gib(budgets.eviction_kib)})"
+        if available - total < budgets.eviction_kib else "")
+    return {node_id: host_short or (
+        f"NUMA node {node_id} has {gib(nodes[node_id].memory_free_kib)} free and the growth "
+        f"takes {gib(need)}" if need > nodes[node_id].memory_free_kib else "")
+        for node_id, need in needs.items()}
 
 
 def _hugepage_targets(
@@ -269,31 +396,40 @@ def _hugepage_targets(
 
 
 def _resize(
-    total: int, free: int, pool: HugepagePool, count: int, path: str, source: str,
-    reserved: int, out: _Draft,
+    pool: _Pool, want: _Wanted, reserved: int, in_use_taken: str, out: _Draft
 ) -> None:
-    """A step moving one pool from `total` pages (`free` of them free) to `count`; shrinking
-    into pages VMs hold needs a drain.
+    """A step moving one pool to `want.count` pages; shrinking into pages VMs hold needs a drain,
+    and so does growing into memory in use (`in_use_taken` says why it would).
 
     Reserved pages (resv_hugepages) are promised to a mapping but not yet touched; the kernel
     counts them host-wide, not per node, so any node of that size may hold them.
     """
-    in_use = total - free
-    held = min(total, in_use + reserved)
+    count = want.count
+    in_use = pool.total - pool.free
+    held = min(pool.total, in_use + reserved)
     disruption: Disruption = "Live"
-    if count > total:
-        effect = f"this allocates {count - total} more"
+    if count > pool.total:
+        effect = f"this allocates {count - pool.total} more"
+        if in_use_taken:
+            # NeedsDrain is the one class the operator paces (at most rollout.maxUnavailable
+            # nodes of a profile at a time, rollout.py), and a drained node has its VMs' memory
+            # free, which is what the growth takes. Live would grow every node of the profile
+            # at once, under running VMs; NeedsReboot only stages files for the next boot.
+            disruption = "NeedsDrain"
+            effect += (f", but {in_use_taken}: the kernel would reclaim and compact memory in "
+                       "use under the running VMs, so it waits for a drain of the node, at most "
+                       "rollout.maxUnavailable nodes at a time")
     elif count >= held:
-        effect = f"this releases {total - count} free pages to the host"
+        effect = f"this releases {pool.total - count} free pages to the host"
     else:
         disruption = "NeedsDrain"
-        effect = (f"only {total - held} can be released now ({in_use} are in use by VMs, "
+        effect = (f"only {pool.total - held} can be released now ({in_use} are in use by VMs, "
                   f"{reserved} reserved host-wide): the VMs using them must leave the node "
                   "first (the kernel never frees a page in use)")
-    out.step("sysfs", f"hugepages/node{pool.node}/{pool.size}", "Hugepages", path,
-             str(total), str(count),
-             f"{pool.size} hugepages on NUMA node {pool.node}: {source} wants {count}, "
-             f"{total} are allocated; {effect}", disruption)
+    out.step("sysfs", hugepage_step_id(pool.node, pool.size), "Hugepages", want.path,
+             str(pool.total), str(count),
+             f"{pool.size} hugepages on NUMA node {pool.node}: {want.source} wants {count}, "
+             f"{pool.total} are allocated; {effect}", disruption)
 
 
 # -- KSM, numad, THP ------------------------------------------------------------------------

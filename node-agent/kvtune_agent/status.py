@@ -27,6 +27,7 @@ from kvtune_api.v1alpha1.common import Condition, ConditionStatus
 from kvtune_api.v1alpha1.host import BlockDevice, HostReport
 from kvtune_api.v1alpha1.nodestate import (
     ExposedLun,
+    HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     PlannedStep,
@@ -133,6 +134,7 @@ def node_status(
     now: datetime.datetime,
     *,
     journal_entries: int | None = 0,
+    hugepage_retries: Sequence[HugepageRetry] = (),
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -140,6 +142,7 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
+    `hugepage_retries` are the pools waiting to be asked again (see backoff.py).
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -160,6 +163,7 @@ def node_status(
         plan=remaining,
         results=previous.results if results is None else results,
         luns=[exposed_lun(d) for d in plan.luns],
+        hugepage_retries=list(hugepage_retries),
         reboot_required=reboot,
         drain_required=drain,
     )

@@ -187,17 +187,36 @@ def test_an_orphaned_journal_is_reverted_and_the_labels_withdrawn(tmp_path: Path
     assert revert_orphaned(tree.kernel(), tree.systemd(), timeout=10) == []
 
 
-def test_a_partial_hugepage_allocation_stays_planned_and_in_progress(tmp_path: Path) -> None:
+def test_a_pool_the_kernel_grows_only_in_part_is_retried_at_growing_intervals(
+    tmp_path: Path,
+) -> None:
     tree = busy_host(tmp_path)
+    fs = KernelFS(tmp_path, hugepage_limit=18)  # 20 wanted per node
+    minute = datetime.timedelta(minutes=1)
 
-    status = _cycle(tree, busy_spec(), fs=KernelFS(tmp_path, hugepage_limit=18))
+    def cycle(at: datetime.datetime, previous: HypervisorNodeStateStatus) -> (
+            HypervisorNodeStateStatus):
+        return run_cycle(fs, busy_spec(), 3, NodeMeta(), previous, systemd=tree.systemd(),
+                         now=at, timeout=5).status
 
-    assert {s.id for s in status.plan} == {"hugepages/node0/1Gi", "hugepages/node1/1Gi"}
-    hugepages = cond.find(status.conditions, "Hugepages")
-    assert hugepages is not None and hugepages.reason == "PartiallyApplied"
-    assert "holds 18" in hugepages.message
-    assert status.sync_status == "InProgress"
-    assert _ready(status)[0] == "False"
+    def attempts() -> int:
+        return sum(path == NODE0_1G for path, _ in fs.writes)
+
+    first = cycle(NOW, HypervisorNodeStateStatus())
+    soon = cycle(NOW + minute, first)
+    assert attempts() == 1  # not again within the first interval
+    later = cycle(NOW + 11 * minute, soon)
+    assert attempts() == 2
+
+    retry = {r.step: r for r in later.hugepage_retries}["hugepages/node0/1Gi"]
+    assert (retry.attempts, retry.allocated, retry.wanted) == (2, 18, 20)
+    assert retry.next_attempt == NOW + 31 * minute  # 10 minutes, then 20
+    hugepages = cond.find(later.conditions, "Hugepages")
+    assert hugepages is not None and hugepages.reason == "HugepagesPartlyAllocated"
+    assert "18 of 20 on NUMA node 0" in hugepages.message
+    assert "hugepagesz=1G hugepages=N" in hugepages.message and "hugepages=0:20,1:20" in (
+        hugepages.message)
+    assert {s.id for s in later.plan}.isdisjoint({"hugepages/node0/1Gi", "hugepages/node1/1Gi"})
 
 
 def test_a_refused_write_degrades_the_node_and_the_rest_is_applied(tmp_path: Path) -> None:

@@ -135,6 +135,18 @@ def test_a_pool_of_unknown_size_plans_no_step_and_says_why(
     assert unknown.message.startswith("spec.host.memory.hugepages.pages[0].count (40")
 
 
+def test_a_node_with_an_unreadable_pool_grows_none_of_its_pools(tmp_path: Path) -> None:
+    # Node 1's 1Gi pool is unknown, so what node 1 holds in all is unknown: its 2Mi pool may not
+    # grow either (the budget would be judged on a guess). Node 0 grows as asked.
+    tree = intel_two_socket(tmp_path)
+    tree.file(HUGE_1G.format(1), "garbage")
+
+    found = _plan(tree, node_spec(memory=_pages("2Mi", count=4096)))  # 1024 -> 2048 a node
+
+    assert list(_steps(found)) == ["hugepages/node0/2Mi"]
+    assert "NUMA node 1" in _finding(found, "NodeHugepagesUnknown").message
+
+
 def test_a_per_node_entry_for_a_missing_node_is_an_error_naming_the_field_and_node(
     tmp_path: Path,
 ) -> None:
@@ -169,16 +181,126 @@ def test_a_pool_never_shrinks_into_pages_in_use_or_reserved_without_a_drain(
         assert "must leave the node first" in step.reason
 
 
-def test_a_pool_larger_than_its_node_is_refused_rather_than_starving_the_host(
-    tmp_path: Path,
-) -> None:
-    spec = node_spec(memory=_pages(perNode=[{"node": 0, "count": 300}, {"node": 1, "count": 20}]))
+def _per_node(*pools: tuple[str, int, int]) -> dict[str, t.Any]:
+    """memory.hugepages with, per (size, node, count), a perNode entry."""
+    sizes: dict[str, list[dict[str, int]]] = {}
+    for size, node, count in pools:
+        sizes.setdefault(size, []).append({"node": node, "count": count})
+    return {"hugepages": {"pages": [{"size": s, "perNode": n} for s, n in sizes.items()]}}
 
-    found = _plan(intel_two_socket(tmp_path), spec)  # 256 GiB per node
+
+@pytest.mark.parametrize("pools", [
+    pytest.param([("1Gi", 0, 200), ("2Mi", 0, 40000)], id="all sizes together exceed the node"),
+    pytest.param([("1Gi", 0, 256)], id="the whole node"),
+    pytest.param([("1Gi", 0, 231)], id="the node less the kubelet's reserve, but no headroom"),
+])
+def test_pools_that_would_leave_a_node_too_little_memory_are_not_grown(
+    tmp_path: Path, pools: list[tuple[str, int, int]]
+) -> None:
+    spec = node_spec(memory=_per_node(*pools, ("1Gi", 1, 20)))
+
+    found = _plan(intel_two_socket(tmp_path), spec)  # 256 GiB per node, 2Mi pools of 2 GiB
 
     assert list(_steps(found)) == ["hugepages/node1/1Gi"]
-    assert "300 1Gi pages on NUMA node 0, 300 GiB, but the node has 256 GiB" in (
+    message = _finding(found, "HugepagesExceedNodeMemory").message
+    assert message.startswith("NUMA node 0 would hold ")
+    assert "256.0 GiB of memory, less 0.0 GiB the kubelet keeps from pods" in message
+    assert "25.6 GiB of headroom (spec.host.memory.hugepages.hostHeadroom" in message
+
+
+@pytest.mark.parametrize("kubelet", [
+    pytest.param("reservedMemory:\n- numaNode: 0\n  limits: {memory: 20Gi}\n",
+                 id="reservedMemory of that node"),
+    pytest.param("systemReserved: {memory: 30Gi}\nkubeReserved: {memory: 8Gi}\n"
+                 "evictionHard: {memory.available: 2Gi}\n", id="its share of host-wide reserves"),
+])
+def test_what_the_kubelet_reserves_on_a_node_is_not_given_to_hugepages(
+    tmp_path: Path, kubelet: str
+) -> None:
+    # 212 + 2 GiB fit in 256 GiB less 25.6 GiB of headroom, not also less 20 GiB for the kubelet.
+    tree = intel_two_socket(tmp_path).kubelet_config(kubelet)
+
+    found = _plan(tree, node_spec(memory=_per_node(("1Gi", 0, 212))))
+
+    assert found.steps == ()
+    assert "less 20.0 GiB the kubelet keeps from pods" in (
         _finding(found, "HugepagesExceedNodeMemory").message)
+
+
+def test_a_profile_may_state_a_smaller_headroom(tmp_path: Path) -> None:
+    memory = _per_node(("1Gi", 0, 250))
+    memory["hugepages"]["hostHeadroom"] = {"percent": 1, "minimum": "1Gi"}
+
+    found = _plan(intel_two_socket(tmp_path), node_spec(memory=memory))
+
+    assert list(_steps(found)) == ["hugepages/node0/1Gi"]
+
+
+def test_pools_that_fit_each_node_but_not_the_host_are_not_grown(tmp_path: Path) -> None:
+    tree = intel_two_socket(tmp_path).meminfo(400 * GiB)  # /proc/meminfo: less than the nodes
+
+    found = _plan(tree, node_spec(memory=_pages(count=400)))
+
+    assert found.steps == ()
+    assert "the host would hold 404.0 GiB of hugepages" in (
+        _finding(found, "HugepagesExceedHostMemory").message)
+
+
+def _unreadable(tree: HostTree, path: str) -> HostTree:
+    (tree.root / path.lstrip("/")).unlink()
+    return tree.unreadable(path)
+
+
+@pytest.mark.parametrize(("unknown", "path"), [
+    pytest.param(lambda tree: _unreadable(tree, "/sys/devices/system/node/node0/meminfo"),
+                 "/sys/devices/system/node/node0/meminfo", id="a node's meminfo"),
+    pytest.param(lambda tree: _unreadable(tree, "/proc/meminfo"), "/proc/meminfo",
+                 id="the host's meminfo"),
+    pytest.param(lambda tree: tree.kubelet_config("systemReserved: [\n"),
+                 "/var/lib/kubelet/config.yaml", id="the kubelet's reservations"),
+])
+def test_unknown_memory_grows_no_pool_and_says_which_file_to_fix(
+    tmp_path: Path, unknown: t.Callable[[HostTree], object], path: str
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    unknown(tree)
+
+    found = _plan(tree, node_spec(memory=_per_node(("1Gi", 0, 20), ("1Gi", 1, 12))))
+
+    assert list(_steps(found)) == ["hugepages/node1/1Gi"]  # shrinking needs no budget
+    [error] = [f for f in found.findings if f.feature == "Hugepages"]
+    assert error.severity == "Error" and path in error.message
+    assert "not grown" in error.message
+
+
+@pytest.mark.parametrize(("tree_free", "count", "why"), [
+    pytest.param({"node": 100 * GiB}, 130, "NUMA node 0 has 100.0 GiB free",
+                 id="more than the node's free memory"),
+    pytest.param({"host": 10 * GiB}, 30, "the host has 10.0 GiB available",
+                 id="more than the host's available memory"),
+])
+def test_growing_into_memory_in_use_waits_for_a_drain(
+    tmp_path: Path, tree_free: dict[str, int], count: int, why: str
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    if "host" in tree_free:
+        tree.meminfo(512 * GiB, free_kib=tree_free["host"])
+    else:
+        tree.numa_node(0, range(16), 256 * GiB, distances=(10, 21), free_kib=tree_free["node"])
+
+    step = _steps(_plan(tree, node_spec(memory=_per_node(("1Gi", 0, count)))))[
+        "hugepages/node0/1Gi"]
+
+    assert step.disruption == "NeedsDrain"
+    assert why in step.reason and "rollout.maxUnavailable" in step.reason
+
+
+def test_a_node_shrinks_one_pool_before_it_grows_another(tmp_path: Path) -> None:
+    spec = node_spec(memory=_per_node(("1Gi", 0, 30), ("2Mi", 0, 0)))
+
+    found = _plan(intel_two_socket(tmp_path), spec)
+
+    assert list(_steps(found)) == ["hugepages/node0/2Mi", "hugepages/node0/1Gi"]
 
 
 def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None:

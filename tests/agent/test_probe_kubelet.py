@@ -18,6 +18,7 @@ memoryManagerPolicy: Static
 reservedSystemCPUs: 0-1,64-65
 systemReserved: {cpu: 500m, memory: 2Gi}
 kubeReserved: {memory: 1Gi}
+evictionHard: {memory.available: 500Mi, nodefs.available: 10%}
 reservedMemory:
   - numaNode: 0
     limits: {memory: 3Gi}
@@ -41,6 +42,7 @@ def test_a_tuned_config_is_read_in_full_and_raises_no_findings(tmp_path: Path) -
     assert (found.topology_manager_scope, found.memory_manager_policy) == ("pod", "Static")
     assert found.reserved_system_cpus == "0-1,64-65"
     assert (found.system_reserved_memory, found.kube_reserved_memory) == ("2Gi", "1Gi")
+    assert found.eviction_hard_memory == "500Mi"
     assert [(r.numa_node, r.limits) for r in found.reserved_memory] == [(0, {"memory": "3Gi"})]
     assert kubelet.check(found) == []
 

@@ -417,6 +417,11 @@ class KubeletReport(BaseModel):
     )
     system_reserved_memory: Opt[str] = Field(default=None, description="systemReserved.memory.")
     kube_reserved_memory: Opt[str] = Field(default=None, description="kubeReserved.memory.")
+    eviction_hard_memory: Opt[str] = Field(
+        default=None,
+        description="evictionHard's memory.available, a quantity or a percentage of the host's "
+        "memory; absent when the file leaves it out.",
+    )
     reserved_memory: list[ReservedMemory] = Field(
         default_factory=list, max_length=MAX_NUMA_NODES, description="reservedMemory."
     )

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
-from .host import HostReport
+from .host import MAX_NUMA_NODES, HostReport
 from .profile import HostSettings, Mode, VmiSettings
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
@@ -89,6 +89,22 @@ class StepResult(BaseModel):
     message: str = Field(default="", description="Details, e.g. the kernel's error.")
 
 
+class HugepageRetry(BaseModel):
+    """A hugepage pool the kernel grew only in part, and when the agent asks it again."""
+
+    step: str = Field(description="The PlannedStep id, e.g. hugepages/node0/1Gi.")
+    path: str = Field(description="The pool's nr_hugepages file.")
+    node: int = Field(ge=0, description="NUMA node.")
+    size: str = Field(description="Page size: 2Mi or 1Gi.")
+    wanted: int = Field(ge=0, description="Pages the spec wants in the pool.")
+    allocated: int = Field(ge=0, description="Pages the kernel allocated at the last attempt.")
+    attempts: int = Field(ge=1, description="Attempts so far that fell short of `wanted`.")
+    last_attempt: datetime.datetime = Field(description="When the last attempt was made.")
+    next_attempt: datetime.datetime = Field(
+        description="No attempt before this time; the wait doubles with every attempt."
+    )
+
+
 class ExposedLun(BaseModel):
     """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
 
@@ -130,6 +146,12 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=256,
         description="Eligible raw LUNs selected by spec.host.storage.blockLuns; the operator "
         "exposes each as a Block-mode PersistentVolume pinned to this node.",
+    )
+    hugepage_retries: list[HugepageRetry] = Field(
+        default_factory=list,
+        max_length=2 * MAX_NUMA_NODES,  # two page sizes per node
+        description="Hugepage pools the kernel grew only in part: the agent asks again at "
+        "growing intervals rather than every cycle (each attempt compacts memory under the VMs).",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

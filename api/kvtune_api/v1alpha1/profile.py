@@ -115,6 +115,33 @@ class HugepagesAllocation(BaseModel):
     )
 
 
+#: A size such as 4Gi or 4096Mi: a quantity without a sign, since a negative headroom would let
+#: hugepages take memory the kubelet reserves.
+Size = t.Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")]
+
+
+class HostHeadroom(BaseModel):
+    """Memory that hugepages leave to the host on each NUMA node, beyond the kubelet's reserves."""
+
+    percent: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description=(
+            "Share of each NUMA node's memory (and of the host's) that no hugepage pool may take, "
+            "in percent. Default 10."
+        ),
+    )
+    minimum: Size = Field(
+        default="4Gi",
+        description=(
+            "The least headroom per NUMA node (and for the host), whatever the percentage gives. "
+            "Default 4Gi: the kernel, system daemons, QEMU's overhead outside guest memory and "
+            "page cache live here, and hugepages are never given back under pressure."
+        ),
+    )
+
+
 class HugepagesSettings(BaseModel):
     """Hugepages reserved on the host for VM memory (cheaper than THP, never swapped)."""
 
@@ -129,6 +156,12 @@ class HugepagesSettings(BaseModel):
         default_factory=list,
         max_length=2,
         description="Allocations, at most one per page size. Empty: hugepages are not managed.",
+    )
+    host_headroom: HostHeadroom = section(
+        HostHeadroom,
+        "What every NUMA node keeps out of hugepages: the larger of percent of its memory and "
+        "minimum, on top of what the kubelet reserves there. A pool that would cut into it is "
+        "not grown.",
     )
 
 

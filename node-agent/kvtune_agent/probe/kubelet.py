@@ -40,9 +40,9 @@ def _reserved_memory(fs: HostFS, path: str, value: t.Any) -> list[ReservedMemory
     return entries
 
 
-def _memory(config: dict[str, t.Any], key: str) -> str | None:
+def _memory(config: dict[str, t.Any], key: str, signal: str = "memory") -> str | None:
     section = config.get(key)
-    value = section.get("memory") if isinstance(section, dict) else None
+    value = section.get(signal) if isinstance(section, dict) else None
     return None if value is None else str(value)
 
 
@@ -58,6 +58,7 @@ def _settings(fs: HostFS, path: str, config: dict[str, t.Any]) -> dict[str, t.An
     settings["reserved_system_cpus"] = None if cpus is None else str(cpus)
     settings["system_reserved_memory"] = _memory(config, "systemReserved")
     settings["kube_reserved_memory"] = _memory(config, "kubeReserved")
+    settings["eviction_hard_memory"] = _memory(config, "evictionHard", "memory.available")
     settings["reserved_memory"] = _reserved_memory(fs, path, config.get("reservedMemory"))
     return settings
 

@@ -1,0 +1,105 @@
+"""Hugepage pools the kernel grows only in part are asked again at growing intervals.
+
+Growing a pool asks the kernel for physically contiguous free memory. On a host that has run for
+a while, 1Gi pages often cannot all be found, and the kernel allocates what it can; every attempt
+reclaims and compacts memory under the running VMs, so asking again every cycle costs the VMs
+latency for pages that will not come. After an attempt that falls short, the pool waits
+FIRST_WAIT, then twice as long after each further one, up to MAX_WAIT; meanwhile the node reports
+HugepagesPartlyAllocated with the way out: allocating the pages at boot, before memory fragments.
+
+The record lives in the node's status (status.hugepageRetries): the agent reads its previous
+status every cycle, a person sees it there, and a lost status costs one early attempt, no more.
+Both functions are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Sequence
+
+from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, StepResult
+
+from .plan import Finding, Plan, hugepage_step_id
+
+FIRST_WAIT = datetime.timedelta(minutes=10)
+MAX_WAIT = datetime.timedelta(hours=24)
+
+
+def _grows(step: PlannedStep) -> bool:
+    return step.feature == "Hugepages" and int(step.desired) > int(step.current)
+
+
+def track(
+    previous: Sequence[HugepageRetry], results: Sequence[StepResult], after: Plan,
+    host: HostReport, now: datetime.datetime,
+) -> list[HugepageRetry]:
+    """The retries once a cycle is done.
+
+    `results` is what the cycle applied, `after` the plan (before `hold`) from its last probe,
+    `host`. A pool the spec still wants grown keeps its record, and gets a new attempt counted
+    when this cycle wrote it; a pool that reached its count, or whose count the spec changed,
+    has none.
+    """
+    before = {retry.step: retry for retry in previous}
+    steps = {step.planned.id: step.planned for step in after.steps}
+    written = {result.id for result in results if result.result in ("Applied", "Partial")}
+    retries = []
+    for pool in host.memory.hugepages_per_node:
+        step_id = hugepage_step_id(pool.node, pool.size)
+        step = steps.get(step_id)
+        if step is None or not _grows(step):
+            continue
+        last = before.get(step_id)
+        if last is not None and last.wanted != int(step.desired):
+            last = None
+        if step_id in written:
+            attempts = 1 + (last.attempts if last else 0)
+            # The exponent is capped so that years of attempts cannot overflow a timedelta.
+            wait = min(FIRST_WAIT * 2 ** min(attempts - 1, 20), MAX_WAIT)
+            retries.append(HugepageRetry(
+                step=step_id, path=step.path, node=pool.node, size=pool.size,
+                wanted=int(step.desired), allocated=pool.total, attempts=attempts,
+                last_attempt=now, next_attempt=now + wait))
+        elif last is not None:
+            retries.append(last)
+    return retries
+
+
+def hold(plan: Plan, retries: Sequence[HugepageRetry], now: datetime.datetime) -> Plan:
+    """`plan` without the growth of pools still waiting for their next attempt, replaced by a
+    finding per page size that says what the kernel gave and what to do."""
+    waiting = {retry.step: retry for retry in retries if retry.next_attempt > now}
+    held = [waiting[step.planned.id] for step in plan.steps
+            if _grows(step.planned) and step.planned.id in waiting
+            and waiting[step.planned.id].wanted == int(step.planned.desired)]
+    if not held:
+        return plan
+    sizes = sorted({retry.size for retry in held})
+    return dataclasses.replace(
+        plan,
+        steps=tuple(step for step in plan.steps
+                    if step.planned.id not in {retry.step for retry in held}),
+        findings=(*plan.findings,
+                  *(_finding([retry for retry in held if retry.size == size]) for size in sizes)),
+    )
+
+
+def _finding(retries: list[HugepageRetry]) -> Finding:
+    """What the kernel gave on each NUMA node short of pages of one size, and what to do."""
+    size = retries[0].size
+    boot = size.removesuffix("i")  # the kernel's hugepagesz= takes 1G, 2M
+    short = ", ".join(f"{r.allocated} of {r.wanted} on NUMA node {r.node} ({r.path})"
+                      for r in retries)
+    per_node = ",".join(f"{r.node}:{r.wanted}" for r in retries)
+    attempts = max(r.attempts for r in retries)
+    following = min(r.next_attempt for r in retries).isoformat(timespec="seconds")
+    return Finding("Hugepages", "Error", "HugepagesPartlyAllocated", (
+        f"the kernel allocated only part of the {size} hugepages wanted: {short}, after "
+        f"{attempts} attempt(s); it finds too little contiguous free memory on the running host. "
+        "Every attempt compacts "
+        f"memory under the VMs, so the next is at {following}, each waiting twice as long. To "
+        f"get them all, allocate them at boot: add `hugepagesz={boot} hugepages=N` to the kernel "
+        "command line (N for the whole host, split evenly across NUMA nodes; kernels 5.14+ also "
+        f"take per-node counts, here `hugepages={per_node}`) and reboot the node"))

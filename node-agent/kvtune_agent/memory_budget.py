@@ -1,0 +1,139 @@
+"""How much memory hugepages may hold on each NUMA node and on the host without starving it.
+
+Hugepages come out of the memory everything else lives in: the kernel, system daemons, the
+kubelet and its pods, QEMU's overhead outside guest memory, page cache. A pool is never given back
+under memory pressure, so a profile that asks for too much does not fail; the host does, with OOM
+kills and evictions, on every node of the profile at once. A NUMA node's budget is its memory,
+less what the kubelet keeps from pods there, less the profile's headroom
+(spec.host.memory.hugepages.hostHeadroom); the host's budget is the same over /proc/meminfo. A
+fact the budget needs that cannot be read makes it unknown, never unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as t
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from kubernetes.utils import quantity as k8s_quantity
+from kvtune_api.v1alpha1.host import HostReport, KubeletReport
+from kvtune_api.v1alpha1.profile import HostHeadroom
+
+from .probe.kubelet import CONFIG_PATHS
+from .probe.memory import MEMINFO
+
+HEADROOM_FIELD = "spec.host.memory.hugepages.hostHeadroom"
+#: The kubelet's hard eviction threshold for memory.available when its config sets none. Older
+#: kubelets drop it when evictionHard names other signals only; counting it anyway is the safe
+#: reading of the two.
+DEFAULT_EVICTION_HARD = "100Mi"
+# The kubernetes client is not annotated; this is parse_quantity's documented signature.
+_parse_quantity: Callable[[t.Any], Decimal] = k8s_quantity.parse_quantity
+
+
+class BudgetUnknown(Exception):
+    """A fact the budget needs is unknown; the message names where it comes from and the fix."""
+
+
+def gib(kib: int) -> str:
+    """KiB as GiB with one decimal, as the budget's messages show memory."""
+    return f"{kib / 2**20:.1f} GiB"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The memory of one NUMA node (or the host) and what hugepages must leave of it, in KiB."""
+
+    memory_kib: int
+    kubelet_kib: int
+    headroom_kib: int
+
+    @property
+    def limit_kib(self) -> int:
+        """The most that all hugepage pools together may hold."""
+        return max(0, self.memory_kib - self.kubelet_kib - self.headroom_kib)
+
+    def explain(self) -> str:
+        return (f"{gib(self.memory_kib)} of memory, less {gib(self.kubelet_kib)} the kubelet "
+                f"keeps from pods and {gib(self.headroom_kib)} of headroom ({HEADROOM_FIELD})")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The host's budget, and each NUMA node's whose memory is known (memoryless nodes: 0)."""
+
+    host: Budget
+    nodes: dict[int, Budget]
+    #: The kubelet's hard eviction threshold for memory.available: MemAvailable must stay above.
+    eviction_kib: int
+
+
+def _kib(value: str, where: str, fix: str) -> int:
+    try:
+        return math.ceil(_parse_quantity(value) / 1024)
+    except ValueError as err:
+        raise BudgetUnknown(f"{where} is {value!r}, not a quantity ({err}); {fix}") from err
+
+
+def _headroom(settings: HostHeadroom, memory_kib: int) -> int:
+    minimum = _kib(settings.minimum, f"{HEADROOM_FIELD}.minimum", "write e.g. 4Gi")
+    return max(memory_kib * settings.percent // 100, minimum)
+
+
+def _kubelet(kubelet: KubeletReport, host_kib: int) -> tuple[int, int, dict[int, int]]:
+    """(what the kubelet reserves host-wide, its eviction threshold, reservedMemory per node).
+
+    Without a config file the kubelet runs on its defaults (only the eviction threshold); a
+    kubelet configured by flags alone may reserve more, which the headroom is there to cover.
+    """
+    path = kubelet.config_path or CONFIG_PATHS[0]
+    fix = f"fix {path}"
+    if kubelet.error is not None:
+        raise BudgetUnknown(
+            f"the kubelet config {path} cannot be used ({kubelet.error}), so what the kubelet "
+            f"reserves is unknown; {fix}")
+    eviction = kubelet.eviction_hard_memory or DEFAULT_EVICTION_HARD
+    if eviction.endswith("%"):
+        try:
+            eviction_kib = math.ceil(host_kib * float(eviction[:-1]) / 100)
+        except ValueError as err:
+            raise BudgetUnknown(
+                f"evictionHard memory.available in {path} is {eviction!r}, not a percentage; "
+                f"{fix}") from err
+    else:
+        eviction_kib = _kib(eviction, f"evictionHard memory.available in {path}", fix)
+    reserved = sum(_kib(value, f"{key}.memory in {path}", fix) for key, value in (
+        ("systemReserved", kubelet.system_reserved_memory),
+        ("kubeReserved", kubelet.kube_reserved_memory)) if value is not None)
+    per_node = {entry.numa_node: _kib(entry.limits["memory"],
+                                      f"reservedMemory[numaNode={entry.numa_node}] in {path}", fix)
+                for entry in kubelet.reserved_memory if "memory" in entry.limits}
+    # The memory manager wants reservedMemory to add up to the host-wide reserves; where it does
+    # not, the larger of the two is what the kubelet really keeps.
+    return max(reserved + eviction_kib, sum(per_node.values())), eviction_kib, per_node
+
+
+def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
+    """The budgets of `host` under `settings`; raises BudgetUnknown when a fact is unknown.
+
+    NUMA nodes whose meminfo could not be read are left out of `nodes`.
+    """
+    total = host.memory.total_kib
+    if total is None:
+        raise BudgetUnknown(
+            f"{MEMINFO} cannot be read, so the host's memory is unknown; check that --root "
+            "points at the host's / with /proc mounted")
+    reserved, eviction, per_node = _kubelet(host.kubelet, total)
+    nodes = {}
+    for node in host.numa.nodes:
+        if node.memory_total_kib == 0 and not node.memoryless:
+            continue  # its meminfo could not be read
+        # The host-wide reserves are split in proportion to each node's memory, as the kernel
+        # spreads the host's own allocations over the nodes that have memory; a node's
+        # reservedMemory, when larger, is the administrator's own split and wins.
+        share = reserved * node.memory_total_kib // total
+        nodes[node.id] = Budget(node.memory_total_kib, max(share, per_node.get(node.id, 0)),
+                                _headroom(settings, node.memory_total_kib))
+    return Budgets(Budget(total, reserved, _headroom(settings, total)), nodes, eviction)
