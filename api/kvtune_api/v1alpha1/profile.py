@@ -343,6 +343,24 @@ class VmiSettings(BaseModel):
         default=False,
         description="Set spec.domain.cpu.numa.guestMappingPassthrough (guest sees host NUMA).",
     )
+    dedicated_networking: t.Literal["Off", "Warn", "Require"] = Field(
+        default="Warn",
+        description=(
+            "Whether VMIs must reach the network through a NIC of their own (an SR-IOV VF, or "
+            "macvtap on a dedicated host NIC) rather than a software switch shared with other "
+            "pods. Warn (default): such VMIs get an admission warning. Require: they are refused. "
+            "Off: not checked."
+        ),
+    )
+    pod_network: t.Literal["Shared", "ManagementOnly"] = Field(
+        default="Shared",
+        description=(
+            "What the pod network carries for these VMIs. Shared (default): it is a software "
+            "switch like any other, and an interface on it counts against dedicatedNetworking. "
+            "ManagementOnly: it carries only management traffic (SSH, probes) beside a dedicated "
+            "data interface, and is not counted."
+        ),
+    )
 
 
 class RolloutSettings(BaseModel):

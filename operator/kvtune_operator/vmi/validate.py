@@ -327,8 +327,66 @@ def _scheduling(
     ], []
 
 
+#: Interface bindings that give a VM a NIC of its own: an SR-IOV VF, or macvtap on a host NIC
+#: (KubeVirt's deprecated core binding, or the macvtap network binding plugin).
+DEDICATED_BINDINGS = ("sriov", "macvtap")
+BINDINGS = ("bridge", "masquerade", "sriov", "macvtap", "passt", "slirp")
+
+
+def _binding(interface: Mapping[str, Any]) -> str:
+    plugin = lookup(interface, "binding", "name")
+    if isinstance(plugin, str):
+        return plugin
+    return next((b for b in BINDINGS if lookup(interface, b) is not None), "bridge")
+
+
+def _networking(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
+    """A VMI that reaches the network only through software switches shared with other pods."""
+    if settings.dedicated_networking == "Off":
+        return [], []
+    devices = lookup(vmi, "spec", "domain", "devices") or {}
+    interfaces = lookup(devices, "interfaces") or []
+    networks = {n.get("name"): n for n in lookup(vmi, "spec", "networks") or []
+                if isinstance(n, Mapping)}
+    if not interfaces and lookup(devices, "autoattachPodInterface") is not False:
+        # KubeVirt's defaulting gives such a VMI one bridge-bound interface on the pod network.
+        interfaces, networks = [{"name": "default", "bridge": {}}], {"default": {"pod": {}}}
+    shared, dedicated = [], False
+    for index, interface in enumerate(interfaces):
+        if not isinstance(interface, Mapping):
+            continue
+        name, binding = interface.get("name"), _binding(interface)
+        network = networks.get(name) or {}
+        where = f"spec.domain.devices.interfaces[{index}] ({name}, {binding} binding)"
+        if binding in DEDICATED_BINDINGS:
+            dedicated = True
+        elif lookup(network, "multus") is not None:
+            target = lookup(network, "multus", "networkName")
+            shared.append(f"{where} on Multus network {target}, a software bridge or switch "
+                          "other pods can share")
+        elif settings.pod_network == "Shared":
+            shared.append(f"{where} on the pod network, which every pod of the node shares")
+    if dedicated and not shared:
+        return [], []
+    problems = shared + ([] if dedicated else ["no interface uses SR-IOV or macvtap"])
+    message = (
+        f"HypervisorProfile {profile.name} gives VMs NICs of their own "
+        f"(vmi.dedicatedNetworking: {settings.dedicated_networking}), but "
+        + "; ".join(problems)
+        + ": attach the VMI's traffic through an SR-IOV interface (sriov: {}) or macvtap "
+        "(binding: {name: macvtap}) on a Multus network"
+        + ("; if the pod network carries only management traffic, set vmi.podNetwork: "
+           "ManagementOnly" if settings.pod_network == "Shared" else "")
+    )
+    if settings.dedicated_networking == "Require":
+        return [message], []
+    return [], [message]
+
+
 CHECKS: tuple[Check, ...] = (
-    _cpu, _numa, _memory, _overhead, _guaranteed_cpu, _hugepages, _scheduling
+    _cpu, _numa, _memory, _overhead, _guaranteed_cpu, _hugepages, _scheduling, _networking
 )
 
 
