@@ -332,7 +332,10 @@ class HostTree:
             self.file(f"{sysdir}/device/model", model).file(f"{sysdir}/device/vendor", "DELL")
         if wwid:
             self.file(f"{sysdir}/device/wwid", wwid)
-            self.link(f"/dev/disk/by-id/wwn-{wwid}", f"/dev/{name}")
+            link = "wwn-" + (f"0x{wwid[4:]}" if wwid.startswith("naa.") else wwid)
+            # Several paths of one LUN: udev links one of them, here the first.
+            if not os.path.lexists(self.root / "dev/disk/by-id" / link):
+                self.link(f"/dev/disk/by-id/{link}", f"/dev/{name}")
         self.link(f"/sys/block/{name}", sysdir)
         if content is None:
             return self.unreadable(f"/dev/{name}")

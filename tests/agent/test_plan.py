@@ -431,6 +431,8 @@ def _luns(tmp_path: Path) -> HostTree:
 @pytest.mark.parametrize(("selector", "names"), [
     pytest.param({"wwns": ["0X5000C500AAAA0001", "0x5000c500aaaa0003"]}, ["sdb"],
                  id="by wwn, eligible devices only"),
+    pytest.param({"wwns": ["naa.5000c500aaaa0001", "35000c500aaaa0002"]}, ["sdb", "sdc"],
+                 id="by wwn in any of its spellings"),
     pytest.param({"byIdPatterns": ["wwn-0x5000c500aaaa*"]}, ["sdb", "sdc"], id="by-id pattern"),
     pytest.param({"models": ["PERC H755"]}, ["sdc"], id="by model, never the system disk"),
     pytest.param({"byIdPatterns": ["wwn-*"], "minSize": "1Ti"}, ["sdc"], id="minimum size"),

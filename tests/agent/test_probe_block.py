@@ -11,6 +11,8 @@ from hosttree import HostTree
 from kvtune_agent.probe import block, probe_host
 
 MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
+#: The LUN of MPATH_UUID as each of its paths shows it in device/wwid.
+PATH_WWID = "naa.600a098038303053453f463045535a31"
 
 
 def _at(offset: int, magic: bytes, size: int = 70_000) -> bytes:
@@ -187,3 +189,46 @@ def test_a_root_shown_as_dev_root_is_traced_through_its_device_number(tmp_path: 
     [device] = block.probe(tree.fs()).devices
 
     assert (device.classification, device.reason) == ("System", "backs the OS: / on sda1")
+
+
+# -- one LUN, one candidate -----------------------------------------------------------------
+
+
+def test_paths_of_one_lun_with_no_multipath_map_are_never_eligible(tmp_path: Path) -> None:
+    # Before multipathd assembles its map: two paths, each looking like a free disk.
+    tree = HostTree(tmp_path).disk("sda", wwid=PATH_WWID).disk("sdb", wwid=PATH_WWID)
+
+    devices = block.probe(tree.fs()).devices
+
+    assert [d.classification for d in devices] == ["Unknown", "Unknown"]
+    assert "LUN 600a098038303053453f463045535a31 is on several devices: sda, sdb are paths " \
+        "to it and no multipath map holds them" in devices[0].reason
+    assert "configure multipathd" in devices[0].reason
+
+
+def test_a_path_its_multipath_map_does_not_hold_yet_is_not_a_second_lun(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    _multipath(tree)
+    tree.disk("sdc", wwid=PATH_WWID)  # a third path, just appeared: the map is not reloaded
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    assert devices["dm-2"].classification == "Eligible"
+    assert (devices["sdc"].classification, devices["sdc"].reason) == ("InUse", (
+        f"a path of LUN {PATH_WWID}, whose multipath map is dm-2 (mpatha), though the map does "
+        "not hold it (yet): the map is the LUN; check multipath -ll"))
+
+
+def test_hidden_nvme_paths_leave_their_namespace_the_one_lun(tmp_path: Path) -> None:
+    # Native NVMe multipath: the namespace and its paths show one wwid; the paths are hidden.
+    tree = HostTree(tmp_path).disk("nvme0n1", wwid="eui.0025388b91b2c3d4")
+    for path in ("nvme0c0n1", "nvme0c1n1"):
+        tree.disk(path, wwid="eui.0025388b91b2c3d4", content=None)
+        tree.file(f"/sys/block/{path}/hidden", 1)
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    assert devices["nvme0n1"].classification == "Eligible"
+    assert (devices["nvme0c1n1"].classification, devices["nvme0c1n1"].reason) == ("InUse", (
+        "a hidden path of NVMe namespace nvme0n1 (/sys/block/nvme0c1n1/hidden = 1): the "
+        "namespace device is the LUN"))

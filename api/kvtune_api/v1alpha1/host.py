@@ -286,7 +286,12 @@ class BlockDevice(BaseModel):
     vendor: Opt[str] = Field(default=None, description="device/vendor.")
     model: Opt[str] = Field(default=None, description="device/model.")
     serial: Opt[str] = Field(default=None, description="Serial number, where sysfs has it.")
-    wwid: Opt[str] = Field(default=None, description="World wide id (wwid or device/wwid).")
+    wwid: Opt[str] = Field(
+        default=None,
+        description="World wide id as the device spells it (wwid or device/wwid; a multipath "
+        "map's from its dm uuid). kvtune compares ids in one canonical form, so naa.600a... "
+        "and 3600a... are one LUN.",
+    )
     by_id: list[str] = Field(
         default_factory=list, max_length=32, description="Its /dev/disk/by-id names."
     )
@@ -310,9 +315,10 @@ class BlockDevice(BaseModel):
     classification: BlockClass = Field(
         default="Unknown",
         description=(
-            "Eligible: proven free, a raw LUN a VM may own. InUse: holds data or is part of "
-            "another device. System: backs the OS (/, /boot, /usr, /var or swap). Unknown: not "
-            "proven free; never handed out."
+            "Eligible: proven free and the one device of its LUN on the node: a raw LUN a VM "
+            "may own. InUse: holds data or is part of another device (a path of a multipath "
+            "map). System: backs the OS (/, /boot, /usr, /var or swap). Unknown: not proven "
+            "free; never handed out."
         ),
     )
     reason: str = Field(default="", description="Why it got its classification.")

@@ -2,8 +2,10 @@
 
 Handing a disk that holds data to a VM destroys that data, so the rule is conservative: a device
 is Eligible only when it is proven free (no partitions, holders, mounts or swap on it or on
-anything built on it, and its first 64 KiB readable and all zero). Everything else is InUse,
-System (backs the OS) or Unknown, each with the reason a person can check.
+anything built on it, and its first 64 KiB readable and all zero) and when it is the only
+device on the node showing its LUN (a LUN reached through several paths is one LUN: its
+multipath map, not a path). Everything else is InUse, System (backs the OS) or Unknown, each
+with the reason a person can check.
 
 No blkid library: the few on-disk magics that matter are read directly through HostFS. The
 signature is read only from devices still in the running after the structural checks, so paths
@@ -17,9 +19,11 @@ import os
 import re
 import typing as t
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
+from kvtune_api.wwid import canonical_wwid
 
 from ..hostfs import HostFS, HungRead
 
@@ -34,6 +38,8 @@ SWAP = "[SWAP]"
 SECTOR = 512
 #: dm uuid prefix of multipath maps (LVM volumes use LVM-, dm-crypt CRYPT-).
 MPATH = "mpath-"
+#: A hidden NVMe path device (nvme0c1n1) and the namespace device it is a path of (nvme0n1).
+_NVME_PATH = re.compile(r"^(nvme[0-9]+)c[0-9]+(n[0-9]+)$")
 #: (name, offset, magic), filesystems and containers before partition tables: a disk with a
 #: filesystem straight on it can still carry a stale 0x55AA at 510.
 SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
@@ -127,6 +133,8 @@ class _Tree:
         }
         self.dm_uuids = {name: fs.read_value(f"{SYS_BLOCK}/{name}/dm/uuid") or ""
                          for name in self.dm_names}
+        #: Paths of native NVMe multipath (nvme0c1n1): their namespace device is the LUN.
+        self.hidden = {name for name in names if fs.read_int(f"{SYS_BLOCK}/{name}/hidden") == 1}
         known = set(self.partitions) | {p for parts in self.partitions.values() for p in parts}
         self.mounts = _mounts(fs, {dm: name for name, dm in self.dm_names.items()}, known)
 
@@ -166,6 +174,11 @@ def _structure(
     tree: _Tree, device: BlockDevice, uses: list[Mount]
 ) -> tuple[BlockClass, str] | None:
     """(classification, reason) from sysfs and the mounts; None when only its data can tell."""
+    if device.name in tree.hidden:
+        namespace = _NVME_PATH.sub(r"\1\2", device.name)
+        return "InUse", (
+            f"a hidden path of NVMe namespace {namespace} ({SYS_BLOCK}/{device.name}/hidden = "
+            "1): the namespace device is the LUN")
     system = [m for m in uses if m.target in SYSTEM_MOUNTS or m.target == SWAP]
     if system:
         return "System", "backs the OS: " + ", ".join(
@@ -217,6 +230,38 @@ def _contents(
         f"carries a {found} signature; if it is free, wipe it (wipefs -a {device.path})"), found
 
 
+def _one_device_per_lun(devices: Sequence[BlockDevice]) -> dict[str, tuple[BlockClass, str]]:
+    """(classification, reason) of each device that shows a LUN another device on the node
+    shows too (the same `canonical_wwid`): paths to one LUN, of which only its multipath map
+    may become a volume. A volume on a path bypasses multipath, and one on each identity lets
+    two VMs write the LUN at once."""
+    lun: dict[str, list[BlockDevice]] = {}
+    for device in devices:
+        if device.wwid:
+            lun.setdefault(canonical_wwid(device.wwid), []).append(device)
+    verdicts: dict[str, tuple[BlockClass, str]] = {}
+    for wwid, group in lun.items():
+        if len(group) < 2:
+            continue
+        maps = [d for d in group if d.kind == "Multipath"]
+        if len(maps) == 1:
+            [lun_map] = maps
+            verdicts |= {d.name: ("InUse", (
+                f"a path of LUN {d.wwid}, whose multipath map is {lun_map.name} "
+                f"({lun_map.dm_name}), though the map does not hold it (yet): the map is the "
+                "LUN; check multipath -ll")) for d in group if d is not lun_map}
+            continue
+        names = ", ".join(d.name for d in group)
+        how = (f"the multipath maps {names} all show it" if maps
+               else f"{names} are paths to it and no multipath map holds them")
+        verdicts |= {d.name: ("Unknown", (
+            f"LUN {wwid} is on several devices: {how}. A volume on a path would bypass "
+            "multipath, and a volume on each would let two VMs write the LUN at once; "
+            "configure multipathd for it (multipath -ll shows its map), or unzone the extra "
+            "paths")) for d in group}
+    return verdicts
+
+
 def _device(
     fs: HostFS, tree: _Tree, name: str, by_id: dict[str, list[str]]
 ) -> tuple[BlockDevice, tuple[BlockClass, str] | None]:
@@ -263,6 +308,8 @@ def probe(fs: HostFS) -> BlockReport:
     tree = _Tree(fs, kept)
     by_id = _by_id(fs)
     examined = [_device(fs, tree, name, by_id) for name in kept]
+    same_lun = _one_device_per_lun([d for d, _ in examined if d.name not in tree.hidden])
+    examined = [(device, known or same_lun.get(device.name)) for device, known in examined]
     # All in one call: HostFS reads them on one thread, and bounds each read by the deadline.
     heads = fs.read_device_heads([device.path for device, known in examined if known is None],
                                  SIGNATURE_BYTES, timeout=HEAD_READ_TIMEOUT)
