@@ -315,7 +315,9 @@ class HostTree:
         dm: tuple[str, str] | None = None,
         read_only: bool = False,
     ) -> HostTree:
-        """A whole disk in /sys/block and its /dev node holding `content` (None: unreadable).
+        """A whole disk in /sys/block and its /dev node holding `content` (None: unreadable),
+        with udev's by-id links: wwn- for a `wwid`, dm-name- and dm-uuid- for a device-mapper
+        device.
 
         `dm` = (name, uuid) makes it a device-mapper device, e.g. ("mpatha", "mpath-3600...").
         """
@@ -325,15 +327,17 @@ class HostTree:
         self.file(f"{sysdir}/ro", int(read_only))
         self.file(f"{sysdir}/queue/rotational", int(rotational))
         (self.root / sysdir.lstrip("/") / "holders").mkdir(parents=True, exist_ok=True)
+        links = []
         if dm:
             self.file(f"{sysdir}/dm/name", dm[0]).file(f"{sysdir}/dm/uuid", dm[1])
             self.link(f"/dev/mapper/{dm[0]}", f"/dev/{name}")
+            links += [f"dm-name-{dm[0]}", f"dm-uuid-{dm[1]}"]
         else:
             self.file(f"{sysdir}/device/model", model).file(f"{sysdir}/device/vendor", "DELL")
         if wwid:
             self.file(f"{sysdir}/device/wwid", wwid)
-            link = "wwn-" + (f"0x{wwid[4:]}" if wwid.startswith("naa.") else wwid)
-            # Several paths of one LUN: udev links one of them, here the first.
+            links.append("wwn-" + (f"0x{wwid[4:]}" if wwid.startswith("naa.") else wwid))
+        for link in links:  # several paths of one LUN: udev links one of them, here the first
             if not os.path.lexists(self.root / "dev/disk/by-id" / link):
                 self.link(f"/dev/disk/by-id/{link}", f"/dev/{name}")
         self.link(f"/sys/block/{name}", sysdir)

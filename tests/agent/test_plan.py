@@ -468,6 +468,17 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
         _finding(found, "SchedulerUnavailable").message)
 
 
+def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: Path) -> None:
+    from kvtune_agent.status import exposed_lun
+
+    # mpatha comes from multipath's bindings file, and can name another LUN on another day.
+    tree = HostTree(tmp_path).disk("dm-2", dm=("mpatha", "mpath-3600a0980383030534"))
+    [device] = probe_host(tree.fs()).block.devices
+    assert device.by_id == ["dm-name-mpatha", "dm-uuid-mpath-3600a0980383030534"]
+
+    assert exposed_lun(device).path == "/dev/disk/by-id/dm-uuid-mpath-3600a0980383030534"
+
+
 def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path) -> None:
     spec = node_spec(storage={"blockLuns": {
         "selector": {"models": ["x"], "minSize": "1.2.3"}, "storageClassName": "raw"}})

@@ -13,6 +13,7 @@ from kvtune_agent.probe import block, probe_host
 MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
 #: The LUN of MPATH_UUID as each of its paths shows it in device/wwid.
 PATH_WWID = "naa.600a098038303053453f463045535a31"
+WWID = "naa.5000c500a1b2c3d4"
 
 
 def _at(offset: int, magic: bytes, size: int = 70_000) -> bytes:
@@ -72,7 +73,7 @@ CLASS_CASES = [
                  id="a multipath path is in use by its map"),
     pytest.param(_multipath, "dm-2", "Eligible", "a free raw LUN",
                  id="a free multipath map is an eligible LUN"),
-    pytest.param(lambda t: t.disk("sda"), "sda", "Eligible", "a free raw LUN",
+    pytest.param(lambda t: t.disk("sda", wwid=WWID), "sda", "Eligible", "a free raw LUN",
                  id="a zeroed disk with nothing on it is an eligible LUN"),
     pytest.param(lambda t: t.disk("sda", content=None), "sda", "Unknown", "cannot read /dev/sda",
                  id="an unreadable device node is unknown, never eligible"),
@@ -232,3 +233,17 @@ def test_hidden_nvme_paths_leave_their_namespace_the_one_lun(tmp_path: Path) -> 
     assert (devices["nvme0c1n1"].classification, devices["nvme0c1n1"].reason) == ("InUse", (
         "a hidden path of NVMe namespace nvme0n1 (/sys/block/nvme0c1n1/hidden = 1): the "
         "namespace device is the LUN"))
+
+
+# -- a stable name ----------------------------------------------------------------------------
+
+
+def test_a_free_disk_no_by_id_name_links_to_is_not_eligible(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sdt")  # no wwid, no serial: udev made no by-id link
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.by_id) == ("Unknown", [])
+    assert device.reason.startswith("no /dev/disk/by-id name links to /dev/sdt: its kernel name "
+                                    "can belong to another disk after a reboot")
+    assert "udevadm info /dev/sdt" in device.reason

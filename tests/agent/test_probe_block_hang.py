@@ -94,7 +94,8 @@ def test_devices_beside_a_hanging_one_are_classified_as_ever(
     monkeypatch.setattr(block, "HEAD_READ_TIMEOUT", 0.2)
     lvm = bytearray(4096)
     lvm[512:520] = b"LABELONE"
-    tree = HostTree(tmp_path).disk("sda").disk("sdb").disk("sdc", content=bytes(lvm))
+    tree = HostTree(tmp_path).disk("sda", wwid="naa.5000c500a1b2c3d4").disk("sdb")
+    tree.disk("sdc", content=bytes(lvm))
     tree.disk("sdd", content=None).disk("sde", content=None).mount("/dev/sde", "/srv")
     hanging(tree, "/dev/sdb")
     fs = tree.fs()

@@ -315,10 +315,10 @@ class BlockDevice(BaseModel):
     classification: BlockClass = Field(
         default="Unknown",
         description=(
-            "Eligible: proven free and the one device of its LUN on the node: a raw LUN a VM "
-            "may own. InUse: holds data or is part of another device (a path of a multipath "
-            "map). System: backs the OS (/, /boot, /usr, /var or swap). Unknown: not proven "
-            "free; never handed out."
+            "Eligible: proven free, the one device of its LUN on the node and named by "
+            "/dev/disk/by-id: a raw LUN a VM may own. InUse: holds data or is part of another "
+            "device (a path of a multipath map). System: backs the OS (/, /boot, /usr, /var or "
+            "swap). Unknown: not proven free; never handed out."
         ),
     )
     reason: str = Field(default="", description="Why it got its classification.")

@@ -2,10 +2,11 @@
 
 Handing a disk that holds data to a VM destroys that data, so the rule is conservative: a device
 is Eligible only when it is proven free (no partitions, holders, mounts or swap on it or on
-anything built on it, and its first 64 KiB readable and all zero) and when it is the only
-device on the node showing its LUN (a LUN reached through several paths is one LUN: its
-multipath map, not a path). Everything else is InUse, System (backs the OS) or Unknown, each
-with the reason a person can check.
+anything built on it, and its first 64 KiB readable and all zero), when it is the only device
+on the node showing its LUN (a LUN reached through several paths is one LUN: its multipath map,
+not a path), and when a /dev/disk/by-id name links to it (a volume must not follow a kernel
+name to another disk after a reboot). Everything else is InUse, System (backs the OS) or
+Unknown, each with the reason a person can check.
 
 No blkid library: the few on-disk magics that matter are read directly through HostFS. The
 signature is read only from devices still in the running after the structural checks, so paths
@@ -220,6 +221,12 @@ def _contents(
             f"cannot read {device.path} to look for filesystem, LVM or partition signatures; "
             "run the agent privileged with the host's /dev"), None
     found = signature(head)
+    if found == "none" and not device.by_id:
+        return "Unknown", (
+            f"no /dev/disk/by-id name links to {device.path}: its kernel name can belong to "
+            "another disk after a reboot or rescan, so a volume on it could reach the wrong "
+            f"disk; check that udev runs on the host (udevadm info {device.path}) and that the "
+            "agent sees the host's /dev/disk"), found
     if found == "none":
         return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", found
     if found == "unrecognised":
