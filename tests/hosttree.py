@@ -312,14 +312,16 @@ class HostTree:
         rotational: bool = False,
         wwid: str | None = None,
         content: bytes | None = bytes(4096),
+        tail: bytes = b"",
         dm: tuple[str, str] | None = None,
         read_only: bool = False,
     ) -> HostTree:
-        """A whole disk in /sys/block and its /dev node holding `content` (None: unreadable),
-        with udev's by-id links: wwn- for a `wwid`, dm-name- and dm-uuid- for a device-mapper
-        device.
+        """A whole disk in /sys/block and its /dev node (None: unreadable), with udev's by-id
+        links: wwn- for a `wwid`, dm-name- and dm-uuid- for a device-mapper device.
 
-        `dm` = (name, uuid) makes it a device-mapper device, e.g. ("mpatha", "mpath-3600...").
+        The node is a sparse file of `size_bytes`, as long as the disk, holding `content` at its
+        start and `tail` at its end. `dm` = (name, uuid) makes it a device-mapper device, e.g.
+        ("mpatha", "mpath-3600...").
         """
         parent = "/sys/devices/virtual/block" if dm else "/sys/devices/pci0000:00/0000:00:17.0"
         sysdir = f"{parent}/{name}"
@@ -343,7 +345,12 @@ class HostTree:
         self.link(f"/sys/block/{name}", sysdir)
         if content is None:
             return self.unreadable(f"/dev/{name}")
-        return self.file(f"/dev/{name}", content)
+        self.file(f"/dev/{name}", content)
+        with open(self.root / "dev" / name, "r+b") as node:
+            node.truncate(max(size_bytes, len(content)))
+            node.seek(size_bytes - len(tail))
+            node.write(tail)
+        return self
 
     def partition(self, disk: str, part: str) -> HostTree:
         base = f"/sys/block/{disk}/{part}"

@@ -247,3 +247,72 @@ def test_a_free_disk_no_by_id_name_links_to_is_not_eligible(tmp_path: Path) -> N
     assert device.reason.startswith("no /dev/disk/by-id name links to /dev/sdt: its kernel name "
                                     "can belong to another disk after a reboot")
     assert "udevadm info /dev/sdt" in device.reason
+
+
+# -- the end of the disk, and short reads -----------------------------------------------------
+
+#: Not a multiple of 8 sectors, nor of 128: md rounds its superblock's place down.
+ODD_SIZE = 100 * 2**30 + 5 * 512
+SECTORS = ODD_SIZE // 512
+MD_MAGIC = (0xA92B4EFC).to_bytes(4, "little")
+
+
+def _tail(offset: int, magic: bytes, size: int = ODD_SIZE) -> bytes:
+    """The end of a disk of `size` bytes, from `offset` on, starting with `magic`."""
+    return magic + bytes(size - offset - len(magic))
+
+
+@pytest.mark.parametrize(
+    ("tail", "signature"),
+    [
+        pytest.param(_tail(((SECTORS & ~7) - 16) * 512, MD_MAGIC), "linux_raid_member",
+                     id="md superblock 1.0, 8 to 12 KiB before the end"),
+        pytest.param(_tail(((SECTORS & ~127) - 128) * 512, MD_MAGIC), "linux_raid_member",
+                     id="md superblock 0.90, in the last 128 KiB"),
+        pytest.param(_tail(ODD_SIZE - 512, b"EFI PART"), "gpt",
+                     id="a backup GPT header in the last LBA"),
+        pytest.param(_tail(ODD_SIZE - 4096, b"EFI PART" + bytes(3584)), "gpt",
+                     id="a backup GPT header in the last 4096-byte LBA"),
+        pytest.param(_tail(ODD_SIZE - 1024, b"Intel Raid ISM Cfg Sig. "), "isw_raid_member",
+                     id="Intel Matrix RAID metadata"),
+        pytest.param(_tail(ODD_SIZE - 512, b"\xde\x11\xde\x11"), "ddf_raid_member",
+                     id="a DDF RAID anchor"),
+    ],
+)
+def test_metadata_at_the_end_of_a_disk_whose_start_is_zero_makes_it_in_use(
+    tmp_path: Path, tail: bytes, signature: str
+) -> None:
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID, size_bytes=ODD_SIZE, tail=tail)
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("InUse", signature)
+    assert device.reason == (
+        f"carries a {signature} signature at its end; if it is free, wipe it (wipefs -a /dev/sdb; "
+        f"dd if=/dev/zero of=/dev/sdb bs=512 count=512 seek={SECTORS - 512})")
+
+
+def test_unrecognised_data_at_the_end_of_a_disk_is_unknown_with_the_command_to_zero_it(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID, size_bytes=ODD_SIZE,
+                                   tail=b"\x01" + bytes(200 * 1024))
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("Unknown", "unrecognised")
+    assert device.reason.startswith("the last 256 KiB of /dev/sdb hold data kvtune does not "
+                                    "recognise")
+    assert f"dd if=/dev/zero of=/dev/sdb bs=512 count=512 seek={SECTORS - 512})" in device.reason
+
+
+def test_a_disk_whose_start_reads_short_is_unknown_never_eligible(tmp_path: Path) -> None:
+    # sysfs says 100 GiB; the node gives 4 KiB, all zero, and then end of file.
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID).file("/dev/sdb", bytes(4096))
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("Unknown", None)
+    assert device.reason.startswith(
+        "reading 65608 bytes at offset 0 of /dev/sdb returned only 4096, although "
+        "/sys/block/sdb/size gives 107374182400 bytes")

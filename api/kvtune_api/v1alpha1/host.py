@@ -307,9 +307,10 @@ class BlockDevice(BaseModel):
     signature: Opt[str] = Field(
         default=None,
         description=(
-            "What the first 64 KiB hold: ext4, xfs, btrfs, swap, LVM2_member, gpt, dos, luks, "
-            "linux_raid_member, bluestore; 'none' when all zero; 'unrecognised' for other data; "
-            "absent when not read."
+            "What the first 64 KiB and the last 256 KiB hold: ext4, xfs, btrfs, swap, "
+            "LVM2_member, gpt, dos, luks, linux_raid_member, bluestore (at the start); "
+            "linux_raid_member, gpt, isw_raid_member, ddf_raid_member (at the end); 'none' when "
+            "all zero; 'unrecognised' for other data; absent when not read."
         ),
     )
     classification: BlockClass = Field(

@@ -2,11 +2,12 @@
 
 Handing a disk that holds data to a VM destroys that data, so the rule is conservative: a device
 is Eligible only when it is proven free (no partitions, holders, mounts or swap on it or on
-anything built on it, and its first 64 KiB readable and all zero), when it is the only device
-on the node showing its LUN (a LUN reached through several paths is one LUN: its multipath map,
-not a path), and when a /dev/disk/by-id name links to it (a volume must not follow a kernel
-name to another disk after a reboot). Everything else is InUse, System (backs the OS) or
-Unknown, each with the reason a person can check.
+anything built on it; its first 64 KiB and last 256 KiB readable and all zero, since md 1.0 and
+a GPT's backup keep their metadata at the end), when it is the only device on the node showing
+its LUN (a LUN reached through several paths is one LUN: its multipath map, not a path), and
+when a /dev/disk/by-id name links to it (a volume must not follow a kernel name to another disk
+after a reboot). Everything else is InUse, System (backs the OS) or Unknown, each with the
+reason a person can check.
 
 No blkid library: the few on-disk magics that matter are read directly through HostFS. The
 signature is read only from devices still in the running after the structural checks, so paths
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
 from kvtune_api.wwid import canonical_wwid
 
-from ..hostfs import HostFS, HungRead
+from ..hostfs import HostFS, HungRead, Region
 
 SYS_BLOCK = "/sys/block"
 BY_ID = "/dev/disk/by-id"
@@ -39,6 +40,8 @@ SWAP = "[SWAP]"
 SECTOR = 512
 #: dm uuid prefix of multipath maps (LVM volumes use LVM-, dm-crypt CRYPT-).
 MPATH = "mpath-"
+#: The md superblock magic 0xa92b4efc, little-endian as x86 writes it.
+MD_MAGIC = b"\xfc\x4e\x2b\xa9"
 #: A hidden NVMe path device (nvme0c1n1) and the namespace device it is a path of (nvme0n1).
 _NVME_PATH = re.compile(r"^(nvme[0-9]+)c[0-9]+(n[0-9]+)$")
 #: (name, offset, magic), filesystems and containers before partition tables: a disk with a
@@ -51,20 +54,35 @@ SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
     ("swap", 65526, b"SWAPSPACE2"),  # kernels with 64 KiB pages
     ("luks", 0, b"LUKS\xba\xbe"),
     ("bluestore", 0, b"bluestore block device"),
-    ("linux_raid_member", 0, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.1
-    ("linux_raid_member", 4096, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.2
+    ("linux_raid_member", 0, MD_MAGIC),  # md superblock 1.1
+    ("linux_raid_member", 4096, MD_MAGIC),  # md superblock 1.2
     *(("LVM2_member", sector * 512, b"LABELONE") for sector in range(4)),
     ("gpt", 512, b"EFI PART"),
     ("dos", 510, b"\x55\xaa"),
 )
 #: Enough to see every magic above (btrfs ends at 65608).
 SIGNATURE_BYTES = 65608
-#: Seconds the read of a device's first 64 KiB may take. A healthy disk answers in milliseconds,
-#: a cold spinning one well within a second; a device whose I/O hangs may never answer (SCSI
-#: retries take minutes, a multipath map with queue_if_no_path waits for good), and the agent's
-#: cycle would wait with it. A few seconds tell the two apart and keep a cycle short. A disk
-#: spinning up from standby can take longer: it shows as hung until its read returns.
-HEAD_READ_TIMEOUT = 5.0
+#: (name, its 512-byte sector from the device's size in sectors, magic): metadata kept at the end
+#: of a disk, which survives a wipe of its start (a GPT whose primary header was zeroed still has
+#: its backup). Offsets as the kernel's md driver and libblkid compute them.
+TAIL_SIGNATURES: tuple[tuple[str, t.Callable[[int], int], bytes], ...] = (
+    ("linux_raid_member", lambda sectors: (sectors & ~7) - 16, MD_MAGIC),  # md superblock 1.0
+    ("linux_raid_member", lambda sectors: (sectors & ~127) - 128, MD_MAGIC),  # md 0.90
+    ("gpt", lambda sectors: sectors - 1, b"EFI PART"),  # backup header in the last LBA
+    ("gpt", lambda sectors: sectors - 8, b"EFI PART"),  # the same with 4096-byte LBAs
+    ("isw_raid_member", lambda sectors: sectors - 2, b"Intel Raid ISM Cfg Sig. "),
+    ("ddf_raid_member", lambda sectors: sectors - 1, b"\xde\x11\xde\x11"),  # DDF anchor
+)
+#: The end of a device that must be all zero too: every magic above (md 0.90 lies in the last
+#: 128 KiB), and the whole of ZFS's last label.
+TAIL_BYTES = 256 * 1024
+#: Seconds the reads of a device's first 64 KiB and last 256 KiB may take together. A healthy
+#: disk answers in milliseconds, a cold spinning one well within a second; a device whose I/O
+#: hangs may never answer (SCSI retries take minutes, a multipath map with queue_if_no_path waits
+#: for good), and the agent's cycle would wait with it. A few seconds tell the two apart and keep
+#: a cycle short. A disk spinning up from standby can take longer: it shows as hung until its
+#: read returns.
+READ_TIMEOUT = 5.0
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
@@ -110,12 +128,29 @@ def _by_id(fs: HostFS) -> dict[str, list[str]]:
     return names
 
 
-def signature(data: bytes) -> str:
-    """What the first 64 KiB of a device hold: a signature's name, "none" or "unrecognised"."""
-    for name, offset, magic in SIGNATURES:
-        if data[offset:offset + len(magic)] == magic:
+def _match(data: bytes, magics: t.Iterable[tuple[str, int, bytes]]) -> str:
+    for name, offset, magic in magics:
+        if offset >= 0 and data[offset:offset + len(magic)] == magic:
             return name
     return "none" if data == bytes(len(data)) else "unrecognised"
+
+
+def signature(data: bytes) -> str:
+    """What the first 64 KiB of a device hold: a signature's name, "none" or "unrecognised"."""
+    return _match(data, SIGNATURES)
+
+
+def tail_signature(data: bytes, size_bytes: int) -> str:
+    """What `data`, the last bytes of a device of `size_bytes`, hold: as `signature`."""
+    start = size_bytes - len(data)
+    return _match(data, ((name, sector(size_bytes // SECTOR) * SECTOR - start, magic)
+                         for name, sector, magic in TAIL_SIGNATURES))
+
+
+def regions(size_bytes: int) -> tuple[Region, Region]:
+    """(offset, length) of the head and of the tail of a device that are read."""
+    tail = min(size_bytes, TAIL_BYTES)
+    return (0, min(size_bytes, SIGNATURE_BYTES)), (size_bytes - tail, tail)
 
 
 class _Tree:
@@ -207,34 +242,62 @@ def _structure(
 
 
 def _contents(
-    device: BlockDevice, head: bytes | HungRead | None
+    device: BlockDevice, found: tuple[bytes, ...] | HungRead | None
 ) -> tuple[BlockClass, str, str | None]:
-    """(classification, reason, signature) of a device the structure left open, from its head."""
-    if isinstance(head, HungRead):
+    """(classification, reason, signature) of a device the structure left open, from its head
+    and its tail (`regions`)."""
+    if isinstance(found, HungRead):
         return "Unknown", (
-            f"reading the first 64 KiB of {device.path} did not finish within {head.timeout:g} s: "
-            "its I/O hangs (a LUN whose paths or session are down, a failing disk?); check "
-            "dmesg, multipath -ll, iscsiadm -m session. kvtune does not read it again until that "
-            "read returns"), None
-    if head is None:
+            f"reading the first 64 KiB and last 256 KiB of {device.path} did not finish within "
+            f"{found.timeout:g} s: its I/O hangs (a LUN whose paths or session are down, a "
+            "failing disk?); check dmesg, multipath -ll, iscsiadm -m session. kvtune does not "
+            "read it again until that read returns"), None
+    if found is None:
         return "Unknown", (
             f"cannot read {device.path} to look for filesystem, LVM or partition signatures; "
             "run the agent privileged with the host's /dev"), None
-    found = signature(head)
-    if found == "none" and not device.by_id:
+    for (offset, length), data in zip(regions(device.size_bytes), found, strict=True):
+        if len(data) < length:
+            # The device ends before sysfs says it does, or its I/O failed part-way: what was
+            # not read may hold anything.
+            return "Unknown", (
+                f"reading {length} bytes at offset {offset} of {device.path} returned only "
+                f"{len(data)}, although {SYS_BLOCK}/{device.name}/size gives "
+                f"{device.size_bytes} bytes: kvtune cannot tell what it holds; check dmesg and "
+                "the device's size (blockdev --getsize64)"), None
+    head, tail = found
+    return _data(device, signature(head), tail_signature(tail, device.size_bytes))
+
+
+def _data(device: BlockDevice, at_start: str, at_end: str) -> tuple[BlockClass, str, str]:
+    """(classification, reason, signature) from what the head and the tail hold."""
+    # wipefs erases only the magics it knows: what lies beside them (a backup GPT's partition
+    # entries) stays, and the end of a disk must be all zero.
+    zero_end = (f"dd if=/dev/zero of={device.path} bs=512 count={TAIL_BYTES // SECTOR} "
+                f"seek={device.size_bytes // SECTOR - TAIL_BYTES // SECTOR}")
+    if at_start not in ("none", "unrecognised"):
+        return "InUse", (
+            f"carries a {at_start} signature; if it is free, wipe it "
+            f"(wipefs -a {device.path})"), at_start
+    if at_end not in ("none", "unrecognised"):
+        return "InUse", (
+            f"carries a {at_end} signature at its end; if it is free, wipe it "
+            f"(wipefs -a {device.path}; {zero_end})"), at_end
+    if at_start == "unrecognised":
+        return "Unknown", (
+            f"the first 64 KiB of {device.path} hold data kvtune does not recognise; if it is "
+            f"free, wipe it (wipefs -a {device.path}; dd zeros over the first 64 KiB)"), at_start
+    if at_end == "unrecognised":
+        return "Unknown", (
+            f"the last 256 KiB of {device.path} hold data kvtune does not recognise; if it is "
+            f"free, wipe it (wipefs -a {device.path}; {zero_end})"), at_end
+    if not device.by_id:
         return "Unknown", (
             f"no /dev/disk/by-id name links to {device.path}: its kernel name can belong to "
             "another disk after a reboot or rescan, so a volume on it could reach the wrong "
             f"disk; check that udev runs on the host (udevadm info {device.path}) and that the "
-            "agent sees the host's /dev/disk"), found
-    if found == "none":
-        return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", found
-    if found == "unrecognised":
-        return "Unknown", (
-            f"the first 64 KiB of {device.path} hold data kvtune does not recognise; if it is "
-            f"free, wipe it (wipefs -a {device.path}; dd zeros over the first 64 KiB)"), found
-    return "InUse", (
-        f"carries a {found} signature; if it is free, wipe it (wipefs -a {device.path})"), found
+            "agent sees the host's /dev/disk"), at_start
+    return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", at_start
 
 
 def _one_device_per_lun(devices: Sequence[BlockDevice]) -> dict[str, tuple[BlockClass, str]]:
@@ -317,13 +380,14 @@ def probe(fs: HostFS) -> BlockReport:
     examined = [_device(fs, tree, name, by_id) for name in kept]
     same_lun = _one_device_per_lun([d for d, _ in examined if d.name not in tree.hidden])
     examined = [(device, known or same_lun.get(device.name)) for device, known in examined]
-    # All in one call: HostFS reads them on one thread, and bounds each read by the deadline.
-    heads = fs.read_device_heads([device.path for device, known in examined if known is None],
-                                 SIGNATURE_BYTES, timeout=HEAD_READ_TIMEOUT)
+    # All in one call: HostFS reads them on one thread, and bounds each device by the deadline.
+    reads = fs.read_devices({device.path: regions(device.size_bytes)
+                             for device, known in examined if known is None},
+                            timeout=READ_TIMEOUT)
     devices = []
     for device, known in examined:
         if known is None:
-            classification, reason, found = _contents(device, heads[device.path])
+            classification, reason, found = _contents(device, reads[device.path])
         else:
             (classification, reason), found = known, None
         devices.append(device.model_copy(update={
