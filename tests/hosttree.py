@@ -366,12 +366,16 @@ class HostTree:
         rotational: bool = False,
         wwid: str | None = None,
         content: bytes | None = bytes(4096),
+        tail: bytes = b"",
         dm: tuple[str, str] | None = None,
         read_only: bool = False,
     ) -> HostTree:
-        """A whole disk in /sys/block and its /dev node holding `content` (None: unreadable).
+        """A whole disk in /sys/block and its /dev node (None: unreadable), with udev's by-id
+        links: wwn- for a `wwid`, dm-name- and dm-uuid- for a device-mapper device.
 
-        `dm` = (name, uuid) makes it a device-mapper device, e.g. ("mpatha", "mpath-3600...").
+        The node is a sparse file of `size_bytes`, as long as the disk, holding `content` at its
+        start and `tail` at its end. `dm` = (name, uuid) makes it a device-mapper device, e.g.
+        ("mpatha", "mpath-3600...").
         """
         parent = "/sys/devices/virtual/block" if dm else "/sys/devices/pci0000:00/0000:00:17.0"
         sysdir = f"{parent}/{name}"
@@ -379,18 +383,28 @@ class HostTree:
         self.file(f"{sysdir}/ro", int(read_only))
         self.file(f"{sysdir}/queue/rotational", int(rotational))
         (self.root / sysdir.lstrip("/") / "holders").mkdir(parents=True, exist_ok=True)
+        links = []
         if dm:
             self.file(f"{sysdir}/dm/name", dm[0]).file(f"{sysdir}/dm/uuid", dm[1])
             self.link(f"/dev/mapper/{dm[0]}", f"/dev/{name}")
+            links += [f"dm-name-{dm[0]}", f"dm-uuid-{dm[1]}"]
         else:
             self.file(f"{sysdir}/device/model", model).file(f"{sysdir}/device/vendor", "DELL")
         if wwid:
             self.file(f"{sysdir}/device/wwid", wwid)
-            self.link(f"/dev/disk/by-id/wwn-{wwid}", f"/dev/{name}")
+            links.append("wwn-" + (f"0x{wwid[4:]}" if wwid.startswith("naa.") else wwid))
+        for link in links:  # several paths of one LUN: udev links one of them, here the first
+            if not os.path.lexists(self.root / "dev/disk/by-id" / link):
+                self.link(f"/dev/disk/by-id/{link}", f"/dev/{name}")
         self.link(f"/sys/block/{name}", sysdir)
         if content is None:
             return self.unreadable(f"/dev/{name}")
-        return self.file(f"/dev/{name}", content)
+        self.file(f"/dev/{name}", content)
+        with open(self.root / "dev" / name, "r+b") as node:
+            node.truncate(max(size_bytes, len(content)))
+            node.seek(size_bytes - len(tail))
+            node.write(tail)
+        return self
 
     def partition(self, disk: str, part: str) -> HostTree:
         base = f"/sys/block/{disk}/{part}"

@@ -9,7 +9,7 @@ a result. A file that exists but cannot be read, or holds something unexpected, 
 `ReadIssue` (see `take_issues`) so the caller can report it with its path instead of guessing.
 
 Reads of block devices have a deadline: a disk's I/O can hang for good (a LUN whose paths are
-down), and the probe must not hang with it (`read_device_heads`).
+down), and the probe must not hang with it (`read_devices`).
 
 Writes are defensive, because they run privileged on production hosts: a kernel value is written
 under a deadline (a driver can hang in sriov_numvfs) and read back; a regular file is replaced
@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import typing as t
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ _WRITING: set[str] = set()
 _WRITING_LOCK = threading.Lock()
 #: Devices (as this process opens them) with a read in flight, for the same reason as `_WRITING`:
 #: a read that overran its deadline stays here until the kernel returns it, so a device whose I/O
-#: hangs never ties up a second thread. `_READS` guards it and the `_HeadReader`s' state, and
+#: hangs never ties up a second thread. `_READS` guards it and the `_DeviceReader`s' state, and
 #: wakes the callers waiting on them.
 _READING: set[str] = set()
 _READS = threading.Condition()
@@ -156,21 +156,40 @@ def refused(path: str, what: str, err: OSError) -> str:
     return f"{what} {path} failed: {why}"
 
 
-class _HeadReader:
-    """A daemon thread that reads the heads of devices in turn, for a caller watching the clock.
+#: (offset, length) of a part of a device to read.
+Region = tuple[int, int]
+
+
+def _read_regions(real: str, regions: Sequence[Region]) -> tuple[bytes, ...]:
+    """Each region of the device, in one open; a region comes back short only where the device
+    ends (or fails) before it does: a single read() may return less than asked, so it loops."""
+    found = []
+    with open(real, "rb", buffering=0) as f:
+        for offset, length in regions:
+            f.seek(offset)
+            data = f.read(length) or b""
+            while len(data) < length and (more := f.read(length - len(data))):
+                data += more
+            found.append(data)
+    return tuple(found)
+
+
+class _DeviceReader:
+    """A daemon thread that reads devices in turn, for a caller watching the clock.
 
     Its state is guarded by `_READS`. The caller abandons it when a read overruns; it then stops
     when that read returns, reading nothing more and reporting nothing.
     """
 
-    def __init__(self, reads: list[tuple[str, str]], size: int) -> None:
+    def __init__(self, reads: list[tuple[str, str]], regions: Mapping[str, Sequence[Region]]
+                 ) -> None:
         #: (host path, path as opened) of the devices still to read; the first is being read.
         self.pending = reads
-        self.size = size
+        self.regions = regions
         #: When the read of the first pending device began (time.monotonic()).
         self.since = time.monotonic()
-        #: What each finished read gave: the bytes, or the error that stopped it.
-        self.heads: dict[str, bytes | OSError] = {}
+        #: What each finished read gave: the regions' bytes, or the error that stopped it.
+        self.found: dict[str, tuple[bytes, ...] | OSError] = {}
         self.abandoned = False
         threading.Thread(target=self._run, name="kvtune device reads", daemon=True).start()
 
@@ -180,17 +199,16 @@ class _HeadReader:
                 if self.abandoned or not self.pending:
                     return
                 path, real = self.pending[0]
-            head: bytes | OSError
+            found: tuple[bytes, ...] | OSError
             try:
-                with open(real, "rb", buffering=0) as f:
-                    head = f.read(self.size)
+                found = _read_regions(real, self.regions[path])
             except OSError as err:
-                head = err
+                found = err
             with _READS:
                 _READING.discard(real)
                 if self.abandoned:
                     return
-                self.heads[path] = head
+                self.found[path] = found
                 del self.pending[0]
                 self.since = time.monotonic()  # with the pop: the next read is timed afresh
                 if not self.pending:
@@ -237,12 +255,13 @@ class HostFS:
             self._failed(path, err)
             return None
 
-    def read_device_heads(
-        self, paths: Sequence[str], size: int, *, timeout: float
-    ) -> dict[str, bytes | HungRead | None]:
-        """The first `size` bytes of each device, each read (open included) within `timeout` s.
+    def read_devices(
+        self, regions: Mapping[str, Sequence[Region]], *, timeout: float
+    ) -> dict[str, tuple[bytes, ...] | HungRead | None]:
+        """The given (offset, length) regions of each device, each device's reads (open
+        included) within `timeout` s. A region is shorter than asked where the device ends.
 
-        A device whose read overruns its deadline is a HungRead. Until the kernel returns that
+        A device whose reads overrun their deadline is a HungRead. Until the kernel returns that
         read (a thread blocked in a system call cannot be killed), later calls give it a HungRead
         at once, without reading it again. None: absent or unreadable, as with `read_bytes`.
 
@@ -251,37 +270,37 @@ class HostFS:
         thread each, all at once, so that devices that hang together (their storage path is
         down) cost one more deadline between them, not one each.
         """
-        heads: dict[str, bytes | HungRead | None] = {}
-        readers: list[_HeadReader] = []
+        found: dict[str, tuple[bytes, ...] | HungRead | None] = {}
+        readers: list[_DeviceReader] = []
         with _READS:
             todo: list[tuple[str, str]] = []
-            for path in dict.fromkeys(paths):
+            for path in regions:
                 real = self._real(path)
                 if real in _READING:
-                    heads[path] = HungRead(path, timeout)
+                    found[path] = HungRead(path, timeout)
                 else:
                     _READING.add(real)
                     todo.append((path, real))
             if todo:
-                readers.append(_HeadReader(todo, size))
+                readers.append(_DeviceReader(todo, regions))
             while active := [r for r in readers if r.pending and not r.abandoned]:
                 now = time.monotonic()
                 overrun = [r for r in active if now >= r.since + timeout]
                 for reader in overrun:
                     reader.abandoned = True
                     (path, _), *rest = reader.pending
-                    heads[path] = HungRead(path, timeout)
-                    readers += [_HeadReader([read], size) for read in rest]
+                    found[path] = HungRead(path, timeout)
+                    readers += [_DeviceReader([read], regions) for read in rest]
                 if not overrun:
                     _READS.wait(min(r.since for r in active) + timeout - now)
             for reader in readers:
-                for path, head in reader.heads.items():
-                    if isinstance(head, OSError):
-                        self._failed(path, head)
-                        heads[path] = None
+                for path, result in reader.found.items():
+                    if isinstance(result, OSError):
+                        self._failed(path, result)
+                        found[path] = None
                     else:
-                        heads[path] = head
-        return {path: heads[path] for path in paths}
+                        found[path] = result
+        return {path: found[path] for path in regions}
 
     def read_text(self, path: str) -> str | None:
         """The whole file as text (undecodable bytes replaced); None when absent or unreadable."""

@@ -43,6 +43,7 @@ from kvtune_api.v1alpha1.profile import (
     PfSelector,
     SriovRule,
 )
+from kvtune_api.wwid import canonical_wwid
 
 from . import memory_budget
 from .change import Kind
@@ -608,10 +609,11 @@ def matching_luns(settings: BlockLunSettings, host: HostReport) -> list[BlockDev
     """
     selector = settings.selector
     smallest, largest = _size_bounds(selector)
-    wwns = {wwn.lower() for wwn in selector.wwns}
+    # Either side may spell an id its own way (naa.600a..., 3600a..., wwn-0x600a...).
+    wwns = {canonical_wwid(wwn) for wwn in selector.wwns}
     return [device for device in host.block.devices if device.classification == "Eligible"
             and all((
-                not wwns or (device.wwid or "").lower() in wwns,
+                not wwns or canonical_wwid(device.wwid or "") in wwns,
                 not selector.by_id_patterns or any(
                     fnmatchcase(name, pattern)
                     for name in device.by_id for pattern in selector.by_id_patterns),

@@ -170,10 +170,13 @@ def node_status(
 
 
 def exposed_lun(device: BlockDevice) -> ExposedLun:
-    """How a selected LUN is published: with the by-id path that names it for good (a wwn- name
-    first, then any other), else its kernel path."""
-    ids = sorted(device.by_id, key=lambda i: (not i.startswith("wwn-"), i))
-    path = f"/dev/disk/by-id/{ids[0]}" if ids else device.path
+    """How a selected LUN is published: with the by-id path that names it for good, which every
+    Eligible device has (the block probe's rule: a kernel name can reach another disk after a
+    reboot). A wwn- name first; a dm-name- name last: multipath's user_friendly_names (mpatha)
+    come from a bindings file, not from the LUN, and name another LUN once that file differs."""
+    ids = sorted(device.by_id,
+                 key=lambda i: (not i.startswith("wwn-"), i.startswith("dm-name-"), i))
+    path = f"/dev/disk/by-id/{ids[0]}"
     return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
                       wwid=device.wwid, model=device.model)
 

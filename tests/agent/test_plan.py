@@ -592,6 +592,8 @@ def _luns(tmp_path: Path) -> HostTree:
 @pytest.mark.parametrize(("selector", "names"), [
     pytest.param({"wwns": ["0X5000C500AAAA0001", "0x5000c500aaaa0003"]}, ["sdb"],
                  id="by wwn, eligible devices only"),
+    pytest.param({"wwns": ["naa.5000c500aaaa0001", "35000c500aaaa0002"]}, ["sdb", "sdc"],
+                 id="by wwn in any of its spellings"),
     pytest.param({"byIdPatterns": ["wwn-0x5000c500aaaa*"]}, ["sdb", "sdc"], id="by-id pattern"),
     pytest.param({"models": ["PERC H755"]}, ["sdc"], id="by model, never the system disk"),
     pytest.param({"byIdPatterns": ["wwn-*"], "minSize": "1Ti"}, ["sdc"], id="minimum size"),
@@ -625,6 +627,17 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
         "/sys/block/sdb/queue/scheduler", "mq-deadline", "none")
     assert "sdc offers the I/O schedulers bfq, not none" in (
         _finding(found, "SchedulerUnavailable").message)
+
+
+def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: Path) -> None:
+    from kvtune_agent.status import exposed_lun
+
+    # mpatha comes from multipath's bindings file, and can name another LUN on another day.
+    tree = HostTree(tmp_path).disk("dm-2", dm=("mpatha", "mpath-3600a0980383030534"))
+    [device] = probe_host(tree.fs()).block.devices
+    assert device.by_id == ["dm-name-mpatha", "dm-uuid-mpath-3600a0980383030534"]
+
+    assert exposed_lun(device).path == "/dev/disk/by-id/dm-uuid-mpath-3600a0980383030534"
 
 
 def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ from hosttree import HostTree
 from kvtune_agent.probe import block, probe_host
 
 MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
+#: The LUN of MPATH_UUID as each of its paths shows it in device/wwid.
+PATH_WWID = "naa.600a098038303053453f463045535a31"
+WWID = "naa.5000c500a1b2c3d4"
 
 
 def _at(offset: int, magic: bytes, size: int = 70_000) -> bytes:
@@ -70,7 +73,7 @@ CLASS_CASES = [
                  id="a multipath path is in use by its map"),
     pytest.param(_multipath, "dm-2", "Eligible", "a free raw LUN",
                  id="a free multipath map is an eligible LUN"),
-    pytest.param(lambda t: t.disk("sda"), "sda", "Eligible", "a free raw LUN",
+    pytest.param(lambda t: t.disk("sda", wwid=WWID), "sda", "Eligible", "a free raw LUN",
                  id="a zeroed disk with nothing on it is an eligible LUN"),
     pytest.param(lambda t: t.disk("sda", content=None), "sda", "Unknown", "cannot read /dev/sda",
                  id="an unreadable device node is unknown, never eligible"),
@@ -187,3 +190,129 @@ def test_a_root_shown_as_dev_root_is_traced_through_its_device_number(tmp_path: 
     [device] = block.probe(tree.fs()).devices
 
     assert (device.classification, device.reason) == ("System", "backs the OS: / on sda1")
+
+
+# -- one LUN, one candidate -----------------------------------------------------------------
+
+
+def test_paths_of_one_lun_with_no_multipath_map_are_never_eligible(tmp_path: Path) -> None:
+    # Before multipathd assembles its map: two paths, each looking like a free disk.
+    tree = HostTree(tmp_path).disk("sda", wwid=PATH_WWID).disk("sdb", wwid=PATH_WWID)
+
+    devices = block.probe(tree.fs()).devices
+
+    assert [d.classification for d in devices] == ["Unknown", "Unknown"]
+    assert "LUN 600a098038303053453f463045535a31 is on several devices: sda, sdb are paths " \
+        "to it and no multipath map holds them" in devices[0].reason
+    assert "configure multipathd" in devices[0].reason
+
+
+def test_a_path_its_multipath_map_does_not_hold_yet_is_not_a_second_lun(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    _multipath(tree)
+    tree.disk("sdc", wwid=PATH_WWID)  # a third path, just appeared: the map is not reloaded
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    assert devices["dm-2"].classification == "Eligible"
+    assert (devices["sdc"].classification, devices["sdc"].reason) == ("InUse", (
+        f"a path of LUN {PATH_WWID}, whose multipath map is dm-2 (mpatha), though the map does "
+        "not hold it (yet): the map is the LUN; check multipath -ll"))
+
+
+def test_hidden_nvme_paths_leave_their_namespace_the_one_lun(tmp_path: Path) -> None:
+    # Native NVMe multipath: the namespace and its paths show one wwid; the paths are hidden.
+    tree = HostTree(tmp_path).disk("nvme0n1", wwid="eui.0025388b91b2c3d4")
+    for path in ("nvme0c0n1", "nvme0c1n1"):
+        tree.disk(path, wwid="eui.0025388b91b2c3d4", content=None)
+        tree.file(f"/sys/block/{path}/hidden", 1)
+
+    devices = {d.name: d for d in block.probe(tree.fs()).devices}
+
+    assert devices["nvme0n1"].classification == "Eligible"
+    assert (devices["nvme0c1n1"].classification, devices["nvme0c1n1"].reason) == ("InUse", (
+        "a hidden path of NVMe namespace nvme0n1 (/sys/block/nvme0c1n1/hidden = 1): the "
+        "namespace device is the LUN"))
+
+
+# -- a stable name ----------------------------------------------------------------------------
+
+
+def test_a_free_disk_no_by_id_name_links_to_is_not_eligible(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sdt")  # no wwid, no serial: udev made no by-id link
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.by_id) == ("Unknown", [])
+    assert device.reason.startswith("no /dev/disk/by-id name links to /dev/sdt: its kernel name "
+                                    "can belong to another disk after a reboot")
+    assert "udevadm info /dev/sdt" in device.reason
+
+
+# -- the end of the disk, and short reads -----------------------------------------------------
+
+#: Not a multiple of 8 sectors, nor of 128: md rounds its superblock's place down.
+ODD_SIZE = 100 * 2**30 + 5 * 512
+SECTORS = ODD_SIZE // 512
+MD_MAGIC = (0xA92B4EFC).to_bytes(4, "little")
+
+
+def _tail(offset: int, magic: bytes, size: int = ODD_SIZE) -> bytes:
+    """The end of a disk of `size` bytes, from `offset` on, starting with `magic`."""
+    return magic + bytes(size - offset - len(magic))
+
+
+@pytest.mark.parametrize(
+    ("tail", "signature"),
+    [
+        pytest.param(_tail(((SECTORS & ~7) - 16) * 512, MD_MAGIC), "linux_raid_member",
+                     id="md superblock 1.0, 8 to 12 KiB before the end"),
+        pytest.param(_tail(((SECTORS & ~127) - 128) * 512, MD_MAGIC), "linux_raid_member",
+                     id="md superblock 0.90, in the last 128 KiB"),
+        pytest.param(_tail(ODD_SIZE - 512, b"EFI PART"), "gpt",
+                     id="a backup GPT header in the last LBA"),
+        pytest.param(_tail(ODD_SIZE - 4096, b"EFI PART" + bytes(3584)), "gpt",
+                     id="a backup GPT header in the last 4096-byte LBA"),
+        pytest.param(_tail(ODD_SIZE - 1024, b"Intel Raid ISM Cfg Sig. "), "isw_raid_member",
+                     id="Intel Matrix RAID metadata"),
+        pytest.param(_tail(ODD_SIZE - 512, b"\xde\x11\xde\x11"), "ddf_raid_member",
+                     id="a DDF RAID anchor"),
+    ],
+)
+def test_metadata_at_the_end_of_a_disk_whose_start_is_zero_makes_it_in_use(
+    tmp_path: Path, tail: bytes, signature: str
+) -> None:
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID, size_bytes=ODD_SIZE, tail=tail)
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("InUse", signature)
+    assert device.reason == (
+        f"carries a {signature} signature at its end; if it is free, wipe it (wipefs -a /dev/sdb; "
+        f"dd if=/dev/zero of=/dev/sdb bs=512 count=512 seek={SECTORS - 512})")
+
+
+def test_unrecognised_data_at_the_end_of_a_disk_is_unknown_with_the_command_to_zero_it(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID, size_bytes=ODD_SIZE,
+                                   tail=b"\x01" + bytes(200 * 1024))
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("Unknown", "unrecognised")
+    assert device.reason.startswith("the last 256 KiB of /dev/sdb hold data kvtune does not "
+                                    "recognise")
+    assert f"dd if=/dev/zero of=/dev/sdb bs=512 count=512 seek={SECTORS - 512})" in device.reason
+
+
+def test_a_disk_whose_start_reads_short_is_unknown_never_eligible(tmp_path: Path) -> None:
+    # sysfs says 100 GiB; the node gives 4 KiB, all zero, and then end of file.
+    tree = HostTree(tmp_path).disk("sdb", wwid=WWID).file("/dev/sdb", bytes(4096))
+
+    [device] = block.probe(tree.fs()).devices
+
+    assert (device.classification, device.signature) == ("Unknown", None)
+    assert device.reason.startswith(
+        "reading 65608 bytes at offset 0 of /dev/sdb returned only 4096, although "
+        "/sys/block/sdb/size gives 107374182400 bytes")

@@ -52,7 +52,7 @@ def hanging() -> Iterator[Hanging]:
 def test_a_device_whose_reads_hang_is_unknown_within_about_the_deadline(
     tmp_path: Path, hanging: Hanging, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(block, "HEAD_READ_TIMEOUT", 0.2)
+    monkeypatch.setattr(block, "READ_TIMEOUT", 0.2)
     tree = HostTree(tmp_path).disk("sdb")
     hanging(tree, "/dev/sdb")
 
@@ -62,8 +62,8 @@ def test_a_device_whose_reads_hang_is_unknown_within_about_the_deadline(
     assert 0.2 <= time.monotonic() - started < 1
     [device] = report.block.devices
     assert (device.classification, device.signature) == ("Unknown", None)
-    assert device.reason.startswith(
-        "reading the first 64 KiB of /dev/sdb did not finish within 0.2 s: its I/O hangs")
+    assert device.reason.startswith("reading the first 64 KiB and last 256 KiB of /dev/sdb did "
+                                    "not finish within 0.2 s: its I/O hangs")
     assert "multipath -ll" in device.reason and "iscsiadm -m session" in device.reason
     # One finding, with that reason; not a "cannot read, run as root" one.
     [problem] = [p for p in report.problems if p.feature == "Block"]
@@ -74,7 +74,7 @@ def test_a_device_whose_reads_hang_is_unknown_within_about_the_deadline(
 def test_a_device_still_hanging_is_reported_the_same_at_once_without_a_second_read(
     tmp_path: Path, hanging: Hanging, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(block, "HEAD_READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(block, "READ_TIMEOUT", 0.5)
     tree = HostTree(tmp_path).disk("sdb")
     hanging(tree, "/dev/sdb")
     [first] = block.probe(tree.fs()).devices
@@ -91,10 +91,11 @@ def test_a_device_still_hanging_is_reported_the_same_at_once_without_a_second_re
 def test_devices_beside_a_hanging_one_are_classified_as_ever(
     tmp_path: Path, hanging: Hanging, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(block, "HEAD_READ_TIMEOUT", 0.2)
+    monkeypatch.setattr(block, "READ_TIMEOUT", 0.2)
     lvm = bytearray(4096)
     lvm[512:520] = b"LABELONE"
-    tree = HostTree(tmp_path).disk("sda").disk("sdb").disk("sdc", content=bytes(lvm))
+    tree = HostTree(tmp_path).disk("sda", wwid="naa.5000c500a1b2c3d4").disk("sdb")
+    tree.disk("sdc", content=bytes(lvm))
     tree.disk("sdd", content=None).disk("sde", content=None).mount("/dev/sde", "/srv")
     hanging(tree, "/dev/sdb")
     fs = tree.fs()
@@ -123,13 +124,13 @@ def test_devices_that_hang_together_cost_one_more_deadline_not_one_each(
     paths = [stuck[0], "/dev/sda", *stuck[1:], "/dev/sdb", "/dev/sdz"]
 
     started = time.monotonic()
-    heads = tree.fs().read_device_heads(paths, 8, timeout=0.3)
+    heads = tree.fs().read_devices(dict.fromkeys(paths, ((0, 1),)), timeout=0.3)
 
     # The first hang costs a deadline, the five after it one more between them (not five).
     assert time.monotonic() - started < 1.2
     assert heads == {
         **{path: HungRead(path, 0.3) for path in stuck},
-        "/dev/sda": b"a", "/dev/sdb": b"b", "/dev/sdz": None,
+        "/dev/sda": (b"a",), "/dev/sdb": (b"b",), "/dev/sdz": None,
     }
     assert list(heads) == paths
 
@@ -140,7 +141,7 @@ def test_a_device_is_read_again_once_its_hung_read_returns(
     tree = HostTree(tmp_path)
     hanging(tree, "/dev/sdb")
     fs = tree.fs()
-    assert fs.read_device_heads(["/dev/sdb"], 8, timeout=0.1) == {
+    assert fs.read_devices({"/dev/sdb": [(0, 8)]}, timeout=0.1) == {
         "/dev/sdb": HungRead("/dev/sdb", 0.1)}
 
     fifo = tmp_path / "dev/sdb"
@@ -153,4 +154,5 @@ def test_a_device_is_read_again_once_its_hung_read_returns(
     fifo.unlink()
     tree.file("/dev/sdb", b"12345678")
 
-    assert fs.read_device_heads(["/dev/sdb"], 8, timeout=5) == {"/dev/sdb": b"12345678"}
+    assert fs.read_devices({"/dev/sdb": [(0, 8), (6, 4)]}, timeout=5) == {
+        "/dev/sdb": (b"12345678", b"78")}  # the second region short: the device ends there

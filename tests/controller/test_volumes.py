@@ -106,14 +106,14 @@ def seeing(view: StateView, *wwids: str) -> StateView:
 def test_a_lun_two_nodes_report_gets_no_volume_and_the_profile_says_why() -> None:
     p = profile(storage=LUNS)
     both = snap([with_luns(state("a"), SDB), with_luns(state("b"), SDB)])
-    assert shared_luns(both) == {"0x5000c5": ["a", "b"]}
+    assert shared_luns(both) == {"5000c5": ["a", "b"]}  # the id in its canonical form
     assert planned(p, both) == []
-    assert shared_of(p, both, shared_luns(both)) == ["0x5000c5 (a, b)"]
+    assert shared_of(p, both, shared_luns(both)) == ["5000c5 (a, b)"]
     status = rollup(p, {"a": None, "b": None}, {}, HypervisorProfileStatus(), NOW,
                     shared_luns=shared_of(p, both, shared_luns(both)))
     [volumes] = [c for c in status.conditions if c.type == "LunVolumes"]
     assert (volumes.status, volumes.reason) == ("False", "LunsShared")
-    assert "0x5000c5 (a, b)" in volumes.message and "two VMs write it at once" in volumes.message
+    assert "5000c5 (a, b)" in volumes.message and "two VMs write it at once" in volumes.message
 
 
 def test_a_lun_another_node_merely_sees_is_shared_too() -> None:
@@ -128,7 +128,7 @@ def test_a_lun_with_a_volume_on_one_node_gets_none_on_a_second() -> None:
     p = profile(storage=LUNS)
     later = snap([state("a"), with_luns(state("b"), SDB)], volumes)
     assert planned(p, later) == []
-    assert shared_of(p, later, shared_luns(later)) == ["0x5000c5 (a, b)"]
+    assert shared_of(p, later, shared_luns(later)) == ["5000c5 (a, b)"]
 
 
 def test_a_lun_only_one_node_sees_still_gets_its_volume() -> None:
@@ -140,3 +140,42 @@ def test_a_lun_only_one_node_sees_still_gets_its_volume() -> None:
 def test_a_volume_view_reads_its_luns_wwid() -> None:
     pv = render_volume(profile(storage=LUNS), "a", {}, SDB)
     assert VolumeView.from_body(pv).wwid == "0x5000c5"
+
+
+# -- one LUN, several spellings of its id ------------------------------------------------------
+
+#: One LUN as a path shows it before multipathd assembles its map, and as the map shows it.
+PATH_LUN = ExposedLun(name="sdc", path="/dev/disk/by-id/wwn-0x600a098038303053453f463045535a31",
+                      size_bytes=2**40, wwid="naa.600a098038303053453f463045535a31")
+MAP_LUN = ExposedLun(name="dm-2",
+                     path="/dev/disk/by-id/dm-uuid-mpath-3600a098038303053453f463045535a31",
+                     size_bytes=2**40, wwid="3600a098038303053453f463045535a31")
+
+
+def test_a_lun_reported_under_another_spelling_of_its_id_gets_no_second_volume() -> None:
+    # The volume made for the path, its id recorded as the path spelt it; now the map is the LUN.
+    name = volume_name("a", PATH_LUN)
+    volumes = {name: VolumeView(name, "p", "a", "Bound", wwid=PATH_LUN.wwid or "")}
+    p = profile(storage=LUNS)
+    now = snap([with_luns(state("a"), MAP_LUN)], volumes)
+
+    assert planned(p, now) == []
+    assert orphaned_volumes(p, now) == []  # its LUN is still reported, under the map's id
+
+
+def test_a_node_reporting_one_lun_under_two_ids_gets_one_volume() -> None:
+    [create] = planned(profile(storage=LUNS), snap([with_luns(state("a"), PATH_LUN, MAP_LUN)]))
+    assert isinstance(create, CreateVolume)
+
+
+def test_a_lun_two_nodes_spell_differently_is_shared() -> None:
+    views = [with_luns(state("a"), PATH_LUN),
+             seeing(state("b"), "3600a098038303053453f463045535a31")]
+    assert shared_luns(snap(views)) == {"600a098038303053453f463045535a31": ["a", "b"]}
+    assert planned(profile(storage=LUNS), snap(views)) == []
+
+
+def test_a_lun_reported_by_its_kernel_name_gets_no_volume() -> None:
+    # /dev/sdt can be another disk after a reboot; today's agents never report such a path.
+    kernel_path = SDB.model_copy(update={"path": "/dev/sdt"})
+    assert planned(profile(storage=LUNS), snap([with_luns(state("a"), kernel_path)])) == []

@@ -333,7 +333,12 @@ class BlockDevice(BaseModel):
     vendor: Opt[str] = Field(default=None, description="device/vendor.")
     model: Opt[str] = Field(default=None, description="device/model.")
     serial: Opt[str] = Field(default=None, description="Serial number, where sysfs has it.")
-    wwid: Opt[str] = Field(default=None, description="World wide id (wwid or device/wwid).")
+    wwid: Opt[str] = Field(
+        default=None,
+        description="World wide id as the device spells it (wwid or device/wwid; a multipath "
+        "map's from its dm uuid). kvtune compares ids in one canonical form, so naa.600a... "
+        "and 3600a... are one LUN.",
+    )
     by_id: list[str] = Field(
         default_factory=list, max_length=32, description="Its /dev/disk/by-id names."
     )
@@ -349,17 +354,19 @@ class BlockDevice(BaseModel):
     signature: Opt[str] = Field(
         default=None,
         description=(
-            "What the first 64 KiB hold: ext4, xfs, btrfs, swap, LVM2_member, gpt, dos, luks, "
-            "linux_raid_member, bluestore; 'none' when all zero; 'unrecognised' for other data; "
-            "absent when not read."
+            "What the first 64 KiB and the last 256 KiB hold: ext4, xfs, btrfs, swap, "
+            "LVM2_member, gpt, dos, luks, linux_raid_member, bluestore (at the start); "
+            "linux_raid_member, gpt, isw_raid_member, ddf_raid_member (at the end); 'none' when "
+            "all zero; 'unrecognised' for other data; absent when not read."
         ),
     )
     classification: BlockClass = Field(
         default="Unknown",
         description=(
-            "Eligible: proven free, a raw LUN a VM may own. InUse: holds data or is part of "
-            "another device. System: backs the OS (/, /boot, /usr, /var or swap). Unknown: not "
-            "proven free; never handed out."
+            "Eligible: proven free, the one device of its LUN on the node and named by "
+            "/dev/disk/by-id: a raw LUN a VM may own. InUse: holds data or is part of another "
+            "device (a path of a multipath map). System: backs the OS (/, /boot, /usr, /var or "
+            "swap). Unknown: not proven free; never handed out."
         ),
     )
     reason: str = Field(default="", description="Why it got its classification.")

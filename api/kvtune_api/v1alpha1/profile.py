@@ -263,7 +263,11 @@ class LunSelector(BaseModel):
         ),
     )
 
-    wwns: list[str] = Field(default_factory=list, description="World wide names / wwids.")
+    wwns: list[str] = Field(
+        default_factory=list,
+        description="World wide names / wwids, in any of their forms: naa.600a..., 0x600a..., "
+        "wwn-0x600a..., scsi_id's 3600a...; compared in one canonical form.",
+    )
     by_id_patterns: list[str] = Field(
         default_factory=list,
         description="Shell patterns matched against /dev/disk/by-id names, e.g. 'wwn-0x5000c5*'.",

@@ -2,8 +2,12 @@
 
 Handing a disk that holds data to a VM destroys that data, so the rule is conservative: a device
 is Eligible only when it is proven free (no partitions, holders, mounts or swap on it or on
-anything built on it, and its first 64 KiB readable and all zero). Everything else is InUse,
-System (backs the OS) or Unknown, each with the reason a person can check.
+anything built on it; its first 64 KiB and last 256 KiB readable and all zero, since md 1.0 and
+a GPT's backup keep their metadata at the end), when it is the only device on the node showing
+its LUN (a LUN reached through several paths is one LUN: its multipath map, not a path), and
+when a /dev/disk/by-id name links to it (a volume must not follow a kernel name to another disk
+after a reboot). Everything else is InUse, System (backs the OS) or Unknown, each with the
+reason a person can check.
 
 No blkid library: the few on-disk magics that matter are read directly through HostFS. The
 signature is read only from devices still in the running after the structural checks, so paths
@@ -17,11 +21,13 @@ import os
 import re
 import typing as t
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
+from kvtune_api.wwid import canonical_wwid
 
-from ..hostfs import HostFS, HungRead
+from ..hostfs import HostFS, HungRead, Region
 
 SYS_BLOCK = "/sys/block"
 BY_ID = "/dev/disk/by-id"
@@ -34,6 +40,10 @@ SWAP = "[SWAP]"
 SECTOR = 512
 #: dm uuid prefix of multipath maps (LVM volumes use LVM-, dm-crypt CRYPT-).
 MPATH = "mpath-"
+#: The md superblock magic 0xa92b4efc, little-endian as x86 writes it.
+MD_MAGIC = b"\xfc\x4e\x2b\xa9"
+#: A hidden NVMe path device (nvme0c1n1) and the namespace device it is a path of (nvme0n1).
+_NVME_PATH = re.compile(r"^(nvme[0-9]+)c[0-9]+(n[0-9]+)$")
 #: (name, offset, magic), filesystems and containers before partition tables: a disk with a
 #: filesystem straight on it can still carry a stale 0x55AA at 510.
 SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
@@ -44,20 +54,35 @@ SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
     ("swap", 65526, b"SWAPSPACE2"),  # kernels with 64 KiB pages
     ("luks", 0, b"LUKS\xba\xbe"),
     ("bluestore", 0, b"bluestore block device"),
-    ("linux_raid_member", 0, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.1
-    ("linux_raid_member", 4096, b"\xfc\x4e\x2b\xa9"),  # md superblock 1.2
+    ("linux_raid_member", 0, MD_MAGIC),  # md superblock 1.1
+    ("linux_raid_member", 4096, MD_MAGIC),  # md superblock 1.2
     *(("LVM2_member", sector * 512, b"LABELONE") for sector in range(4)),
     ("gpt", 512, b"EFI PART"),
     ("dos", 510, b"\x55\xaa"),
 )
 #: Enough to see every magic above (btrfs ends at 65608).
 SIGNATURE_BYTES = 65608
-#: Seconds the read of a device's first 64 KiB may take. A healthy disk answers in milliseconds,
-#: a cold spinning one well within a second; a device whose I/O hangs may never answer (SCSI
-#: retries take minutes, a multipath map with queue_if_no_path waits for good), and the agent's
-#: cycle would wait with it. A few seconds tell the two apart and keep a cycle short. A disk
-#: spinning up from standby can take longer: it shows as hung until its read returns.
-HEAD_READ_TIMEOUT = 5.0
+#: (name, its 512-byte sector from the device's size in sectors, magic): metadata kept at the end
+#: of a disk, which survives a wipe of its start (a GPT whose primary header was zeroed still has
+#: its backup). Offsets as the kernel's md driver and libblkid compute them.
+TAIL_SIGNATURES: tuple[tuple[str, t.Callable[[int], int], bytes], ...] = (
+    ("linux_raid_member", lambda sectors: (sectors & ~7) - 16, MD_MAGIC),  # md superblock 1.0
+    ("linux_raid_member", lambda sectors: (sectors & ~127) - 128, MD_MAGIC),  # md 0.90
+    ("gpt", lambda sectors: sectors - 1, b"EFI PART"),  # backup header in the last LBA
+    ("gpt", lambda sectors: sectors - 8, b"EFI PART"),  # the same with 4096-byte LBAs
+    ("isw_raid_member", lambda sectors: sectors - 2, b"Intel Raid ISM Cfg Sig. "),
+    ("ddf_raid_member", lambda sectors: sectors - 1, b"\xde\x11\xde\x11"),  # DDF anchor
+)
+#: The end of a device that must be all zero too: every magic above (md 0.90 lies in the last
+#: 128 KiB), and the whole of ZFS's last label.
+TAIL_BYTES = 256 * 1024
+#: Seconds the reads of a device's first 64 KiB and last 256 KiB may take together. A healthy
+#: disk answers in milliseconds, a cold spinning one well within a second; a device whose I/O
+#: hangs may never answer (SCSI retries take minutes, a multipath map with queue_if_no_path waits
+#: for good), and the agent's cycle would wait with it. A few seconds tell the two apart and keep
+#: a cycle short. A disk spinning up from standby can take longer: it shows as hung until its
+#: read returns.
+READ_TIMEOUT = 5.0
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
@@ -103,12 +128,29 @@ def _by_id(fs: HostFS) -> dict[str, list[str]]:
     return names
 
 
-def signature(data: bytes) -> str:
-    """What the first 64 KiB of a device hold: a signature's name, "none" or "unrecognised"."""
-    for name, offset, magic in SIGNATURES:
-        if data[offset:offset + len(magic)] == magic:
+def _match(data: bytes, magics: t.Iterable[tuple[str, int, bytes]]) -> str:
+    for name, offset, magic in magics:
+        if offset >= 0 and data[offset:offset + len(magic)] == magic:
             return name
     return "none" if data == bytes(len(data)) else "unrecognised"
+
+
+def signature(data: bytes) -> str:
+    """What the first 64 KiB of a device hold: a signature's name, "none" or "unrecognised"."""
+    return _match(data, SIGNATURES)
+
+
+def tail_signature(data: bytes, size_bytes: int) -> str:
+    """What `data`, the last bytes of a device of `size_bytes`, hold: as `signature`."""
+    start = size_bytes - len(data)
+    return _match(data, ((name, sector(size_bytes // SECTOR) * SECTOR - start, magic)
+                         for name, sector, magic in TAIL_SIGNATURES))
+
+
+def regions(size_bytes: int) -> tuple[Region, Region]:
+    """(offset, length) of the head and of the tail of a device that are read."""
+    tail = min(size_bytes, TAIL_BYTES)
+    return (0, min(size_bytes, SIGNATURE_BYTES)), (size_bytes - tail, tail)
 
 
 class _Tree:
@@ -127,6 +169,8 @@ class _Tree:
         }
         self.dm_uuids = {name: fs.read_value(f"{SYS_BLOCK}/{name}/dm/uuid") or ""
                          for name in self.dm_names}
+        #: Paths of native NVMe multipath (nvme0c1n1): their namespace device is the LUN.
+        self.hidden = {name for name in names if fs.read_int(f"{SYS_BLOCK}/{name}/hidden") == 1}
         known = set(self.partitions) | {p for parts in self.partitions.values() for p in parts}
         self.mounts = _mounts(fs, {dm: name for name, dm in self.dm_names.items()}, known)
 
@@ -166,6 +210,11 @@ def _structure(
     tree: _Tree, device: BlockDevice, uses: list[Mount]
 ) -> tuple[BlockClass, str] | None:
     """(classification, reason) from sysfs and the mounts; None when only its data can tell."""
+    if device.name in tree.hidden:
+        namespace = _NVME_PATH.sub(r"\1\2", device.name)
+        return "InUse", (
+            f"a hidden path of NVMe namespace {namespace} ({SYS_BLOCK}/{device.name}/hidden = "
+            "1): the namespace device is the LUN")
     system = [m for m in uses if m.target in SYSTEM_MOUNTS or m.target == SWAP]
     if system:
         return "System", "backs the OS: " + ", ".join(
@@ -193,28 +242,94 @@ def _structure(
 
 
 def _contents(
-    device: BlockDevice, head: bytes | HungRead | None
+    device: BlockDevice, found: tuple[bytes, ...] | HungRead | None
 ) -> tuple[BlockClass, str, str | None]:
-    """(classification, reason, signature) of a device the structure left open, from its head."""
-    if isinstance(head, HungRead):
+    """(classification, reason, signature) of a device the structure left open, from its head
+    and its tail (`regions`)."""
+    if isinstance(found, HungRead):
         return "Unknown", (
-            f"reading the first 64 KiB of {device.path} did not finish within {head.timeout:g} s: "
-            "its I/O hangs (a LUN whose paths or session are down, a failing disk?); check "
-            "dmesg, multipath -ll, iscsiadm -m session. kvtune does not read it again until that "
-            "read returns"), None
-    if head is None:
+            f"reading the first 64 KiB and last 256 KiB of {device.path} did not finish within "
+            f"{found.timeout:g} s: its I/O hangs (a LUN whose paths or session are down, a "
+            "failing disk?); check dmesg, multipath -ll, iscsiadm -m session. kvtune does not "
+            "read it again until that read returns"), None
+    if found is None:
         return "Unknown", (
             f"cannot read {device.path} to look for filesystem, LVM or partition signatures; "
             "run the agent privileged with the host's /dev"), None
-    found = signature(head)
-    if found == "none":
-        return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", found
-    if found == "unrecognised":
+    for (offset, length), data in zip(regions(device.size_bytes), found, strict=True):
+        if len(data) < length:
+            # The device ends before sysfs says it does, or its I/O failed part-way: what was
+            # not read may hold anything.
+            return "Unknown", (
+                f"reading {length} bytes at offset {offset} of {device.path} returned only "
+                f"{len(data)}, although {SYS_BLOCK}/{device.name}/size gives "
+                f"{device.size_bytes} bytes: kvtune cannot tell what it holds; check dmesg and "
+                "the device's size (blockdev --getsize64)"), None
+    head, tail = found
+    return _data(device, signature(head), tail_signature(tail, device.size_bytes))
+
+
+def _data(device: BlockDevice, at_start: str, at_end: str) -> tuple[BlockClass, str, str]:
+    """(classification, reason, signature) from what the head and the tail hold."""
+    # wipefs erases only the magics it knows: what lies beside them (a backup GPT's partition
+    # entries) stays, and the end of a disk must be all zero.
+    zero_end = (f"dd if=/dev/zero of={device.path} bs=512 count={TAIL_BYTES // SECTOR} "
+                f"seek={device.size_bytes // SECTOR - TAIL_BYTES // SECTOR}")
+    if at_start not in ("none", "unrecognised"):
+        return "InUse", (
+            f"carries a {at_start} signature; if it is free, wipe it "
+            f"(wipefs -a {device.path})"), at_start
+    if at_end not in ("none", "unrecognised"):
+        return "InUse", (
+            f"carries a {at_end} signature at its end; if it is free, wipe it "
+            f"(wipefs -a {device.path}; {zero_end})"), at_end
+    if at_start == "unrecognised":
         return "Unknown", (
             f"the first 64 KiB of {device.path} hold data kvtune does not recognise; if it is "
-            f"free, wipe it (wipefs -a {device.path}; dd zeros over the first 64 KiB)"), found
-    return "InUse", (
-        f"carries a {found} signature; if it is free, wipe it (wipefs -a {device.path})"), found
+            f"free, wipe it (wipefs -a {device.path}; dd zeros over the first 64 KiB)"), at_start
+    if at_end == "unrecognised":
+        return "Unknown", (
+            f"the last 256 KiB of {device.path} hold data kvtune does not recognise; if it is "
+            f"free, wipe it (wipefs -a {device.path}; {zero_end})"), at_end
+    if not device.by_id:
+        return "Unknown", (
+            f"no /dev/disk/by-id name links to {device.path}: its kernel name can belong to "
+            "another disk after a reboot or rescan, so a volume on it could reach the wrong "
+            f"disk; check that udev runs on the host (udevadm info {device.path}) and that the "
+            "agent sees the host's /dev/disk"), at_start
+    return "Eligible", "no partitions, holders, mounts or signatures: a free raw LUN", at_start
+
+
+def _one_device_per_lun(devices: Sequence[BlockDevice]) -> dict[str, tuple[BlockClass, str]]:
+    """(classification, reason) of each device that shows a LUN another device on the node
+    shows too (the same `canonical_wwid`): paths to one LUN, of which only its multipath map
+    may become a volume. A volume on a path bypasses multipath, and one on each identity lets
+    two VMs write the LUN at once."""
+    lun: dict[str, list[BlockDevice]] = {}
+    for device in devices:
+        if device.wwid:
+            lun.setdefault(canonical_wwid(device.wwid), []).append(device)
+    verdicts: dict[str, tuple[BlockClass, str]] = {}
+    for wwid, group in lun.items():
+        if len(group) < 2:
+            continue
+        maps = [d for d in group if d.kind == "Multipath"]
+        if len(maps) == 1:
+            [lun_map] = maps
+            verdicts |= {d.name: ("InUse", (
+                f"a path of LUN {d.wwid}, whose multipath map is {lun_map.name} "
+                f"({lun_map.dm_name}), though the map does not hold it (yet): the map is the "
+                "LUN; check multipath -ll")) for d in group if d is not lun_map}
+            continue
+        names = ", ".join(d.name for d in group)
+        how = (f"the multipath maps {names} all show it" if maps
+               else f"{names} are paths to it and no multipath map holds them")
+        verdicts |= {d.name: ("Unknown", (
+            f"LUN {wwid} is on several devices: {how}. A volume on a path would bypass "
+            "multipath, and a volume on each would let two VMs write the LUN at once; "
+            "configure multipathd for it (multipath -ll shows its map), or unzone the extra "
+            "paths")) for d in group}
+    return verdicts
 
 
 def _device(
@@ -263,13 +378,16 @@ def probe(fs: HostFS) -> BlockReport:
     tree = _Tree(fs, kept)
     by_id = _by_id(fs)
     examined = [_device(fs, tree, name, by_id) for name in kept]
-    # All in one call: HostFS reads them on one thread, and bounds each read by the deadline.
-    heads = fs.read_device_heads([device.path for device, known in examined if known is None],
-                                 SIGNATURE_BYTES, timeout=HEAD_READ_TIMEOUT)
+    same_lun = _one_device_per_lun([d for d, _ in examined if d.name not in tree.hidden])
+    examined = [(device, known or same_lun.get(device.name)) for device, known in examined]
+    # All in one call: HostFS reads them on one thread, and bounds each device by the deadline.
+    reads = fs.read_devices({device.path: regions(device.size_bytes)
+                             for device, known in examined if known is None},
+                            timeout=READ_TIMEOUT)
     devices = []
     for device, known in examined:
         if known is None:
-            classification, reason, found = _contents(device, heads[device.path])
+            classification, reason, found = _contents(device, reads[device.path])
         else:
             (classification, reason), found = known, None
         devices.append(device.model_copy(update={
