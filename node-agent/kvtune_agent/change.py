@@ -44,11 +44,16 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
             return str(systemd.state(path, timeout=timeout))
         except SystemdError as err:
             raise ChangeError(str(err)) from err
-    if kind == "file" and not fs.exists(path):
-        return None
-    value = fs.read_text(path) if kind == "file" else fs.read_setting(path)
+    if kind == "file":
+        if not fs.exists(path):
+            return None
+        text = fs.read_text(path)
+        if text is None:
+            raise ChangeError(f"cannot read {path}")
+        return text
+    value, why = fs.read_within(path, timeout=timeout)
     if value is None:
-        raise ChangeError(f"cannot read {path}")
+        raise ChangeError(why or f"cannot read {path}")
     return value
 
 
@@ -84,7 +89,8 @@ def set_value(
     if value is None:
         return Outcome("Failed", f"{path} is a kernel value and cannot be removed (a kvtune bug)")
     done: list[str] = []
-    for step in _sequence(path, fs.read_setting(path), value):
+    now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
+    for step in _sequence(path, now, value):
         written = fs.write(path, step, timeout=timeout)
         if written.outcome != "Applied":
             before = f"wrote {' then '.join(done)} to {path}, then: " if done else ""

@@ -566,7 +566,12 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
         index, count = wanted[nic.name]
         field_name = f"spec.host.network.sriov[{index}]"
         total, now = nic.sriov_total_vfs, nic.sriov_num_vfs
-        if total is None or now is None:
+        if total is not None and now is None:
+            out.error("SRIOV", "SriovCountUnknown", (
+                f"the VF count of NIC {nic.name} ({nic.pci_address}) could not be read (see the "
+                "SRIOV problems of status.host: a write to it may hang in the driver), so its "
+                "VFs are left as they are"))
+        elif total is None or now is None:
             out.error("SRIOV", "SriovNotCapable", (
                 f"NIC {nic.name} ({nic.pci_address}) is selected by {field_name}.pfSelector but "
                 "is not SR-IOV capable (no readable sriov_totalvfs/sriov_numvfs); narrow the "

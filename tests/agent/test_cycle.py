@@ -6,6 +6,7 @@ import datetime
 import errno
 import hashlib
 import os
+import threading
 import typing as t
 from pathlib import Path
 
@@ -321,3 +322,27 @@ def test_an_agent_step_audits_its_vms_in_the_process_table_of_its_last_probe(
     agent.step()  # nothing left to apply
 
     assert fs.proc_listings == 3
+
+
+def test_a_vf_write_that_hangs_does_not_hang_the_probe_after_it(tmp_path: Path) -> None:
+    # On a real kernel a read of sriov_numvfs waits for the hung write; the fake blocks it too.
+    tree = busy_host(tmp_path)
+    fs = tree.kernel(hang=[NUMVFS])
+    done: list[HypervisorNodeStateStatus] = []
+    worker = threading.Thread(target=lambda: done.append(run_cycle(
+        fs, busy_spec(), 3, NodeMeta(), HypervisorNodeStateStatus(), systemd=tree.systemd(),
+        now=NOW, timeout=0.3).status), daemon=True)
+    try:
+        worker.start()
+        worker.join(15)
+        assert not worker.is_alive(), "the cycle hangs behind the hung sriov_numvfs write"
+    finally:
+        fs.release()
+        worker.join(5)
+    [status] = done
+    assert "did not return within 0.3 s" in {r.id: r for r in status.results}[
+        "sriov/ens1f0"].message
+    assert any(p.path.endswith("0000:3b:00.0/sriov_numvfs") and "has not returned" in p.message
+               for p in status.host.problems)
+    sriov = cond.find(status.conditions, "SRIOV")
+    assert sriov is not None and sriov.reason == "SriovCountUnknown"
