@@ -318,6 +318,7 @@ class HostTree:
         pci = f"/sys/devices/pci0000:00/{address}"
         self.file(f"{pci}/vendor", "0x8086").file(f"{pci}/device", "0x159b")
         self.file(f"{pci}/numa_node", numa_node)
+        self.link(f"/sys/bus/pci/devices/{address}", pci)
         if driver:
             self.link(f"{pci}/driver", f"/sys/bus/pci/drivers/{driver}")
         return pci

@@ -12,6 +12,7 @@ import typing as t
 from dataclasses import dataclass
 
 from .hostfs import HostFS, HostWriteError
+from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
 
@@ -51,7 +52,10 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
         if text is None:
             raise ChangeError(f"cannot read {path}")
         return text
-    value, why = fs.read_within(path, timeout=timeout)
+    real = sysfs_path(fs, path)
+    if real is None:
+        raise ChangeError(f"no disk {path.rsplit('/', 2)[0]} exists now")
+    value, why = fs.read_within(real, timeout=timeout)
     if value is None:
         raise ChangeError(why or f"cannot read {path}")
     return value
@@ -88,6 +92,15 @@ def set_value(
         return Outcome("Applied")
     if value is None:
         return Outcome("Failed", f"{path} is a kernel value and cannot be removed (a kvtune bug)")
+    real = sysfs_path(fs, path)
+    if real is None:
+        return Outcome("Failed", (
+            f"no disk {path.rsplit('/', 2)[0]} exists now, so {path} cannot be set; if the disk "
+            "was replaced, the new one has its default and nothing is left to restore"))
+    return _write_sequence(fs, real, value, timeout)
+
+
+def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:
     done: list[str] = []
     now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
     for step in _sequence(path, now, value):

@@ -136,7 +136,7 @@ def _revert_cycle(
 
 def _vf_hold(host: HostReport, approved: bool) -> Callable[[Entry], str | None]:
     """Holds back restoring a VF count that would take VFs from running VMs (see module doc)."""
-    nics = {numvfs_path(nic.name): nic for nic in host.sriov.nics}
+    nics = {numvfs_path(nic.pci_address): nic for nic in host.sriov.nics if nic.pci_address}
 
     def hold(entry: Entry) -> str | None:
         nic = nics.get(entry.path)

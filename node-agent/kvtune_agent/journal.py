@@ -9,10 +9,17 @@ newest first and drops each one once restored; what could not be restored stays 
 
 The file is replaced atomically (HostFS.write_file) after every change to it, so a crash leaves
 either the old or the new journal, never a torn one.
+
+A target is named by what stays the same across reboots: a NIC by PCI address, a disk by its
+/dev/disk/by-id name. Journals from before named them by kernel name (eth3, sdb), which a reboot
+may give to another device; their entries are moved to the stable name when loaded (the next
+save writes it), once, while the name still means the device it did. One whose device no longer
+exists fails alone on revert, saying so, and is dropped: a sysfs value dies with its device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import typing as t
 from collections.abc import Callable
@@ -22,6 +29,7 @@ from kvtune_api.v1alpha1.nodestate import StepResult
 
 from . import change
 from .hostfs import HostFS, HostWriteError
+from .probe import block, sriov
 from .systemd import Systemd
 
 JOURNAL_PATH = "/var/lib/kvtune/journal.json"
@@ -56,6 +64,27 @@ def _entry(raw: t.Any) -> Entry:
     return Entry(kind=t.cast(change.Kind, kind), path=path, original=original, step=step)
 
 
+def _renamed(fs: HostFS, path: str) -> tuple[str, str] | None:
+    """For a path naming a device by kernel name: the name and the stable path ("" when no
+    such device exists now); None for a path that needs no renaming."""
+    return sriov.renamed_numvfs(fs, path) or block.renamed_attribute(fs, path)
+
+
+def _stable(fs: HostFS, entry: Entry) -> Entry:
+    renamed = _renamed(fs, entry.path)
+    if renamed is None or not renamed[1]:
+        return entry
+    return dataclasses.replace(entry, path=renamed[1])
+
+
+def _vanished(entry: Entry, name: str) -> str:
+    return (
+        f"the journal names a device by its kernel name {name} ({entry.path}, as kvtune before "
+        f"0.2 did), and no device is called {name} now, so its original value "
+        f"{entry.original!r} cannot be put back on the device it came from; the entry is "
+        f"dropped. If the device was renamed, set {entry.original!r} on it by hand")
+
+
 class Journal:
     """The journal file at `path` on the host behind `fs`; every call reads it afresh."""
 
@@ -76,7 +105,7 @@ class Journal:
             data = json.loads(text)
             if not isinstance(data, dict) or data.get("version") != VERSION:
                 raise ValueError(f"expected a version {VERSION} journal object")
-            return [_entry(raw) for raw in data.get("entries", [])]
+            return [_stable(self.fs, _entry(raw)) for raw in data.get("entries", [])]
         except ValueError as err:
             raise JournalError(
                 f"the kvtune journal {self.path} is malformed ({err}); kvtune changes nothing "
@@ -117,15 +146,19 @@ class Journal:
         results: list[StepResult] = []
         for entry in reversed(self.entries()):
             result_id = f"revert/{entry.step}"
-            waiting = hold(entry)
+            renamed = _renamed(self.fs, entry.path)
+            waiting = None if renamed else hold(entry)
             if waiting:
                 results.append(StepResult(id=result_id, result="Waiting", message=waiting))
                 continue
-            outcome = change.set_value(
-                self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
+            if renamed:  # a kernel name that _stable could not move: its device is gone
+                outcome = change.Outcome("Failed", _vanished(entry, renamed[0]))
+            else:
+                outcome = change.set_value(
+                    self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
             result = outcome.result
             message = outcome.message or f"restored {entry.path} to {entry.original!r}"
-            if result == "Applied":
+            if result == "Applied" or renamed:
                 try:
                     self._save([e for e in self.entries() if e != entry])
                 except (HostWriteError, JournalError) as err:

@@ -185,7 +185,7 @@ def _nic(page: _Page, nic: Nic) -> None:
     ids = f" [{nic.vendor_id}:{nic.device_id}]" if nic.vendor_id else ""
     page.line(f"  {nic.name}: state {_or_dash(nic.operstate)} mtu {_or_dash(nic.mtu)} "
               f"{_or_dash(nic.mac)}  {_or_dash(nic.driver)} {_or_dash(nic.pci_address)}{ids} "
-              f"numa {_or_dash(nic.numa_node)}", sriov.numvfs_path(nic.name))
+              f"numa {_or_dash(nic.numa_node)}", sriov.numvfs_path(nic.pci_address or nic.name))
     if nic.sriov_total_vfs is not None:
         page.line(f"      SR-IOV: {_or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
     for vf in nic.vfs:

@@ -37,6 +37,7 @@ from kvtune_api.v1alpha1.nodestate import (
 from kvtune_api.v1alpha1.profile import HostSettings
 
 from .plan import Finding, Plan
+from .probe.block import BY_ID, stable_id
 from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
@@ -172,8 +173,8 @@ def node_status(
 def exposed_lun(device: BlockDevice) -> ExposedLun:
     """How a selected LUN is published: with the by-id path that names it for good (a wwn- name
     first, then any other), else its kernel path."""
-    ids = sorted(device.by_id, key=lambda i: (not i.startswith("wwn-"), i))
-    path = f"/dev/disk/by-id/{ids[0]}" if ids else device.path
+    by_id = stable_id(device)
+    path = f"{BY_ID}/{by_id}" if by_id else device.path
     return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
                       wwid=device.wwid, model=device.model)
 

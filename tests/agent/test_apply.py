@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .specs import busy_host, busy_spec, node_spec
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NUMVFS = "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 NODE1_1G = "/sys/devices/system/node/node1/hugepages/hugepages-1048576kB/nr_hugepages"
 LIVE = DisruptionGrant(allow_drain=True, allow_reboot=True, approved=False)
@@ -199,3 +200,29 @@ def test_nothing_is_changed_when_the_journal_cannot_be_written(tmp_path: Path) -
     assert JOURNAL_PATH.rsplit("/", 1)[0] in results["thp"].message
     assert _read(tmp_path, THP) == "[always] madvise never" and _read(tmp_path, RUN) == "1"
     assert [c for c in tree.systemctl_calls() if not c.startswith("is-")] == []
+
+
+def _rename_netdev(root: Path, old: str, new: str) -> None:
+    """What udev does to an interface at boot: the same NIC under another name."""
+    link = root / f"sys/class/net/{old}"
+    netdir = link.resolve()
+    netdir.rename(netdir.with_name(new))
+    link.unlink()
+    (root / f"sys/class/net/{new}").symlink_to(
+        os.path.relpath(netdir.with_name(new), link.parent))
+
+
+def test_revert_restores_the_vf_count_of_the_nic_it_changed_after_interfaces_are_renamed(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path).nic("ens1f1", "0000:3b:00.1", total_vfs=64)
+    fs = tree.kernel()
+    _apply(tree, busy_spec(), fs=fs)
+    assert _read(tmp_path, NUMVFS) == "8"
+    for old, new in (("ens1f0", "tmp0"), ("ens1f1", "ens1f0"), ("tmp0", "ens1f1")):
+        _rename_netdev(tmp_path, old, new)  # a reboot swapped the two ports' names
+
+    Journal(fs).revert(tree.systemd(), timeout=5)
+
+    assert _read(tmp_path, NUMVFS) == "2"  # 0000:3b:00.0, the NIC kvtune changed
+    assert _read(tmp_path, "/sys/bus/pci/devices/0000:3b:00.1/sriov_numvfs") == "0"

@@ -28,7 +28,7 @@ from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NUMVFS = "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 UNITS = ("numad.service", "ksmtuned.service")
 

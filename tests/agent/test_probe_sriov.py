@@ -55,4 +55,4 @@ def test_more_vfs_than_the_device_can_have_is_warned_about(tmp_path: Path) -> No
 
     [warning] = sriov.check(sriov.probe(tree.fs()))
 
-    assert warning.path == "/sys/class/net/ens1f0/device/sriov_numvfs"
+    assert warning.path == "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"

@@ -13,14 +13,33 @@ from kvtune_api.v1alpha1.host import Nic, Problem, SriovReport, VirtualFunction
 from ..hostfs import HostFS
 
 NET = "/sys/class/net"
+PCI_DEVICES = "/sys/bus/pci/devices"
 #: The driver a VF is bound to when it is passed through to a VM.
 VFIO_DRIVER = "vfio-pci"
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
-def numvfs_path(nic: str) -> str:
-    """The sriov_numvfs file of a physical function, by its interface name."""
-    return f"{NET}/{nic}/device/sriov_numvfs"
+#: How kvtune before 0.2 named a PF's sriov_numvfs in its journal: by interface name.
+_NAMED_NUMVFS = re.compile(rf"^{NET}/([^/]+)/device/sriov_numvfs$")
+
+
+def numvfs_path(pci_address: str) -> str:
+    """The sriov_numvfs file of a physical function, by its PCI address.
+
+    Not by interface name: names change across reboots and driver reloads (eth3 today may be
+    another NIC tomorrow), and a journal must restore the NIC it changed, not one renamed to it.
+    """
+    return f"{PCI_DEVICES}/{pci_address}/sriov_numvfs"
+
+
+def renamed_numvfs(fs: HostFS, path: str) -> tuple[str, str] | None:
+    """For a path naming a PF by interface name (`_NAMED_NUMVFS`), the interface and the same
+    file by PCI address ("" when no such interface exists now); None for any other path."""
+    match = _NAMED_NUMVFS.match(path)
+    if match is None:
+        return None
+    pci = _pci_dir(fs, f"{NET}/{match.group(1)}/device")
+    return match.group(1), numvfs_path(pci.rsplit("/", 1)[1]) if pci else ""
 
 
 def _pci_dir(fs: HostFS, device: str) -> str | None:
@@ -104,7 +123,7 @@ def check(sriov: SriovReport) -> list[Problem]:
     """Findings: VF counts the device cannot have."""
     return [
         Problem(
-            severity="Warning", feature="SRIOV", path=numvfs_path(nic.name),
+            severity="Warning", feature="SRIOV", path=numvfs_path(nic.pci_address or nic.name),
             message=f"{nic.name} reports {nic.sriov_num_vfs} VFs enabled but sriov_totalvfs is "
             f"{nic.sriov_total_vfs}; the driver's view is inconsistent: reset sriov_numvfs to 0",
         )
