@@ -21,6 +21,7 @@ from . import change, metrics
 from .hostfs import HostFS, HostWriteError
 from .journal import Journal, JournalError
 from .plan import Plan, Step
+from .probe import sriov
 from .systemd import Systemd
 
 #: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch. It lives
@@ -69,6 +70,15 @@ def _apply_step(
     if planned.disruption == "NeedsReboot" and not grant.allow_reboot:
         return StepResult(id=planned.id, result="Waiting", message=(
             "needs a reboot, and the profile does not allow staging one (rollout.allowReboot)"))
+    if planned.feature == "SRIOV" and not grant.approved:
+        # Afresh: a VM may have taken a VF since the plan was made, and a count change
+        # through 0 would pull it away from under it.
+        taken = sriov.vfs_in_use(fs, planned.path)
+        if taken:
+            return StepResult(id=planned.id, result="Waiting", message=(
+                f"VFs {sriov.held(taken)} of {planned.path} were taken since the plan was made; "
+                "the count changes through 0, which would remove them: waiting for the "
+                "operator to drain the node and approve it (spec.disruption.approved)"))
     try:
         original = change.current(fs, systemd, step.kind, planned.path, timeout=timeout)
         journal.record(step.kind, planned.path, original, planned.id)

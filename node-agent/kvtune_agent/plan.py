@@ -50,7 +50,7 @@ from .memory_budget import gib
 from .probe.block import SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
-from .probe.sriov import numvfs_path
+from .probe.sriov import held, numvfs_path
 from .systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"
@@ -581,11 +581,12 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
                 f"{field_name}.numVfs is {count}, but NIC {nic.name} ({nic.pci_address}) "
                 f"supports at most {total} VFs (sriov_totalvfs); lower numVfs"))
         elif count != now:
-            in_use = [vf.pci_address for vf in nic.vfs if vf.assigned_to_vm]
+            in_use = [vf for vf in nic.vfs if vf.in_use]
             disruption: Disruption = "NeedsDrain" if now and in_use else "Live"
-            effect = (f"VFs {', '.join(in_use)} are attached to VMs and are removed on the way "
-                      "(the count changes through 0): those VMs must leave the node first"
-                      if disruption == "NeedsDrain" else "no VF is attached to a VM")
+            effect = (f"VFs {held(in_use)} are in use (bound to a driver other than the VF "
+                      "network driver) and are removed on the way (the count changes through "
+                      "0): the VMs or programs holding them must leave the node first"
+                      if disruption == "NeedsDrain" else "no VF is in use")
             out.step("sysfs", f"sriov/{nic.name}", "SRIOV", numvfs_path(nic.pci_address), str(now),
                      str(count), f"{field_name}.numVfs is {count} for NIC {nic.name}, which has "
                      f"{now}; {effect}", disruption)

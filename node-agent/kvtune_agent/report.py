@@ -189,7 +189,8 @@ def _nic(page: _Page, nic: Nic) -> None:
     if nic.sriov_total_vfs is not None:
         page.line(f"      SR-IOV: {_or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
     for vf in nic.vfs:
-        user = "  -> VM (vfio-pci)" if vf.assigned_to_vm else ""
+        user = ("  -> VM (vfio-pci)" if vf.assigned_to_vm
+                else f"  -> in use ({vf.driver})" if vf.in_use else "")
         page.line(f"      vf {vf.index:<3} {vf.pci_address}  {_or_dash(vf.driver):<10} "
                   f"{_or_dash(vf.netdev)}{user}")
 

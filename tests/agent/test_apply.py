@@ -226,3 +226,21 @@ def test_revert_restores_the_vf_count_of_the_nic_it_changed_after_interfaces_are
 
     assert _read(tmp_path, NUMVFS) == "2"  # 0000:3b:00.0, the NIC kvtune changed
     assert _read(tmp_path, "/sys/bus/pci/devices/0000:3b:00.1/sriov_numvfs") == "0"
+
+
+def test_a_vf_taken_after_the_plan_was_made_keeps_its_count_until_approval(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)  # two VFs on iavf: the plan finds them free (Live)
+    fs = tree.kernel()
+    work = plan(busy_spec(), probe_host(fs))
+    vf = tmp_path / "sys/devices/pci0000:00/0000:3b:02.1/driver"
+    vf.unlink()
+    vf.symlink_to("../../../bus/pci/drivers/pci-stub")  # then a DPDK app took one
+
+    [result] = [r for r in apply(work, fs, Journal(fs), tree.systemd(), LIVE, timeout=5)
+                if r.id == "sriov/ens1f0"]
+
+    assert result.result == "Waiting"
+    assert "0000:3b:02.1 (pci-stub)" in result.message and NUMVFS in result.message
+    assert _read(tmp_path, NUMVFS) == "2" and (NUMVFS, "0") not in fs.writes

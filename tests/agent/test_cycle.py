@@ -164,7 +164,7 @@ def test_revert_waits_for_vms_to_leave_their_vfs_unless_approved(tmp_path: Path)
     reverted = cond.find(waiting.conditions, REVERTED)
     assert reverted is not None and (reverted.status, reverted.reason) == (
         "False", "RevertWaiting")
-    assert "attached to VMs" in reverted.message
+    assert "0000:3b:02.1 (vfio-pci)" in reverted.message and "are in use" in reverted.message
     assert [e.path for e in Journal(tree.fs()).entries()] == [NUMVFS]
     assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
 

@@ -476,6 +476,8 @@ def test_a_nic_without_sriov_selected_by_a_rule_is_an_error(tmp_path: Path) -> N
     pytest.param([], "Live", id="creating the first VFs is live"),
     pytest.param(["iavf", None], "Live", id="VFs no VM uses may be recreated live"),
     pytest.param(["iavf", "vfio-pci"], "NeedsDrain", id="a VF attached to a VM needs a drain"),
+    *(pytest.param(["iavf", driver], "NeedsDrain", id=f"a VF bound to {driver} needs a drain")
+      for driver in ("pci-stub", "igb_uio", "uio_pci_generic")),
 ])
 def test_changing_a_vf_count_needs_a_drain_only_when_a_vf_is_in_use(
     tmp_path: Path, vf_drivers: list[str | None], disruption: str

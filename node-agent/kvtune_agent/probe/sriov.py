@@ -16,6 +16,15 @@ NET = "/sys/class/net"
 PCI_DEVICES = "/sys/bus/pci/devices"
 #: The driver a VF is bound to when it is passed through to a VM.
 VFIO_DRIVER = "vfio-pci"
+#: The host network driver of each PF driver's VFs. A VF bound to it is a host interface nobody
+#: has taken; bound to anything else (vfio-pci, pci-stub, igb_uio, uio_pci_generic, a DPDK
+#: driver) something holds it, and a VF count change would pull it away.
+VF_NETDEV_DRIVERS = {
+    "ice": "iavf", "i40e": "iavf", "ixgbe": "ixgbevf", "igb": "igbvf", "mlx5_core": "mlx5_core",
+    "mlx4_core": "mlx4_core", "bnxt_en": "bnxt_en", "qede": "qede", "be2net": "be2net",
+    "sfc": "sfc", "nfp": "nfp", "ionic": "ionic", "cxgb4": "cxgb4vf", "enic": "enic",
+    "hinic": "hinic", "octeontx2-nicpf": "octeontx2-nicvf", "liquidio": "liquidio_vf",
+}
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
@@ -63,7 +72,18 @@ def _hex_id(fs: HostFS, path: str) -> str | None:
     return None if value is None else value.removeprefix("0x")
 
 
+def _in_use(pf_driver: str | None, driver: str | None, netdevs: list[str]) -> bool:
+    """A bound VF is in use unless its driver is its PF's VF network driver; for a PF driver
+    kvtune does not know, unless that driver gave it a host interface (vfio, uio and stub
+    drivers never do)."""
+    if driver is None:
+        return False
+    expected = VF_NETDEV_DRIVERS.get(pf_driver or "")
+    return driver != expected if expected else not netdevs
+
+
 def _vfs(fs: HostFS, pci: str) -> list[VirtualFunction]:
+    pf_driver = fs.link_name(f"{pci}/driver")
     vfs = []
     for entry in fs.list_dir(pci):
         if not (entry.startswith("virtfn") and entry[6:].isdigit()):
@@ -77,8 +97,21 @@ def _vfs(fs: HostFS, pci: str) -> list[VirtualFunction]:
             driver=driver,
             netdev=netdevs[0] if netdevs else None,
             assigned_to_vm=driver == VFIO_DRIVER,
+            in_use=_in_use(pf_driver, driver, netdevs),
         ))
     return sorted(vfs, key=lambda vf: vf.index)
+
+
+def vfs_in_use(fs: HostFS, numvfs: str) -> list[VirtualFunction]:
+    """The VFs something holds now, of the PF whose sriov_numvfs is `numvfs`: read afresh right
+    before a write, because a VM may have taken a VF since the plan was made."""
+    pci = fs.resolve(numvfs.rsplit("/", 1)[0])
+    return [vf for vf in _vfs(fs, pci) if vf.in_use] if pci else []
+
+
+def held(vfs: list[VirtualFunction]) -> str:
+    """The VFs, e.g. "0000:3b:02.1 (vfio-pci), 0000:3b:02.2 (igb_uio)"."""
+    return ", ".join(f"{vf.pci_address} ({vf.driver})" for vf in vfs)
 
 
 def _pci_fields(fs: HostFS, pci: str) -> dict[str, object]:
