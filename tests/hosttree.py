@@ -446,10 +446,15 @@ class KernelFS(HostFS):
         super().__init__(root)
         self.hugepage_limit = hugepage_limit
         self.refuse = dict(refuse or {})
-        self.refuse_value = dict(refuse_value or {})
+        # By real path: the agent may reach a sysfs file through another link than the test.
+        self.refuse_value = {(self._resolved(path), value): code
+                             for (path, value), code in (refuse_value or {}).items()}
         self.hang = set(hang)
         self.released = threading.Event()
         self.writes: list[tuple[str, str]] = []
+
+    def _resolved(self, path: str) -> str:
+        return os.path.realpath(self.root / path.lstrip("/"))
 
     def release(self) -> None:
         """Let hung writes return; readers blocked behind them get the old value."""
@@ -478,7 +483,7 @@ class KernelFS(HostFS):
         self.writes.append((path, value))
         if path in self.hang:
             self._hang(path)
-        code = self.refuse_value.get((path, value))
+        code = self.refuse_value.get((self._resolved(path), value))
         if code:
             raise OSError(code, os.strerror(code), path)
         if path in self.refuse:

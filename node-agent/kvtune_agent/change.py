@@ -101,12 +101,28 @@ def set_value(
 
 
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:
-    done: list[str] = []
     now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
+    done: list[str] = []
     for step in _sequence(path, now, value):
         written = fs.write(path, step, timeout=timeout)
         if written.outcome != "Applied":
             before = f"wrote {' then '.join(done)} to {path}, then: " if done else ""
-            return Outcome(written.outcome, before + written.message)
+            restored = _restore(fs, path, now, done, timeout)
+            return Outcome(written.outcome, before + written.message + restored)
         done.append(step)
     return Outcome("Applied")
+
+
+def _restore(fs: HostFS, path: str, now: str | None, done: list[str], timeout: float) -> str:
+    """Put back the value an unfinished sequence left behind, and say how that went.
+
+    A VF count goes through 0: when the kernel refuses the new count (ENOMEM, EBUSY, a timeout)
+    the NIC would be left with no VFs at all, worse than before; its old count was taken once.
+    """
+    if not done or now is None or done[-1] == now:
+        return ""
+    back = fs.write(path, now, timeout=timeout)
+    if back.outcome == "Applied":
+        return f"; the original value {now!r} is restored"
+    return (f"; restoring the original value {now!r} failed too ({back.message}): it stays in "
+            "kvtune's journal, and a revert puts it back")

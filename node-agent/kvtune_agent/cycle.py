@@ -101,16 +101,18 @@ def run_cycle(
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
                              now, timeout)
     found = plan(spec, host, node_meta, read_host_files(fs, host))
-    work = backoff.hold(found, previous.hugepage_retries, now)
+    work = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
+                              previous.sriov_retries, now)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
         host, processes = _probe(fs)
         found = plan(spec, host, node_meta, read_host_files(fs, host))
     retries = backoff.track(previous.hugepage_retries, results or [], found, host, now)
-    work = backoff.hold(found, retries, now)
+    vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
+    work = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
     status = node_status(spec, generation, host, work, results, previous, now,
-                         hugepage_retries=retries)
+                         hugepage_retries=retries, sriov_retries=vf_retries)
     return Cycle(status, processes)
 
 

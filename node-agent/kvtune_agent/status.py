@@ -31,6 +31,7 @@ from kvtune_api.v1alpha1.nodestate import (
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     PlannedStep,
+    SriovRetry,
     StepResult,
     SyncStatus,
 )
@@ -136,6 +137,7 @@ def node_status(
     *,
     journal_entries: int | None = 0,
     hugepage_retries: Sequence[HugepageRetry] = (),
+    sriov_retries: Sequence[SriovRetry] = (),
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -143,7 +145,8 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
-    `hugepage_retries` are the pools waiting to be asked again (see backoff.py).
+    `hugepage_retries` are the pools, `sriov_retries` the VF counts, waiting to be asked again
+    (see backoff.py).
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -165,6 +168,7 @@ def node_status(
         results=previous.results if results is None else results,
         luns=[exposed_lun(d) for d in plan.luns],
         hugepage_retries=list(hugepage_retries),
+        sriov_retries=list(sriov_retries),
         reboot_required=reboot,
         drain_required=drain,
     )

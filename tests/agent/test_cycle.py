@@ -346,3 +346,29 @@ def test_a_vf_write_that_hangs_does_not_hang_the_probe_after_it(tmp_path: Path) 
                for p in status.host.problems)
     sriov = cond.find(status.conditions, "SRIOV")
     assert sriov is not None and sriov.reason == "SriovCountUnknown"
+
+
+def test_a_vf_count_the_kernel_refuses_restores_the_old_count_and_backs_off(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)  # ens1f0 (0000:3b:00.0) has 2 VFs; the spec wants 8
+    fs = tree.kernel(refuse_value={(NUMVFS, "8"): errno.ENOMEM})
+
+    first = _cycle(tree, busy_spec(), fs=fs)
+
+    assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "2\n"  # never left at 0
+    result = {r.id: r for r in first.results}["sriov/ens1f0"]
+    assert result.result == "Failed" and "the original value '2' is restored" in result.message
+    [retry] = first.sriov_retries
+    assert (retry.pci_address, retry.nic, retry.wanted, retry.attempts) == (
+        "0000:3b:00.0", "ens1f0", 8, 1)
+    sriov = cond.find(first.conditions, "SRIOV")
+    assert sriov is not None and sriov.reason == "SriovVfsRefused"
+    assert "NIC ens1f0 (0000:3b:00.0)" in sriov.message and "ENOMEM" in sriov.message
+    assert NUMVFS in {e.path for e in Journal(fs).entries()}
+    writes = len(fs.writes)
+
+    second = _cycle(tree, busy_spec(), fs=fs, previous=first)  # within the back-off
+
+    assert [w for w in fs.writes[writes:] if w[0] == NUMVFS] == []
+    assert second.sriov_retries == first.sriov_retries
