@@ -104,7 +104,8 @@ def test_a_held_entry_waits_and_stays(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [
-    "{not json", '{"version": 2, "entries": []}', '{"version": 1, "entries": [{"kind": "x"}]}',
+    "{not json", '{"version": 2, "entries": []}', '{"version": 1}', '[]',
+    '{"version": 1, "entries": {"kind": "sysfs"}}',
 ])
 def test_a_malformed_journal_is_an_error_naming_it_and_what_to_do(
     tmp_path: Path, content: str
@@ -151,3 +152,23 @@ def test_an_old_journal_naming_devices_by_kernel_name_still_reverts_by_stable_na
     assert fs.read_setting("/sys/block/sdb/queue/scheduler") == "mq-deadline"
     assert fs.read_setting("/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs") == "0"
     assert not fs.exists(JOURNAL_PATH)  # the vanished NIC's entry was dropped, once
+
+
+def test_an_unreadable_entry_fails_alone_and_stays_while_the_others_are_reverted(
+    tmp_path: Path,
+) -> None:
+    bad = {"kind": "sysfs", "path": THP, "original": 7, "step": "thp"}
+    tree = _host(tmp_path).file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": RUN, "original": "1", "step": "ksm/run"}, bad]}))
+    (tmp_path / RUN.lstrip("/")).write_text("0\n")
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    results = journal.revert(tree.systemd(), timeout=5)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/journal/entries[1]", "Failed"), ("revert/ksm/run", "Applied")]
+    assert JOURNAL_PATH in results[0].message and "original" in results[0].message
+    assert "Repair it" in results[0].message
+    assert fs.read_setting(RUN) == "1"
+    assert json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())["entries"] == [bad]
