@@ -186,7 +186,8 @@ def test_a_reboot_class_change_is_staged_and_a_reboot_requested_never_made(
     assert results["ple/kvm_intel"].result == "Applied"
     assert (tmp_path / PLE_CONF.lstrip("/")).read_text() == "options kvm_intel ple_gap=128\n"
     assert tree.fs().exists(REBOOT_REQUIRED)
-    assert Journal(tree.fs()).entries()[0].original is None  # revert removes the file
+    assert [(e.path, e.original) for e in Journal(tree.fs()).entries()] == [
+        (PLE_CONF, None), (REBOOT_REQUIRED, None)]  # revert removes both files
     assert tree.systemctl_calls() == []
 
 
@@ -244,3 +245,31 @@ def test_a_vf_taken_after_the_plan_was_made_keeps_its_count_until_approval(
     assert result.result == "Waiting"
     assert "0000:3b:02.1 (pci-stub)" in result.message and NUMVFS in result.message
     assert _read(tmp_path, NUMVFS) == "2" and (NUMVFS, "0") not in fs.writes
+
+
+PKGS = "/var/run/reboot-required.pkgs"
+
+
+def test_revert_withdraws_the_reboot_request_kvtune_made(tmp_path: Path) -> None:
+    tree = _ple_off(tmp_path)
+    _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+    assert _read(tmp_path, PKGS) == "kvtune"
+
+    results = Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/reboot-required", "Applied"), ("revert/ple/kvm_intel", "Applied")]
+    assert not tree.fs().exists(REBOOT_REQUIRED) and not tree.fs().exists(PKGS)
+
+
+def test_withdrawing_the_reboot_request_keeps_what_others_asked_for(tmp_path: Path) -> None:
+    tree = _ple_off(tmp_path).file(REBOOT_REQUIRED, "*** System restart required ***")
+    tree.file(PKGS, "linux-image-6.1.0-28-amd64")
+    _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+    assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nkvtune"
+    (tmp_path / PKGS.lstrip("/")).write_text("linux-image-6.1.0-28-amd64\nkvtune\nlibc6\n")
+
+    Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+
+    assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nlibc6"
+    assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"
