@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
+import time
 import typing as t
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -316,6 +318,7 @@ class HostTree:
         pci = f"/sys/devices/pci0000:00/{address}"
         self.file(f"{pci}/vendor", "0x8086").file(f"{pci}/device", "0x159b")
         self.file(f"{pci}/numa_node", numa_node)
+        self.link(f"/sys/bus/pci/devices/{address}", pci)
         if driver:
             self.link(f"{pci}/driver", f"/sys/bus/pci/drivers/{driver}")
         return pci
@@ -443,20 +446,60 @@ class KernelFS(HostFS):
     allocates at most `hugepage_limit` pages per pool; sriov_numvfs refuses a change between two
     non-zero counts (EBUSY) and counts above sriov_totalvfs (ERANGE); KSM's run=2 unmerges
     (pages_shared and pages_sharing drop to 0). Tests make a write fail with
-    `refuse` (path -> errno), and see every write in `writes`.
+    `refuse` (path -> errno), or `refuse_value` ((path, value) -> errno), and see every write in
+    `writes`. A write to a path in `hang` blocks until `release()`, and so does every read of
+    that file meanwhile, as with a driver stuck in sriov_numvfs (the kernel serialises them).
     """
 
     def __init__(
         self, root: Path, *, hugepage_limit: int | None = None,
         refuse: Mapping[str, int] | None = None,
+        refuse_value: Mapping[tuple[str, str], int] | None = None,
+        hang: Iterable[str] = (),
     ) -> None:
         super().__init__(root)
         self.hugepage_limit = hugepage_limit
         self.refuse = dict(refuse or {})
+        # By real path: the agent may reach a sysfs file through another link than the test.
+        self.refuse_value = {(self._resolved(path), value): code
+                             for (path, value), code in (refuse_value or {}).items()}
+        self.hang = set(hang)
+        self.released = threading.Event()
         self.writes: list[tuple[str, str]] = []
+
+    def _resolved(self, path: str) -> str:
+        return os.path.realpath(self.root / path.lstrip("/"))
+
+    def release(self) -> None:
+        """Let hung writes return; readers blocked behind them get the old value."""
+        self.released.set()
+
+    def _hang(self, path: str) -> None:
+        # A FIFO in place of the file blocks every open() for reading, as the kernel's lock does.
+        real = self.root / path.lstrip("/")
+        old = real.read_bytes()
+        real.unlink()
+        os.mkfifo(real)
+        self.released.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # feed each blocked reader, then restore the file
+            try:
+                fd = os.open(real, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader waits any more
+                break
+            os.write(fd, old)
+            os.close(fd)
+            time.sleep(0.01)
+        real.unlink()
+        real.write_bytes(old)
 
     def _store(self, path: str, value: str) -> None:
         self.writes.append((path, value))
+        if path in self.hang:
+            self._hang(path)
+        code = self.refuse_value.get((self._resolved(path), value))
+        if code:
+            raise OSError(code, os.strerror(code), path)
         if path in self.refuse:
             code = self.refuse[path]
             raise OSError(code, os.strerror(code), path)
@@ -566,6 +609,8 @@ else:
 """
 NO_SYSTEMD_SCRIPT = """
 import sys
+import threading
+import time
 
 print("System has not been booted with systemd as init system (PID 1). Can't operate.")
 print("Failed to connect to bus: Host is down", file=sys.stderr)

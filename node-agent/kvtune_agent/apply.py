@@ -9,8 +9,8 @@ before stop, a VF count through 0) are single steps, their order kept in change.
 
 Disruption is the operator's decision: NeedsDrain steps run only once it has approved this node
 (after draining it), and NeedsReboot steps only stage their change and ask for a reboot through
-/var/run/reboot-required (read by reboot daemons such as kured) when reboots are allowed. The
-agent itself never drains and never reboots.
+/var/run/reboot-required (read by reboot daemons such as kured; journaled, so a revert withdraws
+it) when reboots are allowed. The agent itself never drains and never reboots.
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from __future__ import annotations
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
 
 from . import change, metrics
+from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
 from .hostfs import HostFS, HostWriteError
 from .journal import Journal, JournalError
 from .plan import Plan, Step
+from .probe import sriov
 from .systemd import Systemd
-
-#: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch. It lives
-#: in /var/run, a tmpfs, so the reboot itself clears it; it is not journaled for that reason.
-REBOOT_REQUIRED = "/var/run/reboot-required"
-REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
 
 
 def apply(
@@ -69,6 +66,15 @@ def _apply_step(
     if planned.disruption == "NeedsReboot" and not grant.allow_reboot:
         return StepResult(id=planned.id, result="Waiting", message=(
             "needs a reboot, and the profile does not allow staging one (rollout.allowReboot)"))
+    if planned.feature == "SRIOV" and not grant.approved:
+        # Afresh: a VM may have taken a VF since the plan was made, and a count change
+        # through 0 would pull it away from under it.
+        taken = sriov.vfs_in_use(fs, planned.path)
+        if taken:
+            return StepResult(id=planned.id, result="Waiting", message=(
+                f"VFs {sriov.held(taken)} of {planned.path} were taken since the plan was made; "
+                "the count changes through 0, which would remove them: waiting for the "
+                "operator to drain the node and approve it (spec.disruption.approved)"))
     try:
         original = change.current(fs, systemd, step.kind, planned.path, timeout=timeout)
         journal.record(step.kind, planned.path, original, planned.id)
@@ -81,11 +87,23 @@ def _apply_step(
     result = outcome.result
     message = outcome.message or f"set {planned.path} to {planned.desired.strip()!r}"
     if result == "Applied" and planned.disruption == "NeedsReboot":
-        try:
-            fs.write_file(REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT)
-            message = f"staged in {planned.path}; a reboot is requested ({REBOOT_REQUIRED})"
-        except HostWriteError as err:
+        asked = _request_reboot(fs, systemd, journal, timeout)
+        if asked:
             result, message = "Partial", (
-                f"staged in {planned.path}, but no reboot could be requested ({err}); reboot "
+                f"staged in {planned.path}, but no reboot could be requested ({asked}); reboot "
                 "the node when convenient")
+        else:
+            message = f"staged in {planned.path}; a reboot is requested ({REBOOT_REQUIRED})"
     return StepResult(id=planned.id, result=result, message=message)
+
+
+def _request_reboot(fs: HostFS, systemd: Systemd, journal: Journal, timeout: float) -> str:
+    """Ask reboot daemons for a reboot, journaled first so that a revert withdraws it; "" when
+    asked, else why not."""
+    try:
+        original = change.current(fs, systemd, "reboot", REBOOT_REQUIRED, timeout=timeout)
+        journal.record("reboot", REBOOT_REQUIRED, original, "reboot-required")
+    except (change.ChangeError, JournalError, HostWriteError) as err:
+        return f"it could not be recorded in the journal: {err}"
+    return change.set_value(fs, systemd, "reboot", REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT,
+                            timeout=timeout).message

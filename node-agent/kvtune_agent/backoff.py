@@ -1,4 +1,7 @@
-"""Hugepage pools the kernel grows only in part are asked again at growing intervals.
+"""Writes the kernel refuses or honours only in part are asked again at growing intervals.
+
+Hugepage pools the kernel grows only in part, and VF counts it refuses, are asked again at
+growing intervals.
 
 Growing a pool asks the kernel for physically contiguous free memory. On a host that has run for
 a while, 1Gi pages often cannot all be found, and the kernel allocates what it can; every attempt
@@ -9,7 +12,13 @@ HugepagesPartlyAllocated with the way out: allocating the pages at boot, before 
 
 The record lives in the node's status (status.hugepageRetries): the agent reads its previous
 status every cycle, a person sees it there, and a lost status costs one early attempt, no more.
-Both functions are pure.
+A VF count is changed through 0; when the kernel then refuses the new count (ENOMEM: no MMIO or
+memory for that many VFs; EBUSY; a driver that hangs) the NIC is put back to its old count
+(change.py) and, since the same write fails the same way next cycle and costs the NIC its VFs
+for a moment every time, it is asked again on the same schedule (status.sriovRetries), with
+SriovVfsRefused saying what to do. A changed numVfs is tried at once.
+
+Every function here is pure.
 """
 
 from __future__ import annotations
@@ -19,12 +28,25 @@ import datetime
 from collections.abc import Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
-from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, StepResult
+from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, SriovRetry, StepResult
 
 from .plan import Finding, Plan, hugepage_step_id
 
 FIRST_WAIT = datetime.timedelta(minutes=10)
 MAX_WAIT = datetime.timedelta(hours=24)
+
+
+def _next_attempt(now: datetime.datetime, attempts: int) -> datetime.datetime:
+    # The exponent is capped so that years of attempts cannot overflow a timedelta.
+    wait: datetime.timedelta = min(FIRST_WAIT * 2 ** min(attempts - 1, 20), MAX_WAIT)
+    return now + wait
+
+
+def _without(plan: Plan, held: set[str], findings: Sequence[Finding]) -> Plan:
+    """`plan` without the steps `held`, with `findings` saying why."""
+    return dataclasses.replace(
+        plan, steps=tuple(step for step in plan.steps if step.planned.id not in held),
+        findings=(*plan.findings, *findings))
 
 
 def _grows(step: PlannedStep) -> bool:
@@ -56,12 +78,10 @@ def track(
             last = None
         if step_id in written:
             attempts = 1 + (last.attempts if last else 0)
-            # The exponent is capped so that years of attempts cannot overflow a timedelta.
-            wait = min(FIRST_WAIT * 2 ** min(attempts - 1, 20), MAX_WAIT)
             retries.append(HugepageRetry(
                 step=step_id, path=step.path, node=pool.node, size=pool.size,
                 wanted=int(step.desired), allocated=pool.total, attempts=attempts,
-                last_attempt=now, next_attempt=now + wait))
+                last_attempt=now, next_attempt=_next_attempt(now, attempts)))
         elif last is not None:
             retries.append(last)
     return retries
@@ -77,13 +97,8 @@ def hold(plan: Plan, retries: Sequence[HugepageRetry], now: datetime.datetime) -
     if not held:
         return plan
     sizes = sorted({retry.size for retry in held})
-    return dataclasses.replace(
-        plan,
-        steps=tuple(step for step in plan.steps
-                    if step.planned.id not in {retry.step for retry in held}),
-        findings=(*plan.findings,
-                  *(_finding([retry for retry in held if retry.size == size]) for size in sizes)),
-    )
+    return _without(plan, {retry.step for retry in held},
+                    [_finding([retry for retry in held if retry.size == size]) for size in sizes])
 
 
 def _finding(retries: list[HugepageRetry]) -> Finding:
@@ -103,3 +118,48 @@ def _finding(retries: list[HugepageRetry]) -> Finding:
         f"get them all, allocate them at boot: add `hugepagesz={boot} hugepages=N` to the kernel "
         "command line (N for the whole host, split evenly across NUMA nodes; kernels 5.14+ also "
         f"take per-node counts, here `hugepages={per_node}`) and reboot the node"))
+
+
+def track_sriov(
+    previous: Sequence[SriovRetry], results: Sequence[StepResult], after: Plan,
+    host: HostReport, now: datetime.datetime,
+) -> list[SriovRetry]:
+    """The VF retries once a cycle is done: a VF count this cycle failed to write, and that
+    `after` still plans, counts an attempt; one not tried keeps its record; others have none."""
+    before = {retry.step: retry for retry in previous}
+    failed = {result.id: result for result in results if result.result == "Failed"}
+    names = {nic.pci_address: nic.name for nic in host.sriov.nics}
+    retries = []
+    for step in (s.planned for s in after.steps if s.planned.feature == "SRIOV"):
+        last = before.get(step.id)
+        if last is not None and last.wanted != int(step.desired):
+            last = None  # a changed numVfs is a new request
+        result = failed.get(step.id)
+        if result is None:
+            retries += [last] if last else []
+            continue
+        pci = step.path.rsplit("/", 2)[-2]
+        attempts = 1 + (last.attempts if last else 0)
+        retries.append(SriovRetry(
+            step=step.id, path=step.path, pci_address=pci, nic=names.get(pci, "?"),
+            wanted=int(step.desired), error=result.message, attempts=attempts,
+            last_attempt=now, next_attempt=_next_attempt(now, attempts)))
+    return retries
+
+
+def hold_sriov(plan: Plan, retries: Sequence[SriovRetry], now: datetime.datetime) -> Plan:
+    """`plan` without the VF counts still waiting for their next attempt, with a finding each."""
+    steps = {step.planned.id: step.planned for step in plan.steps}
+    held = [retry for retry in retries if retry.next_attempt > now and retry.step in steps
+            and int(steps[retry.step].desired) == retry.wanted]
+    if not held:
+        return plan
+    return _without(plan, {retry.step for retry in held}, [Finding("SRIOV", "Error", (
+        "SriovVfsRefused"), (
+        f"NIC {r.nic} ({r.pci_address}) refused {r.wanted} VFs ({r.path}) after "
+        f"{r.attempts} attempt(s): {r.error}. Each attempt takes the NIC's VFs away for a "
+        f"moment, so the next is at {r.next_attempt.isoformat(timespec='seconds')}, each "
+        "waiting twice as long. What to do: read the driver's messages (dmesg); for ENOMEM "
+        "enable SR-IOV and enough VFs in the NIC's firmware and BIOS (or boot with "
+        "pci=realloc); for EBUSY free the VFs; or lower numVfs in the profile, which is tried "
+        "at once")) for r in held])

@@ -12,12 +12,22 @@ import typing as t
 from dataclasses import dataclass
 
 from .hostfs import HostFS, HostWriteError
+from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
 
 #: sysfs/procfs values (written under a deadline and read back), regular files (replaced
-#: atomically) and systemd units (values like "disabled,inactive").
-Kind = t.Literal["sysfs", "file", "unit"]
+#: atomically), systemd units (values like "disabled,inactive") and the reboot request.
+Kind = t.Literal["sysfs", "file", "unit", "reboot"]
+#: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch, and the
+#: list of packages that asked for the reboot beside it. Both are journaled like any change
+#: (kind "reboot"), so that a revert withdraws the request and no daemon reboots a node for a
+#: change already undone; /var/run is a tmpfs, so a reboot clears them anyway.
+REBOOT_REQUIRED = "/var/run/reboot-required"
+REBOOT_PKGS = f"{REBOOT_REQUIRED}.pkgs"
+REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
+#: kvtune's line in REBOOT_PKGS: withdrawing removes this line only.
+REBOOT_PKG = "kvtune"
 #: KSM's run value that stops ksmd and unmerges every merged page.
 KSM_UNMERGE = "2"
 
@@ -44,11 +54,19 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
             return str(systemd.state(path, timeout=timeout))
         except SystemdError as err:
             raise ChangeError(str(err)) from err
-    if kind == "file" and not fs.exists(path):
-        return None
-    value = fs.read_text(path) if kind == "file" else fs.read_setting(path)
+    if kind in ("file", "reboot"):
+        if not fs.exists(path):
+            return None
+        text = fs.read_text(path)
+        if text is None:
+            raise ChangeError(f"cannot read {path}")
+        return text
+    real = sysfs_path(fs, path)
+    if real is None:
+        raise ChangeError(f"no disk {path.rsplit('/', 2)[0]} exists now")
+    value, why = fs.read_within(real, timeout=timeout)
     if value is None:
-        raise ChangeError(f"cannot read {path}")
+        raise ChangeError(why or f"cannot read {path}")
     return value
 
 
@@ -72,6 +90,12 @@ def set_value(
         except (SystemdError, ValueError) as err:
             return Outcome("Failed", str(err))
         return Outcome("Applied")
+    if kind == "reboot":
+        try:
+            _reboot(fs, value)
+        except HostWriteError as err:
+            return Outcome("Failed", str(err))
+        return Outcome("Applied")
     if kind == "file":
         try:
             if value is None:
@@ -83,11 +107,62 @@ def set_value(
         return Outcome("Applied")
     if value is None:
         return Outcome("Failed", f"{path} is a kernel value and cannot be removed (a kvtune bug)")
+    real = sysfs_path(fs, path)
+    if real is None:
+        return Outcome("Failed", (
+            f"no disk {path.rsplit('/', 2)[0]} exists now, so {path} cannot be set; if the disk "
+            "was replaced, the new one has its default and nothing is left to restore"))
+    return _write_sequence(fs, real, value, timeout)
+
+
+def _reboot(fs: HostFS, value: str | None) -> None:
+    """Request a reboot (`value` REBOOT_REQUIRED_TEXT), or withdraw kvtune's request, leaving
+    the flag as `value` was before kvtune asked (None: absent). Raises HostWriteError.
+
+    Only what kvtune added goes: other packages' lines in REBOOT_PKGS stay, and so does the
+    flag while they are there (they still want the reboot) or when someone else had set it.
+    """
+    listed = fs.read_text(REBOOT_PKGS)
+    others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
+    if value == REBOOT_REQUIRED_TEXT:
+        if not fs.exists(REBOOT_REQUIRED):
+            fs.write_file(REBOOT_REQUIRED, value)
+        if REBOOT_PKG not in (listed or "").splitlines():
+            fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in [*others, REBOOT_PKG]))
+        return
+    if others:
+        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
+    else:
+        fs.remove(REBOOT_PKGS)
+    if value is not None:
+        fs.write_file(REBOOT_REQUIRED, value)
+    elif not others:
+        fs.remove(REBOOT_REQUIRED)
+
+
+def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:
+    now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
     done: list[str] = []
-    for step in _sequence(path, fs.read_setting(path), value):
+    for step in _sequence(path, now, value):
         written = fs.write(path, step, timeout=timeout)
         if written.outcome != "Applied":
             before = f"wrote {' then '.join(done)} to {path}, then: " if done else ""
-            return Outcome(written.outcome, before + written.message)
+            restored = _restore(fs, path, now, done, timeout)
+            return Outcome(written.outcome, before + written.message + restored)
         done.append(step)
     return Outcome("Applied")
+
+
+def _restore(fs: HostFS, path: str, now: str | None, done: list[str], timeout: float) -> str:
+    """Put back the value an unfinished sequence left behind, and say how that went.
+
+    A VF count goes through 0: when the kernel refuses the new count (ENOMEM, EBUSY, a timeout)
+    the NIC would be left with no VFs at all, worse than before; its old count was taken once.
+    """
+    if not done or now is None or done[-1] == now:
+        return ""
+    back = fs.write(path, now, timeout=timeout)
+    if back.outcome == "Applied":
+        return f"; the original value {now!r} is restored"
+    return (f"; restoring the original value {now!r} failed too ({back.message}): it stays in "
+            "kvtune's journal, and a revert puts it back")

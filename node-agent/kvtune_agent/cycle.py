@@ -29,8 +29,7 @@ from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
 from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, scheduler_path
-from .probe import probe_host
-from .probe.sriov import numvfs_path
+from .probe import probe_host, sriov
 from .status import node_status
 from .systemd import Systemd
 
@@ -102,16 +101,18 @@ def run_cycle(
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
                              now, timeout)
     found = plan(spec, host, node_meta, read_host_files(fs, host))
-    work = backoff.hold(found, previous.hugepage_retries, now)
+    work = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
+                              previous.sriov_retries, now)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
         host, processes = _probe(fs)
         found = plan(spec, host, node_meta, read_host_files(fs, host))
     retries = backoff.track(previous.hugepage_retries, results or [], found, host, now)
-    work = backoff.hold(found, retries, now)
+    vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
+    work = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
     status = node_status(spec, generation, host, work, results, previous, now,
-                         hugepage_retries=retries)
+                         hugepage_retries=retries, sriov_retries=vf_retries)
     return Cycle(status, processes)
 
 
@@ -124,7 +125,7 @@ def _revert_cycle(
     try:
         if journal.entries() and not spec.paused:
             results = journal.revert(systemd, timeout=timeout,
-                                     hold=_vf_hold(host, spec.disruption.approved))
+                                     hold=_vf_hold(fs, spec.disruption.approved))
             host, processes = _probe(fs)
         left: int | None = len(journal.entries())
     except JournalError as err:
@@ -134,19 +135,24 @@ def _revert_cycle(
     return Cycle(status, processes)
 
 
-def _vf_hold(host: HostReport, approved: bool) -> Callable[[Entry], str | None]:
-    """Holds back restoring a VF count that would take VFs from running VMs (see module doc)."""
-    nics = {numvfs_path(nic.name): nic for nic in host.sriov.nics}
+def _vf_hold(fs: HostFS, approved: bool) -> Callable[[Entry], str | None]:
+    """Holds back restoring a VF count that would take VFs from running VMs (see module doc).
+
+    The VFs are read right before each restore, not from the cycle's probe: a VM may take one
+    in between.
+    """
 
     def hold(entry: Entry) -> str | None:
-        nic = nics.get(entry.path)
-        if approved or nic is None or str(nic.sriov_num_vfs) == entry.original:
+        if approved or not entry.path.endswith("/sriov_numvfs"):
             return None
-        in_use = [vf.pci_address for vf in nic.vfs if vf.assigned_to_vm]
+        if fs.read_setting(entry.path) == entry.original:
+            return None
+        in_use = sriov.vfs_in_use(fs, entry.path)
         if not in_use:
             return None
-        return (f"VFs {', '.join(in_use)} of NIC {nic.name} are attached to VMs; its original "
-                f"VF count ({entry.original}) is restored once those VMs have left the node")
+        return (f"VFs {sriov.held(in_use)} of {entry.path} are in use; its original VF count "
+                f"({entry.original}) is restored once the VMs or programs holding them have "
+                "left the node")
 
     return hold
 
@@ -164,7 +170,7 @@ def revert_orphaned(
     try:
         if journal.entries():
             results = journal.revert(systemd, timeout=timeout,
-                                     hold=_vf_hold(probe_host(fs), approved=False))
+                                     hold=_vf_hold(fs, approved=False))
     except JournalError as err:
         results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))
     try:

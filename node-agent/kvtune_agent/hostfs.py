@@ -13,7 +13,10 @@ down), and the probe must not hang with it (`read_devices`).
 
 Writes are defensive, because they run privileged on production hosts: a kernel value is written
 under a deadline (a driver can hang in sriov_numvfs) and read back; a regular file is replaced
-atomically (temporary file, fsync, rename), so a crash never leaves half a journal behind.
+atomically (temporary file, fsync, rename), so a crash never leaves half a journal behind. Reads
+of kernel values on the way to a write have the same deadline (`read_within`), and no read at all
+touches a file whose write or read has not returned: the kernel serialises sriov_numvfs, so a
+read waits for a hung write, and a probe after a hung write would hang the agent with it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import re
 import threading
 import time
 import typing as t
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +58,15 @@ _REFUSED = {
 }
 #: The [selected] entry of a sysfs choice file such as "always [madvise] never".
 _SELECTED = re.compile(r"\[([^]]+)\]")
-#: Files (as this process opens them) with a write in flight. A write that timed out stays here
-#: until the kernel returns, which may be never: Python cannot kill a thread, least of all one
-#: blocked in a system call, so the only safe thing is never to start a second write to that file.
-#: Process-wide, not per HostFS, so that a new HostFS value cannot forget a hung write.
-_WRITING: set[str] = set()
-_WRITING_LOCK = threading.Lock()
-#: Devices (as this process opens them) with a read in flight, for the same reason as `_WRITING`:
+#: Kernel files (as this process opens them) with a write, or a read under a deadline, in flight.
+#: One that timed out stays here until the kernel returns, which may be never: Python cannot kill
+#: a thread, least of all one blocked in a system call, so the only safe thing is never to touch
+#: that file again meanwhile (a read of it would block behind the hung call too). Process-wide,
+#: not per HostFS, so that a new HostFS value cannot forget a hung call. Keyed by real path
+#: (symlinks resolved), since /sys reaches one file through many links.
+_IN_FLIGHT: set[str] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+#: Devices (as this process opens them) with a read in flight, for the same reason as `_IN_FLIGHT`:
 #: a read that overran its deadline stays here until the kernel returns it, so a device whose I/O
 #: hangs never ties up a second thread. `_READS` guards it and the `_DeviceReader`s' state, and
 #: wakes the callers waiting on them.
@@ -240,12 +245,24 @@ class HostFS:
         """Record that `path` held something a caller could not use (e.g. a malformed value)."""
         self._issues.append(ReadIssue(path, detail))
 
+    def _hung(self, path: str, real: str) -> bool:
+        """`real` has a call in flight that did not return (see `_IN_FLIGHT`): it is not read."""
+        # Mostly empty: then no read pays for resolving its path.
+        if not _IN_FLIGHT or os.path.realpath(real) not in _IN_FLIGHT:
+            return False
+        self._issues.append(ReadIssue(path, (
+            "not read: an earlier write or read of it has not returned, and a read would wait "
+            "behind it (check the driver's messages in dmesg; a reboot may be needed)"), True))
+        return True
+
     def _failed(self, path: str, err: OSError) -> None:
         if err.errno not in _ABSENT:
             self._issues.append(ReadIssue(path, f"cannot read: {err.strerror or err}", True))
 
     def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes | None:
         """Up to `size` bytes from `offset` (all with -1); None when absent or unreadable."""
+        if self._hung(path, self._real(path)):
+            return None
         try:
             with open(self._real(path), "rb", buffering=0) as f:
                 if offset:
@@ -304,6 +321,8 @@ class HostFS:
 
     def read_text(self, path: str) -> str | None:
         """The whole file as text (undecodable bytes replaced); None when absent or unreadable."""
+        if self._hung(path, self._real(path)):
+            return None
         try:
             with open(self._real(path), encoding="utf-8", errors="replace") as f:
                 return f.read()
@@ -447,22 +466,71 @@ class HostFS:
         text = self.read_value(path)
         return None if text is None else setting(text)
 
+    def read_within(self, path: str, *, timeout: float) -> tuple[str | None, str]:
+        """`read_setting` within `timeout` seconds: the value and "", or None and why not.
+
+        For the reads that come before a write: a driver that hangs a write hangs reads too.
+        """
+        real = self._real(path)
+        texts: list[str] = []
+        errors: list[OSError] = []
+
+        def work() -> None:
+            try:
+                with open(real, encoding="utf-8", errors="replace") as f:
+                    texts.append(f.read())
+            except OSError as err:
+                errors.append(err)
+
+        late = self._within(path, "read", "reading", timeout, work)
+        if late:
+            return None, late
+        if errors:
+            return None, refused(path, "reading", errors[0])
+        return setting(texts[0]), ""
+
+    def _within(
+        self, path: str, verb: str, what: str, timeout: float, work: Callable[[], None]
+    ) -> str:
+        """Run `work`, a call into the kernel file `path`, in a worker thread for at most
+        `timeout` s; "" when it returned, else why not (`what` starts the message).
+
+        A call that does not return in time keeps the file in `_IN_FLIGHT` until it does, by its
+        real path: the probe reaches sriov_numvfs through other links than the write.
+        """
+        real = os.path.realpath(self._real(path))
+        with _IN_FLIGHT_LOCK:
+            if real in _IN_FLIGHT:
+                return (
+                    f"an earlier write or read of {path} has not returned yet; kvtune does not "
+                    "touch it again while it hangs (check the driver's messages in dmesg; "
+                    "restarting the agent does not unblock the kernel, a reboot may)")
+            _IN_FLIGHT.add(real)
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with _IN_FLIGHT_LOCK:
+                    _IN_FLIGHT.discard(real)
+
+        worker = threading.Thread(target=run, name=f"kvtune {verb} {path}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            return (f"{what} {path} did not return within {timeout:g} s: the driver may hang; "
+                    "kvtune will not touch it again until it returns (check dmesg)")
+        return ""
+
     def write(self, path: str, value: str, *, timeout: float) -> WriteResult:
         """Write `value` to a kernel file (sysfs, procfs) within `timeout` seconds, then read back.
 
         The write runs in a worker thread so a hanging driver cannot stall the agent; a write
         that does not return in time is reported as failed and its thread abandoned (see
-        `_WRITING`). The read-back must show `value`; for nr_hugepages a different count is
+        `_IN_FLIGHT`). The read-back must show `value`; for nr_hugepages a different count is
         Partial: the kernel allocates what it can find, and never frees pages in use.
         """
         real = self._real(path)
-        with _WRITING_LOCK:
-            if real in _WRITING:
-                return WriteResult(path, "Failed", (
-                    f"an earlier write to {path} has not returned yet; kvtune does not write "
-                    "there again while it hangs (check the driver's messages in dmesg; "
-                    "restarting the agent does not unblock the kernel, a reboot may)"))
-            _WRITING.add(real)
         read_back: list[str] = []
         errors: list[tuple[str, OSError]] = []
 
@@ -476,17 +544,10 @@ class HostFS:
                     read_back.append(f.read())
             except OSError as err:
                 errors.append((what, err))
-            finally:
-                with _WRITING_LOCK:
-                    _WRITING.discard(real)
 
-        worker = threading.Thread(target=work, name=f"kvtune write {path}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            return WriteResult(path, "Failed", (
-                f"writing {value!r} to {path} did not return within {timeout:g} s: the driver "
-                "may hang; kvtune will not write there again until it returns (check dmesg)"))
+        late = self._within(path, "write", f"writing {value!r} to", timeout, work)
+        if late:
+            return WriteResult(path, "Failed", late)
         if errors:
             return WriteResult(path, "Failed", refused(path, *errors[0]))
         return self._verify(path, value, setting(read_back[0]))

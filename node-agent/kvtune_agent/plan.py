@@ -48,10 +48,10 @@ from kvtune_api.wwid import canonical_wwid
 from . import memory_budget
 from .change import Kind
 from .memory_budget import gib
-from .probe.block import SYS_BLOCK
+from .probe.block import SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
-from .probe.sriov import numvfs_path
+from .probe.sriov import held, numvfs_path
 from .systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"
@@ -567,7 +567,12 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
         index, count = wanted[nic.name]
         field_name = f"spec.host.network.sriov[{index}]"
         total, now = nic.sriov_total_vfs, nic.sriov_num_vfs
-        if total is None or now is None:
+        if total is not None and now is None:
+            out.error("SRIOV", "SriovCountUnknown", (
+                f"the VF count of NIC {nic.name} ({nic.pci_address}) could not be read (see the "
+                "SRIOV problems of status.host: a write to it may hang in the driver), so its "
+                "VFs are left as they are"))
+        elif total is None or now is None or nic.pci_address is None:
             out.error("SRIOV", "SriovNotCapable", (
                 f"NIC {nic.name} ({nic.pci_address}) is selected by {field_name}.pfSelector but "
                 "is not SR-IOV capable (no readable sriov_totalvfs/sriov_numvfs); narrow the "
@@ -577,12 +582,13 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
                 f"{field_name}.numVfs is {count}, but NIC {nic.name} ({nic.pci_address}) "
                 f"supports at most {total} VFs (sriov_totalvfs); lower numVfs"))
         elif count != now:
-            in_use = [vf.pci_address for vf in nic.vfs if vf.assigned_to_vm]
+            in_use = [vf for vf in nic.vfs if vf.in_use]
             disruption: Disruption = "NeedsDrain" if now and in_use else "Live"
-            effect = (f"VFs {', '.join(in_use)} are attached to VMs and are removed on the way "
-                      "(the count changes through 0): those VMs must leave the node first"
-                      if disruption == "NeedsDrain" else "no VF is attached to a VM")
-            out.step("sysfs", f"sriov/{nic.name}", "SRIOV", numvfs_path(nic.name), str(now),
+            effect = (f"VFs {held(in_use)} are in use (bound to a driver other than the VF "
+                      "network driver) and are removed on the way (the count changes through "
+                      "0): the VMs or programs holding them must leave the node first"
+                      if disruption == "NeedsDrain" else "no VF is in use")
+            out.step("sysfs", f"sriov/{nic.name}", "SRIOV", numvfs_path(nic.pci_address), str(now),
                      str(count), f"{field_name}.numVfs is {count} for NIC {nic.name}, which has "
                      f"{now}; {effect}", disruption)
 
@@ -643,7 +649,13 @@ def _luns(
     for lun in out.luns:
         path = scheduler_path(lun.name)
         scheduler = files.schedulers.get(lun.name)
-        if scheduler is None:
+        by_id = stable_id(lun)
+        if by_id is None:
+            out.warn("BlockDevices", "SchedulerWithoutStableId", (
+                f"LUN {lun.name} has no /dev/disk/by-id name, so kvtune could not tell it from "
+                f"another disk given its kernel name after a reboot; its I/O scheduler ({path}) "
+                "is left as it is"))
+        elif scheduler is None:
             out.warn("BlockDevices", "SchedulerUnreadable",
                      f"cannot read {path}; the I/O scheduler of {lun.name} is left as it is")
         elif want not in scheduler.offered:
@@ -651,10 +663,11 @@ def _luns(
                 f"{lun.name} offers the I/O schedulers {', '.join(scheduler.offered)}, not "
                 f"{want} ({path}); load its module (modprobe {want}) or choose another"))
         elif scheduler.current != want:
-            out.step("sysfs", f"block/{lun.name}/scheduler", "BlockDevices", path,
-                     scheduler.current, want,
-                     f"storage.blockLuns.ioScheduler is {want} for LUN {lun.name}: the guest "
-                     "schedules its own I/O")
+            # The path names the disk by id, so that the journal restores this disk's scheduler.
+            out.step("sysfs", f"block/{lun.name}/scheduler", "BlockDevices",
+                     attribute_path(by_id, "queue/scheduler"), scheduler.current, want,
+                     f"storage.blockLuns.ioScheduler is {want} for LUN {lun.name} ({path}): the "
+                     "guest schedules its own I/O")
 
 
 # -- kubelet and PLE: checked, never changed live ---------------------------------------------

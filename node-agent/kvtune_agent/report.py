@@ -185,11 +185,12 @@ def _nic(page: _Page, nic: Nic) -> None:
     ids = f" [{nic.vendor_id}:{nic.device_id}]" if nic.vendor_id else ""
     page.line(f"  {nic.name}: state {_or_dash(nic.operstate)} mtu {_or_dash(nic.mtu)} "
               f"{_or_dash(nic.mac)}  {_or_dash(nic.driver)} {_or_dash(nic.pci_address)}{ids} "
-              f"numa {_or_dash(nic.numa_node)}", sriov.numvfs_path(nic.name))
+              f"numa {_or_dash(nic.numa_node)}", sriov.numvfs_path(nic.pci_address or nic.name))
     if nic.sriov_total_vfs is not None:
         page.line(f"      SR-IOV: {_or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
     for vf in nic.vfs:
-        user = "  -> VM (vfio-pci)" if vf.assigned_to_vm else ""
+        user = ("  -> VM (vfio-pci)" if vf.assigned_to_vm
+                else f"  -> in use ({vf.driver})" if vf.in_use else "")
         page.line(f"      vf {vf.index:<3} {vf.pci_address}  {_or_dash(vf.driver):<10} "
                   f"{_or_dash(vf.netdev)}{user}")
 

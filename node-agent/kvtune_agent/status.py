@@ -31,12 +31,14 @@ from kvtune_api.v1alpha1.nodestate import (
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     PlannedStep,
+    SriovRetry,
     StepResult,
     SyncStatus,
 )
 from kvtune_api.v1alpha1.profile import HostSettings
 
 from .plan import Finding, Plan
+from .probe.block import BY_ID, stable_id
 from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
@@ -135,6 +137,7 @@ def node_status(
     *,
     journal_entries: int | None = 0,
     hugepage_retries: Sequence[HugepageRetry] = (),
+    sriov_retries: Sequence[SriovRetry] = (),
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -142,7 +145,8 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
-    `hugepage_retries` are the pools waiting to be asked again (see backoff.py).
+    `hugepage_retries` are the pools, `sriov_retries` the VF counts, waiting to be asked again
+    (see backoff.py).
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -164,6 +168,7 @@ def node_status(
         results=previous.results if results is None else results,
         luns=[exposed_lun(d) for d in plan.luns],
         hugepage_retries=list(hugepage_retries),
+        sriov_retries=list(sriov_retries),
         reboot_required=reboot,
         drain_required=drain,
     )
@@ -172,11 +177,9 @@ def node_status(
 def exposed_lun(device: BlockDevice) -> ExposedLun:
     """How a selected LUN is published: with the by-id path that names it for good, which every
     Eligible device has (the block probe's rule: a kernel name can reach another disk after a
-    reboot). A wwn- name first; a dm-name- name last: multipath's user_friendly_names (mpatha)
-    come from a bindings file, not from the LUN, and name another LUN once that file differs."""
-    ids = sorted(device.by_id,
-                 key=lambda i: (not i.startswith("wwn-"), i.startswith("dm-name-"), i))
-    path = f"/dev/disk/by-id/{ids[0]}"
+    reboot; `stable_id` says which name)."""
+    by_id = stable_id(device)
+    path = f"{BY_ID}/{by_id}" if by_id else device.path
     return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
                       wwid=device.wwid, model=device.model)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .specs import busy_host, busy_spec, node_spec
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NUMVFS = "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 NODE1_1G = "/sys/devices/system/node/node1/hugepages/hugepages-1048576kB/nr_hugepages"
 LIVE = DisruptionGrant(allow_drain=True, allow_reboot=True, approved=False)
@@ -185,7 +186,8 @@ def test_a_reboot_class_change_is_staged_and_a_reboot_requested_never_made(
     assert results["ple/kvm_intel"].result == "Applied"
     assert (tmp_path / PLE_CONF.lstrip("/")).read_text() == "options kvm_intel ple_gap=128\n"
     assert tree.fs().exists(REBOOT_REQUIRED)
-    assert Journal(tree.fs()).entries()[0].original is None  # revert removes the file
+    assert [(e.path, e.original) for e in Journal(tree.fs()).entries()] == [
+        (PLE_CONF, None), (REBOOT_REQUIRED, None)]  # revert removes both files
     assert tree.systemctl_calls() == []
 
 
@@ -199,3 +201,75 @@ def test_nothing_is_changed_when_the_journal_cannot_be_written(tmp_path: Path) -
     assert JOURNAL_PATH.rsplit("/", 1)[0] in results["thp"].message
     assert _read(tmp_path, THP) == "[always] madvise never" and _read(tmp_path, RUN) == "1"
     assert [c for c in tree.systemctl_calls() if not c.startswith("is-")] == []
+
+
+def _rename_netdev(root: Path, old: str, new: str) -> None:
+    """What udev does to an interface at boot: the same NIC under another name."""
+    link = root / f"sys/class/net/{old}"
+    netdir = link.resolve()
+    netdir.rename(netdir.with_name(new))
+    link.unlink()
+    (root / f"sys/class/net/{new}").symlink_to(
+        os.path.relpath(netdir.with_name(new), link.parent))
+
+
+def test_revert_restores_the_vf_count_of_the_nic_it_changed_after_interfaces_are_renamed(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path).nic("ens1f1", "0000:3b:00.1", total_vfs=64)
+    fs = tree.kernel()
+    _apply(tree, busy_spec(), fs=fs)
+    assert _read(tmp_path, NUMVFS) == "8"
+    for old, new in (("ens1f0", "tmp0"), ("ens1f1", "ens1f0"), ("tmp0", "ens1f1")):
+        _rename_netdev(tmp_path, old, new)  # a reboot swapped the two ports' names
+
+    Journal(fs).revert(tree.systemd(), timeout=5)
+
+    assert _read(tmp_path, NUMVFS) == "2"  # 0000:3b:00.0, the NIC kvtune changed
+    assert _read(tmp_path, "/sys/bus/pci/devices/0000:3b:00.1/sriov_numvfs") == "0"
+
+
+def test_a_vf_taken_after_the_plan_was_made_keeps_its_count_until_approval(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)  # two VFs on iavf: the plan finds them free (Live)
+    fs = tree.kernel()
+    work = plan(busy_spec(), probe_host(fs))
+    vf = tmp_path / "sys/devices/pci0000:00/0000:3b:02.1/driver"
+    vf.unlink()
+    vf.symlink_to("../../../bus/pci/drivers/pci-stub")  # then a DPDK app took one
+
+    [result] = [r for r in apply(work, fs, Journal(fs), tree.systemd(), LIVE, timeout=5)
+                if r.id == "sriov/ens1f0"]
+
+    assert result.result == "Waiting"
+    assert "0000:3b:02.1 (pci-stub)" in result.message and NUMVFS in result.message
+    assert _read(tmp_path, NUMVFS) == "2" and (NUMVFS, "0") not in fs.writes
+
+
+PKGS = "/var/run/reboot-required.pkgs"
+
+
+def test_revert_withdraws_the_reboot_request_kvtune_made(tmp_path: Path) -> None:
+    tree = _ple_off(tmp_path)
+    _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+    assert _read(tmp_path, PKGS) == "kvtune"
+
+    results = Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/reboot-required", "Applied"), ("revert/ple/kvm_intel", "Applied")]
+    assert not tree.fs().exists(REBOOT_REQUIRED) and not tree.fs().exists(PKGS)
+
+
+def test_withdrawing_the_reboot_request_keeps_what_others_asked_for(tmp_path: Path) -> None:
+    tree = _ple_off(tmp_path).file(REBOOT_REQUIRED, "*** System restart required ***")
+    tree.file(PKGS, "linux-image-6.1.0-28-amd64")
+    _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+    assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nkvtune"
+    (tmp_path / PKGS.lstrip("/")).write_text("linux-image-6.1.0-28-amd64\nkvtune\nlibc6\n")
+
+    Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+
+    assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nlibc6"
+    assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"

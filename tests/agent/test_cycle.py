@@ -6,6 +6,7 @@ import datetime
 import errno
 import hashlib
 import os
+import threading
 import typing as t
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-NUMVFS = "/sys/class/net/ens1f0/device/sriov_numvfs"
+NUMVFS = "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"
 NODE0_1G = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
 UNITS = ("numad.service", "ksmtuned.service")
 
@@ -163,7 +164,7 @@ def test_revert_waits_for_vms_to_leave_their_vfs_unless_approved(tmp_path: Path)
     reverted = cond.find(waiting.conditions, REVERTED)
     assert reverted is not None and (reverted.status, reverted.reason) == (
         "False", "RevertWaiting")
-    assert "attached to VMs" in reverted.message
+    assert "0000:3b:02.1 (vfio-pci)" in reverted.message and "are in use" in reverted.message
     assert [e.path for e in Journal(tree.fs()).entries()] == [NUMVFS]
     assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
 
@@ -321,3 +322,53 @@ def test_an_agent_step_audits_its_vms_in_the_process_table_of_its_last_probe(
     agent.step()  # nothing left to apply
 
     assert fs.proc_listings == 3
+
+
+def test_a_vf_write_that_hangs_does_not_hang_the_probe_after_it(tmp_path: Path) -> None:
+    # On a real kernel a read of sriov_numvfs waits for the hung write; the fake blocks it too.
+    tree = busy_host(tmp_path)
+    fs = tree.kernel(hang=[NUMVFS])
+    done: list[HypervisorNodeStateStatus] = []
+    worker = threading.Thread(target=lambda: done.append(run_cycle(
+        fs, busy_spec(), 3, NodeMeta(), HypervisorNodeStateStatus(), systemd=tree.systemd(),
+        now=NOW, timeout=0.3).status), daemon=True)
+    try:
+        worker.start()
+        worker.join(15)
+        assert not worker.is_alive(), "the cycle hangs behind the hung sriov_numvfs write"
+    finally:
+        fs.release()
+        worker.join(5)
+    [status] = done
+    assert "did not return within 0.3 s" in {r.id: r for r in status.results}[
+        "sriov/ens1f0"].message
+    assert any(p.path.endswith("0000:3b:00.0/sriov_numvfs") and "has not returned" in p.message
+               for p in status.host.problems)
+    sriov = cond.find(status.conditions, "SRIOV")
+    assert sriov is not None and sriov.reason == "SriovCountUnknown"
+
+
+def test_a_vf_count_the_kernel_refuses_restores_the_old_count_and_backs_off(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)  # ens1f0 (0000:3b:00.0) has 2 VFs; the spec wants 8
+    fs = tree.kernel(refuse_value={(NUMVFS, "8"): errno.ENOMEM})
+
+    first = _cycle(tree, busy_spec(), fs=fs)
+
+    assert (tmp_path / NUMVFS.lstrip("/")).resolve().read_text() == "2\n"  # never left at 0
+    result = {r.id: r for r in first.results}["sriov/ens1f0"]
+    assert result.result == "Failed" and "the original value '2' is restored" in result.message
+    [retry] = first.sriov_retries
+    assert (retry.pci_address, retry.nic, retry.wanted, retry.attempts) == (
+        "0000:3b:00.0", "ens1f0", 8, 1)
+    sriov = cond.find(first.conditions, "SRIOV")
+    assert sriov is not None and sriov.reason == "SriovVfsRefused"
+    assert "NIC ens1f0 (0000:3b:00.0)" in sriov.message and "ENOMEM" in sriov.message
+    assert NUMVFS in {e.path for e in Journal(fs).entries()}
+    writes = len(fs.writes)
+
+    second = _cycle(tree, busy_spec(), fs=fs, previous=first)  # within the back-off
+
+    assert [w for w in fs.writes[writes:] if w[0] == NUMVFS] == []
+    assert second.sriov_retries == first.sriov_retries

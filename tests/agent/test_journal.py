@@ -104,7 +104,8 @@ def test_a_held_entry_waits_and_stays(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [
-    "{not json", '{"version": 2, "entries": []}', '{"version": 1, "entries": [{"kind": "x"}]}',
+    "{not json", '{"version": 2, "entries": []}', '{"version": 1}', '[]',
+    '{"version": 1, "entries": {"kind": "sysfs"}}',
 ])
 def test_a_malformed_journal_is_an_error_naming_it_and_what_to_do(
     tmp_path: Path, content: str
@@ -117,3 +118,57 @@ def test_a_malformed_journal_is_an_error_naming_it_and_what_to_do(
     assert str(caught.value).startswith(f"the kvtune journal {JOURNAL_PATH} is malformed")
     assert "repair the file" in str(caught.value)
     assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_text() == f"{content}\n"  # untouched
+
+
+SDB = "/sys/devices/pci0000:00/0000:00:17.0/sdb"
+
+
+def test_an_old_journal_naming_devices_by_kernel_name_still_reverts_by_stable_name(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", total_vfs=8, vf_drivers=["iavf"] * 4)
+    tree.disk("sdb", wwid="0x5000c500aaaa0001").file(f"{SDB}/queue/scheduler", "mq-deadline [none]")
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": "/sys/class/net/ens1f0/device/sriov_numvfs", "original": "0",
+         "step": "sriov/ens1f0"},
+        {"kind": "sysfs", "path": "/sys/block/sdb/queue/scheduler", "original": "mq-deadline",
+         "step": "block/sdb/scheduler"},
+        {"kind": "sysfs", "path": "/sys/class/net/eth3/device/sriov_numvfs", "original": "2",
+         "step": "sriov/eth3"},
+    ]}))
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    assert [e.path for e in journal.entries()] == [
+        "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs",
+        "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler",
+        "/sys/class/net/eth3/device/sriov_numvfs"]
+    results = {r.id: r for r in journal.revert(tree.systemd(), timeout=5)}
+
+    assert (results["revert/sriov/eth3"].result, results["revert/block/sdb/scheduler"].result,
+            results["revert/sriov/ens1f0"].result) == ("Failed", "Applied", "Applied")
+    assert "no device is called eth3 now" in results["revert/sriov/eth3"].message
+    assert "set '2' on it by hand" in results["revert/sriov/eth3"].message
+    assert fs.read_setting("/sys/block/sdb/queue/scheduler") == "mq-deadline"
+    assert fs.read_setting("/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs") == "0"
+    assert not fs.exists(JOURNAL_PATH)  # the vanished NIC's entry was dropped, once
+
+
+def test_an_unreadable_entry_fails_alone_and_stays_while_the_others_are_reverted(
+    tmp_path: Path,
+) -> None:
+    bad = {"kind": "sysfs", "path": THP, "original": 7, "step": "thp"}
+    tree = _host(tmp_path).file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": RUN, "original": "1", "step": "ksm/run"}, bad]}))
+    (tmp_path / RUN.lstrip("/")).write_text("0\n")
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    results = journal.revert(tree.systemd(), timeout=5)
+
+    assert [(r.id, r.result) for r in results] == [
+        ("revert/journal/entries[1]", "Failed"), ("revert/ksm/run", "Applied")]
+    assert JOURNAL_PATH in results[0].message and "original" in results[0].message
+    assert "Repair it" in results[0].message
+    assert fs.read_setting(RUN) == "1"
+    assert json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())["entries"] == [bad]

@@ -476,6 +476,8 @@ def test_a_nic_without_sriov_selected_by_a_rule_is_an_error(tmp_path: Path) -> N
     pytest.param([], "Live", id="creating the first VFs is live"),
     pytest.param(["iavf", None], "Live", id="VFs no VM uses may be recreated live"),
     pytest.param(["iavf", "vfio-pci"], "NeedsDrain", id="a VF attached to a VM needs a drain"),
+    *(pytest.param(["iavf", driver], "NeedsDrain", id=f"a VF bound to {driver} needs a drain")
+      for driver in ("pci-stub", "igb_uio", "uio_pci_generic")),
 ])
 def test_changing_a_vf_count_needs_a_drain_only_when_a_vf_is_in_use(
     tmp_path: Path, vf_drivers: list[str | None], disruption: str
@@ -485,7 +487,7 @@ def test_changing_a_vf_count_needs_a_drain_only_when_a_vf_is_in_use(
     step = _steps(_plan(_nics(tmp_path, vf_drivers), spec))["sriov/ens1f0"]
 
     assert (step.path, step.current, step.desired, step.disruption) == (
-        "/sys/class/net/ens1f0/device/sriov_numvfs", str(len(vf_drivers)), "8", disruption)
+        "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs", str(len(vf_drivers)), "8", disruption)
 
 
 def test_two_rules_wanting_different_counts_for_one_nic_leave_it_alone(tmp_path: Path) -> None:
@@ -624,7 +626,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
     assert [device.name for device in found.luns] == ["sdb", "sdc"]
     step = _steps(found)["block/sdb/scheduler"]
     assert (step.path, step.current, step.desired) == (
-        "/sys/block/sdb/queue/scheduler", "mq-deadline", "none")
+        "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler", "mq-deadline", "none")
     assert "sdc offers the I/O schedulers bfq, not none" in (
         _finding(found, "SchedulerUnavailable").message)
 

@@ -10,7 +10,7 @@ from kvtune_agent.probe import sriov
 
 def test_a_pf_lists_its_vfs_and_which_one_a_vm_holds(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", numa_node=1, total_vfs=64,
-                                  vf_drivers=["vfio-pci", "iavf", "iavf", None])
+                                  vf_drivers=["vfio-pci", "iavf", "igb_uio", None])
 
     [nic] = sriov.probe(tree.fs()).nics
 
@@ -18,12 +18,12 @@ def test_a_pf_lists_its_vfs_and_which_one_a_vm_holds(tmp_path: Path) -> None:
         "ens1f0", "0000:3b:00.0", "8086", "159b", "ice")
     assert (nic.numa_node, nic.operstate, nic.mtu) == (1, "up", 1500)
     assert (nic.sriov_total_vfs, nic.sriov_num_vfs) == (64, 4)
-    assert [(vf.index, vf.pci_address, vf.driver, vf.netdev, vf.assigned_to_vm)
+    assert [(vf.index, vf.pci_address, vf.driver, vf.netdev, vf.assigned_to_vm, vf.in_use)
             for vf in nic.vfs] == [
-        (0, "0000:3b:02.0", "vfio-pci", None, True),
-        (1, "0000:3b:02.1", "iavf", "ens1f0v1", False),
-        (2, "0000:3b:02.2", "iavf", "ens1f0v2", False),
-        (3, "0000:3b:02.3", None, None, False),
+        (0, "0000:3b:02.0", "vfio-pci", None, True, True),
+        (1, "0000:3b:02.1", "iavf", "ens1f0v1", False, False),
+        (2, "0000:3b:02.2", "igb_uio", None, False, True),
+        (3, "0000:3b:02.3", None, None, False, False),
     ]
 
 
@@ -55,4 +55,4 @@ def test_more_vfs_than_the_device_can_have_is_warned_about(tmp_path: Path) -> No
 
     [warning] = sriov.check(sriov.probe(tree.fs()))
 
-    assert warning.path == "/sys/class/net/ens1f0/device/sriov_numvfs"
+    assert warning.path == "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"

@@ -275,6 +275,12 @@ class VirtualFunction(BaseModel):
     assigned_to_vm: bool = Field(
         default=False, description="Bound to vfio-pci, i.e. passed through to a VM."
     )
+    in_use: bool = Field(
+        default=False,
+        description="Bound to a driver other than its PF's VF network driver (vfio-pci, "
+        "pci-stub, igb_uio, uio_pci_generic, ...): a VM or a user-space program holds it, and "
+        "changing the PF's VF count takes it away.",
+    )
 
 
 class Nic(BaseModel):

@@ -105,6 +105,22 @@ class HugepageRetry(BaseModel):
     )
 
 
+class SriovRetry(BaseModel):
+    """A VF count the kernel refused, and when the agent asks it again."""
+
+    step: str = Field(description="The PlannedStep id, e.g. sriov/ens1f0.")
+    path: str = Field(description="The PF's sriov_numvfs file, by PCI address.")
+    pci_address: str = Field(description="PCI address of the physical function.")
+    nic: str = Field(description="Its interface name when last seen.")
+    wanted: int = Field(ge=0, description="VFs the spec wants.")
+    error: str = Field(description="What the last attempt came to, as the kernel said.")
+    attempts: int = Field(ge=1, description="Attempts so far that failed.")
+    last_attempt: datetime.datetime = Field(description="When the last attempt was made.")
+    next_attempt: datetime.datetime = Field(
+        description="No attempt before this time; the wait doubles with every attempt."
+    )
+
+
 class ExposedLun(BaseModel):
     """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
 
@@ -152,6 +168,12 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=2 * MAX_NUMA_NODES,  # two page sizes per node
         description="Hugepage pools the kernel grew only in part: the agent asks again at "
         "growing intervals rather than every cycle (each attempt compacts memory under the VMs).",
+    )
+    sriov_retries: list[SriovRetry] = Field(
+        default_factory=list,
+        max_length=256,
+        description="VF counts the kernel refused (ENOMEM, EBUSY, a hung driver): each NIC is "
+        "put back to its count and asked again at growing intervals, not every cycle.",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

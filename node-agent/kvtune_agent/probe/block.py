@@ -119,6 +119,49 @@ def _mounts(fs: HostFS, dm_names: dict[str, str], known: set[str]) -> dict[str, 
     return found
 
 
+#: How kvtune before 0.2 named a disk's sysfs file in its journal: by kernel name.
+_NAMED_ATTRIBUTE = re.compile(rf"^{SYS_BLOCK}/([^/]+)/(.+)$")
+
+
+def _best_id(ids: list[str]) -> str | None:
+    return min(ids, key=lambda i: (not i.startswith("wwn-"), i.startswith("dm-name-"), i),
+               default=None)
+
+
+def stable_id(device: BlockDevice) -> str | None:
+    """The by-id name that names the device for good: a wwn- name first; a dm-name- name last:
+    multipath's user_friendly_names (mpatha) come from a bindings file, not from the LUN, and
+    name another LUN once that file differs."""
+    return _best_id(device.by_id)
+
+
+def attribute_path(by_id: str, attribute: str) -> str:
+    """A sysfs attribute of a disk (e.g. queue/scheduler) named by its by-id name, not by its
+    kernel name (sdb today may be another disk after a reboot); `sysfs_path` finds the file."""
+    return f"{BY_ID}/{by_id}/{attribute}"
+
+
+def sysfs_path(fs: HostFS, path: str) -> str | None:
+    """The sysfs file an `attribute_path` means today (None: no such disk now); other paths
+    are returned as they are."""
+    if not path.startswith(f"{BY_ID}/"):
+        return path
+    name, _, attribute = path.removeprefix(f"{BY_ID}/").partition("/")
+    device = fs.link_name(f"{BY_ID}/{name}")
+    return f"{SYS_BLOCK}/{device}/{attribute}" if device else None
+
+
+def renamed_attribute(fs: HostFS, path: str) -> tuple[str, str] | None:
+    """For a path naming a disk by kernel name (`_NAMED_ATTRIBUTE`), the disk and the same file
+    as an `attribute_path` ("" when the disk has no by-id name now); None for other paths."""
+    match = _NAMED_ATTRIBUTE.match(path)
+    if match is None:
+        return None
+    name, attribute = match.groups()
+    best = _best_id(_by_id(fs).get(name, []))
+    return name, attribute_path(best, attribute) if best else ""
+
+
 def _by_id(fs: HostFS) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for link in fs.list_dir(BY_ID):

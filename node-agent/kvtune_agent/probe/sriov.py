@@ -13,14 +13,42 @@ from kvtune_api.v1alpha1.host import Nic, Problem, SriovReport, VirtualFunction
 from ..hostfs import HostFS
 
 NET = "/sys/class/net"
+PCI_DEVICES = "/sys/bus/pci/devices"
 #: The driver a VF is bound to when it is passed through to a VM.
 VFIO_DRIVER = "vfio-pci"
+#: The host network driver of each PF driver's VFs. A VF bound to it is a host interface nobody
+#: has taken; bound to anything else (vfio-pci, pci-stub, igb_uio, uio_pci_generic, a DPDK
+#: driver) something holds it, and a VF count change would pull it away.
+VF_NETDEV_DRIVERS = {
+    "ice": "iavf", "i40e": "iavf", "ixgbe": "ixgbevf", "igb": "igbvf", "mlx5_core": "mlx5_core",
+    "mlx4_core": "mlx4_core", "bnxt_en": "bnxt_en", "qede": "qede", "be2net": "be2net",
+    "sfc": "sfc", "nfp": "nfp", "ionic": "ionic", "cxgb4": "cxgb4vf", "enic": "enic",
+    "hinic": "hinic", "octeontx2-nicpf": "octeontx2-nicvf", "liquidio": "liquidio_vf",
+}
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
-def numvfs_path(nic: str) -> str:
-    """The sriov_numvfs file of a physical function, by its interface name."""
-    return f"{NET}/{nic}/device/sriov_numvfs"
+#: How kvtune before 0.2 named a PF's sriov_numvfs in its journal: by interface name.
+_NAMED_NUMVFS = re.compile(rf"^{NET}/([^/]+)/device/sriov_numvfs$")
+
+
+def numvfs_path(pci_address: str) -> str:
+    """The sriov_numvfs file of a physical function, by its PCI address.
+
+    Not by interface name: names change across reboots and driver reloads (eth3 today may be
+    another NIC tomorrow), and a journal must restore the NIC it changed, not one renamed to it.
+    """
+    return f"{PCI_DEVICES}/{pci_address}/sriov_numvfs"
+
+
+def renamed_numvfs(fs: HostFS, path: str) -> tuple[str, str] | None:
+    """For a path naming a PF by interface name (`_NAMED_NUMVFS`), the interface and the same
+    file by PCI address ("" when no such interface exists now); None for any other path."""
+    match = _NAMED_NUMVFS.match(path)
+    if match is None:
+        return None
+    pci = _pci_dir(fs, f"{NET}/{match.group(1)}/device")
+    return match.group(1), numvfs_path(pci.rsplit("/", 1)[1]) if pci else ""
 
 
 def _pci_dir(fs: HostFS, device: str) -> str | None:
@@ -44,7 +72,18 @@ def _hex_id(fs: HostFS, path: str) -> str | None:
     return None if value is None else value.removeprefix("0x")
 
 
+def _in_use(pf_driver: str | None, driver: str | None, netdevs: list[str]) -> bool:
+    """A bound VF is in use unless its driver is its PF's VF network driver; for a PF driver
+    kvtune does not know, unless that driver gave it a host interface (vfio, uio and stub
+    drivers never do)."""
+    if driver is None:
+        return False
+    expected = VF_NETDEV_DRIVERS.get(pf_driver or "")
+    return driver != expected if expected else not netdevs
+
+
 def _vfs(fs: HostFS, pci: str) -> list[VirtualFunction]:
+    pf_driver = fs.link_name(f"{pci}/driver")
     vfs = []
     for entry in fs.list_dir(pci):
         if not (entry.startswith("virtfn") and entry[6:].isdigit()):
@@ -58,8 +97,21 @@ def _vfs(fs: HostFS, pci: str) -> list[VirtualFunction]:
             driver=driver,
             netdev=netdevs[0] if netdevs else None,
             assigned_to_vm=driver == VFIO_DRIVER,
+            in_use=_in_use(pf_driver, driver, netdevs),
         ))
     return sorted(vfs, key=lambda vf: vf.index)
+
+
+def vfs_in_use(fs: HostFS, numvfs: str) -> list[VirtualFunction]:
+    """The VFs something holds now, of the PF whose sriov_numvfs is `numvfs`: read afresh right
+    before a write, because a VM may have taken a VF since the plan was made."""
+    pci = fs.resolve(numvfs.rsplit("/", 1)[0])
+    return [vf for vf in _vfs(fs, pci) if vf.in_use] if pci else []
+
+
+def held(vfs: list[VirtualFunction]) -> str:
+    """The VFs, e.g. "0000:3b:02.1 (vfio-pci), 0000:3b:02.2 (igb_uio)"."""
+    return ", ".join(f"{vf.pci_address} ({vf.driver})" for vf in vfs)
 
 
 def _pci_fields(fs: HostFS, pci: str) -> dict[str, object]:
@@ -104,7 +156,7 @@ def check(sriov: SriovReport) -> list[Problem]:
     """Findings: VF counts the device cannot have."""
     return [
         Problem(
-            severity="Warning", feature="SRIOV", path=numvfs_path(nic.name),
+            severity="Warning", feature="SRIOV", path=numvfs_path(nic.pci_address or nic.name),
             message=f"{nic.name} reports {nic.sriov_num_vfs} VFs enabled but sriov_totalvfs is "
             f"{nic.sriov_total_vfs}; the driver's view is inconsistent: reset sriov_numvfs to 0",
         )
