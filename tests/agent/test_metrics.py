@@ -24,11 +24,11 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_node_state
+from support.agent import ENFORCE, Node
 from support.cluster import ClusterAccess, wait_for
 from support.metrics import scraped, value
 
 from .specs import node_spec
-from .test_agent_process import ENFORCE, Node
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 STEPS = "kvtune_agent_apply_steps_total"
@@ -93,7 +93,7 @@ class StoredState:
     def patch_status(self, status: dict[str, t.Any]) -> None:
         self.body["status"] = status
 
-    def set_ready_label(self, ready: bool) -> None:
+    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
         pass
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
