@@ -17,7 +17,7 @@ import threading
 import typing as t
 
 from kvtune_api import conditions as cond
-from kvtune_api.labels import READY_LABEL
+from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
@@ -116,6 +116,9 @@ class Agent:
         if body is None:
             self._orphaned(meta)
             return
+        # Before anything is written to the host or the Node: this label keeps the agent
+        # DaemonSet on the node after the profile label goes, until the agent has undone it all.
+        self._relabel(meta, {JOURNAL_LABEL: JOURNAL_PENDING})
         spec = HypervisorNodeStateSpec.model_validate(body["spec"])
         generation = int(body["metadata"].get("generation") or 0)
         previous = HypervisorNodeStateStatus.model_validate(body.get("status") or {})
@@ -144,11 +147,12 @@ class Agent:
         if the operator could not ask for it (e.g. the profile went while we were down)."""
         # First the label: a node no profile prepares must stop drawing VMIs at once.
         self._relabel(meta, {READY_LABEL: None})
-        restored = revert_orphaned(
-            self.fs, self.systemd, timeout=self.settings.write_timeout_seconds
-        )
-        if restored:
-            log.info("restored %d host value(s) from the journal", len(restored))
+        done = revert_orphaned(self.fs, self.systemd, timeout=self.settings.write_timeout_seconds)
+        if done.results:
+            log.info("restored %d host value(s) from the journal", len(done.results))
+        if done.clean:
+            # Last: without it (and without a profile) the DaemonSet takes this agent away.
+            self._relabel(meta, {JOURNAL_LABEL: None})
 
     def _relabel(self, meta: NodeMeta, wanted: t.Mapping[str, str | None]) -> None:
         changes = label_changes(meta.labels, wanted)

@@ -15,7 +15,7 @@ from kubernetes import client
 from kvtune_agent import nfd
 from kvtune_agent.journal import JOURNAL_PATH
 from kvtune_agent.status import REVERTED
-from kvtune_api.labels import READY_LABEL
+from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
 from support.agent import ENFORCE, KSM_RUN, Node
 from support.cluster import ClusterAccess, wait_for
 
@@ -127,6 +127,7 @@ def test_an_agent_that_finds_its_state_gone_restores_everything_kvtune_wrote(
     wait_for(lambda: READY_LABEL not in node.labels(), "the ready label removed", timeout=30)
     wait_for(lambda: not node.host_has(JOURNAL_PATH), "the journal restored", timeout=30)
     assert node.host_file(KSM_RUN) == "1" and not node.host_has(nfd.FEATURES_FILE)
+    wait_for(lambda: JOURNAL_LABEL not in node.labels(), "the journal label removed", timeout=10)
 
 
 def test_a_profile_moving_to_audit_withdraws_the_feature_file(node: Node) -> None:

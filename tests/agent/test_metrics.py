@@ -81,20 +81,26 @@ class StoredState:
     def __init__(self, mode: str) -> None:
         profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
                                      "spec": {"nodeSelector": {}, "mode": mode, **ENFORCE}})
-        self.body: dict[str, t.Any] = render_node_state(profile, "n1")
+        self.body: dict[str, t.Any] | None = render_node_state(profile, "n1")
         self.body["metadata"]["generation"] = 1
+        self.labels: dict[str, str] = {}
 
-    def read_state(self) -> dict[str, t.Any]:
+    def read_state(self) -> dict[str, t.Any] | None:
         return self.body
 
     def node_meta(self) -> NodeMeta:
-        return NodeMeta()
+        return NodeMeta(dict(self.labels))
 
     def patch_status(self, status: dict[str, t.Any]) -> None:
+        assert self.body is not None
         self.body["status"] = status
 
     def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
-        pass
+        for key, label in labels.items():
+            if label is None:
+                self.labels.pop(key, None)
+            else:
+                self.labels[key] = label
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         pass
