@@ -17,7 +17,7 @@ import threading
 import typing as t
 
 from kvtune_api import conditions as cond
-from kvtune_api.labels import READY_LABEL
+from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
@@ -26,6 +26,7 @@ from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
 from .cycle import revert_orphaned, run_cycle
 from .hostfs import HostFS
 from .kube import AgentKube
+from .plan import NodeMeta
 from .systemd import HOST_SYSTEMCTL, Systemd
 
 log = logging.getLogger("kvtune.agent")
@@ -111,19 +112,16 @@ class Agent:
     def step(self) -> None:
         """One cycle against the API: read the state, run the host cycle, write what changed."""
         body = self.kube.read_state()
+        meta = self.kube.node_meta()
         if body is None:
-            # No state: the node is not (or no longer) under a profile. Undo what kvtune changed
-            # if the operator could not ask for it (e.g. the profile went while we were down).
-            restored = revert_orphaned(
-                self.fs, self.systemd, timeout=self.settings.write_timeout_seconds
-            )
-            if restored:
-                log.info("restored %d host value(s) from the journal", len(restored))
+            self._orphaned(meta)
             return
+        # Before anything is written to the host or the Node: this label keeps the agent
+        # DaemonSet on the node after the profile label goes, until the agent has undone it all.
+        self._relabel(meta, {JOURNAL_LABEL: JOURNAL_PENDING})
         spec = HypervisorNodeStateSpec.model_validate(body["spec"])
         generation = int(body["metadata"].get("generation") or 0)
         previous = HypervisorNodeStateStatus.model_validate(body.get("status") or {})
-        meta = self.kube.node_meta()
         now = datetime.datetime.now(datetime.UTC)
         cycle = run_cycle(
             self.fs, spec, generation, meta, previous, systemd=self.systemd, now=now,
@@ -141,12 +139,45 @@ class Agent:
             for c in cond.flipped(previous.conditions, status.conditions):
                 self.kube.event(f"{c.type}{c.status}", c.message or c.reason,
                                 warning=c.type == cond.DEGRADED and c.status == "True")
-        ready = "true" if cond.is_true(status.conditions, cond.READY) else "false"
-        if meta.labels.get(READY_LABEL) != ready:
-            self.kube.set_ready_label(ready == "true")
-        if spec.mode == "Enforce" and not spec.paused:
-            # Publishing features writes a file on the host: not in Audit.
-            nfd.publish(self.fs, spec, status)
+        self._relabel(meta, {READY_LABEL: ready_label(spec, status)})
+        nfd.publish(self.fs, spec, status)
+
+    def _orphaned(self, meta: NodeMeta) -> None:
+        """No state: the node is not (or no longer) under a profile. Undo what kvtune changed
+        if the operator could not ask for it (e.g. the profile went while we were down)."""
+        # First the label: a node no profile prepares must stop drawing VMIs at once.
+        self._relabel(meta, {READY_LABEL: None})
+        done = revert_orphaned(self.fs, self.systemd, timeout=self.settings.write_timeout_seconds)
+        if done.results:
+            log.info("restored %d host value(s) from the journal", len(done.results))
+        if done.clean:
+            # Last: without it (and without a profile) the DaemonSet takes this agent away.
+            self._relabel(meta, {JOURNAL_LABEL: None})
+
+    def _relabel(self, meta: NodeMeta, wanted: t.Mapping[str, str | None]) -> None:
+        changes = label_changes(meta.labels, wanted)
+        if changes:
+            self.kube.patch_labels(changes)
+
+
+def ready_label(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> str | None:
+    """The node's `kvtune.io/ready` value: from `Ready`, and none (removed) while the node
+    leaves its profile, which then no longer prepares it."""
+    if spec.revert:
+        return None
+    return "true" if cond.is_true(status.conditions, cond.READY) else "false"
+
+
+def label_changes(
+    current: t.Mapping[str, str], wanted: t.Mapping[str, str | None]
+) -> dict[str, str | None]:
+    """The labels of `wanted` (None: absent) that `current` does not already have.
+
+    Computed from the Node as it is, never from what the process did before, so an agent that
+    restarts finds nothing to change: its labels never flap (a flapping ready label would let
+    the webhook steer VMIs away and back).
+    """
+    return {key: value for key, value in wanted.items() if current.get(key) != value}
 
 
 def with_vm_audit(

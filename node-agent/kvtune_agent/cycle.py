@@ -157,24 +157,38 @@ def _vf_hold(fs: HostFS, approved: bool) -> Callable[[Entry], str | None]:
     return hold
 
 
+@dataclass(frozen=True)
+class OrphanRevert:
+    """What restoring an orphaned node came to."""
+
+    #: One result per journal entry restored or tried (none when the journal was empty).
+    results: list[StepResult]
+    #: Nothing kvtune wrote is left on the host: the journal is empty and the feature file gone.
+    clean: bool
+
+
 def revert_orphaned(
     fs: HostFS, systemd: Systemd, *, timeout: float, journal_path: str = JOURNAL_PATH
-) -> list[StepResult]:
-    """Restore the journal of a node whose HypervisorNodeState is gone; withdraw its labels.
+) -> OrphanRevert:
+    """Restore the journal of a node whose HypervisorNodeState is gone; withdraw its features.
 
-    Returns one result per journal entry (none when the journal is empty); what is held back or
-    fails stays in the journal for the next call.
+    What is held back or fails stays in the journal for the next call, and the node is not clean
+    until a call restores it.
     """
     journal = Journal(fs, journal_path)
     results: list[StepResult] = []
+    clean = True
     try:
         if journal.entries():
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, approved=False))
+        clean = not journal.entries()
     except JournalError as err:
         results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))
+        clean = False
     try:
         nfd.withdraw(fs)
     except HostWriteError as err:
         results.append(StepResult(id="revert/nfd", result="Failed", message=str(err)))
-    return results
+        clean = False
+    return OrphanRevert(results, clean)

@@ -2,7 +2,7 @@
 
 An agent reads and writes exactly three things, all about its own node: its HypervisorNodeState
 (watched with a field selector, status written through the status subresource), its Node's
-`kvtune.io/ready` label, and Events. Least privilege in the cluster mirrors this list.
+kvtune labels (`kvtune_api.labels`), and Events. Least privilege in the cluster mirrors this list.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import uuid
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from kvtune_api.labels import READY_LABEL
 from kvtune_api.v1alpha1 import API_GROUP, API_VERSION, GROUP_VERSION
 
 from .plan import NodeMeta
@@ -84,9 +83,9 @@ class AgentKube:
             API_GROUP, API_VERSION, STATES, self.node, {"status": status}
         )
 
-    def set_ready_label(self, ready: bool) -> None:
-        patch = {"metadata": {"labels": {READY_LABEL: "true" if ready else "false"}}}
-        self._core.patch_node(self.node, patch)
+    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
+        """Set (or, for None, remove) these labels of the agent's own Node, and no others."""
+        self._core.patch_node(self.node, {"metadata": {"labels": dict(labels)}})
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         now = datetime.datetime.now(datetime.UTC)

@@ -9,9 +9,11 @@ replaced atomically (its temporary file is a dotfile, which NFD ignores).
 
 The file stays on the host across agent restarts, so labels do not flap when the agent's pod is
 replaced. Nothing is written in Audit mode or while paused; the file is removed when the node
-leaves its profile. Readiness is not published here: the agent process sets the node label
-kvtune.io/ready itself (the webhook relies on it even where NFD is not installed), and a label
-with two writers would flap, NFD deleting it whenever this file stops naming it.
+leaves its profile, and when its profile moves to Audit (kvtune no longer holds the host to what
+the file says, so a scheduler must not rely on it). Readiness is not published here: the agent
+process sets the node label kvtune.io/ready itself (the webhook relies on it even where NFD is
+not installed), and a label with two writers would flap, NFD deleting it whenever this file
+stops naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .hostfs import HostFS
 FEATURES_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kvtune"
 DOMAIN = "kvtune.io"
 HEADER = ("# Written by the kvtune node agent for Node Feature Discovery's local source; "
-          "removed when the node leaves its kvtune profile.\n")
+          "removed when the node leaves its kvtune profile or the profile moves to Audit.\n")
 
 
 def _flag(value: bool) -> str:
@@ -62,14 +64,15 @@ def render(labels: dict[str, str]) -> str:
 def publish(fs: HostFS, spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> bool:
     """Bring the feature file in line with `status`; True when the file changed.
 
+    Paused: left as it is. Leaving the profile or Audit: withdrawn. Enforce: rewritten when its
+    content differs.
+
     Raises HostWriteError when it cannot be written or removed.
     """
     if spec.paused:
         return False
-    if spec.revert:
+    if spec.revert or spec.mode != "Enforce":
         return withdraw(fs)
-    if spec.mode != "Enforce":
-        return False
     content = render(features(spec, status))
     if fs.read_text(FEATURES_FILE) == content:
         return False

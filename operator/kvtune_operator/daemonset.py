@@ -7,9 +7,13 @@ lets the tests dry-run the exact object on a real API server.
 
 Decisions, each with its reason:
 
-- Runs on nodes labelled `kvtune.io/profile` (any value): the operator sets that label when a
-  profile takes a node and removes it only after the node's host was restored (or its revert
-  timed out), so an agent is never removed while it still has something to undo.
+- Runs on nodes labelled `kvtune.io/profile` (any value) or `kvtune.io/journal` (two node
+  selector terms, which Kubernetes ORs). The operator sets the profile label when a profile takes
+  a node and removes it once the node's host was restored, or after the revert timed out (a node
+  that is down). The agent sets the journal label before it first writes to its host or its
+  Node and removes it only once its state is gone and nothing kvtune wrote is left. So a node
+  whose agent was down when it left its profile still runs an agent when it comes back, which
+  restores it, and no agent is ever removed while it still has something to undo.
 - Tolerates every taint by default. Hypervisor nodes are often tainted for VMs only, and the
   agent must keep running on a cordoned node, because drain-gated steps are applied exactly
   while the node is cordoned (the DaemonSet controller adds the unschedulable and not-ready
@@ -40,6 +44,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 from collections.abc import Mapping, Sequence
+
+from kvtune_api.labels import JOURNAL_LABEL
 
 from .render import PROFILE_LABEL
 
@@ -97,7 +103,8 @@ def render_agent_daemonset(
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": PROFILE_LABEL, "operator": "Exists"}]}
+                        {"matchExpressions": [{"key": label, "operator": "Exists"}]}
+                        for label in (PROFILE_LABEL, JOURNAL_LABEL)
                     ]
                 }
             }

@@ -39,7 +39,8 @@ def plan_profile(
 
     `now`/`revert_timeout` bound how long a removal waits for an agent that never answers
     (a dead node), counted from the revert-requested annotation: after that the state goes
-    anyway, and the agent, should it come back, reverts on its own when it finds its state gone.
+    anyway, and the agent, should it come back, reverts on its own when it finds its state gone
+    (its node's journal label keeps the agent DaemonSet there until it has: `daemonset.py`).
     """
     wanted = set() if profile.deleting else set(snap.assignment.nodes.get(profile.name, ()))
     conflicted = set(snap.assignment.conflicts_of(profile.name))

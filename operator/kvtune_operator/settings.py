@@ -46,7 +46,8 @@ class Settings:
     revert_timeout: datetime.timedelta = datetime.timedelta(minutes=10)
     """How long a node that left its profile may take to restore its host (default 10 min).
     After that its state is deleted anyway (a dead node must not block a profile's deletion);
-    its agent reverts by itself if it ever finds its state gone."""
+    its agent reverts by itself when it finds its state gone (the node's `kvtune.io/journal`
+    label, which only the agent removes, keeps an agent on it until then)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,92 +6,20 @@ operator renders it, and watch the agent converge the tree and report.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import typing as t
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosttree import FAKE_SYSTEMCTL, intel_two_socket
 from kubernetes import client
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_node_state
+from kvtune_agent import nfd
+from kvtune_agent.journal import JOURNAL_PATH
+from kvtune_agent.status import REVERTED
+from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
+from support.agent import ENFORCE, KSM_RUN, Node
 from support.cluster import ClusterAccess, wait_for
 
-G, V, STATES = "kvtune.io", "v1alpha1", "hypervisornodestates"
-KSM_RUN = "sys/kernel/mm/ksm/run"
 NODE0_2M = "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"
-
-
-class Node:
-    """A fake node: a Node object, a host tree, its HypervisorNodeState and its agent process."""
-
-    def __init__(self, cluster: ClusterAccess, api: client.ApiClient, root: Path) -> None:
-        self.cluster, self.root = cluster, root
-        self.name = f"agent-{uuid.uuid4().hex[:8]}"
-        self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        # KSM on but nothing merged: a plain file tree cannot unmerge pages as the kernel does.
-        self.tree = intel_two_socket(root).ksm(1).systemctl()
-        self.tree.file("/proc/stat", "cpu  1 2 3\nbtime 1700000000")
-        self.core.create_node({"metadata": {"name": self.name}})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def render(self, mode: str, **spec: t.Any) -> None:
-        profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
-                                     "spec": {"nodeSelector": {}, "mode": mode, **spec}})
-        manifest = render_node_state(profile, self.name)
-        del manifest["metadata"]["ownerReferences"]  # no profile object in these tests
-        try:
-            self.custom.create_cluster_custom_object(G, V, STATES, manifest)
-        except client.ApiException as err:
-            if err.status != 409:
-                raise
-            self.custom.patch_cluster_custom_object(G, V, STATES, self.name,
-                                                    {"spec": manifest["spec"]})
-
-    def start(self, metrics_port: int = 0) -> None:
-        """Start the agent; without a metrics port it serves no metrics, so that agents of
-        test sessions running side by side on one machine never contend for a port."""
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
-        log = (self.root.parent / f"{self.name}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvtune_cli.main", "agent", "--node", self.name,
-             "--root", str(self.root), "--interval", "1",
-             "--systemctl", str(self.root / FAKE_SYSTEMCTL.lstrip("/")),
-             "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-    def state(self) -> dict[str, t.Any]:
-        got: dict[str, t.Any] = self.custom.get_cluster_custom_object(G, V, STATES, self.name)
-        return got
-
-    def reported(self) -> bool:
-        state = self.state()
-        return (state.get("status") or {}).get("observedGeneration") == state["metadata"][
-            "generation"]
-
-    def condition(self, type_: str) -> str | None:
-        for c in (self.state().get("status") or {}).get("conditions", []):
-            if c["type"] == type_:
-                return str(c["status"])
-        return None
-
-    def host_file(self, path: str) -> str:
-        return (self.root / path).read_text().strip()
-
-    def log(self) -> str:
-        return (self.root.parent / f"{self.name}.log").read_text()[-3000:]
 
 
 @pytest.fixture
@@ -100,11 +28,6 @@ def node(cluster: ClusterAccess, api_client: client.ApiClient, kvtune_crds: list
     made = Node(cluster, api_client, tmp_path / "host")
     yield made
     made.stop()
-
-
-ENFORCE = {"memory": {"ksm": "Disabled",
-                      "hugepages": {"pages": [{"size": "2Mi", "perNode": [
-                          {"node": 0, "count": 1024}, {"node": 1, "count": 1024}]}]}}}
 
 
 def test_an_enforcing_agent_converges_its_host_and_reports_ready(node: Node) -> None:
@@ -158,6 +81,7 @@ def test_a_restarted_agent_writes_nothing_new(node: Node) -> None:
     wait_for(lambda: node.reported() and node.condition("Ready") == "True", "Ready", timeout=60)
     time.sleep(2)
     before_version = node.state()["metadata"]["resourceVersion"]
+    labels_version = node.core.read_node(node.name).metadata.resource_version
     before_files = {p: p.stat().st_mtime_ns for p in node.root.rglob("*") if p.is_file()}
     node.stop()
     node.start()
@@ -168,3 +92,48 @@ def test_a_restarted_agent_writes_nothing_new(node: Node) -> None:
     assert changed == [], "a restart re-applied something"
     assert node.state()["metadata"]["resourceVersion"] == before_version, (
         "the status was rewritten although nothing changed")
+    assert node.core.read_node(node.name).metadata.resource_version == labels_version, (
+        "a restart relabelled the node")
+
+
+def _enforced(node: Node) -> None:
+    """The agent has applied ENFORCE: journal, feature file and ready label in place."""
+    node.render("Enforce", **ENFORCE)
+    node.start()
+    wait_for(lambda: node.labels().get(READY_LABEL) == "true", "the node labelled ready",
+             timeout=60)
+    assert node.host_has(JOURNAL_PATH) and node.host_has(nfd.FEATURES_FILE)
+
+
+def test_a_node_leaving_its_profile_gets_back_its_host_and_loses_its_ready_label(
+    node: Node,
+) -> None:
+    _enforced(node)
+    node.render("Enforce", revert=True, **ENFORCE)
+    wait_for(lambda: node.reported() and node.condition(REVERTED) == "True", "Reverted",
+             timeout=60)
+    assert node.host_file(KSM_RUN) == "1" and not node.host_has(nfd.FEATURES_FILE)
+    wait_for(lambda: READY_LABEL not in node.labels(), "the ready label removed", timeout=10)
+    node.delete_state()  # as the operator does once the node reported Reverted
+    time.sleep(3)
+    assert READY_LABEL not in node.labels(), node.log()
+
+
+def test_an_agent_that_finds_its_state_gone_restores_everything_kvtune_wrote(
+    node: Node,
+) -> None:
+    _enforced(node)
+    node.delete_state()  # the operator gave up waiting for this node's revert
+    wait_for(lambda: READY_LABEL not in node.labels(), "the ready label removed", timeout=30)
+    wait_for(lambda: not node.host_has(JOURNAL_PATH), "the journal restored", timeout=30)
+    assert node.host_file(KSM_RUN) == "1" and not node.host_has(nfd.FEATURES_FILE)
+    wait_for(lambda: JOURNAL_LABEL not in node.labels(), "the journal label removed", timeout=10)
+
+
+def test_a_profile_moving_to_audit_withdraws_the_feature_file(node: Node) -> None:
+    _enforced(node)
+    node.render("Audit", **ENFORCE)
+    wait_for(lambda: not node.host_has(nfd.FEATURES_FILE), "the feature file withdrawn",
+             timeout=30)
+    # The host still matches, which Audit reports as Ready; it changes nothing back.
+    assert node.labels().get(READY_LABEL) == "true" and node.host_file(KSM_RUN) == "0"

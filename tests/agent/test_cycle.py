@@ -14,7 +14,7 @@ import pytest
 from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.cycle import revert_orphaned, run_cycle
+from kvtune_agent.cycle import OrphanRevert, revert_orphaned, run_cycle
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.journal import JOURNAL_PATH, Journal
 from kvtune_agent.plan import NodeMeta
@@ -180,12 +180,22 @@ def test_an_orphaned_journal_is_reverted_and_the_labels_withdrawn(tmp_path: Path
     nfd.publish(tree.fs(), busy_spec(), status)
     assert tree.fs().exists(nfd.FEATURES_FILE)
 
-    results = revert_orphaned(tree.kernel(), tree.systemd(), timeout=10)
+    done = revert_orphaned(tree.kernel(), tree.systemd(), timeout=10)
 
-    assert len(results) == 7 and {r.result for r in results} == {"Applied"}
+    assert len(done.results) == 7 and {r.result for r in done.results} == {"Applied"}
+    assert done.clean
     assert not tree.fs().exists(JOURNAL_PATH) and not tree.fs().exists(nfd.FEATURES_FILE)
     assert (tmp_path / THP.lstrip("/")).read_text() == "[always] madvise never\n"
-    assert revert_orphaned(tree.kernel(), tree.systemd(), timeout=10) == []
+    assert revert_orphaned(tree.kernel(), tree.systemd(), timeout=10) == OrphanRevert([], True)
+
+
+def test_an_orphaned_journal_held_back_leaves_the_node_unclean(tmp_path: Path) -> None:
+    tree = busy_host(tmp_path, vf_drivers=["iavf", "vfio-pci"])
+    _cycle(tree, busy_spec(approved=True))
+
+    done = revert_orphaned(tree.kernel(), tree.systemd(), timeout=10)
+
+    assert not done.clean and [e.path for e in Journal(tree.fs()).entries()] == [NUMVFS]
 
 
 def test_a_pool_the_kernel_grows_only_in_part_is_retried_at_growing_intervals(

@@ -24,11 +24,11 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_node_state
+from support.agent import ENFORCE, Node
 from support.cluster import ClusterAccess, wait_for
 from support.metrics import scraped, value
 
 from .specs import node_spec
-from .test_agent_process import ENFORCE, Node
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 STEPS = "kvtune_agent_apply_steps_total"
@@ -81,20 +81,26 @@ class StoredState:
     def __init__(self, mode: str) -> None:
         profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
                                      "spec": {"nodeSelector": {}, "mode": mode, **ENFORCE}})
-        self.body: dict[str, t.Any] = render_node_state(profile, "n1")
+        self.body: dict[str, t.Any] | None = render_node_state(profile, "n1")
         self.body["metadata"]["generation"] = 1
+        self.labels: dict[str, str] = {}
 
-    def read_state(self) -> dict[str, t.Any]:
+    def read_state(self) -> dict[str, t.Any] | None:
         return self.body
 
     def node_meta(self) -> NodeMeta:
-        return NodeMeta()
+        return NodeMeta(dict(self.labels))
 
     def patch_status(self, status: dict[str, t.Any]) -> None:
+        assert self.body is not None
         self.body["status"] = status
 
-    def set_ready_label(self, ready: bool) -> None:
-        pass
+    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
+        for key, label in labels.items():
+            if label is None:
+                self.labels.pop(key, None)
+            else:
+                self.labels[key] = label
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         pass

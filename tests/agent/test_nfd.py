@@ -89,6 +89,17 @@ def test_audit_and_paused_publish_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / FEATURES).exists()
 
 
+def test_moving_to_audit_withdraws_the_file_and_pausing_keeps_it(tmp_path: Path) -> None:
+    tree = intel_two_socket(tmp_path)
+    nfd.publish(tree.fs(), _spec(), _status(tree, _spec()))
+
+    assert not nfd.publish(tree.fs(), _spec(paused=True), _status(tree, _spec(paused=True)))
+    assert (tmp_path / FEATURES).exists()
+    assert nfd.publish(tree.fs(), _spec("Audit"), _status(tree, _spec("Audit")))
+
+    assert not (tmp_path / FEATURES).exists()
+
+
 def test_leaving_the_profile_withdraws_the_file(tmp_path: Path) -> None:
     tree = intel_two_socket(tmp_path)
     nfd.publish(tree.fs(), _spec(), _status(tree, _spec()))

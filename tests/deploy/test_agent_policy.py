@@ -3,7 +3,7 @@ real API server, exercised by impersonating the agent's ServiceAccount with the 
 pod-bound token carries (`authentication.kubernetes.io/node-name`).
 
 RBAC lets the agent patch every Node and every state's status (one ServiceAccount serves all
-nodes); these tests show the policy narrows that to the agent's own node and its one label.
+nodes); these tests show the policy narrows that to the agent's own node and its two labels.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from deploy.test_rbac import NAMESPACE, user
 
 POLICY = "kvtune-agent-own-node"
 READY = "kvtune.io/ready"
+JOURNAL = "kvtune.io/journal"
 NODE_NAME_EXTRA = "Impersonate-Extra-authentication.kubernetes.io%2fnode-name"
 GROUP, VERSION, STATES = "kvtune.io", "v1alpha1", "hypervisornodestates"
 
@@ -84,14 +85,19 @@ def agent_a(cluster: ClusterAccess, nodes: tuple[str, str]) -> Iterator[client.A
     api.close()
 
 
-def test_an_agent_may_set_and_remove_its_own_nodes_ready_label(
-    agent_a: client.ApiClient, nodes: tuple[str, str], api_client: client.ApiClient
+@pytest.mark.parametrize(("label", "values"), [
+    (READY, ("true", "false", None)),
+    (JOURNAL, ("pending", None)),
+])
+def test_an_agent_may_set_and_remove_its_own_nodes_labels(
+    agent_a: client.ApiClient, nodes: tuple[str, str], api_client: client.ApiClient,
+    label: str, values: tuple[str | None, ...],
 ) -> None:
     core = client.CoreV1Api(agent_a)
-    for value in ("true", "false", None):
-        core.patch_node(nodes[0], {"metadata": {"labels": {READY: value}}})
+    for value in values:
+        core.patch_node(nodes[0], {"metadata": {"labels": {label: value}}})
         labels = client.CoreV1Api(api_client).read_node(nodes[0]).metadata.labels
-        assert labels.get(READY) == value
+        assert labels.get(label) == value
         assert labels["team"] == "vm"
 
 
@@ -118,6 +124,8 @@ def test_an_agent_may_not_label_another_node(
     core = client.CoreV1Api(agent_a)
     assert denied_by_policy(lambda: core.patch_node(
         nodes[1], {"metadata": {"labels": {READY: "true"}}}))
+    assert denied_by_policy(lambda: core.patch_node(
+        nodes[1], {"metadata": {"labels": {JOURNAL: "pending"}}}))
 
 
 @pytest.mark.parametrize(
@@ -127,13 +135,14 @@ def test_an_agent_may_not_label_another_node(
         {"metadata": {"labels": {"team": None}}},
         {"metadata": {"labels": {"kubevirt.io/schedulable": "false"}}},
         {"metadata": {"labels": {READY: "maybe"}}},
+        {"metadata": {"labels": {JOURNAL: "done"}}},
         {"metadata": {"annotations": {"note": "changed"}}},
         {"metadata": {"finalizers": ["example.com/hold"]}},
         {"spec": {"unschedulable": True}},
         {"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}},
     ],
-    ids=["change-label", "remove-label", "add-label", "ready-not-a-boolean", "annotation",
-         "finalizer", "cordon", "taint"],
+    ids=["change-label", "remove-label", "add-label", "ready-not-a-boolean", "journal-not-pending",
+         "annotation", "finalizer", "cordon", "taint"],
 )
 def test_an_agent_may_change_nothing_else_on_its_own_node(
     agent_a: client.ApiClient, nodes: tuple[str, str], patch: dict[str, Any]

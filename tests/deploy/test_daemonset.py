@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kvtune_api.labels import JOURNAL_LABEL
 from kvtune_cli.main import build_parser
 from kvtune_operator.daemonset import AgentResources, render_agent_daemonset
 from kvtune_operator.render import PROFILE_LABEL
@@ -25,10 +26,12 @@ def container(**kwargs: Any) -> dict[str, Any]:
     return agent  # type: ignore[no-any-return]
 
 
-def test_it_runs_only_on_nodes_a_profile_took() -> None:
+def test_it_runs_only_on_nodes_a_profile_took_or_whose_agent_has_something_to_undo() -> None:
     terms = pod_spec()["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchExpressions": [{"key": PROFILE_LABEL, "operator": "Exists"}]}]
+    # Separate terms are ORed; expressions within one term would be ANDed.
+    assert terms == [{"matchExpressions": [{"key": PROFILE_LABEL, "operator": "Exists"}]},
+                     {"matchExpressions": [{"key": JOURNAL_LABEL, "operator": "Exists"}]}]
 
 
 def test_it_tolerates_every_taint_by_default() -> None:
