@@ -157,6 +157,8 @@ def test_shrinking_hugepages_in_use_waits_for_approval_and_keeps_pages_in_use(
     assert results["hugepages/node0/1Gi"].result == "Partial"
     assert "in use by running VMs" in results["hugepages/node0/1Gi"].message
     assert _read(tmp_path, NODE0_1G) == "8"
+    # As a real kernel does: the pages kept beyond the count asked are surplus.
+    assert _read(tmp_path, NODE0_1G.replace("nr_", "surplus_")) == "6"
 
 
 def _ple_off(tmp_path: Path) -> HostTree:
@@ -199,3 +201,21 @@ def test_nothing_is_changed_when_the_journal_cannot_be_written(tmp_path: Path) -
     assert JOURNAL_PATH.rsplit("/", 1)[0] in results["thp"].message
     assert _read(tmp_path, THP) == "[always] madvise never" and _read(tmp_path, RUN) == "1"
     assert [c for c in tree.systemctl_calls() if not c.startswith("is-")] == []
+
+
+def test_a_shrink_keeps_the_pages_in_use_and_reserved_as_surplus_as_a_real_kernel_does(
+    tmp_path: Path,
+) -> None:
+    # What tests/realhost saw: 4 pages, 3 mapped (1 of them only reserved), 2 faulted in.
+    pool = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB"
+    tree = HostTree(tmp_path).hugepages(2048, 4, 2, reserved=1)
+    tree.numa_node(0, [0], 2**20, hugepages={2048: (4, 2)})
+
+    written = tree.kernel().write(f"{pool}/nr_hugepages", "0", timeout=5)
+
+    assert written.outcome == "Partial" and written.read_back == "3"
+    assert [_read(tmp_path, f"{pool}/{name}_hugepages") for name in ("nr", "free", "surplus")] == [
+        "3", "1", "3"]
+    system = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+    assert [_read(tmp_path, f"{system}/{name}_hugepages") for name in ("nr", "surplus")] == [
+        "3", "3"]
