@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .support import LOCK, RecordingFS, read_tunables, restore, why_not_here
+from .support import LOCK, RecordingFS, guarded_tunables, why_not_here
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,20 +37,5 @@ def host_lock() -> Iterator[None]:
 @pytest.fixture
 def tunables() -> Iterator[RecordingFS]:
     """The real host's `/` as a recording HostFS; every tunable must read back as before."""
-    before = read_tunables()
-    fs = RecordingFS()
-    yield fs
-    after = read_tunables()
-    changed = {path: (before[path], after.get(path)) for path in before
-               if after.get(path) != before[path]}
-    # Hugepage pools last, so that KSM and THP are restored even if a pool will not shrink.
-    for path in sorted(changed, key=lambda p: "hugepages" in p):
-        restore(path, before[path])
-    still = {path: (before[path], value) for path, value in read_tunables().items()
-             if value != before[path]}
-    untracked = {path for path, _ in fs.writes} - set(before)
-    assert not untracked, f"the test wrote kernel files the fixture does not guard: {untracked}"
-    assert not still, f"kernel tunables could not be restored (before, now): {still}"
-    assert not changed, (
-        f"kernel tunables did not read back as before the test (before, after; restored now): "
-        f"{changed}")
+    with guarded_tunables() as fs:
+        yield fs

@@ -3,8 +3,10 @@ tunables as they read now (see conftest.py for why the tier exists)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,28 @@ def restore(path: str, value: str) -> None:
     if path.endswith("/ksm/run") and value == "0":
         Path(path).write_text("2\n")
     Path(path).write_text(f"{value}\n")
+
+
+@contextlib.contextmanager
+def guarded_tunables() -> Iterator[RecordingFS]:
+    """Every tunable must read back afterwards as before, whatever happened in between; one
+    that does not is restored, and the check fails (so a failed restore fails the suite)."""
+    before = read_tunables()
+    fs = RecordingFS()
+    try:
+        yield fs
+    finally:
+        after = read_tunables()
+        changed = {path: (before[path], after.get(path)) for path in before
+                   if after.get(path) != before[path]}
+        # Hugepage pools last, so that KSM and THP are restored even if a pool will not shrink.
+        for path in sorted(changed, key=lambda p: "hugepages" in p):
+            restore(path, before[path])
+        still = {path: (before[path], value) for path, value in read_tunables().items()
+                 if value != before[path]}
+        untracked = {path for path, _ in fs.writes} - set(before)
+        assert not untracked, f"kernel files were written that no check guards: {untracked}"
+        assert not still, f"kernel tunables could not be restored (before, now): {still}"
+        assert not changed, (
+            "kernel tunables did not read back as before (before, after; restored now): "
+            f"{changed}")
