@@ -37,6 +37,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
     --no-install-recommends "${missing[@]}" >&2
 fi
+# libvirt's qemu driver will not start without its built-in user, even when the tier's qemu.conf
+# runs QEMU as root (as libvirt-daemon-system's postinst, which needs systemd, would create it).
+if [[ $(id -u) -eq 0 && -e /dev/kvm ]] && ! getent passwd libvirt-qemu >/dev/null; then
+  echo "setup: creating the system user libvirt-qemu" >&2
+  useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+    --user-group libvirt-qemu
+fi
 
 python="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
