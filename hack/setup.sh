@@ -11,16 +11,38 @@ cd "$root"
 # libvirt-dev, pkg-config and gcc build libvirt-python; numactl is compared against in the probe
 # bench.
 packages=(libvirt-dev pkg-config numactl gcc)
+# The realhost tier (tests/realhost): the real tools that make and judge disk signatures, and
+# QEMU/KVM under the libvirt daemon. Only where it runs (root and /dev/kvm), so a laptop's make
+# test does not install a hypervisor.
+if [[ $(id -u) -eq 0 && -e /dev/kvm ]]; then
+  packages+=(util-linux e2fsprogs xfsprogs lvm2 mdadm cryptsetup-bin gdisk
+             qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  echo "setup: installing Debian packages: ${missing[*]}" >&2
   sudo_cmd=()
   [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >&2
+  # A package this release does not have is named, not left to a cryptic apt error.
+  for p in "${missing[@]}"; do
+    if [[ -z "$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ && $2 != "(none)"')" ]]; then
+      echo "setup: Debian package $p is not available here (apt-cache policy $p)" >&2
+      exit 1
+    fi
+  done
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >&2
+fi
+# libvirt's qemu driver will not start without its built-in user, even when the tier's qemu.conf
+# runs QEMU as root (as libvirt-daemon-system's postinst, which needs systemd, would create it).
+if [[ $(id -u) -eq 0 && -e /dev/kvm ]] && ! getent passwd libvirt-qemu >/dev/null; then
+  echo "setup: creating the system user libvirt-qemu" >&2
+  useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+    --user-group libvirt-qemu
 fi
 
 python="${PYTHON:-python3}"

@@ -442,7 +442,8 @@ class KernelFS(HostFS):
     """A HostFS whose writes to a test tree behave like the kernel's for the files kvtune writes.
 
     Choice files ("always [madvise] never") move their brackets and refuse other values;
-    nr_hugepages keeps pages in use, updates free_hugepages and the system-wide pool, and
+    nr_hugepages keeps pages in use or reserved (as surplus pages when the count asked is below
+    them), updates free_hugepages, surplus_hugepages and the system-wide pool, and
     allocates at most `hugepage_limit` pages per pool; sriov_numvfs refuses a change between two
     non-zero counts (EBUSY) and counts above sriov_totalvfs (ERANGE); KSM's run=2 unmerges
     (pages_shared and pages_sharing drop to 0). Tests make a write fail with
@@ -529,18 +530,36 @@ class KernelFS(HostFS):
         return None
 
     def _resize_pool(self, nr: Path, wanted: int) -> None:
-        free_file = nr.parent / "free_hugepages"
-        total, free = int(nr.read_text()), int(free_file.read_text())
-        new = max(wanted, total - free)  # the kernel never frees a page in use
+        """As the kernel's set_max_huge_pages: the pool never drops below the pages in use, nor
+        below what the host's reserved pages need beyond the other nodes' free pages; the pages
+        kept beyond the count asked become surplus, freed to the host once released (as a real
+        kernel showed, tests/realhost)."""
+        pool = nr.parent
+        system = self.root / "sys/kernel/mm/hugepages" / pool.name
+        total, free, surplus = (self._count(pool / f"{n}_hugepages") for n in (
+            "nr", "free", "surplus"))
+        host_total, host_free, reserved = (self._count(system / f"{n}_hugepages", default)
+                                           for n, default in (("nr", total), ("free", free),
+                                                              ("resv", 0)))
+        others_free = host_free - free
+        new = max(wanted, total - free, reserved - others_free + total - free)
         if new > total and self.hugepage_limit is not None:
             new = max(total, min(new, self.hugepage_limit))
-        nr.write_text(f"{new}\n")
-        free_file.write_text(f"{free + new - total}\n")
-        system = self.root / "sys/kernel/mm/hugepages" / nr.parent.name
-        for name in ("nr_hugepages", "free_hugepages"):
-            if (system / name).exists():
-                count = int((system / name).read_text())
-                (system / name).write_text(f"{count + new - total}\n")
+        new_surplus = max(0, new - wanted)
+        writes = {pool / "nr_hugepages": new, pool / "free_hugepages": free + new - total,
+                  pool / "surplus_hugepages": new_surplus}
+        if nr.parent != system:
+            writes |= {system / "nr_hugepages": host_total + new - total,
+                       system / "free_hugepages": host_free + new - total,
+                       system / "surplus_hugepages": (
+                           self._count(system / "surplus_hugepages") + new_surplus - surplus)}
+        for path, count in writes.items():
+            if path.exists():
+                path.write_text(f"{count}\n")
+
+    @staticmethod
+    def _count(path: Path, default: int = 0) -> int:
+        return int(path.read_text()) if path.exists() else default
 
 
 FAKE_SYSTEMCTL = "/usr/local/sbin/fake-systemctl"

@@ -158,6 +158,8 @@ def test_shrinking_hugepages_in_use_waits_for_approval_and_keeps_pages_in_use(
     assert results["hugepages/node0/1Gi"].result == "Partial"
     assert "in use by running VMs" in results["hugepages/node0/1Gi"].message
     assert _read(tmp_path, NODE0_1G) == "8"
+    # As a real kernel does: the pages kept beyond the count asked are surplus.
+    assert _read(tmp_path, NODE0_1G.replace("nr_", "surplus_")) == "6"
 
 
 def _ple_off(tmp_path: Path) -> HostTree:
@@ -273,3 +275,21 @@ def test_withdrawing_the_reboot_request_keeps_what_others_asked_for(tmp_path: Pa
 
     assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nlibc6"
     assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"
+
+
+def test_a_shrink_keeps_the_pages_in_use_and_reserved_as_surplus_as_a_real_kernel_does(
+    tmp_path: Path,
+) -> None:
+    # What tests/realhost saw: 4 pages, 3 mapped (1 of them only reserved), 2 faulted in.
+    pool = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB"
+    tree = HostTree(tmp_path).hugepages(2048, 4, 2, reserved=1)
+    tree.numa_node(0, [0], 2**20, hugepages={2048: (4, 2)})
+
+    written = tree.kernel().write(f"{pool}/nr_hugepages", "0", timeout=5)
+
+    assert written.outcome == "Partial" and written.read_back == "3"
+    assert [_read(tmp_path, f"{pool}/{name}_hugepages") for name in ("nr", "free", "surplus")] == [
+        "3", "1", "3"]
+    system = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+    assert [_read(tmp_path, f"{system}/{name}_hugepages") for name in ("nr", "surplus")] == [
+        "3", "3"]

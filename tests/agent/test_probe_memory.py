@@ -49,6 +49,7 @@ def test_surplus_hugepages_are_noted(tmp_path: Path) -> None:
 
     assert info.severity == "Info"
     assert info.path == "/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages"
+    assert "3 of the 10 2Mi hugepages in the pool are surplus" in info.message
 
 
 @pytest.mark.parametrize(

@@ -147,8 +147,12 @@ def check(memory: MemoryReport) -> list[Problem]:
         Problem(
             severity="Info", feature="Hugepages",
             path=f"{HUGEPAGES}/hugepages-{pool.size_kib}kB/surplus_hugepages",
-            message=f"{pool.surplus} surplus {pool.size} hugepages are allocated beyond "
-            "nr_hugepages (nr_overcommit_hugepages): they are not guaranteed to VMs",
+            # The kernel counts surplus pages in nr_hugepages, and makes them both by
+            # overcommit and by a shrink below the pages in use (checked on a real kernel).
+            message=f"{pool.surplus} of the {pool.total} {pool.size} hugepages in the pool are "
+            "surplus: pages kept in use after the pool was shrunk below them, or overcommitted "
+            "(nr_overcommit_hugepages); the kernel returns them to the host, not to the pool, "
+            "when they are freed, so they are not guaranteed to VMs",
         )
         for pool in memory.hugepages
         if pool.surplus
