@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hosttree import HostTree
 from kvtune_agent.probe import network, probe_host
+from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import (
     LowerLink,
     NetworkReport,
@@ -108,3 +109,14 @@ def test_the_host_probe_reports_the_network(tmp_path: Path) -> None:
     assert [s.name for s in report.network.switches] == ["br0"]
     assert report.network.pods == [PodNetwork(vmi="prod/a", pid=4100, netns="net:[402654100]")]
     assert [p for p in report.problems if p.feature == "Network"] == []
+
+
+def test_the_text_report_shows_each_switch_and_where_each_pod_leads(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).bridge("br1")
+    launcher(tree, 4100, "prod", "a")
+    tree.veth("veth1", "net1", peer_root="/proc/4100/root", master="br1")
+
+    text = format_report(probe_host(tree.fs()))
+
+    assert "  Bridge br1: 1 ports\n" in text
+    assert "  pod of VM prod/a (pid 4100): net1 veth -> veth1 on br1\n" in text
