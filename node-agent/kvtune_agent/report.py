@@ -202,7 +202,8 @@ def _network(page: _Page, report: HostReport) -> None:
               "veths...)")
     for switch in report.network.switches:
         bridges = f" (bridges {', '.join(switch.bridges)})" if switch.bridges else ""
-        page.line(f"  {switch.kind} {switch.name}{bridges}: {switch.port_count} ports")
+        ports = f"{switch.port_count} port{'' if switch.port_count == 1 else 's'}"
+        page.line(f"  {switch.kind} {switch.name}{bridges}: {ports}")
     for pod in report.network.pods:
         paths = ", ".join(
             f"{i.name} {i.kind.lower()}" + (f" -> {i.link}" if i.link else "")

@@ -118,5 +118,5 @@ def test_the_text_report_shows_each_switch_and_where_each_pod_leads(tmp_path: Pa
 
     text = format_report(probe_host(tree.fs()))
 
-    assert "  Bridge br1: 1 ports\n" in text
+    assert "  Bridge br1: 1 port\n" in text
     assert "  pod of VM prod/a (pid 4100): net1 veth -> veth1 on br1\n" in text
