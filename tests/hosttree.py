@@ -27,6 +27,8 @@ SECTOR = 512
 INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep pdpe1gb lm constant_tsc"
 DEFAULT_DISK_BYTES = 100 * 2**30
 MSR_PROCBASED_CTLS2 = 0x48B
+#: Open vSwitch's kernel datapath device, the master of every port of every OVS bridge.
+OVS_DATAPATH = "ovs-system"
 
 
 def _cpulist(ids: Iterable[int]) -> str:
@@ -48,6 +50,8 @@ class HostTree:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._appended: dict[str, list[str]] = {}
+        #: Interface indexes by network namespace (the root its sysfs is under, "" for the host).
+        self._ifindexes: dict[str, dict[str, int]] = {}
 
     def fs(self) -> HostFS:
         return HostFS(self.root)
@@ -307,12 +311,26 @@ class HostTree:
 
     # -- network ----------------------------------------------------------------------------
 
-    def _netdev(self, name: str, pci_dir: str, *, operstate: str = "up") -> None:
+    def _netdev(self, name: str, pci_dir: str, *, operstate: str = "up", root: str = "") -> None:
         netdir = f"{pci_dir}/net/{name}"
         self.file(f"{netdir}/operstate", operstate).file(f"{netdir}/mtu", 1500)
         self.file(f"{netdir}/address", "3c:fd:fe:00:00:01")
         self.link(f"{netdir}/device", pci_dir)
-        self.link(f"/sys/class/net/{name}", netdir)
+        self._index(netdir, name, root)
+        self.link(f"{root}/sys/class/net/{name}", netdir)
+
+    def _index(self, netdir: str, name: str, root: str, iflink: int | None = None) -> int:
+        """The next interface index of the namespace whose sysfs is under `root`, written with
+        `iflink` (the device's own index unless it is linked to another: a veth's peer, a
+        macvtap's lower device)."""
+        indexes = self._ifindexes.setdefault(root, {})
+        index = indexes[name] = len(indexes) + 2  # 1 is lo
+        self.file(f"{netdir}/ifindex", index).file(f"{netdir}/iflink", iflink or index)
+        return index
+
+    def ifindex(self, name: str, root: str = "") -> int:
+        """The index an earlier builder gave interface `name` in the namespace under `root`."""
+        return self._ifindexes[root][name]
 
     def _pci(self, address: str, driver: str | None, numa_node: int) -> str:
         pci = f"/sys/devices/pci0000:00/{address}"
@@ -357,6 +375,89 @@ class HostTree:
         netdir = f"/sys/devices/virtual/net/{name}"
         self.file(f"{netdir}/operstate", "unknown")
         return self.link(f"/sys/class/net/{name}", netdir)
+
+    # -- software switches and the interfaces plugged into them ------------------------------
+    # `root` is where a namespace's sysfs is seen: "" for the host's, /proc/<pid>/root for a pod
+    # (a container's /sys shows the interfaces of its own network namespace).
+
+    def _virtual(
+        self, name: str, *, root: str = "", iflink: int | None = None, devtype: str | None = None,
+        master: str | None = None,
+    ) -> str:
+        netdir = f"{root}/sys/devices/virtual/net/{name}"
+        self.file(f"{netdir}/operstate", "up")
+        index = self._index(netdir, name, root, iflink)
+        kind = f"DEVTYPE={devtype}\n" if devtype else ""
+        self.file(f"{netdir}/uevent", f"{kind}INTERFACE={name}\nIFINDEX={index}")
+        self.link(f"{root}/sys/class/net/{name}", netdir)
+        if master is not None:
+            self.plug(name, master, root=root)
+        return netdir
+
+    def plug(self, port: str, master: str, *, root: str = "") -> HostTree:
+        """Enslave `port` to `master`: a Linux bridge (brif/ and brport/ links) or Open
+        vSwitch's datapath `ovs-system` (a master link only: OVS keeps its bridges in userspace)."""
+        net = f"{root}/sys/class/net"
+        self.link(f"{net}/{port}/master", f"{net}/{master}")
+        self.link(f"{net}/{port}/upper_{master}", f"{net}/{master}")
+        self.link(f"{net}/{master}/lower_{port}", f"{net}/{port}")
+        if master != OVS_DATAPATH:
+            self.file(f"{net}/{port}/brport/state", 3)
+            self.link(f"{net}/{master}/brif/{port}", f"{net}/{port}/brport")
+        return self
+
+    def bridge(self, name: str, *, root: str = "") -> HostTree:
+        """A Linux bridge (its bridge/ directory and DEVTYPE=bridge), with no ports yet."""
+        netdir = self._virtual(name, root=root, devtype="bridge")
+        self.file(f"{netdir}/bridge/stp_state", 0)
+        (self.root / f"{netdir}/brif".lstrip("/")).mkdir()
+        return self
+
+    def ovs(self, *bridges: str) -> HostTree:
+        """Open vSwitch's kernel datapath `ovs-system` and the internal port named after each
+        of its bridges (the devices OVS creates, DEVTYPE=openvswitch)."""
+        self._virtual(OVS_DATAPATH, devtype="openvswitch")
+        for name in bridges:
+            self._virtual(name, devtype="openvswitch", master=OVS_DATAPATH)
+        return self
+
+    def veth(
+        self, name: str, peer: str, *, peer_root: str = "", master: str | None = None,
+        peer_master: str | None = None,
+    ) -> HostTree:
+        """A veth pair: `name` on the host (plugged into `master`), `peer` in the namespace
+        under `peer_root` (a pod's eth0 or net1); each one's iflink is the other's index."""
+        here = self._virtual(name, master=master)
+        self._virtual(peer, root=peer_root, iflink=self.ifindex(name), master=peer_master)
+        return self.file(f"{here}/iflink", self.ifindex(peer, peer_root))
+
+    def tap(self, name: str, *, root: str = "", master: str | None = None) -> HostTree:
+        """A tap device (tun_flags marks the tun driver), plugged into `master`."""
+        netdir = self._virtual(name, root=root, master=master)
+        self.file(f"{netdir}/tun_flags", "0x1002")
+        return self
+
+    def macvtap(
+        self, name: str, lower: str, *, root: str = "", macvlan: bool = False
+    ) -> HostTree:
+        """A macvtap (or, with `macvlan`, a macvlan) device on the host's `lower` interface, in
+        the namespace under `root`; its iflink is the lower device's index, and only in the
+        lower device's own namespace does sysfs link the two (lower_<name>)."""
+        netdir = self._virtual(name, root=root, iflink=self.ifindex(lower))
+        if not macvlan:
+            index = self.ifindex(name, root)
+            self.file(f"{netdir}/macvtap/tap{index}/dev", f"237:{index}")
+        if not root:
+            self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
+        return self
+
+    def pod_vf(self, name: str, address: str, *, root: str, pf_address: str) -> HostTree:
+        """An SR-IOV VF's netdev moved into the namespace under `root` (SR-IOV CNI with a
+        kernel driver); its device is a PCI function with a physfn link."""
+        pci = f"{root}/sys/devices/pci0000:00/{address}"
+        self.link(f"{pci}/physfn", f"{root}/sys/devices/pci0000:00/{pf_address}")
+        self._netdev(name, pci, root=root)
+        return self
 
     # -- block ------------------------------------------------------------------------------
 

@@ -201,6 +201,17 @@ def _network(page: _Page, report: HostReport) -> None:
         _nic(page, nic)
     page.line(f"  ({report.sriov.virtual_interfaces} interfaces without a device: lo, bridges, "
               "veths...)")
+    for switch in report.network.switches:
+        bridges = f" (bridges {', '.join(switch.bridges)})" if switch.bridges else ""
+        ports = f"{switch.port_count} port{'' if switch.port_count == 1 else 's'}"
+        page.line(f"  {switch.kind} {switch.name}{bridges}: {ports}")
+    for pod in report.network.pods:
+        paths = ", ".join(
+            f"{i.name} {i.kind.lower()}" + (f" -> {i.link}" if i.link else "")
+            + (f" on {i.switch}" if i.switch else "")
+            for i in pod.interfaces if i.kind not in ("Bridge", "Tap")
+        )  # fmt: skip
+        page.line(f"  pod of VM {pod.vmi} (pid {pod.pid}): {paths or 'no interfaces'}")
 
 
 def _disk(page: _Page, device: BlockDevice) -> None:

@@ -35,8 +35,8 @@ class Problem(BaseModel):
         )
     )
     feature: str = Field(
-        description="The probe that found it: CPU, PLE, NUMA, Memory, KSM, Numad, SRIOV, Block, "
-        "Kubelet."
+        description="The probe that found it: CPU, PLE, NUMA, Memory, KSM, Numad, SRIOV, Network, "
+        "Block, Kubelet."
     )
     path: str = Field(default="", description="The host path the finding is about, if any.")
     message: str = Field(description="What was found, where, and what to do about it.")
@@ -319,6 +319,96 @@ class SriovReport(BaseModel):
     )
 
 
+#: What kind of interface a netdev is, from what sysfs shows of it.
+InterfaceKind = t.Literal[
+    "Bridge", "OpenVSwitch", "Veth", "Tap", "Macvtap", "Macvlan", "VirtualFunction", "Physical",
+    "Other",
+]
+MAX_PORTS = 256
+MAX_PODS = 512
+
+
+class SoftwareSwitch(BaseModel):
+    """A switch the host runs in software: every packet through it costs host CPU and latency."""
+
+    name: str = Field(
+        description="The Linux bridge, or ovs-system for Open vSwitch's datapath (which carries "
+        "every OVS bridge of the host)."
+    )
+    kind: t.Literal["Bridge", "OpenVSwitch"] = Field(description="Linux bridge or Open vSwitch.")
+    bridges: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="OpenVSwitch: the bridges whose internal ports the host shows (OVS keeps "
+        "which port is on which bridge in userspace; ovs-vsctl is not asked).",
+    )
+    ports: list[str] = Field(
+        default_factory=list, max_length=MAX_PORTS, description="Host interfaces plugged in."
+    )
+    port_count: int = Field(default=0, ge=0, description="Ports, counting those not listed.")
+
+
+class PodInterface(BaseModel):
+    """An interface inside a virt-launcher pod, and where it leads on the host."""
+
+    name: str = Field(description="Its name in the pod: eth0 (the pod network), net1, tap0...")
+    kind: InterfaceKind = Field(description="What it is.")
+    master: Opt[str] = Field(
+        default=None, description="The in-pod bridge it is plugged into (KubeVirt's k6t-*)."
+    )
+    link: Opt[str] = Field(
+        default=None,
+        description="Veth: its peer on the host. Macvtap, Macvlan: the host's lower device. "
+        "VirtualFunction: the VF's PCI address.",
+    )
+    switch: Opt[str] = Field(
+        default=None,
+        description="Veth: the host switch its peer is plugged into; absent: routed by the host.",
+    )
+
+
+class PodNetwork(BaseModel):
+    """The network namespace of one virt-launcher pod, seen through its root's /sys."""
+
+    vmi: str = Field(description="namespace/name of the VMI the launcher runs.")
+    pid: int = Field(ge=0, description="The launcher's pid (the audit matches VMs by it).")
+    netns: Opt[str] = Field(default=None, description="Its network namespace, net:[inode].")
+    interfaces: list[PodInterface] = Field(
+        default_factory=list, max_length=64, description="Its interfaces but lo, by name."
+    )
+
+
+class LowerLink(BaseModel):
+    """A macvtap or macvlan device of the host's own namespace and the NIC under it."""
+
+    name: str = Field(description="Interface name, e.g. macvtap0.")
+    kind: t.Literal["Macvtap", "Macvlan"] = Field(description="macvtap (a VM's tap) or macvlan.")
+    lower: Opt[str] = Field(default=None, description="The lower device; absent: not found.")
+
+
+class NetworkReport(BaseModel):
+    """Software switches and what virt-launcher pods are plugged into: the paths VM traffic takes
+    through the host."""
+
+    switches: list[SoftwareSwitch] = Field(
+        default_factory=list, max_length=64, description="Linux bridges and OVS, by name."
+    )
+    pods: list[PodNetwork] = Field(
+        default_factory=list, max_length=MAX_PODS, description="virt-launcher pods, by VMI."
+    )
+    macvtaps: list[LowerLink] = Field(
+        default_factory=list,
+        max_length=MAX_PORTS,
+        description="macvtap and macvlan devices in the host's namespace (libvirt's direct NICs).",
+    )
+    passthrough_nics: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PORTS,
+        description="PCI addresses of network controllers bound to vfio-pci that are not VFs: "
+        "whole NICs passed through to VMs.",
+    )
+
+
 BlockClass = t.Literal["Eligible", "InUse", "System", "Unknown"]
 
 
@@ -454,6 +544,9 @@ class HostReport(BaseModel):
         description="The numad daemon, which moves processes and memory between NUMA nodes.",
     )
     sriov: SriovReport = Field(default_factory=SriovReport, description="NICs and their VFs.")
+    network: NetworkReport = Field(
+        default_factory=NetworkReport, description="Software switches and VM pods' paths."
+    )
     block: BlockReport = Field(default_factory=BlockReport, description="Block devices.")
     kubelet: KubeletReport = Field(
         default_factory=KubeletReport, description="The kubelet's resource managers."

@@ -10,9 +10,13 @@ Rules and what counts:
 - Dedicated CPUs: pinned vCPU sets of two VMs never overlap, and no VM's emulator threads may run
   on another VM's pinned vCPUs. Floating (unpinned) VMs are not compared: KubeVirt confines them
   to the kubelet's shared CPU pool with cgroups, which libvirt does not show.
-- Shared bridge: a NIC on a software bridge (or libvirt network, or macvtap lower device) that
-  another VM's NIC also uses, in the same network namespace. KubeVirt's in-pod bridges (k6t-*)
-  have one name in every pod but are one bridge per pod, so the namespace is part of the key.
+- Network: where each NIC reaches the outside. A KubeVirt VM's NICs are followed through its
+  pod (tap, in-pod k6t-* bridge, the pod's veth or macvtap) to the host switch or NIC the host
+  probe found them on, since its in-pod bridges have one name in every pod but are one bridge
+  per pod; a host libvirt's VM names host bridges itself. A switch another VM also reaches is
+  shared, and so is the pod network unless the profile says it carries only management traffic;
+  SR-IOV VFs, whole NICs passed through and macvtap on a NIC no other VM uses are dedicated. A VM
+  with only shared paths is a violation, one with a dedicated NIC beside them a warning.
 - NUMA: a VM that fits on one node (a node with at least its vCPU count of CPUs and its guest
   memory) must have its pinned vCPUs on one node and its memory bound to that node. Memory is
   bound by numatune, else by the launcher's cgroup (Mems_allowed); bound to every node is not
@@ -43,12 +47,12 @@ from kvtune_api.v1alpha1.audit import (
     VmAudit,
     VmFinding,
 )
-from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.host import HostReport, PodInterface, PodNetwork
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
 from ..probe import cpulist
 from ..probe.memory import SIZE_KIB, size_name
-from .domains import Domain
+from .domains import Domain, Nic
 
 SEVERITY_ORDER: dict[FindingSeverity, int] = {"Violation": 0, "Warning": 1, "Info": 2}
 #: NIC types whose traffic a host (or pod) switches in software, by source name.
@@ -61,6 +65,10 @@ SWITCHED = {
 RAW_DISKS = frozenset({"block", "nvme"})
 #: VMs named in one message; the rest are counted.
 NAMED = 3
+#: The pod network's interface in every virt-launcher pod.
+POD_INTERFACE = "eth0"
+#: The alias KubeVirt gives the <hostdev> of an SR-IOV interface (ua-: user alias).
+SRIOV_ALIAS = "ua-sriov-"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,9 @@ class AuditPolicy:
     overhead_floor_bytes: int = 0
     """Least overhead counted per VM, bytes (memory.vmOverheadFloor, which the webhook adds to
     each VMI it shapes; KubeVirt's own estimate when it is higher)."""
+    pod_network_shared: bool = True
+    """The pod network counts as a shared switch; False where the profile says it carries only
+    management traffic (vmi.podNetwork: ManagementOnly)."""
 
     @classmethod
     def from_settings(cls, host: HostSettings, vmi: VmiSettings | None) -> AuditPolicy:
@@ -96,6 +107,7 @@ class AuditPolicy:
             block_luns=host.storage.block_luns is not None,
             allow_memory_overcommit=host.memory.allow_overcommit,
             overhead_floor_bytes=floor,
+            pod_network_shared=vmi is None or vmi.pod_network == "Shared",
         )
 
 
@@ -395,27 +407,154 @@ def _sharers(index: int, cpus: Iterable[int], owners: dict[int, list[int]]) -> d
     return shared
 
 
-def _shared_paths(vms: Sequence[Observed]) -> dict[int, list[VmFinding]]:
-    """NICs on a software bridge, libvirt network or macvtap device another VM's NIC also uses."""
+@dataclass(frozen=True)
+class _Path:
+    """One way a VM's NIC reaches the outside."""
+
+    what: str
+    #: What VMs share it by: (scope, kind, name); scope "host" for the host's switches and
+    #: NICs, a network namespace for what only exists in it. None: nothing to share.
+    key: tuple[str, str, str] | None = None
+    #: A device of its own: an SR-IOV VF, a NIC passed through.
+    dedicated: bool = False
+    #: The pod network, which the profile may count as management only.
+    pod: bool = False
+    passthrough: bool = False
+
+
+def _switch_name(host: HostReport, name: str) -> str:
+    ovs = next((s for s in host.network.switches if s.name == name and s.kind == "OpenVSwitch"),
+               None)  # fmt: skip
+    if ovs is None:
+        return f"host bridge {name}"
+    return f"Open vSwitch ({', '.join(ovs.bridges) or name})"
+
+
+def _outward(host: HostReport, interface: PodInterface) -> _Path | None:
+    """Where a pod's interface leads on the host; None when kvtune cannot tell."""
+    if interface.kind == "VirtualFunction":
+        return _Path(f"SR-IOV VF {interface.link} ({interface.name} in the pod)", dedicated=True)
+    if interface.kind in ("Macvtap", "Macvlan") and interface.link:
+        return _Path(f"macvtap on {interface.link}", ("host", "direct", interface.link))
+    if interface.kind != "Veth":
+        return None
+    switch = ("host", "bridge", interface.switch) if interface.switch else None
+    if interface.name == POD_INTERFACE:
+        return _Path("the pod network", switch, pod=True)
+    if switch is None:
+        return None
+    return _Path(_switch_name(host, switch[2]), switch)
+
+
+def _pod_paths(host: HostReport, pod: PodNetwork, nic: Nic) -> list[_Path]:
+    """The paths of a KubeVirt NIC: its tap (or macvtap) in the pod, the in-pod bridge that
+    tap is on and that bridge's other ports; a bridge with no other port is masquerade (NAT
+    to the pod network), as is a user (passt, slirp) NIC."""
+    if nic.type == "user":
+        return [_Path("the pod network", pod=True)]
+    interfaces = {i.name: i for i in pod.interfaces}
+    start = interfaces.get(nic.target if nic.type == "ethernet" else nic.source)
+    if start is None:
+        return []
+    bridge = start.name if start.kind == "Bridge" else start.master if start.kind == "Tap" else None
+    if bridge is None:
+        found = _outward(host, start)
+        return [] if found is None else [found]
+    ports = [i for i in pod.interfaces if i.master == bridge and i.kind != "Tap"]
+    if not ports:
+        pod_network = interfaces.get(POD_INTERFACE)
+        found = None if pod_network is None else _outward(host, pod_network)
+        return [found or _Path("the pod network", pod=True)]
+    return [p for p in (_outward(host, port) for port in ports) if p is not None]
+
+
+def _host_devices(dom: Domain, host: HostReport) -> list[_Path]:
+    """VFs and whole NICs passed through; other host devices (GPUs) are not NICs. An
+    <interface type='hostdev'> is libvirt's way to pass an SR-IOV VF."""
+    vfs = {vf.pci_address for nic in host.sriov.nics for vf in nic.vfs}
+    whole = set(host.network.passthrough_nics)
+    devices = [(d.address, d.alias.startswith(SRIOV_ALIAS)) for d in dom.hostdevs]
+    devices += [(n.source, True) for n in dom.nics if n.type == "hostdev"]
+    paths = []
+    for address, vf in devices:
+        if address in whole:
+            paths.append(_Path(f"NIC {address} passed through", dedicated=True, passthrough=True))
+        elif vf or address in vfs:
+            paths.append(_Path(f"SR-IOV VF {address}", dedicated=True))
+    return paths
+
+
+def _paths(vm: Observed, dom: Domain, host: HostReport) -> list[_Path]:
+    pods = {pod.pid: pod for pod in host.network.pods}
+    pod = pods.get(vm.pid) if vm.pid is not None else None
+    paths = _host_devices(dom, host)
+    for nic in dom.nics:
+        if nic.type == "hostdev":
+            continue
+        if pod is not None:
+            paths += _pod_paths(host, pod, nic)
+        elif nic.type in SWITCHED and nic.source:
+            # A host libvirt's VM is in the host's namespace: its bridges are the host's.
+            scope = "host" if vm.pid is None else vm.netns
+            what = (_switch_name(host, nic.source) if nic.type == "bridge" and scope == "host"
+                    else f"{SWITCHED[nic.type]} {nic.source}")  # fmt: skip
+            paths.append(_Path(what, (scope, nic.type, nic.source)))
+    return paths
+
+
+def _network(
+    vms: Sequence[Observed], host: HostReport, policy: AuditPolicy
+) -> dict[int, list[VmFinding]]:
+    """VMs whose NICs reach the outside through a software switch (a bridge, OVS, a libvirt
+    network, a macvtap lower device) another VM also uses, or through the pod network; SR-IOV
+    VFs, whole NICs passed through and macvtap on a NIC of the VM's own are dedicated."""
+    paths = {i: _paths(vm, vm.domain, host) for i, vm in enumerate(vms) if vm.domain is not None}
     users: dict[tuple[str, str, str], set[int]] = defaultdict(set)
-    for index, vm in enumerate(vms):
-        for nic in vm.domain.nics if vm.domain else ():
-            if nic.type in SWITCHED and nic.source:
-                users[(vm.netns, nic.type, nic.source)].add(index)
-    found: dict[int, list[VmFinding]] = defaultdict(list)
-    for (_, kind, source), indexes in sorted(users.items()):
-        for index in sorted(indexes) if len(indexes) > 1 else ():
-            others = sorted(vms[i].label for i in indexes if i != index)
-            found[index].append(
-                _finding(
-                    "Violation",
-                    "Network",
-                    f"a NIC uses {SWITCHED[kind]} {source}, as VM {_names(others)} does: "
-                    "their traffic costs each other latency and host CPU. Give it an SR-IOV VF "
-                    "(hostdev) or a NIC of its own via macvtap",
-                )
-            )
-    return found
+    for index, found in paths.items():
+        for path in found:
+            if path.key is not None:
+                users[path.key].add(index)
+    findings: dict[int, list[VmFinding]] = defaultdict(list)
+    for index, found in paths.items():
+        shared, dedicated = [], []
+        for path in found:
+            sharing = users[path.key] if path.key is not None else set()
+            others = sorted({vms[i].label for i in sharing if i != index})
+            if path.pod and not policy.pod_network_shared:
+                continue
+            if path.dedicated or (path.key and path.key[1] == "direct" and not others):
+                dedicated.append(path)
+            elif others:
+                shared.append(f"{path.what} (shared with VM {_names(others)})")
+            elif path.pod:
+                shared.append(f"{path.what}, which every pod of the node shares")
+        pod = policy.pod_network_shared and any(p.pod for p in found)
+        findings[index] += _network_findings(shared, dedicated, pod)
+    return findings
+
+
+def _network_findings(shared: list[str], dedicated: list[_Path], pod: bool) -> list[VmFinding]:
+    findings = [
+        _finding("Info", "Network", f"{path.what} (PCI passthrough): the fastest path, but "
+                 "KubeVirt cannot live-migrate a VM with a host device")
+        for path in dedicated if path.passthrough
+    ]  # fmt: skip
+    if not shared:
+        return findings
+    advice = ("Give it an SR-IOV VF (hostdev) or a NIC of its own via macvtap"
+              + ("; if the pod network carries only management traffic, say so in the profile "
+                 "(vmi.podNetwork: ManagementOnly)" if pod else ""))  # fmt: skip
+    if dedicated:
+        severity: FindingSeverity = "Warning"
+        message = (f"besides {', '.join(p.what for p in dedicated)}, a NIC goes through "
+                   f"{'; '.join(shared)}: what it carries there costs the other VMs latency and "
+                   f"host CPU. {advice}")  # fmt: skip
+    else:
+        severity = "Violation"
+        message = ("every NIC reaches the network through a software switch shared with others: "
+                   f"{'; '.join(shared)}: their traffic costs each other latency and host CPU. "
+                   f"{advice}")  # fmt: skip
+    return [*findings, _finding(severity, "Network", message)]
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -603,7 +742,7 @@ def audit(
     """The node's VM audit; `notes` are node findings from discovery (unreadable /proc files)."""
     facts = _Host.of(host)
     per_vm: dict[int, list[VmFinding]] = defaultdict(list)
-    for cross in (_overlaps(observed), _shared_paths(observed)):
+    for cross in (_overlaps(observed), _network(observed, host, policy)):
         for index, found in cross.items():
             per_vm[index] += found
     for index, vm in enumerate(observed):

@@ -43,10 +43,20 @@ GENERATED_IMAGE_DIRS = (
 @dataclass(frozen=True)
 class Nic:
     """A network interface: `type` as in the XML (bridge, network, hostdev, direct, ethernet...)
-    and its source (bridge or network name, PCI address, host device), "" when it has none."""
+    and its source (bridge or network name, PCI address, host device), "" when it has none;
+    `target` the tap or macvtap device it uses (KubeVirt's type='ethernet' NICs have only that)."""
 
     type: str
     source: str
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    """A PCI device passed through (<hostdev>): KubeVirt aliases its SR-IOV VFs ua-sriov-*."""
+
+    address: str
+    alias: str
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class Domain:
     hugepage_kib: int | None
     guest_numa_cells: int
     nics: tuple[Nic, ...]
+    #: PCI devices passed through outside <interface> (KubeVirt's SR-IOV VFs, GPUs, NICs).
+    hostdevs: tuple[HostDevice, ...]
     disks: tuple[Disk, ...]
     #: Devices passed through with VFIO (hostdev, hostdev interfaces): KubeVirt adds 1Gi for them.
     vfio: bool
@@ -137,24 +149,35 @@ def _vcpus(root: ET.Element) -> tuple[int, frozenset[int] | None]:
     return count, parse_cpuset(cpuset) if cpuset else None
 
 
+def _pci_address(source: ET.Element | None) -> str:
+    """The PCI address of a <source><address type='pci' .../></source>, "" without one."""
+    address = None if source is None else source.find("address")
+    if address is None:
+        return ""
+    parts = [
+        address.get(k, "0x0").removeprefix("0x") for k in ("domain", "bus", "slot", "function")
+    ]
+    domain, bus, slot, function = (int(p, 16) for p in parts)
+    return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"
+
+
 def _nic(element: ET.Element) -> Nic:
     kind = element.get("type", "")
     source = element.find("source")
+    target = element.find("target")
+    dev = "" if target is None else target.get("dev", "")
     if source is None:
-        return Nic(kind, "")
-    if kind == "hostdev":
-        address = source.find("address")
-        if address is not None:
-            parts = [
-                address.get(k, "0x0").removeprefix("0x")
-                for k in ("domain", "bus", "slot", "function")
-            ]
-            domain, bus, slot, function = (int(p, 16) for p in parts)
-            return Nic(kind, f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}")
-    for attr in ("bridge", "network", "dev"):
-        if source.get(attr):
-            return Nic(kind, source.get(attr, ""))
-    return Nic(kind, "")
+        return Nic(kind, "", dev)
+    if kind == "hostdev" and _pci_address(source):
+        return Nic(kind, _pci_address(source), dev)
+    attr = next((a for a in ("bridge", "network", "dev") if source.get(a)), "")
+    return Nic(kind, source.get(attr, "") if attr else "", dev)
+
+
+def _hostdev(element: ET.Element) -> HostDevice:
+    alias = element.find("alias")
+    return HostDevice(_pci_address(element.find("source")),
+                      "" if alias is None else alias.get("name", ""))
 
 
 def _disk(element: ET.Element) -> Disk:
@@ -220,6 +243,7 @@ def _parse(root: ET.Element) -> Domain:
         hugepage_kib=None if page is None else _kib(page, "size"),
         guest_numa_cells=len(root.findall("cpu/numa/cell")),
         nics=nics,
+        hostdevs=tuple(_hostdev(e) for e in found.iterfind("hostdev[@type='pci']")),
         disks=tuple(_disk(e) for e in found.iterfind("disk")),
         vfio=found.find("hostdev") is not None or any(n.type == "hostdev" for n in nics),
         video=any(m is None or m.get("type") != "none" for m in video),

@@ -17,7 +17,7 @@ from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 from .. import metrics
 from ..hostfs import HostFS, ProcessTable, ReadIssue
-from . import block, cpu, ksm, kubelet, memory, numa, numad, sriov
+from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
 
 M = t.TypeVar("M")
 SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
@@ -50,6 +50,7 @@ FEATURES: list[Feature[t.Any]] = [
     Feature("KSM", "ksm", ksm.probe, ksm.check, reads_processes=True),
     Feature("Numad", "numad", numad.probe, numad.check, reads_processes=True),
     Feature("SRIOV", "sriov", _files(sriov.probe), sriov.check),
+    Feature("Network", "network", network.probe, network.check),
     Feature("Block", "block", _files(block.probe), block.check),
     Feature("Kubelet", "kubelet", _files(kubelet.probe), kubelet.check),
 ]

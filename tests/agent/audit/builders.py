@@ -54,12 +54,14 @@ def domain_xml(
     memory_mib: int = 2048,
     hugepage_kib: int | None = None,
     nics: Sequence[tuple[str, str]] = (),
+    hostdevs: Sequence[tuple[str, str]] = (),
     disks: Sequence[tuple[str, str]] = (),
     video: bool = False,
     cells: int = 0,
 ) -> str:
     """A domain: `pins` one cpuset per vCPU, `numatune` (mode, nodeset), `nics` (type, source),
-    `disks` (type, source); type 'hostdev' NICs take a PCI address as source."""
+    `hostdevs` (PCI address, alias), `disks` (type, source); type 'hostdev' NICs take a PCI
+    address as source, 'ethernet' NICs (KubeVirt's) the tap or macvtap device in the pod."""
     cputune = "".join(f"<vcpupin vcpu='{i}' cpuset='{c}'/>" for i, c in enumerate(pins or ()))
     if emulator is not None:
         cputune += f"<emulatorpin cpuset='{emulator}'/>"
@@ -80,6 +82,11 @@ def domain_xml(
     )
     cpu = f"<cpu><numa>{guest_cells}</numa></cpu>" if cells else ""
     devices = "".join(_nic(kind, source) for kind, source in nics)
+    devices += "".join(
+        f"<hostdev mode='subsystem' type='pci' managed='no'><source>{_pci(address)}</source>"
+        f"<alias name='{alias}'/></hostdev>"
+        for address, alias in hostdevs
+    )
     devices += "".join(_disk(i, kind, source) for i, (kind, source) in enumerate(disks))
     devices += "<video><model type='vga'/></video>" if video else ""
     return (
@@ -89,15 +96,22 @@ def domain_xml(
     )
 
 
+def _pci(address: str) -> str:
+    domain, bus, slot_function = address.split(":")
+    slot, function = slot_function.split(".")
+    return (
+        f"<address type='pci' domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' "
+        f"function='0x{function}'/>"
+    )
+
+
 def _nic(kind: str, source: str) -> str:
     if kind == "hostdev":
-        domain, bus, slot_function = source.split(":")
-        slot, function = slot_function.split(".")
-        return (
-            "<interface type='hostdev' managed='no'><source><address type='pci' "
-            f"domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/>"
-            "</source></interface>"
-        )
+        return f"<interface type='hostdev' managed='no'><source>{_pci(source)}</source></interface>"
+    if kind == "ethernet":
+        return f"<interface type='ethernet'><target dev='{source}' managed='no'/></interface>"
+    if kind == "user":
+        return "<interface type='user'/>"
     attr = {"bridge": "bridge", "network": "network", "direct": "dev"}[kind]
     return f"<interface type='{kind}'><source {attr}='{source}'/></interface>"
 

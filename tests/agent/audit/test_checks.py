@@ -235,11 +235,14 @@ def test_a_profiles_settings_become_the_promises_the_audit_checks() -> None:
         "memory": {"vmOverheadFloor": "1536Mi", "allowOvercommit": True},
         "storage": {"blockLuns": {"selector": {"models": ["X"]}, "storageClassName": "luns"}},
     })  # fmt: skip
-    vmi = VmiSettings(namespace_selector=LabelSelector(), hugepage_size="1Gi")
+    vmi = VmiSettings(
+        namespace_selector=LabelSelector(), hugepage_size="1Gi", pod_network="ManagementOnly"
+    )
 
     assert AuditPolicy.from_settings(host, vmi) == AuditPolicy(
         dedicated_cpus=True, isolate_emulator_thread=True, hugepage_kib=1 << 20,
         block_luns=True, allow_memory_overcommit=True, overhead_floor_bytes=1536 << 20,
+        pod_network_shared=False,
     )  # fmt: skip
     assert AuditPolicy.from_settings(HostSettings(), None) == AuditPolicy(
         overhead_floor_bytes=1 << 30

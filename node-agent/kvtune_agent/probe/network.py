@@ -1,0 +1,196 @@
+"""The software switches of a KubeVirt node and which VM pod is plugged into which.
+
+Each virt-launcher pod has a network namespace of its own, so a VM's domain only names in-pod
+devices (its tap, KubeVirt's k6t-* bridge); whether two VMs share a switch is decided on the
+host, where the pods' veths are plugged into Linux bridges or Open vSwitch, and where their
+macvtap devices have their lower NICs. This probe joins the two sides by interface index, as
+`ip link` does: a pod-side veth's iflink is its host peer's ifindex, a macvtap's iflink its
+lower device's. A container's /sys shows its own namespace, so each pod is read through
+/proc/<launcher pid>/root/sys/class/net.
+
+What an interface is, sysfs tells without a netlink socket: bridge/ (a Linux bridge), tun_flags
+(a tap), macvtap/ (a macvtap), device/physfn (an SR-IOV VF), device (a NIC), DEVTYPE=openvswitch
+(an OVS device), an iflink to another index (a veth, or a macvlan when that index is not a veth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import (
+    MAX_PODS,
+    MAX_PORTS,
+    InterfaceKind,
+    LowerLink,
+    NetworkReport,
+    PodInterface,
+    PodNetwork,
+    Problem,
+    SoftwareSwitch,
+)
+
+from ..audit import launchers
+from ..hostfs import HostFS, ProcessTable
+
+NET = "/sys/class/net"
+#: Open vSwitch's kernel datapath: the master of every port of every OVS bridge.
+OVS_DATAPATH = "ovs-system"
+VFIO_DRIVER = "/sys/bus/pci/drivers/vfio-pci"
+#: PCI class of network controllers (the top byte of /sys/bus/pci/devices/*/class).
+NETWORK_CLASS = "0x02"
+
+
+@dataclass(frozen=True)
+class _Device:
+    """One interface of a namespace, as its sysfs directory shows it."""
+
+    name: str
+    kind: InterfaceKind
+    ifindex: int | None
+    iflink: int | None
+    master: str | None
+    lower: str | None
+
+    @property
+    def peer_index(self) -> int | None:
+        """The index its iflink names when that is another interface (a veth's peer, a
+        macvtap's lower device)."""
+        return _peer_index(self.ifindex, self.iflink)
+
+
+def _peer_index(ifindex: int | None, iflink: int | None) -> int | None:
+    return iflink if ifindex is not None and iflink != ifindex else None
+
+
+def _devtype(fs: HostFS, base: str) -> str | None:
+    for line in (fs.read_text(f"{base}/uevent") or "").splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVTYPE":
+            return value.strip()
+    return None
+
+
+def _kind(fs: HostFS, base: str, linked: bool) -> InterfaceKind:
+    """What the interface at `base` is; `linked`: its iflink names another interface."""
+    if fs.exists(f"{base}/bridge"):
+        return "Bridge"
+    if fs.exists(f"{base}/macvtap"):
+        return "Macvtap"
+    if fs.exists(f"{base}/tun_flags"):
+        return "Tap"
+    if fs.exists(f"{base}/device/physfn"):
+        return "VirtualFunction"
+    if fs.exists(f"{base}/device"):
+        return "Physical"
+    if _devtype(fs, base) == "openvswitch":
+        return "OpenVSwitch"
+    return "Veth" if linked else "Other"  # a macvlan, told apart by its peer (see _resolve)
+
+
+def _devices(fs: HostFS, root: str = "") -> dict[str, _Device]:
+    """The interfaces of the namespace whose sysfs is under `root`, but lo."""
+    found = {}
+    for name in fs.list_dir(f"{root}{NET}"):
+        if name == "lo":
+            continue
+        base = f"{root}{NET}/{name}"
+        ifindex, iflink = fs.read_int(f"{base}/ifindex"), fs.read_int(f"{base}/iflink")
+        linked = _peer_index(ifindex, iflink) is not None
+        lowers = [e.removeprefix("lower_") for e in fs.list_dir(base) if e.startswith("lower_")]
+        kind = _kind(fs, base, linked)
+        if kind == "Veth" and lowers:  # a macvlan on a device of this namespace
+            kind = "Macvlan"
+        found[name] = _Device(
+            name=name, kind=kind, ifindex=ifindex, iflink=iflink,
+            master=fs.link_name(f"{base}/master"),
+            lower=lowers[0] if kind in ("Macvtap", "Macvlan") and lowers else None,
+        )  # fmt: skip
+    return found
+
+
+def _switches(fs: HostFS, host: dict[str, _Device]) -> list[SoftwareSwitch]:
+    switches = []
+    for device in host.values():
+        if device.kind == "Bridge":
+            ports = fs.list_dir(f"{NET}/{device.name}/brif")
+            switches.append(SoftwareSwitch(
+                name=device.name, kind="Bridge", ports=ports[:MAX_PORTS], port_count=len(ports),
+            ))  # fmt: skip
+    ovs = [d.name for d in host.values() if d.master == OVS_DATAPATH]
+    if OVS_DATAPATH in host or ovs:
+        bridges = [d.name for d in host.values()
+                   if d.kind == "OpenVSwitch" and d.name != OVS_DATAPATH]  # fmt: skip
+        switches.append(SoftwareSwitch(
+            name=OVS_DATAPATH, kind="OpenVSwitch", bridges=bridges[:64],
+            ports=[p for p in ovs if p not in bridges][:MAX_PORTS],
+            port_count=len([p for p in ovs if p not in bridges]),
+        ))  # fmt: skip
+    return sorted(switches, key=lambda s: s.name)
+
+
+def _interface(fs: HostFS, root: str, device: _Device, host: dict[int, _Device]) -> PodInterface:
+    """A pod's interface, followed to the host device its iflink names.
+
+    Interface indexes are per namespace, so a veth's own index may equal its peer's: a veth is
+    known by its peer on the host naming it back (each one's iflink is the other's ifindex).
+    """
+    kind, link, switch = device.kind, None, None
+    peer = host.get(device.iflink) if device.iflink is not None else None
+    if kind == "VirtualFunction":
+        link = fs.link_name(f"{root}{NET}/{device.name}/device")
+    elif kind in ("Veth", "Other") and peer is not None and peer.kind in ("Veth", "Other") and (
+        peer.iflink == device.ifindex
+    ):
+        kind, link, switch = "Veth", peer.name, peer.master
+    elif kind == "Veth" and peer is not None and peer.kind != "Veth":
+        kind, link = "Macvlan", peer.name  # its iflink is its lower device, not a peer
+    elif kind == "Macvtap" and peer is not None:
+        link = peer.name
+    return PodInterface(name=device.name, kind=kind, master=device.master, link=link,
+                        switch=switch)  # fmt: skip
+
+
+def _pods(fs: HostFS, processes: ProcessTable, host: dict[str, _Device]) -> list[PodNetwork]:
+    by_index = {d.ifindex: d for d in host.values() if d.ifindex is not None}
+    pods = []
+    for launcher in launchers.discover(fs, processes):
+        root = f"/proc/{launcher.pid}/root"
+        pods.append(PodNetwork(
+            vmi=f"{launcher.namespace}/{launcher.name}", pid=launcher.pid, netns=launcher.netns,
+            interfaces=[_interface(fs, root, d, by_index) for d in _devices(fs, root).values()],
+        ))  # fmt: skip
+    return pods[:MAX_PODS]
+
+
+def _passthrough_nics(fs: HostFS) -> list[str]:
+    """Network controllers bound to vfio-pci that are not VFs (whole NICs given to VMs)."""
+    found = []
+    for address in fs.list_dir(VFIO_DRIVER):
+        device = f"{VFIO_DRIVER}/{address}"
+        if (fs.read_value(f"{device}/class") or "").startswith(NETWORK_CLASS) and not fs.exists(
+            f"{device}/physfn"
+        ):
+            found.append(address)
+    return found[:MAX_PORTS]
+
+
+def probe(fs: HostFS, processes: ProcessTable) -> NetworkReport:
+    host = _devices(fs)
+    by_index = {d.ifindex: d.name for d in host.values() if d.ifindex is not None}
+    macvtaps = [
+        LowerLink(name=d.name, kind="Macvtap" if d.kind == "Macvtap" else "Macvlan",
+                  lower=d.lower or by_index.get(d.peer_index or 0))
+        for d in host.values()
+        if d.kind in ("Macvtap", "Macvlan")
+    ]  # fmt: skip
+    return NetworkReport(
+        switches=_switches(fs, host),
+        pods=_pods(fs, processes, host),
+        macvtaps=macvtaps[:MAX_PORTS],
+        passthrough_nics=_passthrough_nics(fs),
+    )
+
+
+def check(network: NetworkReport) -> list[Problem]:
+    """No findings of its own: whether a switch is shared by VMs is the VM audit's to say."""
+    return []
