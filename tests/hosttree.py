@@ -48,7 +48,7 @@ class HostTree:
         self._appended: dict[str, list[str]] = {}
 
     def fs(self) -> HostFS:
-        return HostFS(self.root)
+        return HostFS(self.root, command_prefix=fake_chroot(self.root))
 
     def kernel(self, **behaviour: t.Any) -> KernelFS:
         """A HostFS whose writes act like the kernel's (see KernelFS)."""
@@ -418,6 +418,18 @@ class HostTree:
         return self.file(path, text)
 
 
+# -- host commands -----------------------------------------------------------------------------
+
+#: Stands in for `chroot <root>`: runs the tree's own executable (a fake grubby or update-grub,
+#: see boottree.py) instead of the machine's, which finds the tree through the root baked into it.
+_FAKE_CHROOT = "import os, sys; os.execv(sys.argv[1] + sys.argv[2], sys.argv[2:])"
+
+
+def fake_chroot(root: Path) -> tuple[str, ...]:
+    """The command prefix under which a HostFS of this tree runs host commands."""
+    return (sys.executable, "-c", _FAKE_CHROOT, str(root).rstrip("/"))
+
+
 # -- writes as the kernel takes them ---------------------------------------------------------
 
 
@@ -436,7 +448,7 @@ class KernelFS(HostFS):
         self, root: Path, *, hugepage_limit: int | None = None,
         refuse: Mapping[str, int] | None = None,
     ) -> None:
-        super().__init__(root)
+        super().__init__(root, command_prefix=fake_chroot(root))
         self.hugepage_limit = hugepage_limit
         self.refuse = dict(refuse or {})
         self.writes: list[tuple[str, str]] = []
