@@ -1,4 +1,5 @@
-"""Reading and setting one host target: a kernel value, a regular file or a systemd unit.
+"""Reading and setting one host target: a kernel value, a regular file, a systemd unit or the
+kernel arguments of the next boot.
 
 Apply and revert change the host the same way, so the kernel's write protocols live here once:
 KSM is unmerged (run=2) before it is stopped (run=0), because stopping alone leaves merged pages
@@ -11,13 +12,15 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from . import bootloader
 from .hostfs import HostFS, HostWriteError
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
 
 #: sysfs/procfs values (written under a deadline and read back), regular files (replaced
-#: atomically) and systemd units (values like "disabled,inactive").
-Kind = t.Literal["sysfs", "file", "unit"]
+#: atomically), systemd units (values like "disabled,inactive") and boot arguments (the hugepage
+#: arguments a boot loader target holds, "" for none; see bootloader.py).
+Kind = t.Literal["sysfs", "file", "unit", "bootargs"]
 #: KSM's run value that stops ksmd and unmerges every merged page.
 KSM_UNMERGE = "2"
 
@@ -43,6 +46,11 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
         try:
             return str(systemd.state(path, timeout=timeout))
         except SystemdError as err:
+            raise ChangeError(str(err)) from err
+    if kind == "bootargs":
+        try:
+            return bootloader.read_args(fs, path, timeout=timeout)
+        except bootloader.BootArgsError as err:
             raise ChangeError(str(err)) from err
     if kind == "file" and not fs.exists(path):
         return None
@@ -70,6 +78,12 @@ def set_value(
         try:
             systemd.set_state(path, UnitState.parse(value or ""), timeout=timeout)
         except (SystemdError, ValueError) as err:
+            return Outcome("Failed", str(err))
+        return Outcome("Applied")
+    if kind == "bootargs":
+        try:
+            bootloader.write_args(fs, path, value or "", timeout=timeout)
+        except bootloader.BootArgsError as err:
             return Outcome("Failed", str(err))
         return Outcome("Applied")
     if kind == "file":

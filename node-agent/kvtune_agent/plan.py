@@ -354,6 +354,13 @@ def _memory_in_use(
         for node_id, need in needs.items()}
 
 
+def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, int]:
+    """The pages one allocation wants on each NUMA node that can hold them (the planner's split;
+    the nodes it refuses are its findings, not repeated here)."""
+    nodes = {node.id: node for node in host.numa.nodes}
+    return {node: count for node, count, _ in _hugepage_targets(alloc, "", nodes, _Draft())}
+
+
 def _hugepage_targets(
     alloc: HugepagesAllocation, field_name: str, nodes: Mapping[int, NumaNode], out: _Draft
 ) -> list[tuple[int, int, str]]:
