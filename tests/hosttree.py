@@ -54,7 +54,7 @@ class HostTree:
         self._ifindexes: dict[str, dict[str, int]] = {}
 
     def fs(self) -> HostFS:
-        return HostFS(self.root)
+        return HostFS(self.root, command_prefix=fake_chroot(self.root))
 
     def kernel(self, **behaviour: t.Any) -> KernelFS:
         """A HostFS whose writes act like the kernel's (see KernelFS)."""
@@ -536,6 +536,18 @@ class HostTree:
         return self.file(path, text)
 
 
+# -- host commands -----------------------------------------------------------------------------
+
+#: Stands in for `chroot <root>`: runs the tree's own executable (a fake grubby or update-grub,
+#: see boottree.py) instead of the machine's, which finds the tree through the root baked into it.
+_FAKE_CHROOT = "import os, sys; os.execv(sys.argv[1] + sys.argv[2], sys.argv[2:])"
+
+
+def fake_chroot(root: Path) -> tuple[str, ...]:
+    """The command prefix under which a HostFS of this tree runs host commands."""
+    return (sys.executable, "-c", _FAKE_CHROOT, str(root).rstrip("/"))
+
+
 # -- writes as the kernel takes them ---------------------------------------------------------
 
 
@@ -559,7 +571,7 @@ class KernelFS(HostFS):
         refuse_value: Mapping[tuple[str, str], int] | None = None,
         hang: Iterable[str] = (),
     ) -> None:
-        super().__init__(root)
+        super().__init__(root, command_prefix=fake_chroot(root))
         self.hugepage_limit = hugepage_limit
         self.refuse = dict(refuse or {})
         # By real path: the agent may reach a sysfs file through another link than the test.

@@ -116,8 +116,9 @@ def _finding(retries: list[HugepageRetry]) -> Finding:
         "Every attempt compacts "
         f"memory under the VMs, so the next is at {following}, each waiting twice as long. To "
         f"get them all, allocate them at boot: add `hugepagesz={boot} hugepages=N` to the kernel "
-        "command line (N for the whole host, split evenly across NUMA nodes; kernels 5.14+ also "
-        f"take per-node counts, here `hugepages={per_node}`) and reboot the node"))
+        "command line (N for the whole host, split evenly across NUMA nodes; kernels 5.16+ also "
+        f"take per-node counts, here `hugepages={per_node}`) and reboot the node; kvtune stages "
+        "it itself where spec.boot.settings is Stage and rollout.allowReboot is true"))
 
 
 def track_sriov(

@@ -1,4 +1,5 @@
-"""Reading and setting one host target: a kernel value, a regular file or a systemd unit.
+"""Reading and setting one host target: a kernel value, a regular file, a systemd unit or the
+kernel arguments of the next boot.
 
 Apply and revert change the host the same way, so the kernel's write protocols live here once:
 KSM is unmerged (run=2) before it is stopped (run=0), because stopping alone leaves merged pages
@@ -11,14 +12,16 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from . import bootloader
 from .hostfs import HostFS, HostWriteError
 from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
 
 #: sysfs/procfs values (written under a deadline and read back), regular files (replaced
-#: atomically), systemd units (values like "disabled,inactive") and the reboot request.
-Kind = t.Literal["sysfs", "file", "unit", "reboot"]
+#: atomically), systemd units (values like "disabled,inactive"), the reboot request, and boot
+#: arguments (the hugepage arguments a boot loader target holds, "" for none; see bootloader.py).
+Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs"]
 #: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch, and the
 #: list of packages that asked for the reboot beside it. Both are journaled like any change
 #: (kind "reboot"), so that a revert withdraws the request and no daemon reboots a node for a
@@ -54,6 +57,11 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
             return str(systemd.state(path, timeout=timeout))
         except SystemdError as err:
             raise ChangeError(str(err)) from err
+    if kind == "bootargs":
+        try:
+            return bootloader.read_args(fs, path, timeout=timeout)
+        except bootloader.BootArgsError as err:
+            raise ChangeError(str(err)) from err
     if kind in ("file", "reboot"):
         if not fs.exists(path):
             return None
@@ -88,6 +96,12 @@ def set_value(
         try:
             systemd.set_state(path, UnitState.parse(value or ""), timeout=timeout)
         except (SystemdError, ValueError) as err:
+            return Outcome("Failed", str(err))
+        return Outcome("Applied")
+    if kind == "bootargs":
+        try:
+            bootloader.write_args(fs, path, value or "", timeout=timeout)
+        except bootloader.BootArgsError as err:
             return Outcome("Failed", str(err))
         return Outcome("Applied")
     if kind == "reboot":

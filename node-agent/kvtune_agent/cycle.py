@@ -14,17 +14,18 @@ but its journal not empty (the state was deleted while the node was down, or aft
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import (
+    HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     StepResult,
 )
 
-from . import backoff, nfd
+from . import backoff, boot, bootloader, nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -101,8 +102,9 @@ def run_cycle(
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
                              now, timeout)
     found = plan(spec, host, node_meta, read_host_files(fs, host))
-    work = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
+    held = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
                               previous.sriov_retries, now)
+    work = _boot(held, spec, host, previous.hugepage_retries, fs, timeout)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
@@ -110,10 +112,22 @@ def run_cycle(
         found = plan(spec, host, node_meta, read_host_files(fs, host))
     retries = backoff.track(previous.hugepage_retries, results or [], found, host, now)
     vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
-    work = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
+    held = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
+    work = _boot(held, spec, host, retries, fs, timeout)
     status = node_status(spec, generation, host, work, results, previous, now,
                          hugepage_retries=retries, sriov_retries=vf_retries)
     return Cycle(status, processes)
+
+
+def _boot(
+    work: Plan, spec: HypervisorNodeStateSpec, host: HostReport,
+    retries: Sequence[HugepageRetry], fs: HostFS, timeout: float,
+) -> Plan:
+    """`work` with the boot-time hugepages (boot.py); the boot configuration is read only
+    when the spec allocates hugepages."""
+    if not spec.host.memory.hugepages.pages:
+        return work
+    return boot.stage(work, spec, host, retries, bootloader.read_facts(fs, timeout=timeout))
 
 
 def _revert_cycle(

@@ -17,6 +17,10 @@ atomically (temporary file, fsync, rename), so a crash never leaves half a journ
 of kernel values on the way to a write have the same deadline (`read_within`), and no read at all
 touches a file whose write or read has not returned: the kernel serialises sriov_numvfs, so a
 read waits for a hung write, and a probe after a hung write would hang the agent with it.
+
+The host's own tools (grubby, update-grub) run here too, with the host's root as their `/`
+(`run`): they read and write the same files, so they belong behind the same door. Each has a
+deadline; the command prefix that enters the root is a parameter, so tests run small scripts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import errno
 import glob
 import os
 import re
+import signal
+import subprocess
 import threading
 import time
 import typing as t
@@ -136,6 +142,43 @@ class WriteResult:
     read_back: str | None = None
 
 
+def run_bounded(command: Sequence[str], timeout: float) -> tuple[int, str]:
+    """(exit code, stripped output and error) of a command that must finish within `timeout` s.
+
+    Raises OSError when it cannot be started, and subprocess.TimeoutExpired once it overran and
+    was killed: it runs in a session of its own, so the kill takes what it started too (nsenter's
+    systemctl, chroot's grubby).
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, output.strip()
+
+
+class HostCommandError(Exception):
+    """A host command could not be run or did not finish in time; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a host command came to."""
+
+    argv: tuple[str, ...]
+    code: int
+    #: Its standard output and error, interleaved, stripped.
+    output: str
+
+    def failure(self) -> str:
+        """A sentence naming the command, its exit code and what it said."""
+        return (f"`{' '.join(self.argv)}` failed (exit {self.code}): "
+                f"{self.output or 'no output'}")
+
+
 class HostWriteError(Exception):
     """A regular file could not be written or removed; the message names the path and the fix."""
 
@@ -226,11 +269,16 @@ class _DeviceReader:
 class HostFS:
     """Access to a host mounted at `root`; the paths it takes are host paths ("/sys/...")."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, command_prefix: Sequence[str] | None = None) -> None:
+        """`command_prefix` makes a host command run in the host root; by default nothing for
+        `/` and `chroot <root>` otherwise (e.g. /proc/1/root: the agent runs privileged)."""
         self.root = root
         # String concatenation rather than pathlib: a full probe makes thousands of reads.
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
+        if command_prefix is None:
+            command_prefix = ("chroot", self._prefix) if self._prefix else ()
+        self.command_prefix = tuple(command_prefix)
 
     def _real(self, path: str) -> str:
         """The path as this process opens it (under the root)."""
@@ -450,6 +498,33 @@ class HostFS:
         issues = tuple(self._issues[mark:])
         del self._issues[mark:]
         return ProcessTable(tuple(found), issues)
+
+    def executable(self, *paths: str) -> str | None:
+        """The first of these host paths that is an executable file; None when none is."""
+        for path in paths:
+            real = self._real(path)
+            if os.path.isfile(real) and os.access(real, os.X_OK):
+                return path
+        return None
+
+    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        """Run a host command (its argv[0] a host path) in the host root within `timeout` s.
+
+        Raises HostCommandError when it cannot be started or overruns; a non-zero exit is a
+        result for the caller to judge.
+        """
+        command = [*self.command_prefix, *argv]
+        try:
+            code, output = run_bounded(command, timeout)
+        except OSError as err:
+            raise HostCommandError(
+                f"cannot run {command[0]} ({err.strerror or err}) for `{' '.join(argv)}`; run "
+                "the agent privileged, with the host's / at its root") from err
+        except subprocess.TimeoutExpired:
+            raise HostCommandError(
+                f"`{' '.join(argv)}` did not finish within {timeout:g} s and was killed; run it "
+                "on the host to see why") from None
+        return CommandResult(tuple(argv), code, output)
 
     def modified(self, path: str) -> float | None:
         """The file's modification time (seconds since the epoch); None when absent."""

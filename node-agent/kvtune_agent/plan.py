@@ -56,9 +56,8 @@ from .systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"
 #: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads
-#: kvm_intel), and what it holds: the kernel's own default gap.
+#: kvm_intel or kvm_amd); `ple_options` says what it holds.
 PLE_CONF = "/etc/modprobe.d/kvtune-ple.conf"
-PLE_OPTIONS = "options kvm_intel ple_gap=128\n"
 #: KubeVirt's virt-handler sets this annotation to "true" on nodes where it turned KSM on itself.
 #: Its label kubevirt.io/ksm-enabled only mirrors whether KSM runs (whoever started it), so the
 #: label alone is no sign that KubeVirt manages the node.
@@ -189,7 +188,7 @@ def plan(
     _sriov(settings.network.sriov, host, out)
     _luns(settings.storage.block_luns, host, files, out)
     _kubelet(settings.numa, host.kubelet, out)
-    _ple(settings.cpu, host.cpu.ple, files, spec.disruption.allow_reboot, out)
+    _ple(settings.cpu, host.cpu.ple, files, spec, out)
     return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns))
 
 
@@ -354,6 +353,13 @@ def _memory_in_use(
         f"NUMA node {node_id} has {gib(nodes[node_id].memory_free_kib)} free and the growth "
         f"takes {gib(need)}" if need > nodes[node_id].memory_free_kib else "")
         for node_id, need in needs.items()}
+
+
+def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, int]:
+    """The pages one allocation wants on each NUMA node that can hold them (the planner's split;
+    the nodes it refuses are its findings, not repeated here)."""
+    nodes = {node.id: node for node in host.numa.nodes}
+    return {node: count for node, count, _ in _hugepage_targets(alloc, "", nodes, _Draft())}
 
 
 def _hugepage_targets(
@@ -690,13 +696,34 @@ def _kubelet(settings: NumaSettings, kubelet: KubeletReport, out: _Draft) -> Non
             "restart the kubelet on a drained node"))
 
 
+def stages_boot(spec: HypervisorNodeStateSpec) -> bool:
+    """Boot-time settings are written (boot.settings Stage) rather than only reported: Stage is
+    the default, so it takes rollout.allowReboot to write anything."""
+    return spec.host.boot.settings == "Stage" and spec.disruption.allow_reboot
+
+
+def ple_options(ple: PleReport) -> str | None:
+    """The modprobe.d line that turns pause exits back on, from the kernel's own defaults:
+    Intel's ple_gap, AMD's pause_filter_count / pause_filter_thresh where they are 0."""
+    if ple.module == "kvm_intel" and ple.ple_gap == 0:
+        return "options kvm_intel ple_gap=128\n"
+    amd = [name for name, value in (("pause_filter_count=3000", ple.pause_filter_count),
+                                    ("pause_filter_thresh=128", ple.pause_filter_thresh))
+           if value == 0]
+    if ple.module == "kvm_amd" and amd:
+        return f"options kvm_amd {' '.join(amd)}\n"
+    return None
+
+
 def _ple(
-    settings: CpuSettings, ple: PleReport, files: HostFiles, allow_reboot: bool, out: _Draft
+    settings: CpuSettings, ple: PleReport, files: HostFiles, spec: HypervisorNodeStateSpec,
+    out: _Draft,
 ) -> None:
     """PLE cannot change at run time: findings, and for Required a fix staged for the next boot.
 
-    Only Intel's ple_gap=0 on hardware that has PLE gets a step; hardware without PLE never
-    does (the kernel would force the gap back to 0 anyway).
+    Only a parameter that turns pause exits off (Intel's ple_gap=0, AMD's pause filter at 0) on
+    hardware that has them gets a step; hardware without them never does (the kernel would
+    force them back to 0 anyway).
     """
     if settings.ple == "Ignored" or ple.enabled == "Yes":
         return
@@ -713,26 +740,31 @@ def _ple(
             f"{field_name}, but whether KVM uses Pause-Loop Exiting is unknown (see "
             "status.host.cpu.ple.evidence): the KVM module may not be loaded yet"))
         return
-    fixable = required and ple.module == "kvm_intel" and ple.ple_gap == 0 and (
-        ple.supported == "Yes")
-    if fixable and files.ple_staged == PLE_OPTIONS:
+    options = ple_options(ple) if required and ple.supported == "Yes" else None
+    line = f"`{(options or '').strip()}` in {PLE_CONF}"
+    if options and files.ple_staged == options:
         if files.ple_staged_before_boot:
+            off = " / ".join(f"{ple.module}.{word.partition('=')[0]}=0"
+                             for word in options.split()[2:])
             out.error("PLE", "PLEOverridden", (
-                f"kvtune staged `{PLE_OPTIONS.strip()}` in {PLE_CONF} before the last boot, but "
-                "ple_gap is still 0: something else sets it; remove kvm_intel.ple_gap=0 from the "
-                "kernel command line or the other /etc/modprobe.d file that sets it, and reboot"))
+                f"kvtune staged {line} before the last boot, but pause exits are still off: "
+                f"something else sets them; remove {off} from the kernel command line or the "
+                "other /etc/modprobe.d file that sets it, and reboot"))
         else:
             out.findings.append(Finding("PLE", "Pending", "PLERebootPending", (
-                f"Pause-Loop Exiting is off (ple_gap=0); `{PLE_OPTIONS.strip()}` is staged in "
-                f"{PLE_CONF} and takes effect at the next reboot of the node")))
-    elif fixable and allow_reboot:
-        out.step("file", "ple/kvm_intel", "PLE", PLE_CONF, files.ple_staged or "", PLE_OPTIONS,
-                 f"{field_name} and KVM runs with ple_gap=0 on a CPU that has PLE; the module "
-                 "cannot be reloaded under VMs, so the fix is staged for the next boot",
-                 "NeedsReboot")
+                f"Pause-Loop Exiting is off ({ple.module} parameters in status.host.cpu.ple); "
+                f"{line} is staged and takes effect at the next reboot of the node")))
+    elif options and stages_boot(spec):
+        out.step("file", f"ple/{ple.module}", "PLE", PLE_CONF, files.ple_staged or "", options,
+                 f"{field_name} and {ple.module} runs with pause exits off on a CPU that has "
+                 "them; the module cannot be reloaded under VMs, so the fix is staged for the "
+                 "next boot", "NeedsReboot")
     else:
-        how = (f"set spec.rollout.allowReboot: true in the profile to let kvtune stage "
-               f"`{PLE_OPTIONS.strip()}` in {PLE_CONF}, or " if fixable else "")
+        how = ""
+        if options:
+            why = ("spec.host.boot.settings is Report" if spec.host.boot.settings == "Report"
+                   else "spec.rollout.allowReboot is false")
+            how = f"{why}, so kvtune does not stage {line}: write it yourself, or "
         out.find(required, "PLE", "PLEDisabled", (
             f"{field_name}, but KVM runs with Pause-Loop Exiting off ({ple.module} "
             f"parameters in status.host.cpu.ple); {how}remove the option that turns it off "

@@ -12,11 +12,11 @@ a host without systemd is `unsupported`, a result rather than a crash.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .hostfs import run_bounded
 
 #: Enter the host's mount, UTS, IPC, network and PID namespaces of PID 1 (needs hostPID and
 #: privileges), so that `systemctl` talks to the host's systemd over its private socket.
@@ -65,22 +65,15 @@ class Systemd:
         """(exit code, output) of `systemctl <verb> <unit>`."""
         argv = [*self.command, verb, unit]
         try:
-            # A session of its own, so a timeout kills nsenter and the systemctl it forked too.
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, start_new_session=True)
+            code, output = run_bounded(argv, timeout)
         except OSError as err:
             raise SystemdError(
                 f"cannot run {argv[0]} ({err.strerror or err}) to reach the host's systemd; "
                 "the agent image needs nsenter (util-linux)", unsupported=True) from err
-        try:
-            output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             raise SystemdError(
                 f"systemctl {verb} {unit} did not finish within {timeout:g} s; check "
                 f"`systemctl status {unit}` on the host") from None
-        output = output.strip()
         if any(marker in output for marker in _NO_SYSTEMD):
             raise SystemdError(
                 f"the host does not run systemd ({output.splitlines()[0]}), so kvtune cannot "
@@ -89,7 +82,7 @@ class Systemd:
             raise SystemdError(
                 f"cannot enter the host's namespaces to run systemctl {verb} {unit} ({output}); "
                 "run the agent privileged with hostPID: true")
-        return proc.returncode, output
+        return code, output
 
     def state(self, unit: str, *, timeout: float) -> UnitState:
         """Whether `unit` is enabled and active, as the host's systemd says."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree, intel_two_socket
-from kvtune_agent.hostfs import HostFS, HostWriteError
+from kvtune_agent.hostfs import HostCommandError, HostFS, HostWriteError
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 NR_1G_NODE0 = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
@@ -172,3 +172,31 @@ def test_removing_a_file_that_is_not_there_is_fine(tmp_path: Path) -> None:
     fs.remove("/etc/modprobe.d/kvtune-ple.conf")
 
     assert not fs.exists("/etc/modprobe.d/kvtune-ple.conf")
+
+
+# -- host commands ---------------------------------------------------------------------------
+
+
+def test_a_host_command_that_hangs_is_killed_at_its_deadline(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file("/usr/sbin/tool", "#!/bin/sh\nsleep 30\n")
+    os.chmod(tmp_path / "usr/sbin/tool", 0o755)
+
+    with pytest.raises(HostCommandError, match=r"did not finish within 0\.5 s"):
+        tree.fs().run(["/usr/sbin/tool", "--info"], timeout=0.5)
+
+
+def test_a_host_root_other_than_slash_runs_commands_chrooted() -> None:
+    assert HostFS(Path("/proc/1/root")).command_prefix == ("chroot", "/proc/1/root")
+    assert HostFS(Path("/")).command_prefix == ()
+
+
+def test_a_host_command_runs_the_trees_own_executable_and_reports_its_exit(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).file("/usr/sbin/tool", "#!/bin/sh\necho \"got $1\"; exit 3\n")
+    os.chmod(tmp_path / "usr/sbin/tool", 0o755)
+
+    result = tree.fs().run(["/usr/sbin/tool", "x"], timeout=10)
+
+    assert (result.code, result.output) == (3, "got x")
+    assert result.failure() == "`/usr/sbin/tool x` failed (exit 3): got x"

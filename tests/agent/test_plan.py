@@ -9,7 +9,6 @@ import pytest
 from hosttree import DEFAULT_DISK_BYTES, HostTree, intel_two_socket, memory_tiers
 from kvtune_agent.plan import (
     PLE_CONF,
-    PLE_OPTIONS,
     Finding,
     HostFiles,
     NodeMeta,
@@ -506,6 +505,9 @@ def test_two_rules_wanting_different_counts_for_one_nic_leave_it_alone(tmp_path:
 # -- PLE and the kubelet: checked, never changed live -----------------------------------------
 
 
+INTEL_PLE = "options kvm_intel ple_gap=128\n"
+
+
 def _intel(tmp_path: Path, *, ple_gap: int, vmx_flags: str = "ept ple") -> HostTree:
     tree = HostTree(tmp_path).cpuinfo(4, flags="fpu vmx", vmx_flags=vmx_flags)
     return tree.kvm_module("kvm_intel", ple_gap=ple_gap, ple_window=4096)
@@ -552,7 +554,7 @@ def test_required_ple_turned_off_is_staged_for_a_reboot_when_reboots_are_allowed
 def test_a_staged_ple_fix_waits_for_the_reboot_without_a_new_step(tmp_path: Path) -> None:
     spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
 
-    found = _plan(_intel(tmp_path, ple_gap=0), spec, files=HostFiles(ple_staged=PLE_OPTIONS))
+    found = _plan(_intel(tmp_path, ple_gap=0), spec, files=HostFiles(ple_staged=INTEL_PLE))
 
     assert found.steps == ()
     assert found.reboot_pending
@@ -560,13 +562,60 @@ def test_a_staged_ple_fix_waits_for_the_reboot_without_a_new_step(tmp_path: Path
 
 
 def test_a_staged_ple_fix_that_a_reboot_did_not_apply_is_an_error(tmp_path: Path) -> None:
-    files = HostFiles(ple_staged=PLE_OPTIONS, ple_staged_before_boot=True)
+    files = HostFiles(ple_staged=INTEL_PLE, ple_staged_before_boot=True)
 
     found = _plan(_intel(tmp_path, ple_gap=0), node_spec(cpu={"ple": "Required"},
                                                          allow_reboot=True), files=files)
 
     assert not found.reboot_pending
     assert "kvm_intel.ple_gap=0" in _finding(found, "PLEOverridden").message
+
+
+def _amd(tmp_path: Path, **params: int) -> HostTree:
+    tree = HostTree(tmp_path).cpuinfo(4, vendor="AuthenticAMD",
+                                      flags="fpu svm pausefilter pfthreshold")
+    return tree.kvm_module("kvm_amd", **params)
+
+
+@pytest.mark.parametrize(("count", "thresh", "options"), [
+    pytest.param(3000, 0, "options kvm_amd pause_filter_thresh=128\n",
+                 id="a zero threshold gets the kernel's default threshold"),
+    pytest.param(0, 0, "options kvm_amd pause_filter_count=3000 pause_filter_thresh=128\n",
+                 id="both at zero get both defaults"),
+    pytest.param(0, 128, "options kvm_amd pause_filter_count=3000\n",
+                 id="a zero count gets the kernel's default count"),
+])
+def test_an_amd_pause_filter_turned_off_is_staged_in_the_same_modprobe_file(
+    tmp_path: Path, count: int, thresh: int, options: str,
+) -> None:
+    tree = _amd(tmp_path, pause_filter_count=count, pause_filter_thresh=thresh)
+
+    found = _plan(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+
+    [step] = found.steps
+    assert (step.kind, step.planned.id, step.planned.path, step.planned.desired) == (
+        "file", "ple/kvm_amd", PLE_CONF, options)
+    assert step.planned.disruption == "NeedsReboot"
+
+
+def test_a_staged_amd_fix_waits_for_the_reboot(tmp_path: Path) -> None:
+    tree = _amd(tmp_path, pause_filter_count=3000, pause_filter_thresh=0)
+    files = HostFiles(ple_staged="options kvm_amd pause_filter_thresh=128\n")
+
+    found = _plan(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True), files=files)
+
+    assert found.steps == () and found.reboot_pending
+
+
+def test_boot_settings_report_stages_no_ple_fix_and_says_what_to_write(tmp_path: Path) -> None:
+    spec = node_spec(cpu={"ple": "Required"}, boot={"settings": "Report"}, allow_reboot=True)
+
+    found = _plan(_intel(tmp_path, ple_gap=0), spec)
+
+    assert found.steps == ()
+    message = _finding(found, "PLEDisabled").message
+    assert "boot.settings is Report" in message
+    assert f"`options kvm_intel ple_gap=128` in {PLE_CONF}" in message
 
 
 def test_a_kubelet_with_another_topology_policy_is_a_finding_not_a_step(tmp_path: Path) -> None:

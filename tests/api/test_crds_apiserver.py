@@ -60,6 +60,7 @@ def test_the_server_fills_in_the_schema_defaults(objects: client.CustomObjectsAp
     assert spec["numa"]["numad"] == "Disabled"
     assert spec["rollout"] == {"maxUnavailable": 1, "allowDrain": False, "allowReboot": False,
                                "drainTimeoutSeconds": 600}
+    assert spec["boot"] == {"settings": "Stage"}
     assert "vmi" not in spec, "absent optional sections must stay absent (no null defaults)"
 
 

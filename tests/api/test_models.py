@@ -35,6 +35,7 @@ def test_a_minimal_profile_gets_the_conservative_defaults() -> None:
     assert spec.rollout.max_unavailable == 1
     assert spec.vmi is None
     assert spec.storage.block_luns is None
+    assert spec.boot.settings == "Stage"  # and with allowReboot false, nothing is staged
 
 
 def test_a_profile_dumps_with_kubernetes_camel_case_names() -> None:

@@ -24,6 +24,13 @@ def test_the_rendered_state_copies_the_host_settings_and_names_its_profile() -> 
     assert "nodeSelector" not in manifest["spec"]["host"]
 
 
+def test_the_boot_settings_reach_the_node_with_the_reboot_grant() -> None:
+    manifest = render_node_state(
+        profile(boot={"settings": "Report"}, rollout={"allowReboot": True}), "n")
+    assert manifest["spec"]["host"]["boot"] == {"settings": "Report"}
+    assert manifest["spec"]["disruption"]["allowReboot"] is True
+
+
 def test_rendering_is_deterministic() -> None:
     p = profile(rollout={"allowDrain": True})
     assert render_node_state(p, "n") == render_node_state(p, "n")

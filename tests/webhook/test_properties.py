@@ -235,11 +235,12 @@ def test_the_patch_applied_to_the_input_gives_the_result(case: Case) -> None:
 @given(cases())
 def test_a_shaped_vmi_reserves_at_least_the_profiles_overhead_floor(case: Case) -> None:
     result = case.mutate()
-    # Refused, not selected, or an overcommitted request (below the guest) left alone with a
-    # warning from the validation: nothing to reserve.
-    if result.overhead is None or validate_vmi(
+    # Refused (by either webhook), not selected, or an overcommitted request (below the guest)
+    # left alone with a warning from the validation: nothing to reserve.
+    errors, warnings = validate_vmi(
         case.profile, result.vmi, namespace_labels=case.namespace_labels, kubevirt=case.kubevirt
-    )[1]:
+    )
+    if result.overhead is None or errors or warnings:
         return
     floor = quantity_bytes(case.profile.spec.memory.vm_overhead_floor, "floor")
     assert reservation(result.vmi, case.kubevirt) >= floor

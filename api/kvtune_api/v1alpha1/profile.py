@@ -301,6 +301,25 @@ class StorageSettings(BaseModel):
     )
 
 
+class BootSettings(BaseModel):
+    """Settings that only a boot applies: kernel arguments and KVM module options."""
+
+    settings: t.Literal["Stage", "Report"] = Field(
+        default="Stage",
+        description=(
+            "What kvtune does when the running host cannot reach the spec and only the next "
+            "boot can: 1Gi (or 2Mi) hugepages the kernel cannot find at run time (kernel "
+            "arguments hugepagesz=, hugepages=, default_hugepagesz=) and PLE / pause-filter "
+            "parameters of kvm_intel / kvm_amd (a modprobe.d file). Stage (default): write them "
+            "through the host's own mechanism (grubby on BLS hosts; a GRUB drop-in in "
+            "/etc/default/grub.d plus update-grub or grub-mkconfig) as journaled NeedsReboot "
+            "steps, but only where rollout.allowReboot is true; otherwise, and on hosts whose "
+            "command line kvtune cannot edit (ostree, systemd-boot), they are reported. Report: "
+            "never written; the node's condition gives the exact command. kvtune never reboots."
+        ),
+    )
+
+
 class HostSettings(BaseModel):
     """Everything a node agent changes or checks on its host."""
 
@@ -309,6 +328,7 @@ class HostSettings(BaseModel):
     memory: MemorySettings = section(MemorySettings, "KSM, hugepages, overcommit, overhead.")
     network: NetworkSettings = section(NetworkSettings, "SR-IOV virtual functions.")
     storage: StorageSettings = section(StorageSettings, "Raw LUNs for VM disks.")
+    boot: BootSettings = section(BootSettings, "Boot-time settings: staged or reported.")
 
 
 class VmiSettings(BaseModel):
@@ -384,8 +404,9 @@ class RolloutSettings(BaseModel):
     allow_reboot: bool = Field(
         default=False,
         description=(
-            "Let reboot-class changes be staged (modprobe.d, /var/run/reboot-required for a "
-            "reboot daemon such as kured). kvtune itself never reboots a node."
+            "Let reboot-class changes be staged (boot.settings: kernel arguments, modprobe.d; "
+            "/var/run/reboot-required for a reboot daemon such as kured). kvtune itself never "
+            "reboots a node."
         ),
     )
     drain_timeout_seconds: int = Field(

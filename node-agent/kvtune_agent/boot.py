@@ -1,0 +1,128 @@
+"""Hugepages the running host cannot allocate, allocated at the next boot instead.
+
+The kernel finds physically contiguous memory for 1Gi pages reliably only at boot, before memory
+fragments. Once the live path has fallen short (a pool with a retry record, backoff.py), the pool's
+page size is given to the kernel command line, `hugepagesz=1G hugepages=...`, with the counts the
+spec wants on every NUMA node: in the node format (`hugepages=0:N0,1:N1`) on kernels that take it,
+else as one total that the kernel spreads evenly. `default_hugepagesz` follows the profile's VMI
+page size. A size once on the command line stays there, with the spec's counts, for as long as
+the spec allocates it: the pools are full after the reboot precisely because of it.
+
+Like every boot-time setting this is a NeedsReboot step, staged only where boot.settings is Stage
+and rollout.allowReboot is true, and through the host's own mechanism (bootloader.py); otherwise
+the node's Hugepages condition carries the exact command. kvtune never reboots. A pure function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
+
+from .bootloader import BootFacts
+from .plan import Finding, Plan, Step, hugepage_counts, stages_boot
+
+STEP_ID = "boot/kernel-args"
+#: The first kernel whose hugepages= takes per-node counts (commit b5389086ad7b, "hugetlbfs:
+#: extend the definition of hugepages parameter to support node allocation", merged for 5.16).
+NODE_FORMAT_SINCE = (5, 16)
+_RELEASE = re.compile(r"^(\d+)\.(\d+)")
+
+
+def node_format(release: str | None) -> bool:
+    """The running kernel takes `hugepages=<node>:<count>,...` (an unknown release does not)."""
+    match = _RELEASE.match(release or "")
+    return match is not None and (int(match[1]), int(match[2])) >= NODE_FORMAT_SINCE
+
+
+def _kernel_size(size: str) -> str:
+    return size.removesuffix("i")  # hugepagesz= takes 1G, 2M
+
+
+@dataclasses.dataclass
+class _Args:
+    """Managed arguments split into the default size, (size -> count) pairs and the rest."""
+
+    default: str | None = None
+    pairs: dict[str, str] = dataclasses.field(default_factory=dict)
+    rest: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> _Args:
+        args, size = cls(), None
+        for word in text.split():
+            key, _, value = word.partition("=")
+            if key == "default_hugepagesz":
+                args.default = value
+            elif key == "hugepagesz":
+                size = value
+            elif key == "hugepages" and size is not None:
+                args.pairs[size], size = value, None
+            else:  # a count for the default size: not kvtune's to rewrite
+                args.rest.append(word)
+        return args
+
+    def __str__(self) -> str:
+        words = [f"default_hugepagesz={self.default}"] if self.default else []
+        words += [f"hugepagesz={size} hugepages={count}" for size, count in self.pairs.items()]
+        return " ".join(words + self.rest)
+
+
+def stage(
+    found: Plan, spec: HypervisorNodeStateSpec, host: HostReport,
+    retries: Sequence[HugepageRetry], facts: BootFacts,
+) -> Plan:
+    """`found` with the step or finding that gives the next boot the hugepages the running
+    host could not allocate; unchanged when no page size needs the command line."""
+    pages = spec.host.memory.hugepages.pages
+    short = {retry.size for retry in retries}
+    if not pages or facts.staged is None:
+        if pages and short:
+            return _add(found, Finding("Hugepages", "Error", "BootArgumentsUnknown", (
+                f"the kernel could not allocate all {', '.join(sorted(short))} hugepages at run "
+                f"time, and the boot configuration cannot be read: {facts.error}")))
+        return found
+    args = _Args.parse(facts.staged)
+    boot = [a for a in pages if a.size in short or _kernel_size(a.size) in args.pairs]
+    if not boot:
+        return found
+    per_node = node_format(facts.release)
+    for alloc in boot:
+        counts = hugepage_counts(alloc, host)
+        args.pairs[_kernel_size(alloc.size)] = (
+            ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
+            else str(sum(counts.values())))
+    vmi_size = spec.vmi.hugepage_size if spec.vmi else None
+    if vmi_size in {alloc.size for alloc in boot}:
+        args.default = _kernel_size(vmi_size or "")
+    desired, loader = str(args), facts.loader
+    sizes = " and ".join(alloc.size for alloc in boot)
+    form = ("per NUMA node" if per_node else
+            f"as one total the kernel spreads evenly (kernel {facts.release or 'unknown'} "
+            f"predates per-node counts, {'.'.join(map(str, NODE_FORMAT_SINCE))})")
+    if desired == facts.staged:
+        if desired == facts.running or not loader.writable:
+            return found  # booted with them: what the kernel could not give is said already
+        return _add(found, Finding("Hugepages", "Pending", "HugepagesRebootPending", (
+            f"`{desired}` is staged in {loader.describe()} for the {sizes} hugepages the "
+            "running kernel could not allocate; they are allocated at the next reboot")))
+    if loader.writable and stages_boot(spec):
+        return dataclasses.replace(found, steps=(*found.steps, Step("bootargs", PlannedStep(
+            id=STEP_ID, feature="Hugepages", path=loader.target, current=facts.staged,
+            desired=desired, disruption="NeedsReboot", reason=(
+                f"the kernel cannot allocate all {sizes} hugepages the spec wants at run time; "
+                f"they are allocated at boot instead ({form}), through {loader.describe()}")))))
+    why = ("spec.host.boot.settings is Report" if spec.host.boot.settings == "Report"
+           else "spec.rollout.allowReboot is false" if loader.writable
+           else f"this host's command line is set through {loader.describe()}")
+    return _add(found, Finding("Hugepages", "Warning", "BootArgumentsNotStaged", (
+        f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
+        f"kernel command line ({form}); {why}, so kvtune does not stage it: run "
+        f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+
+
+def _add(found: Plan, finding: Finding) -> Plan:
+    return dataclasses.replace(found, findings=(*found.findings, finding))

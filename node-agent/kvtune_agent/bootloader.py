@@ -1,0 +1,229 @@
+"""Where a host keeps its kernel command line, and how kvtune changes it there.
+
+Distributions differ, and kvtune uses each one's own tool rather than editing generated files:
+BLS hosts (Fedora, RHEL, CentOS Stream) keep one entry per kernel in /boot/loader/entries and
+change them all with `grubby --update-kernel=ALL`; Debian and Ubuntu generate grub.cfg from
+/etc/default/grub and the drop-ins in /etc/default/grub.d (their grub-mkconfig sources them), so
+kvtune writes a drop-in of its own and runs update-grub (or grub-mkconfig -o <grub.cfg>). An
+ostree host (CoreOS, whose command line rpm-ostree or the cluster's MachineConfig owns), a
+systemd-boot host without grubby, or an unknown boot loader gets no write: the planner (boot.py)
+reports the exact command instead.
+
+kvtune owns only the hugepage arguments (`MANAGED`). The value of a target is the managed
+arguments its configuration holds ("" for none), so the journal records what was there before
+(usually nothing) and a revert puts back exactly that: grubby removes what kvtune added, the
+drop-in is removed and grub.cfg regenerated. Every command runs through HostFS.run, in the host's
+root, under a deadline (at least COMMAND_SECONDS).
+"""
+
+from __future__ import annotations
+
+import shlex
+import typing as t
+from dataclasses import dataclass
+
+from .hostfs import CommandResult, HostCommandError, HostFS, HostWriteError
+
+#: The kernel arguments kvtune manages; all others on the command line are left alone.
+MANAGED = ("default_hugepagesz", "hugepagesz", "hugepages")
+BLS_ENTRIES = "/boot/loader/entries"
+GRUBBY = ("/usr/sbin/grubby", "/sbin/grubby", "/usr/bin/grubby")
+#: kvtune's GRUB drop-in; grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub.
+GRUB_DROPIN = "/etc/default/grub.d/kvtune.cfg"
+GRUB_VARIABLE = "GRUB_CMDLINE_LINUX_DEFAULT"
+UPDATE_GRUB = ("/usr/sbin/update-grub", "/sbin/update-grub")
+MKCONFIG = ("/usr/sbin/grub-mkconfig", "/usr/sbin/grub2-mkconfig", "/usr/bin/grub-mkconfig",
+            "/usr/bin/grub2-mkconfig", "/sbin/grub-mkconfig", "/sbin/grub2-mkconfig")
+GRUB_CONFIGS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
+OSTREE_BOOTED = "/run/ostree-booted"
+#: The least time a boot loader command gets, whatever the agent's write deadline: grub-mkconfig
+#: reads every installed kernel (and os-prober other disks), which takes tens of seconds.
+COMMAND_SECONDS = 120.0
+CMDLINE = "/proc/cmdline"
+OSRELEASE = "/proc/sys/kernel/osrelease"
+_DROPIN_HEADER = ("# Written by kvtune (HypervisorProfile boot.settings: Stage); removed when "
+                  "the node leaves its profile.\n")
+
+LoaderKind = t.Literal["grubby", "grub", "ostree", "bls", "unknown"]
+
+
+class BootArgsError(Exception):
+    """The boot configuration could not be read or changed; the message says what to do."""
+
+
+def managed(args: t.Iterable[str]) -> str:
+    """The managed arguments among `args` (command-line words), in order, space separated."""
+    return " ".join(arg for arg in args if arg.partition("=")[0] in MANAGED)
+
+
+@dataclass(frozen=True)
+class Loader:
+    """The mechanism that sets this host's kernel command line."""
+
+    kind: LoaderKind
+    #: What kvtune writes (the journal's path): grubby's path, or the GRUB drop-in; "" for none.
+    target: str = ""
+    #: grub: the command that regenerates grub.cfg from the drop-ins.
+    regenerate: tuple[str, ...] = ()
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.target)
+
+    def describe(self) -> str:
+        return {
+            "grubby": f"the BLS entries in {BLS_ENTRIES} (grubby)",
+            "grub": f"the GRUB drop-in {GRUB_DROPIN} (then `{' '.join(self.regenerate)}`)",
+            "ostree": f"rpm-ostree ({OSTREE_BOOTED} exists: an ostree host)",
+            "bls": f"the BLS entries in {BLS_ENTRIES}, without grubby (systemd-boot?)",
+            "unknown": "no boot loader configuration kvtune recognises",
+        }[self.kind]
+
+    def command(self, current: str, desired: str) -> str:
+        """The exact command (or edit) that replaces `current` by `desired`, to run by hand."""
+        if self.kind == "grubby":
+            return " ".join(["grubby --update-kernel=ALL",
+                             *([f"--remove-args={shlex.quote(current)}"] if current else []),
+                             *([f"--args={shlex.quote(desired)}"] if desired else [])])
+        if self.kind == "grub":
+            return (f"echo {shlex.quote(dropin_line(desired))} > {GRUB_DROPIN} && "
+                    f"{' '.join(self.regenerate)}")
+        if self.kind == "ostree":
+            return " ".join(["rpm-ostree kargs", *(f"--delete={a}" for a in current.split()),
+                             *(f"--append={a}" for a in desired.split())]) + (
+                " (on OpenShift/OKD: the MachineConfig's spec.kernelArguments instead)")
+        remove = f", removing `{current}`" if current else ""
+        if self.kind == "bls":
+            return (f"add `{desired}` to the options line of every entry in {BLS_ENTRIES}"
+                    f"{remove} (or to /etc/kernel/cmdline, then `kernel-install add` for the "
+                    "installed kernels)")
+        return f"add `{desired}` to the kernel command line of the host's boot loader{remove}"
+
+
+def dropin_line(args: str) -> str:
+    """The drop-in's assignment: the distribution's default arguments, then kvtune's."""
+    return f'{GRUB_VARIABLE}="${GRUB_VARIABLE} {args}"'
+
+
+def find_loader(fs: HostFS) -> Loader:
+    """The host's mechanism, in order: ostree, BLS with grubby, GRUB drop-ins, BLS, unknown."""
+    if fs.exists(OSTREE_BOOTED):
+        return Loader("ostree")
+    entries = fs.glob(f"{BLS_ENTRIES}/*.conf")
+    grubby = fs.executable(*GRUBBY)
+    if entries and grubby:
+        return Loader("grubby", grubby)
+    # Only Debian's grub-mkconfig sources the drop-ins; upstream's reads /etc/default/grub alone.
+    mkconfig = next((path for path in MKCONFIG if fs.executable(path)
+                     and "/etc/default/grub.d" in (fs.read_text(path) or "")), None)
+    if mkconfig and not entries:
+        update = fs.executable(*UPDATE_GRUB)
+        config = next((path for path in GRUB_CONFIGS if fs.exists(path)), None)
+        if update:
+            return Loader("grub", GRUB_DROPIN, (update,))
+        if config:
+            return Loader("grub", GRUB_DROPIN, (mkconfig, "-o", config))
+    return Loader("bls" if entries else "unknown")
+
+
+def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
+    """The managed arguments `target` (grubby's path, or the drop-in) holds; "" for none."""
+    if target == GRUB_DROPIN:
+        if not fs.exists(GRUB_DROPIN):
+            return ""
+        text = fs.read_text(GRUB_DROPIN)
+        if text is None:
+            raise BootArgsError(f"cannot read {GRUB_DROPIN}; check its permissions")
+        prefix = f'{GRUB_VARIABLE}="${GRUB_VARIABLE} '
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return managed(lines[-1].removeprefix(prefix).rstrip('"').split()) if lines else ""
+    result = _run(fs, (target, "--info=ALL"), timeout)
+    kernels = {managed(shlex.split(line.removeprefix("args="))[0].split())
+               for line in result.output.splitlines() if line.startswith("args=")}
+    if len(kernels) > 1:
+        raise BootArgsError(
+            f"the boot entries in {BLS_ENTRIES} disagree on hugepage arguments "
+            f"({' | '.join(sorted(kernels))}); kvtune changes them only together: make them "
+            "agree with `grubby --update-kernel=ALL`")
+    return kernels.pop() if kernels else ""
+
+
+def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
+    """Make `target` hold exactly `args` as its managed arguments ("" removes them), then check.
+
+    Raises BootArgsError. A GRUB drop-in whose grub.cfg cannot be regenerated is put back, so
+    that the drop-in never claims what the boot loader will not do.
+    """
+    if target == GRUB_DROPIN:
+        loader = find_loader(fs)
+        if loader.kind != "grub":
+            raise BootArgsError(
+                f"no update-grub or grub-mkconfig that reads /etc/default/grub.d was found in "
+                f"the host root, so {GRUB_DROPIN} would not take effect; left as it is")
+        before = fs.read_text(GRUB_DROPIN) if fs.exists(GRUB_DROPIN) else None
+        try:
+            _put(fs, args and _DROPIN_HEADER + dropin_line(args) + "\n")
+            result = _run(fs, loader.regenerate, timeout)
+            if result.code != 0:
+                _put(fs, before)
+                raise BootArgsError(f"{result.failure()}; {GRUB_DROPIN} is left as it was")
+        except HostWriteError as err:
+            raise BootArgsError(str(err)) from err
+    else:
+        now = read_args(fs, target, timeout=timeout)
+        argv = [target, "--update-kernel=ALL"]
+        argv += [f"--remove-args={now}"] if now else []
+        argv += [f"--args={args}"] if args else []
+        if now != args:
+            result = _run(fs, argv, timeout)
+            if result.code != 0:
+                raise BootArgsError(result.failure())
+    shown = read_args(fs, target, timeout=timeout)
+    if shown != args:
+        raise BootArgsError(
+            f"after the change the boot configuration holds {shown!r}, not {args!r}: something "
+            "else rewrites it; check the host's boot loader configuration")
+
+
+def _put(fs: HostFS, content: str | None) -> None:
+    if content:
+        fs.write_file(GRUB_DROPIN, content)
+    else:
+        fs.remove(GRUB_DROPIN)
+
+
+def _run(fs: HostFS, argv: t.Sequence[str], timeout: float) -> CommandResult:
+    try:
+        return fs.run(argv, timeout=max(timeout, COMMAND_SECONDS))
+    except HostCommandError as err:
+        raise BootArgsError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    """What the planner needs to know about the host's boot configuration (read by the cycle)."""
+
+    loader: Loader = Loader("unknown")
+    #: The managed arguments the next boot gets: what the loader's configuration holds, or (for
+    #: loaders kvtune does not write) the running command line's; None when unreadable.
+    staged: str | None = ""
+    #: Why `staged` is None.
+    error: str = ""
+    #: The managed arguments of the running kernel's command line.
+    running: str = ""
+    #: The running kernel's release, e.g. 6.1.0-18-amd64; None when unreadable.
+    release: str | None = None
+
+
+def read_facts(fs: HostFS, *, timeout: float) -> BootFacts:
+    """The boot loader, its staged arguments and the running kernel's (may run grubby)."""
+    loader = find_loader(fs)
+    running = managed((fs.read_value(CMDLINE) or "").split())
+    release = fs.read_value(OSRELEASE)
+    if not loader.writable:
+        return BootFacts(loader, running, running=running, release=release)
+    try:
+        staged = read_args(fs, loader.target, timeout=timeout)
+    except BootArgsError as err:
+        return BootFacts(loader, None, str(err), running, release)
+    return BootFacts(loader, staged, running=running, release=release)

@@ -1,0 +1,300 @@
+"""Boot-time hugepages: planned from what the live path could not allocate, staged through the
+host's own boot loader tools (grubby, a GRUB drop-in and update-grub), reported elsewhere."""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+from pathlib import Path
+
+import pytest
+from boottree import (
+    GRUB_CFG,
+    GRUBBY,
+    UPDATE_GRUB,
+    bls,
+    bls_options,
+    boot_commands,
+    debian_grub,
+    osrelease,
+)
+from hosttree import HostTree, KernelFS, intel_two_socket
+from kvtune_agent import boot
+from kvtune_agent.apply import REBOOT_REQUIRED
+from kvtune_agent.bootloader import (
+    GRUB_DROPIN,
+    BootArgsError,
+    BootFacts,
+    Loader,
+    find_loader,
+    read_args,
+    read_facts,
+    write_args,
+)
+from kvtune_agent.cycle import run_cycle
+from kvtune_agent.journal import Journal
+from kvtune_agent.plan import NodeMeta, Plan
+from kvtune_agent.probe import probe_host
+from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.nodestate import (
+    HugepageRetry,
+    HypervisorNodeStateSpec,
+    HypervisorNodeStateStatus,
+)
+from kvtune_api.v1alpha1.profile import VmiSettings
+
+from .specs import busy_host, busy_spec, node_spec
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+GRUBBY_LOADER = Loader("grubby", GRUBBY)
+PER_NODE = "hugepagesz=1G hugepages=0:20,1:20"
+
+
+def _retry(node: int = 0, size: str = "1Gi") -> HugepageRetry:
+    return HugepageRetry(
+        step=f"hugepages/node{node}/{size}", path="/sys/...", node=node, size=size, wanted=20,
+        allocated=18, attempts=1, last_attempt=NOW, next_attempt=NOW)
+
+
+def _stage(
+    tmp_path: Path, facts: BootFacts, *, retries: t.Sequence[HugepageRetry] = (_retry(),),
+    pages: t.Sequence[dict[str, t.Any]] = ({"size": "1Gi", "count": 40},),
+    allow_reboot: bool = True, vmi: dict[str, t.Any] | None = None, **host: t.Any,
+) -> Plan:
+    spec = node_spec(memory={"hugepages": {"pages": list(pages)}}, allow_reboot=allow_reboot,
+                     **host)
+    if vmi:
+        spec.vmi = VmiSettings.model_validate(vmi)
+    return boot.stage(Plan(), spec, probe_host(intel_two_socket(tmp_path).fs()), retries, facts)
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("release", "args"), [
+    pytest.param("6.1.0-18-amd64", PER_NODE, id="a kernel with the node format: per-node counts"),
+    pytest.param("5.16.0", PER_NODE, id="the first kernel with the node format"),
+    pytest.param("5.15.0-91-generic", "hugepagesz=1G hugepages=40",
+                 id="an older kernel: one total, spread evenly"),
+    pytest.param(None, "hugepagesz=1G hugepages=40", id="an unknown kernel: one total"),
+])
+def test_pages_the_kernel_could_not_allocate_are_staged_for_the_next_boot(
+    tmp_path: Path, release: str | None, args: str,
+) -> None:
+    found = _stage(tmp_path, BootFacts(GRUBBY_LOADER, "", release=release))
+
+    [step] = found.steps
+    assert (step.kind, step.planned.id, step.planned.path) == ("bootargs", boot.STEP_ID, GRUBBY)
+    assert (step.planned.current, step.planned.desired) == ("", args)
+    assert step.planned.disruption == "NeedsReboot"
+    assert step.planned.feature == "Hugepages"
+
+
+def test_the_vmis_page_size_becomes_the_default_size(tmp_path: Path) -> None:
+    found = _stage(tmp_path, BootFacts(GRUBBY_LOADER, "", release="6.1.0"),
+                   vmi={"namespaceSelector": {}, "hugepageSize": "1Gi"})
+
+    [step] = found.steps
+    assert step.planned.desired == f"default_hugepagesz=1G {PER_NODE}"
+
+
+def test_without_a_shortfall_nothing_goes_on_the_command_line(tmp_path: Path) -> None:
+    assert _stage(tmp_path, BootFacts(GRUBBY_LOADER, "", release="6.1.0"), retries=()) == Plan()
+
+
+def test_a_staged_size_keeps_following_the_spec_after_the_pools_are_full(tmp_path: Path) -> None:
+    staged = "hugepagesz=1G hugepages=0:16,1:16"
+    facts = BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0")
+
+    [step] = _stage(tmp_path, facts, retries=()).steps
+
+    assert (step.planned.current, step.planned.desired) == (staged, PER_NODE)
+
+
+def test_other_page_sizes_on_the_command_line_are_kept(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=2M hugepages=512", release="6.1.0")
+
+    [step] = _stage(tmp_path, facts).steps
+
+    assert step.planned.desired == f"hugepagesz=2M hugepages=512 {PER_NODE}"
+
+
+def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) -> None:
+    pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0"))
+    booted = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE,
+                                        release="6.1.0"))
+
+    assert pending.steps == () and pending.reboot_pending
+    [finding] = pending.findings
+    assert (finding.reason, finding.severity) == ("HugepagesRebootPending", "Pending")
+    assert booted == Plan()
+
+
+@pytest.mark.parametrize(("facts", "flags", "why", "command"), [
+    pytest.param(BootFacts(GRUBBY_LOADER, "", release="6.1.0"), {"boot": {"settings": "Report"}},
+                 "spec.host.boot.settings is Report",
+                 f"grubby --update-kernel=ALL --args='{PER_NODE}'", id="report on a BLS host"),
+    pytest.param(BootFacts(GRUBBY_LOADER, "", release="6.1.0"), {"allow_reboot": False},
+                 "spec.rollout.allowReboot is false",
+                 f"grubby --update-kernel=ALL --args='{PER_NODE}'",
+                 id="stage, but reboots are not allowed"),
+    pytest.param(BootFacts(Loader("grub", GRUB_DROPIN, ("/usr/sbin/update-grub",)), "",
+                           release="6.1.0"), {"boot": {"settings": "Report"}},
+                 "spec.host.boot.settings is Report",
+                 f"""echo 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT {PER_NODE}"'"""
+                 f" > {GRUB_DROPIN} && /usr/sbin/update-grub", id="report on a Debian host"),
+    pytest.param(BootFacts(Loader("ostree"), "", release="6.1.0"), {},
+                 "this host's command line is set through rpm-ostree",
+                 "rpm-ostree kargs --append=hugepagesz=1G --append=hugepages=0:20,1:20",
+                 id="an ostree host is never written"),
+    pytest.param(BootFacts(Loader("bls"), "", release="6.1.0"), {},
+                 "without grubby", f"add `{PER_NODE}` to the options line of every entry",
+                 id="BLS without grubby (systemd-boot) is never written"),
+])
+def test_arguments_kvtune_does_not_stage_are_reported_with_the_exact_command(
+    tmp_path: Path, facts: BootFacts, flags: dict[str, t.Any], why: str, command: str,
+) -> None:
+    found = _stage(tmp_path, facts, **flags)
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.feature, finding.reason, finding.severity) == (
+        "Hugepages", "BootArgumentsNotStaged", "Warning")
+    assert why in finding.message and command in finding.message
+
+
+def test_an_unreadable_boot_configuration_is_an_error_when_pages_fall_short(
+    tmp_path: Path,
+) -> None:
+    found = _stage(tmp_path, BootFacts(GRUBBY_LOADER, None, "grubby failed"))
+
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootArgumentsUnknown", "Error")
+    assert "grubby failed" in finding.message
+
+
+# -- the host's mechanism -------------------------------------------------------------------
+
+
+def _upstream_grub(tree: HostTree) -> HostTree:
+    tree.file("/usr/sbin/grub-mkconfig", "#!/bin/sh\n# reads /etc/default/grub only\n")
+    (tree.root / "usr/sbin/grub-mkconfig").chmod(0o755)
+    return tree.file("/boot/grub/grub.cfg", "")
+
+
+@pytest.mark.parametrize(("build", "loader"), [
+    pytest.param(bls, GRUBBY_LOADER, id="BLS entries and grubby: grubby"),
+    pytest.param(debian_grub, Loader("grub", GRUB_DROPIN, (UPDATE_GRUB,)),
+                 id="Debian's GRUB: a drop-in and update-grub"),
+    pytest.param(lambda tree: bls(tree, grubby=False), Loader("bls"),
+                 id="BLS entries without grubby: nothing to write with"),
+    pytest.param(lambda tree: bls(tree.file("/run/ostree-booted", "")), Loader("ostree"),
+                 id="an ostree host, even with BLS entries and grubby: nothing written"),
+    pytest.param(_upstream_grub, Loader("unknown"),
+                 id="a grub-mkconfig that ignores drop-ins: nothing written"),
+    pytest.param(lambda tree: tree, Loader("unknown"), id="an empty root"),
+])
+def test_the_hosts_own_mechanism_is_found(
+    tmp_path: Path, build: t.Callable[[HostTree], HostTree], loader: Loader,
+) -> None:
+    tree = HostTree(tmp_path)
+    build(tree)
+    assert find_loader(tree.fs()) == loader
+
+
+def test_grubby_adds_to_every_entry_and_a_revert_removes_exactly_that(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path))
+    fs = tree.fs()
+
+    write_args(fs, GRUBBY, PER_NODE, timeout=10)
+    added = bls_options(tree)
+    write_args(fs, GRUBBY, "", timeout=10)
+
+    assert added == [f"root=UUID=1234 ro quiet {PER_NODE}"] * 2
+    assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
+    assert boot_commands(tree)[-2] == f"grubby --update-kernel=ALL '--remove-args={PER_NODE}'"
+
+
+def test_entries_that_disagree_are_not_changed(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path))
+    bls(tree, "root=UUID=1234 hugepages=8", kernels=("5.0.0",))
+
+    with pytest.raises(BootArgsError, match="disagree"):
+        read_args(tree.fs(), GRUBBY, timeout=10)
+
+
+def test_a_grub_drop_in_is_written_and_grub_cfg_regenerated_and_reverted(tmp_path: Path) -> None:
+    tree = debian_grub(HostTree(tmp_path))
+    fs = tree.fs()
+
+    write_args(fs, GRUB_DROPIN, PER_NODE, timeout=10)
+    staged = (tmp_path / GRUB_CFG.lstrip("/")).read_text()
+    write_args(fs, GRUB_DROPIN, "", timeout=10)
+
+    assert staged == f"linux /vmlinuz root=/dev/sda1 quiet {PER_NODE}\n"
+    assert (tmp_path / GRUB_CFG.lstrip("/")).read_text() == "linux /vmlinuz root=/dev/sda1 quiet\n"
+    assert not fs.exists(GRUB_DROPIN)
+    assert boot_commands(tree) == ["update-grub", "update-grub"]
+
+
+def test_a_drop_in_whose_grub_cfg_cannot_be_regenerated_is_put_back(tmp_path: Path) -> None:
+    tree = debian_grub(HostTree(tmp_path), exit_code=1)
+
+    with pytest.raises(BootArgsError, match="exit 1"):
+        write_args(tree.fs(), GRUB_DROPIN, PER_NODE, timeout=10)
+
+    assert not tree.fs().exists(GRUB_DROPIN)
+
+
+def test_facts_give_the_staged_and_the_running_arguments_and_the_release(tmp_path: Path) -> None:
+    tree = bls(osrelease(HostTree(tmp_path), "6.1.0-18-amd64"), f"ro {PER_NODE}")
+    tree.cmdline("BOOT_IMAGE=/vmlinuz ro hugepagesz=1G hugepages=4 transparent_hugepage=never")
+
+    facts = read_facts(tree.fs(), timeout=10)
+
+    assert facts == BootFacts(GRUBBY_LOADER, PER_NODE, running="hugepagesz=1G hugepages=4",
+                              release="6.1.0-18-amd64")
+
+
+# -- whole cycles ---------------------------------------------------------------------------
+
+
+def test_a_cycle_stages_boot_hugepages_with_grubby_once_the_kernel_falls_short_and_reverts(
+    tmp_path: Path,
+) -> None:
+    tree = osrelease(bls(busy_host(tmp_path)), "6.1.0-18-amd64")
+    fs = KernelFS(tmp_path, hugepage_limit=18)  # 20 wanted per node
+    spec = busy_spec(allow_reboot=True)
+
+    def cycle(at: datetime.datetime, previous: HypervisorNodeStateStatus,
+              spec: HypervisorNodeStateSpec = spec) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(), now=at,
+                         timeout=10).status
+
+    first = cycle(NOW, HypervisorNodeStateStatus())
+    assert boot.STEP_ID in {s.id for s in first.plan}  # planned from the shortfall just seen
+    assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
+    second = cycle(NOW + datetime.timedelta(minutes=11), first)
+
+    assert {r.id: r.result for r in second.results}[boot.STEP_ID] == "Applied"
+    assert bls_options(tree) == [f"root=UUID=1234 ro quiet {PER_NODE}"] * 2
+    assert fs.exists(REBOOT_REQUIRED) and second.reboot_required
+    assert boot.STEP_ID not in {s.id for s in second.plan}
+    waiting = cond.find(second.conditions, cond.WAITING)
+    assert waiting is not None and (waiting.status, waiting.reason) == ("True", "RebootRequired")
+    assert f"`{PER_NODE}` is staged" in waiting.message
+    assert any(e.kind == "bootargs" and e.original == "" for e in Journal(fs).entries())
+
+    cycle(NOW + datetime.timedelta(minutes=12), second, busy_spec(revert=True))
+
+    assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
+    assert f"grubby --update-kernel=ALL '--remove-args={PER_NODE}'" in boot_commands(tree)
+
+
+def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path: Path) -> None:
+    tree = osrelease(bls(busy_host(tmp_path)), "6.1.0")
+
+    run_cycle(KernelFS(tmp_path), busy_spec(allow_reboot=True), 3, NodeMeta(),
+              HypervisorNodeStateStatus(), systemd=tree.systemd(), now=NOW, timeout=10)
+
+    assert [c for c in boot_commands(tree) if "--info" not in c] == []
