@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
-from .. import metrics
 from ..hostfs import HostFS, ProcessTable, ReadIssue
 from . import block, cpu, ksm, kubelet, memory, numa, numad, sriov
 
@@ -79,7 +78,6 @@ def _bounded(problems: list[Problem]) -> list[Problem]:
     )]
 
 
-@metrics.PROBE_SECONDS.time()
 def probe_host(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
     """Probe every feature of the host behind `fs`; one failing probe does not hide the others.
 

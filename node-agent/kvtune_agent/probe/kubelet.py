@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import typing as t
 
-import yaml
 from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
 from ..hostfs import HostFS
@@ -69,6 +68,8 @@ def probe(fs: HostFS) -> KubeletReport:
         return KubeletReport()
     path, others = present[0], present[1:]
     report = {"config_path": path, "other_config_paths": others}
+    import yaml  # here, not above: most hosts `kvtune probe` runs on have no kubelet config
+
     text = fs.read_text(path)
     if text is None:
         return KubeletReport.model_validate({**report, "error": "the file cannot be read"})
