@@ -19,6 +19,7 @@ Nothing found means "unknown", not an error: not every host is a Kubernetes node
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing as t
 
@@ -38,6 +39,8 @@ DROP_IN_DIRS = {
     "rke2": "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d",
 }
 KIND = "KubeletConfiguration"
+#: Most flags and drop-in files listed in the report (KubeletReport's bounds).
+MAX_LISTED = 32
 #: Policy settings as (KubeletConfiguration key, report field, the kubelet's default).
 POLICIES = (
     ("cpuManagerPolicy", "cpu_manager_policy", "none"),
@@ -59,8 +62,6 @@ FLAGS: dict[str, tuple[str, t.Literal["value", "map", "eviction", "reserved-memo
     "reservedMemory": ("reserved-memory", "reserved-memory"),
 }
 _KEY_OF_FLAG = {flag: key for key, (flag, _) in FLAGS.items()}
-#: Flags that take a value, the only ones whose value may be the next argument.
-_VALUED = {"config", "config-dir", *_KEY_OF_FLAG}
 
 
 # -- where the kubelet's configuration is ------------------------------------------------------
@@ -74,22 +75,23 @@ def _kubelet_process(processes: ProcessTable) -> tuple[Process, list[str], str |
             return process, list(process.argv[1:]), None
         if name == "k3s" or (process.comm or "").startswith("k3s-"):
             # k3s passes each --kubelet-arg (name=value) to the kubelet it runs in-process.
-            args = _values(list(process.argv[1:]), "kubelet-arg", {"kubelet-arg"})
+            args = _values(list(process.argv[1:]), "kubelet-arg")
             if args or any(a in ("server", "agent") for a in process.argv[1:3]):
                 return process, [f"--{arg}" for arg in args], DROP_IN_DIRS["k3s"]
     return None
 
 
-def _values(args: list[str], flag: str, valued: set[str]) -> list[str]:
-    """Every value given to --flag, in order, as `--flag=value` or `--flag value`."""
+def _values(args: list[str], flag: str) -> list[str]:
+    """Every value given to --flag (one that takes a value), in order, as `--flag=value` or
+    `--flag value`."""
     found = []
     for index, arg in enumerate(args):
         name, equals, value = arg.partition("=")
-        if name != f"--{flag}" and name != f"-{flag}":
+        if name != f"--{flag}":
             continue
         if equals:
             found.append(value)
-        elif flag in valued and index + 1 < len(args):
+        elif index + 1 < len(args):
             found.append(args[index + 1])
     return found
 
@@ -215,51 +217,66 @@ def _settings(
     return settings
 
 
-def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
+@dataclasses.dataclass(frozen=True)
+class _Sources:
+    """Where the kubelet's settings come from, in the order they apply."""
+
+    pid: int | None = None
+    config_path: str | None = None
+    drop_in_dir: str | None = None
+    #: Flag name (without --) to every value given, in order.
+    flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Config files present that the kubelet does not read.
+    others: tuple[str, ...] = ()
+
+
+def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
+    """What the running kubelet reads, else what the usual paths hold; None: nothing found."""
     found = _kubelet_process(processes)
-    report: dict[str, t.Any] = {}
-    flags: dict[str, list[str]] = {}
-    config_path: str | None
-    drop_in_dir: str | None
-    if found is not None:
-        process, args, default_dir = found
-        report["pid"] = process.pid
-        config_path = next(reversed(_values(args, "config", _VALUED)), None)
-        drop_in_dir = next(reversed(_values(args, "config-dir", _VALUED)), default_dir)
-        for flag in _KEY_OF_FLAG:
-            if values := _values(args, flag, _VALUED):
-                flags[flag] = values
-        report["flags"] = [f"--{flag}={value}" for flag, values in flags.items()
-                           for value in values]
-        if drop_in_dir is not None and not fs.is_dir(drop_in_dir):
-            drop_in_dir = None if drop_in_dir == default_dir else drop_in_dir
-    else:
+    if found is None:
         present = [path for path in CONFIG_PATHS
                    if fs.exists(path) and _is_kubelet_config(fs, path)]
-        config_path = present[0] if present else None
-        report["other_config_paths"] = present[1:]
         drop_in_dir = next((d for d in DROP_IN_DIRS.values() if fs.is_dir(d)), None)
-        if config_path is None and drop_in_dir is None:
-            return KubeletReport()
-    report["config_path"] = config_path
-    report["drop_in_dir"] = drop_in_dir
+        if not present and drop_in_dir is None:
+            return None
+        return _Sources(config_path=next(iter(present), None), drop_in_dir=drop_in_dir,
+                        others=tuple(present[1:]))
+    process, args, default_dir = found
+    drop_in_dir = next(reversed(_values(args, "config-dir")), None)
+    if drop_in_dir is None and default_dir is not None and fs.is_dir(default_dir):
+        drop_in_dir = default_dir  # k3s before v1.32 has none
+    flags = {flag: values for flag in _KEY_OF_FLAG if (values := _values(args, flag))}
+    return _Sources(process.pid, next(reversed(_values(args, "config")), None), drop_in_dir,
+                    flags)
+
+
+def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
+    sources = _sources(fs, processes)
+    if sources is None:
+        return KubeletReport()
+    report: dict[str, t.Any] = {
+        "pid": sources.pid, "config_path": sources.config_path,
+        "drop_in_dir": sources.drop_in_dir, "other_config_paths": list(sources.others),
+        "flags": [f"--{flag}={value}" for flag, values in sources.flags.items()
+                  for value in values][:MAX_LISTED],
+    }
     config: dict[str, t.Any] = {}
     origins: dict[str, str] = {}
     try:
-        if config_path is not None:
-            _merge(config, _load(fs, config_path), origins, config_path)
-        if drop_in_dir is not None:
-            report["drop_in_paths"] = _drop_ins(fs, drop_in_dir)
-            for path in report["drop_in_paths"]:
-                _merge(config, _load(fs, path), origins, path)
+        if sources.config_path is not None:
+            _merge(config, _load(fs, sources.config_path), origins, sources.config_path)
+        drop_ins = [] if sources.drop_in_dir is None else _drop_ins(fs, sources.drop_in_dir)
+        report["drop_in_paths"] = drop_ins[:MAX_LISTED]
+        for path in drop_ins:
+            _merge(config, _load(fs, path), origins, path)
     except _Unusable as err:
         return KubeletReport.model_validate({**report, "error": str(err)})
-    for flag, values in flags.items():
-        key, kind = _KEY_OF_FLAG[flag], FLAGS[_KEY_OF_FLAG[flag]][1]
-        config[key] = _parse_flag(kind, values)
+    for flag, values in sources.flags.items():  # flags override every file
+        key = _KEY_OF_FLAG[flag]
+        config[key] = _parse_flag(FLAGS[key][1], values)
         origins[key] = f"--{flag}"
     report["origins"] = origins
-    fallback = config_path or drop_in_dir or "the kubelet's command line"
+    fallback = sources.config_path or sources.drop_in_dir or "the kubelet's command line"
     return KubeletReport.model_validate({**report, **_settings(fs, config, origins, fallback)})
 
 
