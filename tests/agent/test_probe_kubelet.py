@@ -191,3 +191,15 @@ def test_a_broken_drop_in_is_an_error_naming_it(tmp_path: Path) -> None:
     assert problem.severity == "Error"
     assert "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d/50-x.conf is invalid YAML" in (
         problem.message)
+
+
+def test_a_kubelet_with_more_flags_than_the_report_lists_still_reads_them_all(
+    tmp_path: Path,
+) -> None:
+    flags = [f"--reserved-memory={node}:memory=1Gi" for node in range(40)]
+    tree = HostTree(tmp_path).process(8, "kubelet", "kubelet", *flags)
+
+    found = _probe(tree)
+
+    assert len(found.flags) == kubelet.MAX_LISTED
+    assert len(found.reserved_memory) == 40
