@@ -1,8 +1,13 @@
 """How fast the host probe is: on a large synthetic host, and on this machine against lscpu+numactl.
 
 The probe runs on every node, at start and on every drift check, so it must stay cheap: the
-target is under 100 ms for a 256-CPU, 8-node, 64-disk, 8-NIC host. This script prints figures
-only; the test suite holds the one bound that must not regress.
+target is under 100 ms for a 256-CPU, 8-node, 64-disk, 8-NIC host, and at most 150 ms for the
+whole `kvtune probe --json` process on a real host. This script prints figures only; the test
+suite holds the bounds that must not regress (the synthetic probe's time, and what
+`kvtune probe` imports).
+
+The whole process is mostly Python starting and importing: the floor line shows what the
+interpreter and pydantic alone cost on this machine, which no change to kvtune can go below.
 
 Run: .venv/bin/python bench/probe_bench.py [--runs N] [--cli-runs N]
 """
@@ -25,6 +30,9 @@ from kvtune_agent.probe import probe_host
 # The synthetic host is laid out by the same builders the tests use (tests/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hosttree import large_host
+
+#: The whole `kvtune probe --json` process on a real host, in milliseconds (issue 14).
+TARGET_MS = 150
 
 
 def _timings(action: Callable[[], object], runs: int) -> list[float]:
@@ -89,12 +97,15 @@ def main() -> None:
         "kvtune probe --json on /": [[*python, "-m", "kvtune_cli.main", "probe", "--json"]],
         "lscpu -J; numactl -H": [["lscpu", "-J"], ["numactl", "-H"]],
         "(python start + kvtune imports only)": [[*python, "-c", "import kvtune_agent.report"]],
+        "(floor: python start + pydantic's BaseModel)": [
+            [*python, "-c", "from pydantic import BaseModel"]],
     }, args.cli_runs)
     for label, figures in timings.items():
         print(_summary(label, figures))
     kvtune, native = timings["kvtune probe --json on /"], timings["lscpu -J; numactl -H"]
     print(f"ratio of medians (kvtune / lscpu+numactl): "
-          f"{statistics.median(kvtune) / statistics.median(native):.1f}x")
+          f"{statistics.median(kvtune) / statistics.median(native):.1f}x; target for kvtune: "
+          f"at most {TARGET_MS} ms, median {statistics.median(kvtune):.0f} ms")
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import pathlib
 import shlex
@@ -39,7 +38,6 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from kvtune_agent.hostfs import HostFS
     from kvtune_agent.probe import probe_host
-    from kvtune_agent.report import format_report
 
     fs = HostFS(args.root)
     processes = fs.processes()  # read once, for the probe and the VM audit
@@ -52,6 +50,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(report.model_dump_json(indent=2, exclude_none=True))
     else:
+        from kvtune_agent.report import format_report
+
         print(format_report(report))
     return 0
 
@@ -120,6 +120,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = AgentSettings(node=args.node, root=args.root, interval_seconds=args.interval)
     if args.systemctl:

@@ -25,7 +25,7 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import backoff, boot, bootloader, nfd
+from . import backoff, boot, bootloader, metrics, nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -74,7 +74,17 @@ class Cycle:
 def _probe(fs: HostFS) -> tuple[HostReport, ProcessTable]:
     """One probe pass: the process table, read once, and the host report made with it."""
     processes = fs.processes()
-    return probe_host(fs, processes), processes
+    return _timed_probe(fs, processes), processes
+
+
+def _timed_probe(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
+    """probe_host, timed for kvtune_agent_probe_duration_seconds.
+
+    Timed here rather than in the probe package: `kvtune probe` has no metrics to serve and
+    should not pay for importing prometheus_client.
+    """
+    with metrics.PROBE_SECONDS.time():
+        return probe_host(fs, processes)
 
 
 def run_cycle(

@@ -82,37 +82,55 @@ def _headroom(settings: HostHeadroom, memory_kib: int) -> int:
     return max(memory_kib * settings.percent // 100, minimum)
 
 
-def _kubelet(kubelet: KubeletReport, host_kib: int) -> tuple[int, int, dict[int, int]]:
-    """(what the kubelet reserves host-wide, its eviction threshold, reservedMemory per node).
+@dataclass(frozen=True)
+class KubeletReservation:
+    """What the kubelet keeps from pods, in KiB: host-wide, and per NUMA node where it says."""
 
-    Without a config file the kubelet runs on its defaults (only the eviction threshold); a
-    kubelet configured by flags alone may reserve more, which the headroom is there to cover.
+    #: systemReserved + kubeReserved memory + the hard eviction threshold.
+    host_wide_kib: int
+    #: The hard eviction threshold for memory.available: MemAvailable must stay above it.
+    eviction_kib: int
+    #: reservedMemory's memory per NUMA node (the memory manager's split).
+    per_node: dict[int, int]
+
+    @property
+    def kib(self) -> int:
+        """What the kubelet really keeps: the memory manager wants reservedMemory to add up to
+        the host-wide reserves; where it does not, the larger of the two."""
+        return max(self.host_wide_kib, sum(self.per_node.values()))
+
+
+def kubelet_reservation(kubelet: KubeletReport, host_kib: int) -> KubeletReservation:
+    """What the kubelet reserves on a host of `host_kib`; raises BudgetUnknown.
+
+    Without a kubelet the defaults apply (only the eviction threshold); a kubelet whose
+    configuration cannot be read may reserve anything, so that is unknown.
     """
-    path = kubelet.config_path or CONFIG_PATHS[0]
-    fix = f"fix {path}"
+    def where(key: str) -> str:
+        return kubelet.origins.get(key) or kubelet.config_path or CONFIG_PATHS[0]
+
     if kubelet.error is not None:
         raise BudgetUnknown(
-            f"the kubelet config {path} cannot be used ({kubelet.error}), so what the kubelet "
-            f"reserves is unknown; {fix}")
+            f"the kubelet's configuration cannot be used ({kubelet.error}), so what the kubelet "
+            "reserves is unknown; fix it")
     eviction = kubelet.eviction_hard_memory or DEFAULT_EVICTION_HARD
+    eviction_at = f"evictionHard memory.available in {where('evictionHard')}"
     if eviction.endswith("%"):
         try:
             eviction_kib = math.ceil(host_kib * float(eviction[:-1]) / 100)
         except ValueError as err:
             raise BudgetUnknown(
-                f"evictionHard memory.available in {path} is {eviction!r}, not a percentage; "
-                f"{fix}") from err
+                f"{eviction_at} is {eviction!r}, not a percentage; fix it") from err
     else:
-        eviction_kib = _kib(eviction, f"evictionHard memory.available in {path}", fix)
-    reserved = sum(_kib(value, f"{key}.memory in {path}", fix) for key, value in (
+        eviction_kib = _kib(eviction, eviction_at, "fix it")
+    reserved = sum(_kib(value, f"{key}.memory in {where(key)}", "fix it") for key, value in (
         ("systemReserved", kubelet.system_reserved_memory),
         ("kubeReserved", kubelet.kube_reserved_memory)) if value is not None)
-    per_node = {entry.numa_node: _kib(entry.limits["memory"],
-                                      f"reservedMemory[numaNode={entry.numa_node}] in {path}", fix)
-                for entry in kubelet.reserved_memory if "memory" in entry.limits}
-    # The memory manager wants reservedMemory to add up to the host-wide reserves; where it does
-    # not, the larger of the two is what the kubelet really keeps.
-    return max(reserved + eviction_kib, sum(per_node.values())), eviction_kib, per_node
+    per_node = {entry.numa_node: _kib(
+        entry.limits["memory"],
+        f"reservedMemory[numaNode={entry.numa_node}] in {where('reservedMemory')}", "fix it")
+        for entry in kubelet.reserved_memory if "memory" in entry.limits}
+    return KubeletReservation(reserved + eviction_kib, eviction_kib, per_node)
 
 
 def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
@@ -125,7 +143,8 @@ def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
         raise BudgetUnknown(
             f"{MEMINFO} cannot be read, so the host's memory is unknown; check that --root "
             "points at the host's / with /proc mounted")
-    reserved, eviction, per_node = _kubelet(host.kubelet, total)
+    kubelet = kubelet_reservation(host.kubelet, total)
+    reserved, per_node = kubelet.kib, kubelet.per_node
     nodes = {}
     for node in host.numa.nodes:
         if node.memory_total_kib == 0 and not node.memoryless:
@@ -136,4 +155,5 @@ def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
         share = reserved * node.memory_total_kib // total
         nodes[node.id] = Budget(node.memory_total_kib, max(share, per_node.get(node.id, 0)),
                                 _headroom(settings, node.memory_total_kib))
-    return Budgets(Budget(total, reserved, _headroom(settings, total)), nodes, eviction)
+    return Budgets(Budget(total, reserved, _headroom(settings, total)), nodes,
+                   kubelet.eviction_kib)

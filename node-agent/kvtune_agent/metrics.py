@@ -1,5 +1,5 @@
 """The node agent's Prometheus metrics: every metric object of the agent, and the helpers the
-agent loop, the probe and the apply step call at their seams.
+agent loop (which also times each probe) and the apply step call at their seams.
 
 Why one module: the names, labels and buckets are the contract with dashboards and alerts
 (docs/metrics.md documents each), and the planner and the status builder stay pure. No label

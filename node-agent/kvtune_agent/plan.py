@@ -26,7 +26,6 @@ from kvtune_api.v1alpha1.host import (
     HostReport,
     HugepagePool,
     KsmReport,
-    KubeletReport,
     Nic,
     NumaNode,
     PleReport,
@@ -42,12 +41,15 @@ from kvtune_api.v1alpha1.profile import (
     NumaSettings,
     PfSelector,
     SriovRule,
+    VmiSettings,
 )
 from kvtune_api.wwid import canonical_wwid
 
 from . import memory_budget
 from .change import Kind
 from .memory_budget import gib
+from .probe import cpulist
+from .probe import kubelet as kubelet_probe
 from .probe.block import SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
@@ -58,6 +60,8 @@ THP_ENABLED = f"{THP}/enabled"
 #: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads
 #: kvm_intel or kvm_amd); `ple_options` says what it holds.
 PLE_CONF = "/etc/modprobe.d/kvtune-ple.conf"
+#: The kubelet's CPU manager option that hands out whole cores only, in a file and as a flag.
+WHOLE_CORES = ('{full-pcpus-only: "true"}', "full-pcpus-only=true")
 #: KubeVirt's virt-handler sets this annotation to "true" on nodes where it turned KSM on itself.
 #: Its label kubevirt.io/ksm-enabled only mirrors whether KSM runs (whoever started it), so the
 #: label alone is no sign that KubeVirt manages the node.
@@ -187,7 +191,7 @@ def plan(
     _thp(settings.memory.transparent_hugepages, host.memory.transparent_hugepage, out)
     _sriov(settings.network.sriov, host, out)
     _luns(settings.storage.block_luns, host, files, out)
-    _kubelet(settings.numa, host.kubelet, out)
+    _kubelet(settings.numa, spec.vmi, host, out)
     _ple(settings.cpu, host.cpu.ple, files, spec, out)
     return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns))
 
@@ -509,6 +513,18 @@ def _unit(
 
 
 def _numad(settings: NumaSettings, host: HostReport, out: _Draft) -> None:
+    # The static CPU manager pins containers' CPUs; numad would move their memory (and threads)
+    # elsewhere, so wherever both are in play it is flagged, whatever the profile leaves numad.
+    pins = kubelet_probe.known(host.kubelet) and host.kubelet.cpu_manager_policy == "static"
+    numad_on = host.numad.running or host.numad.unit == "Enabled"
+    if pins and (settings.numad == "Enabled" or (settings.numad == "Unmanaged" and numad_on)):
+        state = f"numa.numad is {settings.numad} and numad " + (
+            "runs" if host.numad.running else "is enabled at boot")
+        out.warn("Numad", "NumadWithStaticCpuManager", (
+            f"{state} while the kubelet's static CPU manager pins CPUs (read from "
+            f"{kubelet_probe.read_from(host.kubelet)}): numad migrates pinned VMs' memory "
+            "behind the kubelet's back; set numa.numad: Disabled on nodes that give VMs "
+            "dedicated CPUs"))
     if settings.numad == "Unmanaged":
         return
     on = settings.numad == "Enabled"
@@ -517,11 +533,6 @@ def _numad(settings: NumaSettings, host: HostReport, out: _Draft) -> None:
            "NUMA nodes behind the kubelet's CPU and topology managers")
     _unit(host.numad, UnitState(enabled=on, active=on), "Numad", "numad", why,
           "spec.host.numa.numad", out)
-    if on and host.kubelet.cpu_manager_policy == "static":
-        out.warn("Numad", "NumadWithStaticCpuManager", (
-            f"numa.numad is Enabled while the kubelet uses the static CPU manager "
-            f"({host.kubelet.config_path}): numad migrates pinned VMs' memory behind the "
-            "kubelet's back; set numa.numad: Disabled on nodes that give VMs dedicated CPUs"))
 
 
 def _thp(mode: str, now: str | None, out: _Draft) -> None:
@@ -679,21 +690,114 @@ def _luns(
 # -- kubelet and PLE: checked, never changed live ---------------------------------------------
 
 
-def _kubelet(settings: NumaSettings, kubelet: KubeletReport, out: _Draft) -> None:
-    want = settings.topology_manager_policy
-    if want is None:
+def _kubelet(
+    settings: NumaSettings, vmi: VmiSettings | None, host: HostReport, out: _Draft
+) -> None:
+    """What the profile asks of the kubelet, against what it is configured to give.
+
+    kvtune does not rewrite kubelet configuration, so each gap is a finding naming the file or
+    flag to change; a gap that keeps VMs from getting what the profile promises is an Error
+    (Degraded).
+    """
+    kubelet = host.kubelet
+    want_topology = settings.topology_manager_policy
+    wants = [want_topology is not None, vmi is not None and vmi.dedicated_cpus]
+    if not any(wants):
         return
-    if kubelet.config_path is None or kubelet.error:
+    if not kubelet_probe.known(kubelet):
         out.warn("Kubelet", "KubeletConfigUnknown", (
-            f"numa.topologyManagerPolicy is {want}, but the kubelet's config file "
-            f"{kubelet.config_path or '(none found)'} could not be used"
-            f"{f' ({kubelet.error})' if kubelet.error else ''}, so it is not checked"))
-    elif kubelet.topology_manager_policy != want:
+            "the profile asks the kubelet for "
+            f"{'a topology manager policy' if wants[0] else 'dedicated CPUs'}, but the kubelet's "
+            f"configuration is unknown ({kubelet.error or 'no kubelet process or config found'}"
+            "), so it is not checked"))
+        return
+    read = f"the kubelet reads {kubelet_probe.read_from(kubelet)}"
+    restart = "restart the kubelet on a drained node"
+    if want_topology is not None and kubelet.topology_manager_policy != want_topology:
         out.error("Kubelet", "KubeletTopologyPolicyMismatch", (
-            f"numa.topologyManagerPolicy is {want}, but the kubelet runs "
-            f"{kubelet.topology_manager_policy!r} ({kubelet.config_path}); kvtune does not "
-            f"rewrite kubelet configuration: set topologyManagerPolicy: {want} there and "
-            "restart the kubelet on a drained node"))
+            f"numa.topologyManagerPolicy is {want_topology}, but the kubelet runs "
+            f"{kubelet.topology_manager_policy!r} ({read}); kvtune does not rewrite kubelet "
+            f"configuration: {kubelet_probe.fix(kubelet, 'topologyManagerPolicy', want_topology)}"
+            f" and {restart}"))
+    if vmi is None or not vmi.dedicated_cpus:
+        return
+    _kubelet_cpus(vmi, host, read, restart, out)
+    if vmi.hugepage_size is not None or vmi.numa_passthrough:
+        _kubelet_memory(vmi, host, read, restart, out)
+
+
+def _kubelet_cpus(
+    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: _Draft
+) -> None:
+    kubelet = host.kubelet
+    if kubelet.cpu_manager_policy != "static":
+        out.error("Kubelet", "KubeletCpuManagerNotStatic", (
+            f"vmi.dedicatedCpus is true, but the kubelet's cpuManagerPolicy is "
+            f"{kubelet.cpu_manager_policy!r} ({read}): VMIs with dedicated CPUs stay Pending; "
+            f"{kubelet_probe.fix(kubelet, 'cpuManagerPolicy', 'static')}, remove "
+            f"/var/lib/kubelet/cpu_manager_state and {restart}"))
+        return
+    online = cpulist.parse(host.numa.online_cpus)  # the report's cpulists are validated
+    try:
+        reserved = cpulist.parse(kubelet.reserved_system_cpus or "")
+    except ValueError as err:
+        out.error("Kubelet", "KubeletReservedCpusInvalid", (
+            f"the kubelet's reservedSystemCPUs {kubelet.reserved_system_cpus!r} ({read}) is not "
+            f"a CPU list ({err}); "
+            f"{kubelet_probe.fix(kubelet, 'reservedSystemCPUs', '<a CPU list such as 0-1>')}"))
+        reserved = set()
+    if online and reserved - online:
+        out.error("Kubelet", "KubeletReservedCpusOffline", (
+            f"the kubelet's reservedSystemCPUs {kubelet.reserved_system_cpus} ({read}) name "
+            f"CPUs {cpulist.format_ids(reserved - online)} that are not online on this host "
+            f"(online: {host.numa.online_cpus}): the CPUs kept from VMs are not the ones "
+            f"meant; {kubelet_probe.fix(kubelet, 'reservedSystemCPUs', '<online CPUs>')}"))
+    whole_cores = kubelet.cpu_manager_policy_options.get("full-pcpus-only") == "true"
+    if host.numa.threads_per_core > 1 and not whole_cores:
+        out.warn("Kubelet", "KubeletSharesCores", (
+            f"the kubelet's static CPU manager runs without full-pcpus-only ({read}) on a host "
+            f"with {host.numa.threads_per_core} threads per core: a VM's dedicated vCPUs may "
+            "share a core with another container's, which costs both; "
+            f"{kubelet_probe.fix(kubelet, 'cpuManagerPolicyOptions', *WHOLE_CORES)} and {restart}"))
+
+
+def _kubelet_memory(
+    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: _Draft
+) -> None:
+    kubelet = host.kubelet
+    asks = ("vmi.numaPassthrough is true" if vmi.numa_passthrough
+            else f"vmi.hugepageSize is {vmi.hugepage_size}")
+    if kubelet.memory_manager_policy != "Static":
+        out.error("Kubelet", "KubeletMemoryManagerNotStatic", (
+            f"{asks}, but the kubelet's memoryManagerPolicy is "
+            f"{kubelet.memory_manager_policy!r} ({read}): only the Static memory manager gives "
+            "a guaranteed VM its memory and hugepages from the NUMA node of its CPUs; "
+            f"{kubelet_probe.fix(kubelet, 'memoryManagerPolicy', 'Static')} with reservedMemory "
+            f"per NUMA node, remove /var/lib/kubelet/memory_manager_state and {restart}"))
+        return
+    nodes = {node.id for node in host.numa.nodes}
+    unknown = sorted(set(e.numa_node for e in kubelet.reserved_memory) - nodes)
+    if nodes and unknown:
+        out.error("Kubelet", "KubeletReservedMemoryMismatch", (
+            f"the kubelet's reservedMemory ({read}) names NUMA node(s) "
+            f"{', '.join(map(str, unknown))}, which this host does not have (nodes "
+            f"{', '.join(map(str, sorted(nodes)))}); "
+            f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<one entry per NUMA node>')}"))
+    if host.memory.total_kib is None:
+        return
+    try:
+        reservation = memory_budget.kubelet_reservation(kubelet, host.memory.total_kib)
+    except memory_budget.BudgetUnknown as err:
+        out.warn("Kubelet", "KubeletReservedMemoryUnknown", str(err))
+        return
+    split = sum(reservation.per_node.values())
+    if split != reservation.host_wide_kib:
+        out.error("Kubelet", "KubeletReservedMemoryMismatch", (
+            f"the Static memory manager needs reservedMemory's memory over all NUMA nodes "
+            f"({gib(split)}) to equal systemReserved + kubeReserved + evictionHard "
+            f"memory.available ({gib(reservation.host_wide_kib)}), and the kubelet refuses to "
+            f"start otherwise ({read}); "
+            f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<entries adding up to that>')}"))
 
 
 def stages_boot(spec: HypervisorNodeStateSpec) -> bool:

@@ -22,6 +22,7 @@ from kvtune_api.v1alpha1.host import (
 )
 
 from .probe import cpu, ksm, memory, numa, sriov
+from .probe import kubelet as kubelet_probe
 
 GUTTER: dict[Severity | None, str] = {"Error": "!!", "Warning": "! ", "Info": ". ", None: "  "}
 RANK: dict[Severity, int] = {"Error": 0, "Warning": 1, "Info": 2}
@@ -235,11 +236,15 @@ def _block(page: _Page, report: HostReport) -> None:
 
 def _kubelet(page: _Page, report: HostReport) -> None:
     kubelet = report.kubelet
-    page.heading(f"KUBELET ({kubelet.config_path or 'no config file found'})", "Kubelet")
-    if kubelet.config_path is None or kubelet.error is not None:
+    known = kubelet_probe.known(kubelet)
+    page.heading(f"KUBELET ({kubelet_probe.read_from(kubelet) if known else 'not found'})",
+                 "Kubelet")
+    if not known:
         return
     rows = {
         "cpuManagerPolicy:": kubelet.cpu_manager_policy,
+        "cpuManagerPolicyOptions:": " ".join(
+            f"{k}={v}" for k, v in kubelet.cpu_manager_policy_options.items()),
         "topologyManagerPolicy:": kubelet.topology_manager_policy,
         "topologyManagerScope:": kubelet.topology_manager_scope,
         "memoryManagerPolicy:": kubelet.memory_manager_policy,

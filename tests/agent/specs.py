@@ -18,10 +18,13 @@ def node_spec(
     revert: bool = False,
     approved: bool = False,
     allow_reboot: bool = False,
+    vmi: dict[str, t.Any] | None = None,
     **host: t.Any,
 ) -> HypervisorNodeStateSpec:
-    """A spec for node n1 with the host settings given as camelCase sections (memory=..., ...)."""
+    """A spec for node n1 with the host settings given as camelCase sections (memory=..., ...),
+    and the VMI settings when given."""
     return HypervisorNodeStateSpec.model_validate({
+        **({"vmi": {"namespaceSelector": {}, **vmi}} if vmi is not None else {}),
         "nodeName": "n1",
         "profile": {"name": "p", "generation": 1},
         "mode": mode,

@@ -73,6 +73,30 @@ def test_the_cli_prints_json_that_parses_back_into_a_host_report(tmp_path: Path)
     assert json.loads(out)["cpu"]["hypervisorGuest"] is True
 
 
+#: Modules that each cost milliseconds to import and that `kvtune probe --json` needs none of
+#: (the kubelet's YAML only where a kubelet config exists; the text report only without --json).
+NOT_FOR_THE_PROBE = {
+    "kopf", "kubernetes", "prometheus_client", "yaml", "kvtune_api.v1alpha1.profile",
+    "kvtune_api.v1alpha1.nodestate", "kvtune_api.v1alpha1.audit", "kvtune_agent.report",
+}
+
+
+def test_the_cli_probe_imports_neither_the_operator_the_metrics_nor_the_other_kinds(
+    tmp_path: Path,
+) -> None:
+    script = ("import sys; from kvtune_cli.main import main; main(sys.argv[1:]); "
+              "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+
+    out = subprocess.run(
+        [sys.executable, "-c", script, "probe", "--root", str(tmp_path), "--json"],
+        capture_output=True, text=True, check=True,
+    )
+
+    imported = set(out.stderr.split())
+    assert "kvtune_api.v1alpha1.host" in imported
+    assert imported & NOT_FOR_THE_PROBE == set()
+
+
 def test_the_text_report_highlights_a_problem_and_the_line_it_concerns(tmp_path: Path) -> None:
     text = format_report(probe_host(vm_guest(tmp_path).fs()))
 

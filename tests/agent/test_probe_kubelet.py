@@ -1,4 +1,5 @@
-"""The kubelet probe: resource-manager settings from the config file; no file means unknown."""
+"""The kubelet probe: settings as the running kubelet reads them (its --config file, its
+--config-dir drop-ins, its flags), else from the usual paths; nothing found means unknown."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree
 from kvtune_agent.probe import kubelet
+from kvtune_api.v1alpha1.host import KubeletReport
 
 TUNED = """\
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -25,8 +27,13 @@ reservedMemory:
 """
 
 
+def _probe(tree: HostTree) -> KubeletReport:
+    fs = tree.fs()
+    return kubelet.probe(fs, fs.processes())
+
+
 def test_an_absent_config_is_unknown_not_an_error(tmp_path: Path) -> None:
-    found = kubelet.probe(HostTree(tmp_path).fs())
+    found = _probe(HostTree(tmp_path))
 
     assert found.config_path is None
     assert found.cpu_manager_policy is None
@@ -34,7 +41,7 @@ def test_an_absent_config_is_unknown_not_an_error(tmp_path: Path) -> None:
 
 
 def test_a_tuned_config_is_read_in_full_and_raises_no_findings(tmp_path: Path) -> None:
-    found = kubelet.probe(HostTree(tmp_path).kubelet_config(TUNED).fs())
+    found = _probe(HostTree(tmp_path).kubelet_config(TUNED))
 
     assert found.config_path == "/var/lib/kubelet/config.yaml"
     assert (found.cpu_manager_policy, found.topology_manager_policy) == (
@@ -50,7 +57,7 @@ def test_a_tuned_config_is_read_in_full_and_raises_no_findings(tmp_path: Path) -
 def test_settings_left_out_take_the_kubelet_defaults_and_are_flagged(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).kubelet_config("kind: KubeletConfiguration\n")
 
-    found = kubelet.probe(tree.fs())
+    found = _probe(tree)
 
     assert (found.cpu_manager_policy, found.topology_manager_policy) == ("none", "none")
     assert [p.severity for p in kubelet.check(found)] == ["Warning", "Info"]
@@ -67,7 +74,7 @@ def test_settings_left_out_take_the_kubelet_defaults_and_are_flagged(tmp_path: P
 def test_an_unusable_config_is_an_error_naming_the_file(
     tmp_path: Path, text: str, error: str
 ) -> None:
-    found = kubelet.probe(HostTree(tmp_path).kubelet_config(text).fs())
+    found = _probe(HostTree(tmp_path).kubelet_config(text))
 
     [problem] = kubelet.check(found)
     assert (problem.severity, problem.path) == ("Error", "/var/lib/kubelet/config.yaml")
@@ -78,7 +85,7 @@ def test_a_second_config_file_is_reported_and_not_merged(tmp_path: Path) -> None
     tree = HostTree(tmp_path).kubelet_config(TUNED)
     tree.kubelet_config("cpuManagerPolicy: none\n", "/etc/kubernetes/kubelet-config.yaml")
 
-    found = kubelet.probe(tree.fs())
+    found = _probe(tree)
 
     assert found.cpu_manager_policy == "static"
     assert found.other_config_paths == ["/etc/kubernetes/kubelet-config.yaml"]
@@ -91,8 +98,108 @@ def test_odd_values_are_noted_with_the_file(tmp_path: Path) -> None:
         "cpuManagerPolicy: 3\nreservedMemory:\n  - {numaNode: 0}\n")
     fs = tree.fs()
 
-    found = kubelet.probe(fs)
+    found = kubelet.probe(fs, fs.processes())
 
     assert found.cpu_manager_policy is None
     assert found.reserved_memory == []
     assert [i.path for i in fs.take_issues()] == ["/var/lib/kubelet/config.yaml"] * 2
+
+
+def test_the_running_kubelet_names_its_files_and_its_flags_override_them(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).kubelet_config(TUNED, "/etc/kvt/kubelet.yaml")
+    tree.kubelet_config("kind: KubeletConfiguration\ncpuManagerPolicy: none\n")  # not named
+    tree.kubelet_config("kubeReserved: {cpu: 200m}\ntopologyManagerScope: container\n",
+                        "/etc/kvt/conf.d/20-scope.conf")
+    tree.kubelet_config("kubeReserved: {memory: 2Gi}\ntopologyManagerScope: pod\n",
+                        "/etc/kvt/conf.d/10-reserve.conf")
+    tree.kubelet_config("memoryManagerPolicy: None\n", "/etc/kvt/conf.d/README")  # not *.conf
+    tree.process(4242, "kubelet", "/usr/bin/kubelet", "--config=/etc/kvt/kubelet.yaml",
+                 "--config-dir", "/etc/kvt/conf.d", "--topology-manager-policy", "restricted",
+                 "--reserved-memory=0:memory=1Gi;1:memory=2Gi,hugepages-1Gi=1Gi")
+
+    found = _probe(tree)
+
+    assert (found.pid, found.config_path, found.drop_in_dir) == (
+        4242, "/etc/kvt/kubelet.yaml", "/etc/kvt/conf.d")
+    assert found.drop_in_paths == ["/etc/kvt/conf.d/10-reserve.conf",
+                                   "/etc/kvt/conf.d/20-scope.conf"]
+    assert found.flags == ["--topology-manager-policy=restricted",
+                           "--reserved-memory=0:memory=1Gi;1:memory=2Gi,hugepages-1Gi=1Gi"]
+    assert found.cpu_manager_policy == "static"  # the named file, not the usual path
+    assert found.kube_reserved_memory == "2Gi"  # maps merge: 20-scope.conf adds cpu only
+    assert found.topology_manager_scope == "container"  # the later drop-in wins
+    assert found.topology_manager_policy == "restricted"  # the flag beats the file
+    assert [(r.numa_node, r.limits) for r in found.reserved_memory] == [
+        (0, {"memory": "1Gi"}), (1, {"memory": "2Gi", "hugepages-1Gi": "1Gi"})]
+    assert found.origins["topologyManagerScope"] == "/etc/kvt/conf.d/20-scope.conf"
+    assert found.origins["topologyManagerPolicy"] == "--topology-manager-policy"
+    assert found.origins["cpuManagerPolicy"] == "/etc/kvt/kubelet.yaml"
+
+
+def test_a_kubelet_of_flags_alone_is_known_and_its_fix_is_a_flag(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).process(
+        77, "kubelet", "kubelet", "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--eviction-hard=memory.available<300Mi,nodefs.available<5%",
+        "--system-reserved=cpu=1,memory=1Gi")
+
+    found = _probe(tree)
+
+    assert found.config_path is None and kubelet.known(found)
+    assert (found.system_reserved_memory, found.eviction_hard_memory) == ("1Gi", "300Mi")
+    [warning, _] = kubelet.check(found)
+    assert "set --cpu-manager-policy=static on the kubelet's command line (pid 77)" in (
+        warning.message)
+
+
+def test_k3s_passes_kubelet_args_and_its_drop_in_directory(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).kubelet_config(
+        "cpuManagerPolicy: static\n",
+        "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf")
+    tree.process(9, "k3s-server", "/usr/local/bin/k3s", "server",
+                 "--kubelet-arg=cpu-manager-policy-options=full-pcpus-only=true",
+                 "--kubelet-arg", "topology-manager-policy=single-numa-node")
+
+    found = _probe(tree)
+
+    assert found.pid == 9 and found.config_path is None
+    assert found.drop_in_paths == [
+        "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf"]
+    assert found.cpu_manager_policy == "static"
+    assert found.cpu_manager_policy_options == {"full-pcpus-only": "true"}
+    assert found.topology_manager_policy == "single-numa-node"
+
+
+def test_openshifts_kubelet_conf_is_read_and_kubeadms_kubeconfig_of_that_name_is_not(
+    tmp_path: Path,
+) -> None:
+    openshift = HostTree(tmp_path / "ocp").kubelet_config(
+        "kind: KubeletConfiguration\ncpuManagerPolicy: static\n", "/etc/kubernetes/kubelet.conf")
+    kubeadm = HostTree(tmp_path / "kubeadm").kubelet_config(
+        "apiVersion: v1\nkind: Config\nclusters: []\n", "/etc/kubernetes/kubelet.conf")
+
+    assert _probe(openshift).config_path == "/etc/kubernetes/kubelet.conf"
+    assert _probe(openshift).cpu_manager_policy == "static"
+    assert _probe(kubeadm).config_path is None
+
+
+def test_a_broken_drop_in_is_an_error_naming_it(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).kubelet_config(TUNED)
+    tree.kubelet_config("[", "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d/50-x.conf")
+
+    [problem] = kubelet.check(_probe(tree))
+
+    assert problem.severity == "Error"
+    assert "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d/50-x.conf is invalid YAML" in (
+        problem.message)
+
+
+def test_a_kubelet_with_more_flags_than_the_report_lists_still_reads_them_all(
+    tmp_path: Path,
+) -> None:
+    flags = [f"--reserved-memory={node}:memory=1Gi" for node in range(40)]
+    tree = HostTree(tmp_path).process(8, "kubelet", "kubelet", *flags)
+
+    found = _probe(tree)
+
+    assert len(found.flags) == kubelet.MAX_LISTED
+    assert len(found.reserved_memory) == 40

@@ -139,12 +139,19 @@ class MemoryAccount(BaseModel):
     )
     capacity_kib: Opt[int] = Field(
         default=None,
-        description="MemTotal minus all hugepage pools, KiB; absent: MemTotal unknown.",
+        description="MemTotal minus all hugepage pools and what the kubelet keeps from pods "
+        "(kubeletReservedKib), KiB; absent: MemTotal, a pool or the kubelet's reserves unknown.",
+    )
+    kubelet_reserved_kib: Opt[int] = Field(
+        default=None,
+        description="What the kubelet keeps from pods, KiB: systemReserved + kubeReserved memory "
+        "+ evictionHard memory.available (or reservedMemory's total, when larger); absent: "
+        "unknown.",
     )
     headroom_kib: Opt[int] = Field(
         default=None,
-        description="capacity - demand, KiB; negative: overcommitted. The host's own processes, "
-        "the kubelet and other pods also live in this headroom.",
+        description="capacity - demand, KiB; negative: overcommitted. Other pods also live in "
+        "this headroom.",
     )
     hugepages: list[HugepageAccount] = Field(
         default_factory=list, max_length=16, description="One entry per page size in use or pooled."

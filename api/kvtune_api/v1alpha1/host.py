@@ -492,17 +492,49 @@ class ReservedMemory(BaseModel):
 class KubeletReport(BaseModel):
     """The kubelet settings that decide whether VMs can get dedicated, NUMA-local resources.
 
-    A setting the config file leaves out is reported with the kubelet's default; flags on the
-    kubelet command line can still override the file and are not read.
+    Read as the kubelet reads them: the file its --config flag names, then the drop-in files of
+    its --config-dir in lexical order (maps merged, lists and values replaced), then its
+    command-line flags, which override both. The running kubelet's command line
+    (/proc/<pid>/cmdline) names them; without a kubelet process, the distributions' usual paths
+    are read. A setting none of them sets is reported with the kubelet's default.
     """
 
+    pid: Opt[int] = Field(
+        default=None,
+        description="The kubelet process whose command line was read (for k3s, the k3s process "
+        "that runs it, with its --kubelet-arg flags); absent: none runs, the usual paths were "
+        "read.",
+    )
     config_path: Opt[str] = Field(
-        default=None, description="The config file read; absent: none found (all unknown)."
+        default=None, description="The config file read; absent: none found or named."
+    )
+    drop_in_dir: Opt[str] = Field(
+        default=None, description="The drop-in directory (--config-dir) read, if any."
+    )
+    drop_in_paths: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Its *.conf files, merged over the config file in this (lexical) order.",
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The kubelet's command-line flags read, which override the files, as given "
+        "(e.g. --cpu-manager-policy=static).",
+    )
+    origins: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where each setting read was set: KubeletConfiguration key to the file or "
+        "flag that set it last; a key left out has the kubelet's default.",
     )
     other_config_paths: list[str] = Field(
-        default_factory=list, max_length=4, description="Other kubelet config files present."
+        default_factory=list,
+        max_length=4,
+        description="Other kubelet config files present that the kubelet does not read.",
     )
-    error: Opt[str] = Field(default=None, description="Why the config file could not be used.")
+    error: Opt[str] = Field(
+        default=None, description="Why the configuration could not be used, naming the file."
+    )
     cpu_manager_policy: Opt[str] = Field(
         default=None, description="cpuManagerPolicy: none or static (dedicated CPUs need static)."
     )
@@ -515,6 +547,10 @@ class KubeletReport(BaseModel):
     memory_manager_policy: Opt[str] = Field(
         default=None, description="memoryManagerPolicy: None or Static."
     )
+    cpu_manager_policy_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="cpuManagerPolicyOptions, e.g. full-pcpus-only: \"true\" (whole cores only).",
+    )
     reserved_system_cpus: Opt[str] = Field(
         default=None, description="reservedSystemCPUs, a cpulist kept from pods."
     )
@@ -523,7 +559,7 @@ class KubeletReport(BaseModel):
     eviction_hard_memory: Opt[str] = Field(
         default=None,
         description="evictionHard's memory.available, a quantity or a percentage of the host's "
-        "memory; absent when the file leaves it out.",
+        "memory; absent when the kubelet's configuration leaves it out.",
     )
     reserved_memory: list[ReservedMemory] = Field(
         default_factory=list, max_length=MAX_NUMA_NODES, description="reservedMemory."

@@ -50,6 +50,7 @@ from kvtune_api.v1alpha1.audit import (
 from kvtune_api.v1alpha1.host import HostReport, PodInterface, PodNetwork
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
+from .. import memory_budget
 from ..probe import cpulist
 from ..probe.memory import SIZE_KIB, size_name
 from .domains import Domain, Nic
@@ -583,9 +584,10 @@ def account(
     """The memory the domains need against what the node can give them, with findings.
 
     Hugepages are taken out of MemTotal when the pool is allocated, used or not, so ordinary
-    memory is MemTotal minus every pool. A VM without hugepages needs guest + overhead of it; a
-    VM with hugepages needs its guest memory (in whole pages) from its size's pool and only its
-    overhead from ordinary memory.
+    memory is MemTotal minus every pool, less what the kubelet keeps from pods (its reserves
+    and eviction threshold, as the hugepage budget counts them). A VM without hugepages needs
+    guest + overhead of it; a VM with hugepages needs its guest memory (in whole pages) from its
+    size's pool and only its overhead from ordinary memory.
     """
     facts = _Host.of(host)
     pools = {pool.size_kib: pool.total * pool.size_kib for pool in host.memory.hugepages
@@ -609,10 +611,17 @@ def account(
             )
         else:
             huge[size] += -(-dom.memory_kib // size) * size
-    capacity = headroom = None
+    capacity = headroom = kubelet = None
+    kubelet_unknown = ""
+    if host.memory.total_kib is not None:
+        try:
+            kubelet = memory_budget.kubelet_reservation(host.kubelet, host.memory.total_kib).kib
+        except memory_budget.BudgetUnknown as err:
+            kubelet_unknown = str(err)
     # A pool of unknown size leaves ordinary memory unknown too: it is MemTotal minus the pools.
-    if host.memory.total_kib is not None and len(pools) == len(host.memory.hugepages):
-        capacity = host.memory.total_kib - sum(pools.values())
+    if (host.memory.total_kib is not None and kubelet is not None
+            and len(pools) == len(host.memory.hugepages)):
+        capacity = max(0, host.memory.total_kib - sum(pools.values()) - kubelet)
         headroom = capacity - guest - overhead
     accounts = [
         HugepageAccount(
@@ -628,14 +637,17 @@ def account(
         overhead_kib=overhead,
         demand_kib=guest + overhead,
         capacity_kib=capacity,
+        kubelet_reserved_kib=kubelet,
         headroom_kib=headroom,
         hugepages=accounts,
         overcommitted=(headroom or 0) < 0 or any(a.headroom_kib < 0 for a in accounts),
     )
-    return memory, findings + _overcommit(memory, host, policy)
+    return memory, findings + _overcommit(memory, host, policy, kubelet_unknown)
 
 
-def _overcommit(memory: MemoryAccount, host: HostReport, policy: AuditPolicy) -> list[VmFinding]:
+def _overcommit(
+    memory: MemoryAccount, host: HostReport, policy: AuditPolicy, kubelet_unknown: str
+) -> list[VmFinding]:
     severity: FindingSeverity = "Info" if policy.allow_memory_overcommit else "Violation"
     advice = (
         "the profile allows it (memory.allowOvercommit)"
@@ -645,15 +657,18 @@ def _overcommit(memory: MemoryAccount, host: HostReport, policy: AuditPolicy) ->
     findings = []
     if memory.capacity_kib is None:
         unknown = ", ".join(p.size for p in host.memory.hugepages if p.total is None)
-        why = ("host MemTotal is unknown (/proc/meminfo unreadable)"
-               if host.memory.total_kib is None
-               else f"the size of the {unknown} hugepage pool(s) is unknown (nr_hugepages "
-               "unreadable)")
+        if host.memory.total_kib is None:
+            why = "host MemTotal is unknown (/proc/meminfo unreadable)"
+        elif kubelet_unknown:
+            why = kubelet_unknown
+        else:
+            why = (f"the size of the {unknown} hugepage pool(s) is unknown (nr_hugepages "
+                   "unreadable)")
         findings.append(
             _finding("Warning", "Memory", f"{why}: memory overcommit is not checked")
         )
     elif memory.headroom_kib is not None and memory.headroom_kib < 0:
-        hugepages = (host.memory.total_kib or 0) - memory.capacity_kib
+        hugepages = sum(p.total * p.size_kib for p in host.memory.hugepages if p.total)
         findings.append(
             _finding(
                 severity,
@@ -661,7 +676,8 @@ def _overcommit(memory: MemoryAccount, host: HostReport, policy: AuditPolicy) ->
                 f"VMs need {_size(memory.demand_kib)} of ordinary memory (guest "
                 f"{_size(memory.guest_kib)} + overhead {_size(memory.overhead_kib)}) but the node "
                 f"has {_size(memory.capacity_kib)} (MemTotal minus {_size(hugepages)} of hugepage "
-                f"pools): overcommitted by {_size(-memory.headroom_kib)}; {advice}",
+                f"pools and {_size(memory.kubelet_reserved_kib or 0)} the kubelet keeps from "
+                f"pods): overcommitted by {_size(-memory.headroom_kib)}; {advice}",
             )
         )
     findings += [

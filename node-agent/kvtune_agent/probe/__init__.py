@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
-from .. import metrics
 from ..hostfs import HostFS, ProcessTable, ReadIssue
 from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
 
@@ -52,7 +51,8 @@ FEATURES: list[Feature[t.Any]] = [
     Feature("SRIOV", "sriov", _files(sriov.probe), sriov.check),
     Feature("Network", "network", network.probe, network.check),
     Feature("Block", "block", _files(block.probe), block.check),
-    Feature("Kubelet", "kubelet", _files(kubelet.probe), kubelet.check),
+    # Reads the kubelet's command line; the table's read issues are reported by KSM and Numad.
+    Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
 ]
 
 
@@ -80,7 +80,6 @@ def _bounded(problems: list[Problem]) -> list[Problem]:
     )]
 
 
-@metrics.PROBE_SECONDS.time()
 def probe_host(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
     """Probe every feature of the host behind `fs`; one failing probe does not hide the others.
 

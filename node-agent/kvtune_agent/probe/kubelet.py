@@ -1,33 +1,181 @@
-"""The kubelet's resource-manager settings, read from its config file.
+"""The kubelet's resource-manager settings, read as the running kubelet reads them.
 
 KubeVirt's dedicated CPUs need the static CPU manager, and NUMA-local VMs need the topology and
 memory managers; kvtune does not rewrite the kubelet's configuration, so it reads what is set
-and reports the gaps. A missing file means "unknown", not an error: not every host runs a kubelet
-configured by file.
+and reports the gaps. The kubelet takes its settings from the file its --config flag names, then
+the *.conf files under its --config-dir in lexical order (maps merged key by key, lists and
+values replaced), then its command-line flags, which override both (kubernetes.io: "Kubelet
+Configuration Directory Merging", "Set Kubelet Parameters Via A Configuration File"). So the
+running kubelet's command line says where to look; without a kubelet process, the usual paths
+of the distributions are read:
+
+- kubeadm: /var/lib/kubelet/config.yaml (its /etc/kubernetes/kubelet.conf is a kubeconfig);
+- OpenShift: /etc/kubernetes/kubelet.conf, a KubeletConfiguration;
+- k3s and RKE2 (v1.32 and later): the drop-in directory under /var/lib/rancher/<dist>/agent/etc.
+  k3s runs the kubelet inside the k3s process, which passes `--kubelet-arg` flags to it.
+
+Nothing found means "unknown", not an error: not every host is a Kubernetes node.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import typing as t
 
-import yaml
 from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
-from ..hostfs import HostFS
+from ..hostfs import HostFS, Process, ProcessTable
 
-#: Where kubeadm and most distributions put it; the kubelet reads only the one its --config names.
-CONFIG_PATHS = ("/var/lib/kubelet/config.yaml", "/etc/kubernetes/kubelet-config.yaml")
-#: Policy settings as (KubeletConfiguration key, report field, the kubelet's default, which
-#: applies when the file leaves the key out).
+#: Config files where kubeadm and distributions put them, read when no kubelet process runs.
+CONFIG_PATHS = (
+    "/var/lib/kubelet/config.yaml",
+    "/etc/kubernetes/kubelet.conf",
+    "/etc/kubernetes/kubelet-config.yaml",
+)
+#: Drop-in directories k3s and RKE2 always pass as --config-dir, by the process that runs them.
+DROP_IN_DIRS = {
+    "k3s": "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d",
+    "rke2": "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d",
+}
+KIND = "KubeletConfiguration"
+#: Most flags and drop-in files listed in the report (KubeletReport's bounds).
+MAX_LISTED = 32
+#: Policy settings as (KubeletConfiguration key, report field, the kubelet's default).
 POLICIES = (
     ("cpuManagerPolicy", "cpu_manager_policy", "none"),
     ("topologyManagerPolicy", "topology_manager_policy", "none"),
     ("topologyManagerScope", "topology_manager_scope", "container"),
     ("memoryManagerPolicy", "memory_manager_policy", "None"),
 )
+#: The command-line flag of each setting read, and how its value is written there.
+FLAGS: dict[str, tuple[str, t.Literal["value", "map", "eviction", "reserved-memory"]]] = {
+    "cpuManagerPolicy": ("cpu-manager-policy", "value"),
+    "cpuManagerPolicyOptions": ("cpu-manager-policy-options", "map"),
+    "topologyManagerPolicy": ("topology-manager-policy", "value"),
+    "topologyManagerScope": ("topology-manager-scope", "value"),
+    "memoryManagerPolicy": ("memory-manager-policy", "value"),
+    "reservedSystemCPUs": ("reserved-cpus", "value"),
+    "systemReserved": ("system-reserved", "map"),
+    "kubeReserved": ("kube-reserved", "map"),
+    "evictionHard": ("eviction-hard", "eviction"),
+    "reservedMemory": ("reserved-memory", "reserved-memory"),
+}
+_KEY_OF_FLAG = {flag: key for key, (flag, _) in FLAGS.items()}
 
 
-def _reserved_memory(fs: HostFS, path: str, value: t.Any) -> list[ReservedMemory]:
+# -- where the kubelet's configuration is ------------------------------------------------------
+
+
+def _kubelet_process(processes: ProcessTable) -> tuple[Process, list[str], str | None] | None:
+    """The kubelet process, its kubelet arguments, and its distribution's drop-in directory."""
+    for process in processes:
+        name = os.path.basename(process.argv[0]) if process.argv else ""
+        if "kubelet" in (process.comm, name):  # RKE2's too: it passes --config-dir itself
+            return process, list(process.argv[1:]), None
+        if name == "k3s" or (process.comm or "").startswith("k3s-"):
+            # k3s passes each --kubelet-arg (name=value) to the kubelet it runs in-process.
+            args = _values(list(process.argv[1:]), "kubelet-arg")
+            if args or any(a in ("server", "agent") for a in process.argv[1:3]):
+                return process, [f"--{arg}" for arg in args], DROP_IN_DIRS["k3s"]
+    return None
+
+
+def _values(args: list[str], flag: str) -> list[str]:
+    """Every value given to --flag (one that takes a value), in order, as `--flag=value` or
+    `--flag value`."""
+    found = []
+    for index, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name != f"--{flag}":
+            continue
+        if equals:
+            found.append(value)
+        elif index + 1 < len(args):
+            found.append(args[index + 1])
+    return found
+
+
+def _parse_flag(kind: str, values: list[str]) -> t.Any:
+    """A flag's value as the KubeletConfiguration field it overrides."""
+    if kind == "value":
+        return values[-1]
+    if kind == "reserved-memory":  # 0:memory=1Gi,hugepages-1Gi=2Gi;1:memory=2Gi, repeatable
+        entries = []
+        for value in values:
+            for entry in filter(None, value.split(";")):
+                node, _, limits = entry.partition(":")
+                entries.append({"numaNode": node.strip(), "limits": _pairs(limits, "=")})
+        return entries
+    return _pairs(values[-1], "<" if kind == "eviction" else "=")
+
+
+def _pairs(text: str, separator: str) -> dict[str, str]:
+    pairs = (item.partition(separator) for item in text.split(",") if item.strip())
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+# -- reading and merging the files -------------------------------------------------------------
+
+
+class _Unusable(Exception):
+    """A file of the configuration cannot be used; the message names it and what is wrong."""
+
+
+def _load(fs: HostFS, path: str) -> dict[str, t.Any]:
+    import yaml  # here, not above: most hosts `kvtune probe` runs on have no kubelet config
+
+    text = fs.read_text(path)
+    if text is None:
+        raise _Unusable(f"{path} cannot be read")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise _Unusable(f"{path} is invalid YAML: {err}") from err
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise _Unusable(f"{path} is not a KubeletConfiguration mapping")
+    return config
+
+
+def _merge(into: dict[str, t.Any], config: dict[str, t.Any], origins: dict[str, str],
+           source: str) -> None:
+    """Merge a drop-in as the kubelet does: maps key by key, anything else replaced."""
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        else:
+            into[key] = value
+        if key in FLAGS:
+            origins[key] = source
+
+
+def _drop_ins(fs: HostFS, directory: str) -> list[str]:
+    """The directory's *.conf files, walked in lexical order as the kubelet walks it."""
+    found = []
+    for name in fs.list_dir(directory):
+        path = f"{directory.rstrip('/')}/{name}"
+        if fs.is_dir(path):
+            found += _drop_ins(fs, path)
+        elif name.endswith(".conf"):
+            found.append(path)
+    return found
+
+
+def _is_kubelet_config(fs: HostFS, path: str) -> bool:
+    """True unless the file says it is something else (kubeadm's kubelet.conf is a kubeconfig)."""
+    try:
+        kind = _load(fs, path).get("kind", KIND)
+    except _Unusable:
+        return True  # reported when read
+    return bool(kind == KIND)
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def _reserved_memory(fs: HostFS, where: str, value: t.Any) -> list[ReservedMemory]:
     entries = []
     for item in value if isinstance(value, list) else []:
         try:
@@ -36,7 +184,7 @@ def _reserved_memory(fs: HostFS, path: str, value: t.Any) -> list[ReservedMemory
                 numa_node=int(item["numaNode"]), limits={str(k): str(v) for k, v in limits.items()}
             ))
         except (KeyError, TypeError, ValueError, AttributeError):
-            fs.note(path, f"reservedMemory entry {str(item)[:60]!r} lacks numaNode or limits")
+            fs.note(where, f"reservedMemory entry {str(item)[:60]!r} lacks numaNode or limits")
     return entries
 
 
@@ -46,73 +194,160 @@ def _memory(config: dict[str, t.Any], key: str, signal: str = "memory") -> str |
     return None if value is None else str(value)
 
 
-def _settings(fs: HostFS, path: str, config: dict[str, t.Any]) -> dict[str, t.Any]:
+def _settings(
+    fs: HostFS, config: dict[str, t.Any], origins: dict[str, str], fallback: str
+) -> dict[str, t.Any]:
     settings: dict[str, t.Any] = {}
     for key, field, default in POLICIES:
         value = config.get(key, default)
         if isinstance(value, str):
             settings[field] = value
         else:
-            fs.note(path, f"{key} should be a string, found {value!r}")
+            fs.note(origins.get(key, fallback), f"{key} should be a string, found {value!r}")
+    options = config.get("cpuManagerPolicyOptions")
+    if isinstance(options, dict):
+        settings["cpu_manager_policy_options"] = {str(k): str(v) for k, v in options.items()}
     cpus = config.get("reservedSystemCPUs")
     settings["reserved_system_cpus"] = None if cpus is None else str(cpus)
     settings["system_reserved_memory"] = _memory(config, "systemReserved")
     settings["kube_reserved_memory"] = _memory(config, "kubeReserved")
     settings["eviction_hard_memory"] = _memory(config, "evictionHard", "memory.available")
-    settings["reserved_memory"] = _reserved_memory(fs, path, config.get("reservedMemory"))
+    settings["reserved_memory"] = _reserved_memory(
+        fs, origins.get("reservedMemory", fallback), config.get("reservedMemory"))
     return settings
 
 
-def probe(fs: HostFS) -> KubeletReport:
-    present = [path for path in CONFIG_PATHS if fs.exists(path)]
-    if not present:
+@dataclasses.dataclass(frozen=True)
+class _Sources:
+    """Where the kubelet's settings come from, in the order they apply."""
+
+    pid: int | None = None
+    config_path: str | None = None
+    drop_in_dir: str | None = None
+    #: Flag name (without --) to every value given, in order.
+    flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Config files present that the kubelet does not read.
+    others: tuple[str, ...] = ()
+
+
+def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
+    """What the running kubelet reads, else what the usual paths hold; None: nothing found."""
+    found = _kubelet_process(processes)
+    if found is None:
+        present = [path for path in CONFIG_PATHS
+                   if fs.exists(path) and _is_kubelet_config(fs, path)]
+        drop_in_dir = next((d for d in DROP_IN_DIRS.values() if fs.is_dir(d)), None)
+        if not present and drop_in_dir is None:
+            return None
+        return _Sources(config_path=next(iter(present), None), drop_in_dir=drop_in_dir,
+                        others=tuple(present[1:]))
+    process, args, default_dir = found
+    drop_in_dir = next(reversed(_values(args, "config-dir")), None)
+    if drop_in_dir is None and default_dir is not None and fs.is_dir(default_dir):
+        drop_in_dir = default_dir  # k3s before v1.32 has none
+    flags = {flag: values for flag in _KEY_OF_FLAG if (values := _values(args, flag))}
+    return _Sources(process.pid, next(reversed(_values(args, "config")), None), drop_in_dir,
+                    flags)
+
+
+def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
+    sources = _sources(fs, processes)
+    if sources is None:
         return KubeletReport()
-    path, others = present[0], present[1:]
-    report = {"config_path": path, "other_config_paths": others}
-    text = fs.read_text(path)
-    if text is None:
-        return KubeletReport.model_validate({**report, "error": "the file cannot be read"})
+    report: dict[str, t.Any] = {
+        "pid": sources.pid, "config_path": sources.config_path,
+        "drop_in_dir": sources.drop_in_dir, "other_config_paths": list(sources.others),
+        "flags": [f"--{flag}={value}" for flag, values in sources.flags.items()
+                  for value in values][:MAX_LISTED],
+    }
+    config: dict[str, t.Any] = {}
+    origins: dict[str, str] = {}
     try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        return KubeletReport.model_validate({**report, "error": f"invalid YAML: {err}"})
-    if not isinstance(config, dict):
-        return KubeletReport.model_validate(
-            {**report, "error": "not a KubeletConfiguration mapping"}
-        )
-    return KubeletReport.model_validate({**report, **_settings(fs, path, config)})
+        if sources.config_path is not None:
+            _merge(config, _load(fs, sources.config_path), origins, sources.config_path)
+        drop_ins = [] if sources.drop_in_dir is None else _drop_ins(fs, sources.drop_in_dir)
+        report["drop_in_paths"] = drop_ins[:MAX_LISTED]
+        for path in drop_ins:
+            _merge(config, _load(fs, path), origins, path)
+    except _Unusable as err:
+        return KubeletReport.model_validate({**report, "error": str(err)})
+    for flag, values in sources.flags.items():  # flags override every file
+        key = _KEY_OF_FLAG[flag]
+        config[key] = _parse_flag(FLAGS[key][1], values)
+        origins[key] = f"--{flag}"
+    report["origins"] = origins
+    fallback = sources.config_path or sources.drop_in_dir or "the kubelet's command line"
+    return KubeletReport.model_validate({**report, **_settings(fs, config, origins, fallback)})
+
+
+# -- findings ----------------------------------------------------------------------------------
+
+
+def known(kubelet: KubeletReport) -> bool:
+    """The kubelet's settings are known: a kubelet or its configuration was found and read."""
+    return kubelet.error is None and (
+        kubelet.pid is not None or kubelet.config_path is not None
+        or kubelet.drop_in_dir is not None)
+
+
+def read_from(kubelet: KubeletReport) -> str:
+    """What the settings were read from, for messages: files, then flags."""
+    sources = [p for p in (kubelet.config_path, *kubelet.drop_in_paths) if p]
+    if kubelet.flags:
+        sources.append(f"the flags of kubelet pid {kubelet.pid}")
+    elif kubelet.pid is not None and not sources:
+        sources.append(f"the command line of kubelet pid {kubelet.pid} (no flags or files)")
+    return ", ".join(sources) or "(nothing)"
+
+
+def fix(kubelet: KubeletReport, key: str, value: str, flag_value: str | None = None) -> str:
+    """Where and how to set a KubeletConfiguration key to `value` (`flag_value` as a flag, when
+    written differently there) so that the kubelet takes it.
+
+    A flag overrides every file, so a setting given as a flag is changed there; otherwise in
+    the file that sets it last, else the config file, else a drop-in.
+    """
+    origin = kubelet.origins.get(key)
+    flag = FLAGS[key][0] if key in FLAGS else None
+    if flag is not None and (origin == f"--{flag}" or (
+            origin is None and kubelet.config_path is None and kubelet.drop_in_dir is None)):
+        return (f"set --{flag}={flag_value or value} on the kubelet's command line "
+                f"(pid {kubelet.pid})")
+    where = origin or kubelet.config_path or f"a new file in {kubelet.drop_in_dir}"
+    return f"set {key}: {value} in {where}"
 
 
 def check(kubelet: KubeletReport) -> list[Problem]:
     """Findings: no or broken config, no static CPU manager, no topology alignment."""
-    path = kubelet.config_path
-    if path is None:
-        return [Problem(
-            severity="Info", feature="Kubelet", path=CONFIG_PATHS[0],
-            message=f"no kubelet config at {' or '.join(CONFIG_PATHS)}: the kubelet's CPU, "
-            "topology and memory manager policies are unknown (flags-only kubelet, or not a "
-            "Kubernetes node)",
-        )]
     if kubelet.error is not None:
         return [Problem(
-            severity="Error", feature="Kubelet", path=path,
-            message=f"cannot use {path}: {kubelet.error}; fix the file",
+            severity="Error", feature="Kubelet", path=kubelet.config_path or "",
+            message=f"cannot use the kubelet's configuration: {kubelet.error}; fix the file",
         )]
+    if not known(kubelet):
+        return [Problem(
+            severity="Info", feature="Kubelet", path=CONFIG_PATHS[0],
+            message=f"no kubelet process and no kubelet config at {', '.join(CONFIG_PATHS)} or "
+            f"{', '.join(DROP_IN_DIRS.values())}: the kubelet's CPU, topology and memory "
+            "manager policies are unknown (not a Kubernetes node, or the agent cannot see the "
+            "host's processes)",
+        )]
+    path = kubelet.config_path or ""
     problems = []
     if kubelet.cpu_manager_policy != "static":
         problems.append(Problem(
             severity="Warning", feature="Kubelet", path=path,
-            message=f"cpuManagerPolicy is {kubelet.cpu_manager_policy!r} in {path}: VMIs with "
-            "dedicatedCpuPlacement stay Pending without the static CPU manager; set "
-            "cpuManagerPolicy: static (remove /var/lib/kubelet/cpu_manager_state and restart "
-            "the kubelet on a drained node)",
+            message=f"cpuManagerPolicy is {kubelet.cpu_manager_policy!r} (read from "
+            f"{read_from(kubelet)}): VMIs with dedicatedCpuPlacement stay Pending without the "
+            f"static CPU manager; {fix(kubelet, 'cpuManagerPolicy', 'static')} (remove "
+            "/var/lib/kubelet/cpu_manager_state and restart the kubelet on a drained node)",
         ))
     if kubelet.topology_manager_policy == "none":
         problems.append(Problem(
             severity="Info", feature="Kubelet", path=path,
-            message=f"topologyManagerPolicy is 'none' in {path}: a VM's dedicated CPUs, memory "
-            "and devices may come from different NUMA nodes; single-numa-node or restricted "
-            "keeps them together",
+            message=f"topologyManagerPolicy is 'none' (read from {read_from(kubelet)}): a VM's "
+            "dedicated CPUs, memory and devices may come from different NUMA nodes; "
+            "single-numa-node or restricted keeps them together",
         ))
     if kubelet.other_config_paths:
         problems.append(Problem(

@@ -29,7 +29,7 @@ from kvtune_api.v1alpha1.host import (
     SoftwareSwitch,
 )
 
-from ..audit import launchers
+from .. import launchers
 from ..hostfs import HostFS, ProcessTable
 
 NET = "/sys/class/net"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hosttree import HostTree
-from kvtune_agent.audit import launchers
+from kvtune_agent import launchers
 
 from .builders import launcher
 

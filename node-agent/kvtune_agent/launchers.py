@@ -20,9 +20,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hostfs import HostFS, Process, ProcessTable
-from ..probe import cpulist
-from ..probe.daemon import COMM_LEN, INTERPRETERS
+from .hostfs import HostFS, Process, ProcessTable
+from .probe import cpulist
+from .probe.daemon import COMM_LEN, INTERPRETERS
 
 #: Launcher executables (the monitor's comm is cut to 15 characters by the kernel).
 LAUNCHERS = frozenset({"virt-launcher-monitor", "virt-launcher"})
