@@ -22,12 +22,12 @@ from collections.abc import Callable
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
-from ..hostfs import HostFS, ProcessTable
 from .. import launchers
+from ..hostfs import HostFS, ProcessTable
+from ..launchers import Launcher
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition
 from .connect import DEFAULT_TIMEOUT, Connect, Listing, Unreachable, open_read_only, read_domains
-from ..launchers import Launcher
 
 __all__ = [
     "VMS_COMPLIANT",
