@@ -131,6 +131,23 @@ INVALID: list[tuple[str, dict[str, t.Any], str]] = [
         "pciAddresses[0]: Invalid value",
     ),
     (
+        "two macvtap rules for one resource",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": [n]}}
+                                 for n in ("ens2f0", "ens2f1")]}},
+        "network.macvtap names a resource more than once",
+    ),
+    (
+        "macvtap in passthru mode, which macvtap-cni refuses",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0"]},
+                                  "mode": "passthru"}]}},
+        'mode: Unsupported value: "passthru"',
+    ),
+    (
+        "a macvtap resource name that is no resource name",
+        {"network": {"macvtap": [{"name": "data plane", "nicSelector": {"names": ["ens2f0"]}}]}},
+        "spec.network.macvtap[0].name: Invalid value",
+    ),
+    (
         "a LUN selector that would take any disk",
         {"storage": {"blockLuns": {"selector": {"minSize": "1Gi"}, "storageClassName": "x"}}},
         "needs at least one of wwns, byIdPatterns or models",

@@ -15,7 +15,7 @@ from pydantic import Field
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import MAX_NUMA_NODES, HostReport
-from .profile import HostSettings, Mode, VmiSettings
+from .profile import HostSettings, MacvtapMode, Mode, VmiSettings
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
@@ -134,6 +134,16 @@ class ExposedLun(BaseModel):
     model: Opt[str] = Field(default=None, description="Device model.")
 
 
+class MacvtapResource(BaseModel):
+    """One resource of macvtap-cni's device plugin on this node, in the shape DP_MACVTAP_CONF
+    takes: the list of them is the device plugin's configuration for this node."""
+
+    name: str = Field(description="Resource macvtap.network.kubevirt.io/<name>.")
+    lower_device: str = Field(description="The NIC the macvtap devices are created on.")
+    mode: MacvtapMode = Field(description="bridge, vepa or private.")
+    capacity: int = Field(ge=1, description="macvtap devices offered: VMs that may use the NIC.")
+
+
 class HypervisorNodeStateStatus(BaseModel):
     """What the node agent found and did."""
 
@@ -162,6 +172,12 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=256,
         description="Eligible raw LUNs selected by spec.host.storage.blockLuns; the operator "
         "exposes each as a Block-mode PersistentVolume pinned to this node.",
+    )
+    macvtap: list[MacvtapResource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The NICs of spec.host.network.macvtap this node offers VMs, checked: "
+        "macvtap-cni's device plugin configuration for this node (the JSON of DP_MACVTAP_CONF).",
     )
     hugepage_retries: list[HugepageRetry] = Field(
         default_factory=list,

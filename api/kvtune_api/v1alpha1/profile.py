@@ -242,11 +242,65 @@ class SriovRule(BaseModel):
     )
 
 
+#: The macvtap modes macvtap-cni's device plugin creates devices in (its ModeFromString takes
+#: bridge, private and vepa, and refuses passthru, which would also allow one device per NIC).
+MacvtapMode = t.Literal["bridge", "vepa", "private"]
+#: The part after macvtap.network.kubevirt.io/ of an extended resource name (a qualified name).
+ResourceName = t.Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+]
+
+
+class MacvtapRule(BaseModel):
+    """A host NIC handed to VMs through macvtap-cni's device plugin, as one resource."""
+
+    name: ResourceName = Field(
+        description="The resource: VMs ask for macvtap.network.kubevirt.io/<name>, through a "
+        "NetworkAttachmentDefinition annotated with k8s.v1.cni.cncf.io/resourceName. The same on "
+        "every node, whatever the NIC is called there."
+    )
+    nic_selector: PfSelector = Field(
+        description="Which NIC is the lower device. It must select exactly one NIC on each node "
+        "(names, PCI addresses or vendor/device, as for sriov); a node where it selects none "
+        "offers no such resource."
+    )
+    mode: MacvtapMode = Field(
+        default="bridge",
+        description="How the macvtap devices on the NIC reach each other: bridge (default, "
+        "directly), vepa (through the external switch) or private (not at all). passthru is "
+        "not offered: macvtap-cni refuses it.",
+    )
+    capacity: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="VMs that may share the NIC. 1 (default): a NIC of the VM's own, as the "
+        "practice asks and as the VM audit counts dedicated. More: the VMs share the NIC's "
+        "macvlan switch in the kernel and are reported sharing it. At most 100, macvtap-cni's "
+        "own default.",
+    )
+
+
 class NetworkSettings(BaseModel):
-    """VM networking: SR-IOV VFs instead of a shared software bridge."""
+    """VM networking: SR-IOV VFs or a NIC of the VM's own instead of a shared software bridge."""
+
+    model_config = cel(
+        (
+            "!has(self.macvtap) || "
+            "self.macvtap.all(a, self.macvtap.exists_one(b, b.name == a.name))",
+            "network.macvtap names a resource more than once: give each rule its own name",
+        ),
+    )
 
     sriov: list[SriovRule] = Field(
         default_factory=list, max_length=32, description="SR-IOV rules; empty: VFs not managed."
+    )
+    macvtap: list[MacvtapRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="NICs dedicated to VMs through KubeVirt's macvtap binding and macvtap-cni's "
+        "device plugin; kvtune checks each node's lower devices and publishes the device "
+        "plugin's configuration in the node state's status.macvtap. Empty: not managed.",
     )
 
 
@@ -307,7 +361,9 @@ class HostSettings(BaseModel):
     cpu: CpuSettings = section(CpuSettings, "CPU sharing and Pause-Loop Exiting.")
     numa: NumaSettings = section(NumaSettings, "NUMA placement.")
     memory: MemorySettings = section(MemorySettings, "KSM, hugepages, overcommit, overhead.")
-    network: NetworkSettings = section(NetworkSettings, "SR-IOV virtual functions.")
+    network: NetworkSettings = section(
+        NetworkSettings, "SR-IOV virtual functions and NICs dedicated through macvtap."
+    )
     storage: StorageSettings = section(StorageSettings, "Raw LUNs for VM disks.")
 
 
