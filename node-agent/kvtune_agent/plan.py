@@ -31,18 +31,14 @@ from kvtune_api.v1alpha1.host import (
     NumaNode,
     PleReport,
 )
-from kvtune_api.v1alpha1.nodestate import (
-    Disruption,
-    HypervisorNodeStateSpec,
-    MacvtapResource,
-    PlannedStep,
-)
+from kvtune_api.v1alpha1.nodestate import Disruption, HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import (
     BlockLunSettings,
     CpuSettings,
     HugepagesAllocation,
     HugepagesSettings,
     LunSelector,
+    MacvtapResource,
     Management,
     NetworkSettings,
     NumaSettings,

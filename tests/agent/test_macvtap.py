@@ -16,11 +16,8 @@ from kvtune_agent.plan import Finding, Plan, plan
 from kvtune_agent.probe import probe_host
 from kvtune_agent.status import node_status
 from kvtune_api import conditions as cond
-from kvtune_api.v1alpha1.nodestate import (
-    HypervisorNodeStateSpec,
-    HypervisorNodeStateStatus,
-    MacvtapResource,
-)
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from kvtune_api.v1alpha1.profile import MacvtapResource
 
 from .specs import node_spec
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import MAX_NUMA_NODES, HostReport
-from .profile import HostSettings, MacvtapMode, Mode, VmiSettings
+from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
@@ -132,16 +132,6 @@ class ExposedLun(BaseModel):
     size_bytes: int = Field(ge=0, description="Size in bytes.")
     wwid: Opt[str] = Field(default=None, description="World wide id, when the device has one.")
     model: Opt[str] = Field(default=None, description="Device model.")
-
-
-class MacvtapResource(BaseModel):
-    """One resource of macvtap-cni's device plugin on this node, in the shape DP_MACVTAP_CONF
-    takes: the list of them is the device plugin's configuration for this node."""
-
-    name: str = Field(description="Resource macvtap.network.kubevirt.io/<name>.")
-    lower_device: str = Field(description="The NIC the macvtap devices are created on.")
-    mode: MacvtapMode = Field(description="bridge, vepa or private.")
-    capacity: int = Field(ge=1, description="macvtap devices offered: VMs that may use the NIC.")
 
 
 class HypervisorNodeStateStatus(BaseModel):

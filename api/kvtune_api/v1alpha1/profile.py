@@ -481,6 +481,16 @@ class HypervisorProfileSpec(HostSettings):
     rollout: RolloutSettings = section(RolloutSettings, "Pace of drains and reboots.")
 
 
+class MacvtapResource(BaseModel):
+    """One resource of macvtap-cni's device plugin, in the shape DP_MACVTAP_CONF takes: a list
+    of them is the device plugin's configuration."""
+
+    name: str = Field(description="Resource macvtap.network.kubevirt.io/<name>.")
+    lower_device: str = Field(description="The NIC the macvtap devices are created on.")
+    mode: MacvtapMode = Field(description="bridge, vepa or private.")
+    capacity: int = Field(ge=1, description="macvtap devices offered: VMs that may use the NIC.")
+
+
 class FailingNode(BaseModel):
     """A node that is not Ready, with why."""
 
@@ -505,6 +515,13 @@ class HypervisorProfileStatus(BaseModel):
     )
     failing_nodes: list[FailingNode] = Field(
         default_factory=list, max_length=20, description="Up to 20 nodes that are not Ready."
+    )
+    macvtap: list[MacvtapResource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The resources of spec.network.macvtap that every node reporting offers "
+        "with the same lower device (each node's own are in its state's status.macvtap): a "
+        "DP_MACVTAP_CONF that is right on all of them. See the MacvtapConfig condition.",
     )
 
 
