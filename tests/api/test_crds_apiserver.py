@@ -123,7 +123,12 @@ INVALID: list[tuple[str, dict[str, t.Any], str]] = [
     (
         "an SR-IOV rule that selects no NIC",
         {"network": {"sriov": [{"pfSelector": {}, "numVfs": 4}]}},
-        "pfSelector needs at least one of names, pciAddresses or vendor",
+        "a NIC selector (sriov's pfSelector, macvtap's nicSelector) needs at least one of names",
+    ),
+    (
+        "a macvtap rule that selects no NIC",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {}}]}},
+        "macvtap's nicSelector) needs at least one of names, pciAddresses or vendor",
     ),
     (
         "a malformed PCI address",

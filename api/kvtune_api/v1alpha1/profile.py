@@ -204,15 +204,20 @@ class MemorySettings(BaseModel):
 
 
 class PfSelector(BaseModel):
-    """Which physical functions (NICs) a rule applies to; all given criteria must match."""
+    """Which NICs a rule applies to (physical functions for sriov, lower devices for macvtap);
+    all given criteria must match."""
 
     model_config = cel(
         (
             "(has(self.names) && size(self.names) > 0) || "
             "(has(self.pciAddresses) && size(self.pciAddresses) > 0) || has(self.vendor)",
-            "pfSelector needs at least one of names, pciAddresses or vendor",
+            "a NIC selector (sriov's pfSelector, macvtap's nicSelector) needs at least one of "
+            "names, pciAddresses or vendor",
         ),
-        ("!has(self.device) || has(self.vendor)", "pfSelector.device needs pfSelector.vendor"),
+        (
+            "!has(self.device) || has(self.vendor)",
+            "a NIC selector's device needs its vendor (device ids are per vendor)",
+        ),
     )
 
     names: list[str] = Field(default_factory=list, description="Interface names, e.g. ens1f0.")
