@@ -138,3 +138,14 @@ def test_the_hosts_routes_and_addresses_name_the_interfaces_it_uses_itself(
 
 def test_a_host_without_route_files_uses_no_interface(tmp_path: Path) -> None:
     assert probe(HostTree(tmp_path).nic("eno1", "0000:19:00.0")).routing == HostRouting()
+
+
+def test_the_text_report_names_the_nics_the_host_uses_itself(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("eno1", "0000:19:00.0").nic("ens1f0", "0000:3b:00.0")
+    tree.default_route("eno1").route("eno1").ipv6_address("ens1f0").bond("bond0", "ens1f0")
+
+    text = format_report(probe_host(tree.fs()))
+
+    assert ("  the host's own traffic: default route via eno1; routes or addresses on eno1, "
+            "ens1f0\n") in text
+    assert "numa 0  in bond0\n" in text
