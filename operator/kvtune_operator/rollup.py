@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus, MacvtapResource
 
+from .macvtap import Offers, offers
 from .profiles import Profile
 from .views import StateView
 
@@ -100,8 +101,9 @@ def rollup(
     new_conditions.append(_vms_condition(states, profile.generation))
     macvtap: list[MacvtapResource] = []
     if profile.spec.network.macvtap:
-        macvtap, macvtap_c = _macvtap(states, profile.generation)
-        new_conditions.append(macvtap_c)
+        found = offers(states)
+        macvtap = found.common
+        new_conditions.append(_macvtap_condition(found, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,
@@ -172,32 +174,23 @@ def _offers(resources: Sequence[MacvtapResource]) -> str:
     return ", ".join(f"{r.name} on {r.lower_device}" for r in resources) or "nothing"
 
 
-def _macvtap(
-    states: Mapping[str, StateView | None], generation: int
-) -> tuple[list[MacvtapResource], cond.Condition]:
-    """The device plugin resources every reporting node offers alike, and whether that is all
-    that each of them offers (one configuration for the lot) or not."""
-    offered = {node: view.state.status.macvtap for node, view in sorted(states.items())
-               if view is not None and view.reported}  # fmt: skip
-    pending = sorted(node for node in states if node not in offered)
-    lists = list(offered.values())
-    common = [r for r in lists[0] if all(r in other for other in lists[1:])] if lists else []
-    differ = {node: found for node, found in offered.items() if found != common}
-    if differ:
-        nodes = [f"{node} offers {_offers(found)}" for node, found in differ.items()]
-        return common, cond.make(MACVTAP_CONFIG, "False", "NodesDiffer", (
-            f"status.macvtap holds what every node offers alike ({_offers(common)}), but "
+def _macvtap_condition(found: Offers, generation: int) -> cond.Condition:
+    """Whether what the nodes offer alike (status.macvtap) is all that each of them offers."""
+    if found.differ:
+        nodes = [f"{node} offers {_offers(offered)}" for node, offered in found.differ.items()]
+        return cond.make(MACVTAP_CONFIG, "False", "NodesDiffer", (
+            f"status.macvtap holds what every node offers alike ({_offers(found.common)}), but "
             f"{len(nodes)} node(s) offer more or otherwise: " + "; ".join(nodes[:MAX_FAILING])
             + ". One DP_MACVTAP_CONF cannot say that: give each variant its own macvtap-cni "
             "DaemonSet and ConfigMap from the nodes' status.macvtap, or make the nodes agree"),
             generation)
-    if pending:
-        return common, cond.make(MACVTAP_CONFIG, "Unknown", "NodesPending", (
-            f"{len(pending)} node(s) have not reported yet: {', '.join(pending[:MAX_FAILING])}"),
-            generation)
-    return common, cond.make(MACVTAP_CONFIG, "True", "Uniform", (
-        f"every node offers {_offers(common)}: status.macvtap is the DP_MACVTAP_CONF for all of "
-        "them"), generation)
+    if found.pending:
+        return cond.make(MACVTAP_CONFIG, "Unknown", "NodesPending", (
+            f"{len(found.pending)} node(s) have not reported yet: "
+            f"{', '.join(found.pending[:MAX_FAILING])}"), generation)
+    return cond.make(MACVTAP_CONFIG, "True", "Uniform", (
+        f"every node offers {_offers(found.common)}: status.macvtap is the DP_MACVTAP_CONF for "
+        "all of them"), generation)
 
 
 def _volumes_condition(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from kvtune_api import conditions as cond
-from kvtune_api.v1alpha1.profile import HypervisorProfileStatus, MacvtapResource
+from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_operator.rollup import MAX_FAILING, node_phase, rollup, status_changed
 from kvtune_operator.views import StateView
 
@@ -103,11 +103,8 @@ MACVTAP = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens
 
 def _offering(node: str, *lowers: str, observed: int | None = 1) -> StateView:
     """A node state whose agent offers resources dp (on the first lower device) and mgmt2."""
-    view = state(node, ready=True, observed=observed)
-    offered = [MacvtapResource(name=name, lower_device=lower, mode="bridge", capacity=1)
-               for name, lower in zip(("dp", "mgmt2"), lowers, strict=False)]
-    return StateView(view.name, view.profile, view.generation, view.spec, view.state.model_copy(
-        update={"status": view.state.status.model_copy(update={"macvtap": offered})}))
+    return state(node, ready=True, observed=observed,
+                 macvtap=list(zip(("dp", "mgmt2"), lowers, strict=False)))
 
 
 def _macvtap(states: dict[str, StateView | None]) -> tuple[list[str], tuple[str, str, str]]:

@@ -526,7 +526,8 @@ class HypervisorProfileStatus(BaseModel):
         max_length=32,
         description="The resources of spec.network.macvtap that every node reporting offers "
         "with the same lower device (each node's own are in its state's status.macvtap): a "
-        "DP_MACVTAP_CONF that is right on all of them. See the MacvtapConfig condition.",
+        "DP_MACVTAP_CONF that is right on all of them, also kept in the ConfigMap "
+        "kvtune-macvtap-<profile> of the operator's namespace. See the MacvtapConfig condition.",
     )
 
 
