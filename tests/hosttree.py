@@ -29,6 +29,10 @@ DEFAULT_DISK_BYTES = 100 * 2**30
 MSR_PROCBASED_CTLS2 = 0x48B
 #: Open vSwitch's kernel datapath device, the master of every port of every OVS bridge.
 OVS_DATAPATH = "ovs-system"
+#: The host's routes and IPv6 addresses: PID 1's namespace, whatever the reader's.
+ROUTES = "/proc/1/net/route"
+IPV6_ROUTES = "/proc/1/net/ipv6_route"
+IPV6_ADDRESSES = "/proc/1/net/if_inet6"
 
 
 def _cpulist(ids: Iterable[int]) -> str:
@@ -413,6 +417,16 @@ class HostTree:
         (self.root / f"{netdir}/brif".lstrip("/")).mkdir()
         return self
 
+    def bond(self, name: str, *slaves: str) -> HostTree:
+        """A bonding device and its slaves (each with a master link and bonding_slave/)."""
+        netdir = self._virtual(name, devtype="bond")
+        self.file(f"{netdir}/bonding/mode", "802.3ad 4")
+        net = "/sys/class/net"
+        for slave in slaves:
+            self.link(f"{net}/{slave}/master", f"{net}/{name}")
+            self.file(f"{net}/{slave}/bonding_slave/state", "active")
+        return self
+
     def ovs(self, *bridges: str) -> HostTree:
         """Open vSwitch's kernel datapath `ovs-system` and the internal port named after each
         of its bridges (the devices OVS creates, DEVTYPE=openvswitch)."""
@@ -450,6 +464,33 @@ class HostTree:
         if not root:
             self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
         return self
+
+    # -- the host's own addresses and routes (PID 1's network namespace) ---------------------
+
+    def route(
+        self, device: str, destination: str = "0001A8C0", mask: str = "00FFFFFF"
+    ) -> HostTree:
+        """An IPv4 route of the main table through `device`, as /proc/net/route writes it
+        (little-endian hex; the default: 192.168.1.0/24). `default_route` has both at 0."""
+        return self.append_line(
+            ROUTES, f"{device}\t{destination}\t00000000\t0001\t0\t0\t0\t{mask}\t0\t0\t0",
+            header="Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU"
+            "\tWindow\tIRTT")
+
+    def default_route(self, device: str, *, ipv6: bool = False) -> HostTree:
+        """The default route through `device`: IPv4 in /proc/net/route, IPv6 in ipv6_route."""
+        if not ipv6:
+            return self.route(device, "00000000", "00000000")
+        zero = "0" * 32
+        return self.append_line(
+            IPV6_ROUTES, f"{zero} 00 {zero} 00 fe800000000000000000000000000001 00000400 "
+            f"00000001 00000000 00000003 {device:>8}")
+
+    def ipv6_address(
+        self, device: str, address: str = "20010db8000000000000000000000001", scope: str = "00"
+    ) -> HostTree:
+        """An IPv6 address of `device` in /proc/net/if_inet6 (scope 00 global, 20 link)."""
+        return self.append_line(IPV6_ADDRESSES, f"{address} 02 40 {scope} 80 {device:>8}")
 
     def pod_vf(self, name: str, address: str, *, root: str, pf_address: str) -> HostTree:
         """An SR-IOV VF's netdev moved into the namespace under `root` (SR-IOV CNI with a

@@ -20,7 +20,10 @@ DEGRADED = "Degraded"
 #: A node that needs a drain or a reboot before it can finish (node states and profiles).
 WAITING = "Waiting"
 #: Per-feature condition types a node agent reports.
-FEATURES = ("PLE", "NUMA", "Hugepages", "KSM", "Numad", "THP", "SRIOV", "BlockDevices", "Kubelet")
+FEATURES = (
+    "PLE", "NUMA", "Hugepages", "KSM", "Numad", "THP", "SRIOV", "Macvtap", "BlockDevices",
+    "Kubelet",
+)
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:

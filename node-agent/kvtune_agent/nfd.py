@@ -34,11 +34,14 @@ def _flag(value: bool) -> str:
 
 
 def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> dict[str, str]:
-    """Label name -> value: PLE supported/enabled, NUMA nodes, hugepages ready per size, KSM off.
+    """Label name -> value: PLE supported/enabled, NUMA nodes, hugepages ready per size, KSM off,
+    NICs dedicated through macvtap.
 
     A fact the probe could not establish (PLE "Unknown") is left out rather than guessed.
     Hugepages of a size count as ready when the spec allocates that size and the Hugepages
-    condition is True (every pool at its count, nothing blocking).
+    condition is True (every pool at its count, nothing blocking). macvtap-nics counts the NICs
+    the node offers VMs through macvtap (status.macvtap), not the devices free on them: it moves
+    when the profile or the NICs change, never as VMs start and stop.
     """
     found: dict[str, str] = {}
     host = status.host
@@ -53,6 +56,8 @@ def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -
     hugepages = cond.is_true(status.conditions, "Hugepages")
     for alloc in spec.host.memory.hugepages.pages:
         found[f"hugepages-{alloc.size}"] = _flag(hugepages)
+    if spec.host.network.macvtap:
+        found["macvtap-nics"] = str(len(status.macvtap))
     return {f"{DOMAIN}/{name}": value for name, value in sorted(found.items())}
 
 

@@ -37,7 +37,9 @@ from kvtune_api.v1alpha1.profile import (
     HugepagesAllocation,
     HugepagesSettings,
     LunSelector,
+    MacvtapResource,
     Management,
+    NetworkSettings,
     NumaSettings,
     PfSelector,
     SriovRule,
@@ -53,6 +55,7 @@ from .probe import kubelet as kubelet_probe
 from .probe.block import SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
+from .probe.network import IPV6_ADDRESSES, ROUTES
 from .probe.sriov import held, numvfs_path
 from .systemd import UnitState
 
@@ -140,6 +143,9 @@ class Plan:
     findings: tuple[Finding, ...] = ()
     #: Raw LUNs the spec's storage.blockLuns.selector matches (eligible devices only).
     luns: tuple[BlockDevice, ...] = ()
+    #: The NICs of spec.host.network.macvtap this node offers, as macvtap-cni's device plugin
+    #: takes them (lower devices the planner refused are left out).
+    macvtap: tuple[MacvtapResource, ...] = ()
 
     @property
     def reboot_pending(self) -> bool:
@@ -154,6 +160,7 @@ class _Draft:
         self.steps: list[Step] = []
         self.findings: list[Finding] = []
         self.luns: list[BlockDevice] = []
+        self.macvtap: list[MacvtapResource] = []
 
     def step(
         self, kind: Kind, step_id: str, feature: str, path: str, current: str, desired: str,
@@ -190,10 +197,11 @@ def plan(
     _numad(settings.numa, host, out)
     _thp(settings.memory.transparent_hugepages, host.memory.transparent_hugepage, out)
     _sriov(settings.network.sriov, host, out)
+    _macvtap(spec.node_name, settings.network, host, out)
     _luns(settings.storage.block_luns, host, files, out)
     _kubelet(settings.numa, spec.vmi, host, out)
     _ple(settings.cpu, host.cpu.ple, files, spec, out)
-    return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns))
+    return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns), tuple(out.macvtap))
 
 
 # -- hugepages ------------------------------------------------------------------------------
@@ -608,6 +616,80 @@ def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
             out.step("sysfs", f"sriov/{nic.name}", "SRIOV", numvfs_path(nic.pci_address), str(now),
                      str(count), f"{field_name}.numVfs is {count} for NIC {nic.name}, which has "
                      f"{now}; {effect}", disruption)
+
+
+# -- macvtap --------------------------------------------------------------------------------
+
+MACVTAP_RESOURCE = "macvtap.network.kubevirt.io"
+
+
+def _lower_device_refusals(nic: Nic, network: NetworkSettings, host: HostReport) -> list[str]:
+    """Why `nic` must not be a VMs' macvtap lower device: what it carries for the host, or
+    what else holds it. Empty: it may."""
+    routing = host.network.routing
+    why = []
+    if nic.name in routing.default_route:
+        why.append(f"the node's default route leaves through it ({ROUTES} or ipv6_route)")
+    if nic.name in routing.ipv4_routes or nic.name in routing.ipv6_addresses:
+        why.append(f"it carries the node's own address (a route through it in {ROUTES}, or a "
+                   f"global IPv6 address in {IPV6_ADDRESSES}), so the node's traffic would share "
+                   "it with VMs, which cannot reach the node through it either")
+    if nic.master:
+        why.append(f"it is enslaved to {nic.master} (its master link), which takes every frame "
+                   "it receives")
+    for index, rule in enumerate(network.sriov):
+        if _selects(rule.pf_selector, nic):
+            why.append(f"it is an SR-IOV PF whose VFs spec.host.network.sriov[{index}] manages")
+            break
+    return why
+
+
+def _macvtap(node: str, network: NetworkSettings, host: HostReport, out: _Draft) -> None:
+    """The device plugin's resources for this node: one NIC per rule, refused where the host
+    uses it itself or something else holds it."""
+    taken: dict[str, str] = {}  # NIC -> the resource it is offered as
+    for index, rule in enumerate(network.macvtap):
+        field_name = f"spec.host.network.macvtap[{index}]"
+        resource = f"{MACVTAP_RESOURCE}/{rule.name}"
+        matched = [nic for nic in host.sriov.nics if _selects(rule.nic_selector, nic)]
+        if not matched:
+            out.warn("Macvtap", "MacvtapRuleMatchesNothing", (
+                f"{field_name}.nicSelector matches no NIC on node {node} (NICs here: "
+                f"{', '.join(n.name for n in host.sriov.nics) or 'none'}), so it offers no "
+                f"{resource}"))
+            continue
+        if len(matched) > 1:
+            out.error("Macvtap", "MacvtapRuleMatchesSeveral", (
+                f"{field_name}.nicSelector matches NICs {', '.join(n.name for n in matched)} on "
+                f"node {node}, but {resource} has one lower device per node; narrow the "
+                "nicSelector (names or pciAddresses), or give each NIC a rule of its own"))
+            continue
+        [nic] = matched
+        if nic.name in taken:
+            out.error("Macvtap", "MacvtapRulesConflict", (
+                f"NIC {nic.name} of node {node} is already offered as {taken[nic.name]}, and "
+                f"{field_name} selects it again for {resource}: VMs of both would share it; "
+                "make the nicSelectors disjoint"))
+            continue
+        refusals = _lower_device_refusals(nic, network, host)
+        if refusals:
+            out.error("Macvtap", "MacvtapLowerDeviceInUse", (
+                f"NIC {nic.name} of node {node}, selected by {field_name} for {resource}, is "
+                f"not offered to VMs: {'; '.join(refusals)}. Select a NIC the node does not use "
+                "otherwise, or free this one"))
+            continue
+        if nic.operstate not in (None, "up"):
+            out.warn("Macvtap", "MacvtapLowerDeviceDown", (
+                f"NIC {nic.name} of node {node} ({resource}) is {nic.operstate}: VMs given it "
+                "get no link until it is cabled and up"))
+        if rule.capacity > 1:
+            out.warn("Macvtap", "MacvtapShared", (
+                f"{field_name}.capacity is {rule.capacity}: up to {rule.capacity} VMs share NIC "
+                f"{nic.name} of node {node} through its macvlan switch, and the VM audit "
+                "reports them as sharing it; capacity 1 gives each VM a NIC of its own"))
+        taken[nic.name] = resource
+        out.macvtap.append(MacvtapResource(
+            name=rule.name, lower_device=nic.name, mode=rule.mode, capacity=rule.capacity))
 
 
 # -- block LUNs -----------------------------------------------------------------------------

@@ -186,7 +186,8 @@ def _nic(page: _Page, nic: Nic) -> None:
     ids = f" [{nic.vendor_id}:{nic.device_id}]" if nic.vendor_id else ""
     page.line(f"  {nic.name}: state {_or_dash(nic.operstate)} mtu {_or_dash(nic.mtu)} "
               f"{_or_dash(nic.mac)}  {_or_dash(nic.driver)} {_or_dash(nic.pci_address)}{ids} "
-              f"numa {_or_dash(nic.numa_node)}", sriov.numvfs_path(nic.pci_address or nic.name))
+              f"numa {_or_dash(nic.numa_node)}" + (f"  in {nic.master}" if nic.master else ""),
+              sriov.numvfs_path(nic.pci_address or nic.name))
     if nic.sriov_total_vfs is not None:
         page.line(f"      SR-IOV: {_or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
     for vf in nic.vfs:
@@ -202,6 +203,11 @@ def _network(page: _Page, report: HostReport) -> None:
         _nic(page, nic)
     page.line(f"  ({report.sriov.virtual_interfaces} interfaces without a device: lo, bridges, "
               "veths...)")
+    routing = report.network.routing
+    if used := sorted({*routing.ipv4_routes, *routing.ipv6_addresses}):
+        page.line(f"  the host's own traffic: default route via "
+                  f"{', '.join(routing.default_route) or 'none'}; routes or addresses on "
+                  f"{', '.join(used)}")
     for switch in report.network.switches:
         bridges = f" (bridges {', '.join(switch.bridges)})" if switch.bridges else ""
         ports = f"{switch.port_count} port{'' if switch.port_count == 1 else 's'}"

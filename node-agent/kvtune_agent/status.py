@@ -59,6 +59,7 @@ def _unmanaged(feature: str, host: HostSettings) -> str | None:
         "THP": ("spec.host.memory.transparentHugepages is Unmanaged",
                 host.memory.transparent_hugepages == "Unmanaged"),
         "SRIOV": ("spec.host.network.sriov is empty", not host.network.sriov),
+        "Macvtap": ("spec.host.network.macvtap is empty", not host.network.macvtap),
         "BlockDevices": ("spec.host.storage.blockLuns is not set",
                          host.storage.block_luns is None),
         "Kubelet": ("spec.host.numa.topologyManagerPolicy is not set",
@@ -121,6 +122,10 @@ def _feature_condition(
         message = (f"{len(nodes)} NUMA node(s): " + ", ".join(
             f"node{n.id} CPUs {n.cpus or 'none'}, {n.memory_total_kib // 2**20} GiB"
             for n in nodes) if nodes else f"no NUMA nodes under {NODES}")
+    elif feature == "Macvtap":
+        offered = ", ".join(f"{r.name} on {r.lower_device}" for r in plan.macvtap)
+        status, reason = "True", "AsSpecified"
+        message = _joined(m for m in (f"offers {offered}" if offered else "", notes) if m)
     else:
         status, reason, message = "True", "AsSpecified", notes
     return cond.make(feature, status, reason, message, generation)
@@ -167,6 +172,7 @@ def node_status(
         plan=remaining,
         results=previous.results if results is None else results,
         luns=[exposed_lun(d) for d in plan.luns],
+        macvtap=list(plan.macvtap),
         hugepage_retries=list(hugepage_retries),
         sriov_retries=list(sriov_retries),
         reboot_required=reboot,

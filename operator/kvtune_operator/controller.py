@@ -19,7 +19,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import kubevirt, metrics
+from . import kubevirt, macvtap, metrics
 from .assign import assign
 from .daemonset import render_agent_daemonset
 from .kube import Kube
@@ -120,6 +120,10 @@ async def reconcile_profile(
     # exposes LUNs, and once for both uses.
     shared = shared_luns(snap) if profile.spec.storage.block_luns is not None else {}
     actions += plan_volumes(profile, snap, shared)
+    # A profile whose status lists macvtap resources may have a ConfigMap left to remove.
+    if settings.namespace and not profile.deleting and (
+            profile.spec.network.macvtap or previous.macvtap):
+        actions += await _macvtap_config(profile, snap, kube, settings.namespace)
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
@@ -166,6 +170,16 @@ async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:
                     await asyncio.to_thread(kube.execute, action)
 
     await asyncio.gather(*(run(g) for g in groups.values()))
+
+
+async def _macvtap_config(
+    profile: Profile, snap: Snapshot, kube: Kube, namespace: str
+) -> list[Action]:
+    """The write of the profile's macvtap-cni ConfigMap, if it needs one. Read afresh rather
+    than watched: a watch of ConfigMaps would need read rights on every namespace's."""
+    current = await asyncio.to_thread(
+        kube.config_map_data, namespace, macvtap.config_map_name(profile.name))
+    return macvtap.plan_config_map(profile, namespace, snap.assigned_states(profile.name), current)
 
 
 async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapshot:

@@ -19,9 +19,11 @@ from kvtune_api.v1alpha1 import API_GROUP, API_VERSION
 from .render import PROFILE_LABEL
 from .views import (
     Action,
+    ApplyConfigMap,
     CordonNode,
     CreateState,
     CreateVolume,
+    DeleteConfigMap,
     DeleteState,
     EvictVmPods,
     LabelNode,
@@ -88,6 +90,20 @@ class Kube:
         elif isinstance(action, CreateVolume):
             self._tolerate(409, lambda: self._core.create_persistent_volume(
                 dict(action.manifest)))
+        elif isinstance(action, ApplyConfigMap):
+            meta = action.manifest["metadata"]
+            self._core.patch_namespaced_config_map(
+                meta["name"], meta["namespace"], dict(action.manifest),
+                field_manager=FIELD_MANAGER, force=True,
+                _content_type="application/apply-patch+yaml")
+        elif isinstance(action, DeleteConfigMap):
+            self._tolerate(404, lambda: self._core.delete_namespaced_config_map(
+                action.name, action.namespace))
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data; None when there is no such ConfigMap."""
+        found = _unless_missing(lambda: self._core.read_namespaced_config_map(name, namespace))
+        return None if found is None else dict(found.data or {})
 
     def _vm_pods(self, node: str) -> list[t.Any]:
         pods = self._core.list_pod_for_all_namespaces(
@@ -146,12 +162,9 @@ class Kube:
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """A Secret's decoded data and resourceVersion; None when there is none."""
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        secret = _unless_missing(lambda: self._core.read_namespaced_secret(name, namespace))
+        if secret is None:
+            return None
         data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
         return data, secret.metadata.resource_version
 
@@ -212,3 +225,13 @@ class Kube:
         except ApiException as err:
             if err.status != code:
                 raise
+
+
+def _unless_missing(read: t.Callable[[], t.Any]) -> t.Any:
+    """What `read` returns; None when the object does not exist (404)."""
+    try:
+        return read()
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise

@@ -186,6 +186,19 @@ class CreateVolume:
 
 
 @dataclasses.dataclass(frozen=True)
+class ApplyConfigMap:
+    """Server-side apply a ConfigMap in the operator's namespace (macvtap-cni's configuration)."""
+
+    manifest: Mapping[str, t.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteConfigMap:
+    namespace: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class EvictVmPods:
     """Ask (Eviction API, so PodDisruptionBudgets hold) every VM pod on the node to leave."""
 
@@ -194,14 +207,16 @@ class EvictVmPods:
 
 Action = (
     CreateState | PatchState | DeleteState | LabelNode | CordonNode | EvictVmPods | CreateVolume
+    | ApplyConfigMap | DeleteConfigMap
 )
 
 
 def action_target(action: Action) -> str:
-    """The node an action is about (every state is named after its node)."""
-    if isinstance(action, CreateState | CreateVolume):
+    """The object an action is about: a node (every state is named after its node), a volume
+    or a ConfigMap."""
+    if isinstance(action, CreateState | CreateVolume | ApplyConfigMap):
         return str(action.manifest["metadata"]["name"])
-    if isinstance(action, PatchState | DeleteState):
+    if isinstance(action, PatchState | DeleteState | DeleteConfigMap):
         return action.name
     return action.node
 

@@ -9,6 +9,7 @@ from hosttree import HostTree
 from kvtune_agent.probe import network, probe_host
 from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import (
+    HostRouting,
     LowerLink,
     NetworkReport,
     PodInterface,
@@ -120,3 +121,31 @@ def test_the_text_report_shows_each_switch_and_where_each_pod_leads(tmp_path: Pa
 
     assert "  Bridge br1: 1 port\n" in text
     assert "  pod of VM prod/a (pid 4100): net1 veth -> veth1 on br1\n" in text
+
+
+def test_the_hosts_routes_and_addresses_name_the_interfaces_it_uses_itself(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).nic("eno1", "0000:19:00.0").nic("ens1f0", "0000:3b:00.0")
+    tree.nic("ens2f0", "0000:5e:00.0").nic("ens3f0", "0000:86:00.0").bridge("br0")
+    tree.default_route("eno1").route("eno1").route("br0", "000011AC", "0000FFFF")
+    tree.default_route("ens1f0", ipv6=True).default_route("lo", ipv6=True)
+    tree.ipv6_address("ens2f0").ipv6_address("ens3f0", "fe80000000000000000000000000abcd", "20")
+
+    assert probe(tree).routing == HostRouting(
+        default_route=["eno1", "ens1f0"], ipv4_routes=["br0", "eno1"], ipv6_addresses=["ens2f0"])
+
+
+def test_a_host_without_route_files_uses_no_interface(tmp_path: Path) -> None:
+    assert probe(HostTree(tmp_path).nic("eno1", "0000:19:00.0")).routing == HostRouting()
+
+
+def test_the_text_report_names_the_nics_the_host_uses_itself(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("eno1", "0000:19:00.0").nic("ens1f0", "0000:3b:00.0")
+    tree.default_route("eno1").route("eno1").ipv6_address("ens1f0").bond("bond0", "ens1f0")
+
+    text = format_report(probe_host(tree.fs()))
+
+    assert ("  the host's own traffic: default route via eno1; routes or addresses on eno1, "
+            "ens1f0\n") in text
+    assert "numa 0  in bond0\n" in text

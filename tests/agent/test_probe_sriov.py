@@ -56,3 +56,11 @@ def test_more_vfs_than_the_device_can_have_is_warned_about(tmp_path: Path) -> No
     [warning] = sriov.check(sriov.probe(tree.fs()))
 
     assert warning.path == "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs"
+
+
+def test_a_nic_names_the_bridge_or_bond_it_is_enslaved_to(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0").nic("ens1f1", "0000:3b:00.1")
+    tree.nic("ens2f0", "0000:5e:00.0").bridge("br0").plug("ens1f0", "br0").bond("bond0", "ens1f1")
+
+    assert {nic.name: nic.master for nic in sriov.probe(tree.fs()).nics} == {
+        "ens1f0": "br0", "ens1f1": "bond0", "ens2f0": None}

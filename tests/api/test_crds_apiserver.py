@@ -124,12 +124,34 @@ INVALID: list[tuple[str, dict[str, t.Any], str]] = [
     (
         "an SR-IOV rule that selects no NIC",
         {"network": {"sriov": [{"pfSelector": {}, "numVfs": 4}]}},
-        "pfSelector needs at least one of names, pciAddresses or vendor",
+        "a NIC selector (sriov's pfSelector, macvtap's nicSelector) needs at least one of names",
+    ),
+    (
+        "a macvtap rule that selects no NIC",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {}}]}},
+        "macvtap's nicSelector) needs at least one of names, pciAddresses or vendor",
     ),
     (
         "a malformed PCI address",
         {"network": {"sriov": [{"pfSelector": {"pciAddresses": ["3b:00.0"]}, "numVfs": 4}]}},
         "pciAddresses[0]: Invalid value",
+    ),
+    (
+        "two macvtap rules for one resource",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": [n]}}
+                                 for n in ("ens2f0", "ens2f1")]}},
+        "network.macvtap names a resource more than once",
+    ),
+    (
+        "macvtap in passthru mode, which macvtap-cni refuses",
+        {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0"]},
+                                  "mode": "passthru"}]}},
+        'mode: Unsupported value: "passthru"',
+    ),
+    (
+        "a macvtap resource name that is no resource name",
+        {"network": {"macvtap": [{"name": "data plane", "nicSelector": {"names": ["ens2f0"]}}]}},
+        "spec.network.macvtap[0].name: Invalid value",
     ),
     (
         "a LUN selector that would take any disk",

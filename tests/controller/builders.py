@@ -29,8 +29,10 @@ def state(
     approved: bool = False,
     annotations: dict[str, str] | None = None,
     owner: str = "p",
+    macvtap: t.Sequence[tuple[str, str]] = (),
 ) -> StateView:
-    """A node state as the operator's index holds it, with an agent's report."""
+    """A node state as the operator's index holds it, with an agent's report; `macvtap`: the
+    (resource, lower device) pairs it offers, in bridge mode with capacity 1."""
     conditions = [cond.make(cond.READY, "True" if ready else "False", "R")]
     if degraded:
         conditions.append(cond.make(cond.DEGRADED, "True", degraded, f"{node} is {degraded}"))
@@ -46,6 +48,8 @@ def state(
                 "observedGeneration": observed,
                 "conditions": [c.model_dump() for c in conditions],
                 "drainRequired": drain,
+                "macvtap": [{"name": name, "lowerDevice": lower, "mode": "bridge", "capacity": 1}
+                            for name, lower in macvtap],
             },
         }
     )

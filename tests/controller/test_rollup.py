@@ -95,3 +95,55 @@ def test_nodes_whose_vms_break_the_promises_are_named_on_the_profile() -> None:
     assert "b (vm1 overlaps vm2)" in found.message
     clean = cond.find(rollup(profile(), {"a": ok}, {}, EMPTY, T0).conditions, "VMsCompliant")
     assert clean is not None and clean.status == "True"
+
+
+MACVTAP = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}},
+                                   {"name": "mgmt2", "nicSelector": {"names": ["ens4f0"]}}]}}
+
+
+def _offering(node: str, *lowers: str, observed: int | None = 1) -> StateView:
+    """A node state whose agent offers resources dp (on the first lower device) and mgmt2."""
+    return state(node, ready=True, observed=observed,
+                 macvtap=list(zip(("dp", "mgmt2"), lowers, strict=False)))
+
+
+def _macvtap(states: dict[str, StateView | None]) -> tuple[list[str], tuple[str, str, str]]:
+    status = rollup(profile(**MACVTAP), states, {}, EMPTY, T0)
+    found = cond.find(status.conditions, "MacvtapConfig")
+    assert found is not None
+    return ([f"{r.name}={r.lower_device}" for r in status.macvtap],
+            (found.status, found.reason, found.message))
+
+
+def test_nodes_offering_the_same_macvtap_nics_share_one_device_plugin_config() -> None:
+    resources, (status, reason, message) = _macvtap(
+        {n: _offering(n, "ens2f0", "ens4f0") for n in "ab"})
+
+    assert resources == ["dp=ens2f0", "mgmt2=ens4f0"]
+    assert (status, reason) == ("True", "Uniform")
+    assert message.startswith("every node offers dp on ens2f0, mgmt2 on ens4f0")
+
+
+def test_nodes_that_differ_get_only_what_all_offer_alike_and_are_named() -> None:
+    resources, (status, reason, message) = _macvtap({
+        "a": _offering("a", "ens2f0", "ens4f0"), "b": _offering("b", "ens3f0", "ens4f0"),
+        "c": _offering("c", "ens2f0")})
+
+    assert resources == []
+    assert (status, reason) == ("False", "NodesDiffer")
+    assert ("a offers dp on ens2f0, mgmt2 on ens4f0; b offers dp on ens3f0, mgmt2 on ens4f0; "
+            "c offers dp on ens2f0.") in message
+
+
+def test_a_node_not_yet_reported_leaves_the_macvtap_config_unknown() -> None:
+    _, (status, reason, message) = _macvtap(
+        {"a": _offering("a", "ens2f0"), "b": _offering("b", observed=None), "c": None})
+
+    assert (status, reason) == ("Unknown", "NodesPending")
+    assert "2 node(s) have not reported yet: b, c" in message
+
+
+def test_a_profile_without_macvtap_has_no_macvtap_condition() -> None:
+    status = rollup(profile(), {"a": _offering("a", "ens2f0")}, {}, EMPTY, T0)
+
+    assert cond.find(status.conditions, "MacvtapConfig") is None and status.macvtap == []

@@ -297,6 +297,9 @@ class Nic(BaseModel):
     operstate: Opt[str] = Field(default=None, description="up, down, ...")
     mac: Opt[str] = Field(default=None, description="Hardware address.")
     mtu: Opt[int] = Field(default=None, description="MTU in bytes.")
+    master: Opt[str] = Field(
+        default=None, description="The bridge, bond or ovs-system it is enslaved to, if any."
+    )
     sriov_total_vfs: Opt[int] = Field(
         default=None, description="VFs the device can have; absent: not SR-IOV capable."
     )
@@ -386,6 +389,31 @@ class LowerLink(BaseModel):
     lower: Opt[str] = Field(default=None, description="The lower device; absent: not found.")
 
 
+class HostRouting(BaseModel):
+    """Which interfaces carry the host's own traffic, as /proc/1/net shows the host's namespace.
+
+    Linux keeps IPv4 addresses out of sysfs and procfs per device; an address normally brings a
+    route of its subnet through its device, so an interface with an IPv4 route stands for one
+    with an address (an address added with noprefixroute and no route is not seen).
+    """
+
+    default_route: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Interfaces an IPv4 or IPv6 default route leaves through.",
+    )
+    ipv4_routes: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PORTS,
+        description="Interfaces with an IPv4 route of the main table (/proc/net/route).",
+    )
+    ipv6_addresses: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PORTS,
+        description="Interfaces with a global or site IPv6 address (/proc/net/if_inet6).",
+    )
+
+
 class NetworkReport(BaseModel):
     """Software switches and what virt-launcher pods are plugged into: the paths VM traffic takes
     through the host."""
@@ -406,6 +434,9 @@ class NetworkReport(BaseModel):
         max_length=MAX_PORTS,
         description="PCI addresses of network controllers bound to vfio-pci that are not VFs: "
         "whole NICs passed through to VMs.",
+    )
+    routing: HostRouting = Field(
+        default_factory=HostRouting, description="Interfaces the host's own traffic uses."
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, CustomResource, Opt, section
 from .host import MAX_NUMA_NODES, HostReport
-from .profile import HostSettings, Mode, VmiSettings
+from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
@@ -162,6 +162,12 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=256,
         description="Eligible raw LUNs selected by spec.host.storage.blockLuns; the operator "
         "exposes each as a Block-mode PersistentVolume pinned to this node.",
+    )
+    macvtap: list[MacvtapResource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The NICs of spec.host.network.macvtap this node offers VMs, checked: "
+        "macvtap-cni's device plugin configuration for this node (the JSON of DP_MACVTAP_CONF).",
     )
     hugepage_retries: list[HugepageRetry] = Field(
         default_factory=list,

@@ -204,15 +204,20 @@ class MemorySettings(BaseModel):
 
 
 class PfSelector(BaseModel):
-    """Which physical functions (NICs) a rule applies to; all given criteria must match."""
+    """Which NICs a rule applies to (physical functions for sriov, lower devices for macvtap);
+    all given criteria must match."""
 
     model_config = cel(
         (
             "(has(self.names) && size(self.names) > 0) || "
             "(has(self.pciAddresses) && size(self.pciAddresses) > 0) || has(self.vendor)",
-            "pfSelector needs at least one of names, pciAddresses or vendor",
+            "a NIC selector (sriov's pfSelector, macvtap's nicSelector) needs at least one of "
+            "names, pciAddresses or vendor",
         ),
-        ("!has(self.device) || has(self.vendor)", "pfSelector.device needs pfSelector.vendor"),
+        (
+            "!has(self.device) || has(self.vendor)",
+            "a NIC selector's device needs its vendor (device ids are per vendor)",
+        ),
     )
 
     names: list[str] = Field(default_factory=list, description="Interface names, e.g. ens1f0.")
@@ -242,11 +247,65 @@ class SriovRule(BaseModel):
     )
 
 
+#: The macvtap modes macvtap-cni's device plugin creates devices in (its ModeFromString takes
+#: bridge, private and vepa, and refuses passthru, which would also allow one device per NIC).
+MacvtapMode = t.Literal["bridge", "vepa", "private"]
+#: The part after macvtap.network.kubevirt.io/ of an extended resource name (a qualified name).
+ResourceName = t.Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+]
+
+
+class MacvtapRule(BaseModel):
+    """A host NIC handed to VMs through macvtap-cni's device plugin, as one resource."""
+
+    name: ResourceName = Field(
+        description="The resource: VMs ask for macvtap.network.kubevirt.io/<name>, through a "
+        "NetworkAttachmentDefinition annotated with k8s.v1.cni.cncf.io/resourceName. The same on "
+        "every node, whatever the NIC is called there."
+    )
+    nic_selector: PfSelector = Field(
+        description="Which NIC is the lower device. It must select exactly one NIC on each node "
+        "(names, PCI addresses or vendor/device, as for sriov); a node where it selects none "
+        "offers no such resource."
+    )
+    mode: MacvtapMode = Field(
+        default="bridge",
+        description="How the macvtap devices on the NIC reach each other: bridge (default, "
+        "directly), vepa (through the external switch) or private (not at all). passthru is "
+        "not offered: macvtap-cni refuses it.",
+    )
+    capacity: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="VMs that may share the NIC. 1 (default): a NIC of the VM's own, as the "
+        "practice asks and as the VM audit counts dedicated. More: the VMs share the NIC's "
+        "macvlan switch in the kernel and are reported sharing it. At most 100, macvtap-cni's "
+        "own default.",
+    )
+
+
 class NetworkSettings(BaseModel):
-    """VM networking: SR-IOV VFs instead of a shared software bridge."""
+    """VM networking: SR-IOV VFs or a NIC of the VM's own instead of a shared software bridge."""
+
+    model_config = cel(
+        (
+            "!has(self.macvtap) || "
+            "self.macvtap.all(a, self.macvtap.exists_one(b, b.name == a.name))",
+            "network.macvtap names a resource more than once: give each rule its own name",
+        ),
+    )
 
     sriov: list[SriovRule] = Field(
         default_factory=list, max_length=32, description="SR-IOV rules; empty: VFs not managed."
+    )
+    macvtap: list[MacvtapRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="NICs dedicated to VMs through KubeVirt's macvtap binding and macvtap-cni's "
+        "device plugin; kvtune checks each node's lower devices and publishes the device "
+        "plugin's configuration in the node state's status.macvtap. Empty: not managed.",
     )
 
 
@@ -326,7 +385,9 @@ class HostSettings(BaseModel):
     cpu: CpuSettings = section(CpuSettings, "CPU sharing and Pause-Loop Exiting.")
     numa: NumaSettings = section(NumaSettings, "NUMA placement.")
     memory: MemorySettings = section(MemorySettings, "KSM, hugepages, overcommit, overhead.")
-    network: NetworkSettings = section(NetworkSettings, "SR-IOV virtual functions.")
+    network: NetworkSettings = section(
+        NetworkSettings, "SR-IOV virtual functions and NICs dedicated through macvtap."
+    )
     storage: StorageSettings = section(StorageSettings, "Raw LUNs for VM disks.")
     boot: BootSettings = section(BootSettings, "Boot-time settings: staged or reported.")
 
@@ -446,6 +507,16 @@ class HypervisorProfileSpec(HostSettings):
     rollout: RolloutSettings = section(RolloutSettings, "Pace of drains and reboots.")
 
 
+class MacvtapResource(BaseModel):
+    """One resource of macvtap-cni's device plugin, in the shape DP_MACVTAP_CONF takes: a list
+    of them is the device plugin's configuration."""
+
+    name: str = Field(description="Resource macvtap.network.kubevirt.io/<name>.")
+    lower_device: str = Field(description="The NIC the macvtap devices are created on.")
+    mode: MacvtapMode = Field(description="bridge, vepa or private.")
+    capacity: int = Field(ge=1, description="macvtap devices offered: VMs that may use the NIC.")
+
+
 class FailingNode(BaseModel):
     """A node that is not Ready, with why."""
 
@@ -470,6 +541,14 @@ class HypervisorProfileStatus(BaseModel):
     )
     failing_nodes: list[FailingNode] = Field(
         default_factory=list, max_length=20, description="Up to 20 nodes that are not Ready."
+    )
+    macvtap: list[MacvtapResource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The resources of spec.network.macvtap that every node reporting offers "
+        "with the same lower device (each node's own are in its state's status.macvtap): a "
+        "DP_MACVTAP_CONF that is right on all of them, also kept in the ConfigMap "
+        "kvtune-macvtap-<profile> of the operator's namespace. See the MacvtapConfig condition.",
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import (
     MAX_PODS,
     MAX_PORTS,
+    HostRouting,
     InterfaceKind,
     LowerLink,
     NetworkReport,
@@ -38,6 +39,13 @@ OVS_DATAPATH = "ovs-system"
 VFIO_DRIVER = "/sys/bus/pci/drivers/vfio-pci"
 #: PCI class of network controllers (the top byte of /sys/bus/pci/devices/*/class).
 NETWORK_CLASS = "0x02"
+#: The host's own network namespace is PID 1's: /proc/net would be the reader's (the agent's).
+ROUTES = "/proc/1/net/route"
+IPV6_ROUTES = "/proc/1/net/ipv6_route"
+IPV6_ADDRESSES = "/proc/1/net/if_inet6"
+#: if_inet6 scopes that reach beyond the link: global (00) and site (40); link (20) addresses
+#: exist on every IPv6 interface that is up, and host (10) is the loopback's.
+_ROUTABLE_SCOPES = {"00", "40"}
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,34 @@ def _passthrough_nics(fs: HostFS) -> list[str]:
     return found[:MAX_PORTS]
 
 
+def _fields(fs: HostFS, path: str) -> list[list[str]]:
+    return [line.split() for line in (fs.read_text(path) or "").splitlines()]
+
+
+def _routing(fs: HostFS) -> HostRouting:
+    """Which interfaces the host's routes and IPv6 addresses use.
+
+    /proc/net/route: a header, then Iface Destination Gateway Flags ... Mask, in hex; a default
+    route has destination and mask 0. /proc/net/ipv6_route: destination, prefix length, ...,
+    the device last; an unreachable default is on lo. /proc/net/if_inet6: address, ifindex,
+    prefix length, scope, flags, device.
+    """
+    default: set[str] = set()
+    ipv4: set[str] = set()
+    for row in _fields(fs, ROUTES)[1:]:
+        if len(row) >= 8:
+            ipv4.add(row[0])
+            if row[1] == "00000000" and row[7] == "00000000":
+                default.add(row[0])
+    for row in _fields(fs, IPV6_ROUTES):
+        if len(row) >= 10 and row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
+            default.add(row[-1])
+    ipv6 = {row[5] for row in _fields(fs, IPV6_ADDRESSES)
+            if len(row) >= 6 and row[3] in _ROUTABLE_SCOPES}  # fmt: skip
+    return HostRouting(default_route=sorted(default)[:64], ipv4_routes=sorted(ipv4)[:MAX_PORTS],
+                       ipv6_addresses=sorted(ipv6)[:MAX_PORTS])  # fmt: skip
+
+
 def probe(fs: HostFS, processes: ProcessTable) -> NetworkReport:
     host = _devices(fs)
     by_index = {d.ifindex: d.name for d in host.values() if d.ifindex is not None}
@@ -188,6 +224,7 @@ def probe(fs: HostFS, processes: ProcessTable) -> NetworkReport:
         pods=_pods(fs, processes, host),
         macvtaps=macvtaps[:MAX_PORTS],
         passthrough_nics=_passthrough_nics(fs),
+        routing=_routing(fs),
     )
 
 

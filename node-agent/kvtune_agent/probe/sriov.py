@@ -137,6 +137,7 @@ def _nic(fs: HostFS, name: str) -> Nic:
         "operstate": fs.read_value(f"{base}/operstate"),
         "mac": fs.read_value(f"{base}/address"),
         "mtu": fs.read_int(f"{base}/mtu"),
+        "master": fs.link_name(f"{base}/master"),
         **(_pci_fields(fs, pci) if pci else {}),
     })
 
