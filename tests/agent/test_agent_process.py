@@ -100,9 +100,10 @@ def _enforced(node: Node) -> None:
     """The agent has applied ENFORCE: journal, feature file and ready label in place."""
     node.render("Enforce", **ENFORCE)
     node.start()
-    wait_for(lambda: node.labels().get(READY_LABEL) == "true", "the node labelled ready",
-             timeout=60)
-    assert node.host_has(JOURNAL_PATH) and node.host_has(nfd.FEATURES_FILE)
+    # The label is written in the same cycle as the feature file, but may land first.
+    wait_for(lambda: node.labels().get(READY_LABEL) == "true" and node.host_has(JOURNAL_PATH)
+             and node.host_has(nfd.FEATURES_FILE), "the node labelled ready, its journal and "
+             "feature file written", timeout=60)
 
 
 def test_a_node_leaving_its_profile_gets_back_its_host_and_loses_its_ready_label(
