@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import typing as t
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import network
 from kvtune_api.v1alpha1.host import (
@@ -36,15 +34,6 @@ pytestmark = REALHOST
 #: iproute2's link kinds (linkinfo.info_kind) -> the probe's; a tun device is a Tap in tap mode.
 KINDS: dict[str, InterfaceKind] = {"bridge": "Bridge", "veth": "Veth", "macvlan": "Macvlan",
                                    "macvtap": "Macvtap", "openvswitch": "OpenVSwitch"}
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Network]:
-    made = Network(tmp_path)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def _kind(link: dict[str, t.Any]) -> InterfaceKind:
