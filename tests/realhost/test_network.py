@@ -109,10 +109,14 @@ def test_the_probe_reports_bridges_pods_and_where_each_pod_leads_as_iproute2_doe
     net.move(net.name("mv0"), a)
     net.add(net.name("mv1"), "link", second, "type", "macvlan", "mode", "bridge")
     # b: the pod network on the same bridge, a second network whose two ends have one index,
-    # and a tun device in L3 mode, which is no tap.
+    # a tun device in L3 mode (no tap), and a vxlan of the index of one on the host (no pair).
     net.veth("vb0", b, "eth0", master=shared)
-    net.veth("vb1", b, "net1", master=second, index=4000 + os.getpid() % 20000)
+    index = 4000 + os.getpid() % 20000
+    net.veth("vb1", b, "net1", master=second, index=index)
     run("ip", "tuntap", "add", "tun0", "mode", "tun", pid=b.pid)
+    vxlan = ("type", "vxlan", "id", 42, "dstport", 4789)
+    net.add(net.name("vx0"), "index", index + 1, *vxlan)
+    run("ip", "link", "add", "vx0", "index", index + 1, *vxlan, pid=b.pid)
 
     expected = _by_ip([a, b])
 
@@ -120,4 +124,4 @@ def test_the_probe_reports_bridges_pods_and_where_each_pod_leads_as_iproute2_doe
     assert [s.ports for s in expected.switches] == [
         [net.name("tap0"), net.name("va0"), net.name("vb0")], [net.name("vb1")]]
     assert [i.kind for p in expected.pods for i in p.interfaces] == [
-        "Veth", "Bridge", "Macvlan", "Tap", "Veth", "Veth", "Other"]
+        "Veth", "Bridge", "Macvlan", "Tap", "Veth", "Veth", "Other", "Other"]
