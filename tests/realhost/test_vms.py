@@ -332,7 +332,7 @@ def test_host_domains_on_one_linux_bridge_share_it_and_one_on_its_own_does_not(
         assert f"shared with VM {other}" in message, message
 
 
-def _launched(host: Libvirt, net: Network, name: str, bridge: str) -> tuple[str, Pod]:
+def _launched(net: Network, name: str, bridge: str) -> tuple[str, Pod]:
     """A pod laid out as KubeVirt's bridge binding on a secondary network (bridge CNI): net1 a
     veth to the host bridge `bridge` and on the pod's k6t-net1 with the VM's tap. The tap is
     made on the host (libvirt opens it there, managed='no' as virt-launcher renders it) and
@@ -349,7 +349,7 @@ def test_kubevirt_vms_whose_pods_reach_one_host_bridge_share_it_and_one_of_its_o
     # The launchers' roots have no libvirt socket, so the audit asks the host's libvirt for
     # their domains (namespace_name, as KubeVirt names them) and reads each pod's links.
     shared, own = net.bridge("br0"), net.bridge("br1")
-    pods = {name: _launched(host, net, name, bridge)
+    pods = {name: _launched(net, name, bridge)
             for name, bridge in (("pa", shared), ("pb", shared), ("pc", own))}
     nics = {f"realhost_{name}": f"<interface type='ethernet'><target dev='{tap}' managed='no'/>"
             "<model type='virtio'/></interface>" for name, (tap, _) in pods.items()}
