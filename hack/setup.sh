@@ -11,11 +11,11 @@ cd "$root"
 # libvirt-dev, pkg-config and gcc build libvirt-python; numactl is compared against in the probe
 # bench.
 packages=(libvirt-dev pkg-config numactl gcc)
-# The realhost tier (tests/realhost): the real tools that make and judge disk signatures, and
-# QEMU/KVM under the libvirt daemon. Only where it runs (root and /dev/kvm), so a laptop's make
-# test does not install a hypervisor.
+# The realhost tier (tests/realhost): the real tools that make and judge disk signatures and
+# links (iproute2), and QEMU/KVM under the libvirt daemon. Only where it runs (root and
+# /dev/kvm), so a laptop's make test does not install a hypervisor.
 if [[ $(id -u) -eq 0 && -e /dev/kvm ]]; then
-  packages+=(util-linux e2fsprogs xfsprogs lvm2 mdadm cryptsetup-bin gdisk
+  packages+=(util-linux iproute2 e2fsprogs xfsprogs lvm2 mdadm cryptsetup-bin gdisk
              qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 fi
 missing=()

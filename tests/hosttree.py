@@ -445,10 +445,13 @@ class HostTree:
         self._virtual(peer, root=peer_root, iflink=self.ifindex(name), master=peer_master)
         return self.file(f"{here}/iflink", self.ifindex(peer, peer_root))
 
-    def tap(self, name: str, *, root: str = "", master: str | None = None) -> HostTree:
-        """A tap device (tun_flags marks the tun driver), plugged into `master`."""
+    def tap(
+        self, name: str, *, root: str = "", master: str | None = None, tun: bool = False
+    ) -> HostTree:
+        """A tap device (tun_flags marks the tun driver: IFF_TAP|IFF_NO_PI), plugged into
+        `master`; with `tun`, an L3 tun device (IFF_TUN|IFF_NO_PI) instead."""
         netdir = self._virtual(name, root=root, master=master)
-        self.file(f"{netdir}/tun_flags", "0x1002")
+        self.file(f"{netdir}/tun_flags", "0x1001" if tun else "0x1002")
         return self
 
     def macvtap(

@@ -71,6 +71,18 @@ def test_each_launcher_pods_interfaces_are_followed_to_the_host(tmp_path: Path) 
     ]
 
 
+def test_an_l3_tun_device_is_not_a_tap(tmp_path: Path) -> None:
+    # The tun driver makes both; only a tap (IFF_TAP in tun_flags) carries a VM's Ethernet.
+    # The host's tun has the index of the pod's: unlinked devices of one index are no veth pair.
+    tree = HostTree(tmp_path).tap("vnet0").tap("tun9", tun=True)
+    launcher(tree, 4100, "prod", "a")
+    tree.tap("tap0", root="/proc/4100/root").tap("tun0", root="/proc/4100/root", tun=True)
+
+    [pod] = probe(tree).pods
+
+    assert [(i.name, i.kind) for i in pod.interfaces] == [("tap0", "Tap"), ("tun0", "Other")]
+
+
 def test_two_pods_index_their_interfaces_apart(tmp_path: Path) -> None:
     # Both pods' eth0 have the same index in their own namespace: only iflink joins them up.
     tree = HostTree(tmp_path).bridge("cni0")

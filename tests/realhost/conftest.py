@@ -16,9 +16,11 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from .netns import Network
 from .support import LOCK, RecordingFS, guarded_tunables, why_not_here
 
 
@@ -39,3 +41,13 @@ def tunables() -> Iterator[RecordingFS]:
     """The real host's `/` as a recording HostFS; every tunable must read back as before."""
     with guarded_tunables() as fs:
         yield fs
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    """Links and pods on the real kernel, all deleted afterwards (see netns.py)."""
+    made = Network(tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()

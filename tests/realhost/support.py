@@ -42,10 +42,11 @@ REALHOST = [
 ]
 
 
-def read_tunables() -> dict[str, str]:
-    """Every tunable of TUNABLES as it reads now ([selected] entry of a choice file)."""
+def read_tunables(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every tunable of TUNABLES and `extra` as it reads now ([selected] entry of a choice
+    file)."""
     values = {}
-    for pattern in TUNABLES:
+    for pattern in (*TUNABLES, *extra):
         for path in sorted(glob.glob(pattern)):
             values[path] = setting(Path(path).read_text())
     return values
@@ -71,21 +72,22 @@ def restore(path: str, value: str) -> None:
 
 
 @contextlib.contextmanager
-def guarded_tunables() -> Iterator[RecordingFS]:
-    """Every tunable must read back afterwards as before, whatever happened in between; one
-    that does not is restored, and the check fails (so a failed restore fails the suite)."""
-    before = read_tunables()
+def guarded_tunables(extra: tuple[str, ...] = ()) -> Iterator[RecordingFS]:
+    """Every tunable (and each file of `extra`, such as a test disk's queue/scheduler) must read
+    back afterwards as before, whatever happened in between; one that does not is restored,
+    and the check fails (so a failed restore fails the suite)."""
+    before = read_tunables(extra)
     fs = RecordingFS()
     try:
         yield fs
     finally:
-        after = read_tunables()
+        after = read_tunables(extra)
         changed = {path: (before[path], after.get(path)) for path in before
                    if after.get(path) != before[path]}
         # Hugepage pools last, so that KSM and THP are restored even if a pool will not shrink.
         for path in sorted(changed, key=lambda p: "hugepages" in p):
             restore(path, before[path])
-        still = {path: (before[path], value) for path, value in read_tunables().items()
+        still = {path: (before[path], value) for path, value in read_tunables(extra).items()
                  if value != before[path]}
         untracked = {path for path, _ in fs.writes} - set(before)
         assert not untracked, f"kernel files were written that no check guards: {untracked}"

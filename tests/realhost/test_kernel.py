@@ -1,8 +1,10 @@
-"""The agent in Enforce against this machine's kernel: 2Mi hugepages, KSM, THP; then revert.
+"""The agent in Enforce against this machine's kernel: 2Mi hugepages, KSM, THP, a LUN's I/O
+scheduler; then revert.
 
 Each test runs whole agent cycles (probe, plan, apply, probe again) on the real `/` and checks
 what the kernel itself then shows; `tunables` requires every value to read back as before.
-Hugepage use stays at a few pages (tens of MiB): the machine is shared.
+Hugepage use stays at a few pages (tens of MiB): the machine is shared. A loop device with a
+/dev/disk/by-id link stands in for a LUN whose I/O scheduler the agent sets (loops.py).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 import pytest
 from agent.specs import node_spec
 from kvtune_agent.cycle import run_cycle
+from kvtune_agent.hostfs import setting
 from kvtune_agent.journal import Journal
 from kvtune_agent.plan import NodeMeta
 from kvtune_agent.systemd import Systemd
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
-from .support import REALHOST, RecordingFS
+from .loops import Disk, Host, loops_as_disks
+from .support import REALHOST, RecordingFS, guarded_tunables
 
 pytestmark = REALHOST
 
@@ -212,3 +216,42 @@ def test_a_thp_mode_is_set_and_reverted(agent: Agent, mode: str) -> None:
     assert status.host is not None and status.host.memory.transparent_hugepage == mode
     agent.revert()
     assert _read(THP) == original
+
+
+@pytest.fixture
+def lun(tmp_path: Path) -> Iterator[Disk]:
+    """A blank loop device with a /dev/disk/by-id link, as a free LUN is (see loops.py)."""
+    (tmp_path / "disks").mkdir()
+    disks = Host(tmp_path / "disks")
+    try:
+        yield disks.disk("lun")
+    finally:
+        disks.close()
+
+
+def test_enforce_sets_a_luns_io_scheduler_and_revert_restores_exactly_what_the_kernel_offered(
+    lun: Disk, tmp_path: Path,
+) -> None:
+    path = f"/sys/block/{lun.name}/queue/scheduler"
+    before = _read(path)  # e.g. "[none] mq-deadline kyber bfq": what this kernel offers
+    current = setting(before)
+    want = "mq-deadline" if current != "mq-deadline" else "none"
+    assert want in before.replace("[", " ").replace("]", " ").split(), before
+    luns = {"selector": {"byIdPatterns": [f"kvtune-realhost-{lun.name}"]},
+            "storageClassName": "realhost-luns", "ioScheduler": want}
+    spec = node_spec(storage={"blockLuns": luns}, memory={"ksm": "Unmanaged"},
+                     numa={"numad": "Unmanaged"})
+    with guarded_tunables(extra=(path,)) as fs, loops_as_disks():
+        agent = Agent(fs, tmp_path / "journal.json")
+
+        status = agent.cycle(spec)
+
+        assert agent.results()[f"block/{lun.name}/scheduler"][0] == "Applied", agent.results()
+        assert fs.writes == [(path, want)]
+        assert _read(path) == before.replace(f"[{current}]", current).replace(want, f"[{want}]")
+        assert status.plan == [] and agent.cycle(spec).plan == []
+
+        reverted = agent.revert()
+
+        assert reverted[f"revert/block/{lun.name}/scheduler"][0] == "Applied", reverted
+        assert _read(path) == before

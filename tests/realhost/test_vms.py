@@ -8,6 +8,11 @@ disk). Their guest is an endless `jmp $` in a boot sector: firmware runs under t
 where a Linux guest does not, and one busy vCPU is all the audit needs. The audit (and
 `kvtune probe --vms`) must report what the domains really got, which /proc shows: each thread's
 CPU affinity and the hugepages taken from the host's pool.
+
+The network rule meets real links (netns.py): domains of the host libvirt whose taps libvirt
+plugs into one Linux bridge, and KubeVirt VMs whose pods (namespaces flagged as virt-launcher,
+their domains found through the host libvirt) reach one host bridge through a veth, as bridge
+binding on a bridge-CNI network lays them out; beside each pair, a VM on a bridge of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
 
+from .netns import Network, Pod, run
 from .support import REALHOST, guarded_tunables
 
 pytestmark = REALHOST
@@ -145,8 +152,13 @@ def host() -> Iterator[Libvirt]:
         yield Libvirt(work, loop)
 
 
-def _xml(name: str, vcpu: int, emulator: int, *, hugepages: bool, disk: tuple[str, str]) -> str:
+def _xml(name: str, vcpu: int | None, emulator: int, *, hugepages: bool,
+         disk: tuple[str, str], nic: str = "") -> str:
+    """A domain with one vCPU pinned to `vcpu` and its emulator to `emulator` (None: unpinned)."""
     kind, source = disk
+    pins = ("" if vcpu is None else
+            f"<cputune><vcpupin vcpu='0' cpuset='{vcpu}'/><emulatorpin cpuset='{emulator}'/>"
+            "</cputune>")
     backing = ("<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages>"
                "</memoryBacking>") if hugepages else ""
     attribute = "dev" if kind == "block" else "file"
@@ -155,7 +167,7 @@ def _xml(name: str, vcpu: int, emulator: int, *, hugepages: bool, disk: tuple[st
   <memory unit='MiB'>{GUEST_MIB}</memory>
   {backing}
   <vcpu placement='static'>1</vcpu>
-  <cputune><vcpupin vcpu='0' cpuset='{vcpu}'/><emulatorpin cpuset='{emulator}'/></cputune>
+  {pins}
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <cpu mode='custom' match='exact'><model fallback='forbid'>kvm64</model></cpu>
   <devices>
@@ -164,6 +176,7 @@ def _xml(name: str, vcpu: int, emulator: int, *, hugepages: bool, disk: tuple[st
       <driver name='qemu' type='raw' cache='none'/>
       <source {attribute}='{source}'/><target dev='vda' bus='virtio'/>
     </disk>
+    {nic}
     <video><model type='none'/></video>
     <memballoon model='none'/>
   </devices>
@@ -194,10 +207,10 @@ def _affinity(pid: int) -> dict[str, str]:
     return threads
 
 
-def _audit() -> dict[str, VmAudit]:
+def _audit(policy: AuditPolicy = POLICY) -> dict[str, VmAudit]:
     fs = HostFS(Path("/"))
     processes = fs.processes()
-    found: NodeVmAudit = audit_node(fs, POLICY, probe_host(fs, processes), processes,
+    found: NodeVmAudit = audit_node(fs, policy, probe_host(fs, processes), processes,
                                     host_uri=URI)
     return {vm.domain: vm for vm in found.items}
 
@@ -257,3 +270,98 @@ def test_kvtune_probe_vms_reports_the_domains_libvirt_runs(host: Libvirt, good: 
     good_vm = vms["realhost_good"]
     assert (good_vm["state"], good_vm["cpus"], good_vm["emulatorCpus"]) == ("Compliant", "1", "0")
     assert good_vm["hugepageSize"] == "2Mi"
+
+
+#: A boot sector that halts (cli; hlt; and back to hlt): the network domains need no busy vCPU.
+HALT_SECTOR = b"\xfa\xf4\xeb\xfd" + bytes(506) + b"\x55\xaa"
+
+
+def _network_findings(vms: dict[str, VmAudit], *domains: str) -> dict[str, list[str]]:
+    """Each domain's Network findings (severity: message); the other rules are not judged here."""
+    return {domain: [f"{f.severity}: {f.message}" for f in vms[domain].findings
+                     if f.rule == "Network"] for domain in domains}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _nic_domains(host: Libvirt, nics: dict[str, str]) -> Iterator[None]:
+    """A halting domain per entry of `nics` (domain name -> its <interface>), each on a disk
+    image of its own (QEMU locks it), running until the block ends. They are started and
+    destroyed side by side: libvirt takes a second or two for each."""
+    xmls = []
+    for name, nic in nics.items():
+        boot = host.work / f"{name}.img"
+        boot.write_bytes(HALT_SECTOR)
+        xmls.append(_xml(name, None, 0, hugepages=False, disk=("file", str(boot)), nic=nic))
+    connection = libvirt.open(URI)
+    with ThreadPoolExecutor(len(xmls)) as pool:
+        started = [pool.submit(connection.createXML, xml, 0) for xml in xmls]
+        try:
+            wait(started)
+            for domain in started:
+                domain.result()
+            yield
+        finally:
+            running = [d.result() for d in started if d.exception() is None]
+            list(pool.map(lambda domain: domain.destroy(), running))
+            connection.close()
+            for name in nics:
+                (host.work / f"{name}.img").unlink()
+
+
+def _bridged(bridge: str) -> str:
+    return f"<interface type='bridge'><source bridge='{bridge}'/><model type='virtio'/></interface>"
+
+
+def test_host_domains_on_one_linux_bridge_share_it_and_one_on_its_own_does_not(
+    host: Libvirt, net: Network,
+) -> None:
+    # Domains of a host libvirt, in the host's namespace: libvirt plugs each one's tap (vnetN)
+    # into the bridge its <interface type='bridge'> names.
+    shared, own = net.bridge("br0"), net.bridge("br1")
+    nics = {"realhost_neta": _bridged(shared), "realhost_netb": _bridged(shared),
+            "realhost_netc": _bridged(own)}
+    with _nic_domains(host, nics):
+        assert [len(os.listdir(f"/sys/class/net/{b}/brif")) for b in (shared, own)] == [2, 1]
+        vms = _audit(AuditPolicy())
+
+    found = _network_findings(vms, *nics)
+    assert found["realhost_netc"] == [] and vms["realhost_netc"].state == "Compliant"
+    for domain, other in (("realhost_neta", "realhost/netb"), ("realhost_netb", "realhost/neta")):
+        [message] = found[domain]
+        assert message.startswith("Violation: ") and f"host bridge {shared}" in message, message
+        assert f"shared with VM {other}" in message, message
+
+
+def _launched(net: Network, name: str, bridge: str) -> tuple[str, Pod]:
+    """A pod laid out as KubeVirt's bridge binding on a secondary network (bridge CNI): net1 a
+    veth to the host bridge `bridge` and on the pod's k6t-net1 with the VM's tap. The tap is
+    made on the host (libvirt opens it there, managed='no' as virt-launcher renders it) and
+    moved into the pod once QEMU holds it."""
+    pod = net.pod(name, hide_libvirt=True)
+    run("ip", "link", "add", "k6t-net1", "type", "bridge", pid=pod.pid)
+    net.veth(f"v{name}", pod, "net1", master=bridge, peer_master="k6t-net1")
+    return net.tap(f"t{name}"), pod
+
+
+def test_kubevirt_vms_whose_pods_reach_one_host_bridge_share_it_and_one_of_its_own_does_not(
+    host: Libvirt, net: Network,
+) -> None:
+    # The launchers' roots have no libvirt socket, so the audit asks the host's libvirt for
+    # their domains (namespace_name, as KubeVirt names them) and reads each pod's links.
+    shared, own = net.bridge("br0"), net.bridge("br1")
+    pods = {name: _launched(net, name, bridge)
+            for name, bridge in (("pa", shared), ("pb", shared), ("pc", own))}
+    nics = {f"realhost_{name}": f"<interface type='ethernet'><target dev='{tap}' managed='no'/>"
+            "<model type='virtio'/></interface>" for name, (tap, _) in pods.items()}
+    with _nic_domains(host, nics):
+        for tap, pod in pods.values():
+            net.move(tap, pod, master="k6t-net1")
+        vms = _audit(AuditPolicy())
+
+    found = _network_findings(vms, *nics)
+    assert {vms[d].launcher_pid for d in nics} == {pod.pid for _, pod in pods.values()}
+    assert found["realhost_pc"] == [] and vms["realhost_pc"].state == "Compliant"
+    for domain, other in (("realhost_pa", "realhost/pb"), ("realhost_pb", "realhost/pa")):
+        [message] = found[domain]
+        assert message.startswith("Violation: ") and f"host bridge {shared}" in message, message
+        assert f"shared with VM {other}" in message, message

@@ -9,8 +9,9 @@ lower device's. A container's /sys shows its own namespace, so each pod is read 
 /proc/<launcher pid>/root/sys/class/net.
 
 What an interface is, sysfs tells without a netlink socket: bridge/ (a Linux bridge), tun_flags
-(a tap), macvtap/ (a macvtap), device/physfn (an SR-IOV VF), device (a NIC), DEVTYPE=openvswitch
-(an OVS device), an iflink to another index (a veth, or a macvlan when that index is not a veth).
+with IFF_TAP (a tap; without it an L3 tun), macvtap/ (a macvtap), device/physfn (an SR-IOV VF),
+device (a NIC), DEVTYPE=openvswitch (an OVS device), an iflink to another index (a veth, or a
+macvlan when that index is not a veth).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ IPV6_ADDRESSES = "/proc/1/net/if_inet6"
 #: if_inet6 scopes that reach beyond the link: global (00) and site (40); link (20) addresses
 #: exist on every IPv6 interface that is up, and host (10) is the loopback's.
 _ROUTABLE_SCOPES = {"00", "40"}
+#: The tun driver's flag for a tap (Ethernet frames); without it the device is an L3 tun.
+IFF_TAP = 0x0002
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class _Device:
     iflink: int | None
     master: str | None
     lower: str | None
+    #: Nothing in sysfs marks what it is, as nothing marks a veth.
+    plain: bool
 
     @property
     def peer_index(self) -> int | None:
@@ -78,21 +83,24 @@ def _devtype(fs: HostFS, base: str) -> str | None:
     return None
 
 
-def _kind(fs: HostFS, base: str, linked: bool) -> InterfaceKind:
-    """What the interface at `base` is; `linked`: its iflink names another interface."""
+def _kind(fs: HostFS, base: str) -> InterfaceKind | None:
+    """What sysfs says the interface at `base` is; None when it says nothing (a veth, a
+    macvlan, or a device of a driver it has no mark for, such as ifb)."""
     if fs.exists(f"{base}/bridge"):
         return "Bridge"
     if fs.exists(f"{base}/macvtap"):
         return "Macvtap"
-    if fs.exists(f"{base}/tun_flags"):
-        return "Tap"
+    tun_flags = fs.read_int(f"{base}/tun_flags", 16)
+    if tun_flags is not None:
+        return "Tap" if tun_flags & IFF_TAP else "Other"  # an L3 tun carries no Ethernet
     if fs.exists(f"{base}/device/physfn"):
         return "VirtualFunction"
     if fs.exists(f"{base}/device"):
         return "Physical"
-    if _devtype(fs, base) == "openvswitch":
+    devtype = _devtype(fs, base)
+    if devtype == "openvswitch":
         return "OpenVSwitch"
-    return "Veth" if linked else "Other"  # a macvlan, told apart by its peer (see _resolve)
+    return None if devtype is None else "Other"  # vxlan, wireguard, ...
 
 
 def _devices(fs: HostFS, root: str = "") -> dict[str, _Device]:
@@ -105,12 +113,14 @@ def _devices(fs: HostFS, root: str = "") -> dict[str, _Device]:
         ifindex, iflink = fs.read_int(f"{base}/ifindex"), fs.read_int(f"{base}/iflink")
         linked = _peer_index(ifindex, iflink) is not None
         lowers = [e.removeprefix("lower_") for e in fs.list_dir(base) if e.startswith("lower_")]
-        kind = _kind(fs, base, linked)
-        if kind == "Veth" and lowers:  # a macvlan on a device of this namespace
+        marked = _kind(fs, base)
+        # Unmarked: a veth, or a macvlan (told apart by its peer, see _interface)...
+        kind = marked or ("Veth" if linked else "Other")
+        if marked is None and linked and lowers:  # ... that is on a device of this namespace
             kind = "Macvlan"
         found[name] = _Device(
             name=name, kind=kind, ifindex=ifindex, iflink=iflink,
-            master=fs.link_name(f"{base}/master"),
+            master=fs.link_name(f"{base}/master"), plain=marked is None,
             lower=lowers[0] if kind in ("Macvtap", "Macvlan") and lowers else None,
         )  # fmt: skip
     return found
@@ -140,15 +150,16 @@ def _interface(fs: HostFS, root: str, device: _Device, host: dict[int, _Device])
     """A pod's interface, followed to the host device its iflink names.
 
     Interface indexes are per namespace, so a veth's own index may equal its peer's: a veth is
-    known by its peer on the host naming it back (each one's iflink is the other's ifindex).
+    known by its peer on the host naming it back (each one's iflink is the other's ifindex),
+    where neither is marked as something else. Low indexes are taken in every namespace, so a
+    pod's tun and a host's vxlan of one index would otherwise pass for a pair; two unmarked
+    devices of one index (a pod's veth to elsewhere, a host's ifb) still can.
     """
     kind, link, switch = device.kind, None, None
     peer = host.get(device.iflink) if device.iflink is not None else None
     if kind == "VirtualFunction":
         link = fs.link_name(f"{root}{NET}/{device.name}/device")
-    elif kind in ("Veth", "Other") and peer is not None and peer.kind in ("Veth", "Other") and (
-        peer.iflink == device.ifindex
-    ):
+    elif device.plain and peer is not None and peer.plain and peer.iflink == device.ifindex:
         kind, link, switch = "Veth", peer.name, peer.master
     elif kind == "Veth" and peer is not None and peer.kind != "Veth":
         kind, link = "Macvlan", peer.name  # its iflink is its lower device, not a peer
