@@ -137,18 +137,19 @@ def estimate(
     dedicated_or_guaranteed: bool = False,
     added_overhead: int = 0,
     ratio: str | None = None,
-    qemu: int = QEMU_UNTIL_V1_9,
+    qemu: int | None = None,
 ) -> OverheadBreakdown:
     """KubeVirt's overhead for a VM of this shape.
 
     `guest_bytes` is the memory request KubeVirt sizes page tables from, `exec_probes` the number
     of exec liveness/readiness probes, `added_overhead` reservedOverhead.addedOverhead in bytes,
     `ratio` the KubeVirt CR's spec.configuration.additionalGuestMemoryOverheadRatio (a string
-    there too), and `qemu` the version's QemuOverhead (`qemu_overhead`).
+    there too), and `qemu` the version's QemuOverhead (`qemu_overhead`; the newest release's when
+    None).
     """
     base = OverheadBreakdown(
         page_tables=_ceil_kilo(guest_bytes) * 1000 // PAGE_TABLE_DIVISOR,
-        processes=HELPERS + qemu,
+        processes=HELPERS + (qemu_overhead(None) if qemu is None else qemu),
         vcpus=PER_VCPU * vcpus,
         iothread=IOTHREAD,
         video=VIDEO if video else 0,

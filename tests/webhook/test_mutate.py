@@ -353,3 +353,13 @@ def test_an_unreadable_quantity_is_an_error_naming_the_field() -> None:
 def test_a_malformed_level_is_left_for_the_apiserver_schema_to_reject() -> None:
     vmi = make_vmi({"resources": {"requests": {"memory": "1Gi"}}, "cpu": "four"})
     assert domain(mutated(vmi))["cpu"] == "four"
+
+
+def test_kubevirts_memory_overcommit_is_not_undone_by_the_floor() -> None:
+    # KubeVirt requests guest * 100 / 150 for a VMI that gives only its guest: raising the request
+    # above the guest to reach the floor would undo the cluster's overcommit.
+    shared = {"dedicatedCpus": False, "isolateEmulatorThread": False}
+    vmi = make_vmi({"memory": {"guest": "4Gi"}})
+    shaped = domain(mutated(vmi, KubeVirtConfig(memory_overcommit=150), vmi=shared,
+                            memory={"allowOvercommit": True}))
+    assert "memory" not in shaped.get("resources", {}).get("requests", {})

@@ -96,3 +96,29 @@ def test_kubevirt_admits_the_vmis_dedicated_networking_lets_through(
     # (macvtap is admitted too; to run, the cluster registers the binding in the KubeVirt CR's
     # spec.configuration.network.binding and runs the macvtap-cni device plugin.)
     assert outcome.refused_by is None, outcome.reasons
+
+
+@pytest.mark.parametrize(
+    ("domain", "spec", "field"),
+    [
+        pytest.param({"devices": {"interfaces": 5}}, {}, "spec.domain.devices.interfaces",
+                     id="interfaces not a list"),
+        pytest.param({"devices": {"interfaces": [{"name": ["x"], "bridge": {}}]}},
+                     {"networks": 7}, "spec.networks", id="networks not a list"),
+    ],
+)
+def test_a_malformed_interface_list_is_an_error_naming_the_field_not_a_crash(
+    domain: Obj, spec: Obj, field: str
+) -> None:
+    bad = make_vmi({**domain, "resources": {"requests": {"memory": "2Gi"}}}, **spec)
+    errors, _ = validate_vmi(profile(), bad, namespace_labels={})
+    assert len(errors) == 1 and errors[0].startswith(field)
+
+
+def test_an_audit_profile_warns_about_an_unreadable_field_instead_of_refusing() -> None:
+    from kvtune_operator.vmi import mutate_vmi
+
+    bad = make_vmi({"resources": {"requests": {"memory": "lots"}}})
+    result = mutate_vmi(make_profile(mode="Audit"), bad, namespace_labels={})
+    assert result.refused == [] and result.patch == []
+    assert len(result.warnings) == 1 and "requests.memory" in result.warnings[0]

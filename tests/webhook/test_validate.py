@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kvtune_operator.vmi import KubeVirtConfig
 from kvtune_operator.vmi.validate import NodeCapacity, capacity_warning, validate_vmi, vmi_demand
 
 from webhook import Obj, make_profile, make_vmi
@@ -95,13 +96,6 @@ def test_a_vmi_as_the_mutation_leaves_it_is_accepted() -> None:
             "spec.domain.resources.requests.cpu is 2, but the VMI gets dedicated CPUs",
             "set it to 4",
             id="a CPU request unlike the topology with dedicated CPUs",
-        ),
-        pytest.param(
-            guaranteed(memory={"reservedOverhead": {"addedOverhead": "1Gi"}}),
-            {},
-            "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it",
-            "ReservedOverheadMemlock",
-            id="a reserved overhead without KubeVirt's feature gate",
         ),
         pytest.param(
             guaranteed(cpu={"dedicatedCpuPlacement": False, "isolateEmulatorThread": None}),
@@ -292,3 +286,23 @@ def test_hugepages_of_the_vmis_size_are_what_count() -> None:
 def test_no_ready_node_at_all_is_a_warning() -> None:
     warning = capacity_warning(guaranteed(), [])
     assert warning is not None and warning.startswith("no ready node of the profile")
+
+
+@pytest.mark.parametrize(
+    ("kubevirt", "refused"),
+    [
+        pytest.param(KubeVirtConfig(installed=True), True, id="KubeVirt without the gate"),
+        pytest.param(KubeVirtConfig(installed=True, feature_gates=frozenset(
+            {"ReservedOverheadMemlock"})), False, id="KubeVirt with the gate"),
+        pytest.param(KubeVirtConfig(), False, id="no KubeVirt CR: KubeVirt's admitter judges"),
+    ],
+)
+def test_a_reserved_overhead_is_refused_where_kubevirts_gate_is_known_to_be_off(
+    kubevirt: KubeVirtConfig, refused: bool
+) -> None:
+    vmi = guaranteed(memory={"reservedOverhead": {"addedOverhead": "1Gi"}})
+    errors, _ = validate_vmi(make_profile(), vmi, namespace_labels={}, kubevirt=kubevirt)
+    assert bool(errors) is refused
+    if refused:
+        assert "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it" in errors[0]
+        assert "ReservedOverheadMemlock" in errors[0]

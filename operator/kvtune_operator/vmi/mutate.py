@@ -41,11 +41,13 @@ from ..profiles import Profile
 from ..render import PROFILE_LABEL
 from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
 from .overhead import (
+    VmiFieldError,
     beyond_guest_bytes,
     guest_bytes,
     lookup,
     memory_overhead,
     memory_request_bytes,
+    pod_memory_request_bytes,
     quantity_bytes,
     topology_vcpus,
 )
@@ -99,15 +101,20 @@ def mutate_vmi(
     """
     shaped = json_copy(dict(vmi))
     settings = profile.spec.vmi
-    if settings is None or out_of_scope(profile, vmi, namespace_labels) is not None:
-        reason = out_of_scope(profile, vmi, namespace_labels) or "the profile has no vmi section"
-        return MutationResult(shaped, [], None, reason)
-    conflicts = explicit_conflicts(profile, settings, vmi)
+    reason = out_of_scope(profile, vmi, namespace_labels)
+    if settings is None or reason is not None:
+        return MutationResult(shaped, [], None, reason or "the profile has no vmi section")
     if profile.spec.mode == "Audit":
-        # Audit nodes are not prepared: steering VMIs to them would strand them in Pending.
+        # Audit nodes are not prepared: steering VMIs to them would strand them in Pending. An
+        # unreadable field is only a warning here too, as in the validating webhook.
+        try:
+            conflicts = explicit_conflicts(profile, settings, vmi)
+        except VmiFieldError as unreadable:
+            conflicts = [str(unreadable)]
         warnings = [f"Audit mode, would be refused: {c}" for c in conflicts]
         reason = f"HypervisorProfile {profile.name} is in Audit mode"
         return MutationResult(shaped, [], None, reason, warnings=warnings)
+    conflicts = explicit_conflicts(profile, settings, vmi)
     if conflicts:
         return MutationResult(shaped, [], None, "refused", refused=conflicts)
 
@@ -219,7 +226,7 @@ def _reserve_floor(floor: int, vmi: dict[str, Any], kubevirt: KubeVirtConfig) ->
     # whole number of pages, so the gap is rounded up to the page size.
     guest = guest_bytes(vmi)
     request = memory_request_bytes(vmi)
-    if 0 < request < guest:
+    if pod_memory_request_bytes(vmi, kubevirt.memory_overcommit) < guest:
         # An overcommitted guest (allowed by the profile): raising the request to reach the floor
         # would undo the author's overcommit. Left alone; the validation warns.
         return

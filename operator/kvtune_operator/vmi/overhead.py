@@ -96,6 +96,17 @@ def guest_bytes(vmi: Mapping[str, Any]) -> int:
     return 0 if page is None else quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")
 
 
+def pod_memory_request_bytes(vmi: Mapping[str, Any], memory_overcommit: int) -> int:
+    """The memory request virt-controller renders for the pod's guest part: the VMI's request;
+    without one, the limit; without that, the guest scaled by KubeVirt's memoryOvercommit
+    percentage (WithMemoryRequests)."""
+    if request := memory_request_bytes(vmi):
+        return request
+    if limit := math.ceil(_amount(vmi, "limits", "memory")):
+        return limit
+    return guest_bytes(vmi) * 100 // memory_overcommit
+
+
 def beyond_guest_bytes(vmi: Mapping[str, Any]) -> int:
     """What the memory request holds above the guest's RAM. KubeVirt reserves it in the pod
     beside its overhead estimate (with hugepages it adds the difference to the pod's `memory`
@@ -132,10 +143,21 @@ def vcpu_count(vmi: Mapping[str, Any]) -> int:
     return 1
 
 
+def listed(vmi: Mapping[str, Any], *path: str) -> list[Any]:
+    """The list at `path`; [] when absent, VmiFieldError naming the field when not a list (the
+    apiserver's schema check comes after the webhooks)."""
+    value = lookup(vmi, *path)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise VmiFieldError(f"{'.'.join(path)}: {value!r} is not a list")
+    return value
+
+
 def has_vfio(vmi: Mapping[str, Any]) -> bool:
     """Host devices, GPUs or an SR-IOV interface: devices passed through with VFIO."""
     devices = lookup(vmi, "spec", "domain", "devices")
-    interfaces = lookup(devices, "interfaces") or []
+    interfaces = listed(vmi, "spec", "domain", "devices", "interfaces")
     return (
         bool(lookup(devices, "hostDevices"))
         or bool(lookup(devices, "gpus"))

@@ -32,9 +32,11 @@ from .overhead import (
     VmiFieldError,
     effective_request,
     guest_bytes,
+    listed,
     lookup,
     memory_overhead,
     memory_request_bytes,
+    pod_memory_request_bytes,
     quantity,
     quantity_bytes,
     topology_vcpus,
@@ -225,7 +227,9 @@ def _memory(
 def _overhead(
     profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
 ) -> Findings:
-    if lookup(vmi, *MEMORY, "reservedOverhead") is not None and not kubevirt.reserved_overhead:
+    # Without a KubeVirt CR to read, the gates are unknown: KubeVirt's own admitter judges.
+    if (lookup(vmi, *MEMORY, "reservedOverhead") is not None and kubevirt.installed
+            and not kubevirt.reserved_overhead):
         return [
             "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it unless its "
             f"{RESERVED_OVERHEAD_GATE} feature gate is on: remove it (kvtune reserves the "
@@ -233,8 +237,7 @@ def _overhead(
             f"{RESERVED_OVERHEAD_GATE} to the KubeVirt CR's "
             "spec.configuration.developerConfiguration.featureGates"
         ], []
-    request = memory_request_bytes(vmi)
-    if not 0 < request < guest_bytes(vmi):
+    if pod_memory_request_bytes(vmi, kubevirt.memory_overcommit) >= guest_bytes(vmi):
         return [], []  # the mutation reserves the floor (mutate._reserve_floor)
     floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, "memory.vmOverheadFloor")
     held = memory_overhead(vmi, kubevirt).total
@@ -347,9 +350,9 @@ def _networking(
     if settings.dedicated_networking == "Off":
         return [], []
     devices = lookup(vmi, "spec", "domain", "devices") or {}
-    interfaces = lookup(devices, "interfaces") or []
-    networks = {n.get("name"): n for n in lookup(vmi, "spec", "networks") or []
-                if isinstance(n, Mapping)}
+    interfaces = listed(vmi, "spec", "domain", "devices", "interfaces")
+    networks = {n.get("name"): n for n in listed(vmi, "spec", "networks")
+                if isinstance(n, Mapping) and isinstance(n.get("name"), str)}
     if not interfaces and lookup(devices, "autoattachPodInterface") is not False:
         # KubeVirt's defaulting gives such a VMI one bridge-bound interface on the pod network.
         interfaces, networks = [{"name": "default", "bridge": {}}], {"default": {"pod": {}}}
@@ -358,7 +361,7 @@ def _networking(
         if not isinstance(interface, Mapping):
             continue
         name, binding = interface.get("name"), _binding(interface)
-        network = networks.get(name) or {}
+        network = (networks.get(name) if isinstance(name, str) else None) or {}
         where = f"spec.domain.devices.interfaces[{index}] ({name}, {binding} binding)"
         if binding in DEDICATED_BINDINGS:
             dedicated = True
@@ -442,7 +445,7 @@ def _cpu_millis(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
 def _memory_demand(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> tuple[int, str | None, int]:
     """(`memory`, hugepage size, `hugepages-<size>`) of the pod's requests."""
     overhead = memory_overhead(vmi, kubevirt).total
-    request = memory_request_bytes(vmi) or _defaulted_memory_request(vmi, kubevirt)
+    request = pod_memory_request_bytes(vmi, kubevirt.memory_overcommit)
     size = lookup(vmi, *MEMORY, "hugepages", "pageSize")
     if size is None:
         if lookup(vmi, *RESOURCES, "overcommitGuestOverhead") is True:
@@ -453,15 +456,6 @@ def _memory_demand(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> tuple[in
     guest = guest_bytes(vmi)
     hugepages = min(request, guest) if guest else request
     return overhead + max(0, request - guest) if guest else overhead, str(size), hugepages
-
-
-def _defaulted_memory_request(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
-    """The pod's memory request when the VMI has none: the limit, else the guest (or one
-    hugepage) scaled by KubeVirt's memoryOvercommit percentage."""
-    limit = lookup(vmi, *RESOURCES, "limits", "memory")
-    if limit is not None and (limit_bytes := quantity_bytes(limit, "limits.memory")):
-        return limit_bytes
-    return guest_bytes(vmi) * 100 // kubevirt.memory_overcommit
 
 
 def capacity_warning(
