@@ -138,6 +138,10 @@ def _reboot(fs: HostFS, value: str | None) -> None:
     """
     listed = fs.read_text(REBOOT_PKGS)
     others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
+    if value != REBOOT_REQUIRED_TEXT and REBOOT_PKG not in (listed or "").splitlines():
+        # kvtune's request is gone already: /var/run is a tmpfs, so a reboot cleared it, and a
+        # flag there now was set by someone else after it, who still wants the reboot.
+        return
     if value == REBOOT_REQUIRED_TEXT:
         if not fs.exists(REBOOT_REQUIRED):
             fs.write_file(REBOOT_REQUIRED, value)

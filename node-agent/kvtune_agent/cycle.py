@@ -149,7 +149,7 @@ def _revert_cycle(
     try:
         if journal.entries() and not spec.paused:
             results = journal.revert(systemd, timeout=timeout,
-                                     hold=_vf_hold(fs, spec.disruption.approved))
+                                     hold=_vf_hold(fs, spec.disruption.approved, timeout))
             host, processes = _probe(fs)
         left: int | None = len(journal.entries())
     except JournalError as err:
@@ -159,7 +159,7 @@ def _revert_cycle(
     return Cycle(status, processes)
 
 
-def _vf_hold(fs: HostFS, approved: bool) -> Callable[[Entry], str | None]:
+def _vf_hold(fs: HostFS, approved: bool, timeout: float) -> Callable[[Entry], str | None]:
     """Holds back restoring a VF count that would take VFs from running VMs (see module doc).
 
     The VFs are read right before each restore, not from the cycle's probe: a VM may take one
@@ -169,7 +169,13 @@ def _vf_hold(fs: HostFS, approved: bool) -> Callable[[Entry], str | None]:
     def hold(entry: Entry) -> str | None:
         if approved or not entry.path.endswith("/sriov_numvfs"):
             return None
-        if fs.read_setting(entry.path) == entry.original:
+        # Under the writes' deadline: a read of sriov_numvfs waits for a hung write to it.
+        now, why = fs.read_within(entry.path, timeout=timeout)
+        if now is None:
+            return (f"{entry.path} cannot be read now ({why}), so whether restoring its VF "
+                    f"count ({entry.original}) would take VFs from VMs is unknown; it is tried "
+                    "again next cycle")
+        if now == entry.original:
             return None
         in_use = sriov.vfs_in_use(fs, entry.path)
         if not in_use:
@@ -205,7 +211,7 @@ def revert_orphaned(
     try:
         if journal.entries():
             results = journal.revert(systemd, timeout=timeout,
-                                     hold=_vf_hold(fs, approved=False))
+                                     hold=_vf_hold(fs, approved=False, timeout=timeout))
         clean = not journal.entries()
     except JournalError as err:
         results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))

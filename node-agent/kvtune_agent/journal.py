@@ -146,8 +146,13 @@ class Journal:
                 f'{{"version": {VERSION}, "entries": [...]}}); kvtune changes nothing '
                 "while it cannot tell what to restore: repair the file, or delete it if the "
                 "host's original values were restored by hand") from err
-        return [e if isinstance(e := _parse(raw, i), _Unreadable) else _stable(self.fs, e)
-                for i, raw in enumerate(data.entries)]
+        parsed = [_parse(raw, i) for i, raw in enumerate(data.entries)]
+        entries = [e if isinstance(e, _Unreadable) else _stable(self.fs, e) for e in parsed]
+        if entries != parsed:
+            # Saved at once: a kernel name resolved today may name another device after the next
+            # reboot, and a settled node may not write its journal again for a long time.
+            self._save(entries)
+        return entries
 
     def _save(self, entries: list[Entry | _Unreadable]) -> None:
         if not entries:

@@ -293,3 +293,19 @@ def test_a_shrink_keeps_the_pages_in_use_and_reserved_as_surplus_as_a_real_kerne
     system = "/sys/kernel/mm/hugepages/hugepages-2048kB"
     assert [_read(tmp_path, f"{system}/{name}_hugepages") for name in ("nr", "surplus")] == [
         "3", "3"]
+
+
+def test_a_reboot_request_set_by_someone_else_after_a_reboot_survives_the_revert(
+    tmp_path: Path,
+) -> None:
+    tree = _ple_off(tmp_path)
+    _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
+    # The node rebooted (/var/run is a tmpfs, so kvtune's request is gone), then a tool that
+    # lists no package asked for another reboot.
+    (tmp_path / PKGS.lstrip("/")).unlink()
+    (tmp_path / REBOOT_REQUIRED.lstrip("/")).write_text("*** System restart required ***\n")
+
+    Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+
+    assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"
+    assert not tree.fs().exists(PKGS)

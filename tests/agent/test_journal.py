@@ -172,3 +172,20 @@ def test_an_unreadable_entry_fails_alone_and_stays_while_the_others_are_reverted
     assert "Repair it" in results[0].message
     assert fs.read_setting(RUN) == "1"
     assert json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())["entries"] == [bad]
+
+
+def test_an_old_journal_is_saved_under_stable_names_as_soon_as_it_is_read(tmp_path: Path) -> None:
+    # A settled node may not write its journal for months; the next reboot may give sdb to
+    # another disk. The stable names must be on the host before that.
+    tree = HostTree(tmp_path).disk("sdb", wwid="0x5000c500aaaa0001")
+    tree.file(f"{SDB}/queue/scheduler", "mq-deadline [none]")
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": "/sys/block/sdb/queue/scheduler", "original": "mq-deadline",
+         "step": "block/sdb/scheduler"}]}))
+    fs = tree.kernel()
+
+    Journal(fs).entries()
+
+    saved = json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())
+    assert [e["path"] for e in saved["entries"]] == [
+        "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler"]
