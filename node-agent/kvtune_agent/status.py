@@ -47,8 +47,9 @@ REVERTED = "Reverted"
 MAX_MESSAGE = 1024
 
 
-def _unmanaged(feature: str, host: HostSettings) -> str | None:
-    """Why kvtune leaves a feature alone under these settings; None when it manages it."""
+def _unmanaged(feature: str, host: HostSettings, dedicated_cpus: bool) -> str | None:
+    """Why kvtune leaves a feature alone under these settings; None when it manages it.
+    `dedicated_cpus`: the profile's VMIs get dedicated CPUs, which the kubelet must give."""
     off = {
         "PLE": ("spec.host.cpu.ple is Ignored", host.cpu.ple == "Ignored"),
         "NUMA": ("", False),
@@ -62,8 +63,9 @@ def _unmanaged(feature: str, host: HostSettings) -> str | None:
         "Macvtap": ("spec.host.network.macvtap is empty", not host.network.macvtap),
         "BlockDevices": ("spec.host.storage.blockLuns is not set",
                          host.storage.block_luns is None),
-        "Kubelet": ("spec.host.numa.topologyManagerPolicy is not set",
-                    host.numa.topology_manager_policy is None),
+        "Kubelet": ("spec.host.numa.topologyManagerPolicy is not set and the VMIs get no "
+                    "dedicated CPUs",
+                    host.numa.topology_manager_policy is None and not dedicated_cpus),
     }
     why, unmanaged = off[feature]
     return why if unmanaged else None
@@ -114,7 +116,8 @@ def _feature_condition(
         status, reason, message = "False", blocking[0].reason, notes
     elif steps:
         status, reason, message = _step_condition(steps, results, enforcing, spec)
-    elif (unmanaged := _unmanaged(feature, spec.host)) is not None:
+    elif (unmanaged := _unmanaged(
+            feature, spec.host, spec.vmi is not None and spec.vmi.dedicated_cpus)) is not None:
         status, reason, message = "True", "NotManaged", unmanaged
     elif feature == "NUMA":
         nodes = host.numa.nodes
