@@ -32,6 +32,7 @@ from kvtune_agent.bootloader import (
     write_args,
 )
 from kvtune_agent.cycle import run_cycle
+from kvtune_agent.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
 from kvtune_agent.plan import NodeMeta, Plan
 from kvtune_agent.probe import probe_host
@@ -244,6 +245,29 @@ def test_a_drop_in_whose_grub_cfg_cannot_be_regenerated_is_put_back(tmp_path: Pa
         write_args(tree.fs(), GRUB_DROPIN, PER_NODE, timeout=10)
 
     assert not tree.fs().exists(GRUB_DROPIN)
+
+
+@pytest.mark.parametrize("before", [
+    pytest.param(None, id="no drop-in before: none after"),
+    pytest.param('# by hand\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT hugepages=8"',
+                 id="a drop-in before: the same one after"),
+])
+def test_a_drop_in_whose_regeneration_hangs_or_cannot_start_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str | None,
+) -> None:
+    tree = debian_grub(HostTree(tmp_path))
+    if before is not None:
+        tree.file(GRUB_DROPIN, before)  # with a trailing newline
+    fs = tree.fs()
+
+    def hangs(argv: t.Sequence[str], *, timeout: float) -> t.NoReturn:
+        raise HostCommandError(f"`{' '.join(argv)}` did not finish within {timeout:g} s")
+
+    monkeypatch.setattr(fs, "run", hangs)
+    with pytest.raises(BootArgsError, match="did not finish"):
+        write_args(fs, GRUB_DROPIN, PER_NODE, timeout=10)
+
+    assert fs.read_text(GRUB_DROPIN) == f"{before}\n" if before else not fs.exists(GRUB_DROPIN)
 
 
 def test_facts_give_the_staged_and_the_running_arguments_and_the_release(tmp_path: Path) -> None:
