@@ -44,31 +44,59 @@ def _kernel_size(size: str) -> str:
 
 @dataclasses.dataclass
 class _Args:
-    """Managed arguments split into the default size, (size -> count) pairs and the rest."""
+    """The managed arguments, word by word in their order. The kernel reads them in order: a
+    `hugepages=` counts pages of the `hugepagesz=` before it, or of the default size when none
+    is. Only the counts of the sizes kvtune sets, and `default_hugepagesz`, are ever rewritten;
+    every other word stays where it is."""
 
-    default: str | None = None
-    pairs: dict[str, str] = dataclasses.field(default_factory=dict)
-    rest: list[str] = dataclasses.field(default_factory=list)
+    words: list[str]
 
     @classmethod
     def parse(cls, text: str) -> _Args:
-        args, size = cls(), None
-        for word in text.split():
+        return cls(text.split())
+
+    def sizes(self) -> dict[str, tuple[int, int | None]]:
+        """size -> (index of its first `hugepagesz=`, index of that one's count or None)."""
+        found: dict[str, tuple[int, int | None]] = {}
+        size = None
+        for index, word in enumerate(self.words):
             key, _, value = word.partition("=")
-            if key == "default_hugepagesz":
-                args.default = value
-            elif key == "hugepagesz":
-                size = value
-            elif key == "hugepages" and size is not None:
-                args.pairs[size], size = value, None
-            else:  # a count for the default size: not kvtune's to rewrite
-                args.rest.append(word)
-        return args
+            if key == "hugepagesz":
+                size = value if value not in found else None
+                if size is not None:
+                    found[size] = (index, None)
+            elif key == "hugepages" and size is not None:  # else the default size's count
+                found[size], size = (found[size][0], index), None
+        return found
+
+    @property
+    def pairs(self) -> dict[str, str]:
+        """size -> count, for the sizes given a count."""
+        return {size: self.words[count].partition("=")[2]
+                for size, (_, count) in self.sizes().items() if count is not None}
+
+    def set_count(self, size: str, count: str) -> None:
+        """Give `size` the count: in place of its count, after its `hugepagesz=`, or at the end."""
+        word, where = f"hugepages={count}", self.sizes().get(size)
+        if where is None:
+            self.words += [f"hugepagesz={size}", word]
+        elif where[1] is not None:
+            self.words[where[1]] = word
+        else:
+            self.words.insert(where[0] + 1, word)
+
+    def set_default(self, size: str) -> None:
+        """`default_hugepagesz=size`, in place of the one there, else first."""
+        word = f"default_hugepagesz={size}"
+        at = next((i for i, w in enumerate(self.words)
+                   if w.partition("=")[0] == "default_hugepagesz"), None)
+        if at is None:
+            self.words.insert(0, word)
+        else:
+            self.words[at] = word
 
     def __str__(self) -> str:
-        words = [f"default_hugepagesz={self.default}"] if self.default else []
-        words += [f"hugepagesz={size} hugepages={count}" for size, count in self.pairs.items()]
-        return " ".join(words + self.rest)
+        return " ".join(self.words)
 
 
 def stage(
@@ -92,12 +120,12 @@ def stage(
     per_node = node_format(facts.release)
     for alloc in boot:
         counts = hugepage_counts(alloc, host)
-        args.pairs[_kernel_size(alloc.size)] = (
+        args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
-            else str(sum(counts.values())))
+            else str(sum(counts.values()))))
     vmi_size = spec.vmi.hugepage_size if spec.vmi else None
     if vmi_size in {alloc.size for alloc in boot}:
-        args.default = _kernel_size(vmi_size or "")
+        args.set_default(_kernel_size(vmi_size or ""))
     desired, loader = str(args), facts.loader
     sizes = " and ".join(alloc.size for alloc in boot)
     form = ("per NUMA node" if per_node else

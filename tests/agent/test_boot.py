@@ -120,6 +120,35 @@ def test_other_page_sizes_on_the_command_line_are_kept(tmp_path: Path) -> None:
     assert step.planned.desired == f"hugepagesz=2M hugepages=512 {PER_NODE}"
 
 
+@pytest.mark.parametrize(("staged", "desired"), [
+    pytest.param("hugepages=512 hugepagesz=1G hugepages=4", f"hugepages=512 {PER_NODE}",
+                 id="a default-size count before the pair stays before it"),
+    pytest.param("hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512",
+                 f"{PER_NODE} hugepagesz=2M hugepages=512", id="the pair is rewritten in place"),
+    pytest.param("hugepagesz=2M", f"hugepagesz=2M {PER_NODE}",
+                 id="a size without a count is kept"),
+    pytest.param("hugepagesz=1G hugepagesz=2M hugepages=512",
+                 f"{PER_NODE} hugepagesz=2M hugepages=512",
+                 id="the managed size without a count gets one after its hugepagesz"),
+    pytest.param("hugepages=512 default_hugepagesz=2M", "hugepages=512 default_hugepagesz=2M "
+                 f"{PER_NODE}", id="a default size not the VMI's is kept in place"),
+])
+def test_the_command_line_keeps_its_order_and_only_kvtunes_count_changes(
+    tmp_path: Path, staged: str, desired: str,
+) -> None:
+    [step] = _stage(tmp_path, BootFacts(GRUBBY_LOADER, staged, release="6.1.0")).steps
+
+    assert (step.planned.current, step.planned.desired) == (staged, desired)
+
+
+def test_the_vmis_default_size_replaces_the_one_there_in_place(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, "hugepages=512 default_hugepagesz=2M", release="6.1.0")
+
+    [step] = _stage(tmp_path, facts, vmi={"namespaceSelector": {}, "hugepageSize": "1Gi"}).steps
+
+    assert step.planned.desired == f"hugepages=512 default_hugepagesz=1G {PER_NODE}"
+
+
 def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) -> None:
     pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0"))
     booted = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE,
