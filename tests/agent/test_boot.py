@@ -160,6 +160,55 @@ def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) 
     assert booted == Plan()
 
 
+@pytest.mark.parametrize(("staged", "original", "pages", "desired"), [
+    pytest.param(PER_NODE, "", (), "", id="pages emptied: back to nothing"),
+    pytest.param(f"default_hugepagesz=1G {PER_NODE}", "", (), "",
+                 id="pages emptied: the default size kvtune set goes too"),
+    pytest.param(f"hugepagesz=2M hugepages=512 {PER_NODE}", "hugepagesz=2M hugepages=512",
+                 (), "hugepagesz=2M hugepages=512",
+                 id="a size removed from pages: the original's own pair stays"),
+    pytest.param("hugepagesz=1G hugepages=0:20,1:20", "hugepagesz=1G hugepages=4",
+                 (), "hugepagesz=1G hugepages=4", id="a size that was there: its original count"),
+])
+def test_a_size_the_spec_no_longer_allocates_is_withdrawn_to_the_journals_original(
+    tmp_path: Path, staged: str, original: str, pages: t.Sequence[dict[str, t.Any]],
+    desired: str,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": list(pages)}}, allow_reboot=True)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    found = boot.stage(Plan(), spec, host, (), facts, {GRUBBY: original})
+
+    [step] = found.steps
+    assert (step.planned.id, step.planned.current, step.planned.desired) == (
+        boot.STEP_ID, staged, desired)
+    assert step.planned.disruption == "NeedsReboot" and "no longer allocates" in step.planned.reason
+
+
+def test_arguments_kvtune_did_not_stage_are_not_withdrawn(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": []}}, allow_reboot=True)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    assert boot.stage(Plan(), spec, host, (), facts) == Plan()
+    assert boot.stage(Plan(), spec, host, (), facts, {GRUBBY: PER_NODE}) == Plan()
+
+
+def test_a_withdrawal_kvtune_may_not_stage_is_reported_with_the_command(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": []}}, allow_reboot=False)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    found = boot.stage(Plan(), spec, host, (), facts, {GRUBBY: ""})
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootArgumentsNotStaged", "Warning")
+    assert "spec.rollout.allowReboot is false" in finding.message
+    assert f"grubby --update-kernel=ALL --remove-args='{PER_NODE}'" in finding.message
+
+
 @pytest.mark.parametrize(("facts", "flags", "why", "command"), [
     pytest.param(BootFacts(GRUBBY_LOADER, "", release="6.1.0"), {"boot": {"settings": "Report"}},
                  "spec.host.boot.settings is Report",
@@ -342,6 +391,32 @@ def test_a_cycle_stages_boot_hugepages_with_grubby_once_the_kernel_falls_short_a
 
     assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
     assert f"grubby --update-kernel=ALL '--remove-args={PER_NODE}'" in boot_commands(tree)
+
+
+def test_a_cycle_withdraws_the_boot_hugepages_once_the_spec_drops_their_size(
+    tmp_path: Path,
+) -> None:
+    tree = osrelease(bls(busy_host(tmp_path)), "6.1.0-18-amd64")
+    fs = KernelFS(tmp_path, hugepage_limit=18)
+    staged = busy_spec(allow_reboot=True)
+    dropped = busy_spec(allow_reboot=True)
+    dropped.host.memory.hugepages.pages = []
+
+    def cycle(at: datetime.datetime, previous: HypervisorNodeStateStatus,
+              spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(), now=at,
+                         timeout=10).status
+
+    first = cycle(NOW, HypervisorNodeStateStatus(), staged)
+    second = cycle(NOW + datetime.timedelta(minutes=11), first, staged)
+    assert bls_options(tree) == [f"root=UUID=1234 ro quiet {PER_NODE}"] * 2
+
+    third = cycle(NOW + datetime.timedelta(minutes=12), second, dropped)
+
+    assert {r.id: r.result for r in third.results}[boot.STEP_ID] == "Applied"
+    assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
+    fourth = cycle(NOW + datetime.timedelta(minutes=13), third, dropped)
+    assert boot.STEP_ID not in {s.id for s in fourth.plan}
 
 
 def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path: Path) -> None:
