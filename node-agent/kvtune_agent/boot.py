@@ -6,7 +6,9 @@ page size is given to the kernel command line, `hugepagesz=1G hugepages=...`, wi
 spec wants on every NUMA node: in the node format (`hugepages=0:N0,1:N1`) on kernels that take it,
 else as one total that the kernel spreads evenly. `default_hugepagesz` follows the profile's VMI
 page size. A size once on the command line stays there, with the spec's counts, for as long as
-the spec allocates it: the pools are full after the reboot precisely because of it.
+the spec allocates it: the pools are full after the reboot precisely because of it. Once the spec
+no longer allocates a size kvtune put there, its pair goes back to what the journal's bootargs
+entry recorded from before (usually nothing), so the pool does not come back at every boot.
 
 Like every boot-time setting this is a NeedsReboot step, staged only where boot.settings is Stage
 and rollout.allowReboot is true, and through the host's own mechanism (bootloader.py); otherwise
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
@@ -44,42 +46,101 @@ def _kernel_size(size: str) -> str:
 
 @dataclasses.dataclass
 class _Args:
-    """Managed arguments split into the default size, (size -> count) pairs and the rest."""
+    """The managed arguments, word by word in their order. The kernel reads them in order: a
+    `hugepages=` counts pages of the `hugepagesz=` before it, or of the default size when none
+    is. Only the counts of the sizes kvtune sets, and `default_hugepagesz`, are ever rewritten;
+    every other word stays where it is."""
 
-    default: str | None = None
-    pairs: dict[str, str] = dataclasses.field(default_factory=dict)
-    rest: list[str] = dataclasses.field(default_factory=list)
+    words: list[str]
 
     @classmethod
     def parse(cls, text: str) -> _Args:
-        args, size = cls(), None
-        for word in text.split():
+        return cls(text.split())
+
+    def sizes(self) -> dict[str, tuple[int, int | None]]:
+        """size -> (index of its first `hugepagesz=`, index of that one's count or None)."""
+        found: dict[str, tuple[int, int | None]] = {}
+        size = None
+        for index, word in enumerate(self.words):
             key, _, value = word.partition("=")
-            if key == "default_hugepagesz":
-                args.default = value
-            elif key == "hugepagesz":
-                size = value
-            elif key == "hugepages" and size is not None:
-                args.pairs[size], size = value, None
-            else:  # a count for the default size: not kvtune's to rewrite
-                args.rest.append(word)
-        return args
+            if key == "hugepagesz":
+                size = value if value not in found else None
+                if size is not None:
+                    found[size] = (index, None)
+            elif key == "hugepages" and size is not None:  # else the default size's count
+                found[size], size = (found[size][0], index), None
+        return found
+
+    @property
+    def pairs(self) -> dict[str, str]:
+        """size -> count, for the sizes given a count."""
+        return {size: self.words[count].partition("=")[2]
+                for size, (_, count) in self.sizes().items() if count is not None}
+
+    def set_count(self, size: str, count: str) -> None:
+        """Give `size` the count: in place of its count, after its `hugepagesz=`, or at the end."""
+        word, where = f"hugepages={count}", self.sizes().get(size)
+        if where is None:
+            self.words += [f"hugepagesz={size}", word]
+        elif where[1] is not None:
+            self.words[where[1]] = word
+        else:
+            self.words.insert(where[0] + 1, word)
+
+    def remove(self, size: str) -> None:
+        """Drop `size`'s `hugepagesz=` and its count."""
+        start, count = self.sizes()[size]
+        del self.words[start:(count if count is not None else start) + 1]
+
+    @property
+    def default(self) -> str | None:
+        return next((w.partition("=")[2] for w in self.words
+                     if w.partition("=")[0] == "default_hugepagesz"), None)
+
+    def set_default(self, size: str | None) -> None:
+        """`default_hugepagesz=size`, in place of the one there, else first (None: none)."""
+        word = f"default_hugepagesz={size}"
+        at = next((i for i, w in enumerate(self.words)
+                   if w.partition("=")[0] == "default_hugepagesz"), None)
+        if size is None:
+            if at is not None:
+                del self.words[at]
+        elif at is None:
+            self.words.insert(0, word)
+        else:
+            self.words[at] = word
+
+    def withdraw(self, original: _Args, allocated: set[str]) -> list[str]:
+        """Put back `original`'s count (or no pair) for every size with a count kvtune staged
+        (one `original` did not have) that is not `allocated` any more, and `original`'s
+        default size where it was one of them; the sizes withdrawn."""
+        before = original.pairs
+        gone = [size for size, count in self.pairs.items()
+                if size not in allocated and before.get(size) != count]
+        for size in gone:
+            if size in before:
+                self.set_count(size, before[size])
+            else:
+                self.remove(size)
+        if self.default in gone and self.default != original.default:
+            self.set_default(original.default)
+        return gone
 
     def __str__(self) -> str:
-        words = [f"default_hugepagesz={self.default}"] if self.default else []
-        words += [f"hugepagesz={size} hugepages={count}" for size, count in self.pairs.items()]
-        return " ".join(words + self.rest)
+        return " ".join(self.words)
 
 
 def stage(
     found: Plan, spec: HypervisorNodeStateSpec, host: HostReport,
-    retries: Sequence[HugepageRetry], facts: BootFacts,
+    retries: Sequence[HugepageRetry], facts: BootFacts, journaled: Mapping[str, str] | None = None,
 ) -> Plan:
     """`found` with the step or finding that gives the next boot the hugepages the running
-    host could not allocate; unchanged when no page size needs the command line."""
+    host could not allocate, and withdraws the sizes kvtune staged that the spec no longer
+    allocates; unchanged when no page size needs the command line. `journaled` holds the
+    journal's original value of each boot target kvtune has written (bootargs entries)."""
     pages = spec.host.memory.hugepages.pages
     short = {retry.size for retry in retries}
-    if not pages or facts.staged is None:
+    if facts.staged is None:
         if pages and short:
             return _add(found, Finding("Hugepages", "Error", "BootArgumentsUnknown", (
                 f"the kernel could not allocate all {', '.join(sorted(short))} hugepages at run "
@@ -87,19 +148,23 @@ def stage(
         return found
     args = _Args.parse(facts.staged)
     boot = [a for a in pages if a.size in short or _kernel_size(a.size) in args.pairs]
-    if not boot:
+    original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
+    withdrawn = [] if original is None else args.withdraw(
+        _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
+    if not boot and not withdrawn:
         return found
     per_node = node_format(facts.release)
     for alloc in boot:
         counts = hugepage_counts(alloc, host)
-        args.pairs[_kernel_size(alloc.size)] = (
+        args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
-            else str(sum(counts.values())))
+            else str(sum(counts.values()))))
     vmi_size = spec.vmi.hugepage_size if spec.vmi else None
     if vmi_size in {alloc.size for alloc in boot}:
-        args.default = _kernel_size(vmi_size or "")
+        args.set_default(_kernel_size(vmi_size or ""))
     desired, loader = str(args), facts.loader
     sizes = " and ".join(alloc.size for alloc in boot)
+    gone = " and ".join(f"{size}i" for size in withdrawn)
     form = ("per NUMA node" if per_node else
             f"as one total the kernel spreads evenly (kernel {facts.release or 'unknown'} "
             f"predates per-node counts, {'.'.join(map(str, NODE_FORMAT_SINCE))})")
@@ -109,15 +174,23 @@ def stage(
         return _add(found, Finding("Hugepages", "Pending", "HugepagesRebootPending", (
             f"`{desired}` is staged in {loader.describe()} for the {sizes} hugepages the "
             "running kernel could not allocate; they are allocated at the next reboot")))
+    withdrawal = (f"the spec no longer allocates the {gone} hugepages kvtune put on the "
+                  "kernel command line, so they are withdrawn" if withdrawn else "")
     if loader.writable and stages_boot(spec):
+        reason = "; ".join(part for part in (boot and (
+            f"the kernel cannot allocate all {sizes} hugepages the spec wants at run time; "
+            f"they are allocated at boot instead ({form})"), withdrawal) if part)
         return dataclasses.replace(found, steps=(*found.steps, Step("bootargs", PlannedStep(
             id=STEP_ID, feature="Hugepages", path=loader.target, current=facts.staged,
-            desired=desired, disruption="NeedsReboot", reason=(
-                f"the kernel cannot allocate all {sizes} hugepages the spec wants at run time; "
-                f"they are allocated at boot instead ({form}), through {loader.describe()}")))))
+            desired=desired, disruption="NeedsReboot",
+            reason=f"{reason}, through {loader.describe()}"))))
     why = ("spec.host.boot.settings is Report" if spec.host.boot.settings == "Report"
-           else "spec.rollout.allowReboot is false" if loader.writable
-           else f"this host's command line is set through {loader.describe()}")
+           else "spec.rollout.allowReboot is false")  # only a writable loader has a withdrawal
+    if not boot:
+        return _add(found, Finding("Hugepages", "Warning", "BootArgumentsNotStaged", (
+            f"{withdrawal} with `{desired}`; {why}, so kvtune does not stage it: run "
+            f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+    why = why if loader.writable else f"this host's command line is set through {loader.describe()}"
     return _add(found, Finding("Hugepages", "Warning", "BootArgumentsNotStaged", (
         f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
         f"kernel command line ({form}); {why}, so kvtune does not stage it: run "

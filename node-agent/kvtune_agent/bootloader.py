@@ -163,7 +163,11 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
         before = fs.read_text(GRUB_DROPIN) if fs.exists(GRUB_DROPIN) else None
         try:
             _put(fs, args and _DROPIN_HEADER + dropin_line(args) + "\n")
-            result = _run(fs, loader.regenerate, timeout)
+            try:
+                result = _run(fs, loader.regenerate, timeout)
+            except BootArgsError as err:  # it hung, or could not start
+                _put(fs, before)
+                raise BootArgsError(f"{err}; {GRUB_DROPIN} is left as it was") from err
             if result.code != 0:
                 _put(fs, before)
                 raise BootArgsError(f"{result.failure()}; {GRUB_DROPIN} is left as it was")

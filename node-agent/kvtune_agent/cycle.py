@@ -114,7 +114,7 @@ def run_cycle(
     found = plan(spec, host, node_meta, read_host_files(fs, host))
     held = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
                               previous.sriov_retries, now)
-    work = _boot(held, spec, host, previous.hugepage_retries, fs, timeout)
+    work = _boot(held, spec, host, previous.hugepage_retries, fs, journal, timeout)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
@@ -123,7 +123,7 @@ def run_cycle(
     retries = backoff.track(previous.hugepage_retries, results or [], found, host, now)
     vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
     held = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
-    work = _boot(held, spec, host, retries, fs, timeout)
+    work = _boot(held, spec, host, retries, fs, journal, timeout)
     status = node_status(spec, generation, host, work, results, previous, now,
                          hugepage_retries=retries, sriov_retries=vf_retries)
     return Cycle(status, processes)
@@ -131,13 +131,18 @@ def run_cycle(
 
 def _boot(
     work: Plan, spec: HypervisorNodeStateSpec, host: HostReport,
-    retries: Sequence[HugepageRetry], fs: HostFS, timeout: float,
+    retries: Sequence[HugepageRetry], fs: HostFS, journal: Journal, timeout: float,
 ) -> Plan:
     """`work` with the boot-time hugepages (boot.py); the boot configuration is read only
-    when the spec allocates hugepages."""
-    if not spec.host.memory.hugepages.pages:
+    when the spec allocates hugepages or kvtune has written it (to withdraw what it staged)."""
+    try:
+        journaled = {e.path: e.original or "" for e in journal.entries() if e.kind == "bootargs"}
+    except JournalError:
+        journaled = {}  # nothing known to withdraw; apply reports the journal
+    if not spec.host.memory.hugepages.pages and not journaled:
         return work
-    return boot.stage(work, spec, host, retries, bootloader.read_facts(fs, timeout=timeout))
+    return boot.stage(work, spec, host, retries, bootloader.read_facts(fs, timeout=timeout),
+                      journaled)
 
 
 def _revert_cycle(

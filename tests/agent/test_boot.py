@@ -32,6 +32,7 @@ from kvtune_agent.bootloader import (
     write_args,
 )
 from kvtune_agent.cycle import run_cycle
+from kvtune_agent.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
 from kvtune_agent.plan import NodeMeta, Plan
 from kvtune_agent.probe import probe_host
@@ -119,6 +120,35 @@ def test_other_page_sizes_on_the_command_line_are_kept(tmp_path: Path) -> None:
     assert step.planned.desired == f"hugepagesz=2M hugepages=512 {PER_NODE}"
 
 
+@pytest.mark.parametrize(("staged", "desired"), [
+    pytest.param("hugepages=512 hugepagesz=1G hugepages=4", f"hugepages=512 {PER_NODE}",
+                 id="a default-size count before the pair stays before it"),
+    pytest.param("hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512",
+                 f"{PER_NODE} hugepagesz=2M hugepages=512", id="the pair is rewritten in place"),
+    pytest.param("hugepagesz=2M", f"hugepagesz=2M {PER_NODE}",
+                 id="a size without a count is kept"),
+    pytest.param("hugepagesz=1G hugepagesz=2M hugepages=512",
+                 f"{PER_NODE} hugepagesz=2M hugepages=512",
+                 id="the managed size without a count gets one after its hugepagesz"),
+    pytest.param("hugepages=512 default_hugepagesz=2M", "hugepages=512 default_hugepagesz=2M "
+                 f"{PER_NODE}", id="a default size not the VMI's is kept in place"),
+])
+def test_the_command_line_keeps_its_order_and_only_kvtunes_count_changes(
+    tmp_path: Path, staged: str, desired: str,
+) -> None:
+    [step] = _stage(tmp_path, BootFacts(GRUBBY_LOADER, staged, release="6.1.0")).steps
+
+    assert (step.planned.current, step.planned.desired) == (staged, desired)
+
+
+def test_the_vmis_default_size_replaces_the_one_there_in_place(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, "hugepages=512 default_hugepagesz=2M", release="6.1.0")
+
+    [step] = _stage(tmp_path, facts, vmi={"namespaceSelector": {}, "hugepageSize": "1Gi"}).steps
+
+    assert step.planned.desired == f"hugepages=512 default_hugepagesz=1G {PER_NODE}"
+
+
 def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) -> None:
     pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0"))
     booted = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE,
@@ -128,6 +158,55 @@ def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) 
     [finding] = pending.findings
     assert (finding.reason, finding.severity) == ("HugepagesRebootPending", "Pending")
     assert booted == Plan()
+
+
+@pytest.mark.parametrize(("staged", "original", "pages", "desired"), [
+    pytest.param(PER_NODE, "", (), "", id="pages emptied: back to nothing"),
+    pytest.param(f"default_hugepagesz=1G {PER_NODE}", "", (), "",
+                 id="pages emptied: the default size kvtune set goes too"),
+    pytest.param(f"hugepagesz=2M hugepages=512 {PER_NODE}", "hugepagesz=2M hugepages=512",
+                 (), "hugepagesz=2M hugepages=512",
+                 id="a size removed from pages: the original's own pair stays"),
+    pytest.param("hugepagesz=1G hugepages=0:20,1:20", "hugepagesz=1G hugepages=4",
+                 (), "hugepagesz=1G hugepages=4", id="a size that was there: its original count"),
+])
+def test_a_size_the_spec_no_longer_allocates_is_withdrawn_to_the_journals_original(
+    tmp_path: Path, staged: str, original: str, pages: t.Sequence[dict[str, t.Any]],
+    desired: str,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": list(pages)}}, allow_reboot=True)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    found = boot.stage(Plan(), spec, host, (), facts, {GRUBBY: original})
+
+    [step] = found.steps
+    assert (step.planned.id, step.planned.current, step.planned.desired) == (
+        boot.STEP_ID, staged, desired)
+    assert step.planned.disruption == "NeedsReboot" and "no longer allocates" in step.planned.reason
+
+
+def test_arguments_kvtune_did_not_stage_are_not_withdrawn(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": []}}, allow_reboot=True)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    assert boot.stage(Plan(), spec, host, (), facts) == Plan()
+    assert boot.stage(Plan(), spec, host, (), facts, {GRUBBY: PER_NODE}) == Plan()
+
+
+def test_a_withdrawal_kvtune_may_not_stage_is_reported_with_the_command(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE, release="6.1.0")
+    spec = node_spec(memory={"hugepages": {"pages": []}}, allow_reboot=False)
+    host = probe_host(intel_two_socket(tmp_path).fs())
+
+    found = boot.stage(Plan(), spec, host, (), facts, {GRUBBY: ""})
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootArgumentsNotStaged", "Warning")
+    assert "spec.rollout.allowReboot is false" in finding.message
+    assert f"grubby --update-kernel=ALL --remove-args='{PER_NODE}'" in finding.message
 
 
 @pytest.mark.parametrize(("facts", "flags", "why", "command"), [
@@ -246,6 +325,29 @@ def test_a_drop_in_whose_grub_cfg_cannot_be_regenerated_is_put_back(tmp_path: Pa
     assert not tree.fs().exists(GRUB_DROPIN)
 
 
+@pytest.mark.parametrize("before", [
+    pytest.param(None, id="no drop-in before: none after"),
+    pytest.param('# by hand\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT hugepages=8"',
+                 id="a drop-in before: the same one after"),
+])
+def test_a_drop_in_whose_regeneration_hangs_or_cannot_start_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str | None,
+) -> None:
+    tree = debian_grub(HostTree(tmp_path))
+    if before is not None:
+        tree.file(GRUB_DROPIN, before)  # with a trailing newline
+    fs = tree.fs()
+
+    def hangs(argv: t.Sequence[str], *, timeout: float) -> t.NoReturn:
+        raise HostCommandError(f"`{' '.join(argv)}` did not finish within {timeout:g} s")
+
+    monkeypatch.setattr(fs, "run", hangs)
+    with pytest.raises(BootArgsError, match="did not finish"):
+        write_args(fs, GRUB_DROPIN, PER_NODE, timeout=10)
+
+    assert fs.read_text(GRUB_DROPIN) == f"{before}\n" if before else not fs.exists(GRUB_DROPIN)
+
+
 def test_facts_give_the_staged_and_the_running_arguments_and_the_release(tmp_path: Path) -> None:
     tree = bls(osrelease(HostTree(tmp_path), "6.1.0-18-amd64"), f"ro {PER_NODE}")
     tree.cmdline("BOOT_IMAGE=/vmlinuz ro hugepagesz=1G hugepages=4 transparent_hugepage=never")
@@ -289,6 +391,32 @@ def test_a_cycle_stages_boot_hugepages_with_grubby_once_the_kernel_falls_short_a
 
     assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
     assert f"grubby --update-kernel=ALL '--remove-args={PER_NODE}'" in boot_commands(tree)
+
+
+def test_a_cycle_withdraws_the_boot_hugepages_once_the_spec_drops_their_size(
+    tmp_path: Path,
+) -> None:
+    tree = osrelease(bls(busy_host(tmp_path)), "6.1.0-18-amd64")
+    fs = KernelFS(tmp_path, hugepage_limit=18)
+    staged = busy_spec(allow_reboot=True)
+    dropped = busy_spec(allow_reboot=True)
+    dropped.host.memory.hugepages.pages = []
+
+    def cycle(at: datetime.datetime, previous: HypervisorNodeStateStatus,
+              spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(), now=at,
+                         timeout=10).status
+
+    first = cycle(NOW, HypervisorNodeStateStatus(), staged)
+    second = cycle(NOW + datetime.timedelta(minutes=11), first, staged)
+    assert bls_options(tree) == [f"root=UUID=1234 ro quiet {PER_NODE}"] * 2
+
+    third = cycle(NOW + datetime.timedelta(minutes=12), second, dropped)
+
+    assert {r.id: r.result for r in third.results}[boot.STEP_ID] == "Applied"
+    assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
+    fourth = cycle(NOW + datetime.timedelta(minutes=13), third, dropped)
+    assert boot.STEP_ID not in {s.id for s in fourth.plan}
 
 
 def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path: Path) -> None:
