@@ -207,3 +207,21 @@ def test_revert_reports_reverted_once_the_journal_is_empty(
     assert _c(status, cond.DEGRADED)[0] == ("True" if degraded else "False")
     assert status.plan == [] and not status.drain_required and not status.reboot_required
     assert cond.find(status.conditions, "KSM") is None  # features no longer apply
+
+
+@pytest.mark.parametrize(("vmi", "reason"), [
+    pytest.param({"namespaceSelector": {}, "dedicatedCpus": True}, "KubeletSharesCores",
+                 id="dedicated CPUs: the kubelet is judged"),
+    pytest.param({"namespaceSelector": {}, "dedicatedCpus": False,
+                  "isolateEmulatorThread": False}, "NotManaged", id="shared CPUs, no policy"),
+])
+def test_the_kubelet_is_judged_wherever_the_vmis_get_dedicated_cpus(
+    vmi: dict[str, t.Any], reason: str
+) -> None:
+    warning = Finding("Kubelet", "Warning", "KubeletSharesCores", "set full-pcpus-only")
+
+    status = _status(node_spec(vmi=vmi), Plan(findings=(warning,)))
+
+    assert _condition(status, "Kubelet").reason in (reason, "AsSpecified")
+    assert (_condition(status, "Kubelet").message == "set full-pcpus-only") is (
+        reason != "NotManaged")
