@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Sequence
+import typing as t
+from collections.abc import Callable, Mapping, Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, SriovRetry, StepResult
@@ -47,6 +48,27 @@ def _without(plan: Plan, held: set[str], findings: Sequence[Finding]) -> Plan:
     return dataclasses.replace(
         plan, steps=tuple(step for step in plan.steps if step.planned.id not in held),
         findings=(*plan.findings, *findings))
+
+
+Retry = t.TypeVar("Retry", HugepageRetry, SriovRetry)
+
+
+def _previous(before: Mapping[str, Retry], step: PlannedStep) -> Retry | None:
+    """The step's record, unless the spec has changed what it wants since (a new request)."""
+    last = before.get(step.id)
+    return None if last is None or last.wanted != int(step.desired) else last
+
+
+def _waiting(
+    plan: Plan, retries: Sequence[Retry], now: datetime.datetime,
+    applies: Callable[[PlannedStep], bool],
+) -> list[Retry]:
+    """The records of `plan`'s steps (those `applies` to) whose next attempt is still to come and
+    that still want what the step plans, in the plan's order."""
+    waiting = {retry.step: retry for retry in retries if retry.next_attempt > now}
+    return [waiting[step.planned.id] for step in plan.steps
+            if applies(step.planned) and step.planned.id in waiting
+            and waiting[step.planned.id].wanted == int(step.planned.desired)]
 
 
 def _grows(step: PlannedStep) -> bool:
@@ -73,9 +95,7 @@ def track(
         step = steps.get(step_id)
         if step is None or not _grows(step):
             continue
-        last = before.get(step_id)
-        if last is not None and last.wanted != int(step.desired):
-            last = None
+        last = _previous(before, step)
         if step_id in written:
             attempts = 1 + (last.attempts if last else 0)
             retries.append(HugepageRetry(
@@ -90,10 +110,7 @@ def track(
 def hold(plan: Plan, retries: Sequence[HugepageRetry], now: datetime.datetime) -> Plan:
     """`plan` without the growth of pools still waiting for their next attempt, replaced by a
     finding per page size that says what the kernel gave and what to do."""
-    waiting = {retry.step: retry for retry in retries if retry.next_attempt > now}
-    held = [waiting[step.planned.id] for step in plan.steps
-            if _grows(step.planned) and step.planned.id in waiting
-            and waiting[step.planned.id].wanted == int(step.planned.desired)]
+    held = _waiting(plan, retries, now, _grows)
     if not held:
         return plan
     sizes = sorted({retry.size for retry in held})
@@ -132,9 +149,7 @@ def track_sriov(
     names = {nic.pci_address: nic.name for nic in host.sriov.nics}
     retries = []
     for step in (s.planned for s in after.steps if s.planned.feature == "SRIOV"):
-        last = before.get(step.id)
-        if last is not None and last.wanted != int(step.desired):
-            last = None  # a changed numVfs is a new request
+        last = _previous(before, step)  # a changed numVfs is a new request
         result = failed.get(step.id)
         if result is None:
             retries += [last] if last else []
@@ -150,9 +165,7 @@ def track_sriov(
 
 def hold_sriov(plan: Plan, retries: Sequence[SriovRetry], now: datetime.datetime) -> Plan:
     """`plan` without the VF counts still waiting for their next attempt, with a finding each."""
-    steps = {step.planned.id: step.planned for step in plan.steps}
-    held = [retry for retry in retries if retry.next_attempt > now and retry.step in steps
-            and int(steps[retry.step].desired) == retry.wanted]
+    held = _waiting(plan, retries, now, lambda step: step.feature == "SRIOV")
     if not held:
         return plan
     return _without(plan, {retry.step for retry in held}, [Finding("SRIOV", "Error", (
