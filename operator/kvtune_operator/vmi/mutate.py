@@ -207,18 +207,23 @@ def _equalise(vmi: dict[str, Any], name: str, fallback: Any) -> None:
 def reservation(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
     """The host memory a VMI's pod holds for QEMU and its helpers beside the guest's RAM:
     KubeVirt's estimate plus what the memory request holds beyond the guest."""
-    return memory_overhead(vmi, kubevirt).total + beyond_guest_bytes(vmi)
+    return _held(memory_overhead(vmi, kubevirt), vmi)
+
+
+def _held(estimate: OverheadBreakdown, vmi: Mapping[str, Any]) -> int:
+    return estimate.total + beyond_guest_bytes(vmi)
 
 
 def _reserve_floor(floor: int, vmi: dict[str, Any], kubevirt: KubeVirtConfig) -> None:
-    gap = floor - reservation(vmi, kubevirt)
+    estimate = memory_overhead(vmi, kubevirt)
+    gap = floor - _held(estimate, vmi)
     if gap <= 0:
         return
     if kubevirt.reserved_overhead:
         # Rounded up to whole MiB for a readable quantity. With a ratio r > 1 KubeVirt multiplies
         # the addition too, so the reservation ends (r - 1) * gap above the floor: the safe side.
-        added = memory_overhead(vmi, kubevirt).added_overhead
-        _put(vmi, ADDED_OVERHEAD, _binary_quantity(_round_up(added + gap, Mi)), overwrite=True)
+        added = estimate.added_overhead + gap
+        _put(vmi, ADDED_OVERHEAD, _binary_quantity(_round_up(added, Mi)), overwrite=True)
         return
     # Without the gate: pin the guest's RAM, then raise the request (and a limit, keeping them
     # equal where they are) by the gap. A larger request also grows KubeVirt's page-table share,
