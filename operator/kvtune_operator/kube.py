@@ -201,22 +201,13 @@ class Kube:
 
     def namespace_uid(self, name: str) -> str | None:
         """A namespace's uid; None when it is gone."""
-        try:
-            return str(self._core.read_namespace(name).metadata.uid)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        namespace = _unless_missing(lambda: self._core.read_namespace(name))
+        return None if namespace is None else str(namespace.metadata.uid)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """A namespace's labels ({} when it is gone), for one the watch has not delivered yet."""
-        try:
-            namespace = self._core.read_namespace(name)
-        except ApiException as err:
-            if err.status == 404:
-                return {}
-            raise
-        return dict(namespace.metadata.labels or {})
+        namespace = _unless_missing(lambda: self._core.read_namespace(name))
+        return {} if namespace is None else dict(namespace.metadata.labels or {})
 
     @staticmethod
     def _tolerate(code: int, call: t.Callable[[], object]) -> None:
