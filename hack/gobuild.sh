@@ -2,7 +2,9 @@
 #
 # gobuild <out dir> <name> <module dir> <package> [ldflags]: builds <package> from <module dir>
 # into <out dir>/<name> unless it is already there. The build writes a temporary name and renames
-# it, so an interrupted build never leaves a broken binary a later run would take for a cached one.
+# it, so an interrupted build never leaves a broken binary a later run would take for a cached one;
+# the temporary name is the build's own ($$), so two builds at once (make test in one shell, pytest
+# in another) each rename a whole binary instead of one moving away the other's.
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=mod"
 
 gobuild() {
@@ -14,8 +16,9 @@ gobuild() {
   echo "$name: building $pkg; a cold build downloads modules and takes minutes..." >&2
   local start=$SECONDS
   mkdir -p "$out"
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/.$name.tmp" "$pkg")
-  mv "$out/.$name.tmp" "$out/$name"
+  local tmp="$out/.$name.$$.tmp"
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg")
+  mv -f "$tmp" "$out/$name"
   echo "$name: built in $((SECONDS - start)) s" >&2
 }
 
