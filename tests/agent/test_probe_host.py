@@ -74,10 +74,12 @@ def test_the_cli_prints_json_that_parses_back_into_a_host_report(tmp_path: Path)
 
 
 #: Modules that each cost milliseconds to import and that `kvtune probe --json` needs none of
-#: (the kubelet's YAML only where a kubelet config exists; the text report only without --json).
+#: (the kubelet's YAML only where a kubelet config exists; the text report only without --json;
+#: kube_custom_resource only to render CRDs, and secrets only for the operator's peering).
 NOT_FOR_THE_PROBE = {
-    "kopf", "kubernetes", "prometheus_client", "yaml", "kvtune_api.v1alpha1.profile",
-    "kvtune_api.v1alpha1.nodestate", "kvtune_api.v1alpha1.audit", "kvtune_agent.report",
+    "kopf", "kubernetes", "prometheus_client", "yaml", "kube_custom_resource",
+    "kvtune_api.v1alpha1.profile", "kvtune_api.v1alpha1.nodestate",
+    "kvtune_api.v1alpha1.audit", "kvtune_api.v1alpha1.resource", "kvtune_agent.report",
 }
 
 

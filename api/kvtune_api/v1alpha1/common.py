@@ -1,7 +1,10 @@
 """Building blocks shared by both kinds: selectors, conditions, quantities, CEL rules.
 
-Every model derives from kube_custom_resource's BaseModel, which maps snake_case attributes to the
-camelCase names Kubernetes uses and turns the models into structural CRD schemas.
+Every model derives from `BaseModel` here: pydantic's, with the camelCase names Kubernetes uses
+for snake_case attributes. The kinds' roots derive from kube_custom_resource's CustomResource
+(`resource.py`), which turns the models into structural CRD schemas; this module does not
+import kube_custom_resource, because the node agent's probe loads these models on every run and
+that library alone costs it tens of milliseconds (bench/probe_bench.py).
 """
 
 from __future__ import annotations
@@ -9,30 +12,48 @@ from __future__ import annotations
 import datetime
 import typing as t
 
-import kube_custom_resource
 import pydantic
-from kube_custom_resource import schema
 from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
-if t.TYPE_CHECKING:
-    # kube_custom_resource ships no type annotations; mypy sees the plain pydantic classes it
-    # derives from, while at run time its subclasses add camelCase aliases and CRD schema output.
-    class BaseModel(pydantic.BaseModel):
-        model_config = ConfigDict(populate_by_name=True)
 
-    class CustomResource(BaseModel):
-        metadata: t.Any
+class BaseModel(pydantic.BaseModel):
+    """A model of the API: camelCase on the wire, snake_case in Python, checked on assignment.
 
-        def __init_subclass__(cls, **kwargs: t.Any) -> None: ...
+    The same settings as kube_custom_resource's BaseModel, which the kinds' roots derive from:
+    both names are accepted, dumps use the camelCase names, and an assignment is validated like
+    the constructor's arguments.
+    """
 
-else:
-    BaseModel = schema.BaseModel
-    CustomResource = kube_custom_resource.CustomResource
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        validate_assignment=True,
+    )
+
+
+class _Nullable:
+    """kube_custom_resource's Nullable, imported only when a JSON schema is generated.
+
+    It renders an optional field as its type with `nullable: true`, instead of the `anyOf` with
+    null that a structural schema does not allow.
+    """
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: t.Any, handler: pydantic.GetJsonSchemaHandler
+    ) -> t.Any:
+        from kube_custom_resource.schema import Nullable
+
+        return Nullable.__get_pydantic_json_schema__(core_schema, handler)
+
 
 T = t.TypeVar("T")
 #: A field that may be absent; rendered as `nullable: true` instead of an `anyOf` with null,
 #: which a structural schema does not allow.
-Opt = t.Annotated[T | None, schema.Nullable]
+Opt = t.Annotated[T | None, _Nullable]
 
 #: A Kubernetes resource quantity such as `1Gi` or `512Mi` (the apiserver's own grammar).
 QUANTITY_PATTERN = (

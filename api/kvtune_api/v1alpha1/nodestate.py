@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime
 import typing as t
 
-from kube_custom_resource import Scope
 from pydantic import Field
 
 from .audit import NodeVmAudit
-from .common import BaseModel, Condition, CustomResource, Opt, section
+from .common import BaseModel, Condition, Opt, section
 from .host import MAX_NUMA_NODES, HostReport
 from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
+from .resource import CustomResource, Scope
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]

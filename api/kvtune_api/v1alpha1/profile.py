@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import typing as t
 
-from kube_custom_resource import Scope
 from pydantic import Field
 
 from .common import (
     BaseModel,
     Condition,
-    CustomResource,
     HugepageSize,
     IntOrString,
     LabelSelector,
@@ -23,6 +21,7 @@ from .common import (
     cel,
     section,
 )
+from .resource import CustomResource, Scope
 
 Mode = t.Literal["Audit", "Enforce"]
 Management = t.Literal["Enabled", "Disabled", "Unmanaged"]
