@@ -6,11 +6,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
-import secrets
 import typing as t
 
 #: The kopf peering object all replicas share.
 PEERING_NAME = "kvtune-operator"
+
+
+def _random_priority() -> int:
+    # secrets (hashlib, OpenSSL) is imported here, not with the module: every `kvtune` command
+    # builds its argument parser from these settings' defaults, `kvtune probe` too.
+    import secrets
+
+    return secrets.randbelow(2**30)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +27,7 @@ class Settings:
     A pass that finds nothing to do makes no API request, so a short interval costs only CPU,
     and keeps a newly labelled node's state a second away."""
 
-    peering_priority: int = dataclasses.field(default_factory=lambda: secrets.randbelow(2**30))
+    peering_priority: int = dataclasses.field(default_factory=_random_priority)
     """kopf peering priority of this replica (default: random). Replicas of equal priority all
     freeze (kopf's rule), so each replica draws its own: the highest works, the others wait, and
     take over when its peering record expires after a crash."""
