@@ -169,6 +169,77 @@ def test_k3s_passes_kubelet_args_and_its_drop_in_directory(tmp_path: Path) -> No
     assert found.topology_manager_policy == "single-numa-node"
 
 
+def test_k3s_takes_kubelet_args_from_its_config_file_and_drop_ins_before_its_flags(
+    tmp_path: Path,
+) -> None:
+    # k3s's pkg/configfilearg: config.yaml, then config.yaml.d/*.yaml in name order, a later
+    # file replacing kubelet-arg unless written kubelet-arg+; the command line's come last.
+    tree = HostTree(tmp_path).file("/etc/rancher/k3s/config.yaml", (
+        "write-kubeconfig-mode: '0644'\n"
+        "kubelet-arg:\n  - cpu-manager-policy=none\n  - reserved-cpus=0-1\n"))
+    tree.file("/etc/rancher/k3s/config.yaml.d/10-cpu.yaml",
+              "kubelet-arg:\n  - cpu-manager-policy=static\n")
+    tree.file("/etc/rancher/k3s/config.yaml.d/20-numa.yml",
+              "kubelet-arg+: topology-manager-policy=restricted\n")
+    tree.file("/etc/rancher/k3s/config.yaml.d/30-ignored.txt", "kubelet-arg: [junk=1]\n")
+    tree.process(9, "k3s-server", "/usr/local/bin/k3s", "server",
+                 "--kubelet-arg", "topology-manager-policy=single-numa-node")
+
+    found = _probe(tree)
+
+    assert found.flag_files == [
+        "/etc/rancher/k3s/config.yaml", "/etc/rancher/k3s/config.yaml.d/10-cpu.yaml",
+        "/etc/rancher/k3s/config.yaml.d/20-numa.yml"]
+    assert found.cpu_manager_policy == "static"
+    assert found.reserved_system_cpus is None  # 10-cpu.yaml replaced the whole list
+    assert found.topology_manager_policy == "single-numa-node"
+    assert found.origins == {
+        "cpuManagerPolicy": "kubelet-arg in /etc/rancher/k3s/config.yaml.d/10-cpu.yaml",
+        "topologyManagerPolicy": "--kubelet-arg",
+    }
+    assert "the kubelet-arg entries of /etc/rancher/k3s/config.yaml" in kubelet.read_from(found)
+
+
+def test_k3s_reads_the_config_file_its_environment_or_its_flag_names(tmp_path: Path) -> None:
+    by_env = HostTree(tmp_path / "env").file(
+        "/srv/k3s.yaml", "kubelet-arg: [cpu-manager-policy=static]\n")
+    by_env.process(9, "k3s-agent", "/usr/local/bin/k3s", "agent", "-c", "/srv/other.yaml")
+    by_env.file("/proc/9/environ", b"HOME=/root\0K3S_CONFIG_FILE=/srv/k3s.yaml\0")
+    by_flag = HostTree(tmp_path / "flag").file(
+        "/srv/other.yaml", "kubelet-arg: [cpu-manager-policy=static]\n")
+    by_flag.process(9, "k3s-agent", "/usr/local/bin/k3s", "agent", "-c", "/srv/other.yaml")
+
+    assert _probe(by_env).flag_files == ["/srv/k3s.yaml"]
+    assert _probe(by_flag).flag_files == ["/srv/other.yaml"]
+    assert _probe(by_flag).cpu_manager_policy == "static"
+
+
+def test_a_k3s_setting_is_fixed_where_k3s_was_given_it(tmp_path: Path) -> None:
+    in_file = HostTree(tmp_path / "file").file(
+        "/etc/rancher/k3s/config.yaml", "kubelet-arg: [cpu-manager-policy=none]\n")
+    in_file.process(9, "k3s-server", "/usr/local/bin/k3s", "server")
+    on_command_line = HostTree(tmp_path / "flag").process(
+        9, "k3s-server", "/usr/local/bin/k3s", "server", "--kubelet-arg=cpu-manager-policy=none")
+
+    [warning, _] = kubelet.check(_probe(in_file))
+    [flag_warning, _] = kubelet.check(_probe(on_command_line))
+
+    assert ("change its kubelet-arg entry to cpu-manager-policy=static in "
+            "/etc/rancher/k3s/config.yaml and restart k3s") in warning.message
+    assert ("set --kubelet-arg=cpu-manager-policy=static on the command line of k3s (pid 9)"
+            in flag_warning.message)
+
+
+def test_a_k3s_config_file_that_is_not_a_mapping_is_an_error_naming_it(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file("/etc/rancher/k3s/config.yaml", "- kubelet-arg\n")
+    tree.process(9, "k3s-server", "/usr/local/bin/k3s", "server")
+
+    [problem] = kubelet.check(_probe(tree))
+
+    assert problem.severity == "Error"
+    assert "/etc/rancher/k3s/config.yaml is not a k3s configuration mapping" in problem.message
+
+
 def test_openshifts_kubelet_conf_is_read_and_kubeadms_kubeconfig_of_that_name_is_not(
     tmp_path: Path,
 ) -> None:

@@ -553,10 +553,18 @@ class KubeletReport(BaseModel):
         description="The kubelet's command-line flags read, which override the files, as given "
         "(e.g. --cpu-manager-policy=static).",
     )
+    flag_files: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Files the flags were read from: for k3s, which runs the kubelet inside "
+        "its own process, its configuration file and the config.yaml.d drop-ins, whose "
+        "kubelet-arg entries come before its --kubelet-arg flags.",
+    )
     origins: dict[str, str] = Field(
         default_factory=dict,
         description="Where each setting read was set: KubeletConfiguration key to the file or "
-        "flag that set it last; a key left out has the kubelet's default.",
+        "flag that set it last (for k3s, \"kubelet-arg in <file>\" or --kubelet-arg); a key "
+        "left out has the kubelet's default.",
     )
     other_config_paths: list[str] = Field(
         default_factory=list,

@@ -12,7 +12,13 @@ of the distributions are read:
 - kubeadm: /var/lib/kubelet/config.yaml (its /etc/kubernetes/kubelet.conf is a kubeconfig);
 - OpenShift: /etc/kubernetes/kubelet.conf, a KubeletConfiguration;
 - k3s and RKE2 (v1.32 and later): the drop-in directory under /var/lib/rancher/<dist>/agent/etc.
-  k3s runs the kubelet inside the k3s process, which passes `--kubelet-arg` flags to it.
+
+k3s runs the kubelet inside the k3s process, which passes it each `kubelet-arg`: first those of
+k3s's own configuration file (K3S_CONFIG_FILE, else its --config/-c flag, else
+/etc/rancher/k3s/config.yaml) and of the *.yaml/*.yml drop-ins in `<that file>.d` in name order,
+a later file replacing a key unless the key ends in `+` (then appending), and then its
+--kubelet-arg flags (k3s's pkg/configfilearg). RKE2 starts the kubelet as a process of its own,
+with all those arguments on its command line, so its kubelet is read like any other.
 
 Nothing found means "unknown", not an error: not every host is a Kubernetes node.
 """
@@ -39,6 +45,12 @@ DROP_IN_DIRS = {
     "rke2": "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d",
 }
 KIND = "KubeletConfiguration"
+#: k3s's configuration file when neither K3S_CONFIG_FILE nor --config names one.
+K3S_CONFIG = "/etc/rancher/k3s/config.yaml"
+#: The origin of a kubelet flag given as a `kubelet-arg` in one of k3s's configuration files.
+K3S_FILE_ORIGIN = "kubelet-arg in "
+#: The origin of a kubelet flag given as --kubelet-arg on k3s's command line.
+K3S_FLAG_ORIGIN = "--kubelet-arg"
 #: Most flags and drop-in files listed in the report (KubeletReport's bounds).
 MAX_LISTED = 32
 #: Policy settings as (KubeletConfiguration key, report field, the kubelet's default).
@@ -67,18 +79,79 @@ _KEY_OF_FLAG = {flag: key for key, (flag, _) in FLAGS.items()}
 # -- where the kubelet's configuration is ------------------------------------------------------
 
 
-def _kubelet_process(processes: ProcessTable) -> tuple[Process, list[str], str | None] | None:
-    """The kubelet process, its kubelet arguments, and its distribution's drop-in directory."""
+@dataclasses.dataclass(frozen=True)
+class _Kubelet:
+    """The running kubelet: its process and its arguments, and where k3s gave each."""
+
+    process: Process
+    #: The kubelet's arguments, in the order given.
+    args: list[str]
+    #: For k3s, where each argument was given (K3S_FILE_ORIGIN + file, or K3S_FLAG_ORIGIN);
+    #: empty for a kubelet process, whose arguments are all its own command line.
+    given_in: list[str] = dataclasses.field(default_factory=list)
+    #: The distribution's drop-in directory when the kubelet is run without --config-dir.
+    default_drop_in_dir: str | None = None
+    #: The k3s configuration files read for kubelet-args.
+    arg_files: tuple[str, ...] = ()
+
+    def origin(self, flag: str) -> str:
+        """Where the flag was last given."""
+        if not self.given_in:
+            return f"--{flag}"
+        last = max(i for i, arg in enumerate(self.args) if arg.partition("=")[0] == f"--{flag}")
+        return self.given_in[last]
+
+
+def _kubelet_process(fs: HostFS, processes: ProcessTable) -> _Kubelet | None:
+    """The kubelet process; None when none runs."""
     for process in processes:
         name = os.path.basename(process.argv[0]) if process.argv else ""
         if "kubelet" in (process.comm, name):  # RKE2's too: it passes --config-dir itself
-            return process, list(process.argv[1:]), None
+            return _Kubelet(process, list(process.argv[1:]))
         if name == "k3s" or (process.comm or "").startswith("k3s-"):
-            # k3s passes each --kubelet-arg (name=value) to the kubelet it runs in-process.
-            args = _values(list(process.argv[1:]), "kubelet-arg")
-            if args or any(a in ("server", "agent") for a in process.argv[1:3]):
-                return process, [f"--{arg}" for arg in args], DROP_IN_DIRS["k3s"]
+            argv = list(process.argv[1:])
+            given = _values(argv, "kubelet-arg")
+            if given or any(a in ("server", "agent") for a in argv[:2]):
+                files, from_files = _k3s_kubelet_args(fs, process)
+                args = from_files + [(f"--{arg}", K3S_FLAG_ORIGIN) for arg in given]
+                return _Kubelet(process, [arg for arg, _ in args], [where for _, where in args],
+                                DROP_IN_DIRS["k3s"], files)
     return None
+
+
+def _k3s_config_file(fs: HostFS, process: Process) -> str:
+    """The configuration file k3s reads: K3S_CONFIG_FILE, else --config/-c, else the default."""
+    environ = fs.read_text(f"/proc/{process.pid}/environ") or ""
+    for entry in environ.split("\0"):
+        name, _, value = entry.partition("=")
+        if name == "K3S_CONFIG_FILE" and value:
+            return value
+    # -c is --config's short form.
+    argv = [f"--config{arg[2:]}" if arg == "-c" or arg.startswith("-c=") else arg
+            for arg in process.argv[1:]]
+    return next(reversed(_values(argv, "config")), K3S_CONFIG)
+
+
+def _k3s_kubelet_args(
+    fs: HostFS, process: Process
+) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """The k3s configuration files present, and the kubelet-args they give, each with its file.
+
+    A file that is not a YAML mapping stops k3s itself from starting, so it is an error here too.
+    """
+    config = _k3s_config_file(fs, process)
+    drop_ins = [f"{config}.d/{name}" for name in fs.list_dir(f"{config}.d")
+                if name.lower().endswith((".yaml", ".yml")) and not fs.is_dir(f"{config}.d/{name}")]
+    files = ([config] if fs.exists(config) else []) + drop_ins
+    args: list[tuple[str, str]] = []
+    for path in files:
+        for key, value in _load(fs, path, "k3s configuration").items():
+            if str(key).rstrip("+") != "kubelet-arg":
+                continue
+            values = value if isinstance(value, list) else [] if value is None else [value]
+            given = [(f"--{item}", f"{K3S_FILE_ORIGIN}{path}") for item in values]
+            args = args + given if str(key).endswith("+") else given
+    return tuple(files), args
 
 
 def _values(args: list[str], flag: str) -> list[str]:
@@ -122,7 +195,7 @@ class _Unusable(Exception):
     """A file of the configuration cannot be used; the message names it and what is wrong."""
 
 
-def _load(fs: HostFS, path: str) -> dict[str, t.Any]:
+def _load(fs: HostFS, path: str, kind: str = KIND) -> dict[str, t.Any]:
     import yaml  # here, not above: most hosts `kvtune probe` runs on have no kubelet config
 
     text = fs.read_text(path)
@@ -135,7 +208,7 @@ def _load(fs: HostFS, path: str) -> dict[str, t.Any]:
     if config is None:
         return {}
     if not isinstance(config, dict):
-        raise _Unusable(f"{path} is not a KubeletConfiguration mapping")
+        raise _Unusable(f"{path} is not a {kind} mapping")
     return config
 
 
@@ -226,14 +299,18 @@ class _Sources:
     drop_in_dir: str | None = None
     #: Flag name (without --) to every value given, in order.
     flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Flag name to where it was last given (the flag itself, or k3s's kubelet-arg).
+    flag_origins: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: k3s's configuration files read for kubelet-args.
+    arg_files: tuple[str, ...] = ()
     #: Config files present that the kubelet does not read.
     others: tuple[str, ...] = ()
 
 
 def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
     """What the running kubelet reads, else what the usual paths hold; None: nothing found."""
-    found = _kubelet_process(processes)
-    if found is None:
+    kubelet = _kubelet_process(fs, processes)
+    if kubelet is None:
         present = [path for path in CONFIG_PATHS
                    if fs.exists(path) and _is_kubelet_config(fs, path)]
         drop_in_dir = next((d for d in DROP_IN_DIRS.values() if fs.is_dir(d)), None)
@@ -241,17 +318,22 @@ def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
             return None
         return _Sources(config_path=next(iter(present), None), drop_in_dir=drop_in_dir,
                         others=tuple(present[1:]))
-    process, args, default_dir = found
+    args = kubelet.args
     drop_in_dir = next(reversed(_values(args, "config-dir")), None)
-    if drop_in_dir is None and default_dir is not None and fs.is_dir(default_dir):
-        drop_in_dir = default_dir  # k3s before v1.32 has none
+    if (drop_in_dir is None and kubelet.default_drop_in_dir is not None
+            and fs.is_dir(kubelet.default_drop_in_dir)):
+        drop_in_dir = kubelet.default_drop_in_dir  # k3s before v1.32 has none
     flags = {flag: values for flag in _KEY_OF_FLAG if (values := _values(args, flag))}
-    return _Sources(process.pid, next(reversed(_values(args, "config")), None), drop_in_dir,
-                    flags)
+    return _Sources(kubelet.process.pid, next(reversed(_values(args, "config")), None),
+                    drop_in_dir, flags, {flag: kubelet.origin(flag) for flag in flags},
+                    kubelet.arg_files)
 
 
 def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
-    sources = _sources(fs, processes)
+    try:
+        sources = _sources(fs, processes)
+    except _Unusable as err:  # k3s's own configuration file
+        return KubeletReport(error=str(err))
     if sources is None:
         return KubeletReport()
     report: dict[str, t.Any] = {
@@ -259,6 +341,7 @@ def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
         "drop_in_dir": sources.drop_in_dir, "other_config_paths": list(sources.others),
         "flags": [f"--{flag}={value}" for flag, values in sources.flags.items()
                   for value in values][:MAX_LISTED],
+        "flag_files": list(sources.arg_files)[:MAX_LISTED],
     }
     config: dict[str, t.Any] = {}
     origins: dict[str, str] = {}
@@ -274,7 +357,7 @@ def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
     for flag, values in sources.flags.items():  # flags override every file
         key = _KEY_OF_FLAG[flag]
         config[key] = _parse_flag(FLAGS[key][1], values)
-        origins[key] = f"--{flag}"
+        origins[key] = sources.flag_origins[flag]
     report["origins"] = origins
     fallback = sources.config_path or sources.drop_in_dir or "the kubelet's command line"
     return KubeletReport.model_validate({**report, **_settings(fs, config, origins, fallback)})
@@ -293,6 +376,7 @@ def known(kubelet: KubeletReport) -> bool:
 def read_from(kubelet: KubeletReport) -> str:
     """What the settings were read from, for messages: files, then flags."""
     sources = [p for p in (kubelet.config_path, *kubelet.drop_in_paths) if p]
+    sources += [f"the kubelet-arg entries of {path}" for path in kubelet.flag_files]
     if kubelet.flags:
         sources.append(f"the flags of kubelet pid {kubelet.pid}")
     elif kubelet.pid is not None and not sources:
@@ -309,6 +393,12 @@ def fix(kubelet: KubeletReport, key: str, value: str, flag_value: str | None = N
     """
     origin = kubelet.origins.get(key)
     flag = FLAGS[key][0] if key in FLAGS else None
+    if flag is not None and origin is not None and origin.startswith(K3S_FILE_ORIGIN):
+        return (f"change its kubelet-arg entry to {flag}={flag_value or value} in "
+                f"{origin.removeprefix(K3S_FILE_ORIGIN)} and restart k3s")
+    if flag is not None and origin == K3S_FLAG_ORIGIN:
+        return (f"set --kubelet-arg={flag}={flag_value or value} on the command line of k3s "
+                f"(pid {kubelet.pid}) and restart it")
     if flag is not None and (origin == f"--{flag}" or (
             origin is None and kubelet.config_path is None and kubelet.drop_in_dir is None)):
         return (f"set --{flag}={flag_value or value} on the kubelet's command line "
