@@ -121,21 +121,20 @@ def hold(plan: Plan, retries: Sequence[HugepageRetry], now: datetime.datetime) -
 def _finding(retries: list[HugepageRetry]) -> Finding:
     """What the kernel gave on each NUMA node short of pages of one size, and what to do."""
     size = retries[0].size
-    boot = size.removesuffix("i")  # the kernel's hugepagesz= takes 1G, 2M
     short = ", ".join(f"{r.allocated} of {r.wanted} on NUMA node {r.node} ({r.path})"
                       for r in retries)
-    per_node = ",".join(f"{r.node}:{r.wanted}" for r in retries)
     attempts = max(r.attempts for r in retries)
     following = min(r.next_attempt for r in retries).isoformat(timespec="seconds")
     return Finding("Hugepages", "Error", "HugepagesPartlyAllocated", (
         f"the kernel allocated only part of the {size} hugepages wanted: {short}, after "
         f"{attempts} attempt(s); it finds too little contiguous free memory on the running host. "
         "Every attempt compacts "
-        f"memory under the VMs, so the next is at {following}, each waiting twice as long. To "
-        f"get them all, allocate them at boot: add `hugepagesz={boot} hugepages=N` to the kernel "
-        "command line (N for the whole host, split evenly across NUMA nodes; kernels 5.16+ also "
-        f"take per-node counts, here `hugepages={per_node}`) and reboot the node; kvtune stages "
-        "it itself where spec.boot.settings is Stage and rollout.allowReboot is true"))
+        f"memory under the VMs, so the next is at {following}, each waiting twice as long. "
+        # The kernel arguments themselves are boot.py's to say: it knows the running kernel's
+        # form (per node or one total) and what is staged already.
+        "Pages the running host cannot give are allocated at boot, before memory fragments: "
+        "kvtune stages the kernel arguments where spec.host.boot.settings is Stage and "
+        "spec.rollout.allowReboot is true, and otherwise says which to set (docs/boot.md)"))
 
 
 def track_sriov(
