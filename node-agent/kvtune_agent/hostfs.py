@@ -64,20 +64,17 @@ _REFUSED = {
 }
 #: The [selected] entry of a sysfs choice file such as "always [madvise] never".
 _SELECTED = re.compile(r"\[([^]]+)\]")
-#: Kernel files (as this process opens them) with a write, or a read under a deadline, in flight.
-#: One that timed out stays here until the kernel returns, which may be never: Python cannot kill
-#: a thread, least of all one blocked in a system call, so the only safe thing is never to touch
-#: that file again meanwhile (a read of it would block behind the hung call too). Process-wide,
-#: not per HostFS, so that a new HostFS value cannot forget a hung call. Keyed by real path
-#: (symlinks resolved), since /sys reaches one file through many links.
+#: Files (kernel files and devices, as this process opens them) with a call under a deadline in
+#: flight: a write, a read on the way to a write, a device read. One that timed out stays here
+#: until the kernel returns, which may be never: Python cannot kill a thread, least of all one
+#: blocked in a system call, so the only safe thing is never to touch that file again meanwhile
+#: (a read of it would block behind the hung call too, and a device whose I/O hangs would tie up
+#: one more thread each time). Process-wide, not per HostFS, so that a new HostFS value cannot
+#: forget a hung call. Keyed by real path (symlinks resolved), since /sys reaches one file
+#: through many links and /dev one disk through its by-id names.
 _IN_FLIGHT: set[str] = set()
-_IN_FLIGHT_LOCK = threading.Lock()
-#: Devices (as this process opens them) with a read in flight, for the same reason as `_IN_FLIGHT`:
-#: a read that overran its deadline stays here until the kernel returns it, so a device whose I/O
-#: hangs never ties up a second thread. `_READS` guards it and the `_DeviceReader`s' state, and
-#: wakes the callers waiting on them.
-_READING: set[str] = set()
-_READS = threading.Condition()
+#: Guards `_IN_FLIGHT` and the `_DeviceReader`s' state, and wakes the callers waiting on them.
+_CALLS = threading.Condition()
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class HungRead:
     """A device read that did not finish within its deadline, in this call or an earlier one.
 
     Its thread is left blocked in the kernel; the device is not read again until that read
-    returns (see `_READING`).
+    returns (see `_IN_FLIGHT`).
     """
 
     path: str
@@ -225,13 +222,14 @@ def _read_regions(real: str, regions: Sequence[Region]) -> tuple[bytes, ...]:
 class _DeviceReader:
     """A daemon thread that reads devices in turn, for a caller watching the clock.
 
-    Its state is guarded by `_READS`. The caller abandons it when a read overruns; it then stops
+    Its state is guarded by `_CALLS`. The caller abandons it when a read overruns; it then stops
     when that read returns, reading nothing more and reporting nothing.
     """
 
-    def __init__(self, reads: list[tuple[str, str]], regions: Mapping[str, Sequence[Region]]
-                 ) -> None:
-        #: (host path, path as opened) of the devices still to read; the first is being read.
+    def __init__(self, reads: list[tuple[str, str, str]],
+                 regions: Mapping[str, Sequence[Region]]) -> None:
+        #: (host path, path as opened, its real path) of the devices still to read; the first
+        #: is being read.
         self.pending = reads
         self.regions = regions
         #: When the read of the first pending device began (time.monotonic()).
@@ -243,17 +241,17 @@ class _DeviceReader:
 
     def _run(self) -> None:
         while True:
-            with _READS:
+            with _CALLS:
                 if self.abandoned or not self.pending:
                     return
-                path, real = self.pending[0]
+                path, opened, real = self.pending[0]
             found: tuple[bytes, ...] | OSError
             try:
-                found = _read_regions(real, self.regions[path])
+                found = _read_regions(opened, self.regions[path])
             except OSError as err:
                 found = err
-            with _READS:
-                _READING.discard(real)
+            with _CALLS:
+                _IN_FLIGHT.discard(real)
                 if self.abandoned:
                     return
                 self.found[path] = found
@@ -263,7 +261,7 @@ class _DeviceReader:
                     # Only now: a caller woken after every read would cost more than the reads.
                     # It wakes at the deadline of the read it saw, and then waits on if that
                     # read has finished.
-                    _READS.notify_all()
+                    _CALLS.notify_all()
 
 
 class HostFS:
@@ -337,15 +335,16 @@ class HostFS:
         """
         found: dict[str, tuple[bytes, ...] | HungRead | None] = {}
         readers: list[_DeviceReader] = []
-        with _READS:
-            todo: list[tuple[str, str]] = []
+        with _CALLS:
+            todo: list[tuple[str, str, str]] = []
             for path in regions:
-                real = self._real(path)
-                if real in _READING:
+                opened = self._real(path)
+                real = os.path.realpath(opened)
+                if real in _IN_FLIGHT:
                     found[path] = HungRead(path, timeout)
                 else:
-                    _READING.add(real)
-                    todo.append((path, real))
+                    _IN_FLIGHT.add(real)
+                    todo.append((path, opened, real))
             if todo:
                 readers.append(_DeviceReader(todo, regions))
             while active := [r for r in readers if r.pending and not r.abandoned]:
@@ -353,11 +352,11 @@ class HostFS:
                 overrun = [r for r in active if now >= r.since + timeout]
                 for reader in overrun:
                     reader.abandoned = True
-                    (path, _), *rest = reader.pending
+                    (path, _, _), *rest = reader.pending
                     found[path] = HungRead(path, timeout)
                     readers += [_DeviceReader([read], regions) for read in rest]
                 if not overrun:
-                    _READS.wait(min(r.since for r in active) + timeout - now)
+                    _CALLS.wait(min(r.since for r in active) + timeout - now)
             for reader in readers:
                 for path, result in reader.found.items():
                     if isinstance(result, OSError):
@@ -574,7 +573,7 @@ class HostFS:
         real path: the probe reaches sriov_numvfs through other links than the write.
         """
         real = os.path.realpath(self._real(path))
-        with _IN_FLIGHT_LOCK:
+        with _CALLS:
             if real in _IN_FLIGHT:
                 return (
                     f"an earlier write or read of {path} has not returned yet; kvtune does not "
@@ -586,7 +585,7 @@ class HostFS:
             try:
                 work()
             finally:
-                with _IN_FLIGHT_LOCK:
+                with _CALLS:
                     _IN_FLIGHT.discard(real)
 
         worker = threading.Thread(target=run, name=f"kvtune {verb} {path}", daemon=True)

@@ -156,3 +156,28 @@ def test_a_device_is_read_again_once_its_hung_read_returns(
 
     assert fs.read_devices({"/dev/sdb": [(0, 8), (6, 4)]}, timeout=5) == {
         "/dev/sdb": (b"12345678", b"78")}  # the second region short: the device ends there
+
+
+def test_a_device_whose_read_hangs_is_not_read_again_by_any_name_or_any_read(
+    tmp_path: Path, hanging: Hanging
+) -> None:
+    # One registry of hung calls, keyed by the real path: a plain read of the device, or a
+    # device read through its /dev/disk/by-id link, would block behind the hung one.
+    tree = HostTree(tmp_path)
+    hanging(tree, "/dev/sdb")
+    link = tmp_path / "dev/disk/by-id/wwn-0x5000c500a1b2c3d4"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../sdb")
+    fs = tree.fs()
+    assert fs.read_devices({"/dev/sdb": [(0, 8)]}, timeout=0.1) == {
+        "/dev/sdb": HungRead("/dev/sdb", 0.1)}
+
+    started = time.monotonic()
+    by_id = "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"
+    assert fs.read_devices({by_id: [(0, 8)]}, timeout=0.5) == {by_id: HungRead(by_id, 0.5)}
+    assert fs.read_bytes("/dev/sdb", 0, 8) is None
+
+    assert time.monotonic() - started < 0.25 and _readers() == 1
+    [issue] = fs.take_issues()
+    assert issue.path == "/dev/sdb" and "an earlier write or read of it has not returned" in (
+        issue.detail)
