@@ -56,6 +56,9 @@ class HostTree:
         self._appended: dict[str, list[str]] = {}
         #: Interface indexes by network namespace (the root its sysfs is under, "" for the host).
         self._ifindexes: dict[str, dict[str, int]] = {}
+        #: NUMA nodes built so far, and those whose distances the tree keeps consistent.
+        self._nodes: list[int] = []
+        self._default_distances: list[int] = []
 
     def fs(self) -> HostFS:
         return HostFS(self.root, command_prefix=fake_chroot(self.root))
@@ -151,26 +154,31 @@ class HostTree:
         siblings: Iterable[int],
         die: int = 0,
         cluster: int | None = None,
+        book: int | None = None,
+        drawer: int | None = None,
         online: bool = True,
         lists: bool = True,
+        topology: bool = True,
     ) -> HostTree:
         """One CPU's cpuN directory: its online file (none for cpu0, which x86 cannot unplug)
         and, when online, its topology; `lists=False` gives only the sibling mask, as kernels
-        before the *_list files did."""
+        before the *_list files did. `book` and `drawer` add s390's book_id and drawer_id;
+        `topology=False` leaves the topology directory out, as kernels that export none do."""
         base = f"/sys/devices/system/cpu/cpu{cpu}"
         (self.root / base.lstrip("/")).mkdir(parents=True, exist_ok=True)
         if cpu:
             self.file(f"{base}/online", int(online))
-        if not online:  # the kernel removes an offline CPU's topology
+        if not online or not topology:  # the kernel removes an offline CPU's topology
             return self
-        topology = f"{base}/topology"
-        self.file(f"{topology}/physical_package_id", package).file(f"{topology}/core_id", core)
-        self.file(f"{topology}/die_id", die)
-        if cluster is not None:
-            self.file(f"{topology}/cluster_id", cluster)
+        top = f"{base}/topology"
+        self.file(f"{top}/physical_package_id", package).file(f"{top}/core_id", core)
+        self.file(f"{top}/die_id", die)
+        for name, value in (("cluster_id", cluster), ("book_id", book), ("drawer_id", drawer)):
+            if value is not None:
+                self.file(f"{top}/{name}", value)
         if lists:
-            return self.file(f"{topology}/thread_siblings_list", _cpulist(siblings))
-        return self.file(f"{topology}/thread_siblings", _cpumask(siblings))
+            return self.file(f"{top}/thread_siblings_list", _cpulist(siblings))
+        return self.file(f"{top}/thread_siblings", _cpumask(siblings))
 
     def cpus(
         self,
@@ -237,13 +245,15 @@ class HostTree:
         cpus: Iterable[int],
         mem_kib: int,
         *,
-        distances: Iterable[int] = (10,),
+        distances: Iterable[int] | None = None,
         hugepages: Mapping[int, tuple[int, int]] | None = None,
         cpumap_only: bool = False,
         free_kib: int | None = None,
     ) -> HostTree:
         """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free); half the
-        memory is free unless `free_kib` says otherwise.
+        memory is free unless `free_kib` says otherwise. Without `distances` the node is 10
+        from itself and 20 from every other node, as the kernel writes one per online node
+        (the files of such nodes are rewritten as nodes are added).
 
         The node may list offline CPUs, as POWER kernels do. `cpumap_only` gives its CPUs as a
         cpumap alone, as kernels before node/cpulist did.
@@ -254,7 +264,14 @@ class HostTree:
             self.file(f"{base}/cpumap", _cpumask(cpus))
         else:
             self.file(f"{base}/cpulist", _cpulist(cpus))
-        self.file(f"{base}/distance", " ".join(map(str, distances)))
+        self._nodes = sorted({*self._nodes, node})
+        if distances is None:
+            self._default_distances.append(node)
+        else:
+            self.file(f"{base}/distance", " ".join(map(str, distances)))
+        for own in self._default_distances:
+            self.file(f"/sys/devices/system/node/node{own}/distance",
+                      " ".join("10" if other == own else "20" for other in self._nodes))
         self.file(f"{base}/meminfo", (
             f"Node {node} MemTotal:       {mem_kib} kB\n"
             f"Node {node} MemFree:        {free} kB\n"
@@ -943,3 +960,65 @@ def clustered(root: Path) -> HostTree:
     for cpu in range(16):
         tree.cpu(cpu, package=0, cluster=cpu // 4, core=cpu % 4, siblings=[cpu])
     return tree.numa_node(0, range(16), 32 * 2**20).meminfo(32 * 2**20)
+
+
+def without_numa(root: Path) -> HostTree:
+    """A 2-socket host on a kernel built without NUMA (CONFIG_NUMA=n): no
+    /sys/devices/system/node at all, one memory pool in /proc/meminfo and the system-wide
+    hugepage pools."""
+    tree = HostTree(root).cpus(2, 4, 2).meminfo(64 * 2**20)
+    return tree.hugepages(2048, 16, 16)
+
+
+def no_cpu_topology(root: Path) -> HostTree:
+    """A kernel that exports no cpuN/topology directory (architectures or kernels without
+    topology support): the CPUs are online, their grouping into cores and sockets is unknown."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-7").file(f"{base}/present", "0-7")
+    for cpu in range(8):
+        tree.cpu(cpu, package=0, core=cpu, siblings=[cpu], topology=False)
+    return tree.numa_node(0, range(8), 32 * 2**20).meminfo(32 * 2**20)
+
+
+def compute_units(root: Path) -> HostTree:
+    """An AMD family 15h host (Bulldozer/Piledriver): each compute unit holds two integer
+    cores with their own core_id that share a front end, FPU and L2, and the kernel lists
+    both as thread siblings. 2 NUMA nodes of 4 units, core_id 0-7 per node."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-15").file(f"{base}/offline", "")
+    for cpu in range(16):
+        first = cpu - cpu % 2
+        tree.cpu(cpu, package=0, core=cpu % 8, siblings=[first, first + 1])
+    for node in (0, 1):
+        tree.numa_node(node, range(node * 8, node * 8 + 8), 32 * 2**20,
+                       distances=(10, 16) if node == 0 else (16, 10))
+    return tree.meminfo(64 * 2**20)
+
+
+def s390_books(root: Path) -> HostTree:
+    """An s390x LPAR: 1 drawer of 2 books, 2 sockets per book, 2 SMT-2 cores per socket.
+    The machine's topology list numbers each container within its parent, so socket ids
+    (physical_package_id) and core ids repeat from book to book; only book_id and drawer_id
+    tell them apart. One NUMA node, as s390 kernels have."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-15").file(f"{base}/offline", "")
+    for cpu in range(16):
+        book, in_book = divmod(cpu, 8)
+        core = in_book // 2
+        first = cpu - cpu % 2
+        tree.cpu(cpu, package=core // 2, core=core, siblings=[first, first + 1], book=book,
+                 drawer=0)
+    return tree.numa_node(0, range(16), 64 * 2**20).meminfo(64 * 2**20)
+
+
+def no_node_hugepages(root: Path) -> HostTree:
+    """A 2-node host on a kernel before per-node hugepage pools (2.6.33): the pools exist
+    system-wide only, no nodeN/hugepages directory."""
+    tree = HostTree(root).cpus(2, 4).meminfo(64 * 2**20).hugepages(2048, 512, 512)
+    for node in (0, 1):
+        tree.numa_node(node, range(node * 4, node * 4 + 4), 32 * 2**20,
+                       distances=(10, 20) if node == 0 else (20, 10))
+    return tree

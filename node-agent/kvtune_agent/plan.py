@@ -54,7 +54,7 @@ from .probe import cpulist
 from .probe import kubelet as kubelet_probe
 from .probe.block import SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
-from .probe.memory import MEMINFO, NODES, SIZE_KIB, THP
+from .probe.memory import HUGEPAGES, MEMINFO, NODES, SIZE_KIB, THP
 from .probe.network import IPV6_ADDRESSES, ROUTES
 from .probe.sriov import held, numvfs_path
 from .systemd import UnitState
@@ -218,6 +218,8 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
         return
     pools, unknown = _readable_pools(host)
     reserved = {pool.size_kib: pool.reserved or 0 for pool in host.memory.hugepages}
+    system_sizes = {pool.size_kib for pool in host.memory.hugepages}
+    node_pools = bool(host.memory.hugepages_per_node)
     wanted: dict[tuple[int, int], _Wanted] = {}
     for index, alloc in enumerate(settings.pages):
         kib = SIZE_KIB[alloc.size]
@@ -232,6 +234,16 @@ def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> No
                     "problems say about that file"))
             elif (node_id, kib) in pools:
                 wanted[(node_id, kib)] = _Wanted(count, source, path)
+            elif kib in system_sizes and not node_pools:
+                # Kernels before 2.6.33 keep hugepage pools system-wide only: the size exists,
+                # but no node has a pool kvtune could size.
+                out.error("Hugepages", "NoPerNodeHugepages", (
+                    f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "
+                    f"{path} does not exist although {HUGEPAGES}/hugepages-{kib}kB does: this "
+                    "kernel has no per-node hugepage pools (they came with Linux 2.6.33), so "
+                    "kvtune cannot place pages on a node; run a newer kernel, or leave "
+                    "memory.hugepages unset and size the pool with the hugepages= boot "
+                    "argument, which spreads the pages over the nodes"))
             else:
                 out.error("Hugepages", "HugepageSizeUnsupported", (
                     f"{source} asks for {count} {alloc.size} pages on NUMA node {node_id}, but "

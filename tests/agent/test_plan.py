@@ -6,7 +6,13 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import DEFAULT_DISK_BYTES, HostTree, intel_two_socket, memory_tiers
+from hosttree import (
+    DEFAULT_DISK_BYTES,
+    HostTree,
+    intel_two_socket,
+    memory_tiers,
+    no_node_hugepages,
+)
 from kvtune_agent.plan import (
     PLE_CONF,
     Finding,
@@ -311,6 +317,19 @@ def test_a_page_size_the_host_does_not_offer_is_an_error(tmp_path: Path) -> None
     assert found.steps == ()
     assert "hugepages-1048576kB/nr_hugepages does not exist" in (
         _finding(found, "HugepageSizeUnsupported").message)
+
+
+def test_a_kernel_without_per_node_pools_is_told_apart_from_a_missing_size(
+    tmp_path: Path,
+) -> None:
+    found = _plan(no_node_hugepages(tmp_path), node_spec(memory=_pages("2Mi", count=64)))
+
+    assert found.steps == ()
+    findings = [f for f in found.findings if f.reason == "NoPerNodeHugepages"]
+    assert [f.severity for f in findings] == ["Error", "Error"]  # one per node
+    assert "/sys/kernel/mm/hugepages/hugepages-2048kB does" in findings[0].message
+    assert "2.6.33" in findings[0].message
+    assert not [f for f in found.findings if f.reason == "HugepageSizeUnsupported"]
 
 
 # -- KSM, numad, THP ------------------------------------------------------------------------

@@ -11,11 +11,15 @@ from hosttree import (
     HostTree,
     amd_eight_node,
     clustered,
+    compute_units,
     hybrid,
     memory_tiers,
     multi_die,
+    no_cpu_topology,
     old_kernel,
     power_smt4,
+    s390_books,
+    without_numa,
 )
 from kvtune_agent.probe import cpulist, numa
 
@@ -177,6 +181,64 @@ def test_a_node_without_cpulist_or_cpumap_is_noted(tmp_path: Path) -> None:
     assert issue.path == "/sys/devices/system/node/node0"
 
 
+def test_a_kernel_without_numa_has_no_nodes_and_says_what_the_kubelet_takes_instead(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(without_numa(tmp_path).fs())
+
+    # The kernel has no node: none is made up, though cAdvisor takes each socket for one
+    assert (found.nodes, found.online_cpus, found.sockets, found.cores) == ([], "0-15", 2, 8)
+    [warning] = numa.check(found)
+    assert (warning.severity, warning.path) == ("Warning", "/sys/devices/system/node")
+    assert "without NUMA" in warning.message
+    assert "one NUMA node per socket" in warning.message
+
+
+def test_no_sysfs_at_all_is_told_apart_from_a_kernel_without_numa(tmp_path: Path) -> None:
+    [warning] = numa.check(numa.probe(HostTree(tmp_path).fs()))
+
+    assert "--root" in warning.message and "without NUMA" not in warning.message
+
+
+def test_a_node_without_a_distance_file_is_reported(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(2, 2).numa_node(0, [0, 1], 2**20, distances=(10, 20))
+    tree.numa_node(1, [2, 3], 2**20, distances=(20, 10))
+    (tmp_path / "sys/devices/system/node/node1/distance").unlink()
+
+    found = numa.probe(tree.fs())
+
+    assert [n.distances for n in found.nodes] == [[10, 20], []]
+    [info] = numa.check(found)
+    assert (info.severity, info.path) == ("Info", "/sys/devices/system/node/node1/distance")
+
+
+def test_distances_that_do_not_match_the_nodes_are_left_out_and_noted(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(2, 2).numa_node(0, [0, 1], 2**20, distances=(10, 20, 20))
+    tree.numa_node(1, [2, 3], 2**20, distances=(20, 10))
+    fs = tree.fs()
+
+    found = numa.probe(fs)
+
+    assert [n.distances for n in found.nodes] == [[], [20, 10]]
+    [issue] = fs.take_issues()
+    assert issue.path == "/sys/devices/system/node/node0/distance"
+    assert "3 distances for 2 nodes" in issue.detail
+
+
+def test_a_node_meminfo_without_memtotal_does_not_make_the_node_memoryless(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4).numa_node(0, range(4), 2**20)
+    tree.file("/sys/devices/system/node/node0/meminfo", "")
+    fs = tree.fs()
+
+    found = numa.probe(fs)
+
+    assert (found.nodes[0].memoryless, found.nodes[0].memory_total_kib) == (False, 0)
+    assert numa.check(found) == []
+    assert [i.path for i in fs.take_issues()] == ["/sys/devices/system/node/node0/meminfo"]
+
+
 # -- topology as the kubelet counts it ------------------------------------------------------
 
 
@@ -304,3 +366,33 @@ def test_a_malformed_online_list_falls_back_to_the_cpun_online_files(tmp_path: P
 
     assert (found.online_cpus, found.cores) == ("0-2", 3)
     assert [i.path for i in fs.take_issues()] == [f"{CPUS}/online"]
+
+
+def test_cpus_without_a_topology_directory_are_invisible_to_the_cpu_manager(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(no_cpu_topology(tmp_path).fs())
+
+    assert (found.online_cpus, found.sockets, found.cores, found.kernel_cores) == ("0-7", 0, 0, 0)
+    [warning] = numa.check(found)
+    assert (warning.severity, warning.path) == ("Warning", f"{CPUS}/cpuN/topology")
+    assert "could not detect number of cpus" in warning.message
+
+
+def test_s390_books_and_drawers_keep_cores_apart_as_the_kubelet_does(tmp_path: Path) -> None:
+    found = numa.probe(s390_books(tmp_path).fs())
+
+    # cAdvisor on s390x tells cores apart by book_id and drawer_id too
+    assert (found.sockets, found.cores, found.kernel_cores, found.threads_per_core) == (
+        2, 8, 8, 2)
+    assert numa.check(found) == []
+
+
+def test_compute_unit_siblings_with_their_own_core_id_are_reported(tmp_path: Path) -> None:
+    found = numa.probe(compute_units(tmp_path).fs())
+
+    # the kubelet counts each integer core (core_id) as a core of one thread
+    assert (found.cores, found.kernel_cores, found.threads_per_core) == (16, 8, 2)
+    [info] = numa.check(found)
+    assert (info.severity, info.path) == ("Info", f"{CPUS}/cpuN/topology/thread_siblings_list")
+    assert "16 cores of one thread" in info.message and "8 sibling groups" in info.message

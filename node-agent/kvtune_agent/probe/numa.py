@@ -12,15 +12,28 @@ that can be unplugged (a CPU without one, often cpu0, is online) over the presen
 kernels that lack the list, less the offline CPUs: some kernels (POWER) keep offline CPUs in
 the list, and no VM can run on them.
 
+Nodes are the nodeN directories, the kernel's online nodes. A kernel built without NUMA
+(CONFIG_NUMA=n) has no /sys/devices/system/node at all: the report then has no node, as
+numactl has none, although cAdvisor gives the kubelet one memory-less node per
+physical_package_id; the check says so. A node's `distance` holds one value per online node in
+id order; a node without the file (old kernels), or with a list of another length, has no
+distances in the report. A node meminfo without a MemTotal line leaves its memory unknown, not
+absent.
+
 The topology is counted as the kubelet's CPU manager counts it, because that is what pins VMs.
 Its view comes from cAdvisor, which reads the same files for the online CPUs:
-- sockets: distinct topology/physical_package_id;
+- sockets: distinct topology/physical_package_id (-1, where a platform gives none, is one);
 - cores: distinct (physical_package_id, core_id) within each NUMA node, summed over the nodes
   (kubelet cpumanager/topology.Discover), so dies that are NUMA nodes of their own may repeat
-  core_id; a CPU lacking either file is left out, as cAdvisor leaves it out. die_id and cluster_id
-  play no part, so where a kernel numbers core_id per die or cluster inside one NUMA node the
-  kubelet takes threads of different cores for one core; `kernel_cores` (distinct
+  core_id; on s390 book_id and drawer_id are part of the key, as cAdvisor on s390x makes them
+  (socket and core ids restart in each book). A CPU lacking core_id or physical_package_id is
+  left out, as cAdvisor leaves it out; where every CPU lacks them (no cpuN/topology) the kubelet
+  sees no CPU and its static CPU manager refuses to start, which the check says. die_id and
+  cluster_id play no part, so where a kernel numbers core_id per die or cluster inside one NUMA
+  node the kubelet takes threads of different cores for one core; `kernel_cores` (distinct
   thread_siblings_list, the kernel's own grouping) shows it, and the check says so;
+- kernel_cores below cores: thread siblings with core_ids of their own (AMD family 15h compute
+  units); the kubelet counts each CPU a core of one thread, and the check says what that means;
 - threads per core: the most CPUs in one thread_siblings_list, and the fewest. Hybrid CPUs mix
   cores of 2 threads (P-cores) and of 1 (E-cores); the kubelet then works with online CPUs /
   cores, rounded down, as its CPUs per core, and the check says what that means.
@@ -64,7 +77,8 @@ def _cpu_states(fs: HostFS) -> tuple[set[int] | None, set[int]]:
     return online, offline or set()
 
 
-def _distances(fs: HostFS, path: str) -> list[int]:
+def _distances(fs: HostFS, path: str, nodes: int) -> list[int]:
+    """The node's distance to every node, in node id order; [] when absent or unusable."""
     text = fs.read_value(path) or ""
     try:
         distances = [int(d) for d in text.split()]
@@ -74,6 +88,12 @@ def _distances(fs: HostFS, path: str) -> list[int]:
     if len(distances) > MAX_NUMA_NODES:
         fs.note(path, f"{len(distances)} distances, more than the {MAX_NUMA_NODES} nodes a "
                 "kernel can have")
+        return []
+    # The kernel writes one distance per online node, and those are the nodeN directories; a
+    # list of another length cannot be matched to the nodes (hwloc drops it too).
+    if distances and len(distances) != nodes:
+        fs.note(path, f"{len(distances)} distances for {nodes} nodes, so they cannot be "
+                "matched to the nodes; left out")
         return []
     return distances
 
@@ -86,7 +106,9 @@ def _listed_cpus(fs: HostFS, base: str) -> set[int]:
     return listed or set()
 
 
-def _node(fs: HostFS, node_id: int, online: set[int] | None) -> tuple[NumaNode, set[int]]:
+def _node(
+    fs: HostFS, node_id: int, online: set[int] | None, nodes: int
+) -> tuple[NumaNode, set[int]]:
     """The node, and its usable CPUs: those it lists that are online (all it lists when the
     online CPUs are unknown)."""
     base = f"{NODES}/node{node_id}"
@@ -101,9 +123,10 @@ def _node(fs: HostFS, node_id: int, online: set[int] | None) -> tuple[NumaNode, 
         offline_cpus=cpulist.format_ids(listed - cpus),
         memory_total_kib=total,
         memory_free_kib=(meminfo or {}).get("MemFree", 0),
-        memoryless=meminfo is not None and total == 0,
+        # Without a MemTotal line the node's memory is unknown, not absent.
+        memoryless=meminfo is not None and "MemTotal" in meminfo and total == 0,
         memory_only=bool(total) and not cpus,
-        distances=_distances(fs, f"{base}/distance"),
+        distances=_distances(fs, f"{base}/distance", nodes),
     ), cpus
 
 
@@ -119,15 +142,19 @@ class _Topology:
 def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topology:
     """The topology of the online CPUs, by the rule in the module docstring."""
     packages: set[int] = set()
-    cores: set[tuple[int | None, int, int]] = set()
+    cores: set[tuple[int | None, int, int | None, int | None, int]] = set()
     siblings: set[frozenset[int]] = set()
     for cpu in sorted(online):
         base = f"{CPUS}/cpu{cpu}/topology"
         package = fs.read_int(f"{base}/physical_package_id")
         core = fs.read_int(f"{base}/core_id")
+        # Only s390 kernels have book_id and drawer_id (None elsewhere): the ids below them
+        # restart in each book, and cAdvisor on s390x tells cores apart by them too.
+        book = fs.read_int(f"{base}/book_id")
+        drawer = fs.read_int(f"{base}/drawer_id")
         if package is not None and core is not None:
             packages.add(package)
-            cores.add((node_of.get(cpu), package, core))
+            cores.add((node_of.get(cpu), package, book, drawer, core))
         threads = cpulist.read_either(
             fs, f"{base}/thread_siblings_list", f"{base}/thread_siblings")
         if threads:
@@ -139,7 +166,8 @@ def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topo
 
 def probe(fs: HostFS) -> NumaReport:
     online, offline = _cpu_states(fs)
-    nodes = [_node(fs, i, online) for i in node_ids(fs)]
+    ids = node_ids(fs)
+    nodes = [_node(fs, i, online, len(ids)) for i in ids]
     node_of = {cpu: node.id for node, cpus in nodes for cpu in cpus}
     topology = _topology(fs, online or set(), node_of)
     return NumaReport(
@@ -169,6 +197,13 @@ def _node_problems(numa: NumaReport) -> list[Problem]:
                 "CPUs reaches all its memory remotely; keep VMs off them (e.g. kubelet "
                 "reservedSystemCPUs) or check the DIMM population",
             ))
+        if not node.distances and len(numa.nodes) > 1:
+            problems.append(_problem(
+                "Info", f"{NODES}/node{node.id}/distance",
+                f"NUMA node {node.id} gives no usable distances (no distance file, as on old "
+                "kernels, or one that does not match the nodes): how far its memory is from "
+                "the other nodes is unknown, and the report shows none for it",
+            ))
         if node.offline_cpus:
             problems.append(_problem(
                 "Info", f"{NODES}/node{node.id}/cpulist",
@@ -179,7 +214,30 @@ def _node_problems(numa: NumaReport) -> list[Problem]:
 
 
 def _topology_problems(numa: NumaReport) -> list[Problem]:
+    online = len(cpulist.parse(numa.online_cpus))
+    if online and not numa.cores:
+        # cAdvisor leaves out every CPU without core_id or physical_package_id, and the
+        # kubelet's topology.Discover refuses a machine with no CPU left.
+        return [_problem(
+            "Warning", f"{CPUS}/cpuN/topology",
+            f"none of the {online} online CPUs has topology/core_id and "
+            "topology/physical_package_id (the kernel exports no CPU topology), so the "
+            "kubelet's CPU manager sees no CPU: with cpuManagerPolicy static the kubelet fails "
+            "to start ('could not detect number of cpus'); dedicated CPUs cannot be used on "
+            "this node until a kernel with CPU topology runs here",
+        )]
     problems = []
+    if numa.kernel_cores and numa.kernel_cores < numa.cores:
+        # AMD family 15h compute units: the kernel lists two integer cores, each with its own
+        # core_id, as thread siblings; cAdvisor groups threads by core_id alone.
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology/thread_siblings_list",
+            f"the kernel groups the CPUs into {numa.kernel_cores} sibling groups "
+            f"(thread_siblings_list) whose CPUs have core_ids of their own (AMD compute "
+            "units: two integer cores sharing a front end, FPU and L2), so the kubelet's CPU "
+            f"manager counts {numa.cores} cores of one thread: full-pcpus-only does not keep "
+            "the other CPU of a VM's unit away from other pods",
+        ))
     if numa.kernel_cores > numa.cores:
         problems.append(_problem(
             "Warning", f"{CPUS}/cpuN/topology/core_id",
@@ -189,7 +247,6 @@ def _topology_problems(numa: NumaReport) -> list[Problem]:
             "it takes threads of different cores for one core, and its full-pcpus-only option "
             "hands a VM CPUs of two cores as one; do not rely on it on this node",
         ))
-    online = len(cpulist.parse(numa.online_cpus))
     if numa.cores and numa.min_threads_per_core < numa.threads_per_core:
         problems.append(_problem(
             "Info", f"{CPUS}/cpuN/topology/thread_siblings_list",
@@ -206,11 +263,22 @@ def check(numa: NumaReport) -> list[Problem]:
     """Findings: no NUMA information, memoryless nodes with CPUs, nodes listing offline CPUs,
     offline CPUs, a topology the kubelet reads differently from the kernel. Memory-only nodes
     are normal (CXL, HBM, GPU memory): marked in the report, not a finding."""
+    if not numa.nodes and numa.online_cpus:
+        # sysfs is there (it shows CPUs) but has no node directory: CONFIG_NUMA=n. No node is
+        # made up for the report, though cAdvisor then gives the kubelet one per package.
+        return [_problem(
+            "Warning", NODES,
+            f"{NODES} is missing although sysfs shows CPUs: the kernel is built without NUMA "
+            "(numactl says 'No NUMA available'), so VM placement cannot be NUMA-aware and no "
+            "per-node hugepages can be planned; the kubelet (cAdvisor) then takes one NUMA "
+            "node per socket (physical_package_id), without memory, so its topology manager "
+            "aligns VMs to sockets only; use a kernel with CONFIG_NUMA on multi-socket hosts",
+        ), *_topology_problems(numa)]
     if not numa.nodes:
         return [_problem(
             "Warning", NODES,
-            f"no NUMA nodes under {NODES} (kernel without NUMA, or sysfs not mounted "
-            "under --root): VM placement cannot be NUMA-aware",
+            f"no NUMA nodes under {NODES} and no CPUs under {CPUS}: sysfs is not mounted "
+            "under --root; mount the host's /sys there",
         )]
     problems = _node_problems(numa)
     if numa.offline_cpus:
