@@ -4,7 +4,7 @@ Every model derives from `BaseModel` here: pydantic's, with the camelCase names 
 for snake_case attributes. The kinds' roots derive from kube_custom_resource's CustomResource
 (`resource.py`), which turns the models into structural CRD schemas; this module does not
 import kube_custom_resource, because the node agent's probe loads these models on every run and
-that library alone costs it tens of milliseconds (bench/probe_bench.py).
+that library cost `kvtune probe` about 10 ms of its whole run (bench/probe_bench.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ class BaseModel(pydantic.BaseModel):
 
     The same settings as kube_custom_resource's BaseModel, which the kinds' roots derive from:
     both names are accepted, dumps use the camelCase names, and an assignment is validated like
-    the constructor's arguments.
+    the constructor's arguments. Its schema hook for models with `extra="allow"`
+    (x-kubernetes-preserve-unknown-fields) is not carried over: no model of the API allows
+    unknown fields, and the CRD test would show the schema change if one did.
     """
 
     model_config = ConfigDict(
