@@ -19,6 +19,7 @@ Run: .venv/bin/python bench/probe_bench.py [--runs N] [--cli-runs N]
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -37,6 +38,26 @@ from hosttree import large_host
 
 #: The whole `kvtune probe --json` process on a real host, in milliseconds (issue 14).
 TARGET_MS = 150
+#: What `kvtune probe --json` does, step by step, each step timed in one fresh process; the
+#: pydantic step first, so that the next one shows what building the first models adds.
+STAGES = """
+import json, sys, time
+stages, last = {}, time.perf_counter()
+def done(name):
+    global last
+    now = time.perf_counter(); stages[name] = (now - last) * 1000; last = now
+import argparse, dataclasses, pathlib, subprocess, threading; done("stdlib modules it uses")
+from pydantic import BaseModel, Field; done("pydantic import")
+from kvtune_cli.main import build_parser; build_parser().parse_args(["probe", "--json"])
+done("argument parser")
+import kvtune_api.v1alpha1.common; done("first models (pydantic's lazy imports)")
+import kvtune_api.v1alpha1.host; done("host report models")
+from kvtune_agent.hostfs import HostFS; from kvtune_agent.probe import probe_host
+done("probe modules")
+fs = HostFS(pathlib.Path("/")); report = probe_host(fs, fs.processes()); done("probe of /")
+report.model_dump_json(indent=2, exclude_none=True); done("JSON")
+print(json.dumps(stages))
+"""
 #: The least a process that validates and prints a pydantic model does.
 ONE_MODEL = """
 from pydantic import BaseModel, Field
@@ -82,6 +103,17 @@ def _side_by_side(groups: dict[str, list[list[str]]], runs: int) -> dict[str, li
     return timings
 
 
+def _stages(python: list[str], runs: int) -> str:
+    """Median milliseconds of each step of the probe's process (STAGES), over `runs` processes."""
+    figures: dict[str, list[float]] = {}
+    for _ in range(runs + 1):
+        out = subprocess.run([*python, "-c", STAGES], capture_output=True, text=True, check=True)
+        for name, ms in json.loads(out.stdout).items():
+            figures.setdefault(name, []).append(ms)
+    return "where kvtune probe's time goes (median ms, interpreter start not included): " + (
+        ", ".join(f"{name} {statistics.median(ms[1:]):.1f}" for name, ms in figures.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="probe runs on the synthetic host")
@@ -107,7 +139,6 @@ def main() -> None:
     timings = _side_by_side({
         "kvtune probe --json on /": [[*python, "-m", "kvtune_cli.main", "probe", "--json"]],
         "lscpu -J; numactl -H": [["lscpu", "-J"], ["numactl", "-H"]],
-        "(python start + kvtune imports only)": [[*python, "-c", "import kvtune_agent.report"]],
         "(floor: python start + pydantic's BaseModel)": [
             [*python, "-c", "from pydantic import BaseModel"]],
         "(floor: python start + one pydantic model built and dumped)": [
@@ -117,6 +148,7 @@ def main() -> None:
         print(_summary(label, figures))
     kvtune, native = timings["kvtune probe --json on /"], timings["lscpu -J; numactl -H"]
     floor = timings["(floor: python start + one pydantic model built and dumped)"]
+    print(_stages(python, args.cli_runs))
     print(f"ratio of medians (kvtune / lscpu+numactl): "
           f"{statistics.median(kvtune) / statistics.median(native):.1f}x; target for kvtune: "
           f"at most {TARGET_MS} ms, median {statistics.median(kvtune):.0f} ms, of which "
