@@ -58,12 +58,17 @@ fs = HostFS(pathlib.Path("/")); report = probe_host(fs, fs.processes()); done("p
 report.model_dump_json(indent=2, exclude_none=True); done("JSON")
 print(json.dumps(stages))
 """
-#: The least a process that validates and prints a pydantic model does.
+#: The least a process that validates and prints a pydantic model does, ending as `kvtune probe`
+#: ends (no cyclic garbage collector, no interpreter teardown: kvtune_cli.main.main).
 ONE_MODEL = """
+import gc, os, sys
+gc.disable()
 from pydantic import BaseModel, Field
 class Report(BaseModel):
     cpus: int = Field(default=0, description="CPUs")
 print(Report(cpus=2).model_dump_json())
+sys.stdout.flush()
+os._exit(0)
 """
 
 

@@ -73,6 +73,21 @@ def test_the_cli_prints_json_that_parses_back_into_a_host_report(tmp_path: Path)
     assert json.loads(out)["cpu"]["hypervisorGuest"] is True
 
 
+def test_the_cli_probe_ends_quietly_when_its_reader_goes_away(tmp_path: Path) -> None:
+    # `kvtune probe --json | head`: the JSON of a large host is more than a pipe holds, so the
+    # flush before the quick exit meets a closed pipe; a status, not a traceback.
+    large_host(tmp_path)
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "kvtune_cli.main", "probe", "--root", str(tmp_path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert probe.stdout is not None and probe.stderr is not None
+    probe.stdout.read(10)
+    probe.stdout.close()
+
+    assert probe.wait(timeout=60) == 1
+    assert probe.stderr.read() == b""
+
+
 #: Modules that each cost milliseconds to import and that `kvtune probe --json` needs none of
 #: (the kubelet's YAML only where a kubelet config exists; the text report only without --json;
 #: kube_custom_resource only to render CRDs, and secrets only for the operator's peering).

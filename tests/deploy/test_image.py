@@ -58,7 +58,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 
 def test_the_wheel_installs_the_kvtune_command(wheel: zipfile.ZipFile) -> None:
     [entry_points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
-    assert "kvtune = kvtune_cli.main:main" in wheel.read(entry_points).decode()
+    assert "kvtune = kvtune_cli.main:run" in wheel.read(entry_points).decode()
 
 
 def test_the_wheel_holds_every_module_of_the_four_packages(wheel: zipfile.ZipFile) -> None:
