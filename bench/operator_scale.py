@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import psutil
 import yaml
 from kubernetes import client, config, watch
-from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir
+from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, stop_process
 
 # The CRD helper is the tests' own (tests/support), as in webhook_bench.py.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
@@ -126,12 +126,7 @@ def operator_process(kubeconfig: pathlib.Path, log_path: pathlib.Path
         try:
             yield op
         finally:
-            op.terminate()
-            try:
-                op.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                op.kill()
-                op.wait()
+            stop_process(op, timeout=30)
 
 
 def run(n: int, steady_seconds: float) -> None:

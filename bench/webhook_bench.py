@@ -61,7 +61,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.labels import READY_LABEL
-from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port
+from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port, stop_process
 from kvtune_operator import webhook
 from kvtune_operator.kube import Kube
 from kvtune_operator.profiles import Profile
@@ -210,12 +210,7 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=30)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,13 @@ import tempfile
 import time
 import typing as t
 
-from .localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir, free_port
+from .localcluster import (
+    ControlPlaneError,
+    LocalCluster,
+    control_plane_bin_dir,
+    free_port,
+    stop_process,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROFILE = REPO / "deploy" / "samples" / "audit-only.yaml"
@@ -61,13 +67,10 @@ class Demo:
             ))
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        for proc in reversed(self.procs):  # all asked at once, so they stop side by side
             proc.terminate()
         for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, timeout=10)
 
     def get(self, *what: str) -> dict[str, t.Any]:
         out: dict[str, t.Any] = json.loads(self.kubectl("get", *what, "-o", "json", show=False))

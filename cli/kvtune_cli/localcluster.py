@@ -117,6 +117,18 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; returns once it is
+    gone. Safe on a process that has already exited."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec. If the test process is killed outright (SIGKILL,
     # a timeout's os._exit), its context managers never run; PR_SET_PDEATHSIG makes the kernel
@@ -364,14 +376,7 @@ class LocalCluster:
             # Newest first: kube-apiserver stops in about a second while etcd is up, but keeps
             # retrying etcd until killed if etcd goes first.
             while self._processes:
-                process = self._processes.pop()
-                if process.popen.poll() is None:
-                    process.popen.terminate()
-                try:
-                    process.popen.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.popen.kill()
-                    process.popen.wait()
+                stop_process(self._processes.pop().popen, timeout)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -36,6 +36,7 @@ from kvtune_agent.audit import AuditPolicy, audit_node
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
+from kvtune_cli.localcluster import stop_process
 
 from .netns import Network, Pod, run
 from .support import REALHOST, guarded_tunables
@@ -117,12 +118,7 @@ def _daemons(work: Path) -> Iterator[None]:
         yield
     finally:
         for daemon in reversed(started):
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop_process(daemon, timeout=20)
         if own_conf:
             os.unlink(QEMU_CONF)
         for directory in made:
