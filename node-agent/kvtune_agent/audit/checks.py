@@ -161,7 +161,10 @@ class _Host:
 
     @classmethod
     def of(cls, host: HostReport) -> _Host:
-        node_of_cpu = {cpu: node.id for node in host.numa.nodes for cpu in cpulist.parse(node.cpus)}
+        # A CPU that several nodes list (wrong firmware tables) has no node to judge by.
+        ambiguous = cpulist.parse(host.numa.overlapping_cpus)
+        node_of_cpu = {cpu: node.id for node in host.numa.nodes
+                       for cpu in cpulist.parse(node.cpus) - ambiguous}
         nodes = tuple(
             (node.id, node.cpu_count, node.memory_total_kib)
             for node in host.numa.nodes
