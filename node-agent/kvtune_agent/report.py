@@ -120,8 +120,10 @@ def _cpu(page: _Page, report: HostReport) -> None:
 def _ple(page: _Page, ple: PleReport) -> None:
     page.heading("PAUSE-LOOP EXITING (vmxcap)", "PLE")
     if not ple.applicable:
-        page.row("Applicable:", "no, an x86 notion (VT-x, AMD-V)")
-        page.row("Instead:", _or_dash(ple.equivalent))
+        page.row("Applicable:", "no: PLE belongs to VT-x and AMD-V, which KVM does not use here")
+        lines = textwrap.wrap(_or_dash(ple.equivalent), WIDTH - LABEL_WIDTH - 4)
+        for line in lines:
+            page.row("Instead:" if line is lines[0] else "", line)
         return
     page.row("Supported:", ple.supported, "PLE")
     page.row("Enabled:", ple.enabled, "PLE")
