@@ -163,6 +163,8 @@ def configuration(config: KubeVirtConfig) -> Obj:
         body["additionalGuestMemoryOverheadRatio"] = config.overhead_ratio
     if config.memory_overcommit != 100:
         body["developerConfiguration"]["memoryOvercommit"] = config.memory_overcommit
+    if config.stage_rollout:
+        body["vmRolloutStrategy"] = config.vm_rollout_strategy
     return body
 
 
