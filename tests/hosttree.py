@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
 import threading
 import time
@@ -1111,6 +1112,8 @@ def s390_lpar(root: Path) -> HostTree:
                    for i in range(16))
     tree.file("/proc/cpuinfo", header + cpus)
     tree.kvm_module("kvm", halt_poll_ns=50000)
+    # s390's hugepages are 1 MiB (the segment size), not the 2 MiB x86 default s390_books has.
+    shutil.rmtree(root / "sys/kernel/mm/hugepages/hugepages-2048kB")
     return tree.meminfo(64 * 2**20, hugepage_kib=1024)
 
 
