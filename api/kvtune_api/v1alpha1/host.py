@@ -17,6 +17,8 @@ from .common import BaseModel, Opt
 #: Answers the probe can prove either way, or not.
 Tri = t.Literal["Yes", "No", "Unknown"]
 Severity = t.Literal["Error", "Warning", "Info"]
+#: How KVM can run guests on a host (CpuReport.virtualization says what each value means).
+Virtualization = t.Literal["VMX", "SVM", "ARM", "SIE", "POWER", "PVM", "None", "Unknown"]
 #: The kernel's cpulist format (/sys/devices/system/cpu/online); empty means no CPUs.
 CpuList = t.Annotated[str, Field(pattern=r"^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$")]
 #: Upper bounds that keep the report far below the apiserver's object size limit; they sit at
@@ -103,7 +105,7 @@ class CpuReport(BaseModel):
         description="The processor architecture, from the shape of /proc/cpuinfo; absent: not "
         "recognised.",
     )
-    virtualization: t.Literal["VMX", "SVM", "ARM", "SIE", "POWER", "PVM", "None", "Unknown"] = (
+    virtualization: Virtualization = (
         Field(
             default="Unknown",
             description=(

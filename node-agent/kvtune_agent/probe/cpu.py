@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import typing as t
 
-from kvtune_api.v1alpha1.host import CpuReport, Evidence, PleReport, Problem, Tri
+from kvtune_api.v1alpha1.host import (
+    CpuReport,
+    Evidence,
+    PleReport,
+    Problem,
+    Tri,
+    Virtualization,
+)
 
 from ..hostfs import HostFS
 
@@ -32,10 +39,9 @@ PLE_ALLOWED_BIT = 42
 INTEL_PARAMS = ("ple_gap", "ple_window", "ple_window_grow", "ple_window_shrink", "ple_window_max")
 AMD_PARAMS = ("pause_filter_count", "pause_filter_thresh")
 Architecture = t.Literal["x86", "arm64", "s390", "power"]
-#: The KVM modules that run guests, with how they run them; `kvm` alone is the whole of KVM on
-#: arm64 and s390x only (on x86 and POWER it is the core the others plug into).
-KVM_MODULES = {"kvm_intel": "VMX", "kvm_amd": "SVM", "kvm_pvm": "PVM", "kvm_hv": "POWER",
-               "kvm_pr": "POWER"}
+#: The KVM modules that run guests, in the order they are looked for; `kvm` alone is the whole
+#: of KVM on arm64 and s390x only (on x86 and POWER it is the core the others plug into).
+KVM_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
 WHOLE_KVM: frozenset[str] = frozenset({"arm64", "s390"})
 #: The SVM feature flags a kernel prints beside svm when it prints any (pausefilter among them).
 SVM_FEATURES = frozenset({
@@ -45,7 +51,7 @@ SVM_FEATURES = frozenset({
 #: AMD families whose every CPU has the pause filter (family 15h on: CPUID 8000_000A EDX[10]).
 AMD_PAUSE_FILTER_FAMILY = 0x15
 #: What makes a waiting vCPU yield where KVM does not run on VT-x or AMD-V.
-PLE_EQUIVALENT = {
+PLE_EQUIVALENT: dict[Virtualization, str] = {
     "ARM": "arm64 has no PAUSE loop to exit on: its spinlocks wait with WFE, and KVM traps WFE "
     "(by default while other tasks wait for the physical CPU), so a waiting vCPU yields as PLE "
     "makes it yield on x86; nothing to turn on",
@@ -199,7 +205,7 @@ def _kvm_module(fs: HostFS, architecture: Architecture | None) -> str | None:
 
 def _virtualization(
     architecture: Architecture | None, info: dict[str, str], module: str | None
-) -> str:
+) -> Virtualization:
     flags = set(info.get("flags", "").split())
     if architecture == "x86":
         if "vmx" in flags:
@@ -216,7 +222,7 @@ def _virtualization(
     return "Unknown"
 
 
-def _not_applicable(virtualization: str, module: str | None) -> PleReport:
+def _not_applicable(virtualization: Virtualization, module: str | None) -> PleReport:
     source = f"/sys/module/{module}" if virtualization == "PVM" else CPUINFO
     observed = ("kvm_pvm runs the guests" if virtualization == "PVM"
                 else f"not an x86 CPU ({virtualization})")
@@ -244,20 +250,20 @@ def probe(fs: HostFS) -> CpuReport:
         ])
     else:
         ple = PleReport()
-    return CpuReport.model_validate({
-        "vendor": info.get("vendor_id"),
-        "model_name": info.get("model name") or info.get("cpu"),
-        "family": _int(info.get("cpu family")),
-        "model": _int(info.get("model")),
-        "stepping": _int(info.get("stepping")),
-        "logical_cpus": sum(1 for line in text.splitlines() if line.startswith("processor")),
-        "architecture": architecture,
-        "virtualization": virtualization,
-        "kvm_module": module,
-        "hypervisor_guest": "hypervisor" in flags,
-        "kvm_device": fs.exists("/dev/kvm"),
-        "ple": ple,
-    })
+    return CpuReport(
+        vendor=info.get("vendor_id"),
+        model_name=info.get("model name") or info.get("cpu"),
+        family=_int(info.get("cpu family")),
+        model=_int(info.get("model")),
+        stepping=_int(info.get("stepping")),
+        logical_cpus=sum(1 for line in text.splitlines() if line.startswith("processor")),
+        architecture=architecture,
+        virtualization=virtualization,
+        kvm_module=module,
+        hypervisor_guest="hypervisor" in flags,
+        kvm_device=fs.exists("/dev/kvm"),
+        ple=ple,
+    )
 
 
 def _ple_problems(ple: PleReport) -> list[Problem]:
