@@ -306,3 +306,9 @@ def test_the_real_root_running_kvm_through_a_module_is_not_told_kvm_cannot_run()
 
     assert found.kvm_module is not None
     assert not [p for p in cpu.check(found) if p.severity == "Error"]
+
+
+def test_an_arm64_cpu_is_named_by_its_implementer_and_part(tmp_path: Path) -> None:
+    found = cpu.probe(arm64_server(tmp_path).fs())
+
+    assert (found.vendor, found.model_name, found.logical_cpus) == ("ARM", "CPU part 0xd0c", 64)

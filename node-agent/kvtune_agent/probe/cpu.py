@@ -50,6 +50,12 @@ SVM_FEATURES = frozenset({
 })
 #: AMD families whose every CPU has the pause filter (family 15h on: CPUID 8000_000A EDX[10]).
 AMD_PAUSE_FILTER_FAMILY = 0x15
+#: arm64's `CPU implementer` codes, named as lscpu names them (arm64 cpuinfo has no vendor).
+ARM_IMPLEMENTERS = {
+    0x41: "ARM", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 0x48: "HiSilicon",
+    0x4E: "NVIDIA", 0x50: "APM", 0x51: "Qualcomm", 0x61: "Apple", 0x6D: "Microsoft",
+    0xC0: "Ampere",
+}
 #: What makes a waiting vCPU yield where KVM does not run on VT-x or AMD-V.
 PLE_EQUIVALENT: dict[Virtualization, str] = {
     "ARM": "arm64 has no PAUSE loop to exit on: its spinlocks wait with WFE, and KVM traps WFE "
@@ -193,6 +199,17 @@ def _architecture(info: dict[str, str]) -> Architecture | None:
     return None
 
 
+def _vendor(info: dict[str, str]) -> str | None:
+    """vendor_id (x86, s390), else arm64's implementer by name."""
+    implementer = info.get("CPU implementer")
+    if "vendor_id" in info or implementer is None:
+        return info.get("vendor_id")
+    try:
+        return ARM_IMPLEMENTERS.get(int(implementer, 16), implementer)
+    except ValueError:
+        return implementer
+
+
 def _kvm_module(fs: HostFS, architecture: Architecture | None) -> str | None:
     """The loaded KVM module that runs guests: a directory under /sys/module, which built-in
     modules with parameters have too (kvm_pvm, arm64's kvm)."""
@@ -251,8 +268,10 @@ def probe(fs: HostFS) -> CpuReport:
     else:
         ple = PleReport()
     return CpuReport(
-        vendor=info.get("vendor_id"),
-        model_name=info.get("model name") or info.get("cpu"),
+        vendor=_vendor(info),
+        # x86's model name, POWER's cpu, arm64's part number (lscpu's name table is not kept).
+        model_name=info.get("model name") or info.get("cpu") or (
+            f"CPU part {info['CPU part']}" if "CPU part" in info else None),
         family=_int(info.get("cpu family")),
         model=_int(info.get("model")),
         stepping=_int(info.get("stepping")),
