@@ -121,7 +121,8 @@ def _ple(page: _Page, ple: PleReport) -> None:
     page.heading("PAUSE-LOOP EXITING (vmxcap)", "PLE")
     if not ple.applicable:
         page.row("Applicable:", "no: PLE belongs to VT-x and AMD-V, which KVM does not use here")
-        lines = textwrap.wrap(_or_dash(ple.equivalent), WIDTH - LABEL_WIDTH - 4)
+        instead = ple.equivalent or f"nothing: {ple.evidence[0].observed}"
+        lines = textwrap.wrap(instead, WIDTH - LABEL_WIDTH - 4)
         for line in lines:
             page.row("Instead:" if line is lines[0] else "", line)
         return

@@ -66,12 +66,12 @@ class PleReport(BaseModel):
         default=True,
         description="False where KVM does not run guests with VT-x or AMD-V (arm64, s390x, "
         "POWER, kvm_pvm): PLE is an x86 notion there, `supported` and `enabled` are No, and "
-        "`equivalent` says what plays its part.",
+        "`equivalent` says what plays its part, if anything.",
     )
     equivalent: Opt[str] = Field(
         default=None,
-        description="Where PLE is not applicable: what makes a waiting vCPU yield instead, if "
-        "anything.",
+        description="Where PLE is not applicable: what makes a waiting vCPU yield instead; "
+        "absent where nothing does (kvm_pvm), and then vCPUs are not to be overcommitted.",
     )
     ple_gap: Opt[int] = Field(default=None, description="kvm_intel ple_gap; 0 turns PLE off.")
     ple_window: Opt[int] = Field(default=None, description="kvm_intel ple_window (cycles).")

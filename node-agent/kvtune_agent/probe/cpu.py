@@ -65,10 +65,11 @@ PLE_EQUIVALENT: dict[Virtualization, str] = {
     "0x44), which KVM honours; nothing to turn on",
     "POWER": "POWER guests give up a spinning vCPU themselves (the H_CONFER hypercall of "
     "their paravirtual spinlocks), which KVM honours; nothing to turn on",
-    "PVM": "none: kvm_pvm runs guests without VT-x or AMD-V, so there is no VM exit on PAUSE; "
-    "only a guest's paravirtual spinlocks make a waiting vCPU yield, so a vCPU spinning on a "
-    "descheduled lock holder burns its host CPU",
 }
+#: Why nothing stands in for PLE under kvm_pvm.
+PVM_NO_PLE = ("kvm_pvm runs the guests without VT-x or AMD-V, so there is no VM exit on PAUSE; "
+              "only a guest's paravirtual spinlocks make a waiting vCPU yield, so a vCPU "
+              "spinning on a descheduled lock holder burns its host CPU")
 
 
 def _first_processor(text: str) -> dict[str, str]:
@@ -240,12 +241,14 @@ def _virtualization(
 
 
 def _not_applicable(virtualization: Virtualization, module: str | None) -> PleReport:
-    source = f"/sys/module/{module}" if virtualization == "PVM" else CPUINFO
-    observed = ("kvm_pvm runs the guests" if virtualization == "PVM"
-                else f"not an x86 CPU ({virtualization})")
+    """PLE where KVM does not run on VT-x or AMD-V: what stands in for it, or (kvm_pvm) why
+    nothing does."""
+    if virtualization == "PVM":
+        evidence = Evidence(source=f"/sys/module/{module}", observed=PVM_NO_PLE)
+    else:
+        evidence = Evidence(source=CPUINFO, observed=f"not an x86 CPU ({virtualization})")
     return PleReport(supported="No", enabled="No", applicable=False, module=module,
-                     equivalent=PLE_EQUIVALENT[virtualization],
-                     evidence=[Evidence(source=source, observed=observed)])
+                     equivalent=PLE_EQUIVALENT.get(virtualization), evidence=[evidence])
 
 
 def probe(fs: HostFS) -> CpuReport:
@@ -259,7 +262,7 @@ def probe(fs: HostFS) -> CpuReport:
         ple = _intel_ple(fs, info)
     elif virtualization == "SVM":
         ple = _amd_ple(fs, flags, info, "hypervisor" in flags)
-    elif virtualization in PLE_EQUIVALENT:
+    elif virtualization in (*PLE_EQUIVALENT, "PVM"):
         ple = _not_applicable(virtualization, module)
     elif virtualization == "None":
         ple = PleReport(supported="No", enabled="No", evidence=[
