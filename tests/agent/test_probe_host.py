@@ -15,10 +15,15 @@ from typing import Any
 import pytest
 from hosttree import (
     HostTree,
+    amd_eight_node,
+    amd_old_kernel,
     arm64_server,
     compute_units,
     intel_two_socket,
     large_host,
+    power9_host,
+    pvm_guest,
+    s390_lpar,
     vm_guest,
 )
 from kvtune_agent import probe
@@ -266,3 +271,18 @@ def test_the_text_report_says_ple_is_an_x86_notion_on_other_architectures(
 
     assert "PLE belongs to VT-x and AMD-V" in text and "WFE" in text
     assert "KVM module:" in text
+
+
+@pytest.mark.parametrize(
+    "build",
+    [intel_two_socket, amd_eight_node, large_host, arm64_server, s390_lpar, power9_host,
+     pvm_guest, amd_old_kernel],
+)
+def test_a_healthy_host_of_any_architecture_raises_no_warning(
+    tmp_path: Path, build: Callable[[Path], HostTree]
+) -> None:
+    # Whole hosts (cpuinfo, KVM, sysfs, meminfo), healthy as a careful operator would call
+    # them: what is worth knowing there is an Info with its evidence.
+    problems = probe_host(build(tmp_path).fs()).problems
+
+    assert [p.message for p in problems if p.severity != "Info"] == []
