@@ -52,13 +52,27 @@ TPM = 53 * Mi  # the swtpm process
 DEDICATED_OR_GUARANTEED = 100 * Mi
 
 
-#: A KubeVirt version as its virt-operator parses one (github.com/coreos/go-semver, after the
-#: "v" is trimmed): major.minor.patch, an optional -prerelease and +metadata. Builds carry
-#: `git describe` turned semver by hack/version.sh: v1.9.0-beta.0.12+<sha> is 12 commits past
-#: the v1.9.0-beta.0 tag, v1.9.0-3+<sha> 3 past v1.9.0.
-_SEMVER = re.compile(
-    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?"
-)
+#: The parts of a version as github.com/coreos/go-semver takes them, which KubeVirt's
+#: virt-operator parses versions with (after trimming one "v"): three dotted integers (Go's
+#: ParseInt: an optional "+", digits), a -prerelease and +metadata of dotted identifiers.
+_NUMBER = re.compile(r"\+?[0-9]+")
+_IDENTIFIERS = re.compile(r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*")
+
+
+def parse_version(version: str) -> tuple[int, int, list[str]] | None:
+    """(major, minor, prerelease identifiers) as go-semver's Version.Set reads `version`, or
+    None where it refuses it. Builds carry `git describe` turned semver by KubeVirt's
+    hack/version.sh: v1.9.0-beta.0.12+<sha> is 12 commits past v1.9.0-beta.0."""
+    rest, _, metadata = version.removeprefix("v").partition("+")
+    rest, _, pre = rest.partition("-")
+    parts = rest.split(".", 2)
+    if len(parts) != 3 or not all(_NUMBER.fullmatch(p) for p in parts):
+        return None
+    if any(ids and not _IDENTIFIERS.fullmatch(ids) for ids in (pre, metadata)):
+        return None
+    return int(parts[0]), int(parts[1]), pre.split(".") if pre else []
+
+
 #: The last minor release with the 30Mi constant.
 LAST_30MI = (1, 9)
 
@@ -74,14 +88,14 @@ def qemu_overhead_for(version: str | None) -> tuple[int, str | None]:
     operator takes such a version for a newer one. Both get the larger, safe figure."""
     if version is None:
         return QEMU_UNTIL_V1_9, None
-    found = _SEMVER.fullmatch(version.strip().removeprefix("v"))
+    found = parse_version(version)
     if found is None:
         return QEMU_AFTER_V1_9, (
             f"KubeVirt's version {version!r} is not a release version (a nightly or custom "
             f"build), so whether its QEMU overhead is {QEMU_UNTIL_V1_9 // Mi}Mi (up to "
             f"v1.9) or {QEMU_AFTER_V1_9 // Mi}Mi (after) is unknown: kvtune counts the larger")
-    release = (int(found[1]), int(found[2]))
-    pre = (found[4] or "").split(".")
+    major, minor, pre = found
+    release = (major, minor)
     if release == LAST_30MI and pre[:2] == ["beta", "0"] and len(pre) > 2:
         return QEMU_AFTER_V1_9, (
             f"KubeVirt's version {version!r} is a build past the v{release[0]}.{release[1]}.0-"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kvtune_api.kubevirt_overhead import Mi
+from kvtune_api.kubevirt_overhead import Mi, parse_version
 from kvtune_operator.profiles import Profile
 from kvtune_operator.vmi import KubeVirtConfig, memory_overhead, validate_vmi, vmi_demand
 from kvtune_operator.vmi.mutate import OVERHEAD_ANNOTATION
@@ -274,3 +274,20 @@ def test_a_request_off_the_page_boundary_is_rounded_to_whole_pages_not_refused(
     request = quantity_bytes(outcome.stored["spec"]["domain"]["resources"]["requests"]["memory"],
                              "request")
     assert request % (1024 * Mi) == 0 and request >= 2560 * Mi
+
+
+#: Released, pre-release, `git describe` (KubeVirt's hack/version.sh) and nightly forms, and
+#: strings that are not versions.
+VERSIONS = [
+    "v1.9.0", "v1.9.2", "1.10.0", "v1.10.0-alpha.0", "v1.9.0-beta.0", "v1.9.0-rc.1",
+    "v1.9.0-beta.0.123+5c1a0f3e2d1b4a", "v1.9.0-rc.0.7+0123456789abcd", "v1.9.2-4+abcdef",
+    "v1.09.0", "v+1.9.0", "20260301_1a2b3c4", "devel", "latest", "v1.9", "v1.9.0.1",
+    "v1.10.0-beta_1", "v 1.10.0", "v1.9.0-", "v1.9.0+", "vv1.9.0", "v1.9.0-beta..1", "",
+]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubevirt_versions_are_read_as_kubevirts_operator_reads_them(
+    kubevirt_oracle: Oracle, version: str
+) -> None:
+    assert parse_version(version) == kubevirt_oracle.version(version)

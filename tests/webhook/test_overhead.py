@@ -198,6 +198,8 @@ def test_page_tables_are_sized_from_the_memory_request(domain: Obj, page_tables:
         pytest.param("v1.9.0-rc.0.7+0123456789abcd", 220 * Mi, id="release branch past rc.0"),
         pytest.param("v1.8.0-beta.0.40+0123456789abcd", 220 * Mi, id="main while v1.9 grew"),
         pytest.param("v2.0.0", 240 * Mi, id="a later major release"),
+        pytest.param("1.10.0", 240 * Mi, id="without the v"),
+        pytest.param("v1.09.0", 220 * Mi, id="a leading zero, which Go's ParseInt takes"),
     ],
 )
 def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes: int) -> None:
@@ -215,6 +217,8 @@ def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes
         pytest.param("devel", "not a release version", id="a custom image tag"),
         pytest.param("v1.9", "not a release version", id="not semver: no patch"),
         pytest.param("latest", "not a release version", id="latest"),
+        pytest.param("v1.10.0-beta_1", "not a release version", id="a bad prerelease"),
+        pytest.param("v 1.10.0", "not a release version", id="a space"),
     ],
 )
 def test_a_version_that_cannot_be_placed_takes_the_larger_figure_and_says_so(
