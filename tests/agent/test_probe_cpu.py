@@ -285,6 +285,7 @@ def test_an_s390_lpar_without_sie_cannot_run_kvm(tmp_path: Path) -> None:
     tree = s390_lpar(tmp_path)
     text = (tmp_path / "proc/cpuinfo").read_text().replace(" sie", "")
     tree.file("/proc/cpuinfo", text)
+    (tmp_path / "dev/kvm").unlink()  # kvm does not initialise without SIE
 
     [error] = cpu.check(cpu.probe(tree.fs()))
 
@@ -314,3 +315,12 @@ def test_an_arm64_cpu_is_named_by_its_implementer_and_part(tmp_path: Path) -> No
     found = cpu.probe(arm64_server(tmp_path).fs())
 
     assert (found.vendor, found.model_name, found.logical_cpus) == ("ARM", "CPU part 0xd0c", 64)
+
+
+def test_dev_kvm_without_a_backend_kvtune_knows_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpuinfo(2, flags=f"{INTEL_FLAGS} hypervisor").file("/dev/kvm", b"")
+
+    [warning] = cpu.check(cpu.probe(tree.fs()))
+
+    assert (warning.severity, warning.path) == ("Warning", "/dev/kvm")
+    assert "backend kvtune cannot judge" in warning.message

@@ -340,6 +340,15 @@ _KVM_ADVICE = {
 
 
 def _no_virtualization(cpu: CpuReport) -> Problem:
+    if cpu.kvm_device:
+        # /dev/kvm exists only once a backend initialised: one kvtune does not know runs here.
+        return Problem(
+            severity="Warning", feature="CPU", path="/dev/kvm",
+            message="/dev/kvm exists although the CPU offers no hardware virtualization kvtune "
+            f"knows ({'no' if cpu.kvm_module is None else cpu.kvm_module} KVM module it "
+            "recognises is loaded): KVM runs guests through a backend kvtune cannot judge; check "
+            "with a test VM, and do not overcommit vCPUs here",
+        )
     if cpu.architecture == "s390":
         what = ("the CPU's features do not list sie (Start Interpretive Execution): KVM cannot "
                 "run guests in this LPAR or z/VM guest; give it the SIE facility")
