@@ -1142,11 +1142,17 @@ def pvm_guest(root: Path) -> HostTree:
 # -- firmware and kernel forms that must not read as something they are not -----------------
 
 
-def overlapping_nodes(root: Path) -> HostTree:
-    """Buggy firmware: 4 NUMA nodes each listing every CPU, every distance equal."""
+def overlapping_nodes(root: Path, *, linked_everywhere: bool = False) -> HostTree:
+    """Buggy firmware: 4 NUMA nodes each listing every CPU, every distance equal. The kernel
+    links each CPU under one node (cpu_to_node: 4 CPUs each), or, `linked_everywhere`, under
+    every node as its lists say."""
     tree = HostTree(root).cpus(1, 8, 2).meminfo(64 * 2**20)
     for node in range(4):
         tree.numa_node(node, range(16), 16 * 2**20, distances=[10] * 4)
+        for cpu in range(16):
+            if linked_everywhere or cpu // 4 == node:
+                tree.link(f"/sys/devices/system/node/node{node}/cpu{cpu}",
+                          f"/sys/devices/system/cpu/cpu{cpu}")
     return tree
 
 

@@ -536,14 +536,27 @@ def test_cpus_listed_by_several_nodes_are_warned_about_with_what_the_kubelet_doe
     found = numa.probe(overlapping_nodes(tmp_path).fs())
 
     assert found.overlapping_cpus == "0-15"
+    assert [n.linked_cpus for n in found.nodes] == ["0-3", "4-7", "8-11", "12-15"]
     [warning] = [p for p in numa.check(found) if "more than one NUMA node" in p.message]
     assert warning.severity == "Warning"
     assert "nodes 0,1,2,3" in warning.message
-    assert "the kubelet takes each such CPU to be on the last node" in warning.message
+    assert "node 0: 0-3; node 1: 4-7; node 2: 8-11; node 3: 12-15" in warning.message
+
+
+def test_cpus_linked_under_several_nodes_too_are_said_to_land_on_the_last(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(overlapping_nodes(tmp_path, linked_everywhere=True).fs())
+
+    [warning] = [p for p in numa.check(found) if "more than one NUMA node" in p.message]
+    assert "takes each such CPU to be on the last node that links it" in warning.message
 
 
 def test_nodes_that_share_no_cpu_are_not_overlapping(tmp_path: Path) -> None:
-    assert numa.probe(amd_eight_node(tmp_path).fs()).overlapping_cpus == ""
+    found = numa.probe(amd_eight_node(tmp_path).fs())
+
+    assert found.overlapping_cpus == ""
+    assert all(n.linked_cpus is None for n in found.nodes)  # the links are read only then
 
 
 def test_cpus_without_a_package_are_said_to_give_the_kubelets_socket_count(

@@ -167,6 +167,11 @@ class NumaNode(BaseModel):
         max_length=MAX_NUMA_NODES,
         description="Distance to each node, in the order of `nodes` (10 = local).",
     )
+    linked_cpus: Opt[CpuList] = Field(
+        default=None,
+        description="Read only where nodes list the same CPUs: the CPUs whose cpuN link is in "
+        "this node's directory, which is what the kubelet (cAdvisor) places CPUs by.",
+    )
 
 
 class NumaReport(BaseModel):

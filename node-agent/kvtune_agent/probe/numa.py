@@ -205,18 +205,28 @@ def _overlapping(nodes: list[tuple[NumaNode, set[int]]]) -> set[int]:
     return twice
 
 
+def _linked(fs: HostFS, node: NumaNode) -> NumaNode:
+    """The node with the CPUs its directory links (cpuN entries), as cAdvisor finds them: the
+    kernel links each CPU under one node (cpu_to_node), whatever the node cpulists say."""
+    found = (_CPU_DIR.fullmatch(name) for name in fs.list_dir(f"{NODES}/node{node.id}"))
+    linked = {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
+    return node.model_copy(update={"linked_cpus": cpulist.format_ids(linked)})
+
+
 def probe(fs: HostFS) -> NumaReport:
     states = _cpu_states(fs)
     ids = node_ids(fs)
     nodes = [_node(fs, i, states, len(ids)) for i in ids]
     node_of = {cpu: node.id for node, cpus in nodes for cpu in cpus}
     topology = _topology(fs, states.online or set(), node_of)
+    overlapping = _overlapping(nodes)
     return NumaReport(
-        nodes=[node for node, _ in nodes],
+        # Only where the lists overlap are the links read: elsewhere they agree with them.
+        nodes=[_linked(fs, node) if overlapping else node for node, _ in nodes],
         online_cpus=cpulist.format_ids(states.online or ()),
         offline_cpus=cpulist.format_ids(states.offline),
         isolated_cpus=cpulist.format_ids(cpulist.read(fs, f"{CPUS}/isolated") or ()),
-        overlapping_cpus=cpulist.format_ids(_overlapping(nodes)),
+        overlapping_cpus=cpulist.format_ids(overlapping),
         sockets=topology.sockets,
         cores=topology.cores,
         kernel_cores=topology.kernel_cores,
@@ -352,21 +362,39 @@ def _topology_problems(numa: NumaReport) -> list[Problem]:
     return problems
 
 
+def _kubelet_on_overlap(numa: NumaReport, overlapping: set[int]) -> str:
+    """What the kubelet makes of nodes whose cpulists overlap: cAdvisor places CPUs by the
+    nodeN/cpuN links, and the kubelet's topology.Discover lets a later node overwrite an
+    earlier one for a CPU while counting its core in each."""
+    linked = {n.id: cpulist.parse(n.linked_cpus or "") for n in numa.nodes}
+    homes = {cpu: [node for node, cpus in linked.items() if cpu in cpus] for cpu in overlapping}
+    if all(len(nodes) == 1 for nodes in homes.values()):
+        placed = "; ".join(f"node {node}: {cpulist.format_ids(cpus & overlapping)}"
+                           for node, cpus in linked.items() if cpus & overlapping)
+        return ("the kubelet (cAdvisor) places CPUs by the nodeN/cpuN links instead, which put "
+                f"each in one node ({placed}), and aligns VMs to that layout, whose memory "
+                "locality is just as unproven")
+    unlinked = cpulist.format_ids(cpu for cpu, nodes in homes.items() if not nodes)
+    return ("the kubelet (cAdvisor) places CPUs by the nodeN/cpuN links, which name several "
+            "nodes for them too: it takes each such CPU to be on the last node that links it, "
+            "counts its core once per node, and so aligns VMs to nodes that do not exist as "
+            "described" + (f"; CPUs {unlinked} are linked under no node and left out"
+                           if unlinked else ""))
+
+
 def _overlap_problems(numa: NumaReport) -> list[Problem]:
     if not numa.overlapping_cpus:
         return []
-    listing = [n.id for n in numa.nodes
-               if cpulist.parse(n.cpus) & cpulist.parse(numa.overlapping_cpus)]
+    overlapping = cpulist.parse(numa.overlapping_cpus)
+    listing = [n.id for n in numa.nodes if cpulist.parse(n.cpus) & overlapping]
     return [_problem(
         "Warning", f"{NODES}/nodeN/cpulist",
         f"CPUs {numa.overlapping_cpus} are listed in more than one NUMA node (nodes "
         f"{','.join(map(str, listing))}): the firmware's NUMA tables (ACPI SRAT, device tree) "
         "are wrong, as when every node lists every CPU, so this layout says nothing about which "
         "memory is local: kvtune does not judge VM placement by it (the VM audit leaves these "
-        "CPUs out of its NUMA checks), and the kubelet takes each such CPU to be on the last "
-        "node that lists it and counts its core once per node, so its topology and memory "
-        "managers align VMs to nodes that do not exist as described; update the firmware "
-        "(BIOS/UEFI) or boot with numa=off, and do not use topologyManagerPolicy "
+        f"CPUs out of its NUMA checks); {_kubelet_on_overlap(numa, overlapping)}; update the "
+        "firmware (BIOS/UEFI) or boot with numa=off, and do not use topologyManagerPolicy "
         "single-numa-node on this host until then",
     )]
 
