@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
 import threading
 import time
@@ -51,8 +52,11 @@ def _cpumask(ids: Iterable[int], width: int = 128) -> str:
 class HostTree:
     """A host laid out under `root`; every method returns self so that calls chain."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, nul_terminated: bool = False) -> None:
         self.root = root
+        #: CPU masks and lists of topology and NUMA nodes end in "\n\0", as kernels that serve
+        #: them as binary attributes and copy a byte past the text write them (about 5.15 on).
+        self.nul_terminated = nul_terminated
         self._appended: dict[str, list[str]] = {}
         #: Interface indexes by network namespace (the root its sysfs is under, "" for the host).
         self._ifindexes: dict[str, dict[str, int]] = {}
@@ -87,6 +91,11 @@ class HostTree:
         else:
             real.write_text(f"{content}\n")
         return self
+
+    def cpu_set(self, path: str, text: str) -> HostTree:
+        """A CPU mask or list file of topology or a NUMA node, NUL-terminated where the tree
+        is (see `nul_terminated`)."""
+        return self.file(path, f"{text}\n\0".encode() if self.nul_terminated else text)
 
     def link(self, path: str, target: str, *, absolute: bool = False) -> HostTree:
         """A symlink to the host path `target`, relative like sysfs' unless `absolute`.
@@ -159,11 +168,15 @@ class HostTree:
         online: bool = True,
         lists: bool = True,
         topology: bool = True,
+        core_cpus: bool = False,
+        thread_siblings: bool = True,
     ) -> HostTree:
         """One CPU's cpuN directory: its online file (none for cpu0, which x86 cannot unplug)
         and, when online, its topology; `lists=False` gives only the sibling mask, as kernels
         before the *_list files did. `book` and `drawer` add s390's book_id and drawer_id;
-        `topology=False` leaves the topology directory out, as kernels that export none do."""
+        `topology=False` leaves the topology directory out, as kernels that export none do.
+        `core_cpus` adds core_cpus(_list), the name since 5.4; `thread_siblings=False` leaves
+        the deprecated thread_siblings(_list) out, as a kernel that drops them would."""
         base = f"/sys/devices/system/cpu/cpu{cpu}"
         (self.root / base.lstrip("/")).mkdir(parents=True, exist_ok=True)
         if cpu:
@@ -176,9 +189,14 @@ class HostTree:
         for name, value in (("cluster_id", cluster), ("book_id", book), ("drawer_id", drawer)):
             if value is not None:
                 self.file(f"{top}/{name}", value)
-        if lists:
-            return self.file(f"{top}/thread_siblings_list", _cpulist(siblings))
-        return self.file(f"{top}/thread_siblings", _cpumask(siblings))
+        names = [name for name, wanted in (("core_cpus", core_cpus),
+                                           ("thread_siblings", thread_siblings)) if wanted]
+        for name in names:
+            if lists:
+                self.cpu_set(f"{top}/{name}_list", _cpulist(siblings))
+            else:
+                self.cpu_set(f"{top}/{name}", _cpumask(siblings))
+        return self
 
     def cpus(
         self,
@@ -190,41 +208,53 @@ class HostTree:
         isolated: Iterable[int] = (),
         online_file: bool = True,
         lists: bool = True,
+        core_cpus: bool = False,
+        possible: int | None = None,
     ) -> HostTree:
         """/sys/devices/system/cpu: Linux numbering (all first threads, then the siblings).
 
         `online_file=False` leaves out possible, present, online and offline, as old kernels
         do: only the cpuN directories and their online files say which CPUs are up.
+        `possible` CPU slots (more than the CPUs, as firmware often declares) make `offline`
+        name the empty slots too, as the kernel's offline is possible minus online.
         """
         base = "/sys/devices/system/cpu"
         cores = sockets * cores_per_socket
         total = cores * threads_per_core
         down = set(offline)
         if online_file:
-            every = f"0-{total - 1}"
-            self.file(f"{base}/possible", every).file(f"{base}/present", every)
+            slots = set(range(possible or total))
+            self.file(f"{base}/possible", _cpulist(slots))
+            self.file(f"{base}/present", f"0-{total - 1}")
             self.file(f"{base}/online", _cpulist(set(range(total)) - down))
-            self.file(f"{base}/offline", _cpulist(down))
+            self.file(f"{base}/offline", _cpulist(slots - (set(range(total)) - down)))
         self.file(f"{base}/isolated", _cpulist(isolated))
         for cpu in range(total):
             core = cpu % cores
             self.cpu(cpu, package=core // cores_per_socket, core=core % cores_per_socket,
                      siblings=[core + t * cores for t in range(threads_per_core)],
-                     online=cpu not in down, lists=lists)
+                     online=cpu not in down, lists=lists, core_cpus=core_cpus)
         return self
 
     # -- memory and NUMA --------------------------------------------------------------------
 
     def meminfo(
         self, total_kib: int, *, free_kib: int | None = None, swap_kib: int = 0,
-        hugepage_kib: int = 2048,
+        hugepage_kib: int = 2048, hugetlb: bool = True,
     ) -> HostTree:
+        """/proc/meminfo and, as a kernel with hugetlbfs always has, the (empty) pool of the
+        default hugepage size unless one is built; `hugetlb=False`: a kernel without
+        hugetlbfs, with neither the Hugepage lines nor /sys/kernel/mm/hugepages."""
         free = total_kib // 2 if free_kib is None else free_kib
+        pages = (f"\nHugePages_Total:       0\nHugepagesize:       {hugepage_kib} kB"
+                 if hugetlb else "")
+        pool = self.root / f"sys/kernel/mm/hugepages/hugepages-{hugepage_kib}kB"
+        if hugetlb and not pool.exists():
+            self.hugepages(hugepage_kib, 0, 0)
         return self.file("/proc/meminfo", (
             f"MemTotal:       {total_kib} kB\nMemFree:        {free} kB\n"
             f"MemAvailable:   {free} kB\nSwapTotal:      {swap_kib} kB\n"
-            f"SwapFree:       {swap_kib} kB\nHugePages_Total:       0\n"
-            f"Hugepagesize:       {hugepage_kib} kB"
+            f"SwapFree:       {swap_kib} kB{pages}"
         ))
 
     def hugepages(
@@ -249,6 +279,7 @@ class HostTree:
         hugepages: Mapping[int, tuple[int, int]] | None = None,
         cpumap_only: bool = False,
         free_kib: int | None = None,
+        meminfo: bool = True,
     ) -> HostTree:
         """/sys/devices/system/node/nodeN; `hugepages` maps page KiB to (total, free); half the
         memory is free unless `free_kib` says otherwise. Without `distances` the node is 10
@@ -256,14 +287,15 @@ class HostTree:
         (the files of such nodes are rewritten as nodes are added).
 
         The node may list offline CPUs, as POWER kernels do. `cpumap_only` gives its CPUs as a
-        cpumap alone, as kernels before node/cpulist did.
+        cpumap alone, as kernels before node/cpulist did. `meminfo=False` leaves the node's
+        meminfo out (a /sys only partly there, or a read that fails).
         """
         base = f"/sys/devices/system/node/node{node}"
         free = mem_kib // 2 if free_kib is None else free_kib
         if cpumap_only:
-            self.file(f"{base}/cpumap", _cpumask(cpus))
+            self.cpu_set(f"{base}/cpumap", _cpumask(cpus))
         else:
-            self.file(f"{base}/cpulist", _cpulist(cpus))
+            self.cpu_set(f"{base}/cpulist", _cpulist(cpus))
         self._nodes = sorted({*self._nodes, node})
         if distances is None:
             self._default_distances.append(node)
@@ -272,11 +304,12 @@ class HostTree:
         for own in self._default_distances:
             self.file(f"/sys/devices/system/node/node{own}/distance",
                       " ".join("10" if other == own else "20" for other in self._nodes))
-        self.file(f"{base}/meminfo", (
-            f"Node {node} MemTotal:       {mem_kib} kB\n"
-            f"Node {node} MemFree:        {free} kB\n"
-            f"Node {node} MemUsed:        {mem_kib - free} kB"
-        ))
+        if meminfo:
+            self.file(f"{base}/meminfo", (
+                f"Node {node} MemTotal:       {mem_kib} kB\n"
+                f"Node {node} MemFree:        {free} kB\n"
+                f"Node {node} MemUsed:        {mem_kib - free} kB"
+            ))
         for size_kib, (total, free) in (hugepages or {}).items():
             self.hugepages(size_kib, total, free, node=node)
         return self
@@ -858,10 +891,13 @@ def large_host(root: Path, *, cpus: int = 256, nodes: int = 8, disks: int = 64,
     tree = HostTree(root).cpuinfo(cpus, flags=f"{INTEL_FLAGS} vmx", vmx_flags="ept ple")
     tree.kvm_module("kvm_intel", ple_gap=128, ple_window=4096)
     tree.cpus(nodes // 2 or 1, cpus // 2 // (nodes // 2 or 1), 2).meminfo(2048 * 2**20)
-    per_node = cpus // nodes
+    # Linux numbering: the first threads of all cores, then their siblings; a node holds its
+    # cores with both their threads.
+    per_node, first_threads = cpus // nodes, cpus // 2
     for node in range(nodes):
         tree.numa_node(
-            node, range(node * per_node, (node + 1) * per_node), 256 * 2**20,
+            node, [c for c in range(cpus) if (c % first_threads) // (per_node // 2) == node],
+            256 * 2**20,
             distances=[10 if o == node else 20 for o in range(nodes)],
             hugepages={2048: (512, 512), 1048576: (8, 8)},
         )
@@ -1022,3 +1058,120 @@ def no_node_hugepages(root: Path) -> HostTree:
         tree.numa_node(node, range(node * 4, node * 4 + 4), 32 * 2**20,
                        distances=(10, 20) if node == 0 else (20, 10))
     return tree
+
+
+# -- other architectures, and KVM without VT-x or AMD-V ---------------------------------------
+
+ARM64_FEATURES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                  "asimdrdm lrcpc dcpop asimddp ssbs")
+S390_FEATURES = ("esan3 zarch stfle msa ldisp eimm dfp edat etf3eh highgprs te vx vxd vxe gs "
+                 "vxe2 vxp sort dflt sie")
+
+
+def arm64_cpuinfo(tree: HostTree, cpus: int) -> HostTree:
+    """/proc/cpuinfo as arm64 kernels write it: Features, implementer and part, no flags."""
+    blocks = [
+        f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {ARM64_FEATURES}\nCPU implementer\t"
+        ": 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n"
+        for i in range(cpus)
+    ]
+    return tree.file("/proc/cpuinfo", "\n".join(blocks))
+
+
+def builtin_kvm(tree: HostTree, name: str = "kvm", **params: int) -> HostTree:
+    """KVM built into the kernel (arm64, kvm_pvm): /sys/module/<name> holds parameters only,
+    no initstate; /dev/kvm exists."""
+    for key, value in (params or {"halt_poll_ns": 200000}).items():
+        tree.file(f"/sys/module/{name}/parameters/{key}", value)
+    return tree.file("/dev/kvm", b"")
+
+
+def arm64_server(root: Path) -> HostTree:
+    """A 2-socket Arm Neoverse N1 server (Ampere Altra style, 32 cores per socket, no SMT) on a
+    kernel that serves CPU masks and lists as binary attributes ending in "\\n\\0" and has
+    core_cpus_list; ACPI declares 256 possible CPUs for 64 present; KVM built in (booted at
+    EL2)."""
+    tree = HostTree(root, nul_terminated=True)
+    arm64_cpuinfo(tree, 64)
+    builtin_kvm(tree)
+    tree.cpus(2, 32, core_cpus=True, possible=256).meminfo(512 * 2**20, hugepage_kib=2048)
+    for node in (0, 1):
+        tree.numa_node(node, range(node * 32, node * 32 + 32), 256 * 2**20,
+                       distances=(10, 20) if node == 0 else (20, 10),
+                       hugepages={2048: (0, 0), 1048576: (0, 0)})
+    return tree.hugepages(1048576, 0, 0).thp("madvise").ksm(0)
+
+
+def s390_lpar(root: Path) -> HostTree:
+    """An s390x LPAR running KVM: the s390_books topology, cpuinfo whose features list sie,
+    the kvm module loaded, 1 MiB hugepages."""
+    tree = s390_books(root)
+    header = (f"vendor_id       : IBM/S390\n# processors    : 16\nbogomips per cpu: 3241.00\n"
+              f"max thread id   : 1\nfeatures\t: {S390_FEATURES}\n")
+    cpus = "".join(f"processor {i}: version = 00,  identification = 0133E8,  machine = 8561\n"
+                   for i in range(16))
+    tree.file("/proc/cpuinfo", header + cpus)
+    tree.kvm_module("kvm", halt_poll_ns=50000)
+    # s390's hugepages are 1 MiB (the segment size), not the 2 MiB x86 default s390_books has.
+    shutil.rmtree(root / "sys/kernel/mm/hugepages/hugepages-2048kB")
+    return tree.meminfo(64 * 2**20, hugepage_kib=1024)
+
+
+def power9_host(root: Path) -> HostTree:
+    """A POWER9 PowerNV host running KVM-HV: the power_smt4 topology, cpuinfo naming the CPU
+    and platform, kvm_hv loaded."""
+    tree = power_smt4(root)
+    blocks = [f"processor\t: {i}\ncpu\t\t: POWER9, altivec supported\nclock\t\t: 3800.000000MHz"
+              "\nrevision\t: 2.2 (pvr 004e 1202)\n" for i in range(64) if i % 8 < 4]
+    tail = "timebase\t: 512000000\nplatform\t: PowerNV\nmodel\t\t: 9006-22P\nfirmware\t: OPAL\n"
+    tree.file("/proc/cpuinfo", "\n".join([*blocks, tail]))
+    tree.kvm_module("kvm_hv", dynamic_mt_modes=6)
+    return tree.meminfo(256 * 2**20, hugepage_kib=2048)
+
+
+def pvm_guest(root: Path) -> HostTree:
+    """A cloud VM like the machines the suite runs on: an Intel vCPU without vmx (the
+    hypervisor flag set), KVM served by the built-in kvm_pvm, one node."""
+    tree = HostTree(root).cpuinfo(2, model_name="Intel(R) Xeon(R) Processor",
+                                  flags=f"{INTEL_FLAGS} hypervisor")
+    builtin_kvm(tree, "kvm", halt_poll_ns=200000)
+    builtin_kvm(tree, "kvm_pvm", pvm_debug=0)
+    return tree.cpus(1, 2).numa_node(0, range(2), 8 * 2**20).meminfo(8 * 2**20)
+
+
+# -- firmware and kernel forms that must not read as something they are not -----------------
+
+
+def overlapping_nodes(root: Path, *, linked_everywhere: bool = False) -> HostTree:
+    """Buggy firmware: 4 NUMA nodes each listing every CPU, every distance equal. The kernel
+    links each CPU under one node (cpu_to_node: 4 CPUs each), or, `linked_everywhere`, under
+    every node as its lists say."""
+    tree = HostTree(root).cpus(1, 8, 2).meminfo(64 * 2**20)
+    for node in range(4):
+        tree.numa_node(node, range(16), 16 * 2**20, distances=[10] * 4)
+        for cpu in range(16):
+            if linked_everywhere or cpu // 4 == node:
+                tree.link(f"/sys/devices/system/node/node{node}/cpu{cpu}",
+                          f"/sys/devices/system/cpu/cpu{cpu}")
+    return tree
+
+
+def no_package_id(root: Path) -> HostTree:
+    """An Arm board described by a device tree on a kernel that gives every CPU
+    physical_package_id -1: 8 cores, no SMT, one node."""
+    tree = HostTree(root)
+    base = "/sys/devices/system/cpu"
+    tree.file(f"{base}/online", "0-7").file(f"{base}/offline", "").file(f"{base}/present", "0-7")
+    for cpu in range(8):
+        tree.cpu(cpu, package=-1, core=cpu, siblings=[cpu])
+    return tree.numa_node(0, range(8), 16 * 2**20).meminfo(16 * 2**20)
+
+
+def amd_old_kernel(root: Path) -> HostTree:
+    """An AMD Opteron 6300 (family 15h, which has the pause filter; compute_units' topology)
+    on a kernel that printed svm but none of the SVM feature flags (pausefilter among them)."""
+    tree = compute_units(root).cpuinfo(
+        16, vendor="AuthenticAMD", model_name="AMD Opteron(tm) Processor 6376", family=21,
+        model=2, flags=f"{INTEL_FLAGS} svm",
+    )
+    return tree.kvm_module("kvm_amd", pause_filter_count=3000, pause_filter_thresh=128)

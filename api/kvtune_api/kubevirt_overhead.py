@@ -10,7 +10,8 @@ numbers and flags rather than a VMI, and each side reads its inputs its own way.
 The structure and constants follow GetMemoryOverhead in kubevirt/kubevirt
 `pkg/hypervisor/kvm/hypervisorbackend.go`, including its rounding through kilobytes. One constant
 depends on the KubeVirt version: QemuOverhead is 30Mi up to v1.9.x and 50Mi after (raised on main
-by kubevirt/kubevirt#18388), so `qemu_overhead` picks it from the version the cluster runs. The
+by kubevirt/kubevirt#18388), so `qemu_overhead` picks it from the version the cluster runs, read
+as KubeVirt reads versions, and takes the larger where the version cannot be placed. The
 tests check the formula against KubeVirt v1.9.0's own code (hack/kubevirt-oracle). The figures are
 kept apart in a typed breakdown so that they can be recorded on the VMI and read by a person.
 """
@@ -34,7 +35,7 @@ VIRTQEMUD = 40 * Mi
 QEMU_UNTIL_V1_9 = 30 * Mi
 QEMU_AFTER_V1_9 = 50 * Mi
 HELPERS = VIRT_LAUNCHER_MONITOR + VIRT_LAUNCHER + VIRTLOGD + VIRTQEMUD
-#: The newest KubeVirt release, assumed when the cluster's version is unknown.
+#: The newest KubeVirt release, assumed where no KubeVirt is installed to ask.
 NEWEST_RELEASE = (1, 9)
 
 PAGE_TABLE_DIVISOR = 512  # one bit of page table per 512 bytes of guest RAM
@@ -51,13 +52,62 @@ TPM = 53 * Mi  # the swtpm process
 DEDICATED_OR_GUARANTEED = 100 * Mi
 
 
+#: The parts of a version as github.com/coreos/go-semver takes them, which KubeVirt's
+#: virt-operator parses versions with (after trimming one "v"): three dotted integers (Go's
+#: ParseInt: an optional "+", digits), a -prerelease and +metadata of dotted identifiers.
+_NUMBER = re.compile(r"\+?[0-9]+")
+_IDENTIFIERS = re.compile(r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*")
+
+
+def parse_version(version: str) -> tuple[int, int, list[str]] | None:
+    """(major, minor, prerelease identifiers) as go-semver's Version.Set reads `version`, or
+    None where it refuses it. Builds carry `git describe` turned semver by KubeVirt's
+    hack/version.sh: v1.9.0-beta.0.12+<sha> is 12 commits past v1.9.0-beta.0."""
+    rest, _, metadata = version.removeprefix("v").partition("+")
+    rest, _, pre = rest.partition("-")
+    parts = rest.split(".", 2)
+    if len(parts) != 3 or not all(_NUMBER.fullmatch(p) for p in parts):
+        return None
+    if any(ids and not _IDENTIFIERS.fullmatch(ids) for ids in (pre, metadata)):
+        return None
+    return int(parts[0]), int(parts[1]), pre.split(".") if pre else []
+
+
+#: The last minor release with the 30Mi constant.
+LAST_30MI = (1, 9)
+
+
+def qemu_overhead_for(version: str | None) -> tuple[int, str | None]:
+    """KubeVirt's QemuOverhead for `version` (the KubeVirt CR's status.observedKubeVirtVersion),
+    and why it is a guess when it is one. None is a default installation of the newest release.
+
+    The beta.0 tag of a minor release is where its release branch leaves main, so a build
+    described as commits past it (v1.9.0-beta.0.N+sha) is either main, which has 50Mi, or the
+    release branch before its next tag, which has 30Mi; a version that is not semver at all
+    (a nightly tag such as 20260301_1a2b3c4) cannot be placed either, and KubeVirt's own
+    operator takes such a version for a newer one. Both get the larger, safe figure."""
+    if version is None:
+        return QEMU_UNTIL_V1_9, None
+    found = parse_version(version)
+    if found is None:
+        return QEMU_AFTER_V1_9, (
+            f"KubeVirt's version {version!r} is not a release version (a nightly or custom "
+            f"build), so whether its QEMU overhead is {QEMU_UNTIL_V1_9 // Mi}Mi (up to "
+            f"v1.9) or {QEMU_AFTER_V1_9 // Mi}Mi (after) is unknown: kvtune counts the larger")
+    major, minor, pre = found
+    release = (major, minor)
+    if release == LAST_30MI and pre[:2] == ["beta", "0"] and len(pre) > 2:
+        return QEMU_AFTER_V1_9, (
+            f"KubeVirt's version {version!r} is a build past the v{release[0]}.{release[1]}.0-"
+            "beta.0 tag, which both main (QEMU overhead "
+            f"{QEMU_AFTER_V1_9 // Mi}Mi) and the release branch ({QEMU_UNTIL_V1_9 // Mi}Mi) "
+            "carry: kvtune counts the larger")
+    return (QEMU_UNTIL_V1_9 if release <= LAST_30MI else QEMU_AFTER_V1_9), None
+
+
 def qemu_overhead(version: str | None) -> int:
-    """KubeVirt's QemuOverhead for `version` (the KubeVirt CR's status.observedKubeVirtVersion,
-    e.g. "v1.9.0" or "v1.10.0-alpha.0.12+abc"); the newest release's when unknown or unreadable.
-    A pre-release of v1.10 already carries the 50Mi of main."""
-    found = re.match(r"v?(\d+)\.(\d+)", version or "")
-    release = (int(found[1]), int(found[2])) if found else NEWEST_RELEASE
-    return QEMU_UNTIL_V1_9 if release <= (1, 9) else QEMU_AFTER_V1_9
+    """KubeVirt's QemuOverhead for `version` (see `qemu_overhead_for`)."""
+    return qemu_overhead_for(version)[0]
 
 
 def _ceil_kilo(n: int) -> int:

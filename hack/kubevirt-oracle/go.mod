@@ -7,6 +7,7 @@ module kvtune.io/hack/kubevirt-oracle
 go 1.26.0
 
 require (
+	github.com/coreos/go-semver v0.3.1
 	k8s.io/api v0.34.3
 	k8s.io/apimachinery v0.34.3
 	kubevirt.io/api v1.9.0

@@ -15,6 +15,9 @@
 // "default" answers {"vmi": <defaulted VMI>} (or {"error": ...} when the mutator refuses);
 // "admit" answers {"allowed": bool, "causes": [{"field", "message"}], "warnings": [...]};
 // "overhead" answers {"overhead": bytes, "podRequests": {...}, "podLimits": {...}}.
+// {"op": "version", "version": "v1.9.0-beta.0.12+abc"} answers how KubeVirt's virt-operator
+// reads a KubeVirt version (github.com/coreos/go-semver after trimming one "v"):
+// {"semver": {"major", "minor", "patch", "preRelease"}}, or {"error": ...} where it refuses it.
 package main
 
 import (
@@ -22,6 +25,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
+
+	"github.com/coreos/go-semver/semver"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	k8sv1 "k8s.io/api/core/v1"
@@ -43,10 +49,18 @@ import (
 )
 
 type request struct {
-	Op     string                  `json:"op"`
-	VMI    json.RawMessage         `json:"vmi"`
-	Config v1.KubeVirtConfiguration `json:"config"`
-	Arch   string                  `json:"arch"`
+	Op      string                   `json:"op"`
+	VMI     json.RawMessage          `json:"vmi"`
+	Config  v1.KubeVirtConfiguration `json:"config"`
+	Arch    string                   `json:"arch"`
+	Version string                   `json:"version"`
+}
+
+type semverAnswer struct {
+	Major      int64  `json:"major"`
+	Minor      int64  `json:"minor"`
+	Patch      int64  `json:"patch"`
+	PreRelease string `json:"preRelease"`
 }
 
 type cause struct {
@@ -63,6 +77,7 @@ type answer struct {
 	Overhead    *int64           `json:"overhead,omitempty"`
 	PodRequests k8sv1.ResourceList `json:"podRequests,omitempty"`
 	PodLimits   k8sv1.ResourceList `json:"podLimits,omitempty"`
+	Semver      *semverAnswer      `json:"semver,omitempty"`
 }
 
 func clusterConfig(req *request) *virtconfig.ClusterConfig {
@@ -194,6 +209,16 @@ func overhead(req *request, config *virtconfig.ClusterConfig) answer {
 	return answer{Overhead: &value, PodRequests: keep(renderer.Requests()), PodLimits: keep(renderer.Limits())}
 }
 
+// parsedVersion reads a version as virt-operator's shouldTakeUpdatePath does
+// (pkg/virt-operator/resource/apply/reconcile.go).
+func parsedVersion(req *request) answer {
+	v, err := semver.NewVersion(strings.TrimPrefix(req.Version, "v"))
+	if err != nil {
+		return answer{Error: err.Error()}
+	}
+	return answer{Semver: &semverAnswer{v.Major, v.Minor, v.Patch, string(v.PreRelease)}}
+}
+
 // keep drops what the renderer adds for other reasons (ephemeral storage, devices).
 func keep(list k8sv1.ResourceList) k8sv1.ResourceList {
 	out := k8sv1.ResourceList{}
@@ -225,8 +250,10 @@ func main() {
 				ans = admitted(&req, config)
 			case "overhead":
 				ans = overhead(&req, config)
+			case "version":
+				ans = parsedVersion(&req)
 			default:
-				ans = answer{Error: fmt.Sprintf("unknown op %q (default, admit, overhead)", req.Op)}
+				ans = answer{Error: fmt.Sprintf("unknown op %q (default, admit, overhead, version)", req.Op)}
 			}
 		}
 		if err := out.Encode(ans); err != nil {

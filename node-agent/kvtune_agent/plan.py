@@ -923,7 +923,9 @@ def _ple(
     hardware that has them gets a step; hardware without them never does (the kernel would
     force them back to 0 anyway).
     """
-    if settings.ple == "Ignored" or ple.enabled == "Yes":
+    # Off VT-x/AMD-V PLE does not apply; where something stands in for it (arm64's WFE trap,
+    # s390's and POWER's directed yield) there is nothing to check, under kvm_pvm nothing does.
+    if settings.ple == "Ignored" or ple.enabled == "Yes" or ple.equivalent:
         return
     required = settings.ple == "Required"
     field_name = f"spec.host.cpu.ple is {settings.ple}"

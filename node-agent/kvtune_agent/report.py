@@ -100,20 +100,32 @@ def _cpu(page: _Page, report: HostReport) -> None:
     threads = (f"{topology.min_threads_per_core}-{topology.threads_per_core}"
                if topology.min_threads_per_core < topology.threads_per_core
                else str(topology.threads_per_core))
-    kernel = (f" ({topology.kernel_cores} by the kernel's thread siblings)"
-              if topology.kernel_cores != topology.cores else "")
-    page.row("CPU(s):", f"{found.logical_cpus} online; {topology.sockets} socket(s), "
-             f"{topology.cores} core(s){kernel}, {threads} thread(s) per core")
+    sockets, per_socket, _ = numa.layout(topology)
+    # lscpu's figures, the kernel's grouping, so that they multiply out to the CPUs; the
+    # kubelet's core count follows where it differs.
+    kubelet = (f" (the kubelet counts {topology.cores} cores)"
+               if topology.kernel_cores != topology.cores else "")
+    page.row("CPU(s):", f"{found.logical_cpus} online; {sockets} socket(s) x "
+             f"{per_socket:g} core(s) x {threads} thread(s){kubelet}", f"{numa.CPUS}/cpuN/topology")
     page.row("On-line CPU(s) list:", _or_dash(topology.online_cpus))
     page.row("Off-line CPU(s) list:", _or_dash(topology.offline_cpus), f"{numa.CPUS}/offline")
     page.row("Isolated CPU(s):", _or_dash(topology.isolated_cpus))
     guest = " (this host is a VM guest)" if found.hypervisor_guest else ""
+    page.row("Architecture:", _or_dash(found.architecture))
     page.row("Virtualization:", f"{found.virtualization}{guest}", cpu.CPUINFO)
+    page.row("KVM module:", _or_dash(found.kvm_module))
     page.row("/dev/kvm:", "present" if found.kvm_device else "missing", "/dev/kvm")
 
 
 def _ple(page: _Page, ple: PleReport) -> None:
     page.heading("PAUSE-LOOP EXITING (vmxcap)", "PLE")
+    if not ple.applicable:
+        page.row("Applicable:", "no: PLE belongs to VT-x and AMD-V, which KVM does not use here")
+        instead = ple.equivalent or f"nothing: {ple.evidence[0].observed}"
+        lines = textwrap.wrap(instead, WIDTH - LABEL_WIDTH - 4)
+        for line in lines:
+            page.row("Instead:" if line is lines[0] else "", line)
+        return
     page.row("Supported:", ple.supported, "PLE")
     page.row("Enabled:", ple.enabled, "PLE")
     params = {k: v for k, v in ple.model_dump(by_alias=False).items()
@@ -140,8 +152,11 @@ def _numa(page: _Page, report: HostReport) -> None:
         key = f"{memory.NODES}/node{node.id}/meminfo"
         page.line(f"  node {node.id} cpus: {node.cpus or '(none)'}", key)
         kind = " (memoryless)" if node.memoryless else " (memory only)" if node.memory_only else ""
-        page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{kind}", key)
-        page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
+        if node.memory_total_kib or node.memoryless:
+            page.line(f"  node {node.id} size: {node.memory_total_kib // 1024} MB{kind}", key)
+            page.line(f"  node {node.id} free: {node.memory_free_kib // 1024} MB")
+        else:
+            page.line(f"  node {node.id} size: unknown (no readable meminfo)", key)
         own = [p for p in report.memory.hugepages_per_node if p.node == node.id]
         page.line(f"  node {node.id} hugepages: {_pools(own)}")
     if nodes:
@@ -160,8 +175,9 @@ def _memory(page: _Page, report: HostReport) -> None:
              "/proc/swaps")
     page.row("Transparent hugepages:", f"{_or_dash(mem.transparent_hugepage)} (defrag "
              f"{_or_dash(mem.transparent_hugepage_defrag)})")
-    page.row("Hugepages:", f"{_pools(mem.hugepages)} (default "
-             f"{_or_dash(mem.default_hugepage_kib)} kB)")
+    pools = _pools(mem.hugepages) if mem.hugepage_pools_known else "unknown"
+    page.row("Hugepages:", f"{pools} (default {_or_dash(mem.default_hugepage_kib)} kB)",
+             memory.HUGEPAGES)
     page.row("Kernel args:", " ".join(mem.kernel_args) or "-")
 
 

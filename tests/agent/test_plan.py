@@ -9,9 +9,13 @@ import pytest
 from hosttree import (
     DEFAULT_DISK_BYTES,
     HostTree,
+    arm64_server,
     intel_two_socket,
     memory_tiers,
     no_node_hugepages,
+    power9_host,
+    pvm_guest,
+    s390_lpar,
 )
 from kvtune_agent.plan import (
     PLE_CONF,
@@ -568,6 +572,22 @@ def test_ple_findings(
     assert found.steps == ()
     assert [(f.reason, f.severity) for f in found.findings] == (
         [(reason, severity)] if reason else [])
+
+
+@pytest.mark.parametrize("ple", ["Required", "Preferred"])
+@pytest.mark.parametrize(("build", "reason"), [
+    pytest.param(arm64_server, None, id="arm64: KVM's WFE trap stands in, nothing to find"),
+    pytest.param(s390_lpar, None, id="s390x: directed yield stands in, nothing to find"),
+    pytest.param(power9_host, None, id="POWER: H_CONFER stands in, nothing to find"),
+    pytest.param(pvm_guest, "PLEUnsupported", id="kvm_pvm: nothing stands in, still unsupported"),
+])
+def test_ple_off_vt_x_and_amd_v_is_found_only_where_nothing_stands_in_for_it(
+    tmp_path: Path, build: t.Callable[[Path], HostTree], reason: str | None, ple: str
+) -> None:
+    found = _plan(build(tmp_path), node_spec(cpu={"ple": ple}))
+
+    assert [f.reason for f in found.findings if f.reason.startswith("PLE")] == (
+        [reason] if reason else [])
 
 
 def test_required_ple_turned_off_is_staged_for_a_reboot_when_reboots_are_allowed(

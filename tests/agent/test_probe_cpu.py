@@ -6,7 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hosttree import INTEL_FLAGS, HostTree, intel_two_socket, vm_guest
+from hosttree import (
+    INTEL_FLAGS,
+    HostTree,
+    amd_old_kernel,
+    arm64_cpuinfo,
+    arm64_server,
+    intel_two_socket,
+    power9_host,
+    pvm_guest,
+    s390_lpar,
+    vm_guest,
+)
+from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import cpu, probe_host
 
 PLE_BIT = 1 << 42
@@ -51,6 +63,14 @@ def _intel(vmx_flags: str | None = "ept ple") -> Build:
 
 def _amd(flags: str = "svm pausefilter pfthreshold") -> Build:
     return lambda tree: tree.cpuinfo(4, vendor="AuthenticAMD", flags=f"{INTEL_FLAGS} {flags}")
+
+
+def _svm_only(family: int, extra: str = "") -> Build:
+    """An AMD CPU of `family` on a kernel that printed svm but no SVM feature flag, with
+    kvm_amd loaded and its pause filter parameters on."""
+    return lambda tree: tree.cpuinfo(
+        4, vendor="AuthenticAMD", family=family, flags=f"{INTEL_FLAGS} svm {extra}".strip()
+    ).kvm_module("kvm_amd", pause_filter_count=3000, pause_filter_thresh=128)
 
 
 def _with(*steps: Build) -> Build:
@@ -110,10 +130,22 @@ PLE_CASES = [
         id="amd pause_filter_thresh 0 disables the filter",
     ),
     pytest.param(
-        _with(_amd("svm"), lambda t: t.kvm_module("kvm_amd", pause_filter_count=3000,
-                                                  pause_filter_thresh=128)),
-        "No", "No", "pausefilter not listed",
-        id="amd without pausefilter is unsupported",
+        _with(_amd("svm npt nrip_save"), lambda t: t.kvm_module(
+            "kvm_amd", pause_filter_count=3000, pause_filter_thresh=128)),
+        "No", "No", "pausefilter not listed, though other SVM features are",
+        id="amd without pausefilter among the svm feature flags is unsupported",
+    ),
+    pytest.param(
+        _svm_only(21), "Yes", "Yes", "family 0x15 CPUs all have the pause filter",
+        id="amd family 15h on a kernel printing no svm feature flags has it by its family",
+    ),
+    pytest.param(
+        _svm_only(16), "Unknown", "Unknown", "family 0x10 does not settle it",
+        id="amd family 10h on a kernel printing no svm feature flags is unknown, not no",
+    ),
+    pytest.param(
+        _svm_only(25, "hypervisor"), "Unknown", "Unknown", "in a VM does not settle it",
+        id="amd in a vm printing no svm feature flags is unknown: the hypervisor may hide it",
     ),
     pytest.param(
         _amd(), "Yes", "Unknown", "kvm_amd is not loaded",
@@ -175,3 +207,120 @@ def test_virtualization_without_dev_kvm_is_an_error(tmp_path: Path) -> None:
     assert [(p.severity, p.path) for p in problems if p.feature == "CPU"] == [
         ("Error", "/dev/kvm")
     ]
+
+
+def test_an_old_kernel_on_an_amd_family_15h_host_raises_no_false_ple_warning(
+    tmp_path: Path,
+) -> None:
+    report = probe_host(amd_old_kernel(tmp_path).fs())
+
+    assert (report.cpu.ple.supported, report.cpu.ple.enabled) == ("Yes", "Yes")
+    assert not [p for p in report.problems if p.feature in ("CPU", "PLE")]
+
+
+def test_an_amd_cpu_whose_pause_filter_is_unknown_gets_an_info_naming_why(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).cpuinfo(4, vendor="AuthenticAMD", family=16,
+                                      flags=f"{INTEL_FLAGS} svm")
+    tree.kvm_module("kvm_amd", pause_filter_count=3000, pause_filter_thresh=128)
+
+    [info] = [p for p in cpu.check(cpu.probe(tree.fs())) if p.feature == "PLE"]
+
+    assert info.severity == "Info"
+    assert "no SVM feature flags" in info.message and "msr" not in info.message
+
+
+# -- KVM beyond VT-x and AMD-V ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "architecture", "virtualization", "module"),
+    [
+        pytest.param(pvm_guest, "x86", "PVM", "kvm_pvm", id="a VM running KVM through kvm_pvm"),
+        pytest.param(arm64_server, "arm64", "ARM", "kvm", id="an arm64 server"),
+        pytest.param(s390_lpar, "s390", "SIE", "kvm", id="an s390x LPAR"),
+        pytest.param(power9_host, "power", "POWER", "kvm_hv", id="a POWER9 PowerNV host"),
+    ],
+)
+def test_hosts_where_kvm_runs_without_vmx_or_svm_get_no_error_and_name_the_module(
+    tmp_path: Path, build: Callable[[Path], HostTree], architecture: str, virtualization: str,
+    module: str,
+) -> None:
+    report = probe_host(build(tmp_path).fs())
+
+    found = report.cpu
+    assert (found.architecture, found.virtualization, found.kvm_module) == (
+        architecture, virtualization, module)
+    assert found.kvm_device
+    assert not found.ple.applicable
+    assert bool(found.ple.equivalent) is (virtualization != "PVM")  # nothing stands in there
+    assert [p for p in report.problems if p.feature in ("CPU", "PLE")
+            and p.severity != "Info"] == []
+
+
+def test_kvm_pvm_says_which_module_runs_guests_and_that_ple_does_not_apply(
+    tmp_path: Path,
+) -> None:
+    found = cpu.probe(pvm_guest(tmp_path).fs())
+
+    [info] = cpu.check(found)
+    assert (info.severity, info.path) == ("Info", "/sys/module/kvm_pvm")
+    assert "kvm_pvm" in info.message and "Pause-Loop Exiting" in info.message
+    assert found.ple.equivalent is None
+    assert "no VM exit on PAUSE" in found.ple.evidence[0].observed
+
+
+def test_an_arm64_cpuinfo_with_features_is_not_taken_for_a_missing_one(tmp_path: Path) -> None:
+    tree = arm64_cpuinfo(HostTree(tmp_path), 4)
+
+    problems = cpu.check(cpu.probe(tree.fs()))
+
+    # no /dev/kvm: that is the finding, with arm64's cause, not "no flags line"
+    assert [(p.severity, p.path) for p in problems] == [("Error", "/dev/kvm")]
+    assert "EL2" in problems[0].message
+
+
+def test_an_s390_lpar_without_sie_cannot_run_kvm(tmp_path: Path) -> None:
+    tree = s390_lpar(tmp_path)
+    text = (tmp_path / "proc/cpuinfo").read_text().replace(" sie", "")
+    tree.file("/proc/cpuinfo", text)
+    (tmp_path / "dev/kvm").unlink()  # kvm does not initialise without SIE
+
+    [error] = cpu.check(cpu.probe(tree.fs()))
+
+    assert error.severity == "Error" and "sie" in error.message
+
+
+def test_dev_kvm_is_checked_even_when_cpuinfo_is_unfamiliar(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file("/proc/cpuinfo", "processor\t: 0\nisa\t\t: rv64imafdc\n")
+
+    [warning] = cpu.check(cpu.probe(tree.fs()))
+
+    assert warning.severity == "Warning" and "/dev/kvm is missing too" in warning.message
+
+
+def test_the_real_root_running_kvm_through_a_module_is_not_told_kvm_cannot_run() -> None:
+    real = Path("/")
+    if not (real / "dev/kvm").exists():
+        pytest.skip("this machine has no /dev/kvm")
+
+    found = cpu.probe(HostFS(real))
+
+    assert found.kvm_module is not None
+    assert not [p for p in cpu.check(found) if p.severity == "Error"]
+
+
+def test_an_arm64_cpu_is_named_by_its_implementer_and_part(tmp_path: Path) -> None:
+    found = cpu.probe(arm64_server(tmp_path).fs())
+
+    assert (found.vendor, found.model_name, found.logical_cpus) == ("ARM", "CPU part 0xd0c", 64)
+
+
+def test_dev_kvm_without_a_backend_kvtune_knows_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpuinfo(2, flags=f"{INTEL_FLAGS} hypervisor").file("/dev/kvm", b"")
+
+    [warning] = cpu.check(cpu.probe(tree.fs()))
+
+    assert (warning.severity, warning.path) == ("Warning", "/dev/kvm")
+    assert "backend kvtune cannot judge" in warning.message

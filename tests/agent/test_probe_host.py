@@ -8,11 +8,24 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hosttree import HostTree, large_host, vm_guest
+from hosttree import (
+    HostTree,
+    amd_eight_node,
+    amd_old_kernel,
+    arm64_server,
+    compute_units,
+    intel_two_socket,
+    large_host,
+    power9_host,
+    pvm_guest,
+    s390_lpar,
+    vm_guest,
+)
 from kvtune_agent import probe
 from kvtune_agent.hostfs import HostFS, ProcessTable
 from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
@@ -159,10 +172,15 @@ def test_the_process_table_given_is_the_one_probed(tmp_path: Path) -> None:
     assert probe_host(fs).numad.pids == []
 
 
+def _letters(index: int) -> str:
+    return "".join(chr(ord("a") + int(d)) for d in f"{index:03d}")
+
+
 def test_problems_are_bounded_with_a_last_entry_counting_the_rest(tmp_path: Path) -> None:
     tree = HostTree(tmp_path)
     for index in range(MAX_PROBLEMS):
-        tree.disk(f"vd{index}", content=None)  # two problems each: unreadable, Unknown
+        # Names without digits: each finding is of a kind of its own, none told together.
+        tree.disk(f"vd{_letters(index)}", content=None)  # two problems each
 
     problems = probe_host(tree.fs()).problems
 
@@ -183,3 +201,88 @@ def test_a_large_host_probes_in_under_100_ms_into_a_bounded_report(tmp_path: Pat
     assert min(timings) < 0.1, timings
     assert len(report.block.devices) == 64 and len(report.numa.nodes) == 8
     assert len(report.model_dump_json(exclude_none=True)) < 256 * 1024
+
+
+def test_many_problems_of_one_kind_are_one_entry_and_push_no_true_finding_out(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).cpus(1, 64, 2).numa_node(0, range(128), 2**30)
+    tree.meminfo(2**30, swap_kib=2**20)
+    for number in range(128):  # the same read failing on every CPU
+        (tmp_path / f"sys/devices/system/cpu/cpu{number}/topology/core_id").unlink()
+        tree.unreadable(f"/sys/devices/system/cpu/cpu{number}/topology/core_id")
+
+    problems = probe_host(tree.fs()).problems
+
+    assert "swap is on" in " ".join(p.message for p in problems)
+    [told] = [p for p in problems if "core_id" in p.path and p.feature == "NUMA"
+              and "cannot read" in p.message]
+    assert told.message.startswith("128 findings of one kind; the first: ")
+    assert "and 124 more" in told.message
+    assert len(problems) < MAX_PROBLEMS
+
+
+def test_a_few_problems_of_one_kind_stay_apart(tmp_path: Path) -> None:
+    tree = vm_guest(tmp_path)
+    for index in range(3):
+        tree.unreadable(f"/proc/{800 + index}/cmdline").file(f"/proc/{800 + index}/comm", "sh")
+
+    problems = probe_host(tree.fs()).problems
+
+    assert len([p for p in problems if p.feature == "KSM"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("build", "line"),
+    [
+        pytest.param(compute_units, "16 online; 1 socket(s) x 8 core(s) x 2 thread(s) (the "
+                     "kubelet counts 16 cores)", id="amd compute units multiply out"),
+        pytest.param(intel_two_socket, "64 online; 2 socket(s) x 16 core(s) x 2 thread(s)",
+                     id="a two-socket intel host"),
+    ],
+)
+def test_the_text_reports_cpu_line_multiplies_out_to_the_online_cpus(
+    tmp_path: Path, build: Callable[[Path], HostTree], line: str
+) -> None:
+    tree = build(tmp_path)
+    if not (tmp_path / "proc/cpuinfo").exists():
+        tree.cpuinfo(16)
+
+    text = format_report(probe_host(tree.fs()))
+
+    assert any(row.strip(" !.").endswith(line) for row in text.splitlines()), text
+
+
+def test_the_text_report_says_unknown_for_memory_it_could_not_read(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4).numa_node(0, range(4), 2**20, meminfo=False)
+    tree.meminfo(2**20)
+    shutil.rmtree(tmp_path / "sys/kernel/mm/hugepages")
+
+    text = format_report(probe_host(tree.fs()))
+
+    assert "node 0 size: unknown" in text
+    assert any("Hugepages:" in row and "unknown" in row for row in text.splitlines())
+
+
+def test_the_text_report_says_ple_is_an_x86_notion_on_other_architectures(
+    tmp_path: Path,
+) -> None:
+    text = format_report(probe_host(arm64_server(tmp_path).fs()))
+
+    assert "PLE belongs to VT-x and AMD-V" in text and "WFE" in text
+    assert "KVM module:" in text
+
+
+@pytest.mark.parametrize(
+    "build",
+    [intel_two_socket, amd_eight_node, large_host, arm64_server, s390_lpar, power9_host,
+     pvm_guest, amd_old_kernel],
+)
+def test_a_healthy_host_of_any_architecture_raises_no_warning(
+    tmp_path: Path, build: Callable[[Path], HostTree]
+) -> None:
+    # Whole hosts (cpuinfo, KVM, sysfs, meminfo), healthy as a careful operator would call
+    # them: what is worth knowing there is an Info with its evidence.
+    problems = probe_host(build(tmp_path).fs()).problems
+
+    assert [p.message for p in problems if p.severity != "Info"] == []

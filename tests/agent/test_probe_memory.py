@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,32 @@ def test_node_directories_beyond_the_kernels_limit_are_left_out_and_noted(
 )
 def test_page_sizes_are_named_as_quantities(kib: int, name: str) -> None:
     assert memory.size_name(kib) == name
+
+
+def test_a_host_without_the_hugepages_directory_has_unknown_pools_not_none(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).meminfo(2**20)
+    shutil.rmtree(tmp_path / "sys/kernel/mm/hugepages")
+
+    found = memory.probe(tree.fs())
+
+    assert (found.hugepages, found.hugepage_pools_known) == ([], False)
+    [warning] = memory.check(found)
+    assert (warning.severity, warning.path) == ("Warning", memory.HUGEPAGES)
+    assert "unknown, not empty" in warning.message and "2048 kB" in warning.message
+
+
+def test_a_kernel_without_hugetlbfs_is_told_apart_from_a_partial_sys(tmp_path: Path) -> None:
+    found = memory.probe(HostTree(tmp_path).meminfo(2**20, hugetlb=False).fs())
+
+    [info] = memory.check(found)
+    assert (info.severity, info.path) == ("Info", memory.HUGEPAGES)
+    assert "without hugetlbfs" in info.message
+
+
+def test_a_host_with_its_default_pool_empty_raises_nothing(tmp_path: Path) -> None:
+    found = memory.probe(HostTree(tmp_path).meminfo(2**20).fs())
+
+    assert [(p.size, p.total) for p in found.hugepages] == [("2Mi", 0)]
+    assert memory.check(found) == []

@@ -4,19 +4,23 @@ form kernels write them in, and the topology as the kubelet's CPU manager counts
 from __future__ import annotations
 
 import time
+import typing as t
 from pathlib import Path
 
 import pytest
 from hosttree import (
     HostTree,
     amd_eight_node,
+    arm64_server,
     clustered,
     compute_units,
     hybrid,
     memory_tiers,
     multi_die,
     no_cpu_topology,
+    no_package_id,
     old_kernel,
+    overlapping_nodes,
     power_smt4,
     s390_books,
     without_numa,
@@ -24,6 +28,7 @@ from hosttree import (
 from kvtune_agent.probe import cpulist, numa
 
 CPUS = "/sys/devices/system/cpu"
+NODE0 = "/sys/devices/system/node/node0"
 
 
 def test_an_eight_node_amd_host_lists_every_node_with_cpus_and_distances(tmp_path: Path) -> None:
@@ -235,8 +240,20 @@ def test_a_node_meminfo_without_memtotal_does_not_make_the_node_memoryless(
     found = numa.probe(fs)
 
     assert (found.nodes[0].memoryless, found.nodes[0].memory_total_kib) == (False, 0)
-    assert numa.check(found) == []
+    [warning] = numa.check(found)
+    assert (warning.severity, warning.path) == ("Warning", f"{NODE0}/meminfo")
     assert [i.path for i in fs.take_issues()] == ["/sys/devices/system/node/node0/meminfo"]
+
+
+def test_a_node_without_meminfo_is_said_to_have_unknown_memory_not_none(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4).numa_node(0, range(4), 2**20, meminfo=False)
+
+    found = numa.probe(tree.fs())
+
+    assert (found.nodes[0].memoryless, found.nodes[0].memory_total_kib) == (False, 0)
+    [warning] = numa.check(found)
+    assert (warning.severity, warning.path) == ("Warning", f"{NODE0}/meminfo")
+    assert "memory is unknown" in warning.message and "not none" in warning.message
 
 
 # -- topology as the kubelet counts it ------------------------------------------------------
@@ -396,3 +413,188 @@ def test_compute_unit_siblings_with_their_own_core_id_are_reported(tmp_path: Pat
     [info] = numa.check(found)
     assert (info.severity, info.path) == ("Info", f"{CPUS}/cpuN/topology/thread_siblings_list")
     assert "16 cores of one thread" in info.message and "8 sibling groups" in info.message
+
+
+# -- NUL-terminated values, current names, absent CPUs, firmware without a layout -------------
+
+
+def test_an_arm64_server_with_nul_terminated_cpu_sets_reads_as_its_kernel_means(
+    tmp_path: Path,
+) -> None:
+    fs = arm64_server(tmp_path).fs()
+
+    found = numa.probe(fs)
+
+    assert [(n.cpus, n.cpu_count) for n in found.nodes] == [("0-31", 32), ("32-63", 32)]
+    assert (found.sockets, found.cores, found.kernel_cores, found.threads_per_core) == (
+        2, 64, 64, 1)
+    assert (found.online_cpus, found.offline_cpus) == ("0-63", "")
+    assert fs.take_issues() == []
+    assert numa.check(found) == []
+
+
+def _nul_host(tmp_path: Path, *, lists: bool, core_cpus: bool, cpumap_only: bool) -> HostTree:
+    tree = HostTree(tmp_path, nul_terminated=True)
+    tree.file(f"{CPUS}/online", "0-7").file(f"{CPUS}/offline", "").file(f"{CPUS}/present", "0-7")
+    for cpu in range(8):
+        core = cpu % 4
+        tree.cpu(cpu, package=0, core=core, siblings=[core, core + 4], lists=lists,
+                 core_cpus=core_cpus, thread_siblings=not core_cpus)
+    return tree.numa_node(0, range(8), 2**20, cpumap_only=cpumap_only)
+
+
+@pytest.mark.parametrize(
+    ("lists", "core_cpus", "cpumap_only"),
+    [
+        pytest.param(True, True, False, id="node cpulist and core_cpus_list"),
+        pytest.param(False, True, True, id="node cpumap and core_cpus"),
+        pytest.param(True, False, False, id="node cpulist and thread_siblings_list"),
+        pytest.param(False, False, True, id="node cpumap and thread_siblings"),
+    ],
+)
+def test_every_cpu_set_file_may_end_in_a_nul_as_binary_attributes_do(
+    tmp_path: Path, lists: bool, core_cpus: bool, cpumap_only: bool
+) -> None:
+    fs = _nul_host(tmp_path, lists=lists, core_cpus=core_cpus, cpumap_only=cpumap_only).fs()
+
+    found = numa.probe(fs)
+
+    assert (found.nodes[0].cpus, found.kernel_cores, found.threads_per_core) == ("0-7", 4, 2)
+    assert fs.take_issues() == []
+
+
+@pytest.mark.parametrize("parse", [cpulist.parse, cpulist.parse_mask])
+@pytest.mark.parametrize("ending", ["\n\0", "\0", "\n\0\0"])
+def test_both_parsers_take_a_value_with_the_nul_a_binary_attribute_copies(
+    parse: t.Callable[[str], set[int]], ending: str
+) -> None:
+    text = "0-3,8-11" if parse is cpulist.parse else "00000000,00000f0f"
+
+    assert parse(text + ending) == {0, 1, 2, 3, 8, 9, 10, 11}
+
+
+def test_core_cpus_list_is_read_where_the_deprecated_thread_siblings_are_gone(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).file(f"{CPUS}/online", "0-7").file(f"{CPUS}/offline", "")
+    for cpu in range(8):
+        tree.cpu(cpu, package=0, core=cpu % 4, siblings=[cpu % 4, cpu % 4 + 4],
+                 core_cpus=True, thread_siblings=False)
+    tree.numa_node(0, range(8), 2**20)
+
+    found = numa.probe(tree.fs())
+
+    assert (found.kernel_cores, found.threads_per_core, found.min_threads_per_core) == (4, 2, 2)
+    assert numa.check(found) == []
+
+
+def test_core_cpus_list_is_read_before_thread_siblings_list(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file(f"{CPUS}/online", "0-3").file(f"{CPUS}/offline", "")
+    for cpu in range(4):
+        tree.cpu(cpu, package=0, core=cpu // 2, siblings=[cpu - cpu % 2, cpu - cpu % 2 + 1],
+                 core_cpus=True)
+        # a stale deprecated file that disagrees: the current one is the kernel's word
+        tree.file(f"{CPUS}/cpu{cpu}/topology/thread_siblings_list", str(cpu))
+    tree.numa_node(0, range(4), 2**20)
+
+    found = numa.probe(tree.fs())
+
+    assert (found.kernel_cores, found.threads_per_core) == (2, 2)
+
+
+def test_offline_names_only_present_cpus_not_the_empty_slots_of_possible(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).cpus(1, 8, offline=[7], possible=512)
+    tree.numa_node(0, range(8), 2**20)
+
+    found = numa.probe(tree.fs())
+
+    # the kernel's offline says 7-511: possible minus online
+    assert cpulist.parse((tmp_path / "sys/devices/system/cpu/offline").read_text()) == set(
+        range(7, 512))
+    assert found.offline_cpus == "7"
+    offline = [p for p in numa.check(found) if p.path == f"{CPUS}/offline"]
+    assert [p.message.split(" are offline")[0] for p in offline] == ["CPUs 7"]
+
+
+def test_a_host_whose_cpus_are_all_online_but_possible_is_larger_says_nothing_offline(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).cpus(2, 4, 2, possible=256)
+    tree.numa_node(0, range(16), 2**20)
+
+    found = numa.probe(tree.fs())
+
+    assert found.offline_cpus == ""
+    assert numa.check(found) == []
+
+
+def test_cpus_listed_by_several_nodes_are_warned_about_with_what_the_kubelet_does(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(overlapping_nodes(tmp_path).fs())
+
+    assert found.overlapping_cpus == "0-15"
+    assert [n.linked_cpus for n in found.nodes] == ["0-3", "4-7", "8-11", "12-15"]
+    [warning] = [p for p in numa.check(found) if "more than one NUMA node" in p.message]
+    assert warning.severity == "Warning"
+    assert "nodes 0,1,2,3" in warning.message
+    assert "node 0: 0-3; node 1: 4-7; node 2: 8-11; node 3: 12-15" in warning.message
+
+
+def test_cpus_linked_under_several_nodes_too_are_said_to_land_on_the_last(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(overlapping_nodes(tmp_path, linked_everywhere=True).fs())
+
+    [warning] = [p for p in numa.check(found) if "more than one NUMA node" in p.message]
+    assert "takes each such CPU to be on the last node that links it" in warning.message
+
+
+def test_nodes_that_share_no_cpu_are_not_overlapping(tmp_path: Path) -> None:
+    found = numa.probe(amd_eight_node(tmp_path).fs())
+
+    assert found.overlapping_cpus == ""
+    assert all(n.linked_cpus is None for n in found.nodes)  # the links are read only then
+
+
+def test_cpus_without_a_package_are_said_to_give_the_kubelets_socket_count(
+    tmp_path: Path,
+) -> None:
+    found = numa.probe(no_package_id(tmp_path).fs())
+
+    assert (found.sockets, found.no_package_cpus) == (1, "0-7")
+    [info] = numa.check(found)
+    assert (info.severity, info.path) == ("Info", f"{CPUS}/cpuN/topology/physical_package_id")
+    assert "physical_package_id -1" in info.message
+
+
+def test_a_topology_that_does_not_add_up_to_the_online_cpus_says_so(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).cpus(1, 4, 2).numa_node(0, range(8), 2**20)
+    for cpu in (1, 5):  # both threads of core 1: their sibling lists cannot be read
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").unlink()
+        tree.unreadable(f"{CPUS}/cpu{cpu}/topology/thread_siblings_list")
+
+    found = numa.probe(tree.fs())
+
+    assert (found.kernel_cores, found.threads_per_core) == (3, 2)
+    [info] = [p for p in numa.check(found) if "does not add up" in p.message]
+    assert info.severity == "Info"
+    assert "3 cores of 2 threads (6 CPUs) for 8 online CPUs" in info.message
+
+
+@pytest.mark.parametrize(
+    "build", [amd_eight_node, arm64_server, compute_units, hybrid, multi_die, power_smt4,
+              s390_books, old_kernel],
+)
+def test_sockets_cores_and_threads_multiply_out_to_the_online_cpus(
+    tmp_path: Path, build: t.Callable[[Path], HostTree]
+) -> None:
+    found = numa.probe(build(tmp_path).fs())
+
+    sockets, per_socket, threads = numa.layout(found)
+    online = len(cpulist.parse(found.online_cpus))
+    if found.min_threads_per_core == threads:
+        assert sockets * per_socket * threads == online
+    assert not [p for p in numa.check(found) if "does not add up" in p.message]

@@ -120,9 +120,12 @@ class Oracle:
         self._proc.wait(timeout=30)
 
     def _ask(self, op: str, vmi: Mapping[str, Any], config: KubeVirtConfig) -> Obj:
-        line = json.dumps(
+        return self._line(
             {"op": op, "vmi": vmi, "config": configuration(config), "arch": "amd64"}
         )
+
+    def _line(self, request: Obj) -> Obj:
+        line = json.dumps(request)
         with self._lock:
             assert self._proc.stdin is not None and self._proc.stdout is not None
             self._proc.stdin.write(line + "\n")
@@ -146,6 +149,16 @@ class Oracle:
         causes = tuple(f"{c.get('field', '')}: {c['message']}" for c in answer.get("causes", []))
         return Verdict(bool(answer.get("allowed")), causes)
 
+    def version(self, version: str) -> tuple[int, int, list[str]] | None:
+        """(major, minor, prerelease identifiers) of a KubeVirt version as virt-operator parses
+        it (go-semver after one "v"); None where it refuses it."""
+        answer = self._line({"op": "version", "version": version})
+        if "error" in answer:
+            return None
+        found = answer["semver"]
+        pre = found["preRelease"]
+        return found["major"], found["minor"], pre.split(".") if pre else []
+
     def sizing(self, vmi: Mapping[str, Any], config: KubeVirtConfig) -> Sizing:
         """virt-controller's overhead and pod resources for `vmi` (defaulted already)."""
         answer = self._ask("overhead", vmi, config)
@@ -163,6 +176,8 @@ def configuration(config: KubeVirtConfig) -> Obj:
         body["additionalGuestMemoryOverheadRatio"] = config.overhead_ratio
     if config.memory_overcommit != 100:
         body["developerConfiguration"]["memoryOvercommit"] = config.memory_overcommit
+    if config.stage_rollout:
+        body["vmRolloutStrategy"] = config.vm_rollout_strategy
     return body
 
 

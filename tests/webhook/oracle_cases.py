@@ -140,6 +140,23 @@ SHAPES = [
           annotations=INSTANCETYPE_ANNOTATIONS),
     Shape("added overhead already set",
           memory("1Gi", memory={"reservedOverhead": {"addedOverhead": "2Gi"}})),
+    # Hugepages the profile adds: a request off the page boundary is rounded up to whole pages;
+    # a guest that is not whole pages is refused quoting the author's field and value.
+    Shape("memory request off the 1Gi page boundary", memory("2560Mi", memory={"guest": "2Gi"})),
+    Shape("guest off the 1Gi page boundary", {"memory": {"guest": "2560Mi"}},
+          refused=on(("pinned-1Gi",), "spec.domain.memory.guest (2560Mi)")),
+    Shape("request alone off the 1Gi page boundary", memory("2560Mi"),
+          refused=on(("pinned-1Gi",), "spec.domain.resources.requests.memory (2560Mi)")),
+    # A zero memory request is none to KubeVirt's admitter (the ReservedOverheadMemlock config
+    # once refused it).
+    Shape("zero memory request",
+          {"memory": {"guest": "2Gi"}, **resources(requests={"memory": "0"})}),
+    Shape("zero memory request with a limit",
+          resources(requests={"memory": "0"}, limits={"memory": "2Gi"})),
+    # Overcommitted memory: refused where the profile forbids it; admitted elsewhere, also with
+    # vmRolloutStrategy: Stage, where KubeVirt refuses a guest above the memory limit.
+    Shape("guest above the request", memory("1Gi", memory={"guest": "2Gi"}),
+          refused=on(NO_MEMORY_OVERCOMMIT, "is above the memory request")),
 ]
 
 

@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kvtune_api.kubevirt_overhead import Mi
+from kvtune_api.kubevirt_overhead import Mi, parse_version
 from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig, memory_overhead, vmi_demand
+from kvtune_operator.vmi import KubeVirtConfig, memory_overhead, validate_vmi, vmi_demand
 from kvtune_operator.vmi.mutate import OVERHEAD_ANNOTATION
-from kvtune_operator.vmi.overhead import quantity, quantity_bytes
+from kvtune_operator.vmi.overhead import (
+    pod_memory_request_bytes,
+    quantity,
+    quantity_bytes,
+)
 from support.kubevirt_oracle import (
     Oracle,
     Outcome,
@@ -32,7 +36,7 @@ from support.kubevirt_oracle import (
     kubevirt_version,
 )
 
-from webhook import Obj
+from webhook import Obj, make_vmi
 from webhook.oracle_cases import PROFILES, RESERVED_OVERHEAD_GATE, Case, cases
 from webhook.test_properties import profiles as generated_profiles
 from webhook.test_properties import vmis as generated_vmis
@@ -41,6 +45,7 @@ CONFIGS = {
     "default install": KubeVirtConfig(),
     "ReservedOverheadMemlock on": KubeVirtConfig(feature_gates=frozenset({RESERVED_OVERHEAD_GATE})),
     "overhead ratio 1.5": KubeVirtConfig(overhead_ratio="1.5"),
+    "vmRolloutStrategy Stage": KubeVirtConfig(vm_rollout_strategy="Stage"),
 }
 CASES = cases()
 
@@ -104,11 +109,14 @@ def check_stored(
 
     # The pod holds the floor for QEMU beside the guest's RAM (with hugepages the guest is in
     # hugepages-<size> and `memory` is all beside it).
+    # An overcommitted guest (a pod request below it) has only that request in the pod.
     guest = quantity_bytes(stored["spec"]["domain"]["memory"]["guest"], "guest")
-    beside = quantity_bytes(pod["memory"], "pod memory") - (0 if size else guest)
+    for_guest = min(guest, pod_memory_request_bytes(stored, config.memory_overcommit))
+    beside = quantity_bytes(pod["memory"], "pod memory") - (0 if size else for_guest)
     floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, "floor")
     overcommitted = at(stored, ("spec", "domain", "resources", "overcommitGuestOverhead"))
-    if not overcommitted:
+    # Without the gate, an overcommitted guest leaves kvtune no room for the floor (it warns).
+    if not overcommitted and (config.reserved_overhead or for_guest == guest):
         assert beside >= floor, (beside / Mi, floor / Mi)
 
     for path, value in leaves(raw):
@@ -232,3 +240,54 @@ def test_the_oracle_is_the_kubevirt_release_kvtune_assumes_by_default() -> None:
 
     major, minor = (int(x) for x in kubevirt_version().lstrip("v").split(".")[:2])
     assert (major, minor) == NEWEST_RELEASE
+
+
+def test_under_stage_rollout_an_overcommitted_dedicated_vmi_is_admitted_and_warned_of_oom(
+    kubevirt_oracle: Oracle,
+) -> None:
+    config = CONFIGS["vmRolloutStrategy Stage"]
+    profile = PROFILES["pinned-overcommit"]
+    vmi = make_vmi({"memory": {"guest": "2Gi"}, "resources": {"requests": {"memory": "1Gi"}}})
+
+    outcome = admission_chain(kubevirt_oracle, profile, vmi, config)
+
+    assert outcome.refused_by is None, outcome.reasons
+    assert outcome.stored is not None
+    # KubeVirt refuses a limit below the guest under Stage: kvtune sets none (KubeVirt gives the
+    # pod a limit equal to its request for dedicated CPUs all the same).
+    assert "memory" not in (outcome.stored["spec"]["domain"]["resources"].get("limits") or {})
+    limits = kubevirt_oracle.sizing(outcome.stored, config).pod_limits
+    assert quantity_bytes(limits["memory"], "pod limit") < 2 * 1024 * Mi
+    _, warnings = validate_vmi(profile, outcome.stored, namespace_labels={}, kubevirt=config)
+    assert any("OOM-killed" in w for w in warnings)
+
+
+def test_a_request_off_the_page_boundary_is_rounded_to_whole_pages_not_refused(
+    kubevirt_oracle: Oracle,
+) -> None:
+    vmi = make_vmi({"memory": {"guest": "2Gi"}, "resources": {"requests": {"memory": "2560Mi"}}})
+
+    outcome = admission_chain(kubevirt_oracle, PROFILES["pinned-1Gi"], vmi, CONFIGS[
+        "default install"])
+
+    assert outcome.stored is not None, outcome.reasons
+    request = quantity_bytes(outcome.stored["spec"]["domain"]["resources"]["requests"]["memory"],
+                             "request")
+    assert request % (1024 * Mi) == 0 and request >= 2560 * Mi
+
+
+#: Released, pre-release, `git describe` (KubeVirt's hack/version.sh) and nightly forms, and
+#: strings that are not versions.
+VERSIONS = [
+    "v1.9.0", "v1.9.2", "1.10.0", "v1.10.0-alpha.0", "v1.9.0-beta.0", "v1.9.0-rc.1",
+    "v1.9.0-beta.0.123+5c1a0f3e2d1b4a", "v1.9.0-rc.0.7+0123456789abcd", "v1.9.2-4+abcdef",
+    "v1.09.0", "v+1.9.0", "20260301_1a2b3c4", "devel", "latest", "v1.9", "v1.9.0.1",
+    "v1.10.0-beta_1", "v 1.10.0", "v1.9.0-", "v1.9.0+", "vv1.9.0", "v1.9.0-beta..1", "",
+]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubevirt_versions_are_read_as_kubevirts_operator_reads_them(
+    kubevirt_oracle: Oracle, version: str
+) -> None:
+    assert parse_version(version) == kubevirt_oracle.version(version)

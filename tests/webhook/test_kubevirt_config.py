@@ -14,13 +14,19 @@ def test_the_kubevirt_cr_gives_gates_ratio_version_and_allocation_settings() -> 
         "additionalGuestMemoryOverheadRatio": "1.25",
         "developerConfiguration": {"featureGates": ["CPUManager", "ReservedOverheadMemlock"],
                                    "memoryOvercommit": 150, "cpuAllocationRatio": 4},
+        "vmRolloutStrategy": "Stage",
     }}
     config = KubeVirtConfig.from_kubevirt(spec, {"observedKubeVirtVersion": "v1.9.0"})
     assert config == KubeVirtConfig(
         installed=True, feature_gates=frozenset({"CPUManager", "ReservedOverheadMemlock"}),
         overhead_ratio="1.25", version="v1.9.0", memory_overcommit=150, cpu_allocation_ratio=4,
+        vm_rollout_strategy="Stage",
     )
-    assert config.reserved_overhead and config.cpu_manager
+    assert config.reserved_overhead and config.cpu_manager and config.stage_rollout
+
+
+def test_without_a_rollout_strategy_kubevirt_rolls_out_live() -> None:
+    assert not KubeVirtConfig.from_kubevirt({}, {}).stage_rollout
 
 
 @pytest.mark.parametrize("overcommit", [None, 0, -5, "150", True])

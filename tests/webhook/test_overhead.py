@@ -192,12 +192,50 @@ def test_page_tables_are_sized_from_the_memory_request(domain: Obj, page_tables:
         pytest.param("v1.8.2", 220 * Mi, id="v1.8.2"),
         pytest.param("v1.10.0", 240 * Mi, id="v1.10.0"),
         pytest.param("v1.10.0-alpha.0.12+abc", 240 * Mi, id="a v1.10 pre-release"),
-        pytest.param("devel", 220 * Mi, id="unreadable: the newest release"),
+        pytest.param("v1.9.0-rc.1", 220 * Mi, id="a v1.9 release candidate"),
+        pytest.param("v1.9.0-beta.0", 220 * Mi, id="the v1.9 beta.0 tag itself"),
+        pytest.param("v1.9.2-4+0123456789abcd", 220 * Mi, id="release branch past v1.9.2"),
+        pytest.param("v1.9.0-rc.0.7+0123456789abcd", 220 * Mi, id="release branch past rc.0"),
+        pytest.param("v1.8.0-beta.0.40+0123456789abcd", 220 * Mi, id="main while v1.9 grew"),
+        pytest.param("v2.0.0", 240 * Mi, id="a later major release"),
+        pytest.param("1.10.0", 240 * Mi, id="without the v"),
+        pytest.param("v1.09.0", 220 * Mi, id="a leading zero, which Go's ParseInt takes"),
     ],
 )
 def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes: int) -> None:
     config = KubeVirtConfig(version=version)
     assert memory_overhead(dedicated_4x8(), config).processes == processes
+    assert config.version_note is None
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        pytest.param("v1.9.0-beta.0.123+5c1a0f3e2d1b4a", "past the v1.9.0-beta.0 tag",
+                     id="main after the release branch was cut, or that branch: the larger"),
+        pytest.param("20260301_1a2b3c4", "not a release version", id="a nightly tag"),
+        pytest.param("devel", "not a release version", id="a custom image tag"),
+        pytest.param("v1.9", "not a release version", id="not semver: no patch"),
+        pytest.param("latest", "not a release version", id="latest"),
+        pytest.param("v1.10.0-beta_1", "not a release version", id="a bad prerelease"),
+        pytest.param("v 1.10.0", "not a release version", id="a space"),
+    ],
+)
+def test_a_version_that_cannot_be_placed_takes_the_larger_figure_and_says_so(
+    version: str, why: str
+) -> None:
+    config = KubeVirtConfig(installed=True, version=version)
+
+    assert memory_overhead(dedicated_4x8(), config).processes == 240 * Mi
+    assert config.version_note is not None and why in config.version_note
+    assert "counts the larger" in config.version_note
+
+
+def test_an_installed_kubevirt_without_a_version_yet_takes_the_larger_figure() -> None:
+    config = KubeVirtConfig.from_kubevirt({}, {})
+
+    assert memory_overhead(dedicated_4x8(), config).processes == 240 * Mi
+    assert "observedKubeVirtVersion" in (config.version_note or "")
 
 
 def test_the_breakdown_names_only_the_non_zero_components_in_camel_case() -> None:

@@ -149,8 +149,9 @@ def test_a_vmi_as_the_mutation_leaves_it_is_accepted() -> None:
                 },
             ),
             {"memory": {"hugepages": {"pages": [{"size": "1Gi", "count": 8}]}}},
-            "(1.50Gi) is not a whole number of 1Gi hugepages",
-            "multiples of 1Gi",
+            "spec.domain.memory.guest (1536Mi) sizes the guest, which is backed by 1Gi "
+            "hugepages, but is not a whole number of them",
+            "multiple of 1Gi",
             id="guest memory not a multiple of the page size",
         ),
         pytest.param(
@@ -178,8 +179,10 @@ def test_contradictions_are_allowed_when_the_profile_allows_memory_overcommit() 
     vmi = guaranteed(resources={"overcommitGuestOverhead": True}, memory={"guest": "10Gi"})
     errors, warnings = findings(vmi, memory={"allowOvercommit": True})
     assert errors == []
-    # The request below the guest leaves no room above it to reserve the floor in.
-    assert len(warnings) == 1 and "memory.vmOverheadFloor" in warnings[0]
+    # The request below the guest leaves no room above it to reserve the floor in, and the
+    # pod's limit, set to its request for dedicated CPUs, is below the guest.
+    assert len(warnings) == 2 and "memory.vmOverheadFloor" in warnings[0]
+    assert "OOM-killed once it uses more than 8.00Gi" in warnings[1]
 
 
 def test_hugepages_on_a_profile_that_allocates_none_are_only_a_warning() -> None:
@@ -306,3 +309,45 @@ def test_a_reserved_overhead_is_refused_where_kubevirts_gate_is_known_to_be_off(
     if refused:
         assert "spec.domain.memory.reservedOverhead is set, but KubeVirt refuses it" in errors[0]
         assert "ReservedOverheadMemlock" in errors[0]
+
+
+STAGE = KubeVirtConfig(installed=True, version="v1.9.0", vm_rollout_strategy="Stage")
+
+
+def test_under_stage_rollout_a_guest_above_the_authors_limit_is_refused_quoting_both() -> None:
+    vmi = guaranteed(memory={"guest": "10Gi"})  # requests = limits = 8Gi
+
+    errors, _ = validate_vmi(make_profile(memory={"allowOvercommit": True}), vmi,
+                             namespace_labels={}, kubevirt=STAGE)
+
+    [error] = [e for e in errors if "Stage" in e]
+    assert "spec.domain.memory.guest (10Gi) is above spec.domain.resources.limits.memory " \
+        "(8Gi)" in error
+    assert "vmRolloutStrategy" in error
+
+
+def test_with_live_update_rollout_a_guest_above_the_limit_is_kubevirts_to_grow() -> None:
+    vmi = guaranteed(memory={"guest": "10Gi"})
+    config = KubeVirtConfig(installed=True, version="v1.9.0")
+
+    errors, _ = validate_vmi(make_profile(memory={"allowOvercommit": True}), vmi,
+                             namespace_labels={}, kubevirt=config)
+
+    assert not [e for e in errors if "Stage" in e]
+
+
+def test_a_kubevirt_version_that_cannot_be_placed_is_said_on_admission() -> None:
+    config = KubeVirtConfig(installed=True, version="v1.9.0-beta.0.40+0123456789abcd")
+
+    _, warnings = validate_vmi(make_profile(), guaranteed(), namespace_labels={},
+                               kubevirt=config)
+
+    assert any("counts the larger" in w and "beta.0" in w for w in warnings)
+
+
+def test_a_zero_memory_request_is_no_request_as_kubevirt_reads_it() -> None:
+    vmi = guaranteed(resources={"requests": {"cpu": "4", "memory": "0"}})
+
+    errors, _ = findings(vmi)
+
+    assert not [e for e in errors if "spec.domain.resources.requests.memory" in e]

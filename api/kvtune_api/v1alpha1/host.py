@@ -17,6 +17,8 @@ from .common import BaseModel, Opt
 #: Answers the probe can prove either way, or not.
 Tri = t.Literal["Yes", "No", "Unknown"]
 Severity = t.Literal["Error", "Warning", "Info"]
+#: How KVM can run guests on a host (CpuReport.virtualization says what each value means).
+Virtualization = t.Literal["VMX", "SVM", "ARM", "SIE", "POWER", "PVM", "None", "Unknown"]
 #: The kernel's cpulist format (/sys/devices/system/cpu/online); empty means no CPUs.
 CpuList = t.Annotated[str, Field(pattern=r"^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$")]
 #: Upper bounds that keep the report far below the apiserver's object size limit; they sit at
@@ -60,6 +62,17 @@ class PleReport(BaseModel):
     module: Opt[str] = Field(
         default=None, description="The KVM module whose parameters govern it: kvm_intel, kvm_amd."
     )
+    applicable: bool = Field(
+        default=True,
+        description="False where KVM does not run guests with VT-x or AMD-V (arm64, s390x, "
+        "POWER, kvm_pvm): PLE is an x86 notion there, `supported` and `enabled` are No, and "
+        "`equivalent` says what plays its part, if anything.",
+    )
+    equivalent: Opt[str] = Field(
+        default=None,
+        description="Where PLE is not applicable: what makes a waiting vCPU yield instead; "
+        "absent where nothing does (kvm_pvm), and then vCPUs are not to be overcommitted.",
+    )
     ple_gap: Opt[int] = Field(default=None, description="kvm_intel ple_gap; 0 turns PLE off.")
     ple_window: Opt[int] = Field(default=None, description="kvm_intel ple_window (cycles).")
     ple_window_grow: Opt[int] = Field(default=None, description="kvm_intel ple_window_grow.")
@@ -87,12 +100,29 @@ class CpuReport(BaseModel):
     logical_cpus: int = Field(
         default=0, ge=0, description="Processors listed in /proc/cpuinfo (the online CPUs)."
     )
-    virtualization: t.Literal["VMX", "SVM", "None", "Unknown"] = Field(
-        default="Unknown",
-        description=(
-            "Hardware virtualization the kernel offers: VMX (Intel VT-x), SVM (AMD-V), None "
-            "(absent or disabled in firmware), Unknown (no /proc/cpuinfo flags)."
-        ),
+    architecture: Opt[t.Literal["x86", "arm64", "s390", "power"]] = Field(
+        default=None,
+        description="The processor architecture, from the shape of /proc/cpuinfo; absent: not "
+        "recognised.",
+    )
+    virtualization: Virtualization = (
+        Field(
+            default="Unknown",
+            description=(
+                "How KVM can run guests here: VMX (Intel VT-x), SVM (AMD-V), ARM (the arm64 "
+                "virtualization extensions, usable when the kernel booted at EL2), SIE (s390's "
+                "Start Interpretive Execution facility), POWER (KVM on POWER: kvm_hv or kvm_pr), "
+                "PVM (kvm_pvm: guests run without hardware virtualization, e.g. inside a VM "
+                "without nested VT-x), None (absent or disabled in firmware), Unknown "
+                "(/proc/cpuinfo missing or not recognised)."
+            ),
+        )
+    )
+    kvm_module: Opt[str] = Field(
+        default=None,
+        description="The loaded KVM module that runs guests (/sys/module): kvm_intel, kvm_amd, "
+        "kvm_pvm, kvm_hv, kvm_pr, or kvm on arm64 and s390x, where KVM is one module or built "
+        "in; absent: none is loaded.",
     )
     hypervisor_guest: bool = Field(
         default=False, description="The 'hypervisor' flag is set: this host is itself a VM."
@@ -116,7 +146,12 @@ class NumaNode(BaseModel):
         description="CPUs the node lists that are offline (some kernels, e.g. on POWER, list "
         "them): not in `cpus`, unusable by VMs.",
     )
-    memory_total_kib: int = Field(default=0, ge=0, description="MemTotal of the node, in KiB.")
+    memory_total_kib: int = Field(
+        default=0,
+        ge=0,
+        description="MemTotal of the node, in KiB; 0 without `memoryless`: unknown (no "
+        "readable meminfo, which the problems say).",
+    )
     memory_free_kib: int = Field(default=0, ge=0, description="MemFree of the node, in KiB.")
     memoryless: bool = Field(
         default=False, description="The node has no memory: its CPUs only reach remote memory."
@@ -131,6 +166,11 @@ class NumaNode(BaseModel):
         default_factory=list,
         max_length=MAX_NUMA_NODES,
         description="Distance to each node, in the order of `nodes` (10 = local).",
+    )
+    linked_cpus: Opt[CpuList] = Field(
+        default=None,
+        description="Read only where nodes list the same CPUs: the CPUs whose cpuN link is in "
+        "this node's directory, which is what the kubelet (cAdvisor) places CPUs by.",
     )
 
 
@@ -147,11 +187,22 @@ class NumaReport(BaseModel):
     )
     offline_cpus: CpuList = Field(
         default="",
-        description="/sys/devices/system/cpu/offline (on kernels without it: the present CPUs "
-        "whose cpuN/online is 0).",
+        description="The present CPUs that are offline: /sys/devices/system/cpu/offline, "
+        "which also names CPU slots no CPU fills, less those (on kernels without it: the "
+        "present CPUs whose cpuN/online is 0).",
     )
     isolated_cpus: CpuList = Field(
         default="", description="/sys/devices/system/cpu/isolated (isolcpus= on the cmdline)."
+    )
+    overlapping_cpus: CpuList = Field(
+        default="",
+        description="CPUs listed by more than one NUMA node (wrong firmware tables): where "
+        "set, the node layout does not tell which memory is local to a CPU.",
+    )
+    no_package_cpus: CpuList = Field(
+        default="",
+        description="Online CPUs whose physical_package_id is -1 (the firmware names no "
+        "socket); the kubelet takes them for one socket.",
     )
     sockets: int = Field(
         default=0, ge=0, description="Distinct physical_package_id of the online CPUs."
@@ -166,8 +217,9 @@ class NumaReport(BaseModel):
         default=0,
         ge=0,
         description="Physical cores as the kernel groups hardware threads (distinct "
-        "thread_siblings_list); above `cores` where core_id repeats across the dies or "
-        "clusters of one NUMA node, which the kubelet then takes for one core.",
+        "core_cpus_list, thread_siblings_list on older kernels); above `cores` where core_id "
+        "repeats across the dies or clusters of one NUMA node, which the kubelet then takes "
+        "for one core.",
     )
     threads_per_core: int = Field(
         default=0, ge=0, description="Most hardware threads on one core (2 with SMT)."
@@ -216,6 +268,11 @@ class MemoryReport(BaseModel):
     )
     hugepages: list[HugepagePool] = Field(
         default_factory=list, max_length=16, description="System-wide pools, one per size."
+    )
+    hugepage_pools_known: bool = Field(
+        default=True,
+        description="False when /sys/kernel/mm/hugepages is missing (a kernel without "
+        "hugetlbfs, or a /sys not mounted whole): `hugepages` is then unknown, not empty.",
     )
     hugepages_per_node: list[HugepagePool] = Field(
         default_factory=list,

@@ -161,7 +161,10 @@ class _Host:
 
     @classmethod
     def of(cls, host: HostReport) -> _Host:
-        node_of_cpu = {cpu: node.id for node in host.numa.nodes for cpu in cpulist.parse(node.cpus)}
+        # A CPU that several nodes list (wrong firmware tables) has no node to judge by.
+        ambiguous = cpulist.parse(host.numa.overlapping_cpus)
+        node_of_cpu = {cpu: node.id for node in host.numa.nodes
+                       for cpu in cpulist.parse(node.cpus) - ambiguous}
         nodes = tuple(
             (node.id, node.cpu_count, node.memory_total_kib)
             for node in host.numa.nodes
@@ -245,6 +248,15 @@ def _numa(vm: Observed, dom: Domain, host: _Host, policy: AuditPolicy) -> list[V
             )
         ]
     cpu_nodes = host.cpu_nodes(dom.pinned_cpus)
+    if not cpu_nodes:
+        return [
+            _finding(
+                "Info",
+                "NumaLocality",
+                f"CPUs {_ids(dom.pinned_cpus)} belong to no one NUMA node the host's lists agree "
+                "on (see the NUMA problems of the node's report): locality not checked",
+            )
+        ]
     memory_nodes = host.memory_nodes(vm, dom)
     # Only a node with CPUs can hold a VM: memory-only nodes (CXL, HBM, GPU memory) never can.
     fitting = [n for n, cpus, kib in host.nodes

@@ -9,6 +9,7 @@ that feature, so nothing is guessed.
 
 from __future__ import annotations
 
+import re
 import typing as t
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +69,45 @@ def _issue_problem(feature: str, issue: ReadIssue) -> Problem:
     )
 
 
+#: Problems of one kind beyond this many are told as one entry with the count and examples.
+SAME_KIND_SHOWN = 3
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _kind(problem: Problem) -> tuple[str, str, str]:
+    """Problems of one kind differ only in their numbers (cpu12, node3, CPUs 8-15)."""
+    return problem.severity, problem.feature, _NUMBER.sub("N", problem.message)
+
+
+def _aggregated(problems: list[Problem], beyond: int) -> list[Problem]:
+    """Each kind with more than `beyond` problems as one entry: the first, the count, and
+    where a few others are; in the order each kind first appears."""
+    kinds: dict[tuple[str, str, str], list[Problem]] = {}
+    for problem in problems:
+        kinds.setdefault(_kind(problem), []).append(problem)
+    out = []
+    for same in kinds.values():
+        if len(same) <= beyond:
+            out += same
+            continue
+        first, others = same[0], same[1:]
+        where = [p.path or p.message[:60] for p in others[:SAME_KIND_SHOWN]]
+        more = len(others) - len(where)
+        out.append(first.model_copy(update={"message": (
+            f"{len(same)} findings of one kind; the first: {first.message} (the others are "
+            f"alike, at {', '.join(where)}{f' and {more} more' if more else ''})"
+        )}))
+    return out
+
+
 def _bounded(problems: list[Problem]) -> list[Problem]:
-    """Most severe first, cut to the report's limit with a last entry saying how many were cut."""
+    """Most severe first, within the report's limit. Many problems of one kind (the same read
+    failing on every CPU) are told as one entry, so that they cannot push other findings out
+    nor bury them; past the limit even two of a kind are; only if distinct findings still
+    overflow are the least severe cut, with a last entry saying how many."""
+    problems = _aggregated(problems, SAME_KIND_SHOWN)
+    if len(problems) > MAX_PROBLEMS:
+        problems = _aggregated(problems, 1)
     ordered = sorted(problems, key=lambda p: SEVERITY_ORDER[p.severity])
     if len(ordered) <= MAX_PROBLEMS:
         return ordered

@@ -6,6 +6,11 @@ allows CPUs, so usually wider than the host ("00000000,0000ff0f": node/cpumap,
 thread_siblings). Old kernels have only the masks. The report stores cpulists, so that a
 256-CPU set stays one short string.
 
+Kernels from about 5.15 serve the masks and lists of CPU topology and NUMA nodes (node/cpulist,
+cpumap, core_cpus, thread_siblings and their _list twins...) as binary attributes, and some copy
+one byte past the text, so a value may end in "\n\0": both parsers take it as the kernel's
+text, NUL and all, which is what every reader of such a file here goes through.
+
 Both parsers are bounded: ids stop below MAX_IDS, the most CPUs any kernel is built for
 (NR_CPUS is at most 8192), so a corrupt file such as "0-1000000" is refused at once instead of
 costing seconds and hundreds of MiB.
@@ -25,6 +30,11 @@ _SPAN = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 _WORD_BITS = 32
 _FIRST_WORD = re.compile(r"[0-9a-fA-F]{1,8}")
 _WORD = re.compile(r"[0-9a-fA-F]{8}")
+
+
+def _value(text: str) -> str:
+    """The text of a sysfs set: without its newline and the NULs a binary attribute may add."""
+    return text.strip().rstrip("\0").strip()
 
 
 def _id(digits: str, part: str) -> int:
@@ -50,7 +60,8 @@ def parse(text: str) -> set[int]:
     ids: set[int] = set()
     covered = -1
     # Sorted, each id is added once however the ranges overlap: the work stays below MAX_IDS.
-    for first, last in sorted(_span(p.strip()) for p in text.strip().split(",") if p.strip()):
+    parts = _value(text).split(",")
+    for first, last in sorted(_span(p.strip()) for p in parts if p.strip()):
         if last > covered:
             ids.update(range(max(first, covered + 1), last + 1))
             covered = last
@@ -59,7 +70,7 @@ def parse(text: str) -> set[int]:
 
 def parse_mask(text: str) -> set[int]:
     """The ids in a cpumask; raises ValueError, saying why, when it is not one."""
-    words = text.strip().split(",")
+    words = _value(text).split(",")
     if len(words) * _WORD_BITS > MAX_IDS:
         raise ValueError(f"{len(words)} words are wider than {MAX_IDS} CPUs, more than a kernel "
                          "has")

@@ -119,6 +119,7 @@ def probe(fs: HostFS) -> MemoryReport:
         transparent_hugepage=_selected(fs, f"{THP}/enabled"),
         transparent_hugepage_defrag=_selected(fs, f"{THP}/defrag"),
         hugepages=_pools(fs, HUGEPAGES, None),
+        hugepage_pools_known=fs.is_dir(HUGEPAGES),
         hugepages_per_node=[
             pool for node in node_ids(fs)
             for pool in _pools(fs, f"{NODES}/node{node}/hugepages", node)
@@ -128,7 +129,7 @@ def probe(fs: HostFS) -> MemoryReport:
 
 
 def check(memory: MemoryReport) -> list[Problem]:
-    """Findings: no meminfo, swap on, surplus hugepages."""
+    """Findings: no meminfo, swap on, hugepage pools unknown, surplus hugepages."""
     if memory.total_kib is None:
         return [Problem(
             severity="Warning", feature="Memory", path=MEMINFO,
@@ -136,6 +137,19 @@ def check(memory: MemoryReport) -> list[Problem]:
             "--root points at the host's / with /proc mounted",
         )]
     problems = []
+    if not memory.hugepage_pools_known:
+        # A kernel with hugetlbfs names its default page size in meminfo.
+        built_without = memory.default_hugepage_kib is None
+        why = ("the kernel seems built without hugetlbfs (no Hugepagesize in /proc/meminfo): "
+               "no hugepages can be planned on this node" if built_without
+               else f"yet /proc/meminfo shows a {memory.default_hugepage_kib} kB hugepage size, "
+               "so /sys is not mounted whole under --root; mount the host's /sys there")
+        problems.append(Problem(
+            severity="Info" if built_without else "Warning", feature="Hugepages",
+            path=HUGEPAGES,
+            message=f"{HUGEPAGES} is missing, so the hugepage pools are unknown, not empty: "
+            f"{why}",
+        ))
     if memory.swap_total_kib:
         problems.append(Problem(
             severity="Warning", feature="Memory", path="/proc/swaps",

@@ -64,17 +64,30 @@ def _present(fs: HostFS) -> set[int]:
     return {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
 
 
-def _cpu_states(fs: HostFS) -> tuple[set[int] | None, set[int]]:
-    """Online and offline CPUs; online is None when the kernel shows no CPU at all."""
+@dataclass(frozen=True)
+class _CpuStates:
+    online: set[int] | None
+    """None when the kernel shows no CPU at all."""
+    offline: set[int]
+    """Present CPUs that are not online."""
+    present: set[int]
+
+
+def _cpu_states(fs: HostFS) -> _CpuStates:
+    """Online, offline and present CPUs. The kernel's `offline` is `possible` minus `online`,
+    so it names CPU slots no CPU fills (a firmware may declare 512 for 8 real ones): only the
+    present ones are offline in any sense an operator can act on."""
+    present = _present(fs)
     online = cpulist.read(fs, f"{CPUS}/online")
     offline = cpulist.read(fs, f"{CPUS}/offline")
     if online is None:
         # cpuN/online exists only for a CPU that can be unplugged; without one a CPU is online.
-        up = {cpu: fs.read_int(f"{CPUS}/cpu{cpu}/online") != 0 for cpu in _present(fs)}
+        up = {cpu: fs.read_int(f"{CPUS}/cpu{cpu}/online") != 0 for cpu in present}
         online = {cpu for cpu, is_up in up.items() if is_up} or None
         if offline is None:
             offline = {cpu for cpu, is_up in up.items() if not is_up}
-    return online, offline or set()
+    offline = offline or set()
+    return _CpuStates(online, offline & present if present else offline, present)
 
 
 def _distances(fs: HostFS, path: str, nodes: int) -> list[int]:
@@ -107,20 +120,21 @@ def _listed_cpus(fs: HostFS, base: str) -> set[int]:
 
 
 def _node(
-    fs: HostFS, node_id: int, online: set[int] | None, nodes: int
+    fs: HostFS, node_id: int, states: _CpuStates, nodes: int
 ) -> tuple[NumaNode, set[int]]:
     """The node, and its usable CPUs: those it lists that are online (all it lists when the
     online CPUs are unknown)."""
     base = f"{NODES}/node{node_id}"
     listed = _listed_cpus(fs, base)
-    cpus = listed if online is None else listed & online
+    cpus = listed if states.online is None else listed & states.online
+    down = listed - cpus
     meminfo = parse_meminfo(fs, f"{base}/meminfo")
     total = (meminfo or {}).get("MemTotal", 0)
     return NumaNode(
         id=node_id,
         cpus=cpulist.format_ids(cpus),
         cpu_count=len(cpus),
-        offline_cpus=cpulist.format_ids(listed - cpus),
+        offline_cpus=cpulist.format_ids(down & states.present if states.present else down),
         memory_total_kib=total,
         memory_free_kib=(meminfo or {}).get("MemFree", 0),
         # Without a MemTotal line the node's memory is unknown, not absent.
@@ -137,6 +151,17 @@ class _Topology:
     kernel_cores: int = 0
     threads_per_core: int = 0
     min_threads_per_core: int = 0
+    no_package: frozenset[int] = frozenset()
+
+
+def _sibling_files(fs: HostFS, first: int) -> tuple[str, str]:
+    """The (list, mask) names of a CPU's core siblings on this kernel: core_cpus_list and
+    core_cpus since 5.4, thread_siblings_list and thread_siblings (deprecated, and absent from
+    kernels that drop them) before. As for book_id, one CPU tells which the kernel has."""
+    top = f"{CPUS}/cpu{first}/topology"
+    if fs.exists(f"{top}/core_cpus_list") or fs.exists(f"{top}/core_cpus"):
+        return "core_cpus_list", "core_cpus"
+    return "thread_siblings_list", "thread_siblings"
 
 
 def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topology:
@@ -144,45 +169,70 @@ def _topology(fs: HostFS, online: set[int], node_of: Mapping[int, int]) -> _Topo
     packages: set[int] = set()
     cores: set[tuple[int | None, int, int | None, int | None, int]] = set()
     siblings: set[frozenset[int]] = set()
+    no_package: set[int] = set()
     # Only s390 kernels have book_id and drawer_id: the ids below them restart in each book,
     # and cAdvisor on s390x tells cores apart by them too. The kernel's topology attributes
     # are the same for every CPU, so one CPU tells whether to read them (two reads per CPU
     # saved everywhere else).
     books = bool(online) and fs.exists(f"{CPUS}/cpu{min(online)}/topology/book_id")
+    list_name, mask_name = _sibling_files(fs, min(online)) if online else ("", "")
     for cpu in sorted(online):
         base = f"{CPUS}/cpu{cpu}/topology"
         package = fs.read_int(f"{base}/physical_package_id")
         core = fs.read_int(f"{base}/core_id")
         book = fs.read_int(f"{base}/book_id") if books else None
         drawer = fs.read_int(f"{base}/drawer_id") if books else None
+        if package == -1:
+            no_package.add(cpu)
         if package is not None and core is not None:
             packages.add(package)
             cores.add((node_of.get(cpu), package, book, drawer, core))
-        threads = cpulist.read_either(
-            fs, f"{base}/thread_siblings_list", f"{base}/thread_siblings")
+        threads = cpulist.read_either(fs, f"{base}/{list_name}", f"{base}/{mask_name}")
         if threads:
             siblings.add(frozenset(threads))
     sizes = [len(threads) for threads in siblings]
     return _Topology(len(packages), len(cores), len(siblings), max(sizes, default=0),
-                     min(sizes, default=0))
+                     min(sizes, default=0), frozenset(no_package))
+
+
+def _overlapping(nodes: list[tuple[NumaNode, set[int]]]) -> set[int]:
+    """CPUs that more than one node lists."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for _, cpus in nodes:
+        twice |= seen & cpus
+        seen |= cpus
+    return twice
+
+
+def _linked(fs: HostFS, node: NumaNode) -> NumaNode:
+    """The node with the CPUs its directory links (cpuN entries), as cAdvisor finds them: the
+    kernel links each CPU under one node (cpu_to_node), whatever the node cpulists say."""
+    found = (_CPU_DIR.fullmatch(name) for name in fs.list_dir(f"{NODES}/node{node.id}"))
+    linked = {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
+    return node.model_copy(update={"linked_cpus": cpulist.format_ids(linked)})
 
 
 def probe(fs: HostFS) -> NumaReport:
-    online, offline = _cpu_states(fs)
+    states = _cpu_states(fs)
     ids = node_ids(fs)
-    nodes = [_node(fs, i, online, len(ids)) for i in ids]
+    nodes = [_node(fs, i, states, len(ids)) for i in ids]
     node_of = {cpu: node.id for node, cpus in nodes for cpu in cpus}
-    topology = _topology(fs, online or set(), node_of)
+    topology = _topology(fs, states.online or set(), node_of)
+    overlapping = _overlapping(nodes)
     return NumaReport(
-        nodes=[node for node, _ in nodes],
-        online_cpus=cpulist.format_ids(online or ()),
-        offline_cpus=cpulist.format_ids(offline),
+        # Only where the lists overlap are the links read: elsewhere they agree with them.
+        nodes=[_linked(fs, node) if overlapping else node for node, _ in nodes],
+        online_cpus=cpulist.format_ids(states.online or ()),
+        offline_cpus=cpulist.format_ids(states.offline),
         isolated_cpus=cpulist.format_ids(cpulist.read(fs, f"{CPUS}/isolated") or ()),
+        overlapping_cpus=cpulist.format_ids(overlapping),
         sockets=topology.sockets,
         cores=topology.cores,
         kernel_cores=topology.kernel_cores,
         threads_per_core=topology.threads_per_core,
         min_threads_per_core=topology.min_threads_per_core,
+        no_package_cpus=cpulist.format_ids(topology.no_package),
     )
 
 
@@ -207,12 +257,62 @@ def _node_problems(numa: NumaReport) -> list[Problem]:
                 "kernels, or one that does not match the nodes): how far its memory is from "
                 "the other nodes is unknown, and the report shows none for it",
             ))
+        if node.memory_total_kib == 0 and not node.memoryless:
+            problems.append(_problem(
+                "Warning", f"{NODES}/node{node.id}/meminfo",
+                f"NUMA node {node.id}'s memory is unknown: its meminfo is missing, unreadable "
+                "or has no MemTotal line, so the report's 0 for it means unknown, not none, and "
+                "no hugepage plan on this node can be checked against the memory there; check "
+                "that the host's /sys is mounted whole under --root",
+            ))
         if node.offline_cpus:
             problems.append(_problem(
                 "Info", f"{NODES}/node{node.id}/cpulist",
                 f"NUMA node {node.id} lists CPUs {node.offline_cpus} that are offline: "
                 f"they are not counted among its CPUs ({node.cpu_count} usable)",
             ))
+    return problems
+
+
+def layout(numa: NumaReport) -> tuple[int, float, int]:
+    """Sockets, cores per socket and threads per core as the kernel groups the CPUs (lscpu's
+    three figures, whose product is the CPUs the sibling lists cover)."""
+    per_socket = numa.kernel_cores / numa.sockets if numa.sockets else 0.0
+    return numa.sockets, per_socket, numa.threads_per_core
+
+
+def _layout_problems(numa: NumaReport, online: int) -> list[Problem]:
+    """Sockets x cores x threads must be the online CPUs, or the report says why not."""
+    problems = []
+    if numa.no_package_cpus:
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology/physical_package_id",
+            f"CPUs {numa.no_package_cpus} have physical_package_id -1: the firmware (ACPI PPTT "
+            "or device tree) does not say which socket they are in, so the socket count "
+            f"({numa.sockets}) is the kubelet's (cAdvisor takes -1 for one socket), not "
+            "necessarily the hardware's; NUMA nodes and core groups are unaffected",
+        ))
+    sockets, per_socket, threads = layout(numa)
+    if numa.min_threads_per_core < threads or not numa.kernel_cores:
+        return problems  # hybrid cores (said below) or no sibling lists at all
+    covered = numa.kernel_cores * threads
+    offline = len(cpulist.parse(numa.offline_cpus))
+    # Sibling lists that still name offline CPUs are explained by the offline finding.
+    if covered != online and not online < covered <= online + offline:
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology",
+            f"the CPU topology does not add up: the kernel's sibling lists give "
+            f"{numa.kernel_cores} cores of {threads} threads ({covered} CPUs) for {online} "
+            "online CPUs; some CPUs' topology files are missing or unreadable (see the other "
+            "findings), or list CPUs that are offline; core counts here are a lower bound",
+        ))
+    elif per_socket != int(per_socket):
+        problems.append(_problem(
+            "Info", f"{CPUS}/cpuN/topology/physical_package_id",
+            f"the {numa.kernel_cores} cores do not split evenly over the {sockets} sockets "
+            "(physical_package_id): the sockets differ in size, or some CPUs give no socket; "
+            "the kubelet spreads CPUs by socket as the ids say",
+        ))
     return problems
 
 
@@ -229,7 +329,7 @@ def _topology_problems(numa: NumaReport) -> list[Problem]:
             "to start ('could not detect number of cpus'); dedicated CPUs cannot be used on "
             "this node until a kernel with CPU topology runs here",
         )]
-    problems = []
+    problems = _layout_problems(numa, online)
     if numa.kernel_cores and numa.kernel_cores < numa.cores:
         # AMD family 15h compute units: the kernel lists two integer cores, each with its own
         # core_id, as thread siblings; cAdvisor groups threads by core_id alone.
@@ -262,6 +362,43 @@ def _topology_problems(numa: NumaReport) -> list[Problem]:
     return problems
 
 
+def _kubelet_on_overlap(numa: NumaReport, overlapping: set[int]) -> str:
+    """What the kubelet makes of nodes whose cpulists overlap: cAdvisor places CPUs by the
+    nodeN/cpuN links, and the kubelet's topology.Discover lets a later node overwrite an
+    earlier one for a CPU while counting its core in each."""
+    linked = {n.id: cpulist.parse(n.linked_cpus or "") for n in numa.nodes}
+    homes = {cpu: [node for node, cpus in linked.items() if cpu in cpus] for cpu in overlapping}
+    if all(len(nodes) == 1 for nodes in homes.values()):
+        placed = "; ".join(f"node {node}: {cpulist.format_ids(cpus & overlapping)}"
+                           for node, cpus in linked.items() if cpus & overlapping)
+        return ("the kubelet (cAdvisor) places CPUs by the nodeN/cpuN links instead, which put "
+                f"each in one node ({placed}), and aligns VMs to that layout, whose memory "
+                "locality is just as unproven")
+    unlinked = cpulist.format_ids(cpu for cpu, nodes in homes.items() if not nodes)
+    return ("the kubelet (cAdvisor) places CPUs by the nodeN/cpuN links, which name several "
+            "nodes for them too: it takes each such CPU to be on the last node that links it, "
+            "counts its core once per node, and so aligns VMs to nodes that do not exist as "
+            "described" + (f"; CPUs {unlinked} are linked under no node and left out"
+                           if unlinked else ""))
+
+
+def _overlap_problems(numa: NumaReport) -> list[Problem]:
+    if not numa.overlapping_cpus:
+        return []
+    overlapping = cpulist.parse(numa.overlapping_cpus)
+    listing = [n.id for n in numa.nodes if cpulist.parse(n.cpus) & overlapping]
+    return [_problem(
+        "Warning", f"{NODES}/nodeN/cpulist",
+        f"CPUs {numa.overlapping_cpus} are listed in more than one NUMA node (nodes "
+        f"{','.join(map(str, listing))}): the firmware's NUMA tables (ACPI SRAT, device tree) "
+        "are wrong, as when every node lists every CPU, so this layout says nothing about which "
+        "memory is local: kvtune does not judge VM placement by it (the VM audit leaves these "
+        f"CPUs out of its NUMA checks); {_kubelet_on_overlap(numa, overlapping)}; update the "
+        "firmware (BIOS/UEFI) or boot with numa=off, and do not use topologyManagerPolicy "
+        "single-numa-node on this host until then",
+    )]
+
+
 def check(numa: NumaReport) -> list[Problem]:
     """Findings: no NUMA information, memoryless nodes with CPUs, nodes listing offline CPUs,
     offline CPUs, a topology the kubelet reads differently from the kernel. Memory-only nodes
@@ -283,7 +420,7 @@ def check(numa: NumaReport) -> list[Problem]:
             f"no NUMA nodes under {NODES} and no CPUs under {CPUS}: sysfs is not mounted "
             "under --root; mount the host's /sys there",
         )]
-    problems = _node_problems(numa)
+    problems = _node_problems(numa) + _overlap_problems(numa)
     if numa.offline_cpus:
         problems.append(_problem(
             "Info", f"{CPUS}/offline",

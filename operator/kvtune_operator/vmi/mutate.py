@@ -20,7 +20,12 @@ raised above the guest's RAM, which is pinned in `memory.guest` first: KubeVirt 
 request holds beyond the guest in the virt-launcher pod beside its own estimate. Amounts are only
 ever raised, and a larger reservation of the author's is kept. A hugepage size the author chose is
 kept even when the profile names another: 1Gi pages back a guest at least as well as 2Mi ones, and
-whether the nodes allocate that size is the validation's question, not the mutation's.
+whether the nodes allocate that size is the validation's question, not the mutation's. With
+hugepages the memory request is rounded up to whole pages, as KubeVirt wants it.
+
+A zero memory or CPU request is read as KubeVirt reads it, as no request, and filled in like an
+absent one. With the KubeVirt CR's vmRolloutStrategy: Stage, KubeVirt refuses a memory limit
+below the guest, so an overcommitted request is not copied into the limit.
 
 Applying the mutation to its own output changes nothing, so a reinvoked webhook is harmless; the
 tests replay KubeVirt's real defaulting between the two calls (tests/support/kubevirt_oracle.py).
@@ -43,11 +48,13 @@ from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
 from .overhead import (
     VmiFieldError,
     beyond_guest_bytes,
+    given,
     guest_bytes,
     lookup,
     memory_overhead,
     memory_request_bytes,
     pod_memory_request_bytes,
+    quantity,
     quantity_bytes,
     topology_vcpus,
 )
@@ -120,9 +127,10 @@ def mutate_vmi(
 
     _place_cpus(settings, shaped)
     _back_memory(settings, shaped)
-    _guarantee_resources(profile.spec, settings, shaped)
+    _guarantee_resources(profile.spec, settings, shaped, kubevirt)
     floor = quantity_bytes(profile.spec.memory.vm_overhead_floor, FLOOR_FIELD)
     _reserve_floor(floor, shaped, kubevirt)
+    _whole_pages(shaped)
     overhead = memory_overhead(shaped, kubevirt)
     _steer_and_record(profile.name, floor, overhead, shaped)
     return MutationResult(shaped, json_patch(vmi, shaped), overhead, None)
@@ -179,7 +187,8 @@ def _back_memory(settings: VmiSettings, vmi: dict[str, Any]) -> None:
 
 
 def _guarantee_resources(
-    spec: HypervisorProfileSpec, settings: VmiSettings, vmi: dict[str, Any]
+    spec: HypervisorProfileSpec, settings: VmiSettings, vmi: dict[str, Any],
+    kubevirt: KubeVirtConfig,
 ) -> None:
     # The static CPU manager pins only Guaranteed pods, and shared CPUs without PLE burn host
     # CPU on lock spinning: either reason asks for requests equal to limits.
@@ -187,21 +196,31 @@ def _guarantee_resources(
         _equalise(vmi, "cpu", str(topology_vcpus(vmi) or 1))
     # KubeVirt refuses a memory request unlike the limit with dedicated CPUs, overcommit or not.
     if not spec.memory.allow_overcommit or _dedicated(vmi):
-        _equalise(vmi, "memory", lookup(vmi, *MEMORY, "guest"))
+        # With vmRolloutStrategy: Stage KubeVirt refuses a limit below the guest, which an
+        # overcommitted request would be: the limit is then left out (KubeVirt sets the pod's
+        # limit to its request for dedicated CPUs all the same; the validation warns).
+        floor = guest_bytes(vmi) if kubevirt.stage_rollout else 0
+        _equalise(vmi, "memory", lookup(vmi, *MEMORY, "guest"), limit_floor=floor)
     if not spec.memory.allow_overcommit:
         _put(vmi, (*RESOURCES, "overcommitGuestOverhead"), False)
 
 
-def _equalise(vmi: dict[str, Any], name: str, fallback: Any) -> None:
+def _equalise(vmi: dict[str, Any], name: str, fallback: Any, *, limit_floor: int = 0) -> None:
     """Fill the missing side(s) of requests/limits[name]: a request from the limit, else from
-    `fallback`; a limit from the request."""
-    request = lookup(vmi, *RESOURCES, "requests", name)
-    limit = lookup(vmi, *RESOURCES, "limits", name)
+    `fallback`; a limit from the request, unless that is below `limit_floor`. A zero amount is
+    missing, as KubeVirt reads it (a "0" request asks for nothing)."""
+    request = given(vmi, "requests", name)
+    limit = given(vmi, "limits", name)
     value = next((v for v in (request, limit, fallback) if v is not None), None)
     if value is None:
         return
-    _put(vmi, (*RESOURCES, "requests", name), value)
-    _put(vmi, (*RESOURCES, "limits", name), lookup(vmi, *RESOURCES, "requests", name))
+    if request is None:
+        _put(vmi, (*RESOURCES, "requests", name), value, overwrite=True)
+    field = f"spec.domain.resources.requests.{name}"
+    if limit is None and (not limit_floor or quantity(value if request is None else request,
+                                                       field) >= limit_floor):
+        _put(vmi, (*RESOURCES, "limits", name), value if request is None else request,
+             overwrite=True)
 
 
 def reservation(vmi: Mapping[str, Any], kubevirt: KubeVirtConfig) -> int:
@@ -227,18 +246,33 @@ def _reserve_floor(floor: int, vmi: dict[str, Any], kubevirt: KubeVirtConfig) ->
         return
     # Without the gate: pin the guest's RAM, then raise the request (and a limit, keeping them
     # equal where they are) by the gap. A larger request also grows KubeVirt's page-table share,
-    # so the result lands slightly above the floor. With hugepages KubeVirt wants the request a
-    # whole number of pages, so the gap is rounded up to the page size.
+    # so the result lands slightly above the floor; `_whole_pages` then rounds it to pages.
     guest = guest_bytes(vmi)
     request = memory_request_bytes(vmi)
     if pod_memory_request_bytes(vmi, kubevirt.memory_overcommit) < guest:
         # An overcommitted guest (allowed by the profile): raising the request to reach the floor
         # would undo the author's overcommit. Left alone; the validation warns.
         return
-    page = lookup(vmi, *MEMORY, "hugepages", "pageSize")
-    unit = max(Mi, quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")) if page else Mi
     _put(vmi, (*MEMORY, "guest"), _binary_quantity(guest))
-    raised = max(guest, request) + _round_up(gap, unit)
+    _raise_request(vmi, max(guest, request) + _round_up(gap, Mi))
+
+
+def _whole_pages(vmi: dict[str, Any]) -> None:
+    """A memory request raised to whole hugepages, which KubeVirt wants it to be. The total is
+    rounded, so that neither a request of the author's off the boundary (KubeVirt admits one
+    before the profile adds hugepages) nor kvtune's raise leaves it off; a guest that is not
+    whole pages is refused before (`_guest_in_pages`)."""
+    page = lookup(vmi, *MEMORY, "hugepages", "pageSize")
+    request = memory_request_bytes(vmi)
+    if page is None or not request:
+        return
+    unit = quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")
+    if unit and request % unit:
+        _raise_request(vmi, _round_up(request, unit))
+
+
+def _raise_request(vmi: dict[str, Any], raised: int) -> None:
+    """The memory request set to `raised`, and a limit with it where one is below."""
     _put(vmi, (*RESOURCES, "requests", "memory"), _binary_quantity(raised), overwrite=True)
     limit = lookup(vmi, *RESOURCES, "limits", "memory")
     if limit is not None:

@@ -62,10 +62,19 @@ def _resource(vmi: Mapping[str, Any], kind: str, name: str) -> Any:
     return lookup(vmi, "spec", "domain", "resources", kind, name)
 
 
+def given(vmi: Mapping[str, Any], kind: str, name: str) -> Any:
+    """requests/limits[name] as written, or None where it is absent or zero: KubeVirt takes a
+    zero amount for none (Quantity.IsZero, and `Value() > 0` in its admitter)."""
+    value = _resource(vmi, kind, name)
+    if value is None or not quantity(value, f"spec.domain.resources.{kind}.{name}"):
+        return None
+    return value
+
+
 def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
-    """requests[name], or limits[name] when only a limit is given."""
+    """requests[name], or limits[name] when only a limit is given (a zero one is not)."""
     for kind in ("requests", "limits"):
-        value = _resource(vmi, kind, name)
+        value = given(vmi, kind, name)
         if value is not None:
             return quantity(value, f"spec.domain.resources.{kind}.{name}")
     return None
@@ -83,27 +92,38 @@ def memory_request_bytes(vmi: Mapping[str, Any]) -> int:
     return math.ceil(_amount(vmi, "requests", "memory"))
 
 
-def guest_bytes(vmi: Mapping[str, Any]) -> int:
-    """The guest's RAM as KubeVirt's defaulting sets memory.guest: as given, else the memory
-    request, else the memory limit, else one hugepage; 0 when none is set."""
+def guest_source(vmi: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The field the guest's RAM comes from as KubeVirt's defaulting sets memory.guest, and the
+    value there as written: memory.guest, else a non-zero memory request, else the memory limit,
+    else one hugepage; None when none is set."""
     guest = lookup(vmi, "spec", "domain", "memory", "guest")
     if guest is not None:
-        return quantity_bytes(guest, "spec.domain.memory.guest")
+        return "spec.domain.memory.guest", guest
     for kind in ("requests", "limits"):
-        if amount := _amount(vmi, kind, "memory"):
-            return math.ceil(amount)
+        if _amount(vmi, kind, "memory"):
+            return f"spec.domain.resources.{kind}.memory", _resource(vmi, kind, "memory")
     page = lookup(vmi, "spec", "domain", "memory", "hugepages", "pageSize")
-    return 0 if page is None else quantity_bytes(page, "spec.domain.memory.hugepages.pageSize")
+    return None if page is None else ("spec.domain.memory.hugepages.pageSize", page)
+
+
+def guest_bytes(vmi: Mapping[str, Any]) -> int:
+    """The guest's RAM as KubeVirt's defaulting sets memory.guest (`guest_source`); 0 when
+    nothing sizes it."""
+    source = guest_source(vmi)
+    return 0 if source is None else quantity_bytes(source[1], source[0])
 
 
 def pod_memory_request_bytes(vmi: Mapping[str, Any], memory_overcommit: int) -> int:
-    """The memory request virt-controller renders for the pod's guest part: the VMI's request;
-    without one, the limit; without that, the guest scaled by KubeVirt's memoryOvercommit
-    percentage (WithMemoryRequests)."""
+    """The memory request virt-controller renders for the pod's guest part (WithMemoryRequests):
+    the VMI's request; where it is absent or zero, the limit; without that, an explicit zero
+    request asks for nothing, and an absent one for the guest scaled by KubeVirt's
+    memoryOvercommit percentage."""
     if request := memory_request_bytes(vmi):
         return request
     if limit := math.ceil(_amount(vmi, "limits", "memory")):
         return limit
+    if _resource(vmi, "requests", "memory") is not None:
+        return 0
     return guest_bytes(vmi) * 100 // memory_overcommit
 
 

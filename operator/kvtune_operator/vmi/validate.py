@@ -31,7 +31,9 @@ from .kubevirt_config import (
 from .overhead import (
     VmiFieldError,
     effective_request,
+    given,
     guest_bytes,
+    guest_source,
     listed,
     lookup,
     memory_overhead,
@@ -108,7 +110,25 @@ def explicit_conflicts(
             "the VMI gives its guest no memory size: set spec.domain.memory.guest or "
             "spec.domain.resources.requests.memory"
         )
-    return errors
+    return errors + _guest_in_pages(settings, vmi)
+
+
+def _guest_in_pages(settings: VmiSettings, vmi: Mapping[str, Any]) -> list[str]:
+    """A guest that is not whole hugepages, said with the field and value its author wrote:
+    the pod asks for the guest's RAM in pages, and kvtune pins memory.guest and raises the
+    request from it, so later the author's figure could no longer be told from kvtune's."""
+    size = lookup(vmi, *MEMORY, "hugepages", "pageSize") or settings.hugepage_size
+    source = guest_source(vmi)
+    if size is None or source is None:
+        return []
+    field, value = source
+    page = quantity_bytes(size, "spec.domain.memory.hugepages.pageSize")
+    if not page or quantity_bytes(value, field) % page == 0:
+        return []
+    return [
+        f"{field} ({value}) sizes the guest, which is backed by {size} hugepages, but is not a "
+        f"whole number of them: make it a multiple of {size}"
+    ]
 
 
 def _cpu(
@@ -252,6 +272,37 @@ def _overhead(
     ]
 
 
+def _rollout(
+    profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
+) -> Findings:
+    """A guest above the memory limit under vmRolloutStrategy: Stage, and a dedicated-CPU VMI
+    whose pod can be OOM-killed with its guest not yet full."""
+    errors, warnings = [], []
+    guest = guest_bytes(vmi)
+    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    limit_field = "spec.domain.resources.limits.memory"
+    if kubevirt.stage_rollout and limit is not None and guest > quantity_bytes(limit, limit_field):
+        errors.append(
+            f"spec.domain.memory.guest ({lookup(vmi, *MEMORY, 'guest')}) is above "
+            f"{limit_field} ({limit}), which KubeVirt refuses while its KubeVirt CR sets "
+            "spec.configuration.vmRolloutStrategy: Stage: raise the limit (and the request "
+            "with it, with dedicated CPUs) to the guest memory, or remove the limit"
+        )
+    request = pod_memory_request_bytes(vmi, kubevirt.memory_overcommit)
+    if lookup(vmi, *CPU, "dedicatedCpuPlacement") is True and request < guest:
+        held = memory_overhead(vmi, kubevirt).total
+        warnings.append(
+            f"the VMI gets dedicated CPUs, for which KubeVirt sets its pod's memory limit to "
+            f"its request: the pod is OOM-killed once it uses more than {_human(request)} "
+            f"(spec.domain.resources.requests.memory) plus {_human(held)} of KubeVirt's "
+            f"overhead, though its guest has {_human(guest)}; set the memory request to the "
+            "guest memory"
+        )
+    if kubevirt.version_note:
+        warnings.append(kubevirt.version_note)
+    return errors, warnings
+
+
 def _guaranteed_cpu(
     profile: Profile, settings: VmiSettings, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig
 ) -> Findings:
@@ -265,8 +316,9 @@ def _guaranteed_cpu(
 
 
 def _unequal(vmi: Mapping[str, Any], name: str, why: str) -> list[str]:
-    request = lookup(vmi, *RESOURCES, "requests", name)
-    limit = lookup(vmi, *RESOURCES, "limits", name)
+    # A zero side is none, as KubeVirt's admitter and pod renderer read it.
+    request = given(vmi, "requests", name)
+    limit = given(vmi, "limits", name)
     if request is None or limit is None:
         return []
     field = "spec.domain.resources.{}." + name
@@ -300,19 +352,15 @@ def _hugepages(
             f"scheduled: use one of those sizes, {OPT_OUT}"
         )
     page = quantity_bytes(size, "spec.domain.memory.hugepages.pageSize")
-    # KubeVirt checks the memory request, else the guest, else the limit; the pod then asks for
-    # the guest's RAM in hugepages, so the guest must be whole pages too.
-    # The guest first: a request kvtune raised above it is whole pages when the guest is.
-    sized = [("the guest memory", guest_bytes(vmi)),
-             ("the memory request", memory_request_bytes(vmi))]
-    for what, amount in sized:
-        if page and amount % page:
-            errors.append(
-                f"{what} ({_human(amount)}) is not a whole number of {size} hugepages: set "
-                f"spec.domain.memory.guest and spec.domain.resources.requests.memory to "
-                f"multiples of {size}"
-            )
-            break
+    # KubeVirt checks the memory request, else the guest, else the limit; the guest is judged
+    # with the explicit conflicts (`_guest_in_pages`). A request kvtune raised is whole pages,
+    # so one that is not is the author's, quoted as written.
+    request = lookup(vmi, *RESOURCES, "requests", "memory")
+    if page and memory_request_bytes(vmi) % page and not _guest_in_pages(settings, vmi):
+        errors.append(
+            f"spec.domain.resources.requests.memory ({request}) is not a whole number of {size} "
+            f"hugepages, which KubeVirt refuses: make it a multiple of {size}"
+        )
     return errors, []
 
 
@@ -389,7 +437,8 @@ def _networking(
 
 
 CHECKS: tuple[Check, ...] = (
-    _cpu, _numa, _memory, _overhead, _guaranteed_cpu, _hugepages, _scheduling, _networking
+    _cpu, _numa, _memory, _overhead, _rollout, _guaranteed_cpu, _hugepages, _scheduling,
+    _networking,
 )
 
 

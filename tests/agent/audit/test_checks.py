@@ -247,3 +247,20 @@ def test_a_profiles_settings_become_the_promises_the_audit_checks() -> None:
     assert AuditPolicy.from_settings(HostSettings(), None) == AuditPolicy(
         overhead_floor_bytes=1 << 30
     )
+
+
+def test_vcpus_on_cpus_that_every_node_lists_are_not_judged_by_that_layout(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path / "host").cpus(2, 4).meminfo(16 * GiB_KIB)
+    for node in NODE_CPUS:  # firmware that lists every CPU in every node
+        tree.numa_node(node, range(8), 8 * GiB_KIB)
+    host = probe_host(tree.hugepages(2048, 4096, 4096).fs())
+
+    audit = run(tmp_path, domain_xml("p_a", **{**GOOD, "pins": ["1", "5"]}), host=host)
+
+    (vm,) = audit.items
+    assert host.numa.overlapping_cpus == "0-7"
+    assert vm.cpu_nodes == ""
+    assert violations(audit) == {"a": []}
+    assert [(f.severity, f.rule) for f in vm.findings] == [("Info", "NumaLocality")]
