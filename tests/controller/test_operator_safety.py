@@ -22,7 +22,7 @@ from kvtune_operator.views import CORDONED_ANNOTATION, REVERTED
 from support.cluster import ClusterAccess, is_gone, wait_for
 from support.operator import running_operator
 
-from .test_operator import G, PROFILES, STATES, V, World
+from .test_operator import PROFILES, STATES, G, V, World
 
 
 @pytest.fixture(scope="module")
