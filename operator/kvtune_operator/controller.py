@@ -151,6 +151,28 @@ async def reconcile_profile(
     return PassResult(actions, status, transitions)
 
 
+async def report_unreadable(
+    profile: Profile, previous: HypervisorProfileStatus, kube: Kube
+) -> None:
+    """The status of a profile whose stored spec cannot be read: Degraded, naming each field and
+    the fix, and nothing else done. Written once (again only when the problem changes), never a
+    retry loop; its nodes keep their states, untouched, until the spec is corrected."""
+    gen = profile.generation
+    conditions = [
+        cond.make(cond.READY, "False", "InvalidSpec", "the spec cannot be read", gen),
+        cond.make(cond.PROGRESSING, "False", "InvalidSpec", "nothing is applied", gen),
+        cond.make(cond.DEGRADED, "True", "InvalidSpec", profile.problem, gen),
+    ]
+    status = previous.model_copy(update={
+        "observed_generation": gen,
+        "conditions": cond.merge(previous.conditions, conditions,
+                                 datetime.datetime.now(datetime.UTC)),
+    })
+    if status_changed(previous, status):
+        await asyncio.to_thread(kube.patch_profile_status, profile.name,
+                                status.model_dump(mode="json"))
+
+
 class AgentDaemonSet:
     """Keeps the agent DaemonSet in place between operator restarts, and says when it was not.
 

@@ -129,7 +129,10 @@ async def run_profile(
     while not stopped:
         profiles = _view(indexes["profiles"])
         current = profiles.get(name)
-        if current is not None and not current.deleting:
+        if current is not None and current.problem and not current.deleting:
+            previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
+            await controller.report_unreadable(current, previous, memo["kube"])
+        elif current is not None and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
             snap = memo["snapshots"].get(
                 profiles, name, lambda p: _snapshot(p, indexes), wrote=wrote

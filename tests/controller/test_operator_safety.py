@@ -6,12 +6,15 @@ Agents are simulated by writing node-state status as an agent does (as in test_o
 
 from __future__ import annotations
 
+import copy
+import pathlib
 import time
 import typing as t
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from kubernetes import client
 from kvtune_api import conditions as cond
 from kvtune_operator.daemonset import NAME as AGENT
@@ -19,10 +22,12 @@ from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.rollup import AGENT_DAEMONSET
 from kvtune_operator.settings import Settings
 from kvtune_operator.views import CORDONED_ANNOTATION, REVERTED
-from support.cluster import ClusterAccess, is_gone, wait_for
+from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.operator import running_operator
 
 from .test_operator import PROFILES, STATES, G, V, World
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +144,40 @@ def test_a_deleted_agent_daemonset_is_recreated_and_the_profile_says_so(
     [event] = _events(world, p, f"{AGENT_DAEMONSET}False")
     assert "was missing" in event.message and operator_namespace in event.message
     assert cond.READY in {c["type"] for c in world.status(p)["conditions"]}
+
+
+def _loosened(crd: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The profile CRD as it was before rollout.maxUnavailable was bounded."""
+    loose = copy.deepcopy(crd)
+    spec = loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["rollout"]["properties"]["maxUnavailable"].pop("x-kubernetes-validations")
+    return loose
+
+
+def test_a_profile_stored_before_the_schema_refused_it_is_degraded_naming_the_field(
+    world: World, api_client: client.ApiClient
+) -> None:
+    crd = yaml.safe_load((REPO / "crds" / "hypervisorprofiles.kvtune.io.yaml").read_text())
+    apply_crds(api_client, [_loosened(crd)])
+    try:
+        p = world.profile("old", "old", rollout={"maxUnavailable": 0})
+    finally:
+        apply_crds(api_client, [crd])
+
+    def degraded() -> dict[str, t.Any] | None:
+        found = [c for c in world.status(p).get("conditions", []) if c["type"] == cond.DEGRADED]
+        return found[0] if found and found[0]["reason"] == "InvalidSpec" else None
+
+    wait_for(lambda: degraded() is not None, "Degraded InvalidSpec")
+    condition = degraded()
+    assert condition is not None and condition["status"] == "True"
+    assert condition["message"].startswith("spec.rollout.maxUnavailable: ")
+    assert "Correct the profile" in condition["message"]
+    version = world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
+        "resourceVersion"]
+    time.sleep(2)  # passes: the same status, not rewritten
+    assert world.custom.get_cluster_custom_object(G, V, PROFILES, p)["metadata"][
+        "resourceVersion"] == version
+    world.custom.delete_cluster_custom_object(G, V, PROFILES, p)
+    wait_for(lambda: is_gone(lambda: world.custom.get_cluster_custom_object(G, V, PROFILES, p)),
+             "the unreadable profile deleted, not held by its finalizer")
