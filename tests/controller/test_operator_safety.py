@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from kvtune_api import conditions as cond
 from kvtune_operator.daemonset import NAME as AGENT
 from kvtune_operator.render import PROFILE_LABEL
@@ -159,10 +160,22 @@ def test_a_profile_stored_before_the_schema_refused_it_is_degraded_naming_the_fi
 ) -> None:
     crd = yaml.safe_load((REPO / "crds" / "hypervisorprofiles.kvtune.io.yaml").read_text())
     apply_crds(api_client, [_loosened(crd)])
+    made: list[str] = []
+
+    def stored() -> bool:  # the apiserver takes up a changed schema a moment after the update
+        try:
+            made.append(world.profile("old", "old", rollout={"maxUnavailable": 0}))
+        except ApiException as e:
+            if e.status != 422:
+                raise
+            return False
+        return True
+
     try:
-        p = world.profile("old", "old", rollout={"maxUnavailable": 0})
+        wait_for(stored, "the loosened schema taking effect")
     finally:
         apply_crds(api_client, [crd])
+    [p] = made
 
     def degraded() -> dict[str, t.Any] | None:
         found = [c for c in world.status(p).get("conditions", []) if c["type"] == cond.DEGRADED]
