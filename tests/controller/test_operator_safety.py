@@ -10,7 +10,6 @@ import copy
 import pathlib
 import time
 import typing as t
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +22,7 @@ from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.rollup import AGENT_DAEMONSET
 from kvtune_operator.settings import Settings
 from kvtune_operator.views import CORDONED_ANNOTATION, REVERTED
-from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
+from support.cluster import ClusterAccess, apply_crds, fresh_namespace, is_gone, wait_for
 from support.operator import running_operator
 
 from .test_operator import PROFILES, STATES, G, V, World
@@ -33,11 +32,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def operator_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    name = f"kvtune-op-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
+    with fresh_namespace(api_client, "kvtune-op") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
