@@ -14,13 +14,19 @@ from webhook import Obj, make_profile, make_vmi
 LOOSE = ["2 Gi", " 2Gi", "2Gi ", "1_000Mi", "1e3Mi", "\u0662Gi", "\uff18Gi", "NaN", "Infinity"]
 REQUEST = "spec.domain.resources.requests.memory"
 #: (field given, where it is given, the field the refusal names). A guest size alone is copied to
-#: the memory request by KubeVirt's defaulting, which the mutation replays before reading it.
+#: the memory request by KubeVirt's defaulting, which the mutation replays before reading it, so
+#: the refusal names the field the value was copied to.
 FIELDS: list[tuple[str, Obj, str]] = [
     (REQUEST, {"resources": {"requests": {"memory": "{}"}}}, REQUEST),
     ("spec.domain.memory.guest", {"memory": {"guest": "{}"}}, REQUEST),
     ("spec.domain.memory.guest",
      {"memory": {"guest": "{}"}, "resources": {"requests": {"memory": "8Gi"}}},
      "spec.domain.memory.guest"),
+    # Without a CPU topology, the vCPUs are read from the CPU limit, where the mutation's replay
+    # of KubeVirt's defaulting has copied the request.
+    ("spec.domain.resources.requests.cpu",
+     {"cpu": {}, "resources": {"requests": {"memory": "8Gi", "cpu": "{}"}}},
+     "spec.domain.resources.limits.cpu"),
 ]
 
 
@@ -36,8 +42,8 @@ def _with(domain: Obj, value: str) -> Obj:
 
 
 @pytest.mark.parametrize("value", LOOSE)
-@pytest.mark.parametrize(("given", "domain", "field"), FIELDS, ids=["request", "guest alone",
-                                                                    "guest and request"])
+@pytest.mark.parametrize(("given", "domain", "field"), FIELDS, ids=[
+    "memory request", "guest alone", "guest and request", "cpu request"])
 def test_a_quantity_kubernetes_would_not_parse_is_refused_naming_the_field(
     given: str, domain: Obj, field: str, value: str
 ) -> None:
