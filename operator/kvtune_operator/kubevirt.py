@@ -13,7 +13,6 @@ import typing as t
 from collections.abc import Iterable, Mapping
 
 import pydantic
-
 from kvtune_api.v1alpha1.common import LabelSelector
 
 from .profiles import Profile
