@@ -14,7 +14,6 @@ reason and the remedy.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from deploy.kubectl import Kubectl
 from kubernetes import client
 from kvtune_cli.localcluster import ControlPlaneError, LocalCluster, control_plane_bin_dir
 from support import kubevirt
-from support.cluster import ClusterAccess, apply_crds
+from support.cluster import ClusterAccess, apply_crds, fresh_namespace
 from support.kubevirt_oracle import Oracle, running_oracle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,11 +98,8 @@ def api_client(cluster: ClusterAccess) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting for it to go)."""
-    name = f"kvtune-test-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
+    with fresh_namespace(api_client, "kvtune-test") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

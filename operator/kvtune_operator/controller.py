@@ -21,12 +21,12 @@ from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
 from . import kubevirt, macvtap, metrics
 from .assign import assign
-from .daemonset import render_agent_daemonset
+from .daemonset import NAME, render_agent_daemonset
 from .kube import Kube
 from .profiles import Profile
 from .reconcile import plan_profile
-from .rollout import plan_rollout
-from .rollup import rollup, status_changed
+from .rollout import plan_rollout, stray_cordons
+from .rollup import AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, VolumeView, action_target
 from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
@@ -52,10 +52,12 @@ def snapshot(
     cordoned: Mapping[str, bool],
     kubevirt_ksm: LabelSelector | None = None,
     volumes: Mapping[str, VolumeView] | None = None,
+    kvtune_cordoned: t.Iterable[str] = (),
 ) -> Snapshot:
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
     return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm,
-                    volumes or {})
+                    volumes or {}, frozenset(kvtune_cordoned),
+                    frozenset(name for name, p in profiles.items() if not p.deleting))
 
 
 class SharedSnapshot:
@@ -110,12 +112,14 @@ async def reconcile_profile(
     kube: Kube,
     settings: Settings,
     now: datetime.datetime | None = None,
+    agent: AgentCondition | None = None,
 ) -> PassResult:
     now = now or datetime.datetime.now(datetime.UTC)
     actions = plan_profile(profile, snap, now, settings.revert_timeout)
     if not actions:
         # Drain decisions wait for a pass with no spec writes pending, so they never race them.
         actions = plan_rollout(profile, await _with_vm_pods(profile, snap, kube), now)
+    actions += stray_cordons(profile, snap, snap.live_profiles)
     # Which LUNs other nodes see too: read from every node's probe, so only for a profile that
     # exposes LUNs, and once for both uses.
     shared = shared_luns(snap) if profile.spec.storage.block_luns is not None else {}
@@ -132,7 +136,7 @@ async def reconcile_profile(
     conflicts = snap.assignment.conflicts_of(profile.name)
     orphans = [v.name for v in orphaned_volumes(profile, snap)]
     status = rollup(profile, states, conflicts, previous, now, clashes, orphans,
-                    shared_of(profile, snap, shared))
+                    shared_of(profile, snap, shared), agent)
     metrics.set_profile_nodes(profile.name, status)
     if not status_changed(previous, status):
         return PassResult(actions, None, [])
@@ -145,6 +149,69 @@ async def reconcile_profile(
         for c in cond.flipped(previous.conditions, status.conditions)
     ]
     return PassResult(actions, status, transitions)
+
+
+async def report_unreadable(
+    profile: Profile, previous: HypervisorProfileStatus, kube: Kube
+) -> None:
+    """The status of a profile whose stored spec cannot be read: Degraded, naming each field and
+    the fix, and nothing else done. Written once (again only when the problem changes), never a
+    retry loop; its nodes keep their states, untouched, until the spec is corrected."""
+    gen = profile.generation
+    conditions = [
+        cond.make(cond.READY, "False", "InvalidSpec", "the spec cannot be read", gen),
+        cond.make(cond.PROGRESSING, "False", "InvalidSpec", "nothing is applied", gen),
+        cond.make(cond.DEGRADED, "True", "InvalidSpec", profile.problem, gen),
+    ]
+    status = previous.model_copy(update={
+        "observed_generation": gen,
+        "conditions": cond.merge(previous.conditions, conditions,
+                                 datetime.datetime.now(datetime.UTC)),
+    })
+    if status_changed(previous, status):
+        await asyncio.to_thread(kube.patch_profile_status, profile.name,
+                                status.model_dump(mode="json"))
+
+
+class AgentDaemonSet:
+    """Keeps the agent DaemonSet in place between operator restarts, and says when it was not.
+
+    Why: it is installed at start-up; deleted afterwards (by hand, by a pruning GitOps tool),
+    no node was probed or restored until the operator restarted, and nothing said so. Every
+    profile's pass asks `check`, which reads the DaemonSet at most once per `every` seconds for
+    all of them, recreates it when it is gone, and gives the profile's AgentDaemonSet condition:
+    False while it is missing (with the error, when it cannot be recreated), and False once
+    with reason Recreated, which becomes an Event, when it was.
+    """
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._checked_at: float | None = None
+        self._last: AgentCondition = ("True", "Present", "")
+
+    async def check(self, kube: Kube, settings: Settings) -> AgentCondition | None:
+        """(status, reason, message) of the condition; None when the operator runs no agent."""
+        if not (settings.agent_image and settings.namespace):
+            return None
+        now = self._clock()
+        if self._checked_at is not None and now - self._checked_at < self._every:
+            return self._last
+        self._checked_at = now
+        where = f"{settings.namespace}/{NAME}"
+        if await asyncio.to_thread(kube.daemonset_exists, settings.namespace, NAME):
+            self._last = ("True", "Present", "")
+            return self._last
+        try:
+            manifest = render_agent_daemonset(settings.namespace, settings.agent_image)
+            await asyncio.to_thread(kube.apply_daemonset, manifest)
+        except Exception as err:  # reported, and tried again at the next check
+            self._last = ("False", "Missing", f"the agent DaemonSet {where} is missing and could "
+                          f"not be recreated ({err}); no node is probed or restored until it is")
+        else:
+            self._last = ("False", "Recreated", f"the agent DaemonSet {where} was missing (deleted "
+                          "while the operator ran) and has been recreated")
+        return self._last
 
 
 async def install_parts(kube: Kube, settings: Settings, standalone: bool) -> None:

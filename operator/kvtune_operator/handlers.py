@@ -26,7 +26,7 @@ from .kube import Kube, api_client
 from .profiles import Profile
 from .render import PROFILE_LABEL
 from .settings import PEERING_NAME, Settings
-from .views import Snapshot, VolumeView
+from .views import CORDONED_ANNOTATION, Snapshot, VolumeView
 
 # Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup (kopf_toggles.py).
 kopf_toggles.install()
@@ -39,6 +39,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     memo.setdefault("kube", Kube(api_client()))
     # One object in every profile's memo (kopf copies the operator's memo shallowly).
     memo.setdefault("snapshots", controller.SharedSnapshot(memo["settings"].resync_seconds))
+    memo.setdefault("agent", controller.AgentDaemonSet(memo["settings"].resync_seconds))
     # Own annotation prefix and finalizer, so kvtune never pauses or blocks another kopf operator
     # (the agents included) working on the same objects.
     settings.persistence.finalizer = "kvtune.io/operator"
@@ -84,6 +85,12 @@ def node_cordoned(name: str, spec: kopf.Spec, **_: t.Any) -> dict[str, bool]:
     return {name: bool(spec.get("unschedulable"))}
 
 
+@kopf.index(*NODES, annotations={CORDONED_ANNOTATION: "true"})
+def kvtune_cordons(name: str, **_: t.Any) -> dict[str, bool]:
+    # Only the nodes kvtune cordoned: the note is on the Node, so it outlives states and profiles.
+    return {name: True}
+
+
 @kopf.index(*KUBEVIRTS)
 def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]:
     # One KubeVirt CR per cluster; its KSM selector decides where KubeVirt may enable KSM.
@@ -109,6 +116,7 @@ def _snapshot(profiles: t.Mapping[str, Profile], indexes: t.Mapping[str, t.Any])
         _view(indexes["node_cordoned"]),
         _view(indexes["kubevirt_ksm"]).get("ksm"),
         _view(indexes["lun_volumes"]),
+        _view(indexes["kvtune_cordons"]),
     )
 
 
@@ -121,13 +129,17 @@ async def run_profile(
     while not stopped:
         profiles = _view(indexes["profiles"])
         current = profiles.get(name)
-        if current is not None and not current.deleting:
+        if current is not None and current.problem and not current.deleting:
+            previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
+            await controller.report_unreadable(current, previous, memo["kube"])
+        elif current is not None and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
             snap = memo["snapshots"].get(
                 profiles, name, lambda p: _snapshot(p, indexes), wrote=wrote
             )
+            agent = await memo["agent"].check(memo["kube"], memo["settings"])
             result = await metrics.reconcile_pass(name, controller.reconcile_profile(
-                current, snap, previous, memo["kube"], memo["settings"]
+                current, snap, previous, memo["kube"], memo["settings"], agent=agent
             ))
             wrote = result.wrote
             for type_, status, message in result.transitions:

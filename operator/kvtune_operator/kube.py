@@ -18,6 +18,7 @@ from kvtune_api.v1alpha1 import API_GROUP, API_VERSION
 
 from .render import PROFILE_LABEL
 from .views import (
+    CORDONED_ANNOTATION,
     Action,
     ApplyConfigMap,
     CordonNode,
@@ -73,7 +74,9 @@ class Kube:
             if action.spec is not None:
                 body["spec"] = dict(action.spec)
             if action.annotations:
-                body["metadata"] = {"annotations": dict(action.annotations)}
+                body.setdefault("metadata", {})["annotations"] = dict(action.annotations)
+            if action.labels:
+                body.setdefault("metadata", {})["labels"] = dict(action.labels)
             self._tolerate(404, lambda: self._custom.patch_cluster_custom_object(
                 API_GROUP, API_VERSION, STATES, action.name, body))
         elif isinstance(action, DeleteState):
@@ -83,7 +86,12 @@ class Kube:
             patch = {"metadata": {"labels": {PROFILE_LABEL: action.profile}}}
             self._tolerate(404, lambda: self._core.patch_node(action.node, patch))
         elif isinstance(action, CordonNode):
-            cordon: dict[str, t.Any] = {"spec": {"unschedulable": action.unschedulable or None}}
+            # One patch: the cordon and the note that it is kvtune's are never apart.
+            cordon: dict[str, t.Any] = {
+                "spec": {"unschedulable": action.unschedulable or None},
+                "metadata": {"annotations": {
+                    CORDONED_ANNOTATION: "true" if action.unschedulable else None}},
+            }
             self._tolerate(404, lambda: self._core.patch_node(action.node, cordon))
         elif isinstance(action, EvictVmPods):
             self._evict_vm_pods(action.node)
@@ -104,6 +112,10 @@ class Kube:
         """A ConfigMap's data; None when there is no such ConfigMap."""
         found = _unless_missing(lambda: self._core.read_namespaced_config_map(name, namespace))
         return None if found is None else dict(found.data or {})
+
+    def daemonset_exists(self, namespace: str, name: str) -> bool:
+        found = _unless_missing(lambda: self._apps.read_namespaced_daemon_set(name, namespace))
+        return found is not None
 
     def _vm_pods(self, node: str) -> list[t.Any]:
         pods = self._core.list_pod_for_all_namespaces(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing as t
 from collections.abc import Iterable, Mapping
 
+import pydantic
 from kvtune_api.v1alpha1.common import LabelSelector
 
 from .profiles import Profile
@@ -25,8 +26,13 @@ def ksm_selector(kubevirt_spec: Mapping[str, t.Any]) -> LabelSelector | None:
     ksm = (kubevirt_spec.get("configuration") or {}).get("ksmConfiguration")
     if ksm is None:
         return None
-    # An empty (or absent) nodeLabelSelector means every node, as KubeVirt documents.
-    return LabelSelector.model_validate(ksm.get("nodeLabelSelector") or {})
+    # An empty (or absent) nodeLabelSelector means every node, as KubeVirt documents. One kvtune
+    # cannot read (KubeVirt's CR checks its selectors less strictly than kvtune's schema) is
+    # taken as every node too: KubeVirt may then turn KSM on anywhere, the cautious reading.
+    try:
+        return LabelSelector.model_validate(ksm.get("nodeLabelSelector") or {})
+    except pydantic.ValidationError:
+        return LabelSelector()
 
 
 def problems(

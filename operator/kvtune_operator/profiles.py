@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+import pydantic
+from kvtune_api.v1alpha1.common import LabelSelector, LabelSelectorRequirement
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec
 
 PAUSE_ANNOTATION = "kvtune.io/paused"
@@ -18,6 +20,9 @@ class Profile:
     generation: int
     spec: HypervisorProfileSpec
     deleting: bool
+    problem: str = ""
+    """Why the stored spec cannot be read (a profile stored before the schema refused it), naming
+    each field; then `spec` is a paused stand-in that selects no node."""
     _cache: dict[str, t.Any] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
@@ -39,7 +44,11 @@ class Profile:
         The pause annotation is folded into spec.paused so that one flag drives every decision.
         """
         meta = body["metadata"]
-        spec = HypervisorProfileSpec.model_validate(body.get("spec") or {})
+        problem = ""
+        try:
+            spec = HypervisorProfileSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as invalid:
+            spec, problem = _STAND_IN, _described(invalid)
         if (meta.get("annotations") or {}).get(PAUSE_ANNOTATION) == "true":
             spec = spec.model_copy(update={"paused": True})
         return cls(
@@ -48,4 +57,27 @@ class Profile:
             generation=int(meta.get("generation") or 0),
             spec=spec,
             deleting=bool(meta.get("deletionTimestamp")),
+            problem=problem,
         )
+
+
+def _described(invalid: pydantic.ValidationError) -> str:
+    """Each unreadable field as `spec.<path>: <what is wrong>`, then what to do."""
+    fields = [
+        "spec." + ".".join(str(part) for part in error["loc"]) + ": " + error["msg"]
+        for error in invalid.errors()[:5]
+    ]
+    return ("; ".join(fields) + ". Correct the profile (the schema now refuses this) and apply "
+            "it again; until then its nodes are left as they are")
+
+
+#: What an unreadable profile stands on: paused, and a selector no node can meet (a key both
+#: present and absent), so that it takes no node and changes none.
+_NEVER = "kvtune.io/unreadable-profile"
+_STAND_IN = HypervisorProfileSpec(
+    node_selector=LabelSelector(match_expressions=[
+        LabelSelectorRequirement(key=_NEVER, operator="Exists"),
+        LabelSelectorRequirement(key=_NEVER, operator="DoesNotExist"),
+    ]),
+    paused=True,
+)

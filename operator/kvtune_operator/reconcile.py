@@ -65,7 +65,11 @@ def _keep(profile: Profile, node: str, snap: Snapshot) -> list[Action]:
     if view is None:
         actions.append(CreateState(render_node_state(profile, node)))
     elif view.profile == profile.name:
+        # `approved` from the operator's own record: the whole spec is the operator's, so a
+        # hand-set spec.disruption.approved is put back like any other field.
         actions += _patch_if_changed(view, render_spec(profile, node, approved=view.approved))
+        if view.label != profile.name:  # relabelled by hand: the spec says whose it is
+            actions.append(PatchState(node, labels={PROFILE_LABEL: profile.name}))
     # else: the state still belongs to the profile the node left; wait for its revert.
     return actions
 

@@ -4,7 +4,7 @@ An agent never applies a NeedsDrain step on its own: it reports `drainRequired` 
 `spec.disruption.approved`. The operator grants that to at most `rollout.maxUnavailable` nodes
 of a profile at a time:
 
-- allowDrain: cordon the node (remembering that kvtune did), evict its VM pods through the
+- allowDrain: cordon the node (noting on the Node that kvtune did), evict its VM pods through the
   Eviction API (PodDisruptionBudgets hold; KubeVirt live-migrates VMs that allow it), approve once
   no VM pod is left; after drainTimeoutSeconds give up, uncordon, and report the node Degraded
   (DrainFailed) until its spec changes. Never a node stuck cordoned.
@@ -12,17 +12,22 @@ of a profile at a time:
   (`kubectl drain`), kvtune approves it, and leaves the uncordon to the administrator.
 - when the agent no longer needs the drain, the approval is withdrawn and a node kvtune
   cordoned is uncordoned.
+- a node kvtune cordoned whose drain no live profile holds any more (the profile was deleted
+  mid-drain, the state went, the drain ended without its uncordon) is uncordoned
+  (`stray_cordons`): the note lives on the Node, so it outlives both.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
+import typing as t
+
+from kvtune_api.v1alpha1.profile import max_unavailable_nodes
 
 from .profiles import Profile
 from .render import render_spec
 from .views import (
-    CORDONED_ANNOTATION,
+    APPROVED_ANNOTATION,
     DRAIN_FAILED_ANNOTATION,
     DRAIN_STARTED_ANNOTATION,
     Action,
@@ -33,15 +38,7 @@ from .views import (
     StateView,
 )
 
-_CLEAR: dict[str, str | None] = {DRAIN_STARTED_ANNOTATION: None, CORDONED_ANNOTATION: None}
-
-
-def budget(max_unavailable: int | str, matched: int) -> int:
-    """Nodes that may be disrupted at once: a count, or a percentage of the matched nodes
-    rounded down but at least one (as a Deployment's maxUnavailable, so rollouts progress)."""
-    if isinstance(max_unavailable, str) and max_unavailable.endswith("%"):
-        return max(1, math.floor(matched * int(max_unavailable[:-1]) / 100))
-    return max(1, int(max_unavailable))
+_CLEAR: dict[str, str | None] = {DRAIN_STARTED_ANNOTATION: None, APPROVED_ANNOTATION: None}
 
 
 def plan_rollout(profile: Profile, snap: Snapshot, now: datetime.datetime) -> list[Action]:
@@ -50,7 +47,7 @@ def plan_rollout(profile: Profile, snap: Snapshot, now: datetime.datetime) -> li
     states = snap.assigned_states(profile.name)
     views = [v for v in states.values() if v is not None]
     busy = sum(1 for v in views if v.approved or v.drain_started_at is not None)
-    slots = budget(profile.spec.rollout.max_unavailable, len(states)) - busy
+    slots = max_unavailable_nodes(profile.spec.rollout.max_unavailable, len(states)) - busy
     actions: list[Action] = []
     for view in views:
         step, started = _node(profile, snap, view, now, start_allowed=slots > 0)
@@ -67,7 +64,7 @@ def _node(
     if view.approved:
         if view.drain_required or not view.reported:
             return [], False  # the agent is applying the approved step
-        return _finish(profile, view), False
+        return _finish(profile, snap, view), False
     if not view.drain_required or view.drain_failed:
         return [], False
     started = view.drain_started_at
@@ -76,7 +73,7 @@ def _node(
             return [_approve(profile, view)], False
         if now - started > datetime.timedelta(seconds=profile.spec.rollout.drain_timeout_seconds):
             failed = {**_CLEAR, DRAIN_FAILED_ANNOTATION: str(view.generation)}
-            uncordon = [CordonNode(node, False)] if view.cordoned_by_kvtune else []
+            uncordon = [CordonNode(node, False)] if node in snap.kvtune_cordoned else []
             return [*uncordon, PatchState(node, annotations=failed)], False
         return [EvictVmPods(node)], False
     if not profile.spec.rollout.allow_drain:
@@ -87,18 +84,39 @@ def _node(
     if not start_allowed:
         return [], False
     stamp: dict[str, str | None] = {DRAIN_STARTED_ANNOTATION: now.isoformat()}
-    cordon: list[Action] = []
-    if not snap.cordoned.get(node, False):
-        stamp[CORDONED_ANNOTATION] = "true"
-        cordon = [CordonNode(node, True)]
+    cordon = [] if snap.cordoned.get(node, False) else [CordonNode(node, True)]
     return [*cordon, PatchState(node, annotations=stamp), EvictVmPods(node)], True
 
 
-def _finish(profile: Profile, view: StateView) -> list[Action]:
-    uncordon: list[Action] = [CordonNode(view.name, False)] if view.cordoned_by_kvtune else []
+def _finish(profile: Profile, snap: Snapshot, view: StateView) -> list[Action]:
+    uncordon = [CordonNode(view.name, False)] if view.name in snap.kvtune_cordoned else []
     spec = render_spec(profile, view.name, approved=False)
     return [*uncordon, PatchState(view.name, spec=spec, annotations=_CLEAR)]
 
 
 def _approve(profile: Profile, view: StateView) -> PatchState:
-    return PatchState(view.name, spec=render_spec(profile, view.name, approved=True))
+    return PatchState(view.name, spec=render_spec(profile, view.name, approved=True),
+                      annotations={APPROVED_ANNOTATION: "true"})
+
+
+def stray_cordons(profile: Profile, snap: Snapshot, live: t.Collection[str]) -> list[Action]:
+    """Uncordon the nodes kvtune cordoned that no drain holds any more, `live` being the names
+    of the profiles that exist and are not being deleted.
+
+    A node whose state belongs to another live profile is that profile's to judge. One of this
+    profile's (or of none) is held only while its drain runs: started, approved, or still
+    required by its agent. A profile being deleted holds none: its nodes revert instead.
+    """
+    actions: list[Action] = []
+    for node in sorted(snap.kvtune_cordoned):
+        view = snap.states.get(node)
+        owner = view.profile if view is not None else ""
+        if owner != profile.name and owner in live:
+            continue
+        held = (
+            view is not None and owner == profile.name and not profile.deleting
+            and (view.approved or view.drain_started_at is not None or view.drain_required)
+        )
+        if not held:
+            actions.append(CordonNode(node, False))
+    return actions

@@ -11,6 +11,7 @@ import typing as t
 from collections.abc import Mapping, Sequence
 
 from kvtune_api import conditions as cond
+from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus, MacvtapResource
 
 from .macvtap import Offers, offers
@@ -18,6 +19,10 @@ from .profiles import Profile
 from .views import StateView
 
 MAX_FAILING = 20
+#: False while the agent DaemonSet is missing, and once when the operator recreated it.
+AGENT_DAEMONSET = "AgentDaemonSet"
+#: That condition's (status, reason, message).
+AgentCondition = tuple[ConditionStatus, str, str]
 #: A fourth profile condition: False when KubeVirt's own settings would undo the profile.
 KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
 #: The agents' running-VM audits, rolled up (the node condition has the same type).
@@ -67,8 +72,10 @@ def rollup(
     kubevirt_problems: Sequence[str] = (),
     orphaned_volumes: Sequence[str] = (),
     shared_luns: Sequence[str] = (),
+    agent: AgentCondition | None = None,
 ) -> HypervisorProfileStatus:
-    """The profile's status from its nodes' states (None: not created yet)."""
+    """The profile's status from its nodes' states (None: not created yet); `agent`: the
+    AgentDaemonSet condition's (status, reason, message), None when no agent is managed."""
     counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
     failing: list[FailingNode] = []
     for node in sorted(states):
@@ -99,6 +106,8 @@ def rollup(
         new_conditions.append(
             _volumes_condition(orphaned_volumes, shared_luns, profile.generation))
     new_conditions.append(_vms_condition(states, profile.generation))
+    if agent is not None:
+        new_conditions.append(cond.make(AGENT_DAEMONSET, *agent, profile.generation))
     macvtap: list[MacvtapResource] = []
     if profile.spec.network.macvtap:
         found = offers(states)

@@ -112,6 +112,24 @@ class WebhookSettings:
     single event loop in a burst, and a call that times out is a VMI refused (Fail) or admitted
     unshaped (Ignore). A hung webhook delays each VMI by up to twice this (two webhooks)."""
 
+    max_concurrent_reviews: int = 8
+    """AdmissionReviews read, decoded and answered at once (default 8); more wait their turn
+    with their bodies still in the socket. A review may carry a 4 MiB VMI, which takes about ten
+    times that once decoded: unbounded, 128 such calls at once took 931 MiB, past the shipped
+    512Mi limit, and an OOM-killed webhook lets VMIs through unshaped under failurePolicy Ignore.
+    A decision takes about a millisecond, so waiting costs a burst little."""
+
+    idle_timeout_seconds: float = 10.0
+    """How long a connection may go without a request being read or answered (default 10 s, the
+    apiserver's own call timeout): a TLS handshake, a request's headers and its body must each
+    arrive within it, and an idle keep-alive connection is closed after one to two of it (the
+    apiserver reconnects). A half-open or slow client then holds a connection for seconds, not
+    for ever."""
+
+    max_connections: int = 256
+    """Connections served at once (default 256, far above what an apiserver opens); beyond it a
+    new connection is closed at once, so that no number of clients exhausts the process."""
+
     excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     """Namespaces whose VMIs never reach the webhook (default: Kubernetes' own). kvtune's own
     (`namespace`) is added when known, as is any namespace labelled `kvtune.io/skip: "true"`."""

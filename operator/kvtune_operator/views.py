@@ -2,8 +2,10 @@
 
 Pure data, shared by the planners (`reconcile`, `rollout`), the roll-up and the API module.
 Bookkeeping the operator needs across restarts (when a revert or a drain started, whether it
-cordoned a node itself) lives in annotations on the node's HypervisorNodeState, which the
-operator owns, so a restarted or newly elected operator resumes where the last one stopped.
+approved a drain) lives in annotations on the node's HypervisorNodeState, which the operator
+owns, so a restarted or newly elected operator resumes where the last one stopped. That kvtune
+cordoned a node is kept on the Node itself: the state goes with its profile, and a cordon must
+not outlive what it was for.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ DRAIN_FAILED_ANNOTATION = "kvtune.io/drain-failed-generation"
 NODE_LABEL = "kvtune.io/node"
 #: On a kvtune PersistentVolume: the world wide id of its LUN, when the LUN has one.
 WWID_ANNOTATION = "kvtune.io/wwid"
-#: Set when kvtune cordoned the node, so that it uncordons only nodes it cordoned itself.
+#: On the Node: set when kvtune cordoned it, so that it uncordons only nodes it cordoned itself,
+#: whatever becomes of the node's state and profile.
 CORDONED_ANNOTATION = "kvtune.io/cordoned-by-kvtune"
+#: On the state: the operator approved its drain-requiring steps. spec.disruption.approved is
+#: rendered from this record, never read back from the spec, so a hand-set approval is undone.
+APPROVED_ANNOTATION = "kvtune.io/drain-approved"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +48,13 @@ class StateView:
 
     name: str
     profile: str
+    """The profile that rendered the state, from its spec (the operator's own write)."""
     generation: int
     spec: Mapping[str, t.Any]
     state: HypervisorNodeState
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    label: str = ""
+    """Its kvtune.io/profile label, which anyone may edit; put back when it differs."""
 
     @property
     def reverted(self) -> bool:
@@ -53,7 +62,8 @@ class StateView:
 
     @property
     def approved(self) -> bool:
-        return bool(self.spec.get("disruption", {}).get("approved", False))
+        """The operator approved the drain: its own record, not the spec's field."""
+        return self.annotations.get(APPROVED_ANNOTATION) == "true"
 
     @property
     def reported(self) -> bool:
@@ -76,10 +86,6 @@ class StateView:
     def drain_failed(self) -> bool:
         return self.annotations.get(DRAIN_FAILED_ANNOTATION) == str(self.generation)
 
-    @property
-    def cordoned_by_kvtune(self) -> bool:
-        return self.annotations.get(CORDONED_ANNOTATION) == "true"
-
     @classmethod
     def from_body(cls, body: Mapping[str, t.Any]) -> StateView:
         meta = body["metadata"]
@@ -91,11 +97,12 @@ class StateView:
         )
         return cls(
             name=meta["name"],
-            profile=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
+            profile=state.spec.profile.name,
             generation=int(meta.get("generation") or 0),
             spec=_dumped(state.spec),  # parsed once, with the state
             state=state,
             annotations=dict(meta.get("annotations") or {}),
+            label=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
         )
 
 
@@ -135,6 +142,10 @@ class Snapshot:
     """The nodes KubeVirt's KSM handler may turn KSM on for; None: it manages no KSM."""
     volumes: Mapping[str, VolumeView] = dataclasses.field(default_factory=dict)
     """PersistentVolume name -> VolumeView, for the volumes kvtune created."""
+    kvtune_cordoned: frozenset[str] = frozenset()
+    """Nodes whose cordon is kvtune's (CORDONED_ANNOTATION on the Node)."""
+    live_profiles: frozenset[str] = frozenset()
+    """Profiles that exist and are not being deleted."""
 
     def assigned_states(self, profile: str) -> dict[str, StateView | None]:
         """The nodes assigned to `profile`, sorted by name, each with its state when the profile
@@ -152,11 +163,12 @@ class CreateState:
 
 @dataclasses.dataclass(frozen=True)
 class PatchState:
-    """Patch a state's spec and/or annotations (an annotation set to None is removed)."""
+    """Patch a state's spec, annotations and/or labels (one set to None is removed)."""
 
     name: str
     spec: Mapping[str, t.Any] | None = None
     annotations: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +186,8 @@ class LabelNode:
 
 @dataclasses.dataclass(frozen=True)
 class CordonNode:
+    """Cordon a node and note on it that kvtune did, or uncordon it and remove the note."""
+
     node: str
     unschedulable: bool
 

@@ -845,8 +845,16 @@ def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: 
 
 
 def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path) -> None:
-    spec = node_spec(storage={"blockLuns": {
-        "selector": {"models": ["x"], "minSize": "1.2.3"}, "storageClassName": "raw"}})
+    # The schema and the model refuse such a size now; a spec stored before they did still
+    # reaches the agent: built here without validation (model_copy), as it was stored.
+    valid = node_spec(storage={"blockLuns": {
+        "selector": {"models": ["x"], "minSize": "1Gi"}, "storageClassName": "raw"}})
+    storage = valid.host.storage
+    assert storage.block_luns is not None
+    luns = storage.block_luns.model_copy(update={
+        "selector": storage.block_luns.selector.model_copy(update={"min_size": "1.2.3"})})
+    spec = valid.model_copy(update={"host": valid.host.model_copy(update={
+        "storage": storage.model_copy(update={"block_luns": luns})})})
 
     found = _plan(_luns(tmp_path), spec)
 

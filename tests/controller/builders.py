@@ -7,7 +7,7 @@ import typing as t
 from kvtune_api import conditions as cond
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.views import StateView
+from kvtune_operator.views import APPROVED_ANNOTATION, StateView
 
 
 def profile(name: str = "p", generation: int = 1, **spec: t.Any) -> Profile:
@@ -29,10 +29,14 @@ def state(
     approved: bool = False,
     annotations: dict[str, str] | None = None,
     owner: str = "p",
+    label: str | None = None,
     macvtap: t.Sequence[tuple[str, str]] = (),
 ) -> StateView:
-    """A node state as the operator's index holds it, with an agent's report; `macvtap`: the
-    (resource, lower device) pairs it offers, in bridge mode with capacity 1."""
+    """A node state as the operator's index holds it, with an agent's report; `approved`: the
+    operator approved its drain (its annotation and the spec); `label`: its profile label when
+    not `owner`'s; `macvtap`: the (resource, lower device) pairs it offers, in bridge mode with
+    capacity 1."""
+    annotations = {**(annotations or {}), **({APPROVED_ANNOTATION: "true"} if approved else {})}
     conditions = [cond.make(cond.READY, "True" if ready else "False", "R")]
     if degraded:
         conditions.append(cond.make(cond.DEGRADED, "True", degraded, f"{node} is {degraded}"))
@@ -41,7 +45,8 @@ def state(
             "apiVersion": "kvtune.io/v1alpha1",
             "kind": "HypervisorNodeState",
             "metadata": {"name": node, "generation": generation,
-                         "labels": {PROFILE_LABEL: owner}, "annotations": annotations or {}},
+                         "labels": {PROFILE_LABEL: owner if label is None else label},
+                         "annotations": annotations},
             "spec": {"nodeName": node, "profile": {"name": owner, "generation": 1},
                      "disruption": {"approved": approved}},
             "status": {

@@ -19,6 +19,15 @@ def test_an_empty_ksm_selector_means_every_node() -> None:
     assert selector is not None and selector.matches({"any": "node"})
 
 
+def test_a_ksm_selector_kvtune_cannot_read_is_taken_as_every_node() -> None:
+    # KubeVirt's CR checks selectors less strictly than kvtune's models: reading one must not
+    # fail the operator's index of it.
+    unreadable = {"matchExpressions": [{"key": "bad key!", "operator": "Exists"}]}
+    selector = ksm_selector({"configuration": {"ksmConfiguration": {
+        "nodeLabelSelector": unreadable}}})
+    assert selector is not None and selector.matches({"any": "node"})
+
+
 def test_ksm_disabled_on_nodes_kubevirt_may_enable_it_is_a_conflict() -> None:
     found = problems(profile(), ["a", "b"], LABELS, LabelSelector(match_labels={"ksm": "on"}))
     assert len(found) == 1

@@ -12,6 +12,7 @@ from kvtune_operator.profiles import Profile
 from kvtune_operator.reconcile import plan_profile
 from kvtune_operator.render import PROFILE_LABEL, render_node_state
 from kvtune_operator.views import (
+    APPROVED_ANNOTATION,
     REVERT_ANNOTATION,
     REVERTED,
     CreateState,
@@ -128,3 +129,29 @@ def test_releasing_a_moved_node_keeps_the_new_profiles_label() -> None:
     state = view(P, "n1", revert=True, reverted=True)
     actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "q"}}, [state]))
     assert actions == [DeleteState("n1")]
+
+
+def test_a_hand_set_approval_is_put_back_like_any_other_field_of_the_spec() -> None:
+    # The agent applies drain-requiring steps on spec.disruption.approved: only the operator's
+    # own record of an approval (its annotation) may make it true.
+    forged = view(P, "n1", approved=True)
+    [patch] = plan(P, snapshot([P], {"n1": LABELLED}, [forged]))
+    assert isinstance(patch, PatchState) and patch.spec is not None
+    assert patch.spec["disruption"]["approved"] is False
+
+
+def test_an_approval_the_operator_gave_is_kept() -> None:
+    manifest = render_node_state(P, "n1", approved=True)
+    manifest["metadata"]["annotations"] = {APPROVED_ANNOTATION: "true"}
+    assert plan(P, snapshot([P], {"n1": LABELLED}, [StateView.from_body(manifest)])) == []
+
+
+def test_a_state_relabelled_to_another_profile_stays_its_profile_s_and_is_relabelled() -> None:
+    q = profile("q")
+    manifest = render_node_state(P, "n1")
+    manifest["metadata"]["labels"] = {PROFILE_LABEL: "q"}
+    relabelled = StateView.from_body(manifest)
+    snap = snapshot([P, q], {"n1": LABELLED}, [relabelled])
+    assert plan(P, snap) == [PatchState("n1", labels={PROFILE_LABEL: "p"})]
+    assert plan(q, snap) == [], "not q's to revert or delete"
+    assert list(snap.assigned_states("p").values()) == [relabelled], "still counted by p"

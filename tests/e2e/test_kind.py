@@ -85,7 +85,11 @@ def profile(name: str, node_selector: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_node_reports_its_real_host_in_audit_mode(installed: Path) -> None:
-    kubectl(installed, "apply", "-f", "-", stdin=yaml.safe_dump(profile("e2e-audit-all", {})))
+    # Every node on purpose: an empty selector is refused (it would take every node by accident).
+    every_node = {"matchExpressions": [
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}
+    kubectl(installed, "apply", "-f", "-",
+            stdin=yaml.safe_dump(profile("e2e-audit-all", every_node)))
     nodes = json.loads(kubectl(installed, "get", "nodes", "-o", "json"))["items"]
     names = sorted(n["metadata"]["name"] for n in nodes)
 

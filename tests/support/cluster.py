@@ -9,11 +9,13 @@ server-filled fields.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,16 @@ def is_gone(read: Callable[[], object]) -> bool:
             return True
         raise
     return False
+
+
+@contextlib.contextmanager
+def fresh_namespace(api: client.ApiClient, prefix: str) -> Iterator[str]:
+    """A namespace named `prefix` and a random suffix, deleted afterwards (without waiting)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
 
 
 def impersonating(kubeconfig: Path, user: str) -> client.ApiClient:

@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ G, V = "kvtune.io", "v1alpha1"
 PROFILES = "hypervisorprofiles"
 SELECTED_LABEL = "kvtune-webhook-test"
 SERVING_TIMEOUT = 60.0
+IDLE_TIMEOUT = 2.0
 WEBHOOK_HOST_ENV = "KVTUNE_TEST_WEBHOOK_HOST"
 
 
@@ -67,9 +69,11 @@ class Served:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.tag = uuid.uuid4().hex[:6]
         # Port 0: a free port, so that parallel test sessions never share one.
-        self.settings = WebhookSettings(port=0,
+        # A short idle timeout, so that the tests of slow clients take seconds.
+        self.settings = WebhookSettings(port=0, idle_timeout_seconds=IDLE_TIMEOUT,
                                         host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
         self.policy: str | None = None
+        self.url = ""
         self._running = contextlib.ExitStack()
         self._operator = contextlib.ExitStack()
         self._operator.enter_context(running_operator(Settings(), cluster.kubeconfig))
@@ -110,7 +114,8 @@ class Served:
             return
         self.stop()
         settings = dataclasses.replace(self.settings, failure_policy=policy)
-        self._running.enter_context(running_webhook(settings, self.cluster.kubeconfig))
+        self.url = self._running.enter_context(
+            running_webhook(settings, self.cluster.kubeconfig))
         self.policy = policy
         wait_for(lambda: self.failure_policies() == {policy}, f"configurations with {policy}",
                  SERVING_TIMEOUT)
@@ -509,3 +514,125 @@ KUBEVIRT_CRD: Obj = {
         }],
     },
 }
+
+
+# --- the webhook under bad clients: every answer JSON, no connection held for ever ---
+
+def _tls(url: str) -> ssl.SSLSocket:
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    raw = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    return context.wrap_socket(raw)
+
+
+def _post(url: str, body: bytes, path: str = f"/{webhook.MUTATE_ID}") -> tuple[int, Any]:
+    """(status, decoded JSON body) of one POST; the body must be JSON, whatever the status."""
+    with _tls(url) as conn:
+        conn.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: webhook\r\n"
+                     b"Content-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def _review(request: Any) -> bytes:
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                       "request": request}).encode()
+
+
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("not JSON", b"{nope", "the body is not JSON"),
+    ("empty", b"", "the body is not JSON"),
+    ("null", b"null", "its request is NoneType"),
+    ("an array", b"[1]", "its request is NoneType"),
+    ("a null request", _review(None), "its request is NoneType"),
+    ("an array request", _review([1, 2]), "its request is list"),
+    ("a string request", _review("CREATE"), "its request is str"),
+    ("a number namespace", _review({"uid": "u", "namespace": 5}), "request.namespace is int"),
+    ("a list namespace", _review({"uid": "u", "namespace": ["a"]}), "request.namespace is list"),
+    ("an object uid", _review({"uid": {}}), "request.uid is dict"),
+    ("a string object", _review({"uid": "u", "operation": "CREATE", "object": "vm"}),
+     "request.object is str"),
+    ("100,000-deep JSON", b"[" * 100_000 + b"]" * 100_000, "the body is not JSON"),
+    ("NaN in the object", b'{"request": {"uid": "u", "operation": "CREATE", "object": '
+     b'{"spec": {"x": NaN}}}}', "the body is not JSON"),
+    ("Infinity as the request", b'{"request": Infinity}', "the body is not JSON"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), [m[1:] for m in MALFORMED],
+                         ids=[m[0] for m in MALFORMED])
+def test_a_body_that_is_no_admission_review_gets_a_400_in_json(
+    webhook_up: Served, body: bytes, expected: str
+) -> None:
+    status, answer = _post(webhook_up.url, body)
+    assert status == 400
+    assert answer["kind"] == "Status" and expected in answer["message"]
+
+
+def test_an_oversized_review_gets_a_413_in_json_before_its_body_is_read(
+    webhook_up: Served,
+) -> None:
+    with _tls(webhook_up.url) as conn:
+        conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w\r\n"
+                     b"Content-Length: " + str(5 * 1024 * 1024).encode() + b"\r\n\r\n")
+        said = _closed_within(conn, 3 * IDLE_TIMEOUT)
+    assert said is not None
+    head, _, payload = said.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and json.loads(payload)["code"] == 413
+
+
+def test_an_unknown_path_gets_a_404_in_json(webhook_up: Served) -> None:
+    status, answer = _post(webhook_up.url, _review({"uid": "u"}), path="/elsewhere")
+    assert (status, answer["kind"]) == (404, "Status")
+
+
+def test_a_review_after_the_bad_ones_is_answered_as_ever(webhook_up: Served) -> None:
+    status, answer = _post(webhook_up.url, _review({"uid": "u", "operation": "DELETE"}))
+    assert status == 200
+    assert answer["response"] == {"uid": "u", "allowed": True}
+
+
+def _closed_within(conn: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before it closed the connection; None if it did not close it in
+    time."""
+    got, deadline = b"", time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            return None
+        except OSError:  # reset: closed too
+            return got
+        if not chunk:
+            return got
+        got += chunk
+    return None
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(webhook_up: Served) -> None:
+    with _tls(webhook_up.url) as conn:
+        conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w")
+        assert _closed_within(conn, 3 * IDLE_TIMEOUT) == b""
+
+
+def test_a_client_that_never_sends_its_body_is_cut_off(webhook_up: Served) -> None:
+    with _tls(webhook_up.url) as conn:
+        conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        said = _closed_within(conn, 3 * IDLE_TIMEOUT)
+        assert said is not None and said.startswith(b"HTTP/1.1 408")
+
+
+def test_a_connection_that_never_finishes_its_tls_handshake_is_cut_off(
+    webhook_up: Served,
+) -> None:
+    parts = urlsplit(webhook_up.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw:
+        raw.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+        assert _closed_within(raw, 3 * IDLE_TIMEOUT) is not None

@@ -222,7 +222,10 @@ def test_a_vmi_the_profile_does_not_select_is_never_refused(vmi: Obj) -> None:
 
 def test_an_unreadable_field_is_an_error_not_a_crash() -> None:
     errors, _ = findings(guaranteed(memory={"guest": "eight"}))
-    assert errors == ["spec.domain.memory.guest: 'eight' is not a Kubernetes quantity (e.g. 8Gi)"]
+    assert errors == [
+        "spec.domain.memory.guest: 'eight' is not a Kubernetes quantity: ASCII digits with an "
+        "optional fraction, then one suffix (Ki, Mi, Gi, Ti, Pi, Ei; n, u, m, k, M, G, T, P, E; or "
+        "e and an integer exponent), without spaces or underscores, e.g. 8Gi, 512Mi or 1500m"]
 
 
 # The demand of `guaranteed()`: overhead 16 + 220 + 32 + 8 + 32 + 100 = 408Mi (KubeVirt v1.9), and

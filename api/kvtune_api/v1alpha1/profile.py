@@ -6,21 +6,27 @@ node's HypervisorNodeState, so they are defined once here as `HostSettings` and 
 
 from __future__ import annotations
 
+import math
+import re
 import typing as t
 
+import pydantic
 from pydantic import Field
 
 from .common import (
     BaseModel,
     Condition,
     HugepageSize,
-    IntOrString,
     LabelSelector,
     Opt,
-    Quantity,
+    Rules,
+    Size,
     cel,
+    quantity_at_most,
     section,
+    spelled,
 )
+from .host import MAX_NUMA_NODES
 from .resource import CustomResource, Scope
 
 Mode = t.Literal["Audit", "Enforce"]
@@ -78,11 +84,22 @@ class NumaSettings(BaseModel):
     )
 
 
+#: Most pages of one size a profile may ask for: 2^24 pages is 32 TiB of 2Mi pages, more than
+#: any host has; a count beyond it is a typo, not a plan.
+MAX_HUGEPAGES = 2**24
+
+
 class HugepagesPerNode(BaseModel):
     """A hugepage count for one NUMA node."""
 
-    node: int = Field(ge=0, description="NUMA node id, as in /sys/devices/system/node/nodeN.")
-    count: int = Field(ge=0, description="Number of pages of this size on that node.")
+    node: int = Field(
+        ge=0,
+        le=MAX_NUMA_NODES - 1,
+        description="NUMA node id, as in /sys/devices/system/node/nodeN.",
+    )
+    count: int = Field(
+        ge=0, le=MAX_HUGEPAGES, description="Number of pages of this size on that node."
+    )
 
 
 class HugepagesAllocation(BaseModel):
@@ -102,7 +119,7 @@ class HugepagesAllocation(BaseModel):
     )
 
     size: HugepageSize = Field(description="Page size: 2Mi or 1Gi.")
-    count: Opt[t.Annotated[int, Field(ge=0)]] = Field(
+    count: Opt[t.Annotated[int, Field(ge=0, le=MAX_HUGEPAGES)]] = Field(
         default=None,
         description=(
             "Total pages of this size, split evenly across the NUMA nodes that have memory "
@@ -114,13 +131,19 @@ class HugepagesAllocation(BaseModel):
     )
 
 
-#: A size such as 4Gi or 4096Mi: a quantity without a sign, since a negative headroom would let
-#: hugepages take memory the kubelet reserves.
-Size = t.Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")]
-
-
 class HostHeadroom(BaseModel):
     """Memory that hugepages leave to the host on each NUMA node, beyond the kubelet's reserves."""
+
+    model_config = cel(
+        (
+            "self.percent > 0 || !isQuantity(self.minimum) || "
+            "quantity(self.minimum).compareTo(quantity('0')) > 0",
+            "memory.hugepages.hostHeadroom: percent 0 with minimum 0 leaves the host no memory "
+            "beside hugepages: set percent above 0 or minimum to e.g. 4Gi",
+            ".percent",
+        ),
+        quantity_at_most("minimum", "1Ti", "the headroom per NUMA node, e.g. 4Gi"),
+    )
 
     percent: int = Field(
         default=10,
@@ -167,6 +190,12 @@ class HugepagesSettings(BaseModel):
 class MemorySettings(BaseModel):
     """Host memory: KSM, transparent hugepages, hugepages, overcommit and per-VM overhead."""
 
+    model_config = cel(
+        quantity_at_most(
+            "vmOverheadFloor", "64Gi", "the least memory reserved per VM for QEMU, e.g. 1Gi"
+        ),
+    )
+
     ksm: Management = Field(
         default="Disabled",
         description=(
@@ -190,7 +219,7 @@ class MemorySettings(BaseModel):
             "node capacity including overhead."
         ),
     )
-    vm_overhead_floor: Quantity = Field(
+    vm_overhead_floor: Size = Field(
         default="1Gi",
         description=(
             "Least host memory reserved per VM for QEMU and its helpers. When KubeVirt's own "
@@ -200,6 +229,22 @@ class MemorySettings(BaseModel):
             "spec.domain.memory.reservedOverhead.addedOverhead."
         ),
     )
+
+
+#: A Linux interface name as the kernel's dev_valid_name takes it: 1 to 15 bytes, no "/", ":" or
+#: blank, and neither "." nor "..".
+_INTERFACE_NAME = r"^([^/:\s.][^/:\s]*|\.[^/:\s.][^/:\s]*|\.\.[^/:\s]+)$"
+InterfaceName = t.Annotated[
+    str,
+    Field(min_length=1, max_length=15, pattern=_INTERFACE_NAME),
+    spelled(
+        _INTERFACE_NAME,
+        "an interface name is 1 to 15 bytes without '/', ':' or blanks, and neither '.' nor "
+        "'..', e.g. ens1f0",
+    ),
+]
+#: NICs one selector may list, and rules per list: more than a host has ports.
+MAX_NICS = 16
 
 
 class PfSelector(BaseModel):
@@ -219,10 +264,14 @@ class PfSelector(BaseModel):
         ),
     )
 
-    names: list[str] = Field(default_factory=list, description="Interface names, e.g. ens1f0.")
+    names: list[InterfaceName] = Field(
+        default_factory=list, max_length=MAX_NICS, description="Interface names, e.g. ens1f0."
+    )
     pci_addresses: list[
         t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
-    ] = Field(default_factory=list, description="PCI addresses, e.g. 0000:3b:00.0.")
+    ] = Field(
+        default_factory=list, max_length=MAX_NICS, description="PCI addresses, e.g. 0000:3b:00.0."
+    )
     vendor: Opt[t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]] = Field(
         default=None, description="PCI vendor id in hex, e.g. 8086."
     )
@@ -294,18 +343,49 @@ class NetworkSettings(BaseModel):
             "self.macvtap.all(a, self.macvtap.exists_one(b, b.name == a.name))",
             "network.macvtap names a resource more than once: give each rule its own name",
         ),
+        *(
+            (
+                f"!has(self.{rules}) || self.{rules}.all(a, !has(a.{sel}.{key}) || "
+                f"a.{sel}.{key}.all(n, self.{rules}.exists_one(b, "
+                f"has(b.{sel}.{key}) && n in b.{sel}.{key})))",
+                f"network.{rules}: a NIC is listed in {sel}.{key} of more than one rule: give "
+                f"each NIC one rule (one VF count)",
+            )
+            for rules, sel in (("sriov", "pfSelector"),)
+            for key in ("names", "pciAddresses")
+        ),
+        *(
+            (
+                f"!has(self.sriov) || !has(self.macvtap) || self.sriov.all(a, "
+                f"!has(a.pfSelector.{key}) || a.pfSelector.{key}.all(n, !self.macvtap.exists(m, "
+                f"has(m.nicSelector.{key}) && n in m.nicSelector.{key})))",
+                f"network: a NIC is listed in both an sriov rule's pfSelector.{key} and a macvtap "
+                f"rule's nicSelector.{key}: a NIC either carries VFs or is a macvtap lower "
+                f"device; remove it from one of them",
+            )
+            for key in ("names", "pciAddresses")
+        ),
     )
 
     sriov: list[SriovRule] = Field(
-        default_factory=list, max_length=32, description="SR-IOV rules; empty: VFs not managed."
+        default_factory=list,
+        max_length=MAX_NICS,
+        description="SR-IOV rules; empty: VFs not managed.",
     )
     macvtap: list[MacvtapRule] = Field(
         default_factory=list,
-        max_length=32,
+        max_length=MAX_NICS,
         description="NICs dedicated to VMs through KubeVirt's macvtap binding and macvtap-cni's "
         "device plugin; kvtune checks each node's lower devices and publishes the device "
         "plugin's configuration in the node state's status.macvtap. Empty: not managed.",
     )
+
+
+#: Entries one LUN selector list may hold: a whole SAN's worth of ids, well under the size at
+#: which kopf's annotations and a profile's PATCH stop fitting in etcd.
+MAX_LUN_TERMS = 64
+#: A DNS subdomain (IsDNS1123Subdomain), as a StorageClass name must be.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class LunSelector(BaseModel):
@@ -319,28 +399,58 @@ class LunSelector(BaseModel):
             "storage.blockLuns.selector needs at least one of wwns, byIdPatterns or models, so "
             "that no disk is handed to VMs by accident",
         ),
+        (
+            "!has(self.byIdPatterns) || self.byIdPatterns.all(p, !p.matches('^[*?]+$'))",
+            "storage.blockLuns.selector.byIdPatterns: a pattern of wildcards alone matches every "
+            "disk, the host's own included: name a prefix, e.g. 'wwn-0x5000c5*'",
+        ),
+        (
+            "!has(self.minSize) || !has(self.maxSize) || !isQuantity(self.minSize) || "
+            "!isQuantity(self.maxSize) || "
+            "quantity(self.minSize).compareTo(quantity(self.maxSize)) <= 0",
+            "storage.blockLuns.selector: minSize is larger than maxSize, so no LUN can match: "
+            "swap them or raise maxSize",
+            ".minSize",
+        ),
     )
 
-    wwns: list[str] = Field(
+    wwns: list[t.Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list,
+        max_length=MAX_LUN_TERMS,
         description="World wide names / wwids, in any of their forms: naa.600a..., 0x600a..., "
         "wwn-0x600a..., scsi_id's 3600a...; compared in one canonical form.",
     )
-    by_id_patterns: list[str] = Field(
+    by_id_patterns: list[
+        t.Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/]+$")]
+    ] = Field(
         default_factory=list,
+        max_length=MAX_LUN_TERMS,
         description="Shell patterns matched against /dev/disk/by-id names, e.g. 'wwn-0x5000c5*'.",
     )
-    models: list[str] = Field(default_factory=list, description="Device models, exact match.")
-    min_size: Opt[Quantity] = Field(default=None, description="Smallest size to accept.")
-    max_size: Opt[Quantity] = Field(default=None, description="Largest size to accept.")
+    models: list[t.Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_LUN_TERMS, description="Device models, exact match."
+    )
+    min_size: Opt[Size] = Field(default=None, description="Smallest size to accept.")
+    max_size: Opt[Size] = Field(default=None, description="Largest size to accept.")
 
 
 class BlockLunSettings(BaseModel):
     """Raw LUNs exposed as Block-mode PersistentVolumes: one LUN per VM disk, no host FS or LVM."""
 
     selector: LunSelector = Field(description="Which devices qualify.")
-    storage_class_name: str = Field(
-        min_length=1, description="storageClassName of the PersistentVolumes created."
+    storage_class_name: t.Annotated[
+        str,
+        spelled(
+            DNS_SUBDOMAIN,
+            "storageClassName must be a DNS subdomain: lower-case letters, digits, '-' and '.', "
+            "beginning and ending with a letter or digit, e.g. local-luns",
+        ),
+    ] = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="storageClassName of the PersistentVolumes created: a DNS subdomain "
+        "(lower-case letters, digits, '-' and '.'), as StorageClass names are.",
     )
     io_scheduler: t.Literal["none", "mq-deadline", "Unmanaged"] = Field(
         default="Unmanaged",
@@ -447,10 +557,50 @@ class VmiSettings(BaseModel):
     )
 
 
+#: rollout.maxUnavailable as a string: a whole percentage from 1% to 100%.
+_PERCENT = re.compile(r"^(100|[1-9][0-9]?)%$")
+_MAX_UNAVAILABLE_FORM = (
+    "rollout.maxUnavailable must be a whole number of nodes, at least 1 (e.g. 1), or a whole "
+    "percentage of the matched nodes from 1% to 100% (e.g. 10%)"
+)
+
+
+def max_unavailable_nodes(value: int | str, matched: int) -> int:
+    """Nodes that may be disrupted at once: a count, or a percentage of the matched nodes
+    rounded down but at least one (as a Deployment's maxUnavailable, so rollouts progress).
+
+    ValueError, naming the field and the form, for what the schema refuses (a profile stored
+    before the schema did)."""
+    if isinstance(value, str) and _PERCENT.fullmatch(value):
+        return max(1, math.floor(matched * int(value[:-1]) / 100))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"{value!r}: {_MAX_UNAVAILABLE_FORM}")
+
+
+def _max_unavailable(value: int | str) -> int | str:
+    max_unavailable_nodes(value, 0)
+    return value
+
+
+#: A count or a percentage (e.g. 1 or "10%"), kept as given so `1` stays an integer in the API.
+MaxUnavailable = t.Annotated[
+    int | str,
+    pydantic.WithJsonSchema({"x-kubernetes-int-or-string": True}),
+    Rules((
+        "type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')",
+        _MAX_UNAVAILABLE_FORM,
+    )),
+    pydantic.AfterValidator(_max_unavailable),
+]
+#: Longest drain kvtune waits for: a week. Beyond, a typo (10^15 s overflows a timedelta).
+MAX_DRAIN_SECONDS = 7 * 24 * 3600
+
+
 class RolloutSettings(BaseModel):
     """How disruptive host changes (drain or reboot) are rolled out."""
 
-    max_unavailable: IntOrString = Field(
+    max_unavailable: MaxUnavailable = Field(
         default=1,
         description="Nodes (e.g. 1) or percent of matched nodes (e.g. 10%) disrupted at a time.",
     )
@@ -470,7 +620,10 @@ class RolloutSettings(BaseModel):
         ),
     )
     drain_timeout_seconds: int = Field(
-        default=600, ge=30, description="Give up a drain after this long; the node is uncordoned."
+        default=600,
+        ge=30,
+        le=MAX_DRAIN_SECONDS,
+        description="Give up a drain after this long (at most a week); the node is uncordoned.",
     )
 
 
@@ -478,6 +631,15 @@ class HypervisorProfileSpec(HostSettings):
     """Which nodes, how they are prepared, and how VMs on them are shaped."""
 
     model_config = cel(
+        (
+            "(has(self.nodeSelector.matchLabels) && size(self.nodeSelector.matchLabels) > 0) || "
+            "(has(self.nodeSelector.matchExpressions) && "
+            "size(self.nodeSelector.matchExpressions) > 0)",
+            "spec.nodeSelector is empty and would take every node of the cluster: give "
+            "matchLabels or matchExpressions (for every Linux node on purpose: matchExpressions "
+            "[{key: kubernetes.io/os, operator: In, values: [linux]}])",
+            ".nodeSelector",
+        ),
         (
             "!has(self.vmi) || !has(self.vmi.hugepageSize) || "
             "(has(self.memory.hugepages.pages) && "

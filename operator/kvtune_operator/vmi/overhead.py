@@ -13,17 +13,14 @@ mutation and the validation must all read it the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import quantity as k8s_quantity
+from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.kubevirt_overhead import OverheadBreakdown, estimate
 
 from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
-
-# The kubernetes client is not annotated; this is parse_quantity's documented signature.
-_parse_quantity: Callable[[Any], Decimal] = k8s_quantity.parse_quantity
 
 
 class VmiFieldError(ValueError):
@@ -46,11 +43,12 @@ def lookup(obj: Any, *path: str) -> Any:
 
 
 def quantity(value: Any, field: str) -> Decimal:
-    """A Kubernetes quantity as a number, or VmiFieldError naming the field."""
+    """A Kubernetes quantity as a number, or VmiFieldError naming the field and the accepted
+    form: read by the apiserver's grammar, so "2 Gi" or "1_000" is refused, not rewritten."""
     try:
-        return _parse_quantity(value)
-    except (ValueError, TypeError, InvalidOperation):
-        raise VmiFieldError(f"{field}: {value!r} is not a Kubernetes quantity (e.g. 8Gi)") from None
+        return kvtune_quantity.parse(value, field)
+    except kvtune_quantity.QuantityError as refused:
+        raise VmiFieldError(str(refused)) from None
 
 
 def quantity_bytes(value: Any, field: str) -> int:
