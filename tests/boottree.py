@@ -107,3 +107,10 @@ def boot_commands(tree: HostTree) -> list[str]:
     """Every command the fakes received, oldest first."""
     log = Path(tree.root, COMMAND_LOG.lstrip("/"))
     return log.read_text().splitlines() if log.exists() else []
+
+
+def failing_grubby(tree: HostTree, code: int = 1,
+                   message: str = "grubby: error reading /boot/loader/entries") -> HostTree:
+    """A grubby that logs its call, says `message` and exits with `code` (a broken install)."""
+    _script(tree, GRUBBY, _LOG + f"print({message!r}, file=sys.stderr)\nsys.exit({code})\n")
+    return tree

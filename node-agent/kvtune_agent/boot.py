@@ -24,8 +24,10 @@ from collections.abc import Mapping, Sequence
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
 
+from . import memory_budget
 from .bootloader import BootFacts
 from .plan import Finding, Plan, Step, hugepage_counts, stages_boot
+from .probe.memory import SIZE_KIB
 
 STEP_ID = "boot/kernel-args"
 #: The first kernel whose hugepages= takes per-node counts (commit b5389086ad7b, "hugetlbfs:
@@ -151,6 +153,15 @@ def stage(
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
+    over = _over_budget(spec, host) if boot else ""
+    if over:
+        # The kernel reserves these before anything else runs, and never gives them back: a
+        # count the live path would refuse is refused here too, whoever wrote the pair before.
+        found = _add(found, Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
+            f"the {' and '.join(a.size for a in boot)} hugepages of spec.host.memory.hugepages."
+            f"pages are not staged on the kernel command line: {over}. Lower spec.host.memory."
+            "hugepages.pages (or fix what makes the budget unknown)")))
+        boot = []
     if not boot and not withdrawn:
         return found
     per_node = node_format(facts.release)
@@ -195,6 +206,27 @@ def stage(
         f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
         f"kernel command line ({form}); {why}, so kvtune does not stage it: run "
         f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+
+
+def _over_budget(spec: HypervisorNodeStateSpec, host: HostReport) -> str:
+    """Why the pools the node holds once booted with the spec's counts would starve it ("" when
+    they would not): every size the spec allocates at its counts, every other pool as it is."""
+    settings = spec.host.memory.hugepages
+    held: dict[int, int] = {}
+    managed = set()
+    for alloc in settings.pages:
+        kib = SIZE_KIB[alloc.size]
+        managed.add(kib)
+        for node, count in hugepage_counts(alloc, host).items():
+            held[node] = held.get(node, 0) + count * kib
+    for pool in host.memory.hugepages_per_node:
+        if pool.node is None or pool.size_kib in managed:
+            continue
+        if pool.total is None:
+            return (f"the {pool.size} pool of NUMA node {pool.node} cannot be read, so what the "
+                    "node's pools hold in all is unknown")
+        held[pool.node] = held.get(pool.node, 0) + pool.total * pool.size_kib
+    return memory_budget.refusal(settings.host_headroom, host, held)
 
 
 def _add(found: Plan, finding: Finding) -> Plan:

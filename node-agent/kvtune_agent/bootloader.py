@@ -51,6 +51,31 @@ class BootArgsError(Exception):
     """The boot configuration could not be read or changed; the message says what to do."""
 
 
+def split(line: str) -> list[str]:
+    """The words of a kernel command line as the kernel takes them apart (lib/cmdline.c,
+    next_arg): spaces separate words except inside double quotes, which may open anywhere in a
+    word (`acpi_osi="!Windows 2012"`), and a quote left open runs to the end of the line.
+
+    Words are kept as written, quotes included, so that a line put back is the line read.
+    Never raises: one odd option must not cost the node its cycle.
+    """
+    words: list[str] = []
+    word: list[str] = []
+    quoted = False
+    for char in line:
+        if char.isspace() and not quoted:
+            if word:
+                words.append("".join(word))
+                word = []
+            continue
+        if char == '"':
+            quoted = not quoted
+        word.append(char)
+    if word:
+        words.append("".join(word))
+    return words
+
+
 def managed(args: t.Iterable[str]) -> str:
     """The managed arguments among `args` (command-line words), in order, space separated."""
     return " ".join(arg for arg in args if arg.partition("=")[0] in MANAGED)
@@ -136,16 +161,34 @@ def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
             raise BootArgsError(f"cannot read {GRUB_DROPIN}; check its permissions")
         prefix = f'{GRUB_VARIABLE}="${GRUB_VARIABLE} '
         lines = [line for line in text.splitlines() if line.startswith(prefix)]
-        return managed(lines[-1].removeprefix(prefix).rstrip('"').split()) if lines else ""
+        return managed(split(lines[-1].removeprefix(prefix).rstrip('"'))) if lines else ""
     result = _run(fs, (target, "--info=ALL"), timeout)
-    kernels = {managed(shlex.split(line.removeprefix("args="))[0].split())
-               for line in result.output.splitlines() if line.startswith("args=")}
+    if result.code != 0:
+        # grubby gone, or its entries unreadable: the arguments are unknown, not none.
+        raise BootArgsError(f"{result.failure()}, so the hugepage arguments of the boot "
+                            f"entries in {BLS_ENTRIES} are unknown; run it on the host to see why")
+    # grubby prints the options line as args="...", its quotes not escaped: the value runs from
+    # the first quote to the last.
+    lines = [line.removeprefix("args=") for line in result.output.splitlines()
+             if line.startswith("args=")]
+    if not lines and fs.glob(f"{BLS_ENTRIES}/*.conf"):
+        raise BootArgsError(
+            f"`{target} --info=ALL` listed no args= line although {BLS_ENTRIES} holds entries, "
+            "so their hugepage arguments are unknown; run it on the host to see why")
+    kernels = {managed(split(_unquote(line))) for line in lines}
     if len(kernels) > 1:
         raise BootArgsError(
             f"the boot entries in {BLS_ENTRIES} disagree on hugepage arguments "
             f"({' | '.join(sorted(kernels))}); kvtune changes them only together: make them "
             "agree with `grubby --update-kernel=ALL`")
     return kernels.pop() if kernels else ""
+
+
+def _unquote(value: str) -> str:
+    """grubby's `"..."` around an options line, taken off (only the outermost pair)."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        return value[1:-1]
+    return value
 
 
 def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
@@ -222,7 +265,7 @@ class BootFacts:
 def read_facts(fs: HostFS, *, timeout: float) -> BootFacts:
     """The boot loader, its staged arguments and the running kernel's (may run grubby)."""
     loader = find_loader(fs)
-    running = managed((fs.read_value(CMDLINE) or "").split())
+    running = managed(split(fs.read_value(CMDLINE) or ""))
     release = fs.read_value(OSRELEASE)
     if not loader.writable:
         return BootFacts(loader, running, running=running, release=release)

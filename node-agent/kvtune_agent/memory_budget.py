@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import typing as t
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -131,6 +131,34 @@ def kubelet_reservation(kubelet: KubeletReport, host_kib: int) -> KubeletReserva
         f"reservedMemory[numaNode={entry.numa_node}] in {where('reservedMemory')}", "fix it")
         for entry in kubelet.reserved_memory if "memory" in entry.limits}
     return KubeletReservation(reserved + eviction_kib, eviction_kib, per_node)
+
+
+def refusal(settings: HostHeadroom, host: HostReport, held: Mapping[int, int]) -> str:
+    """Why hugepage pools holding `held` (NUMA node -> KiB) would starve the host; "" when
+    every node and the host can spare it.
+
+    The one judgement for every way pages come to be reserved that is not the live path's own
+    step-by-step check (plan.py): the counts staged on the kernel command line, which the
+    kernel reserves at boot before anything else can run. An unknown fact refuses.
+    """
+    try:
+        found = budgets(settings, host)
+    except BudgetUnknown as err:
+        return str(err)
+    why = []
+    for node_id, kib in sorted(held.items()):
+        budget = found.nodes.get(node_id)
+        if budget is None:
+            why.append(f"the memory of NUMA node {node_id} is unknown (its meminfo cannot be "
+                       "read)")
+        elif kib > budget.limit_kib:
+            why.append(f"NUMA node {node_id} would hold {gib(kib)} of hugepages but can spare "
+                       f"at most {gib(budget.limit_kib)}: {budget.explain()}")
+    total = sum(held.values())
+    if total > found.host.limit_kib:
+        why.append(f"the host would hold {gib(total)} of hugepages but can spare at most "
+                   f"{gib(found.host.limit_kib)}: {found.host.explain()} ({MEMINFO})")
+    return "; ".join(why)
 
 
 def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:

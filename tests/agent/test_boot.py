@@ -16,11 +16,12 @@ from boottree import (
     bls_options,
     boot_commands,
     debian_grub,
+    failing_grubby,
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent import boot
-from kvtune_agent.apply import REBOOT_REQUIRED
+from kvtune_agent import boot, bootloader
+from kvtune_agent.apply import REBOOT_REQUIRED, apply
 from kvtune_agent.bootloader import (
     GRUB_DROPIN,
     BootArgsError,
@@ -34,13 +35,15 @@ from kvtune_agent.bootloader import (
 from kvtune_agent.cycle import run_cycle
 from kvtune_agent.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
-from kvtune_agent.plan import NodeMeta, Plan
+from kvtune_agent.plan import NodeMeta, Plan, Step
 from kvtune_agent.probe import probe_host
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
+    DisruptionGrant,
     HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
+    PlannedStep,
 )
 from kvtune_api.v1alpha1.profile import VmiSettings
 
@@ -426,3 +429,136 @@ def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path
               HypervisorNodeStateStatus(), systemd=tree.systemd(), now=NOW, timeout=10)
 
     assert [c for c in boot_commands(tree) if "--info" not in c] == []
+
+
+# -- failing commands: a command that fails means "unknown", never "no arguments" -------------
+
+
+@pytest.mark.parametrize("break_grubby", [
+    pytest.param(lambda tree: failing_grubby(tree, 1), id="grubby exits 1"),
+    pytest.param(lambda tree: failing_grubby(tree, 0, "no entries"),
+                 id="grubby exits 0 but lists no args line"),
+    pytest.param(lambda tree: (tree.root / GRUBBY.lstrip("/")).unlink(),
+                 id="grubby is gone (the fake chroot cannot exec it)"),
+])
+def test_a_failing_grubby_is_unknown_arguments_never_none(
+    tmp_path: Path, break_grubby: t.Callable[[HostTree], object],
+) -> None:
+    tree = bls(HostTree(tmp_path), "root=UUID=1234 ro hugepagesz=1G hugepages=16")
+    break_grubby(tree)
+
+    with pytest.raises(BootArgsError):
+        read_args(tree.fs(), GRUBBY, timeout=10)
+    with pytest.raises(BootArgsError):
+        write_args(tree.fs(), GRUBBY, "", timeout=10)
+    assert bls_options(tree) == ["root=UUID=1234 ro hugepagesz=1G hugepages=16"] * 2
+
+
+def test_a_failing_grubby_while_recording_journals_nothing_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    tree = failing_grubby(bls(HostTree(tmp_path), "ro hugepagesz=1G hugepages=16"))
+    fs = tree.fs()
+    step = Plan(steps=(Step("bootargs", PlannedStep(
+        id=boot.STEP_ID, feature="Hugepages", path=GRUBBY, current="", desired=PER_NODE,
+        disruption="NeedsReboot", reason="test")),))
+
+    [result] = apply(step, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
+                     timeout=10)
+
+    assert result.result == "Failed" and "exit 1" in result.message
+    assert Journal(fs).entries() == []
+    assert bls_options(tree) == ["ro hugepagesz=1G hugepages=16"] * 2
+    assert not fs.exists(REBOOT_REQUIRED)
+
+
+def test_a_revert_with_grubby_gone_keeps_the_entry_and_says_so(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path), f"ro {PER_NODE}")
+    fs = tree.fs()
+    Journal(fs).record("bootargs", GRUBBY, "", boot.STEP_ID)
+    (tmp_path / GRUBBY.lstrip("/")).unlink()
+
+    [result] = Journal(fs).revert(tree.systemd(), timeout=10)
+
+    assert result.result == "Failed"
+    assert [e.path for e in Journal(fs).entries()] == [GRUBBY]
+    assert bls_options(tree) == [f"ro {PER_NODE}"] * 2
+
+
+# -- the kernel command line, parsed as the kernel parses it ---------------------------------
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    pytest.param('ro acpi_osi="!Windows 2012" quiet', ["ro", 'acpi_osi="!Windows 2012"', "quiet"],
+                 id="a quoted value with a space is one word"),
+    pytest.param('"dyndbg=file x +p" ro', ['"dyndbg=file x +p"', "ro"],
+                 id="a word quoted from its start"),
+    pytest.param('ro acpi_osi="!Windows 2012 hugepages=4', ["ro", 'acpi_osi="!Windows 2012 '
+                 'hugepages=4'], id="an unbalanced quote runs to the end of the line"),
+    pytest.param("  ro\tquiet  \n", ["ro", "quiet"], id="any whitespace separates"),
+    pytest.param("", [], id="empty"),
+])
+def test_the_command_line_is_split_as_the_kernel_splits_it(line: str, words: list[str]) -> None:
+    assert bootloader.split(line) == words
+
+
+def test_a_quoted_option_keeps_the_admins_pair_readable(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path),
+               'root=UUID=1234 acpi_osi="!Windows 2012" hugepagesz=1G hugepages=16')
+
+    assert read_args(tree.fs(), GRUBBY, timeout=10) == "hugepagesz=1G hugepages=16"
+
+
+def test_an_unbalanced_quote_in_the_entries_does_not_raise_out_of_the_facts(
+    tmp_path: Path,
+) -> None:
+    tree = bls(HostTree(tmp_path), 'root=UUID=1234 acpi_osi="!Windows 2012 hugepages=16')
+    tree.cmdline('BOOT_IMAGE=/vmlinuz acpi_osi="!Windows hugepagesz=1G hugepages=2')
+
+    facts = read_facts(tree.fs(), timeout=10)
+
+    assert (facts.staged, facts.running) == ("", "")  # inside the open quote: one word
+
+
+# -- every path that makes the kernel reserve memory goes through the budget ------------------
+
+
+@pytest.mark.parametrize(("staged", "retries"), [
+    pytest.param("hugepagesz=1G hugepages=4", (), id="the admin's pair on the command line"),
+    pytest.param("hugepagesz=1G hugepages=0:16,1:16", (),
+                 id="a pair kvtune staged before, raised past the budget"),
+    pytest.param("", (_retry(),), id="a shortfall of the live path"),
+])
+def test_counts_past_the_memory_budget_are_never_staged(
+    tmp_path: Path, staged: str, retries: t.Sequence[HugepageRetry],
+) -> None:
+    # 600 x 1Gi on a host of 2 x 256 GiB: the live path refuses HugepagesExceedNodeMemory.
+    facts = BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0")
+
+    found = _stage(tmp_path, facts, retries=retries, pages=({"size": "1Gi", "count": 600},))
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootHugepagesExceedMemory", "Error")
+    assert "NUMA node 0 would hold 302.0 GiB of hugepages" in finding.message  # 2 GiB of 2Mi
+
+
+def test_an_unknown_budget_stages_nothing(tmp_path: Path) -> None:
+    tree = intel_two_socket(tmp_path)
+    (tmp_path / "proc/meminfo").unlink()
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
+                     allow_reboot=True)
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=1G hugepages=4", release="6.1.0")
+
+    found = boot.stage(Plan(), spec, probe_host(tree.fs()), (_retry(),), facts)
+
+    assert found.steps == ()
+    assert [f.reason for f in found.findings] == ["BootHugepagesExceedMemory"]
+
+
+def test_counts_within_the_budget_are_still_staged_and_withdrawals_go_on(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=1G hugepages=4", release="6.1.0")
+
+    [step] = _stage(tmp_path, facts, retries=()).steps
+
+    assert step.planned.desired == PER_NODE
