@@ -154,9 +154,9 @@ def find_loader(fs: HostFS) -> Loader:
 def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
     """The managed arguments `target` (grubby's path, or the drop-in) holds; "" for none."""
     if target == GRUB_DROPIN:
-        if not fs.exists(GRUB_DROPIN):
+        if not fs.has_file(GRUB_DROPIN):
             return ""
-        text = fs.read_text(GRUB_DROPIN)
+        text = fs.read_file(GRUB_DROPIN)
         if text is None:
             raise BootArgsError(f"cannot read {GRUB_DROPIN}; check its permissions")
         prefix = f'{GRUB_VARIABLE}="${GRUB_VARIABLE} '
@@ -203,7 +203,7 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
             raise BootArgsError(
                 f"no update-grub or grub-mkconfig that reads /etc/default/grub.d was found in "
                 f"the host root, so {GRUB_DROPIN} would not take effect; left as it is")
-        before = fs.read_text(GRUB_DROPIN) if fs.exists(GRUB_DROPIN) else None
+        before = fs.read_file(GRUB_DROPIN) if fs.has_file(GRUB_DROPIN) else None
         try:
             _put(fs, args and _DROPIN_HEADER + dropin_line(args) + "\n")
             try:

@@ -13,7 +13,7 @@ import typing as t
 from dataclasses import dataclass
 
 from . import bootloader
-from .hostfs import HostFS, HostWriteError
+from .hostfs import MAX_CONFIG, HostFS, HostWriteError
 from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
@@ -63,11 +63,12 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
         except bootloader.BootArgsError as err:
             raise ChangeError(str(err)) from err
     if kind in ("file", "reboot"):
-        if not fs.exists(path):
-            return None
-        text = fs.read_text(path)
+        text = fs.read_file(path)
         if text is None:
-            raise ChangeError(f"cannot read {path}")
+            if not fs.has_file(path):
+                return None
+            raise ChangeError(f"cannot read {path} (a regular file of at most "
+                              f"{MAX_CONFIG} bytes is expected)")
         return text
     real = sysfs_path(fs, path)
     if real is None:
@@ -136,14 +137,14 @@ def _reboot(fs: HostFS, value: str | None) -> None:
     Only what kvtune added goes: other packages' lines in REBOOT_PKGS stay, and so does the
     flag while they are there (they still want the reboot) or when someone else had set it.
     """
-    listed = fs.read_text(REBOOT_PKGS)
+    listed = fs.read_file(REBOOT_PKGS)
     others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
     if value != REBOOT_REQUIRED_TEXT and REBOOT_PKG not in (listed or "").splitlines():
         # kvtune's request is gone already: /var/run is a tmpfs, so a reboot cleared it, and a
         # flag there now was set by someone else after it, who still wants the reboot.
         return
     if value == REBOOT_REQUIRED_TEXT:
-        if not fs.exists(REBOOT_REQUIRED):
+        if not fs.has_file(REBOOT_REQUIRED):
             fs.write_file(REBOOT_REQUIRED, value)
         if REBOOT_PKG not in (listed or "").splitlines():
             fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in [*others, REBOOT_PKG]))

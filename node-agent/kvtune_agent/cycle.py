@@ -45,11 +45,11 @@ def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:
         if line:
             offered = tuple(line.replace("[", " ").replace("]", " ").split())
             schedulers[device.name] = Scheduler(setting(line), offered)
-    if not fs.exists(PLE_CONF):
+    if not fs.has_file(PLE_CONF):
         return HostFiles(schedulers)
     written, booted = fs.modified(PLE_CONF), _boot_time(fs)
     before_boot = written is not None and booted is not None and written < booted
-    return HostFiles(schedulers, fs.read_text(PLE_CONF), before_boot)
+    return HostFiles(schedulers, fs.read_file(PLE_CONF), before_boot)
 
 
 def _boot_time(fs: HostFS) -> float | None:

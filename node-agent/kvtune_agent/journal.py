@@ -35,6 +35,8 @@ from .systemd import Systemd
 
 JOURNAL_PATH = "/var/lib/kvtune/journal.json"
 VERSION = 1
+#: The most the journal may hold, in bytes: thousands of entries; more is not a journal.
+JOURNAL_LIMIT = 16 * 2**20
 
 
 class JournalError(Exception):
@@ -129,13 +131,15 @@ class Journal:
         then nothing can be known to be restorable, and nothing is written. An entry that is
         unreadable only costs that entry.
         """
-        if not self.fs.exists(self.path):
+        if not self.fs.has_file(self.path):
             return []
-        text = self.fs.read_text(self.path)
+        text = self.fs.read_file(self.path, limit=JOURNAL_LIMIT)
         if text is None:
+            why = next((i.detail for i in reversed(self.fs.take_issues()) if i.path == self.path),
+                       "fix its permissions (the agent runs as root)")
             raise JournalError(
-                f"cannot read the kvtune journal {self.path}; it holds the host's original "
-                "values: fix its permissions (the agent runs as root)")
+                f"cannot read the kvtune journal {self.path} ({why}); it holds the host's "
+                "original values: make it a readable regular file again")
         try:
             data = _File.model_validate_json(text)
         except pydantic.ValidationError as err:

@@ -71,10 +71,15 @@ class Budgets:
 
 
 def _kib(value: str, where: str, fix: str) -> int:
+    """A memory quantity in KiB, rounded up; raises BudgetUnknown for anything but a finite,
+    non-negative quantity: a negative reserve would make the budget larger, not unknown."""
     try:
-        return math.ceil(_parse_quantity(value) / 1024)
-    except ValueError as err:
-        raise BudgetUnknown(f"{where} is {value!r}, not a quantity ({err}); {fix}") from err
+        quantity = _parse_quantity(value)
+    except (ValueError, ArithmeticError) as err:
+        raise BudgetUnknown(f"{where} is not a quantity ({err}); {fix}") from err
+    if not quantity.is_finite() or quantity < 0:
+        raise BudgetUnknown(f"{where} is not a finite, non-negative quantity; {fix}")
+    return math.ceil(quantity / 1024)
 
 
 def _headroom(settings: HostHeadroom, memory_kib: int) -> int:
@@ -117,10 +122,12 @@ def kubelet_reservation(kubelet: KubeletReport, host_kib: int) -> KubeletReserva
     eviction_at = f"evictionHard memory.available in {where('evictionHard')}"
     if eviction.endswith("%"):
         try:
-            eviction_kib = math.ceil(host_kib * float(eviction[:-1]) / 100)
-        except ValueError as err:
-            raise BudgetUnknown(
-                f"{eviction_at} is {eviction!r}, not a percentage; fix it") from err
+            percent = Decimal(eviction[:-1])
+        except ArithmeticError as err:
+            raise BudgetUnknown(f"{eviction_at} is not a percentage; fix it") from err
+        if not percent.is_finite() or not 0 <= percent <= 100:
+            raise BudgetUnknown(f"{eviction_at} is not a percentage from 0 to 100; fix it")
+        eviction_kib = math.ceil(host_kib * percent / 100)
     else:
         eviction_kib = _kib(eviction, eviction_at, "fix it")
     reserved = sum(_kib(value, f"{key}.memory in {where(key)}", "fix it") for key, value in (
