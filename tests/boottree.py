@@ -100,7 +100,8 @@ def debian_grub(tree: HostTree, *, exit_code: int = 0) -> HostTree:
     _script(tree, "/usr/sbin/grub-mkconfig",
             "# sources /etc/default/grub, then /etc/default/grub.d/*.cfg\n")
     _script(tree, UPDATE_GRUB, _UPDATE_GRUB.replace("EXIT_CODE", str(exit_code)))
-    return tree.file(GRUB_CFG, "linux /vmlinuz root=/dev/sda1 quiet\n")
+    (tree.root / "etc/default/grub.d").mkdir(parents=True, exist_ok=True)  # as Debian ships it
+    return tree.file(GRUB_CFG, "linux /vmlinuz root=/dev/sda1 quiet")  # as update-grub writes it
 
 
 def boot_commands(tree: HostTree) -> list[str]:

@@ -136,27 +136,37 @@ def _reboot(fs: HostFS, value: str | None) -> None:
 
     Only what kvtune added goes: other packages' lines in REBOOT_PKGS stay, and so does the
     flag while they are there (they still want the reboot) or when someone else had set it.
+
+    kvtune's line in REBOOT_PKGS is what marks the request as kvtune's, so it is written before
+    the flag and removed after it: a crash in between leaves the line without the flag (the next
+    revert withdraws it) or the flag with the line, never a flag a revert would take for
+    someone else's.
     """
     listed = fs.read_file(REBOOT_PKGS)
     others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
     if value != REBOOT_REQUIRED_TEXT and REBOOT_PKG not in (listed or "").splitlines():
         # kvtune's request is gone already: /var/run is a tmpfs, so a reboot cleared it, and a
-        # flag there now was set by someone else after it, who still wants the reboot.
+        # flag there now was set by someone else after it, who still wants the reboot. Or it
+        # was never made: a crash came first, and may have left a temporary file.
+        fs.remove_temporary(REBOOT_PKGS)
+        fs.remove_temporary(REBOOT_REQUIRED)
         return
     if value == REBOOT_REQUIRED_TEXT:
-        if not fs.has_file(REBOOT_REQUIRED):
-            fs.write_file(REBOOT_REQUIRED, value)
         if REBOOT_PKG not in (listed or "").splitlines():
             fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in [*others, REBOOT_PKG]))
+        if not fs.has_file(REBOOT_REQUIRED):
+            fs.write_file(REBOOT_REQUIRED, value)
         return
-    if others:
-        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
-    else:
-        fs.remove(REBOOT_PKGS)
     if value is not None:
         fs.write_file(REBOOT_REQUIRED, value)
     elif not others:
         fs.remove(REBOOT_REQUIRED)
+    else:
+        fs.remove_temporary(REBOOT_REQUIRED)  # the flag stays theirs; a crash's leftover goes
+    if others:
+        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
+    else:
+        fs.remove(REBOOT_PKGS)
 
 
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:

@@ -156,8 +156,10 @@ def _revert_cycle(
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, spec.disruption.approved, timeout))
             host, processes = _probe(fs)
+        elif not spec.paused:
+            journal.tidy()
         left: int | None = len(journal.entries())
-    except JournalError as err:
+    except (JournalError, HostWriteError) as err:
         results, left = [StepResult(id="revert/journal", result="Failed", message=str(err))], None
     status = node_status(spec, generation, host, Plan(), results, previous, now,
                          journal_entries=left)

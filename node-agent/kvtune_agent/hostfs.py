@@ -831,18 +831,35 @@ class HostFS:
         """Remove a regular file (absent is fine), and a temporary file a crash in `write_file`
         left beside it; raises HostWriteError."""
         real = self._real(self._write_target(path))
-        directory, name = os.path.split(real)
-        try:
-            os.unlink(os.path.join(directory, f".{name}.kvtune-tmp"))
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            raise HostWriteError(path, refused(path, "removing", err)) from err
+        directory = os.path.dirname(real)
+        self.remove_temporary(path)
         try:
             os.unlink(real)
             self._sync_dir(directory)
         except FileNotFoundError:
             return
+        except OSError as err:
+            raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    def remove_directory(self, path: str) -> None:
+        """Remove a directory if it is empty (absent or not empty is fine); raises
+        HostWriteError."""
+        real = self._real(self._write_target(path))
+        try:
+            os.rmdir(real)
+            self._sync_dir(os.path.dirname(real))
+        except (FileNotFoundError, OSError) as err:
+            if err.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                return
+            raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    def remove_temporary(self, path: str) -> None:
+        """Remove the temporary file a crash in `write_file(path)` left; raises HostWriteError."""
+        directory, name = os.path.split(self._real(self._write_target(path)))
+        try:
+            os.unlink(os.path.join(directory, f".{name}.kvtune-tmp"))
+        except FileNotFoundError:
+            pass
         except OSError as err:
             raise HostWriteError(path, refused(path, "removing", err)) from err
 

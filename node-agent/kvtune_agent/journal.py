@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing as t
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -160,7 +161,10 @@ class Journal:
 
     def _save(self, entries: list[Entry | _Unreadable]) -> None:
         if not entries:
-            self.fs.remove(self.path)  # nothing left to restore: leave no trace on the host
+            # Nothing left to restore: leave no trace on the host, kvtune's directory included.
+            self.fs.remove(self.path)
+            if os.path.basename(os.path.dirname(self.path)) == "kvtune":
+                self.fs.remove_directory(os.path.dirname(self.path))
             return
         data = {"version": VERSION, "entries": [
             e.raw if isinstance(e, _Unreadable) else asdict(e) for e in entries]}
@@ -221,4 +225,11 @@ class Journal:
                         f"restored {entry.path}, but could not drop it from the journal ({err}); "
                         "the next revert restores it again, which is harmless")
             results.append(StepResult(id=result_id, result=result, message=message))
+        self.tidy()
         return results
+
+    def tidy(self) -> None:
+        """With nothing left to restore, remove what a crash may have left of the journal (its
+        temporary file, kvtune's empty directory). Raises HostWriteError."""
+        if not self.fs.has_file(self.path):
+            self._save([])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree, intel_two_socket
 from kvtune_agent import memory_budget
+from kvtune_agent.hostfs import ProcessTable, ReadIssue
 from kvtune_agent.plan import plan
 from kvtune_agent.probe import kubelet, probe_host
 from kvtune_api.v1alpha1.host import KubeletReport
@@ -97,20 +98,15 @@ def test_two_kubelets_outside_pods_make_the_kubelet_unknown_and_the_budget_with_
 
 
 def test_processes_that_cannot_be_listed_make_the_kubelet_unknown(tmp_path: Path) -> None:
-    tree = HostTree(tmp_path).kubelet_config("kind: KubeletConfiguration")
-    (tmp_path / "proc").mkdir()
-    (tmp_path / "proc").chmod(0o000)
-    fs = tree.fs()
-    try:
-        table = fs.processes()
-    finally:
-        (tmp_path / "proc").chmod(0o755)
-    if not table.issues:
-        pytest.skip("this process reads directories whatever their mode (CAP_DAC_OVERRIDE)")
+    # A kubelet config on disk says nothing about what the running kubelet reserves.
+    fs = HostTree(tmp_path).kubelet_config("kind: KubeletConfiguration").fs()
+    table = ProcessTable((), (ReadIssue("/proc", "cannot read: Permission denied", True),))
 
     found = kubelet.probe(fs, table)
 
     assert found.error is not None and "(/proc) cannot be read" in found.error
+    with pytest.raises(memory_budget.BudgetUnknown):
+        memory_budget.kubelet_reservation(found, 2**30)
 
 
 # -- every value is hostile: the budget is unknown, never larger --------------------------------
