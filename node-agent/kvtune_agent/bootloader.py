@@ -151,8 +151,19 @@ def find_loader(fs: HostFS) -> Loader:
     return Loader("bls" if entries else "unknown")
 
 
+def _check_target(target: str) -> None:
+    """A target comes from the journal, a file on the host: only the paths kvtune itself
+    writes or runs are taken, never a command the file names."""
+    if target != GRUB_DROPIN and target not in GRUBBY:
+        raise BootArgsError(
+            f"{target!r} is neither kvtune's GRUB drop-in {GRUB_DROPIN} nor grubby "
+            f"({', '.join(GRUBBY)}), so kvtune does not run or write it: the journal entry "
+            "that names it was not written by kvtune; remove it")
+
+
 def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
     """The managed arguments `target` (grubby's path, or the drop-in) holds; "" for none."""
+    _check_target(target)
     if target == GRUB_DROPIN:
         if not fs.has_file(GRUB_DROPIN):
             return ""
@@ -197,6 +208,7 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
     Raises BootArgsError. A GRUB drop-in whose grub.cfg cannot be regenerated is put back, so
     that the drop-in never claims what the boot loader will not do.
     """
+    _check_target(target)
     if target == GRUB_DROPIN:
         loader = find_loader(fs)
         if loader.kind != "grub":

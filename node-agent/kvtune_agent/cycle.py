@@ -106,7 +106,9 @@ def run_cycle(
     systemctl call. Audit and paused cycles write nothing to the host. A probe after a change
     reads the processes afresh: stopping a daemon ends its process.
     """
-    journal = Journal(fs, journal_path)
+    # Audit and paused cycles write nothing, the journal included (see journal.py).
+    journal = Journal(fs, journal_path, read_only=not spec.revert and (
+        spec.mode != "Enforce" or spec.paused))
     host, processes = _probe(fs)
     if spec.revert:
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
@@ -152,13 +154,13 @@ def _revert_cycle(
 ) -> Cycle:
     results: list[StepResult] | None = None
     try:
-        if journal.entries() and not spec.paused:
+        if journal.count() and not spec.paused:
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, spec.disruption.approved, timeout))
             host, processes = _probe(fs)
         elif not spec.paused:
             journal.tidy()
-        left: int | None = len(journal.entries())
+        left: int | None = journal.count()
     except (JournalError, HostWriteError) as err:
         results, left = [StepResult(id="revert/journal", result="Failed", message=str(err))], None
     status = node_status(spec, generation, host, Plan(), results, previous, now,
@@ -216,10 +218,10 @@ def revert_orphaned(
     results: list[StepResult] = []
     clean = True
     try:
-        if journal.entries():
+        if journal.count():
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, approved=False, timeout=timeout))
-        clean = not journal.entries()
+        clean = not journal.count()
     except JournalError as err:
         results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))
         clean = False
