@@ -174,10 +174,10 @@ def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
     NUMA nodes whose meminfo could not be read are left out of `nodes`.
     """
     total = host.memory.total_kib
-    if total is None:
+    if not total:  # None, or a MemTotal of 0 that no running host has
         raise BudgetUnknown(
-            f"{MEMINFO} cannot be read, so the host's memory is unknown; check that --root "
-            "points at the host's / with /proc mounted")
+            f"{MEMINFO} cannot be read (or gives no MemTotal), so the host's memory is unknown; "
+            "check that --root points at the host's / with /proc mounted")
     kubelet = kubelet_reservation(host.kubelet, total)
     reserved, per_node = kubelet.kib, kubelet.per_node
     nodes = {}

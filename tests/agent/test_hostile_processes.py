@@ -144,3 +144,14 @@ def test_sound_kubelet_values_still_make_a_budget(reserved: dict[str, t.Any], ki
     found = memory_budget.kubelet_reservation(KubeletReport(pid=1, **reserved), 2**20)
 
     assert found.host_wide_kib == kib
+
+
+def test_a_memtotal_of_zero_makes_the_budget_unknown_not_a_division_by_zero(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path).meminfo(0)
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}})
+
+    found = plan(spec, probe_host(tree.fs()))
+
+    assert "HugepageBudgetUnknown" in [f.reason for f in found.findings]
