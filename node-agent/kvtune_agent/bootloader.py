@@ -22,7 +22,7 @@ import shlex
 import typing as t
 from dataclasses import dataclass
 
-from .hostfs import CommandResult, HostCommandError, HostFS, HostWriteError
+from .hostfs import MAX_READ, CommandResult, HostCommandError, HostFS, HostWriteError
 
 #: The kernel arguments kvtune manages; all others on the command line are left alone.
 MANAGED = ("default_hugepagesz", "hugepagesz", "hugepages")
@@ -226,6 +226,14 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
             if result.code != 0:
                 _put(fs, before)
                 raise BootArgsError(f"{result.failure()}; {GRUB_DROPIN} is left as it was")
+            effective, _ = _grub_cfg_args(fs)
+            if args and not (effective or "").endswith(args):
+                _put(fs, before)
+                _run(fs, loader.regenerate, timeout)
+                raise BootArgsError(
+                    f"the grub.cfg generated with kvtune's drop-in lacks `{args}`: "
+                    f"{', '.join(overriding(fs)) or '/etc/default/grub'} sets "
+                    f"{GRUB_VARIABLE} without it; {GRUB_DROPIN} is left as it was")
         except HostWriteError as err:
             raise BootArgsError(str(err)) from err
     else:
@@ -258,6 +266,20 @@ def _run(fs: HostFS, argv: t.Sequence[str], timeout: float) -> CommandResult:
         raise BootArgsError(str(err)) from err
 
 
+def _grub_cfg_args(fs: HostFS) -> tuple[str | None, float | None]:
+    """The managed arguments of grub.cfg's first `linux` line (the default entry, which the
+    node boots) and grub.cfg's modification time; (None, None) when there is none."""
+    path = next((p for p in GRUB_CONFIGS if fs.has_file(p)), None)
+    text = fs.read_file(path, limit=MAX_READ) if path else None
+    if path is None or text is None:
+        return None, None
+    for line in text.splitlines():
+        words = split(line)
+        if words and words[0] in ("linux", "linux16", "linuxefi"):
+            return managed(words[2:]), fs.modified(fs.in_root(path) or path)
+    return "", fs.modified(fs.in_root(path) or path)
+
+
 @dataclass(frozen=True)
 class BootFacts:
     """What the planner needs to know about the host's boot configuration (read by the cycle)."""
@@ -272,6 +294,19 @@ class BootFacts:
     running: str = ""
     #: The running kernel's release, e.g. 6.1.0-18-amd64; None when unreadable.
     release: str | None = None
+    #: grub: the managed arguments of the generated grub.cfg, what the node boots with (the
+    #: distribution's, the administrator's and kvtune's together); None elsewhere or unread.
+    effective: str | None = None
+    #: grub: kvtune's drop-in holds arguments grub.cfg lacks, and grub.cfg was not generated
+    #: since the drop-in was written (a crash, or a failure, between the two).
+    stale: bool = False
+    #: grub: the drop-ins sourced after kvtune's that set its variable afresh (`overriding`).
+    overridden_by: tuple[str, ...] = ()
+    #: kvtune's reboot request is in place (its line in /var/run/reboot-required.pkgs).
+    reboot_requested: bool = False
+    #: The loader's configuration was written since the host booted (unknown: False): a
+    #: staged line the running kernel lacks is then still to boot, not one it ignored.
+    written_since_boot: bool = False
 
 
 def read_facts(fs: HostFS, *, timeout: float) -> BootFacts:
@@ -285,4 +320,40 @@ def read_facts(fs: HostFS, *, timeout: float) -> BootFacts:
         staged = read_args(fs, loader.target, timeout=timeout)
     except BootArgsError as err:
         return BootFacts(loader, None, str(err), running, release)
-    return BootFacts(loader, staged, running=running, release=release)
+    since_boot = _written_since_boot(fs, loader)
+    if loader.kind != "grub":
+        return BootFacts(loader, staged, running=running, release=release,
+                         written_since_boot=since_boot)
+    effective, generated = _grub_cfg_args(fs)
+    written = fs.modified(fs.in_root(GRUB_DROPIN) or GRUB_DROPIN) if staged else None
+    stale = bool(staged) and not (effective or "").endswith(staged) and (
+        generated is None or written is None or generated <= written)
+    return BootFacts(loader, staged, running=running, release=release, effective=effective,
+                     stale=stale, overridden_by=tuple(overriding(fs)),
+                     written_since_boot=since_boot)
+
+
+def overriding(fs: HostFS) -> list[str]:
+    """The GRUB drop-ins sourced after kvtune's that set GRUB_CMDLINE_LINUX_DEFAULT afresh
+    (without `$GRUB_CMDLINE_LINUX_DEFAULT`), dropping what kvtune's added."""
+    directory = GRUB_DROPIN.rsplit("/", 1)[0]
+    later = [name for name in fs.list_dir(directory)
+             if name.endswith(".cfg") and name > GRUB_DROPIN.rsplit("/", 1)[1]]
+    found = []
+    for name in later:
+        text = fs.read_file(f"{directory}/{name}") or ""
+        if any(line.strip().startswith(f"{GRUB_VARIABLE}=")
+               and f"${GRUB_VARIABLE}" not in line and "${" + GRUB_VARIABLE not in line
+               for line in text.splitlines()):
+            found.append(f"{directory}/{name}")
+    return found
+
+
+def _written_since_boot(fs: HostFS, loader: Loader) -> bool:
+    """The files the loader boots from changed after the host booted (/proc/stat's btime)."""
+    booted = fs.boot_time()
+    paths = ([GRUB_DROPIN, *GRUB_CONFIGS] if loader.kind == "grub"
+             else fs.glob(f"{BLS_ENTRIES}/*.conf"))
+    times = [fs.modified(resolved) for path in paths
+             if (resolved := fs.in_root(path)) is not None and fs.exists(resolved)]
+    return booted is not None and any(time is not None and time > booted for time in times)

@@ -169,6 +169,12 @@ def _reboot(fs: HostFS, value: str | None) -> None:
         fs.remove(REBOOT_PKGS)
 
 
+def reboot_requested(fs: HostFS) -> bool:
+    """kvtune's reboot request is in place: its line in REBOOT_PKGS (the flag alone may be
+    another package's)."""
+    return REBOOT_PKG in (fs.read_file(REBOOT_PKGS) or "").splitlines()
+
+
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:
     now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
     done: list[str] = []

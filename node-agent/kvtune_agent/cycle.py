@@ -13,6 +13,7 @@ but its journal not empty (the state was deleted while the node was down, or aft
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import backoff, boot, bootloader, metrics, nfd
+from . import backoff, boot, bootloader, change, metrics, nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -47,18 +48,9 @@ def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:
             schedulers[device.name] = Scheduler(setting(line), offered)
     if not fs.has_file(PLE_CONF):
         return HostFiles(schedulers)
-    written, booted = fs.modified(PLE_CONF), _boot_time(fs)
+    written, booted = fs.modified(PLE_CONF), fs.boot_time()
     before_boot = written is not None and booted is not None and written < booted
     return HostFiles(schedulers, fs.read_file(PLE_CONF), before_boot)
-
-
-def _boot_time(fs: HostFS) -> float | None:
-    """When the host booted, from /proc/stat's btime (seconds since the epoch)."""
-    for line in (fs.read_text("/proc/stat") or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == "btime" and value.strip().isdigit():
-            return float(value)
-    return None
 
 
 @dataclass(frozen=True)
@@ -143,8 +135,9 @@ def _boot(
         journaled = {}  # nothing known to withdraw; apply reports the journal
     if not spec.host.memory.hugepages.pages and not journaled:
         return work
-    return boot.stage(work, spec, host, retries, bootloader.read_facts(fs, timeout=timeout),
-                      journaled)
+    facts = dataclasses.replace(bootloader.read_facts(fs, timeout=timeout),
+                                reboot_requested=change.reboot_requested(fs))
+    return boot.stage(work, spec, host, retries, facts, journaled)
 
 
 def _revert_cycle(

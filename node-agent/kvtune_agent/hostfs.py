@@ -617,6 +617,14 @@ class HostFS:
         created); None when a link loops or a component cannot be read."""
         return self.resolve(path, missing_ok=True, base=base)
 
+    def boot_time(self) -> float | None:
+        """When the host booted, from /proc/stat's btime (seconds since the epoch)."""
+        for line in (self.read_text("/proc/stat") or "").splitlines():
+            name, _, value = line.partition(" ")
+            if name == "btime" and value.strip().isdigit():
+                return float(value)
+        return None
+
     def has_file(self, path: str) -> bool:
         """The path exists, its links followed inside the host root (`in_root`): for files
         kvtune reads and writes itself, whose directories may be absolute links (/var/run)."""

@@ -190,11 +190,7 @@ class Journal:
         if self.read_only:
             return False
         written = self.fs.modified(self.fs.in_root(self.path) or self.path)
-        booted = None
-        for line in (self.fs.read_text("/proc/stat") or "").splitlines():
-            name, _, value = line.partition(" ")
-            if name == "btime" and value.strip().isdigit():
-                booted = float(value)
+        booted = self.fs.boot_time()
         return written is not None and booted is not None and written >= booted
 
     def _save(self, entries: list[Entry | _Unreadable]) -> None:

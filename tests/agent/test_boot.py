@@ -3,7 +3,9 @@ host's own boot loader tools (grubby, a GRUB drop-in and update-grub), reported 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import os
 import typing as t
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from boottree import (
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent import boot, bootloader
+from kvtune_agent import boot, bootloader, change
 from kvtune_agent.apply import REBOOT_REQUIRED, apply
 from kvtune_agent.bootloader import (
     GRUB_DROPIN,
@@ -145,15 +147,51 @@ def test_the_command_line_keeps_its_order_and_only_kvtunes_count_changes(
 
 
 def test_the_vmis_default_size_replaces_the_one_there_in_place(tmp_path: Path) -> None:
-    facts = BootFacts(GRUBBY_LOADER, "hugepages=512 default_hugepagesz=2M", release="6.1.0")
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=2M hugepages=512 default_hugepagesz=2M",
+                      release="6.1.0")
 
     [step] = _stage(tmp_path, facts, vmi={"namespaceSelector": {}, "hugepageSize": "1Gi"}).steps
 
-    assert step.planned.desired == f"hugepages=512 default_hugepagesz=1G {PER_NODE}"
+    assert step.planned.desired == (
+        f"hugepagesz=2M hugepages=512 default_hugepagesz=1G {PER_NODE}")
+
+
+@pytest.mark.parametrize(("staged", "vmi", "why"), [
+    pytest.param("default_hugepagesz=1G hugepages=16", None,
+                 "`hugepages=16` before any hugepagesz= counts pages of the default size",
+                 id="the admin's count of the 1G default size"),
+    pytest.param("hugepages=512 default_hugepagesz=2M", "1Gi",
+                 "`hugepages=512` before any hugepagesz= counts pages of the default size",
+                 id="a default-size count the VMIs' default size would turn into 1G pages"),
+])
+def test_a_count_the_kernel_would_take_twice_is_a_conflict_not_staged(
+    tmp_path: Path, staged: str, vmi: str | None, why: str,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, staged, release="6.1.0")
+
+    found = _stage(tmp_path, facts, vmi=vmi and {"namespaceSelector": {}, "hugepageSize": vmi})
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootArgumentsConflict", "Error")
+    assert why in finding.message and "specified twice" in finding.message
+
+
+def test_an_admins_pair_in_etc_default_grub_is_a_conflict_kvtunes_drop_in_cannot_edit(
+    tmp_path: Path,
+) -> None:
+    facts = BootFacts(Loader("grub", GRUB_DROPIN, ("/usr/sbin/update-grub",)), "",
+                      release="6.1.0", effective="hugepagesz=1G hugepages=8")
+
+    found = _stage(tmp_path, facts)
+
+    assert [f.reason for f in found.findings] == ["BootArgumentsConflict"]
+    assert "`hugepagesz=1G` is set already in /etc/default/grub" in found.findings[0].message
 
 
 def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) -> None:
-    pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0"))
+    pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0",
+                                         reboot_requested=True, written_since_boot=True))
     booted = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE,
                                         release="6.1.0"))
 
@@ -562,3 +600,63 @@ def test_counts_within_the_budget_are_still_staged_and_withdrawals_go_on(tmp_pat
     [step] = _stage(tmp_path, facts, retries=()).steps
 
     assert step.planned.desired == PER_NODE
+
+
+# -- "staged" is what the node will boot, and it converges after a crash ---------------------
+
+
+def test_a_staged_line_whose_reboot_request_was_lost_asks_again(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0", written_since_boot=True)
+
+    [step] = _stage(tmp_path, facts).steps
+
+    assert (step.kind, step.planned.id, step.planned.path) == (
+        "reboot", boot.REBOOT_STEP_ID, REBOOT_REQUIRED)
+    assert step.planned.disruption == "NeedsReboot"
+
+
+def test_a_staged_line_the_node_booted_without_is_an_error_not_another_reboot(
+    tmp_path: Path,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running="", release="6.1.0",
+                      written_since_boot=False)
+
+    found = _stage(tmp_path, facts)
+
+    assert found.steps == () and not found.reboot_pending
+    assert [(f.reason, f.severity) for f in found.findings] == [
+        ("BootArgumentsIgnored", "Error")]
+
+
+def test_a_drop_in_grub_cfg_was_never_generated_from_is_staged_again(tmp_path: Path) -> None:
+    tree = osrelease(debian_grub(HostTree(tmp_path)), "6.1.0").file("/proc/stat", "btime 1")
+    tree.file(GRUB_DROPIN, bootloader.dropin_line(PER_NODE))  # the crash: update-grub never ran
+    os.utime(tmp_path / GRUB_CFG.lstrip("/"), (2, 2))  # grub.cfg is older than the drop-in
+    facts = read_facts(tree.fs(), timeout=10)
+    assert facts.stale and facts.effective == ""
+
+    [step] = _stage(tmp_path / "host", dataclasses.replace(facts, reboot_requested=True)).steps
+
+    assert (step.planned.current, step.planned.desired) == (PER_NODE, PER_NODE)
+    assert "grub.cfg was not generated again" in step.planned.reason
+    change.set_value(tree.fs(), tree.systemd(), "bootargs", GRUB_DROPIN, PER_NODE, timeout=10)
+    assert (tmp_path / GRUB_CFG.lstrip("/")).read_text().endswith(f"quiet {PER_NODE}\n")
+    assert not read_facts(tree.fs(), timeout=10).stale
+
+
+def test_a_later_drop_in_that_overrides_kvtunes_is_found_before_and_after_any_write(
+    tmp_path: Path,
+) -> None:
+    tree = osrelease(debian_grub(HostTree(tmp_path)), "6.1.0")
+    tree.file("/etc/default/grub.d/zz-override.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"')
+    fs = tree.fs()
+
+    facts = read_facts(fs, timeout=10)
+    found = _stage(tmp_path / "host", facts)
+    with pytest.raises(BootArgsError, match=r"zz-override\.cfg sets GRUB_CMDLINE_LINUX_DEFAULT"):
+        write_args(fs, GRUB_DROPIN, PER_NODE, timeout=10)
+
+    assert facts.overridden_by == ("/etc/default/grub.d/zz-override.cfg",)
+    assert found.steps == ()
+    assert [f.reason for f in found.findings] == ["BootArgumentsOverridden"]
+    assert not fs.exists(GRUB_DROPIN)
