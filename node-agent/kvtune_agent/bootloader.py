@@ -217,7 +217,7 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
                 f"the host root, so {GRUB_DROPIN} would not take effect; left as it is")
         before = fs.read_file(GRUB_DROPIN) if fs.has_file(GRUB_DROPIN) else None
         try:
-            _put(fs, args and _DROPIN_HEADER + dropin_line(args) + "\n")
+            _put(fs, _dropin_with(before, args))
             try:
                 result = _run(fs, loader.regenerate, timeout)
             except BootArgsError as err:  # it hung, or could not start
@@ -250,6 +250,27 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
         raise BootArgsError(
             f"after the change the boot configuration holds {shown!r}, not {args!r}: something "
             "else rewrites it; check the host's boot loader configuration")
+
+
+def _dropin_with(before: str | None, args: str) -> str:
+    """The drop-in `before` (None: none) with `args` as its managed arguments: only the managed
+    words of its last assignment change, so an administrator's own lines and words in a file
+    of this name survive a stage and a revert; kvtune's header goes with kvtune's words."""
+    prefix = f'{GRUB_VARIABLE}="${GRUB_VARIABLE} '
+    lines = (before or "").splitlines()
+    at = next((i for i in reversed(range(len(lines))) if lines[i].startswith(prefix)), None)
+    if at is None:
+        lines += [dropin_line(args)] if args else []
+    else:
+        kept = [w for w in split(lines[at].removeprefix(prefix).rstrip('"'))
+                if w.partition("=")[0] not in MANAGED]
+        words = " ".join([*kept, *args.split()])
+        lines[at:at + 1] = [f'{prefix}{words}"'] if words else []
+    if args and not before:  # a file kvtune creates says whose it is
+        lines.insert(0, _DROPIN_HEADER.rstrip("\n"))
+    if not args and lines == [_DROPIN_HEADER.rstrip("\n")]:
+        lines = []
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _put(fs: HostFS, content: str | None) -> None:

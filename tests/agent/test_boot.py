@@ -660,3 +660,22 @@ def test_a_later_drop_in_that_overrides_kvtunes_is_found_before_and_after_any_wr
     assert found.steps == ()
     assert [f.reason for f in found.findings] == ["BootArgumentsOverridden"]
     assert not fs.exists(GRUB_DROPIN)
+
+
+def test_an_admins_own_kvtune_cfg_keeps_its_lines_and_words_through_a_stage_and_a_revert(
+    tmp_path: Path,
+) -> None:
+    tree = debian_grub(HostTree(tmp_path))
+    own = ('# mine\nGRUB_TIMEOUT=3\n'
+           'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT quiet hugepages=8"\n')
+    (tmp_path / GRUB_DROPIN.lstrip("/")).write_text(own)
+    fs = tree.fs()
+    original = read_args(fs, GRUB_DROPIN, timeout=10)
+
+    write_args(fs, GRUB_DROPIN, f"hugepages=8 {PER_NODE}", timeout=10)
+    staged = (tmp_path / GRUB_DROPIN.lstrip("/")).read_text()
+    write_args(fs, GRUB_DROPIN, original, timeout=10)
+
+    assert "GRUB_TIMEOUT=3\n" in staged and "# mine\n" in staged
+    assert f"quiet hugepages=8 {PER_NODE}\"" in staged
+    assert (tmp_path / GRUB_DROPIN.lstrip("/")).read_text() == own
