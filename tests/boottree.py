@@ -14,6 +14,11 @@ import sys
 from pathlib import Path
 
 from hosttree import HostTree
+from kvtune_agent import boot
+from kvtune_agent.apply import apply
+from kvtune_agent.journal import Journal
+from kvtune_agent.plan import Plan, Step
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 
 COMMAND_LOG = "/var/log/fake-boot-commands.log"
 GRUBBY = "/usr/sbin/grubby"
@@ -115,3 +120,15 @@ def failing_grubby(tree: HostTree, code: int = 1,
     """A grubby that logs its call, says `message` and exits with `code` (a broken install)."""
     _script(tree, GRUBBY, _LOG + f"print({message!r}, file=sys.stderr)\nsys.exit({code})\n")
     return tree
+
+
+def apply_boot_args(tree: HostTree, target: str, args: str) -> StepResult:
+    """Apply the step that stages `args` in `target` (grubby, or the GRUB drop-in) with reboots
+    allowed, as a cycle's apply does: journaled first, then written, then a reboot requested."""
+    fs = tree.fs()
+    plan = Plan(steps=(Step("bootargs", PlannedStep(
+        id=boot.STEP_ID, feature="Hugepages", path=target, current="", desired=args,
+        disruption="NeedsReboot", reason="the kernel could not allocate them")),))
+    [result] = apply(plan, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
+                     timeout=10)
+    return result

@@ -14,6 +14,7 @@ from boottree import (
     GRUB_CFG,
     GRUBBY,
     UPDATE_GRUB,
+    apply_boot_args,
     bls,
     bls_options,
     boot_commands,
@@ -23,7 +24,7 @@ from boottree import (
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent import boot, bootloader, change
-from kvtune_agent.apply import REBOOT_REQUIRED, apply
+from kvtune_agent.apply import REBOOT_REQUIRED
 from kvtune_agent.bootloader import (
     GRUB_DROPIN,
     BootArgsError,
@@ -37,15 +38,13 @@ from kvtune_agent.bootloader import (
 from kvtune_agent.cycle import run_cycle
 from kvtune_agent.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
-from kvtune_agent.plan import NodeMeta, Plan, Step
+from kvtune_agent.plan import NodeMeta, Plan
 from kvtune_agent.probe import probe_host
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
-    DisruptionGrant,
     HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
-    PlannedStep,
 )
 from kvtune_api.v1alpha1.profile import VmiSettings
 
@@ -497,12 +496,8 @@ def test_a_failing_grubby_while_recording_journals_nothing_and_changes_nothing(
 ) -> None:
     tree = failing_grubby(bls(HostTree(tmp_path), "ro hugepagesz=1G hugepages=16"))
     fs = tree.fs()
-    step = Plan(steps=(Step("bootargs", PlannedStep(
-        id=boot.STEP_ID, feature="Hugepages", path=GRUBBY, current="", desired=PER_NODE,
-        disruption="NeedsReboot", reason="test")),))
 
-    [result] = apply(step, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
-                     timeout=10)
+    result = apply_boot_args(tree, GRUBBY, PER_NODE)
 
     assert result.result == "Failed" and "exit 1" in result.message
     assert Journal(fs).entries() == []

@@ -8,16 +8,12 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from boottree import GRUBBY, bls, debian_grub, osrelease
+from boottree import GRUBBY, apply_boot_args, bls, debian_grub, osrelease
 from crashpoints import Crash, crashing, picture
 from hosttree import HostTree
-from kvtune_agent import boot
-from kvtune_agent.apply import apply
 from kvtune_agent.bootloader import GRUB_DROPIN
 from kvtune_agent.change import REBOOT_PKGS, REBOOT_REQUIRED
 from kvtune_agent.journal import Journal
-from kvtune_agent.plan import Plan, Step
-from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep
 
 PER_NODE = "hugepagesz=1G hugepages=0:20,1:20"
 
@@ -53,12 +49,7 @@ HOSTS = [
 
 
 def _stage(tree: HostTree, target: str) -> None:
-    fs = tree.fs()
-    plan = Plan(steps=(Step("bootargs", PlannedStep(
-        id=boot.STEP_ID, feature="Hugepages", path=target, current="", desired=PER_NODE,
-        disruption="NeedsReboot", reason="the kernel could not allocate them")),))
-    [result] = apply(plan, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
-                     timeout=10)
+    result = apply_boot_args(tree, target, PER_NODE)
     assert result.result == "Applied", result.message
 
 
