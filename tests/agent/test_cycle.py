@@ -409,3 +409,20 @@ def test_an_entry_that_cannot_be_read_keeps_every_revert_pending_with_its_reason
         assert any(r.result == "Failed" and "cannot be read" in r.message
                    for r in status.results)
     assert Journal(tree.fs()).count() == 1
+
+
+@pytest.mark.parametrize("flags", [pytest.param({"mode": "Audit"}, id="Audit"),
+                                   pytest.param({"paused": True}, id="paused")])
+def test_an_audit_or_paused_cycle_never_rewrites_an_old_journal(
+    tmp_path: Path, flags: dict[str, t.Any],
+) -> None:
+    # An old journal, written since the boot: an Enforce cycle would move it to stable names.
+    tree = busy_host(tmp_path).disk("sdb", wwid="0x5000c500aaaa0001")
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": "/sys/block/sdb/queue/scheduler", "original": "mq-deadline",
+         "step": "block/sdb/scheduler"}]}))
+    before = (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes()
+
+    _cycle(tree, busy_spec(**flags))
+
+    assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes() == before
