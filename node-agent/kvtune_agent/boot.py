@@ -27,13 +27,14 @@ from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
 from . import bootloader, memory_budget
 from .bootloader import BootFacts
-from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
+from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from .plan import Finding, Plan, Step, hugepage_counts, stages_boot
 from .probe.memory import SIZE_KIB
 
 STEP_ID = "boot/kernel-args"
-#: The step that asks for the reboot again where a staged line lost its request.
-REBOOT_STEP_ID = "boot/reboot-required"
+#: The step that asks for the reboot again where a staged line lost its request: journaled
+#: as the request apply makes after a staged step.
+REBOOT_STEP_ID = REBOOT_STEP
 #: The first kernel whose hugepages= takes per-node counts (commit b5389086ad7b, "hugetlbfs:
 #: extend the definition of hugepages parameter to support node allocation", merged for 5.16).
 NODE_FORMAT_SINCE = (5, 16)

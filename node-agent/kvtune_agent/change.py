@@ -29,6 +29,8 @@ Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs"]
 REBOOT_REQUIRED = "/var/run/reboot-required"
 REBOOT_PKGS = f"{REBOOT_REQUIRED}.pkgs"
 REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
+#: The journal's step of the reboot request, however it was asked for.
+REBOOT_STEP = "reboot-required"
 #: kvtune's line in REBOOT_PKGS: withdrawing removes this line only.
 REBOOT_PKG = "kvtune"
 #: KSM's run value that stops ksmd and unmerges every merged page.
@@ -171,8 +173,9 @@ def _reboot(fs: HostFS, value: str | None) -> None:
 
 def reboot_requested(fs: HostFS) -> bool:
     """kvtune's reboot request is in place: its line in REBOOT_PKGS (the flag alone may be
-    another package's)."""
-    return REBOOT_PKG in (fs.read_file(REBOOT_PKGS) or "").splitlines()
+    another package's) and the flag (the line alone, a crash between the two)."""
+    return (REBOOT_PKG in (fs.read_file(REBOOT_PKGS) or "").splitlines()
+            and fs.has_file(REBOOT_REQUIRED))
 
 
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:

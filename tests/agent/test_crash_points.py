@@ -4,18 +4,26 @@ revert leaves exactly the tree from before. See crashpoints.py for what a point 
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 from pathlib import Path
 
 import pytest
 from boottree import GRUBBY, apply_boot_args, bls, debian_grub, osrelease
 from crashpoints import Crash, crashing, picture
-from hosttree import HostTree
+from hosttree import HostTree, KernelFS
+from kvtune_agent import boot
 from kvtune_agent.bootloader import GRUB_DROPIN
 from kvtune_agent.change import REBOOT_PKGS, REBOOT_REQUIRED
+from kvtune_agent.cycle import run_cycle
 from kvtune_agent.journal import Journal
+from kvtune_agent.plan import NodeMeta
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+
+from .specs import busy_host, busy_spec
 
 PER_NODE = "hugepagesz=1G hugepages=0:20,1:20"
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def _host(root: Path) -> HostTree:
@@ -110,3 +118,40 @@ def test_a_crash_at_any_point_of_a_revert_recovers_to_the_exact_tree_from_before
             _revert(tree, target)
         _revert(tree, target)  # the next cycle
         assert picture(tree.root) == before, f"crash {at}: {where}"
+
+
+def test_a_crash_at_any_point_of_a_staging_cycle_is_repaired_by_the_next_cycle(
+    tmp_path: Path,
+) -> None:
+    # The planner, not a replay of the step, must see what a crash left: a drop-in grub.cfg was
+    # not generated from, a line staged with no reboot requested.
+    spec = busy_spec(allow_reboot=True)
+
+    def host(root: Path) -> tuple[HostTree, KernelFS]:
+        tree = osrelease(debian_grub(busy_host(_host(root).root)), "6.1.0-18-amd64")
+        return tree, KernelFS(root, hugepage_limit=18)  # 20 wanted per node
+
+    def cycle(tree: HostTree, fs: KernelFS, minutes: int,
+              previous: HypervisorNodeStateStatus) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(),
+                         now=NOW + datetime.timedelta(minutes=minutes), timeout=10).status
+
+    tree, fs = host(tmp_path / "clean")
+    first = cycle(tree, fs, 0, HypervisorNodeStateStatus())
+    with crashing(None) as counted:
+        second = cycle(tree, fs, 11, first)
+    assert boot.STEP_ID in {r.id for r in second.results}
+    cycle(tree, fs, 12, second)
+    staged = picture(tree.root)
+    points = counted.seen
+    assert any("update-grub" in p for p in points) and any("reboot-required" in p for p in points)
+    assert len(points) >= 7, points
+
+    for at, where in enumerate(points, 1):
+        tree, fs = host(tmp_path / f"crash{at}")
+        first = cycle(tree, fs, 0, HypervisorNodeStateStatus())
+        with pytest.raises(Crash), crashing(at):
+            cycle(tree, fs, 11, first)
+        repaired = cycle(tree, fs, 12, first)  # the crashed cycle reported nothing
+        cycle(tree, fs, 13, repaired)
+        assert picture(tree.root) == staged, f"crash {at}: {where}"
