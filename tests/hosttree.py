@@ -518,6 +518,13 @@ class HostTree:
             self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
         return self
 
+    def vlan(self, name: str, lower: str) -> HostTree:
+        """An 802.1Q VLAN device on the host's `lower` interface (DEVTYPE=vlan, its iflink the
+        lower device's index), linked both ways as the kernel links stacked devices."""
+        netdir = self._virtual(name, iflink=self.ifindex(lower), devtype="vlan")
+        self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
+        return self.link(f"/sys/class/net/{lower}/upper_{name}", f"/sys/class/net/{name}")
+
     # -- the host's own addresses and routes (PID 1's network namespace) ---------------------
 
     def route(

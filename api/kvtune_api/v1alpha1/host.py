@@ -469,6 +469,18 @@ class HostRouting(BaseModel):
         max_length=MAX_PORTS,
         description="Interfaces with a global or site IPv6 address (/proc/net/if_inet6).",
     )
+    stacked: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_PORTS,
+        description="Interfaces beneath one that carries the host's own traffic (a VLAN, "
+        "macvlan, bond, team, bridge or Open vSwitch stacked on them, at any depth), each with "
+        "the device above it that carries the traffic: the host uses them too.",
+    )
+    error: Opt[str] = Field(
+        default=None,
+        description="Why the host's routes could not be read; then which interfaces the host "
+        "uses itself is unknown, and none is offered to VMs.",
+    )
 
 
 class NetworkReport(BaseModel):
