@@ -32,7 +32,8 @@ HEALTHY = (
     "intel_two_socket", "amd_eight_node", "large_host", "old_kernel", "power_smt4",
     "memory_tiers", "hybrid", "multi_die", "clustered", "without_numa", "no_cpu_topology",
     "compute_units", "s390_books", "no_node_hugepages", "arm64_server", "s390_lpar",
-    "power9_host", "pvm_guest", "no_package_id", "amd_old_kernel",
+    "power9_host", "pvm_guest", "no_package_id", "amd_old_kernel", "riscv64_host",
+    "loongarch64_host",
 )
 
 

@@ -21,8 +21,10 @@ from hosttree import (
     compute_units,
     intel_two_socket,
     large_host,
+    loongarch64_host,
     power9_host,
     pvm_guest,
+    riscv64_host,
     s390_lpar,
     vm_guest,
 )
@@ -276,7 +278,7 @@ def test_the_text_report_says_ple_is_an_x86_notion_on_other_architectures(
 @pytest.mark.parametrize(
     "build",
     [intel_two_socket, amd_eight_node, large_host, arm64_server, s390_lpar, power9_host,
-     pvm_guest, amd_old_kernel],
+     pvm_guest, amd_old_kernel, riscv64_host, loongarch64_host],
 )
 def test_a_healthy_host_of_any_architecture_raises_no_warning(
     tmp_path: Path, build: Callable[[Path], HostTree]
