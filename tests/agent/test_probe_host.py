@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,16 +190,10 @@ def test_problems_are_bounded_with_a_last_entry_counting_the_rest(tmp_path: Path
     assert "more findings were left out" in problems[-1].message
 
 
-def test_a_large_host_probes_in_under_100_ms_into_a_bounded_report(tmp_path: Path) -> None:
-    fs = large_host(tmp_path).fs()
+def test_a_large_host_probes_into_a_bounded_report(tmp_path: Path) -> None:
+    # How fast is bench/probe_bench.py's to prove (its synthetic probe target), not a test's.
+    report = probe_host(large_host(tmp_path).fs())
 
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        report = probe_host(fs)
-        timings.append(time.perf_counter() - start)
-
-    assert min(timings) < 0.1, timings
     assert len(report.block.devices) == 64 and len(report.numa.nodes) == 8
     assert len(report.model_dump_json(exclude_none=True)) < 256 * 1024
 

@@ -3,7 +3,6 @@ form kernels write them in, and the topology as the kubelet's CPU manager counts
 
 from __future__ import annotations
 
-import time
 import typing as t
 from pathlib import Path
 
@@ -358,21 +357,19 @@ def test_a_huge_range_is_refused_at_once_and_noted_with_its_path(tmp_path: Path)
     tree.file("/sys/devices/system/node/node0/cpulist", "0-1000000")
     fs = tree.fs()
 
-    start = time.perf_counter()
+    # That the refusal costs nothing is bench/probe_bench.py's to prove (its parser target).
     found = numa.probe(fs)
 
-    assert time.perf_counter() - start < 0.5
     assert found.nodes[0].cpus == ""
     [issue] = fs.take_issues()
     assert issue.path == "/sys/devices/system/node/node0/cpulist"
     assert "above 8191" in issue.detail
 
 
-def test_overlapping_ranges_cost_no_more_than_the_ids_they_name() -> None:
-    start = time.perf_counter()
-
+def test_overlapping_ranges_name_each_id_once() -> None:
+    # Their cost, no more than the ids they name, is bench/probe_bench.py's to prove.
     assert cpulist.parse(",".join(["0-8191"] * 2000)) == set(range(8192))
-    assert time.perf_counter() - start < 0.5
+    assert cpulist.parse("4-7,0-5,2-3,6-9") == set(range(10))
 
 
 def test_a_malformed_online_list_falls_back_to_the_cpun_online_files(tmp_path: Path) -> None:
