@@ -141,8 +141,9 @@ class NumaNode(BaseModel):
     id: int = Field(ge=0, description="Node id (ids may have gaps).")
     cpus: CpuList = Field(
         default="",
-        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels); "
-        "empty: CPU-less node.",
+        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels, "
+        "else the cpuN links the kernel makes in the node's directory); empty: CPU-less node, "
+        "or unknown where the problems say so (then not `memoryOnly`).",
     )
     cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
     offline_cpus: CpuList = Field(
