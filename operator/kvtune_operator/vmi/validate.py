@@ -41,6 +41,7 @@ from .overhead import (
     pod_memory_request_bytes,
     quantity,
     quantity_bytes,
+    request_field,
     topology_vcpus,
     vcpu_count,
 )
@@ -230,15 +231,16 @@ def _memory(
             "field or set it to false, so that the scheduler reserves KubeVirt's per-VM overhead"
         )
     guest = lookup(vmi, *MEMORY, "guest")
-    request = effective_request(vmi, "memory")
+    request = request_field(vmi, "memory")
     if (
         guest is not None
         and request is not None
-        and quantity(guest, "spec.domain.memory.guest") > request
+        and quantity(guest, "spec.domain.memory.guest") > quantity(request[1], request[0])
     ):
+        # Quoted as written, so that the author finds the value in their own manifest.
         errors.append(
-            f"spec.domain.memory.guest ({guest}) is above the memory request "
-            f"({_human(math.ceil(request))}), but {forbids}: give the guest at most "
+            f"spec.domain.memory.guest ({guest}) is above the memory request, "
+            f"{request[0]} ({request[1]}), but {forbids}: give the guest at most "
             "spec.domain.resources.requests.memory, or raise the request"
         )
     return errors + _unequal(vmi, "memory", forbids), []
