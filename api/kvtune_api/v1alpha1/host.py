@@ -67,8 +67,8 @@ class PleReport(BaseModel):
     applicable: bool = Field(
         default=True,
         description="False where KVM does not run guests with VT-x or AMD-V (arm64, s390x, "
-        "POWER, kvm_pvm): PLE is an x86 notion there, `supported` and `enabled` are No, and "
-        "`equivalent` says what plays its part, if anything.",
+        "POWER, riscv64, loongarch64, kvm_pvm): PLE is an x86 notion there, `supported` and "
+        "`enabled` are No, and `equivalent` says what plays its part, if anything.",
     )
     equivalent: Opt[str] = Field(
         default=None,
