@@ -102,7 +102,7 @@ def explicit_conflicts(
         )
     if not (
         memory_request_bytes(vmi)
-        or lookup(vmi, *RESOURCES, "limits", "memory") is not None
+        or given(vmi, "limits", "memory") is not None
         or lookup(vmi, *MEMORY, "guest") is not None
     ):
         # KubeVirt refuses a VMI without a memory size, but not once hugepages are set: its guest
@@ -281,7 +281,7 @@ def _rollout(
     whose pod can be OOM-killed with its guest not yet full."""
     errors, warnings = [], []
     guest = guest_bytes(vmi)
-    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    limit = given(vmi, "limits", "memory")  # a zero limit is none, to KubeVirt's check too
     limit_field = "spec.domain.resources.limits.memory"
     if kubevirt.stage_rollout and limit is not None and guest > quantity_bytes(limit, limit_field):
         errors.append(
