@@ -72,11 +72,12 @@ NO_PLE_EQUIVALENT: dict[Virtualization, str] = {
     "PVM": "kvm_pvm runs the guests without VT-x or AMD-V, so there is no VM exit on PAUSE; "
     "only a guest's paravirtual spinlocks make a waiting vCPU yield, so a vCPU spinning on a "
     "descheduled lock holder burns its host CPU",
-    "RISCV": "RISC-V has no VM exit on a spin loop: its pause (Zihintpause) is a hint KVM never "
-    "sees; KVM traps only a vCPU that waits (WFI), so a vCPU spinning on a descheduled lock "
-    "holder burns its host CPU",
-    "LoongArch": "LoongArch has no VM exit on a spin loop: KVM traps only a vCPU that waits "
-    "(idle), so a vCPU spinning on a descheduled lock holder burns its host CPU",
+    "RISCV": "RISC-V has no VM exit on a spin loop: KVM gives up the CPU of a vCPU that waits "
+    "(WFI), not of one that spins with pause, a hint (Zihintpause) it never sees, so a vCPU "
+    "spinning on a descheduled lock holder can burn its host CPU",
+    "LoongArch": "LoongArch has no VM exit on a spin loop: KVM gives up the CPU of a vCPU that "
+    "waits (idle), not of one that spins, so a vCPU spinning on a descheduled lock holder can "
+    "burn its host CPU",
 }
 
 
