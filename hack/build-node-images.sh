@@ -6,9 +6,9 @@
 #           in for the python:*-slim image the Dockerfile names (no registry is reachable here);
 #   kvtune  the project's Dockerfile, as is, built by buildah with PYTHON_IMAGE=<python>.
 #
-# Each is saved as a docker-archive in kvtune's cache, named by a hash of its inputs, so an
-# unchanged input reuses the archive in well under a second and a change of kvtune's code (or of
-# this script) builds afresh. buildah keeps its layers under the cache too, so a rebuild after a
+# Each is saved as a docker-archive in kvtune's cache, named by a hash of its inputs (its recipe
+# below, and for kvtune every file of the build context), so an unchanged input reuses the
+# archive in well under a second and a change of kvtune's code builds afresh. buildah keeps its layers under the cache too, so a rebuild after a
 # code change reuses the dependency layers the Dockerfile orders first.
 #
 # Prints one line per image on stdout: `<name> <reference> <archive>`; progress goes to stderr.
@@ -64,7 +64,8 @@ int main(void) {
   signal(SIGINT, stop); signal(SIGTERM, stop); signal(SIGCHLD, reap);
   for (;;) pause();
 }'
-pause_hash="$( { echo "$pause_source"; sha256sum "${BASH_SOURCE[0]}"; } | hash_of)"
+pause_flags="-static -Os"
+pause_hash="$(echo "$pause_source $pause_flags" | hash_of)"
 pause_ref="localhost/kvtune-pause:$pause_hash"
 pause_archive="$cache/pause-$pause_hash.tar"
 if [[ ! -f "$pause_archive" ]]; then
@@ -72,7 +73,7 @@ if [[ ! -f "$pause_archive" ]]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   echo "$pause_source" > "$tmp/pause.c"
-  gcc -static -Os -o "$tmp/pause" "$tmp/pause.c"
+  gcc $pause_flags -o "$tmp/pause" "$tmp/pause.c"
   c="$(bah from scratch)"
   bah copy "$c" "$tmp/pause" /pause >&2
   bah config --entrypoint '["/pause"]' "$c" >&2
@@ -86,7 +87,9 @@ fi
 echo "pause $pause_ref $pause_archive"
 
 # --- python base ------------------------------------------------------------------------------
-python_hash="$( { echo "$suite $python_packages"; sha256sum "${BASH_SOURCE[0]}"; } | hash_of)"
+python_options=(--variant=minbase --include="$python_packages"
+                --aptopt='Acquire::Check-Valid-Until "false"')
+python_hash="$(echo "$suite ${python_options[*]}" | hash_of)"
 python_ref="localhost/kvtune-python:$python_hash"
 python_archive="$cache/python-$python_hash.tar"
 if [[ ! -f "$python_archive" ]]; then
@@ -96,8 +99,7 @@ if [[ ! -f "$python_archive" ]]; then
   trap 'rm -rf "$tmp"' EXIT
   # The mirror apt already uses on this machine (no argument: mmdebstrap reads the host's
   # sources); minbase: no init system, no extra tools.
-  mmdebstrap --quiet --variant=minbase --include="$python_packages" \
-    --aptopt='Acquire::Check-Valid-Until "false"' "$suite" "$tmp/rootfs.tar" >&2
+  mmdebstrap --quiet "${python_options[@]}" "$suite" "$tmp/rootfs.tar" >&2
   c="$(bah from scratch)"
   bah add "$c" "$tmp/rootfs.tar" / >&2
   bah config --cmd '["python3"]' --env LANG=C.UTF-8 "$c" >&2
@@ -113,14 +115,17 @@ echo "python $python_ref $python_archive"
 
 # --- kvtune, from the Dockerfile --------------------------------------------------------------
 # Inputs: every file the Dockerfile copies (tracked or not, as the build context holds them),
-# the Dockerfile, the base and this script.
+# the Dockerfile, the base and the build's options.
 cd "$repo"
+# The host's CA bundle, for pip and apt behind a TLS-intercepting proxy; Debian's pip reads it.
+kvtune_options=(--quiet --layers --isolation chroot
+                --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+                --build-arg "PYTHON_IMAGE=$python_ref")
 inputs=(Dockerfile image-constraints.txt pyproject.toml README.md api node-agent operator cli)
 kvtune_hash="$( {
   git ls-files -z --cached --others --exclude-standard -- "${inputs[@]}" \
     | sort -z | xargs -0 sha256sum
-  echo "$python_ref"
-  sha256sum "${BASH_SOURCE[0]}"
+  echo "$python_ref ${kvtune_options[*]}"
 } | hash_of)"
 kvtune_ref="docker.io/library/kvtune:dev"
 kvtune_archive="$cache/kvtune-$kvtune_hash.tar"
@@ -130,10 +135,7 @@ if [[ ! -f "$kvtune_archive" ]]; then
   # The base comes from its archive when buildah's storage no longer holds it.
   bah inspect --type image "$python_ref" >/dev/null 2>&1 \
     || bah pull -q "docker-archive:$python_archive" >&2
-  # The host's CA bundle, for pip and apt behind a TLS-intercepting proxy; Debian's pip reads it.
-  bah bud --quiet --layers --isolation chroot \
-    --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-    --build-arg "PYTHON_IMAGE=$python_ref" --tag "$kvtune_ref" . >&2
+  bah bud "${kvtune_options[@]}" --tag "$kvtune_ref" . >&2
   save "$kvtune_ref" "$kvtune_archive"
   step "kvtune image built in $((SECONDS - start)) s"
 else
