@@ -59,7 +59,12 @@ ENV PATH=/opt/kvtune/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # Non-root by default (the distroless "nonroot" id): operator and webhook run as is; the agent's
-# DaemonSet asks for root and privileges explicitly, where they are visible and reviewed.
+# DaemonSet asks for root and privileges explicitly, where they are visible and reviewed. The id
+# gets a passwd and group entry, as in distroless: kopf names its peering identity after the
+# user (getpass.getuser(), which raises for a uid without one), so without it the operator and
+# the webhook crash at start.
+RUN echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'nonroot:x:65532:' >> /etc/group
 USER 65532:65532
 ENTRYPOINT ["kvtune"]
 CMD ["--help"]
