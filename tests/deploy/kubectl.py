@@ -27,9 +27,11 @@ class Kubectl:
     """None: no cluster, e.g. only `kubectl kustomize`."""
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        command = [str(self.binary), *args]
+        command = [str(self.binary)]
+        # Before the arguments: after `exec ... --` it would go to the command in the pod.
         if self.kubeconfig is not None:
             command += ["--kubeconfig", str(self.kubeconfig)]
+        command += args
         done = subprocess.run(
             command, input=stdin, capture_output=True, text=True, timeout=timeout
         )
