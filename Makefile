@@ -26,7 +26,7 @@ lint:
 	$(VENV)/lint-imports
 
 unit: setup
-	$(VENV)/pytest -m "not apiserver"
+	$(VENV)/pytest -m "not apiserver and not e2e"
 
 crds: setup
 	$(VENV)/kvtune crds
