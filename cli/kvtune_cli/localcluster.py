@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import yaml
 from kvtune_operator.pki import (
@@ -217,8 +218,27 @@ def _kubeconfig(server: str, ca_pem: bytes, user: dict[str, str], name: str) -> 
     return yaml.safe_dump(config, sort_keys=False)
 
 
+class StopsOnExit:
+    """The context-manager protocol for a started cluster: `with X.start(...) as x:` stops it
+    (`stop()`) when the block ends, whatever the outcome."""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass
-class LocalCluster:
+class LocalCluster(StopsOnExit):
     """A running local control plane; create it with `LocalCluster.start(...)`."""
 
     workdir: Path
@@ -460,14 +480,3 @@ class LocalCluster:
                 stop_process(self._processes.pop().popen, timeout)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -37,13 +37,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
 from .localcluster import (
     LocalCluster,
     ManagedProcess,
+    StopsOnExit,
     free_port,
     run_build_script,
     spawn_logged,
@@ -447,7 +447,7 @@ def _kube_proxy_config(kubeconfig: Path, metrics: int, healthz: int) -> dict[str
 
 
 @dataclasses.dataclass
-class NodeCluster:
+class NodeCluster(StopsOnExit):
     """A running one-node cluster; create it with `NodeCluster.start(...)`."""
 
     control_plane: LocalCluster
@@ -641,17 +641,6 @@ class NodeCluster:
             run("ip", "link", "delete", link["ifname"], check=False)
         if BRIDGE in _links() - before.links:
             run("ip", "link", "delete", BRIDGE)
-
-    def __enter__(self) -> NodeCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _containerd_binary() -> Path:
