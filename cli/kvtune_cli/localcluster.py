@@ -447,6 +447,8 @@ class LocalCluster(StopsOnExit):
         timeout: float,
         ok: Callable[[bytes], bool] = lambda _body: True,
     ) -> None:
+        """Polls `url` as the admin until it answers and `ok` accepts the body; raises
+        ControlPlaneError with `process`'s log tail if it exits first or `timeout` passes."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
         deadline = time.monotonic() + timeout
