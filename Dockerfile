@@ -21,9 +21,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}
-# libvirt-python has no wheels on PyPI: it compiles against libvirt-dev (found by pkg-config).
+# libvirt-python has no wheels on PyPI: it compiles against libvirt-dev (found by pkg-config)
+# and Python's headers. The python images carry the headers; a Debian base with Debian's python3
+# (hack/build-node-images.sh) gets python3-dev here, so that the final image, which shares the
+# base, does not carry them.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libvirt-dev pkg-config \
+    $(python -c 'import os, sysconfig; \
+      print("" if os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") else "python3-dev")') \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies before the source, so that their layer survives a change of kvtune's code.
@@ -38,7 +43,7 @@ COPY node-agent/ node-agent/
 COPY operator/ operator/
 COPY cli/ cli/
 # The same wheel tests/deploy/test_image.py builds, so a packaging mistake fails a test first.
-RUN python -m pip wheel --no-deps -w /wheels . \
+RUN /opt/kvtune/bin/pip wheel --no-deps -w /wheels . \
  && /opt/kvtune/bin/pip install --no-deps --no-compile /wheels/kvtune-*.whl \
  && /opt/kvtune/bin/pip check \
  && /opt/kvtune/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/kvtune/lib
@@ -54,7 +59,12 @@ ENV PATH=/opt/kvtune/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # Non-root by default (the distroless "nonroot" id): operator and webhook run as is; the agent's
-# DaemonSet asks for root and privileges explicitly, where they are visible and reviewed.
+# DaemonSet asks for root and privileges explicitly, where they are visible and reviewed. The id
+# gets a passwd and group entry, as in distroless: kopf names its peering identity after the
+# user (getpass.getuser(), which raises for a uid without one), so without it the operator and
+# the webhook crash at start.
+RUN echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'nonroot:x:65532:' >> /etc/group
 USER 65532:65532
 ENTRYPOINT ["kvtune"]
 CMD ["--help"]

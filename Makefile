@@ -2,13 +2,19 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup demo test lint unit crds docs bench
+.PHONY: setup demo node-cluster test lint unit crds docs bench
 
 setup:
 	@bash hack/setup.sh
 
 demo: setup
 	$(VENV)/kvtune demo
+
+# A one-node cluster on this machine (root, /dev/kvm, overlayfs): a real kubelet and containerd
+# running kvtune's image built from the Dockerfile, to install kvtune on as users do. Ctrl-C
+# stops it and puts the host back (README: "Try kvtune on a real node").
+node-cluster: setup
+	$(VENV)/python -m kvtune_cli.nodecluster
 
 test: setup
 	$(MAKE) --no-print-directory lint
@@ -20,7 +26,7 @@ lint:
 	$(VENV)/lint-imports
 
 unit: setup
-	$(VENV)/pytest -m "not apiserver"
+	$(VENV)/pytest -m "not apiserver and not e2e"
 
 crds: setup
 	$(VENV)/kvtune crds

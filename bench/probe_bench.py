@@ -1,10 +1,14 @@
 """How fast the host probe is: on a large synthetic host, and on this machine against lscpu+numactl.
 
 The probe runs on every node, at start and on every drift check, so it must stay cheap: the
-target is under 100 ms for a 256-CPU, 8-node, 64-disk, 8-NIC host, and at most 150 ms for the
-whole `kvtune probe --json` process on a real host. This script prints figures only; the test
-suite holds the bounds that must not regress (the synthetic probe's time, and what
-`kvtune probe` imports).
+target is a median under 100 ms for a 256-CPU, 8-node, 64-disk, 8-NIC host, and at most 150 ms
+for the whole `kvtune probe --json` process on a real host. The cpulist parser, which reads
+every CPU set sysfs holds, must refuse a corrupt set at once and cost no more for overlapping
+ranges than for the ids they name: under 20 ms for each of two adversarial inputs. This script
+checks the synthetic probe's and the parser's targets and exits 1 when one is missed (a speed
+target is proven here, not by timed unit tests, which a loaded machine makes flaky); the whole
+process's figure depends on this machine's Python start (the floors below), so it is printed
+against its target, met or missed, without deciding the exit status.
 
 The whole process is mostly Python starting and importing. Two floor lines show what no change
 to kvtune can go below on this machine: the interpreter importing pydantic's BaseModel, and the
@@ -19,6 +23,7 @@ Run: .venv/bin/python bench/probe_bench.py [--runs N] [--cli-runs N]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -30,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.probe import cpulist, probe_host
 
 # The synthetic host is laid out by the same builders the tests use (tests/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -38,6 +43,14 @@ from hosttree import large_host
 
 #: The whole `kvtune probe --json` process on a real host, in milliseconds (issue 14).
 TARGET_MS = 150
+#: The probe of the synthetic 256-CPU host (`large_host`), median milliseconds.
+SYNTHETIC_TARGET_MS = 100
+#: The cpulist parser on each adversarial input, median milliseconds.
+PARSER_TARGET_MS = 20
+#: Inputs that would cost seconds and hundreds of MiB to a parser that expands ranges blindly:
+#: a corrupt range (refused), and the same full range repeated (each id added once).
+ADVERSARIAL = {"a corrupt range 0-1000000": "0-1000000",
+               "2000 overlapping 0-8191 ranges": ",".join(["0-8191"] * 2000)}
 #: What `kvtune probe --json` does, step by step, each step timed in one fresh process; the
 #: pydantic step first, so that the next one shows what building the first models adds.
 STAGES = """
@@ -119,6 +132,20 @@ def _stages(python: list[str], runs: int) -> str:
         ", ".join(f"{name} {statistics.median(ms[1:]):.1f}" for name, ms in figures.items()))
 
 
+def _parse_quietly(text: str) -> None:
+    with contextlib.suppress(ValueError):  # the corrupt range is refused: that is what is timed
+        cpulist.parse(text)
+
+
+def _verdict(label: str, timings: list[float], target: float) -> bool:
+    """Print the median against its target; whether it is met."""
+    median = statistics.median(timings)
+    met = median <= target
+    print(f"target: {label} median at most {target:g} ms: {median:.1f} ms, "
+          f"{'met' if met else 'MISSED'}")
+    return met
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="probe runs on the synthetic host")
@@ -132,14 +159,20 @@ def main() -> None:
               f"nodes, {len(report.block.devices)} disks, {len(report.sriov.nics)} NICs with "
               f"{sum(len(n.vfs) for n in report.sriov.nics)} VFs; JSON "
               f"{len(report.model_dump_json(exclude_none=True)) // 1024} KiB")
-        print(_summary("probe_host(synthetic)", _timings(lambda: probe_host(fs), args.runs)))
+        synthetic = _timings(lambda: probe_host(fs), args.runs)
+        print(_summary("probe_host(synthetic)", synthetic))
+    met = _verdict("probe_host(synthetic)", synthetic, SYNTHETIC_TARGET_MS)
+    for label, text in ADVERSARIAL.items():
+        timings = _timings(lambda text=text: _parse_quietly(text), args.runs)
+        print(_summary(f"cpulist.parse({label})", timings))
+        met = _verdict(f"cpulist.parse({label})", timings, PARSER_TARGET_MS) and met
 
     print(_summary("probe_host(/) in process",
                    _timings(lambda: probe_host(HostFS(Path("/"))), args.runs)))
     missing = [tool for tool in ("lscpu", "numactl") if shutil.which(tool) is None]
     if missing:
         print(f"not comparing with lscpu + numactl: {', '.join(missing)} not installed")
-        return
+        sys.exit(0 if met else 1)
     python = [sys.executable]
     timings = _side_by_side({
         "kvtune probe --json on /": [[*python, "-m", "kvtune_cli.main", "probe", "--json"]],
@@ -156,8 +189,11 @@ def main() -> None:
     print(_stages(python, args.cli_runs))
     print(f"ratio of medians (kvtune / lscpu+numactl): "
           f"{statistics.median(kvtune) / statistics.median(native):.1f}x; target for kvtune: "
-          f"at most {TARGET_MS} ms, median {statistics.median(kvtune):.0f} ms, of which "
+          f"at most {TARGET_MS} ms, median {statistics.median(kvtune):.0f} ms "
+          f"({'met' if statistics.median(kvtune) <= TARGET_MS else 'missed'}; not checked: "
+          "it rests on this machine's Python start), of which "
           f"{statistics.median(kvtune) - statistics.median(floor):.0f} ms above the second floor")
+    sys.exit(0 if met else 1)
 
 if __name__ == "__main__":
     main()

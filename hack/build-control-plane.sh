@@ -19,10 +19,7 @@ etcd_version="$(module_version "$here/controlplane/etcd" go.etcd.io/etcd/server/
 out="$(kvtune_cache_dir)/controlplane/k8s-$k8s_version-etcd-$etcd_version"
 build() { gobuild "$out" "$@"; }
 
-minor="${k8s_version#v1.}"
-minor="${minor%%.*}"
-stamp="-X k8s.io/component-base/version.gitVersion=$k8s_version"
-stamp+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+stamp="$(k8s_stamp "$here/controlplane/k8s")"
 
 build etcd "$here/controlplane/etcd" go.etcd.io/etcd/server/v3
 build kube-apiserver "$here/controlplane/k8s" k8s.io/kubernetes/cmd/kube-apiserver "$stamp"

@@ -30,3 +30,14 @@ module_version() {
 kvtune_cache_dir() {
   echo "${KVTUNE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvtune}"
 }
+
+# k8s_stamp <module dir>: the -ldflags that give Kubernetes binaries built from <module dir> the
+# version its go.mod pins (otherwise they report v0.0.0, which kubectl and kubelets reject).
+k8s_stamp() {
+  local version minor
+  version="$(module_version "$1" k8s.io/kubernetes)"
+  minor="${version#v1.}"
+  minor="${minor%%.*}"
+  echo "-X k8s.io/component-base/version.gitVersion=$version" \
+    "-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+}

@@ -18,6 +18,14 @@ if [[ $(id -u) -eq 0 && -e /dev/kvm ]]; then
   packages+=(util-linux iproute2 e2fsprogs xfsprogs lvm2 mdadm cryptsetup-bin gdisk
              qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 fi
+# The real-node tier (tests/e2e, `make node-cluster`): a container runtime and CNI plugins for
+# the kubelet, and the tools that build kvtune's image without a registry. Only where the tier
+# runs (root, /dev/kvm and the overlay filesystem containerd's snapshotter needs).
+node_tier=false
+if [[ $(id -u) -eq 0 && -e /dev/kvm ]] && grep -qw overlay /proc/filesystems; then
+  node_tier=true
+  packages+=(containerd runc containernetworking-plugins iptables conntrack buildah mmdebstrap)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -67,4 +75,10 @@ fi
 bin_dir="$(bash hack/build-control-plane.sh)"
 # KubeVirt's own admission and overhead code, the judge of kvtune's VMI shaping in the tests.
 oracle="$(bash hack/build-kubevirt-oracle.sh)"
+if $node_tier; then
+  # kubelet, kube-scheduler and kube-proxy beside the control plane, and the node's images
+  # (kvtune's from the Dockerfile), each cached by version or by a hash of its inputs.
+  bin_dir="$(bash hack/build-node.sh)"
+  bash hack/build-node-images.sh >/dev/null
+fi
 echo "setup: ready (control plane binaries in $bin_dir, KubeVirt oracle at $oracle)" >&2

@@ -14,6 +14,11 @@ import sys
 from pathlib import Path
 
 from hosttree import HostTree
+from kvtune_agent import boot
+from kvtune_agent.apply import apply
+from kvtune_agent.journal import Journal
+from kvtune_agent.plan import Plan, Step
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 
 COMMAND_LOG = "/var/log/fake-boot-commands.log"
 GRUBBY = "/usr/sbin/grubby"
@@ -100,10 +105,30 @@ def debian_grub(tree: HostTree, *, exit_code: int = 0) -> HostTree:
     _script(tree, "/usr/sbin/grub-mkconfig",
             "# sources /etc/default/grub, then /etc/default/grub.d/*.cfg\n")
     _script(tree, UPDATE_GRUB, _UPDATE_GRUB.replace("EXIT_CODE", str(exit_code)))
-    return tree.file(GRUB_CFG, "linux /vmlinuz root=/dev/sda1 quiet\n")
+    (tree.root / "etc/default/grub.d").mkdir(parents=True, exist_ok=True)  # as Debian ships it
+    return tree.file(GRUB_CFG, "linux /vmlinuz root=/dev/sda1 quiet")  # as update-grub writes it
 
 
 def boot_commands(tree: HostTree) -> list[str]:
     """Every command the fakes received, oldest first."""
     log = Path(tree.root, COMMAND_LOG.lstrip("/"))
     return log.read_text().splitlines() if log.exists() else []
+
+
+def failing_grubby(tree: HostTree, code: int = 1,
+                   message: str = "grubby: error reading /boot/loader/entries") -> HostTree:
+    """A grubby that logs its call, says `message` and exits with `code` (a broken install)."""
+    _script(tree, GRUBBY, _LOG + f"print({message!r}, file=sys.stderr)\nsys.exit({code})\n")
+    return tree
+
+
+def apply_boot_args(tree: HostTree, target: str, args: str) -> StepResult:
+    """Apply the step that stages `args` in `target` (grubby, or the GRUB drop-in) with reboots
+    allowed, as a cycle's apply does: journaled first, then written, then a reboot requested."""
+    fs = tree.fs()
+    plan = Plan(steps=(Step("bootargs", PlannedStep(
+        id=boot.STEP_ID, feature="Hugepages", path=target, current="", desired=args,
+        disruption="NeedsReboot", reason="the kernel could not allocate them")),))
+    [result] = apply(plan, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
+                     timeout=10)
+    return result

@@ -518,6 +518,13 @@ class HostTree:
             self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
         return self
 
+    def vlan(self, name: str, lower: str) -> HostTree:
+        """An 802.1Q VLAN device on the host's `lower` interface (DEVTYPE=vlan, its iflink the
+        lower device's index), linked both ways as the kernel links stacked devices."""
+        netdir = self._virtual(name, iflink=self.ifindex(lower), devtype="vlan")
+        self.link(f"{netdir}/lower_{lower}", f"/sys/class/net/{lower}")
+        return self.link(f"/sys/class/net/{lower}/upper_{name}", f"/sys/class/net/{name}")
+
     # -- the host's own addresses and routes (PID 1's network namespace) ---------------------
 
     def route(
@@ -1137,6 +1144,39 @@ def pvm_guest(root: Path) -> HostTree:
     builtin_kvm(tree, "kvm", halt_poll_ns=200000)
     builtin_kvm(tree, "kvm_pvm", pvm_debug=0)
     return tree.cpus(1, 2).numa_node(0, range(2), 8 * 2**20).meminfo(8 * 2**20)
+
+
+RISCV_ISA = ("rv64imafdch_zicbom_zicboz_zicntr_zicsr_zifencei_zihintpause_zihpm_zba_zbb_zbs_"
+             "sstc_svinval_svnapot_svpbmt")
+
+
+def riscv64_host(root: Path) -> HostTree:
+    """A RISC-V server (8 harts with the H extension, one node) running KVM from the kvm
+    module: cpuinfo as riscv64 kernels write it (isa, mmu, the machine ids; no vendor)."""
+    tree = HostTree(root)
+    blocks = [f"processor\t: {i}\nhart\t\t: {i}\nisa\t\t: {RISCV_ISA}\nmmu\t\t: sv39\n"
+              f"uarch\t\t: sifive,p550\nmvendorid\t: 0x489\nmarchid\t\t: 0x8000000000000008\n"
+              f"mimpid\t\t: 0x0\nhart isa\t: {RISCV_ISA}\n" for i in range(8)]
+    tree.file("/proc/cpuinfo", "\n".join(blocks)).kvm_module("kvm", halt_poll_ns=200000)
+    return tree.cpus(1, 8).numa_node(0, range(8), 32 * 2**20).meminfo(32 * 2**20)
+
+
+def loongarch64_host(root: Path) -> HostTree:
+    """A Loongson 3C5000 server (16 cores, one node) running KVM from the kvm module: cpuinfo
+    as loongarch64 kernels write it, a `system type` block first, then processors whose
+    Features (arm64's key too) list lvz."""
+    tree = HostTree(root)
+    blocks = [f"processor\t\t: {i}\npackage\t\t\t: 0\ncore\t\t\t: {i}\nglobal_id\t\t: {i}\n"
+              "CPU Family\t\t: Loongson-64bit\nModel Name\t\t: Loongson-3C5000\nCPU Revision"
+              "\t\t: 0x11\nFPU Revision\t\t: 0x00\nCPU MHz\t\t\t: 2200.00\nBogoMIPS\t\t: "
+              "4400.00\nTLB Entries\t\t: 2112\nAddress Sizes\t\t: 48 bits physical, 48 bits "
+              "virtual\nISA\t\t\t: loongarch32 loongarch64\nFeatures\t\t: cpucfg lam ual fpu "
+              "lsx lasx crc32 complex crypto lvz lbt_x86 lbt_arm lbt_mips\nHardware Watchpoint\t:"
+              " yes, iwatch count: 8, dwatch count: 8\n" for i in range(16)]
+    header = "system type\t\t: generic-loongson-machine\n\n"
+    tree.file("/proc/cpuinfo", header + "\n".join(blocks)).kvm_module("kvm", halt_poll_ns=200000)
+    tree.cpus(1, 16).numa_node(0, range(16), 64 * 2**20)
+    return tree.meminfo(64 * 2**20, hugepage_kib=32768)  # 16 KiB base pages: 32 MiB hugepages
 
 
 # -- firmware and kernel forms that must not read as something they are not -----------------

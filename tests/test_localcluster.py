@@ -4,9 +4,16 @@ project's generated CRDs install."""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
+
+import kubernetes
 import pytest
+from cryptography import x509
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir
+from kvtune_cli.nodecluster import host_address
 from support.cluster import ClusterAccess, impersonating, is_gone, wait_for
 
 
@@ -68,3 +75,34 @@ def test_rbac_forbids_a_serviceaccount_without_roles_to_list_nodes(
 
 def test_the_generated_kvtune_crds_install(kvtune_crds: list[str]) -> None:
     assert "hypervisorprofiles.kvtune.io" in kvtune_crds
+
+
+def test_a_control_plane_for_nodes_serves_on_the_host_address_and_authorizes_nodes() -> None:
+    # The node-capable mode kvtune_cli.nodecluster builds on, without a kubelet: the apiserver
+    # at the host address (what the kubernetes Service points at), serving a certificate that
+    # names the Service, and a kubelet's identity limited to its own Node by the Node authorizer
+    # and NodeRestriction.
+    address = host_address()
+    repo = Path(__file__).resolve().parents[1]
+    with LocalCluster.start(control_plane_bin_dir(repo), for_nodes=address) as local:
+        assert local.server.startswith(f"https://{address}:")
+        admin = kubernetes.config.new_client_from_config(config_file=str(local.kubeconfig))
+        slices = client.DiscoveryV1Api(admin).list_namespaced_endpoint_slice(
+            "default", label_selector="kubernetes.io/service-name=kubernetes")
+        assert [e.addresses for s in slices.items for e in s.endpoints] == [[address]]
+        kubelet = kubernetes.config.new_client_from_config(config_file=str(
+            local.client_kubeconfig("system:node:node-a", ["system:nodes"], "node-a")))
+        core = client.CoreV1Api(kubelet)
+        core.create_node({"metadata": {"name": "node-a"}})
+        with pytest.raises(ApiException) as refused:
+            core.create_node({"metadata": {"name": "node-b"}})
+        assert refused.value.status == 403
+        with pytest.raises(ApiException) as refused:
+            core.list_namespaced_secret("default")
+        assert refused.value.status == 403
+        cert = x509.load_pem_x509_certificate((local.workdir / "apiserver.crt").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address("10.0.0.1") in names.get_values_for_type(x509.IPAddress)
+        assert "kubernetes.default.svc" in names.get_values_for_type(x509.DNSName)
+        admin.close()
+        kubelet.close()

@@ -102,7 +102,7 @@ def _request_reboot(fs: HostFS, systemd: Systemd, journal: Journal, timeout: flo
     asked, else why not."""
     try:
         original = change.current(fs, systemd, "reboot", REBOOT_REQUIRED, timeout=timeout)
-        journal.record("reboot", REBOOT_REQUIRED, original, "reboot-required")
+        journal.record("reboot", REBOOT_REQUIRED, original, change.REBOOT_STEP)
     except (change.ChangeError, JournalError, HostWriteError) as err:
         return f"it could not be recorded in the journal: {err}"
     return change.set_value(fs, systemd, "reboot", REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT,

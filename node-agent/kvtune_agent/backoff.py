@@ -65,7 +65,10 @@ def _waiting(
 ) -> list[Retry]:
     """The records of `plan`'s steps (those `applies` to) whose next attempt is still to come and
     that still want what the step plans, in the plan's order."""
-    waiting = {retry.step: retry for retry in retries if retry.next_attempt > now}
+    # A next attempt further off than MAX_WAIT was set before the clock jumped back: waiting
+    # for it would hold the step for as long as the jump, so it is due now.
+    waiting = {retry.step: retry for retry in retries
+               if now < retry.next_attempt <= now + MAX_WAIT}
     return [waiting[step.planned.id] for step in plan.steps
             if applies(step.planned) and step.planned.id in waiting
             and waiting[step.planned.id].wanted == int(step.planned.desired)]

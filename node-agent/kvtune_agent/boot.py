@@ -23,11 +23,18 @@ from collections.abc import Mapping, Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
+from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
+from . import bootloader, memory_budget
 from .bootloader import BootFacts
+from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from .plan import Finding, Plan, Step, hugepage_counts, stages_boot
+from .probe.memory import SIZE_KIB
 
 STEP_ID = "boot/kernel-args"
+#: The step that asks for the reboot again where a staged line lost its request: journaled
+#: as the request apply makes after a staged step.
+REBOOT_STEP_ID = REBOOT_STEP
 #: The first kernel whose hugepages= takes per-node counts (commit b5389086ad7b, "hugetlbfs:
 #: extend the definition of hugepages parameter to support node allocation", merged for 5.16).
 NODE_FORMAT_SINCE = (5, 16)
@@ -151,6 +158,31 @@ def stage(
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
+    over = _over_budget(spec, host) if boot else ""
+    if over:
+        # The kernel reserves these before anything else runs, and never gives them back: a
+        # count the live path would refuse is refused here too, whoever wrote the pair before.
+        found = _add(found, Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
+            f"the {' and '.join(a.size for a in boot)} hugepages of spec.host.memory.hugepages."
+            f"pages are not staged on the kernel command line: {over}. Lower spec.host.memory."
+            "hugepages.pages (or fix what makes the budget unknown)")))
+        boot = []
+    vmi_size = spec.vmi.hugepage_size if spec.vmi else None
+    clash = _conflicts(facts, args, boot, vmi_size)
+    if boot and facts.overridden_by:
+        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsOverridden", (
+            f"{', '.join(facts.overridden_by)} sets {bootloader.GRUB_VARIABLE} again after "
+            f"kvtune's drop-in {bootloader.GRUB_DROPIN}, so the next boot would not get the "
+            f"{' and '.join(a.size for a in boot)} hugepages; kvtune does not stage them: make "
+            f"it append (\"${bootloader.GRUB_VARIABLE} ...\"), or set the counts there")))
+        boot = []
+    elif clash:
+        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsConflict", (
+            f"{clash}: the kernel takes one count per page size and ignores a second one "
+            "(\"specified twice\"), so kvtune does not stage the "
+            f"{' and '.join(a.size for a in boot)} hugepages; set the counts the spec wants "
+            "there, or remove them there and let kvtune stage them")))
+        boot = []
     if not boot and not withdrawn:
         return found
     per_node = node_format(facts.release)
@@ -159,7 +191,6 @@ def stage(
         args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
             else str(sum(counts.values()))))
-    vmi_size = spec.vmi.hugepage_size if spec.vmi else None
     if vmi_size in {alloc.size for alloc in boot}:
         args.set_default(_kernel_size(vmi_size or ""))
     desired, loader = str(args), facts.loader
@@ -168,18 +199,18 @@ def stage(
     form = ("per NUMA node" if per_node else
             f"as one total the kernel spreads evenly (kernel {facts.release or 'unknown'} "
             f"predates per-node counts, {'.'.join(map(str, NODE_FORMAT_SINCE))})")
-    if desired == facts.staged:
+    if desired == facts.staged and not (facts.stale and stages_boot(spec)):
         if desired == facts.running or not loader.writable:
             return found  # booted with them: what the kernel could not give is said already
-        return _add(found, Finding("Hugepages", "Pending", "HugepagesRebootPending", (
-            f"`{desired}` is staged in {loader.describe()} for the {sizes} hugepages the "
-            "running kernel could not allocate; they are allocated at the next reboot")))
+        return _staged(found, spec, facts, desired, sizes)
     withdrawal = (f"the spec no longer allocates the {gone} hugepages kvtune put on the "
                   "kernel command line, so they are withdrawn" if withdrawn else "")
     if loader.writable and stages_boot(spec):
         reason = "; ".join(part for part in (boot and (
             f"the kernel cannot allocate all {sizes} hugepages the spec wants at run time; "
-            f"they are allocated at boot instead ({form})"), withdrawal) if part)
+            f"they are allocated at boot instead ({form})"), withdrawal, facts.stale and (
+            "grub.cfg was not generated again after kvtune's drop-in was written, so the "
+            "next boot would not get it")) if part)
         return dataclasses.replace(found, steps=(*found.steps, Step("bootargs", PlannedStep(
             id=STEP_ID, feature="Hugepages", path=loader.target, current=facts.staged,
             desired=desired, disruption="NeedsReboot",
@@ -195,6 +226,77 @@ def stage(
         f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
         f"kernel command line ({form}); {why}, so kvtune does not stage it: run "
         f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+
+
+def _conflicts(facts: BootFacts, args: _Args, boot: Sequence[HugepagesAllocation],
+               vmi_size: str | None) -> str:
+    """Where the line the node boots with already counts pages of a size kvtune would stage
+    ("" when nowhere): another `hugepagesz=` of it outside kvtune's own drop-in (GRUB appends
+    the drop-in to the administrator's line, it cannot edit it), or a `hugepages=` before any
+    `hugepagesz=`, which counts pages of the default size."""
+    sizes = {_kernel_size(alloc.size) for alloc in boot}
+    if not sizes:
+        return ""
+    found = []
+    line = args
+    if facts.effective is not None:  # GRUB: what grub.cfg holds besides kvtune's drop-in
+        line = _Args.parse(facts.effective.removesuffix(facts.staged or "").rstrip())
+        found += [f"`hugepagesz={size}` is set already in /etc/default/grub or another "
+                  "drop-in of /etc/default/grub.d" for size in sorted(sizes & set(line.sizes()))]
+    # The default size the line ends with: the VMIs' where kvtune sets it.
+    default = (_kernel_size(vmi_size) if vmi_size in {alloc.size for alloc in boot}
+               else line.default or args.default)
+    bare = next((word for word in line.words if word.partition("=")[0] in (
+        "hugepages", "hugepagesz")), "")
+    if default in sizes and bare.startswith("hugepages="):
+        found.append(f"`{bare}` before any hugepagesz= counts pages of the default size "
+                     f"(default_hugepagesz={default})")
+    return "; ".join(found)
+
+
+def _staged(found: Plan, spec: HypervisorNodeStateSpec, facts: BootFacts, desired: str,
+            sizes: str) -> Plan:
+    """`found` for a line staged as the spec wants that the running kernel lacks: waiting for
+    the reboot, the reboot request put back where it was lost, or the line ignored."""
+    loader = facts.loader
+    if not facts.written_since_boot:
+        # Booted since it was written: asking for another reboot would loop for ever.
+        return _add(found, Finding("Hugepages", "Error", "BootArgumentsIgnored", (
+            f"`{desired}` is staged in {loader.describe()}, and the node booted since, but its "
+            f"kernel runs with `{facts.running or 'no hugepage arguments'}`: the boot loader "
+            "booted another entry, or the kernel ignored the arguments (a page size given "
+            "twice?); compare /proc/cmdline with the boot loader's configuration")))
+    if not facts.reboot_requested and stages_boot(spec):
+        return dataclasses.replace(found, steps=(*found.steps, Step("reboot", PlannedStep(
+            id=REBOOT_STEP_ID, feature="Hugepages", path=REBOOT_REQUIRED, current="",
+            desired=REBOOT_REQUIRED_TEXT, disruption="NeedsReboot", reason=(
+                f"`{desired}` is staged in {loader.describe()}, but no reboot is requested "
+                "(the request was lost, e.g. the agent stopped in between): it is asked "
+                "again")))))
+    return _add(found, Finding("Hugepages", "Pending", "HugepagesRebootPending", (
+        f"`{desired}` is staged in {loader.describe()} for the {sizes} hugepages the "
+        "running kernel could not allocate; they are allocated at the next reboot")))
+
+
+def _over_budget(spec: HypervisorNodeStateSpec, host: HostReport) -> str:
+    """Why the pools the node holds once booted with the spec's counts would starve it ("" when
+    they would not): every size the spec allocates at its counts, every other pool as it is."""
+    settings = spec.host.memory.hugepages
+    held: dict[int, int] = {}
+    managed = set()
+    for alloc in settings.pages:
+        kib = SIZE_KIB[alloc.size]
+        managed.add(kib)
+        for node, count in hugepage_counts(alloc, host).items():
+            held[node] = held.get(node, 0) + count * kib
+    for pool in host.memory.hugepages_per_node:
+        if pool.node is None or pool.size_kib in managed:
+            continue
+        if pool.total is None:
+            return (f"the {pool.size} pool of NUMA node {pool.node} cannot be read, so what the "
+                    "node's pools hold in all is unknown")
+        held[pool.node] = held.get(pool.node, 0) + pool.total * pool.size_kib
+    return memory_budget.refusal(settings.host_headroom, host, held)
 
 
 def _add(found: Plan, finding: Finding) -> Plan:

@@ -13,7 +13,7 @@ import typing as t
 from dataclasses import dataclass
 
 from . import bootloader
-from .hostfs import HostFS, HostWriteError
+from .hostfs import MAX_CONFIG, HostFS, HostWriteError
 from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
 from .systemd import Systemd, SystemdError, UnitState
@@ -29,6 +29,8 @@ Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs"]
 REBOOT_REQUIRED = "/var/run/reboot-required"
 REBOOT_PKGS = f"{REBOOT_REQUIRED}.pkgs"
 REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
+#: The journal's step of the reboot request, however it was asked for.
+REBOOT_STEP = "reboot-required"
 #: kvtune's line in REBOOT_PKGS: withdrawing removes this line only.
 REBOOT_PKG = "kvtune"
 #: KSM's run value that stops ksmd and unmerges every merged page.
@@ -63,11 +65,12 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
         except bootloader.BootArgsError as err:
             raise ChangeError(str(err)) from err
     if kind in ("file", "reboot"):
-        if not fs.exists(path):
-            return None
-        text = fs.read_text(path)
+        text = fs.read_file(path)
         if text is None:
-            raise ChangeError(f"cannot read {path}")
+            if not fs.has_file(path):
+                return None
+            raise ChangeError(f"cannot read {path} (a regular file of at most "
+                              f"{MAX_CONFIG} bytes is expected)")
         return text
     real = sysfs_path(fs, path)
     if real is None:
@@ -135,27 +138,44 @@ def _reboot(fs: HostFS, value: str | None) -> None:
 
     Only what kvtune added goes: other packages' lines in REBOOT_PKGS stay, and so does the
     flag while they are there (they still want the reboot) or when someone else had set it.
+
+    kvtune's line in REBOOT_PKGS is what marks the request as kvtune's, so it is written before
+    the flag and removed after it: a crash in between leaves the line without the flag (the next
+    revert withdraws it) or the flag with the line, never a flag a revert would take for
+    someone else's.
     """
-    listed = fs.read_text(REBOOT_PKGS)
+    listed = fs.read_file(REBOOT_PKGS)
     others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
     if value != REBOOT_REQUIRED_TEXT and REBOOT_PKG not in (listed or "").splitlines():
         # kvtune's request is gone already: /var/run is a tmpfs, so a reboot cleared it, and a
-        # flag there now was set by someone else after it, who still wants the reboot.
+        # flag there now was set by someone else after it, who still wants the reboot. Or it
+        # was never made: a crash came first, and may have left a temporary file.
+        fs.remove_temporary(REBOOT_PKGS)
+        fs.remove_temporary(REBOOT_REQUIRED)
         return
     if value == REBOOT_REQUIRED_TEXT:
-        if not fs.exists(REBOOT_REQUIRED):
-            fs.write_file(REBOOT_REQUIRED, value)
         if REBOOT_PKG not in (listed or "").splitlines():
             fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in [*others, REBOOT_PKG]))
+        if not fs.has_file(REBOOT_REQUIRED):
+            fs.write_file(REBOOT_REQUIRED, value)
         return
-    if others:
-        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
-    else:
-        fs.remove(REBOOT_PKGS)
     if value is not None:
         fs.write_file(REBOOT_REQUIRED, value)
     elif not others:
         fs.remove(REBOOT_REQUIRED)
+    else:
+        fs.remove_temporary(REBOOT_REQUIRED)  # the flag stays theirs; a crash's leftover goes
+    if others:
+        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
+    else:
+        fs.remove(REBOOT_PKGS)
+
+
+def reboot_requested(fs: HostFS) -> bool:
+    """kvtune's reboot request is in place: its line in REBOOT_PKGS (the flag alone may be
+    another package's) and the flag (the line alone, a crash between the two)."""
+    return (REBOOT_PKG in (fs.read_file(REBOOT_PKGS) or "").splitlines()
+            and fs.has_file(REBOOT_REQUIRED))
 
 
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:

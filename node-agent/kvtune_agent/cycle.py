@@ -13,6 +13,7 @@ but its journal not empty (the state was deleted while the node was down, or aft
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import backoff, boot, bootloader, metrics, nfd
+from . import backoff, boot, bootloader, change, metrics, nfd
 from .apply import apply
 from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -45,20 +46,11 @@ def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:
         if line:
             offered = tuple(line.replace("[", " ").replace("]", " ").split())
             schedulers[device.name] = Scheduler(setting(line), offered)
-    if not fs.exists(PLE_CONF):
+    if not fs.has_file(PLE_CONF):
         return HostFiles(schedulers)
-    written, booted = fs.modified(PLE_CONF), _boot_time(fs)
+    written, booted = fs.modified(PLE_CONF), fs.boot_time()
     before_boot = written is not None and booted is not None and written < booted
-    return HostFiles(schedulers, fs.read_text(PLE_CONF), before_boot)
-
-
-def _boot_time(fs: HostFS) -> float | None:
-    """When the host booted, from /proc/stat's btime (seconds since the epoch)."""
-    for line in (fs.read_text("/proc/stat") or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == "btime" and value.strip().isdigit():
-            return float(value)
-    return None
+    return HostFiles(schedulers, fs.read_file(PLE_CONF), before_boot)
 
 
 @dataclass(frozen=True)
@@ -106,7 +98,9 @@ def run_cycle(
     systemctl call. Audit and paused cycles write nothing to the host. A probe after a change
     reads the processes afresh: stopping a daemon ends its process.
     """
-    journal = Journal(fs, journal_path)
+    # Audit and paused cycles write nothing, the journal included (see journal.py).
+    journal = Journal(fs, journal_path, read_only=not spec.revert and (
+        spec.mode != "Enforce" or spec.paused))
     host, processes = _probe(fs)
     if spec.revert:
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
@@ -141,8 +135,9 @@ def _boot(
         journaled = {}  # nothing known to withdraw; apply reports the journal
     if not spec.host.memory.hugepages.pages and not journaled:
         return work
-    return boot.stage(work, spec, host, retries, bootloader.read_facts(fs, timeout=timeout),
-                      journaled)
+    facts = dataclasses.replace(bootloader.read_facts(fs, timeout=timeout),
+                                reboot_requested=change.reboot_requested(fs))
+    return boot.stage(work, spec, host, retries, facts, journaled)
 
 
 def _revert_cycle(
@@ -152,12 +147,14 @@ def _revert_cycle(
 ) -> Cycle:
     results: list[StepResult] | None = None
     try:
-        if journal.entries() and not spec.paused:
+        if journal.count() and not spec.paused:
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, spec.disruption.approved, timeout))
             host, processes = _probe(fs)
-        left: int | None = len(journal.entries())
-    except JournalError as err:
+        elif not spec.paused:
+            journal.tidy()
+        left: int | None = journal.count()
+    except (JournalError, HostWriteError) as err:
         results, left = [StepResult(id="revert/journal", result="Failed", message=str(err))], None
     status = node_status(spec, generation, host, Plan(), results, previous, now,
                          journal_entries=left)
@@ -214,10 +211,10 @@ def revert_orphaned(
     results: list[StepResult] = []
     clean = True
     try:
-        if journal.entries():
+        if journal.count():
             results = journal.revert(systemd, timeout=timeout,
                                      hold=_vf_hold(fs, approved=False, timeout=timeout))
-        clean = not journal.entries()
+        clean = not journal.count()
     except JournalError as err:
         results.append(StepResult(id="revert/journal", result="Failed", message=str(err)))
         clean = False

@@ -31,6 +31,7 @@ import glob
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -44,6 +45,20 @@ from pathlib import Path
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ESRCH})
 #: Symlink hops before `resolve` gives up, as the kernel's own limit (ELOOP).
 _MAX_LINK_HOPS = 40
+#: The most any read takes in, in bytes: /proc and /sys files are far smaller, and a file that
+#: is larger (a 400 MiB "config", /dev/zero behind a link) is refused rather than read.
+MAX_READ = 8 * 2**20
+#: The most a configuration file (the kubelet's, k3s's, GRUB's, the journal) may hold.
+MAX_CONFIG = 2**20
+#: The deadline of one configuration file read, in seconds: such files may sit on a network or
+#: FUSE filesystem whose reads hang.
+FILE_SECONDS = 10.0
+#: The most nodes a YAML document may expand to, its aliases expanded: a real configuration
+#: has hundreds; a "billion laughs" of a few lines has billions.
+MAX_YAML_NODES = 100_000
+#: What a path that is not a regular file is, for messages.
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK:
+          "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
 #: What a refused write means, and what to do about it.
 _REFUSED = {
     errno.EINVAL: "the kernel rejected the value (EINVAL): it is out of range or not supported "
@@ -176,6 +191,29 @@ class CommandResult:
                 f"{self.output or 'no output'}")
 
 
+class UnusableFile(Exception):
+    """A configuration file cannot be read or parsed; the message names it and why."""
+
+
+def _expanded(node: t.Any, sizes: dict[int, int]) -> int:
+    """The nodes a composed YAML node stands for once its aliases are expanded (an alias is
+    the very node object it names, so each node is counted once and reused)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_YAML_NODES + 1  # a node that contains itself expands for ever
+    value = node.value
+    total = 1
+    if isinstance(value, list):
+        for item in value:
+            for child in (item if isinstance(item, tuple) else (item,)):
+                total += _expanded(child, sizes)
+                if total > MAX_YAML_NODES:
+                    break
+    sizes[id(node)] = total
+    return total
+
+
 class HostWriteError(Exception):
     """A regular file could not be written or removed; the message names the path and the fix."""
 
@@ -305,18 +343,59 @@ class HostFS:
         if err.errno not in _ABSENT:
             self._issues.append(ReadIssue(path, f"cannot read: {err.strerror or err}", True))
 
-    def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes | None:
-        """Up to `size` bytes from `offset` (all with -1); None when absent or unreadable."""
-        if self._hung(path, self._real(path)):
+    def _not_regular(self, path: str, mode: int, device: bool = False) -> bool:
+        """True, with an issue, when `mode` is not a regular file's (or, with `device`, a
+        character device's): a FIFO would block the read for ever, a device (/dev/zero) never
+        ends, and opening some devices acts."""
+        if stat.S_ISREG(mode) or (device and stat.S_ISCHR(mode)):
+            return False
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        self._issues.append(ReadIssue(
+            path, f"cannot read: it is {kind}, not a regular file", True))
+        return True
+
+    def _read_capped(
+        self, path: str, real: str, offset: int, size: int, limit: int, device: bool = False,
+        *, in_flight: bool = False,
+    ) -> bytes | None:
+        """Up to `size` bytes (all with -1, at most `limit`) of the regular file `real`; None,
+        with an issue, when it is not a regular file, larger than `limit`, absent or unreadable.
+
+        The file's kind is checked before it is opened (opening a FIFO blocks, opening some
+        devices acts) and again on what was opened (it may have been swapped in between).
+        `in_flight`: the caller has registered this very read in `_IN_FLIGHT` itself.
+        """
+        if not in_flight and self._hung(path, real):
             return None
         try:
-            with open(self._real(path), "rb", buffering=0) as f:
+            if self._not_regular(path, os.stat(real).st_mode, device):
+                return None
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            with open(fd, "rb", buffering=0) as f:
+                if self._not_regular(path, os.fstat(fd).st_mode, device):
+                    return None
                 if offset:
                     f.seek(offset)
-                return f.read(size)
+                want = limit + 1 if size < 0 else min(size, limit + 1)
+                data = f.read(want) or b""
+                while len(data) < want and (more := f.read(want - len(data))):
+                    data += more
         except OSError as err:
             self._failed(path, err)
             return None
+        if len(data) > limit:
+            self._issues.append(ReadIssue(path, (
+                f"cannot read: it holds more than {limit} bytes, more than such a file ever does"),
+                True))
+            return None
+        return data
+
+    def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes | None:
+        """Up to `size` bytes from `offset` (all with -1); None when absent or unreadable.
+
+        A read of a given size may be of a character device (a CPU's MSRs in /dev/cpu/N/msr):
+        it ends where asked."""
+        return self._read_capped(path, self._real(path), offset, size, MAX_READ, size >= 0)
 
     def read_devices(
         self, regions: Mapping[str, Sequence[Region]], *, timeout: float
@@ -367,15 +446,62 @@ class HostFS:
         return {path: found[path] for path in regions}
 
     def read_text(self, path: str) -> str | None:
-        """The whole file as text (undecodable bytes replaced); None when absent or unreadable."""
-        if self._hung(path, self._real(path)):
+        """The whole file as text (undecodable bytes replaced); None when absent or unreadable
+        (a FIFO, a device, or more than MAX_READ bytes count as unreadable)."""
+        data = self._read_capped(path, self._real(path), 0, -1, MAX_READ)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def read_file(
+        self, path: str, *, limit: int = MAX_CONFIG, timeout: float = FILE_SECONDS,
+        base: str = "",
+    ) -> str | None:
+        """A configuration file (the kubelet's, k3s's, GRUB's, kvtune's journal) as text:
+        its path resolved inside the host root (an absolute link such as /var/run -> /run names
+        the host's /run, not the agent's), a regular file of at most `limit` bytes, read within
+        `timeout` s. None when absent or unreadable, with an issue saying which of these failed.
+        `base`: the root the path is in, e.g. /proc/<pid>/root for a process's own files.
+        """
+        resolved = self.in_root(path, base)
+        if resolved is None:
             return None
+        found: list[bytes | None] = []
+        late = self._within(path, "read", "reading", timeout, lambda: found.append(
+            self._read_capped(path, self._real(resolved), 0, -1, limit, in_flight=True)))
+        if late:
+            self._issues.append(ReadIssue(path, late, True))
+            return None
+        data = found[0] if found else None
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def read_yaml(self, path: str, *, limit: int = MAX_CONFIG, base: str = "") -> t.Any:
+        """A YAML file (`read_file`) parsed safely, its alias expansion bounded.
+
+        Raises UnusableFile naming the path when it cannot be read or parsed; None for an
+        empty document. A "billion laughs" of a few lines expands to billions of nodes when its
+        value is walked or printed: one that expands beyond MAX_YAML_NODES is refused before.
+        """
+        import yaml  # here: most hosts `kvtune probe` runs on have no YAML to read
+
+        text = self.read_file(path, limit=limit, base=base)
+        if text is None:
+            issue = next((i for i in reversed(self._issues) if i.path == path), None)
+            raise UnusableFile(f"{path} cannot be read" + (f" ({issue.detail})" if issue else ""))
         try:
-            with open(self._real(path), encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError as err:
-            self._failed(path, err)
-            return None
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                if node is not None and _expanded(node, {}) > MAX_YAML_NODES:
+                    raise UnusableFile(
+                        f"{path} expands to more than {MAX_YAML_NODES} YAML nodes through its "
+                        "aliases (a YAML bomb?); it is not read")
+                return None if node is None else loader.construct_document(node)
+            finally:
+                loader.dispose()
+        except yaml.YAMLError as err:
+            # Where, never what: the file may be one the agent can read and the cluster not.
+            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UnusableFile(f"{path} is invalid YAML{where}") from err
 
     def read_value(self, path: str) -> str | None:
         """A one-value sysfs file, stripped; None when absent or unreadable."""
@@ -440,21 +566,29 @@ class HostFS:
         matches = glob.glob(pattern.lstrip("/"), root_dir=self._real("/"))
         return sorted("/" + match for match in matches)
 
-    def resolve(self, path: str) -> str | None:
-        """The host path with every symlink followed; None when a component is missing.
+    def resolve(self, path: str, *, missing_ok: bool = False, base: str = "") -> str | None:
+        """The host path with every symlink followed; None when a component is missing (with
+        `missing_ok`, the missing part is kept as it is instead).
 
         Absolute link targets are taken relative to the root, not to this process's own `/`,
-        which is what the kernel (and os.path.realpath) would do, and wrong inside a pod.
+        which is what the kernel (and os.path.realpath) would do, and wrong inside a pod. With
+        `base` (a host path such as /proc/<pid>/root, which `path` starts with), they are taken
+        relative to `base` instead, whose own links are left to the kernel: a process's root
+        is a link only the kernel can follow.
         """
-        pending = [part for part in path.split("/") if part]
-        done: list[str] = []
+        floor = [part for part in base.split("/") if part]
+        parts = [part for part in path.split("/") if part]
+        if parts[:len(floor)] != floor:
+            raise ValueError(f"{path} is not under {base}")
+        pending = parts[len(floor):]
+        done = list(floor)
         hops = 0
         while pending:
             part = pending.pop(0)
             if part == ".":
                 continue
             if part == "..":
-                if done:
+                if len(done) > len(floor):
                     done.pop()
                 continue
             here = "/" + "/".join([*done, part])
@@ -464,6 +598,8 @@ class HostFS:
                 if err.errno == errno.EINVAL:  # a real file or directory: keep it
                     done.append(part)
                     continue
+                if missing_ok and err.errno == errno.ENOENT:
+                    return "/" + "/".join([*done, part, *pending])
                 self._failed(here, err)
                 return None
             hops += 1
@@ -471,9 +607,29 @@ class HostFS:
                 self.note(path, "too many levels of symbolic links")
                 return None
             if target.startswith("/"):
-                done = []
+                done = list(floor)
             pending[:0] = [p for p in target.split("/") if p]
         return "/" + "/".join(done)
+
+    def in_root(self, path: str, base: str = "") -> str | None:
+        """`path` with every symlink of its existing part followed inside the host root (or
+        `base`, see `resolve`), and its missing part kept as it is (a file still to be
+        created); None when a link loops or a component cannot be read."""
+        return self.resolve(path, missing_ok=True, base=base)
+
+    def boot_time(self) -> float | None:
+        """When the host booted, from /proc/stat's btime (seconds since the epoch)."""
+        for line in (self.read_text("/proc/stat") or "").splitlines():
+            name, _, value = line.partition(" ")
+            if name == "btime" and value.strip().isdigit():
+                return float(value)
+        return None
+
+    def has_file(self, path: str) -> bool:
+        """The path exists, its links followed inside the host root (`in_root`): for files
+        kvtune reads and writes itself, whose directories may be absolute links (/var/run)."""
+        resolved = self.in_root(path)
+        return resolved is not None and os.path.lexists(self._real(resolved))
 
     def pids(self) -> list[int]:
         """Ids of the processes in the host's /proc (the agent needs hostPID to see them)."""
@@ -661,7 +817,7 @@ class HostFS:
         directory after it, so that after a crash the file is either old or new, never empty.
         No deadline: these are small files on local disk, not driver entry points.
         """
-        real = self._real(path)
+        real = self._real(self._write_target(path))
         directory, name = os.path.split(real)
         temporary = os.path.join(directory, f".{name}.kvtune-tmp")
         try:
@@ -680,15 +836,51 @@ class HostFS:
             raise HostWriteError(path, refused(path, "writing", err)) from err
 
     def remove(self, path: str) -> None:
-        """Remove a regular file (absent is fine); raises HostWriteError."""
-        real = self._real(path)
+        """Remove a regular file (absent is fine), and a temporary file a crash in `write_file`
+        left beside it; raises HostWriteError."""
+        real = self._real(self._write_target(path))
+        directory = os.path.dirname(real)
+        self.remove_temporary(path)
         try:
             os.unlink(real)
-            self._sync_dir(os.path.dirname(real))
+            self._sync_dir(directory)
         except FileNotFoundError:
             return
         except OSError as err:
             raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    def remove_directory(self, path: str) -> None:
+        """Remove a directory if it is empty (absent or not empty is fine); raises
+        HostWriteError."""
+        real = self._real(self._write_target(path))
+        try:
+            os.rmdir(real)
+            self._sync_dir(os.path.dirname(real))
+        except (FileNotFoundError, OSError) as err:
+            if err.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                return
+            raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    def remove_temporary(self, path: str) -> None:
+        """Remove the temporary file a crash in `write_file(path)` left; raises HostWriteError."""
+        directory, name = os.path.split(self._real(self._write_target(path)))
+        try:
+            os.unlink(os.path.join(directory, f".{name}.kvtune-tmp"))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise HostWriteError(path, refused(path, "removing", err)) from err
+
+    def _write_target(self, path: str) -> str:
+        """The host path a write of `path` lands on: its directory resolved inside the root
+        (an absolute link on the way, /var/run -> /run, would otherwise lead out of it)."""
+        directory, name = os.path.split(path)
+        resolved = self.in_root(directory)
+        if resolved is None:
+            raise HostWriteError(path, (
+                f"writing {path} failed: a symbolic link on the way loops; fix the host's "
+                f"{directory}"))
+        return f"{resolved.rstrip('/')}/{name}"
 
     @staticmethod
     def _sync_dir(directory: str) -> None:

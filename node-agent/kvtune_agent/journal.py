@@ -12,15 +12,21 @@ either the old or the new journal, never a torn one.
 
 A target is named by what stays the same across reboots: a NIC by PCI address, a disk by its
 /dev/disk/by-id name. Journals from before named them by kernel name (eth3, sdb), which a reboot
-may give to another device; their entries are moved to the stable name when loaded (the next
-save writes it), once, while the name still means the device it did. One whose device no longer
-exists fails alone on revert, saying so, and is dropped: a sysfs value dies with its device.
+may give to another device. Their entries are moved to the stable name only where the name
+provably still means the device it did: the journal was last written since the host booted (a
+reboot is what moves kernel names between devices). Otherwise, or when the device has no stable
+name now, the entry stays, failing on revert with the reason and what to do by hand: restoring
+a value on the wrong NIC would take away VFs the administrator uses. The move is saved at once
+(a settled node may not write its journal again for long), except by a reader that may not
+write (Audit, paused). A disk named by its by-id name that is gone is skipped and dropped: a
+sysfs value dies with its device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing as t
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +41,8 @@ from .systemd import Systemd
 
 JOURNAL_PATH = "/var/lib/kvtune/journal.json"
 VERSION = 1
+#: The most the journal may hold, in bytes: thousands of entries; more is not a journal.
+JOURNAL_LIMIT = 16 * 2**20
 
 
 class JournalError(Exception):
@@ -56,8 +64,9 @@ class Entry:
 class _File(pydantic.BaseModel):
     """The journal file's shape; its entries are read one by one (`_EntryFile`)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    version: t.Literal[1]
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    #: An integer, and 1: a Literal[1] alone takes `true`, which equals 1 in Python.
+    version: t.Annotated[pydantic.StrictInt, pydantic.Field(ge=VERSION, le=VERSION)]
     entries: list[t.Any]
 
 
@@ -95,32 +104,49 @@ def _renamed(fs: HostFS, path: str) -> tuple[str, str] | None:
     return sriov.renamed_numvfs(fs, path) or block.renamed_attribute(fs, path)
 
 
-def _stable(fs: HostFS, entry: Entry) -> Entry:
-    renamed = _renamed(fs, entry.path)
+def _stable(fs: HostFS, entry: Entry, provable: bool) -> Entry:
+    renamed = _renamed(fs, entry.path) if provable else None
     if renamed is None or not renamed[1]:
         return entry
     return dataclasses.replace(entry, path=renamed[1])
 
 
-def _vanished(entry: Entry, name: str) -> str:
+def _unproven(entry: Entry, name: str, provable: bool, exists: bool) -> str:
+    why = ("the journal was last written before the host booted, and a reboot may give the "
+           "name to another device" if not provable else
+           f"{name} has no stable name (PCI address, by-id) now" if exists else
+           f"no device is called {name} now")
     return (
         f"the journal names a device by its kernel name {name} ({entry.path}, as kvtune before "
-        f"0.2 did), and no device is called {name} now, so its original value "
-        f"{entry.original!r} cannot be put back on the device it came from; the entry is "
-        f"dropped. If the device was renamed, set {entry.original!r} on it by hand")
+        f"0.2 did) and {why}, so which device its original value {entry.original!r} belongs "
+        f"to cannot be proven; it is not restored and the entry stays. Set {entry.original!r} "
+        "by hand on the device it came from, then remove the entry from the journal")
+
+
+def _gone(entry: Entry) -> str:
+    return (f"the disk of {entry.path} no longer exists (its by-id link is gone), so its "
+            f"original value {entry.original!r} died with it: nothing is left to restore, and "
+            "the entry is dropped")
 
 
 class Journal:
     """The journal file at `path` on the host behind `fs`; every call reads it afresh."""
 
-    def __init__(self, fs: HostFS, path: str = JOURNAL_PATH) -> None:
+    def __init__(self, fs: HostFS, path: str = JOURNAL_PATH, *, read_only: bool = False) -> None:
+        """`read_only`: never write the file, not even to move old names (Audit, paused)."""
         self.fs = fs
         self.path = path
+        self.read_only = read_only
 
     def entries(self) -> list[Entry]:
         """Readable entries, oldest first; raises JournalError when the file is unreadable or
         not a journal (see `_load`)."""
         return [e for e in self._load() if isinstance(e, Entry)]
+
+    def count(self) -> int:
+        """Every entry, readable or not: an entry that cannot be read is still a value that
+        was not restored. Raises JournalError."""
+        return len(self._load())
 
     def _load(self) -> list[Entry | _Unreadable]:
         """Every entry, oldest first, readable or not.
@@ -129,13 +155,15 @@ class Journal:
         then nothing can be known to be restorable, and nothing is written. An entry that is
         unreadable only costs that entry.
         """
-        if not self.fs.exists(self.path):
+        if not self.fs.has_file(self.path):
             return []
-        text = self.fs.read_text(self.path)
+        text = self.fs.read_file(self.path, limit=JOURNAL_LIMIT)
         if text is None:
+            why = next((i.detail for i in reversed(self.fs.take_issues()) if i.path == self.path),
+                       "fix its permissions (the agent runs as root)")
             raise JournalError(
-                f"cannot read the kvtune journal {self.path}; it holds the host's original "
-                "values: fix its permissions (the agent runs as root)")
+                f"cannot read the kvtune journal {self.path} ({why}); it holds the host's "
+                "original values: make it a readable regular file again")
         try:
             data = _File.model_validate_json(text)
         except pydantic.ValidationError as err:
@@ -147,16 +175,30 @@ class Journal:
                 "while it cannot tell what to restore: repair the file, or delete it if the "
                 "host's original values were restored by hand") from err
         parsed = [_parse(raw, i) for i, raw in enumerate(data.entries)]
-        entries = [e if isinstance(e, _Unreadable) else _stable(self.fs, e) for e in parsed]
-        if entries != parsed:
+        provable = self._provable()
+        entries = [e if isinstance(e, _Unreadable) else _stable(self.fs, e, provable)
+                   for e in parsed]
+        if entries != parsed and not self.read_only:
             # Saved at once: a kernel name resolved today may name another device after the next
             # reboot, and a settled node may not write its journal again for a long time.
             self._save(entries)
         return entries
 
+    def _provable(self) -> bool:
+        """Kernel names in the journal still mean the devices they meant: it was last written
+        since the host booted (/proc/stat's btime; unknown is not proof)."""
+        if self.read_only:
+            return False
+        written = self.fs.modified(self.fs.in_root(self.path) or self.path)
+        booted = self.fs.boot_time()
+        return written is not None and booted is not None and written >= booted
+
     def _save(self, entries: list[Entry | _Unreadable]) -> None:
         if not entries:
-            self.fs.remove(self.path)  # nothing left to restore: leave no trace on the host
+            # Nothing left to restore: leave no trace on the host, kvtune's directory included.
+            self.fs.remove(self.path)
+            if os.path.basename(os.path.dirname(self.path)) == "kvtune":
+                self.fs.remove_directory(os.path.dirname(self.path))
             return
         data = {"version": VERSION, "entries": [
             e.raw if isinstance(e, _Unreadable) else asdict(e) for e in entries]}
@@ -198,18 +240,23 @@ class Journal:
         for entry in reversed([e for e in loaded if isinstance(e, Entry)]):
             result_id = f"revert/{entry.step}"
             renamed = _renamed(self.fs, entry.path)
-            waiting = None if renamed else hold(entry)
+            if renamed:  # a kernel name _stable could not move: kept until a person does
+                name = renamed[0]
+                exists = any(self.fs.exists(f"{d}/{name}") for d in ("/sys/block",
+                                                                       "/sys/class/net"))
+                results.append(StepResult(id=result_id, result="Failed", message=_unproven(
+                    entry, name, self._provable(), exists)))
+                continue
+            gone = entry.kind == "sysfs" and block.sysfs_path(self.fs, entry.path) is None
+            waiting = None if gone else hold(entry)
             if waiting:
                 results.append(StepResult(id=result_id, result="Waiting", message=waiting))
                 continue
-            if renamed:  # a kernel name that _stable could not move: its device is gone
-                outcome = change.Outcome("Failed", _vanished(entry, renamed[0]))
-            else:
-                outcome = change.set_value(
-                    self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
-            result = outcome.result
+            outcome = change.Outcome("Applied", _gone(entry)) if gone else change.set_value(
+                self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
+            result = "Skipped" if gone else outcome.result
             message = outcome.message or f"restored {entry.path} to {entry.original!r}"
-            if result == "Applied" or renamed:
+            if outcome.result == "Applied":
                 try:
                     self._save([e for e in self._load() if e != entry])
                 except (HostWriteError, JournalError) as err:
@@ -217,4 +264,11 @@ class Journal:
                         f"restored {entry.path}, but could not drop it from the journal ({err}); "
                         "the next revert restores it again, which is harmless")
             results.append(StepResult(id=result_id, result=result, message=message))
+        self.tidy()
         return results
+
+    def tidy(self) -> None:
+        """With nothing left to restore, remove what a crash may have left of the journal (its
+        temporary file, kvtune's empty directory). Raises HostWriteError."""
+        if not self.fs.has_file(self.path):
+            self._save([])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import typing as t
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -71,10 +71,15 @@ class Budgets:
 
 
 def _kib(value: str, where: str, fix: str) -> int:
+    """A memory quantity in KiB, rounded up; raises BudgetUnknown for anything but a finite,
+    non-negative quantity: a negative reserve would make the budget larger, not unknown."""
     try:
-        return math.ceil(_parse_quantity(value) / 1024)
-    except ValueError as err:
-        raise BudgetUnknown(f"{where} is {value!r}, not a quantity ({err}); {fix}") from err
+        quantity = _parse_quantity(value)
+    except (ValueError, ArithmeticError) as err:
+        raise BudgetUnknown(f"{where} is not a quantity ({err}); {fix}") from err
+    if not quantity.is_finite() or quantity < 0:
+        raise BudgetUnknown(f"{where} is not a finite, non-negative quantity; {fix}")
+    return math.ceil(quantity / 1024)
 
 
 def _headroom(settings: HostHeadroom, memory_kib: int) -> int:
@@ -117,10 +122,12 @@ def kubelet_reservation(kubelet: KubeletReport, host_kib: int) -> KubeletReserva
     eviction_at = f"evictionHard memory.available in {where('evictionHard')}"
     if eviction.endswith("%"):
         try:
-            eviction_kib = math.ceil(host_kib * float(eviction[:-1]) / 100)
-        except ValueError as err:
-            raise BudgetUnknown(
-                f"{eviction_at} is {eviction!r}, not a percentage; fix it") from err
+            percent = Decimal(eviction[:-1])
+        except ArithmeticError as err:
+            raise BudgetUnknown(f"{eviction_at} is not a percentage; fix it") from err
+        if not percent.is_finite() or not 0 <= percent <= 100:
+            raise BudgetUnknown(f"{eviction_at} is not a percentage from 0 to 100; fix it")
+        eviction_kib = math.ceil(host_kib * percent / 100)
     else:
         eviction_kib = _kib(eviction, eviction_at, "fix it")
     reserved = sum(_kib(value, f"{key}.memory in {where(key)}", "fix it") for key, value in (
@@ -133,16 +140,44 @@ def kubelet_reservation(kubelet: KubeletReport, host_kib: int) -> KubeletReserva
     return KubeletReservation(reserved + eviction_kib, eviction_kib, per_node)
 
 
+def refusal(settings: HostHeadroom, host: HostReport, held: Mapping[int, int]) -> str:
+    """Why hugepage pools holding `held` (NUMA node -> KiB) would starve the host; "" when
+    every node and the host can spare it.
+
+    The one judgement for every way pages come to be reserved that is not the live path's own
+    step-by-step check (plan.py): the counts staged on the kernel command line, which the
+    kernel reserves at boot before anything else can run. An unknown fact refuses.
+    """
+    try:
+        found = budgets(settings, host)
+    except BudgetUnknown as err:
+        return str(err)
+    why = []
+    for node_id, kib in sorted(held.items()):
+        budget = found.nodes.get(node_id)
+        if budget is None:
+            why.append(f"the memory of NUMA node {node_id} is unknown (its meminfo cannot be "
+                       "read)")
+        elif kib > budget.limit_kib:
+            why.append(f"NUMA node {node_id} would hold {gib(kib)} of hugepages but can spare "
+                       f"at most {gib(budget.limit_kib)}: {budget.explain()}")
+    total = sum(held.values())
+    if total > found.host.limit_kib:
+        why.append(f"the host would hold {gib(total)} of hugepages but can spare at most "
+                   f"{gib(found.host.limit_kib)}: {found.host.explain()} ({MEMINFO})")
+    return "; ".join(why)
+
+
 def budgets(settings: HostHeadroom, host: HostReport) -> Budgets:
     """The budgets of `host` under `settings`; raises BudgetUnknown when a fact is unknown.
 
     NUMA nodes whose meminfo could not be read are left out of `nodes`.
     """
     total = host.memory.total_kib
-    if total is None:
+    if not total:  # None, or a MemTotal of 0 that no running host has
         raise BudgetUnknown(
-            f"{MEMINFO} cannot be read, so the host's memory is unknown; check that --root "
-            "points at the host's / with /proc mounted")
+            f"{MEMINFO} cannot be read (or gives no MemTotal), so the host's memory is unknown; "
+            "check that --root points at the host's / with /proc mounted")
     kubelet = kubelet_reservation(host.kubelet, total)
     reserved, per_node = kubelet.kib, kubelet.per_node
     nodes = {}

@@ -640,6 +640,12 @@ def _lower_device_refusals(nic: Nic, network: NetworkSettings, host: HostReport)
     what else holds it. Empty: it may."""
     routing = host.network.routing
     why = []
+    if routing.error:
+        why.append(f"{routing.error}, so whether the node's own traffic uses it is unknown")
+    if nic.name in routing.stacked:
+        why.append(f"{routing.stacked[nic.name]}, stacked on it (VLAN, macvlan, bond, bridge, "
+                   "team or Open vSwitch), carries the node's own traffic: VMs on it could put "
+                   "frames, tagged or not, on the node's own network")
     if nic.name in routing.default_route:
         why.append(f"the node's default route leaves through it ({ROUTES} or ipv6_route)")
     if nic.name in routing.ipv4_routes or nic.name in routing.ipv6_addresses:

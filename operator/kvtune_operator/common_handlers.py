@@ -8,6 +8,8 @@ plain mapping.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import typing as t
 from collections.abc import Iterator, Mapping
 
@@ -28,7 +30,26 @@ KUBEVIRTS = ("kubevirt.io", "v1", "kubevirts")
 def login(**kwargs: t.Any) -> kopf.ConnectionInfo | None:
     # kopf's own client-library login reads $KUBECONFIG at import time; these read it now, and
     # the service account token anew whenever kopf re-authenticates after a 401.
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    in_pod = kopf.login_with_service_account(**kwargs)
+    if in_pod is not None:
+        return _at_service_address(in_pod, os.environ)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+def _at_service_address(
+    info: kopf.ConnectionInfo, environ: Mapping[str, str]
+) -> kopf.ConnectionInfo:
+    """The API server at the address the kubelet puts in every pod's environment, as client-go's
+    in-cluster config and the kubernetes client (kvtune's writes) reach it, instead of kopf's
+    `https://kubernetes.default.svc`, which needs cluster DNS: an operator whose watches stop
+    while CoreDNS is down (or on a cluster without it) would leave its node states stale."""
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    port = environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return info
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 def node_labels(name: str, labels: kopf.Labels, **_: t.Any) -> dict[str, dict[str, str]]:

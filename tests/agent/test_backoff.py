@@ -80,3 +80,16 @@ def test_a_pool_is_grown_again_only_once_its_wait_is_over(
 
     assert (found.steps == ()) == held
     assert [f.reason for f in found.findings] == (["HugepagesPartlyAllocated"] if held else [])
+
+
+@pytest.mark.parametrize("jump", [
+    pytest.param(datetime.timedelta(days=365), id="a year"),
+    pytest.param(datetime.timedelta(days=2), id="two days"),
+])
+def test_a_clock_that_jumped_back_does_not_hold_a_pool_longer_than_the_longest_wait(
+    jump: datetime.timedelta,
+) -> None:
+    # The record was written before the clock went back: its next attempt lies `jump` ahead.
+    found = hold(_plan(18, 20), [_retry(1, wait=jump)], NOW)
+
+    assert [s.planned.id for s in found.steps] == [STEP]

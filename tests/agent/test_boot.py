@@ -3,7 +3,9 @@ host's own boot loader tools (grubby, a GRUB drop-in and update-grub), reported 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import os
 import typing as t
 from pathlib import Path
 
@@ -12,14 +14,16 @@ from boottree import (
     GRUB_CFG,
     GRUBBY,
     UPDATE_GRUB,
+    apply_boot_args,
     bls,
     bls_options,
     boot_commands,
     debian_grub,
+    failing_grubby,
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent import boot
+from kvtune_agent import boot, bootloader, change
 from kvtune_agent.apply import REBOOT_REQUIRED
 from kvtune_agent.bootloader import (
     GRUB_DROPIN,
@@ -142,15 +146,51 @@ def test_the_command_line_keeps_its_order_and_only_kvtunes_count_changes(
 
 
 def test_the_vmis_default_size_replaces_the_one_there_in_place(tmp_path: Path) -> None:
-    facts = BootFacts(GRUBBY_LOADER, "hugepages=512 default_hugepagesz=2M", release="6.1.0")
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=2M hugepages=512 default_hugepagesz=2M",
+                      release="6.1.0")
 
     [step] = _stage(tmp_path, facts, vmi={"namespaceSelector": {}, "hugepageSize": "1Gi"}).steps
 
-    assert step.planned.desired == f"hugepages=512 default_hugepagesz=1G {PER_NODE}"
+    assert step.planned.desired == (
+        f"hugepagesz=2M hugepages=512 default_hugepagesz=1G {PER_NODE}")
+
+
+@pytest.mark.parametrize(("staged", "vmi", "why"), [
+    pytest.param("default_hugepagesz=1G hugepages=16", None,
+                 "`hugepages=16` before any hugepagesz= counts pages of the default size",
+                 id="the admin's count of the 1G default size"),
+    pytest.param("hugepages=512 default_hugepagesz=2M", "1Gi",
+                 "`hugepages=512` before any hugepagesz= counts pages of the default size",
+                 id="a default-size count the VMIs' default size would turn into 1G pages"),
+])
+def test_a_count_the_kernel_would_take_twice_is_a_conflict_not_staged(
+    tmp_path: Path, staged: str, vmi: str | None, why: str,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, staged, release="6.1.0")
+
+    found = _stage(tmp_path, facts, vmi=vmi and {"namespaceSelector": {}, "hugepageSize": vmi})
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootArgumentsConflict", "Error")
+    assert why in finding.message and "specified twice" in finding.message
+
+
+def test_an_admins_pair_in_etc_default_grub_is_a_conflict_kvtunes_drop_in_cannot_edit(
+    tmp_path: Path,
+) -> None:
+    facts = BootFacts(Loader("grub", GRUB_DROPIN, ("/usr/sbin/update-grub",)), "",
+                      release="6.1.0", effective="hugepagesz=1G hugepages=8")
+
+    found = _stage(tmp_path, facts)
+
+    assert [f.reason for f in found.findings] == ["BootArgumentsConflict"]
+    assert "`hugepagesz=1G` is set already in /etc/default/grub" in found.findings[0].message
 
 
 def test_staged_arguments_wait_for_the_reboot_and_then_are_done(tmp_path: Path) -> None:
-    pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0"))
+    pending = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0",
+                                         reboot_requested=True, written_since_boot=True))
     booted = _stage(tmp_path, BootFacts(GRUBBY_LOADER, PER_NODE, running=PER_NODE,
                                         release="6.1.0"))
 
@@ -426,3 +466,211 @@ def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path
               HypervisorNodeStateStatus(), systemd=tree.systemd(), now=NOW, timeout=10)
 
     assert [c for c in boot_commands(tree) if "--info" not in c] == []
+
+
+# -- failing commands: a command that fails means "unknown", never "no arguments" -------------
+
+
+@pytest.mark.parametrize("break_grubby", [
+    pytest.param(lambda tree: failing_grubby(tree, 1), id="grubby exits 1"),
+    pytest.param(lambda tree: failing_grubby(tree, 0, "no entries"),
+                 id="grubby exits 0 but lists no args line"),
+    pytest.param(lambda tree: (tree.root / GRUBBY.lstrip("/")).unlink(),
+                 id="grubby is gone (the fake chroot cannot exec it)"),
+])
+def test_a_failing_grubby_is_unknown_arguments_never_none(
+    tmp_path: Path, break_grubby: t.Callable[[HostTree], object],
+) -> None:
+    tree = bls(HostTree(tmp_path), "root=UUID=1234 ro hugepagesz=1G hugepages=16")
+    break_grubby(tree)
+
+    with pytest.raises(BootArgsError):
+        read_args(tree.fs(), GRUBBY, timeout=10)
+    with pytest.raises(BootArgsError):
+        write_args(tree.fs(), GRUBBY, "", timeout=10)
+    assert bls_options(tree) == ["root=UUID=1234 ro hugepagesz=1G hugepages=16"] * 2
+
+
+def test_a_failing_grubby_while_recording_journals_nothing_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    tree = failing_grubby(bls(HostTree(tmp_path), "ro hugepagesz=1G hugepages=16"))
+    fs = tree.fs()
+
+    result = apply_boot_args(tree, GRUBBY, PER_NODE)
+
+    assert result.result == "Failed" and "exit 1" in result.message
+    assert Journal(fs).entries() == []
+    assert bls_options(tree) == ["ro hugepagesz=1G hugepages=16"] * 2
+    assert not fs.exists(REBOOT_REQUIRED)
+
+
+def test_a_revert_with_grubby_gone_keeps_the_entry_and_says_so(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path), f"ro {PER_NODE}")
+    fs = tree.fs()
+    Journal(fs).record("bootargs", GRUBBY, "", boot.STEP_ID)
+    (tmp_path / GRUBBY.lstrip("/")).unlink()
+
+    [result] = Journal(fs).revert(tree.systemd(), timeout=10)
+
+    assert result.result == "Failed"
+    assert [e.path for e in Journal(fs).entries()] == [GRUBBY]
+    assert bls_options(tree) == [f"ro {PER_NODE}"] * 2
+
+
+# -- the kernel command line, parsed as the kernel parses it ---------------------------------
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    pytest.param('ro acpi_osi="!Windows 2012" quiet', ["ro", 'acpi_osi="!Windows 2012"', "quiet"],
+                 id="a quoted value with a space is one word"),
+    pytest.param('"dyndbg=file x +p" ro', ['"dyndbg=file x +p"', "ro"],
+                 id="a word quoted from its start"),
+    pytest.param('ro acpi_osi="!Windows 2012 hugepages=4', ["ro", 'acpi_osi="!Windows 2012 '
+                 'hugepages=4'], id="an unbalanced quote runs to the end of the line"),
+    pytest.param("  ro\tquiet  \n", ["ro", "quiet"], id="any whitespace separates"),
+    pytest.param("", [], id="empty"),
+])
+def test_the_command_line_is_split_as_the_kernel_splits_it(line: str, words: list[str]) -> None:
+    assert bootloader.split(line) == words
+
+
+def test_a_quoted_option_keeps_the_admins_pair_readable(tmp_path: Path) -> None:
+    tree = bls(HostTree(tmp_path),
+               'root=UUID=1234 acpi_osi="!Windows 2012" hugepagesz=1G hugepages=16')
+
+    assert read_args(tree.fs(), GRUBBY, timeout=10) == "hugepagesz=1G hugepages=16"
+
+
+def test_an_unbalanced_quote_in_the_entries_does_not_raise_out_of_the_facts(
+    tmp_path: Path,
+) -> None:
+    tree = bls(HostTree(tmp_path), 'root=UUID=1234 acpi_osi="!Windows 2012 hugepages=16')
+    tree.cmdline('BOOT_IMAGE=/vmlinuz acpi_osi="!Windows hugepagesz=1G hugepages=2')
+
+    facts = read_facts(tree.fs(), timeout=10)
+
+    assert (facts.staged, facts.running) == ("", "")  # inside the open quote: one word
+
+
+# -- every path that makes the kernel reserve memory goes through the budget ------------------
+
+
+@pytest.mark.parametrize(("staged", "retries"), [
+    pytest.param("hugepagesz=1G hugepages=4", (), id="the admin's pair on the command line"),
+    pytest.param("hugepagesz=1G hugepages=0:16,1:16", (),
+                 id="a pair kvtune staged before, raised past the budget"),
+    pytest.param("", (_retry(),), id="a shortfall of the live path"),
+])
+def test_counts_past_the_memory_budget_are_never_staged(
+    tmp_path: Path, staged: str, retries: t.Sequence[HugepageRetry],
+) -> None:
+    # 600 x 1Gi on a host of 2 x 256 GiB: the live path refuses HugepagesExceedNodeMemory.
+    facts = BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0")
+
+    found = _stage(tmp_path, facts, retries=retries, pages=({"size": "1Gi", "count": 600},))
+
+    assert found.steps == ()
+    [finding] = found.findings
+    assert (finding.reason, finding.severity) == ("BootHugepagesExceedMemory", "Error")
+    assert "NUMA node 0 would hold 302.0 GiB of hugepages" in finding.message  # 2 GiB of 2Mi
+
+
+def test_an_unknown_budget_stages_nothing(tmp_path: Path) -> None:
+    tree = intel_two_socket(tmp_path)
+    (tmp_path / "proc/meminfo").unlink()
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}},
+                     allow_reboot=True)
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=1G hugepages=4", release="6.1.0")
+
+    found = boot.stage(Plan(), spec, probe_host(tree.fs()), (_retry(),), facts)
+
+    assert found.steps == ()
+    assert [f.reason for f in found.findings] == ["BootHugepagesExceedMemory"]
+
+
+def test_counts_within_the_budget_are_still_staged_and_withdrawals_go_on(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, "hugepagesz=1G hugepages=4", release="6.1.0")
+
+    [step] = _stage(tmp_path, facts, retries=()).steps
+
+    assert step.planned.desired == PER_NODE
+
+
+# -- "staged" is what the node will boot, and it converges after a crash ---------------------
+
+
+def test_a_staged_line_whose_reboot_request_was_lost_asks_again(tmp_path: Path) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, release="6.1.0", written_since_boot=True)
+
+    [step] = _stage(tmp_path, facts).steps
+
+    assert (step.kind, step.planned.id, step.planned.path) == (
+        "reboot", boot.REBOOT_STEP_ID, REBOOT_REQUIRED)
+    assert step.planned.disruption == "NeedsReboot"
+
+
+def test_a_staged_line_the_node_booted_without_is_an_error_not_another_reboot(
+    tmp_path: Path,
+) -> None:
+    facts = BootFacts(GRUBBY_LOADER, PER_NODE, running="", release="6.1.0",
+                      written_since_boot=False)
+
+    found = _stage(tmp_path, facts)
+
+    assert found.steps == () and not found.reboot_pending
+    assert [(f.reason, f.severity) for f in found.findings] == [
+        ("BootArgumentsIgnored", "Error")]
+
+
+def test_a_drop_in_grub_cfg_was_never_generated_from_is_staged_again(tmp_path: Path) -> None:
+    tree = osrelease(debian_grub(HostTree(tmp_path)), "6.1.0").file("/proc/stat", "btime 1")
+    tree.file(GRUB_DROPIN, bootloader.dropin_line(PER_NODE))  # the crash: update-grub never ran
+    os.utime(tmp_path / GRUB_CFG.lstrip("/"), (2, 2))  # grub.cfg is older than the drop-in
+    facts = read_facts(tree.fs(), timeout=10)
+    assert facts.stale and facts.effective == ""
+
+    [step] = _stage(tmp_path / "host", dataclasses.replace(facts, reboot_requested=True)).steps
+
+    assert (step.planned.current, step.planned.desired) == (PER_NODE, PER_NODE)
+    assert "grub.cfg was not generated again" in step.planned.reason
+    change.set_value(tree.fs(), tree.systemd(), "bootargs", GRUB_DROPIN, PER_NODE, timeout=10)
+    assert (tmp_path / GRUB_CFG.lstrip("/")).read_text().endswith(f"quiet {PER_NODE}\n")
+    assert not read_facts(tree.fs(), timeout=10).stale
+
+
+def test_a_later_drop_in_that_overrides_kvtunes_is_found_before_and_after_any_write(
+    tmp_path: Path,
+) -> None:
+    tree = osrelease(debian_grub(HostTree(tmp_path)), "6.1.0")
+    tree.file("/etc/default/grub.d/zz-override.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"')
+    fs = tree.fs()
+
+    facts = read_facts(fs, timeout=10)
+    found = _stage(tmp_path / "host", facts)
+    with pytest.raises(BootArgsError, match=r"zz-override\.cfg sets GRUB_CMDLINE_LINUX_DEFAULT"):
+        write_args(fs, GRUB_DROPIN, PER_NODE, timeout=10)
+
+    assert facts.overridden_by == ("/etc/default/grub.d/zz-override.cfg",)
+    assert found.steps == ()
+    assert [f.reason for f in found.findings] == ["BootArgumentsOverridden"]
+    assert not fs.exists(GRUB_DROPIN)
+
+
+def test_an_admins_own_kvtune_cfg_keeps_its_lines_and_words_through_a_stage_and_a_revert(
+    tmp_path: Path,
+) -> None:
+    tree = debian_grub(HostTree(tmp_path))
+    own = ('# mine\nGRUB_TIMEOUT=3\n'
+           'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT quiet hugepages=8"\n')
+    (tmp_path / GRUB_DROPIN.lstrip("/")).write_text(own)
+    fs = tree.fs()
+    original = read_args(fs, GRUB_DROPIN, timeout=10)
+
+    write_args(fs, GRUB_DROPIN, f"hugepages=8 {PER_NODE}", timeout=10)
+    staged = (tmp_path / GRUB_DROPIN.lstrip("/")).read_text()
+    write_args(fs, GRUB_DROPIN, original, timeout=10)
+
+    assert "GRUB_TIMEOUT=3\n" in staged and "# mine\n" in staged
+    assert f"quiet hugepages=8 {PER_NODE}\"" in staged
+    assert (tmp_path / GRUB_DROPIN.lstrip("/")).read_text() == own

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import errno
 import hashlib
+import json
 import os
 import threading
 import typing as t
@@ -385,3 +386,43 @@ def test_a_vf_count_the_kernel_refuses_restores_the_old_count_and_backs_off(
 
     assert [w for w in fs.writes[writes:] if w[0] == NUMVFS] == []
     assert second.sriov_retries == first.sriov_retries
+
+
+def test_an_entry_that_cannot_be_read_keeps_every_revert_pending_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    tree = busy_host(tmp_path)
+    _cycle(tree, busy_spec())
+    path = tmp_path / JOURNAL_PATH.lstrip("/")
+    data = json.loads(path.read_text())
+    data["entries"].append({"kind": "unit", "path": "ksmtuned.service", "original": 7,
+                            "step": "ksm/ksmtuned"})
+    path.write_text(json.dumps(data))
+
+    first = _cycle(tree, busy_spec(revert=True))
+    second = _cycle(tree, busy_spec(revert=True), previous=first)
+
+    for status in (first, second):
+        reverted = cond.find(status.conditions, REVERTED)
+        assert reverted is not None and reverted.status != "True"
+        assert status.sync_status != "Succeeded"
+        assert any(r.result == "Failed" and "cannot be read" in r.message
+                   for r in status.results)
+    assert Journal(tree.fs()).count() == 1
+
+
+@pytest.mark.parametrize("flags", [pytest.param({"mode": "Audit"}, id="Audit"),
+                                   pytest.param({"paused": True}, id="paused")])
+def test_an_audit_or_paused_cycle_never_rewrites_an_old_journal(
+    tmp_path: Path, flags: dict[str, t.Any],
+) -> None:
+    # An old journal, written since the boot: an Enforce cycle would move it to stable names.
+    tree = busy_host(tmp_path).disk("sdb", wwid="0x5000c500aaaa0001")
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": "/sys/block/sdb/queue/scheduler", "original": "mq-deadline",
+         "step": "block/sdb/scheduler"}]}))
+    before = (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes()
+
+    _cycle(tree, busy_spec(**flags))
+
+    assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,7 @@ def test_an_old_journal_naming_devices_by_kernel_name_still_reverts_by_stable_na
 ) -> None:
     tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.0", total_vfs=8, vf_drivers=["iavf"] * 4)
     tree.disk("sdb", wwid="0x5000c500aaaa0001").file(f"{SDB}/queue/scheduler", "mq-deadline [none]")
+    tree.file("/proc/stat", "btime 1700000000")  # booted before the journal was written
     tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
         {"kind": "sysfs", "path": "/sys/class/net/ens1f0/device/sriov_numvfs", "original": "0",
          "step": "sriov/ens1f0"},
@@ -148,10 +150,11 @@ def test_an_old_journal_naming_devices_by_kernel_name_still_reverts_by_stable_na
     assert (results["revert/sriov/eth3"].result, results["revert/block/sdb/scheduler"].result,
             results["revert/sriov/ens1f0"].result) == ("Failed", "Applied", "Applied")
     assert "no device is called eth3 now" in results["revert/sriov/eth3"].message
-    assert "set '2' on it by hand" in results["revert/sriov/eth3"].message
+    assert "Set '2' by hand on the device it came from" in results["revert/sriov/eth3"].message
     assert fs.read_setting("/sys/block/sdb/queue/scheduler") == "mq-deadline"
     assert fs.read_setting("/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs") == "0"
-    assert not fs.exists(JOURNAL_PATH)  # the vanished NIC's entry was dropped, once
+    # The vanished NIC's entry stays: its value is not restored, so the node is not done.
+    assert [e.path for e in journal.entries()] == ["/sys/class/net/eth3/device/sriov_numvfs"]
 
 
 def test_an_unreadable_entry_fails_alone_and_stays_while_the_others_are_reverted(
@@ -178,7 +181,7 @@ def test_an_old_journal_is_saved_under_stable_names_as_soon_as_it_is_read(tmp_pa
     # A settled node may not write its journal for months; the next reboot may give sdb to
     # another disk. The stable names must be on the host before that.
     tree = HostTree(tmp_path).disk("sdb", wwid="0x5000c500aaaa0001")
-    tree.file(f"{SDB}/queue/scheduler", "mq-deadline [none]")
+    tree.file(f"{SDB}/queue/scheduler", "mq-deadline [none]").file("/proc/stat", "btime 1700000000")
     tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
         {"kind": "sysfs", "path": "/sys/block/sdb/queue/scheduler", "original": "mq-deadline",
          "step": "block/sdb/scheduler"}]}))
@@ -189,3 +192,100 @@ def test_an_old_journal_is_saved_under_stable_names_as_soon_as_it_is_read(tmp_pa
     saved = json.loads((tmp_path / JOURNAL_PATH.lstrip("/")).read_text())
     assert [e["path"] for e in saved["entries"]] == [
         "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler"]
+
+
+# -- migration only where the device is provably the same --------------------------------------
+
+
+def _old_journal(tree: HostTree, *entries: tuple[str, str, str]) -> None:
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "sysfs", "path": path, "original": original, "step": step}
+        for path, original, step in entries]}))
+
+
+def test_kernel_names_from_before_the_boot_are_not_trusted_and_stay_pending(
+    tmp_path: Path,
+) -> None:
+    # Two ports swapped names at the reboot: ens1f0 is now the port the admin runs 8 VFs on.
+    tree = HostTree(tmp_path).nic("ens1f0", "0000:3b:00.1", total_vfs=8, vf_drivers=["iavf"] * 8)
+    _old_journal(tree, ("/sys/class/net/ens1f0/device/sriov_numvfs", "0", "sriov/ens1f0"))
+    os_time = 1_700_000_000
+    os.utime(tmp_path / JOURNAL_PATH.lstrip("/"), (os_time, os_time))
+    tree.file("/proc/stat", f"btime {os_time + 3600}")  # booted an hour after the last write
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    [result] = journal.revert(tree.systemd(), timeout=5)
+
+    assert result.result == "Failed"
+    assert "last written before the host booted" in result.message
+    assert fs.read_setting("/sys/bus/pci/devices/0000:3b:00.1/sriov_numvfs") == "8"
+    assert [e.path for e in journal.entries()] == ["/sys/class/net/ens1f0/device/sriov_numvfs"]
+
+
+def test_a_disk_without_a_by_id_name_now_is_not_called_gone_and_stays(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sdb").file(f"{SDB}/queue/scheduler", "mq-deadline [none]")
+    for link in (tmp_path / "dev/disk/by-id").glob("*"):
+        link.unlink()
+    tree.file("/proc/stat", "btime 1700000000")
+    _old_journal(tree, ("/sys/block/sdb/queue/scheduler", "mq-deadline", "block/sdb/scheduler"))
+    journal = Journal(tree.kernel())
+
+    [result] = journal.revert(tree.systemd(), timeout=5)
+
+    assert result.result == "Failed" and "sdb has no stable name" in result.message
+    assert journal.count() == 1
+
+
+def test_a_disk_that_is_gone_is_skipped_and_its_entry_dropped(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    _old_journal(tree, ("/dev/disk/by-id/wwn-0x5000c500aaaa0009/queue/scheduler", "none",
+                        "block/wwn-0x5000c500aaaa0009/scheduler"))
+    journal = Journal(tree.kernel())
+
+    [result] = journal.revert(tree.systemd(), timeout=5)
+
+    assert result.result == "Skipped" and "no longer exists" in result.message
+    assert journal.count() == 0 and not (tmp_path / JOURNAL_PATH.lstrip("/")).exists()
+
+
+def test_a_read_only_journal_never_writes_its_migration(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).disk("sdb", wwid="0x5000c500aaaa0001")
+    tree.file("/proc/stat", "btime 1700000000")
+    _old_journal(tree, ("/sys/block/sdb/queue/scheduler", "mq-deadline", "block/sdb/scheduler"))
+    before = (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes()
+
+    Journal(tree.fs(), read_only=True).entries()
+
+    assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes() == before
+
+
+# -- the journal is data, never a command --------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["/bin/sh", "/usr/sbin/update-grub", "/etc/default/grub"])
+def test_a_bootargs_entry_naming_anything_but_kvtunes_targets_is_not_run(
+    tmp_path: Path, target: str,
+) -> None:
+    marker = tmp_path / "ran"
+    tree = _host(tmp_path).file(target, f"#!/bin/sh\ntouch {marker}\n")
+    (tmp_path / target.lstrip("/")).chmod(0o755)
+    tree.file(JOURNAL_PATH, json.dumps({"version": 1, "entries": [
+        {"kind": "bootargs", "path": target, "original": "", "step": "boot/kernel-args"}]}))
+    journal = Journal(tree.fs())
+
+    [result] = journal.revert(tree.systemd(), timeout=5)
+
+    assert result.result == "Failed" and "was not written by kvtune" in result.message
+    assert not marker.exists() and journal.count() == 1
+
+
+@pytest.mark.parametrize("content", [
+    '{"version": true, "entries": []}', '{"version": 1.0, "entries": []}',
+    '{"version": "1", "entries": []}',
+])
+def test_a_version_that_is_not_the_integer_1_is_malformed(tmp_path: Path, content: str) -> None:
+    journal = Journal(HostTree(tmp_path).file(JOURNAL_PATH, content).fs())
+
+    with pytest.raises(JournalError, match="is malformed"):
+        journal.entries()

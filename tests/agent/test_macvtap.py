@@ -183,3 +183,65 @@ def test_the_feature_label_counts_offered_nics_and_ignores_running_vms(tmp_path:
     tree.macvtap("dataplaneMvp0", "ens2f0")
 
     assert before == nfd.features(spec, _status(tree, spec))["kvtune.io/macvtap-nics"] == "2"
+
+
+# -- stacked devices: a NIC is the node's own if anything stacked on it carries its traffic ---
+
+
+@pytest.mark.parametrize(("build", "above"), [
+    pytest.param(lambda t: t.vlan("ens2f0.100", "ens2f0").default_route("ens2f0.100"),
+                 "ens2f0.100", id="a VLAN with the default route"),
+    pytest.param(lambda t: t.vlan("ens2f0.100", "ens2f0").route("ens2f0.100"),
+                 "ens2f0.100", id="a VLAN with the node's address"),
+    pytest.param(lambda t: t.vlan("ens2f0.100", "ens2f0").ipv6_address("ens2f0.100"),
+                 "ens2f0.100", id="a VLAN with a global IPv6 address"),
+    pytest.param(lambda t: t.macvtap("mv0", "ens2f0", macvlan=True).route("mv0"),
+                 "mv0", id="a host macvlan with the node's address"),
+    pytest.param(lambda t: t.vlan("ens2f0.100", "ens2f0").vlan("ens2f0.100.7", "ens2f0.100")
+                 .default_route("ens2f0.100.7"), "ens2f0.100.7", id="a VLAN on a VLAN (QinQ)"),
+    pytest.param(lambda t: t.bond("bond0", "ens2f0").vlan("bond0.10", "bond0")
+                 .default_route("bond0.10"), "bond0.10", id="a VLAN on a bond of it"),
+    pytest.param(lambda t: t.bridge("br0").plug("ens2f0", "br0").route("br0"), "br0",
+                 id="a bridge with the node's address"),
+    pytest.param(lambda t: t.ovs("br-ex").plug("ens2f0", "ovs-system").default_route("br-ex"),
+                 "br-ex", id="an Open vSwitch bridge with the default route"),
+])
+def test_a_nic_under_a_device_that_carries_the_nodes_traffic_is_refused(
+    tmp_path: Path, build: t.Callable[[HostTree], HostTree], above: str,
+) -> None:
+    tree = _host(tmp_path)
+    build(tree)
+
+    message = _refusal(tree, _spec(_rule()))
+
+    assert f"{above}, stacked on it (VLAN, macvlan, bond, bridge, team or Open vSwitch), " \
+           "carries the node's own traffic" in message
+
+
+def test_a_vlan_that_carries_nothing_of_the_nodes_leaves_its_nic_offered(tmp_path: Path) -> None:
+    tree = _host(tmp_path).vlan("ens2f0.100", "ens2f0")
+
+    assert [r.lower_device for r in _plan(tree, _spec(_rule())).macvtap] == ["ens2f0"]
+
+
+@pytest.mark.parametrize("build", [
+    pytest.param(lambda t: (t.root / "proc/1/net/route").unlink(), id="no /proc/1/net/route"),
+    pytest.param(lambda t: (t.root / "proc/1/net/route").unlink() or t.unreadable(
+        "/proc/1/net/route"), id="an unreadable /proc/1/net/route"),
+    pytest.param(lambda t: t.file("/proc/1/net/ipv6_route", "zz 00 nonsense"),
+                 id="a malformed ipv6_route line"),
+    pytest.param(lambda t: t.append_line("/proc/1/net/route", "eno2\t0000"),
+                 id="a short /proc/1/net/route line"),
+])
+def test_routing_that_cannot_be_read_offers_no_nic_and_the_probe_goes_on(
+    tmp_path: Path, build: t.Callable[[HostTree], object],
+) -> None:
+    tree = _host(tmp_path).bridge("br9")
+    build(tree)
+
+    host = probe_host(tree.fs())
+    found = plan(_spec(_rule()), host)
+
+    assert found.macvtap == ()
+    assert "which interfaces the node uses itself is unknown" in _refusal(tree, _spec(_rule()))
+    assert [s.name for s in host.network.switches] == ["br9"]  # the rest of the probe stands

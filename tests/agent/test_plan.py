@@ -11,10 +11,12 @@ from hosttree import (
     HostTree,
     arm64_server,
     intel_two_socket,
+    loongarch64_host,
     memory_tiers,
     no_node_hugepages,
     power9_host,
     pvm_guest,
+    riscv64_host,
     s390_lpar,
 )
 from kvtune_agent.plan import (
@@ -580,6 +582,9 @@ def test_ple_findings(
     pytest.param(s390_lpar, None, id="s390x: directed yield stands in, nothing to find"),
     pytest.param(power9_host, None, id="POWER: H_CONFER stands in, nothing to find"),
     pytest.param(pvm_guest, "PLEUnsupported", id="kvm_pvm: nothing stands in, still unsupported"),
+    pytest.param(riscv64_host, "PLEUnsupported", id="riscv64: no exit on a spin, unsupported"),
+    pytest.param(loongarch64_host, "PLEUnsupported",
+                 id="loongarch64: no exit on a spin, unsupported"),
 ])
 def test_ple_off_vt_x_and_amd_v_is_found_only_where_nothing_stands_in_for_it(
     tmp_path: Path, build: t.Callable[[Path], HostTree], reason: str | None, ple: str

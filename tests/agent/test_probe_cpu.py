@@ -13,8 +13,10 @@ from hosttree import (
     arm64_cpuinfo,
     arm64_server,
     intel_two_socket,
+    loongarch64_host,
     power9_host,
     pvm_guest,
+    riscv64_host,
     s390_lpar,
     vm_guest,
 )
@@ -241,6 +243,9 @@ def test_an_amd_cpu_whose_pause_filter_is_unknown_gets_an_info_naming_why(
         pytest.param(arm64_server, "arm64", "ARM", "kvm", id="an arm64 server"),
         pytest.param(s390_lpar, "s390", "SIE", "kvm", id="an s390x LPAR"),
         pytest.param(power9_host, "power", "POWER", "kvm_hv", id="a POWER9 PowerNV host"),
+        pytest.param(riscv64_host, "riscv", "RISCV", "kvm", id="a riscv64 host with H"),
+        pytest.param(loongarch64_host, "loongarch", "LoongArch", "kvm",
+                     id="a loongarch64 host with LVZ"),
     ],
 )
 def test_hosts_where_kvm_runs_without_vmx_or_svm_get_no_error_and_name_the_module(
@@ -254,7 +259,9 @@ def test_hosts_where_kvm_runs_without_vmx_or_svm_get_no_error_and_name_the_modul
         architecture, virtualization, module)
     assert found.kvm_device
     assert not found.ple.applicable
-    assert bool(found.ple.equivalent) is (virtualization != "PVM")  # nothing stands in there
+    # Nothing stands in for PLE under kvm_pvm, on RISC-V or on LoongArch (no exit on a spin).
+    assert bool(found.ple.equivalent) is (virtualization in ("ARM", "SIE", "POWER"))
+    assert found.ple.evidence[0].observed
     assert [p for p in report.problems if p.feature in ("CPU", "PLE")
             and p.severity != "Info"] == []
 
@@ -293,7 +300,8 @@ def test_an_s390_lpar_without_sie_cannot_run_kvm(tmp_path: Path) -> None:
 
 
 def test_dev_kvm_is_checked_even_when_cpuinfo_is_unfamiliar(tmp_path: Path) -> None:
-    tree = HostTree(tmp_path).file("/proc/cpuinfo", "processor\t: 0\nisa\t\t: rv64imafdc\n")
+    tree = HostTree(tmp_path).file("/proc/cpuinfo", "system type\t\t: UBNT_E300\n\nprocessor"
+                                   "\t\t: 0\ncpu model\t\t: Cavium Octeon III V0.2\n")
 
     [warning] = cpu.check(cpu.probe(tree.fs()))
 
@@ -309,6 +317,39 @@ def test_the_real_root_running_kvm_through_a_module_is_not_told_kvm_cannot_run()
 
     assert found.kvm_module is not None
     assert not [p for p in cpu.check(found) if p.severity == "Error"]
+
+
+@pytest.mark.parametrize(
+    ("build", "old", "new", "named"),
+    [
+        pytest.param(riscv64_host, "rv64imafdch_", "rv64imafdc_", "no H (hypervisor) extension",
+                     id="riscv64 harts without H"),
+        pytest.param(loongarch64_host, " lvz", "", "do not list lvz",
+                     id="a loongarch64 CPU without LVZ"),
+    ],
+)
+def test_a_cpu_without_the_extension_kvm_needs_is_told_so_by_its_architectures_name(
+    tmp_path: Path, build: Callable[[Path], HostTree], old: str, new: str, named: str,
+) -> None:
+    tree = build(tmp_path)
+    tree.file("/proc/cpuinfo", (tmp_path / "proc/cpuinfo").read_text().replace(old, new))
+    (tmp_path / "dev/kvm").unlink()  # kvm does not initialise without it
+
+    [error] = cpu.check(cpu.probe(tree.fs()))
+
+    assert (error.severity, error.path) == ("Error", "/proc/cpuinfo")
+    assert named in error.message
+
+
+def test_a_loongarch64_cpu_is_not_taken_for_arm64_though_both_write_features(
+    tmp_path: Path,
+) -> None:
+    found = cpu.probe(loongarch64_host(tmp_path).fs())
+
+    assert (found.architecture, found.vendor, found.model_name) == (
+        "loongarch", "Loongson", "Loongson-3C5000")
+    assert found.logical_cpus == 16
+    assert "arm64" not in (found.ple.equivalent or "") + found.ple.evidence[0].observed
 
 
 def test_an_arm64_cpu_is_named_by_its_implementer_and_part(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ from hosttree import (
     compute_units,
     intel_two_socket,
     large_host,
+    loongarch64_host,
     power9_host,
     pvm_guest,
+    riscv64_host,
     s390_lpar,
     vm_guest,
 )
@@ -30,7 +31,7 @@ from kvtune_agent import probe
 from kvtune_agent.hostfs import HostFS, ProcessTable
 from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
 from kvtune_agent.report import format_report
-from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport
+from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 
 def test_an_empty_root_is_all_absent_or_unknown_and_no_crash(tmp_path: Path) -> None:
@@ -176,29 +177,24 @@ def _letters(index: int) -> str:
     return "".join(chr(ord("a") + int(d)) for d in f"{index:03d}")
 
 
-def test_problems_are_bounded_with_a_last_entry_counting_the_rest(tmp_path: Path) -> None:
-    tree = HostTree(tmp_path)
-    for index in range(MAX_PROBLEMS):
-        # Names without digits: each finding is of a kind of its own, none told together.
-        tree.disk(f"vd{_letters(index)}", content=None)  # two problems each
+def test_problems_are_bounded_with_a_last_entry_counting_the_rest() -> None:
+    # Findings each of a kind of its own (words without digits), so none is told together.
+    distinct = [Problem(severity="Warning" if index % 2 else "Info", feature="Block",
+                        message=f"finding {_letters(index)}") for index in range(2 * MAX_PROBLEMS)]
 
-    problems = probe_host(tree.fs()).problems
+    problems = probe._bounded(distinct)
 
     assert len(problems) == MAX_PROBLEMS
-    assert problems[-1].feature == "Report"
-    assert "more findings were left out" in problems[-1].message
+    assert [p.severity for p in problems[:MAX_PROBLEMS // 2]] == ["Warning"] * (MAX_PROBLEMS // 2)
+    assert (problems[-1].feature, problems[-1].message) == (
+        "Report", f"{MAX_PROBLEMS + 1} more findings were left out (the report keeps "
+        f"{MAX_PROBLEMS})")
 
 
-def test_a_large_host_probes_in_under_100_ms_into_a_bounded_report(tmp_path: Path) -> None:
-    fs = large_host(tmp_path).fs()
+def test_a_large_host_probes_into_a_bounded_report(tmp_path: Path) -> None:
+    # How fast is bench/probe_bench.py's to prove (its synthetic probe target), not a test's.
+    report = probe_host(large_host(tmp_path).fs())
 
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        report = probe_host(fs)
-        timings.append(time.perf_counter() - start)
-
-    assert min(timings) < 0.1, timings
     assert len(report.block.devices) == 64 and len(report.numa.nodes) == 8
     assert len(report.model_dump_json(exclude_none=True)) < 256 * 1024
 
@@ -220,6 +216,26 @@ def test_many_problems_of_one_kind_are_one_entry_and_push_no_true_finding_out(
     assert told.message.startswith("128 findings of one kind; the first: ")
     assert "and 124 more" in told.message
     assert len(problems) < MAX_PROBLEMS
+
+
+def test_problems_about_devices_named_in_letters_are_one_kind_and_push_no_finding_out(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    for index in range(60):  # sdaa..sdgj: names that differ in letters only
+        tree.disk(f"sd{_letters(index)[1:]}", content=None)  # two problems each
+    healthy = probe_host(intel_two_socket(tmp_path / "alone").fs()).problems
+
+    problems = probe_host(tree.fs()).problems
+
+    assert [p for p in problems if p.feature == "Report"] == []  # nothing left out
+    assert all(p in problems for p in healthy)
+    told = [p for p in problems if p.feature == "Block"]
+    assert sorted(p.message[:80] for p in told) == [
+        "60 findings of one kind; the first: /dev/sdaa: cannot read: Is a directory; run ",
+        "60 findings of one kind; the first: sdaa is not handed to VMs: cannot read /dev/",
+    ]
+    assert all("/dev/sdab, /dev/sdac, /dev/sdad and 56 more" in p.message for p in told)
 
 
 def test_a_few_problems_of_one_kind_stay_apart(tmp_path: Path) -> None:
@@ -276,7 +292,7 @@ def test_the_text_report_says_ple_is_an_x86_notion_on_other_architectures(
 @pytest.mark.parametrize(
     "build",
     [intel_two_socket, amd_eight_node, large_host, arm64_server, s390_lpar, power9_host,
-     pvm_guest, amd_old_kernel],
+     pvm_guest, amd_old_kernel, riscv64_host, loongarch64_host],
 )
 def test_a_healthy_host_of_any_architecture_raises_no_warning(
     tmp_path: Path, build: Callable[[Path], HostTree]

@@ -25,8 +25,11 @@ def probe(tree: HostTree) -> NetworkReport:
     return network.probe(fs, fs.processes())
 
 
-def test_an_empty_host_has_no_switches_and_no_pods(tmp_path: Path) -> None:
-    assert probe(HostTree(tmp_path)) == NetworkReport()
+def test_an_empty_host_has_no_switches_and_no_pods_and_unknown_routing(tmp_path: Path) -> None:
+    report = probe(HostTree(tmp_path))
+
+    assert report.model_copy(update={"routing": HostRouting()}) == NetworkReport()
+    assert report.routing.error is not None
 
 
 def test_a_linux_bridge_lists_its_ports(tmp_path: Path) -> None:
@@ -148,8 +151,12 @@ def test_the_hosts_routes_and_addresses_name_the_interfaces_it_uses_itself(
         default_route=["eno1", "ens1f0"], ipv4_routes=["br0", "eno1"], ipv6_addresses=["ens2f0"])
 
 
-def test_a_host_without_route_files_uses_no_interface(tmp_path: Path) -> None:
-    assert probe(HostTree(tmp_path).nic("eno1", "0000:19:00.0")).routing == HostRouting()
+def test_a_host_without_route_files_has_unknown_routing_not_none(tmp_path: Path) -> None:
+    routing = probe(HostTree(tmp_path).nic("eno1", "0000:19:00.0")).routing
+
+    assert routing.model_copy(update={"error": None}) == HostRouting()
+    assert routing.error == ("/proc/1/net/route cannot be read (the agent needs hostPID and the "
+                             "host's /proc); which interfaces the node uses itself is unknown")
 
 
 def test_the_text_report_names_the_nics_the_host_uses_itself(tmp_path: Path) -> None:

@@ -26,11 +26,15 @@ class Kubectl:
     kubeconfig: Path | None = None
     """None: no cluster, e.g. only `kubectl kustomize`."""
 
-    def run(self, *args: str, stdin: str | None = None) -> str:
-        command = [str(self.binary), *args]
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+        command = [str(self.binary)]
+        # Before the arguments: after `exec ... --` it would go to the command in the pod.
         if self.kubeconfig is not None:
             command += ["--kubeconfig", str(self.kubeconfig)]
-        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+        command += args
+        done = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=timeout
+        )
         if done.returncode != 0:
             raise AssertionError(
                 f"`kubectl {' '.join(args)}` failed ({done.returncode}):\n{done.stderr}"

@@ -100,3 +100,16 @@ def test_the_pinned_dependencies_satisfy_pyproject() -> None:
             f"image-constraints.txt pins {name}=={pinned[name]}, outside pyproject's "
             f"{requirement.specifier}"
         )
+
+
+def test_the_images_user_has_a_passwd_and_group_entry() -> None:
+    # kopf names its peering identity after getpass.getuser(), which raises KeyError for a uid
+    # /etc/passwd lacks: the operator and the webhook crash-looped at start (the real-node tier,
+    # tests/e2e, found it). The python base images have no entry for the distroless id.
+    final = re.split(r"^FROM ", (REPO / "Dockerfile").read_text(), flags=re.M)[-1]
+    [user] = re.findall(r"^USER (\d+):(\d+)$", final, flags=re.M)
+    uid, gid = user
+    assert re.search(rf":x:{uid}:{gid}:[^']*' >> /etc/passwd", final), (
+        f"the final stage runs as uid {uid} without adding it to /etc/passwd")
+    assert re.search(rf":x:{gid}:' >> /etc/group", final), (
+        f"the final stage runs as gid {gid} without adding it to /etc/group")

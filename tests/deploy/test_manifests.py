@@ -14,10 +14,11 @@ import yaml
 from kubernetes import client
 from kvtune_cli.main import build_parser
 from kvtune_operator.daemonset import render_agent_daemonset
+from support.cluster import wait_for
 
-from deploy.kubectl import DEPLOY, REPO, Kubectl, one
+from deploy.kubectl import DEPLOY, REPO, Kubectl, of_kind, one
 
-OVERLAYS = ("default", "overlays/kind")
+OVERLAYS = ("default", "overlays/kind", "overlays/node-e2e")
 NAMESPACE = "kvtune-system"
 
 
@@ -158,3 +159,58 @@ def test_every_manifest_passes_a_server_side_dry_run(
     assert "deployment.apps/kvtune-operator" in out
     assert "deployment.apps/kvtune-webhook" in out
     assert "poddisruptionbudget.policy/kvtune-webhook" in out
+
+
+def test_the_node_e2e_overlay_is_the_kind_overlay_plus_the_agents_host_root_policy(
+    kubectl_binary: Kubectl,
+) -> None:
+    kind = kubectl_binary.render(DEPLOY / "overlays/kind")
+    node = kubectl_binary.render(DEPLOY / "overlays/node-e2e")
+    assert [o for o in kind if o not in node] == []
+    assert sorted(o["kind"] for o in node if o not in kind) == [
+        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"]
+
+
+def test_the_node_e2e_policy_gives_the_operators_agent_the_hosts_root_and_changes_nothing_else(
+    installed: list[dict[str, Any]], kubectl_binary: Kubectl, kubectl: Kubectl,
+    api_client: client.ApiClient,
+) -> None:
+    policy = of_kind(kubectl_binary.render(DEPLOY / "overlays/node-e2e"),
+                     "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding")
+    apps = client.AppsV1Api(api_client)
+    wanted = render_agent_daemonset(NAMESPACE, "kvtune:dev")
+    kubectl.apply(policy, "--server-side")
+    try:
+        def create() -> dict[str, Any]:
+            response = apps.create_namespaced_daemon_set(
+                NAMESPACE, wanted, dry_run="All", _preload_content=False)
+            return yaml.safe_load(response.data)  # type: ignore[no-any-return]
+
+        # The apiserver loads a new policy within a second or so.
+        wait_for(lambda: "host" in str(create()["spec"]["template"]["spec"]["volumes"]),
+                 "the policy rewriting the agent's DaemonSet", 30, interval=0.5)
+        got = create()["spec"]["template"]["spec"]
+        want = wanted["spec"]["template"]["spec"]
+        [container], [wanted_container] = got["containers"], want["containers"]
+        assert container["args"] == [
+            "/host" if a == "/proc/1/root" else a for a in wanted_container["args"]]
+        assert "/proc/1/root" in wanted_container["args"]
+        assert [v["name"] for v in got["volumes"]] == [v["name"] for v in want["volumes"]] + [
+            "host"]
+        assert got["volumes"][-1]["hostPath"] == {"path": "/", "type": "Directory"}
+        assert [(m["name"], m["mountPath"]) for m in container["volumeMounts"]] == [
+            (m["name"], m["mountPath"]) for m in wanted_container["volumeMounts"]] + [
+            ("host", "/host")]
+        for key in ("hostPID", "serviceAccountName", "tolerations", "affinity"):
+            assert got[key] == want[key], key
+        assert container["securityContext"] == wanted_container["securityContext"]
+        # Any other DaemonSet passes untouched.
+        other = {**wanted, "metadata": {**wanted["metadata"], "name": "not-the-agent"}}
+        response = apps.create_namespaced_daemon_set(
+            NAMESPACE, other, dry_run="All", _preload_content=False)
+        untouched = yaml.safe_load(response.data)["spec"]["template"]["spec"]
+        assert [v["name"] for v in untouched["volumes"]] == [v["name"] for v in want["volumes"]]
+    finally:
+        for obj in policy:
+            kubectl.run("delete", obj["kind"].lower(), obj["metadata"]["name"],
+                        "--ignore-not-found")

@@ -95,6 +95,8 @@ def on(profiles: tuple[str, ...], text: str) -> dict[str, str]:
 
 SHAPES = [
     Shape("no memory size", {}, refused=on(tuple(PROFILES), "no memory size")),
+    Shape("no memory size but a zero limit", resources(limits={"memory": "0"}),
+          refused=on(tuple(PROFILES), "no memory size")),
     Shape("memory request", memory("1Gi")),
     Shape("large memory request", memory("64Gi")),
     Shape("memory limit only", resources(limits={"memory": "2Gi"})),
@@ -157,6 +159,15 @@ SHAPES = [
     # vmRolloutStrategy: Stage, where KubeVirt refuses a guest above the memory limit.
     Shape("guest above the request", memory("1Gi", memory={"guest": "2Gi"}),
           refused=on(NO_MEMORY_OVERCOMMIT, "is above the memory request")),
+    # A zero limit is none to KubeVirt too, also under Stage's guest-above-limit check; in any
+    # unit, and with a request beside it that kvtune may raise.
+    Shape("zero memory limit in Gi under a guest above the request",
+          {"memory": {"guest": "2Gi"}, **resources(requests={"memory": "1Gi"},
+                                                    limits={"memory": "0Gi"})},
+          refused=on(NO_MEMORY_OVERCOMMIT, "is above the memory request")),
+    Shape("zero memory limit beside a request",
+          {"memory": {"guest": "2Gi"}, **resources(requests={"memory": "2Gi"},
+                                                    limits={"memory": "0M"})}),
 ]
 
 

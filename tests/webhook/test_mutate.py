@@ -363,3 +363,18 @@ def test_kubevirts_memory_overcommit_is_not_undone_by_the_floor() -> None:
     shaped = domain(mutated(vmi, KubeVirtConfig(memory_overcommit=150), vmi=shared,
                             memory={"allowOvercommit": True}))
     assert "memory" not in shaped.get("resources", {}).get("requests", {})
+
+
+@pytest.mark.parametrize("zero", ["0", "0Gi", "0M"])
+def test_a_zero_memory_limit_is_none_and_the_floor_does_not_turn_it_into_one(zero: str) -> None:
+    # KubeVirt reads a zero limit as no limit: raising the request for the overhead floor must
+    # not give the pod a limit its author did not set.
+    shared = {"dedicatedCpus": False, "isolateEmulatorThread": False}
+    vmi = make_vmi({"memory": {"guest": "2Gi"},
+                    "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": zero}}})
+
+    resources = domain(mutated(vmi, vmi=shared, memory={"allowOvercommit": True,
+                                                        "vmOverheadFloor": "1Gi"}))["resources"]
+
+    assert resources["requests"]["memory"] != "2Gi"  # raised for the floor
+    assert resources["limits"]["memory"] == zero

@@ -200,6 +200,10 @@ def test_page_tables_are_sized_from_the_memory_request(domain: Obj, page_tables:
         pytest.param("v2.0.0", 240 * Mi, id="a later major release"),
         pytest.param("1.10.0", 240 * Mi, id="without the v"),
         pytest.param("v1.09.0", 220 * Mi, id="a leading zero, which Go's ParseInt takes"),
+        pytest.param("v1.10.0-rc.1", 240 * Mi, id="a v1.10 release candidate"),
+        pytest.param("v1.9.0+dirty", 220 * Mi, id="v1.9.0 built from a dirty tree"),
+        pytest.param("1.9.0", 220 * Mi, id="v1.9.0 without the v"),
+        pytest.param("v1.9.1-dirty", 220 * Mi, id="a dirty tree at a tag (hack/version.sh)"),
     ],
 )
 def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes: int) -> None:
@@ -213,6 +217,8 @@ def test_qemus_share_follows_the_kubevirt_version(version: str | None, processes
     [
         pytest.param("v1.9.0-beta.0.123+5c1a0f3e2d1b4a", "past the v1.9.0-beta.0 tag",
                      id="main after the release branch was cut, or that branch: the larger"),
+        pytest.param("v1.9.0-beta.0.123+5c1a0f3e2d1b4a-dirty", "past the v1.9.0-beta.0 tag",
+                     id="the same built from a dirty tree (hack/version.sh appends -dirty)"),
         pytest.param("20260301_1a2b3c4", "not a release version", id="a nightly tag"),
         pytest.param("devel", "not a release version", id="a custom image tag"),
         pytest.param("v1.9", "not a release version", id="not semver: no patch"),

@@ -50,9 +50,27 @@ def test_a_vmi_as_the_mutation_leaves_it_is_accepted() -> None:
         pytest.param(
             guaranteed(memory={"guest": "10Gi"}),
             {},
-            "spec.domain.memory.guest (10Gi) is above the memory request (8.00Gi)",
+            "spec.domain.memory.guest (10Gi) is above the memory request, "
+            "spec.domain.resources.requests.memory (8Gi)",
             "raise the request",
             id="guest memory above the request",
+        ),
+        pytest.param(
+            guaranteed(memory={"guest": "10Gi"}, resources={"requests": {"cpu": "4"}}),
+            {},
+            "spec.domain.memory.guest (10Gi) is above the memory request, "
+            "spec.domain.resources.limits.memory (8Gi)",
+            "raise the request",
+            id="guest memory above a limit that stands for the request",
+        ),
+        pytest.param(
+            guaranteed(memory={"guest": "2Gi"}, resources={"requests": {"memory": "1536Mi"},
+                                                           "limits": {"memory": "1536Mi"}}),
+            {},
+            "spec.domain.memory.guest (2Gi) is above the memory request, "
+            "spec.domain.resources.requests.memory (1536Mi)",
+            "raise the request",
+            id="guest memory above a request quoted as its author wrote it",
         ),
         pytest.param(
             guaranteed(resources={"limits": {"cpu": "4", "memory": "12Gi"}}),

@@ -18,7 +18,9 @@ from .common import BaseModel, Opt
 Tri = t.Literal["Yes", "No", "Unknown"]
 Severity = t.Literal["Error", "Warning", "Info"]
 #: How KVM can run guests on a host (CpuReport.virtualization says what each value means).
-Virtualization = t.Literal["VMX", "SVM", "ARM", "SIE", "POWER", "PVM", "None", "Unknown"]
+Virtualization = t.Literal[
+    "VMX", "SVM", "ARM", "SIE", "POWER", "RISCV", "LoongArch", "PVM", "None", "Unknown"
+]
 #: The kernel's cpulist format (/sys/devices/system/cpu/online); empty means no CPUs.
 CpuList = t.Annotated[str, Field(pattern=r"^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$")]
 #: Upper bounds that keep the report far below the apiserver's object size limit; they sit at
@@ -65,8 +67,8 @@ class PleReport(BaseModel):
     applicable: bool = Field(
         default=True,
         description="False where KVM does not run guests with VT-x or AMD-V (arm64, s390x, "
-        "POWER, kvm_pvm): PLE is an x86 notion there, `supported` and `enabled` are No, and "
-        "`equivalent` says what plays its part, if anything.",
+        "POWER, riscv64, loongarch64, kvm_pvm): PLE is an x86 notion there, `supported` and "
+        "`enabled` are No, and `equivalent` says what plays its part, if anything.",
     )
     equivalent: Opt[str] = Field(
         default=None,
@@ -100,7 +102,7 @@ class CpuReport(BaseModel):
     logical_cpus: int = Field(
         default=0, ge=0, description="Processors listed in /proc/cpuinfo (the online CPUs)."
     )
-    architecture: Opt[t.Literal["x86", "arm64", "s390", "power"]] = Field(
+    architecture: Opt[t.Literal["x86", "arm64", "s390", "power", "riscv", "loongarch"]] = Field(
         default=None,
         description="The processor architecture, from the shape of /proc/cpuinfo; absent: not "
         "recognised.",
@@ -112,6 +114,8 @@ class CpuReport(BaseModel):
                 "How KVM can run guests here: VMX (Intel VT-x), SVM (AMD-V), ARM (the arm64 "
                 "virtualization extensions, usable when the kernel booted at EL2), SIE (s390's "
                 "Start Interpretive Execution facility), POWER (KVM on POWER: kvm_hv or kvm_pr), "
+                "RISCV (the RISC-V hypervisor extension H), LoongArch (the LoongArch "
+                "virtualization extension LVZ), "
                 "PVM (kvm_pvm: guests run without hardware virtualization, e.g. inside a VM "
                 "without nested VT-x), None (absent or disabled in firmware), Unknown "
                 "(/proc/cpuinfo missing or not recognised)."
@@ -121,8 +125,8 @@ class CpuReport(BaseModel):
     kvm_module: Opt[str] = Field(
         default=None,
         description="The loaded KVM module that runs guests (/sys/module): kvm_intel, kvm_amd, "
-        "kvm_pvm, kvm_hv, kvm_pr, or kvm on arm64 and s390x, where KVM is one module or built "
-        "in; absent: none is loaded.",
+        "kvm_pvm, kvm_hv, kvm_pr, or kvm on arm64, s390x, riscv64 and loongarch64, where KVM is "
+        "one module or built in; absent: none is loaded.",
     )
     hypervisor_guest: bool = Field(
         default=False, description="The 'hypervisor' flag is set: this host is itself a VM."
@@ -137,8 +141,9 @@ class NumaNode(BaseModel):
     id: int = Field(ge=0, description="Node id (ids may have gaps).")
     cpus: CpuList = Field(
         default="",
-        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels); "
-        "empty: CPU-less node.",
+        description="Its online CPUs as a cpulist (from cpulist, or cpumap on old kernels, "
+        "else the cpuN links the kernel makes in the node's directory); empty: CPU-less node, "
+        "or unknown where the problems say so (then not `memoryOnly`).",
     )
     cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
     offline_cpus: CpuList = Field(
@@ -468,6 +473,18 @@ class HostRouting(BaseModel):
         default_factory=list,
         max_length=MAX_PORTS,
         description="Interfaces with a global or site IPv6 address (/proc/net/if_inet6).",
+    )
+    stacked: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_PORTS,
+        description="Interfaces beneath one that carries the host's own traffic (a VLAN, "
+        "macvlan, bond, team, bridge or Open vSwitch stacked on them, at any depth), each with "
+        "the device above it that carries the traffic: the host uses them too.",
+    )
+    error: Opt[str] = Field(
+        default=None,
+        description="Why the host's routes could not be read; then which interfaces the host "
+        "uses itself is unknown, and none is offered to VMs.",
     )
 
 

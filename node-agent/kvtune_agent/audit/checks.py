@@ -248,13 +248,17 @@ def _numa(vm: Observed, dom: Domain, host: _Host, policy: AuditPolicy) -> list[V
             )
         ]
     cpu_nodes = host.cpu_nodes(dom.pinned_cpus)
-    if not cpu_nodes:
+    # One CPU without a node (listed by several, where nodes overlap even partly) leaves the
+    # VM's nodes unknown: judging it by the others' nodes alone could call it local.
+    unplaced = dom.pinned_cpus - host.node_of_cpu.keys()
+    if unplaced:
         return [
             _finding(
                 "Info",
                 "NumaLocality",
-                f"CPUs {_ids(dom.pinned_cpus)} belong to no one NUMA node the host's lists agree "
-                "on (see the NUMA problems of the node's report): locality not checked",
+                f"CPUs {_ids(unplaced)} of its CPUs {_ids(dom.pinned_cpus)} belong to no one "
+                "NUMA node the host's lists agree on (see the NUMA problems of the node's "
+                "report): locality not checked",
             )
         ]
     memory_nodes = host.memory_nodes(vm, dom)

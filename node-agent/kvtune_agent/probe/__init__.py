@@ -74,9 +74,19 @@ SAME_KIND_SHOWN = 3
 _NUMBER = re.compile(r"[0-9]+")
 
 
+#: Directories whose entries are named by the kernel, in letters as often as in digits (sda,
+#: sdab, vdc, xvda; eno, ensf): a problem about one of them is of the kind of its siblings'.
+NAMED_ENTRIES = ("/dev", "/dev/mapper", "/sys/block", "/sys/class/block", "/sys/class/net")
+
+
 def _kind(problem: Problem) -> tuple[str, str, str]:
-    """Problems of one kind differ only in their numbers (cpu12, node3, CPUs 8-15)."""
-    return problem.severity, problem.feature, _NUMBER.sub("N", problem.message)
+    """Problems of one kind differ only in their numbers (cpu12, node3, CPUs 8-15) and in the
+    name of the device they are about (sdb, sddh)."""
+    message = problem.message
+    parent, _, name = (problem.path or "").rpartition("/")
+    if name and parent in NAMED_ENTRIES:
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", "NAME", message)
+    return problem.severity, problem.feature, _NUMBER.sub("N", message)
 
 
 def _aggregated(problems: list[Problem], beyond: int) -> list[Problem]:

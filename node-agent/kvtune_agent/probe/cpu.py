@@ -38,11 +38,12 @@ MSR_PROCBASED_CTLS2 = 0x48B
 PLE_ALLOWED_BIT = 42
 INTEL_PARAMS = ("ple_gap", "ple_window", "ple_window_grow", "ple_window_shrink", "ple_window_max")
 AMD_PARAMS = ("pause_filter_count", "pause_filter_thresh")
-Architecture = t.Literal["x86", "arm64", "s390", "power"]
+Architecture = t.Literal["x86", "arm64", "s390", "power", "riscv", "loongarch"]
 #: The KVM modules that run guests, in the order they are looked for; `kvm` alone is the whole
-#: of KVM on arm64 and s390x only (on x86 and POWER it is the core the others plug into).
+#: of KVM on arm64, s390x, riscv64 and loongarch64 only (on x86 and POWER it is the core the
+#: others plug into).
 KVM_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
-WHOLE_KVM: frozenset[str] = frozenset({"arm64", "s390"})
+WHOLE_KVM: frozenset[str] = frozenset({"arm64", "s390", "riscv", "loongarch"})
 #: The SVM feature flags a kernel prints beside svm when it prints any (pausefilter among them).
 SVM_FEATURES = frozenset({
     "npt", "lbrv", "svm_lock", "nrip_save", "tsc_scale", "vmcb_clean", "flushbyasid",
@@ -66,23 +67,33 @@ PLE_EQUIVALENT: dict[Virtualization, str] = {
     "POWER": "POWER guests give up a spinning vCPU themselves (the H_CONFER hypercall of "
     "their paravirtual spinlocks), which KVM honours; nothing to turn on",
 }
-#: Why nothing stands in for PLE under kvm_pvm.
-PVM_NO_PLE = ("kvm_pvm runs the guests without VT-x or AMD-V, so there is no VM exit on PAUSE; "
-              "only a guest's paravirtual spinlocks make a waiting vCPU yield, so a vCPU "
-              "spinning on a descheduled lock holder burns its host CPU")
+#: Why nothing kvtune can check stands in for PLE, where nothing does.
+NO_PLE_EQUIVALENT: dict[Virtualization, str] = {
+    "PVM": "kvm_pvm runs the guests without VT-x or AMD-V, so there is no VM exit on PAUSE; "
+    "only a guest's paravirtual spinlocks make a waiting vCPU yield, so a vCPU spinning on a "
+    "descheduled lock holder burns its host CPU",
+    "RISCV": "RISC-V has no VM exit on a spin loop: KVM gives up the CPU of a vCPU that waits "
+    "(WFI), not of one that spins with pause, a hint (Zihintpause) it never sees, so a vCPU "
+    "spinning on a descheduled lock holder can burn its host CPU",
+    "LoongArch": "LoongArch has no VM exit on a spin loop: KVM gives up the CPU of a vCPU that "
+    "waits (idle), not of one that spins, so a vCPU spinning on a descheduled lock holder can "
+    "burn its host CPU",
+}
 
 
 def _first_processor(text: str) -> dict[str, str]:
-    """The `key : value` lines of the first processor block (all CPUs of a host match)."""
+    """The `key : value` lines of the first processor block (all CPUs of a host match), with
+    those of a header block before it (loongarch64 opens with `system type` alone; s390x's
+    header holds the processors' lines itself)."""
     fields: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
-            if fields:
+            if any(key.startswith("processor") for key in fields):
                 break
             continue
         key, sep, value = line.partition(":")
         if sep:
-            fields[key.strip()] = value.strip()
+            fields.setdefault(key.strip(), value.strip())
     return fields
 
 
@@ -191,6 +202,10 @@ def _architecture(info: dict[str, str]) -> Architecture | None:
     """The architecture whose /proc/cpuinfo this is, by the fields only it writes."""
     if "flags" in info:
         return "x86"
+    if "loongarch" in info.get("ISA", "") or info.get("CPU Family", "").startswith("Loongson"):
+        return "loongarch"  # before arm64: both write Features
+    if info.get("isa", "").startswith(("rv32", "rv64")):
+        return "riscv"
     if "Features" in info:
         return "arm64"
     if "features" in info or info.get("vendor_id", "").startswith("IBM/S390"):
@@ -201,7 +216,9 @@ def _architecture(info: dict[str, str]) -> Architecture | None:
 
 
 def _vendor(info: dict[str, str]) -> str | None:
-    """vendor_id (x86, s390), else arm64's implementer by name."""
+    """vendor_id (x86, s390), else arm64's implementer by name, else loongarch64's family."""
+    if info.get("CPU Family", "").startswith("Loongson"):
+        return "Loongson"
     implementer = info.get("CPU implementer")
     if "vendor_id" in info or implementer is None:
         return info.get("vendor_id")
@@ -237,16 +254,26 @@ def _virtualization(
         return "ARM"
     if architecture == "power":
         return "POWER"
+    if architecture == "riscv":
+        return "RISCV" if _riscv_hypervisor(info["isa"]) else "None"
+    if architecture == "loongarch":
+        return "LoongArch" if "lvz" in info.get("Features", "").split() else "None"
     return "Unknown"
 
 
+def _riscv_hypervisor(isa: str) -> bool:
+    """Whether a RISC-V ISA string (rv64imafdch_zicsr_...) has the H extension: a letter of the
+    single-letter run after rv32/rv64, or an `_h` of its own."""
+    base, *extensions = isa.lower().split("_")
+    return "h" in base[4:] or "h" in extensions
+
+
 def _not_applicable(virtualization: Virtualization, module: str | None) -> PleReport:
-    """PLE where KVM does not run on VT-x or AMD-V: what stands in for it, or (kvm_pvm) why
-    nothing does."""
-    if virtualization == "PVM":
-        evidence = Evidence(source=f"/sys/module/{module}", observed=PVM_NO_PLE)
-    else:
-        evidence = Evidence(source=CPUINFO, observed=f"not an x86 CPU ({virtualization})")
+    """PLE where KVM does not run on VT-x or AMD-V: what stands in for it, or why nothing
+    does."""
+    source = f"/sys/module/{module}" if virtualization == "PVM" else CPUINFO
+    evidence = Evidence(source=source, observed=NO_PLE_EQUIVALENT.get(
+        virtualization, f"not an x86 CPU ({virtualization})"))
     return PleReport(supported="No", enabled="No", applicable=False, module=module,
                      equivalent=PLE_EQUIVALENT.get(virtualization), evidence=[evidence])
 
@@ -262,7 +289,7 @@ def probe(fs: HostFS) -> CpuReport:
         ple = _intel_ple(fs, info)
     elif virtualization == "SVM":
         ple = _amd_ple(fs, flags, info, "hypervisor" in flags)
-    elif virtualization in (*PLE_EQUIVALENT, "PVM"):
+    elif virtualization in (*PLE_EQUIVALENT, *NO_PLE_EQUIVALENT):
         ple = _not_applicable(virtualization, module)
     elif virtualization == "None":
         ple = PleReport(supported="No", enabled="No", evidence=[
@@ -273,7 +300,7 @@ def probe(fs: HostFS) -> CpuReport:
     return CpuReport(
         vendor=_vendor(info),
         # x86's model name, POWER's cpu, arm64's part number (lscpu's name table is not kept).
-        model_name=info.get("model name") or info.get("cpu") or (
+        model_name=info.get("model name") or info.get("cpu") or info.get("Model Name") or (
             f"CPU part {info['CPU part']}" if "CPU part" in info else None),
         family=_int(info.get("cpu family")),
         model=_int(info.get("model")),
@@ -336,6 +363,18 @@ _KVM_ADVICE = {
     "virtualization on the outer hypervisor) with KVM built in",
     "s390": "load the KVM module (modprobe kvm)",
     "power": "load the KVM module (modprobe kvm_hv on a PowerNV host, kvm_pr elsewhere)",
+    "riscv": "load the KVM module (modprobe kvm)",
+    "loongarch": "load the KVM module (modprobe kvm)",
+}
+#: Why KVM cannot run guests where the CPU lacks what it needs, on architectures that name it.
+_MISSING = {
+    "s390": "the CPU's features do not list sie (Start Interpretive Execution): KVM cannot "
+    "run guests in this LPAR or z/VM guest; give it the SIE facility",
+    "riscv": "the ISA (the isa line) has no H (hypervisor) extension: KVM cannot run guests on "
+    "this CPU; use harts with the H extension, or enable it in the outer hypervisor",
+    "loongarch": "the CPU's Features do not list lvz (LoongArch Virtualization): KVM cannot "
+    "run guests on this CPU; use a CPU with LVZ (3A5000 and later), or enable it in the outer "
+    "hypervisor",
 }
 
 
@@ -349,9 +388,8 @@ def _no_virtualization(cpu: CpuReport) -> Problem:
             "recognises is loaded): KVM runs guests through a backend kvtune cannot judge; check "
             "with a test VM, and do not overcommit vCPUs here",
         )
-    if cpu.architecture == "s390":
-        what = ("the CPU's features do not list sie (Start Interpretive Execution): KVM cannot "
-                "run guests in this LPAR or z/VM guest; give it the SIE facility")
+    if cpu.architecture in _MISSING:
+        what = _MISSING[cpu.architecture]
     elif cpu.hypervisor_guest:
         what = ("this host is itself a virtual machine without VMX or SVM (the 'hypervisor' "
                 "flag is set) and no KVM module that runs guests without them (kvm_pvm) is "

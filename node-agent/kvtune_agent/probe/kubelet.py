@@ -21,6 +21,14 @@ a later file replacing a key unless the key ends in `+` (then appending), and th
 with all those arguments on its command line, so its kubelet is read like any other.
 
 Nothing found means "unknown", not an error: not every host is a Kubernetes node.
+
+Any pod can start a process named kubelet or k3s, so a name alone is not trusted: a process in
+a pod's cgroup (kubepods) is never the node's kubelet, and two candidates outside pods make the
+kubelet unknown rather than the lower pid winning. The kubelet's paths are its own: they are
+read through its root (/proc/<pid>/root) where that can be entered, else inside the host root,
+every link resolved there, never in the agent's container. Its files are read as hostile: a
+regular file, size-capped, under a deadline, YAML aliases bounded (HostFS.read_yaml); what they
+hold never goes into a message, since status is readable across the cluster.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ import dataclasses
 import os
 import typing as t
 
+import pydantic
 from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
-from ..hostfs import HostFS, Process, ProcessTable
+from ..hostfs import HostFS, Process, ProcessTable, UnusableFile
 
 #: Config files where kubeadm and distributions put them, read when no kubelet process runs.
 CONFIG_PATHS = (
@@ -53,6 +62,10 @@ K3S_FILE_ORIGIN = "kubelet-arg in "
 K3S_FLAG_ORIGIN = "--kubelet-arg"
 #: Most flags and drop-in files listed in the report (KubeletReport's bounds).
 MAX_LISTED = 32
+#: Most drop-in files read from a --config-dir: the kubelet reads all, kvtune refuses more.
+MAX_DROP_INS = 256
+#: The cgroup of every pod's processes: under it, a process named kubelet is a pod's.
+POD_CGROUP = "kubepods"
 #: Policy settings as (KubeletConfiguration key, report field, the kubelet's default).
 POLICIES = (
     ("cpuManagerPolicy", "cpu_manager_policy", "none"),
@@ -93,6 +106,8 @@ class _Kubelet:
     default_drop_in_dir: str | None = None
     #: The k3s configuration files read for kubelet-args.
     arg_files: tuple[str, ...] = ()
+    #: Where its paths are: its own root (/proc/<pid>/root), or "" for the host root.
+    base: str = ""
 
     def origin(self, flag: str) -> str:
         """Where the flag was last given."""
@@ -102,21 +117,61 @@ class _Kubelet:
         return self.given_in[last]
 
 
-def _kubelet_process(fs: HostFS, processes: ProcessTable) -> _Kubelet | None:
-    """The kubelet process; None when none runs."""
-    for process in processes:
-        name = os.path.basename(process.argv[0]) if process.argv else ""
-        if "kubelet" in (process.comm, name):  # RKE2's too: it passes --config-dir itself
-            return _Kubelet(process, list(process.argv[1:]))
-        if name == "k3s" or (process.comm or "").startswith("k3s-"):
-            argv = list(process.argv[1:])
-            given = _values(argv, "kubelet-arg")
-            if given or any(a in ("server", "agent") for a in argv[:2]):
-                files, from_files = _k3s_kubelet_args(fs, process)
-                args = from_files + [(f"--{arg}", K3S_FLAG_ORIGIN) for arg in given]
-                return _Kubelet(process, [arg for arg, _ in args], [where for _, where in args],
-                                DROP_IN_DIRS["k3s"], files)
+def _in_pod(fs: HostFS, pid: int) -> bool:
+    """The process runs in a pod (its cgroup is under kubepods), or its cgroup cannot be read
+    although the process is there: then it is not trusted either."""
+    path = f"/proc/{pid}/cgroup"
+    text = fs.read_text(path)
+    if text is None:
+        return fs.exists(path)
+    return any(POD_CGROUP in line.partition(":")[2].partition(":")[2]
+               for line in text.splitlines())
+
+
+def _base(fs: HostFS, pid: int) -> str:
+    """The root a process's paths are in: its own /proc/<pid>/root where the agent can enter it
+    (the kubelet may run in a root of its own, as in kind's node container), else the host
+    root."""
+    root = f"/proc/{pid}/root"
+    return root if fs.is_dir(f"{root}/") and fs.list_dir(root) else ""
+
+
+def _candidate(fs: HostFS, process: Process) -> _Kubelet | None:
+    name = os.path.basename(process.argv[0]) if process.argv else ""
+    if "kubelet" in (process.comm, name):  # RKE2's too: it passes --config-dir itself
+        return _Kubelet(process, list(process.argv[1:]), base=_base(fs, process.pid))
+    if name == "k3s" or (process.comm or "").startswith("k3s-"):
+        argv = list(process.argv[1:])
+        given = _values(argv, "kubelet-arg")
+        if given or any(a in ("server", "agent") for a in argv[:2]):
+            base = _base(fs, process.pid)
+            files, from_files = _k3s_kubelet_args(fs, process, base)
+            args = from_files + [(f"--{arg}", K3S_FLAG_ORIGIN) for arg in given]
+            return _Kubelet(process, [arg for arg, _ in args], [where for _, where in args],
+                            DROP_IN_DIRS["k3s"], files, base)
     return None
+
+
+def _kubelet_process(fs: HostFS, processes: ProcessTable) -> _Kubelet | None:
+    """The node's kubelet process; None when none runs. Raises _Unusable when /proc could not
+    be read, or when more than one process outside pods looks like a kubelet."""
+    if any(issue.path == "/proc" for issue in processes.issues):
+        raise _Unusable("the host's processes (/proc) cannot be read, so which kubelet runs "
+                        "and what it reserves is unknown; run the agent with hostPID")
+    found = [process for process in processes
+             if _candidate_name(process) and not _in_pod(fs, process.pid)]
+    if len(found) > 1:
+        raise _Unusable(
+            f"processes {', '.join(str(p.pid) for p in found[:8])} outside pods all look like "
+            "the node's kubelet (or k3s), so which one runs the node is unknown; stop the ones "
+            "that are not")
+    return _candidate(fs, found[0]) if found else None
+
+
+def _candidate_name(process: Process) -> bool:
+    name = os.path.basename(process.argv[0]) if process.argv else ""
+    return "kubelet" in (process.comm, name) or name == "k3s" or (
+        process.comm or "").startswith("k3s-")
 
 
 def _k3s_config_file(fs: HostFS, process: Process) -> str:
@@ -133,19 +188,21 @@ def _k3s_config_file(fs: HostFS, process: Process) -> str:
 
 
 def _k3s_kubelet_args(
-    fs: HostFS, process: Process
+    fs: HostFS, process: Process, base: str
 ) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
     """The k3s configuration files present, and the kubelet-args they give, each with its file.
 
     A file that is not a YAML mapping stops k3s itself from starting, so it is an error here too.
     """
     config = _k3s_config_file(fs, process)
-    drop_ins = [f"{config}.d/{name}" for name in fs.list_dir(f"{config}.d")
-                if name.lower().endswith((".yaml", ".yml")) and not fs.is_dir(f"{config}.d/{name}")]
-    files = ([config] if fs.exists(config) else []) + drop_ins
+    directory = _in(fs, base, f"{config}.d")
+    drop_ins = [f"{config}.d/{name}" for name in fs.list_dir(directory)
+                if name.lower().endswith((".yaml", ".yml"))
+                and not fs.is_dir(f"{directory}/{name}")]
+    files = ([config] if fs.exists(_in(fs, base, config)) else []) + drop_ins[:MAX_DROP_INS]
     args: list[tuple[str, str]] = []
     for path in files:
-        for key, value in _load(fs, path, "k3s configuration").items():
+        for key, value in _load(fs, path, "k3s configuration", base).items():
             if str(key).rstrip("+") != "kubelet-arg":
                 continue
             values = value if isinstance(value, list) else [] if value is None else [value]
@@ -195,16 +252,17 @@ class _Unusable(Exception):
     """A file of the configuration cannot be used; the message names it and what is wrong."""
 
 
-def _load(fs: HostFS, path: str, kind: str = KIND) -> dict[str, t.Any]:
-    import yaml  # here, not above: most hosts `kvtune probe` runs on have no kubelet config
+def _in(fs: HostFS, base: str, path: str) -> str:
+    """The host path of `path` as the process whose root is `base` sees it, its links
+    resolved there (unresolvable: the path as it is, which then reads as absent)."""
+    return fs.in_root(base + path, base) or base + path
 
-    text = fs.read_text(path)
-    if text is None:
-        raise _Unusable(f"{path} cannot be read")
+
+def _load(fs: HostFS, path: str, kind: str = KIND, base: str = "") -> dict[str, t.Any]:
     try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise _Unusable(f"{path} is invalid YAML: {err}") from err
+        config = fs.read_yaml(base + path, base=base)
+    except UnusableFile as err:
+        raise _Unusable(str(err).replace(base + path, path, 1)) from err
     if config is None:
         return {}
     if not isinstance(config, dict):
@@ -224,15 +282,24 @@ def _merge(into: dict[str, t.Any], config: dict[str, t.Any], origins: dict[str, 
             origins[key] = source
 
 
-def _drop_ins(fs: HostFS, directory: str) -> list[str]:
-    """The directory's *.conf files, walked in lexical order as the kubelet walks it."""
-    found = []
-    for name in fs.list_dir(directory):
-        path = f"{directory.rstrip('/')}/{name}"
-        if fs.is_dir(path):
-            found += _drop_ins(fs, path)
-        elif name.endswith(".conf"):
-            found.append(path)
+def _drop_ins(fs: HostFS, directory: str, base: str = "") -> list[str]:
+    """The directory's *.conf files, walked in lexical order as the kubelet walks it (Go's
+    filepath.WalkDir: a link to a directory is not entered, so links cannot loop the walk).
+    Raises _Unusable beyond MAX_DROP_INS files."""
+    found: list[str] = []
+
+    def walk(here: str) -> None:
+        real = _in(fs, base, here)
+        for name in fs.list_dir(real):
+            if fs.readlink(f"{real}/{name}") is None and fs.is_dir(f"{real}/{name}"):
+                walk(f"{here}/{name}")
+            elif name.endswith(".conf"):
+                found.append(f"{here}/{name}")
+            if len(found) > MAX_DROP_INS:
+                raise _Unusable(f"{directory} holds more than {MAX_DROP_INS} drop-in files; "
+                                "kvtune does not read that many")
+
+    walk(directory.rstrip("/"))
     return found
 
 
@@ -250,14 +317,14 @@ def _is_kubelet_config(fs: HostFS, path: str) -> bool:
 
 def _reserved_memory(fs: HostFS, where: str, value: t.Any) -> list[ReservedMemory]:
     entries = []
-    for item in value if isinstance(value, list) else []:
+    for index, item in enumerate(value if isinstance(value, list) else []):
         try:
             limits = item["limits"]
             entries.append(ReservedMemory(
                 numa_node=int(item["numaNode"]), limits={str(k): str(v) for k, v in limits.items()}
             ))
         except (KeyError, TypeError, ValueError, AttributeError):
-            fs.note(where, f"reservedMemory entry {str(item)[:60]!r} lacks numaNode or limits")
+            fs.note(where, f"reservedMemory entry {index} lacks numaNode or limits")
     return entries
 
 
@@ -276,7 +343,8 @@ def _settings(
         if isinstance(value, str):
             settings[field] = value
         else:
-            fs.note(origins.get(key, fallback), f"{key} should be a string, found {value!r}")
+            fs.note(origins.get(key, fallback),
+                    f"{key} should be a string, found a {type(value).__name__}")
     options = config.get("cpuManagerPolicyOptions")
     if isinstance(options, dict):
         settings["cpu_manager_policy_options"] = {str(k): str(v) for k, v in options.items()}
@@ -305,6 +373,8 @@ class _Sources:
     arg_files: tuple[str, ...] = ()
     #: Config files present that the kubelet does not read.
     others: tuple[str, ...] = ()
+    #: The root its paths are in (see _Kubelet.base).
+    base: str = ""
 
 
 def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
@@ -312,8 +382,9 @@ def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
     kubelet = _kubelet_process(fs, processes)
     if kubelet is None:
         present = [path for path in CONFIG_PATHS
-                   if fs.exists(path) and _is_kubelet_config(fs, path)]
-        drop_in_dir = next((d for d in DROP_IN_DIRS.values() if fs.is_dir(d)), None)
+                   if fs.exists(_in(fs, "", path)) and _is_kubelet_config(fs, path)]
+        drop_in_dir = next((d for d in DROP_IN_DIRS.values() if fs.is_dir(_in(fs, "", d))),
+                           None)
         if not present and drop_in_dir is None:
             return None
         return _Sources(config_path=next(iter(present), None), drop_in_dir=drop_in_dir,
@@ -321,12 +392,12 @@ def _sources(fs: HostFS, processes: ProcessTable) -> _Sources | None:
     args = kubelet.args
     drop_in_dir = next(reversed(_values(args, "config-dir")), None)
     if (drop_in_dir is None and kubelet.default_drop_in_dir is not None
-            and fs.is_dir(kubelet.default_drop_in_dir)):
+            and fs.is_dir(_in(fs, kubelet.base, kubelet.default_drop_in_dir))):
         drop_in_dir = kubelet.default_drop_in_dir  # k3s before v1.32 has none
     flags = {flag: values for flag in _KEY_OF_FLAG if (values := _values(args, flag))}
     return _Sources(kubelet.process.pid, next(reversed(_values(args, "config")), None),
                     drop_in_dir, flags, {flag: kubelet.origin(flag) for flag in flags},
-                    kubelet.arg_files)
+                    kubelet.arg_files, base=kubelet.base)
 
 
 def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
@@ -347,11 +418,13 @@ def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
     origins: dict[str, str] = {}
     try:
         if sources.config_path is not None:
-            _merge(config, _load(fs, sources.config_path), origins, sources.config_path)
-        drop_ins = [] if sources.drop_in_dir is None else _drop_ins(fs, sources.drop_in_dir)
+            _merge(config, _load(fs, sources.config_path, base=sources.base), origins,
+                   sources.config_path)
+        drop_ins = ([] if sources.drop_in_dir is None
+                    else _drop_ins(fs, sources.drop_in_dir, sources.base))
         report["drop_in_paths"] = drop_ins[:MAX_LISTED]
         for path in drop_ins:
-            _merge(config, _load(fs, path), origins, path)
+            _merge(config, _load(fs, path, base=sources.base), origins, path)
     except _Unusable as err:
         return KubeletReport.model_validate({**report, "error": str(err)})
     for flag, values in sources.flags.items():  # flags override every file
@@ -360,7 +433,14 @@ def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
         origins[key] = sources.flag_origins[flag]
     report["origins"] = origins
     fallback = sources.config_path or sources.drop_in_dir or "the kubelet's command line"
-    return KubeletReport.model_validate({**report, **_settings(fs, config, origins, fallback)})
+    try:
+        return KubeletReport.model_validate({**report, **_settings(fs, config, origins, fallback)})
+    except pydantic.ValidationError as err:
+        # Which fields, never their values: they come from files the cluster may not read.
+        fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in err.errors()})[:8])
+        return KubeletReport(pid=sources.pid, config_path=sources.config_path, error=(
+            f"the kubelet's settings ({fields}) do not fit what kvtune can report (too long or "
+            f"of another type), read from {fallback}"))
 
 
 # -- findings ----------------------------------------------------------------------------------

@@ -193,32 +193,102 @@ def _passthrough_nics(fs: HostFS) -> list[str]:
     return found[:MAX_PORTS]
 
 
-def _fields(fs: HostFS, path: str) -> list[list[str]]:
-    return [line.split() for line in (fs.read_text(path) or "").splitlines()]
+class _Unreadable(Exception):
+    """A routing file that cannot be read or parsed; the message names it."""
 
 
-def _routing(fs: HostFS) -> HostRouting:
-    """Which interfaces the host's routes and IPv6 addresses use.
+def _fields(fs: HostFS, path: str, *, required: bool) -> list[list[str]]:
+    """The rows of a /proc/net table; raises _Unreadable when it cannot be read (or, when
+    `required`, is absent: the host's namespace is not visible at all)."""
+    text = fs.read_text(path)
+    if text is None and (required or fs.exists(path)):
+        raise _Unreadable(f"{path} cannot be read (the agent needs hostPID and the host's /proc)")
+    return [line.split() for line in (text or "").splitlines()]
+
+
+def _routing(fs: HostFS, host: dict[str, _Device]) -> HostRouting:
+    """Which interfaces the host's routes and IPv6 addresses use, and the ones beneath them.
 
     /proc/net/route: a header, then Iface Destination Gateway Flags ... Mask, in hex; a default
     route has destination and mask 0. /proc/net/ipv6_route: destination, prefix length, ...,
     the device last; an unreachable default is on lo. /proc/net/if_inet6: address, ifindex,
-    prefix length, scope, flags, device.
+    prefix length, scope, flags, device. A line that does not read so makes the routing
+    unknown, not shorter: a default route missed would hand the node's own NIC to VMs.
     """
     default: set[str] = set()
     ipv4: set[str] = set()
-    for row in _fields(fs, ROUTES)[1:]:
-        if len(row) >= 8:
+    try:
+        for row in _fields(fs, ROUTES, required=True)[1:]:
+            if len(row) < 8:
+                raise _Unreadable(
+                    f"{ROUTES} has a line of {len(row)} fields: {' '.join(row)[:80]!r}")
             ipv4.add(row[0])
             if row[1] == "00000000" and row[7] == "00000000":
                 default.add(row[0])
-    for row in _fields(fs, IPV6_ROUTES):
-        if len(row) >= 10 and row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
-            default.add(row[-1])
-    ipv6 = {row[5] for row in _fields(fs, IPV6_ADDRESSES)
-            if len(row) >= 6 and row[3] in _ROUTABLE_SCOPES}  # fmt: skip
+        for row in _fields(fs, IPV6_ROUTES, required=False):
+            if len(row) < 10 or not all(_hex(field) for field in row[:9]):
+                raise _Unreadable(f"{IPV6_ROUTES} has a malformed line: {' '.join(row)[:80]!r}")
+            if row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
+                default.add(row[-1])
+        ipv6 = {row[5] for row in _fields(fs, IPV6_ADDRESSES, required=False)
+                if len(row) >= 6 and row[3] in _ROUTABLE_SCOPES}  # fmt: skip
+    except _Unreadable as err:
+        return HostRouting(error=f"{err}; which interfaces the node uses itself is unknown")
+    carriers = default | ipv4 | ipv6
+    above = _stacking(fs, host)
+    stacked = {name: upper for name in host
+               if name not in carriers and (upper := _carrier_above(above, name, carriers))}
     return HostRouting(default_route=sorted(default)[:64], ipv4_routes=sorted(ipv4)[:MAX_PORTS],
-                       ipv6_addresses=sorted(ipv6)[:MAX_PORTS])  # fmt: skip
+                       ipv6_addresses=sorted(ipv6)[:MAX_PORTS],
+                       stacked=dict(sorted(stacked.items())[:MAX_PORTS]))  # fmt: skip
+
+
+def _hex(field: str) -> bool:
+    try:
+        int(field, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _stacking(fs: HostFS, host: dict[str, _Device]) -> dict[str, set[str]]:
+    """Each device's devices stacked directly on it: from its upper_* links and the lower_*
+    links of the devices above (VLAN, macvlan, bond, team, bridge; kernels link one side or
+    both), its master, a macvlan's or VLAN's iflink, and for a port of Open vSwitch's datapath
+    every other device of it (OVS switches in userspace: any of its bridges may forward the
+    port's frames). One listing of each device's directory."""
+    above: dict[str, set[str]] = {name: set() for name in host}
+    by_index = {d.ifindex: d.name for d in host.values() if d.ifindex is not None}
+    ovs = {d.name for d in host.values() if d.master == OVS_DATAPATH}
+    for name, device in host.items():
+        for entry in fs.list_dir(f"{NET}/{name}"):
+            if entry.startswith("upper_"):
+                above[name].add(entry.removeprefix("upper_"))
+            elif entry.startswith("lower_") and entry.removeprefix("lower_") in above:
+                above[entry.removeprefix("lower_")].add(name)
+        if device.master:
+            above[name].add(device.master)
+        if device.master == OVS_DATAPATH:
+            above[name] |= ovs
+        lower = by_index.get(device.peer_index or -1)
+        if device.kind in ("Macvlan", "Macvtap", "Other") and lower is not None:
+            above[lower].add(name)
+    for name, devices in above.items():
+        devices.discard(name)
+    return above
+
+
+def _carrier_above(above: dict[str, set[str]], name: str, carriers: set[str]) -> str | None:
+    """A device stacked on `name`, at any depth, that carries the host's traffic; None."""
+    seen, pending = {name}, [name]
+    while pending:
+        for upper in sorted(above.get(pending.pop(), ())):
+            if upper in carriers:
+                return upper
+            if upper not in seen:
+                seen.add(upper)
+                pending.append(upper)
+    return None
 
 
 def probe(fs: HostFS, processes: ProcessTable) -> NetworkReport:
@@ -235,7 +305,7 @@ def probe(fs: HostFS, processes: ProcessTable) -> NetworkReport:
         pods=_pods(fs, processes, host),
         macvtaps=macvtaps[:MAX_PORTS],
         passthrough_nics=_passthrough_nics(fs),
-        routing=_routing(fs),
+        routing=_routing(fs, host),
     )
 
 

@@ -10,7 +10,9 @@ Online CPUs are /sys/devices/system/cpu/online. Kernels without it have a cpuN/o
 that can be unplugged (a CPU without one, often cpu0, is online) over the present CPUs
 (`present`, else the cpuN directories). A node's CPUs are its `cpulist`, or its `cpumap` on
 kernels that lack the list, less the offline CPUs: some kernels (POWER) keep offline CPUs in
-the list, and no VM can run on them.
+the list, and no VM can run on them. Where neither file gives them (unreadable, malformed),
+the cpuN links the kernel makes in the node's directory do, as they do for the kubelet; a
+node whose CPUs nothing gives is not taken for a memory-only one.
 
 Nodes are the nodeN directories, the kernel's online nodes. A kernel built without NUMA
 (CONFIG_NUMA=n) has no /sys/devices/system/node at all: the report then has no node, as
@@ -111,12 +113,29 @@ def _distances(fs: HostFS, path: str, nodes: int) -> list[int]:
     return distances
 
 
-def _listed_cpus(fs: HostFS, base: str) -> set[int]:
+def _linked_ids(fs: HostFS, node_id: int) -> set[int]:
+    """The CPUs linked in the node's directory (cpuN entries), as cAdvisor finds them: the
+    kernel links each CPU under one node (cpu_to_node), whatever the node cpulists say."""
+    found = (_CPU_DIR.fullmatch(name) for name in fs.list_dir(f"{NODES}/node{node_id}"))
+    return {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
+
+
+def _listed_cpus(fs: HostFS, node_id: int) -> set[int] | None:
+    """The CPUs the node lists; where neither its cpulist nor its cpumap gives them (absent,
+    unreadable or malformed, which the read noted), the CPUs the kernel links under it; None
+    when nothing tells."""
+    base = f"{NODES}/node{node_id}"
     listed = cpulist.read_either(fs, f"{base}/cpulist", f"{base}/cpumap")
-    if listed is None and not fs.exists(f"{base}/cpulist") and not fs.exists(f"{base}/cpumap"):
-        fs.note(base, "has neither cpulist nor cpumap, so its CPUs are unknown; it is taken "
-                "for a node without CPUs")
-    return listed or set()
+    if listed is not None:
+        return listed
+    linked = _linked_ids(fs, node_id)
+    if linked:
+        return linked
+    if not fs.exists(f"{base}/cpulist") and not fs.exists(f"{base}/cpumap"):
+        # A file that is there but unusable was noted by its read.
+        fs.note(base, "has neither cpulist nor cpumap nor cpuN links, so its CPUs are "
+                "unknown: the report shows none, and it is not taken for a memory-only node")
+    return None
 
 
 def _node(
@@ -125,7 +144,8 @@ def _node(
     """The node, and its usable CPUs: those it lists that are online (all it lists when the
     online CPUs are unknown)."""
     base = f"{NODES}/node{node_id}"
-    listed = _listed_cpus(fs, base)
+    found = _listed_cpus(fs, node_id)
+    listed = found or set()
     cpus = listed if states.online is None else listed & states.online
     down = listed - cpus
     meminfo = parse_meminfo(fs, f"{base}/meminfo")
@@ -139,7 +159,8 @@ def _node(
         memory_free_kib=(meminfo or {}).get("MemFree", 0),
         # Without a MemTotal line the node's memory is unknown, not absent.
         memoryless=meminfo is not None and "MemTotal" in meminfo and total == 0,
-        memory_only=bool(total) and not cpus,
+        # A node whose CPUs are unknown is not known to have none.
+        memory_only=bool(total) and not cpus and found is not None,
         distances=_distances(fs, f"{base}/distance", nodes),
     ), cpus
 
@@ -206,10 +227,8 @@ def _overlapping(nodes: list[tuple[NumaNode, set[int]]]) -> set[int]:
 
 
 def _linked(fs: HostFS, node: NumaNode) -> NumaNode:
-    """The node with the CPUs its directory links (cpuN entries), as cAdvisor finds them: the
-    kernel links each CPU under one node (cpu_to_node), whatever the node cpulists say."""
-    found = (_CPU_DIR.fullmatch(name) for name in fs.list_dir(f"{NODES}/node{node.id}"))
-    linked = {int(m.group(1)) for m in found if m and int(m.group(1)) < cpulist.MAX_IDS}
+    """The node with the CPUs its directory links (`_linked_ids`)."""
+    linked = _linked_ids(fs, node.id)
     return node.model_copy(update={"linked_cpus": cpulist.format_ids(linked)})
 
 

@@ -272,9 +272,10 @@ def _whole_pages(vmi: dict[str, Any]) -> None:
 
 
 def _raise_request(vmi: dict[str, Any], raised: int) -> None:
-    """The memory request set to `raised`, and a limit with it where one is below."""
+    """The memory request set to `raised`, and a limit with it where one is below (a zero
+    limit is none, and stays so)."""
     _put(vmi, (*RESOURCES, "requests", "memory"), _binary_quantity(raised), overwrite=True)
-    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    limit = given(vmi, "limits", "memory")
     if limit is not None:
         field = "spec.domain.resources.limits.memory"
         _put(vmi, (*RESOURCES, "limits", "memory"),

@@ -69,13 +69,20 @@ def given(vmi: Mapping[str, Any], kind: str, name: str) -> Any:
     return value
 
 
-def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
-    """requests[name], or limits[name] when only a limit is given (a zero one is not)."""
+def request_field(vmi: Mapping[str, Any], name: str) -> tuple[str, Any] | None:
+    """The field and value as written of requests[name], or of limits[name] when only a limit
+    is given (a zero one is not)."""
     for kind in ("requests", "limits"):
         value = given(vmi, kind, name)
         if value is not None:
-            return quantity(value, f"spec.domain.resources.{kind}.{name}")
+            return f"spec.domain.resources.{kind}.{name}", value
     return None
+
+
+def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
+    """requests[name], or limits[name] when only a limit is given (a zero one is not)."""
+    found = request_field(vmi, name)
+    return None if found is None else quantity(found[1], found[0])
 
 
 def _amount(vmi: Mapping[str, Any], kind: str, name: str) -> Decimal:

@@ -41,6 +41,7 @@ from .overhead import (
     pod_memory_request_bytes,
     quantity,
     quantity_bytes,
+    request_field,
     topology_vcpus,
     vcpu_count,
 )
@@ -101,7 +102,7 @@ def explicit_conflicts(
         )
     if not (
         memory_request_bytes(vmi)
-        or lookup(vmi, *RESOURCES, "limits", "memory") is not None
+        or given(vmi, "limits", "memory") is not None
         or lookup(vmi, *MEMORY, "guest") is not None
     ):
         # KubeVirt refuses a VMI without a memory size, but not once hugepages are set: its guest
@@ -230,15 +231,16 @@ def _memory(
             "field or set it to false, so that the scheduler reserves KubeVirt's per-VM overhead"
         )
     guest = lookup(vmi, *MEMORY, "guest")
-    request = effective_request(vmi, "memory")
+    request = request_field(vmi, "memory")
     if (
         guest is not None
         and request is not None
-        and quantity(guest, "spec.domain.memory.guest") > request
+        and quantity(guest, "spec.domain.memory.guest") > quantity(request[1], request[0])
     ):
+        # Quoted as written, so that the author finds the value in their own manifest.
         errors.append(
-            f"spec.domain.memory.guest ({guest}) is above the memory request "
-            f"({_human(math.ceil(request))}), but {forbids}: give the guest at most "
+            f"spec.domain.memory.guest ({guest}) is above the memory request, "
+            f"{request[0]} ({request[1]}), but {forbids}: give the guest at most "
             "spec.domain.resources.requests.memory, or raise the request"
         )
     return errors + _unequal(vmi, "memory", forbids), []
@@ -279,7 +281,7 @@ def _rollout(
     whose pod can be OOM-killed with its guest not yet full."""
     errors, warnings = [], []
     guest = guest_bytes(vmi)
-    limit = lookup(vmi, *RESOURCES, "limits", "memory")
+    limit = given(vmi, "limits", "memory")  # a zero limit is none, to KubeVirt's check too
     limit_field = "spec.domain.resources.limits.memory"
     if kubevirt.stage_rollout and limit is not None and guest > quantity_bytes(limit, limit_field):
         errors.append(

@@ -264,3 +264,28 @@ def test_vcpus_on_cpus_that_every_node_lists_are_not_judged_by_that_layout(
     assert vm.cpu_nodes == ""
     assert violations(audit) == {"a": []}
     assert [(f.severity, f.rule) for f in vm.findings] == [("Info", "NumaLocality")]
+
+
+@pytest.mark.parametrize(
+    ("pins", "unplaced"),
+    [
+        pytest.param(["1", "5"], "5", id="one CPU only node 0 lists, one both list"),
+        pytest.param(["2", "3"], "2-3", id="CPUs both nodes list"),
+    ],
+)
+def test_vcpus_on_cpus_that_nodes_overlapping_partly_both_list_are_not_judged_local(
+    tmp_path: Path, pins: list[str], unplaced: str
+) -> None:
+    # Node 0 lists 0-5, node 1 lists 2-7: CPUs 2-5 may be on either.
+    tree = HostTree(tmp_path / "host").cpus(2, 4).meminfo(16 * GiB_KIB)
+    tree.numa_node(0, range(6), 8 * GiB_KIB).numa_node(1, range(2, 8), 8 * GiB_KIB)
+    host = probe_host(tree.hugepages(2048, 4096, 4096).fs())
+
+    audit = run(tmp_path, domain_xml("p_a", **{**GOOD, "pins": pins, "emulator": "0"}),
+                host=host)
+
+    (vm,) = audit.items
+    assert host.numa.overlapping_cpus == "2-5"
+    [finding] = [f for f in vm.findings if f.rule == "NumaLocality"]
+    assert finding.severity == "Info"
+    assert f"CPUs {unplaced} of its CPUs" in finding.message

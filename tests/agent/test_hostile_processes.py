@@ -1,0 +1,157 @@
+"""Hostile processes: any pod can start a process named kubelet, k3s or virt-launcher, with any
+flags. The node's kubelet is the one outside pods' cgroups, and only if it is the only one; what
+its files hold never reaches status; every value it gives is checked before the memory budget
+uses it, and one that cannot be used makes the budget unknown (no pool grows), never larger."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+from hosttree import HostTree, intel_two_socket
+from kvtune_agent import memory_budget
+from kvtune_agent.hostfs import ProcessTable, ReadIssue
+from kvtune_agent.plan import plan
+from kvtune_agent.probe import kubelet, probe_host
+from kvtune_api.v1alpha1.host import KubeletReport
+
+from .specs import node_spec
+
+V2_POD = "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri.scope"
+V1_POD = "11:memory:/kubepods/burstable/pod0c0ffee/0123abcd\n1:cpu:/kubepods/burstable/pod0c0ffee"
+SYSTEM = "0::/system.slice/kubelet.service"
+
+
+def _probe(tree: HostTree) -> KubeletReport:
+    fs = tree.fs()
+    return kubelet.probe(fs, fs.processes())
+
+
+@pytest.mark.parametrize("cgroup", [pytest.param(V2_POD, id="cgroup v2"),
+                                    pytest.param(V1_POD, id="cgroup v1")])
+def test_a_kubelet_in_a_pod_is_not_the_nodes_kubelet_even_with_the_lowest_pid(
+    tmp_path: Path, cgroup: str,
+) -> None:
+    tree = HostTree(tmp_path).process(10, "kubelet", "kubelet", "--system-reserved=memory=0")
+    tree.file("/proc/10/cgroup", cgroup)
+    tree.process(500, "kubelet", "/usr/bin/kubelet", "--system-reserved=memory=8Gi")
+    tree.file("/proc/500/cgroup", SYSTEM)
+
+    found = _probe(tree)
+
+    assert (found.pid, found.system_reserved_memory) == (500, "8Gi")
+
+
+def test_a_kubelet_whose_cgroup_cannot_be_read_is_not_trusted(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).process(10, "kubelet", "kubelet", "--config=/dev/zero")
+    tree.unreadable("/proc/10/cgroup")
+
+    assert _probe(tree).pid is None
+
+
+def test_a_fake_k3s_in_a_pod_cannot_make_the_agent_read_files_for_it(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file("/etc/shadow", "root:$6$s3cr3t-hash:19000:0:99999:7:::")
+    tree.process(12, "k3s-server", "/usr/local/bin/k3s", "server", "-c", "/etc/shadow")
+    tree.file("/proc/12/cgroup", V2_POD)
+
+    found = _probe(tree)
+
+    assert (found.pid, found.error, found.flag_files) == (None, None, [])
+
+
+def test_what_a_broken_config_holds_never_reaches_the_report(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).file("/etc/rancher/k3s/config.yaml",
+                                   "token: [K10-s3cr3t-token\nkubelet-arg: x")
+    tree.process(12, "k3s-server", "/usr/local/bin/k3s", "server")
+
+    found = _probe(tree)
+
+    assert found.error is not None and found.error.startswith(
+        "/etc/rancher/k3s/config.yaml is invalid YAML at line ")
+    assert "s3cr3t" not in found.model_dump_json()
+
+
+def test_a_value_of_the_wrong_type_is_named_not_quoted(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).kubelet_config(
+        "cpuManagerPolicy: {leaked: s3cr3t}\nreservedMemory: [{s3cr3t: 1}]\n")
+    fs = tree.fs()
+
+    kubelet.probe(fs, fs.processes())
+
+    details = [issue.detail for issue in fs.take_issues()]
+    assert details == ["cpuManagerPolicy should be a string, found a dict",
+                       "reservedMemory entry 0 lacks numaNode or limits"]
+
+
+def test_two_kubelets_outside_pods_make_the_kubelet_unknown_and_the_budget_with_it(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path).process(10, "kubelet", "kubelet", "--system-reserved=memory=0")
+    tree.process(500, "kubelet", "/usr/bin/kubelet", "--system-reserved=memory=8Gi")
+
+    found = _probe(tree)
+
+    assert found.error is not None and "processes 10, 500 outside pods" in found.error
+    with pytest.raises(memory_budget.BudgetUnknown):
+        memory_budget.kubelet_reservation(found, 2**30)
+
+
+def test_processes_that_cannot_be_listed_make_the_kubelet_unknown(tmp_path: Path) -> None:
+    # A kubelet config on disk says nothing about what the running kubelet reserves.
+    fs = HostTree(tmp_path).kubelet_config("kind: KubeletConfiguration").fs()
+    table = ProcessTable((), (ReadIssue("/proc", "cannot read: Permission denied", True),))
+
+    found = kubelet.probe(fs, table)
+
+    assert found.error is not None and "(/proc) cannot be read" in found.error
+    with pytest.raises(memory_budget.BudgetUnknown):
+        memory_budget.kubelet_reservation(found, 2**30)
+
+
+# -- every value is hostile: the budget is unknown, never larger --------------------------------
+
+
+@pytest.mark.parametrize("flag", [
+    pytest.param("--eviction-hard=memory.available<inf%", id="an infinite percentage"),
+    pytest.param("--eviction-hard=memory.available<nan%", id="a percentage that is no number"),
+    pytest.param("--eviction-hard=memory.available<-50%", id="a negative percentage"),
+    pytest.param("--eviction-hard=memory.available<150%", id="more than 100%"),
+    pytest.param("--system-reserved=memory=-100Gi", id="a negative system reserve"),
+    pytest.param("--kube-reserved=memory=-1", id="a negative kube reserve"),
+    pytest.param("--eviction-hard=memory.available<-1Gi", id="a negative threshold"),
+    pytest.param("--reserved-memory=0:memory=-64Gi", id="a negative reservedMemory"),
+])
+def test_a_hostile_kubelet_value_makes_the_budget_unknown_and_grows_no_pool(
+    tmp_path: Path, flag: str,
+) -> None:
+    tree = intel_two_socket(tmp_path).process(500, "kubelet", "/usr/bin/kubelet", flag)
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}})
+
+    found = plan(spec, probe_host(tree.fs()))
+
+    assert "HugepageBudgetUnknown" in [f.reason for f in found.findings]
+    assert [s for s in found.steps if s.planned.feature == "Hugepages"
+            and int(s.planned.desired) > int(s.planned.current)] == []
+
+
+@pytest.mark.parametrize(("reserved", "kib"), [
+    pytest.param({"system_reserved_memory": "1Gi"}, 2**20 + 102400, id="a reserve"),
+    pytest.param({"eviction_hard_memory": "10%"}, 104858, id="a percentage, rounded up"),
+    pytest.param({"eviction_hard_memory": "0%"}, 0, id="zero percent"),
+])
+def test_sound_kubelet_values_still_make_a_budget(reserved: dict[str, t.Any], kib: int) -> None:
+    found = memory_budget.kubelet_reservation(KubeletReport(pid=1, **reserved), 2**20)
+
+    assert found.host_wide_kib == kib
+
+
+def test_a_memtotal_of_zero_makes_the_budget_unknown_not_a_division_by_zero(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path).meminfo(0)
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}})
+
+    found = plan(spec, probe_host(tree.fs()))
+
+    assert "HugepageBudgetUnknown" in [f.reason for f in found.findings]
