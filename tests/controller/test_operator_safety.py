@@ -6,6 +6,7 @@ Agents are simulated by writing node-state status as an agent does (as in test_o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pathlib
 import time
@@ -201,3 +202,26 @@ def test_a_profile_stored_before_the_schema_refused_it_is_degraded_naming_the_fi
     world.custom.delete_cluster_custom_object(G, V, PROFILES, p)
     wait_for(lambda: is_gone(lambda: world.custom.get_cluster_custom_object(G, V, PROFILES, p)),
              "the unreadable profile deleted, not held by its finalizer")
+
+
+def _no_profile_left(world: World) -> None:
+    """Every profile of the cluster gone, without waiting for its nodes' reverts."""
+    for p in world.custom.list_cluster_custom_object(G, V, PROFILES)["items"]:
+        name = p["metadata"]["name"]
+        with contextlib.suppress(ApiException):
+            world.custom.delete_cluster_custom_object(G, V, PROFILES, name)
+            # Deleting first: kopf adds no finalizer back to an object being deleted.
+            world.custom.patch_cluster_custom_object(
+                G, V, PROFILES, name, {"metadata": {"finalizers": None}})
+    wait_for(lambda: not world.custom.list_cluster_custom_object(G, V, PROFILES)["items"],
+             "no profile left")
+
+
+def test_with_no_profile_left_a_cordon_kvtune_noted_is_lifted(world: World) -> None:
+    # The last profile removed with its finalizer taken off mid-drain, or the operator started
+    # after that: no profile's pass is left to lift the cordon, and the node stayed cordoned.
+    _no_profile_left(world)
+    node = world.node("a", pool=world.pool("vm"))
+    world.core.patch_node(node, {"spec": {"unschedulable": True},
+                                 "metadata": {"annotations": {CORDONED_ANNOTATION: "true"}}})
+    wait_for(lambda: _cordon(world, node) == (False, None), "the cordon lifted")
