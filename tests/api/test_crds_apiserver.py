@@ -254,6 +254,8 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("hugepage count per node 10^12", {HP: {"hugepages": {"pages": [
         {"size": "2Mi", "perNode": [{"node": 0, "count": 10**12}]}]}}},
      "count in body should be less than or equal to 16777216", False),
+    ("hugepages perNode empty", {HP: {"hugepages": {"pages": [{"size": "2Mi", "perNode": []}]}}},
+     "perNode is empty, which allocates nothing", False),
     ("NUMA node 100000", {HP: {"hugepages": {"pages": [
         {"size": "2Mi", "perNode": [{"node": 100000, "count": 1}]}]}}},
      "node in body should be less than or equal to 1023", False),

@@ -116,6 +116,12 @@ class HugepagesAllocation(BaseModel):
             "self.perNode.all(a, self.perNode.exists_one(b, b.node == a.node))",
             "perNode lists a NUMA node more than once: give each node one entry",
         ),
+        (
+            "!has(self.perNode) || size(self.perNode) > 0",
+            "perNode is empty, which allocates nothing: list each NUMA node with its count, or "
+            "give count (a total split evenly across NUMA nodes)",
+            ".perNode",
+        ),
     )
 
     size: HugepageSize = Field(description="Page size: 2Mi or 1Gi.")
