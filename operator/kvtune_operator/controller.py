@@ -25,7 +25,7 @@ from .daemonset import NAME, render_agent_daemonset
 from .kube import Kube
 from .profiles import Profile
 from .reconcile import plan_profile
-from .rollout import plan_rollout, stray_cordons
+from .rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
 from .rollup import AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, VolumeView, action_target
@@ -220,6 +220,13 @@ async def install_parts(kube: Kube, settings: Settings, standalone: bool) -> Non
     if settings.agent_image and settings.namespace:
         manifest = render_agent_daemonset(settings.namespace, settings.agent_image)
         await asyncio.to_thread(kube.apply_daemonset, manifest)
+
+
+async def lift_orphan_cordons(
+    nodes: t.Iterable[str], profiles: Mapping[str, Profile], kube: Kube, settings: Settings
+) -> None:
+    """Uncordon `nodes` (kvtune's cordons) if no live profile is left to judge them."""
+    await execute(kube, cordons_no_profile_holds(nodes, profiles), settings.write_concurrency)
 
 
 async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:

@@ -91,6 +91,25 @@ def kvtune_cordons(name: str, **_: t.Any) -> dict[str, bool]:
     return {name: True}
 
 
+@kopf.on.event(*NODES, annotations={CORDONED_ANNOTATION: "true"})
+async def kvtune_cordon_seen(name: str, memo: kopf.Memo, **indexes: t.Any) -> None:
+    # Also at start-up (kopf's first listing): a cordon left when the operator was away.
+    await _lift_orphan_cordons([name], memo, indexes)
+
+
+@kopf.on.event(*PROFILES)
+async def profile_event(event: kopf.RawEvent, memo: kopf.Memo, **indexes: t.Any) -> None:
+    if event["type"] == "DELETED":  # gone, maybe without its finalizer's last pass
+        await _lift_orphan_cordons(_view(indexes["kvtune_cordons"]), memo, indexes)
+
+
+async def _lift_orphan_cordons(
+    nodes: t.Iterable[str], memo: kopf.Memo, indexes: t.Mapping[str, t.Any]
+) -> None:
+    await controller.lift_orphan_cordons(
+        nodes, _view(indexes["profiles"]), memo["kube"], memo["settings"])
+
+
 @kopf.index(*KUBEVIRTS)
 def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]:
     # One KubeVirt CR per cluster; its KSM selector decides where KubeVirt may enable KSM.

@@ -99,6 +99,19 @@ def _approve(profile: Profile, view: StateView) -> PatchState:
                       annotations={APPROVED_ANNOTATION: "true"})
 
 
+def cordons_no_profile_holds(
+    cordoned: t.Iterable[str], profiles: t.Mapping[str, Profile]
+) -> list[Action]:
+    """Uncordon the nodes kvtune cordoned when no live profile is left to judge them.
+
+    `stray_cordons` runs in the passes of profiles; with none left (the last one removed with
+    its finalizer taken off by hand mid-drain, or the operator started after that) no pass runs,
+    and a node would stay cordoned for good. A profile being deleted holds no drain either."""
+    if any(not p.deleting for p in profiles.values()):
+        return []
+    return [CordonNode(node, False) for node in sorted(cordoned)]
+
+
 def stray_cordons(profile: Profile, snap: Snapshot, live: t.Collection[str]) -> list[Action]:
     """Uncordon the nodes kvtune cordoned that no drain holds any more, `live` being the names
     of the profiles that exist and are not being deleted.

@@ -200,7 +200,7 @@ class AdmissionServer:
         its idle deadline spares a request waiting its turn or being answered."""
         guarded = self._connections.get(request.transport) if request.transport else None
         if guarded is not None:
-            guarded.busy += 1
+            guarded.begin()
         try:
             return await handler(request)
         except web.HTTPException as refused:  # 404, 405, 413 from aiohttp itself
@@ -318,8 +318,11 @@ class _Guarded(asyncio.Protocol):
     answered a single request is closed then; one that has is a keep-alive connection of the
     apiserver, closed only after KEEPALIVE_SECONDS without a request: longer than the
     apiserver's own idle timeout (Go's 90 s), so that the apiserver closes first and never sends
-    a call down a connection this side is closing. `release` gives the connection's slot back
-    to `AdmissionServer._accept` when it closes.
+    a call down a connection this side is closing. That grace is for the quiet between requests
+    only: bytes of a next request that do not become one (its headers trickling in) within a
+    check are cut off as on a new connection, else one answered request bought a slow client
+    minutes. `release` gives the connection's slot back to `AdmissionServer._accept` when it
+    closes.
     """
 
     def __init__(
@@ -337,6 +340,9 @@ class _Guarded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._seen = 0
         self._idle_since = 0.0
+        #: When bytes began to arrive outside any request being answered: the beginning of a
+        #: request not handed to the server yet (None: there is none).
+        self._begun_at: float | None = None
         self.busy = 0
         self.served = 0
 
@@ -360,6 +366,11 @@ class _Guarded(asyncio.Protocol):
         if self._transport is None:
             return
         now = time.monotonic()
+        slow = self._begun_at is not None and (
+            now - self._begun_at >= self._settings.idle_timeout_seconds)
+        if not self.busy and slow:
+            self._transport.abort()  # type: ignore[attr-defined]
+            return
         if self.busy or self.served != self._seen:
             self._seen, self._idle_since = self.served, now
         elif self.served == 0 or now - self._idle_since >= KEEPALIVE_SECONDS:
@@ -367,7 +378,14 @@ class _Guarded(asyncio.Protocol):
             return
         self._arm()
 
+    def begin(self) -> None:
+        """A request was handed to the server: it is no longer a slow one's beginning."""
+        self.busy += 1
+        self._begun_at = None
+
     def data_received(self, data: bytes) -> None:
+        if not self.busy and self._begun_at is None:
+            self._begun_at = time.monotonic()
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -254,6 +254,8 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("hugepage count per node 10^12", {HP: {"hugepages": {"pages": [
         {"size": "2Mi", "perNode": [{"node": 0, "count": 10**12}]}]}}},
      "count in body should be less than or equal to 16777216", False),
+    ("hugepages perNode empty", {HP: {"hugepages": {"pages": [{"size": "2Mi", "perNode": []}]}}},
+     "perNode is empty, which allocates nothing", False),
     ("NUMA node 100000", {HP: {"hugepages": {"pages": [
         {"size": "2Mi", "perNode": [{"node": 100000, "count": 1}]}]}}},
      "node in body should be less than or equal to 1023", False),
@@ -307,10 +309,34 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("storageClassName with capitals", {"storage": {"blockLuns": {
         "selector": {"models": ["X"]}, "storageClassName": "Fast_SSD"}}},
      "storageClassName must be a DNS subdomain", False),
-    *[(f"byIdPatterns {p!r}", _luns(byIdPatterns=[p]),
-       "a pattern of wildcards alone matches every disk", False) for p in ("*", "**", "?*")],
     ("byIdPatterns with a path", _luns(byIdPatterns=["../sda"]),
-     "byIdPatterns[0]: Invalid value", False),
+     "byIdPatterns[0]: Invalid value: \"../sda\": a by-id pattern is a file name", False),
+    *[(f"byIdPatterns {p!r}", _luns(byIdPatterns=[p]),
+       "that begins with a literal part of the name, not a wildcard or [...]", False)
+      for p in ("*", "**", "?*", "*-*", "[a-z]*", "*wwn*", "?wn-0x5000c5*", "[!x]*")],
+    ("two macvtap rules for one NIC name",
+     {"network": {"macvtap": _macvtap({"names": ["ens2f0"]}, {"names": ["ens2f0"]})}},
+     "network.macvtap: a NIC is listed in nicSelector.names of more than one rule", False),
+    ("two macvtap rules for one PCI address",
+     {"network": {"macvtap": _macvtap(*[{"pciAddresses": ["0000:3b:00.0"]}] * 2)}},
+     "network.macvtap: a NIC is listed in nicSelector.pciAddresses of more than one rule", False),
+    ("label key with a 254-byte prefix", _nodes({"key": "a" * 254 + "/pool", "operator": "Exists"}),
+     "a label key is an optional DNS subdomain prefix", False),
+    ("matchLabels key with a 254-byte prefix", _nodes(**{"a" * 254 + "/pool": "vms"}),
+     "matchLabels: a key is not a label key", False),
+    ("hugepages with every byte kept as headroom", {HP: {"hugepages": {
+        "pages": [{"size": "2Mi", "count": 1}], "hostHeadroom": {"percent": 100}}}},
+     "hostHeadroom.percent 100 keeps all memory from hugepages", False),
+    # Pattern errors name the form, not only a regular expression.
+    ("PCI address in capitals", {"network": {"sriov": _sriov({"pciAddresses": ["0000:3B:00.0"]})}},
+     "a PCI address is", False),
+    ("vendor id with 0x", {"network": {"sriov": _sriov({"vendor": "0x86"})}},
+     "a PCI vendor or device id is", False),
+    ("device id in capitals", {"network": {"sriov": _sriov({"vendor": "8086", "device": "159B"})}},
+     "a PCI vendor or device id is", False),
+    ("macvtap resource name with a blank", {"network": {"macvtap": [
+        {"name": "data plane", "nicSelector": {"names": ["ens2f0"]}}]}},
+     "a macvtap resource name is", False),
     # Lengths and counts that kept kopf's annotation and PATCH past what etcd takes.
     ("a 1 MiB NIC name", {"network": {"sriov": _sriov({"names": ["e" * 2**20]})}},
      "Too long: may not be more than 15 bytes", True),

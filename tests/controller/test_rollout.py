@@ -10,7 +10,7 @@ import pytest
 from kvtune_api.v1alpha1.profile import max_unavailable_nodes
 from kvtune_operator.assign import Assignment
 from kvtune_operator.profiles import Profile
-from kvtune_operator.rollout import plan_rollout, stray_cordons
+from kvtune_operator.rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
 from kvtune_operator.rollup import node_phase
 from kvtune_operator.views import (
     APPROVED_ANNOTATION,
@@ -170,3 +170,18 @@ def test_a_node_of_another_live_profile_is_left_to_that_profile() -> None:
 def test_a_node_someone_else_cordoned_is_never_uncordoned() -> None:
     deleting = dataclasses.replace(drains(), deleting=True)
     assert _strays(deleting, [state("a", drain=False)], ours=[]) == []
+
+
+@pytest.mark.parametrize(("profiles", "lifted"), [
+    ({}, ["a", "b"]),
+    ({"p": dataclasses.replace(drains(), deleting=True)}, ["a", "b"]),
+    ({"p": dataclasses.replace(drains(), deleting=True), "q": drains()}, []),
+    ({"q": drains()}, []),
+], ids=["no profile", "only one being deleted", "one live beside it", "one live"])
+def test_with_no_live_profile_left_kvtune_s_cordons_are_lifted_and_else_left_to_its_passes(
+    profiles: dict[str, Profile], lifted: list[str]
+) -> None:
+    actions = cordons_no_profile_holds(["b", "a"], profiles)
+    assert [(a.node, a.unschedulable) for a in actions if isinstance(a, CordonNode)] == [
+        (n, False) for n in lifted]
+    assert len(actions) == len(lifted)

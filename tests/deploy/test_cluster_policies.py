@@ -181,11 +181,18 @@ def test_the_operator_may_evict_a_virt_launcher(as_operator: client.CoreV1Api) -
 
 # --- the webhook -------------------------------------------------------------------------------
 
-def _configuration(rules: list[dict[str, Any]]) -> dict[str, Any]:
+#: Where the shipped webhook's configurations send reviews (--service in webhook.yaml).
+OWN_SERVICE = {"service": {"namespace": NAMESPACE, "name": "kvtune-webhook", "port": 443,
+                           "path": "/vmi-mutate"}}
+
+
+def _configuration(
+    rules: list[dict[str, Any]], where: dict[str, Any] = OWN_SERVICE
+) -> dict[str, Any]:
     return {"apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration", "metadata": {"name": "kvtune.io"},
             "webhooks": [{"name": "vmi-mutate.kvtune.io", "rules": rules,
-                          "clientConfig": {"url": "https://127.0.0.1:9443/vmi-mutate"},
+                          "clientConfig": where,
                           "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}
 
 
@@ -194,9 +201,12 @@ def _rule(groups: list[str], resources: list[str], operations: list[str]) -> dic
             "operations": operations, "scope": "Namespaced"}
 
 
-def _apply(api: client.AdmissionregistrationV1Api, rules: list[dict[str, Any]]) -> object:
+def _apply(
+    api: client.AdmissionregistrationV1Api, rules: list[dict[str, Any]],
+    where: dict[str, Any] = OWN_SERVICE,
+) -> object:
     return api.patch_mutating_webhook_configuration(
-        "kvtune.io", _configuration(rules), field_manager="kvtune-test", force=True,
+        "kvtune.io", _configuration(rules, where), field_manager="kvtune-test", force=True,
         dry_run=DRY, _content_type="application/apply-patch+yaml")
 
 
@@ -226,6 +236,19 @@ def test_the_webhooks_configurations_may_name_nothing_but_vmi_creations(
 ) -> None:
     admission = client.AdmissionregistrationV1Api(as_webhook)
     assert refused_by(WEBHOOK, lambda: _apply(admission, rules))
+
+
+@pytest.mark.parametrize("where", [
+    {"url": "https://collector.example.com/vmi-mutate"},
+    {"url": "https://127.0.0.1:9443/vmi-mutate"},
+    {"service": {"namespace": "default", "name": "kvtune-webhook", "port": 443}},
+    {"service": {"namespace": NAMESPACE, "name": "kvtune-operator", "port": 443}},
+], ids=["an outside URL", "a host URL", "a Service elsewhere", "another Service"])
+def test_the_webhooks_configurations_may_call_nothing_but_its_own_service(
+    as_webhook: client.ApiClient, where: dict[str, Any]
+) -> None:
+    admission = client.AdmissionregistrationV1Api(as_webhook)
+    assert refused_by(WEBHOOK, lambda: _apply(admission, [VMI_CREATE], where))
 
 
 def test_the_webhooks_configuration_of_vmi_creations_is_allowed(

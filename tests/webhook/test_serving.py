@@ -621,6 +621,24 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(webhook_up: Served)
         assert _closed_within(conn, 3 * IDLE_TIMEOUT) == b""
 
 
+def test_a_kept_alive_client_that_never_finishes_its_next_headers_is_cut_off(
+    webhook_up: Served,
+) -> None:
+    # One request answered makes a connection a kept-alive one, which may idle for minutes
+    # between requests; a request begun on it must still come whole within the timeout.
+    body = _review({"uid": "u", "operation": "DELETE"})
+    with _tls(webhook_up.url) as conn:
+        conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        reply = b""
+        while not reply.endswith(b"}"):
+            reply += conn.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200")
+        conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w")
+        assert _closed_within(conn, 3 * IDLE_TIMEOUT) == b""
+
+
 def test_a_client_that_never_sends_its_body_is_cut_off(webhook_up: Served) -> None:
     with _tls(webhook_up.url) as conn:
         conn.sendall(b"POST /" + webhook.MUTATE_ID.encode() + b" HTTP/1.1\r\nHost: w\r\n"

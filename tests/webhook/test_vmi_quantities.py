@@ -22,9 +22,8 @@ FIELDS: list[tuple[str, Obj, str]] = [
     ("spec.domain.memory.guest",
      {"memory": {"guest": "{}"}, "resources": {"requests": {"memory": "8Gi"}}},
      "spec.domain.memory.guest"),
-    # Without a CPU topology the vCPUs are read from the CPU limit, where the mutation's replay
-    # of KubeVirt's defaulting has copied the request; the refusal still names the field the
-    # author wrote.
+    # Without a CPU topology, the vCPUs come from the CPU request (copied to the limit by the
+    # mutation's replay of KubeVirt's defaulting): the error names the field its author wrote.
     ("spec.domain.resources.requests.cpu",
      {"cpu": {}, "resources": {"requests": {"memory": "8Gi", "cpu": "{}"}}},
      "spec.domain.resources.requests.cpu"),

@@ -172,11 +172,23 @@ LABEL_KEY_PATTERN = (
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 #: Longest label key: a 253-character prefix, "/" and a 63-character name.
 LABEL_KEY_MAX = 317
+#: Longest prefix (a DNS subdomain): the pattern cannot count it, so a rule does.
+LABEL_PREFIX_MAX = 253
 LABEL_KEY_FORM = (
     "a label key is an optional DNS subdomain prefix and '/', then at most 63 letters, "
     "digits, '-', '_' or '.', beginning and ending with a letter or digit, e.g. "
     "kubernetes.io/hostname or pool"
 )
+#: CEL: the key `k` has no prefix or one of at most LABEL_PREFIX_MAX characters.
+_PREFIX_FITS = f"{{k}}.indexOf('/') <= {LABEL_PREFIX_MAX}"
+
+
+def _prefix_fits(key: str) -> str:
+    if key.find("/") > LABEL_PREFIX_MAX:
+        raise ValueError(f"{key[:40]!r}...: {LABEL_KEY_FORM} (a prefix of at most "
+                         f"{LABEL_PREFIX_MAX} characters)")
+    return key
+
 LABEL_VALUE_FORM = (
     "a label value is empty or at most 63 letters, digits, '-', '_' or '.', beginning and "
     "ending with a letter or digit, e.g. vms"
@@ -185,6 +197,9 @@ LabelKey = t.Annotated[
     str,
     Field(min_length=1, max_length=LABEL_KEY_MAX, pattern=LABEL_KEY_PATTERN),
     spelled(LABEL_KEY_PATTERN, LABEL_KEY_FORM),
+    Rules((_PREFIX_FITS.format(k="self"),
+           f"{LABEL_KEY_FORM}; the prefix is at most {LABEL_PREFIX_MAX} characters")),
+    pydantic.AfterValidator(_prefix_fits),
 ]
 LabelValue = t.Annotated[
     str,
@@ -229,7 +244,8 @@ class LabelSelector(BaseModel):
         (
             "!has(self.matchLabels) || self.matchLabels.all(k, k.matches('"
             + LABEL_KEY_PATTERN.replace("\\", "\\\\")
-            + "') && size(k) <= " + str(LABEL_KEY_MAX) + ")",
+            + "') && size(k) <= " + str(LABEL_KEY_MAX) + " && "
+            + _PREFIX_FITS.format(k="k") + ")",
             f"matchLabels: a key is not a label key: {LABEL_KEY_FORM}",
         ),
     )

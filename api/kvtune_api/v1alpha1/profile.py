@@ -116,6 +116,12 @@ class HugepagesAllocation(BaseModel):
             "self.perNode.all(a, self.perNode.exists_one(b, b.node == a.node))",
             "perNode lists a NUMA node more than once: give each node one entry",
         ),
+        (
+            "!has(self.perNode) || size(self.perNode) > 0",
+            "perNode is empty, which allocates nothing: list each NUMA node with its count, or "
+            "give count (a total split evenly across NUMA nodes)",
+            ".perNode",
+        ),
     )
 
     size: HugepageSize = Field(description="Page size: 2Mi or 1Gi.")
@@ -171,6 +177,14 @@ class HugepagesSettings(BaseModel):
         (
             "!has(self.pages) || self.pages.all(a, self.pages.exists_one(b, b.size == a.size))",
             "memory.hugepages.pages lists a page size more than once: give each size one entry",
+        ),
+        (
+            "!has(self.pages) || size(self.pages) == 0 || !has(self.hostHeadroom) || "
+            "!has(self.hostHeadroom.percent) || self.hostHeadroom.percent < 100",
+            "memory.hugepages.hostHeadroom.percent 100 keeps all memory from hugepages, so no "
+            "pool of memory.hugepages.pages can be allocated: lower percent (default 10), or "
+            "remove pages",
+            ".hostHeadroom.percent",
         ),
     )
 
@@ -245,6 +259,21 @@ InterfaceName = t.Annotated[
 ]
 #: NICs one selector may list, and rules per list: more than a host has ports.
 MAX_NICS = 16
+#: A PCI address as sysfs spells it (lower-case hex), so that it can match one.
+_PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
+PciAddress = t.Annotated[
+    str,
+    Field(max_length=12, pattern=_PCI_ADDRESS),
+    spelled(_PCI_ADDRESS, "a PCI address is domain:bus:device.function in lower-case hex, as "
+            "in /sys/bus/pci/devices, e.g. 0000:3b:00.0"),
+]
+_PCI_ID = r"^[0-9a-f]{4}$"
+PciId = t.Annotated[
+    str,
+    Field(max_length=4, pattern=_PCI_ID),
+    spelled(_PCI_ID, "a PCI vendor or device id is 4 lower-case hex digits without 0x, as in "
+            "/sys/bus/pci/devices/*/vendor, e.g. 8086"),
+]
 
 
 class PfSelector(BaseModel):
@@ -267,15 +296,13 @@ class PfSelector(BaseModel):
     names: list[InterfaceName] = Field(
         default_factory=list, max_length=MAX_NICS, description="Interface names, e.g. ens1f0."
     )
-    pci_addresses: list[
-        t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
-    ] = Field(
+    pci_addresses: list[PciAddress] = Field(
         default_factory=list, max_length=MAX_NICS, description="PCI addresses, e.g. 0000:3b:00.0."
     )
-    vendor: Opt[t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]] = Field(
+    vendor: Opt[PciId] = Field(
         default=None, description="PCI vendor id in hex, e.g. 8086."
     )
-    device: Opt[t.Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]] = Field(
+    device: Opt[PciId] = Field(
         default=None, description="PCI device id in hex, e.g. 159b."
     )
 
@@ -299,8 +326,12 @@ class SriovRule(BaseModel):
 #: bridge, private and vepa, and refuses passthru, which would also allow one device per NIC).
 MacvtapMode = t.Literal["bridge", "vepa", "private"]
 #: The part after macvtap.network.kubevirt.io/ of an extended resource name (a qualified name).
+_RESOURCE_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 ResourceName = t.Annotated[
-    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    str,
+    Field(min_length=1, max_length=63, pattern=_RESOURCE_NAME),
+    spelled(_RESOURCE_NAME, "a macvtap resource name is at most 63 letters, digits, '-', '_' "
+            "or '.', beginning and ending with a letter or digit, e.g. dataplane"),
 ]
 
 
@@ -349,9 +380,13 @@ class NetworkSettings(BaseModel):
                 f"a.{sel}.{key}.all(n, self.{rules}.exists_one(b, "
                 f"has(b.{sel}.{key}) && n in b.{sel}.{key})))",
                 f"network.{rules}: a NIC is listed in {sel}.{key} of more than one rule: give "
-                f"each NIC one rule (one VF count)",
+                f"each NIC one rule ({why})",
             )
-            for rules, sel in (("sriov", "pfSelector"),)
+            for rules, sel, why in (
+                ("sriov", "pfSelector", "one VF count"),
+                ("macvtap", "nicSelector", "one resource: VMs of two resources on one NIC would "
+                 "share it, each counted as dedicated"),
+            )
             for key in ("names", "pciAddresses")
         ),
         *(
@@ -388,6 +423,19 @@ MAX_LUN_TERMS = 64
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
+#: A shell pattern for a /dev/disk/by-id name: a file name (no "/") that begins with a literal
+#: character. One that begins with a wildcard or a [...] set ("*", "*-*", "[a-z]*") matches
+#: disks of every kind, the host's own included.
+_BY_ID_PATTERN = r"^[^/*?\[][^/]*$"
+ByIdPattern = t.Annotated[
+    str,
+    Field(min_length=1, max_length=255, pattern=_BY_ID_PATTERN),
+    spelled(_BY_ID_PATTERN, "a by-id pattern is a file name under /dev/disk/by-id (no '/') that "
+            "begins with a literal part of the name, not a wildcard or [...], which would match "
+            "disks of every kind, the host's own included: name a prefix, e.g. 'wwn-0x5000c5*'"),
+]
+
+
 class LunSelector(BaseModel):
     """Which raw block devices become VM volumes; all given criteria must match."""
 
@@ -398,11 +446,6 @@ class LunSelector(BaseModel):
             "(has(self.models) && size(self.models) > 0)",
             "storage.blockLuns.selector needs at least one of wwns, byIdPatterns or models, so "
             "that no disk is handed to VMs by accident",
-        ),
-        (
-            "!has(self.byIdPatterns) || self.byIdPatterns.all(p, !p.matches('^[*?]+$'))",
-            "storage.blockLuns.selector.byIdPatterns: a pattern of wildcards alone matches every "
-            "disk, the host's own included: name a prefix, e.g. 'wwn-0x5000c5*'",
         ),
         (
             "!has(self.minSize) || !has(self.maxSize) || !isQuantity(self.minSize) || "
@@ -420,9 +463,7 @@ class LunSelector(BaseModel):
         description="World wide names / wwids, in any of their forms: naa.600a..., 0x600a..., "
         "wwn-0x600a..., scsi_id's 3600a...; compared in one canonical form.",
     )
-    by_id_patterns: list[
-        t.Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/]+$")]
-    ] = Field(
+    by_id_patterns: list[ByIdPattern] = Field(
         default_factory=list,
         max_length=MAX_LUN_TERMS,
         description="Shell patterns matched against /dev/disk/by-id names, e.g. 'wwn-0x5000c5*'.",
