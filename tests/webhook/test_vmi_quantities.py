@@ -14,11 +14,11 @@ from webhook import Obj, make_profile, make_vmi
 LOOSE = ["2 Gi", " 2Gi", "2Gi ", "1_000Mi", "1e3Mi", "\u0662Gi", "\uff18Gi", "NaN", "Infinity"]
 REQUEST = "spec.domain.resources.requests.memory"
 #: (field given, where it is given, the field the refusal names). A guest size alone is copied to
-#: the memory request by KubeVirt's defaulting, which the mutation replays before reading it, so
-#: the refusal names the field the value was copied to.
+#: the memory request by KubeVirt's defaulting, which the mutation replays; the refusal still
+#: names the field the author wrote.
 FIELDS: list[tuple[str, Obj, str]] = [
     (REQUEST, {"resources": {"requests": {"memory": "{}"}}}, REQUEST),
-    ("spec.domain.memory.guest", {"memory": {"guest": "{}"}}, REQUEST),
+    ("spec.domain.memory.guest", {"memory": {"guest": "{}"}}, "spec.domain.memory.guest"),
     ("spec.domain.memory.guest",
      {"memory": {"guest": "{}"}, "resources": {"requests": {"memory": "8Gi"}}},
      "spec.domain.memory.guest"),

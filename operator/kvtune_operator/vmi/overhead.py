@@ -51,6 +51,20 @@ def quantity(value: Any, field: str) -> Decimal:
         raise VmiFieldError(str(refused)) from None
 
 
+def check_given_quantities(vmi: Mapping[str, Any]) -> None:
+    """Read every quantity the webhook uses where its author wrote it, so that an unreadable one
+    is refused naming that field: KubeVirt's defaulting, which the mutation replays, copies a
+    guest size to the memory request and a CPU request to the limit before they are read."""
+    for path in (
+        ("spec", "domain", "memory", "guest"),
+        *(("spec", "domain", "resources", kind, name)
+          for kind in ("requests", "limits") for name in ("memory", "cpu")),
+    ):
+        value = lookup(vmi, *path)
+        if value is not None:
+            quantity(value, ".".join(path))
+
+
 def quantity_bytes(value: Any, field: str) -> int:
     """A memory quantity in whole bytes, rounded up as Kubernetes' Quantity.Value() does."""
     return math.ceil(quantity(value, field))

@@ -30,6 +30,7 @@ from .kubevirt_config import (
 )
 from .overhead import (
     VmiFieldError,
+    check_given_quantities,
     effective_request,
     given,
     guest_bytes,
@@ -86,6 +87,7 @@ def explicit_conflicts(
     """What the mutating webhook refuses because KubeVirt's defaulting would hide it from the
     validating one: an explicit `false` against the profile (dropped when KubeVirt re-serialises
     the spec), and a VMI without a memory size (KubeVirt fills in one hugepage)."""
+    check_given_quantities(vmi)
     name = profile.name
     errors = []
     if settings.dedicated_cpus and lookup(vmi, *CPU, "dedicatedCpuPlacement") is False:
