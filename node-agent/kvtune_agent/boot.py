@@ -154,7 +154,9 @@ def stage(
                 f"time, and the boot configuration cannot be read: {facts.error}")))
         return found
     args = _Args.parse(facts.staged)
-    boot = [a for a in pages if a.size in short or _kernel_size(a.size) in args.pairs]
+    # A count the planner refuses to split (its finding says why) is not staged either.
+    boot = [a for a in pages if (a.size in short or _kernel_size(a.size) in args.pairs)
+            and hugepage_counts(a, host) is not None]
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
@@ -187,7 +189,7 @@ def stage(
         return found
     per_node = node_format(facts.release)
     for alloc in boot:
-        counts = hugepage_counts(alloc, host)
+        counts = hugepage_counts(alloc, host) or {}
         args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
             else str(sum(counts.values()))))
@@ -286,8 +288,11 @@ def _over_budget(spec: HypervisorNodeStateSpec, host: HostReport) -> str:
     managed = set()
     for alloc in settings.pages:
         kib = SIZE_KIB[alloc.size]
+        counts = hugepage_counts(alloc, host)
+        if counts is None:
+            continue  # not staged: its pools stay as they are, and are counted so below
         managed.add(kib)
-        for node, count in hugepage_counts(alloc, host).items():
+        for node, count in counts.items():
             held[node] = held.get(node, 0) + count * kib
     for pool in host.memory.hugepages_per_node:
         if pool.node is None or pool.size_kib in managed:

@@ -116,6 +116,22 @@ def test_a_staged_size_keeps_following_the_spec_after_the_pools_are_full(tmp_pat
     assert (step.planned.current, step.planned.desired) == (staged, PER_NODE)
 
 
+@pytest.mark.parametrize("retries", [pytest.param((), id="a staged pair to follow"),
+                                     pytest.param((_retry(),), id="a live shortfall")])
+def test_a_count_is_not_staged_while_a_node_s_cpus_are_unknown(
+    tmp_path: Path, retries: t.Sequence[HugepageRetry]
+) -> None:
+    tree = intel_two_socket(tmp_path).file("/sys/devices/system/node/node1/cpulist", "4-\n")
+    staged = "hugepagesz=1G hugepages=0:16,1:16"
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}})
+
+    found = boot.stage(Plan(), spec, probe_host(tree.fs()), retries,
+                       BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0"))
+
+    # The planner says why (NumaNodeCpusUnknown); node 1's share is not moved at boot either.
+    assert found == Plan()
+
+
 def test_other_page_sizes_on_the_command_line_are_kept(tmp_path: Path) -> None:
     facts = BootFacts(GRUBBY_LOADER, "hugepagesz=2M hugepages=512", release="6.1.0")
 
