@@ -108,7 +108,8 @@ def run_cycle(
     found = plan(spec, host, node_meta, read_host_files(fs, host))
     held = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
                               previous.sriov_retries, now)
-    work = _boot(held, spec, host, previous.hugepage_retries, fs, journal, timeout)
+    work = backoff.hold_boot(_boot(held, spec, host, previous.hugepage_retries, fs, journal,
+                                   timeout), previous.boot_retries, now)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
@@ -118,8 +119,11 @@ def run_cycle(
     vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
     held = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
     work = _boot(held, spec, host, retries, fs, journal, timeout)
+    boot_retries = backoff.track_boot(previous.boot_retries, results or [], work, now)
+    work = backoff.hold_boot(work, boot_retries, now)
     status = node_status(spec, generation, host, work, results, previous, now,
-                         hugepage_retries=retries, sriov_retries=vf_retries)
+                         hugepage_retries=retries, sriov_retries=vf_retries,
+                         boot_retries=boot_retries)
     return Cycle(status, processes)
 
 

@@ -26,6 +26,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import Condition, ConditionStatus
 from kvtune_api.v1alpha1.host import BlockDevice, HostReport
 from kvtune_api.v1alpha1.nodestate import (
+    BootRetry,
     ExposedLun,
     HugepageRetry,
     HypervisorNodeStateSpec,
@@ -146,6 +147,7 @@ def node_status(
     journal_entries: int | None = 0,
     hugepage_retries: Sequence[HugepageRetry] = (),
     sriov_retries: Sequence[SriovRetry] = (),
+    boot_retries: Sequence[BootRetry] = (),
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -153,8 +155,8 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
-    `hugepage_retries` are the pools, `sriov_retries` the VF counts, waiting to be asked again
-    (see backoff.py).
+    `hugepage_retries` are the pools, `sriov_retries` the VF counts, `boot_retries` the kernel
+    arguments, waiting to be asked again (see backoff.py).
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -178,6 +180,7 @@ def node_status(
         macvtap=list(plan.macvtap),
         hugepage_retries=list(hugepage_retries),
         sriov_retries=list(sriov_retries),
+        boot_retries=list(boot_retries),
         reboot_required=reboot,
         drain_required=drain,
     )

@@ -20,6 +20,7 @@ from boottree import (
     boot_commands,
     debian_grub,
     failing_grubby,
+    grubby_failing_updates,
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
@@ -379,6 +380,9 @@ def test_a_drop_in_whose_grub_cfg_cannot_be_regenerated_is_put_back(tmp_path: Pa
         write_args(tree.fs(), GRUB_DROPIN, PER_NODE, timeout=10)
 
     assert not tree.fs().exists(GRUB_DROPIN)
+    # This update-grub writes grub.cfg before it fails: it is generated again without kvtune's
+    # line, so the next boot does not get what the status says was not staged.
+    assert "hugepages" not in (tmp_path / GRUB_CFG.lstrip("/")).read_text()
 
 
 @pytest.mark.parametrize("before", [
@@ -473,6 +477,45 @@ def test_a_cycle_withdraws_the_boot_hugepages_once_the_spec_drops_their_size(
     assert bls_options(tree) == ["root=UUID=1234 ro quiet"] * 2
     fourth = cycle(NOW + datetime.timedelta(minutes=13), third, dropped)
     assert boot.STEP_ID not in {s.id for s in fourth.plan}
+
+
+@pytest.mark.parametrize("loader", [
+    pytest.param(lambda tree: debian_grub(tree, exit_code=1), id="update-grub exits 1"),
+    pytest.param(lambda tree: grubby_failing_updates(bls(tree)),
+                 id="grubby exits 1 on --update-kernel"),
+])
+def test_a_boot_loader_tool_that_fails_is_tried_again_at_growing_intervals_not_every_cycle(
+    tmp_path: Path, loader: t.Callable[[HostTree], HostTree],
+) -> None:
+    tree = osrelease(loader(busy_host(tmp_path)), "6.1.0-18-amd64")
+    fs = KernelFS(tmp_path, hugepage_limit=18)  # 20 wanted per node: staged for boot
+    spec = busy_spec(allow_reboot=True)
+
+    def cycle(minutes: int, previous: HypervisorNodeStateStatus) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(),
+                         now=NOW + datetime.timedelta(minutes=minutes), timeout=10).status
+
+    def staged() -> int:  # the commands that write the boot configuration
+        return len([c for c in boot_commands(tree) if "--info" not in c])
+
+    failed = cycle(11, cycle(0, HypervisorNodeStateStatus()))
+    assert {r.id: r.result for r in failed.results}[boot.STEP_ID] == "Failed"
+    [retry] = failed.boot_retries
+    assert (retry.attempts, retry.next_attempt) == (1, NOW + datetime.timedelta(minutes=21))
+    tries = staged()
+
+    held = cycle(12, failed)
+
+    assert staged() == tries, "not run again before its next attempt"
+    assert held.boot_retries == [retry] and boot.STEP_ID not in {s.id for s in held.plan}
+    found = cond.find(held.conditions, "Hugepages")
+    assert found is not None and "failed 1 time(s), the last: " in found.message
+
+    again = cycle(21, held)
+
+    assert staged() > tries
+    [retry] = again.boot_retries
+    assert (retry.attempts, retry.next_attempt) == (2, NOW + datetime.timedelta(minutes=41))
 
 
 def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path: Path) -> None:
