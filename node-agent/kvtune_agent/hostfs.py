@@ -50,6 +50,9 @@ _MAX_LINK_HOPS = 40
 MAX_READ = 8 * 2**20
 #: The most a configuration file (the kubelet's, k3s's, GRUB's, the journal) may hold.
 MAX_CONFIG = 2**20
+#: The most of a host command's output kept (64 KiB): grubby --info for dozens of entries and
+#: update-grub's messages are a few KiB; the rest of a runaway tool's output is dropped.
+MAX_OUTPUT = 64 * 2**10
 #: The deadline of one configuration file read, in seconds: such files may sit on a network or
 #: FUSE filesystem whose reads hang.
 FILE_SECONDS = 10.0
@@ -159,17 +162,36 @@ def run_bounded(command: Sequence[str], timeout: float) -> tuple[int, str]:
 
     Raises OSError when it cannot be started, and subprocess.TimeoutExpired once it overran and
     was killed: it runs in a session of its own, so the kill takes what it started too (nsenter's
-    systemctl, chroot's grubby).
+    systemctl, chroot's grubby). Output is kept up to MAX_OUTPUT bytes (the rest is read and
+    dropped, so the command never blocks on a full pipe) and decoded leniently: a broken tool's
+    garbage is its answer to judge, not an exception out of the cycle or megabytes in status.
     """
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    kept = bytearray()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(65536):
+            kept.extend(chunk[:MAX_OUTPUT - len(kept)])
+
+    reader = threading.Thread(target=drain, name="kvtune command output", daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        # What it left running in its session may hold the pipe open past its exit.
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if reader.is_alive():
+            raise subprocess.TimeoutExpired(command, timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # A process that left the session may still hold the pipe: its reader is let go.
+        reader.join(1.0)
         raise
-    return proc.returncode, output.strip()
+    return proc.returncode, kept.decode("utf-8", errors="replace").strip()
 
 
 class HostCommandError(Exception):

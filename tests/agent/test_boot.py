@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import sys
 import typing as t
 from pathlib import Path
 
@@ -548,6 +549,24 @@ def test_a_failing_grubby_is_unknown_arguments_never_none(
     with pytest.raises(BootArgsError):
         write_args(tree.fs(), GRUBBY, "", timeout=10)
     assert bls_options(tree) == ["root=UUID=1234 ro hugepagesz=1G hugepages=16"] * 2
+
+
+@pytest.mark.parametrize("says", [
+    pytest.param("sys.stdout.buffer.write(b'\\xff\\xfe not UTF-8')", id="bytes that are not UTF-8"),
+    pytest.param("sys.stdout.write('x' * 30_000_000)", id="30 MB of output"),
+])
+def test_a_grubby_that_prints_garbage_is_unknown_arguments_in_a_bounded_message(
+    tmp_path: Path, says: str,
+) -> None:
+    tree = bls(HostTree(tmp_path), "root=UUID=1234 ro hugepagesz=1G hugepages=16")
+    tree.file(GRUBBY, f"#!{sys.executable}\nimport sys\n{says}\nsys.exit(1)\n")
+    (tmp_path / GRUBBY.lstrip("/")).chmod(0o755)
+
+    with pytest.raises(BootArgsError) as caught:
+        read_args(tree.fs(), GRUBBY, timeout=10)
+
+    # The message goes into status, which the API server refuses past about 1.5 MiB.
+    assert "exit 1" in str(caught.value) and len(str(caught.value)) < 100_000
 
 
 def test_a_failing_grubby_while_recording_journals_nothing_and_changes_nothing(

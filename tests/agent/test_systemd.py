@@ -135,3 +135,16 @@ def test_a_systemctl_whose_answer_is_no_unit_state_is_unknown_never_disabled(
         Systemd([str(script)]).state("numad.service", timeout=10)
 
     assert not caught.value.unsupported
+
+
+@pytest.mark.parametrize("output", [
+    pytest.param("printf '\\377\\376 not UTF-8'", id="bytes that are not UTF-8"),
+    pytest.param("head -c 30000000 /dev/zero | tr '\\0' x", id="30 MB of output"),
+])
+def test_a_systemctl_that_prints_garbage_is_an_error_not_a_crash_or_megabytes(
+    tmp_path: Path, output: str,
+) -> None:
+    with pytest.raises(SystemdError, match=r"numad\.service answered") as caught:
+        Systemd(["sh", "-c", f"{output}; exit 1", "sh"]).state("numad.service", timeout=10)
+
+    assert len(str(caught.value)) < 1000
