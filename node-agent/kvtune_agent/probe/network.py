@@ -230,8 +230,13 @@ def _routing(fs: HostFS, host: dict[str, _Device]) -> HostRouting:
                 raise _Unreadable(f"{IPV6_ROUTES} has a malformed line: {' '.join(row)[:80]!r}")
             if row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
                 default.add(row[-1])
-        ipv6 = {row[5] for row in _fields(fs, IPV6_ADDRESSES, required=False)
-                if len(row) >= 6 and row[3] in _ROUTABLE_SCOPES}  # fmt: skip
+        ipv6 = set()
+        for row in _fields(fs, IPV6_ADDRESSES, required=False):
+            if len(row) != 6 or not all(_hex(field) for field in row[:5]):
+                raise _Unreadable(
+                    f"{IPV6_ADDRESSES} has a malformed line: {' '.join(row)[:80]!r}")
+            if row[3] in _ROUTABLE_SCOPES:
+                ipv6.add(row[5])
     except _Unreadable as err:
         return HostRouting(error=f"{err}; which interfaces the node uses itself is unknown")
     carriers = default | ipv4 | ipv6
