@@ -722,15 +722,34 @@ class HostFS:
         """`read_setting` within `timeout` seconds: the value and "", or None and why not.
 
         For the reads that come before a write: a driver that hangs a write hangs reads too.
+        Like every read, only a regular file (what sysfs and procfs show) of at most MAX_READ
+        bytes is read: a FIFO or a device in its place would leave a thread blocked or reading
+        for ever, filling memory.
         """
         real = self._real(path)
         texts: list[str] = []
         errors: list[OSError] = []
+        unusable: list[str] = []
 
         def work() -> None:
             try:
-                with open(real, encoding="utf-8", errors="replace") as f:
-                    texts.append(f.read())
+                mode = os.stat(real).st_mode
+                if not stat.S_ISREG(mode):
+                    unusable.append(f"it is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}"
+                                    ", not a regular file")
+                    return
+                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+                with open(fd, "rb", buffering=0) as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+                        unusable.append("it was replaced by what is not a regular file")
+                        return
+                    data = f.read(MAX_READ + 1) or b""
+                    while len(data) <= MAX_READ and (more := f.read(MAX_READ + 1 - len(data))):
+                        data += more
+                if len(data) > MAX_READ:
+                    unusable.append(f"it holds more than {MAX_READ} bytes")
+                    return
+                texts.append(data.decode("utf-8", errors="replace"))
             except OSError as err:
                 errors.append(err)
 
@@ -739,6 +758,8 @@ class HostFS:
             return None, late
         if errors:
             return None, refused(path, "reading", errors[0])
+        if unusable:
+            return None, f"reading {path} failed: {unusable[0]}"
         return setting(texts[0]), ""
 
     def _within(
