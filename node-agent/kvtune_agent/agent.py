@@ -128,7 +128,7 @@ class Agent:
             timeout=self.settings.write_timeout_seconds,
         )
         status = cycle.status
-        if status.host is not None:
+        if status.host is not None and cycle.processes is not None:
             vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
                              cycle.processes)
             status = with_vm_audit(status, vms, previous, generation, now)

@@ -334,6 +334,9 @@ class HostFS:
         # String concatenation rather than pathlib: a full probe makes thousands of reads.
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
+        #: The host path a read is in right now (None between reads): what a probe that does
+        #: not return in time is stuck on (cycle.py). One slot: reads are made one at a time.
+        self.reading: str | None = None
         if command_prefix is None:
             command_prefix = ("chroot", self._prefix) if self._prefix else ()
         self.command_prefix = tuple(command_prefix)
@@ -389,6 +392,16 @@ class HostFS:
         """
         if not in_flight and self._hung(path, real):
             return None
+        self.reading = path
+        try:
+            return self._read_regular(path, real, offset, size, limit, device)
+        finally:
+            self.reading = None
+
+    def _read_regular(
+        self, path: str, real: str, offset: int, size: int, limit: int, device: bool
+    ) -> bytes | None:
+        """`_read_capped`'s read itself."""
         try:
             if self._not_regular(path, os.stat(real).st_mode, device):
                 return None

@@ -44,6 +44,8 @@ from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
 REVERTED = "Reverted"
+#: Ready's and Degraded's reason while the probe is stuck in a read (cycle.py).
+PROBE_HUNG = "ProbeHung"
 #: Longest condition message; the plan and results carry the full detail.
 MAX_MESSAGE = 1024
 
@@ -265,6 +267,22 @@ def _conditions(
                         else "InProgress" if enforcing else "Pending")
     conditions = [ready_c, progressing_c, degraded_c, waiting_c, *features]
     return conditions, sync, problems[0] if problems else "", drain, reboot
+
+
+def probe_hung_status(
+    previous: HypervisorNodeStateStatus, message: str, now: datetime.datetime
+) -> HypervisorNodeStateStatus:
+    """The status of a cycle whose probe did not return: the previous one (its host report
+    and plan are the last known, the spec is not observed), no longer Ready, Degraded with
+    `message`, which names the path the probe is stuck on."""
+    stuck = [cond.make(cond.READY, "False", PROBE_HUNG, message,
+                       previous.observed_generation or 0),
+             cond.make(cond.DEGRADED, "True", PROBE_HUNG, message,
+                       previous.observed_generation or 0)]
+    kept = [c for c in previous.conditions if c.type not in (cond.READY, cond.DEGRADED)]
+    return previous.model_copy(update={
+        "conditions": [*cond.merge(previous.conditions, stuck, now), *kept],
+        "sync_status": "Failed", "last_sync_error": message})
 
 
 def _revert_conditions(
