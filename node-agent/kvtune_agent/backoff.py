@@ -19,7 +19,7 @@ for a moment every time, it is asked again on the same schedule (status.sriovRet
 SriovVfsRefused saying what to do. A changed numVfs is tried at once. Kernel arguments the boot
 loader's tool fails to stage (a failing update-grub, grub2-mkconfig or grubby: each attempt
 rewrites the boot configuration and puts it back) wait the same way (status.bootRetries, with
-BootArgumentsNotStaged); other arguments are tried at once.
+BootStagingFailed); other arguments are tried at once.
 
 Every function here is pure.
 """
@@ -234,7 +234,7 @@ def hold_boot(plan: Plan, retries: Sequence[BootRetry], now: datetime.datetime) 
     if not held:
         return plan
     return _without(plan, {retry.step for retry in held}, [Finding(
-        "Hugepages", "Error", "BootArgumentsNotStaged", (
+        "Hugepages", "Error", "BootStagingFailed", (
             f"staging `{r.wanted}` through {r.path} failed {r.attempts} time(s), the last: "
             f"{r.error}. Each attempt rewrites the boot configuration and runs the boot "
             "loader's tool, so the next is at "

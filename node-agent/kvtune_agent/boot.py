@@ -160,31 +160,10 @@ def stage(
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
-    over = _over_budget(spec, host) if boot else ""
-    if over:
-        # The kernel reserves these before anything else runs, and never gives them back: a
-        # count the live path would refuse is refused here too, whoever wrote the pair before.
-        found = _add(found, Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
-            f"the {' and '.join(a.size for a in boot)} hugepages of spec.host.memory.hugepages."
-            f"pages are not staged on the kernel command line: {over}. Lower spec.host.memory."
-            "hugepages.pages (or fix what makes the budget unknown)")))
-        boot = []
     vmi_size = spec.vmi.hugepage_size if spec.vmi else None
-    clash = _conflicts(facts, args, boot, vmi_size)
-    if boot and facts.overridden_by:
-        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsOverridden", (
-            f"{', '.join(facts.overridden_by)} sets {bootloader.GRUB_VARIABLE} again after "
-            f"kvtune's drop-in {bootloader.GRUB_DROPIN}, so the next boot would not get the "
-            f"{' and '.join(a.size for a in boot)} hugepages; kvtune does not stage them: make "
-            f"it append (\"${bootloader.GRUB_VARIABLE} ...\"), or set the counts there")))
-        boot = []
-    elif clash:
-        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsConflict", (
-            f"{clash}: the kernel takes one count per page size and ignores a second one "
-            "(\"specified twice\"), so kvtune does not stage the "
-            f"{' and '.join(a.size for a in boot)} hugepages; set the counts the spec wants "
-            "there, or remove them there and let kvtune stage them")))
-        boot = []
+    refusal = _refusal(spec, host, facts, args, boot) if boot else None
+    if refusal is not None:
+        found, boot = _add(found, refusal), []
     if not boot and not withdrawn:
         return found
     per_node = node_format(facts.release)
@@ -228,6 +207,33 @@ def stage(
         f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
         f"kernel command line ({form}); {why}, so kvtune does not stage it: run "
         f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+
+
+def _refusal(spec: HypervisorNodeStateSpec, host: HostReport, facts: BootFacts, args: _Args,
+             boot: Sequence[HugepagesAllocation]) -> Finding | None:
+    """Why the sizes of `boot` are not staged at all; None when they may be."""
+    sizes = " and ".join(a.size for a in boot)
+    over = _over_budget(spec, host)
+    if over:
+        # The kernel reserves these before anything else runs, and never gives them back: a
+        # count the live path would refuse is refused here too, whoever wrote the pair before.
+        return Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
+            f"the {sizes} hugepages of spec.host.memory.hugepages.pages are not staged on the "
+            f"kernel command line: {over}. Lower spec.host.memory.hugepages.pages (or fix what "
+            "makes the budget unknown)"))
+    if facts.overridden_by:
+        return Finding("Hugepages", "Error", "BootArgumentsOverridden", (
+            f"{', '.join(facts.overridden_by)} sets {bootloader.GRUB_VARIABLE} again after "
+            f"kvtune's drop-in {bootloader.GRUB_DROPIN}, so the next boot would not get the "
+            f"{sizes} hugepages; kvtune does not stage them: make it append "
+            f"(\"${bootloader.GRUB_VARIABLE} ...\"), or set the counts there"))
+    clash = _conflicts(facts, args, boot, spec.vmi.hugepage_size if spec.vmi else None)
+    if clash:
+        return Finding("Hugepages", "Error", "BootArgumentsConflict", (
+            f"{clash}: the kernel takes one count per page size and ignores a second one "
+            f"(\"specified twice\"), so kvtune does not stage the {sizes} hugepages; set the "
+            "counts the spec wants there, or remove them there and let kvtune stage them"))
+    return None
 
 
 def _conflicts(facts: BootFacts, args: _Args, boot: Sequence[HugepagesAllocation],
