@@ -221,7 +221,10 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
             try:
                 result = _run(fs, loader.regenerate, timeout)
             except BootArgsError as err:  # it hung, or could not start
-                raise BootArgsError(f"{err}; {_undo(fs, before, loader, timeout)}") from err
+                # Not run again: it would hang as long again (grub-mkconfig replaces grub.cfg
+                # by a rename, so a killed run leaves the old one).
+                _put(fs, before)
+                raise BootArgsError(f"{err}; {GRUB_DROPIN} is left as it was") from err
             if result.code != 0:
                 raise BootArgsError(f"{result.failure()}; {_undo(fs, before, loader, timeout)}")
             effective, _ = _grub_cfg_args(fs)
@@ -273,8 +276,8 @@ def _dropin_with(before: str | None, args: str) -> str:
 
 def _undo(fs: HostFS, before: str | None, loader: Loader, timeout: float) -> str:
     """Put the drop-in back and generate grub.cfg again from it, and say so: a tool that
-    failed may have written grub.cfg with kvtune's arguments first (or been killed writing
-    it), and the node would boot with what its status says was not staged."""
+    exited non-zero may have written grub.cfg with kvtune's arguments first, and the node
+    would boot with what its status says was not staged."""
     _put(fs, before)
     try:
         again = _run(fs, loader.regenerate, timeout)
