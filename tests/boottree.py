@@ -122,6 +122,16 @@ def failing_grubby(tree: HostTree, code: int = 1,
     return tree
 
 
+def grubby_failing_updates(tree: HostTree, code: int = 1) -> HostTree:
+    """A grubby that lists the entries but exits with `code` on every change, before making it
+    (a read-only /boot, a full disk)."""
+    refuse = (f'if sys.argv[1] != "--info=ALL":\n'
+              f'    print("grubby: error writing entries", file=sys.stderr)\n'
+              f'    sys.exit({code})\n')
+    _script(tree, GRUBBY, _GRUBBY.replace("\nentries = ", f"\n{refuse}entries = ", 1))
+    return tree
+
+
 def apply_boot_args(tree: HostTree, target: str, args: str) -> StepResult:
     """Apply the step that stages `args` in `target` (grubby, or the GRUB drop-in) with reboots
     allowed, as a cycle's apply does: journaled first, then written, then a reboot requested."""

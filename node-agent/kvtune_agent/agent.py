@@ -128,17 +128,31 @@ class Agent:
             timeout=self.settings.write_timeout_seconds,
         )
         status = cycle.status
-        if status.host is not None:
+        if status.host is not None and cycle.processes is not None:
             vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
                              cycle.processes)
             status = with_vm_audit(status, vms, previous, generation, now)
             metrics.set_vms(vms)
+        if spec.revert:
+            # Reverted must be true when it is read: the operator deletes the state (and the
+            # DaemonSet may take this agent away) as soon as it reads it, so the ready label
+            # and the feature file go before the status says so. A feature file that cannot
+            # be removed raises here, and the status is not written this cycle.
+            self._publish(meta, spec, status)
         if significant(status) != significant(previous):
             self.kube.patch_status(status.model_dump(mode="json", exclude_none=True))
             metrics.STATUS_WRITES.inc()
             for c in cond.flipped(previous.conditions, status.conditions):
                 self.kube.event(f"{c.type}{c.status}", c.message or c.reason,
                                 warning=c.type == cond.DEGRADED and c.status == "True")
+        if not spec.revert:
+            # After the status, so that a feature file that cannot be written never hides it.
+            self._publish(meta, spec, status)
+
+    def _publish(
+        self, meta: NodeMeta, spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus
+    ) -> None:
+        """The node's ready label and NFD feature file, in line with `status`."""
         self._relabel(meta, {READY_LABEL: ready_label(spec, status)})
         nfd.publish(self.fs, spec, status)
 

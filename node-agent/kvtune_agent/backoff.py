@@ -16,7 +16,10 @@ A VF count is changed through 0; when the kernel then refuses the new count (ENO
 memory for that many VFs; EBUSY; a driver that hangs) the NIC is put back to its old count
 (change.py) and, since the same write fails the same way next cycle and costs the NIC its VFs
 for a moment every time, it is asked again on the same schedule (status.sriovRetries), with
-SriovVfsRefused saying what to do. A changed numVfs is tried at once.
+SriovVfsRefused saying what to do. A changed numVfs is tried at once. Kernel arguments the boot
+loader's tool fails to stage (a failing update-grub, grub2-mkconfig or grubby: each attempt
+rewrites the boot configuration and puts it back) wait the same way (status.bootRetries, with
+BootStagingFailed); other arguments are tried at once.
 
 Every function here is pure.
 """
@@ -29,8 +32,15 @@ import typing as t
 from collections.abc import Callable, Mapping, Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
-from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, SriovRetry, StepResult
+from kvtune_api.v1alpha1.nodestate import (
+    BootRetry,
+    HugepageRetry,
+    PlannedStep,
+    SriovRetry,
+    StepResult,
+)
 
+from .boot import STEP_ID as BOOT_STEP_ID
 from .plan import Finding, Plan, hugepage_step_id
 
 FIRST_WAIT = datetime.timedelta(minutes=10)
@@ -50,13 +60,18 @@ def _without(plan: Plan, held: set[str], findings: Sequence[Finding]) -> Plan:
         findings=(*plan.findings, *findings))
 
 
-Retry = t.TypeVar("Retry", HugepageRetry, SriovRetry)
+Retry = t.TypeVar("Retry", HugepageRetry, SriovRetry, BootRetry)
+
+
+def _wants(retry: HugepageRetry | SriovRetry | BootRetry, step: PlannedStep) -> bool:
+    """The record is of the value the step still plans (a count, or kernel arguments)."""
+    return str(retry.wanted) == step.desired
 
 
 def _previous(before: Mapping[str, Retry], step: PlannedStep) -> Retry | None:
     """The step's record, unless the spec has changed what it wants since (a new request)."""
     last = before.get(step.id)
-    return None if last is None or last.wanted != int(step.desired) else last
+    return None if last is None or not _wants(last, step) else last
 
 
 def _waiting(
@@ -71,7 +86,7 @@ def _waiting(
                if now < retry.next_attempt <= now + MAX_WAIT}
     return [waiting[step.planned.id] for step in plan.steps
             if applies(step.planned) and step.planned.id in waiting
-            and waiting[step.planned.id].wanted == int(step.planned.desired)]
+            and _wants(waiting[step.planned.id], step.planned)]
 
 
 def _grows(step: PlannedStep) -> bool:
@@ -146,22 +161,35 @@ def track_sriov(
 ) -> list[SriovRetry]:
     """The VF retries once a cycle is done: a VF count this cycle failed to write, and that
     `after` still plans, counts an attempt; one not tried keeps its record; others have none."""
+    names = {nic.pci_address: nic.name for nic in host.sriov.nics}
+
+    def record(step: PlannedStep, error: str, attempts: int) -> SriovRetry:
+        pci = step.path.rsplit("/", 2)[-2]
+        return SriovRetry(
+            step=step.id, path=step.path, pci_address=pci, nic=names.get(pci, "?"),
+            wanted=int(step.desired), error=error, attempts=attempts, last_attempt=now,
+            next_attempt=_next_attempt(now, attempts))
+
+    return _track_failed(previous, results, after, lambda step: step.feature == "SRIOV", record)
+
+
+def _track_failed(
+    previous: Sequence[Retry], results: Sequence[StepResult], after: Plan,
+    applies: Callable[[PlannedStep], bool], record: Callable[[PlannedStep, str, int], Retry],
+) -> list[Retry]:
+    """The records of the steps `applies` to once a cycle is done: a step this cycle failed to
+    write, and that `after` still plans, counts an attempt (`record` makes it from the step,
+    the error and the attempts so far); one not tried keeps its record; others have none."""
     before = {retry.step: retry for retry in previous}
     failed = {result.id: result for result in results if result.result == "Failed"}
-    names = {nic.pci_address: nic.name for nic in host.sriov.nics}
     retries = []
-    for step in (s.planned for s in after.steps if s.planned.feature == "SRIOV"):
-        last = _previous(before, step)  # a changed numVfs is a new request
+    for step in (s.planned for s in after.steps if applies(s.planned)):
+        last = _previous(before, step)  # a changed value is a new request
         result = failed.get(step.id)
         if result is None:
             retries += [last] if last else []
             continue
-        pci = step.path.rsplit("/", 2)[-2]
-        attempts = 1 + (last.attempts if last else 0)
-        retries.append(SriovRetry(
-            step=step.id, path=step.path, pci_address=pci, nic=names.get(pci, "?"),
-            wanted=int(step.desired), error=result.message, attempts=attempts,
-            last_attempt=now, next_attempt=_next_attempt(now, attempts)))
+        retries.append(record(step, result.message, 1 + (last.attempts if last else 0)))
     return retries
 
 
@@ -179,3 +207,37 @@ def hold_sriov(plan: Plan, retries: Sequence[SriovRetry], now: datetime.datetime
         "enable SR-IOV and enough VFs in the NIC's firmware and BIOS (or boot with "
         "pci=realloc); for EBUSY free the VFs; or lower numVfs in the profile, which is tried "
         "at once")) for r in held])
+
+
+def _stages_boot(step: PlannedStep) -> bool:
+    return step.id == BOOT_STEP_ID
+
+
+def track_boot(
+    previous: Sequence[BootRetry], results: Sequence[StepResult], after: Plan,
+    now: datetime.datetime,
+) -> list[BootRetry]:
+    """The boot staging retry once a cycle is done, as for VF counts: kernel arguments this
+    cycle failed to stage, and that `after` still plans, count an attempt."""
+
+    def record(step: PlannedStep, error: str, attempts: int) -> BootRetry:
+        return BootRetry(step=step.id, path=step.path, wanted=step.desired, error=error,
+                         attempts=attempts, last_attempt=now,
+                         next_attempt=_next_attempt(now, attempts))
+
+    return _track_failed(previous, results, after, _stages_boot, record)
+
+
+def hold_boot(plan: Plan, retries: Sequence[BootRetry], now: datetime.datetime) -> Plan:
+    """`plan` without the boot staging still waiting for its next attempt, with a finding."""
+    held = _waiting(plan, retries, now, _stages_boot)
+    if not held:
+        return plan
+    return _without(plan, {retry.step for retry in held}, [Finding(
+        "Hugepages", "Error", "BootStagingFailed", (
+            f"staging `{r.wanted}` through {r.path} failed {r.attempts} time(s), the last: "
+            f"{r.error}. Each attempt rewrites the boot configuration and runs the boot "
+            "loader's tool, so the next is at "
+            f"{r.next_attempt.isoformat(timespec='seconds')}, each waiting twice as long; fix "
+            "what the error says (run the command by hand to see it), and other kernel "
+            "arguments (a changed spec) are tried at once")) for r in held])

@@ -154,40 +154,21 @@ def stage(
                 f"time, and the boot configuration cannot be read: {facts.error}")))
         return found
     args = _Args.parse(facts.staged)
-    boot = [a for a in pages if a.size in short or _kernel_size(a.size) in args.pairs]
+    # A count the planner refuses to split (its finding says why) is not staged either.
+    boot = [a for a in pages if (a.size in short or _kernel_size(a.size) in args.pairs)
+            and hugepage_counts(a, host) is not None]
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
-    over = _over_budget(spec, host) if boot else ""
-    if over:
-        # The kernel reserves these before anything else runs, and never gives them back: a
-        # count the live path would refuse is refused here too, whoever wrote the pair before.
-        found = _add(found, Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
-            f"the {' and '.join(a.size for a in boot)} hugepages of spec.host.memory.hugepages."
-            f"pages are not staged on the kernel command line: {over}. Lower spec.host.memory."
-            "hugepages.pages (or fix what makes the budget unknown)")))
-        boot = []
     vmi_size = spec.vmi.hugepage_size if spec.vmi else None
-    clash = _conflicts(facts, args, boot, vmi_size)
-    if boot and facts.overridden_by:
-        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsOverridden", (
-            f"{', '.join(facts.overridden_by)} sets {bootloader.GRUB_VARIABLE} again after "
-            f"kvtune's drop-in {bootloader.GRUB_DROPIN}, so the next boot would not get the "
-            f"{' and '.join(a.size for a in boot)} hugepages; kvtune does not stage them: make "
-            f"it append (\"${bootloader.GRUB_VARIABLE} ...\"), or set the counts there")))
-        boot = []
-    elif clash:
-        found = _add(found, Finding("Hugepages", "Error", "BootArgumentsConflict", (
-            f"{clash}: the kernel takes one count per page size and ignores a second one "
-            "(\"specified twice\"), so kvtune does not stage the "
-            f"{' and '.join(a.size for a in boot)} hugepages; set the counts the spec wants "
-            "there, or remove them there and let kvtune stage them")))
-        boot = []
+    refusal = _refusal(spec, host, facts, args, boot) if boot else None
+    if refusal is not None:
+        found, boot = _add(found, refusal), []
     if not boot and not withdrawn:
         return found
     per_node = node_format(facts.release)
     for alloc in boot:
-        counts = hugepage_counts(alloc, host)
+        counts = hugepage_counts(alloc, host) or {}
         args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
             else str(sum(counts.values()))))
@@ -226,6 +207,33 @@ def stage(
         f"the {sizes} hugepages the running kernel could not allocate need `{desired}` on the "
         f"kernel command line ({form}); {why}, so kvtune does not stage it: run "
         f"`{loader.command(facts.staged, desired)}` and reboot the node")))
+
+
+def _refusal(spec: HypervisorNodeStateSpec, host: HostReport, facts: BootFacts, args: _Args,
+             boot: Sequence[HugepagesAllocation]) -> Finding | None:
+    """Why the sizes of `boot` are not staged at all; None when they may be."""
+    sizes = " and ".join(a.size for a in boot)
+    over = _over_budget(spec, host)
+    if over:
+        # The kernel reserves these before anything else runs, and never gives them back: a
+        # count the live path would refuse is refused here too, whoever wrote the pair before.
+        return Finding("Hugepages", "Error", "BootHugepagesExceedMemory", (
+            f"the {sizes} hugepages of spec.host.memory.hugepages.pages are not staged on the "
+            f"kernel command line: {over}. Lower spec.host.memory.hugepages.pages (or fix what "
+            "makes the budget unknown)"))
+    if facts.overridden_by:
+        return Finding("Hugepages", "Error", "BootArgumentsOverridden", (
+            f"{', '.join(facts.overridden_by)} sets {bootloader.GRUB_VARIABLE} again after "
+            f"kvtune's drop-in {bootloader.GRUB_DROPIN}, so the next boot would not get the "
+            f"{sizes} hugepages; kvtune does not stage them: make it append "
+            f"(\"${bootloader.GRUB_VARIABLE} ...\"), or set the counts there"))
+    clash = _conflicts(facts, args, boot, spec.vmi.hugepage_size if spec.vmi else None)
+    if clash:
+        return Finding("Hugepages", "Error", "BootArgumentsConflict", (
+            f"{clash}: the kernel takes one count per page size and ignores a second one "
+            f"(\"specified twice\"), so kvtune does not stage the {sizes} hugepages; set the "
+            "counts the spec wants there, or remove them there and let kvtune stage them"))
+    return None
 
 
 def _conflicts(facts: BootFacts, args: _Args, boot: Sequence[HugepagesAllocation],
@@ -286,8 +294,11 @@ def _over_budget(spec: HypervisorNodeStateSpec, host: HostReport) -> str:
     managed = set()
     for alloc in settings.pages:
         kib = SIZE_KIB[alloc.size]
+        counts = hugepage_counts(alloc, host)
+        if counts is None:
+            continue  # not staged: its pools stay as they are, and are counted so below
         managed.add(kib)
-        for node, count in hugepage_counts(alloc, host).items():
+        for node, count in counts.items():
             held[node] = held.get(node, 0) + count * kib
     for pool in host.memory.hugepages_per_node:
         if pool.node is None or pool.size_kib in managed:

@@ -221,11 +221,12 @@ def write_args(fs: HostFS, target: str, args: str, *, timeout: float) -> None:
             try:
                 result = _run(fs, loader.regenerate, timeout)
             except BootArgsError as err:  # it hung, or could not start
+                # Not run again: it would hang as long again (grub-mkconfig replaces grub.cfg
+                # by a rename, so a killed run leaves the old one).
                 _put(fs, before)
                 raise BootArgsError(f"{err}; {GRUB_DROPIN} is left as it was") from err
             if result.code != 0:
-                _put(fs, before)
-                raise BootArgsError(f"{result.failure()}; {GRUB_DROPIN} is left as it was")
+                raise BootArgsError(f"{result.failure()}; {_undo(fs, before, loader, timeout)}")
             effective, _ = _grub_cfg_args(fs)
             if args and not (effective or "").endswith(args):
                 _put(fs, before)
@@ -271,6 +272,22 @@ def _dropin_with(before: str | None, args: str) -> str:
     if not args and lines == [_DROPIN_HEADER.rstrip("\n")]:
         lines = []
     return "".join(f"{line}\n" for line in lines)
+
+
+def _undo(fs: HostFS, before: str | None, loader: Loader, timeout: float) -> str:
+    """Put the drop-in back and generate grub.cfg again from it, and say so: a tool that
+    exited non-zero may have written grub.cfg with kvtune's arguments first, and the node
+    would boot with what its status says was not staged."""
+    _put(fs, before)
+    try:
+        again = _run(fs, loader.regenerate, timeout)
+    except BootArgsError as err:
+        failure = str(err)
+    else:
+        failure = "" if again.code == 0 else again.failure()
+    return (f"{GRUB_DROPIN} is left as it was" + (
+        f", and generating grub.cfg again without it failed too ({failure}): check what "
+        "grub.cfg holds before the node reboots" if failure else ""))
 
 
 def _put(fs: HostFS, content: str | None) -> None:

@@ -9,12 +9,21 @@ Revert restores what kvtune itself changed, from the host journal, in any mode; 
 paused, and it never takes VFs away from running VMs unless the operator has approved (drained)
 the node. `revert_orphaned` does the same for an agent that finds its HypervisorNodeState gone
 but its journal not empty (the state was deleted while the node was down, or after a timeout).
+
+The probe runs under one deadline for the whole pass (PROBE_SECONDS), in a thread of its own:
+a read of a kernel file can block in the kernel (a driver that hangs, a process's cmdline
+behind its memory lock), and no deadline can interrupt it, but the cycle need not wait with it.
+A probe past its deadline is left to its read; the cycle reports `ProbeHung` naming the path it
+is stuck on, and no later cycle probes until that thread has returned (one stuck thread, not
+one more each cycle). A thread per read would cost thousands of threads a pass; the reads that
+do hang in practice (devices, sriov_numvfs, files on network filesystems) have their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +41,7 @@ from .hostfs import HostFS, HostWriteError, ProcessTable, setting
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
 from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, scheduler_path
 from .probe import probe_host, sriov
-from .status import node_status
+from .status import node_status, probe_hung_status
 from .systemd import Systemd
 
 
@@ -59,14 +68,60 @@ class Cycle:
 
     status: HypervisorNodeStateStatus
     #: The host's processes as the probe behind `status.host` read them: the VM audit that
-    #: follows looks for its VMs there rather than reading /proc again.
-    processes: ProcessTable
+    #: follows looks for its VMs there rather than reading /proc again. None when the probe
+    #: did not return (`status.host` is then the previous one, and there is nothing to audit).
+    processes: ProcessTable | None
+
+
+#: The longest a whole probe pass may take, in seconds (default 60): a pass takes well under a
+#: second, device reads give up after 5 s each and configuration files after 10 s.
+PROBE_SECONDS = 60.0
+#: The probe thread left in a read that did not return, by host root (see the module doc).
+_STUCK: dict[str, tuple[threading.Thread, HostFS]] = {}
+
+
+class ProbeHung(Exception):
+    """The probe did not return within PROBE_SECONDS; the message names the path it waits on."""
 
 
 def _probe(fs: HostFS) -> tuple[HostReport, ProcessTable]:
-    """One probe pass: the process table, read once, and the host report made with it."""
-    processes = fs.processes()
-    return _timed_probe(fs, processes), processes
+    """One probe pass: the process table, read once, and the host report made with it.
+
+    Raises ProbeHung when it does not return within PROBE_SECONDS, or when an earlier pass is
+    still stuck."""
+    root = str(fs.root)
+    if root in _STUCK:
+        stuck, stuck_fs = _STUCK[root]
+        if stuck.is_alive():
+            raise ProbeHung(_hung_message(stuck_fs.reading, "still has not returned"))
+        del _STUCK[root]
+    found: list[tuple[HostReport, ProcessTable]] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            processes = fs.processes()
+            found.append((_timed_probe(fs, processes), processes))
+        except BaseException as err:  # raised again in the cycle's thread
+            failed.append(err)
+
+    worker = threading.Thread(target=work, name="kvtune probe", daemon=True)
+    worker.start()
+    worker.join(PROBE_SECONDS)
+    if worker.is_alive():
+        _STUCK[root] = (worker, fs)
+        raise ProbeHung(_hung_message(fs.reading, f"did not return within {PROBE_SECONDS:g} s"))
+    if failed:
+        raise failed[0]
+    return found[0]
+
+
+def _hung_message(path: str | None, what: str) -> str:
+    where = f"reading {path}" if path else "in a read of the host"
+    return (f"the probe of the host {what}: it is stuck {where}, which the kernel does not "
+            "return from (a driver that hangs, or a process blocked in the kernel); nothing is "
+            "planned or changed until it returns, and no other probe starts meanwhile. Check "
+            "dmesg and what holds that file; a reboot may be needed")
 
 
 def _timed_probe(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
@@ -101,6 +156,18 @@ def run_cycle(
     # Audit and paused cycles write nothing, the journal included (see journal.py).
     journal = Journal(fs, journal_path, read_only=not spec.revert and (
         spec.mode != "Enforce" or spec.paused))
+    try:
+        return _cycle(fs, spec, generation, node_meta, previous, journal, systemd, now, timeout)
+    except ProbeHung as err:
+        return Cycle(probe_hung_status(previous, str(err), now), None)
+
+
+def _cycle(
+    fs: HostFS, spec: HypervisorNodeStateSpec, generation: int, node_meta: NodeMeta,
+    previous: HypervisorNodeStateStatus, journal: Journal, systemd: Systemd,
+    now: datetime.datetime, timeout: float,
+) -> Cycle:
+    """run_cycle's work; raises ProbeHung."""
     host, processes = _probe(fs)
     if spec.revert:
         return _revert_cycle(fs, spec, generation, host, processes, journal, previous, systemd,
@@ -108,7 +175,8 @@ def run_cycle(
     found = plan(spec, host, node_meta, read_host_files(fs, host))
     held = backoff.hold_sriov(backoff.hold(found, previous.hugepage_retries, now),
                               previous.sriov_retries, now)
-    work = _boot(held, spec, host, previous.hugepage_retries, fs, journal, timeout)
+    work = backoff.hold_boot(_boot(held, spec, host, previous.hugepage_retries, fs, journal,
+                                   timeout), previous.boot_retries, now)
     results = None
     if spec.mode == "Enforce" and not spec.paused and work.steps:
         results = apply(work, fs, journal, systemd, spec.disruption, timeout=timeout)
@@ -118,8 +186,11 @@ def run_cycle(
     vf_retries = backoff.track_sriov(previous.sriov_retries, results or [], found, host, now)
     held = backoff.hold_sriov(backoff.hold(found, retries, now), vf_retries, now)
     work = _boot(held, spec, host, retries, fs, journal, timeout)
+    boot_retries = backoff.track_boot(previous.boot_retries, results or [], work, now)
+    work = backoff.hold_boot(work, boot_retries, now)
     status = node_status(spec, generation, host, work, results, previous, now,
-                         hugepage_retries=retries, sriov_retries=vf_retries)
+                         hugepage_retries=retries, sriov_retries=vf_retries,
+                         boot_retries=boot_retries)
     return Cycle(status, processes)
 
 

@@ -50,6 +50,9 @@ _MAX_LINK_HOPS = 40
 MAX_READ = 8 * 2**20
 #: The most a configuration file (the kubelet's, k3s's, GRUB's, the journal) may hold.
 MAX_CONFIG = 2**20
+#: The most of a host command's output kept (64 KiB): grubby --info for dozens of entries and
+#: update-grub's messages are a few KiB; the rest of a runaway tool's output is dropped.
+MAX_OUTPUT = 64 * 2**10
 #: The deadline of one configuration file read, in seconds: such files may sit on a network or
 #: FUSE filesystem whose reads hang.
 FILE_SECONDS = 10.0
@@ -159,17 +162,36 @@ def run_bounded(command: Sequence[str], timeout: float) -> tuple[int, str]:
 
     Raises OSError when it cannot be started, and subprocess.TimeoutExpired once it overran and
     was killed: it runs in a session of its own, so the kill takes what it started too (nsenter's
-    systemctl, chroot's grubby).
+    systemctl, chroot's grubby). Output is kept up to MAX_OUTPUT bytes (the rest is read and
+    dropped, so the command never blocks on a full pipe) and decoded leniently: a broken tool's
+    garbage is its answer to judge, not an exception out of the cycle or megabytes in status.
     """
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    kept = bytearray()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(65536):
+            kept.extend(chunk[:MAX_OUTPUT - len(kept)])
+
+    reader = threading.Thread(target=drain, name="kvtune command output", daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        # What it left running in its session may hold the pipe open past its exit.
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if reader.is_alive():
+            raise subprocess.TimeoutExpired(command, timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # A process that left the session may still hold the pipe: its reader is let go.
+        reader.join(1.0)
         raise
-    return proc.returncode, output.strip()
+    return proc.returncode, kept.decode("utf-8", errors="replace").strip()
 
 
 class HostCommandError(Exception):
@@ -312,6 +334,9 @@ class HostFS:
         # String concatenation rather than pathlib: a full probe makes thousands of reads.
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
+        #: The host path a read is in right now (None between reads): what a probe that does
+        #: not return in time is stuck on (cycle.py). One slot: reads are made one at a time.
+        self.reading: str | None = None
         if command_prefix is None:
             command_prefix = ("chroot", self._prefix) if self._prefix else ()
         self.command_prefix = tuple(command_prefix)
@@ -367,6 +392,16 @@ class HostFS:
         """
         if not in_flight and self._hung(path, real):
             return None
+        self.reading = path
+        try:
+            return self._read_regular(path, real, offset, size, limit, device)
+        finally:
+            self.reading = None
+
+    def _read_regular(
+        self, path: str, real: str, offset: int, size: int, limit: int, device: bool
+    ) -> bytes | None:
+        """`_read_capped`'s read itself."""
         try:
             if self._not_regular(path, os.stat(real).st_mode, device):
                 return None
@@ -700,15 +735,34 @@ class HostFS:
         """`read_setting` within `timeout` seconds: the value and "", or None and why not.
 
         For the reads that come before a write: a driver that hangs a write hangs reads too.
+        Like every read, only a regular file (what sysfs and procfs show) of at most MAX_READ
+        bytes is read: a FIFO or a device in its place would leave a thread blocked or reading
+        for ever, filling memory.
         """
         real = self._real(path)
         texts: list[str] = []
         errors: list[OSError] = []
+        unusable: list[str] = []
 
         def work() -> None:
             try:
-                with open(real, encoding="utf-8", errors="replace") as f:
-                    texts.append(f.read())
+                mode = os.stat(real).st_mode
+                if not stat.S_ISREG(mode):
+                    unusable.append(f"it is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}"
+                                    ", not a regular file")
+                    return
+                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+                with open(fd, "rb", buffering=0) as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+                        unusable.append("it was replaced by what is not a regular file")
+                        return
+                    data = f.read(MAX_READ + 1) or b""
+                    while len(data) <= MAX_READ and (more := f.read(MAX_READ + 1 - len(data))):
+                        data += more
+                if len(data) > MAX_READ:
+                    unusable.append(f"it holds more than {MAX_READ} bytes")
+                    return
+                texts.append(data.decode("utf-8", errors="replace"))
             except OSError as err:
                 errors.append(err)
 
@@ -717,6 +771,8 @@ class HostFS:
             return None, late
         if errors:
             return None, refused(path, "reading", errors[0])
+        if unusable:
+            return None, f"reading {path} failed: {unusable[0]}"
         return setting(texts[0]), ""
 
     def _within(

@@ -379,11 +379,16 @@ def _memory_in_use(
         for node_id, need in needs.items()}
 
 
-def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, int]:
+def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, int] | None:
     """The pages one allocation wants on each NUMA node that can hold them (the planner's split;
-    the nodes it refuses are its findings, not repeated here)."""
+    the nodes it refuses are its findings, not repeated here); None where the planner refuses
+    the whole split, which must then not be made anywhere else either."""
     nodes = {node.id: node for node in host.numa.nodes}
-    return {node: count for node, count, _ in _hugepage_targets(alloc, "", nodes, _Draft())}
+    out = _Draft()
+    targets = _hugepage_targets(alloc, "", nodes, out)
+    if alloc.per_node is None and out.findings:
+        return None
+    return {node: count for node, count, _ in targets}
 
 
 def _hugepage_targets(
@@ -393,7 +398,20 @@ def _hugepage_targets(
     if alloc.per_node is None:
         # VMs are pinned to the CPUs of a node and take its memory, so nodes without CPUs (CXL,
         # HBM or GPU memory) get no share. A node whose meminfo could not be read is not known
-        # to lack memory: it keeps its share.
+        # to lack memory: it keeps its share. A node whose CPUs are unknown may or may not be
+        # owed one: moving its share to the others would be a guess acted on live.
+        unknown = [node_id for node_id, node in sorted(nodes.items())
+                   if node.cpus_unknown and not node.memoryless]
+        if unknown:
+            out.error("Hugepages", "NumaNodeCpusUnknown", (
+                f"{field_name}.count is split evenly across the NUMA nodes with CPUs, but the "
+                f"CPUs of NUMA node{'s' * (len(unknown) > 1)} {', '.join(map(str, unknown))} "
+                "are unknown (neither "
+                + ", ".join(f"{NODES}/node{node_id}/cpulist" for node_id in unknown)
+                + " nor its cpumap or cpuN links give them; see the problems), so whether it "
+                "is owed a share is unknown: no pool is resized for this count; fix the "
+                "node's sysfs, or name the nodes in perNode"))
+            return []
         with_memory = sorted(node_id for node_id, node in nodes.items()
                              if node.cpu_count and not node.memoryless)
         if not with_memory:

@@ -26,6 +26,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import Condition, ConditionStatus
 from kvtune_api.v1alpha1.host import BlockDevice, HostReport
 from kvtune_api.v1alpha1.nodestate import (
+    BootRetry,
     ExposedLun,
     HugepageRetry,
     HypervisorNodeStateSpec,
@@ -43,6 +44,8 @@ from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
 REVERTED = "Reverted"
+#: Ready's and Degraded's reason while the probe is stuck in a read (cycle.py).
+PROBE_HUNG = "ProbeHung"
 #: Longest condition message; the plan and results carry the full detail.
 MAX_MESSAGE = 1024
 
@@ -146,6 +149,7 @@ def node_status(
     journal_entries: int | None = 0,
     hugepage_retries: Sequence[HugepageRetry] = (),
     sriov_retries: Sequence[SriovRetry] = (),
+    boot_retries: Sequence[BootRetry] = (),
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -153,8 +157,8 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
-    `hugepage_retries` are the pools, `sriov_retries` the VF counts, waiting to be asked again
-    (see backoff.py).
+    `hugepage_retries` are the pools, `sriov_retries` the VF counts, `boot_retries` the kernel
+    arguments, waiting to be asked again (see backoff.py).
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -178,6 +182,7 @@ def node_status(
         macvtap=list(plan.macvtap),
         hugepage_retries=list(hugepage_retries),
         sriov_retries=list(sriov_retries),
+        boot_retries=list(boot_retries),
         reboot_required=reboot,
         drain_required=drain,
     )
@@ -262,6 +267,22 @@ def _conditions(
                         else "InProgress" if enforcing else "Pending")
     conditions = [ready_c, progressing_c, degraded_c, waiting_c, *features]
     return conditions, sync, problems[0] if problems else "", drain, reboot
+
+
+def probe_hung_status(
+    previous: HypervisorNodeStateStatus, message: str, now: datetime.datetime
+) -> HypervisorNodeStateStatus:
+    """The status of a cycle whose probe did not return: the previous one (its host report
+    and plan are the last known, the spec is not observed), no longer Ready, Degraded with
+    `message`, which names the path the probe is stuck on."""
+    stuck = [cond.make(cond.READY, "False", PROBE_HUNG, message,
+                       previous.observed_generation or 0),
+             cond.make(cond.DEGRADED, "True", PROBE_HUNG, message,
+                       previous.observed_generation or 0)]
+    kept = [c for c in previous.conditions if c.type not in (cond.READY, cond.DEGRADED)]
+    return previous.model_copy(update={
+        "conditions": [*cond.merge(previous.conditions, stuck, now), *kept],
+        "sync_status": "Failed", "last_sync_error": message})
 
 
 def _revert_conditions(

@@ -26,6 +26,13 @@ HOST_SYSTEMCTL = (*NSENTER, "systemctl")
 _NO_SYSTEMD = ("has not been booted with systemd", "Failed to connect to bus")
 #: `is-enabled` answers that mean the unit starts at boot.
 _ENABLED = frozenset({"enabled", "enabled-runtime"})
+#: Every other unit file state `is-enabled` prints (systemctl(1)); anything else is an error
+#: message (a bus timeout, access denied) or garbage, which says nothing about the unit.
+_NOT_ENABLED = frozenset({"linked", "linked-runtime", "alias", "masked", "masked-runtime",
+                          "static", "indirect", "disabled", "generated", "transient", "bad"})
+#: The active states `is-active` prints; only "active" (with exit 0) means it runs.
+_ACTIVE_STATES = frozenset({"active", "reloading", "refreshing", "inactive", "failed",
+                            "activating", "deactivating", "maintenance"})
 
 
 class SystemdError(Exception):
@@ -89,9 +96,10 @@ class Systemd:
         code, output = self._run("is-enabled", unit, timeout)
         if code != 0 and ("No such file" in output or output == "not-found"):
             raise SystemdError(f"{unit} is not installed on the host")
-        enabled = output.splitlines()[-1] if output else ""
-        code, _ = self._run("is-active", unit, timeout)
-        return UnitState(enabled=enabled in _ENABLED, active=code == 0)
+        enabled = _answer(output, _ENABLED | _NOT_ENABLED, "is-enabled", unit)
+        code, output = self._run("is-active", unit, timeout)
+        active = _answer(output, _ACTIVE_STATES, "is-active", unit)
+        return UnitState(enabled=enabled in _ENABLED, active=code == 0 and active == "active")
 
     def set_state(self, unit: str, want: UnitState, *, timeout: float) -> UnitState:
         """Move `unit` to `want` (stop/disable or enable/start), then check; returns the old state.
@@ -120,3 +128,16 @@ class Systemd:
                 f"{unit} is {after} after systemctl, not {want}: something else (a dependency, "
                 "a timer, another agent) changes it; see `systemctl status` on the host")
         return before
+
+
+def _answer(output: str, states: frozenset[str], verb: str, unit: str) -> str:
+    """The state `systemctl <verb> <unit>` printed (its last line); raises SystemdError when it
+    printed none: a query that fails means unknown, never disabled or inactive, which would
+    be journaled as the admin's own state and restored on revert."""
+    answer = output.splitlines()[-1].strip() if output else ""
+    if answer not in states:
+        raise SystemdError(
+            f"systemctl {verb} {unit} answered {output[:200]!r}, not a unit state, so whether "
+            f"{unit} is enabled and running is unknown and it is left as it is; check "
+            f"`systemctl status {unit}` on the host")
+    return answer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import sys
 import typing as t
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from boottree import (
     boot_commands,
     debian_grub,
     failing_grubby,
+    grubby_failing_updates,
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
@@ -114,6 +116,22 @@ def test_a_staged_size_keeps_following_the_spec_after_the_pools_are_full(tmp_pat
     [step] = _stage(tmp_path, facts, retries=()).steps
 
     assert (step.planned.current, step.planned.desired) == (staged, PER_NODE)
+
+
+@pytest.mark.parametrize("retries", [pytest.param((), id="a staged pair to follow"),
+                                     pytest.param((_retry(),), id="a live shortfall")])
+def test_a_count_is_not_staged_while_a_node_s_cpus_are_unknown(
+    tmp_path: Path, retries: t.Sequence[HugepageRetry]
+) -> None:
+    tree = intel_two_socket(tmp_path).file("/sys/devices/system/node/node1/cpulist", "4-\n")
+    staged = "hugepagesz=1G hugepages=0:16,1:16"
+    spec = node_spec(memory={"hugepages": {"pages": [{"size": "1Gi", "count": 40}]}})
+
+    found = boot.stage(Plan(), spec, probe_host(tree.fs()), retries,
+                       BootFacts(GRUBBY_LOADER, staged, running=staged, release="6.1.0"))
+
+    # The planner says why (NumaNodeCpusUnknown); node 1's share is not moved at boot either.
+    assert found == Plan()
 
 
 def test_other_page_sizes_on_the_command_line_are_kept(tmp_path: Path) -> None:
@@ -363,6 +381,9 @@ def test_a_drop_in_whose_grub_cfg_cannot_be_regenerated_is_put_back(tmp_path: Pa
         write_args(tree.fs(), GRUB_DROPIN, PER_NODE, timeout=10)
 
     assert not tree.fs().exists(GRUB_DROPIN)
+    # This update-grub writes grub.cfg before it fails: it is generated again without kvtune's
+    # line, so the next boot does not get what the status says was not staged.
+    assert "hugepages" not in (tmp_path / GRUB_CFG.lstrip("/")).read_text()
 
 
 @pytest.mark.parametrize("before", [
@@ -459,6 +480,45 @@ def test_a_cycle_withdraws_the_boot_hugepages_once_the_spec_drops_their_size(
     assert boot.STEP_ID not in {s.id for s in fourth.plan}
 
 
+@pytest.mark.parametrize("loader", [
+    pytest.param(lambda tree: debian_grub(tree, exit_code=1), id="update-grub exits 1"),
+    pytest.param(lambda tree: grubby_failing_updates(bls(tree)),
+                 id="grubby exits 1 on --update-kernel"),
+])
+def test_a_boot_loader_tool_that_fails_is_tried_again_at_growing_intervals_not_every_cycle(
+    tmp_path: Path, loader: t.Callable[[HostTree], HostTree],
+) -> None:
+    tree = osrelease(loader(busy_host(tmp_path)), "6.1.0-18-amd64")
+    fs = KernelFS(tmp_path, hugepage_limit=18)  # 20 wanted per node: staged for boot
+    spec = busy_spec(allow_reboot=True)
+
+    def cycle(minutes: int, previous: HypervisorNodeStateStatus) -> HypervisorNodeStateStatus:
+        return run_cycle(fs, spec, 3, NodeMeta(), previous, systemd=tree.systemd(),
+                         now=NOW + datetime.timedelta(minutes=minutes), timeout=10).status
+
+    def staged() -> int:  # the commands that write the boot configuration
+        return len([c for c in boot_commands(tree) if "--info" not in c])
+
+    failed = cycle(11, cycle(0, HypervisorNodeStateStatus()))
+    assert {r.id: r.result for r in failed.results}[boot.STEP_ID] == "Failed"
+    [retry] = failed.boot_retries
+    assert (retry.attempts, retry.next_attempt) == (1, NOW + datetime.timedelta(minutes=21))
+    tries = staged()
+
+    held = cycle(12, failed)
+
+    assert staged() == tries, "not run again before its next attempt"
+    assert held.boot_retries == [retry] and boot.STEP_ID not in {s.id for s in held.plan}
+    found = cond.find(held.conditions, "Hugepages")
+    assert found is not None and "failed 1 time(s), the last: " in found.message
+
+    again = cycle(21, held)
+
+    assert staged() > tries
+    [retry] = again.boot_retries
+    assert (retry.attempts, retry.next_attempt) == (2, NOW + datetime.timedelta(minutes=41))
+
+
 def test_a_host_without_boot_hugepage_needs_runs_no_boot_loader_command(tmp_path: Path) -> None:
     tree = osrelease(bls(busy_host(tmp_path)), "6.1.0")
 
@@ -489,6 +549,24 @@ def test_a_failing_grubby_is_unknown_arguments_never_none(
     with pytest.raises(BootArgsError):
         write_args(tree.fs(), GRUBBY, "", timeout=10)
     assert bls_options(tree) == ["root=UUID=1234 ro hugepagesz=1G hugepages=16"] * 2
+
+
+@pytest.mark.parametrize("says", [
+    pytest.param("sys.stdout.buffer.write(b'\\xff\\xfe not UTF-8')", id="bytes that are not UTF-8"),
+    pytest.param("sys.stdout.write('x' * 30_000_000)", id="30 MB of output"),
+])
+def test_a_grubby_that_prints_garbage_is_unknown_arguments_in_a_bounded_message(
+    tmp_path: Path, says: str,
+) -> None:
+    tree = bls(HostTree(tmp_path), "root=UUID=1234 ro hugepagesz=1G hugepages=16")
+    tree.file(GRUBBY, f"#!{sys.executable}\nimport sys\n{says}\nsys.exit(1)\n")
+    (tmp_path / GRUBBY.lstrip("/")).chmod(0o755)
+
+    with pytest.raises(BootArgsError) as caught:
+        read_args(tree.fs(), GRUBBY, timeout=10)
+
+    # The message goes into status, which the API server refuses past about 1.5 MiB.
+    assert "exit 1" in str(caught.value) and len(str(caught.value)) < 100_000
 
 
 def test_a_failing_grubby_while_recording_journals_nothing_and_changes_nothing(

@@ -426,3 +426,56 @@ def test_an_audit_or_paused_cycle_never_rewrites_an_old_journal(
     _cycle(tree, busy_spec(**flags))
 
     assert (tmp_path / JOURNAL_PATH.lstrip("/")).read_bytes() == before
+
+
+class StuckFS(KernelFS):
+    """A kernel whose read of one file blocks in the kernel until `release` is set, as a
+    driver that hangs a sysfs read, or a process whose cmdline waits on its memory lock."""
+
+    def __init__(self, root: Path, path: str) -> None:
+        super().__init__(root)
+        self.stuck_on = path
+        self.release = threading.Event()
+        self.entered = 0
+
+    def _read_regular(
+        self, path: str, real: str, offset: int, size: int, limit: int, device: bool
+    ) -> bytes | None:
+        if path == self.stuck_on:
+            self.entered += 1
+            self.release.wait()
+        return super()._read_regular(path, real, offset, size, limit, device)
+
+
+def test_a_probe_stuck_in_a_read_is_reported_with_its_path_and_not_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("kvtune_agent.cycle.PROBE_SECONDS", 1.0)
+    tree = busy_host(tmp_path).ksm(1)
+    spec = busy_spec()
+    settled = _cycle(tree, spec)
+    tree.ksm(1)  # drift the next cycle would correct, if it could probe
+    fs = StuckFS(tmp_path, "/proc/meminfo")
+    try:
+        stuck = _cycle(tree, spec, fs, settled)
+        again = _cycle(tree, spec, fs, stuck)
+        entered = fs.entered
+    finally:
+        fs.release.set()
+
+    ready = cond.find(stuck.conditions, cond.READY)
+    degraded = cond.find(stuck.conditions, cond.DEGRADED)
+    assert ready is not None and degraded is not None
+    assert (ready.status, degraded.status, degraded.reason) == ("False", "True", "ProbeHung")
+    assert "did not return within 1 s: it is stuck reading /proc/meminfo" in degraded.message
+    assert stuck.sync_status == "Failed" and stuck.host == settled.host  # the last one known
+    degraded = cond.find(again.conditions, cond.DEGRADED)
+    assert degraded is not None and "still has not returned" in degraded.message
+    assert entered == 1, "no second probe while the first is stuck"
+    assert (tmp_path / "sys/kernel/mm/ksm/run").read_text().strip() == "1", "nothing applied"
+    for _ in range(100):  # the released probe returns, and the next cycle probes afresh
+        if "kvtune probe" not in {thread.name for thread in threading.enumerate()}:
+            break
+        threading.Event().wait(0.05)
+    assert cond.find(_cycle(tree, spec, fs, again).conditions, cond.DEGRADED).reason != (
+        "ProbeHung")

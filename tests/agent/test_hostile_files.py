@@ -22,6 +22,7 @@ from kvtune_agent.probe import kubelet, probe_host
 CONFIG = "/var/lib/kubelet/config.yaml"
 JOURNAL = "/var/lib/kvtune/journal.json"
 LAUNCHER_STATUS = "/proc/4100/status"
+KSM_RUN = "/sys/kernel/mm/ksm/run"
 
 
 def _fifo(tree: HostTree, path: str) -> None:
@@ -77,8 +78,15 @@ def _launcher(tree: HostTree) -> str | None:
     return issue.detail
 
 
+def _before_write(tree: HostTree) -> str | None:
+    value, why = tree.fs().read_within(KSM_RUN, timeout=2)
+    assert value is None
+    return why
+
+
 READERS = [
     pytest.param("/proc/meminfo", _meminfo, id="meminfo"),
+    pytest.param(KSM_RUN, _before_write, id="a kernel value read before its write"),
     pytest.param(CONFIG, _kubelet_config, id="the kubelet's config"),
     pytest.param(JOURNAL, _journal, id="the journal"),
     pytest.param(LAUNCHER_STATUS, _launcher, id="a virt-launcher's status"),

@@ -28,9 +28,17 @@ def _probe(tree: HostTree) -> KubeletReport:
     return kubelet.probe(fs, fs.processes())
 
 
-@pytest.mark.parametrize("cgroup", [pytest.param(V2_POD, id="cgroup v2"),
-                                    pytest.param(V1_POD, id="cgroup v1")])
-def test_a_kubelet_in_a_pod_is_not_the_nodes_kubelet_even_with_the_lowest_pid(
+@pytest.mark.parametrize("cgroup", [
+    pytest.param(V2_POD, id="in a pod, cgroup v2"),
+    pytest.param(V1_POD, id="in a pod, cgroup v1"),
+    # Outside pods: the one in the kubelet's unit is the node's, not "two kubelets, unknown".
+    pytest.param("0::/machine.slice/systemd-nspawn@evil.service/payload", id="systemd-nspawn"),
+    pytest.param("0::/system.slice/docker-0123abcd.scope", id="a docker --pid=host container"),
+    pytest.param("0::/user.slice/user-1000.slice/session-4.scope", id="a login session"),
+    pytest.param("12:memory:/docker/0123abcd\n0::/system.slice/kubelet.service.d",
+                 id="a unit that only looks like it"),
+])
+def test_a_fake_kubelet_is_not_the_nodes_kubelet_even_with_the_lowest_pid(
     tmp_path: Path, cgroup: str,
 ) -> None:
     tree = HostTree(tmp_path).process(10, "kubelet", "kubelet", "--system-reserved=memory=0")
@@ -40,7 +48,7 @@ def test_a_kubelet_in_a_pod_is_not_the_nodes_kubelet_even_with_the_lowest_pid(
 
     found = _probe(tree)
 
-    assert (found.pid, found.system_reserved_memory) == (500, "8Gi")
+    assert (found.pid, found.system_reserved_memory, found.error) == (500, "8Gi", None)
 
 
 def test_a_kubelet_whose_cgroup_cannot_be_read_is_not_trusted(tmp_path: Path) -> None:
@@ -155,3 +163,12 @@ def test_a_memtotal_of_zero_makes_the_budget_unknown_not_a_division_by_zero(
     found = plan(spec, probe_host(tree.fs()))
 
     assert "HugepageBudgetUnknown" in [f.reason for f in found.findings]
+
+
+def test_two_kubelets_in_kubelet_units_are_still_unknown(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path).process(10, "kubelet", "kubelet", "--system-reserved=memory=0")
+    tree.file("/proc/10/cgroup", "0::/system.slice/k3s-agent.service")
+    tree.process(500, "kubelet", "/usr/bin/kubelet", "--system-reserved=memory=8Gi")
+    tree.file("/proc/500/cgroup", SYSTEM)
+
+    assert _probe(tree).error is not None

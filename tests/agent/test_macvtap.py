@@ -205,6 +205,14 @@ def test_the_feature_label_counts_offered_nics_and_ignores_running_vms(tmp_path:
                  id="a bridge with the node's address"),
     pytest.param(lambda t: t.ovs("br-ex").plug("ens2f0", "ovs-system").default_route("br-ex"),
                  "br-ex", id="an Open vSwitch bridge with the default route"),
+    pytest.param(lambda t: t.bond("team0", "ens2f0").ipv6_address("team0"), "team0",
+                 id="a team (a master link only) with only an IPv6 address"),
+    pytest.param(lambda t: t.vlan("ens2f0.100", "ens2f0").default_route("ens2f0.100",
+                                                                        ipv6=True),
+                 "ens2f0.100", id="a VLAN with only the IPv6 default route"),
+    pytest.param(lambda t: t.bridge("br0").plug("ens2f0", "br0").vlan("br0.5", "br0")
+                 .ipv6_address("br0.5", scope="40"), "br0.5",
+                 id="a VLAN on a bridge of it with a site-scope IPv6 address"),
 ])
 def test_a_nic_under_a_device_that_carries_the_nodes_traffic_is_refused(
     tmp_path: Path, build: t.Callable[[HostTree], HostTree], above: str,
@@ -232,6 +240,13 @@ def test_a_vlan_that_carries_nothing_of_the_nodes_leaves_its_nic_offered(tmp_pat
                  id="a malformed ipv6_route line"),
     pytest.param(lambda t: t.append_line("/proc/1/net/route", "eno2\t0000"),
                  id="a short /proc/1/net/route line"),
+    pytest.param(lambda t: t.ipv6_address("eno1").append_line(
+        "/proc/1/net/if_inet6", "20010db8 02 40"), id="a short if_inet6 line"),
+    pytest.param(lambda t: t.append_line(
+        "/proc/1/net/if_inet6", f"{'z' * 32} 02 40 00 80    ens2f0"),
+        id="an if_inet6 line whose address is no hex"),
+    pytest.param(lambda t: (t.root / "proc/1/net/if_inet6").mkdir(parents=True),
+                 id="an unreadable if_inet6"),
 ])
 def test_routing_that_cannot_be_read_offers_no_nic_and_the_probe_goes_on(
     tmp_path: Path, build: t.Callable[[HostTree], object],

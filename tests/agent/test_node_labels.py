@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from hosttree import intel_two_socket
+from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings, label_changes, ready_label
 from kvtune_agent.journal import JOURNAL_PATH
+from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
@@ -77,3 +79,32 @@ def test_the_journal_label_comes_before_any_host_write_and_goes_once_all_is_undo
     assert not journal.exists() and (tmp_path / "sys/kernel/mm/ksm/run").read_text() == "1\n"
     assert state.labels == {}
     assert writes[-1] == ({JOURNAL_LABEL: None}, False), "the journal label goes last"
+
+
+def test_reverted_is_reported_only_once_the_feature_file_and_ready_label_are_gone(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path).ksm(1).systemctl()
+    features = tmp_path / nfd.FEATURES_FILE.lstrip("/")
+    state = StoredState("Enforce")
+    agent = Agent(t.cast(t.Any, state),
+                  AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
+    agent.step()
+    assert features.exists() and READY_LABEL in state.labels
+    seen: list[tuple[bool, bool]] = []
+    record = state.patch_status
+
+    def patch_status(status: dict[str, t.Any]) -> None:
+        reported = HypervisorNodeStateStatus.model_validate(status)
+        if cond.is_true(reported.conditions, REVERTED):
+            # What the operator finds once it reads Reverted (it then deletes the state).
+            seen.append((features.exists(), READY_LABEL in state.labels))
+        record(status)
+
+    state.patch_status = patch_status  # type: ignore[method-assign]
+    assert state.body is not None
+    state.body["spec"]["revert"] = True
+
+    agent.step()
+
+    assert seen == [(False, False)]

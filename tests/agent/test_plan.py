@@ -125,6 +125,47 @@ def test_a_count_leaves_out_nodes_whose_cpus_are_all_offline(tmp_path: Path) -> 
     assert {i: s.desired for i, s in steps.items()} == {"hugepages/node0/2Mi": "4"}
 
 
+def _spoil_cpulist(tree: HostTree, path: str, content: str | None) -> None:
+    if content is None:
+        (tree.root / path.lstrip("/")).unlink()
+        tree.unreadable(path)
+    else:
+        tree.file(path, content)
+
+
+@pytest.mark.parametrize("content", [pytest.param("4-\n", id="malformed"),
+                                     pytest.param(None, id="unreadable"),
+                                     pytest.param("\0garbage", id="NULs")])
+def test_a_count_is_not_split_when_a_node_s_cpus_are_unknown(
+    tmp_path: Path, content: str | None
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    cpulist_path = "/sys/devices/system/node/node1/cpulist"
+    _spoil_cpulist(tree, cpulist_path, content)
+
+    found = _plan(tree, node_spec(memory=_pages(count=40)))
+
+    # Unknown is not none: node 1's share does not move to node 0 as a Live step.
+    assert not [s for s in found.steps if s.planned.feature == "Hugepages"]
+    message = _finding(found, "NumaNodeCpusUnknown").message
+    assert "NUMA node 1 " in message and cpulist_path in message
+    assert "pages[0].count" in message
+
+
+def test_a_count_named_per_node_is_planned_where_a_node_s_cpus_are_unknown(
+    tmp_path: Path,
+) -> None:
+    tree = intel_two_socket(tmp_path)
+    _spoil_cpulist(tree, "/sys/devices/system/node/node1/cpulist", "4-\n")
+
+    found = _plan(tree, node_spec(memory=_pages(perNode=[{"node": 0, "count": 20},
+                                                          {"node": 1, "count": 20}])))
+
+    assert {i: s.desired for i, s in _steps(found).items()} == {
+        "hugepages/node0/1Gi": "20", "hugepages/node1/1Gi": "20"}
+    assert not [f for f in found.findings if f.reason == "NumaNodeCpusUnknown"]
+
+
 @pytest.mark.parametrize("content", [pytest.param("-3", id="negative"),
                                      pytest.param(None, id="unreadable")])
 def test_a_pool_of_unknown_size_plans_no_step_and_says_why(

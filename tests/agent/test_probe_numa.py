@@ -226,6 +226,7 @@ def test_a_node_whose_cpus_nothing_gives_is_not_taken_for_a_memory_only_one(
 
     # Unknown, not none: its memory is not remote to every CPU as far as anyone knows.
     assert (node.cpus, node.memory_total_kib, node.memory_only) == ("", 2**24, False)
+    assert node.cpus_unknown and not numa.probe(tree.fs()).nodes[0].cpus_unknown
 
 
 def test_a_kernel_without_numa_has_no_nodes_and_says_what_the_kubelet_takes_instead(

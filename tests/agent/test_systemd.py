@@ -110,3 +110,41 @@ def test_a_unit_state_reads_back_what_it_writes(text: str) -> None:
 def test_a_malformed_unit_state_is_refused() -> None:
     with pytest.raises(ValueError, match=r"not a unit state: 'on'"):
         UnitState.parse("on")
+
+
+@pytest.mark.parametrize(("is_enabled", "is_active"), [
+    pytest.param('echo "Failed to get unit file state for numad.service: Connection timed out"; '
+                 "exit 1", "echo active", id="is-enabled fails with a bus timeout"),
+    pytest.param('echo "Access denied"; exit 4', "echo active", id="is-enabled is denied"),
+    pytest.param("printf '\\0garbage'", "echo active", id="is-enabled says garbage, exit 0"),
+    pytest.param("echo enabled", 'echo "Failed to connect: Connection timed out"; exit 1',
+                 id="is-active fails"),
+    pytest.param("echo enabled", "exit 3", id="is-active says nothing"),
+])
+def test_a_systemctl_whose_answer_is_no_unit_state_is_unknown_never_disabled(
+    tmp_path: Path, is_enabled: str, is_active: str,
+) -> None:
+    script = tmp_path / "systemctl"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = is-enabled ]; then {is_enabled}; '
+                      f"else {is_active}; fi\n")
+    script.chmod(0o755)
+
+    # Read as "disabled,inactive", a failing query would be journaled as the admin's original
+    # and a revert would disable a unit the admin runs.
+    with pytest.raises(SystemdError, match=r"numad\.service answered") as caught:
+        Systemd([str(script)]).state("numad.service", timeout=10)
+
+    assert not caught.value.unsupported
+
+
+@pytest.mark.parametrize("output", [
+    pytest.param("printf '\\377\\376 not UTF-8'", id="bytes that are not UTF-8"),
+    pytest.param("head -c 30000000 /dev/zero | tr '\\0' x", id="30 MB of output"),
+])
+def test_a_systemctl_that_prints_garbage_is_an_error_not_a_crash_or_megabytes(
+    tmp_path: Path, output: str,
+) -> None:
+    with pytest.raises(SystemdError, match=r"numad\.service answered") as caught:
+        Systemd(["sh", "-c", f"{output}; exit 1", "sh"]).state("numad.service", timeout=10)
+
+    assert len(str(caught.value)) < 1000

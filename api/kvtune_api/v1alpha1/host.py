@@ -146,6 +146,12 @@ class NumaNode(BaseModel):
         "or unknown where the problems say so (then not `memoryOnly`).",
     )
     cpu_count: int = Field(default=0, ge=0, description="Number of CPUs in `cpus`.")
+    cpus_unknown: bool = Field(
+        default=False,
+        description="Neither the node's cpulist, its cpumap nor the cpuN links under it give "
+        "its CPUs (the problems say why): `cpus` is empty because they are unknown, not because "
+        "the node has none, so kvtune splits no hugepage count across the host's nodes.",
+    )
     offline_cpus: CpuList = Field(
         default="",
         description="CPUs the node lists that are offline (some kernels, e.g. on POWER, list "

@@ -121,6 +121,20 @@ class SriovRetry(BaseModel):
     )
 
 
+class BootRetry(BaseModel):
+    """Kernel arguments the boot loader's tool failed to stage, and when the agent tries again."""
+
+    step: str = Field(description="The PlannedStep id (boot/kernel-args).")
+    path: str = Field(description="What was written: grubby, or kvtune's GRUB drop-in.")
+    wanted: str = Field(description="The kernel arguments it was to stage.")
+    error: str = Field(description="What the last attempt came to.")
+    attempts: int = Field(ge=1, description="Attempts so far that failed.")
+    last_attempt: datetime.datetime = Field(description="When the last attempt was made.")
+    next_attempt: datetime.datetime = Field(
+        description="No attempt before this time; the wait doubles with every attempt."
+    )
+
+
 class ExposedLun(BaseModel):
     """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
 
@@ -180,6 +194,12 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=256,
         description="VF counts the kernel refused (ENOMEM, EBUSY, a hung driver): each NIC is "
         "put back to its count and asked again at growing intervals, not every cycle.",
+    )
+    boot_retries: list[BootRetry] = Field(
+        default_factory=list,
+        max_length=1,
+        description="Kernel arguments the boot loader's tool (grubby, update-grub, "
+        "grub2-mkconfig) failed to stage: tried again at growing intervals, not every cycle.",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

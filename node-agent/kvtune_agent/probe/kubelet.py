@@ -23,12 +23,14 @@ with all those arguments on its command line, so its kubelet is read like any ot
 Nothing found means "unknown", not an error: not every host is a Kubernetes node.
 
 Any pod can start a process named kubelet or k3s, so a name alone is not trusted: a process in
-a pod's cgroup (kubepods) is never the node's kubelet, and two candidates outside pods make the
-kubelet unknown rather than the lower pid winning. The kubelet's paths are its own: they are
-read through its root (/proc/<pid>/root) where that can be entered, else inside the host root,
-every link resolved there, never in the agent's container. Its files are read as hostile: a
-regular file, size-capped, under a deadline, YAML aliases bounded (HostFS.read_yaml); what they
-hold never goes into a message, since status is readable across the cluster.
+a pod's cgroup (kubepods) is never the node's kubelet; of the candidates outside pods, the one
+in the cgroup of a kubelet's systemd unit (kubelet.service, k3s, RKE2, MicroK8s) is it, and
+otherwise two make the kubelet unknown rather than the lower pid winning. The kubelet's paths
+are its own: they are read through its root (/proc/<pid>/root) where that can be entered, else
+inside the host root, every link resolved there, never in the agent's container. Its files are
+read as hostile: a regular file, size-capped, under a deadline, YAML aliases bounded
+(HostFS.read_yaml); what they hold never goes into a message, since status is readable across
+the cluster.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ MAX_LISTED = 32
 MAX_DROP_INS = 256
 #: The cgroup of every pod's processes: under it, a process named kubelet is a pod's.
 POD_CGROUP = "kubepods"
+#: The systemd units that run a node's kubelet: kubeadm's and the distributions' packages,
+#: k3s (server, agent), RKE2 (whose kubelet is a child of rke2 in its unit) and MicroK8s.
+KUBELET_UNITS = frozenset({"kubelet.service", "k3s.service", "k3s-agent.service",
+                           "rke2-server.service", "rke2-agent.service",
+                           "snap.microk8s.daemon-kubelite.service"})
 #: Policy settings as (KubeletConfiguration key, report field, the kubelet's default).
 POLICIES = (
     ("cpuManagerPolicy", "cpu_manager_policy", "none"),
@@ -128,6 +135,14 @@ def _in_pod(fs: HostFS, pid: int) -> bool:
                for line in text.splitlines())
 
 
+def _in_kubelet_unit(fs: HostFS, pid: int) -> bool:
+    """The process runs in the cgroup of a systemd unit that starts a node's kubelet
+    (KUBELET_UNITS): only the host's systemd (PID 1) places processes there."""
+    text = fs.read_text(f"/proc/{pid}/cgroup") or ""
+    return any(line.rpartition(":")[2].rstrip("/").rpartition("/")[2] in KUBELET_UNITS
+               for line in text.splitlines())
+
+
 def _base(fs: HostFS, pid: int) -> str:
     """The root a process's paths are in: its own /proc/<pid>/root where the agent can enter it
     (the kubelet may run in a root of its own, as in kind's node container), else the host
@@ -160,6 +175,12 @@ def _kubelet_process(fs: HostFS, processes: ProcessTable) -> _Kubelet | None:
                         "and what it reserves is unknown; run the agent with hostPID")
     found = [process for process in processes
              if _candidate_name(process) and not _in_pod(fs, process.pid)]
+    # Where one of them runs in the service unit that starts the node's kubelet, that one is
+    # it: the others (in a container, a systemd-nspawn machine, a login session) cannot make
+    # the kubelet unknown just by being there.
+    in_unit = [process for process in found if _in_kubelet_unit(fs, process.pid)]
+    if len(in_unit) == 1:
+        found = in_unit
     if len(found) > 1:
         raise _Unusable(
             f"processes {', '.join(str(p.pid) for p in found[:8])} outside pods all look like "

@@ -215,23 +215,10 @@ def _routing(fs: HostFS, host: dict[str, _Device]) -> HostRouting:
     prefix length, scope, flags, device. A line that does not read so makes the routing
     unknown, not shorter: a default route missed would hand the node's own NIC to VMs.
     """
-    default: set[str] = set()
-    ipv4: set[str] = set()
     try:
-        for row in _fields(fs, ROUTES, required=True)[1:]:
-            if len(row) < 8:
-                raise _Unreadable(
-                    f"{ROUTES} has a line of {len(row)} fields: {' '.join(row)[:80]!r}")
-            ipv4.add(row[0])
-            if row[1] == "00000000" and row[7] == "00000000":
-                default.add(row[0])
-        for row in _fields(fs, IPV6_ROUTES, required=False):
-            if len(row) < 10 or not all(_hex(field) for field in row[:9]):
-                raise _Unreadable(f"{IPV6_ROUTES} has a malformed line: {' '.join(row)[:80]!r}")
-            if row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
-                default.add(row[-1])
-        ipv6 = {row[5] for row in _fields(fs, IPV6_ADDRESSES, required=False)
-                if len(row) >= 6 and row[3] in _ROUTABLE_SCOPES}  # fmt: skip
+        ipv4, default = _ipv4_routes(fs)
+        default |= _ipv6_defaults(fs)
+        ipv6 = _ipv6_addresses(fs)
     except _Unreadable as err:
         return HostRouting(error=f"{err}; which interfaces the node uses itself is unknown")
     carriers = default | ipv4 | ipv6
@@ -241,6 +228,46 @@ def _routing(fs: HostFS, host: dict[str, _Device]) -> HostRouting:
     return HostRouting(default_route=sorted(default)[:64], ipv4_routes=sorted(ipv4)[:MAX_PORTS],
                        ipv6_addresses=sorted(ipv6)[:MAX_PORTS],
                        stacked=dict(sorted(stacked.items())[:MAX_PORTS]))  # fmt: skip
+
+
+def _ipv4_routes(fs: HostFS) -> tuple[set[str], set[str]]:
+    """The interfaces with an IPv4 route of the main table, and those with its default.
+
+    /proc/net/route shows the main table only: a default route in another table (policy
+    routing) is not seen, and its interface counts only through the prefix route its address
+    puts in the main table; an address added with noprefixroute puts none (see docs/safety.md).
+    """
+    routed: set[str] = set()
+    default: set[str] = set()
+    for row in _fields(fs, ROUTES, required=True)[1:]:
+        if len(row) < 8:
+            raise _Unreadable(f"{ROUTES} has a line of {len(row)} fields: {' '.join(row)[:80]!r}")
+        routed.add(row[0])
+        if row[1] == "00000000" and row[7] == "00000000":
+            default.add(row[0])
+    return routed, default
+
+
+def _ipv6_defaults(fs: HostFS) -> set[str]:
+    """The interfaces with an IPv6 default route (not the unreachable one on lo)."""
+    default = set()
+    for row in _fields(fs, IPV6_ROUTES, required=False):
+        if len(row) < 10 or not all(_hex(field) for field in row[:9]):
+            raise _Unreadable(f"{IPV6_ROUTES} has a malformed line: {' '.join(row)[:80]!r}")
+        if row[-1] != "lo" and int(row[0], 16) == 0 and row[1] == "00":
+            default.add(row[-1])
+    return default
+
+
+def _ipv6_addresses(fs: HostFS) -> set[str]:
+    """The interfaces with a global or site IPv6 address."""
+    found = set()
+    for row in _fields(fs, IPV6_ADDRESSES, required=False):
+        if len(row) != 6 or not all(_hex(field) for field in row[:5]):
+            raise _Unreadable(f"{IPV6_ADDRESSES} has a malformed line: {' '.join(row)[:80]!r}")
+        if row[3] in _ROUTABLE_SCOPES:
+            found.add(row[5])
+    return found
 
 
 def _hex(field: str) -> bool:

@@ -154,6 +154,7 @@ def _node(
         id=node_id,
         cpus=cpulist.format_ids(cpus),
         cpu_count=len(cpus),
+        cpus_unknown=found is None,
         offline_cpus=cpulist.format_ids(down & states.present if states.present else down),
         memory_total_kib=total,
         memory_free_kib=(meminfo or {}).get("MemFree", 0),
