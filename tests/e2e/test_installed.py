@@ -221,6 +221,9 @@ def _stable(report: dict[str, Any]) -> dict[str, Any]:
     picked: dict[str, Any] = {section: {k: report.get(section, {}).get(k) for k in keys}
                               for section, keys in STABLE}
     picked["numaNodes"] = [(n["id"], n.get("cpus")) for n in report["numa"].get("nodes", [])]
+    # The node's kubelet, found and read by the agent in its pod (hostPID, the host's root) as
+    # from outside: the same process, config file, flags and resource-manager settings.
+    picked["kubelet"] = report.get("kubelet")
     return picked
 
 
@@ -241,6 +244,9 @@ def test_audit_reports_the_host_as_kvtune_probe_sees_it_from_outside(
     state = node_state(installed, node)
     assert state is not None
     if installed.node is not None:
+        kubelet = state["status"]["host"].get("kubelet") or {}
+        assert kubelet.get("pid") and kubelet.get("configPath"), (
+            f"the agent did not find this node's kubelet: {kubelet}")
         assert _stable(state["status"]["host"]) == _stable(_probe_here())
     else:
         assert state["status"]["host"]["cpu"]["logicalCpus"] > 0
@@ -636,6 +642,8 @@ def test_a_rollout_whose_leader_was_killed_is_finished_once_its_peering_record_e
     dead = max(peers, key=lambda peer: peers[peer]["priority"])
     restarts = _restarts(installed, leader)
     with enforcing(installed, enforced_change):
+        # Mid-rollout: the agent has not yet reported the profile applied.
+        assert not _profile_ready(installed), "the rollout was over before the leader was killed"
         assert _sigkill(installed, leader), f"no process of {leader} found on this host"
         # The kubelet restarts the killed container in the same pod, under a new identity
         # with a new random priority: it or the standby leads once the dead record expires
