@@ -8,8 +8,11 @@
 #
 # Each is saved as a docker-archive in kvtune's cache, named by a hash of its inputs (its recipe
 # below, and for kvtune every file of the build context), so an unchanged input reuses the
-# archive in well under a second and a change of kvtune's code builds afresh. buildah keeps its layers under the cache too, so a rebuild after a
-# code change reuses the dependency layers the Dockerfile orders first.
+# archive in well under a second and a change of kvtune's code builds afresh. buildah keeps its
+# layers under the cache too, so a rebuild after a code change reuses the dependency layers the
+# Dockerfile orders first; after each build, every layer no current image stands on (earlier
+# builds' code layers, earlier bases) is removed, so the cache holds about one build and does not
+# grow with every change of the code.
 #
 # Prints one line per image on stdout: `<name> <reference> <archive>`; progress goes to stderr.
 # Needs root (mmdebstrap, buildah's chroot isolation) and the Debian packages buildah and
@@ -23,7 +26,11 @@ source "$here/gobuild.sh"
 
 cache="$(kvtune_cache_dir)/node-images"
 storage="$(kvtune_cache_dir)/buildah"
-mkdir -p "$cache"
+mkdir -p "$cache" "$storage"
+# One build at a time per cache (every checkout shares it): a prune must not remove the layers
+# another checkout's build is using.
+exec {lock}>"$storage/build.lock"
+flock "$lock"
 # What the Dockerfile needs of its base: python (python-is-python3), venv, and CA certificates.
 # No headers and no pip: the builder stage installs python3-dev itself where the base lacks
 # Python's headers, and builds with the venv's pip, so the final image carries neither.
@@ -38,6 +45,24 @@ bah() {
 }
 
 hash_of() { sha256sum | cut -c1-16; }
+
+# prune <reference>...: remove every image of buildah's storage but the ones named and what
+# they stand on. kvtune's other tagged images (earlier bases, pause images) go first; then the
+# untagged ones no image stands on ("dangling": an earlier build's last layer), again and again,
+# since removing one leaves its parent dangling, down to the layers a named image still uses.
+# An earlier base that an earlier build still stood on is freed by the second pass.
+prune() {
+  local keep=("$@") ref pass
+  for pass in 1 2; do
+    while read -r ref; do
+      [[ " ${keep[*]} " == *" $ref "* ]] || bah rmi "$ref" >/dev/null 2>&1 || (( pass == 1 )) \
+        || step "could not remove $ref from buildah's cache ($storage); remove it by hand"
+    done < <(bah images --format '{{.Name}}:{{.Tag}}' | grep -E '^localhost/kvtune-' || true)
+    while [[ -n "$(bah images --all --quiet --filter dangling=true)" ]]; do
+      bah rmi --prune >/dev/null
+    done
+  done
+}
 
 # save <reference> <archive>: the image as a docker-archive that `ctr images import` reads,
 # written under a temporary name so an interrupted save never passes for a cached one.
@@ -128,6 +153,7 @@ kvtune_hash="$( {
   echo "$python_ref ${kvtune_options[*]}"
 } | hash_of)"
 kvtune_ref="docker.io/library/kvtune:dev"
+builder_ref="localhost/kvtune-builder:cache"
 kvtune_archive="$cache/kvtune-$kvtune_hash.tar"
 if [[ ! -f "$kvtune_archive" ]]; then
   step "building kvtune's image from the Dockerfile (buildah bud); a cold build takes minutes..."
@@ -136,8 +162,12 @@ if [[ ! -f "$kvtune_archive" ]]; then
   bah inspect --type image "$python_ref" >/dev/null 2>&1 \
     || bah pull -q "docker-archive:$python_archive" >&2
   bah bud "${kvtune_options[@]}" --tag "$kvtune_ref" . >&2
+  # The builder stage's dependency layers (compiler, pip install) are the cache worth keeping:
+  # named, or prune would take them with the stage's last layer. All cached, seconds.
+  bah bud "${kvtune_options[@]}" --target builder --tag "$builder_ref" . >&2
   save "$kvtune_ref" "$kvtune_archive"
-  step "kvtune image built in $((SECONDS - start)) s"
+  prune "$pause_ref" "$python_ref" "$builder_ref"
+  step "kvtune image built in $((SECONDS - start)) s; buildah's cache: $(du -sh "$storage" | cut -f1)"
 else
   step "kvtune image cached at $kvtune_archive"
 fi

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -121,9 +123,22 @@ def selected(path: str) -> str:
 
 @pytest.fixture(scope="module")
 def host_before(provider: Installation) -> dict[str, str]:
-    """The host's tunables before kvtune was installed, and whether the journal's directory
-    existed."""
-    return {**read_tunables(), JOURNAL_DIR: str(Path(JOURNAL_DIR).exists())}
+    """The host's tunables before kvtune was installed, and what the journal's directory held."""
+    return {**read_tunables(), JOURNAL_DIR: journal_dir()}
+
+
+def journal_dir() -> str:
+    """What kvtune's state directory holds (its sorted entries), or `absent`."""
+    directory = Path(JOURNAL_DIR)
+    return str(sorted(p.name for p in directory.iterdir())) if directory.is_dir() else "absent"
+
+
+def left_by_kvtune(before: str) -> str:
+    """What journal_dir() must say once kvtune has restored everything, given what it said
+    before: the agent removes its journal when nothing is left to restore, and then its own
+    directory if empty (journal.py), so a directory that held nothing else is gone, even one
+    an earlier kvtune left behind empty."""
+    return "absent" if before in ("absent", "[]", "['journal.json']") else before
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +221,9 @@ def _stable(report: dict[str, Any]) -> dict[str, Any]:
     picked: dict[str, Any] = {section: {k: report.get(section, {}).get(k) for k in keys}
                               for section, keys in STABLE}
     picked["numaNodes"] = [(n["id"], n.get("cpus")) for n in report["numa"].get("nodes", [])]
+    # The node's kubelet, found and read by the agent in its pod (hostPID, the host's root) as
+    # from outside: the same process, config file, flags and resource-manager settings.
+    picked["kubelet"] = report.get("kubelet")
     return picked
 
 
@@ -226,6 +244,9 @@ def test_audit_reports_the_host_as_kvtune_probe_sees_it_from_outside(
     state = node_state(installed, node)
     assert state is not None
     if installed.node is not None:
+        kubelet = state["status"]["host"].get("kubelet") or {}
+        assert kubelet.get("pid") and kubelet.get("configPath"), (
+            f"the agent did not find this node's kubelet: {kubelet}")
         assert _stable(state["status"]["host"]) == _stable(_probe_here())
     else:
         assert state["status"]["host"]["cpu"]["logicalCpus"] > 0
@@ -260,23 +281,65 @@ def enforcing(installation: Installation, change: dict[str, str]) -> Iterator[st
     """The profile in Enforce making `change` on the node (this host), the node's name inside;
     on leaving, the profile is deleted, and the node must end unlabelled and without an agent,
     the journal gone and every tunable as before (guarded_tunables restores and fails
-    otherwise)."""
+    otherwise), and the agent must not have left the node while its journal still held
+    something to restore."""
     host(installation)
     node = node_name(installation)
     before = read_tunables()
+    directory_before = journal_dir()
     with guarded_tunables():
         apply_profile(installation, PROFILE, _enforce_spec(node, change))
         yield node
-        kubectl(installation, "delete", "hypervisorprofile", PROFILE, "--timeout=300s")
+        with leave_watched(installation) as left_early:
+            kubectl(installation, "delete", "hypervisorprofile", PROFILE, "--timeout=300s")
 
-        def restored() -> bool:
-            labels = get(installation, "node", node)["metadata"].get("labels", {})
-            return not any(k.startswith("kvtune.io/") for k in labels) and not agent_pods(
-                installation)
+            def restored() -> bool:
+                labels = get(installation, "node", node)["metadata"].get("labels", {})
+                return not any(k.startswith("kvtune.io/") for k in labels) and not agent_pods(
+                    installation)
 
-        wait_for(restored, f"{node} restored, unlabelled and without an agent", 300, interval=2)
+            wait_for(restored, f"{node} restored, unlabelled and without an agent", 300,
+                     interval=2)
+        assert not left_early, (
+            f"the agent left {node} while {JOURNAL} still held what to restore: {left_early}")
         assert read_tunables() == before
-        assert not Path(JOURNAL).exists(), f"{JOURNAL} is left after the restore"
+        assert journal_dir() == left_by_kvtune(directory_before), f"{JOURNAL_DIR} after restore"
+
+
+@contextlib.contextmanager
+def leave_watched(installation: Installation) -> Iterator[list[str]]:
+    """Watches a leave as it happens, not only its end: the list inside collects each moment
+    the node had no agent pod (the DaemonSet had left) although the journal still existed. The
+    journal is looked at after the pods were listed, so a journal seen then existed while the
+    agent was already gone. The watch must have seen the leave start (an agent and its journal
+    both there), or it proved nothing."""
+    left_early: list[str] = []
+    started = threading.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                gone = not agent_pods(installation)
+            except (subprocess.SubprocessError, AssertionError, ValueError):
+                continue  # a failed listing says nothing either way
+            journal = Path(JOURNAL).exists()
+            if gone and journal:
+                left_early.append(f"{time.strftime('%H:%M:%S')}: no agent pod, {journal_dir()}")
+            elif journal:
+                started.set()
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=watch, name="leave-watcher")
+    watcher.start()
+    try:
+        # The first look before the profile goes.
+        wait_for(started.is_set, "the leave's watch seeing the agent and its journal", 60,
+                 interval=0.1)
+        yield left_early
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def changed(change: dict[str, str]) -> bool:
@@ -538,18 +601,67 @@ def _profile_ready(installation: Installation) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def test_the_standby_operator_finishes_a_rollout_whose_leader_was_killed(
+def _peers(installation: Installation) -> dict[str, Any]:
+    peers: dict[str, Any] = get(installation, "clusterkopfpeering",
+                                "kvtune-operator").get("status") or {}
+    return peers
+
+
+def _restarts(installation: Installation, pod: str) -> int:
+    statuses = get(installation, "pod", "-n", NAMESPACE, pod)["status"]["containerStatuses"]
+    return sum(int(s.get("restartCount", 0)) for s in statuses)
+
+
+def _sigkill(installation: Installation, pod: str) -> list[int]:
+    """SIGKILL every process of the pod's containers, found on this host by the container's id
+    in their cgroup: no SIGTERM first, so kopf cannot withdraw its peering record, as when a
+    node loses power or the OOM killer strikes. The pids killed."""
+    statuses = get(installation, "pod", "-n", NAMESPACE, pod)["status"]["containerStatuses"]
+    ids = [s["containerID"].partition("://")[2] for s in statuses if s.get("containerID")]
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroup = (proc / "cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if any(i and i in cgroup for i in ids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
+
+
+def test_a_rollout_whose_leader_was_killed_is_finished_once_its_peering_record_expires(
     installed: Installation, enforced_change: dict[str, str]
 ) -> None:
     host(installed)
     leader = _leader(installed)
+    peers = _peers(installed)
+    dead = max(peers, key=lambda peer: peers[peer]["priority"])
+    restarts = _restarts(installed, leader)
     with enforcing(installed, enforced_change):
-        kubectl(installed, "delete", "pod", "-n", NAMESPACE, leader, "--grace-period=0",
-                "--force")
+        # Mid-rollout: the agent has not yet reported the profile applied.
+        assert not _profile_ready(installed), "the rollout was over before the leader was killed"
+        assert _sigkill(installed, leader), f"no process of {leader} found on this host"
+        # The kubelet restarts the killed container in the same pod, under a new identity
+        # with a new random priority: it or the standby leads once the dead record expires
+        # (the peering lifetime, 60 s), or at once if the new priority is higher still.
         wait_for(lambda: changed(enforced_change), "the host changed after the leader was killed",
                  300, interval=2)
         wait_for(lambda: _profile_ready(installed), f"profile {PROFILE} Ready", 300, interval=2)
-        assert _leader(installed) != leader
+        wait_for(lambda: dead not in _peers(installed),
+                 f"the killed leader's peering record {dead} expired and removed", 180,
+                 interval=2)
+        assert _restarts(installed, leader) > restarts, "the leader was not killed in place"
+        pods = [p["metadata"]["name"] for p in get(installed, "pods", "-n", NAMESPACE, "-l",
+                                                    "app.kubernetes.io/name=kvtune-operator")[
+                                                        "items"]]
+        wait_for(lambda: [p for p in pods if _last_switch(kubectl(
+            installed, "logs", "-n", NAMESPACE, p)) == "Resuming operations"] == [
+                _leader(installed)], "exactly the leader working after the kill", 120,
+            interval=2)
 
 
 def test_an_agent_killed_mid_apply_and_a_containerd_restart_leave_no_half_applied_host(
@@ -603,4 +715,5 @@ def test_uninstall_as_the_readme_says_leaves_nothing_behind(
         labels = node["metadata"].get("labels", {})
         assert not [k for k in labels if k.startswith("kvtune.io/")], labels
     if installed.node is not None:
-        assert {**read_tunables(), JOURNAL_DIR: str(Path(JOURNAL_DIR).exists())} == host_before
+        assert {**read_tunables(), JOURNAL_DIR: journal_dir()} == {
+            **host_before, JOURNAL_DIR: left_by_kvtune(host_before[JOURNAL_DIR])}
