@@ -60,6 +60,8 @@ def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observ
         netns=launcher.netns or f"pid:{launcher.pid}",
         mems_allowed=launcher.mems_allowed,
     )
+    if launcher.conflict is not None:
+        return dataclasses.replace(base, error=launcher.conflict)
     if isinstance(answer, str):
         return dataclasses.replace(base, error=answer)
     # A launcher's own libvirt runs its VM only: one domain under another name is still it.
@@ -134,9 +136,10 @@ def audit_node(
     observed = [
         _observed(launcher, _ask(read, launchers.session_uri(fs, launcher.socket)))
         for launcher in found
-        if launcher.socket is not None
+        if launcher.socket is not None and launcher.conflict is None
     ]
-    waiting = [launcher for launcher in found if launcher.socket is None]
+    observed += [_observed(lc, "") for lc in found if lc.conflict is not None]
+    waiting = [lc for lc in found if lc.socket is None and lc.conflict is None]
     if host_uri is None:
         answer: Answer = (
             "no libvirt socket in its root (looked for "

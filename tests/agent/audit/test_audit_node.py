@@ -260,3 +260,21 @@ def test_kvtune_probe_vms_json_holds_both_status_fields(
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"host", "vms"}
     assert NodeVmAudit.model_validate(out["vms"]).items[0].name == "test"
+
+
+def test_a_fake_launcher_claiming_a_real_vm_makes_it_a_reported_conflict_not_a_spoof(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path)
+    launcher(tree, 300, "prod", "db")  # another pod's process with the real VM's flags
+    launcher(tree, 4100, "prod", "db")
+    launcher(tree, 4200, "prod", "web")
+    connect = Sockets(tree, 300, 4100, 4200)
+
+    with libvirt_host(domain_xml("prod_db", **GOOD), domain_xml("prod_web", **GOOD_NODE1)):
+        audit = audit_tree(tree, connect=connect)
+
+    assert connect.asked == sorted(connect.uris)[2:]  # only web's own libvirt (pid 4200)
+    states = {vm.name: (vm.state, vm.error) for vm in audit.items}
+    assert states["web"] == ("Compliant", None)
+    assert states["db"][0] == "Unreachable" and "none is trusted" in (states["db"][1] or "")
