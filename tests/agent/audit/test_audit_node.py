@@ -5,11 +5,8 @@ into the VMsCompliant condition and the text report."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +46,6 @@ class Sockets:
         if uri not in self.uris:
             raise AssertionError(f"unexpected libvirt URI {uri}")
         return libvirt.openReadOnly("test:///default")
-
-
-@pytest.fixture
-def short_root() -> Iterator[Path]:
-    """A host root with a short path: a unix socket path must fit in 108 bytes."""
-    root = Path(tempfile.mkdtemp(prefix="kva", dir="/tmp"))
-    yield root
-    shutil.rmtree(root)
 
 
 def test_each_launchers_vm_is_read_through_its_own_socket(tmp_path: Path) -> None:
