@@ -186,8 +186,10 @@ def test_two_kubelets_in_kubelet_units_are_still_unknown(tmp_path: Path) -> None
 def hanging_launchers(root: Path, count: int) -> Iterator[HostTree]:
     """`count` pods posing as virt-launchers, each with a real socket in its root that accepts
     connections (the listen backlog does) and never answers; closed at the end, which ends the
-    libvirt calls left waiting on them."""
+    libvirt calls left waiting on them: their threads must end then (and free their slots for
+    the next test)."""
     tree = HostTree(root)
+    threads = threading.active_count()
     with ExitStack() as stack:
         for index in range(count):
             pid = 4100 + index
@@ -198,6 +200,10 @@ def hanging_launchers(root: Path, count: int) -> Iterator[HostTree]:
             server.bind(str(path))
             server.listen(4)
         yield tree
+    ends = time.monotonic() + 10
+    while threading.active_count() > threads and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert threading.active_count() <= threads, "libvirt calls outlived their daemons"
 
 
 def _audit(tree: HostTree, **options: t.Any) -> tuple[NodeVmAudit, float]:
