@@ -44,6 +44,9 @@ __all__ = [
     "open_read_only",
     "vms_condition",
 ]
+#: Domain names quoted when a launcher's libvirt does not run its VM.
+MAX_LISTED = 5
+
 
 def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observed:
     """The launcher's VM from what a libvirt listed (`own`: its own, in its pod), or from why
@@ -63,7 +66,10 @@ def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observ
     # A launcher's own libvirt runs its VM only: one domain under another name is still it.
     name = launcher.domain if launcher.domain in answer or not own else next(iter(answer), "")
     if name not in answer or (name != launcher.domain and len(answer) > 1):
-        listed = ", ".join(sorted(answer)) or "none"
+        # Its daemon is its pod's, which names the domains: only a few, cut short, are quoted.
+        names = sorted(answer)
+        listed = ", ".join(n[:64] for n in names[:MAX_LISTED]) or "none"
+        listed += f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
         return dataclasses.replace(
             base, error=f"no running domain {launcher.domain} in its libvirt (running: {listed})"
         )

@@ -62,10 +62,17 @@ def _read(uri: str, connect: Connect) -> Listing:
         conn.close()
 
 
+#: Characters of a daemon's error message kept: a launcher's daemon is any pod's, and what it
+#: says is copied into status.
+MAX_MESSAGE = 200
+
+
 def _message(err: BaseException) -> str:
     if isinstance(err, libvirt.libvirtError):
-        return str(err.get_error_message() or err)
-    return f"{type(err).__name__}: {err}"
+        text = str(err.get_error_message() or err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... (cut)"
 
 
 class _Ask:

@@ -267,3 +267,22 @@ def test_a_fake_launcher_claiming_a_real_vm_makes_it_a_reported_conflict_not_a_s
     states = {vm.name: (vm.state, vm.error) for vm in audit.items}
     assert states["web"] == ("Compliant", None)
     assert states["db"][0] == "Unreachable" and "none is trusted" in (states["db"][1] or "")
+
+
+def test_what_a_launchers_daemon_says_reaches_status_only_cut_short(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    launcher(tree, 4100, "prod", "a")
+    launcher(tree, 4200, "prod", "b")
+    long_names = [domain_xml(f"x{i}_{'n' * 60}", vcpus=1) for i in range(30)]
+
+    def babbling(uri: str) -> Any:
+        if "/4200/" in uri:
+            raise libvirt.libvirtError("y" * 100_000)
+        return libvirt.openReadOnly("test:///default")
+
+    with libvirt_host(*long_names):
+        audit = audit_tree(tree, connect=babbling)
+
+    errors = {vm.name: vm.error or "" for vm in audit.items}
+    assert "and 25 more" in errors["a"] and len(errors["a"]) < 600
+    assert errors["b"].endswith("... (cut)") and len(errors["b"]) < 600
