@@ -5,17 +5,25 @@ uses it, and one that cannot be used makes the budget unknown (no pool grows), n
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import typing as t
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from hosttree import HostTree, intel_two_socket
 from kvtune_agent import memory_budget
+from kvtune_agent.audit import AuditPolicy, audit_node, connect
 from kvtune_agent.hostfs import ProcessTable, ReadIssue
 from kvtune_agent.plan import plan
 from kvtune_agent.probe import kubelet, probe_host
+from kvtune_api.v1alpha1.audit import MAX_VMS, NodeVmAudit
 from kvtune_api.v1alpha1.host import KubeletReport
 
+from .audit.builders import launcher, two_node_host
 from .specs import node_spec
 
 V2_POD = "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri.scope"
@@ -172,3 +180,80 @@ def test_two_kubelets_in_kubelet_units_are_still_unknown(tmp_path: Path) -> None
     tree.file("/proc/500/cgroup", SYSTEM)
 
     assert _probe(tree).error is not None
+
+
+@contextmanager
+def hanging_launchers(root: Path, count: int) -> Iterator[HostTree]:
+    """`count` pods posing as virt-launchers, each with a real socket in its root that accepts
+    connections (the listen backlog does) and never answers; closed at the end, which ends the
+    libvirt calls left waiting on them: their threads must end then (and free their slots for
+    the next test)."""
+    tree = HostTree(root)
+    threads = threading.active_count()
+    with ExitStack() as stack:
+        for index in range(count):
+            pid = 4100 + index
+            launcher(tree, pid, "evil", f"vm-{index}", socket=None)
+            path = root / f"run/containerd/rootfs/{pid}/var/run/libvirt/virtqemud-sock"
+            path.parent.mkdir(parents=True)
+            server = stack.enter_context(socket.socket(socket.AF_UNIX))
+            server.bind(str(path))
+            server.listen(4)
+        yield tree
+    ends = time.monotonic() + 10
+    while threading.active_count() > threads and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert threading.active_count() <= threads, "libvirt calls outlived their daemons"
+
+
+def _audit(tree: HostTree, **options: t.Any) -> tuple[NodeVmAudit, float]:
+    fs = tree.fs()
+    started = time.monotonic()
+    found = audit_node(fs, AuditPolicy(), two_node_host(), fs.processes(), **options)
+    return found, time.monotonic() - started
+
+
+def test_fake_launchers_that_never_answer_are_asked_together_not_one_timeout_each(
+    short_root: Path,
+) -> None:
+    with hanging_launchers(short_root, 20) as tree:
+        found, took = _audit(tree, timeout=0.5)
+
+    # One after the other (as before) this took 20 x 0.5 s; 8 at once, 3 rounds.
+    assert took < 4.0, took
+    assert (found.vms, found.unreachable) == (20, 20)
+    assert all((vm.error or "").endswith("did not answer within 0.5s") for vm in found.items)
+
+
+def test_hundreds_of_fake_launchers_bound_the_audits_time_threads_and_status(
+    short_root: Path,
+) -> None:
+    threads = threading.active_count()
+    with hanging_launchers(short_root, 300) as tree:
+        found, took = _audit(tree, timeout=0.5, budget=1.5)
+        left_behind = threading.active_count() - threads
+
+    assert took < 4.0, took  # the budget, and one daemon's timeout past it at most
+    assert left_behind <= connect.MAX_LEFT_BEHIND
+    assert (found.vms, found.unreachable, len(found.items)) == (300, 300, MAX_VMS)
+    assert found.truncated
+    assert len(found.model_dump_json()) < 64 * 1024
+    errors = " ".join(vm.error or "" for vm in found.items)
+    assert "was not asked" in errors and "did not answer within 0.5s" in errors
+
+
+def test_libvirt_calls_left_behind_are_capped_across_audits(
+    short_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connect, "MAX_LEFT_BEHIND", 2)
+    monkeypatch.setattr(connect, "_LEFT_BEHIND", threading.BoundedSemaphore(2))
+    threads = threading.active_count()
+    with hanging_launchers(short_root, 4) as tree:
+        first, _ = _audit(tree, timeout=0.3)
+        second, _ = _audit(tree, timeout=0.3)
+        left_behind = threading.active_count() - threads
+
+    assert left_behind <= 2
+    assert sum("did not answer" in (vm.error or "") for vm in first.items) == 2
+    assert all("2 libvirt calls (of this audit or earlier ones) have still not returned"
+               in (vm.error or "") for vm in second.items)

@@ -17,7 +17,6 @@ probe was made with:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
@@ -27,7 +26,15 @@ from ..hostfs import HostFS, ProcessTable
 from ..launchers import Launcher
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition
-from .connect import DEFAULT_TIMEOUT, Connect, Listing, Unreachable, open_read_only, read_domains
+from .connect import (
+    DEFAULT_BUDGET,
+    DEFAULT_TIMEOUT,
+    Answer,
+    Connect,
+    Listing,
+    ask_all,
+    open_read_only,
+)
 
 __all__ = [
     "VMS_COMPLIANT",
@@ -37,16 +44,8 @@ __all__ = [
     "open_read_only",
     "vms_condition",
 ]
-
-#: What asking one libvirt URI gave: its running domains, or why it could not be asked.
-Answer = Listing | str
-
-
-def _ask(read: Callable[[str], Listing], uri: str) -> Answer:
-    try:
-        return read(uri)
-    except Unreachable as err:
-        return str(err)
+#: Domain names quoted when a launcher's libvirt does not run its VM.
+MAX_LISTED = 5
 
 
 def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observed:
@@ -60,12 +59,17 @@ def _observed(launcher: Launcher, answer: Answer, *, own: bool = True) -> Observ
         netns=launcher.netns or f"pid:{launcher.pid}",
         mems_allowed=launcher.mems_allowed,
     )
+    if launcher.conflict is not None:
+        return dataclasses.replace(base, error=launcher.conflict)
     if isinstance(answer, str):
         return dataclasses.replace(base, error=answer)
     # A launcher's own libvirt runs its VM only: one domain under another name is still it.
     name = launcher.domain if launcher.domain in answer or not own else next(iter(answer), "")
     if name not in answer or (name != launcher.domain and len(answer) > 1):
-        listed = ", ".join(sorted(answer)) or "none"
+        # Its daemon is its pod's, which names the domains: only a few, cut short, are quoted.
+        names = sorted(answer)
+        listed = ", ".join(n[:64] for n in names[:MAX_LISTED]) or "none"
+        listed += f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
         return dataclasses.replace(
             base, error=f"no running domain {launcher.domain} in its libvirt (running: {listed})"
         )
@@ -112,6 +116,7 @@ def audit_node(
     connect: Connect = open_read_only,
     host_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    budget: float = DEFAULT_BUDGET,
 ) -> NodeVmAudit:
     """Audit every running VM of the host behind `fs` against `policy`.
 
@@ -119,31 +124,31 @@ def audit_node(
     qemu:///system, on hosts that also run VMs outside KubeVirt) is asked for the launchers
     without a socket and for every domain no launcher claimed. `host` is the probe of the same
     host (NUMA nodes, memory) and `processes` the process table that probe was made with, so the
-    VMs are looked for in the same read of /proc. Nothing is ever changed: connections are
+    VMs are looked for in the same read of /proc. Each daemon gets `timeout` seconds and all of
+    them together `budget` (see `connect.ask_all`). Nothing is ever changed: connections are
     read-only.
     """
-
-    def read(uri: str) -> Listing:
-        return read_domains(uri, connect, timeout)
-
     found = launchers.discover(fs, processes)
     notes = [
         VmFinding(severity="Warning", rule="Reachable", message=f"{i.path}: {i.detail}")
         for i in (*processes.issues, *fs.take_issues())
     ]
-    observed = [
-        _observed(launcher, _ask(read, launchers.session_uri(fs, launcher.socket)))
-        for launcher in found
-        if launcher.socket is not None
-    ]
-    waiting = [launcher for launcher in found if launcher.socket is None]
+    asked = [lc for lc in found if lc.socket is not None and lc.conflict is None]
+    uris = {lc.pid: launchers.session_uri(fs, lc.socket or "") for lc in asked}
+    # The configured host URI first: it is the operator's, not a pod's.
+    answers = ask_all(
+        [*([host_uri] if host_uri else []), *uris.values()], connect, timeout, budget
+    )
+    observed = [_observed(launcher, answers[uris[launcher.pid]]) for launcher in asked]
+    observed += [_observed(lc, "") for lc in found if lc.conflict is not None]
+    waiting = [lc for lc in found if lc.socket is None and lc.conflict is None]
     if host_uri is None:
         answer: Answer = (
             "no libvirt socket in its root (looked for "
             f"{' and '.join(launchers.SOCKETS)}), and no host-level libvirt URI is configured"
         )
     else:
-        answer = _ask(read, host_uri)
+        answer = answers[host_uri]
         if not isinstance(answer, str):
             claimed = {vm.domain_name for vm in observed} | {w.domain for w in waiting}
             observed += _unclaimed(fs, answer, claimed)

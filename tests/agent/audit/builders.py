@@ -7,6 +7,8 @@ the test driver (`test:///default`, real libvirt with a fake hypervisor) and rea
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -152,9 +154,13 @@ def launcher(
     mems: str = "0-1",
     comm: str = "virt-launcher-m",
     program: str = "/usr/bin/virt-launcher-monitor",
+    pod: int | None = None,
 ) -> HostTree:
     """A virt-launcher process as the host's /proc shows it: its KubeVirt command line, its root
-    (a link to its container's rootfs) holding the libvirt socket, its network namespace link."""
+    (a link to its container's rootfs) holding the libvirt socket as a socket inode (mknod: a
+    bound socket's path would be too long for AF_UNIX), its network and mount namespace links
+    (those of the pod `pod`, by default its own)."""
+    pod = pid if pod is None else pod
     tree.process(
         pid, comm, program, "--qemu-timeout", "288s", "--name", name, "--uid", f"uid-{name}",
         "--namespace", namespace, "--kubevirt-share-dir", "/var/run/kubevirt",
@@ -162,6 +168,9 @@ def launcher(
     rootfs = f"/run/containerd/rootfs/{pid}"
     tree.file(f"{rootfs}/etc/hostname", name).link(f"/proc/{pid}/root", rootfs)
     if socket is not None:
-        tree.file(f"{rootfs}/var/run/libvirt/{socket}", "")
+        path = tree.root / f"{rootfs}/var/run/libvirt/{socket}".lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(path, stat.S_IFSOCK | 0o600)
     tree.file(f"/proc/{pid}/status", f"Name:\t{comm}\nMems_allowed_list:\t{mems}")
-    return tree.link(f"/proc/{pid}/ns/net", netns or f"net:[40265{pid}]", absolute=True)
+    tree.link(f"/proc/{pid}/ns/mnt", f"mnt:[40266{pod}]", absolute=True)
+    return tree.link(f"/proc/{pid}/ns/net", netns or f"net:[40265{pod}]", absolute=True)

@@ -5,11 +5,8 @@ into the VMsCompliant condition and the text report."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +46,6 @@ class Sockets:
         if uri not in self.uris:
             raise AssertionError(f"unexpected libvirt URI {uri}")
         return libvirt.openReadOnly("test:///default")
-
-
-@pytest.fixture
-def short_root() -> Iterator[Path]:
-    """A host root with a short path: a unix socket path must fit in 108 bytes."""
-    root = Path(tempfile.mkdtemp(prefix="kva", dir="/tmp"))
-    yield root
-    shutil.rmtree(root)
 
 
 def test_each_launchers_vm_is_read_through_its_own_socket(tmp_path: Path) -> None:
@@ -260,3 +249,40 @@ def test_kvtune_probe_vms_json_holds_both_status_fields(
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"host", "vms"}
     assert NodeVmAudit.model_validate(out["vms"]).items[0].name == "test"
+
+
+def test_a_fake_launcher_claiming_a_real_vm_makes_it_a_reported_conflict_not_a_spoof(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path)
+    launcher(tree, 300, "prod", "db")  # another pod's process with the real VM's flags
+    launcher(tree, 4100, "prod", "db")
+    launcher(tree, 4200, "prod", "web")
+    connect = Sockets(tree, 300, 4100, 4200)
+
+    with libvirt_host(domain_xml("prod_db", **GOOD), domain_xml("prod_web", **GOOD_NODE1)):
+        audit = audit_tree(tree, connect=connect)
+
+    assert connect.asked == sorted(connect.uris)[2:]  # only web's own libvirt (pid 4200)
+    states = {vm.name: (vm.state, vm.error) for vm in audit.items}
+    assert states["web"] == ("Compliant", None)
+    assert states["db"][0] == "Unreachable" and "none is trusted" in (states["db"][1] or "")
+
+
+def test_what_a_launchers_daemon_says_reaches_status_only_cut_short(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    launcher(tree, 4100, "prod", "a")
+    launcher(tree, 4200, "prod", "b")
+    long_names = [domain_xml(f"x{i}_{'n' * 60}", vcpus=1) for i in range(30)]
+
+    def babbling(uri: str) -> Any:
+        if "/4200/" in uri:
+            raise libvirt.libvirtError("y" * 100_000)
+        return libvirt.openReadOnly("test:///default")
+
+    with libvirt_host(*long_names):
+        audit = audit_tree(tree, connect=babbling)
+
+    errors = {vm.name: vm.error or "" for vm in audit.items}
+    assert "and 25 more" in errors["a"] and len(errors["a"]) < 600
+    assert errors["b"].endswith("... (cut)") and len(errors["b"]) < 600
