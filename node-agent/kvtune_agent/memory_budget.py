@@ -12,12 +12,11 @@ fact the budget needs that cannot be read makes it unknown, never unlimited.
 from __future__ import annotations
 
 import math
-import typing as t
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from kubernetes.utils import quantity as k8s_quantity
+from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import HostReport, KubeletReport
 from kvtune_api.v1alpha1.profile import HostHeadroom
 
@@ -29,8 +28,6 @@ HEADROOM_FIELD = "spec.host.memory.hugepages.hostHeadroom"
 #: kubelets drop it when evictionHard names other signals only; counting it anyway is the safe
 #: reading of the two.
 DEFAULT_EVICTION_HARD = "100Mi"
-# The kubernetes client is not annotated; this is parse_quantity's documented signature.
-_parse_quantity: Callable[[t.Any], Decimal] = k8s_quantity.parse_quantity
 
 
 class BudgetUnknown(Exception):
@@ -74,9 +71,10 @@ def _kib(value: str, where: str, fix: str) -> int:
     """A memory quantity in KiB, rounded up; raises BudgetUnknown for anything but a finite,
     non-negative quantity: a negative reserve would make the budget larger, not unknown."""
     try:
-        quantity = _parse_quantity(value)
-    except (ValueError, ArithmeticError) as err:
-        raise BudgetUnknown(f"{where} is not a quantity ({err}); {fix}") from err
+        quantity = kvtune_quantity.parse(value, where)
+    except kvtune_quantity.QuantityError as err:
+        # The value is the kubelet's (hostile until proven otherwise): named, never quoted.
+        raise BudgetUnknown(f"{where} is not a Kubernetes quantity; {fix}") from err
     if not quantity.is_finite() or quantity < 0:
         raise BudgetUnknown(f"{where} is not a finite, non-negative quantity; {fix}")
     return math.ceil(quantity / 1024)

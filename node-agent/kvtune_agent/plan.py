@@ -14,12 +14,12 @@ with what to do, instead of a write retried forever.
 from __future__ import annotations
 
 import typing as t
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from kubernetes.utils import quantity as k8s_quantity
+from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import (
     BlockDevice,
     DaemonReport,
@@ -70,8 +70,6 @@ WHOLE_CORES = ('{full-pcpus-only: "true"}', "full-pcpus-only=true")
 #: label alone is no sign that KubeVirt manages the node.
 KSM_HANDLER_ANNOTATION = "kubevirt.io/ksm-handler-managed"
 _KSM_RUN_VALUES = {"Stopped": "0", "Running": "1", "Unmerging": "2"}
-# The kubernetes client is not annotated; this is parse_quantity's documented signature.
-_parse_quantity: Callable[[t.Any], Decimal] = k8s_quantity.parse_quantity
 
 
 @dataclass(frozen=True)
@@ -735,8 +733,8 @@ def _size_bounds(selector: LunSelector) -> tuple[Decimal | None, Decimal | None]
     bounds: list[Decimal | None] = []
     for name, value in (("minSize", selector.min_size), ("maxSize", selector.max_size)):
         try:
-            bounds.append(None if value is None else _parse_quantity(value))
-        except ValueError as err:
+            bounds.append(None if value is None else kvtune_quantity.parse(value, name))
+        except kvtune_quantity.QuantityError as err:
             raise ValueError(
                 f"spec.host.storage.blockLuns.selector.{name} is {value!r}, not a quantity "
                 f"({err}); write e.g. 100Gi") from err

@@ -28,13 +28,12 @@ Rules and what counts:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from kubernetes.utils import quantity as k8s_quantity
 from kvtune_api import kubevirt_overhead
+from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.audit import (
     MAX_DEVICES,
     MAX_FINDINGS,
@@ -100,7 +99,8 @@ class AuditPolicy:
     @classmethod
     def from_settings(cls, host: HostSettings, vmi: VmiSettings | None) -> AuditPolicy:
         """The promises of a profile: its host settings and, if it shapes VMIs, its vmi section."""
-        floor = math.ceil(k8s_quantity.parse_quantity(host.memory.vm_overhead_floor))
+        floor = kvtune_quantity.parse_bytes(
+            host.memory.vm_overhead_floor, "spec.memory.vmOverheadFloor")
         return cls(
             dedicated_cpus=vmi is not None and vmi.dedicated_cpus,
             isolate_emulator_thread=vmi is not None and vmi.isolate_emulator_thread,
