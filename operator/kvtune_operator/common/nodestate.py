@@ -36,7 +36,7 @@ APPROVED_ANNOTATION = "kvtune.io/drain-approved"
 
 @dataclasses.dataclass(frozen=True)
 class StateView:
-    """What the operator keeps of a HypervisorNodeState (not the bulky host report)."""
+    """What both processes keep of a HypervisorNodeState (not the bulky host report)."""
 
     name: str
     profile: str
@@ -130,8 +130,10 @@ def node_phase(view: StateView | None) -> tuple[Phase, str, str]:
 
 
 def dumped(spec: HypervisorNodeStateSpec) -> dict[str, t.Any]:
-    dumped: dict[str, t.Any] = spec.model_dump(exclude_none=True, mode="json")
-    return dumped
+    """A state's spec as plain JSON data, as `render_spec` writes it and `StateView.spec` holds
+    it, so that the operator compares like with like."""
+    plain: dict[str, t.Any] = spec.model_dump(exclude_none=True, mode="json")
+    return plain
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
