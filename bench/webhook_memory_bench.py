@@ -38,7 +38,7 @@ import kubernetes
 import yaml
 from kubernetes import client
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port, stop_process
-from kvtune_operator import webhook
+from kvtune_operator.webhook import configuration as webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import kubevirt

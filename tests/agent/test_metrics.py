@@ -22,8 +22,8 @@ from kvtune_agent.cycle import run_cycle
 from kvtune_agent.plan import NodeMeta
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_node_state
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.render import render_node_state
 from support.agent import ENFORCE, Node
 from support.cluster import ClusterAccess, wait_for
 from support.metrics import scraped, value

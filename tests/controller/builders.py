@@ -5,9 +5,8 @@ from __future__ import annotations
 import typing as t
 
 from kvtune_api import conditions as cond
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.views import APPROVED_ANNOTATION, StateView
+from kvtune_operator.common.nodestate import APPROVED_ANNOTATION, StateView
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
 
 
 def profile(name: str = "p", generation: int = 1, **spec: t.Any) -> Profile:

@@ -17,9 +17,9 @@ from pathlib import Path
 from kubernetes import client
 from kvtune_agent.journal import JOURNAL_PATH
 from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
-from kvtune_operator.daemonset import NAME
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.settings import Settings
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.daemonset import NAME
+from kvtune_operator.controller.settings import Settings
 from support.agent import ENFORCE, KSM_RUN, Node
 from support.cluster import ClusterAccess, is_gone, wait_for
 from support.operator import running_operator

@@ -8,11 +8,11 @@ import typing as t
 
 import pytest
 from kopf._cogs.aiokits import aiotoggles
-from kvtune_operator import (
+from kvtune_operator.common import kopf_toggles
+from kvtune_operator.common.kopf_toggles import QuietToggleSet
+from kvtune_operator.controller import (
     handlers,  # noqa: F401  (installs the set, as `kvtune operator` does)
-    kopf_toggles,
 )
-from kvtune_operator.kopf_toggles import QuietToggleSet
 
 
 def test_kopf_builds_its_toggle_sets_from_the_quiet_one() -> None:

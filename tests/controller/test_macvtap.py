@@ -12,12 +12,13 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
-from kvtune_operator.controller import reconcile_profile, snapshot
-from kvtune_operator.kube import Kube
-from kvtune_operator.macvtap import plan_config_map, render_config_map
-from kvtune_operator.profiles import Profile
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import Action, ApplyConfigMap, DeleteConfigMap, StateView
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.kube import Kube
+from kvtune_operator.controller.macvtap import plan_config_map, render_config_map
+from kvtune_operator.controller.passes import reconcile_profile, snapshot
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.views import Action, ApplyConfigMap, DeleteConfigMap
 
 from .builders import profile, state
 

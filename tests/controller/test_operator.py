@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 from kvtune_api import conditions as cond
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import REVERTED
+from kvtune_operator.common.nodestate import REVERTED
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.settings import Settings
 from support.cluster import ClusterAccess, is_gone, wait_for
 from support.operator import running_operator
 

@@ -18,11 +18,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api import conditions as cond
-from kvtune_operator.daemonset import NAME as AGENT
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.rollup import AGENT_DAEMONSET
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import CORDONED_ANNOTATION, REVERTED
+from kvtune_operator.common.nodestate import REVERTED
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.daemonset import NAME as AGENT
+from kvtune_operator.controller.rollup import AGENT_DAEMONSET
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.views import CORDONED_ANNOTATION
 from support.cluster import ClusterAccess, apply_crds, fresh_namespace, is_gone, wait_for
 from support.operator import running_operator
 

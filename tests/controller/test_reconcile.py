@@ -7,20 +7,22 @@ import typing as t
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_operator import controller
-from kvtune_operator.profiles import Profile
-from kvtune_operator.reconcile import plan_profile
-from kvtune_operator.render import PROFILE_LABEL, render_node_state
-from kvtune_operator.views import (
+from kvtune_operator.common.nodestate import (
     APPROVED_ANNOTATION,
     REVERT_ANNOTATION,
     REVERTED,
+    StateView,
+)
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from kvtune_operator.controller import passes as controller
+from kvtune_operator.controller.reconcile import plan_profile
+from kvtune_operator.controller.render import render_node_state
+from kvtune_operator.controller.views import (
     CreateState,
     DeleteState,
     LabelNode,
     PatchState,
     Snapshot,
-    StateView,
 )
 
 from .builders import profile

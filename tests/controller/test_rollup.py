@@ -6,8 +6,8 @@ import datetime
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
-from kvtune_operator.rollup import MAX_FAILING, node_phase, rollup, status_changed
-from kvtune_operator.views import StateView
+from kvtune_operator.common.nodestate import StateView, node_phase
+from kvtune_operator.controller.rollup import MAX_FAILING, rollup, status_changed
 
 from .builders import profile, state
 

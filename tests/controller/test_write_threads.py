@@ -7,8 +7,8 @@ import asyncio
 import threading
 
 import kopf
-from kvtune_operator import handlers
-from kvtune_operator.settings import Settings
+from kvtune_operator.controller import handlers
+from kvtune_operator.controller.settings import Settings
 
 
 def test_every_write_in_flight_gets_a_thread() -> None:

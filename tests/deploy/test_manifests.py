@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kvtune_cli.main import build_parser
-from kvtune_operator.daemonset import render_agent_daemonset
+from kvtune_operator.controller.daemonset import render_agent_daemonset
 from support.cluster import wait_for
 
 from deploy.kubectl import DEPLOY, REPO, Kubectl, of_kind, one

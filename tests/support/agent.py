@@ -16,8 +16,8 @@ from pathlib import Path
 
 from hosttree import FAKE_SYSTEMCTL, intel_two_socket
 from kubernetes import client
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_node_state
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.render import render_node_state
 
 from support.cluster import ClusterAccess
 

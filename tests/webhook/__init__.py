@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtune_operator.profiles import Profile
+from kvtune_operator.common.profiles import Profile
 
 Obj = dict[str, Any]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.mutate import json_patch, mutate_vmi
-from kvtune_operator.vmi.overhead import VmiFieldError
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.mutate import json_patch, mutate_vmi
+from kvtune_operator.webhook.vmi.read import VmiFieldError
 
 from webhook import Obj, make_profile, make_vmi
 

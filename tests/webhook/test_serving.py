@@ -36,11 +36,12 @@ from cryptography import x509
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator import webhook
-from kvtune_operator.kube import Kube
-from kvtune_operator.settings import Settings, WebhookSettings
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
-from kvtune_operator.vmi.overhead import quantity_bytes
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.webhook import configuration as webhook
+from kvtune_operator.webhook.kube import Kube
+from kvtune_operator.webhook.settings import WebhookSettings
+from kvtune_operator.webhook.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
+from kvtune_operator.webhook.vmi.read import quantity_bytes
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.kubevirt import GROUP, VERSION
 from support.operator import running_operator
@@ -412,7 +413,7 @@ def _served_certificate(url: str, ca: bytes) -> bytes:
 
 def _certificate_until(data: dict[str, bytes], left: datetime.timedelta) -> bytes:
     """A serving certificate from the Secret's own CA that ends `left` from now."""
-    from kvtune_operator.pki import CertificateAuthority
+    from kvtune_operator.webhook.pki import CertificateAuthority
 
     ca = CertificateAuthority.from_pem(data["ca.crt"], data["ca.key"])
     return ca.issue_serving("127.0.0.1", ["127.0.0.1"], left).cert_pem

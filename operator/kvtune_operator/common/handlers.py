@@ -1,6 +1,7 @@
-"""kopf handler functions that both kopf processes register, the operator (`handlers.py`) and
-the webhook (`webhook_handlers.py`): the login, and what the in-memory indexes hold for each
-watched object. Plain functions; each module registers the ones it needs.
+"""kopf handler functions that both kopf processes register, the operator
+(`controller/handlers.py`) and the webhook (`webhook/handlers.py`): the login, and what the
+in-memory indexes hold for each watched object. Plain functions; each module registers the ones
+it needs.
 
 Each index function returns {object name: one value}; `OneEach` reads such an index back as a
 plain mapping.
@@ -15,8 +16,8 @@ from collections.abc import Iterator, Mapping
 
 import kopf
 
+from .nodestate import StateView
 from .profiles import Profile
-from .views import StateView
 
 V = t.TypeVar("V")
 

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 
 from kvtune_api.labels import JOURNAL_LABEL
 
-from .render import PROFILE_LABEL
+from ..common.profiles import PROFILE_LABEL
 
 NAME = "kvtune-agent"
 SERVICE_ACCOUNT = "kvtune-agent"

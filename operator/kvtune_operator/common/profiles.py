@@ -1,4 +1,9 @@
-"""A profile as the operator sees it: the validated spec plus the metadata it acts on."""
+"""A profile as the operator and the webhook see it: the validated spec plus the metadata they
+act on, and the label that marks the nodes it took.
+
+Why shared: the operator selects nodes with a profile and labels them `PROFILE_LABEL`; the
+webhook selects VMIs with the same profile and steers them to nodes with that label. One reading
+of a profile and one label name keep the two processes from disagreeing about either."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import pydantic
 from kvtune_api.v1alpha1.common import LabelSelector, LabelSelectorRequirement
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec
 
+#: On every node a profile took, naming it: the operator sets it, the webhook's VMIs select it.
+PROFILE_LABEL = "kvtune.io/profile"
 PAUSE_ANNOTATION = "kvtune.io/paused"
 T = t.TypeVar("T")
 

@@ -19,16 +19,17 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
+from ..common.nodestate import StateView
+from ..common.profiles import Profile
 from . import kubevirt, macvtap, metrics
 from .assign import assign
 from .daemonset import NAME, render_agent_daemonset
 from .kube import Kube
-from .profiles import Profile
 from .reconcile import plan_profile
 from .rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
 from .rollup import AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
-from .views import Action, Snapshot, StateView, VolumeView, action_target
+from .views import Action, Snapshot, VolumeView, action_target
 from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
 
 

@@ -20,15 +20,16 @@ from typing import Any
 from kvtune_api.kubevirt_overhead import Gi, Mi
 from kvtune_api.v1alpha1.profile import VmiSettings
 
-from ..profiles import Profile
-from ..render import PROFILE_LABEL
+from ...common.profiles import PROFILE_LABEL, Profile
 from .kubevirt_config import (
     CPU_MANAGER_GATE,
     DEFAULT_KUBEVIRT,
     RESERVED_OVERHEAD_GATE,
     KubeVirtConfig,
 )
-from .overhead import (
+from .overhead import memory_overhead
+from .paths import CPU, MEMORY, RESOURCES
+from .read import (
     VmiFieldError,
     check_given_quantities,
     effective_request,
@@ -37,7 +38,6 @@ from .overhead import (
     guest_source,
     listed,
     lookup,
-    memory_overhead,
     memory_request_bytes,
     pod_memory_request_bytes,
     quantity,
@@ -46,7 +46,6 @@ from .overhead import (
     topology_vcpus,
     vcpu_count,
 )
-from .paths import CPU, MEMORY, RESOURCES
 from .selection import SKIP_ANNOTATION, out_of_scope
 
 OPT_OUT = f'or opt the VMI out with the annotation {SKIP_ANNOTATION}: "true"'

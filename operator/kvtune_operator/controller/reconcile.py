@@ -18,17 +18,16 @@ import datetime
 import typing as t
 from collections.abc import Mapping
 
-from .profiles import Profile
-from .render import PROFILE_LABEL, render_node_state, render_spec
+from ..common.nodestate import REVERT_ANNOTATION, StateView
+from ..common.profiles import PROFILE_LABEL, Profile
+from .render import render_node_state, render_spec
 from .views import (
-    REVERT_ANNOTATION,
     Action,
     CreateState,
     DeleteState,
     LabelNode,
     PatchState,
     Snapshot,
-    StateView,
 )
 
 

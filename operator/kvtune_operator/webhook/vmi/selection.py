@@ -14,8 +14,8 @@ from typing import Any
 
 from kvtune_api.v1alpha1.profile import VmiSettings
 
-from ..profiles import Profile
-from .overhead import lookup
+from ...common.profiles import Profile
+from .read import lookup
 
 #: A VMI annotated `kvtune.io/skip: "true"` is left exactly as its author wrote it.
 SKIP_ANNOTATION = "kvtune.io/skip"

@@ -24,18 +24,20 @@ import typing as t
 
 from kvtune_api.v1alpha1.profile import max_unavailable_nodes
 
-from .profiles import Profile
-from .render import render_spec
-from .views import (
+from ..common.nodestate import (
     APPROVED_ANNOTATION,
     DRAIN_FAILED_ANNOTATION,
     DRAIN_STARTED_ANNOTATION,
+    StateView,
+)
+from ..common.profiles import Profile
+from .render import render_spec
+from .views import (
     Action,
     CordonNode,
     EvictVmPods,
     PatchState,
     Snapshot,
-    StateView,
 )
 
 _CLEAR: dict[str, str | None] = {DRAIN_STARTED_ANNOTATION: None, APPROVED_ANNOTATION: None}

@@ -1,9 +1,7 @@
-"""The operator's in-memory view of the cluster: node states, snapshot, and the actions it plans.
+"""The operator's in-memory view of the cluster (snapshot, its volumes) and the actions it plans.
 
-Pure data, shared by the planners (`reconcile`, `rollout`), the roll-up and the API module.
-Bookkeeping the operator needs across restarts (when a revert or a drain started, whether it
-approved a drain) lives in annotations on the node's HypervisorNodeState, which the operator
-owns, so a restarted or newly elected operator resumes where the last one stopped. That kvtune
+Pure data, shared by the planners (`reconcile`, `rollout`), the roll-up and the API module. The
+node states in it are `common.nodestate.StateView`s, which the webhook reads too. That kvtune
 cordoned a node is kept on the Node itself: the state goes with its profile, and a cordon must
 not outlive what it was for.
 """
@@ -11,25 +9,16 @@ not outlive what it was for.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import typing as t
 from collections.abc import Mapping
 
-from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeStateSpec
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
 
+from ..common.nodestate import StateView, dumped
+from ..common.profiles import PROFILE_LABEL
 from .assign import Assignment
-from .render import PROFILE_LABEL
 
-#: Condition type the agent sets once it has restored a node's journal.
-REVERTED = "Reverted"
-#: When the operator asked for a revert: starts the clock for a node that never answers.
-REVERT_ANNOTATION = "kvtune.io/revert-requested-at"
-#: When the operator started draining the node for a NeedsDrain step.
-DRAIN_STARTED_ANNOTATION = "kvtune.io/drain-started-at"
-#: The state generation whose drain timed out: not retried until the spec changes.
-DRAIN_FAILED_ANNOTATION = "kvtune.io/drain-failed-generation"
 #: Label naming the node of a PersistentVolume kvtune made for one of its LUNs.
 NODE_LABEL = "kvtune.io/node"
 #: On a kvtune PersistentVolume: the world wide id of its LUN, when the LUN has one.
@@ -37,73 +26,6 @@ WWID_ANNOTATION = "kvtune.io/wwid"
 #: On the Node: set when kvtune cordoned it, so that it uncordons only nodes it cordoned itself,
 #: whatever becomes of the node's state and profile.
 CORDONED_ANNOTATION = "kvtune.io/cordoned-by-kvtune"
-#: On the state: the operator approved its drain-requiring steps. spec.disruption.approved is
-#: rendered from this record, never read back from the spec, so a hand-set approval is undone.
-APPROVED_ANNOTATION = "kvtune.io/drain-approved"
-
-
-@dataclasses.dataclass(frozen=True)
-class StateView:
-    """What the operator keeps of a HypervisorNodeState (not the bulky host report)."""
-
-    name: str
-    profile: str
-    """The profile that rendered the state, from its spec (the operator's own write)."""
-    generation: int
-    spec: Mapping[str, t.Any]
-    state: HypervisorNodeState
-    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    label: str = ""
-    """Its kvtune.io/profile label, which anyone may edit; put back when it differs."""
-
-    @property
-    def reverted(self) -> bool:
-        return cond.is_true(self.state.status.conditions, REVERTED)
-
-    @property
-    def approved(self) -> bool:
-        """The operator approved the drain: its own record, not the spec's field."""
-        return self.annotations.get(APPROVED_ANNOTATION) == "true"
-
-    @property
-    def reported(self) -> bool:
-        """The agent has reported on the current spec."""
-        return self.state.status.observed_generation == self.generation
-
-    @property
-    def drain_required(self) -> bool:
-        return self.reported and self.state.status.drain_required
-
-    @property
-    def revert_requested_at(self) -> datetime.datetime | None:
-        return _parse_time(self.annotations.get(REVERT_ANNOTATION))
-
-    @property
-    def drain_started_at(self) -> datetime.datetime | None:
-        return _parse_time(self.annotations.get(DRAIN_STARTED_ANNOTATION))
-
-    @property
-    def drain_failed(self) -> bool:
-        return self.annotations.get(DRAIN_FAILED_ANNOTATION) == str(self.generation)
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, t.Any]) -> StateView:
-        meta = body["metadata"]
-        status = dict(body.get("status") or {})
-        status.pop("host", None)  # the probe report is large and not needed to reconcile
-        state = HypervisorNodeState.model_validate(
-            {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-             "metadata": {"name": meta["name"]}, "spec": body["spec"], "status": status}
-        )
-        return cls(
-            name=meta["name"],
-            profile=state.spec.profile.name,
-            generation=int(meta.get("generation") or 0),
-            spec=_dumped(state.spec),  # parsed once, with the state
-            state=state,
-            annotations=dict(meta.get("annotations") or {}),
-            label=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,16 +159,4 @@ def action_target(action: Action) -> str:
 
 def normalized(spec: Mapping[str, t.Any]) -> dict[str, t.Any]:
     """A stored spec as `render_spec` would write it, so server-side defaults compare equal."""
-    return _dumped(HypervisorNodeStateSpec.model_validate(spec))
-
-
-def _dumped(spec: HypervisorNodeStateSpec) -> dict[str, t.Any]:
-    dumped: dict[str, t.Any] = spec.model_dump(exclude_none=True, mode="json")
-    return dumped
-
-
-def _parse_time(value: str | None) -> datetime.datetime | None:
-    try:
-        return datetime.datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
+    return dumped(HypervisorNodeStateSpec.model_validate(spec))

@@ -9,7 +9,8 @@ from kvtune_api.kubevirt_overhead import OverheadBreakdown
 
 from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
 from .mutate import MutationResult, mutate_vmi
-from .overhead import VmiFieldError, memory_overhead
+from .overhead import memory_overhead
+from .read import VmiFieldError
 from .selection import out_of_scope, selects
 from .validate import NodeCapacity, VmiDemand, capacity_warning, validate_vmi, vmi_demand
 

@@ -5,7 +5,7 @@ to find that profile among all of them, refuse a VMI that two profiles claim, an
 nodes could run it, all from what kopf's indexes hold in memory, so that an admission makes no
 API request. This module does that and turns the results into an AdmissionReview response: the
 mutation's own JSON patch, warnings, or a refusal (`Refused`) naming what to fix. It is pure; the
-server (`webhook_server.py`) only decodes the request and sends the answer.
+server (`server.py`) only decodes the request and sends the answer.
 
 A VMI selected by two profiles is refused rather than given to one of them: each profile would
 steer it to different nodes with different CPU and memory settings, and picking one by name
@@ -30,10 +30,8 @@ from typing import Any, Literal
 
 from kvtune_api.labels import READY_LABEL
 
-from .profiles import Profile
-from .render import PROFILE_LABEL
-from .rollup import node_phase
-from .views import StateView
+from ..common.nodestate import StateView, node_phase
+from ..common.profiles import PROFILE_LABEL, Profile
 from .vmi import (
     DEFAULT_KUBEVIRT,
     KubeVirtConfig,
@@ -44,7 +42,7 @@ from .vmi import (
     validate_vmi,
 )
 from .vmi.mutate import JsonPatch
-from .vmi.overhead import quantity, quantity_bytes
+from .vmi.read import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
 
 HUGEPAGES_PREFIX = "hugepages-"

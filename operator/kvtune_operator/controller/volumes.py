@@ -28,8 +28,7 @@ from collections.abc import Mapping, Sequence
 from kvtune_api.v1alpha1.nodestate import ExposedLun
 from kvtune_api.wwid import canonical_wwid
 
-from .profiles import Profile
-from .render import PROFILE_LABEL
+from ..common.profiles import PROFILE_LABEL, Profile
 from .views import NODE_LABEL, WWID_ANNOTATION, Action, CreateVolume, Snapshot, VolumeView
 
 LUN_LABEL = "kvtune.io/lun"

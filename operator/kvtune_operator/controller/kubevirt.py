@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import pydantic
 from kvtune_api.v1alpha1.common import LabelSelector
 
-from .profiles import Profile
+from ..common.profiles import Profile
 
 CPUMANAGER_LABEL = "kubevirt.io/cpumanager"
 MAX_NAMED = 5

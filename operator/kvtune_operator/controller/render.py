@@ -16,9 +16,8 @@ from kvtune_api.v1alpha1.nodestate import (
 )
 from kvtune_api.v1alpha1.profile import HostSettings
 
-from .profiles import Profile
+from ..common.profiles import PROFILE_LABEL, Profile
 
-PROFILE_LABEL = "kvtune.io/profile"
 _HOST_FIELDS = set(HostSettings.model_fields)
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.profile import MacvtapResource
 
-from .profiles import Profile
-from .render import PROFILE_LABEL
-from .views import Action, ApplyConfigMap, DeleteConfigMap, StateView
+from ..common.nodestate import StateView
+from ..common.profiles import PROFILE_LABEL, Profile
+from .views import Action, ApplyConfigMap, DeleteConfigMap
 
 #: The key macvtap-cni's device plugin reads its configuration from (an environment variable,
 #: set from the ConfigMap with envFrom).

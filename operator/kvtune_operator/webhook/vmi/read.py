@@ -1,13 +1,11 @@
-"""KubeVirt's own estimate of the host memory a VMI needs beside its guest RAM, read from a VMI.
+"""How KubeVirt reads a VirtualMachineInstance: its fields, quantities and size (vCPUs, guest
+memory, memory request), from an object the apiserver has not checked yet.
 
-Why: virt-launcher pods are OOM-killed when the memory reserved for QEMU and its helpers is too
-small, and a flat 1 GiB per VM is wrong both ways. The webhook tops KubeVirt's reservation up to
-the profile's floor, and the capacity check counts it, so both need KubeVirt's figure exactly,
-not an approximation of it. The formula itself is `kvtune_api.kubevirt_overhead`, shared with
-the node agent's audit of running VMs; this module reads its inputs from a VMI as KubeVirt does.
-
-It also holds how KubeVirt reads a VMI's size (vCPUs, memory request), because the estimate, the
-mutation and the validation must all read it the same way.
+Why one reader: the overhead estimate, the mutation, the validation and the admission must all
+read a VMI as KubeVirt does, and the same way as each other, or the webhook would shape a VMI
+for one size and judge it by another. A mutating webhook sees a VMI before the schema check, so
+every read tolerates any shape and an unreadable value is refused naming its field
+(`VmiFieldError`).
 """
 
 from __future__ import annotations
@@ -18,9 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 from kvtune_api import quantity as kvtune_quantity
-from kvtune_api.kubevirt_overhead import OverheadBreakdown, estimate
-
-from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
 
 
 class VmiFieldError(ValueError):
@@ -99,7 +94,7 @@ def effective_request(vmi: Mapping[str, Any], name: str) -> Decimal | None:
     return None if found is None else quantity(found[1], found[0])
 
 
-def _amount(vmi: Mapping[str, Any], kind: str, name: str) -> Decimal:
+def amount(vmi: Mapping[str, Any], kind: str, name: str) -> Decimal:
     """requests/limits[name] as a number; 0 when absent, as Kubernetes' ResourceList reads it."""
     value = _resource(vmi, kind, name)
     return Decimal(0) if value is None else quantity(value, f"spec.domain.resources.{kind}.{name}")
@@ -108,7 +103,7 @@ def _amount(vmi: Mapping[str, Any], kind: str, name: str) -> Decimal:
 def memory_request_bytes(vmi: Mapping[str, Any]) -> int:
     """resources.requests.memory in bytes, 0 when unset: what KubeVirt sizes page tables from.
     KubeVirt's defaulting never fills the memory request (a limit alone leaves it 0)."""
-    return math.ceil(_amount(vmi, "requests", "memory"))
+    return math.ceil(amount(vmi, "requests", "memory"))
 
 
 def guest_source(vmi: Mapping[str, Any]) -> tuple[str, Any] | None:
@@ -119,7 +114,7 @@ def guest_source(vmi: Mapping[str, Any]) -> tuple[str, Any] | None:
     if guest is not None:
         return "spec.domain.memory.guest", guest
     for kind in ("requests", "limits"):
-        if _amount(vmi, kind, "memory"):
+        if amount(vmi, kind, "memory"):
             return f"spec.domain.resources.{kind}.memory", _resource(vmi, kind, "memory")
     page = lookup(vmi, "spec", "domain", "memory", "hugepages", "pageSize")
     return None if page is None else ("spec.domain.memory.hugepages.pageSize", page)
@@ -139,7 +134,7 @@ def pod_memory_request_bytes(vmi: Mapping[str, Any], memory_overcommit: int) -> 
     memoryOvercommit percentage."""
     if request := memory_request_bytes(vmi):
         return request
-    if limit := math.ceil(_amount(vmi, "limits", "memory")):
+    if limit := math.ceil(amount(vmi, "limits", "memory")):
         return limit
     if _resource(vmi, "requests", "memory") is not None:
         return 0
@@ -201,67 +196,4 @@ def has_vfio(vmi: Mapping[str, Any]) -> bool:
         bool(lookup(devices, "hostDevices"))
         or bool(lookup(devices, "gpus"))
         or any(lookup(i, "sriov") is not None for i in interfaces)
-    )
-
-
-def _wants_guaranteed_qos(vmi: Mapping[str, Any]) -> bool:
-    """KubeVirt's WantsToHaveQOSGuaranteed on the VMI after its defaulting, which copies a CPU
-    limit into an absent CPU request but leaves the memory request alone: the memory request is 0
-    with a limit, or equal to the limit; the CPU request non-zero and equal to its limit."""
-    memory_request = _amount(vmi, "requests", "memory")
-    memory_limit = _amount(vmi, "limits", "memory")
-    memory = (not memory_request and bool(memory_limit)) or (
-        bool(memory_request) and memory_request == memory_limit
-    )
-    cpu_limit = _amount(vmi, "limits", "cpu")
-    cpu_request = _amount(vmi, "requests", "cpu") or cpu_limit
-    return memory and bool(cpu_request) and cpu_request == cpu_limit
-
-
-def _exec_probes(vmi: Mapping[str, Any]) -> int:
-    return sum(
-        lookup(vmi, "spec", probe, "exec") is not None
-        for probe in ("livenessProbe", "readinessProbe")
-    )
-
-
-def _has_tpm(vmi: Mapping[str, Any]) -> bool:
-    tpm = lookup(vmi, "spec", "domain", "devices", "tpm")
-    return tpm is not None and lookup(tpm, "enabled") is not False
-
-
-def _has_sev(vmi: Mapping[str, Any]) -> bool:
-    # SEV-ES is a policy of `sev`, so SEV, SEV-ES and SEV-SNP all show as one of these two.
-    security = lookup(vmi, "spec", "domain", "launchSecurity")
-    return lookup(security, "sev") is not None or lookup(security, "snp") is not None
-
-
-def _added_overhead(vmi: Mapping[str, Any]) -> int:
-    added = lookup(vmi, "spec", "domain", "memory", "reservedOverhead", "addedOverhead")
-    field = "spec.domain.memory.reservedOverhead.addedOverhead"
-    return 0 if added is None else quantity_bytes(added, field)
-
-
-def memory_overhead(
-    vmi: Mapping[str, Any], kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT
-) -> OverheadBreakdown:
-    """KubeVirt's memory overhead estimate for `vmi` as it will be after KubeVirt's defaulting,
-    for the KubeVirt configuration and version `kubevirt`; the guest architecture is the VMI's
-    spec.architecture (amd64 when unset)."""
-    dedicated = lookup(vmi, "spec", "domain", "cpu", "dedicatedCpuPlacement") is True
-    volumes = lookup(vmi, "spec", "volumes") or []
-    return estimate(
-        guest_bytes=memory_request_bytes(vmi),
-        vcpus=vcpu_count(vmi),
-        video=lookup(vmi, "spec", "domain", "devices", "autoattachGraphicsDevice") is not False,
-        arm64=lookup(vmi, "spec", "architecture") == "arm64",
-        vfio=has_vfio(vmi),
-        downward_metrics=any(lookup(v, "downwardMetrics") is not None for v in volumes),
-        exec_probes=_exec_probes(vmi),
-        sev=_has_sev(vmi),
-        tpm=_has_tpm(vmi),
-        dedicated_or_guaranteed=dedicated or _wants_guaranteed_qos(vmi),
-        added_overhead=_added_overhead(vmi),
-        ratio=kubevirt.overhead_ratio,
-        qemu=kubevirt.qemu_overhead,
     )

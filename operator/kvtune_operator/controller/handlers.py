@@ -2,9 +2,9 @@
 
 Indexes keep an in-memory view of profiles, nodes and node states (fed by watches, so a pass
 reads no API); one daemon per profile reconciles it every `Settings.resync_seconds`, from a
-snapshot of the indexes the daemons share (`controller.SharedSnapshot`); the deletion handler
+snapshot of the indexes the daemons share (`passes.SharedSnapshot`); the deletion handler
 holds the profile's finalizer until its nodes have reverted. The VMI admission webhook is a
-process of its own, with its own registry (`webhook_handlers.py`).
+process of its own, with its own registry (`webhook/handlers.py`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ import kopf
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import common_handlers as shared
-from . import controller, kopf_toggles, kubevirt, metrics
-from .common_handlers import KUBEVIRTS, NODES, PROFILES, STATES
-from .kube import Kube, api_client
-from .profiles import Profile
-from .render import PROFILE_LABEL
+from ..common import handlers as shared
+from ..common import kopf_toggles
+from ..common.handlers import KUBEVIRTS, NODES, PROFILES, STATES
+from ..common.kube import api_client
+from ..common.profiles import PROFILE_LABEL, Profile
+from . import kubevirt, metrics, passes
+from .kube import Kube
 from .settings import PEERING_NAME, Settings
 from .views import CORDONED_ANNOTATION, Snapshot, VolumeView
 
-# Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup (kopf_toggles.py).
+# Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup
+# (common/kopf_toggles.py).
 kopf_toggles.install()
 
 
@@ -38,8 +40,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> N
     memo.setdefault("settings", Settings())
     memo.setdefault("kube", Kube(api_client()))
     # One object in every profile's memo (kopf copies the operator's memo shallowly).
-    memo.setdefault("snapshots", controller.SharedSnapshot(memo["settings"].resync_seconds))
-    memo.setdefault("agent", controller.AgentDaemonSet(memo["settings"].resync_seconds))
+    memo.setdefault("snapshots", passes.SharedSnapshot(memo["settings"].resync_seconds))
+    memo.setdefault("agent", passes.AgentDaemonSet(memo["settings"].resync_seconds))
     # Own annotation prefix and finalizer, so kvtune never pauses or blocks another kopf operator
     # (the agents included) working on the same objects.
     settings.persistence.finalizer = "kvtune.io/operator"
@@ -71,7 +73,7 @@ async def size_write_threads(memo: kopf.Memo, **_: t.Any) -> None:
 async def install_parts(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: t.Any) -> None:
     # On every start (an upgrade is a restart): the peering object, and the agent DaemonSet
     # with the operator's own image, so both halves always run the same version.
-    await controller.install_parts(memo["kube"], memo["settings"], settings.peering.standalone)
+    await passes.install_parts(memo["kube"], memo["settings"], settings.peering.standalone)
 
 
 login = kopf.on.login()(shared.login)
@@ -106,7 +108,7 @@ async def profile_event(event: kopf.RawEvent, memo: kopf.Memo, **indexes: t.Any)
 async def _lift_orphan_cordons(
     nodes: t.Iterable[str], memo: kopf.Memo, indexes: t.Mapping[str, t.Any]
 ) -> None:
-    await controller.lift_orphan_cordons(
+    await passes.lift_orphan_cordons(
         nodes, _view(indexes["profiles"]), memo["kube"], memo["settings"])
 
 
@@ -128,7 +130,7 @@ def _view(index: kopf.Index[str, t.Any]) -> dict[str, t.Any]:
 
 def _snapshot(profiles: t.Mapping[str, Profile], indexes: t.Mapping[str, t.Any]) -> Snapshot:
     # kopf passes each index as a keyword argument named after its handler.
-    return controller.snapshot(
+    return passes.snapshot(
         profiles,
         _view(indexes["node_labels"]),
         _view(indexes["node_states"]),
@@ -150,14 +152,14 @@ async def run_profile(
         current = profiles.get(name)
         if current is not None and current.problem and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
-            await controller.report_unreadable(current, previous, memo["kube"])
+            await passes.report_unreadable(current, previous, memo["kube"])
         elif current is not None and not current.deleting:
             previous = HypervisorProfileStatus.model_validate(body.get("status") or {})
             snap = memo["snapshots"].get(
                 profiles, name, lambda p: _snapshot(p, indexes), wrote=wrote
             )
             agent = await memo["agent"].check(memo["kube"], memo["settings"])
-            result = await metrics.reconcile_pass(name, controller.reconcile_profile(
+            result = await metrics.reconcile_pass(name, passes.reconcile_profile(
                 current, snap, previous, memo["kube"], memo["settings"], agent=agent
             ))
             wrote = result.wrote
@@ -181,7 +183,7 @@ async def _until_stopped(stopped: kopf.DaemonStopped, seconds: float) -> None:
 async def remove_profile(body: kopf.Body, memo: kopf.Memo, **indexes: t.Any) -> None:
     profile = Profile.from_body(body)
     snap = _snapshot(_view(indexes["profiles"]), indexes)  # its own: it decides on the finalizer
-    await metrics.reconcile_pass(profile.name, controller.reconcile_profile(
+    await metrics.reconcile_pass(profile.name, passes.reconcile_profile(
         profile, snap, HypervisorProfileStatus(), memo["kube"], memo["settings"]
     ))
     left = [s for s in snap.states.values() if s.profile == profile.name]

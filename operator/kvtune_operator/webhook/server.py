@@ -8,7 +8,7 @@ webhook_bench.py) put half of its event loop's time in kopf's per-request machin
 handler kwargs, running the handler through its retry and logging layers, copying the body and
 diffing it into a JSON patch) and in the access log; the decision itself took a fifth. Here a
 request costs one JSON decode, the decision, and one JSON encode: `mutate_vmi` already computes
-its RFC 6902 patch, so nothing is diffed. kopf still keeps the indexes (`webhook_handlers.py`).
+its RFC 6902 patch, so nothing is diffed. kopf still keeps the indexes (`handlers.py`).
 
 It listens only once the indexes hold the whole cluster: an answer from empty indexes would let
 a VMI through unshaped. Until then the apiserver finds nothing listening and applies the
@@ -42,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admission, metrics, webhook
+from . import admission, configuration, metrics
 from .kube import Kube
 from .settings import WebhookSettings
 
@@ -63,7 +63,7 @@ class AdmissionServer:
     def __init__(
         self,
         settings: WebhookSettings,
-        tls: webhook.TlsSource,
+        tls: configuration.TlsSource,
         kube: Kube,
         view: Callable[[], admission.ClusterView],
         namespace_labels: NamespaceLabels,
@@ -91,8 +91,8 @@ class AdmissionServer:
         # (etcd's request limit), above aiohttp's default of 1 MiB per request body.
         app = web.Application(client_max_size=MAX_REVIEW_BYTES, middlewares=[self._guard])
         app.add_routes([
-            web.post(f"/{webhook.MUTATE_ID}", self._mutate),
-            web.post(f"/{webhook.VALIDATE_ID}", self._validate),
+            web.post(f"/{configuration.MUTATE_ID}", self._mutate),
+            web.post(f"/{configuration.VALIDATE_ID}", self._validate),
         ])
         # No access log: a line per call is a measurable share of a burst's CPU; the metrics
         # count and time every answer instead.
@@ -164,16 +164,16 @@ class AdmissionServer:
             conn.close()
             guarded.release()
 
-    async def _publish(self, url: str, material: webhook.TlsMaterial) -> None:
+    async def _publish(self, url: str, material: configuration.TlsMaterial) -> None:
         owner = None
         if self._settings.namespace:
             owner = await asyncio.to_thread(self._kube.namespace_uid, self._settings.namespace)
-        bodies = webhook.configurations(url, material.ca_pem, self._settings, owner)
+        bodies = configuration.configurations(url, material.ca_pem, self._settings, owner)
         await asyncio.to_thread(self._kube.apply_webhook_configurations, bodies)
 
     async def _refresh(
-        self, url: str, material: webhook.TlsMaterial, context: ssl.SSLContext
-    ) -> webhook.TlsMaterial:
+        self, url: str, material: configuration.TlsMaterial, context: ssl.SSLContext
+    ) -> configuration.TlsMaterial:
         try:
             fresh = await asyncio.to_thread(self._tls.load)
         except Exception as err:  # keep serving what works; the next refresh tries again
@@ -408,13 +408,13 @@ class _Guarded(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
 
-def _ssl_context(material: webhook.TlsMaterial) -> ssl.SSLContext:
+def _ssl_context(material: configuration.TlsMaterial) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _load_chain(context, material)
     return context
 
 
-def _load_chain(context: ssl.SSLContext, material: webhook.TlsMaterial) -> None:
+def _load_chain(context: ssl.SSLContext, material: configuration.TlsMaterial) -> None:
     # The ssl module loads certificates from files only: write them into a private directory
     # for as long as it takes, so the key never stays on disk.
     with tempfile.TemporaryDirectory(prefix="kvtune-tls-") as directory:

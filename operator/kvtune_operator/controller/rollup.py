@@ -7,16 +7,15 @@ Counts and a bounded list of failing nodes answer "where do my nodes stand" in o
 from __future__ import annotations
 
 import datetime
-import typing as t
 from collections.abc import Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus, MacvtapResource
 
+from ..common.nodestate import Phase, StateView, node_phase
+from ..common.profiles import Profile
 from .macvtap import Offers, offers
-from .profiles import Profile
-from .views import StateView
 
 MAX_FAILING = 20
 #: False while the agent DaemonSet is missing, and once when the operator recreated it.
@@ -32,35 +31,6 @@ LUN_VOLUMES = "LunVolumes"
 #: Present for profiles with network.macvtap: whether one device plugin configuration is right
 #: on every node (the stock macvtap-cni DaemonSet reads one ConfigMap on all its nodes).
 MACVTAP_CONFIG = "MacvtapConfig"
-Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
-
-
-def node_phase(view: StateView | None) -> tuple[Phase, str, str]:
-    """Where one node stands, with a reason and message, from its agent's report and the
-    operator's own drain bookkeeping. A status older than the spec is stale."""
-    if view is None:
-        return "Progressing", "NotRendered", "the node's state has not been created yet"
-    status = view.state.status
-    if not view.reported:
-        return "Progressing", "AgentPending", "the node agent has not reported on this spec yet"
-    if view.drain_failed:
-        return "Degraded", "DrainFailed", (
-            "its VM pods did not leave within rollout.drainTimeoutSeconds; the node was "
-            "uncordoned. Check PodDisruptionBudgets and VM eviction strategies, then drain it "
-            "by hand (kubectl drain) or change the profile to retry")
-    degraded = cond.find(status.conditions, cond.DEGRADED)
-    if degraded is not None and degraded.status == "True":
-        return "Degraded", degraded.reason, degraded.message
-    if status.drain_required or status.reboot_required:
-        waiting = cond.find(status.conditions, cond.WAITING)
-        reason = waiting.reason if waiting else "WaitingForDisruption"
-        return "Waiting", reason, waiting.message if waiting else ""
-    if cond.is_true(status.conditions, cond.READY):
-        return "Ready", "Ready", ""
-    progressing = cond.find(status.conditions, cond.PROGRESSING)
-    if progressing is not None:
-        return "Progressing", progressing.reason, progressing.message
-    return "Progressing", "Applying", ""
 
 
 def rollup(

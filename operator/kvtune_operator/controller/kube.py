@@ -1,5 +1,4 @@
-"""The only conversation of the operator and the webhook with the Kubernetes API (besides kopf's
-own watches).
+"""The only conversation of the operator with the Kubernetes API (besides kopf's own watches).
 
 Everything here is a thin, synchronous call (run in a thread by the async callers) that turns a
 planned action into a request. Conflicts that the next reconcile pass resolves by itself (an
@@ -8,15 +7,14 @@ object already created, already gone) are not errors.
 
 from __future__ import annotations
 
-import base64
-import os
 import typing as t
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1 import API_GROUP, API_VERSION
 
-from .render import PROFILE_LABEL
+from ..common.kube import unless_missing
+from ..common.profiles import PROFILE_LABEL
 from .views import (
     CORDONED_ANNOTATION,
     Action,
@@ -32,38 +30,19 @@ from .views import (
 )
 
 FIELD_MANAGER = "kvtune-operator"
-#: The webhook's server-side applies: its own manager, so that the operator's and the webhook's
-#: fields are never mistaken for each other's.
-WEBHOOK_FIELD_MANAGER = "kvtune-webhook"
 STATES = "hypervisornodestates"
 PROFILES = "hypervisorprofiles"
 #: KubeVirt labels every VM's pod with this; evicting it migrates or stops the VM.
 VM_POD_SELECTOR = "kubevirt.io=virt-launcher"
 
 
-def api_client(connections: int = 16) -> client.ApiClient:
-    """A client for the cluster the operator runs in, else the one $KUBECONFIG names.
-
-    `connections` sizes the HTTP connection pool to the number of writes in flight at once.
-    """
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        # Read $KUBECONFIG now: the client library reads it once, at import time.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
-    cfg.connection_pool_maxsize = connections
-    return client.ApiClient(cfg)
-
-
 class Kube:
-    """Typed wrappers for the few writes the operator makes."""
+    """Typed wrappers for the few calls the operator makes."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
-        self._admission = client.AdmissionregistrationV1Api(api)
 
     def execute(self, action: Action) -> None:
         if isinstance(action, CreateState):
@@ -110,11 +89,11 @@ class Kube:
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data; None when there is no such ConfigMap."""
-        found = _unless_missing(lambda: self._core.read_namespaced_config_map(name, namespace))
+        found = unless_missing(lambda: self._core.read_namespaced_config_map(name, namespace))
         return None if found is None else dict(found.data or {})
 
     def daemonset_exists(self, namespace: str, name: str) -> bool:
-        found = _unless_missing(lambda: self._apps.read_namespaced_daemon_set(name, namespace))
+        found = unless_missing(lambda: self._apps.read_namespaced_daemon_set(name, namespace))
         return found is not None
 
     def _vm_pods(self, node: str) -> list[t.Any]:
@@ -160,67 +139,6 @@ class Kube:
         self._tolerate(404, lambda: self._custom.patch_cluster_custom_object_status(
             API_GROUP, API_VERSION, PROFILES, name, {"status": status}))
 
-    def apply_webhook_configurations(self, bodies: t.Sequence[t.Mapping[str, t.Any]]) -> None:
-        """Server-side apply: the webhook owns exactly the fields it writes, and a rerun with
-        the same bodies (every replica writes them) changes nothing."""
-        for body in bodies:
-            apply = (
-                self._admission.patch_mutating_webhook_configuration
-                if body["kind"] == "MutatingWebhookConfiguration"
-                else self._admission.patch_validating_webhook_configuration
-            )
-            apply(body["metadata"]["name"], dict(body), field_manager=WEBHOOK_FIELD_MANAGER,
-                  force=True, _content_type="application/apply-patch+yaml")
-
-    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
-        """A Secret's decoded data and resourceVersion; None when there is none."""
-        secret = _unless_missing(lambda: self._core.read_namespaced_secret(name, namespace))
-        if secret is None:
-            return None
-        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
-        return data, secret.metadata.resource_version
-
-    def create_secret(self, namespace: str, name: str, data: t.Mapping[str, bytes]) -> bool:
-        """Create the Secret; False when another writer created it first."""
-        return self._unless_conflict(lambda: self._core.create_namespaced_secret(
-            namespace, self._secret(name, data)))
-
-    def replace_secret(
-        self, namespace: str, name: str, data: t.Mapping[str, bytes], resource_version: str
-    ) -> bool:
-        """Replace the Secret as read at `resource_version`; False when it changed since."""
-        body = self._secret(name, data)
-        body["metadata"]["resourceVersion"] = resource_version
-        return self._unless_conflict(lambda: self._core.replace_namespaced_secret(
-            name, namespace, body))
-
-    @staticmethod
-    def _secret(name: str, data: t.Mapping[str, bytes]) -> dict[str, t.Any]:
-        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                "metadata": {"name": name,
-                             "labels": {"app.kubernetes.io/managed-by": "kvtune-webhook"}},
-                "data": {key: base64.b64encode(value).decode() for key, value in data.items()}}
-
-    @staticmethod
-    def _unless_conflict(call: t.Callable[[], object]) -> bool:
-        try:
-            call()
-        except ApiException as err:
-            if err.status == 409:
-                return False
-            raise
-        return True
-
-    def namespace_uid(self, name: str) -> str | None:
-        """A namespace's uid; None when it is gone."""
-        namespace = _unless_missing(lambda: self._core.read_namespace(name))
-        return None if namespace is None else str(namespace.metadata.uid)
-
-    def namespace_labels(self, name: str) -> dict[str, str]:
-        """A namespace's labels ({} when it is gone), for one the watch has not delivered yet."""
-        namespace = _unless_missing(lambda: self._core.read_namespace(name))
-        return {} if namespace is None else dict(namespace.metadata.labels or {})
-
     @staticmethod
     def _tolerate(code: int, call: t.Callable[[], object]) -> None:
         try:
@@ -228,13 +146,3 @@ class Kube:
         except ApiException as err:
             if err.status != code:
                 raise
-
-
-def _unless_missing(read: t.Callable[[], t.Any]) -> t.Any:
-    """What `read` returns; None when the object does not exist (404)."""
-    try:
-        return read()
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise

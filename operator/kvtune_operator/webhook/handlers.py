@@ -1,5 +1,5 @@
 """kopf wiring of `kvtune webhook`: the indexes an admission reads, in a registry of its own,
-and `serve`, which runs them beside the HTTPS server (`webhook_server.py`).
+and `serve`, which runs them beside the HTTPS server (`server.py`).
 
 Why a registry and process apart from the operator's: every webhook replica must answer, while
 kopf peering pauses all operator replicas but one, and a paused kopf stops filling its indexes.
@@ -14,14 +14,15 @@ import typing as t
 
 import kopf
 
-from . import admission, kopf_toggles
-from . import common_handlers as shared
-from .common_handlers import KUBEVIRTS, NAMESPACES, NODES, PROFILES, STATES, OneEach
+from ..common import handlers as shared
+from ..common import kopf_toggles
+from ..common.handlers import KUBEVIRTS, NAMESPACES, NODES, PROFILES, STATES, OneEach
+from . import admission
+from .configuration import check, tls_source
 from .kube import Kube
+from .server import AdmissionServer
 from .settings import WebhookSettings
 from .vmi import DEFAULT_KUBEVIRT, KubeVirtConfig, NodeCapacity
-from .webhook import check, tls_source
-from .webhook_server import AdmissionServer
 
 REGISTRY = kopf.OperatorRegistry()
 

@@ -42,23 +42,22 @@ from kvtune_api.kubevirt_overhead import Gi, Mi, OverheadBreakdown
 from kvtune_api.labels import READY_LABEL
 from kvtune_api.v1alpha1.profile import HypervisorProfileSpec, VmiSettings
 
-from ..profiles import Profile
-from ..render import PROFILE_LABEL
+from ...common.profiles import PROFILE_LABEL, Profile
 from .kubevirt_config import DEFAULT_KUBEVIRT, KubeVirtConfig
-from .overhead import (
+from .overhead import memory_overhead
+from .paths import ADDED_OVERHEAD, CPU, MEMORY, RESOURCES
+from .read import (
     VmiFieldError,
     beyond_guest_bytes,
     given,
     guest_bytes,
     lookup,
-    memory_overhead,
     memory_request_bytes,
     pod_memory_request_bytes,
     quantity,
     quantity_bytes,
     topology_vcpus,
 )
-from .paths import ADDED_OVERHEAD, CPU, MEMORY, RESOURCES
 from .selection import out_of_scope
 from .validate import explicit_conflicts
 
