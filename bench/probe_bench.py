@@ -37,9 +37,9 @@ from pathlib import Path
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import cpulist, probe_host
 
-# The synthetic host is laid out by the same builders the tests use (tests/hosttree.py).
+# The synthetic host is laid out by the same builders the tests use (tests/support/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hosttree import large_host
+from support.hosttree import large_host
 
 #: The whole `kvtune probe --json` process on a real host, in milliseconds (issue 14).
 TARGET_MS = 150

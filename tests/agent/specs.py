@@ -7,8 +7,8 @@ import typing as t
 from collections.abc import Iterable
 from pathlib import Path
 
-from hosttree import HostTree, intel_two_socket
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
+from support.hosttree import HostTree, intel_two_socket
 
 
 def node_spec(

@@ -11,20 +11,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from boottree import (
-    GRUB_CFG,
-    GRUBBY,
-    UPDATE_GRUB,
-    apply_boot_args,
-    bls,
-    bls_options,
-    boot_commands,
-    debian_grub,
-    failing_grubby,
-    grubby_failing_updates,
-    osrelease,
-)
-from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent import boot, bootloader, change
 from kvtune_agent.apply import REBOOT_REQUIRED
 from kvtune_agent.bootloader import (
@@ -49,6 +35,20 @@ from kvtune_api.v1alpha1.nodestate import (
     HypervisorNodeStateStatus,
 )
 from kvtune_api.v1alpha1.profile import VmiSettings
+from support.boottree import (
+    GRUB_CFG,
+    GRUBBY,
+    UPDATE_GRUB,
+    apply_boot_args,
+    bls,
+    bls_options,
+    boot_commands,
+    debian_grub,
+    failing_grubby,
+    grubby_failing_updates,
+    osrelease,
+)
+from support.hosttree import HostTree, KernelFS, intel_two_socket
 
 from .specs import busy_host, busy_spec, node_spec
 

@@ -14,7 +14,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import intel_two_socket
 from kubernetes import client
 from kvtune_agent import metrics
 from kvtune_agent.agent import Agent, AgentSettings
@@ -26,6 +25,7 @@ from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_node_state
 from support.agent import ENFORCE, Node
 from support.cluster import ClusterAccess, wait_for
+from support.hosttree import intel_two_socket
 from support.metrics import scraped, value
 
 from .specs import node_spec

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from hosttree import HostTree, intel_two_socket
 from kvtune_agent import nfd
 from kvtune_agent.plan import Plan, plan
 from kvtune_agent.probe import probe_host
 from kvtune_agent.status import node_status
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.hosttree import HostTree, intel_two_socket
 
 from .specs import node_spec
 

@@ -7,7 +7,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import intel_two_socket
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings, label_changes, ready_label
 from kvtune_agent.journal import JOURNAL_PATH
@@ -15,6 +14,7 @@ from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+from support.hosttree import intel_two_socket
 
 from .specs import node_spec
 from .test_metrics import StoredState

@@ -14,12 +14,12 @@ import typing as t
 import uuid
 from pathlib import Path
 
-from hosttree import FAKE_SYSTEMCTL, intel_two_socket
 from kubernetes import client
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_node_state
 
 from support.cluster import ClusterAccess
+from support.hosttree import FAKE_SYSTEMCTL, intel_two_socket
 
 G, V, STATES = "kvtune.io", "v1alpha1", "hypervisornodestates"
 KSM_RUN = "sys/kernel/mm/ksm/run"

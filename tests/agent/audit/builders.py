@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import libvirt
-from hosttree import HostTree
 from kvtune_agent.probe.memory import size_name
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport, NumaNode, NumaReport
+from support.hosttree import HostTree
 
 GiB_KIB = 1 << 20
 #: The test host: node 0 holds CPUs 0-3, node 1 CPUs 4-7 (the test driver knows 8 CPUs), 8 GiB

@@ -12,11 +12,11 @@ from typing import Any
 
 import libvirt
 import pytest
-from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node, launchers, open_read_only, vms_condition
 from kvtune_agent.audit.report import format_vm_audit
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit, VmFinding
 from kvtune_cli.main import main
+from support.hosttree import HostTree
 
 from .builders import domain_xml, launcher, libvirt_host, two_node_host
 from .test_checks import GOOD, GOOD_NODE1, STRICT

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
 from kvtune_agent.hostfs import HostFS, ProcessTable
 from kvtune_agent.probe import cpulist, probe_host
@@ -15,6 +14,7 @@ from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
+from support.hosttree import HostTree
 
 from .builders import NODE_CPUS, GiB_KIB, domain_xml, libvirt_host, two_node_host
 

@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
+from support.hosttree import HostTree
 
 from .builders import domain_xml, launcher, libvirt_host
 from .test_audit_node import HOST, Sockets
