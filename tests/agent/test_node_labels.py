@@ -13,6 +13,7 @@ from kvtune_agent.journal import JOURNAL_PATH
 from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
+from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from support.hosttree import intel_two_socket
 
@@ -22,7 +23,7 @@ from .test_metrics import StoredState
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def _status(ready: str) -> HypervisorNodeStateStatus:
+def _status(ready: ConditionStatus) -> HypervisorNodeStateStatus:
     return HypervisorNodeStateStatus(conditions=cond.merge([], [cond.make(
         cond.READY, ready, "R", "", 1)], NOW))
 
@@ -34,7 +35,7 @@ def _status(ready: str) -> HypervisorNodeStateStatus:
     (True, "False", None),
 ])
 def test_the_ready_label_follows_ready_and_goes_when_the_node_leaves_its_profile(
-    revert: bool, ready: str, label: str | None,
+    revert: bool, ready: ConditionStatus, label: str | None,
 ) -> None:
     assert ready_label(node_spec("Enforce", revert=revert), _status(ready)) == label
 

@@ -8,9 +8,10 @@ from kvtune_api import conditions as cond
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.views import APPROVED_ANNOTATION, StateView
+from support.sections import ProfileSections
 
 
-def profile(name: str = "p", generation: int = 1, **spec: t.Any) -> Profile:
+def profile(name: str = "p", generation: int = 1, **spec: t.Unpack[ProfileSections]) -> Profile:
     body = {
         "metadata": {"name": name, "uid": f"uid-{name}", "generation": generation},
         "spec": {"nodeSelector": {"matchLabels": {"pool": name}}, **spec},

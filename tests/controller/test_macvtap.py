@@ -18,11 +18,13 @@ from kvtune_operator.macvtap import plan_config_map, render_config_map
 from kvtune_operator.profiles import Profile
 from kvtune_operator.settings import Settings
 from kvtune_operator.views import Action, ApplyConfigMap, DeleteConfigMap, StateView
+from support.sections import HostSections
 
 from .builders import profile, state
 
 NS = "kvtune-system"
-RULES = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
+RULES: HostSections = {
+    "network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
 
 
 def _plan(states: dict[str, StateView | None], current: dict[str, str] | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import typing as t
+from pathlib import Path
 
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import network
@@ -24,7 +25,7 @@ def _ip(*args: str) -> list[dict[str, t.Any]]:
 
 
 def _routing() -> HostRouting:
-    fs = HostFS("/")
+    fs = HostFS(Path("/"))
     return network.probe(fs, fs.processes()).routing
 
 

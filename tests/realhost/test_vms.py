@@ -149,7 +149,7 @@ def host() -> Iterator[Libvirt]:
 
 
 def _xml(name: str, vcpu: int | None, emulator: int, *, hugepages: bool,
-         disk: tuple[str, str], nic: str = "") -> str:
+         disk: tuple[str, str | Path], nic: str = "") -> str:
     """A domain with one vCPU pinned to `vcpu` and its emulator to `emulator` (None: unpinned)."""
     kind, source = disk
     pins = ("" if vcpu is None else

@@ -20,12 +20,13 @@ from kvtune_operator.render import render_node_state
 
 from support.cluster import ClusterAccess
 from support.hosttree import FAKE_SYSTEMCTL, intel_two_socket
+from support.sections import HostSections
 
 G, V, STATES = "kvtune.io", "v1alpha1", "hypervisornodestates"
 KSM_RUN = "sys/kernel/mm/ksm/run"
 
 #: A spec an Enforce agent can fully apply to the fake host: KSM off, 2Mi pages on both nodes.
-ENFORCE = {"memory": {"ksm": "Disabled",
+ENFORCE: HostSections = {"memory": {"ksm": "Disabled",
                       "hugepages": {"pages": [{"size": "2Mi", "perNode": [
                           {"node": 0, "count": 1024}, {"node": 1, "count": 1024}]}]}}}
 
@@ -44,7 +45,7 @@ class Node:
         self.core.create_node({"metadata": {"name": self.name, "labels": labels}})
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def render(self, mode: str, *, revert: bool = False, **spec: t.Any) -> None:
+    def render(self, mode: str, *, revert: bool = False, **spec: t.Unpack[HostSections]) -> None:
         """Write the state as the operator renders it (`revert`: the node leaves its profile)."""
         profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
                                      "spec": {"nodeSelector": {}, "mode": mode, **spec}})
@@ -85,8 +86,8 @@ class Node:
 
     def reported(self) -> bool:
         state = self.state()
-        return (state.get("status") or {}).get("observedGeneration") == state["metadata"][
-            "generation"]
+        observed = (state.get("status") or {}).get("observedGeneration")
+        return bool(observed == state["metadata"]["generation"])
 
     def condition(self, type_: str) -> str | None:
         for c in (self.state().get("status") or {}).get("conditions", []):

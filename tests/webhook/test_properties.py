@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from kvtune_operator.profiles import Profile
 from kvtune_operator.vmi import KubeVirtConfig
 from kvtune_operator.vmi.mutate import (
-    ADDED_OVERHEAD,
     MUTATED_BY_ANNOTATION,
     OVERHEAD_ANNOTATION,
     MutationResult,
@@ -28,6 +27,7 @@ from kvtune_operator.vmi.mutate import (
     reservation,
 )
 from kvtune_operator.vmi.overhead import quantity_bytes
+from kvtune_operator.vmi.paths import ADDED_OVERHEAD
 from kvtune_operator.vmi.selection import out_of_scope
 from kvtune_operator.vmi.validate import validate_vmi
 from support.kubevirt import validate_vmi as validate_schema

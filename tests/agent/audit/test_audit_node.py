@@ -12,7 +12,8 @@ from typing import Any
 
 import libvirt
 import pytest
-from kvtune_agent.audit import AuditPolicy, audit_node, launchers, open_read_only, vms_condition
+from kvtune_agent import launchers
+from kvtune_agent.audit import AuditPolicy, audit_node, open_read_only, vms_condition
 from kvtune_agent.audit.report import format_vm_audit
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit, VmFinding
 from kvtune_cli.main import main
