@@ -18,6 +18,7 @@ from kubernetes import client
 from kvtune_agent import metrics
 from kvtune_agent.agent import Agent, AgentSettings
 from kvtune_agent.cycle import run_cycle
+from kvtune_agent.kube import AgentKube
 from kvtune_agent.plan import NodeMeta
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
@@ -75,8 +76,10 @@ def test_an_audit_cycle_applies_and_counts_no_step(tmp_path: Path) -> None:
     assert value(STEPS, feature="KSM", result="Applied") == applied
 
 
-class StoredState:
-    """The agent's API module over one stored HypervisorNodeState, without a cluster."""
+class StoredState(AgentKube):
+    """The agent's API module over one stored HypervisorNodeState, without a cluster: every
+    read and write the agent's step makes, overridden (no API client is made; `watch_state`,
+    which only the agent's loop calls, would fail)."""
 
     def __init__(self, mode: str) -> None:
         profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
@@ -108,7 +111,7 @@ class StoredState:
 
 def test_a_step_counts_a_status_write_only_when_the_status_changed(tmp_path: Path) -> None:
     tree = intel_two_socket(tmp_path).ksm(0).systemctl()
-    agent = Agent(t.cast(t.Any, StoredState("Audit")),
+    agent = Agent(StoredState("Audit"),
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
     writes = value("kvtune_agent_status_writes_total")
     agent.step()
@@ -119,7 +122,7 @@ def test_a_step_counts_a_status_write_only_when_the_status_changed(tmp_path: Pat
 
 def test_a_step_sets_the_vm_gauges_from_its_audit(tmp_path: Path) -> None:
     tree = intel_two_socket(tmp_path).ksm(0).systemctl()
-    agent = Agent(t.cast(t.Any, StoredState("Audit")),
+    agent = Agent(StoredState("Audit"),
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
     metrics.VMS.labels("violation").set(3)  # left from an earlier audit
     agent.step()  # this host runs no VM

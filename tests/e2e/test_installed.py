@@ -36,9 +36,9 @@ from deploy.test_rbac import (
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from realhost.support import guarded_tunables, read_tunables
 from support import kubevirt
 from support.cluster import wait_for
+from support.realhost import guarded_tunables, read_tunables
 
 from .conftest import NAMESPACE, Installation
 

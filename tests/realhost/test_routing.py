@@ -12,8 +12,7 @@ from pathlib import Path
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import network
 from kvtune_api.v1alpha1.host import HostRouting
-
-from .support import REALHOST
+from support.realhost import REALHOST
 
 pytestmark = REALHOST
 

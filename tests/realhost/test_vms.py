@@ -37,9 +37,9 @@ from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
 from kvtune_cli.localcluster import stop_process
+from support.realhost import REALHOST, guarded_tunables
 
 from .netns import Network, Pod, run
-from .support import REALHOST, guarded_tunables
 
 pytestmark = REALHOST
 
