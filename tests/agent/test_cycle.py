@@ -21,11 +21,11 @@ from kvtune_agent.plan import NodeMeta
 from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.agent import StoredState
 from support.hosttree import HostTree, KernelFS
 
 from .audit.builders import launcher
 from .specs import busy_host, busy_spec, node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"

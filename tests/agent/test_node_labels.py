@@ -15,10 +15,10 @@ from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+from support.agent import StoredState
 from support.hosttree import intel_two_socket
 
 from .specs import node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 

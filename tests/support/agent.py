@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 
 from kubernetes import client
+from kvtune_agent.kube import AgentKube
+from kvtune_agent.plan import NodeMeta
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_node_state
 
@@ -29,6 +31,39 @@ KSM_RUN = "sys/kernel/mm/ksm/run"
 ENFORCE: HostSections = {"memory": {"ksm": "Disabled",
                       "hugepages": {"pages": [{"size": "2Mi", "perNode": [
                           {"node": 0, "count": 1024}, {"node": 1, "count": 1024}]}]}}}
+
+
+class StoredState(AgentKube):
+    """The agent's API module over one stored HypervisorNodeState, without a cluster: every
+    read and write the agent's step makes, overridden (no API client is made; `watch_state`,
+    which only the agent's loop calls, would fail)."""
+
+    def __init__(self, mode: str) -> None:
+        profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
+                                     "spec": {"nodeSelector": {}, "mode": mode, **ENFORCE}})
+        self.body: dict[str, t.Any] | None = render_node_state(profile, "n1")
+        self.body["metadata"]["generation"] = 1
+        self.labels: dict[str, str] = {}
+
+    def read_state(self) -> dict[str, t.Any] | None:
+        return self.body
+
+    def node_meta(self) -> NodeMeta:
+        return NodeMeta(dict(self.labels))
+
+    def patch_status(self, status: dict[str, t.Any]) -> None:
+        assert self.body is not None
+        self.body["status"] = status
+
+    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
+        for key, label in labels.items():
+            if label is None:
+                self.labels.pop(key, None)
+            else:
+                self.labels[key] = label
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        pass
 
 
 class Node:
