@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import shutil
 import statistics
@@ -37,9 +38,9 @@ from pathlib import Path
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import cpulist, probe_host
 
-# The synthetic host is laid out by the same builders the tests use (tests/hosttree.py).
+# The synthetic host is laid out by the same builders the tests use (tests/support/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hosttree import large_host
+from support.hosttree import large_host
 
 #: The whole `kvtune probe --json` process on a real host, in milliseconds (issue 14).
 TARGET_MS = 150
@@ -163,9 +164,9 @@ def main() -> None:
         print(_summary("probe_host(synthetic)", synthetic))
     met = _verdict("probe_host(synthetic)", synthetic, SYNTHETIC_TARGET_MS)
     for label, text in ADVERSARIAL.items():
-        timings = _timings(lambda text=text: _parse_quietly(text), args.runs)
-        print(_summary(f"cpulist.parse({label})", timings))
-        met = _verdict(f"cpulist.parse({label})", timings, PARSER_TARGET_MS) and met
+        parsing = _timings(functools.partial(_parse_quietly, text), args.runs)
+        print(_summary(f"cpulist.parse({label})", parsing))
+        met = _verdict(f"cpulist.parse({label})", parsing, PARSER_TARGET_MS) and met
 
     print(_summary("probe_host(/) in process",
                    _timings(lambda: probe_host(HostFS(Path("/"))), args.runs)))

@@ -161,8 +161,8 @@ def half_open(port: int, pid: int, count: int) -> None:
         print(f"  after {wait:>2} s: held {h} in the handshake, {r} in their headers")
         if h == r == 0:
             break
-    for conn in hello + headers:
-        conn.close()
+    for held in hello + headers:
+        held.close()
 
 
 def main() -> None:

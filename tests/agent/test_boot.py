@@ -11,22 +11,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from boottree import (
-    GRUB_CFG,
-    GRUBBY,
-    UPDATE_GRUB,
-    apply_boot_args,
-    bls,
-    bls_options,
-    boot_commands,
-    debian_grub,
-    failing_grubby,
-    grubby_failing_updates,
-    osrelease,
-)
-from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent import boot, bootloader, change
-from kvtune_agent.apply import REBOOT_REQUIRED
 from kvtune_agent.bootloader import (
     GRUB_DROPIN,
     BootArgsError,
@@ -37,6 +22,7 @@ from kvtune_agent.bootloader import (
     read_facts,
     write_args,
 )
+from kvtune_agent.change import REBOOT_REQUIRED
 from kvtune_agent.cycle import run_cycle
 from kvtune_agent.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
@@ -49,6 +35,20 @@ from kvtune_api.v1alpha1.nodestate import (
     HypervisorNodeStateStatus,
 )
 from kvtune_api.v1alpha1.profile import VmiSettings
+from support.boottree import (
+    GRUB_CFG,
+    GRUBBY,
+    UPDATE_GRUB,
+    apply_boot_args,
+    bls,
+    bls_options,
+    boot_commands,
+    debian_grub,
+    failing_grubby,
+    grubby_failing_updates,
+    osrelease,
+)
+from support.hosttree import HostTree, KernelFS, intel_two_socket
 
 from .specs import busy_host, busy_spec, node_spec
 
@@ -186,7 +186,8 @@ def test_a_count_the_kernel_would_take_twice_is_a_conflict_not_staged(
 ) -> None:
     facts = BootFacts(GRUBBY_LOADER, staged, release="6.1.0")
 
-    found = _stage(tmp_path, facts, vmi=vmi and {"namespaceSelector": {}, "hugepageSize": vmi})
+    vmis = {"namespaceSelector": {}, "hugepageSize": vmi} if vmi else None
+    found = _stage(tmp_path, facts, vmi=vmis)
 
     assert found.steps == ()
     [finding] = found.findings

@@ -12,7 +12,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings
 from kvtune_agent.cycle import OrphanRevert, revert_orphaned, run_cycle
@@ -22,10 +21,11 @@ from kvtune_agent.plan import NodeMeta
 from kvtune_agent.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.agent import StoredState
+from support.hosttree import HostTree, KernelFS
 
 from .audit.builders import launcher
 from .specs import busy_host, busy_spec, node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"

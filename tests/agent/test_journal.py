@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.journal import JOURNAL_PATH, Entry, Journal, JournalError
 from kvtune_agent.systemd import UnitState
+from support.hosttree import HostTree
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"

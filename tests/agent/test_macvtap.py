@@ -10,7 +10,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent import nfd
 from kvtune_agent.plan import Finding, Plan, plan
 from kvtune_agent.probe import probe_host
@@ -18,6 +17,7 @@ from kvtune_agent.status import node_status
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import MacvtapResource
+from support.hosttree import HostTree
 
 from .specs import node_spec
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import datetime
+import typing as t
 from pathlib import Path
 
-from hosttree import HostTree, intel_two_socket
 from kvtune_agent import nfd
 from kvtune_agent.plan import Plan, plan
 from kvtune_agent.probe import probe_host
 from kvtune_agent.status import node_status
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.hosttree import HostTree, intel_two_socket
 
-from .specs import node_spec
+from .specs import Flags, node_spec
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 FEATURES = Path(nfd.FEATURES_FILE.lstrip("/"))
 
 
-def _spec(mode: str = "Enforce", **flags: bool) -> HypervisorNodeStateSpec:
+def _spec(mode: str = "Enforce", **flags: t.Unpack[Flags]) -> HypervisorNodeStateSpec:
     return node_spec(mode, memory={"hugepages": {"pages": [{"size": "1Gi", "count": 32}]}},
                      **flags)
 

@@ -6,19 +6,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import (
-    DEFAULT_DISK_BYTES,
-    HostTree,
-    arm64_server,
-    intel_two_socket,
-    loongarch64_host,
-    memory_tiers,
-    no_node_hugepages,
-    power9_host,
-    pvm_guest,
-    riscv64_host,
-    s390_lpar,
-)
 from kvtune_agent.plan import (
     PLE_CONF,
     Finding,
@@ -32,6 +19,19 @@ from kvtune_agent.plan import (
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import BlockLunSettings
+from support.hosttree import (
+    DEFAULT_DISK_BYTES,
+    HostTree,
+    arm64_server,
+    intel_two_socket,
+    loongarch64_host,
+    memory_tiers,
+    no_node_hugepages,
+    power9_host,
+    pvm_guest,
+    riscv64_host,
+    s390_lpar,
+)
 
 from .specs import node_spec
 

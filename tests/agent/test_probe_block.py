@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.probe import block, probe_host
+from support.hosttree import HostTree
 
 MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
 #: The LUN of MPATH_UUID as each of its paths shows it in device/wwid.

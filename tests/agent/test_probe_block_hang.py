@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.hostfs import HostFS, HungRead
 from kvtune_agent.probe import block, probe_host
+from support.hosttree import HostTree
 
 Hanging = Callable[[HostTree, str], None]
 READER = "kvtune device reads"

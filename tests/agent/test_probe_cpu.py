@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hosttree import (
+from kvtune_agent.hostfs import HostFS
+from kvtune_agent.probe import cpu, probe_host
+from support.hosttree import (
     INTEL_FLAGS,
     HostTree,
     amd_old_kernel,
@@ -20,8 +22,6 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import cpu, probe_host
 
 PLE_BIT = 1 << 42
 Build = Callable[[HostTree], object]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.hostfs import ProcessTable
 from kvtune_agent.probe import daemon, ksm, numad
+from support.hosttree import HostTree
 
 
 def test_running_ksm_and_ksmtuned_are_both_warned_about(tmp_path: Path) -> None:

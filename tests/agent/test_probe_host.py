@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosttree import (
+from kvtune_agent import probe
+from kvtune_agent.hostfs import HostFS, ProcessTable
+from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
+from kvtune_agent.report import format_report
+from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
+from support.hosttree import (
     HostTree,
     amd_eight_node,
     amd_old_kernel,
@@ -27,11 +32,6 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent import probe
-from kvtune_agent.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
-from kvtune_agent.report import format_report
-from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 
 def test_an_empty_root_is_all_absent_or_unknown_and_no_crash(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.probe import kubelet
 from kvtune_api.v1alpha1.host import KubeletReport
+from support.hosttree import HostTree
 
 TUNED = """\
 apiVersion: kubelet.config.k8s.io/v1beta1

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, intel_two_socket
 from kvtune_agent.probe import memory, probe_host
+from support.hosttree import HostTree, intel_two_socket
 
 
 def test_hugepages_of_both_sizes_are_reported_per_node_and_system_wide(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hosttree import HostTree
 from kvtune_agent.probe import network, probe_host
 from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import (
@@ -16,6 +15,7 @@ from kvtune_api.v1alpha1.host import (
     PodNetwork,
     SoftwareSwitch,
 )
+from support.hosttree import HostTree
 
 from .audit.builders import launcher
 

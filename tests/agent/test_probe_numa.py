@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hosttree import (
+from kvtune_agent.probe import cpulist, numa
+from support.hosttree import (
     HostTree,
     amd_eight_node,
     arm64_server,
@@ -25,7 +26,6 @@ from hosttree import (
     s390_books,
     without_numa,
 )
-from kvtune_agent.probe import cpulist, numa
 
 CPUS = "/sys/devices/system/cpu"
 NODES = "/sys/devices/system/node"

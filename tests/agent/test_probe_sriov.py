@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hosttree import HostTree
 from kvtune_agent.probe import sriov
+from support.hosttree import HostTree
 
 
 def test_a_pf_lists_its_vfs_and_which_one_a_vm_holds(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ G, V, PROFILES = "kvtune.io", "v1alpha1", "hypervisorprofiles"
 
 def _requirement(expression: client.V1NodeSelectorRequirement) -> str:
     """One node selector requirement as label selector syntax."""
-    key, values = expression.key, ",".join(expression.values or ())
+    key: str = expression.key
+    values = ",".join(expression.values or ())
     return {"Exists": key, "DoesNotExist": f"!{key}", "In": f"{key} in ({values})",
             "NotIn": f"{key} notin ({values})"}[expression.operator]
 

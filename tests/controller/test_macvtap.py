@@ -19,11 +19,13 @@ from kvtune_operator.controller.macvtap import plan_config_map, render_config_ma
 from kvtune_operator.controller.passes import reconcile_profile, snapshot
 from kvtune_operator.controller.settings import Settings
 from kvtune_operator.controller.views import Action, ApplyConfigMap, DeleteConfigMap
+from support.sections import HostSections
 
 from .builders import profile, state
 
 NS = "kvtune-system"
-RULES = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
+RULES: HostSections = {
+    "network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
 
 
 def _plan(states: dict[str, StateView | None], current: dict[str, str] | None = None,

@@ -150,7 +150,8 @@ def test_a_deleted_agent_daemonset_is_recreated_and_the_profile_says_so(
             AGENT, operator_namespace).metadata.uid != before
 
     wait_for(recreated, "the agent DaemonSet recreated without an operator restart")
-    wait_for(lambda: _events(world, p, f"{AGENT_DAEMONSET}False"), "an Event saying it was gone")
+    wait_for(lambda: bool(_events(world, p, f"{AGENT_DAEMONSET}False")),
+             "an Event saying it was gone")
     [event] = _events(world, p, f"{AGENT_DAEMONSET}False")
     assert "was missing" in event.message and operator_namespace in event.message
     assert cond.READY in {c["type"] for c in world.status(p)["conditions"]}

@@ -18,12 +18,14 @@ IMAGE = "registry.example.com/kvtune:1.2.3"
 
 def pod_spec(**kwargs: Any) -> dict[str, Any]:
     spec: dict[str, Any] = render_agent_daemonset(NAMESPACE, IMAGE, **kwargs)["spec"]
-    return spec["template"]["spec"]  # type: ignore[no-any-return]
+    template: dict[str, Any] = spec["template"]["spec"]
+    return template
 
 
 def container(**kwargs: Any) -> dict[str, Any]:
-    [agent] = pod_spec(**kwargs)["containers"]
-    return agent  # type: ignore[no-any-return]
+    containers: list[dict[str, Any]] = pod_spec(**kwargs)["containers"]
+    [agent] = containers
+    return agent
 
 
 def test_it_runs_only_on_nodes_a_profile_took_or_whose_agent_has_something_to_undo() -> None:

@@ -93,7 +93,7 @@ class Host:
     def close(self) -> None:
         errors = []
         for disk in reversed(self.disks):
-            steps = [("umount", m) for m in reversed(disk.mounts)]
+            steps: list[tuple[str | Path, ...]] = [("umount", m) for m in reversed(disk.mounts)]
             steps += [("swapoff", disk.path)] if disk.swap else []
             steps += [("partx", "-d", disk.path), ("losetup", "-d", disk.path)]
             for step in steps:

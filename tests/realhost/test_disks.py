@@ -25,9 +25,9 @@ import pytest
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import block
 from kvtune_api.v1alpha1.host import BlockDevice
+from support.realhost import REALHOST
 
 from .loops import Disk, Host, loops_as_disks, run
-from .support import REALHOST
 
 pytestmark = REALHOST
 

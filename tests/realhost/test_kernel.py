@@ -26,9 +26,9 @@ from kvtune_agent.journal import Journal
 from kvtune_agent.plan import NodeMeta
 from kvtune_agent.systemd import Systemd
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.realhost import REALHOST, RecordingFS, guarded_tunables
 
 from .loops import Disk, Host, loops_as_disks
-from .support import REALHOST, RecordingFS, guarded_tunables
 
 pytestmark = REALHOST
 

@@ -25,9 +25,9 @@ from kvtune_api.v1alpha1.host import (
     PodNetwork,
     SoftwareSwitch,
 )
+from support.realhost import REALHOST
 
 from .netns import PREFIX, Network, Pod, links, run
-from .support import REALHOST
 
 pytestmark = REALHOST
 

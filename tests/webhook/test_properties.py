@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from kvtune_operator.common.profiles import Profile
 from kvtune_operator.webhook.vmi import KubeVirtConfig
 from kvtune_operator.webhook.vmi.mutate import (
-    ADDED_OVERHEAD,
     MUTATED_BY_ANNOTATION,
     OVERHEAD_ANNOTATION,
     MutationResult,
     mutate_vmi,
     reservation,
 )
+from kvtune_operator.webhook.vmi.paths import ADDED_OVERHEAD
 from kvtune_operator.webhook.vmi.read import quantity_bytes
 from kvtune_operator.webhook.vmi.selection import out_of_scope
 from kvtune_operator.webhook.vmi.validate import validate_vmi

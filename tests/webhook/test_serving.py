@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
@@ -56,6 +56,8 @@ SELECTED_LABEL = "kvtune-webhook-test"
 SERVING_TIMEOUT = 60.0
 IDLE_TIMEOUT = 2.0
 WEBHOOK_HOST_ENV = "KVTUNE_TEST_WEBHOOK_HOST"
+#: A webhook configuration's failurePolicy (WebhookSettings.failure_policy).
+Policy = Literal["Fail", "Ignore"]
 
 
 class Served:
@@ -73,7 +75,7 @@ class Served:
         # A short idle timeout, so that the tests of slow clients take seconds.
         self.settings = WebhookSettings(port=0, idle_timeout_seconds=IDLE_TIMEOUT,
                                         host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
-        self.policy: str | None = None
+        self.policy: Policy | None = None
         self.url = ""
         self._running = contextlib.ExitStack()
         self._operator = contextlib.ExitStack()
@@ -109,7 +111,7 @@ class Served:
 
     # --- the webhook ---
 
-    def serve(self, policy: str = "Fail") -> None:
+    def serve(self, policy: Policy = "Fail") -> None:
         """The webhook runs with `policy`, and answers for the module's profile."""
         if self.policy == policy:
             return
@@ -331,7 +333,7 @@ def test_the_overhead_ratio_comes_from_the_kubevirt_cr_once_its_crd_appears(
 
 @pytest.mark.parametrize(("policy", "admitted"), [("Fail", False), ("Ignore", True)])
 def test_with_the_webhook_down_the_failure_policy_decides(
-    served: Served, policy: str, admitted: bool
+    served: Served, policy: Policy, admitted: bool
 ) -> None:
     served.serve(policy)
     served.stop()

@@ -68,9 +68,9 @@ def crashing(at: int | None) -> Iterator[Points]:
         return result
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hostfs.os, "replace", crash_replace)
-        patch.setattr(hostfs.os, "unlink", crash_unlink)
-        patch.setattr(hostfs.os, "rmdir", crash_rmdir)
+        patch.setattr(os, "replace", crash_replace)
+        patch.setattr(os, "unlink", crash_unlink)
+        patch.setattr(os, "rmdir", crash_rmdir)
         patch.setattr(hostfs.HostFS, "run", crash_run)
         yield points
 

@@ -1,5 +1,6 @@
-"""What the real-host tier's tests share: whether this machine can run them, and the kernel's
-tunables as they read now (see conftest.py for why the tier exists)."""
+"""What the real-host tier's tests share with each other and with the e2e tier: whether this
+machine can run them, the lock that serializes them, and the kernel's tunables as they read now
+(see tests/realhost/conftest.py for why the tier exists)."""
 
 from __future__ import annotations
 
