@@ -39,8 +39,8 @@ def _host(root: Path) -> HostTree:
     return tree
 
 
-def _spec(**flags: bool) -> HypervisorNodeStateSpec:
-    spec = busy_spec(allow_reboot=True, approved=True, **flags)
+def _spec(*, revert: bool = False) -> HypervisorNodeStateSpec:
+    spec = busy_spec(allow_reboot=True, approved=True, revert=revert)
     return HypervisorNodeStateSpec.model_validate({
         **spec.model_dump(by_alias=True, exclude_none=True),
         "host": {**spec.host.model_dump(by_alias=True, exclude_none=True),
