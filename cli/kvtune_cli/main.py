@@ -37,7 +37,7 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from kvtune_agent.hostfs import HostFS
+    from kvtune_agent.host.hostfs import HostFS
     from kvtune_agent.probe import probe_host
 
     fs = HostFS(args.root)

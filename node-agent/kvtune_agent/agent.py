@@ -24,10 +24,10 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNod
 from . import metrics, nfd
 from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
 from .cycle import revert_orphaned, run_cycle
-from .hostfs import HostFS
+from .features.base import NodeMeta
+from .host.hostfs import HostFS
+from .host.systemd import HOST_SYSTEMCTL, Systemd
 from .kube import AgentKube
-from .plan import NodeMeta
-from .systemd import HOST_SYSTEMCTL, Systemd
 
 log = logging.getLogger("kvtune.agent")
 

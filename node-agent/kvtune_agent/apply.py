@@ -19,11 +19,11 @@ from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
 
 from . import change, metrics
 from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
-from .hostfs import HostFS, HostWriteError
+from .features.base import Plan, Step
+from .host.hostfs import HostFS, HostWriteError
+from .host.systemd import Systemd
 from .journal import Journal, JournalError
-from .plan import Plan, Step
 from .probe import sriov
-from .systemd import Systemd
 
 
 def apply(

@@ -41,7 +41,8 @@ from kvtune_api.v1alpha1.nodestate import (
 )
 
 from .boot import STEP_ID as BOOT_STEP_ID
-from .plan import Finding, Plan, hugepage_step_id
+from .features.base import Finding, Plan
+from .plan import hugepage_step_id
 
 FIRST_WAIT = datetime.timedelta(minutes=10)
 MAX_WAIT = datetime.timedelta(hours=24)

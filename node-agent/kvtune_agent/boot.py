@@ -25,10 +25,12 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
-from . import bootloader, memory_budget
-from .bootloader import BootFacts
+from . import memory_budget
 from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
-from .plan import Finding, Plan, Step, hugepage_counts, stages_boot
+from .features.base import Finding, Plan, Step
+from .host import bootloader
+from .host.bootloader import BootFacts
+from .plan import hugepage_counts, stages_boot
 from .probe.memory import SIZE_KIB
 
 STEP_ID = "boot/kernel-args"

@@ -12,16 +12,13 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from . import bootloader
-from .hostfs import MAX_CONFIG, HostFS, HostWriteError
+from .features.base import Kind
+from .host import bootloader
+from .host.hostfs import MAX_CONFIG, HostFS, HostWriteError
+from .host.systemd import Systemd, SystemdError, UnitState
 from .probe.block import sysfs_path
 from .probe.ksm import KSM_RUN
-from .systemd import Systemd, SystemdError, UnitState
 
-#: sysfs/procfs values (written under a deadline and read back), regular files (replaced
-#: atomically), systemd units (values like "disabled,inactive"), the reboot request, and boot
-#: arguments (the hugepage arguments a boot loader target holds, "" for none; see bootloader.py).
-Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs"]
 #: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch, and the
 #: list of packages that asked for the reboot beside it. Both are journaled like any change
 #: (kind "reboot"), so that a revert withdraws the request and no daemon reboots a node for a

@@ -35,14 +35,16 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import backoff, boot, bootloader, change, metrics, nfd
+from . import backoff, boot, change, metrics, nfd
 from .apply import apply
-from .hostfs import HostFS, HostWriteError, ProcessTable, setting
+from .features.base import NodeMeta, Plan
+from .host import bootloader
+from .host.hostfs import HostFS, HostWriteError, ProcessTable, setting
+from .host.systemd import Systemd
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
-from .plan import PLE_CONF, HostFiles, NodeMeta, Plan, Scheduler, plan, scheduler_path
+from .plan import PLE_CONF, HostFiles, Scheduler, plan, scheduler_path
 from .probe import probe_host, sriov
 from .status import node_status, probe_hung_status
-from .systemd import Systemd
 
 
 def read_host_files(fs: HostFS, host: HostReport) -> HostFiles:

@@ -35,9 +35,10 @@ import pydantic
 from kvtune_api.v1alpha1.nodestate import StepResult
 
 from . import change
-from .hostfs import HostFS, HostWriteError
+from .features.base import Kind
+from .host.hostfs import HostFS, HostWriteError
+from .host.systemd import Systemd
 from .probe import block, sriov
-from .systemd import Systemd
 
 JOURNAL_PATH = "/var/lib/kvtune/journal.json"
 VERSION = 1
@@ -53,7 +54,7 @@ class JournalError(Exception):
 class Entry:
     """The original value of one target, from before kvtune changed it."""
 
-    kind: change.Kind
+    kind: Kind
     path: str
     #: The value to restore; None: a file that did not exist (restoring removes it).
     original: str | None
@@ -74,7 +75,7 @@ class _EntryFile(pydantic.BaseModel):
     """An entry as stored: strictly the fields of `Entry` (a number is not an original value)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", strict=True)
-    kind: change.Kind
+    kind: Kind
     path: str
     original: str | None
     step: str
@@ -204,7 +205,7 @@ class Journal:
             e.raw if isinstance(e, _Unreadable) else asdict(e) for e in entries]}
         self.fs.write_file(self.path, json.dumps(data, indent=2) + "\n")
 
-    def record(self, kind: change.Kind, path: str, original: str | None, step: str) -> bool:
+    def record(self, kind: Kind, path: str, original: str | None, step: str) -> bool:
         """Record `original` for the target unless it is already recorded; True when recorded.
 
         Raises JournalError or HostWriteError: the caller must then leave the target alone.

@@ -23,8 +23,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hostfs import HostFS, Process, ProcessTable
-from .probe import cpulist
+from .host import cpulist
+from .host.hostfs import HostFS, Process, ProcessTable
 from .probe.daemon import COMM_LEN, INTERPRETERS
 
 #: Launcher executables (the monitor's comm is cut to 15 characters by the kernel).

@@ -21,7 +21,7 @@ from __future__ import annotations
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
-from .hostfs import HostFS
+from .host.hostfs import HostFS
 
 FEATURES_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kvtune"
 DOMAIN = "kvtune.io"

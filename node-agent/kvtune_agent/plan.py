@@ -13,7 +13,6 @@ with what to do, instead of a write retried forever.
 
 from __future__ import annotations
 
-import typing as t
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,7 +29,7 @@ from kvtune_api.v1alpha1.host import (
     NumaNode,
     PleReport,
 )
-from kvtune_api.v1alpha1.nodestate import Disruption, HypervisorNodeStateSpec, PlannedStep
+from kvtune_api.v1alpha1.nodestate import Disruption, ExposedLun, HypervisorNodeStateSpec
 from kvtune_api.v1alpha1.profile import (
     BlockLunSettings,
     CpuSettings,
@@ -48,16 +47,16 @@ from kvtune_api.v1alpha1.profile import (
 from kvtune_api.wwid import canonical_wwid
 
 from . import memory_budget
-from .change import Kind
+from .features.base import ConditionFeature, Draft, Finding, NodeMeta, Plan
+from .host import cpulist
+from .host.systemd import UnitState
 from .memory_budget import gib
-from .probe import cpulist
 from .probe import kubelet as kubelet_probe
-from .probe.block import SYS_BLOCK, attribute_path, stable_id
+from .probe.block import BY_ID, SYS_BLOCK, attribute_path, stable_id
 from .probe.ksm import KSM, KSM_RUN
 from .probe.memory import HUGEPAGES, MEMINFO, NODES, SIZE_KIB, THP
 from .probe.network import IPV6_ADDRESSES, ROUTES
 from .probe.sriov import held, numvfs_path
-from .systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"
 #: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads
@@ -70,15 +69,6 @@ WHOLE_CORES = ('{full-pcpus-only: "true"}', "full-pcpus-only=true")
 #: label alone is no sign that KubeVirt manages the node.
 KSM_HANDLER_ANNOTATION = "kubevirt.io/ksm-handler-managed"
 _KSM_RUN_VALUES = {"Stopped": "0", "Running": "1", "Unmerging": "2"}
-
-
-@dataclass(frozen=True)
-class NodeMeta:
-    """The node's labels and annotations, passed in by the agent process (the planner's only
-    view of the cluster)."""
-
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def hugepage_step_id(node: int | None, size: str) -> str:
@@ -111,74 +101,6 @@ class HostFiles:
     ple_staged_before_boot: bool = False
 
 
-@dataclass(frozen=True)
-class Finding:
-    """Something the planner found that no step fixes."""
-
-    #: The condition it belongs to, one of kvtune_api.conditions.FEATURES.
-    feature: str
-    #: Error: the node cannot meet the spec (Degraded). Pending: a change is made but takes
-    #: effect only after a reboot. Warning: worth knowing, not failing.
-    severity: t.Literal["Error", "Pending", "Warning"]
-    #: CamelCase, for the condition's reason.
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: `planned` is what status shows, `kind` how it is made (see change.py)."""
-
-    kind: Kind
-    planned: PlannedStep
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The steps that move the host toward its spec, and the findings no step fixes."""
-
-    steps: tuple[Step, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    #: Raw LUNs the spec's storage.blockLuns.selector matches (eligible devices only).
-    luns: tuple[BlockDevice, ...] = ()
-    #: The NICs of spec.host.network.macvtap this node offers, as macvtap-cni's device plugin
-    #: takes them (lower devices the planner refused are left out).
-    macvtap: tuple[MacvtapResource, ...] = ()
-
-    @property
-    def reboot_pending(self) -> bool:
-        """A change is staged on the host and only a reboot completes it."""
-        return any(finding.severity == "Pending" for finding in self.findings)
-
-
-class _Draft:
-    """The plan under construction."""
-
-    def __init__(self) -> None:
-        self.steps: list[Step] = []
-        self.findings: list[Finding] = []
-        self.luns: list[BlockDevice] = []
-        self.macvtap: list[MacvtapResource] = []
-
-    def step(
-        self, kind: Kind, step_id: str, feature: str, path: str, current: str, desired: str,
-        reason: str, disruption: Disruption = "Live",
-    ) -> None:
-        self.steps.append(Step(kind, PlannedStep(
-            id=step_id, feature=feature, path=path, current=current, desired=desired,
-            reason=reason, disruption=disruption,
-        )))
-
-    def error(self, feature: str, reason: str, message: str) -> None:
-        self.findings.append(Finding(feature, "Error", reason, message))
-
-    def warn(self, feature: str, reason: str, message: str) -> None:
-        self.findings.append(Finding(feature, "Warning", reason, message))
-
-    def find(self, required: bool, feature: str, reason: str, message: str) -> None:
-        (self.error if required else self.warn)(feature, reason, message)
-
-
 def plan(
     spec: HypervisorNodeStateSpec,
     host: HostReport,
@@ -189,7 +111,7 @@ def plan(
     node = node or NodeMeta()
     files = files or HostFiles()
     settings = spec.host
-    out = _Draft()
+    out = Draft()
     _hugepages(settings.memory.hugepages, host, out)
     _ksm(settings.memory.ksm, host.ksm, node, out)
     _numad(settings.numa, host, out)
@@ -199,13 +121,13 @@ def plan(
     _luns(settings.storage.block_luns, host, files, out)
     _kubelet(settings.numa, spec.vmi, host, out)
     _ple(settings.cpu, host.cpu.ple, files, spec, out)
-    return Plan(tuple(out.steps), tuple(out.findings), tuple(out.luns), tuple(out.macvtap))
+    return out.done()
 
 
 # -- hugepages ------------------------------------------------------------------------------
 
 
-def _hugepages(settings: HugepagesSettings, host: HostReport, out: _Draft) -> None:
+def _hugepages(settings: HugepagesSettings, host: HostReport, out: Draft) -> None:
     if not settings.pages:
         return
     nodes = {node.id: node for node in host.numa.nodes}
@@ -301,7 +223,7 @@ class _Wanted:
 
 def _may_grow(
     settings: HugepagesSettings, host: HostReport, pools: Mapping[tuple[int, int], _Pool],
-    wanted: Mapping[tuple[int, int], _Wanted], out: _Draft,
+    wanted: Mapping[tuple[int, int], _Wanted], out: Draft,
 ) -> dict[int, str]:
     """The NUMA nodes whose pools may grow, each with why growing takes memory in use there
     ("" when its free memory covers the growth).
@@ -382,7 +304,7 @@ def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, i
     the nodes it refuses are its findings, not repeated here); None where the planner refuses
     the whole split, which must then not be made anywhere else either."""
     nodes = {node.id: node for node in host.numa.nodes}
-    out = _Draft()
+    out = Draft()
     targets = _hugepage_targets(alloc, "", nodes, out)
     if alloc.per_node is None and out.findings:
         return None
@@ -390,7 +312,7 @@ def hugepage_counts(alloc: HugepagesAllocation, host: HostReport) -> dict[int, i
 
 
 def _hugepage_targets(
-    alloc: HugepagesAllocation, field_name: str, nodes: Mapping[int, NumaNode], out: _Draft
+    alloc: HugepagesAllocation, field_name: str, nodes: Mapping[int, NumaNode], out: Draft
 ) -> list[tuple[int, int, str]]:
     """(NUMA node, pages wanted there, the spec field that says so) for one allocation."""
     if alloc.per_node is None:
@@ -443,7 +365,7 @@ def _hugepage_targets(
 
 
 def _resize(
-    pool: _Pool, want: _Wanted, reserved: int, in_use_taken: str, out: _Draft
+    pool: _Pool, want: _Wanted, reserved: int, in_use_taken: str, out: Draft
 ) -> None:
     """A step moving one pool to `want.count` pages; shrinking into pages VMs hold needs a drain,
     and so does growing into memory in use (`in_use_taken` says why it would).
@@ -482,7 +404,7 @@ def _resize(
 # -- KSM, numad, THP ------------------------------------------------------------------------
 
 
-def _ksm(mode: Management, ksm: KsmReport, node: NodeMeta, out: _Draft) -> None:
+def _ksm(mode: Management, ksm: KsmReport, node: NodeMeta, out: Draft) -> None:
     if mode == "Unmanaged":
         return
     if node.annotations.get(KSM_HANDLER_ANNOTATION) == "true":
@@ -521,8 +443,8 @@ def _ksm(mode: Management, ksm: KsmReport, node: NodeMeta, out: _Draft) -> None:
 
 
 def _unit(
-    daemon: DaemonReport, want: UnitState, feature: str, step_id: str, why: str,
-    field_name: str, out: _Draft,
+    daemon: DaemonReport, want: UnitState, feature: ConditionFeature, step_id: str, why: str,
+    field_name: str, out: Draft,
 ) -> None:
     """A step bringing a daemon's systemd unit to `want`, or a finding when that is impossible."""
     unit = f"{daemon.name}.service"
@@ -548,7 +470,7 @@ def _unit(
     out.step("unit", step_id, feature, unit, str(now), str(want), f"{why} ({want})")
 
 
-def _numad(settings: NumaSettings, host: HostReport, out: _Draft) -> None:
+def _numad(settings: NumaSettings, host: HostReport, out: Draft) -> None:
     # The static CPU manager pins containers' CPUs; numad would move their memory (and threads)
     # elsewhere, so wherever both are in play it is flagged, whatever the profile leaves numad.
     pins = kubelet_probe.known(host.kubelet) and host.kubelet.cpu_manager_policy == "static"
@@ -571,7 +493,7 @@ def _numad(settings: NumaSettings, host: HostReport, out: _Draft) -> None:
           "spec.host.numa.numad", out)
 
 
-def _thp(mode: str, now: str | None, out: _Draft) -> None:
+def _thp(mode: str, now: str | None, out: Draft) -> None:
     if mode == "Unmanaged" or now == mode:
         return
     if now is None:
@@ -597,7 +519,7 @@ def _selects(selector: PfSelector, nic: Nic) -> bool:
     ))
 
 
-def _sriov(rules: list[SriovRule], host: HostReport, out: _Draft) -> None:
+def _sriov(rules: list[SriovRule], host: HostReport, out: Draft) -> None:
     wanted: dict[str, tuple[int, int]] = {}  # NIC name -> (rule index, numVfs)
     conflicted: set[str] = set()
     for index, rule in enumerate(rules):
@@ -678,7 +600,7 @@ def _lower_device_refusals(nic: Nic, network: NetworkSettings, host: HostReport)
     return why
 
 
-def _macvtap(node: str, network: NetworkSettings, host: HostReport, out: _Draft) -> None:
+def _macvtap(node: str, network: NetworkSettings, host: HostReport, out: Draft) -> None:
     """The device plugin's resources for this node: one NIC per rule, refused where the host
     uses it itself or something else holds it."""
     taken: dict[str, str] = {}  # NIC -> the resource it is offered as
@@ -722,7 +644,7 @@ def _macvtap(node: str, network: NetworkSettings, host: HostReport, out: _Draft)
                 f"{nic.name} of node {node} through its macvlan switch, and the VM audit "
                 "reports them as sharing it; capacity 1 gives each VM a NIC of its own"))
         taken[nic.name] = resource
-        out.macvtap.append(MacvtapResource(
+        out.publish("macvtap", MacvtapResource(
             name=rule.name, lower_device=nic.name, mode=rule.mode, capacity=rule.capacity))
 
 
@@ -739,6 +661,16 @@ def _size_bounds(selector: LunSelector) -> tuple[Decimal | None, Decimal | None]
                 f"spec.host.storage.blockLuns.selector.{name} is {value!r}, not a quantity "
                 f"({err}); write e.g. 100Gi") from err
     return bounds[0], bounds[1]
+
+
+def exposed_lun(device: BlockDevice) -> ExposedLun:
+    """How a selected LUN is published: with the by-id path that names it for good, which every
+    Eligible device has (the block probe's rule: a kernel name can reach another disk after a
+    reboot; `stable_id` says which name)."""
+    by_id = stable_id(device)
+    path = f"{BY_ID}/{by_id}" if by_id else device.path
+    return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
+                      wwid=device.wwid, model=device.model)
 
 
 def matching_luns(settings: BlockLunSettings, host: HostReport) -> list[BlockDevice]:
@@ -763,23 +695,24 @@ def matching_luns(settings: BlockLunSettings, host: HostReport) -> list[BlockDev
 
 
 def _luns(
-    settings: BlockLunSettings | None, host: HostReport, files: HostFiles, out: _Draft
+    settings: BlockLunSettings | None, host: HostReport, files: HostFiles, out: Draft
 ) -> None:
     if settings is None:
         return
     try:
-        out.luns = matching_luns(settings, host)
+        luns = matching_luns(settings, host)
     except ValueError as err:
         out.error("BlockDevices", "InvalidLunSelector", str(err))
         return
-    if not out.luns:
+    out.publish("luns", *[exposed_lun(lun) for lun in luns])
+    if not luns:
         out.warn("BlockDevices", "NoLunsMatched", (
             "spec.host.storage.blockLuns.selector matches no eligible (proven free) device on "
             "this node; see status.host.block for each device's classification and reason"))
     want = settings.io_scheduler
     if want == "Unmanaged":
         return
-    for lun in out.luns:
+    for lun in luns:
         path = scheduler_path(lun.name)
         scheduler = files.schedulers.get(lun.name)
         by_id = stable_id(lun)
@@ -807,7 +740,7 @@ def _luns(
 
 
 def _kubelet(
-    settings: NumaSettings, vmi: VmiSettings | None, host: HostReport, out: _Draft
+    settings: NumaSettings, vmi: VmiSettings | None, host: HostReport, out: Draft
 ) -> None:
     """What the profile asks of the kubelet, against what it is configured to give.
 
@@ -843,7 +776,7 @@ def _kubelet(
 
 
 def _kubelet_cpus(
-    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: _Draft
+    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: Draft
 ) -> None:
     kubelet = host.kubelet
     if kubelet.cpu_manager_policy != "static":
@@ -878,7 +811,7 @@ def _kubelet_cpus(
 
 
 def _kubelet_memory(
-    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: _Draft
+    vmi: VmiSettings, host: HostReport, read: str, restart: str, out: Draft
 ) -> None:
     kubelet = host.kubelet
     asks = ("vmi.numaPassthrough is true" if vmi.numa_passthrough
@@ -937,7 +870,7 @@ def ple_options(ple: PleReport) -> str | None:
 
 def _ple(
     settings: CpuSettings, ple: PleReport, files: HostFiles, spec: HypervisorNodeStateSpec,
-    out: _Draft,
+    out: Draft,
 ) -> None:
     """PLE cannot change at run time: findings, and for Required a fix staged for the next boot.
 

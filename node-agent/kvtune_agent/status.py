@@ -24,10 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import Condition, ConditionStatus
-from kvtune_api.v1alpha1.host import BlockDevice, HostReport
+from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import (
     BootRetry,
-    ExposedLun,
     HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
@@ -38,8 +37,7 @@ from kvtune_api.v1alpha1.nodestate import (
 )
 from kvtune_api.v1alpha1.profile import HostSettings
 
-from .plan import Finding, Plan
-from .probe.block import BY_ID, stable_id
+from .features.base import Finding, Plan
 from .probe.memory import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
@@ -129,7 +127,8 @@ def _feature_condition(
             f"node{n.id} CPUs {n.cpus or 'none'}, {n.memory_total_kib // 2**20} GiB"
             for n in nodes) if nodes else f"no NUMA nodes under {NODES}")
     elif feature == "Macvtap":
-        offered = ", ".join(f"{r.name} on {r.lower_device}" for r in plan.macvtap)
+        offered = ", ".join(f"{r.name} on {r.lower_device}"
+                            for r in plan.published.get("macvtap", ()))
         status, reason = "True", "AsSpecified"
         message = _joined(m for m in (f"offers {offered}" if offered else "", notes) if m)
     else:
@@ -178,24 +177,13 @@ def node_status(
         host=host,
         plan=remaining,
         results=previous.results if results is None else results,
-        luns=[exposed_lun(d) for d in plan.luns],
-        macvtap=list(plan.macvtap),
+        **{name: list(items) for name, items in plan.published.items()},
         hugepage_retries=list(hugepage_retries),
         sriov_retries=list(sriov_retries),
         boot_retries=list(boot_retries),
         reboot_required=reboot,
         drain_required=drain,
     )
-
-
-def exposed_lun(device: BlockDevice) -> ExposedLun:
-    """How a selected LUN is published: with the by-id path that names it for good, which every
-    Eligible device has (the block probe's rule: a kernel name can reach another disk after a
-    reboot; `stable_id` says which name)."""
-    by_id = stable_id(device)
-    path = f"{BY_ID}/{by_id}" if by_id else device.path
-    return ExposedLun(name=device.name, path=path, size_bytes=device.size_bytes,
-                      wwid=device.wwid, model=device.model)
 
 
 def _conditions(

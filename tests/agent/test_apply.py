@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent.apply import REBOOT_REQUIRED, apply
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_agent.journal import JOURNAL_PATH, Journal
 from kvtune_agent.plan import PLE_CONF, plan
 from kvtune_agent.probe import probe_host

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 from kvtune_agent.backoff import hold, track
-from kvtune_agent.plan import Plan, Step
+from kvtune_agent.features.base import Plan, Step
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, StepResult
 

@@ -25,9 +25,12 @@ from boottree import (
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent import boot, bootloader, change
+from kvtune_agent import boot, change
 from kvtune_agent.apply import REBOOT_REQUIRED
-from kvtune_agent.bootloader import (
+from kvtune_agent.cycle import run_cycle
+from kvtune_agent.features.base import NodeMeta, Plan
+from kvtune_agent.host import bootloader
+from kvtune_agent.host.bootloader import (
     GRUB_DROPIN,
     BootArgsError,
     BootFacts,
@@ -37,10 +40,8 @@ from kvtune_agent.bootloader import (
     read_facts,
     write_args,
 )
-from kvtune_agent.cycle import run_cycle
-from kvtune_agent.hostfs import HostCommandError
+from kvtune_agent.host.hostfs import HostCommandError
 from kvtune_agent.journal import Journal
-from kvtune_agent.plan import NodeMeta, Plan
 from kvtune_agent.probe import probe_host
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (

@@ -15,7 +15,7 @@ import pytest
 from hosttree import HostTree
 from kvtune_agent import launchers
 from kvtune_agent.change import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, set_value
-from kvtune_agent.hostfs import MAX_CONFIG, HostFS
+from kvtune_agent.host.hostfs import MAX_CONFIG, HostFS
 from kvtune_agent.journal import Journal, JournalError
 from kvtune_agent.probe import kubelet, probe_host
 

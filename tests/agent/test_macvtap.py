@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree
 from kvtune_agent import nfd
-from kvtune_agent.plan import Finding, Plan, plan
+from kvtune_agent.features.base import Finding, Plan
+from kvtune_agent.plan import plan
 from kvtune_agent.probe import probe_host
 from kvtune_agent.status import node_status
 from kvtune_api import conditions as cond
@@ -68,13 +69,13 @@ def test_a_free_nic_is_offered_in_the_device_plugins_own_shape(tmp_path: Path) -
 def test_one_resource_name_follows_the_nic_whatever_each_node_calls_it(tmp_path: Path) -> None:
     spec = _spec(_rule(names=["ens2f1", "ens7"]))
 
-    assert _plan(_host(tmp_path), spec).macvtap == (
+    assert _plan(_host(tmp_path), spec).published.get("macvtap", ()) == (
         MacvtapResource(name="dataplane", lower_device="ens2f1", mode="bridge", capacity=1),)
 
 
 def _refusal(tree: HostTree, spec: HypervisorNodeStateSpec) -> str:
     found = _plan(tree, spec)
-    assert found.macvtap == ()
+    assert found.published.get("macvtap", ()) == ()
     finding = _finding(found, "MacvtapLowerDeviceInUse")
     assert finding.severity == "Error"
     return finding.message
@@ -111,7 +112,8 @@ def test_a_nic_the_node_uses_itself_is_refused_naming_node_nic_and_fix(
 def test_a_link_local_ipv6_address_does_not_count_as_the_nodes_own(tmp_path: Path) -> None:
     tree = _host(tmp_path).ipv6_address("ens2f0", "fe80000000000000000000000000abcd", "20")
 
-    assert [r.lower_device for r in _plan(tree, _spec(_rule())).macvtap] == ["ens2f0"]
+    offered = _plan(tree, _spec(_rule())).published.get("macvtap", ())
+    assert [r.lower_device for r in offered] == ["ens2f0"]
 
 
 def test_an_sriov_pf_the_profile_manages_is_refused(tmp_path: Path) -> None:
@@ -124,7 +126,7 @@ def test_an_sriov_pf_the_profile_manages_is_refused(tmp_path: Path) -> None:
 def test_a_selector_matching_two_nics_offers_neither(tmp_path: Path) -> None:
     found = _plan(_host(tmp_path), _spec(_rule(names=["ens2f0", "ens2f1"])))
 
-    assert found.macvtap == ()
+    assert found.published.get("macvtap", ()) == ()
     assert "matches NICs ens2f0, ens2f1 on node n1" in (
         _finding(found, "MacvtapRuleMatchesSeveral").message)
 
@@ -133,7 +135,7 @@ def test_two_resources_on_one_nic_offer_only_the_first(tmp_path: Path) -> None:
     found = _plan(_host(tmp_path), _spec(_rule("a"), _rule("b", vendor="8086", device="159b",
                                                             names=["ens2f0"])))
 
-    assert [r.name for r in found.macvtap] == ["a"]
+    assert [r.name for r in found.published.get("macvtap", ())] == ["a"]
     assert _finding(found, "MacvtapRulesConflict").severity == "Error"
 
 
@@ -152,7 +154,7 @@ def test_a_capacity_above_one_is_offered_with_a_warning_that_vms_share_the_nic(
 ) -> None:
     found = _plan(_host(tmp_path), _spec({**_rule(), "capacity": capacity}))
 
-    assert [r.capacity for r in found.macvtap] == [capacity]
+    assert [r.capacity for r in found.published.get("macvtap", ())] == [capacity]
     assert any(f.reason == "MacvtapShared" for f in found.findings) is shared
 
 
@@ -229,7 +231,8 @@ def test_a_nic_under_a_device_that_carries_the_nodes_traffic_is_refused(
 def test_a_vlan_that_carries_nothing_of_the_nodes_leaves_its_nic_offered(tmp_path: Path) -> None:
     tree = _host(tmp_path).vlan("ens2f0.100", "ens2f0")
 
-    assert [r.lower_device for r in _plan(tree, _spec(_rule())).macvtap] == ["ens2f0"]
+    offered = _plan(tree, _spec(_rule())).published.get("macvtap", ())
+    assert [r.lower_device for r in offered] == ["ens2f0"]
 
 
 @pytest.mark.parametrize("build", [
@@ -257,6 +260,6 @@ def test_routing_that_cannot_be_read_offers_no_nic_and_the_probe_goes_on(
     host = probe_host(tree.fs())
     found = plan(_spec(_rule()), host)
 
-    assert found.macvtap == ()
+    assert found.published.get("macvtap", ()) == ()
     assert "which interfaces the node uses itself is unknown" in _refusal(tree, _spec(_rule()))
     assert [s.name for s in host.network.switches] == ["br9"]  # the rest of the probe stands

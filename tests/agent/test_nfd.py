@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hosttree import HostTree, intel_two_socket
 from kvtune_agent import nfd
-from kvtune_agent.plan import Plan, plan
+from kvtune_agent.features.base import Plan
+from kvtune_agent.plan import plan
 from kvtune_agent.probe import probe_host
 from kvtune_agent.status import node_status
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus

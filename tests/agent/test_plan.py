@@ -19,16 +19,8 @@ from hosttree import (
     riscv64_host,
     s390_lpar,
 )
-from kvtune_agent.plan import (
-    PLE_CONF,
-    Finding,
-    HostFiles,
-    NodeMeta,
-    Plan,
-    Scheduler,
-    matching_luns,
-    plan,
-)
+from kvtune_agent.features.base import Finding, NodeMeta, Plan
+from kvtune_agent.plan import PLE_CONF, HostFiles, Scheduler, matching_luns, plan
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import BlockLunSettings
@@ -871,7 +863,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
 
     found = _plan(_luns(tmp_path), spec, files=files)
 
-    assert [device.name for device in found.luns] == ["sdb", "sdc"]
+    assert [device.name for device in found.published["luns"]] == ["sdb", "sdc"]
     step = _steps(found)["block/sdb/scheduler"]
     assert (step.path, step.current, step.desired) == (
         "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler", "mq-deadline", "none")
@@ -880,7 +872,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
 
 
 def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: Path) -> None:
-    from kvtune_agent.status import exposed_lun
+    from kvtune_agent.plan import exposed_lun
 
     # mpatha comes from multipath's bindings file, and can name another LUN on another day.
     tree = HostTree(tmp_path).disk("dm-2", dm=("mpatha", "mpath-3600a0980383030534"))
@@ -909,12 +901,9 @@ def test_a_size_that_is_no_quantity_is_a_finding_naming_the_field(tmp_path: Path
 
 
 def test_selected_luns_are_published_with_their_stable_by_id_path(tmp_path: Path) -> None:
-    from kvtune_agent.status import exposed_lun
-
     spec = node_spec(storage={"blockLuns": {
         "selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw"}})
-    [first, _] = _plan(_luns(tmp_path), spec).luns
-    published = exposed_lun(first)
+    [published, _] = _plan(_luns(tmp_path), spec).published["luns"]
     assert published.path == "/dev/disk/by-id/wwn-0x5000c500aaaa0001"
     assert (published.name, published.wwid, published.model) == (
         "sdb", "0x5000c500aaaa0001", "ST4000NM")

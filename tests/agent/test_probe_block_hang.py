@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.hostfs import HostFS, HungRead
+from kvtune_agent.host.hostfs import HostFS, HungRead
 from kvtune_agent.probe import block, probe_host
 
 Hanging = Callable[[HostTree, str], None]

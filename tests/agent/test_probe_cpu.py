@@ -20,7 +20,7 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_agent.probe import cpu, probe_host
 
 PLE_BIT = 1 << 42

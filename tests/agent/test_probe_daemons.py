@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.hostfs import ProcessTable
+from kvtune_agent.host.hostfs import ProcessTable
 from kvtune_agent.probe import daemon, ksm, numad
 
 

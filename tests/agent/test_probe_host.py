@@ -28,8 +28,9 @@ from hosttree import (
     vm_guest,
 )
 from kvtune_agent import probe
-from kvtune_agent.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
+from kvtune_agent.host import cpulist
+from kvtune_agent.host.hostfs import HostFS, ProcessTable
+from kvtune_agent.probe import Feature, cpu, probe_host
 from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 

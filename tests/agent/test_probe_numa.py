@@ -25,7 +25,8 @@ from hosttree import (
     s390_books,
     without_numa,
 )
-from kvtune_agent.probe import cpulist, numa
+from kvtune_agent.host import cpulist
+from kvtune_agent.probe import numa
 
 CPUS = "/sys/devices/system/cpu"
 NODES = "/sys/devices/system/node"

@@ -8,7 +8,7 @@ import json
 import subprocess
 import typing as t
 
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_agent.probe import network
 from kvtune_api.v1alpha1.host import HostRouting
 

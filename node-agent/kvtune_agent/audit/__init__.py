@@ -22,7 +22,7 @@ from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
 from .. import launchers
-from ..hostfs import HostFS, ProcessTable
+from ..host.hostfs import HostFS, ProcessTable
 from ..launchers import Launcher
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition

@@ -50,7 +50,7 @@ from kvtune_api.v1alpha1.host import HostReport, PodInterface, PodNetwork
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
 from .. import memory_budget
-from ..probe import cpulist
+from ..host import cpulist
 from ..probe.memory import SIZE_KIB, size_name
 from .domains import Domain, Nic
 

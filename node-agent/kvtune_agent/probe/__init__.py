@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
-from ..hostfs import HostFS, ProcessTable, ReadIssue
+from ..host.hostfs import HostFS, ProcessTable, ReadIssue
 from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
 
 M = t.TypeVar("M")

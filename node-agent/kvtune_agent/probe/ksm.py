@@ -10,7 +10,7 @@ import typing as t
 
 from kvtune_api.v1alpha1.host import KsmReport, Problem
 
-from ..hostfs import HostFS, ProcessTable
+from ..host.hostfs import HostFS, ProcessTable
 from . import daemon
 
 KSM = "/sys/kernel/mm/ksm"

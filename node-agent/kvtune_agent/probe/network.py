@@ -32,7 +32,7 @@ from kvtune_api.v1alpha1.host import (
 )
 
 from .. import launchers
-from ..hostfs import HostFS, ProcessTable
+from ..host.hostfs import HostFS, ProcessTable
 
 NET = "/sys/class/net"
 #: Open vSwitch's kernel datapath: the master of every port of every OVS bridge.

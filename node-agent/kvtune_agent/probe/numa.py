@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, NumaNode, NumaReport, Problem, Severity
 
-from ..hostfs import HostFS
-from . import cpulist
+from ..host import cpulist
+from ..host.hostfs import HostFS
 from .memory import NODES, node_ids, parse_meminfo
 
 CPUS = "/sys/devices/system/cpu"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvtune_api.v1alpha1.host import DaemonReport, Problem
 
-from ..hostfs import HostFS, ProcessTable
+from ..host.hostfs import HostFS, ProcessTable
 from . import daemon
 
 

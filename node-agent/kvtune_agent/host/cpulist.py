@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from ..hostfs import HostFS
+from .hostfs import HostFS
 
 #: One more than the largest CPU id a kernel can have (NR_CPUS, 8192 at most); NUMA node ids
 #: (MAX_NUMNODES, 1024 at most) fall below it too.
