@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from hosttree import HostTree
-from kvtune_agent import boot
-from kvtune_agent.apply import apply
+from kvtune_agent.engine.apply import apply
+from kvtune_agent.engine.journal import Journal
 from kvtune_agent.features.base import Plan, Step
-from kvtune_agent.journal import Journal
+from kvtune_agent.features.memory import boot
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 
 COMMAND_LOG = "/var/log/fake-boot-commands.log"

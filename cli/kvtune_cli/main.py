@@ -37,8 +37,8 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
+    from kvtune_agent.engine.probe import probe_host
     from kvtune_agent.host.hostfs import HostFS
-    from kvtune_agent.probe import probe_host
 
     fs = HostFS(args.root)
     processes = fs.processes()  # read once, for the probe and the VM audit

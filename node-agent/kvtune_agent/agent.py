@@ -23,7 +23,7 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNod
 
 from . import metrics, nfd
 from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
-from .cycle import revert_orphaned, run_cycle
+from .engine.cycle import revert_orphaned, run_cycle
 from .features.base import NodeMeta
 from .host.hostfs import HostFS
 from .host.systemd import HOST_SYSTEMCTL, Systemd

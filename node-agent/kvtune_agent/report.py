@@ -20,9 +20,13 @@ from kvtune_api.v1alpha1.host import (
     Problem,
 )
 
+from .features.cpu import probe as cpu
+from .features.ksm import probe as ksm
+from .features.kubelet import probe as kubelet_probe
+from .features.memory import probe as memory
+from .features.numa import probe as numa
 from .features.page import GUTTER, LABEL_WIDTH, RANK, WIDTH, Page, human, mib, or_dash
-from .probe import cpu, ksm, memory, numa, sriov
-from .probe import kubelet as kubelet_probe
+from .features.sriov import probe as sriov
 
 
 def _problems(page: Page, problems: list[Problem]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from kvtune_agent.backoff import hold, track
+from kvtune_agent.engine.retry import hold, track
 from kvtune_agent.features.base import Plan, Step
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, StepResult

@@ -25,10 +25,13 @@ from boottree import (
     osrelease,
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent import boot, change
-from kvtune_agent.apply import REBOOT_REQUIRED
-from kvtune_agent.cycle import run_cycle
+from kvtune_agent.engine import change
+from kvtune_agent.engine.apply import REBOOT_REQUIRED
+from kvtune_agent.engine.cycle import run_cycle
+from kvtune_agent.engine.journal import Journal
+from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.base import NodeMeta, Plan
+from kvtune_agent.features.memory import boot
 from kvtune_agent.host import bootloader
 from kvtune_agent.host.bootloader import (
     GRUB_DROPIN,
@@ -41,8 +44,6 @@ from kvtune_agent.host.bootloader import (
     write_args,
 )
 from kvtune_agent.host.hostfs import HostCommandError
-from kvtune_agent.journal import Journal
-from kvtune_agent.probe import probe_host
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
     HugepageRetry,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
+from kvtune_agent.engine.journal import JOURNAL_PATH, Entry, Journal, JournalError
 from kvtune_agent.host.systemd import UnitState
-from kvtune_agent.journal import JOURNAL_PATH, Entry, Journal, JournalError
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree
 from kvtune_agent import nfd
+from kvtune_agent.engine.plan import plan
+from kvtune_agent.engine.probe import probe_host
+from kvtune_agent.engine.status import node_status
 from kvtune_agent.features.base import Finding, Plan
-from kvtune_agent.plan import plan
-from kvtune_agent.probe import probe_host
-from kvtune_agent.status import node_status
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import MacvtapResource

@@ -19,9 +19,9 @@ from hosttree import (
     riscv64_host,
     s390_lpar,
 )
+from kvtune_agent.engine.plan import PLE_CONF, HostFiles, Scheduler, matching_luns, plan
+from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.base import Finding, NodeMeta, Plan
-from kvtune_agent.plan import PLE_CONF, HostFiles, Scheduler, matching_luns, plan
-from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import BlockLunSettings
 
@@ -872,7 +872,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
 
 
 def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: Path) -> None:
-    from kvtune_agent.plan import exposed_lun
+    from kvtune_agent.engine.plan import exposed_lun
 
     # mpatha comes from multipath's bindings file, and can name another LUN on another day.
     tree = HostTree(tmp_path).disk("dm-2", dm=("mpatha", "mpath-3600a0980383030534"))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
+from kvtune_agent.features.ksm import probe as ksm
+from kvtune_agent.features.numad import probe as numad
+from kvtune_agent.host import daemon
 from kvtune_agent.host.hostfs import ProcessTable
-from kvtune_agent.probe import daemon, ksm, numad
 
 
 def test_running_ksm_and_ksmtuned_are_both_warned_about(tmp_path: Path) -> None:

@@ -27,10 +27,11 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent import probe
+from kvtune_agent.engine import probe
+from kvtune_agent.engine.probe import Feature, probe_host
+from kvtune_agent.features.cpu import probe as cpu
 from kvtune_agent.host import cpulist
 from kvtune_agent.host.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import Feature, cpu, probe_host
 from kvtune_agent.report import format_report
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 

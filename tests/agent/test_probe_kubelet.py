@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.probe import kubelet
+from kvtune_agent.features.kubelet import probe as kubelet
 from kvtune_api.v1alpha1.host import KubeletReport
 
 TUNED = """\

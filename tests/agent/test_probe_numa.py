@@ -25,8 +25,8 @@ from hosttree import (
     s390_books,
     without_numa,
 )
+from kvtune_agent.features.numa import probe as numa
 from kvtune_agent.host import cpulist
-from kvtune_agent.probe import numa
 
 CPUS = "/sys/devices/system/cpu"
 NODES = "/sys/devices/system/node"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hosttree import HostTree
-from kvtune_agent.probe import sriov
+from kvtune_agent.features.sriov import probe as sriov
 
 
 def test_a_pf_lists_its_vfs_and_which_one_a_vm_holds(tmp_path: Path) -> None:

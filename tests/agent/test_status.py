@@ -6,8 +6,8 @@ import datetime
 import typing as t
 
 import pytest
+from kvtune_agent.engine.status import REVERTED, node_status
 from kvtune_agent.features.base import Finding, Plan, Step
-from kvtune_agent.status import REVERTED, node_status
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.host import HostReport, NumaNode, NumaReport
 from kvtune_api.v1alpha1.nodestate import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
+from kvtune_agent.host import daemon
 from kvtune_agent.host.systemd import HOST_SYSTEMCTL, Systemd, SystemdError, UnitState
-from kvtune_agent.probe import daemon
 
 OFF = UnitState(enabled=False, active=False)
 ON = UnitState(enabled=True, active=True)

@@ -8,8 +8,8 @@ import json
 import subprocess
 import typing as t
 
+from kvtune_agent.features.network import probe as network
 from kvtune_agent.host.hostfs import HostFS
-from kvtune_agent.probe import network
 from kvtune_api.v1alpha1.host import HostRouting
 
 from .support import REALHOST

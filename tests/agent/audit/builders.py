@@ -15,7 +15,7 @@ from typing import Any
 
 import libvirt
 from hosttree import HostTree
-from kvtune_agent.probe.memory import size_name
+from kvtune_agent.features.memory.probe import size_name
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport, NumaNode, NumaReport
 
 GiB_KIB = 1 << 20

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent import launchers
+from kvtune_agent.host import launchers
 
 from .builders import launcher
 

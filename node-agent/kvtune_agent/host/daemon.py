@@ -12,7 +12,7 @@ import os
 
 from kvtune_api.v1alpha1.host import DaemonReport, UnitState
 
-from ..host.hostfs import HostFS, ProcessTable
+from .hostfs import HostFS, ProcessTable
 
 #: Admin and runtime directories first: a unit there overrides (or masks) the packaged one.
 UNIT_DIRS = (

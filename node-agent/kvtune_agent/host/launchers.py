@@ -23,9 +23,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .host import cpulist
-from .host.hostfs import HostFS, Process, ProcessTable
-from .probe.daemon import COMM_LEN, INTERPRETERS
+from . import cpulist
+from .daemon import COMM_LEN, INTERPRETERS
+from .hostfs import HostFS, Process, ProcessTable
 
 #: Launcher executables (the monitor's comm is cut to 15 characters by the kernel).
 LAUNCHERS = frozenset({"virt-launcher-monitor", "virt-launcher"})

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from kvtune_api.v1alpha1.host import DaemonReport, Problem
 
-from ..host.hostfs import HostFS, ProcessTable
-from . import daemon
+from ...host import daemon
+from ...host.hostfs import HostFS, ProcessTable
 
 
 def probe(fs: HostFS, processes: ProcessTable) -> DaemonReport:

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
+from ..features.block import probe as block
+from ..features.cpu import probe as cpu
+from ..features.ksm import probe as ksm
+from ..features.kubelet import probe as kubelet
+from ..features.memory import probe as memory
+from ..features.network import probe as network
+from ..features.numa import probe as numa
+from ..features.numad import probe as numad
+from ..features.sriov import probe as sriov
 from ..host.hostfs import HostFS, ProcessTable, ReadIssue
-from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
 
 M = t.TypeVar("M")
 SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}

@@ -31,8 +31,8 @@ from kvtune_api.v1alpha1.host import (
     SoftwareSwitch,
 )
 
-from .. import launchers
-from ..host.hostfs import HostFS, ProcessTable
+from ...host import launchers
+from ...host.hostfs import HostFS, ProcessTable
 
 NET = "/sys/class/net"
 #: Open vSwitch's kernel datapath: the master of every port of every OVS bridge.

@@ -12,12 +12,12 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from .features.base import Kind
-from .host import bootloader
-from .host.hostfs import MAX_CONFIG, HostFS, HostWriteError
-from .host.systemd import Systemd, SystemdError, UnitState
-from .probe.block import sysfs_path
-from .probe.ksm import KSM_RUN
+from ..features.base import Kind
+from ..features.block.probe import sysfs_path
+from ..features.ksm.probe import KSM_RUN
+from ..host import bootloader
+from ..host.hostfs import MAX_CONFIG, HostFS, HostWriteError
+from ..host.systemd import Systemd, SystemdError, UnitState
 
 #: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch, and the
 #: list of packages that asked for the reboot beside it. Both are journaled like any change

@@ -34,11 +34,12 @@ from dataclasses import asdict, dataclass
 import pydantic
 from kvtune_api.v1alpha1.nodestate import StepResult
 
+from ..features.base import Kind
+from ..features.block import probe as block
+from ..features.sriov import probe as sriov
+from ..host.hostfs import HostFS, HostWriteError
+from ..host.systemd import Systemd
 from . import change
-from .features.base import Kind
-from .host.hostfs import HostFS, HostWriteError
-from .host.systemd import Systemd
-from .probe import block, sriov
 
 JOURNAL_PATH = "/var/lib/kvtune/journal.json"
 VERSION = 1

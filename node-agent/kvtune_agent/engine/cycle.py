@@ -35,15 +35,19 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from . import backoff, boot, change, metrics, nfd
+from .. import metrics, nfd
+from ..features.base import NodeMeta, Plan
+from ..features.memory import boot
+from ..features.sriov import probe as sriov
+from ..host import bootloader
+from ..host.hostfs import HostFS, HostWriteError, ProcessTable, setting
+from ..host.systemd import Systemd
+from . import change
+from . import retry as backoff
 from .apply import apply
-from .features.base import NodeMeta, Plan
-from .host import bootloader
-from .host.hostfs import HostFS, HostWriteError, ProcessTable, setting
-from .host.systemd import Systemd
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
 from .plan import PLE_CONF, HostFiles, Scheduler, plan, scheduler_path
-from .probe import probe_host, sriov
+from .probe import probe_host
 from .status import node_status, probe_hung_status
 
 

@@ -11,7 +11,7 @@ import re
 from kvtune_api.v1alpha1.common import HugepageSize
 from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, HugepagePool, MemoryReport, Problem
 
-from ..host.hostfs import HostFS, selected
+from ...host.hostfs import HostFS, selected
 
 MEMINFO = "/proc/meminfo"
 THP = "/sys/kernel/mm/transparent_hugepage"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Problem
 from kvtune_api.wwid import canonical_wwid
 
-from ..host.hostfs import HostFS, HungRead, Region
+from ...host.hostfs import HostFS, HungRead, Region
 
 SYS_BLOCK = "/sys/block"
 BY_ID = "/dev/disk/by-id"

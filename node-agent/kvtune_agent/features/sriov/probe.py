@@ -10,7 +10,7 @@ import re
 
 from kvtune_api.v1alpha1.host import Nic, Problem, SriovReport, VirtualFunction
 
-from ..host.hostfs import HostFS
+from ...host.hostfs import HostFS
 
 NET = "/sys/class/net"
 PCI_DEVICES = "/sys/bus/pci/devices"

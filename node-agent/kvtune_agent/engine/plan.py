@@ -46,17 +46,17 @@ from kvtune_api.v1alpha1.profile import (
 )
 from kvtune_api.wwid import canonical_wwid
 
-from . import memory_budget
-from .features.base import ConditionFeature, Draft, Finding, NodeMeta, Plan
-from .host import cpulist
-from .host.systemd import UnitState
-from .memory_budget import gib
-from .probe import kubelet as kubelet_probe
-from .probe.block import BY_ID, SYS_BLOCK, attribute_path, stable_id
-from .probe.ksm import KSM, KSM_RUN
-from .probe.memory import HUGEPAGES, MEMINFO, NODES, SIZE_KIB, THP
-from .probe.network import IPV6_ADDRESSES, ROUTES
-from .probe.sriov import held, numvfs_path
+from ..features import memory_budget
+from ..features.base import ConditionFeature, Draft, Finding, NodeMeta, Plan
+from ..features.block.probe import BY_ID, SYS_BLOCK, attribute_path, stable_id
+from ..features.ksm.probe import KSM, KSM_RUN
+from ..features.kubelet import probe as kubelet_probe
+from ..features.memory.probe import HUGEPAGES, MEMINFO, NODES, SIZE_KIB, THP
+from ..features.memory_budget import gib
+from ..features.network.probe import IPV6_ADDRESSES, ROUTES
+from ..features.sriov.probe import held, numvfs_path
+from ..host import cpulist
+from ..host.systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"
 #: Where a PLE fix is staged for the next boot (modprobe reads /etc/modprobe.d when it loads

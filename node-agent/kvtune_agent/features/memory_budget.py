@@ -20,8 +20,8 @@ from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import HostReport, KubeletReport
 from kvtune_api.v1alpha1.profile import HostHeadroom
 
-from .probe.kubelet import CONFIG_PATHS
-from .probe.memory import MEMINFO
+from .kubelet.probe import CONFIG_PATHS
+from .memory.probe import MEMINFO
 
 HEADROOM_FIELD = "spec.host.memory.hugepages.hostHeadroom"
 #: The kubelet's hard eviction threshold for memory.available when its config sets none. Older

@@ -40,8 +40,8 @@ from kvtune_api.v1alpha1.nodestate import (
     StepResult,
 )
 
-from .boot import STEP_ID as BOOT_STEP_ID
-from .features.base import Finding, Plan
+from ..features.base import Finding, Plan
+from ..features.memory.boot import STEP_ID as BOOT_STEP_ID
 from .plan import hugepage_step_id
 
 FIRST_WAIT = datetime.timedelta(minutes=10)

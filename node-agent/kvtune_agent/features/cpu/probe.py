@@ -28,7 +28,7 @@ from kvtune_api.v1alpha1.host import (
     Virtualization,
 )
 
-from ..host.hostfs import HostFS
+from ...host.hostfs import HostFS
 
 CPUINFO = "/proc/cpuinfo"
 #: vmxcap reads the same: IA32_VMX_PROCBASED_CTLS2 through the msr driver.

@@ -42,7 +42,7 @@ import typing as t
 import pydantic
 from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
-from ..host.hostfs import HostFS, Process, ProcessTable, UnusableFile
+from ...host.hostfs import HostFS, Process, ProcessTable, UnusableFile
 
 #: Config files where kubeadm and distributions put them, read when no kubelet process runs.
 CONFIG_PATHS = (

@@ -37,8 +37,8 @@ from kvtune_api.v1alpha1.nodestate import (
 )
 from kvtune_api.v1alpha1.profile import HostSettings
 
-from .features.base import Finding, Plan
-from .probe.memory import NODES
+from ..features.base import Finding, Plan
+from ..features.memory.probe import NODES
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
 REVERTED = "Reverted"

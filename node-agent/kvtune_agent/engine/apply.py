@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
 
-from . import change, metrics
+from .. import metrics
+from ..features.base import Plan, Step
+from ..features.sriov import probe as sriov
+from ..host.hostfs import HostFS, HostWriteError
+from ..host.systemd import Systemd
+from . import change
 from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
-from .features.base import Plan, Step
-from .host.hostfs import HostFS, HostWriteError
-from .host.systemd import Systemd
 from .journal import Journal, JournalError
-from .probe import sriov
 
 
 def apply(

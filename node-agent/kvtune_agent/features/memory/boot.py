@@ -25,13 +25,13 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
-from . import memory_budget
-from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
-from .features.base import Finding, Plan, Step
-from .host import bootloader
-from .host.bootloader import BootFacts
-from .plan import hugepage_counts, stages_boot
-from .probe.memory import SIZE_KIB
+from ...engine.change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
+from ...engine.plan import hugepage_counts, stages_boot
+from ...host import bootloader
+from ...host.bootloader import BootFacts
+from .. import memory_budget
+from ..base import Finding, Plan, Step
+from .probe import SIZE_KIB
 
 STEP_ID = "boot/kernel-args"
 #: The step that asks for the reboot again where a staged line lost its request: journaled

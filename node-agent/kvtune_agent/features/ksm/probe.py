@@ -10,8 +10,8 @@ import typing as t
 
 from kvtune_api.v1alpha1.host import KsmReport, Problem
 
-from ..host.hostfs import HostFS, ProcessTable
-from . import daemon
+from ...host import daemon
+from ...host.hostfs import HostFS, ProcessTable
 
 KSM = "/sys/kernel/mm/ksm"
 #: 0 stops ksmd, 1 runs it, 2 stops it and unmerges every merged page.
