@@ -26,7 +26,7 @@ from .features.kubelet import probe as kubelet_probe
 from .features.memory import probe as memory
 from .features.numa import probe as numa
 from .features.page import GUTTER, LABEL_WIDTH, RANK, WIDTH, Page, human, mib, or_dash
-from .features.sriov import probe as sriov
+from .host import names
 
 
 def _problems(page: Page, problems: list[Problem]) -> None:
@@ -153,7 +153,7 @@ def _nic(page: Page, nic: Nic) -> None:
     page.line(f"  {nic.name}: state {or_dash(nic.operstate)} mtu {or_dash(nic.mtu)} "
               f"{or_dash(nic.mac)}  {or_dash(nic.driver)} {or_dash(nic.pci_address)}{ids} "
               f"numa {or_dash(nic.numa_node)}" + (f"  in {nic.master}" if nic.master else ""),
-              sriov.numvfs_path(nic.pci_address or nic.name))
+              names.numvfs_path(nic.pci_address or nic.name))
     if nic.sriov_total_vfs is not None:
         page.line(f"      SR-IOV: {or_dash(nic.sriov_num_vfs)} of {nic.sriov_total_vfs} VFs")
     for vf in nic.vfs:

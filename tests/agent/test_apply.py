@@ -8,11 +8,12 @@ import threading
 from pathlib import Path
 
 from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent.engine.apply import REBOOT_REQUIRED, apply
+from kvtune_agent.engine.apply import apply
 from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
 from kvtune_agent.engine.plan import PLE_CONF, plan
 from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.host.reboot import REBOOT_REQUIRED
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, HypervisorNodeStateSpec, StepResult
 
 from .specs import busy_host, busy_spec, node_spec

@@ -26,7 +26,6 @@ from boottree import (
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent.engine import change
-from kvtune_agent.engine.apply import REBOOT_REQUIRED
 from kvtune_agent.engine.cycle import run_cycle
 from kvtune_agent.engine.journal import Journal
 from kvtune_agent.engine.probe import probe_host
@@ -44,6 +43,7 @@ from kvtune_agent.host.bootloader import (
     write_args,
 )
 from kvtune_agent.host.hostfs import HostCommandError
+from kvtune_agent.host.reboot import REBOOT_REQUIRED
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
     HugepageRetry,

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.engine.change import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, set_value
+from kvtune_agent.engine.change import set_value
 from kvtune_agent.engine.journal import Journal, JournalError
 from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.kubelet import probe as kubelet
 from kvtune_agent.host import launchers
 from kvtune_agent.host.hostfs import MAX_CONFIG, HostFS
+from kvtune_agent.host.reboot import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
 
 CONFIG = "/var/lib/kubelet/config.yaml"
 JOURNAL = "/var/lib/kvtune/journal.json"

@@ -21,9 +21,9 @@ from .. import metrics
 from ..features.base import Plan, Step
 from ..features.sriov import probe as sriov
 from ..host.hostfs import HostFS, HostWriteError
+from ..host.reboot import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from ..host.systemd import Systemd
 from . import change
-from .change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
 from .journal import Journal, JournalError
 
 
@@ -103,7 +103,7 @@ def _request_reboot(fs: HostFS, systemd: Systemd, journal: Journal, timeout: flo
     asked, else why not."""
     try:
         original = change.current(fs, systemd, "reboot", REBOOT_REQUIRED, timeout=timeout)
-        journal.record("reboot", REBOOT_REQUIRED, original, change.REBOOT_STEP)
+        journal.record("reboot", REBOOT_REQUIRED, original, REBOOT_STEP)
     except (change.ChangeError, JournalError, HostWriteError) as err:
         return f"it could not be recorded in the journal: {err}"
     return change.set_value(fs, systemd, "reboot", REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT,

@@ -13,23 +13,12 @@ import typing as t
 from dataclasses import dataclass
 
 from ..features.base import Kind
-from ..features.block.probe import sysfs_path
 from ..features.ksm.probe import KSM_RUN
-from ..host import bootloader
+from ..host import bootloader, reboot
 from ..host.hostfs import MAX_CONFIG, HostFS, HostWriteError
+from ..host.names import sysfs_path
 from ..host.systemd import Systemd, SystemdError, UnitState
 
-#: The conventional flag file that reboot daemons (kured, unattended-upgrades) watch, and the
-#: list of packages that asked for the reboot beside it. Both are journaled like any change
-#: (kind "reboot"), so that a revert withdraws the request and no daemon reboots a node for a
-#: change already undone; /var/run is a tmpfs, so a reboot clears them anyway.
-REBOOT_REQUIRED = "/var/run/reboot-required"
-REBOOT_PKGS = f"{REBOOT_REQUIRED}.pkgs"
-REBOOT_REQUIRED_TEXT = "*** System restart required (kvtune) ***\n"
-#: The journal's step of the reboot request, however it was asked for.
-REBOOT_STEP = "reboot-required"
-#: kvtune's line in REBOOT_PKGS: withdrawing removes this line only.
-REBOOT_PKG = "kvtune"
 #: KSM's run value that stops ksmd and unmerges every merged page.
 KSM_UNMERGE = "2"
 
@@ -106,7 +95,7 @@ def set_value(
         return Outcome("Applied")
     if kind == "reboot":
         try:
-            _reboot(fs, value)
+            reboot.request(fs, value)
         except HostWriteError as err:
             return Outcome("Failed", str(err))
         return Outcome("Applied")
@@ -127,52 +116,6 @@ def set_value(
             f"no disk {path.rsplit('/', 2)[0]} exists now, so {path} cannot be set; if the disk "
             "was replaced, the new one has its default and nothing is left to restore"))
     return _write_sequence(fs, real, value, timeout)
-
-
-def _reboot(fs: HostFS, value: str | None) -> None:
-    """Request a reboot (`value` REBOOT_REQUIRED_TEXT), or withdraw kvtune's request, leaving
-    the flag as `value` was before kvtune asked (None: absent). Raises HostWriteError.
-
-    Only what kvtune added goes: other packages' lines in REBOOT_PKGS stay, and so does the
-    flag while they are there (they still want the reboot) or when someone else had set it.
-
-    kvtune's line in REBOOT_PKGS is what marks the request as kvtune's, so it is written before
-    the flag and removed after it: a crash in between leaves the line without the flag (the next
-    revert withdraws it) or the flag with the line, never a flag a revert would take for
-    someone else's.
-    """
-    listed = fs.read_file(REBOOT_PKGS)
-    others = [line for line in (listed or "").splitlines() if line and line != REBOOT_PKG]
-    if value != REBOOT_REQUIRED_TEXT and REBOOT_PKG not in (listed or "").splitlines():
-        # kvtune's request is gone already: /var/run is a tmpfs, so a reboot cleared it, and a
-        # flag there now was set by someone else after it, who still wants the reboot. Or it
-        # was never made: a crash came first, and may have left a temporary file.
-        fs.remove_temporary(REBOOT_PKGS)
-        fs.remove_temporary(REBOOT_REQUIRED)
-        return
-    if value == REBOOT_REQUIRED_TEXT:
-        if REBOOT_PKG not in (listed or "").splitlines():
-            fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in [*others, REBOOT_PKG]))
-        if not fs.has_file(REBOOT_REQUIRED):
-            fs.write_file(REBOOT_REQUIRED, value)
-        return
-    if value is not None:
-        fs.write_file(REBOOT_REQUIRED, value)
-    elif not others:
-        fs.remove(REBOOT_REQUIRED)
-    else:
-        fs.remove_temporary(REBOOT_REQUIRED)  # the flag stays theirs; a crash's leftover goes
-    if others:
-        fs.write_file(REBOOT_PKGS, "".join(f"{line}\n" for line in others))
-    else:
-        fs.remove(REBOOT_PKGS)
-
-
-def reboot_requested(fs: HostFS) -> bool:
-    """kvtune's reboot request is in place: its line in REBOOT_PKGS (the flag alone may be
-    another package's) and the flag (the line alone, a crash between the two)."""
-    return (REBOOT_PKG in (fs.read_file(REBOOT_PKGS) or "").splitlines()
-            and fs.has_file(REBOOT_REQUIRED))
 
 
 def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:

@@ -39,10 +39,9 @@ from .. import metrics, nfd
 from ..features.base import NodeMeta, Plan
 from ..features.memory import boot
 from ..features.sriov import probe as sriov
-from ..host import bootloader
+from ..host import bootloader, reboot
 from ..host.hostfs import HostFS, HostWriteError, ProcessTable, setting
 from ..host.systemd import Systemd
-from . import change
 from . import retry as backoff
 from .apply import apply
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
@@ -213,7 +212,7 @@ def _boot(
     if not spec.host.memory.hugepages.pages and not journaled:
         return work
     facts = dataclasses.replace(bootloader.read_facts(fs, timeout=timeout),
-                                reboot_requested=change.reboot_requested(fs))
+                                reboot_requested=reboot.requested(fs))
     return boot.stage(work, spec, host, retries, facts, journaled)
 
 

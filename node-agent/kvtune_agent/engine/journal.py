@@ -35,8 +35,7 @@ import pydantic
 from kvtune_api.v1alpha1.nodestate import StepResult
 
 from ..features.base import Kind
-from ..features.block import probe as block
-from ..features.sriov import probe as sriov
+from ..host import names
 from ..host.hostfs import HostFS, HostWriteError
 from ..host.systemd import Systemd
 from . import change
@@ -103,7 +102,7 @@ def _parse(raw: t.Any, index: int) -> Entry | _Unreadable:
 def _renamed(fs: HostFS, path: str) -> tuple[str, str] | None:
     """For a path naming a device by kernel name: the name and the stable path ("" when no
     such device exists now); None for a path that needs no renaming."""
-    return sriov.renamed_numvfs(fs, path) or block.renamed_attribute(fs, path)
+    return names.renamed_numvfs(fs, path) or names.renamed_attribute(fs, path)
 
 
 def _stable(fs: HostFS, entry: Entry, provable: bool) -> Entry:
@@ -249,7 +248,7 @@ class Journal:
                 results.append(StepResult(id=result_id, result="Failed", message=_unproven(
                     entry, name, self._provable(), exists)))
                 continue
-            gone = entry.kind == "sysfs" and block.sysfs_path(self.fs, entry.path) is None
+            gone = entry.kind == "sysfs" and names.sysfs_path(self.fs, entry.path) is None
             waiting = None if gone else hold(entry)
             if waiting:
                 results.append(StepResult(id=result_id, result="Waiting", message=waiting))

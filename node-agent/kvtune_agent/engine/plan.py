@@ -48,14 +48,15 @@ from kvtune_api.wwid import canonical_wwid
 
 from ..features import memory_budget
 from ..features.base import ConditionFeature, Draft, Finding, NodeMeta, Plan
-from ..features.block.probe import BY_ID, SYS_BLOCK, attribute_path, stable_id
+from ..features.block.probe import stable_id
 from ..features.ksm.probe import KSM, KSM_RUN
 from ..features.kubelet import probe as kubelet_probe
 from ..features.memory.probe import HUGEPAGES, MEMINFO, NODES, SIZE_KIB, THP
 from ..features.memory_budget import gib
 from ..features.network.probe import IPV6_ADDRESSES, ROUTES
-from ..features.sriov.probe import held, numvfs_path
+from ..features.sriov.probe import held
 from ..host import cpulist
+from ..host.names import BY_ID, SYS_BLOCK, attribute_path, numvfs_path
 from ..host.systemd import UnitState
 
 THP_ENABLED = f"{THP}/enabled"

@@ -28,9 +28,12 @@ from kvtune_api.v1alpha1.host import BlockClass, BlockDevice, BlockReport, Probl
 from kvtune_api.wwid import canonical_wwid
 
 from ...host.hostfs import HostFS, HungRead, Region
+from ...host.names import (
+    SYS_BLOCK,
+    best_id,
+    by_id_names,
+)
 
-SYS_BLOCK = "/sys/block"
-BY_ID = "/dev/disk/by-id"
 #: Devices that are never VM LUNs (loop, ramdisk, zram, optical); counted, not listed.
 _SKIPPED = re.compile(r"^(loop|ram|zram|sr)[0-9]+$")
 #: Mountpoints that make a device part of the OS (plus swap).
@@ -119,56 +122,11 @@ def _mounts(fs: HostFS, dm_names: dict[str, str], known: set[str]) -> dict[str, 
     return found
 
 
-#: How kvtune before 0.2 named a disk's sysfs file in its journal: by kernel name.
-_NAMED_ATTRIBUTE = re.compile(rf"^{SYS_BLOCK}/([^/]+)/(.+)$")
-
-
-def _best_id(ids: list[str]) -> str | None:
-    return min(ids, key=lambda i: (not i.startswith("wwn-"), i.startswith("dm-name-"), i),
-               default=None)
-
-
 def stable_id(device: BlockDevice) -> str | None:
     """The by-id name that names the device for good: a wwn- name first; a dm-name- name last:
     multipath's user_friendly_names (mpatha) come from a bindings file, not from the LUN, and
     name another LUN once that file differs."""
-    return _best_id(device.by_id)
-
-
-def attribute_path(by_id: str, attribute: str) -> str:
-    """A sysfs attribute of a disk (e.g. queue/scheduler) named by its by-id name, not by its
-    kernel name (sdb today may be another disk after a reboot); `sysfs_path` finds the file."""
-    return f"{BY_ID}/{by_id}/{attribute}"
-
-
-def sysfs_path(fs: HostFS, path: str) -> str | None:
-    """The sysfs file an `attribute_path` means today (None: no such disk now); other paths
-    are returned as they are."""
-    if not path.startswith(f"{BY_ID}/"):
-        return path
-    name, _, attribute = path.removeprefix(f"{BY_ID}/").partition("/")
-    device = fs.link_name(f"{BY_ID}/{name}")
-    return f"{SYS_BLOCK}/{device}/{attribute}" if device else None
-
-
-def renamed_attribute(fs: HostFS, path: str) -> tuple[str, str] | None:
-    """For a path naming a disk by kernel name (`_NAMED_ATTRIBUTE`), the disk and the same file
-    as an `attribute_path` ("" when the disk has no by-id name now); None for other paths."""
-    match = _NAMED_ATTRIBUTE.match(path)
-    if match is None:
-        return None
-    name, attribute = match.groups()
-    best = _best_id(_by_id(fs).get(name, []))
-    return name, attribute_path(best, attribute) if best else ""
-
-
-def _by_id(fs: HostFS) -> dict[str, list[str]]:
-    names: dict[str, list[str]] = {}
-    for link in fs.list_dir(BY_ID):
-        target = fs.link_name(f"{BY_ID}/{link}")
-        if target is not None:
-            names.setdefault(target, []).append(link)
-    return names
+    return best_id(device.by_id)
 
 
 def _match(data: bytes, magics: t.Iterable[tuple[str, int, bytes]]) -> str:
@@ -419,7 +377,7 @@ def probe(fs: HostFS) -> BlockReport:
         else:
             kept.append(name)
     tree = _Tree(fs, kept)
-    by_id = _by_id(fs)
+    by_id = by_id_names(fs)
     examined = [_device(fs, tree, name, by_id) for name in kept]
     same_lun = _one_device_per_lun([d for d, _ in examined if d.name not in tree.hidden])
     examined = [(device, known or same_lun.get(device.name)) for device, known in examined]

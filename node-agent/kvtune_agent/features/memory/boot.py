@@ -25,10 +25,10 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
-from ...engine.change import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from ...engine.plan import hugepage_counts, stages_boot
 from ...host import bootloader
 from ...host.bootloader import BootFacts
+from ...host.reboot import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from .. import memory_budget
 from ..base import Finding, Plan, Step
 from .probe import SIZE_KIB

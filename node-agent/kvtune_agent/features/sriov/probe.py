@@ -6,14 +6,11 @@ planner needs each NIC's VF capacity, NUMA locality, and which VFs are already p
 
 from __future__ import annotations
 
-import re
-
 from kvtune_api.v1alpha1.host import Nic, Problem, SriovReport, VirtualFunction
 
 from ...host.hostfs import HostFS
+from ...host.names import NET, numvfs_path, pci_dir
 
-NET = "/sys/class/net"
-PCI_DEVICES = "/sys/bus/pci/devices"
 #: The driver a VF is bound to when it is passed through to a VM.
 VFIO_DRIVER = "vfio-pci"
 #: The host network driver of each PF driver's VFs. A VF bound to it is a host interface nobody
@@ -25,48 +22,6 @@ VF_NETDEV_DRIVERS = {
     "sfc": "sfc", "nfp": "nfp", "ionic": "ionic", "cxgb4": "cxgb4vf", "enic": "enic",
     "hinic": "hinic", "octeontx2-nicpf": "octeontx2-nicvf", "liquidio": "liquidio_vf",
 }
-_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-
-
-#: How kvtune before 0.2 named a PF's sriov_numvfs in its journal: by interface name.
-_NAMED_NUMVFS = re.compile(rf"^{NET}/([^/]+)/device/sriov_numvfs$")
-
-
-def numvfs_path(pci_address: str) -> str:
-    """The sriov_numvfs file of a physical function, by its PCI address.
-
-    Not by interface name: names change across reboots and driver reloads (eth3 today may be
-    another NIC tomorrow), and a journal must restore the NIC it changed, not one renamed to it.
-    """
-    return f"{PCI_DEVICES}/{pci_address}/sriov_numvfs"
-
-
-def renamed_numvfs(fs: HostFS, path: str) -> tuple[str, str] | None:
-    """For a path naming a PF by interface name (`_NAMED_NUMVFS`), the interface and the same
-    file by PCI address ("" when no such interface exists now); None for any other path."""
-    match = _NAMED_NUMVFS.match(path)
-    if match is None:
-        return None
-    pci = _pci_dir(fs, f"{NET}/{match.group(1)}/device")
-    return match.group(1), numvfs_path(pci.rsplit("/", 1)[1]) if pci else ""
-
-
-def _pci_dir(fs: HostFS, device: str) -> str | None:
-    """The PCI device directory behind a netdev's `device` link.
-
-    virtio and other bus drivers put their own device between the NIC and its PCI function,
-    so the nearest path component shaped like a PCI address is the one that has sriov_* files.
-    """
-    resolved = fs.resolve(device)
-    if resolved is None:
-        return None
-    parts = resolved.split("/")
-    for end in range(len(parts), 0, -1):
-        if _PCI_ADDRESS.match(parts[end - 1]):
-            return "/".join(parts[:end])
-    return None
-
-
 def _hex_id(fs: HostFS, path: str) -> str | None:
     value = fs.read_value(path)
     return None if value is None else value.removeprefix("0x")
@@ -130,7 +85,7 @@ def _pci_fields(fs: HostFS, pci: str) -> dict[str, object]:
 
 def _nic(fs: HostFS, name: str) -> Nic:
     base = f"{NET}/{name}"
-    pci = _pci_dir(fs, f"{base}/device")
+    pci = pci_dir(fs, f"{base}/device")
     return Nic.model_validate({
         "name": name,
         "driver": fs.link_name(f"{base}/device/driver"),
