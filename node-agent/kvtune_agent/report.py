@@ -26,7 +26,7 @@ from .features.kubelet import probe as kubelet_probe
 from .features.memory import probe as memory
 from .features.numa import probe as numa
 from .features.page import GUTTER, LABEL_WIDTH, RANK, WIDTH, Page, human, mib, or_dash
-from .host import names
+from .host import names, paths
 
 
 def _problems(page: Page, problems: list[Problem]) -> None:
@@ -120,7 +120,7 @@ def _memory(page: Page, report: HostReport) -> None:
     mem = report.memory
     page.heading("MEMORY", "Memory", "Hugepages")
     page.row("MemTotal:", f"{mib(mem.total_kib)} ({mib(mem.available_kib)} available)",
-             memory.MEMINFO)
+             paths.MEMINFO)
     page.row("Swap:", "off" if mem.swap_total_kib == 0 else mib(mem.swap_total_kib),
              "/proc/swaps")
     page.row("Transparent hugepages:", f"{or_dash(mem.transparent_hugepage)} (defrag "

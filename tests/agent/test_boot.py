@@ -26,9 +26,7 @@ from boottree import (
 )
 from hosttree import HostTree, KernelFS, intel_two_socket
 from kvtune_agent.engine import change
-from kvtune_agent.engine.cycle import run_cycle
 from kvtune_agent.engine.journal import Journal
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.base import NodeMeta, Plan
 from kvtune_agent.features.memory import boot
 from kvtune_agent.host import bootloader
@@ -44,6 +42,7 @@ from kvtune_agent.host.bootloader import (
 )
 from kvtune_agent.host.hostfs import HostCommandError
 from kvtune_agent.host.reboot import REBOOT_REQUIRED
+from kvtune_agent.wiring import SEQUENCE, probe_host, run_cycle
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
     HugepageRetry,
@@ -591,7 +590,7 @@ def test_a_revert_with_grubby_gone_keeps_the_entry_and_says_so(tmp_path: Path) -
     Journal(fs).record("bootargs", GRUBBY, "", boot.STEP_ID)
     (tmp_path / GRUBBY.lstrip("/")).unlink()
 
-    [result] = Journal(fs).revert(tree.systemd(), timeout=10)
+    [result] = Journal(fs).revert(tree.systemd(), sequence=SEQUENCE, timeout=10)
 
     assert result.result == "Failed"
     assert [e.path for e in Journal(fs).entries()] == [GRUBBY]

@@ -15,11 +15,11 @@ import pytest
 from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.engine.cycle import OrphanRevert, revert_orphaned, run_cycle
 from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
 from kvtune_agent.engine.status import REVERTED
 from kvtune_agent.features.base import NodeMeta
 from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import OrphanRevert, revert_orphaned, run_cycle
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 

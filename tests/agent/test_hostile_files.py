@@ -15,11 +15,11 @@ import pytest
 from hosttree import HostTree
 from kvtune_agent.engine.change import set_value
 from kvtune_agent.engine.journal import Journal, JournalError
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.kubelet import probe as kubelet
 from kvtune_agent.host import launchers
 from kvtune_agent.host.hostfs import MAX_CONFIG, HostFS
 from kvtune_agent.host.reboot import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
+from kvtune_agent.wiring import probe_host
 
 CONFIG = "/var/lib/kubelet/config.yaml"
 JOURNAL = "/var/lib/kvtune/journal.json"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from boottree import bls, bls_options, osrelease
 from hosttree import HostTree, KernelFS
-from kvtune_agent.engine.cycle import run_cycle
 from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
 from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.wiring import run_cycle
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
 from .specs import busy_host, busy_spec

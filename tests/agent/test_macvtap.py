@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree
 from kvtune_agent import nfd
-from kvtune_agent.engine.plan import plan
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.engine.status import node_status
+from kvtune_agent.features import FEATURES
 from kvtune_agent.features.base import Finding, Plan
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import MacvtapResource
@@ -50,7 +50,8 @@ def _finding(found: Plan, reason: str) -> Finding:
 
 def _status(tree: HostTree, spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
     host = probe_host(tree.fs())
-    return node_status(spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(), NOW)
+    return node_status(FEATURES, spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(),
+                       NOW)
 
 
 def test_a_free_nic_is_offered_in_the_device_plugins_own_shape(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from hosttree import HostTree, intel_two_socket
 from kvtune_agent import nfd
-from kvtune_agent.engine.plan import plan
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.engine.status import node_status
+from kvtune_agent.features import FEATURES as REGISTRY
 from kvtune_agent.features.base import Plan
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
 from .specs import node_spec
@@ -26,7 +26,8 @@ def _spec(mode: str = "Enforce", **flags: bool) -> HypervisorNodeStateSpec:
 
 def _status(tree: HostTree, spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
     host = probe_host(tree.fs())
-    return node_status(spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(), NOW)
+    return node_status(REGISTRY, spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(),
+                       NOW)
 
 
 def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label(
@@ -45,7 +46,7 @@ def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label
 
 def test_what_the_probe_could_not_establish_is_left_out_not_guessed(tmp_path: Path) -> None:
     spec = node_spec()
-    status = node_status(spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
+    status = node_status(REGISTRY, spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
                          HypervisorNodeStateStatus(), NOW)
 
     labels = nfd.features(spec, status)

@@ -19,9 +19,11 @@ from hosttree import (
     riscv64_host,
     s390_lpar,
 )
-from kvtune_agent.engine.plan import PLE_CONF, HostFiles, Scheduler, matching_luns, plan
-from kvtune_agent.engine.probe import probe_host
+from kvtune_agent.features import block, cpu
 from kvtune_agent.features.base import Finding, NodeMeta, Plan
+from kvtune_agent.features.block import Scheduler, matching_luns
+from kvtune_agent.features.cpu import PLE_CONF, PleFacts
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 from kvtune_api.v1alpha1.profile import BlockLunSettings
 
@@ -31,9 +33,18 @@ GiB = 2**20  # KiB
 HUGE_1G = "/sys/devices/system/node/node{}/hugepages/hugepages-1048576kB/nr_hugepages"
 
 
+def _files(
+    schedulers: dict[str, Scheduler] | None = None, ple_staged: str | None = None,
+    ple_staged_before_boot: bool = False,
+) -> dict[t.Any, t.Any]:
+    """The host facts the planners read beyond the probe (each feature's `read`)."""
+    return {block.FEATURE: schedulers or {},
+            cpu.FEATURE: PleFacts(ple_staged, ple_staged_before_boot)}
+
+
 def _plan(
     tree: HostTree, spec: HypervisorNodeStateSpec, node: NodeMeta | None = None,
-    files: HostFiles | None = None,
+    files: dict[t.Any, t.Any] | None = None,
 ) -> Plan:
     return plan(spec, probe_host(tree.fs()), node, files)
 
@@ -644,7 +655,7 @@ def test_required_ple_turned_off_is_staged_for_a_reboot_when_reboots_are_allowed
 def test_a_staged_ple_fix_waits_for_the_reboot_without_a_new_step(tmp_path: Path) -> None:
     spec = node_spec(cpu={"ple": "Required"}, allow_reboot=True)
 
-    found = _plan(_intel(tmp_path, ple_gap=0), spec, files=HostFiles(ple_staged=INTEL_PLE))
+    found = _plan(_intel(tmp_path, ple_gap=0), spec, files=_files(ple_staged=INTEL_PLE))
 
     assert found.steps == ()
     assert found.reboot_pending
@@ -652,7 +663,7 @@ def test_a_staged_ple_fix_waits_for_the_reboot_without_a_new_step(tmp_path: Path
 
 
 def test_a_staged_ple_fix_that_a_reboot_did_not_apply_is_an_error(tmp_path: Path) -> None:
-    files = HostFiles(ple_staged=INTEL_PLE, ple_staged_before_boot=True)
+    files = _files(ple_staged=INTEL_PLE, ple_staged_before_boot=True)
 
     found = _plan(_intel(tmp_path, ple_gap=0), node_spec(cpu={"ple": "Required"},
                                                          allow_reboot=True), files=files)
@@ -690,7 +701,7 @@ def test_an_amd_pause_filter_turned_off_is_staged_in_the_same_modprobe_file(
 
 def test_a_staged_amd_fix_waits_for_the_reboot(tmp_path: Path) -> None:
     tree = _amd(tmp_path, pause_filter_count=3000, pause_filter_thresh=0)
-    files = HostFiles(ple_staged="options kvm_amd pause_filter_thresh=128\n")
+    files = _files(ple_staged="options kvm_amd pause_filter_thresh=128\n")
 
     found = _plan(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True), files=files)
 
@@ -856,7 +867,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
     spec = node_spec(storage={"blockLuns": {
         "selector": {"byIdPatterns": ["wwn-*"]}, "storageClassName": "raw", "ioScheduler": "none",
     }})
-    files = HostFiles(schedulers={
+    files = _files(schedulers={
         "sdb": Scheduler("mq-deadline", ("mq-deadline", "none")),
         "sdc": Scheduler("bfq", ("bfq",)),
     })
@@ -872,7 +883,7 @@ def test_an_io_scheduler_is_set_only_where_the_kernel_offers_it(tmp_path: Path) 
 
 
 def test_a_multipath_map_is_published_by_its_id_not_its_friendly_name(tmp_path: Path) -> None:
-    from kvtune_agent.engine.plan import exposed_lun
+    from kvtune_agent.features.block import exposed_lun
 
     # mpatha comes from multipath's bindings file, and can name another LUN on another day.
     tree = HostTree(tmp_path).disk("dm-2", dm=("mpatha", "mpath-3600a0980383030534"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.block import probe as block
+from kvtune_agent.wiring import probe_host
 
 MPATH_UUID = "mpath-3600a098038303053453f463045535a31"
 #: The LUN of MPATH_UUID as each of its paths shows it in device/wwid.

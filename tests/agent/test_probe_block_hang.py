@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.block import probe as block
 from kvtune_agent.host.hostfs import HostFS, HungRead
+from kvtune_agent.wiring import probe_host
 
 Hanging = Callable[[HostTree, str], None]
 READER = "kvtune device reads"

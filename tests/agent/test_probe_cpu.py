@@ -20,9 +20,9 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.cpu import probe as cpu
 from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 
 PLE_BIT = 1 << 42
 Build = Callable[[HostTree], object]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree, intel_two_socket
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.memory import probe as memory
+from kvtune_agent.wiring import probe_host
 
 
 def test_hugepages_of_both_sizes_are_reported_per_node_and_system_wide(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hosttree import HostTree
-from kvtune_agent.engine.probe import probe_host
 from kvtune_agent.features.network import probe as network
 from kvtune_agent.report import format_report
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.host import (
     HostRouting,
     LowerLink,

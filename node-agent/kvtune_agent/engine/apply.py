@@ -4,8 +4,10 @@ Only called in Enforce mode, and not while paused: the caller checks, so that Au
 nothing at all. For each step the original value is recorded in the journal first (a value
 kvtune could not restore is never changed), then the change is made under a deadline and read
 back. Steps are independent: one that fails, times out or waits does not stop the others, and
-each result says what happened to it. The steps whose writes depend on each other (KSM's unmerge
-before stop, a VF count through 0) are single steps, their order kept in change.py.
+each result says what happened to it. A write that takes several (KSM's unmerge before stop, a
+VF count through 0) is one step, its sequence declared by its feature and kept by change.py;
+what must wait although the plan allows it (VFs a VM took since) each feature says right before
+the write.
 
 Disruption is the operator's decision: NeedsDrain steps run only once it has approved this node
 (after draining it), and NeedsReboot steps only stage their change and ask for a reboot through
@@ -15,11 +17,13 @@ it) when reboots are allowed. The agent itself never drains and never reboots.
 
 from __future__ import annotations
 
+import typing as t
+from collections.abc import Sequence
+
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, StepResult
 
 from .. import metrics
-from ..features.base import Plan, Step
-from ..features.sriov import probe as sriov
+from ..features.base import Feature, Plan, Step
 from ..host.hostfs import HostFS, HostWriteError
 from ..host.reboot import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from ..host.systemd import Systemd
@@ -28,6 +32,7 @@ from .journal import Journal, JournalError
 
 
 def apply(
+    features: Sequence[Feature[t.Any, t.Any]],
     plan: Plan,
     fs: HostFS,
     journal: Journal,
@@ -43,7 +48,7 @@ def apply(
     results = []
     for step in plan.steps:
         try:
-            result = _apply_step(step, fs, journal, systemd, grant, timeout)
+            result = _apply_step(features, step, fs, journal, systemd, grant, timeout)
         except Exception as err:  # a bug in one step must not cost the other steps their turn
             result = StepResult(id=step.planned.id, result="Failed", message=(
                 f"kvtune failed on this step ({type(err).__name__}: {err}); this is a kvtune "
@@ -54,8 +59,8 @@ def apply(
 
 
 def _apply_step(
-    step: Step, fs: HostFS, journal: Journal, systemd: Systemd, grant: DisruptionGrant,
-    timeout: float,
+    features: Sequence[Feature[t.Any, t.Any]], step: Step, fs: HostFS, journal: Journal,
+    systemd: Systemd, grant: DisruptionGrant, timeout: float,
 ) -> StepResult:
     planned = step.planned
     if planned.disruption == "NeedsDrain" and not grant.approved:
@@ -67,15 +72,10 @@ def _apply_step(
     if planned.disruption == "NeedsReboot" and not grant.allow_reboot:
         return StepResult(id=planned.id, result="Waiting", message=(
             "needs a reboot, and the profile does not allow staging one (rollout.allowReboot)"))
-    if planned.feature == "SRIOV" and not grant.approved:
-        # Afresh: a VM may have taken a VF since the plan was made, and a count change
-        # through 0 would pull it away from under it.
-        taken = sriov.vfs_in_use(fs, planned.path)
-        if taken:
-            return StepResult(id=planned.id, result="Waiting", message=(
-                f"VFs {sriov.held(taken)} of {planned.path} were taken since the plan was made; "
-                "the count changes through 0, which would remove them: waiting for the "
-                "operator to drain the node and approve it (spec.disruption.approved)"))
+    for feature in features:  # afresh, right before the write (features/base.py hold_write)
+        waiting = feature.hold_write(fs, planned, grant.approved, timeout)
+        if waiting:
+            return StepResult(id=planned.id, result="Waiting", message=waiting)
     try:
         original = change.current(fs, systemd, step.kind, planned.path, timeout=timeout)
         journal.record(step.kind, planned.path, original, planned.id)
@@ -84,7 +84,7 @@ def _apply_step(
             f"not changed, because the original value of {planned.path} could not be recorded "
             f"in the journal and could not be restored later: {err}"))
     outcome = change.set_value(fs, systemd, step.kind, planned.path, planned.desired,
-                               timeout=timeout)
+                               timeout=timeout, sequence=change.sequences(features))
     result = outcome.result
     message = outcome.message or f"set {planned.path} to {planned.desired.strip()!r}"
     if result == "Applied" and planned.disruption == "NeedsReboot":

@@ -1,26 +1,23 @@
 """Reading and setting one host target: a kernel value, a regular file, a systemd unit or the
 kernel arguments of the next boot.
 
-Apply and revert change the host the same way, so the kernel's write protocols live here once:
-KSM is unmerged (run=2) before it is stopped (run=0), because stopping alone leaves merged pages
-shared; and a VF count changes only through 0, because the kernel refuses (EBUSY) to go from one
-non-zero count to another.
+Apply and revert change the host the same way, so the kernel's write protocols are applied here
+once, as the features declare them (features/base.py `sequence`: KSM is unmerged before it is
+stopped, a VF count changes only through 0); a write that fails part way puts the old value
+back.
 """
 
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..features.base import Kind
-from ..features.ksm.probe import KSM_RUN
+from ..features.base import Feature, Kind
 from ..host import bootloader, reboot
 from ..host.hostfs import MAX_CONFIG, HostFS, HostWriteError
 from ..host.names import sysfs_path
 from ..host.systemd import Systemd, SystemdError, UnitState
-
-#: KSM's run value that stops ksmd and unmerges every merged page.
-KSM_UNMERGE = "2"
 
 
 class ChangeError(Exception):
@@ -67,20 +64,33 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
     return value
 
 
-def _sequence(path: str, now: str | None, value: str) -> list[str]:
-    """The values to write, in order, to move a kernel file from `now` to `value`."""
-    if path == KSM_RUN and value == "0":
-        return [KSM_UNMERGE, value]
-    # An unreadable count is not taken for non-zero: removing VFs blindly is worse than EBUSY.
-    if path.endswith("/sriov_numvfs") and now not in (None, "0", value) and value != "0":
-        return ["0", value]
-    return [value]
+#: The values to write, in order, to move a kernel file from its value now to a new one, when
+#: it takes more than one write (features/base.py `sequence`); None: one write does.
+Sequence = Callable[[str, str | None, str], list[str] | None]
+
+
+def one_write(path: str, now: str | None, value: str) -> list[str] | None:
+    """No kernel file needs more than one write."""
+    return None
+
+
+def sequences(features: Iterable[Feature[t.Any, t.Any]]) -> Sequence:
+    """The write sequences the features declare: the first that knows the file decides."""
+    known = tuple(features)
+
+    def sequence(path: str, now: str | None, value: str) -> list[str] | None:
+        return next((found for feature in known
+                     if (found := feature.sequence(path, now, value)) is not None), None)
+
+    return sequence
 
 
 def set_value(
-    fs: HostFS, systemd: Systemd, kind: Kind, path: str, value: str | None, *, timeout: float
+    fs: HostFS, systemd: Systemd, kind: Kind, path: str, value: str | None, *, timeout: float,
+    sequence: Sequence = one_write,
 ) -> Outcome:
-    """Set the target to `value` (None: remove the file) and check it took."""
+    """Set the target to `value` (None: remove the file) and check it took; a kernel value
+    through the writes `sequence` gives for it."""
     if kind == "unit":
         try:
             systemd.set_state(path, UnitState.parse(value or ""), timeout=timeout)
@@ -115,13 +125,16 @@ def set_value(
         return Outcome("Failed", (
             f"no disk {path.rsplit('/', 2)[0]} exists now, so {path} cannot be set; if the disk "
             "was replaced, the new one has its default and nothing is left to restore"))
-    return _write_sequence(fs, real, value, timeout)
+    return _write_sequence(fs, path, real, value, timeout, sequence)
 
 
-def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcome:
+def _write_sequence(
+    fs: HostFS, target: str, path: str, value: str, timeout: float, sequence: Sequence,
+) -> Outcome:
+    """Write `value` to the kernel file `path` (the target `target` names) through `sequence`."""
     now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
     done: list[str] = []
-    for step in _sequence(path, now, value):
+    for step in sequence(target, now, value) or [value]:
         written = fs.write(path, step, timeout=timeout)
         if written.outcome != "Applied":
             before = f"wrote {' then '.join(done)} to {path}, then: " if done else ""
@@ -134,8 +147,9 @@ def _write_sequence(fs: HostFS, path: str, value: str, timeout: float) -> Outcom
 def _restore(fs: HostFS, path: str, now: str | None, done: list[str], timeout: float) -> str:
     """Put back the value an unfinished sequence left behind, and say how that went.
 
-    A VF count goes through 0: when the kernel refuses the new count (ENOMEM, EBUSY, a timeout)
-    the NIC would be left with no VFs at all, worse than before; its old count was taken once.
+    A sequence through an intermediate value (a VF count through 0): when the kernel refuses
+    the new value (ENOMEM, EBUSY, a timeout) the file would be left at the intermediate one,
+    worse than before; its old value was taken once.
     """
     if not done or now is None or done[-1] == now:
         return ""

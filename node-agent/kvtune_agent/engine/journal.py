@@ -221,11 +221,14 @@ class Journal:
         systemd: Systemd,
         *,
         timeout: float,
+        sequence: change.Sequence,
         hold: Callable[[Entry], str | None] = lambda entry: None,
     ) -> list[StepResult]:
         """Restore every entry, newest first; one result per entry, with id revert/<step>.
 
-        `hold` returns why an entry must wait (e.g. VFs still attached to VMs), or None. An
+        `sequence` gives the writes of a kernel file that takes several (change.sequences of the
+        features: required, so that no restore skips KSM's unmerge or a VF count's way through
+        0). `hold` returns why an entry must wait (e.g. VFs still attached to VMs), or None. An
         entry that is held or fails stays in the journal; the others are restored regardless.
         Raises JournalError when the journal cannot be read.
         """
@@ -254,7 +257,8 @@ class Journal:
                 results.append(StepResult(id=result_id, result="Waiting", message=waiting))
                 continue
             outcome = change.Outcome("Applied", _gone(entry)) if gone else change.set_value(
-                self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout)
+                self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout,
+                sequence=sequence)
             result = "Skipped" if gone else outcome.result
             message = outcome.message or f"restored {entry.path} to {entry.original!r}"
             if outcome.result == "Applied":

@@ -1,71 +1,26 @@
-"""The read-only host probe: one module per feature, registered in FEATURES, run by probe_host.
+"""The read-only host probe: every registered feature with a report section, run by probe_host.
 
-Each feature module has `probe(fs) -> model`, which only reads, and `check(model) -> problems`,
-a pure function that turns what was found into findings. A probe that looks at processes takes
-`probe(fs, processes)` instead: the host's process table, read once per pass (see probe_host).
-probe_host adds the files a probe could not read or make sense of (from HostFS) as problems of
-that feature, so nothing is guessed.
+Each feature's `probe(fs, processes)` only reads (the host's process table is read once per
+pass, see probe_host), and its `check(found)` is a pure function that turns what was found into
+findings. probe_host adds the files a probe could not read or make sense of (from HostFS) as
+problems of that feature, so nothing is guessed.
 """
 
 from __future__ import annotations
 
 import re
 import typing as t
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
-from ..features.block import probe as block
-from ..features.cpu import probe as cpu
-from ..features.ksm import probe as ksm
-from ..features.kubelet import probe as kubelet
-from ..features.memory import probe as memory
-from ..features.network import probe as network
-from ..features.numa import probe as numa
-from ..features.numad import probe as numad
-from ..features.sriov import probe as sriov
+from ..features.base import Feature, FeatureName
 from ..host.hostfs import HostFS, ProcessTable, ReadIssue
 
-M = t.TypeVar("M")
 SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
 
 
-@dataclass(frozen=True)
-class Feature(t.Generic[M]):
-    """A probe and its checks, stored in the HostReport field `field`.
-
-    Every probe is handed the pass's process table (`_files` adapts those that read files only);
-    a feature that `reads_processes` also owns the table's read issues, as if it had read /proc.
-    """
-
-    name: str
-    field: str
-    probe: Callable[[HostFS, ProcessTable], M]
-    check: Callable[[M], list[Problem]]
-    reads_processes: bool = False
-
-
-def _files(probe: Callable[[HostFS], M]) -> Callable[[HostFS, ProcessTable], M]:
-    """A probe that reads files only, called as every probe is."""
-    return lambda fs, _: probe(fs)
-
-
-FEATURES: list[Feature[t.Any]] = [
-    Feature("CPU", "cpu", _files(cpu.probe), cpu.check),
-    Feature("NUMA", "numa", _files(numa.probe), numa.check),
-    Feature("Memory", "memory", _files(memory.probe), memory.check),
-    Feature("KSM", "ksm", ksm.probe, ksm.check, reads_processes=True),
-    Feature("Numad", "numad", numad.probe, numad.check, reads_processes=True),
-    Feature("SRIOV", "sriov", _files(sriov.probe), sriov.check),
-    Feature("Network", "network", network.probe, network.check),
-    Feature("Block", "block", _files(block.probe), block.check),
-    # Reads the kubelet's command line; the table's read issues are reported by KSM and Numad.
-    Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
-]
-
-
-def _issue_problem(feature: str, issue: ReadIssue) -> Problem:
+def _issue_problem(feature: FeatureName, issue: ReadIssue) -> Problem:
     if issue.unreadable:
         advice = ("run the agent as root (privileged) with the host's / mounted, or fix the "
                   "file's permissions")
@@ -136,7 +91,9 @@ def _bounded(problems: list[Problem]) -> list[Problem]:
     )]
 
 
-def probe_host(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
+def probe_host(
+    features: Sequence[Feature[t.Any, t.Any]], fs: HostFS, processes: ProcessTable | None = None,
+) -> HostReport:
     """Probe every feature of the host behind `fs`; one failing probe does not hide the others.
 
     `processes` is the host's process table for this pass (`HostFS.processes`), read here when
@@ -147,17 +104,20 @@ def probe_host(fs: HostFS, processes: ProcessTable | None = None) -> HostReport:
         processes = fs.processes()
     sections: dict[str, t.Any] = {}
     problems: list[Problem] = []
-    for feature in FEATURES:
+    for feature in features:
+        if feature.section is None or feature.problem_name is None:
+            continue
+        name = feature.problem_name
         try:
             found = feature.probe(fs, processes)
             problems += feature.check(found)
-            sections[feature.field] = found
+            sections[feature.section] = found
         except Exception as err:  # a probe bug on an odd host must not cost the whole report
             problems.append(Problem(
-                severity="Error", feature=feature.name,
-                message=f"the {feature.name} probe failed ({type(err).__name__}: {err}); this "
+                severity="Error", feature=name,
+                message=f"the {name} probe failed ({type(err).__name__}: {err}); this "
                 "is a kvtune bug: please report it with the output of `kvtune probe --json`",
             ))
         issues = processes.issues if feature.reads_processes else ()
-        problems += [_issue_problem(feature.name, i) for i in (*issues, *fs.take_issues())]
+        problems += [_issue_problem(name, i) for i in (*issues, *fs.take_issues())]
     return HostReport.model_validate({**sections, "problems": _bounded(problems)})

@@ -20,25 +20,21 @@ journal, with a `Reverted` condition that turns True once every recorded value i
 from __future__ import annotations
 
 import datetime
+import typing as t
 from collections.abc import Iterable, Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import Condition, ConditionStatus
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.nodestate import (
-    BootRetry,
-    HugepageRetry,
     HypervisorNodeStateSpec,
     HypervisorNodeStateStatus,
     PlannedStep,
-    SriovRetry,
     StepResult,
     SyncStatus,
 )
-from kvtune_api.v1alpha1.profile import HostSettings
 
-from ..features.base import Finding, Plan
-from ..features.memory.probe import NODES
+from ..features.base import ConditionFeature, Feature, Finding, Plan
 
 #: Condition type the operator waits for before it deletes a reverting node's state.
 REVERTED = "Reverted"
@@ -46,30 +42,6 @@ REVERTED = "Reverted"
 PROBE_HUNG = "ProbeHung"
 #: Longest condition message; the plan and results carry the full detail.
 MAX_MESSAGE = 1024
-
-
-def _unmanaged(feature: str, host: HostSettings, dedicated_cpus: bool) -> str | None:
-    """Why kvtune leaves a feature alone under these settings; None when it manages it.
-    `dedicated_cpus`: the profile's VMIs get dedicated CPUs, which the kubelet must give."""
-    off = {
-        "PLE": ("spec.host.cpu.ple is Ignored", host.cpu.ple == "Ignored"),
-        "NUMA": ("", False),
-        "Hugepages": ("spec.host.memory.hugepages.pages is empty",
-                      not host.memory.hugepages.pages),
-        "KSM": ("spec.host.memory.ksm is Unmanaged", host.memory.ksm == "Unmanaged"),
-        "Numad": ("spec.host.numa.numad is Unmanaged", host.numa.numad == "Unmanaged"),
-        "THP": ("spec.host.memory.transparentHugepages is Unmanaged",
-                host.memory.transparent_hugepages == "Unmanaged"),
-        "SRIOV": ("spec.host.network.sriov is empty", not host.network.sriov),
-        "Macvtap": ("spec.host.network.macvtap is empty", not host.network.macvtap),
-        "BlockDevices": ("spec.host.storage.blockLuns is not set",
-                         host.storage.block_luns is None),
-        "Kubelet": ("spec.host.numa.topologyManagerPolicy is not set and the VMIs get no "
-                    "dedicated CPUs",
-                    host.numa.topology_manager_policy is None and not dedicated_cpus),
-    }
-    why, unmanaged = off[feature]
-    return why if unmanaged else None
 
 
 def _joined(messages: Iterable[str]) -> str:
@@ -105,38 +77,29 @@ def _step_condition(
 
 
 def _feature_condition(
-    feature: str, spec: HypervisorNodeStateSpec, host: HostReport, plan: Plan,
+    feature: Feature[t.Any, t.Any], condition: ConditionFeature,
+    spec: HypervisorNodeStateSpec, host: HostReport, plan: Plan,
     results: Mapping[str, StepResult], enforcing: bool, generation: int,
 ) -> Condition:
-    findings = [f for f in plan.findings if f.feature == feature]
-    blocking = [f for f in findings if f.severity != "Warning"]
-    steps = [s.planned for s in plan.steps if s.planned.feature == feature]
-    notes = _joined(f.message for f in findings)
+    own = plan.of(condition)
+    blocking = [f for f in own.findings if f.severity != "Warning"]
+    steps = [s.planned for s in own.steps]
+    notes = _joined(f.message for f in own.findings)
     status: ConditionStatus
     if blocking:
         status, reason, message = "False", blocking[0].reason, notes
     elif steps:
         status, reason, message = _step_condition(steps, results, enforcing, spec)
-    elif (unmanaged := _unmanaged(
-            feature, spec.host, spec.vmi is not None and spec.vmi.dedicated_cpus)) is not None:
+    elif (unmanaged := feature.unmanaged(spec)) is not None:
         status, reason, message = "True", "NotManaged", unmanaged
-    elif feature == "NUMA":
-        nodes = host.numa.nodes
-        status, reason = ("True", "Detected") if nodes else ("False", "NotDetected")
-        message = (f"{len(nodes)} NUMA node(s): " + ", ".join(
-            f"node{n.id} CPUs {n.cpus or 'none'}, {n.memory_total_kib // 2**20} GiB"
-            for n in nodes) if nodes else f"no NUMA nodes under {NODES}")
-    elif feature == "Macvtap":
-        offered = ", ".join(f"{r.name} on {r.lower_device}"
-                            for r in plan.published.get("macvtap", ()))
-        status, reason = "True", "AsSpecified"
-        message = _joined(m for m in (f"offers {offered}" if offered else "", notes) if m)
     else:
-        status, reason, message = "True", "AsSpecified", notes
-    return cond.make(feature, status, reason, message, generation)
+        status, reason, message = feature.settled(host, own, notes)
+        message = _joined([message])
+    return cond.make(condition, status, reason, message, generation)
 
 
 def node_status(
+    features: Sequence[Feature[t.Any, t.Any]],
     spec: HypervisorNodeStateSpec,
     generation: int,
     host: HostReport,
@@ -146,9 +109,7 @@ def node_status(
     now: datetime.datetime,
     *,
     journal_entries: int | None = 0,
-    hugepage_retries: Sequence[HugepageRetry] = (),
-    sriov_retries: Sequence[SriovRetry] = (),
-    boot_retries: Sequence[BootRetry] = (),
+    retries: Mapping[str, Sequence[t.Any]] | None = None,
 ) -> HypervisorNodeStateStatus:
     """The status after a cycle that probed `host`, left `plan` to do and produced `results`.
 
@@ -156,8 +117,7 @@ def node_status(
     cycle applied or restored nothing; the previous results are kept then, so a settled node's
     status does not change. `journal_entries` is what the host journal still holds after this
     cycle (None: it could not be read); it decides `Reverted` under spec.revert.
-    `hugepage_retries` are the pools, `sriov_retries` the VF counts, `boot_retries` the kernel
-    arguments, waiting to be asked again (see backoff.py).
+    `retries` are the back-off records by status field (retry.py), waiting to be asked again.
     """
     if spec.revert:
         conditions, sync, error = _revert_conditions(
@@ -166,7 +126,7 @@ def node_status(
         remaining: list[PlannedStep] = []
     else:
         conditions, sync, error, drain, reboot = _conditions(
-            spec, generation, host, plan, results or [])
+            features, spec, generation, host, plan, results or [])
         remaining = [step.planned for step in plan.steps]
     return HypervisorNodeStateStatus(
         observed_generation=generation,
@@ -178,17 +138,15 @@ def node_status(
         plan=remaining,
         results=previous.results if results is None else results,
         **{name: list(items) for name, items in plan.published.items()},
-        hugepage_retries=list(hugepage_retries),
-        sriov_retries=list(sriov_retries),
-        boot_retries=list(boot_retries),
+        **{field: list(records) for field, records in (retries or {}).items()},
         reboot_required=reboot,
         drain_required=drain,
     )
 
 
 def _conditions(
-    spec: HypervisorNodeStateSpec, gen: int, host: HostReport, plan: Plan,
-    results: list[StepResult],
+    features: Sequence[Feature[t.Any, t.Any]], spec: HypervisorNodeStateSpec, gen: int,
+    host: HostReport, plan: Plan, results: list[StepResult],
 ) -> tuple[list[Condition], SyncStatus, str, bool, bool]:
     """(conditions, syncStatus, lastSyncError, drainRequired, rebootRequired)."""
     enforcing = spec.mode == "Enforce" and not spec.paused
@@ -249,11 +207,11 @@ def _conditions(
         reason = "Paused" if spec.paused else ("Idle" if enforcing else "Audit")
         progressing_c = cond.make(cond.PROGRESSING, "False", reason, "", gen)
 
-    features = [_feature_condition(f, spec, host, plan, by_id, enforcing, gen)
-                for f in cond.FEATURES]
+    per_feature = [_feature_condition(f, f.condition, spec, host, plan, by_id, enforcing, gen)
+                   for f in features if f.condition is not None]
     sync: SyncStatus = ("Failed" if problems else "Succeeded" if ready
                         else "InProgress" if enforcing else "Pending")
-    conditions = [ready_c, progressing_c, degraded_c, waiting_c, *features]
+    conditions = [ready_c, progressing_c, degraded_c, waiting_c, *per_feature]
     return conditions, sync, problems[0] if problems else "", drain, reboot
 
 

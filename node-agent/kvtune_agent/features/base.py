@@ -15,7 +15,6 @@ and `restage` read the host (never write it: only the engine writes, through jou
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import typing as t
 from collections.abc import Callable, Mapping, Sequence
@@ -25,20 +24,22 @@ import pydantic
 from kvtune_api.features import ConditionFeature, FeatureName, ProbeFeature
 from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.host import HostReport, Problem
-from kvtune_api.v1alpha1.nodestate import (
-    Disruption,
-    HypervisorNodeStateSpec,
-    HypervisorNodeStateStatus,
-    PlannedStep,
-    StepResult,
-)
 
 from ..host.hostfs import HostFS, ProcessTable
 from .page import Page
 
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.nodestate import (
+        Disruption,
+        HypervisorNodeStateSpec,
+        HypervisorNodeStateStatus,
+        PlannedStep,
+        StepResult,
+    )
+
 __all__ = [
     "Backoff", "ConditionFeature", "Draft", "Feature", "FeatureName", "Finding", "Kind",
-    "NodeMeta", "Page", "Plan", "PlanInputs", "ProbeFeature", "Settled", "Step",
+    "NodeMeta", "Page", "Plan", "PlanInputs", "ProbeFeature", "Settled", "Step", "stages_boot",
 ]
 
 #: How a step's target is written (engine/change.py): sysfs/procfs values (written under a
@@ -123,6 +124,7 @@ class Draft:
         self, kind: Kind, step_id: str, feature: ConditionFeature, path: str, current: str,
         desired: str, reason: str, disruption: Disruption = "Live",
     ) -> None:
+        from kvtune_api.v1alpha1.nodestate import PlannedStep
         self.steps.append(Step(kind, PlannedStep(
             id=step_id, feature=feature, path=path, current=current, desired=desired,
             reason=reason, disruption=disruption,
@@ -239,11 +241,17 @@ class Feature(t.Generic[Found, Facts]):
         the file is not this feature's or one write does."""
         return None
 
-    def hold(self, fs: HostFS, path: str, original: str | None, approved: bool,
-             timeout: float) -> str | None:
-        """Why writing `path` must wait now (read afresh, e.g. VFs a VM took since the plan),
-        or None. Asked before a step is applied (`original` None) and before a journal entry
-        is restored (`original` the value to restore); `approved`: the node is drained."""
+    def hold_write(self, fs: HostFS, step: PlannedStep, approved: bool,
+                   timeout: float) -> str | None:
+        """Why applying `step` (any feature's) must wait now, read afresh (e.g. VFs a VM took
+        since the plan was made), or None; asked right before the write, after the drain and
+        reboot checks. `approved`: the operator drained the node."""
+        return None
+
+    def hold_restore(self, fs: HostFS, path: str, original: str | None, approved: bool,
+                     timeout: float) -> str | None:
+        """Why restoring journal entry `path` to `original` must wait now, or None; asked of
+        every feature right before each restore (a journal entry names no feature)."""
         return None
 
     # -- status and output --------------------------------------------------------------------
@@ -268,6 +276,7 @@ class Feature(t.Generic[Found, Facts]):
         rows keyed by feature name or path, so the gutter marks them); nothing by default."""
 
 
-def replace_steps(plan: Plan, steps: Sequence[Step], findings: Sequence[Finding] = ()) -> Plan:
-    """`plan` with `steps` instead of its own, and `findings` added."""
-    return dataclasses.replace(plan, steps=tuple(steps), findings=(*plan.findings, *findings))
+def stages_boot(spec: HypervisorNodeStateSpec) -> bool:
+    """Boot-time settings are written (boot.settings Stage) rather than only reported: Stage is
+    the default, so it takes rollout.allowReboot to write anything."""
+    return spec.host.boot.settings == "Stage" and spec.disruption.allow_reboot

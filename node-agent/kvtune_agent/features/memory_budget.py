@@ -12,16 +12,18 @@ fact the budget needs that cannot be read makes it unknown, never unlimited.
 from __future__ import annotations
 
 import math
+import typing as t
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import HostReport, KubeletReport
-from kvtune_api.v1alpha1.profile import HostHeadroom
 
-from .kubelet.probe import CONFIG_PATHS
-from .memory.probe import MEMINFO
+from ..host.paths import CONFIG_PATHS, MEMINFO
+
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.profile import HostHeadroom
 
 HEADROOM_FIELD = "spec.host.memory.hugepages.hostHeadroom"
 #: The kubelet's hard eviction threshold for memory.available when its config sets none. Older

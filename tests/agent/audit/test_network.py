@@ -10,7 +10,7 @@ from typing import Any
 
 from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.engine.probe import probe_host
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 
 from .builders import domain_xml, launcher, libvirt_host

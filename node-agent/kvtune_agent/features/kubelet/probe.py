@@ -43,13 +43,8 @@ import pydantic
 from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
 from ...host.hostfs import HostFS, Process, ProcessTable, UnusableFile
+from ...host.paths import CONFIG_PATHS
 
-#: Config files where kubeadm and distributions put them, read when no kubelet process runs.
-CONFIG_PATHS = (
-    "/var/lib/kubelet/config.yaml",
-    "/etc/kubernetes/kubelet.conf",
-    "/etc/kubernetes/kubelet-config.yaml",
-)
 #: Drop-in directories k3s and RKE2 always pass as --config-dir, by the process that runs them.
 DROP_IN_DIRS = {
     "k3s": "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d",

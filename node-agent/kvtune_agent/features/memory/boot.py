@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing as t
 from collections.abc import Mapping, Sequence
 
 from kvtune_api.v1alpha1.host import HostReport
-from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec, PlannedStep
-from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
-from ...engine.plan import hugepage_counts, stages_boot
 from ...host import bootloader
 from ...host.bootloader import BootFacts
 from ...host.reboot import REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, REBOOT_STEP
 from .. import memory_budget
-from ..base import Finding, Plan, Step
+from ..base import Finding, Plan, Step, stages_boot
+from . import hugepages
 from .probe import SIZE_KIB
+
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec
+    from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
 STEP_ID = "boot/kernel-args"
 #: The step that asks for the reboot again where a staged line lost its request: journaled
@@ -147,6 +150,7 @@ def stage(
     host could not allocate, and withdraws the sizes kvtune staged that the spec no longer
     allocates; unchanged when no page size needs the command line. `journaled` holds the
     journal's original value of each boot target kvtune has written (bootargs entries)."""
+    from kvtune_api.v1alpha1.nodestate import PlannedStep
     pages = spec.host.memory.hugepages.pages
     short = {retry.size for retry in retries}
     if facts.staged is None:
@@ -158,7 +162,7 @@ def stage(
     args = _Args.parse(facts.staged)
     # A count the planner refuses to split (its finding says why) is not staged either.
     boot = [a for a in pages if (a.size in short or _kernel_size(a.size) in args.pairs)
-            and hugepage_counts(a, host) is not None]
+            and hugepages.hugepage_counts(a, host) is not None]
     original = (journaled or {}).get(facts.loader.target) if facts.loader.writable else None
     withdrawn = [] if original is None else args.withdraw(
         _Args.parse(original), {_kernel_size(alloc.size) for alloc in pages})
@@ -170,7 +174,7 @@ def stage(
         return found
     per_node = node_format(facts.release)
     for alloc in boot:
-        counts = hugepage_counts(alloc, host) or {}
+        counts = hugepages.hugepage_counts(alloc, host) or {}
         args.set_count(_kernel_size(alloc.size), (
             ",".join(f"{node}:{count}" for node, count in sorted(counts.items())) if per_node
             else str(sum(counts.values()))))
@@ -268,6 +272,7 @@ def _staged(found: Plan, spec: HypervisorNodeStateSpec, facts: BootFacts, desire
             sizes: str) -> Plan:
     """`found` for a line staged as the spec wants that the running kernel lacks: waiting for
     the reboot, the reboot request put back where it was lost, or the line ignored."""
+    from kvtune_api.v1alpha1.nodestate import PlannedStep
     loader = facts.loader
     if not facts.written_since_boot:
         # Booted since it was written: asking for another reboot would loop for ever.
@@ -296,7 +301,7 @@ def _over_budget(spec: HypervisorNodeStateSpec, host: HostReport) -> str:
     managed = set()
     for alloc in settings.pages:
         kib = SIZE_KIB[alloc.size]
-        counts = hugepage_counts(alloc, host)
+        counts = hugepages.hugepage_counts(alloc, host)
         if counts is None:
             continue  # not staged: its pools stay as they are, and are counted so below
         managed.add(kib)

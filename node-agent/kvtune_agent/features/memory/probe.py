@@ -12,8 +12,8 @@ from kvtune_api.v1alpha1.common import HugepageSize
 from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, HugepagePool, MemoryReport, Problem
 
 from ...host.hostfs import HostFS, selected
+from ...host.paths import MEMINFO
 
-MEMINFO = "/proc/meminfo"
 THP = "/sys/kernel/mm/transparent_hugepage"
 HUGEPAGES = "/sys/kernel/mm/hugepages"
 NODES = "/sys/devices/system/node"
