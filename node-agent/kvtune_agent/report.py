@@ -20,13 +20,13 @@ from kvtune_api.v1alpha1.host import (
     Problem,
 )
 
+from .features import kubelet_report
 from .features.cpu import probe as cpu
 from .features.ksm import probe as ksm
-from .features.kubelet import probe as kubelet_probe
 from .features.memory import probe as memory
 from .features.numa import probe as numa
 from .features.page import GUTTER, LABEL_WIDTH, RANK, WIDTH, Page, human, mib, or_dash
-from .host import names, paths
+from .host import meminfo, names, paths
 
 
 def _problems(page: Page, problems: list[Problem]) -> None:
@@ -99,7 +99,7 @@ def _numa(page: Page, report: HostReport) -> None:
     ids = [node.id for node in nodes]
     page.line(f"  available: {len(nodes)} nodes ({','.join(map(str, ids))})")
     for node in nodes:
-        key = f"{memory.NODES}/node{node.id}/meminfo"
+        key = f"{meminfo.NODES}/node{node.id}/meminfo"
         page.line(f"  node {node.id} cpus: {node.cpus or '(none)'}", key)
         kind = " (memoryless)" if node.memoryless else " (memory only)" if node.memory_only else ""
         if node.memory_total_kib or node.memoryless:
@@ -208,8 +208,8 @@ def _block(page: Page, report: HostReport) -> None:
 
 def _kubelet(page: Page, report: HostReport) -> None:
     kubelet = report.kubelet
-    known = kubelet_probe.known(kubelet)
-    page.heading(f"KUBELET ({kubelet_probe.read_from(kubelet) if known else 'not found'})",
+    known = kubelet_report.known(kubelet)
+    page.heading(f"KUBELET ({kubelet_report.read_from(kubelet) if known else 'not found'})",
                  "Kubelet")
     if not known:
         return

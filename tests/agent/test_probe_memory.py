@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hosttree import HostTree, intel_two_socket
 from kvtune_agent.features.memory import probe as memory
+from kvtune_agent.host import meminfo
 from kvtune_agent.wiring import probe_host
 
 
@@ -102,7 +103,7 @@ def test_node_directories_beyond_the_kernels_limit_are_left_out_and_noted(
     tree = HostTree(tmp_path).numa_node(0, [0], 2**20).numa_node(1024, [], 2**20)
     fs = tree.fs()
 
-    assert memory.node_ids(fs) == [0]
+    assert meminfo.node_ids(fs) == [0]
     [issue] = fs.take_issues()
     assert issue.path == "/sys/devices/system/node/node1024"
 

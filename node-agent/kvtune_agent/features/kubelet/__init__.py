@@ -14,7 +14,7 @@ from kvtune_api.v1alpha1.host import (
 
 from ...host import cpulist
 from ...host.hostfs import HostFS, ProcessTable
-from .. import memory_budget
+from .. import kubelet_report, memory_budget
 from ..base import (
     Draft,
     Feature,
@@ -50,14 +50,14 @@ def _kubelet(
     wants = [want_topology is not None, vmi is not None and vmi.dedicated_cpus]
     if not any(wants):
         return
-    if not kubelet_probe.known(kubelet):
+    if not kubelet_report.known(kubelet):
         out.warn("Kubelet", "KubeletConfigUnknown", (
             "the profile asks the kubelet for "
             f"{'a topology manager policy' if wants[0] else 'dedicated CPUs'}, but the kubelet's "
             f"configuration is unknown ({kubelet.error or 'no kubelet process or config found'}"
             "), so it is not checked"))
         return
-    read = f"the kubelet reads {kubelet_probe.read_from(kubelet)}"
+    read = f"the kubelet reads {kubelet_report.read_from(kubelet)}"
     restart = "restart the kubelet on a drained node"
     if want_topology is not None and kubelet.topology_manager_policy != want_topology:
         out.error("Kubelet", "KubeletTopologyPolicyMismatch", (

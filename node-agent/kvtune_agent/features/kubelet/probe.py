@@ -44,6 +44,7 @@ from kvtune_api.v1alpha1.host import KubeletReport, Problem, ReservedMemory
 
 from ...host.hostfs import HostFS, Process, ProcessTable, UnusableFile
 from ...host.paths import CONFIG_PATHS
+from ..kubelet_report import known, read_from
 
 #: Drop-in directories k3s and RKE2 always pass as --config-dir, by the process that runs them.
 DROP_IN_DIRS = {
@@ -460,24 +461,6 @@ def probe(fs: HostFS, processes: ProcessTable) -> KubeletReport:
 
 
 # -- findings ----------------------------------------------------------------------------------
-
-
-def known(kubelet: KubeletReport) -> bool:
-    """The kubelet's settings are known: a kubelet or its configuration was found and read."""
-    return kubelet.error is None and (
-        kubelet.pid is not None or kubelet.config_path is not None
-        or kubelet.drop_in_dir is not None)
-
-
-def read_from(kubelet: KubeletReport) -> str:
-    """What the settings were read from, for messages: files, then flags."""
-    sources = [p for p in (kubelet.config_path, *kubelet.drop_in_paths) if p]
-    sources += [f"the kubelet-arg entries of {path}" for path in kubelet.flag_files]
-    if kubelet.flags:
-        sources.append(f"the flags of kubelet pid {kubelet.pid}")
-    elif kubelet.pid is not None and not sources:
-        sources.append(f"the command line of kubelet pid {kubelet.pid} (no flags or files)")
-    return ", ".join(sources) or "(nothing)"
 
 
 def fix(kubelet: KubeletReport, key: str, value: str, flag_value: str | None = None) -> str:

@@ -20,6 +20,7 @@ from kvtune_api.v1alpha1.host import (
 
 from ...host import bootloader, reboot
 from ...host.hostfs import HostFS, ProcessTable
+from ...host.meminfo import NODES
 from ...host.paths import MEMINFO
 from .. import memory_budget
 from ..base import (
@@ -33,7 +34,7 @@ from ..base import (
 from ..memory_budget import gib
 from . import boot
 from . import probe as memory_probe
-from .probe import HUGEPAGES, NODES, SIZE_KIB
+from .probe import HUGEPAGES, SIZE_KIB
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (

@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 
 from kvtune_api.v1alpha1.common import HugepageSize
-from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, HugepagePool, MemoryReport, Problem
+from kvtune_api.v1alpha1.host import HugepagePool, MemoryReport, Problem
 
 from ...host.hostfs import HostFS, selected
+from ...host.meminfo import NODES, node_ids, parse_meminfo
 from ...host.paths import MEMINFO
 
 THP = "/sys/kernel/mm/transparent_hugepage"
 HUGEPAGES = "/sys/kernel/mm/hugepages"
-NODES = "/sys/devices/system/node"
 #: The hugepage sizes a profile names, in KiB (the inverse of `size_name`).
 SIZE_KIB: dict[HugepageSize, int] = {"2Mi": 2048, "1Gi": 1 << 20}
 #: /proc/cmdline arguments that decide hugepage pools and THP at boot.
@@ -25,23 +25,6 @@ KERNEL_ARGS = (
     "hugetlb_free_vmemmap",
 )
 _POOL_DIR = re.compile(r"^hugepages-([0-9]+)kB$")
-_NODE_DIR = re.compile(r"node([0-9]+)")
-_MEMINFO_LINE = re.compile(r"^(?:Node [0-9]+ )?([A-Za-z0-9_()]+):\s+([0-9]+)(?: kB)?$")
-
-
-def parse_meminfo(fs: HostFS, path: str) -> dict[str, int] | None:
-    """A meminfo file (/proc/meminfo or a node's, whose lines start "Node N") as name -> value."""
-    text = fs.read_text(path)
-    if text is None:
-        return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        match = _MEMINFO_LINE.match(line.strip())
-        if match:
-            values[match.group(1)] = int(match.group(2))
-    if not values:
-        fs.note(path, "no 'Name: value kB' lines")
-    return values
 
 
 def _selected(fs: HostFS, path: str) -> str | None:
@@ -89,21 +72,6 @@ def _pools(fs: HostFS, base: str, node: int | None) -> list[HugepagePool]:
             free=counts["free"], surplus=counts["surplus"] or 0, reserved=counts["resv"],
         ))
     return sorted(pools, key=lambda p: p.size_kib)
-
-
-def node_ids(fs: HostFS) -> list[int]:
-    """NUMA node ids from the nodeN directories (ids may have gaps, e.g. 0, 1, 250-255)."""
-    ids = []
-    for name in fs.list_dir(NODES):
-        match = _NODE_DIR.fullmatch(name)
-        if match is None:
-            continue
-        if len(match.group(1)) > 4 or int(match.group(1)) >= MAX_NUMA_NODES:
-            fs.note(f"{NODES}/{name}", f"a node id above {MAX_NUMA_NODES - 1}, the most a "
-                    "kernel has (MAX_NUMNODES); the node is left out")
-            continue
-        ids.append(int(match.group(1)))
-    return sorted(ids)
 
 
 def probe(fs: HostFS) -> MemoryReport:

@@ -12,12 +12,12 @@ from kvtune_api.v1alpha1.host import (
 )
 
 from ...host.hostfs import HostFS, ProcessTable
+from ...host.meminfo import NODES
 from ..base import (
     Feature,
     Plan,
     Settled,
 )
-from ..memory.probe import NODES
 from . import probe as numa_probe
 
 if t.TYPE_CHECKING:

@@ -51,7 +51,7 @@ from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, NumaNode, NumaReport, Probl
 
 from ...host import cpulist
 from ...host.hostfs import HostFS
-from ..memory.probe import NODES, node_ids, parse_meminfo
+from ...host.meminfo import NODES, node_ids, parse_meminfo
 
 CPUS = "/sys/devices/system/cpu"
 _CPU_DIR = re.compile(r"cpu([0-9]{1,4})")

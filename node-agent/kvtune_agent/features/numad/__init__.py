@@ -14,12 +14,12 @@ from kvtune_api.v1alpha1.host import (
 
 from ...host.hostfs import HostFS, ProcessTable
 from ...host.systemd import UnitState
+from .. import kubelet_report as kubelet_probe
 from ..base import (
     Draft,
     Feature,
     PlanInputs,
 )
-from ..kubelet import probe as kubelet_probe
 from ..units import unit_step
 from . import probe as numad_probe
 
