@@ -635,7 +635,7 @@ def test_sockets_cores_and_threads_multiply_out_to_the_online_cpus(
 ) -> None:
     found = numa.probe(build(tmp_path).fs())
 
-    sockets, per_socket, threads = numa.layout(found)
+    sockets, per_socket, threads = cpulist.layout(found)
     online = len(cpulist.parse(found.online_cpus))
     if found.min_threads_per_core == threads:
         assert sockets * per_socket * threads == online

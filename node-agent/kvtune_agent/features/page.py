@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvtune_api.v1alpha1.host import Problem, Severity
+from kvtune_api.v1alpha1.host import DaemonReport, HugepagePool, Problem, Severity
 
 GUTTER: dict[Severity | None, str] = {"Error": "!!", "Warning": "! ", "Info": ". ", None: "  "}
 RANK: dict[Severity, int] = {"Error": 0, "Warning": 1, "Info": 2}
@@ -63,3 +63,16 @@ def or_dash(value: object) -> str:
 
 def mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib // 1024} MiB"
+
+
+def pools_text(pools: Iterable[HugepagePool]) -> str:
+    text = ", ".join(f"{p.size} {or_dash(p.free)}/{or_dash(p.total)} free"
+                     + (f" (+{p.surplus} surplus)" if p.surplus else "") for p in pools)
+    return text or "-"
+
+
+def daemon_text(daemon: DaemonReport) -> str:
+    running = f"running (pid {', '.join(map(str, daemon.pids))})" if daemon.running else (
+        "not running")
+    wanted = f" by {', '.join(daemon.wanted_by)}" if daemon.wanted_by else ""
+    return f"{running}; unit {daemon.unit}{wanted}"

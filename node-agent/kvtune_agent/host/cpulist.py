@@ -19,12 +19,18 @@ costing seconds and hundreds of MiB.
 from __future__ import annotations
 
 import re
+import typing as t
 from collections.abc import Callable, Iterable
 
 from .hostfs import HostFS
 
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.host import NumaReport
+
 #: One more than the largest CPU id a kernel can have (NR_CPUS, 8192 at most); NUMA node ids
 #: (MAX_NUMNODES, 1024 at most) fall below it too.
+#: The kernel's CPU directories (cpuN, online, offline, isolated).
+CPUS = "/sys/devices/system/cpu"
 MAX_IDS = 8192
 _SPAN = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 _WORD_BITS = 32
@@ -123,3 +129,10 @@ def read_either(fs: HostFS, list_path: str, mask_path: str) -> set[int] | None:
     malformed), in its cpumask twin; None when neither gives them."""
     ids = read(fs, list_path)
     return read_mask(fs, mask_path) if ids is None else ids
+
+
+def layout(numa: NumaReport) -> tuple[int, float, int]:
+    """Sockets, cores per socket and threads per core as the kernel groups the CPUs (lscpu's
+    three figures, whose product is the CPUs the sibling lists cover)."""
+    per_socket = numa.kernel_cores / numa.sockets if numa.sockets else 0.0
+    return numa.sockets, per_socket, numa.threads_per_core

@@ -25,7 +25,9 @@ from ..base import (
     Feature,
     PlanInputs,
 )
+from ..page import Page
 from . import probe as block_probe
+from . import text
 from .probe import stable_id
 
 if t.TYPE_CHECKING:
@@ -170,6 +172,9 @@ class Luns(Feature[BlockReport, Schedulers]):
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         return ("spec.host.storage.blockLuns is not set"
                 if spec.host.storage.block_luns is None else None)
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Luns()

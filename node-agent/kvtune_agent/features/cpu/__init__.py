@@ -23,7 +23,9 @@ from ..base import (
     PlanInputs,
     stages_boot,
 )
+from ..page import Page
 from . import probe as cpu_probe
+from . import text
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
@@ -158,6 +160,9 @@ class Ple(Feature[t.Any, PleFacts]):
         return {name: _flag(value == "Yes")
                 for name, value in (("ple-supported", ple.supported), ("ple-enabled", ple.enabled))
                 if value != "Unknown"}
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Ple()

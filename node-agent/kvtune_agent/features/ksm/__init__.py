@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing as t
 
 from kvtune_api.v1alpha1.host import (
+    HostReport,
     KsmReport,
     Problem,
 )
@@ -21,8 +22,10 @@ from ..base import (
     NodeMeta,
     PlanInputs,
 )
+from ..page import Page
 from ..units import unit_step
 from . import probe as ksm_probe
+from . import text
 from .probe import KSM, KSM_RUN
 
 if t.TYPE_CHECKING:
@@ -112,6 +115,9 @@ class Ksm(Feature[KsmReport, None]):
         ksm = status.host.ksm
         off = ksm.state in ("Stopped", "Unmerging", "Absent") and not ksm.ksmtuned.running
         return {"ksm-off": "true" if off else "false"}
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Ksm()

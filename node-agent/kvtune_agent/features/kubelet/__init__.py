@@ -21,7 +21,9 @@ from ..base import (
     PlanInputs,
 )
 from ..memory_budget import gib
+from ..page import Page
 from . import probe as kubelet_probe
+from . import text
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
@@ -166,6 +168,9 @@ class Kubelet(Feature[KubeletReport, None]):
             return ("spec.host.numa.topologyManagerPolicy is not set and the VMIs get no "
                     "dedicated CPUs")
         return None
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Kubelet()

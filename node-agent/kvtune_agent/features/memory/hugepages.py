@@ -32,7 +32,8 @@ from ..base import (
     PlanInputs,
 )
 from ..memory_budget import gib
-from . import boot
+from ..page import Page
+from . import boot, text
 from . import probe as memory_probe
 from .probe import HUGEPAGES, SIZE_KIB
 
@@ -443,6 +444,9 @@ class Hugepages(Feature[t.Any, None]):
         Hugepages condition is True (every pool at its count, nothing blocking)."""
         ready = "true" if cond.is_true(status.conditions, "Hugepages") else "false"
         return {f"hugepages-{alloc.size}": ready for alloc in spec.host.memory.hugepages.pages}
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Hugepages()

@@ -18,7 +18,9 @@ from ..base import (
     Plan,
     Settled,
 )
+from ..page import Page
 from . import probe as numa_probe
+from . import text
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
@@ -50,6 +52,9 @@ class Numa(Feature[NumaReport, None]):
     def labels(self, spec: HypervisorNodeStateSpec,
                status: HypervisorNodeStateStatus) -> dict[str, str]:
         return {} if status.host is None else {"numa-nodes": str(len(status.host.numa.nodes))}
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Numa()

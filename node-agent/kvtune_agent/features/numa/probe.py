@@ -50,10 +50,10 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import MAX_NUMA_NODES, NumaNode, NumaReport, Problem, Severity
 
 from ...host import cpulist
+from ...host.cpulist import CPUS, layout
 from ...host.hostfs import HostFS
 from ...host.meminfo import NODES, node_ids, parse_meminfo
 
-CPUS = "/sys/devices/system/cpu"
 _CPU_DIR = re.compile(r"cpu([0-9]{1,4})")
 
 
@@ -292,13 +292,6 @@ def _node_problems(numa: NumaReport) -> list[Problem]:
                 f"they are not counted among its CPUs ({node.cpu_count} usable)",
             ))
     return problems
-
-
-def layout(numa: NumaReport) -> tuple[int, float, int]:
-    """Sockets, cores per socket and threads per core as the kernel groups the CPUs (lscpu's
-    three figures, whose product is the CPUs the sibling lists cover)."""
-    per_socket = numa.kernel_cores / numa.sockets if numa.sockets else 0.0
-    return numa.sockets, per_socket, numa.threads_per_core
 
 
 def _layout_problems(numa: NumaReport, online: int) -> list[Problem]:

@@ -20,8 +20,10 @@ from ..base import (
     Feature,
     PlanInputs,
 )
+from ..page import Page
 from ..units import unit_step
 from . import probe as numad_probe
+from . import text
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
@@ -74,6 +76,9 @@ class Numad(Feature[DaemonReport, None]):
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         return ("spec.host.numa.numad is Unmanaged" if spec.host.numa.numad == "Unmanaged"
                 else None)
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Numad()

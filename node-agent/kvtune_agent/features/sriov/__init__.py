@@ -26,7 +26,9 @@ from ..base import (
     PlanInputs,
 )
 from ..nics import selects
+from ..page import Page
 from . import probe as sriov_probe
+from . import text
 from .probe import held, vfs_in_use
 
 if t.TYPE_CHECKING:
@@ -188,6 +190,9 @@ class Sriov(Feature[SriovReport, None]):
 
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         return None if spec.host.network.sriov else "spec.host.network.sriov is empty"
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
 
 FEATURE = Sriov()
