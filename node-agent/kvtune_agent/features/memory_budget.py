@@ -145,7 +145,7 @@ def refusal(settings: HostHeadroom, host: HostReport, held: Mapping[int, int]) -
     every node and the host can spare it.
 
     The one judgement for every way pages come to be reserved that is not the live path's own
-    step-by-step check (plan.py): the counts staged on the kernel command line, which the
+    step-by-step check (hugepages.py): the counts staged on the kernel command line, which the
     kernel reserves at boot before anything else can run. An unknown fact refuses.
     """
     try:

@@ -335,7 +335,7 @@ class HostFS:
         self._prefix = "" if str(root) == "/" else str(root).rstrip("/")
         self._issues: list[ReadIssue] = []
         #: The host path a read is in right now (None between reads): what a probe that does
-        #: not return in time is stuck on (cycle.py). One slot: reads are made one at a time.
+        #: not return in time is stuck on (engine/cycle.py). One slot: reads are made one at a time.
         self.reading: str | None = None
         if command_prefix is None:
             command_prefix = ("chroot", self._prefix) if self._prefix else ()

@@ -1,7 +1,7 @@
 """Hugepages the running host cannot allocate, allocated at the next boot instead.
 
 The kernel finds physically contiguous memory for 1Gi pages reliably only at boot, before memory
-fragments. Once the live path has fallen short (a pool with a retry record, backoff.py), the pool's
+fragments. Once the live path has fallen short (a pool with a retry record, retry.py), the pool's
 page size is given to the kernel command line, `hugepagesz=1G hugepages=...`, with the counts the
 spec wants on every NUMA node: in the node format (`hugepages=0:N0,1:N1`) on kernels that take it,
 else as one total that the kernel spreads evenly. `default_hugepagesz` follows the profile's VMI
