@@ -18,7 +18,7 @@ from kvtune_api.v1alpha1.host import (
     SoftwareSwitch,
 )
 
-from .audit.builders import launcher
+from ..audit.builders import launcher
 
 
 def probe(tree: HostTree) -> NetworkReport:

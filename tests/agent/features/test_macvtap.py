@@ -20,7 +20,7 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import MacvtapResource
 
-from .specs import node_spec
+from ..specs import node_spec
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 

@@ -51,7 +51,7 @@ from kvtune_api.v1alpha1.nodestate import (
 )
 from kvtune_api.v1alpha1.profile import VmiSettings
 
-from .specs import busy_host, busy_spec, node_spec
+from ..specs import busy_host, busy_spec, node_spec
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 GRUBBY_LOADER = Loader("grubby", GRUBBY)
