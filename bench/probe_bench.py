@@ -35,8 +35,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import cpulist, probe_host
+from kvtune_agent.host import cpulist
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 
 # The synthetic host is laid out by the same builders the tests use (tests/support/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -66,7 +67,7 @@ from kvtune_cli.main import build_parser; build_parser().parse_args(["probe", "-
 done("argument parser")
 import kvtune_api.v1alpha1.common; done("first models (pydantic's lazy imports)")
 import kvtune_api.v1alpha1.host; done("host report models")
-from kvtune_agent.hostfs import HostFS; from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS; from kvtune_agent.wiring import probe_host
 done("probe modules")
 fs = HostFS(pathlib.Path("/")); report = probe_host(fs, fs.processes()); done("probe of /")
 report.model_dump_json(indent=2, exclude_none=True); done("JSON")

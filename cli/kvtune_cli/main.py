@@ -37,12 +37,15 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from kvtune_agent.hostfs import HostFS
-    from kvtune_agent.probe import probe_host
+    # The engine's probe and the registry, not kvtune_agent.wiring: the cycle it also binds
+    # would import prometheus_client, which a probe has no use for.
+    from kvtune_agent.engine.probe import probe_host
+    from kvtune_agent.features import FEATURES
+    from kvtune_agent.host.hostfs import HostFS
 
     fs = HostFS(args.root)
     processes = fs.processes()  # read once, for the probe and the VM audit
-    report = probe_host(fs, processes)
+    report = probe_host(FEATURES, fs, processes)
     if args.vms:  # the running VMs' audit too (kvtune_agent.audit), as in a node's status
         from kvtune_agent.audit.report import probe_output
 

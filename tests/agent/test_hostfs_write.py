@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kvtune_agent.hostfs import HostCommandError, HostFS, HostWriteError
+from kvtune_agent.host.hostfs import HostCommandError, HostFS, HostWriteError
 from support.hosttree import HostTree, intel_two_socket
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"

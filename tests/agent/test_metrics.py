@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client
 from kvtune_agent import metrics
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.cycle import run_cycle
-from kvtune_agent.plan import NodeMeta
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.wiring import run_cycle
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
 from support.agent import ENFORCE, Node, StoredState

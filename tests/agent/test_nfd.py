@@ -7,9 +7,10 @@ import typing as t
 from pathlib import Path
 
 from kvtune_agent import nfd
-from kvtune_agent.plan import Plan, plan
-from kvtune_agent.probe import probe_host
-from kvtune_agent.status import node_status
+from kvtune_agent.engine.status import node_status
+from kvtune_agent.features import FEATURES as REGISTRY
+from kvtune_agent.features.base import Plan
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 from support.hosttree import HostTree, intel_two_socket
 
@@ -26,7 +27,8 @@ def _spec(mode: str = "Enforce", **flags: t.Unpack[Flags]) -> HypervisorNodeStat
 
 def _status(tree: HostTree, spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
     host = probe_host(tree.fs())
-    return node_status(spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(), NOW)
+    return node_status(REGISTRY, spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(),
+                       NOW)
 
 
 def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label(
@@ -45,7 +47,7 @@ def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label
 
 def test_what_the_probe_could_not_establish_is_left_out_not_guessed(tmp_path: Path) -> None:
     spec = node_spec()
-    status = node_status(spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
+    status = node_status(REGISTRY, spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
                          HypervisorNodeStateStatus(), NOW)
 
     labels = nfd.features(spec, status)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings, label_changes, ready_label
-from kvtune_agent.journal import JOURNAL_PATH
-from kvtune_agent.status import REVERTED
+from kvtune_agent.engine.journal import JOURNAL_PATH
+from kvtune_agent.engine.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
 from kvtune_api.v1alpha1.common import ConditionStatus

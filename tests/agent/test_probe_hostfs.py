@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvtune_agent.hostfs import Process
+from kvtune_agent.host.hostfs import Process
 from support.hosttree import HostTree
 
 

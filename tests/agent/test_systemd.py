@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from kvtune_agent.probe import daemon
-from kvtune_agent.systemd import HOST_SYSTEMCTL, Systemd, SystemdError, UnitState
+from kvtune_agent.host import daemon
+from kvtune_agent.host.systemd import HOST_SYSTEMCTL, Systemd, SystemdError, UnitState
 from support.hosttree import HostTree
 
 OFF = UnitState(enabled=False, active=False)

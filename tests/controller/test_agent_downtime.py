@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from kubernetes import client
-from kvtune_agent.journal import JOURNAL_PATH
+from kvtune_agent.engine.journal import JOURNAL_PATH
 from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
 from kvtune_operator.common.profiles import PROFILE_LABEL
 from kvtune_operator.controller.daemonset import NAME

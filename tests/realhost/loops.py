@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kvtune_agent.probe import block
+from kvtune_agent.features.block import probe as block
 
 #: mkfs.xfs refuses filesystems under 300 MiB; the files are sparse, so size costs nothing.
 DISK_BYTES = 320 << 20

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import block
+from kvtune_agent.features.block import probe as block
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import BlockDevice
 from support.realhost import REALHOST
 

@@ -9,8 +9,8 @@ import subprocess
 import typing as t
 from pathlib import Path
 
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import network
+from kvtune_agent.features.network import probe as network
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import HostRouting
 from support.realhost import REALHOST
 

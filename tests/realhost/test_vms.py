@@ -33,8 +33,8 @@ from pathlib import Path
 import libvirt
 import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
 from kvtune_cli.localcluster import stop_process
 from support.realhost import REALHOST, guarded_tunables

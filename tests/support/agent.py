@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 from kubernetes import client
+from kvtune_agent.features.base import NodeMeta
 from kvtune_agent.kube import AgentKube
-from kvtune_agent.plan import NodeMeta
 from kvtune_operator.common.profiles import Profile
 from kvtune_operator.controller.render import render_node_state
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kvtune_agent import boot
-from kvtune_agent.apply import apply
-from kvtune_agent.journal import Journal
-from kvtune_agent.plan import Plan, Step
+from kvtune_agent.engine.apply import apply
+from kvtune_agent.engine.journal import Journal
+from kvtune_agent.features import FEATURES
+from kvtune_agent.features.base import Plan, Step
+from kvtune_agent.features.memory import boot
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 
 from support.hosttree import HostTree
@@ -140,6 +141,6 @@ def apply_boot_args(tree: HostTree, target: str, args: str) -> StepResult:
     plan = Plan(steps=(Step("bootargs", PlannedStep(
         id=boot.STEP_ID, feature="Hugepages", path=target, current="", desired=args,
         disruption="NeedsReboot", reason="the kernel could not allocate them")),))
-    [result] = apply(plan, fs, Journal(fs), tree.systemd(), DisruptionGrant(allow_reboot=True),
-                     timeout=10)
+    [result] = apply(FEATURES, plan, fs, Journal(fs), tree.systemd(),
+                     DisruptionGrant(allow_reboot=True), timeout=10)
     return result

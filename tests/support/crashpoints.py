@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kvtune_agent import hostfs
+from kvtune_agent.host import hostfs
 
 #: Logs the fakes keep of their calls: test artefacts, not host state.
 IGNORED = ("var/log/fake-boot-commands.log", "var/log/fake-systemctl.log")

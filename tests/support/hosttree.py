@@ -21,8 +21,8 @@ import typing as t
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.systemd import Systemd
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.host.systemd import Systemd
 
 SECTOR = 512
 INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep pdpe1gb lm constant_tsc"

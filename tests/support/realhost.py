@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kvtune_agent.hostfs import HostFS, setting
+from kvtune_agent.host.hostfs import HostFS, setting
 
 #: The files this tier's tests may write, as globs: KSM, THP, every hugepage pool.
 TUNABLES = (

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import libvirt
-from kvtune_agent import launchers
 from kvtune_agent.audit import AuditPolicy
-from kvtune_agent.probe.memory import size_name
+from kvtune_agent.features.memory.probe import size_name
+from kvtune_agent.host import launchers
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport, NumaNode, NumaReport
 from support.hosttree import HostTree
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import cpulist, probe_host
+from kvtune_agent.host import cpulist
+from kvtune_agent.host.hostfs import HostFS, ProcessTable
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.host import HostReport

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.probe import probe_host
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from support.hosttree import HostTree
 
