@@ -91,16 +91,16 @@ def test_a_write_the_kernel_refuses_fails_its_step_only(tmp_path: Path) -> None:
 
 
 class _Hanging(KernelFS):
-    """A kernel whose driver hangs on one path until `release` is set."""
+    """A kernel whose driver hangs on one path until `unblock` is set."""
 
     def __init__(self, root: Path, path: str) -> None:
         super().__init__(root)
         self.hang_on = path
-        self.release = threading.Event()
+        self.unblock = threading.Event()
 
     def _store(self, path: str, value: str) -> None:
         if path == self.hang_on:
-            self.release.wait()
+            self.unblock.wait()
         super()._store(path, value)
 
 
@@ -113,7 +113,7 @@ def test_a_write_that_hangs_fails_its_step_and_the_others_still_run(tmp_path: Pa
     try:
         results = _apply(tree, busy_spec(), fs=fs, timeout=3)
     finally:
-        fs.release.set()
+        fs.unblock.set()
 
     assert results["sriov/ens1f0"].result == "Failed"
     assert "did not return within 3 s" in results["sriov/ens1f0"].message

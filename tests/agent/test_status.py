@@ -17,6 +17,7 @@ from kvtune_api.v1alpha1.nodestate import (
     PlannedStep,
     StepResult,
 )
+from support.sections import HostSections
 
 from .specs import node_spec
 
@@ -24,7 +25,7 @@ T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
 HOST = HostReport(numa=NumaReport(nodes=[NumaNode(id=0, cpus="0-3", cpu_count=4,
                                                   memory_total_kib=64 * 2**20)]))
-MANAGED = {"memory": {"ksm": "Disabled", "transparentHugepages": "never"}}
+MANAGED: HostSections = {"memory": {"ksm": "Disabled", "transparentHugepages": "never"}}
 NOTHING = Plan()
 
 

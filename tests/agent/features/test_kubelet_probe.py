@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kvtune_agent.features import kubelet_report
 from kvtune_agent.features.kubelet import probe as kubelet
 from kvtune_api.v1alpha1.host import KubeletReport
 from support.hosttree import HostTree
@@ -144,7 +145,7 @@ def test_a_kubelet_of_flags_alone_is_known_and_its_fix_is_a_flag(tmp_path: Path)
 
     found = _probe(tree)
 
-    assert found.config_path is None and kubelet.known(found)
+    assert found.config_path is None and kubelet_report.known(found)
     assert (found.system_reserved_memory, found.eviction_hard_memory) == ("1Gi", "300Mi")
     [warning, _] = kubelet.check(found)
     assert "set --cpu-manager-policy=static on the kubelet's command line (pid 77)" in (
@@ -197,7 +198,8 @@ def test_k3s_takes_kubelet_args_from_its_config_file_and_drop_ins_before_its_fla
         "cpuManagerPolicy": "kubelet-arg in /etc/rancher/k3s/config.yaml.d/10-cpu.yaml",
         "topologyManagerPolicy": "--kubelet-arg",
     }
-    assert "the kubelet-arg entries of /etc/rancher/k3s/config.yaml" in kubelet.read_from(found)
+    read_from = kubelet_report.read_from(found)
+    assert "the kubelet-arg entries of /etc/rancher/k3s/config.yaml" in read_from
 
 
 def test_k3s_reads_the_config_file_its_environment_or_its_flag_names(tmp_path: Path) -> None:
