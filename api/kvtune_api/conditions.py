@@ -20,6 +20,10 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 #: A node that needs a drain or a reboot before it can finish (node states and profiles).
 WAITING = "Waiting"
+#: A node state's Ready reason in Audit mode (or paused) when Enforce would change the host:
+#: the node is not moving and not broken, it differs, and the roll-up counts it apart.
+WOULD_CHANGE = "WouldChange"
+PAUSED = "Paused"
 #: Per-feature condition types a node agent reports (the agent's registry says which feature
 #: reports which).
 FEATURES = CONDITION_FEATURES

@@ -24,6 +24,7 @@ def state(
     observed: int | None = 1,
     generation: int = 1,
     ready: bool = False,
+    ready_reason: str = "R",
     degraded: str | None = None,
     drain: bool = False,
     approved: bool = False,
@@ -35,9 +36,9 @@ def state(
     """A node state as the operator's index holds it, with an agent's report; `approved`: the
     operator approved its drain (its annotation and the spec); `label`: its profile label when
     not `owner`'s; `macvtap`: the (resource, lower device) pairs it offers, in bridge mode with
-    capacity 1."""
+    capacity 1; `ready_reason`: the Ready condition's reason when not ready."""
     annotations = {**(annotations or {}), **({APPROVED_ANNOTATION: "true"} if approved else {})}
-    conditions = [cond.make(cond.READY, "True" if ready else "False", "R")]
+    conditions = [cond.make(cond.READY, "True" if ready else "False", ready_reason)]
     if degraded:
         conditions.append(cond.make(cond.DEGRADED, "True", degraded, f"{node} is {degraded}"))
     return StateView.from_body(

@@ -28,6 +28,34 @@ def test_degraded_wins_over_waiting_and_waiting_over_ready() -> None:
     assert node_phase(state("a", ready=True))[0] == "Ready"
 
 
+def test_an_audit_node_that_differs_is_counted_apart_and_the_profile_does_not_claim_to_apply(
+) -> None:
+    # The agent's Ready reason in Audit (or paused) when Enforce would change the host: such a
+    # node is not moving and not broken. Counting it as Progressing made the profile say
+    # "Applying" for a dry run that changes nothing.
+    states = {"a": state("a", ready=True),
+              "b": state("b", ready_reason=cond.WOULD_CHANGE),
+              "c": state("c", ready_reason=cond.PAUSED)}
+    status = rollup(profile(), states, {}, EMPTY, T0)
+
+    assert (status.ready_nodes, status.differing_nodes, status.progressing_nodes,
+            status.degraded_nodes) == (1, 2, 0, 0)
+    progressing = cond.find(status.conditions, cond.PROGRESSING)
+    assert progressing is not None
+    assert (progressing.status, progressing.reason) == ("False", "Audit")
+    assert "2 node(s) differ from the spec" in progressing.message
+    assert node_phase(states["b"])[:2] == ("Differs", cond.WOULD_CHANGE)
+
+
+def test_a_differing_node_beside_a_moving_one_leaves_the_profile_applying() -> None:
+    states = {"a": state("a"), "b": state("b", ready_reason=cond.WOULD_CHANGE)}
+    status = rollup(profile(), states, {}, EMPTY, T0)
+    progressing = cond.find(status.conditions, cond.PROGRESSING)
+    assert progressing is not None and (progressing.status, progressing.reason) == (
+        "True", "Applying")
+    assert (status.progressing_nodes, status.differing_nodes) == (1, 1)
+
+
 def test_all_nodes_ready_makes_the_profile_ready() -> None:
     states = {n: state(n, ready=True) for n in "abc"}
     status = rollup(profile(), states, {}, EMPTY, T0)

@@ -738,6 +738,11 @@ class HypervisorProfileStatus(BaseModel):
     progressing_nodes: int = Field(default=0, description="Nodes with changes under way.")
     degraded_nodes: int = Field(default=0, description="Nodes that failed or cannot comply.")
     waiting_nodes: int = Field(default=0, description="Nodes waiting for a drain or a reboot.")
+    differing_nodes: int = Field(
+        default=0,
+        description="Nodes in Audit mode (or paused) whose host differs from the spec: "
+        "Enforce would change them (each node state's status.plan says how).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, Degraded."
     )

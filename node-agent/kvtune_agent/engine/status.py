@@ -166,7 +166,7 @@ def _conditions(
         ready_c = cond.make(cond.READY, "True", "HostMatches", "the host matches the spec" + (
             "" if enforcing else " (nothing was changed: Audit mode or paused)"), gen)
     elif not enforcing and remaining:
-        reason = "Paused" if spec.paused else "WouldChange"
+        reason = cond.PAUSED if spec.paused else cond.WOULD_CHANGE
         ready_c = cond.make(cond.READY, "False", reason, (
             f"{'paused' if spec.paused else 'Audit mode'}: Enforce would make "
             f"{len(remaining)} change(s): " + _steps_message(remaining, {})), gen)

@@ -98,7 +98,9 @@ class StateView:
         )
 
 
-Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
+#: Differs: an Audit (or paused) node whose host differs from the spec. It is not moving
+#: (nothing will change it until Enforce) and not broken, so it is neither Progressing nor Degraded.
+Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting", "Differs"]
 
 
 def node_phase(view: StateView | None) -> tuple[Phase, str, str]:
@@ -121,8 +123,11 @@ def node_phase(view: StateView | None) -> tuple[Phase, str, str]:
         waiting = cond.find(status.conditions, cond.WAITING)
         reason = waiting.reason if waiting else "WaitingForDisruption"
         return "Waiting", reason, waiting.message if waiting else ""
-    if cond.is_true(status.conditions, cond.READY):
+    ready = cond.find(status.conditions, cond.READY)
+    if ready is not None and ready.status == "True":
         return "Ready", "Ready", ""
+    if ready is not None and ready.reason in (cond.WOULD_CHANGE, cond.PAUSED):
+        return "Differs", ready.reason, ready.message
     progressing = cond.find(status.conditions, cond.PROGRESSING)
     if progressing is not None:
         return "Progressing", progressing.reason, progressing.message

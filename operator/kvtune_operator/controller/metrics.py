@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from .views import Action, CordonNode
 
 PassOutcome = t.Literal["idle", "wrote", "error"]
-PHASES = ("Ready", "Progressing", "Degraded", "Waiting")
+PHASES = ("Ready", "Progressing", "Degraded", "Waiting", "Differs")
 
 RECONCILE_PASSES = Counter(
     "kvtune_operator_reconcile_passes_total",
@@ -106,7 +106,7 @@ def api_write(what: Action | t.Literal["patch_profile_status"]) -> Iterator[None
 def set_profile_nodes(profile: str, status: HypervisorProfileStatus) -> None:
     """The phase gauges of `profile` from its rolled-up status (the counts in `kubectl get hvp`)."""
     counts = (status.ready_nodes, status.progressing_nodes, status.degraded_nodes,
-              status.waiting_nodes)
+              status.waiting_nodes, status.differing_nodes)
     for phase, count in zip(PHASES, counts, strict=True):
         PROFILE_NODES.labels(profile, phase).set(count)
 

@@ -46,7 +46,8 @@ def rollup(
 ) -> HypervisorProfileStatus:
     """The profile's status from its nodes' states (None: not created yet); `agent`: the
     AgentDaemonSet condition's (status, reason, message), None when no agent is managed."""
-    counts: dict[Phase, int] = {"Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0}
+    counts: dict[Phase, int] = {
+        "Ready": 0, "Progressing": 0, "Degraded": 0, "Waiting": 0, "Differs": 0}
     failing: list[FailingNode] = []
     for node in sorted(states):
         phase, reason, message = node_phase(states[node])
@@ -90,6 +91,7 @@ def rollup(
         progressing_nodes=counts["Progressing"],
         degraded_nodes=degraded,
         waiting_nodes=counts["Waiting"],
+        differing_nodes=counts["Differs"],
         conditions=cond.merge(previous.conditions, new_conditions, now),
         failing_nodes=failing[:MAX_FAILING],
         macvtap=macvtap,
@@ -118,6 +120,12 @@ def _conditions(
         prog_c = cond.make(cond.PROGRESSING, "True", "Applying",
                            f"{counts['Progressing']} progressing, {counts['Waiting']} waiting for "
                            "a drain or reboot", gen)
+    elif counts["Differs"]:
+        # Audit changes nothing: saying "Applying" here would promise work that never comes.
+        prog_c = cond.make(cond.PROGRESSING, "False", "Audit",
+                           f"{counts['Differs']} node(s) differ from the spec and are not "
+                           "changed (Audit mode or paused); each node state's status.plan lists "
+                           "what Enforce would do", gen)
     else:
         prog_c = cond.make(cond.PROGRESSING, "False", "Settled", "", gen)
     if degraded:
