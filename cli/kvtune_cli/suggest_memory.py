@@ -60,8 +60,9 @@ def _size(hosts: Sequence[ProbedHost], draft: Draft) -> tuple[str, int] | None:
     for host in hosts:
         pools = {(p.node, p.size) for p in host.report.memory.hugepages_per_node
                  if p.total is not None and p.free is not None}
+        nodes = vm_nodes(host.report)
         offered.append({size for size, _ in SIZES
-                        if all((node.id, size) in pools for node in vm_nodes(host.report))})
+                        if nodes and all((node.id, size) in pools for node in nodes)})
     common = set.intersection(*offered)
     for size, kib in SIZES:
         if size in common:
@@ -73,8 +74,9 @@ def _size(hosts: Sequence[ProbedHost], draft: Draft) -> tuple[str, int] | None:
             for h, s in zip(hosts, offered, strict=True))
             + ": suggest a profile for each kind of host")
     draft.leave_out(("memory",), "hugepages", (
-        f"{', '.join(lacking)} has no readable per-NUMA-node pool of 2Mi or 1Gi pages on each "
-        "NUMA node with CPUs (see its memory.hugepagesPerNode and problems)"))
+        f"{', '.join(lacking)} has no NUMA node with CPUs and memory, or no readable pool of "
+        "2Mi or 1Gi pages on each of them (see its numa.nodes, memory.hugepagesPerNode and "
+        "problems)"))
     return None
 
 
@@ -239,7 +241,23 @@ def _per_node(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
             line += (f"; for {pages[n] // -(-vms.shape.memory_kib // kib)} VMs of {vms.shape} "
                      f"({fewest.source}: {rooms[fewest.source][n].vm_why})")
         draft.note(POOLS, line)
+    for host in hosts:
+        _growth_in_use(host, pages, size, kib, draft)
     return pages
+
+
+def _growth_in_use(host: ProbedHost, pages: dict[int, int], size: str, kib: int,
+                   draft: Draft) -> None:
+    """Say where growing a pool takes more than its NUMA node has free: the agent then waits
+    for a drain of the node before it grows it (NeedsDrain)."""
+    now = {p.node: p.total or 0 for p in host.report.memory.hugepages_per_node if p.size == size}
+    free = {node.id: node.memory_free_kib for node in host.report.numa.nodes}
+    short = [f"node {n} grows by {gib((c - now.get(n, 0)) * kib)} and has {gib(free[n])} free"
+             for n, c in pages.items() if (c - now.get(n, 0)) * kib > free.get(n, 0)]
+    if short:
+        draft.note(POOLS, (
+            f"on {host.source} {', '.join(short)}: the agent grows such a pool only on a "
+            "drained node (NeedsDrain), as memory in use would be reclaimed under running VMs"))
 
 
 def _fit_hosts(hosts: Sequence[ProbedHost], pages: dict[int, int], kib: int) -> None:
