@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.suggest_hosts import TREES, probed, static_kubelet
 from hosttree import HostTree, arm64_server, intel_two_socket, large_host
 from kvtune_agent.plan import KSM_HANDLER_ANNOTATION, NodeMeta, plan
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
@@ -20,6 +19,7 @@ from kvtune_cli.suggest_yaml import render
 from kvtune_cli.suggestion import SuggestError, VmShape
 from kvtune_operator.profiles import Profile
 from kvtune_operator.render import render_spec
+from support.suggest_hosts import TREES, probed, static_kubelet
 
 SHAPES = {"no VM shape": Options(), "10 VMs of 4cpu/16Gi": Options(
     vm=VmShape.parse("4cpu/16Gi"), vms_per_node=10)}
