@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import typing as t
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,9 +54,11 @@ def stamped(report: HostReport) -> str:
     The report's own fields stay at the top level, so a reader of older output (and
     HostReport.model_validate_json, which ignores the stamp) reads it as before.
     """
-    body = report.model_dump(mode="json", exclude_none=True)
     stamp = {"apiVersion": GROUP_VERSION, "kind": PROBE_KIND, "kvtuneVersion": __version__}
-    return json.dumps({**stamp, **body}, indent=2)
+    # pydantic's own serialiser (the probe's hot path), the stamp put in front of its fields
+    body = report.model_dump_json(indent=2, exclude_none=True)
+    head = "".join(f"  {json.dumps(key)}: {json.dumps(value)},\n" for key, value in stamp.items())
+    return "{\n" + head + body.removeprefix("{\n")
 
 
 def unknown_fields(data: t.Any, parsed: t.Any, path: str = "") -> list[str]:
@@ -133,6 +134,8 @@ def read_probe_file(path: pathlib.Path) -> ProbedHost:
 
 def probe_this_host(root: pathlib.Path) -> ProbedHost:
     """This host, probed now (read-only), as the agent probes it."""
+    import socket
+
     from kvtune_agent.hostfs import HostFS
     from kvtune_agent.probe import probe_host
 

@@ -1,17 +1,20 @@
 """`kvtune profile suggest`: the command line around `suggest` (which hosts, which VMs, where
-the YAML goes); the choices themselves are made in suggest.py."""
+the YAML goes); the choices themselves are made in suggest.py.
+
+The parser is built for every kvtune command, `kvtune probe` included, whose start-up is
+measured in milliseconds (bench/probe_bench.py): the profile's models and the agent's planner
+are imported only when the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 import sys
+import typing as t
 
-from kvtune_api import __version__
-
-from .hosts import HostInputError, ProbedHost, from_cluster, probe_this_host, read_probe_file
-from .suggest import Options, suggest
-from .suggestion import SuggestError, VmShape
+if t.TYPE_CHECKING:
+    from .hosts import ProbedHost
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _labels(text: str) -> dict[str, str]:
+    from .suggestion import SuggestError
+
     labels = {}
     for pair in text.split(","):
         key, sep, value = pair.partition("=")
@@ -61,6 +66,9 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def _hosts(args: argparse.Namespace) -> list[ProbedHost]:
+    from .hosts import from_cluster, probe_this_host, read_probe_file
+    from .suggestion import SuggestError
+
     if args.from_cluster:
         if args.files:
             raise SuggestError("give probe files or --from-cluster, not both")
@@ -79,7 +87,12 @@ def _hosts(args: argparse.Namespace) -> list[ProbedHost]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kvtune_api import __version__
+
+    from .hosts import HostInputError
+    from .suggest import Options, suggest
     from .suggest_yaml import render
+    from .suggestion import SuggestError, VmShape
 
     try:
         if args.vms_per_node is not None and args.vms_per_node < 1:
