@@ -205,8 +205,9 @@ def _vm_count(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
                 held = sum(min(asked[n], rooms[host.source][n].vms or 0) for n in ids)
                 draft.shortfalls.append(
                     f"{host.source} cannot hold {vms.per_host} VMs of {vms.shape} "
-                    f"({', '.join(str(asked[n]) for n in ids)} on NUMA nodes "
-                    f"{', '.join(map(str, ids))}), only {held}: " + "; ".join(
+                    f"({', '.join(str(asked[n]) for n in ids)} on NUMA node"
+                    f"{'s' * (len(ids) > 1)} {', '.join(map(str, ids))}), only {held}: "
+                    + "; ".join(
                         f"NUMA node {n} holds {r.vms} ({r.vm_why})" for n, r in short))
     return count
 
