@@ -66,9 +66,9 @@ def suggest(hosts: Sequence[ProbedHost], options: Options) -> Suggestion:
     _cpu(hosts, draft)
     dedicated = _kubelet(hosts, draft)
     draft.choose(("numa", "numad"), "Disabled", (
-        "numad moves VM memory between NUMA nodes behind the kubelet's CPU and topology "
-        "managers" if dedicated else "numad would move memory under VMs that the kubelet "
-        "places; give pinned VMs their NUMA node instead"))
+        "numad would move VM memory between NUMA nodes behind the kubelet's CPU and "
+        "topology managers" if dedicated else "numad would move VM memory away from the "
+        "NUMA node whose hugepages back it"))
     draft.choose(("memory", "ksm"), "Disabled", (
         "merging pages costs host CPU and VM latency, and no VM memory is overcommitted"))
     draft.choose(("memory", "allowOvercommit"), False,
