@@ -150,9 +150,17 @@ def from_cluster(api: t.Any, nodes: list[str]) -> list[ProbedHost]:
     """The hosts that the node states of the cluster behind `api` (a kubernetes ApiClient)
     report, all of them or those of `nodes`; raises HostInputError naming the node."""
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
-    states = client.CustomObjectsApi(api).list_cluster_custom_object(
-        API_GROUP, API_VERSION, PLURAL)["items"]
+    try:
+        states = client.CustomObjectsApi(api).list_cluster_custom_object(
+            API_GROUP, API_VERSION, PLURAL)["items"]
+    except (ApiException, HTTPError) as err:
+        why = f"{err.status} {err.reason}" if isinstance(err, ApiException) else str(err)
+        raise HostInputError(
+            f"cannot list the {PLURAL}.{API_GROUP} of the cluster at {api.configuration.host} "
+            f"({why}): check the kubeconfig, and that kvtune's CRDs are installed") from err
     by_name = {state["metadata"]["name"]: state for state in states}
     missing = [name for name in nodes if name not in by_name]
     if missing or not by_name:
@@ -171,7 +179,12 @@ def from_cluster(api: t.Any, nodes: list[str]) -> list[ProbedHost]:
                 f"{source} has not reported its host yet (its HypervisorNodeState has no "
                 "status.host): wait for its agent's first report, or leave the node out")
         fix = "run the agent of this kvtune version on it, or use this version's probe file"
-        meta = core.read_node(name).metadata
+        try:
+            meta = core.read_node(name).metadata
+        except ApiException as err:
+            raise HostInputError(f"cannot read the Node of {source} ({err.status} "
+                                 f"{err.reason}), whose annotations the agent plans with; "
+                                 "leave the node out") from err
         hosts.append(ProbedHost(source, _report(host, source, fix), node=name,
                                 labels=dict(meta.labels or {}),
                                 annotations=dict(meta.annotations or {})))

@@ -53,15 +53,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _labels(text: str) -> dict[str, str]:
+    import pydantic
+    from kvtune_api.v1alpha1.common import (
+        LABEL_KEY_FORM,
+        LABEL_VALUE_FORM,
+        LabelSelectorRequirement,
+    )
+
     from .suggestion import SuggestError
 
+    form = ("write KEY=VALUE pairs separated by commas, e.g. "
+            "node-role.kubernetes.io/hypervisor=")
     labels = {}
     for pair in text.split(","):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SuggestError(f"--node-selector {text!r}: write KEY=VALUE pairs separated by "
-                               "commas, e.g. node-role.kubernetes.io/hypervisor=")
+            raise SuggestError(f"--node-selector {text!r}: {form}")
         labels[key.strip()] = value.strip()
+    for key, value in labels.items():  # the forms the CRD checks in matchLabels
+        try:
+            LabelSelectorRequirement(key=key, operator="In", values=[value])
+        except pydantic.ValidationError as err:
+            what = (f"the key {key!r}: {LABEL_KEY_FORM}" if err.errors()[0]["loc"][0] == "key"
+                    else f"the value {value!r}: {LABEL_VALUE_FORM}")
+            raise SuggestError(f"--node-selector {text!r}: {what}") from err
     return labels
 
 
@@ -72,13 +87,19 @@ def _hosts(args: argparse.Namespace) -> list[ProbedHost]:
     if args.from_cluster:
         if args.files:
             raise SuggestError("give probe files or --from-cluster, not both")
+        from kubernetes.config import ConfigException
         from kvtune_operator.kube import api_client
 
         if args.kubeconfig:
             import os
 
             os.environ["KUBECONFIG"] = args.kubeconfig
-        return from_cluster(api_client(), args.node)
+        try:
+            api = api_client()
+        except ConfigException as err:
+            raise SuggestError(f"--from-cluster: no cluster to read ({err}); give "
+                               "--kubeconfig or set $KUBECONFIG") from err
+        return from_cluster(api, args.node)
     if args.node:
         raise SuggestError("--node needs --from-cluster")
     if args.files:
@@ -92,13 +113,13 @@ def run(args: argparse.Namespace) -> int:
     from .hosts import HostInputError
     from .suggest import Options, suggest
     from .suggest_yaml import render
-    from .suggestion import SuggestError, VmShape
+    from .suggestion import SuggestError, VmShape, profile_name
 
     try:
         if args.vms_per_node is not None and args.vms_per_node < 1:
             raise SuggestError("--vms-per-node must be at least 1")
         options = Options(
-            name=args.name, mode=args.mode,
+            name=profile_name(args.name), mode=args.mode,
             node_labels=_labels(args.node_selector) if args.node_selector else None,
             vm=VmShape.parse(args.vm) if args.vm else None, vms_per_node=args.vms_per_node)
         hosts = _hosts(args)

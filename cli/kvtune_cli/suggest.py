@@ -138,6 +138,9 @@ def _cpu(hosts: Sequence[ProbedHost], draft: Draft) -> None:
             "loses it (a kvm_intel ple_gap=0 option) is then Degraded"))
     draft.choose(("cpu", "allowOvercommit"), False,
                  "VMs get CPUs of their own: a vCPU waiting for a host CPU stalls its guest")
+    draft.leave_out(("cpu",), "housekeeping CPUs", (
+        "this kvtune does not isolate CPUs yet; the kubelet's reservedSystemCPUs keep the "
+        "host's own work off the VMs' CPUs meanwhile"))
 
 
 def _kubelet(hosts: Sequence[ProbedHost], draft: Draft) -> bool:

@@ -16,7 +16,7 @@ NUMA node, as the kubelet's topology manager places it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kvtune_agent import memory_budget
@@ -220,7 +220,13 @@ def _per_node(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
     else:
         guest = -(-vms.shape.memory_kib // kib)
         pages = {n: c * guest for n, c in _vm_count(hosts, rooms, vms, draft).items()}
-    _fit_hosts(hosts, pages, kib)
+    floor = _in_use(hosts, size, ids)
+    for n, (count, holder) in floor.items():
+        if count > pages[n]:
+            pages[n] = count
+            draft.note(POOLS, f"node {n}: kept at the {count} pages VMs hold on {holder}: "
+                       "fewer would wait for them to leave the node")
+    _fit_hosts(hosts, pages, kib, {n: count for n, (count, _) in floor.items()})
     if not any(pages.values()):
         draft.leave_out(("memory",), "hugepages", (
             f"no NUMA node can spare a {size} page on every host"
@@ -261,17 +267,39 @@ def _growth_in_use(host: ProbedHost, pages: dict[int, int], size: str, kib: int,
             "drained node (NeedsDrain), as memory in use would be reclaimed under running VMs"))
 
 
-def _fit_hosts(hosts: Sequence[ProbedHost], pages: dict[int, int], kib: int) -> None:
-    """Lower the largest counts until every host's budget holds them all (the agent checks the
-    host's total too, against /proc/meminfo)."""
+def _in_use(hosts: Sequence[ProbedHost], size: str, ids: Sequence[int]
+            ) -> dict[int, tuple[int, str]]:
+    """Per NUMA node, the most pages of `size` held on any host (and that host): in use, or
+    reserved (the kernel counts those host-wide, so any node may hold them, as the planner
+    reckons). A smaller pool would be a shrink that waits for the VMs holding them to leave."""
+    most: dict[int, tuple[int, str]] = {}
+    for host in hosts:
+        reserved = sum(p.reserved or 0 for p in host.report.memory.hugepages if p.size == size)
+        for pool in host.report.memory.hugepages_per_node:
+            if (pool.size == size and pool.node is not None and pool.node in ids
+                    and pool.total and pool.free is not None):
+                used = min(pool.total, pool.total - pool.free + reserved)
+                if used > most.get(pool.node, (0, ""))[0]:
+                    most[pool.node] = (used, host.source)
+    return most
+
+
+def _fit_hosts(hosts: Sequence[ProbedHost], pages: dict[int, int], kib: int,
+               floor: Mapping[int, int] | None = None) -> None:
+    """Lower the largest counts (not below `floor`) until every host's budget holds them all
+    with every pool the profile leaves as it is: the agent checks the host's total too, against
+    /proc/meminfo."""
+    floor = floor or {}
     for host in hosts:
         found = memory_budget.budgets(HEADROOM, host.report)
         room = found.host.limit_kib - sum(
             (p.total or 0) * p.size_kib for p in host.report.memory.hugepages_per_node
-            if p.node in pages and p.size_kib != kib)
-        while pages and sum(pages.values()) * kib > room:
-            largest = max(pages, key=lambda n: pages[n])
-            pages[largest] -= 1
+            if p.node is not None and (p.node not in pages or p.size_kib != kib))
+        while sum(pages.values()) * kib > room:
+            lowerable = [n for n in pages if pages[n] > floor.get(n, 0)]
+            if not lowerable:
+                return  # the agent's own check has the last word (suggest_check)
+            pages[max(lowerable, key=lambda n: pages[n])] -= 1
 
 
 def _split(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]], size: str,

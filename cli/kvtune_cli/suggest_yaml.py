@@ -33,7 +33,8 @@ def _commented(value: t.Any) -> t.Any:
 def _wrapped(lines: Sequence[str], column: int) -> str:
     width = WIDTH - column - 2
     return "\n".join(part for line in lines
-                     for part in textwrap.wrap(line, width, break_on_hyphens=False))
+                     for part in textwrap.wrap(line, width, break_long_words=False,
+                                                 break_on_hyphens=False))
 
 
 def render(suggestion: Suggestion, header: Sequence[str]) -> str:

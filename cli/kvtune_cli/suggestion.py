@@ -8,6 +8,7 @@ against the agent's own planner by `suggest_check`; this module only holds them.
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass, field
 
@@ -19,6 +20,20 @@ Path = tuple[str | int, ...]
 
 class SuggestError(Exception):
     """No profile can be suggested from these inputs; the message says which and why."""
+
+
+#: The profile's name is also a label value (kvtune.io/vms) and, with "-luns", a
+#: storageClassName: a DNS label short enough for both.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,56}[a-z0-9])?")
+
+
+def profile_name(text: str) -> str:
+    """`--name`, checked; raises SuggestError saying the form."""
+    if not _NAME.fullmatch(text):
+        raise SuggestError(f"--name {text!r}: a profile's name here is 1 to 58 lower-case "
+                           "letters, digits and '-', beginning and ending with a letter or "
+                           "digit, e.g. dedicated-vms")
+    return text
 
 
 @dataclass(frozen=True)

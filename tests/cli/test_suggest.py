@@ -13,6 +13,7 @@ from hosttree import HostTree, arm64_server, intel_two_socket, large_host
 from kvtune_agent.plan import KSM_HANDLER_ANNOTATION, NodeMeta, plan
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
 from kvtune_api.v1alpha1.profile import HypervisorProfile
+from kvtune_cli import suggest_check
 from kvtune_cli.hosts import ProbedHost
 from kvtune_cli.suggest import Options, Suggestion, suggest
 from kvtune_cli.suggest_yaml import render
@@ -240,3 +241,29 @@ def test_every_choice_and_every_omission_is_a_comment_in_the_yaml(tmp_path: Path
             continue
         assert lines[at - 1].lstrip().startswith("#"), f"{key} has no comment above it"
     assert "# storage: left out: blockLuns: no host has a disk proven free" in text
+
+
+def test_a_pool_is_not_suggested_below_the_pages_vms_hold_on_a_host(tmp_path: Path) -> None:
+    # 8 of each node's 16 1Gi pages are in use and 4 reserved host-wide; one small VM would
+    # need 4 pages on node 0 only.
+    host = probed(intel_two_socket(tmp_path), "numa")
+
+    suggestion = suggest([host], Options(vm=VmShape.parse("2cpu/4Gi"), vms_per_node=1))
+
+    [pool] = spec(suggestion, "memory", "hugepages", "pages")
+    assert pool["perNode"] == [{"node": 0, "count": 12}, {"node": 1, "count": 12}]
+    assert "node 1: kept at the 12 pages VMs hold on numa" in all_why(suggestion)
+    assert [s.planned.disruption for s in planned(suggestion, host).steps
+            if s.planned.feature == "Hugepages"] == ["Live", "Live"]
+
+
+def test_a_refusal_nothing_can_take_back_fails_the_suggestion_instead_of_printing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = ProbedHost("node b", probed(intel_two_socket(tmp_path), "b").report, node="b",
+                      annotations={KSM_HANDLER_ANNOTATION: "true"})
+    monkeypatch.delitem(suggest_check.WITHDRAW, "KSM")
+
+    with pytest.raises(SuggestError, match=r"no profile these hosts all satisfy: the agent "
+                       r"would refuse it on node b: memory\.ksm is Disabled"):
+        suggest([host], Options())

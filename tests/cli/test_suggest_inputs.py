@@ -130,3 +130,32 @@ def test_a_host_that_cannot_hold_the_vms_is_named_on_stderr_and_in_the_profile(
     line = f"{probe_file} cannot hold 10 VMs of 8cpu/16Gi (5, 5 on NUMA nodes 0, 1), only 6"
     assert f"kvtune profile suggest: {line}" in out.err
     assert "# WARNING: " + line[:60] in out.out
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--name", "Dedicated_VMs"], "--name 'Dedicated_VMs': a profile's name here is 1 to 58 "
+     "lower-case letters"),
+    (["--node-selector", "pool"], "--node-selector 'pool': write KEY=VALUE pairs"),
+    (["--node-selector", "my pool=vms"], "the key 'my pool': a label key is"),
+    (["--node-selector", "pool=big vms"], "the value 'big vms': a label value is"),
+    (["--vms-per-node", "0", "--vm", "2cpu/4Gi"], "--vms-per-node must be at least 1"),
+    (["--node", "a"], "--node needs --from-cluster"),
+])
+def test_options_the_apiserver_would_refuse_are_refused_first(
+    probe_file: Path, args: list[str], error: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["profile", "suggest", str(probe_file), *args]) == 1
+
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert error in out.err
+
+
+def test_from_cluster_without_a_cluster_says_what_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+
+    assert main(["profile", "suggest", "--from-cluster"]) == 1
+
+    assert "--from-cluster: no cluster to read" in capsys.readouterr().err
