@@ -113,11 +113,13 @@ def _selector(hosts: Sequence[ProbedHost], options: Options, draft: Draft) -> No
     if options.node_labels:
         draft.choose(path, {"matchLabels": options.node_labels}, "as --node-selector asked")
         return
-    names = [h.node for h in hosts]
+    # A Node's hostname label, which its kubelet sets, may differ from its name.
+    names = [h.labels.get(HOSTNAME_LABEL, h.node) for h in hosts]
     if all(names):
         draft.choose(path, {"matchExpressions": [
             {"key": HOSTNAME_LABEL, "operator": "In", "values": sorted(t.cast(list[str], names))}
-        ]}, "the nodes probed, by name; give --node-selector for a pool that grows")
+        ]}, "the nodes probed, by their hostname label; give --node-selector for a pool that "
+            "grows")
         return
     label = f"kvtune.io/{options.name}"
     draft.choose(path, {"matchLabels": {label: "true"}}, (

@@ -59,7 +59,10 @@ def reported(api_client: client.ApiClient, tmp_path: Path) -> Iterator[dict[str,
              f"c-{suffix}": None}
     for name, report in hosts.items():
         annotations = {KSM_HANDLER_ANNOTATION: "true"} if name.startswith("b") else {}
-        core.create_node({"metadata": {"name": name, "annotations": annotations}})
+        # Node a's kubelet was given another hostname (--hostname-override) than its name.
+        labels = {"kubernetes.io/hostname": f"host-{name}"} if name.startswith("a") else {}
+        core.create_node({"metadata": {"name": name, "annotations": annotations,
+                                       "labels": labels}})
         custom.create_cluster_custom_object(GROUP, VERSION, "hypervisornodestates", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "HypervisorNodeState",
             "metadata": {"name": name},
@@ -81,9 +84,11 @@ def test_the_hosts_are_read_from_the_node_states_of_a_cluster(
 
     assert {h.node: h.report for h in hosts} == reported
     suggestion = suggest(hosts, Options())
-    # The names select the nodes; node b's annotation (read from its Node) keeps KSM unmanaged.
-    assert suggestion.manifest["spec"]["nodeSelector"]["matchExpressions"][0]["values"] == (
-        sorted(reported))
+    # Their hostname labels select the nodes (node b has none: its name); node b's annotation
+    # (read from its Node) keeps KSM unmanaged.
+    a, b = sorted(reported)
+    assert suggestion.manifest["spec"]["nodeSelector"]["matchExpressions"][0]["values"] == [
+        b, f"host-{a}"]
     assert suggestion.manifest["spec"]["memory"]["ksm"] == "Unmanaged"
 
 
