@@ -235,10 +235,12 @@ def _per_node(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
                                for h in hosts for n in ids)))
         return None
     entries = [{"node": n, "count": c} for n, c in pages.items()]
-    draft.choose(POOLS, [{"size": size, "perNode": entries}],
-                 "the memory budget the agent enforces before it grows a pool: per NUMA node, "
-                 "its memory less what the kubelet keeps there and the headroom "
-                 "(memory.hugepages.hostHeadroom, default the larger of 10% and 4Gi)")
+    draft.choose(POOLS, [{"size": size, "perNode": entries}], (
+        f"sized for the VMs of {vms.shape} each NUMA node is to hold, within " if vms else
+        "as large as allowed by ") + (
+        "the memory budget the agent enforces before it grows a pool: per NUMA node, its "
+        "memory less what the kubelet keeps there and the headroom (memory.hugepages."
+        "hostHeadroom, default the larger of 10% and 4Gi)"))
     for n in ids:
         binding = min(hosts, key=lambda h: rooms[h.source][n].pages)
         line = (f"node {n}: {pages[n]} pages; {binding.source} can spare "
