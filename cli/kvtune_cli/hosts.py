@@ -61,7 +61,7 @@ def stamped(report: HostReport) -> str:
     return "{\n" + head + body.removeprefix("{\n")
 
 
-def unknown_fields(data: t.Any, parsed: t.Any, path: str = "") -> list[str]:
+def _unknown_fields(data: t.Any, parsed: t.Any, path: str = "") -> list[str]:
     """The paths of `data` (JSON as given) that the model `parsed` from it did not keep: the
     fields another version of the report has and this one does not."""
     if isinstance(data, dict) and isinstance(parsed, dict):
@@ -69,11 +69,11 @@ def unknown_fields(data: t.Any, parsed: t.Any, path: str = "") -> list[str]:
         for key, value in data.items():
             where = f"{path}.{key}" if path else key
             found += ([where] if key not in parsed
-                      else unknown_fields(value, parsed[key], where))
+                      else _unknown_fields(value, parsed[key], where))
         return found
     if isinstance(data, list) and isinstance(parsed, list):
         return [w for i, (a, b) in enumerate(zip(data, parsed, strict=False))
-                for w in unknown_fields(a, b, f"{path}[{i}]")]
+                for w in _unknown_fields(a, b, f"{path}[{i}]")]
     return []
 
 
@@ -89,7 +89,7 @@ def _report(data: Mapping[str, t.Any], source: str, fix: str) -> HostReport:
         raise HostInputError(f"{source} is not a host report this kvtune can read ({fields}); "
                              f"{fix}") from invalid
     kept = report.model_dump(mode="json", exclude_unset=True)
-    extra = unknown_fields(dict(data), kept)
+    extra = _unknown_fields(dict(data), kept)
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         raise HostInputError(
