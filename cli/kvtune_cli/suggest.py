@@ -17,9 +17,11 @@ import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pydantic
 from kvtune_agent.probe import kubelet as kubelet_probe
 from kvtune_api.v1alpha1 import GROUP_VERSION
 from kvtune_api.v1alpha1.host import HostReport, Nic
+from kvtune_api.v1alpha1.profile import MAX_LUN_TERMS, MAX_NICS, InterfaceName, ResourceName
 
 from .hosts import ProbedHost
 from .suggest_check import withdraw_refused, withdraw_refused_rules
@@ -29,6 +31,8 @@ from .suggestion import Draft, SuggestError, VmShape
 #: Labels the namespaces whose VMIs the suggested profile shapes (the value: its name).
 VMS_LABEL = "kvtune.io/vms"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+#: The longest device model a LUN selector takes (LunSelector.models).
+MAX_MODEL = 64
 
 
 @dataclass(frozen=True)
@@ -221,10 +225,31 @@ def _nic_kind(nic: Nic) -> tuple[str | None, str | None]:
     return nic.vendor_id, nic.device_id
 
 
+def _named(names: list[str], kind: t.Any, what: str, draft: Draft) -> list[str]:
+    """The names a profile can carry as `kind` (an interface or resource name), at most
+    MAX_NICS of them; the others are left out, saying why."""
+    adapter = pydantic.TypeAdapter(kind)
+    fit = []
+    for name in names:
+        try:
+            adapter.validate_python(name)
+        except pydantic.ValidationError:
+            draft.leave_out(("network",), f"{what} on {name}",
+                            "a profile cannot name this NIC (see the field's form)")
+            continue
+        fit.append(name)
+    if len(fit) > MAX_NICS:
+        draft.leave_out(("network",), f"{what} on {', '.join(fit[MAX_NICS:])}",
+                        f"a profile holds at most {MAX_NICS} rules of a kind")
+    return fit[:MAX_NICS]
+
+
 def _network(hosts: Sequence[ProbedHost], options: Options, draft: Draft) -> None:
     path = ("network",)
     sriov, uneven = _alike(hosts, lambda r: {
         n.name: _nic_kind(n) for n in r.sriov.nics if n.sriov_total_vfs})
+    taken = set(sriov)
+    sriov = _named(sriov, InterfaceName, "SR-IOV", draft)
     if uneven:
         draft.leave_out(path, f"SR-IOV on {', '.join(uneven)}",
                         "not on every host, or a different device on some")
@@ -247,23 +272,27 @@ def _network(hosts: Sequence[ProbedHost], options: Options, draft: Draft) -> Non
         draft.note((*path, "sriov"), f"{name}: {why}")
     if rules:
         draft.choose((*path, "sriov"), rules, "NICs every host has alike (name and device)")
-    taken = set(sriov)
     lower, _ = _alike(hosts, lambda r: {
         n.name: _nic_kind(n) for n in r.sriov.nics
         if n.name not in taken and n.operstate == "up" and not n.master})
+    # The NIC's name is also the resource's (macvtap.network.kubevirt.io/<name>).
+    lower = _named(_named(lower, InterfaceName, "macvtap", draft), ResourceName, "macvtap", draft)
     macvtap = [{"name": name, "nicSelector": {"names": [name]}, "capacity": 1}
                for name in lower]
     if macvtap:
         draft.choose((*path, "macvtap"), macvtap, (
             "NICs every host has alike, up, not SR-IOV: each a NIC of one VM's own "
-            "(capacity 1); those the host's own traffic uses are taken out below"))
+            "(capacity 1); one the agent would refuse (the host's own traffic uses it) is "
+            "left out, saying why"))
     else:
         draft.leave_out(path, "macvtap", "no NIC is up, alike and free on every host")
 
 
 def _lun_models(report: HostReport) -> set[str]:
-    """The models of the disks proven free (a disk without a model cannot be selected)."""
-    return {d.model for d in report.block.devices if d.classification == "Eligible" and d.model}
+    """The models of the disks proven free (a disk without a model, or with one longer than a
+    selector takes, cannot be selected by it)."""
+    return {d.model for d in report.block.devices
+            if d.classification == "Eligible" and d.model and len(d.model) <= MAX_MODEL}
 
 
 def _luns(hosts: Sequence[ProbedHost], options: Options, draft: Draft) -> None:
@@ -277,7 +306,7 @@ def _luns(hosts: Sequence[ProbedHost], options: Options, draft: Draft) -> None:
             if seen else "no host has a disk proven free (see status.host.block)"))
         return
     draft.choose((*path, "blockLuns"), {
-        "selector": {"models": models},
+        "selector": {"models": models[:MAX_LUN_TERMS]},
         "storageClassName": f"{options.name}-luns",
         "ioScheduler": "none",
     }, (f"disk models every host has proven free (no partition, filesystem, holder or "

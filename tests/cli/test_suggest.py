@@ -267,3 +267,14 @@ def test_a_refusal_nothing_can_take_back_fails_the_suggestion_instead_of_printin
     with pytest.raises(SuggestError, match=r"no profile these hosts all satisfy: the agent "
                        r"would refuse it on node b: memory\.ksm is Disabled"):
         suggest([host], Options())
+
+
+def test_a_nic_whose_name_no_rule_can_carry_is_left_out_saying_why(tmp_path: Path) -> None:
+    tree = TREES["small"](tmp_path).nic("mgmt0", "0000:3b:00.0").nic("data_", "0000:5e:00.0")
+    host = probed(tree.nic("data1", "0000:5f:00.0").default_route("mgmt0"), "a")
+
+    suggestion = suggest([host], Options())
+
+    # "data_" is a fine interface name but no resource name (macvtap.network.kubevirt.io/data_).
+    assert [rule["name"] for rule in spec(suggestion, "network", "macvtap")] == ["data1"]
+    assert "left out: macvtap on data_: a profile cannot name this NIC" in all_why(suggestion)
