@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="spec.mode (default %(default)s: report, change nothing)")
     cmd.add_argument("--node-selector", metavar="KEY=VALUE[,KEY=VALUE]",
                      help="spec.nodeSelector.matchLabels (default: the probed nodes by name)")
-    cmd.add_argument("--vm", metavar="NcpuS/MEMORY",
+    cmd.add_argument("--vm", metavar="Ncpu/MEMORY",
                      help="size the pools for VMs of this shape, e.g. 4cpu/16Gi")
     cmd.add_argument("--vms-per-node", type=int, metavar="N",
                      help="with --vm: VMs each node is to hold; a node that cannot is named")
