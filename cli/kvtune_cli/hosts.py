@@ -114,11 +114,12 @@ def read_probe_file(path: pathlib.Path) -> ProbedHost:
                              f"{type(data).__name__}, not an object; {PROBE_HOW}")
     stamp = {key: data.get(key) for key in STAMP_KEYS}
     if stamp["kind"] is None and stamp["apiVersion"] is None:
-        looks = {"cpu", "numa", "memory"} <= data.keys()
+        looks = (f" (it looks like the output of a kvtune before {__version__}, which did not "
+                 "stamp its probes)" if {"cpu", "numa", "memory"} <= data.keys() else
+                 " (it looks like the output of `kvtune probe --vms --json`, which audits VMs "
+                 "too: leave out --vms)" if {"host", "vms"} <= data.keys() else "")
         raise HostInputError(
-            f"{path} is not a kvtune probe: it has no apiVersion and kind" + (
-                f" (it looks like the output of a kvtune before {__version__}, which did not "
-                "stamp its probes)" if looks else "") + f"; {PROBE_HOW}")
+            f"{path} is not a kvtune probe: it has no apiVersion and kind{looks}; {PROBE_HOW}")
     if stamp["kind"] != PROBE_KIND or not str(stamp["apiVersion"]).startswith(f"{API_GROUP}/"):
         raise HostInputError(
             f"{path} is a {stamp['apiVersion']} {stamp['kind']}, not a kvtune probe "

@@ -96,6 +96,8 @@ def test_a_probe_of_another_version_or_shape_is_refused_naming_what_differs(
     ("spec:\n  mode: Audit\n", "is not a kvtune probe: it is not JSON"),
     ("[1, 2]", "it holds a JSON list, not an object"),
     ('{"name": "x"}', "is not a kvtune probe: it has no apiVersion and kind;"),
+    ('{"host": {}, "vms": {}}', "the output of `kvtune probe --vms --json`, which audits VMs "
+     "too: leave out --vms"),
 ])
 def test_a_file_that_is_no_probe_is_refused_and_nothing_is_printed(
     tmp_path: Path, content: str, error: str, capsys: pytest.CaptureFixture[str],
