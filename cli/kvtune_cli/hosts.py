@@ -137,8 +137,8 @@ def probe_this_host(root: pathlib.Path) -> ProbedHost:
     """This host, probed now (read-only), as the agent probes it."""
     import socket
 
-    from kvtune_agent.hostfs import HostFS
-    from kvtune_agent.probe import probe_host
+    from kvtune_agent.host.hostfs import HostFS
+    from kvtune_agent.wiring import probe_host
 
     node = socket.gethostname()
     return ProbedHost(f"this host ({node})", probe_host(HostFS(root)), node=node)

@@ -88,7 +88,7 @@ def _hosts(args: argparse.Namespace) -> list[ProbedHost]:
         if args.files:
             raise SuggestError("give probe files or --from-cluster, not both")
         from kubernetes.config import ConfigException
-        from kvtune_operator.kube import api_client
+        from kvtune_operator.common.kube import api_client
 
         if args.kubeconfig:
             import os

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pydantic
-from kvtune_agent.probe import kubelet as kubelet_probe
+from kvtune_agent.features import kubelet_report
 from kvtune_api.v1alpha1 import GROUP_VERSION
 from kvtune_api.v1alpha1.host import HostReport, Nic
 from kvtune_api.v1alpha1.profile import MAX_LUN_TERMS, MAX_NICS, InterfaceName, ResourceName
@@ -151,7 +151,7 @@ def _cpu(hosts: Sequence[ProbedHost], draft: Draft) -> None:
 
 def _kubelet(hosts: Sequence[ProbedHost], draft: Draft) -> bool:
     """numa.topologyManagerPolicy where every kubelet agrees; whether VMs get dedicated CPUs."""
-    unknown = [h for h in hosts if not kubelet_probe.known(h.report.kubelet)]
+    unknown = [h for h in hosts if not kubelet_report.known(h.report.kubelet)]
     if unknown:
         why = "the kubelet's configuration is unknown on " + ", ".join(
             f"{h.source} ({h.report.kubelet.error or 'no kubelet process or config found'})"

@@ -14,10 +14,11 @@ from __future__ import annotations
 import typing as t
 from collections.abc import Callable, Sequence
 
-from kvtune_agent.plan import Finding, NodeMeta, plan
+from kvtune_agent.features.base import Finding, NodeMeta
+from kvtune_agent.wiring import plan
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_spec
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.render import render_spec
 
 from .hosts import ProbedHost
 from .suggestion import Draft, Path, SuggestError

@@ -1,8 +1,9 @@
 """Hugepage pools every given host can hold, and how many VMs of a shape fit on each NUMA node.
 
 The pools come from the memory budget the node agent itself enforces before it grows a pool
-(kvtune_agent.memory_budget: a NUMA node's memory, less what the kubelet keeps from pods there,
-less the profile's headroom), so a suggested pool is never one the agent would refuse to grow.
+(kvtune_agent.features.memory_budget: a NUMA node's memory, less what the kubelet keeps from
+pods there, less the profile's headroom), so a suggested pool is never one the agent would
+refuse to grow.
 Each NUMA node id gets the smallest count any host can spare there; hosts whose NUMA nodes are
 numbered differently share a total split evenly instead (the profile's `count` form).
 
@@ -19,10 +20,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kvtune_agent import memory_budget
-from kvtune_agent.memory_budget import gib
-from kvtune_agent.probe import cpulist
-from kvtune_agent.probe import kubelet as kubelet_probe
+from kvtune_agent.features import kubelet_report, memory_budget
+from kvtune_agent.features.memory_budget import gib
+from kvtune_agent.host import cpulist
 from kvtune_api import kubevirt_overhead, quantity
 from kvtune_api.v1alpha1.host import HostReport, NumaNode
 from kvtune_api.v1alpha1.profile import HostHeadroom, MemorySettings
@@ -101,7 +101,7 @@ def _reserved_cpus(report: HostReport, node: NumaNode) -> tuple[int, str]:
     """CPUs of `node` the kubelet keeps from pods, and how that was found."""
     kubelet = report.kubelet
     cpus = cpulist.parse(node.cpus)
-    if kubelet_probe.known(kubelet) and kubelet.reserved_system_cpus:
+    if kubelet_report.known(kubelet) and kubelet.reserved_system_cpus:
         kept = cpus & cpulist.parse(kubelet.reserved_system_cpus)
         return len(kept), f"reservedSystemCPUs keeps {len(kept)}"
     # The static CPU manager needs some CPUs reserved, and unknown is never zero: one whole

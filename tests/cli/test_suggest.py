@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hosttree import HostTree, arm64_server, intel_two_socket, large_host
-from kvtune_agent.plan import KSM_HANDLER_ANNOTATION, NodeMeta, plan
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.features.ksm import KSM_HANDLER_ANNOTATION
+from kvtune_agent.wiring import plan
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
 from kvtune_api.v1alpha1.profile import HypervisorProfile
 from kvtune_cli import suggest_check
@@ -18,9 +19,11 @@ from kvtune_cli.hosts import ProbedHost
 from kvtune_cli.suggest import Options, Suggestion, suggest
 from kvtune_cli.suggest_yaml import render
 from kvtune_cli.suggestion import SuggestError, VmShape
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_spec
-from support.suggest_hosts import TREES, probed, static_kubelet
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.render import render_spec
+from support.hosttree import HostTree, arm64_server, intel_two_socket, large_host
+
+from .hosts import TREES, probed, static_kubelet
 
 SHAPES = {"no VM shape": Options(), "10 VMs of 4cpu/16Gi": Options(
     vm=VmShape.parse("4cpu/16Gi"), vms_per_node=10)}
@@ -160,7 +163,7 @@ def test_nics_and_disks_are_suggested_only_where_every_host_has_them_alike(
     for host in (one, other):
         result = planned(suggestion, host)
         assert [f.message for f in result.findings if f.severity == "Error"] == []
-        assert result.luns, "the LUN rule matches the host's free disks"
+        assert result.published.get("luns"), "the LUN rule matches the host's free disks"
 
 
 def test_a_choice_the_agent_would_refuse_on_a_node_is_taken_back_with_its_words(

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hosttree import HostTree, intel_two_socket
 from kubernetes import client
-from kvtune_agent.plan import KSM_HANDLER_ANNOTATION
+from kvtune_agent.features.ksm import KSM_HANDLER_ANNOTATION
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_cli.hosts import HostInputError, from_cluster
 from kvtune_cli.main import main
@@ -21,7 +20,9 @@ from kvtune_cli.suggest import Options, suggest
 from kvtune_cli.suggest_yaml import render
 from kvtune_cli.suggestion import VmShape
 from support.cluster import ClusterAccess
-from support.suggest_hosts import TREES, probed, static_kubelet
+from support.hosttree import HostTree, intel_two_socket
+
+from .hosts import TREES, probed, static_kubelet
 
 GROUP, VERSION = "kvtune.io", "v1alpha1"
 

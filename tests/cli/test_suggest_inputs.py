@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hosttree import intel_two_socket
 from kvtune_api import __version__
 from kvtune_cli.hosts import HostInputError, read_probe_file
 from kvtune_cli.main import main
+from support.hosttree import intel_two_socket
 
 
 def kvtune(*args: str) -> subprocess.CompletedProcess[str]:
