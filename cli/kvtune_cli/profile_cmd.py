@@ -131,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
         f"Suggested by kvtune {__version__} `kvtune profile suggest` for: "
         + ", ".join(h.source for h in hosts) + ".",
         "Each choice says why; what is not asked for says why not. Apply it with "
-        "`kubectl apply -f` this file: in Audit the agents report what Enforce would change "
-        "(kubectl get hvns -o yaml: status.plan), then set spec.mode: Enforce.",
+        "`kubectl apply -f` this file: " + (
+            "in Audit the agents report what Enforce would change (kubectl get hvns -o yaml: "
+            "status.plan), then set spec.mode: Enforce." if options.mode == "Audit" else
+            "in Enforce the agents make the changes at once; those that need a drain wait "
+            "for one (rollout.allowDrain is false)."),
         *(f"WARNING: {line}" for line in suggestion.shortfalls),
     ]
     text = render(suggestion, header)

@@ -49,9 +49,19 @@ def test_a_profile_is_suggested_from_probe_files(probe_file: Path) -> None:
     profile = yaml.safe_load(done.stdout)
     assert profile["metadata"]["name"] == "pool-a"
     assert profile["spec"]["mode"] == "Audit"
-    header = " ".join(line[2:] for line in done.stdout.splitlines()[:3])
+    header = " ".join(line[2:] for line in done.stdout.splitlines()[:4])
     assert header.startswith(f"Suggested by kvtune {__version__} `kvtune profile suggest` for: "
                              f"{probe_file}.")
+    assert "in Audit the agents report what Enforce would change" in header
+
+
+def test_an_enforce_profile_says_what_applying_it_does(probe_file: Path) -> None:
+    done = kvtune("profile", "suggest", str(probe_file), "--mode", "Enforce")
+
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["spec"]["mode"] == "Enforce"
+    header = " ".join(line[2:] for line in done.stdout.splitlines()[:4])
+    assert "in Enforce the agents make the changes at once" in header
 
 
 def _rewrite(path: Path, **changes: object) -> Path:
