@@ -47,6 +47,10 @@ class VmPlan:
     per_host: int | None
     dedicated: bool
 
+    def pages(self, kib: int) -> int:
+        """The hugepages of `kib` one VM's guest memory takes (rounded up to whole pages)."""
+        return -(-self.shape.memory_kib // kib)
+
 
 def vm_nodes(report: HostReport) -> list[NumaNode]:
     """The NUMA nodes VMs can run on: online CPUs and memory (not CXL, HBM or GPU memory)."""
@@ -114,7 +118,7 @@ def _vm_room(host: ProbedHost, node: NumaNode, budget: memory_budget.Budget, oth
              kib: int, vms: VmPlan) -> tuple[int, str]:
     """How many VMs of the shape the node holds, and what bounds it."""
     shape = vms.shape
-    guest = -(-shape.memory_kib // kib) * kib
+    guest = vms.pages(kib) * kib
     overhead = max(OVERHEAD_FLOOR_KIB, kubevirt_overhead.estimate(
         guest_bytes=guest * 1024, vcpus=shape.vcpus,
         dedicated_or_guaranteed=vms.dedicated).total // 1024)
@@ -218,14 +222,13 @@ def _per_node(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
     if vms is None:
         pages = {n: min(rooms[h.source][n].pages for h in hosts) for n in ids}
     else:
-        guest = -(-vms.shape.memory_kib // kib)
+        guest = vms.pages(kib)
         pages = {n: c * guest for n, c in _vm_count(hosts, rooms, vms, draft).items()}
     floor = _in_use(hosts, size, ids)
-    for n, (count, holder) in floor.items():
-        if count > pages[n]:
-            pages[n] = count
-            draft.note(POOLS, f"node {n}: kept at the {count} pages VMs hold on {holder}: "
-                       "fewer would wait for them to leave the node")
+    kept = [f"node {n}: kept at the {count} pages VMs hold on {holder}: fewer would wait for "
+            "them to leave the node" for n, (count, holder) in floor.items() if count > pages[n]]
+    for n, (count, _) in floor.items():
+        pages[n] = max(pages[n], count)
     _fit_hosts(hosts, pages, kib, {n: count for n, (count, _) in floor.items()})
     if not any(pages.values()):
         draft.leave_out(("memory",), "hugepages", (
@@ -247,8 +250,10 @@ def _per_node(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]
                 f"{rooms[binding.source][n].pages} ({rooms[binding.source][n].why})")
         if vms is not None:
             fewest = min(hosts, key=lambda h: rooms[h.source][n].vms or 0)
-            line += (f"; for {pages[n] // -(-vms.shape.memory_kib // kib)} VMs of {vms.shape} "
+            line += (f"; for {pages[n] // vms.pages(kib)} VMs of {vms.shape} "
                      f"({fewest.source}: {rooms[fewest.source][n].vm_why})")
+        draft.note(POOLS, line)
+    for line in kept:
         draft.note(POOLS, line)
     for host in hosts:
         _growth_in_use(host, pages, size, kib, draft)
@@ -312,12 +317,12 @@ def _split(hosts: Sequence[ProbedHost], rooms: dict[str, dict[int, _NodeRoom]], 
         if vms is None:
             per_node = min(r.pages for r in nodes.values())
         else:
-            per_node = min(r.vms or 0 for r in nodes.values()) * -(-vms.shape.memory_kib // kib)
+            per_node = min(r.vms or 0 for r in nodes.values()) * vms.pages(kib)
         return per_node * len(nodes)
 
     count = min(room(h) for h in hosts)
     if vms is not None and vms.per_host is not None:
-        asked = vms.per_host * -(-vms.shape.memory_kib // kib)
+        asked = vms.per_host * vms.pages(kib)
         count = min(count, asked)
         for host in hosts:
             if room(host) < asked:
