@@ -2,9 +2,10 @@
 
 It starts a real local control plane, installs the CRDs, registers this machine as a Node, runs
 the operator, the VMI webhook and a node agent for this host (as separate processes, exactly as
-in a cluster), applies the Audit sample profile and shows what kvtune found and what Enforce
-would change. Every cluster step is a `kubectl` command, printed before it runs, so a newcomer
-can repeat it.
+in a cluster), applies a profile `kvtune profile suggest` proposes for this very host (in Audit)
+and shows what kvtune found, what Enforce would change and why, and the one command that would
+change it for real. Every step is a `kvtune` or `kubectl` command, printed before it runs, so a
+newcomer can repeat it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import typing as t
 
@@ -28,8 +30,18 @@ from .localcluster import (
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-PROFILE = REPO / "deploy" / "samples" / "audit-only.yaml"
-PROFILE_NAME = "audit-all-workers"
+PROFILE_NAME = "this-host"
+
+
+def enforce_command(plan: list[dict[str, t.Any]]) -> str:
+    """The command that makes the profile change this host (not run by the demo): Enforce, and
+    where a step waits for a drain, the drain allowed (the operator cordons the node and evicts
+    its VM pods first)."""
+    spec: dict[str, t.Any] = {"mode": "Enforce"}
+    if any(step["disruption"] == "NeedsDrain" for step in plan):
+        spec["rollout"] = {"allowDrain": True}
+    return (f"kubectl patch hvp {PROFILE_NAME} --type merge -p "
+            f"'{json.dumps({'spec': spec}, separators=(',', ':'))}'")
 
 
 class DemoError(RuntimeError):
@@ -56,6 +68,14 @@ class Demo:
         if show and done.stdout.strip():
             print(done.stdout.rstrip(), flush=True)
         return done.stdout
+
+    def kvtune(self, *args: str) -> None:
+        """Run a short kvtune command, shown as a person would type it."""
+        print(f"$ kvtune {' '.join(args)}", flush=True)
+        done = subprocess.run([sys.executable, "-m", "kvtune_cli.main", *args], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise DemoError(f"kvtune {' '.join(args)} failed: {done.stderr.strip()}")
 
     def spawn(self, name: str, *args: str) -> None:
         log = self.logs / f"{name}.log"
@@ -120,10 +140,20 @@ def run_demo(once: bool = False) -> int:
     return 0
 
 
-def _settled(status: dict[str, t.Any]) -> bool:
-    """Every matched node is counted as ready, degraded or waiting: nothing is in flight."""
+def _settled(profile: dict[str, t.Any], node: dict[str, t.Any]) -> bool:
+    """The profile's roll-up describes its spec and the node's report: every matched node is
+    ready, degraded or waiting, or (the roll-up counts a node in Audit that would change as
+    progressing, the same before and after its report) the node says it is such a node."""
+    status = profile.get("status", {})
+    if not (status.get("matchedNodes", 0) > 0
+            and status.get("observedGeneration") == profile["metadata"]["generation"]):
+        return False
     done = sum(status.get(k, 0) for k in ("readyNodes", "degradedNodes", "waitingNodes"))
-    return bool(status.get("matchedNodes", 0) > 0 and done == status["matchedNodes"])
+    conditions = {c["type"]: c for c in node.get("status", {}).get("conditions", [])}
+    audit = (conditions.get("Progressing", {}).get("reason") == "Audit"
+             and conditions.get("Degraded", {}).get("status") == "False"
+             and conditions.get("Waiting", {}).get("status") == "False")
+    return bool(done == status["matchedNodes"] or audit)
 
 
 def _conditions(title: str, conditions: list[dict[str, t.Any]]) -> None:
@@ -148,11 +178,15 @@ def _show(demo: Demo, node: str) -> dict[str, int]:
                *_metrics_flags(metrics["webhook"]))
     demo.spawn("agent", "agent", "--node", node, "--root", "/", "--interval", "10",
                *_metrics_flags(metrics["agent"]))
-    demo.kubectl("apply", "-f", str(PROFILE))
+    # The profile: proposed from this host's own probe (read-only), as a newcomer would.
+    profile = demo.logs / f"{PROFILE_NAME}.yaml"
+    demo.kvtune("profile", "suggest", "--name", PROFILE_NAME, "--output", str(profile))
+    print(profile.read_text().rstrip(), flush=True)
+    demo.kubectl("apply", "-f", str(profile))
     demo.wait("the node agent's first report", lambda: bool(
         demo.get("hvns", node).get("status", {}).get("observedGeneration")))
     demo.wait("the profile's roll-up of that report", lambda: _settled(
-        demo.get("hvp", PROFILE_NAME).get("status", {})))
+        demo.get("hvp", PROFILE_NAME), demo.get("hvns", node)))
     print()
     demo.kubectl("get", "hvp,hvns", "-o", "wide")
     state = demo.get("hvns", node)
@@ -161,11 +195,15 @@ def _show(demo: Demo, node: str) -> dict[str, int]:
     plan = status.get("plan", [])
     print(f"\nWhat Enforce would change on this host ({len(plan)} step(s); Audit changed nothing):")
     for step in plan:
-        print(f"  [{step['disruption']}] {step['path']}: {step['current']} -> {step['desired']}"
-              f"  ({step['reason']})")
-    profile = demo.get("hvp", PROFILE_NAME).get("status", {})
+        print(f"  [{step['disruption']}] {step['path']}: {step['current']} -> {step['desired']}")
+        print(textwrap.fill(step["reason"], 100, initial_indent="      why: ",
+                            subsequent_indent="      "))
+    rolled = demo.get("hvp", PROFILE_NAME).get("status", {})
     _conditions(f"\nProfile {PROFILE_NAME}: conditions rolled up by the operator",
-                profile.get("conditions", []))
+                rolled.get("conditions", []))
+    print("\nTo let kvtune make these changes on this host for real (the demo does not"
+          + (", and the NeedsDrain steps need the node drained first" if "allowDrain" in
+             enforce_command(plan) else "") + f"):\n  {enforce_command(plan)}")
     return metrics
 
 

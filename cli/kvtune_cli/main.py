@@ -51,8 +51,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
         print(probe_output(fs, report, processes, as_json=args.json, host_uri=args.libvirt_uri))
         return 0
-    if args.json:
-        print(report.model_dump_json(indent=2, exclude_none=True))
+    if args.json:  # stamped, so that `kvtune profile suggest` can tell another version's
+        from kvtune_cli.hosts import stamped
+
+        print(stamped(report))
     else:
         from kvtune_agent.report import format_report
 
@@ -276,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "nsenter into PID 1's namespaces, then systemctl)")
     _add_metrics_flags(agent, AGENT_METRICS_PORT)
     agent.set_defaults(func=_cmd_agent)
+
+    from kvtune_cli.profile_cmd import add_parser as add_profile_parser
+
+    add_profile_parser(sub)
 
     demo = sub.add_parser("demo", help="local control plane + operator + webhook + agent on "
                           "this host (Audit: nothing on the host is changed)")
