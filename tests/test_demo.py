@@ -38,6 +38,9 @@ def test_the_demo_shows_this_host_probed_by_a_real_agent_and_rolled_up() -> None
     [count] = re.findall(r"What Enforce would change on this host \((\d+) step\(s\)", out)
     assert out.count("      why: ") == int(count)
     assert "conditions rolled up by the operator" in out
+    # Audit changes nothing: the roll-up must not claim it is applying the steps it lists.
+    rolled_up = out.split("conditions rolled up by the operator", 1)[1]
+    assert not re.search(r"^  Progressing +True", rolled_up, re.M), rolled_up[:2000]
     assert "To let kvtune make these changes on this host for real" in out
     assert "kubectl patch hvp this-host --type merge -p '{\"spec\":{\"mode\":\"Enforce\"" in out
 

@@ -140,20 +140,16 @@ def run_demo(once: bool = False) -> int:
     return 0
 
 
-def _settled(profile: dict[str, t.Any], node: dict[str, t.Any]) -> bool:
+def _settled(profile: dict[str, t.Any]) -> bool:
     """The profile's roll-up describes its spec and the node's report: every matched node is
-    ready, degraded or waiting, or (the roll-up counts a node in Audit that would change as
-    progressing, the same before and after its report) the node says it is such a node."""
+    ready, degraded, waiting, or differs (Audit: Enforce would change it)."""
     status = profile.get("status", {})
     if not (status.get("matchedNodes", 0) > 0
             and status.get("observedGeneration") == profile["metadata"]["generation"]):
         return False
-    done = sum(status.get(k, 0) for k in ("readyNodes", "degradedNodes", "waitingNodes"))
-    conditions = {c["type"]: c for c in node.get("status", {}).get("conditions", [])}
-    audit = (conditions.get("Progressing", {}).get("reason") == "Audit"
-             and conditions.get("Degraded", {}).get("status") == "False"
-             and conditions.get("Waiting", {}).get("status") == "False")
-    return bool(done == status["matchedNodes"] or audit)
+    done = sum(status.get(k, 0)
+               for k in ("readyNodes", "degradedNodes", "waitingNodes", "differingNodes"))
+    return bool(done == status["matchedNodes"])
 
 
 def _conditions(title: str, conditions: list[dict[str, t.Any]]) -> None:
@@ -186,7 +182,7 @@ def _show(demo: Demo, node: str) -> dict[str, int]:
     demo.wait("the node agent's first report", lambda: bool(
         demo.get("hvns", node).get("status", {}).get("observedGeneration")))
     demo.wait("the profile's roll-up of that report", lambda: _settled(
-        demo.get("hvp", PROFILE_NAME), demo.get("hvns", node)))
+        demo.get("hvp", PROFILE_NAME)))
     print()
     demo.kubectl("get", "hvp,hvns", "-o", "wide")
     state = demo.get("hvns", node)
