@@ -8,11 +8,13 @@ interrupt lines fired there, which node its memory is on.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 
 from kvtune_api import conditions
 from kvtune_api.v1alpha1.audit import VmFinding
 from kvtune_api.v1alpha1.common import Condition
+from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.interference import (
     MAX_NAMES,
     MAX_OFFENDERS,
@@ -22,6 +24,7 @@ from kvtune_api.v1alpha1.interference import (
     Offender,
     VmInterference,
 )
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import AuditSettings
 
 from ..probe import cpulist
@@ -186,11 +189,11 @@ def isolated_condition(summary: NodeInterference, generation: int | None = None)
             VMS_ISOLATED, "Unknown", "Measuring",
             f"the first reading of {summary.vms} VMs is taken; their figures come with the "
             "next cycle", generation)
-    worst = max((vm.cpu_wait_percent or 0.0 for vm in summary.items), default=0.0)
+    # No figure in the message: it would change every cycle, and so rewrite the status.
     return conditions.make(
         VMS_ISOLATED, "True", "WithinThresholds",
-        f"all {summary.vms} VMs within spec.audit's thresholds (most vCPU wait {worst:.1f} %)",
-        generation)
+        f"all {summary.vms} VMs within spec.audit's thresholds (figures in "
+        "status.interference and the agent's metrics)", generation)
 
 
 def noise_findings(vm: VmFigures, limits: AuditSettings) -> list[VmFinding]:
@@ -218,3 +221,35 @@ def noise_findings(vm: VmFigures, limits: AuditSettings) -> list[VmFinding]:
     if _over(vm.irqs_per_second, limits.max_irqs_per_second):
         found.append(VmFinding(severity="Violation", rule="CpuNoise", message=message(vm, "Irqs")))
     return found
+
+
+#: The status fields of the measurement that change every cycle and are no reason on their own
+#: to write the status (the agent's VOLATILE list): they are refreshed when it is written.
+VOLATILE = tuple(f"interference.{path}" for path in (
+    "windowSeconds", "skipped",
+    *(f"items.{name}" for name in (
+        "cpuWaitPercent", "worstVcpu", "worstVcpuWaitPercent", "involuntarySwitchesPerSecond",
+        "migrationsPerSecond", "ranOn", "remoteMemoryPercent", "hugepageMemoryPercent",
+        "memoryAgeSeconds", "swapKib", "ksmMergingPages", "irqsPerSecond", "foreignPercent")),
+))
+
+
+def isolated_cpus(host: HostReport | None) -> frozenset[int] | None:
+    """The node's isolated CPUs as its kernel has them (isolcpus=), or None when none are."""
+    text = host.numa.isolated_cpus if host is not None else ""
+    return frozenset(cpulist.parse(text)) if text else None
+
+
+def with_interference(
+    status: HypervisorNodeStateStatus,
+    summary: NodeInterference,
+    previous: HypervisorNodeStateStatus,
+    generation: int,
+    now: datetime.datetime,
+) -> HypervisorNodeStateStatus:
+    """The status with the measured interference and its VMsIsolated condition."""
+    condition = conditions.merge(
+        previous.conditions, [isolated_condition(summary, generation)], now)
+    others = [c for c in status.conditions if c.type != VMS_ISOLATED]
+    return status.model_copy(update={"interference": summary,
+                                     "conditions": [*others, *condition]})

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kvtune_api.v1alpha1.host import HostReport
 
@@ -31,6 +32,7 @@ from . import evidence
 from .checks import Observed
 from .evidence import Memory, NodeReading, Skipped, Thread, VmReading
 
+T = TypeVar("T")
 #: Seconds a cycle spends reading numa_maps at most (whole files: a read is not cut).
 MEMORY_BUDGET = 0.005
 #: Bytes of one numa_maps read at most: a QEMU has a few hundred mappings (~100 bytes each);
@@ -83,10 +85,10 @@ class Sampler:
                 readings[vm.label] = reading
         self._read_memory(fs, readings, skipped)
         readings = _with_tasks(fs, readings, processes, qemus)
-        irqs = _interrupts(fs, skipped)
-        busy = evidence.parse_proc_stat(fs.read_text("/proc/stat") or "")
-        if busy is None:
-            skipped["FileMalformed"] += 1
+        # The per-CPU files only matter to VMs with dedicated CPUs.
+        noisy = any(r.dedicated for r in readings.values())
+        irqs = _per_cpu(fs, "/proc/interrupts", evidence.parse_interrupts, skipped, noisy)
+        busy = _per_cpu(fs, "/proc/stat", evidence.parse_proc_stat, skipped, noisy)
         skipped["Unreadable"] += len(fs.take_issues())
         now = NodeReading(
             at=self.clock(), vms=readings, irqs=irqs[0] if irqs else None,
@@ -231,11 +233,14 @@ def _thread(fs: HostFS, pid: int, tid: int, vcpu: int, skipped: Skipped) -> Thre
                   involuntary=involuntary, migrations=migrations, cpu=stat[1])
 
 
-def _interrupts(
-    fs: HostFS, skipped: Skipped
-) -> tuple[dict[str, dict[int, int]], dict[str, str]] | None:
-    text = fs.read_text("/proc/interrupts")
-    parsed = None if text is None else evidence.parse_interrupts(text)
+def _per_cpu(
+    fs: HostFS, path: str, parse: Callable[[str], T | None], skipped: Skipped, wanted: bool
+) -> T | None:
+    """A per-CPU file parsed; None, counted, when it is missing or does not parse."""
+    if not wanted:
+        return None
+    text = fs.read_text(path)
+    parsed = None if text is None else parse(text)
     if parsed is None:
         skipped["FileMissing" if text is None else "FileMalformed"] += 1
     return parsed

@@ -5,13 +5,15 @@ to end (launchers and libvirt as in test_audit_node, counters from a /proc tree)
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.audit import Sampler, audit_and_measure, interference, vms_condition
+from kvtune_agent.audit import Sampler, audit_and_measure, interference, report, vms_condition
 from kvtune_agent.audit.evidence import IrqSource, Memory, Thread, VmFigures, VmReading
 from kvtune_api.v1alpha1.profile import AuditSettings
+from kvtune_cli.main import main
 from vmproc import Vcpu, interrupts, proc_stat, process, qemu
 
 from .builders import domain_xml, launcher, libvirt_host, two_node_host
@@ -159,3 +161,30 @@ def test_audit_and_measure_names_a_noisy_vm_in_vms_compliant_and_measures_it(
     [measured] = second.interference.items
     assert measured.dedicated_cpus == "0-1" and measured.foreign_tasks == ["900 (stress)"]
     assert measured.cpu_wait_percent is not None and measured.cpu_wait_percent > 0
+
+
+def test_kvtune_probe_vms_measures_the_vms_in_the_words_of_the_condition(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The test driver's demo domain "test" (2 vCPUs, unpinned), run by a QEMU of the tree whose
+    # vCPU 1 waits: the tree does not move by itself, so its counters are moved while the probe
+    # sleeps between its two readings.
+    tree = HostTree(tmp_path)
+    qemu(tree, 4150, "test", {0: Vcpu(4151, cpu=0), 1: Vcpu(4152, cpu=1)})
+    interrupts(tree, 2, {"LOC": ([0, 0], "Local timer interrupts")})
+    proc_stat(tree, [0, 0])
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        qemu(tree, 4150, "test", {0: Vcpu(4151, cpu=0), 1: Vcpu(4152, 0, 10**9, cpu=1)})
+        real_sleep(seconds)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report.time, "sleep", sleep)
+        assert main(["probe", "--root", str(tmp_path), "--vms", "--libvirt-uri",
+                     "test:///default", "--window", "2"]) == 0
+
+    text = " ".join(capsys.readouterr().out.split())  # lines are wrapped
+    assert "INTERFERENCE (measured over 2" in text
+    assert "CpuWait: vCPU 1 of test waited " in text
+    assert "its vCPUs are not pinned and float over 0-1" in text
