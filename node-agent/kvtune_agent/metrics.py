@@ -145,7 +145,8 @@ EVIDENCE_SKIPPED = Counter(
     "ThreadExited, FileMissing, FileMalformed, ...).", ["reason"])
 _VM_COUNTERS = (VM_WAIT, VM_RUN, VM_SWITCHES, VM_MIGRATIONS, VM_IRQS, VM_FOREIGN)
 _VM_GAUGES = (VM_VCPUS, VM_DEDICATED, VM_REMOTE, VM_HUGE, VM_SWAP, VM_KSM)
-_vm_series: set[tuple[str, str]] = set()
+#: The counter series of each VM shown, by (namespace, name): looked up once per VM.
+_vm_series: dict[tuple[str, str], tuple[t.Any, ...]] = {}
 
 
 def set_interference(figures: Sequence[VmFigures], skipped: Mapping[str, int]) -> None:
@@ -153,23 +154,24 @@ def set_interference(figures: Sequence[VmFigures], skipped: Mapping[str, int]) -
     gauges take the latest value (an unknown one is left out, never set to 0)."""
     global _vm_series
     shown = sorted(figures, key=lambda f: (f.reading.namespace, f.reading.name))[:MAX_VM_SERIES]
-    now = set()
+    now = {}
     for vm in shown:
         labels = (vm.reading.namespace, vm.reading.name)
-        now.add(labels)
+        series = _vm_series.get(labels) or tuple(metric.labels(*labels) for metric in _VM_COUNTERS)
+        now[labels] = series
         increments = (vm.wait_seconds, vm.run_seconds, vm.involuntary, vm.migrations, vm.irqs,
                       vm.foreign_seconds)
-        for counter, amount in zip(_VM_COUNTERS, increments, strict=True):
-            counter.labels(*labels).inc(amount)
+        for counter, amount in zip(series, increments, strict=False):
+            counter.inc(amount)
         values = (len(vm.reading.threads), len(vm.reading.dedicated),
                   None if vm.remote_memory_percent is None else vm.remote_memory_percent / 100,
                   None if vm.hugepage_memory_percent is None else vm.hugepage_memory_percent / 100,
                   None if vm.reading.swap_kib is None else vm.reading.swap_kib * 1024,
                   vm.reading.ksm_pages)
         for gauge, value in zip(_VM_GAUGES, values, strict=True):
-            if value is not None:
+            if value is not None:  # an unknown value has no series, rather than a 0
                 gauge.labels(*labels).set(value)
-    for labels in _vm_series - now:
+    for labels in _vm_series.keys() - now.keys():
         for metric in (*_VM_COUNTERS, *_VM_GAUGES):
             with suppress(KeyError):
                 metric.remove(*labels)

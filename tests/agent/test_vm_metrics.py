@@ -25,8 +25,7 @@ def sample(metric: str, **labels: str) -> float | None:
 def _vm(name: str, wait: float, *, remote: float | None = 25.0) -> VmFigures:
     reading = VmReading(namespace="metrics", name=name, pid=1, start=1,
                         threads=(Thread(0, 2, 0, 0, 0, 0, 1),), dedicated=frozenset({1}),
-                        vcpu_nodes=frozenset({0}), swap_kib=4, ksm_pages=None,
-                        memory=Memory({0: 1}, 0, 0.0))
+                        vcpu_nodes=frozenset({0}), memory=Memory({0: 1}, 0, 0.0, swap_kib=4))
     return VmFigures(reading=reading, window=10.0, at=10.0, wait_seconds=wait, run_seconds=1.0,
                      involuntary=3, irqs=50, remote_memory_percent=remote,
                      cpu_wait_percent=wait * 10, worst_vcpu=0, worst_vcpu_wait_percent=wait * 10)

@@ -24,6 +24,8 @@ stops, a thread exits, between any two reads.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import operator
 import re
 import typing as t
 from collections import Counter
@@ -66,12 +68,15 @@ class Thread:
 
 @dataclass(frozen=True)
 class Memory:
-    """QEMU's resident memory by NUMA node (KiB) from its numa_maps, and how much of it sits in
-    hugepages; `at`: when it was read (memory is read within a budget, not every cycle)."""
+    """QEMU's resident memory by NUMA node (KiB) from its numa_maps, how much of it sits in
+    hugepages, its swapped-out memory (VmSwap, KiB) and KSM-merged pages (None: no such
+    counter); `at`: when they were read (memory is read within a budget, not every cycle)."""
 
     by_node_kib: Mapping[int, int]
     huge_kib: int
     at: float
+    swap_kib: int | None = None
+    ksm_pages: int | None = None
 
     @property
     def total_kib(self) -> int:
@@ -93,8 +98,6 @@ class VmReading:
     dedicated: frozenset[int]
     #: NUMA nodes its vCPUs are on (pinned CPUs' nodes, else those of the CPUs seen).
     vcpu_nodes: frozenset[int]
-    swap_kib: int | None = None
-    ksm_pages: int | None = None
     memory: Memory | None = None
     #: Tasks outside its pod allowed on its dedicated CPUs, 'pid (comm)'.
     foreign_tasks: tuple[str, ...] = ()
@@ -105,6 +108,14 @@ class VmReading:
     def label(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
+    @property
+    def swap_kib(self) -> int | None:
+        return None if self.memory is None else self.memory.swap_kib
+
+    @property
+    def ksm_pages(self) -> int | None:
+        return None if self.memory is None else self.memory.ksm_pages
+
 
 @dataclass(frozen=True)
 class NodeReading:
@@ -114,9 +125,7 @@ class NodeReading:
     at: float
     vms: Mapping[str, VmReading]
     #: Interrupts by /proc/interrupts line ("24", "LOC") and CPU, cumulative.
-    irqs: Mapping[str, Mapping[int, int]] | None
-    #: What each line is ("IO-APIC 5-edge ACPI:Ged", "Local timer interrupts").
-    irq_names: Mapping[str, str] = field(default_factory=dict)
+    irqs: Interrupts | None
     #: Each CPU's busy clock ticks (/proc/stat: all but idle and iowait), cumulative.
     busy_ticks: Mapping[int, int] | None = None
     skipped: Mapping[str, int] = field(default_factory=dict)
@@ -150,7 +159,10 @@ class VmFigures:
     hugepage_memory_percent: float | None = None
     irqs_per_second: float | None = None
     busiest_cpu: int | None = None
+    #: The lines that fired most on the busiest CPU; worked out when asked (`sources`) from
+    #: `irq_window`, since only a message needs them.
     irq_sources: tuple[IrqSource, ...] = ()
+    irq_window: IrqWindow | None = field(default=None, compare=False, repr=False)
     foreign_percent: float | None = None
     #: Other VMs' vCPU threads seen on its dedicated CPUs ("ns/vm vCPU 1").
     foreign_vcpus: tuple[str, ...] = ()
@@ -162,6 +174,12 @@ class VmFigures:
     migrations: int = 0
     irqs: int = 0
     foreign_seconds: float = 0.0
+
+    def sources(self) -> tuple[IrqSource, ...]:
+        """The interrupt lines that fired most on its busiest dedicated CPU, most first."""
+        if self.irq_sources or self.irq_window is None or self.busiest_cpu is None:
+            return self.irq_sources
+        return self.irq_window.sources(self.busiest_cpu)
 
 
 # -- parsing /proc ---------------------------------------------------------------------------
@@ -197,6 +215,16 @@ def parse_fields(text: str, separator: str = ":") -> dict[str, str]:
     return found
 
 
+def sched_value(text: str, key: str) -> int | None:
+    """One counter of a sched file ("key    :    12"), found without splitting the file."""
+    at = text.find(f"\n{key} ")
+    if at < 0:
+        return None
+    end = text.find("\n", at + 1)
+    _, colon, value = text[at + 1:end if end > 0 else len(text)].partition(":")
+    return number(value) if colon else None
+
+
 def number(value: str | None) -> int | None:
     """An integer field's value ("12", "12 kB", "12.000000"); None when absent or not one."""
     if value is None:
@@ -216,46 +244,59 @@ def parse_numa_maps(text: str) -> tuple[dict[int, int], int]:
     by_node: dict[int, int] = {}
     huge = 0
     lines = text.split("\n")
-    for line in lines[:-1] if not text.endswith("\n") else lines:
+    for line in lines if text.endswith("\n") else lines[:-1]:
         page_kib = 4
-        pages: list[tuple[int, int]] = []
+        pages = 0
+        counted: list[tuple[str, str]] = []
         for token in line.split()[2:]:
-            key, eq, value = token.partition("=")
-            if not eq or not value.isdigit():
-                continue
-            if key == "kernelpagesize_kB":
-                page_kib = int(value)
-            elif key[:1] == "N" and key[1:].isdigit():
-                pages.append((int(key[1:]), int(value)))
-        for node, count in pages:
-            by_node[node] = by_node.get(node, 0) + count * page_kib
-        if " huge " in f" {line} ":
-            huge += sum(count for _, count in pages) * page_kib
+            if token[0] == "N" and "=" in token:
+                node, _, value = token[1:].partition("=")
+                counted.append((node, value))
+            elif token.startswith("kernelpagesize_kB="):
+                page_kib = int(token[18:]) if token[18:].isdigit() else 4
+        for node, value in counted:
+            if node.isdigit() and value.isdigit():
+                by_node[int(node)] = by_node.get(int(node), 0) + int(value) * page_kib
+                pages += int(value)
+        if " huge " in line:
+            huge += pages * page_kib
     return by_node, huge
 
 
-def parse_interrupts(text: str) -> tuple[dict[str, dict[int, int]], dict[str, str]] | None:
-    """(counts by line and CPU, description by line) of /proc/interrupts; None without its
-    header. Columns are the online CPUs the header names; lines with fewer counts (ERR, MIS
-    are system-wide) are left out."""
+@dataclass(frozen=True)
+class Interrupts:
+    """/proc/interrupts: each line's counts, one per CPU of `cpus` (the online CPUs, in the
+    order of its header), and what each line is ("IO-APIC 5-edge ACPI:Ged")."""
+
+    cpus: tuple[int, ...]
+    counts: Mapping[str, tuple[int, ...]]
+    names: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_interrupts(text: str) -> Interrupts | None:
+    """/proc/interrupts parsed; None without its header. Lines with fewer counts than CPUs
+    (ERR and MIS are system-wide) are left out."""
     lines = text.splitlines()
-    if not lines:
-        return None
-    header = lines[0].split()
+    header = lines[0].split() if lines else []
     if not header or not all(h.startswith("CPU") and h[3:].isdigit() for h in header):
         return None
-    cpus = [int(h[3:]) for h in header]
-    counts: dict[str, dict[int, int]] = {}
+    cpus = tuple(int(h[3:]) for h in header)
+    width = len(cpus)
+    counts: dict[str, tuple[int, ...]] = {}
     names: dict[str, str] = {}
     for line in lines[1:]:
         label, colon, rest = line.partition(":")
         parts = rest.split()
-        if not colon or len(parts) < len(cpus) or not all(p.isdigit() for p in parts[:len(cpus)]):
+        if not colon or len(parts) < width:
             continue
+        try:
+            values = tuple(map(int, parts[:width]))
+        except ValueError:
+            continue  # ERR, MIS: one system-wide count and no more
         label = label.strip()
-        counts[label] = {cpu: int(p) for cpu, p in zip(cpus, parts, strict=False)}
-        names[label] = " ".join(parts[len(cpus):])
-    return counts, names
+        counts[label] = values
+        names[label] = " ".join(parts[width:])
+    return Interrupts(cpus, counts, names)
 
 
 def parse_proc_stat(text: str) -> dict[int, int] | None:
@@ -338,45 +379,59 @@ def _memory_figures(vm: VmReading) -> dict[str, t.Any]:
     return figures
 
 
-def irq_window(
-    now: NodeReading, before: NodeReading, cpus: Iterable[int]
-) -> tuple[dict[int, int], list[IrqSource]] | None:
-    """Interrupts on each of `cpus` over the window, and the lines behind them, most first;
-    None when either reading lacks /proc/interrupts."""
-    if now.irqs is None or before.irqs is None:
-        return None
-    wanted = frozenset(cpus)
-    per_cpu = dict.fromkeys(wanted, 0)
-    sources = []
-    for line, counts in now.irqs.items():
-        old = before.irqs.get(line, {})
-        total = 0
-        for cpu in wanted & counts.keys():
-            # A line that appeared (a hot-plugged device) counts from 0; one that went back
-            # (never, for the kernel's counters) counts nothing.
-            total_cpu = max(0, counts[cpu] - old.get(cpu, 0))
-            per_cpu[cpu] += total_cpu
-            total += total_cpu
-        if total:
-            sources.append(IrqSource(line, now.irq_names.get(line, ""), total))
-    sources.sort(key=lambda s: (-s.count, s.line))
-    return per_cpu, sources
+class IrqWindow:
+    """Interrupts on each CPU over a window, worked out once for all CPUs, not per VM; the
+    lines behind them only for the CPUs asked about."""
+
+    def __init__(self, now: NodeReading, before: NodeReading) -> None:
+        self.now, self.before = now.irqs, before.irqs
+        self.known = self.now is not None and self.before is not None
+        self.totals: dict[int, int] = {}
+        if self.now is None or self.before is None:
+            return
+        old = dict(zip(self.before.cpus, _column_sums(self.before), strict=True))
+        # A line that appears (a hot-plugged device) adds its whole count: fine, it is new.
+        self.totals = {cpu: max(0, total - old.get(cpu, 0))
+                       for cpu, total in zip(self.now.cpus, _column_sums(self.now), strict=True)}
+
+    def sources(self, cpu: int, count: int = 3) -> tuple[IrqSource, ...]:
+        """The lines that fired most on `cpu` over the window, most first."""
+        if self.now is None or self.before is None or cpu not in self.now.cpus:
+            return ()
+        lines, at = list(self.now.counts), self.now.cpus.index(cpu)
+        now = [values[at] for values in self.now.counts.values()]
+        if cpu in self.before.cpus:
+            index = self.before.cpus.index(cpu)
+            old = [self.before.counts[line][index] if line in self.before.counts else 0
+                   for line in lines]
+        else:
+            old = [0] * len(lines)
+        deltas = list(map(operator.sub, now, old))
+        # nlargest with a key is stable: lines of equal counts keep the file's order.
+        top = heapq.nlargest(count, range(len(lines)), key=deltas.__getitem__)
+        return tuple(IrqSource(lines[i], self.now.names.get(lines[i], ""), deltas[i])
+                     for i in top if deltas[i] > 0)
+
+
+def _column_sums(irqs: Interrupts) -> list[int]:
+    """Each CPU's interrupts, all lines together."""
+    return [sum(column) for column in zip(*irqs.counts.values(), strict=True)] or [0] * len(
+        irqs.cpus)
 
 
 def _noise_figures(
-    vm: VmReading, now: NodeReading, before: NodeReading, window: float, ticks_per_second: int,
-    run_seconds: float,
+    vm: VmReading, now: NodeReading, before: NodeReading, irqs: IrqWindow, window: float,
+    ticks_per_second: int, run_seconds: float,
 ) -> dict[str, t.Any]:
     """Interrupts on the VM's dedicated CPUs, and the share of their time other tasks ran."""
     if not vm.dedicated:
         return {}
     figures: dict[str, t.Any] = {}
-    irqs = irq_window(now, before, vm.dedicated)
-    if irqs is not None:
-        per_cpu, sources = irqs
-        busiest = max(sorted(per_cpu), key=lambda cpu: per_cpu[cpu])
+    if irqs.known:
+        per_cpu = {cpu: irqs.totals.get(cpu, 0) for cpu in sorted(vm.dedicated)}
+        busiest = max(per_cpu, key=lambda cpu: per_cpu[cpu])
         figures.update(irqs_per_second=per_cpu[busiest] / window, busiest_cpu=busiest,
-                       irq_sources=tuple(sources), irqs=sum(per_cpu.values()))
+                       irq_window=irqs, irqs=sum(per_cpu.values()))
     if now.busy_ticks is not None and before.busy_ticks is not None:
         cpus = [c for c in vm.dedicated if c in now.busy_ticks and c in before.busy_ticks]
         if cpus:
@@ -387,13 +442,21 @@ def _noise_figures(
     return figures
 
 
-def _foreign_vcpus(vm: VmReading, readings: Iterable[VmReading]) -> tuple[str, ...]:
+def _vcpus_by_cpu(readings: Iterable[VmReading]) -> dict[int, list[tuple[str, str]]]:
+    """(VM label, 'label vCPU n (on CPU c)') of every vCPU thread, by the CPU it was last on."""
+    found: dict[int, list[tuple[str, str]]] = {}
+    for vm in readings:
+        for thread in vm.threads:
+            if thread.cpu is not None:
+                found.setdefault(thread.cpu, []).append(
+                    (vm.label, f"{vm.label} vCPU {thread.vcpu} (on CPU {thread.cpu})"))
+    return found
+
+
+def _foreign_vcpus(vm: VmReading, by_cpu: Mapping[int, list[tuple[str, str]]]) -> tuple[str, ...]:
     """Other VMs' vCPU threads last seen on this VM's dedicated CPUs."""
-    return tuple(
-        f"{other.label} vCPU {thread.vcpu} (on CPU {thread.cpu})"
-        for other in readings if other.label != vm.label
-        for thread in other.threads if thread.cpu in vm.dedicated
-    )
+    return tuple(name for cpu in sorted(vm.dedicated) for label, name in by_cpu.get(cpu, ())
+                 if label != vm.label)
 
 
 def compare(
@@ -404,6 +467,8 @@ def compare(
     the inputs skipped along the way (those of both readings' making included)."""
     skipped = Skipped(now.skipped)
     window = None if before is None else now.at - before.at
+    irqs = None if before is None else IrqWindow(now, before)
+    by_cpu = _vcpus_by_cpu(now.vms.values())
     figures = []
     for key in sorted(now.vms):
         vm = now.vms[key]
@@ -411,13 +476,13 @@ def compare(
         values: dict[str, t.Any] = _memory_figures(vm)
         ran_on = {thread.cpu for thread in vm.threads if thread.cpu is not None}
         same = old is not None and (old.pid, old.start) == (vm.pid, vm.start)
-        if before is not None and old is not None and same and window and window > 0:
+        if before is not None and irqs is not None and old is not None and same and window:
             cpu = _cpu_figures(vm, old, window, skipped)
             values.update(cpu)
-            values.update(_noise_figures(vm, now, before, window, ticks_per_second,
+            values.update(_noise_figures(vm, now, before, irqs, window, ticks_per_second,
                                          cpu.get("run_seconds", 0.0)))
             ran_on |= {thread.cpu for thread in old.threads if thread.cpu is not None}
-        values["foreign_vcpus"] = _foreign_vcpus(vm, now.vms.values()) if vm.dedicated else ()
+        values["foreign_vcpus"] = _foreign_vcpus(vm, by_cpu) if vm.dedicated else ()
         base = VmFigures(reading=vm, window=window, at=now.at, ran_on=frozenset(ran_on))
         figures.append(dataclasses.replace(base, **values))
     return figures, skipped

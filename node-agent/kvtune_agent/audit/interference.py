@@ -68,7 +68,7 @@ def _irq_sources(vm: VmFigures) -> str:
     window = vm.window or 1.0
     return ", ".join(
         f"{s.line}{f' ({s.name})' if s.name else ''} {s.count / window:.0f}/s"
-        for s in vm.irq_sources[:NAMED_SOURCES]
+        for s in vm.sources()[:NAMED_SOURCES]
     )
 
 
@@ -86,7 +86,7 @@ def noise(vm: VmFigures) -> str:
     others = [*vm.foreign_vcpus, *reading.foreign_tasks]
     if others:
         parts.append(f"allowed there: {_names(others)}")
-    if vm.irq_sources:
+    if vm.sources():
         parts.append(f"interrupts: {_irq_sources(vm)}")
     return "; ".join(parts)
 

@@ -34,12 +34,13 @@ from .evidence import Memory, NodeReading, Skipped, Thread, VmReading
 
 T = TypeVar("T")
 #: Seconds a cycle spends reading numa_maps at most (whole files: a read is not cut).
-MEMORY_BUDGET = 0.005
+MEMORY_BUDGET = 0.001
 #: Bytes of one numa_maps read at most: a QEMU has a few hundred mappings (~100 bytes each);
 #: what lies beyond is not counted (the figures then cover the mappings read).
 NUMA_MAPS_LIMIT = 1 << 20
-#: Tasks named per VM (the count of the others is not kept: the figures say how much they ran).
-MAX_TASKS = 5
+#: Seconds a cycle spends at most reading again the allowed CPUs of processes already known
+#: (processes new to the agent are always read).
+TASKS_BUDGET = 0.0005
 
 
 def qemu_domain(process: Process) -> str | None:
@@ -62,11 +63,18 @@ class Sampler:
 
     memory_budget: float = MEMORY_BUDGET
     numa_maps_limit: int = NUMA_MAPS_LIMIT
+    #: When a reading is taken (seconds, monotonic): the windows' ends. The budgets are
+    #: spent in real time whatever this clock says.
     clock: Callable[[], float] = time.monotonic
     previous: NodeReading | None = None
-    _threads: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+    #: Each QEMU's start time and vCPU thread ids (vCPU -> tid), by pid.
+    _threads: dict[int, tuple[int, dict[int, int]]] = field(default_factory=dict)
     _memory: dict[str, Memory] = field(default_factory=dict)
     _turn: int = 0
+    tasks_budget: float = TASKS_BUDGET
+    #: Each process's allowed CPUs (None: unreadable), as last read.
+    _allowed: dict[int, frozenset[int] | None] = field(default_factory=dict)
+    _task_turn: int = 0
 
     def read(
         self, fs: HostFS, vms: Sequence[Observed], host: HostReport, processes: ProcessTable,
@@ -84,18 +92,19 @@ class Sampler:
             if reading is not None:
                 readings[vm.label] = reading
         self._read_memory(fs, readings, skipped)
-        readings = _with_tasks(fs, readings, processes, qemus)
+        if any(r.dedicated for r in readings.values()):
+            self._read_affinities(fs, processes)
+            readings = _foreign(fs, readings, self._allowed, processes, qemus)
         # The per-CPU files only matter to VMs with dedicated CPUs.
         noisy = any(r.dedicated for r in readings.values())
         irqs = _per_cpu(fs, "/proc/interrupts", evidence.parse_interrupts, skipped, noisy)
         busy = _per_cpu(fs, "/proc/stat", evidence.parse_proc_stat, skipped, noisy)
         skipped["Unreadable"] += len(fs.take_issues())
         now = NodeReading(
-            at=self.clock(), vms=readings, irqs=irqs[0] if irqs else None,
-            irq_names=irqs[1] if irqs else {}, busy_ticks=busy,
+            at=self.clock(), vms=readings, irqs=irqs, busy_ticks=busy,
             skipped={k: v for k, v in skipped.items() if v})
-        live = {(r.pid, r.start) for r in readings.values()}
-        self._threads = {key: value for key, value in self._threads.items() if key in live}
+        live = {r.pid for r in readings.values()}
+        self._threads = {pid: value for pid, value in self._threads.items() if pid in live}
         self._memory = {key: value for key, value in self._memory.items() if key in readings}
         before, self.previous = self.previous, now
         return now, before
@@ -104,52 +113,73 @@ class Sampler:
         self, fs: HostFS, vm: Observed, pid: int, node_of_cpu: Mapping[int, int],
         isolated: frozenset[int] | None, skipped: Skipped,
     ) -> VmReading | None:
-        stat = fs.read_text(f"/proc/{pid}/stat")
-        parsed = None if stat is None else evidence.parse_stat(stat)
-        if parsed is None:
-            skipped["VmStopped" if stat is None else "FileMalformed"] += 1
+        pins = {} if vm.domain is None else {
+            index: next(iter(cpus)) for index, cpus in enumerate(vm.domain.vcpu_cpus)
+            if cpus is not None and len(cpus) == 1}
+        found = self._vcpu_threads(fs, pid, pins, skipped)
+        if found is None:
             return None
-        start = parsed[0]
-        threads = self._vcpu_threads(fs, pid, start, skipped)
-        if threads is None:
-            return None
-        status = evidence.parse_fields(fs.read_text(f"/proc/{pid}/status") or "")
+        start, threads = found
         dedicated = vm.domain.pinned_cpus if vm.domain is not None else frozenset()
         seen = dedicated or {t.cpu for t in threads if t.cpu is not None}
         return VmReading(
             namespace=vm.namespace, name=vm.name, pid=pid, start=start, threads=threads,
             dedicated=dedicated,
             vcpu_nodes=frozenset(node_of_cpu[c] for c in seen if c in node_of_cpu),
-            swap_kib=evidence.number(status.get("VmSwap")),
-            ksm_pages=fs.read_int(f"/proc/{pid}/ksm_merging_pages"),
             memory=self._memory.get(vm.label),
             outside_isolated=dedicated - isolated if isolated is not None else frozenset(),
         )
 
     def _vcpu_threads(
-        self, fs: HostFS, pid: int, start: int, skipped: Skipped
-    ) -> tuple[Thread, ...] | None:
-        """The QEMU's vCPU threads read now; its vCPU thread ids are found once per QEMU and
-        looked for again only when one of them is gone."""
-        known = self._threads.get((pid, start))
-        for attempt in range(2):
-            if known is None:
-                known = _find_vcpus(fs, pid)
-                if known is None:
-                    skipped["VmStopped"] += 1
-                    return None
-                if not known:
-                    skipped["NoVcpuThreads"] += 1
-                    return None
-                self._threads[(pid, start)] = known
-            threads = [_thread(fs, pid, tid, vcpu, skipped) for vcpu, tid in sorted(known.items())]
-            if all(t is not None for t in threads) or attempt:
-                return tuple(t for t in threads if t is not None)
-            known = None  # a vCPU thread went away (hot-unplug): look them up again
-        return ()
+        self, fs: HostFS, pid: int, pins: Mapping[int, int], skipped: Skipped
+    ) -> tuple[int, tuple[Thread, ...]] | None:
+        """The QEMU's start time and its vCPU threads read now. Both are found once per QEMU
+        (its stat, its task list) and looked for again only when a vCPU thread is gone: then
+        the QEMU may have stopped, or its pid be another process's now. `pins`: the one CPU of
+        each vCPU pinned to a single CPU (where it runs, without reading where it ran last)."""
+        cached = self._threads.get(pid)
+        if cached is not None:
+            trial = Skipped()
+            threads = [_thread(fs, pid, tid, vcpu, pins.get(vcpu), trial)
+                       for vcpu, tid in sorted(cached[1].items())]
+            if all(t is not None for t in threads):
+                return cached[0], tuple(t for t in threads if t is not None)
+        stat = _small(fs, f"/proc/{pid}/stat")
+        parsed = None if stat is None else evidence.parse_stat(stat)
+        known = None if parsed is None else _find_vcpus(fs, pid)
+        if parsed is None or known is None:
+            self._threads.pop(pid, None)
+            skipped["VmStopped" if stat is None or known is None else "FileMalformed"] += 1
+            return None
+        if not known:
+            skipped["NoVcpuThreads"] += 1
+            return None
+        self._threads[pid] = (parsed[0], known)
+        threads = [_thread(fs, pid, tid, vcpu, pins.get(vcpu), skipped)
+                   for vcpu, tid in sorted(known.items())]
+        return parsed[0], tuple(t for t in threads if t is not None)
+
+    def _read_affinities(self, fs: HostFS, processes: ProcessTable) -> None:
+        """Each process's allowed CPUs: a process not seen before at once, the others again
+        in turn within the budget (affinities change seldom; how much other tasks ran on a VM's
+        CPUs is measured every cycle from /proc/stat)."""
+        pids = [process.pid for process in processes]
+        alive = set(pids)
+        self._allowed = {pid: cpus for pid, cpus in self._allowed.items() if pid in alive}
+        for pid in pids:
+            if pid not in self._allowed:
+                self._allowed[pid] = _allowed(fs, pid)
+        began = time.perf_counter()
+        for _ in range(len(pids)):
+            if time.perf_counter() - began >= self.tasks_budget:
+                break
+            pid = pids[self._task_turn % len(pids)]
+            self._task_turn += 1
+            self._allowed[pid] = _allowed(fs, pid)
 
     def _read_memory(self, fs: HostFS, readings: dict[str, VmReading], skipped: Skipped) -> None:
-        """numa_maps of a few VMs in turn, within the budget; the others keep their last."""
+        """numa_maps (and VmSwap, KSM pages) of a few VMs in turn, within the budget; the others
+    keep their last."""
         keys = sorted(readings)
         if not keys:
             return
@@ -159,15 +189,19 @@ class Sampler:
             if index and spent >= self.memory_budget:  # at least one a cycle
                 break
             reading = readings[key]
-            began = self.clock()
+            began = time.perf_counter()
             text = fs.read_bytes(f"/proc/{reading.pid}/numa_maps", 0, self.numa_maps_limit)
-            spent += self.clock() - began
             self._turn += 1
             if text is None:
+                spent += time.perf_counter() - began
                 skipped["VmStopped"] += 1
                 continue
             by_node, huge = evidence.parse_numa_maps(text.decode("ascii", errors="replace"))
-            self._memory[key] = Memory(by_node, huge, began)
+            status = evidence.parse_fields(_small(fs, f"/proc/{reading.pid}/status") or "")
+            ksm = evidence.number(_small(fs, f"/proc/{reading.pid}/ksm_merging_pages"))
+            spent += time.perf_counter() - began
+            self._memory[key] = Memory(by_node, huge, self.clock(),
+                                       evidence.number(status.get("VmSwap")), ksm)
             readings[key] = dataclasses.replace(reading, memory=self._memory[key])
 
 
@@ -203,34 +237,57 @@ def _find_vcpus(fs: HostFS, pid: int) -> dict[int, int] | None:
         return None
     found = {}
     for tid in tids:
-        match = evidence.VCPU_THREAD.fullmatch(fs.read_value(f"/proc/{pid}/task/{tid}/comm") or "")
+        comm = (_small(fs, f"/proc/{pid}/task/{tid}/comm") or "").strip()
+        match = evidence.VCPU_THREAD.fullmatch(comm)
         if match and tid.isdigit():
             found[int(match.group(1))] = int(tid)
     return found
 
 
-def _thread(fs: HostFS, pid: int, tid: int, vcpu: int, skipped: Skipped) -> Thread | None:
+#: Bytes read of a small /proc file (stat, status, schedstat, comm: a few hundred to 1.5 KiB):
+#: asking for no more than this spares the reader a buffer of HostFS's largest read.
+SMALL = 8192
+
+
+def _small(fs: HostFS, path: str, size: int = SMALL) -> str | None:
+    """The first `size` bytes of a small /proc file as text; None when absent or unreadable."""
+    data = fs.read_bytes(path, 0, size)
+    return None if data is None else data.decode("ascii", errors="replace")
+
+
+#: Bytes of a thread's sched file read: the counters wanted are in its first lines (the rest,
+#: NUMA and load averages, is of no use here).
+SCHED_HEAD = 1024
+
+
+def _thread(
+    fs: HostFS, pid: int, tid: int, vcpu: int, pinned: int | None, skipped: Skipped
+) -> Thread | None:
     base = f"/proc/{pid}/task/{tid}"
-    text = fs.read_text(f"{base}/schedstat")
+    text = _small(fs, f"{base}/schedstat")
     if text is None:
         skipped["ThreadExited" if not fs.exists(base) else "FileMissing"] += 1
         return None
     counters = evidence.parse_schedstat(text)
-    stat = evidence.parse_stat(fs.read_text(f"{base}/stat") or "")
-    if counters is None or stat is None:
+    cpu: int | None = pinned
+    if pinned is None:
+        stat = evidence.parse_stat(_small(fs, f"{base}/stat") or "")
+        cpu = None if stat is None else stat[1]
+        if stat is None:
+            counters = None
+    if counters is None:
         skipped["FileMalformed"] += 1
         return None
-    sched = fs.read_text(f"{base}/sched")
+    sched = _small(fs, f"{base}/sched", SCHED_HEAD)
     if sched is not None:
-        fields = evidence.parse_fields(sched)
-        involuntary = evidence.number(fields.get("nr_involuntary_switches"))
-        migrations = evidence.number(fields.get("se.nr_migrations"))
+        involuntary = evidence.sched_value(sched, "nr_involuntary_switches")
+        migrations = evidence.sched_value(sched, "se.nr_migrations")
     else:  # a kernel without CONFIG_SCHED_DEBUG: switches from status, migrations unknown
-        fields = evidence.parse_fields(fs.read_text(f"{base}/status") or "")
+        fields = evidence.parse_fields(_small(fs, f"{base}/status") or "")
         involuntary = evidence.number(fields.get("nonvoluntary_ctxt_switches"))
         migrations = None
     return Thread(vcpu=vcpu, tid=tid, run_ns=counters[0], wait_ns=counters[1],
-                  involuntary=involuntary, migrations=migrations, cpu=stat[1])
+                  involuntary=involuntary, migrations=migrations, cpu=cpu)
 
 
 def _per_cpu(
@@ -246,30 +303,29 @@ def _per_cpu(
     return parsed
 
 
-def _with_tasks(
-    fs: HostFS, readings: dict[str, VmReading], processes: ProcessTable,
-    qemus: Iterable[tuple[Observed, int]],
+def _allowed(fs: HostFS, pid: int) -> frozenset[int] | None:
+    """The CPUs a process's main thread may run on (its status's Cpus_allowed_list)."""
+    text = _small(fs, f"/proc/{pid}/status") or ""
+    at = text.find("Cpus_allowed_list:")
+    if at < 0:
+        return None
+    value = text[at + 18:text.find("\n", at) if "\n" in text[at:] else len(text)]
+    try:
+        return frozenset(cpulist.parse(value))
+    except ValueError:
+        return None
+
+
+def _foreign(
+    fs: HostFS, readings: dict[str, VmReading], allowed: Mapping[int, frozenset[int] | None],
+    processes: ProcessTable, qemus: Iterable[tuple[Observed, int]],
 ) -> dict[str, VmReading]:
     """Each VM with dedicated CPUs with the tasks outside its pod allowed on them.
 
-    A process's affinity is its main thread's (one read of its status); a bound per-CPU kernel
-    thread (no command line, one CPU) is the kernel's own and left out, as are the VM's QEMU and
-    the processes of its launcher's pod (which the kubelet confines to the VM's CPUs).
+    A bound per-CPU kernel thread (no command line, one CPU) is the kernel's own and left out,
+    as are the VM's QEMU and the processes of its launcher's pod (which the kubelet confines to
+    the VM's CPUs).
     """
-    wanted = {key: r for key, r in readings.items() if r.dedicated}
-    if not wanted:
-        return readings
-    allowed = []
-    for process in processes:
-        status = evidence.parse_fields(fs.read_text(f"/proc/{process.pid}/status") or "")
-        cpus = status.get("Cpus_allowed_list")
-        try:
-            parsed = frozenset(cpulist.parse(cpus)) if cpus else None
-        except ValueError:
-            parsed = None
-        if parsed is None or (not process.argv and len(parsed) == 1):
-            continue
-        allowed.append((process, parsed))
     launchers = {vm.label: vm.pid for vm, _ in qemus}
     pods: dict[int, str | None] = {}
 
@@ -278,16 +334,23 @@ def _with_tasks(
             pods[pid] = fs.readlink(f"/proc/{pid}/ns/mnt")
         return pods[pid]
 
+    dedicated = frozenset().union(*(r.dedicated for r in readings.values()))
+    # One intersection per process, then each VM looks up its own CPUs only.
+    by_cpu: dict[int, list[Process]] = {}
+    for process in processes:
+        cpus = allowed.get(process.pid)
+        if cpus is not None and (process.argv or len(cpus) > 1):
+            for cpu in cpus & dedicated:
+                by_cpu.setdefault(cpu, []).append(process)
     result = dict(readings)
-    for key, reading in wanted.items():
+    for key, reading in readings.items():
+        if not reading.dedicated:
+            continue
         launcher = launchers.get(key)
         own = pod(launcher) if launcher is not None else None
-        names = []
-        for process, task_cpus in allowed:
-            if process.pid == reading.pid or not task_cpus & reading.dedicated:
-                continue
-            if own is not None and pod(process.pid) == own:
-                continue
-            names.append(f"{process.pid} ({(process.comm or '?')[:32]})")
+        found = {p.pid: p for cpu in reading.dedicated for p in by_cpu.get(cpu, ())}
+        names = [f"{process.pid} ({(process.comm or '?')[:32]})"
+                 for pid, process in sorted(found.items())
+                 if pid != reading.pid and (own is None or pod(pid) != own)]
         result[key] = dataclasses.replace(reading, foreign_tasks=tuple(names))
     return result

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 from kvtune_agent.audit import evidence
-from kvtune_agent.audit.evidence import Memory, NodeReading, Thread, VmReading
+from kvtune_agent.audit.evidence import Interrupts, Memory, NodeReading, Thread, VmReading
 from vmproc import stat_line
 
 
@@ -47,10 +47,11 @@ def test_interrupts_are_read_per_cpu_column_and_system_wide_lines_left_out() -> 
             "LOC:        100        200   Local timer interrupts\n"
             "ERR:          0\n")
 
-    counts, names = evidence.parse_interrupts(text) or ({}, {})
+    parsed = evidence.parse_interrupts(text)
 
-    assert counts == {"24": {0: 1, 1: 7}, "LOC": {0: 100, 1: 200}}
-    assert names["24"] == "IO-APIC 5-edge ACPI:Ged"
+    assert parsed is not None and parsed.cpus == (0, 1)
+    assert parsed.counts == {"24": (1, 7), "LOC": (100, 200)}
+    assert parsed.names["24"] == "IO-APIC 5-edge ACPI:Ged"
     assert evidence.parse_interrupts("garbage\n") is None
 
 
@@ -75,10 +76,11 @@ def _thread(vcpu: int, run: float, wait: float, cpu: int = 1, tid: int = 0) -> T
                   wait_ns=int(wait * SECOND), involuntary=int(wait * 100), migrations=0, cpu=cpu)
 
 
-def _node(at: float, *vms: VmReading, irqs: dict[str, dict[int, int]] | None = None,
+def _node(at: float, *vms: VmReading, irqs: dict[str, tuple[int, ...]] | None = None,
           busy: dict[int, int] | None = None) -> NodeReading:
-    return NodeReading(at=at, vms={vm.label: vm for vm in vms}, irqs=irqs,
-                       irq_names={"LOC": "Local timer interrupts"}, busy_ticks=busy)
+    cpus = tuple(range(len(next(iter(irqs.values()))))) if irqs else ()
+    found = None if irqs is None else Interrupts(cpus, irqs, {"LOC": "Local timer interrupts"})
+    return NodeReading(at=at, vms={vm.label: vm for vm in vms}, irqs=found, busy_ticks=busy)
 
 
 def test_a_vcpu_that_waited_half_the_window_waited_50_percent() -> None:
@@ -135,22 +137,22 @@ def test_unknown_migrations_stay_unknown_rather_than_zero() -> None:
 def test_noise_on_dedicated_cpus_is_interrupts_there_and_busy_time_not_its_own() -> None:
     vm0 = _vm((_thread(0, 0, 0),), dedicated=frozenset({1}))
     vm1 = _vm((_thread(0, 6, 0),), dedicated=frozenset({1}))
-    before = _node(0.0, vm0, irqs={"LOC": {0: 0, 1: 0}, "36": {0: 0, 1: 0}}, busy={0: 0, 1: 0})
+    before = _node(0.0, vm0, irqs={"LOC": (0, 0), "36": (0, 0)}, busy={0: 0, 1: 0})
     # CPU 1 was busy 8 s of 10 (800 ticks); the vCPU ran 6 s of it: others ran 2 s (20 %).
-    now = _node(10.0, vm1, irqs={"LOC": {0: 99, 1: 2500}, "36": {0: 0, 1: 7500}},
+    now = _node(10.0, vm1, irqs={"LOC": (99, 2500), "36": (0, 7500)},
                 busy={0: 1000, 1: 800})
 
     [vm], _ = evidence.compare(now, before, ticks_per_second=100)
 
     assert vm.irqs_per_second == pytest.approx(1000.0) and vm.busiest_cpu == 1
-    assert [(s.line, s.count) for s in vm.irq_sources] == [("36", 7500), ("LOC", 2500)]
+    assert [(s.line, s.count) for s in vm.sources()] == [("36", 7500), ("LOC", 2500)]
     assert vm.foreign_percent == pytest.approx(20.0) and vm.foreign_seconds == pytest.approx(2)
 
 
 def test_a_floating_vm_has_no_dedicated_cpu_noise_figures() -> None:
-    before = _node(0.0, _vm((_thread(0, 0, 0),), dedicated=frozenset()), irqs={"LOC": {0: 0}},
+    before = _node(0.0, _vm((_thread(0, 0, 0),), dedicated=frozenset()), irqs={"LOC": (0,)},
                    busy={0: 0})
-    now = _node(10.0, _vm((_thread(0, 5, 5),), dedicated=frozenset()), irqs={"LOC": {0: 9}},
+    now = _node(10.0, _vm((_thread(0, 5, 5),), dedicated=frozenset()), irqs={"LOC": (9,)},
                 busy={0: 900})
 
     [vm], _ = evidence.compare(now, before)
