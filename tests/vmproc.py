@@ -24,9 +24,9 @@ class Vcpu:
     migrations: int = 0
 
 
-def stat_line(pid: int, comm: str, start: int, cpu: int = 0) -> str:
-    """A /proc/<pid>/stat line: starttime is field 22, processor field 39."""
-    fields = ["S", "1", str(pid), str(pid), "0", "-1", "4194560"] + ["0"] * 12
+def stat_line(pid: int, comm: str, start: int, cpu: int = 0, flags: int = 0x400100) -> str:
+    """A /proc/<pid>/stat line: flags are field 9, starttime field 22, processor field 39."""
+    fields = ["S", "1", str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12
     fields += [str(start)] + ["0"] * 16 + [str(cpu)] + ["0"] * 12
     return f"{pid} ({comm}) " + " ".join(fields) + "\n"
 
@@ -88,11 +88,18 @@ def numa_maps(by_node_pages: Mapping[int, int], *, page_kib: int = 4, huge: bool
             "7f1000000000 default file=/usr/lib/libc.so.6 mapped=10 N0=10 kernelpagesize_kB=4\n")
 
 
+#: A kernel thread's flags: PF_KTHREAD, and PF_NO_SETAFFINITY for those the kernel places.
+KTHREAD, NO_SETAFFINITY = 0x00200000, 0x04000000
+
+
 def process(tree: HostTree, pid: int, comm: str, allowed: str, *, kernel: bool = False,
-            mnt: str | None = None) -> HostTree:
-    """Any other process (`kernel`: a kernel thread, no command line) allowed on `allowed`."""
+            placed: bool = False, mnt: str | None = None) -> HostTree:
+    """Any other process allowed on `allowed`; `kernel`: a kernel thread (no command line),
+    `placed`: one the kernel places itself (per-CPU threads, workqueue workers)."""
     if kernel:
         tree.file(f"/proc/{pid}/comm", comm).file(f"/proc/{pid}/cmdline", b"")
+        flags = KTHREAD | (NO_SETAFFINITY if placed else 0)
+        tree.file(f"/proc/{pid}/stat", stat_line(pid, comm, 5, flags=flags))
     else:
         tree.process(pid, comm, f"/usr/bin/{comm}")
     if mnt is not None:

@@ -95,6 +95,7 @@ class Sampler:
         if any(r.dedicated for r in readings.values()):
             self._read_affinities(fs, processes)
             readings = _foreign(fs, readings, self._allowed, processes, qemus)
+            readings = _workqueues(fs, readings)
         # The per-CPU files only matter to VMs with dedicated CPUs.
         noisy = any(r.dedicated for r in readings.values())
         irqs = _per_cpu(fs, "/proc/interrupts", evidence.parse_interrupts, skipped, noisy)
@@ -163,19 +164,20 @@ class Sampler:
         """Each process's allowed CPUs: a process not seen before at once, the others again
         in turn within the budget (affinities change seldom; how much other tasks ran on a VM's
         CPUs is measured every cycle from /proc/stat)."""
-        pids = [process.pid for process in processes]
+        process_of = {process.pid: process for process in processes}
+        pids = list(process_of)
         alive = set(pids)
         self._allowed = {pid: cpus for pid, cpus in self._allowed.items() if pid in alive}
         for pid in pids:
             if pid not in self._allowed:
-                self._allowed[pid] = _allowed(fs, pid)
+                self._allowed[pid] = _allowed(fs, process_of[pid])
         began = time.perf_counter()
         for _ in range(len(pids)):
             if time.perf_counter() - began >= self.tasks_budget:
                 break
             pid = pids[self._task_turn % len(pids)]
             self._task_turn += 1
-            self._allowed[pid] = _allowed(fs, pid)
+            self._allowed[pid] = _allowed(fs, process_of[pid])
 
     def _read_memory(self, fs: HostFS, readings: dict[str, VmReading], skipped: Skipped) -> None:
         """numa_maps (and VmSwap, KSM pages) of a few VMs in turn, within the budget; the others
@@ -303,8 +305,23 @@ def _per_cpu(
     return parsed
 
 
-def _allowed(fs: HostFS, pid: int) -> frozenset[int] | None:
-    """The CPUs a process's main thread may run on (its status's Cpus_allowed_list)."""
+#: PF_NO_SETAFFINITY in a task's flags (stat's field 9): the kernel places the task itself
+#: (per-CPU kernel threads, workqueue workers and rescuers) and refuses anyone else's affinity.
+PF_NO_SETAFFINITY = 0x04000000
+#: The unbound workqueues' CPUs: their workers follow it, not sched_setaffinity.
+WORKQUEUE_MASK = "/sys/devices/virtual/workqueue/cpumask"
+
+
+def _allowed(fs: HostFS, process: Process) -> frozenset[int] | None:
+    """The CPUs a process's main thread may run on (its status's Cpus_allowed_list); None when
+    unreadable, or for a kernel thread the kernel places itself (no one can move it: the
+    workqueue mask, checked apart, moves the unbound workqueues' workers)."""
+    pid = process.pid
+    if not process.argv:  # a kernel thread: only kernel threads carry the flag
+        stat = _small(fs, f"/proc/{pid}/stat") or ""
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 6 and fields[6].isdigit() and int(fields[6]) & PF_NO_SETAFFINITY:
+            return None
     text = _small(fs, f"/proc/{pid}/status") or ""
     at = text.find("Cpus_allowed_list:")
     if at < 0:
@@ -316,15 +333,29 @@ def _allowed(fs: HostFS, pid: int) -> frozenset[int] | None:
         return None
 
 
+def _workqueues(fs: HostFS, readings: dict[str, VmReading]) -> dict[str, VmReading]:
+    """VMs whose dedicated CPUs the unbound workqueues may use, with those named."""
+    text = fs.read_value(WORKQUEUE_MASK)
+    try:
+        allowed = frozenset(cpulist.parse_mask(text)) if text else frozenset()
+    except ValueError:
+        fs.note(WORKQUEUE_MASK, f"not a cpumask: {text[:40] if text else ''!r}")
+        return readings
+    return {key: dataclasses.replace(r, foreign_tasks=(
+                *r.foreign_tasks,
+                f"unbound workqueues (cpumask {cpulist.format_ids(allowed)})"))
+            if r.dedicated & allowed else r
+            for key, r in readings.items()}
+
+
 def _foreign(
     fs: HostFS, readings: dict[str, VmReading], allowed: Mapping[int, frozenset[int] | None],
     processes: ProcessTable, qemus: Iterable[tuple[Observed, int]],
 ) -> dict[str, VmReading]:
     """Each VM with dedicated CPUs with the tasks outside its pod allowed on them.
 
-    A bound per-CPU kernel thread (no command line, one CPU) is the kernel's own and left out,
-    as are the VM's QEMU and the processes of its launcher's pod (which the kubelet confines to
-    the VM's CPUs).
+    Kernel threads the kernel places itself are left out (`_allowed`), as are the VM's QEMU and
+    the processes of its launcher's pod (which the kubelet confines to the VM's CPUs).
     """
     launchers = {vm.label: vm.pid for vm, _ in qemus}
     pods: dict[int, str | None] = {}
@@ -339,7 +370,7 @@ def _foreign(
     by_cpu: dict[int, list[Process]] = {}
     for process in processes:
         cpus = allowed.get(process.pid)
-        if cpus is not None and (process.argv or len(cpus) > 1):
+        if cpus is not None:
             for cpu in cpus & dedicated:
                 by_cpu.setdefault(cpu, []).append(process)
     result = dict(readings)

@@ -194,15 +194,21 @@ def test_tasks_allowed_on_a_vms_dedicated_cpus_are_named_but_not_its_pods_or_the
     tree = HostTree(tmp_path)
     qemu(tree, 500, "prod_a", {0: Vcpu(601, cpu=1)}, allowed="1", mnt="mnt:[pod]")
     process(tree, 400, "virt-launcher", "1", mnt="mnt:[pod]")        # its own pod
-    process(tree, 20, "ksoftirqd/1", "1", kernel=True)               # bound per-CPU kthread
-    process(tree, 30, "kworker/u16:2", "0-7", kernel=True)           # unbound: noise
+    process(tree, 20, "ksoftirqd/1", "1", kernel=True, placed=True)  # the kernel's own
+    process(tree, 30, "kworker/R-kblockd", "0-7", kernel=True, placed=True)
+    process(tree, 40, "khugepaged", "0-7", kernel=True)              # movable: noise
     process(tree, 700, "stress", "0-7", mnt="mnt:[host]")            # a host process
     process(tree, 800, "containerd", "0", mnt="mnt:[host]")          # on housekeeping
     _host(tree)
+    tree.file("/sys/devices/virtual/workqueue/cpumask", "ff")
 
     [figures], _ = _read(tree, Sampler(), _observed("a", pins=["1"], launcher=400))
+    tree.file("/sys/devices/virtual/workqueue/cpumask", "1")  # unbound work on CPU 0 only
+    [moved], _ = _read(tree, Sampler(), _observed("a", pins=["1"], launcher=400))
 
-    assert figures.reading.foreign_tasks == ("30 (kworker/u16:2)", "700 (stress)")
+    assert figures.reading.foreign_tasks == (
+        "40 (khugepaged)", "700 (stress)", "unbound workqueues (cpumask 0-7)")
+    assert moved.reading.foreign_tasks == ("40 (khugepaged)", "700 (stress)")
 
 
 def test_dedicated_cpus_outside_the_isolated_set_are_reported(tmp_path: Path) -> None:
