@@ -5,6 +5,9 @@ and the node's status is not rewritten when only the measured figures moved."""
 from __future__ import annotations
 
 import datetime
+import json
+import re
+from pathlib import Path
 
 from kvtune_agent import metrics
 from kvtune_agent.agent import significant
@@ -60,3 +63,20 @@ def test_a_status_whose_measured_figures_alone_changed_is_not_rewritten() -> Non
     assert after.interference != before.interference
     assert significant(after) == significant(before)
     assert significant(over) != significant(before)  # a VM over its threshold is news
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_vm_metric_the_docs_and_dashboard_use_is_one_the_agent_serves() -> None:
+    served = {metric.name for metric in REGISTRY.collect()}
+    served |= {f"{name}_total" for name in served}
+    dashboard = json.loads((ROOT / "docs/dashboards/interference.json").read_text())
+    exprs = " ".join(target["expr"] for panel in dashboard["panels"]
+                     for target in panel["targets"])
+    docs = (ROOT / "docs/interference.md").read_text() + (ROOT / "docs/metrics.md").read_text()
+
+    used = set(re.findall(r"kvtune_agent_vm_[a-z_]+", exprs + docs)) - {"kvtune_agent_vm_"}
+
+    assert used, "no metric found: the pattern no longer matches"
+    assert not used - served, f"named but not served: {sorted(used - served)}"
