@@ -156,7 +156,8 @@ def set_interference(figures: Sequence[VmFigures], skipped: Mapping[str, int]) -
     shown = sorted(figures, key=lambda f: (f.reading.namespace, f.reading.name))[:MAX_VM_SERIES]
     now = {}
     for vm in shown:
-        labels = (vm.reading.namespace, vm.reading.name)
+        # A host libvirt's domain names are not Kubernetes names: cut to what one can be.
+        labels = (vm.reading.namespace[:63], vm.reading.name[:253])
         series = _vm_series.get(labels) or tuple(metric.labels(*labels) for metric in _VM_COUNTERS)
         now[labels] = series
         increments = (vm.wait_seconds, vm.run_seconds, vm.involuntary, vm.migrations, vm.irqs,

@@ -216,7 +216,8 @@ def audit_and_measure(
     observed, notes = observe(fs, processes, connect=connect, host_uri=host_uri)
     now, before = sampler.read(fs, observed, host, processes, isolated)
     figures, skipped = evidence.compare(now, before, TICKS_PER_SECOND)
-    noisy = {f.reading.label: interference.noise_findings(f, limits) for f in figures}
+    noisy = {f.reading.label: interference.noise_findings(f, limits, isolated is not None)
+             for f in figures}
     return Measured(
         audit=audit(observed, host, policy, notes, noisy),
         interference=interference.summarise(figures, dict(skipped), limits),

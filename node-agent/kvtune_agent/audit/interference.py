@@ -196,9 +196,18 @@ def isolated_condition(summary: NodeInterference, generation: int | None = None)
         "status.interference and the agent's metrics)", generation)
 
 
-def noise_findings(vm: VmFigures, limits: AuditSettings) -> list[VmFinding]:
+def noise_findings(
+    vm: VmFigures, limits: AuditSettings, partitioned: bool = True
+) -> list[VmFinding]:
     """The CpuNoise findings of a VM with dedicated CPUs (the VM audit, VMsCompliant): CPUs
-    outside the isolated set, other tasks allowed there, interrupts over spec.audit's limit."""
+    outside the isolated set, other VMs' vCPUs and other tasks allowed there, interrupts over
+    spec.audit's limit.
+
+    On a node without a CPU partition (`partitioned` False: no isolated set is known) every
+    host daemon may run on every CPU, and nothing kvtune was asked to do keeps them off: the
+    tasks allowed there are a Warning that says so, not a broken promise. Another VM's vCPU on
+    its CPUs and interrupts over the profile's limit are violations either way.
+    """
     reading = vm.reading
     if not reading.dedicated:
         return []
@@ -209,15 +218,21 @@ def noise_findings(vm: VmFigures, limits: AuditSettings) -> list[VmFinding]:
             "isolated CPUs, where housekeeping work (kernel threads, host daemons, interrupts) "
             "runs; give VMs only isolated CPUs (the kubelet's reservedSystemCPUs = the "
             "housekeeping set)")))
-    others = [*vm.foreign_vcpus, *reading.foreign_tasks]
-    if others:
+    ran = (f" (other tasks ran {vm.foreign_percent:.0f} % of the time)"
+           if vm.foreign_percent is not None else "")
+    if vm.foreign_vcpus:
         found.append(VmFinding(severity="Violation", rule="CpuNoise", message=(
-            f"other tasks may run on its dedicated CPUs {_ids(reading.dedicated)}: "
-            f"{_names(others, MAX_NAMES)}"
-            + (f" (they ran {vm.foreign_percent:.0f} % of the time)"
-               if vm.foreign_percent is not None else "")
-            + "; confine them to the housekeeping CPUs (systemd CPUAffinity, the kubelet's "
-            "reservedSystemCPUs)")))
+            f"other VMs' vCPUs run on its dedicated CPUs {_ids(reading.dedicated)}: "
+            f"{_names(vm.foreign_vcpus, MAX_NAMES)}{ran}")))
+    if reading.foreign_tasks:
+        advice = ("confine them to the housekeeping CPUs (systemd CPUAffinity, the kubelet's "
+                  "reservedSystemCPUs, the workqueue cpumask)" if partitioned else
+                  "the node has no CPU partition (no isolated CPUs), so host tasks may run "
+                  "anywhere: give it housekeeping and isolated CPUs")
+        found.append(VmFinding(
+            severity="Violation" if partitioned else "Warning", rule="CpuNoise", message=(
+                f"other tasks may run on its dedicated CPUs {_ids(reading.dedicated)}: "
+                f"{_names(reading.foreign_tasks, MAX_NAMES)}{ran}; {advice}")))
     if _over(vm.irqs_per_second, limits.max_irqs_per_second):
         found.append(VmFinding(severity="Violation", rule="CpuNoise", message=message(vm, "Irqs")))
     return found

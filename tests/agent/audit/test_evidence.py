@@ -179,3 +179,25 @@ def test_another_vms_vcpu_seen_on_a_dedicated_cpu_is_named() -> None:
 
     assert figures[0].foreign_vcpus == ("prod/b vCPU 2 (on CPU 1)",)
     assert figures[1].foreign_vcpus == ()  # floating: nothing of its own to guard
+
+
+def test_interrupts_are_matched_by_cpu_when_a_cpu_went_offline_between_readings() -> None:
+    vm = _vm((_thread(0, 0, 0),), dedicated=frozenset({1}))
+    before = NodeReading(at=0.0, vms={vm.label: vm}, busy_ticks=None,
+                         irqs=Interrupts((0, 1), {"LOC": (10, 10), "36": (5, 5)}))
+    after = dataclasses.replace(vm, threads=(_thread(0, 1, 0),))
+    now = NodeReading(at=10.0, vms={vm.label: after}, busy_ticks=None,
+                      irqs=Interrupts((1,), {"LOC": (30,), "36": (105,)}))
+
+    [figures], _ = evidence.compare(now, before)
+
+    assert figures.irqs_per_second == pytest.approx(12.0)  # (20 + 100) / 10 s on CPU 1
+    assert [(s.line, s.count) for s in figures.sources()] == [("36", 100), ("LOC", 20)]
+
+
+def test_a_sched_counter_is_found_by_its_key_at_the_start_of_a_line() -> None:
+    text = "x (1, #threads: 1)\n----\nse.nr_migrations   :   7\nnr_involuntary_switches : 3\n"
+
+    assert evidence.sched_value(text, "se.nr_migrations") == 7
+    assert evidence.sched_value(text, "nr_involuntary_switches") == 3
+    assert evidence.sched_value(text, "nr_switches") is None

@@ -121,12 +121,27 @@ def test_noisy_dedicated_cpus_are_cpu_noise_violations_naming_the_source() -> No
         vm.reading, outside_isolated=frozenset({5})))
 
     found = interference.noise_findings(vm, LIMITS)
+    unpartitioned = interference.noise_findings(vm, LIMITS, partitioned=False)
 
     assert [(f.severity, f.rule) for f in found] == [("Violation", "CpuNoise")] * 3
     messages = " | ".join(f.message for f in found)
     assert "dedicated CPUs 5 are outside the node's isolated CPUs" in messages
-    assert "other tasks may run on its dedicated CPUs 5: 700 (stress) (they ran 12 %" in messages
+    assert ("other tasks may run on its dedicated CPUs 5: 700 (stress) (other tasks ran 12 % "
+            "of the time); confine them") in messages
     assert "LOC (Local timer interrupts) 9000/s" in messages
+    # Without a CPU partition host tasks may run anywhere: said, but no broken promise.
+    assert [f.severity for f in unpartitioned] == ["Violation", "Warning", "Violation"]
+    assert "the node has no CPU partition" in unpartitioned[1].message
+
+
+def test_another_vms_vcpu_on_dedicated_cpus_is_a_violation_even_without_a_partition() -> None:
+    vm = _figures(foreign_vcpus=("prod/b vCPU 0 (on CPU 5)",))
+    vm = dataclasses.replace(vm, reading=dataclasses.replace(vm.reading, foreign_tasks=()))
+
+    [finding] = interference.noise_findings(vm, LIMITS, partitioned=False)
+
+    assert finding.severity == "Violation"
+    assert finding.message.startswith("other VMs' vCPUs run on its dedicated CPUs 5: prod/b")
 
 
 def test_audit_and_measure_names_a_noisy_vm_in_vms_compliant_and_measures_it(
@@ -142,15 +157,16 @@ def test_audit_and_measure_names_a_noisy_vm_in_vms_compliant_and_measures_it(
     fs = tree.fs()
     sampler = Sampler()
 
+    host = two_node_host(pools=[(2048, 4096)])
     with libvirt_host(domain_xml("prod_a", **GOOD)):
-        first = audit_and_measure(fs, STRICT, two_node_host(pools=[(2048, 4096)]),
-                                  fs.processes(), sampler, LIMITS,
-                                  connect=Sockets(tree, 4100))
+        first = audit_and_measure(fs, STRICT, host, fs.processes(), sampler, LIMITS,
+                                  connect=Sockets(tree, 4100), isolated=frozenset({0, 1}))
         qemu(tree, 4150, "prod_a", {0: Vcpu(4151, 10**9, 10**9, cpu=0),
                                     1: Vcpu(4152, 10**9, 0, cpu=1)})
-        second = audit_and_measure(fs, STRICT, two_node_host(pools=[(2048, 4096)]),
-                                   fs.processes(), sampler, LIMITS,
-                                   connect=Sockets(tree, 4100))
+        second = audit_and_measure(fs, STRICT, host, fs.processes(), sampler, LIMITS,
+                                   connect=Sockets(tree, 4100), isolated=frozenset({0, 1}))
+        unpartitioned = audit_and_measure(fs, STRICT, host, fs.processes(), Sampler(), LIMITS,
+                                          connect=Sockets(tree, 4100))
 
     assert first.interference.window_seconds is None
     [vm] = second.audit.items
@@ -158,6 +174,8 @@ def test_audit_and_measure_names_a_noisy_vm_in_vms_compliant_and_measures_it(
     assert [f.rule for f in vm.findings] == ["CpuNoise"]
     assert "900 (stress)" in vm.findings[0].message
     assert "prod/a" in (vms_condition(second.audit).message or "")
+    [warned] = unpartitioned.audit.items  # no isolated CPUs: host tasks may run anywhere
+    assert (warned.state, [f.severity for f in warned.findings]) == ("Compliant", ["Warning"])
     [measured] = second.interference.items
     assert measured.dedicated_cpus == "0-1" and measured.foreign_tasks == ["900 (stress)"]
     assert measured.cpu_wait_percent is not None and measured.cpu_wait_percent > 0

@@ -221,3 +221,36 @@ def test_dedicated_cpus_outside_the_isolated_set_are_reported(tmp_path: Path) ->
                             isolated=frozenset({2, 3}))
 
     assert now.vms["prod/a"].outside_isolated == {1}
+
+
+def test_a_new_process_is_read_at_once_and_known_ones_again_in_turn_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    tree = HostTree(tmp_path)
+    qemu(tree, 500, "prod_a", {0: Vcpu(601, cpu=1)}, allowed="1")
+    process(tree, 700, "containerd", "0")
+    _host(tree)
+    vm = _observed("a", pins=["1"])
+    frozen, turning = Sampler(tasks_budget=0.0), Sampler(tasks_budget=10.0)
+    for sampler in (frozen, turning):
+        _read(tree, sampler, vm)
+    process(tree, 700, "containerd", "0-7")  # its affinity widened since
+    process(tree, 701, "stress", "0-7")      # and a process started
+
+    [stale], _ = _read(tree, frozen, vm)
+    [fresh], _ = _read(tree, turning, vm)
+
+    assert stale.reading.foreign_tasks == ("701 (stress)",)
+    assert fresh.reading.foreign_tasks == ("700 (containerd)", "701 (stress)")
+
+
+def test_a_workqueue_mask_that_is_no_cpumask_is_reported_not_guessed(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    qemu(tree, 500, "prod_a", {0: Vcpu(601, cpu=1)}, allowed="1")
+    tree.file("/sys/devices/virtual/workqueue/cpumask", "zz")
+    _host(tree)
+
+    [figures], skipped = _read(tree, Sampler(), _observed("a", pins=["1"]))
+
+    assert figures.reading.foreign_tasks == ()
+    assert skipped == {"Unreadable": 1}
