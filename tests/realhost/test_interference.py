@@ -4,9 +4,9 @@ Known contention, made with the tier's libvirt (libvirthost.py): guests whose on
 (`jmp $`), pinned as kvtune pins them, on a partition made for the test (partition.py: every
 other task and interrupt on housekeeping CPU 0). One vCPU alone on CPU 1 must wait about 0 % of
 the time; two forced onto CPU 1 must wait about 50 % each. The reader's figure (schedstat run
-delay) is checked against an independent one: the kernel's CPU-time accounting of the same
-thread (utime+stime in its stat, in clock ticks), which for a vCPU that never sleeps is all the
-time it did not wait. This machine has one NUMA node, so remote memory is checked on trees
+delay) is checked against two independent ones (crosscheck.py): the kernel's CPU-time
+accounting of the same thread and perf's task-clock, which for a vCPU that never sleeps count
+all the time it did not wait. This machine has one NUMA node, so remote memory is checked on trees
 (tests/agent/audit/test_sampling.py); here the reader must find the guest's hugepages in the
 real numa_maps and no memory away from the vCPUs' node.
 """
@@ -28,6 +28,7 @@ from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.profile import AuditSettings
 
+from .crosscheck import CpuTime, TaskClock, vcpu_threads
 from .libvirthost import URI, Libvirt, domain_xml, libvirt_host, running
 from .partition import partitioned
 from .support import REALHOST
@@ -37,7 +38,6 @@ pytestmark = REALHOST
 HOUSEKEEPING = frozenset({0})
 ISOLATED = 1
 WINDOW = 4.0
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
@@ -61,43 +61,27 @@ def _spinning(host: Libvirt, name: str, *, hugepages: bool) -> Iterator[int]:
         disk.unlink()
 
 
-def _cputime(pid: int) -> dict[int, int]:
-    """utime+stime (ticks) of each vCPU thread of a QEMU, by tid: the independent reading."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        if (task / "comm").read_text().startswith("CPU "):
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-            found[int(task.name)] = int(fields[11]) + int(fields[12])
-    return found
-
-
-def _measure() -> tuple[dict[str, VmFigures], dict[int, float]]:
-    """The reader's figures over WINDOW seconds, and each vCPU thread's wait share by the
-    independent reading (1 - its CPU time over the wall time)."""
+def _measure() -> tuple[dict[str, VmFigures], dict[int, float], dict[int, float]]:
+    """The reader's figures over WINDOW seconds, and each vCPU thread's wait share by the two
+    independent readings (crosscheck.py): CPU time, and perf's task-clock."""
     fs = HostFS(Path("/"))
     processes = fs.processes()
     report = probe_host(fs, processes)
     sampler = Sampler()
     first = audit_and_measure(fs, AuditPolicy(), report, processes, sampler, AuditSettings(),
                               host_uri=URI)
-    pids = [f.reading.pid for f in first.figures]
-    ticks = {pid: _cputime(pid) for pid in pids}
-    began = time.monotonic()
+    tids = [tid for f in first.figures for tid in vcpu_threads(f.reading.pid)]
+    cputime, clock = CpuTime(tids), TaskClock(tids, WINDOW)
     time.sleep(WINDOW)
     second = audit_and_measure(fs, AuditPolicy(), report, processes, sampler, AuditSettings(),
                                host_uri=URI)
-    wall = time.monotonic() - began
-    independent = {}
-    for pid in pids:
-        for tid, used in _cputime(pid).items():
-            independent[tid] = 100.0 * (1 - (used - ticks[pid][tid]) / TICKS / wall)
-    return {f.reading.label: f for f in second.figures}, independent
+    return {f.reading.label: f for f in second.figures}, cputime.shares(), clock.shares()
 
 
-def _wait_of(figures: VmFigures, independent: dict[int, float]) -> tuple[float, float]:
+def _wait_of(figures: VmFigures, *independent: dict[int, float]) -> tuple[float, ...]:
     [thread] = figures.reading.threads
     assert figures.cpu_wait_percent is not None, figures
-    return figures.cpu_wait_percent, independent[thread.tid]
+    return (figures.cpu_wait_percent, *(reading[thread.tid] for reading in independent))
 
 
 def test_a_vcpu_alone_on_its_isolated_cpu_waits_about_nothing(host: Libvirt) -> None:
@@ -106,17 +90,17 @@ def test_a_vcpu_alone_on_its_isolated_cpu_waits_about_nothing(host: Libvirt) -> 
           subprocess.Popen(["sleep", "60"]) as stray):
         os.sched_setaffinity(stray.pid, {0, 1})  # a task left allowed on the isolated CPU
         time.sleep(1)  # the guest's firmware boots into its loop
-        figures, independent = _measure()
+        figures, cputime, clock = _measure()
         stray.kill()
 
     vm = figures["realhost/alone"]
-    wait, checked = _wait_of(vm, independent)
+    wait, checked, perf = _wait_of(vm, cputime, clock)
     assert vm.reading.foreign_tasks == (f"{stray.pid} (sleep)",)  # only it
     print(f"alone on CPU 1 ({made.describe()}): wait {wait:.2f} % by schedstat, "
-          f"{checked:.2f} % by CPU time; irqs/s {vm.irqs_per_second}, others "
-          f"{vm.foreign_percent} %")
+          f"{checked:.2f} % by CPU time, {perf:.2f} % by perf task-clock; irqs/s "
+          f"{vm.irqs_per_second}, others {vm.foreign_percent} %")
     assert wait < 2.0
-    assert checked < 5.0
+    assert checked < 5.0 and perf < 5.0
     assert vm.reading.dedicated == {ISOLATED} and vm.ran_on == {ISOLATED}
     assert vm.foreign_percent is not None and vm.foreign_percent < 5.0
     assert vm.hugepage_memory_percent is not None and vm.hugepage_memory_percent > 10.0
@@ -127,12 +111,13 @@ def test_two_vcpus_forced_onto_one_cpu_wait_about_half_the_time_each(host: Libvi
     with (partitioned(HOUSEKEEPING), _spinning(host, "realhost_left", hugepages=False),
           _spinning(host, "realhost_right", hugepages=False)):
         time.sleep(1)
-        figures, independent = _measure()
+        figures, cputime, clock = _measure()
 
     for name in ("realhost/left", "realhost/right"):
-        wait, checked = _wait_of(figures[name], independent)
-        print(f"{name} sharing CPU 1: wait {wait:.1f} % by schedstat, {checked:.1f} % by CPU time")
+        wait, checked, perf = _wait_of(figures[name], cputime, clock)
+        print(f"{name} sharing CPU 1: wait {wait:.1f} % by schedstat, {checked:.1f} % by CPU "
+              f"time, {perf:.1f} % by perf task-clock")
         assert 40.0 <= wait <= 60.0
-        assert abs(wait - checked) <= 10.0
+        assert abs(wait - checked) <= 10.0 and abs(wait - perf) <= 10.0
         assert "realhost/" in " ".join(figures[name].foreign_vcpus)  # the other one is named
         assert figures[name].reading.foreign_tasks == ()
