@@ -21,6 +21,7 @@ wait, remote memory, noise on its CPUs) between this cycle and the last (`eviden
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
@@ -46,6 +47,7 @@ from .connect import (
 from .evidence import VmFigures
 from .sampling import Sampler
 
+log = logging.getLogger("kvtune.agent.audit")
 #: /proc/stat's clock ticks a second (USER_HZ): 100 on every Linux architecture kvtune runs on.
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -214,8 +216,13 @@ def audit_and_measure(
     CpuNoise findings in the audit. `isolated`: the node's isolated CPUs, when a CPU partition
     is known (kernel isolcpus, or the profile's)."""
     observed, notes = observe(fs, processes, connect=connect, host_uri=host_uri)
-    now, before = sampler.read(fs, observed, host, processes, isolated)
-    figures, skipped = evidence.compare(now, before, TICKS_PER_SECOND)
+    try:
+        now, before = sampler.read(fs, observed, host, processes, isolated)
+        figures, skipped = evidence.compare(now, before, TICKS_PER_SECOND)
+    except Exception:  # the audit must still be published: a measurement is one cycle's
+        log.exception("measuring the VMs' interference failed; the audit goes on without it")
+        sampler.previous = None  # the next cycle starts a new window
+        figures, skipped = [], evidence.Skipped(ReaderFailed=1)
     noisy = {f.reading.label: interference.noise_findings(f, limits, isolated is not None)
              for f in figures}
     return Measured(

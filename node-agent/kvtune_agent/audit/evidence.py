@@ -43,6 +43,7 @@ SKIP_REASONS = (
     "FileMalformed",     # a /proc file that is short or does not parse
     "CounterReset",      # a counter went backwards (a thread reused an id)
     "Unreadable",        # a read failed (permissions, I/O)
+    "ReaderFailed",      # the measurement itself raised (a defect: see the agent's log)
 )
 #: QEMU's name for a vCPU thread (qemu's qemu_thread_create with debug-threads=on, which libvirt
 #: always passes): how KubeVirt's virt-handler finds them too.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,24 @@ def test_kvtune_probe_vms_measures_the_vms_in_the_words_of_the_condition(
     assert "INTERFERENCE (measured over 2" in text
     assert "CpuWait: vCPU 1 of test waited " in text
     assert "its vCPUs are not pinned and float over 0-1" in text
+
+
+class Broken(Sampler):
+    def read(self, *args: object, **kwargs: object) -> t.NoReturn:
+        raise ZeroDivisionError("a defect in the reader")
+
+
+def test_a_reader_that_fails_leaves_the_audit_published_and_counts_it(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    launcher(tree, 4100, "prod", "a", mems="0")
+    fs = tree.fs()
+    sampler = Broken()
+    sampler.previous = object()  # type: ignore[assignment]
+
+    with libvirt_host(domain_xml("prod_a", **GOOD)):
+        found = audit_and_measure(fs, STRICT, two_node_host(pools=[(2048, 4096)]),
+                                  fs.processes(), sampler, LIMITS, connect=Sockets(tree, 4100))
+
+    assert [vm.name for vm in found.audit.items] == ["a"]
+    assert found.interference.skipped == {"ReaderFailed": 1} and found.figures == []
+    assert sampler.previous is None
