@@ -218,21 +218,23 @@ def noise_findings(
             "isolated CPUs, where housekeeping work (kernel threads, host daemons, interrupts) "
             "runs; give VMs only isolated CPUs (the kubelet's reservedSystemCPUs = the "
             "housekeeping set)")))
-    ran = (f" (other tasks ran {vm.foreign_percent:.0f} % of the time)"
-           if vm.foreign_percent is not None else "")
+    # No measured figure in these messages: they change every cycle, and so would the status.
     if vm.foreign_vcpus:
         found.append(VmFinding(severity="Violation", rule="CpuNoise", message=(
             f"other VMs' vCPUs run on its dedicated CPUs {_ids(reading.dedicated)}: "
-            f"{_names(vm.foreign_vcpus, MAX_NAMES)}{ran}")))
-    if reading.foreign_tasks:
-        advice = ("confine them to the housekeeping CPUs (systemd CPUAffinity, the kubelet's "
-                  "reservedSystemCPUs, the workqueue cpumask)" if partitioned else
-                  "the node has no CPU partition (no isolated CPUs), so host tasks may run "
-                  "anywhere: give it housekeeping and isolated CPUs")
-        found.append(VmFinding(
-            severity="Violation" if partitioned else "Warning", rule="CpuNoise", message=(
-                f"other tasks may run on its dedicated CPUs {_ids(reading.dedicated)}: "
-                f"{_names(reading.foreign_tasks, MAX_NAMES)}{ran}; {advice}")))
+            f"{_names(vm.foreign_vcpus, MAX_NAMES)}")))
+    if reading.foreign_tasks and partitioned:
+        found.append(VmFinding(severity="Violation", rule="CpuNoise", message=(
+            f"other tasks may run on its dedicated CPUs {_ids(reading.dedicated)}: "
+            f"{_names(reading.foreign_tasks, MAX_NAMES)}; confine them to the housekeeping "
+            "CPUs (systemd CPUAffinity, the kubelet's reservedSystemCPUs, the workqueue "
+            "cpumask)")))
+    elif reading.foreign_tasks:
+        # Every host task may run there: which ones come and go is no news.
+        found.append(VmFinding(severity="Warning", rule="CpuNoise", message=(
+            f"host tasks may run on its dedicated CPUs {_ids(reading.dedicated)}, as on every "
+            "CPU of a node without a CPU partition (no isolated CPUs): give the node "
+            "housekeeping and isolated CPUs")))
     if _over(vm.irqs_per_second, limits.max_irqs_per_second):
         found.append(VmFinding(severity="Violation", rule="CpuNoise", message=message(vm, "Irqs")))
     return found
@@ -245,7 +247,8 @@ VOLATILE = tuple(f"interference.{path}" for path in (
     *(f"items.{name}" for name in (
         "cpuWaitPercent", "worstVcpu", "worstVcpuWaitPercent", "involuntarySwitchesPerSecond",
         "migrationsPerSecond", "ranOn", "remoteMemoryPercent", "hugepageMemoryPercent",
-        "memoryAgeSeconds", "swapKib", "ksmMergingPages", "irqsPerSecond", "foreignPercent")),
+        "memoryAgeSeconds", "swapKib", "ksmMergingPages", "irqsPerSecond", "foreignPercent",
+        "foreignTasks")),
 ))
 
 
