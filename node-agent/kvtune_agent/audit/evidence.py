@@ -287,7 +287,7 @@ def parse_interrupts(text: str) -> Interrupts | None:
     names: dict[str, str] = {}
     for line in lines[1:]:
         label, colon, rest = line.partition(":")
-        parts = rest.split()
+        parts = rest.split(None, width)  # the counts, then the description in one piece
         if not colon or len(parts) < width:
             continue
         try:
@@ -296,7 +296,7 @@ def parse_interrupts(text: str) -> Interrupts | None:
             continue  # ERR, MIS: one system-wide count and no more
         label = label.strip()
         counts[label] = values
-        names[label] = " ".join(parts[width:])
+        names[label] = " ".join(parts[width].split()) if len(parts) > width else ""
     return Interrupts(cpus, counts, names)
 
 

@@ -45,9 +45,10 @@ TASKS_BUDGET = 0.0005
 
 def qemu_domain(process: Process) -> str | None:
     """The domain a QEMU process runs, from the `-name guest=<name>,...` libvirt gives it."""
-    argv = process.argv
-    program = os.path.basename(argv[0]) if argv else ""
-    if not (program.startswith("qemu") or (process.comm or "").startswith("qemu")):
+    argv, comm = process.argv, process.comm or ""
+    if not comm.startswith("qemu") and (  # the substring first: most processes are not QEMU
+            not argv or "qemu" not in argv[0] or
+            not os.path.basename(argv[0]).startswith("qemu")):
         return None
     for index, arg in enumerate(argv[:-1]):
         if arg == "-name":
