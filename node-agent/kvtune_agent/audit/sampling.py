@@ -12,7 +12,8 @@ cumulative), each QEMU's vCPU threads (they live as long as the QEMU), and each 
 reading. numa_maps is the one costly read (the kernel walks the process's page tables to write
 it), so at most `memory_budget` seconds a cycle are spent on it, a few VMs each cycle in turn,
 and each file is read only up to `numa_maps_limit` bytes; a VM's memory figures carry their age
-(a VM not read yet has none).
+(a VM not read yet has none). Processes' affinities (which tasks may run on a VM's dedicated
+CPUs) are read at once for a process new to the agent and again in turn within `tasks_budget`.
 """
 
 from __future__ import annotations
@@ -64,16 +65,18 @@ class Sampler:
 
     memory_budget: float = MEMORY_BUDGET
     numa_maps_limit: int = NUMA_MAPS_LIMIT
+    tasks_budget: float = TASKS_BUDGET
     #: When a reading is taken (seconds, monotonic): the windows' ends. The budgets are
     #: spent in real time whatever this clock says.
     clock: Callable[[], float] = time.monotonic
     previous: NodeReading | None = None
     #: Each QEMU's start time and vCPU thread ids (vCPU -> tid), by pid.
     _threads: dict[int, tuple[int, dict[int, int]]] = field(default_factory=dict)
+    #: Each VM's memory as last read, and whose turn it is next.
     _memory: dict[str, Memory] = field(default_factory=dict)
     _turn: int = 0
-    tasks_budget: float = TASKS_BUDGET
-    #: Each process's allowed CPUs (None: unreadable), as last read.
+    #: Each process's allowed CPUs (None: unreadable or placed by the kernel), as last read,
+    #: and whose turn it is next.
     _allowed: dict[int, frozenset[int] | None] = field(default_factory=dict)
     _task_turn: int = 0
 
