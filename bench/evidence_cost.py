@@ -1,19 +1,19 @@
 """What measuring interference costs the agent: per cycle, with 50 VMs' worth of input.
 
-The agent reads each VM's counters every cycle (docs/interference.md): its vCPU threads'
-schedstat, stat and sched, its QEMU's stat, status and ksm_merging_pages, numa_maps within a
-budget, the status of every process (the tasks allowed on dedicated CPUs), /proc/interrupts and
-/proc/stat. The issue's budget is +20 ms a cycle and +10 MiB of agent memory. This script lays out
-a synthetic host with the tests' builders (tests/vmproc.py): 64 CPUs, /proc/interrupts with 200
-lines, 50 VMs of 4 vCPUs (pinned, each with its launcher and 12 QEMU threads) and 400 other
-processes; it runs the agent's measurement (`Sampler.read`, `evidence.compare`, the judgement,
-the CpuNoise findings and the metrics) cycle after cycle with the counters moving, and prints
-the median and worst cycle and the growth of the process's resident memory (VmRSS) from before
-the first cycle to after the last. It exits 1 when a target is missed. The time judged is the
-CPU time the cycle's thread used (what the agent costs the node): on a machine shared with
-other work, wall time also counts the waits for a CPU, and is printed beside it. Other work
-still inflates CPU time (shared caches and cores), never deflates it, so the cycles run in a few
-rounds and the quietest round's median is the figure judged.
+The agent reads each VM's counters every cycle (docs/interference.md): its vCPU threads' schedstat,
+stat and sched, its QEMU's stat, status and ksm_merging_pages, numa_maps within a budget, the
+status of every process (the tasks allowed on dedicated CPUs), /proc/interrupts and /proc/stat. The
+issue's budget is +20 ms a cycle and +10 MiB of agent memory. This script lays out a synthetic host
+with the tests' builders (tests/support/vmproc.py): 64 CPUs, /proc/interrupts with 200 lines, 50
+VMs of 4 vCPUs (pinned, each with its launcher and 12 QEMU threads) and 400 other processes; it
+runs the agent's measurement (`Sampler.read`, `evidence.compare`, the judgement, the CpuNoise
+findings and the metrics) cycle after cycle with the counters moving, and prints the median and
+worst cycle and the growth of the process's resident memory (VmRSS) from before the first cycle to
+after the last. It exits 1 when a target is missed. The time judged is the CPU time the cycle's
+thread used (what the agent costs the node): on a machine shared with other work, wall time also
+counts the waits for a CPU, and is printed beside it. Other work still inflates CPU time (shared
+caches and cores), never deflates it, so the cycles run in a few rounds and the quietest round's
+median is the figure judged.
 
 The libvirt side of the audit (asking each launcher's daemon) is not part of it: that cost is
 the audit's, there before and unchanged.
@@ -33,18 +33,17 @@ import time
 from pathlib import Path
 
 from kvtune_agent import agent as _agent  # noqa: F401  (the agent as it runs: all imported)
-from kvtune_agent import metrics
-from kvtune_agent.audit import evidence, interference
+from kvtune_agent.audit import evidence, interference, vm_metrics
 from kvtune_agent.audit.checks import Observed
 from kvtune_agent.audit.domains import parse_domain_xml
 from kvtune_agent.audit.sampling import Sampler
-from kvtune_agent.hostfs import HostFS
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import HostReport, NumaNode, NumaReport
 from kvtune_api.v1alpha1.profile import AuditSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hosttree import HostTree
-from vmproc import Vcpu, interrupts, numa_maps, proc_stat, process, qemu
+from support.hosttree import HostTree
+from support.vmproc import Vcpu, interrupts, numa_maps, proc_stat, process, qemu
 
 CPUS = 64
 VCPUS = 4
@@ -124,7 +123,7 @@ def main() -> int:
             for vm in figures:
                 interference.noise_findings(vm, limits)
             interference.isolated_condition(summary)
-            metrics.set_interference(figures, summary.skipped)
+            vm_metrics.set_interference(figures, summary.skipped)
             times.append((time.perf_counter() - start) * 1000)
             cpu.append((time.thread_time() - used) * 1000)
         gc.collect()

@@ -1,6 +1,6 @@
 """What kvtune changes for a VM, measured: one guest, two shapes, the same host and noise.
 
-Real KVM under a real libvirt, as the realhost tier runs them (tests/realhost/libvirthost.py:
+Real KVM under a real libvirt, as the realhost tier runs them (tests/support/libvirthost.py:
 its own libvirtd, a hugetlbfs mount and pool, all undone afterwards), under the tier's lock
 (/run/lock/kvtune-realhost.lock). The guest spins in a boot sector (`jmp $`): one busy vCPU.
 Noise, running through both shapes: two CPU-bound processes (one per CPU of this machine) and
@@ -10,7 +10,7 @@ a disk reader (O_DIRECT reads of a 64 MiB file: virtio interrupts and block-laye
   over every CPU, no hugepages; the host as it is (the noise and every task may use any CPU).
 - kvtune: the guest as kvtune's webhook shapes it and virt-launcher renders it: its vCPU pinned
   to isolated CPU 1, its emulator thread on housekeeping CPU 0, 2Mi hugepages; the host
-  partitioned as the CPU-isolation steps leave it (tests/realhost/partition.py): every task that
+  partitioned as the CPU-isolation steps leave it (tests/support/cpupartition.py): every task that
   may move (the noise with them) confined to CPU 0, every movable IRQ and the unbound
   workqueues sent there. The boot-time steps (nohz_full, rcu_nocbs, isolcpus=managed_irq) need
   a reboot and are not in force: the scheduler tick and per-CPU kernel threads stay on CPU 1.
@@ -18,7 +18,7 @@ a disk reader (O_DIRECT reads of a 64 MiB file: virtio interrupts and block-laye
 Each shape runs on its own, one after the other (on two CPUs a default guest floating over the
 isolated CPU would be the kvtune guest's noise); each is measured over the same window by the
 agent's own reader (`Sampler`, `evidence.compare`, as `kvtune agent` does every cycle), and its
-vCPU wait is checked against two independent readings (tests/realhost/crosscheck.py): the
+vCPU wait is checked against two independent readings (tests/support/vcputime.py): the
 kernel's CPU-time accounting of the vCPU thread (utime+stime) and perf's task-clock, which for
 a vCPU that never sleeps count all the time it did not wait.
 Target: the kvtune shape's vCPU waits at most 1 % of wall time, and at least 20 times less than
@@ -38,21 +38,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvtune_agent.audit import AuditPolicy, Sampler, audit_and_measure
 from kvtune_agent.audit.evidence import VmFigures
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.profile import AuditSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from realhost.crosscheck import CpuTime, TaskClock, vcpu_threads
-from realhost.libvirthost import URI, Libvirt, domain_xml, libvirt_host, running
-from realhost.partition import Partition, partitioned
-from realhost.support import LOCK, why_not_here
+from support.cpupartition import Partition, partitioned
+from support.libvirthost import URI, Libvirt, domain_xml, libvirt_host, running
+from support.realhost import LOCK, why_not_here
+from support.vcputime import CpuTime, TaskClock, vcpu_threads
 
 HOUSEKEEPING = frozenset({0})
 ISOLATED = 1
@@ -133,7 +133,7 @@ def _f(value: float | None, unit: str = " %", digits: int = 2) -> str:
 
 
 def table(shapes: list[Shape], window: float) -> str:
-    rows = [
+    rows: list[tuple[str, Callable[[Shape], str]]] = [
         ("vCPU wait (reader: schedstat run delay)", lambda s: _f(s.figures.cpu_wait_percent)),
         ("vCPU wait (cross-check: CPU time)", lambda s: _f(s.checked)),
         ("vCPU wait (cross-check: perf task-clock)", lambda s: _f(s.perf)),

@@ -22,31 +22,23 @@ from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
 from . import metrics, nfd
-from .audit import VMS_COMPLIANT, AuditPolicy, Sampler, audit_and_measure, vms_condition
+from .audit import VMS_COMPLIANT, AuditPolicy, Sampler, audit_and_measure, vm_metrics, vms_condition
 from .audit import interference as measured_interference
-from .cycle import revert_orphaned, run_cycle
-from .hostfs import HostFS
+from .features import FEATURES
+from .features.base import NodeMeta
+from .host.hostfs import HostFS
+from .host.systemd import HOST_SYSTEMCTL, Systemd
 from .kube import AgentKube
-from .plan import NodeMeta
-from .systemd import HOST_SYSTEMCTL, Systemd
+from .wiring import revert_orphaned, run_cycle
 
 log = logging.getLogger("kvtune.agent")
 
 #: Status fields that change on their own and are no reason to write (dotted paths; lists are
-#: walked through).
+#: walked through): the engine's own, and each feature's `volatile`.
 VOLATILE = (
     "lastProbeTime",
     "conditions.lastTransitionTime",
-    "host.memory.freeKib",
-    "host.memory.availableKib",
-    "host.memory.swapFreeKib",
-    "host.memory.hugepages.free",
-    "host.memory.hugepagesPerNode.free",
-    "host.numa.nodes.memoryFreeKib",
-    "host.ksm.pagesShared",
-    "host.ksm.pagesSharing",
-    "host.ksm.ksmtuned.pids",
-    "host.numad.pids",
+    *(path for feature in FEATURES for path in feature.volatile),
     *measured_interference.VOLATILE,
 )
 
@@ -140,7 +132,7 @@ class Agent:
             status = measured_interference.with_interference(
                 status, found.interference, previous, generation, now)
             metrics.set_vms(found.audit)
-            metrics.set_interference(found.figures, found.interference.skipped)
+            vm_metrics.set_interference(found.figures, found.interference.skipped)
         if spec.revert:
             # Reverted must be true when it is read: the operator deletes the state (and the
             # DaemonSet may take this agent away) as soon as it reads it, so the ready label

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import time
 import typing as t
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from prometheus_client import Counter, Gauge, Histogram
-
-from .audit.evidence import VmFigures
 
 #: A probe reads a few hundred sysfs and procfs files: tens of milliseconds, more on hosts with
 #: many CPUs, NICs or disks. A cycle adds host writes, each bounded by a 10 s timeout.
@@ -143,39 +141,7 @@ EVIDENCE_SKIPPED = Counter(
     "kvtune_agent_vm_evidence_skipped",
     "Inputs of the interference measurement skipped, by reason (QemuNotFound, VmStopped, "
     "ThreadExited, FileMissing, FileMalformed, ...).", ["reason"])
-_VM_COUNTERS = (VM_WAIT, VM_RUN, VM_SWITCHES, VM_MIGRATIONS, VM_IRQS, VM_FOREIGN)
-_VM_GAUGES = (VM_VCPUS, VM_DEDICATED, VM_REMOTE, VM_HUGE, VM_SWAP, VM_KSM)
-#: The counter series of each VM shown, by (namespace, name): looked up once per VM.
-_vm_series: dict[tuple[str, str], tuple[t.Any, ...]] = {}
-
-
-def set_interference(figures: Sequence[VmFigures], skipped: Mapping[str, int]) -> None:
-    """The per-VM series from one cycle's figures: counters grow by the window's increments,
-    gauges take the latest value (an unknown one is left out, never set to 0)."""
-    global _vm_series
-    shown = sorted(figures, key=lambda f: (f.reading.namespace, f.reading.name))[:MAX_VM_SERIES]
-    now = {}
-    for vm in shown:
-        # A host libvirt's domain names are not Kubernetes names: cut to what one can be.
-        labels = (vm.reading.namespace[:63], vm.reading.name[:253])
-        series = _vm_series.get(labels) or tuple(metric.labels(*labels) for metric in _VM_COUNTERS)
-        now[labels] = series
-        increments = (vm.wait_seconds, vm.run_seconds, vm.involuntary, vm.migrations, vm.irqs,
-                      vm.foreign_seconds)
-        for counter, amount in zip(series, increments, strict=False):
-            counter.inc(amount)
-        values = (len(vm.reading.threads), len(vm.reading.dedicated),
-                  None if vm.remote_memory_percent is None else vm.remote_memory_percent / 100,
-                  None if vm.hugepage_memory_percent is None else vm.hugepage_memory_percent / 100,
-                  None if vm.reading.swap_kib is None else vm.reading.swap_kib * 1024,
-                  vm.reading.ksm_pages)
-        for gauge, value in zip(_VM_GAUGES, values, strict=True):
-            if value is not None:  # an unknown value has no series, rather than a 0
-                gauge.labels(*labels).set(value)
-    for labels in _vm_series.keys() - now.keys():
-        for metric in (*_VM_COUNTERS, *_VM_GAUGES):
-            with suppress(KeyError):
-                metric.remove(*labels)
-    _vm_series = now
-    for reason, count in skipped.items():
-        EVIDENCE_SKIPPED.labels(reason).inc(count)
+#: The per-VM series, moved by kvtune_agent.audit.vm_metrics from each cycle's figures (this
+#: module sits below the audit: the engine imports it).
+VM_COUNTERS = (VM_WAIT, VM_RUN, VM_SWITCHES, VM_MIGRATIONS, VM_IRQS, VM_FOREIGN)
+VM_GAUGES = (VM_VCPUS, VM_DEDICATED, VM_REMOTE, VM_HUGE, VM_SWAP, VM_KSM)

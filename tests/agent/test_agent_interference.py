@@ -10,9 +10,9 @@ from pathlib import Path
 from kvtune_agent.agent import Agent, AgentSettings
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+from support.agent import StoredState
 
 from .specs import busy_host
-from .test_metrics import StoredState
 
 
 def test_an_agents_cycles_report_vms_isolated_and_the_measured_interference(
@@ -25,6 +25,7 @@ def test_an_agents_cycles_report_vms_isolated_and_the_measured_interference(
 
     agent.step()
 
+    assert state.body is not None
     status = HypervisorNodeStateStatus.model_validate(state.body["status"])
     isolated = cond.find(status.conditions, "VMsIsolated")
     assert isolated is not None and (isolated.status, isolated.reason) == ("True", "NoVMs")

@@ -9,9 +9,8 @@ import json
 import re
 from pathlib import Path
 
-from kvtune_agent import metrics
 from kvtune_agent.agent import significant
-from kvtune_agent.audit import interference
+from kvtune_agent.audit import interference, vm_metrics
 from kvtune_agent.audit.evidence import Memory, Thread, VmFigures, VmReading
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import AuditSettings
@@ -35,8 +34,8 @@ def _vm(name: str, wait: float, *, remote: float | None = 25.0) -> VmFigures:
 
 
 def test_per_vm_counters_grow_by_each_window_and_a_stopped_vms_series_go() -> None:
-    metrics.set_interference([_vm("a", 0.5), _vm("b", 0.0, remote=None)], {"ThreadExited": 1})
-    metrics.set_interference([_vm("a", 0.25)], {})
+    vm_metrics.set_interference([_vm("a", 0.5), _vm("b", 0.0, remote=None)], {"ThreadExited": 1})
+    vm_metrics.set_interference([_vm("a", 0.25)], {})
 
     labels = {"namespace": "metrics", "name": "a"}
     assert sample("kvtune_agent_vm_vcpu_wait_seconds_total", **labels) == 0.75

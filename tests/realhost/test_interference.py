@@ -1,14 +1,15 @@
 """The interference reader against real KVM vCPUs on this machine's real scheduler.
 
-Known contention, made with the tier's libvirt (libvirthost.py): guests whose one vCPU spins
-(`jmp $`), pinned as kvtune pins them, on a partition made for the test (partition.py: every
-other task and interrupt on housekeeping CPU 0). One vCPU alone on CPU 1 must wait about 0 % of
-the time; two forced onto CPU 1 must wait about 50 % each. The reader's figure (schedstat run
-delay) is checked against two independent ones (crosscheck.py): the kernel's CPU-time
-accounting of the same thread and perf's task-clock, which for a vCPU that never sleeps count
-all the time it did not wait. This machine has one NUMA node, so remote memory is checked on trees
-(tests/agent/audit/test_sampling.py); here the reader must find the guest's hugepages in the
-real numa_maps and no memory away from the vCPUs' node.
+Known contention, made with the tier's libvirt (support/libvirthost.py): guests whose one vCPU
+spins (`jmp $`), pinned as kvtune pins them, on a partition made for the test
+(support/cpupartition.py: every other task and interrupt on housekeeping CPU 0). One vCPU alone
+on CPU 1 must wait about 0 % of the time; two forced onto CPU 1 must wait about 50 % each. The
+reader's figure (schedstat run delay) is checked against two independent ones
+(support/vcputime.py): the kernel's CPU-time accounting of the same thread and perf's
+task-clock, which for a vCPU that never sleeps count all the time it did not wait. This machine
+has one NUMA node, so remote memory is checked on trees (tests/agent/audit/test_sampling.py);
+here the reader must find the guest's hugepages in the real numa_maps and no memory away from
+the vCPUs' node.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from pathlib import Path
 import pytest
 from kvtune_agent.audit import AuditPolicy, Sampler, audit_and_measure
 from kvtune_agent.audit.evidence import VmFigures
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.profile import AuditSettings
-
-from .crosscheck import CpuTime, TaskClock, vcpu_threads
-from .libvirthost import URI, Libvirt, domain_xml, libvirt_host, running
-from .partition import partitioned
-from .support import REALHOST
+from support.cpupartition import partitioned
+from support.libvirthost import URI, Libvirt, domain_xml, libvirt_host, running
+from support.realhost import REALHOST
+from support.vcputime import CpuTime, TaskClock, vcpu_threads
 
 pytestmark = REALHOST
 
@@ -63,7 +63,7 @@ def _spinning(host: Libvirt, name: str, *, hugepages: bool) -> Iterator[int]:
 
 def _measure() -> tuple[dict[str, VmFigures], dict[int, float], dict[int, float]]:
     """The reader's figures over WINDOW seconds, and each vCPU thread's wait share by the two
-    independent readings (crosscheck.py): CPU time, and perf's task-clock."""
+    independent readings (support/vcputime.py): CPU time, and perf's task-clock."""
     fs = HostFS(Path("/"))
     processes = fs.processes()
     report = probe_host(fs, processes)

@@ -29,21 +29,21 @@ from pathlib import Path
 import libvirt
 import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
-
-from .libvirthost import (
+from support.libvirthost import (
     GUEST_MIB,
     POOL,
     URI,
     Libvirt,
     libvirt_host,
 )
-from .libvirthost import domain_xml as _xml
-from .libvirthost import running as _running
+from support.libvirthost import domain_xml as _xml
+from support.libvirthost import running as _running
+from support.realhost import REALHOST
+
 from .netns import Network, Pod, run
-from .support import REALHOST
 
 pytestmark = REALHOST
 
@@ -54,7 +54,7 @@ POLICY = AuditPolicy(dedicated_cpus=True, isolate_emulator_thread=True, hugepage
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[Libvirt]:
-    """The tier's libvirt (libvirthost.py), for this module's tests."""
+    """The tier's libvirt (support/libvirthost.py), for this module's tests."""
     with libvirt_host() as made:
         yield made
 

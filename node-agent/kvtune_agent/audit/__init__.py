@@ -29,9 +29,9 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.interference import NodeInterference
 from kvtune_api.v1alpha1.profile import AuditSettings
 
-from .. import launchers
-from ..hostfs import HostFS, ProcessTable
-from ..launchers import Launcher
+from ..host import launchers
+from ..host.hostfs import HostFS, ProcessTable
+from ..host.launchers import Launcher
 from . import evidence, interference
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition

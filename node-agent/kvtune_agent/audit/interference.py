@@ -27,7 +27,7 @@ from kvtune_api.v1alpha1.interference import (
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_api.v1alpha1.profile import AuditSettings
 
-from ..probe import cpulist
+from ..host import cpulist
 from .evidence import VmFigures
 
 VMS_ISOLATED = "VMsIsolated"

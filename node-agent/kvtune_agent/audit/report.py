@@ -17,8 +17,9 @@ from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.interference import NodeInterference
 from kvtune_api.v1alpha1.profile import AuditSettings
 
-from ..hostfs import HostFS, ProcessTable
-from ..report import WIDTH, format_report
+from ..features.page import WIDTH
+from ..host.hostfs import HostFS, ProcessTable
+from ..report import format_report
 from . import Sampler, audit_and_measure, interference
 from .checks import AuditPolicy
 

@@ -27,8 +27,8 @@ from typing import TypeVar
 
 from kvtune_api.v1alpha1.host import HostReport
 
-from ..hostfs import HostFS, Process, ProcessTable
-from ..probe import cpulist
+from ..host import cpulist
+from ..host.hostfs import HostFS, Process, ProcessTable
 from . import evidence
 from .checks import Observed
 from .evidence import Memory, NodeReading, Skipped, Thread, VmReading

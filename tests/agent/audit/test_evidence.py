@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from kvtune_agent.audit import evidence
 from kvtune_agent.audit.evidence import Interrupts, Memory, NodeReading, Thread, VmReading
-from vmproc import stat_line
+from support.vmproc import stat_line
 
 
 def test_a_stat_line_is_read_past_a_comm_with_spaces_and_parentheses() -> None:

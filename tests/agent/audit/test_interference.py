@@ -10,16 +10,14 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent.audit import Sampler, audit_and_measure, interference, report, vms_condition
+from kvtune_agent.audit import Sampler, audit_and_measure, interference, vms_condition
 from kvtune_agent.audit.evidence import IrqSource, Memory, Thread, VmFigures, VmReading
 from kvtune_api.v1alpha1.profile import AuditSettings
 from kvtune_cli.main import main
-from vmproc import Vcpu, interrupts, proc_stat, process, qemu
+from support.hosttree import HostTree
+from support.vmproc import Vcpu, interrupts, proc_stat, process, qemu
 
-from .builders import domain_xml, launcher, libvirt_host, two_node_host
-from .test_audit_node import Sockets
-from .test_checks import GOOD, STRICT
+from .builders import GOOD, STRICT, Sockets, domain_xml, launcher, libvirt_host, two_node_host
 
 LIMITS = AuditSettings()
 
@@ -200,7 +198,7 @@ def test_kvtune_probe_vms_measures_the_vms_in_the_words_of_the_condition(
         real_sleep(seconds)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report.time, "sleep", sleep)
+        patch.setattr(time, "sleep", sleep)
         assert main(["probe", "--root", str(tmp_path), "--vms", "--libvirt-uri",
                      "test:///default", "--window", "2"]) == 0
 

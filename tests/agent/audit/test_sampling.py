@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.audit import evidence
 from kvtune_agent.audit.checks import Observed
 from kvtune_agent.audit.domains import parse_domain_xml
 from kvtune_agent.audit.sampling import Sampler
-from vmproc import Vcpu, interrupts, numa_maps, proc_stat, process, qemu
+from support.hosttree import HostTree
+from support.vmproc import Vcpu, interrupts, numa_maps, proc_stat, process, qemu
 
 from .builders import domain_xml, two_node_host
 
