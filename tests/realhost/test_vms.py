@@ -127,11 +127,17 @@ def test_kvtune_probe_vms_reports_the_domains_libvirt_runs(host: Libvirt, good: 
          URI], check=True, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
-    vms = {vm["domain"]: vm for vm in json.loads(probe.stdout)["vms"]["items"]}
+    found = json.loads(probe.stdout)
+    vms = {vm["domain"]: vm for vm in found["vms"]["items"]}
     assert set(vms) == {"realhost_good"}
     good_vm = vms["realhost_good"]
-    assert (good_vm["state"], good_vm["cpus"], good_vm["emulatorCpus"]) == ("Compliant", "1", "0")
+    assert (good_vm["cpus"], good_vm["emulatorCpus"]) == ("1", "0")
     assert good_vm["hugepageSize"] == "2Mi"
+    # Its shape keeps every promise; only noise on its CPU (this machine's other work, its
+    # disk's interrupts on CPU 1: nothing isolates it here) may be found.
+    assert {f["rule"] for f in good_vm.get("findings", [])} <= {"CpuNoise"}, good_vm
+    [measured] = found["interference"]["items"]
+    assert (measured["name"], measured["dedicatedCpus"], measured["vcpus"]) == ("good", "1", 1)
 
 
 #: A boot sector that halts (cli; hlt; and back to hlt): the network domains need no busy vCPU.
