@@ -12,11 +12,13 @@ cd "$root"
 # bench.
 packages=(libvirt-dev pkg-config numactl gcc)
 # The realhost tier (tests/realhost): the real tools that make and judge disk signatures and
-# links (iproute2), and QEMU/KVM under the libvirt daemon. Only where it runs (root and
-# /dev/kvm), so a laptop's make test does not install a hypervisor.
+# links (iproute2), QEMU/KVM under the libvirt daemon, and perf (its task-clock is the
+# interference tests' and bench's second independent reading of a vCPU's time on a CPU). Only
+# where it runs (root and /dev/kvm), so a laptop's make test does not install a hypervisor.
 if [[ $(id -u) -eq 0 && -e /dev/kvm ]]; then
   packages+=(util-linux iproute2 e2fsprogs xfsprogs lvm2 mdadm cryptsetup-bin gdisk
-             qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+             qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+             linux-perf)
 fi
 # The real-node tier (tests/e2e, `make node-cluster`): a container runtime and CNI plugins for
 # the kubelet, and the tools that build kvtune's image without a registry. Only where the tier

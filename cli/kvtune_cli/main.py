@@ -36,6 +36,17 @@ def _cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """A positive number of seconds, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 3600]")
+    return value
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     # The engine's probe and the registry, not kvtune_agent.wiring: the cycle it also binds
     # would import prometheus_client, which a probe has no use for.
@@ -49,7 +60,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if args.vms:  # the running VMs' audit too (kvtune_agent.audit), as in a node's status
         from kvtune_agent.audit.report import probe_output
 
-        print(probe_output(fs, report, processes, as_json=args.json, host_uri=args.libvirt_uri))
+        print(probe_output(fs, report, processes, as_json=args.json, host_uri=args.libvirt_uri,
+                           window=args.window))
         return 0
     if args.json:  # stamped, so that `kvtune profile suggest` can tell another version's
         from kvtune_cli.hosts import stamped
@@ -238,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print the HostReport as JSON")
     probe.add_argument("--vms", action="store_true",
                        help="also audit the running VMs through libvirt, read-only (with --json: "
-                       '{"host": HostReport, "vms": NodeVmAudit})')
+                       '{"host": HostReport, "vms": NodeVmAudit, "interference": '
+                       "NodeInterference})")
+    probe.add_argument("--window", type=_seconds, default=1.0,
+                       help="with --vms: seconds between the two readings the VMs' "
+                       "interference is measured over (default 1)")
     probe.add_argument("--libvirt-uri", help="with --vms: a host-level libvirt (e.g. "
                        "qemu:///system) for VMs without a virt-launcher socket")
     probe.set_defaults(func=_cmd_probe)

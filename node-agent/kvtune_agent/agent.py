@@ -22,7 +22,8 @@ from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
 from . import metrics, nfd
-from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
+from .audit import VMS_COMPLIANT, AuditPolicy, Sampler, audit_and_measure, vm_metrics, vms_condition
+from .audit import interference as measured_interference
 from .features import FEATURES
 from .features.base import NodeMeta
 from .host.hostfs import HostFS
@@ -38,6 +39,7 @@ VOLATILE = (
     "lastProbeTime",
     "conditions.lastTransitionTime",
     *(path for feature in FEATURES for path in feature.volatile),
+    *measured_interference.VOLATILE,
 )
 
 
@@ -86,6 +88,7 @@ class Agent:
         self.settings = settings
         self.fs = HostFS(settings.root)
         self.systemd = Systemd(settings.systemctl)
+        self.sampler = Sampler()  # the VMs' counters of the last cycle, to measure against
 
     def run(self, stop: threading.Event) -> None:
         changes: queue.Queue[str] = queue.Queue()
@@ -121,10 +124,15 @@ class Agent:
         )
         status = cycle.status
         if status.host is not None and cycle.processes is not None:
-            vms = audit_node(self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
-                             cycle.processes)
-            status = with_vm_audit(status, vms, previous, generation, now)
-            metrics.set_vms(vms)
+            found = audit_and_measure(
+                self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
+                cycle.processes, self.sampler, spec.host.audit,
+                isolated=measured_interference.isolated_cpus(status.host))
+            status = with_vm_audit(status, found.audit, previous, generation, now)
+            status = measured_interference.with_interference(
+                status, found.interference, previous, generation, now)
+            metrics.set_vms(found.audit)
+            vm_metrics.set_interference(found.figures, found.interference.skipped)
         if spec.revert:
             # Reverted must be true when it is read: the operator deletes the state (and the
             # DaemonSet may take this agent away) as soon as it reads it, so the ready label

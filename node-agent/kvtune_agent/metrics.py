@@ -97,3 +97,51 @@ def set_vms(audit: NodeVmAudit) -> None:
 # Series that exist from the start read as 0 rather than as absent.
 CYCLES.labels("ok")
 CYCLES.labels("error")
+
+
+# -- measured interference per VM (docs/interference.md) -----------------------------------------
+
+#: VMs given series at most, by namespace/name order: a node runs tens to a few hundred VMs;
+#: the bound keeps a node whose VMs churn (or a hostile pod posing as many) from growing the
+#: scrape without end. VMs that stop lose their series at the next cycle.
+MAX_VM_SERIES = 500
+_VM = ["namespace", "name"]
+VM_WAIT = Counter(
+    "kvtune_agent_vm_vcpu_wait_seconds",
+    "Time the VM's vCPU threads were runnable but waited for a physical CPU (schedstat run "
+    "delay), summed over its vCPUs: the guest's steal.", _VM)
+VM_RUN = Counter(
+    "kvtune_agent_vm_vcpu_run_seconds",
+    "Time the VM's vCPU threads ran on a physical CPU, summed over its vCPUs.", _VM)
+VM_SWITCHES = Counter(
+    "kvtune_agent_vm_vcpu_involuntary_switches",
+    "Preemptions of the VM's vCPU threads (involuntary context switches).", _VM)
+VM_MIGRATIONS = Counter(
+    "kvtune_agent_vm_vcpu_migrations",
+    "Moves of the VM's vCPU threads from one physical CPU to another.", _VM)
+VM_IRQS = Counter(
+    "kvtune_agent_vm_dedicated_cpu_interrupts",
+    "Interrupts serviced on the VM's dedicated CPUs (every /proc/interrupts line).", _VM)
+VM_FOREIGN = Counter(
+    "kvtune_agent_vm_dedicated_cpu_foreign_seconds",
+    "Time other tasks ran on the VM's dedicated CPUs (their busy time less its vCPUs').", _VM)
+VM_VCPUS = Gauge("kvtune_agent_vm_vcpus", "vCPU threads of the VM found.", _VM)
+VM_DEDICATED = Gauge(
+    "kvtune_agent_vm_dedicated_cpus", "Host CPUs the VM's vCPUs are pinned to (0: floating).", _VM)
+VM_REMOTE = Gauge(
+    "kvtune_agent_vm_memory_remote_ratio",
+    "Share (0-1) of the VM's resident memory on NUMA nodes away from its vCPUs.", _VM)
+VM_HUGE = Gauge(
+    "kvtune_agent_vm_memory_hugepage_ratio",
+    "Share (0-1) of the VM's resident memory backed by hugepages.", _VM)
+VM_SWAP = Gauge("kvtune_agent_vm_swap_bytes", "The VM's QEMU memory swapped out (VmSwap).", _VM)
+VM_KSM = Gauge(
+    "kvtune_agent_vm_ksm_merging_pages", "The VM's QEMU pages merged by KSM.", _VM)
+EVIDENCE_SKIPPED = Counter(
+    "kvtune_agent_vm_evidence_skipped",
+    "Inputs of the interference measurement skipped, by reason (QemuNotFound, VmStopped, "
+    "ThreadExited, FileMissing, FileMalformed, ...).", ["reason"])
+#: The per-VM series, moved by kvtune_agent.audit.vm_metrics from each cycle's figures (this
+#: module sits below the audit: the engine imports it).
+VM_COUNTERS = (VM_WAIT, VM_RUN, VM_SWITCHES, VM_MIGRATIONS, VM_IRQS, VM_FOREIGN)
+VM_GAUGES = (VM_VCPUS, VM_DEDICATED, VM_REMOTE, VM_HUGE, VM_SWAP, VM_KSM)

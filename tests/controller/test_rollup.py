@@ -126,6 +126,27 @@ def test_nodes_whose_vms_break_the_promises_are_named_on_the_profile() -> None:
     assert clean is not None and clean.status == "True"
 
 
+def test_nodes_whose_vms_suffer_too_much_interference_are_named_on_the_profile() -> None:
+    noisy, measuring = state("b", ready=True), state("c", ready=True)
+    views = {}
+    for view, made in ((noisy, cond.make("VMsIsolated", "False", "OverThresholds",
+                                         "vCPU 0 of prod/a waited 14 %")),
+                       (measuring, cond.make("VMsIsolated", "Unknown", "Measuring", "first"))):
+        conditions = [*view.state.status.conditions, made]
+        views[view.name] = StateView(view.name, view.profile, view.generation, view.spec,
+                                     view.state.model_copy(update={"status": view.state.status
+                                     .model_copy(update={"conditions": conditions})}))
+
+    found = cond.find(rollup(profile(), views, {}, EMPTY, T0).conditions, "VMsIsolated")
+    waiting = cond.find(rollup(profile(), {"c": views["c"]}, {}, EMPTY, T0).conditions,
+                        "VMsIsolated")
+
+    assert found is not None and (found.status, found.reason) == ("False", "OverThresholds")
+    assert found.message == ("1 node(s) run VMs that suffer more interference than spec.audit "
+                             "allows: b (vCPU 0 of prod/a waited 14 %)")
+    assert waiting is not None and (waiting.status, waiting.reason) == ("Unknown", "Measuring")
+
+
 MACVTAP: HostSections = {
     "network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}},
                             {"name": "mgmt2", "nicSelector": {"names": ["ens4f0"]}}]}}

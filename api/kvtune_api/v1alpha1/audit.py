@@ -32,6 +32,7 @@ Rule = t.Literal[
     "Network",
     "Storage",
     "Memory",
+    "CpuNoise",
 ]
 VmState = t.Literal["Compliant", "Violation", "Unreachable"]
 
@@ -48,7 +49,8 @@ class VmFinding(BaseModel):
     rule: Rule = Field(
         description=(
             "The promise concerned: Reachable, DedicatedCpus, EmulatorIsolation, NumaLocality, "
-            "Hugepages, Network, Storage, Memory."
+            "Hugepages, Network, Storage, Memory, CpuNoise (interrupts or other tasks on its "
+            "dedicated CPUs, or those CPUs outside the isolated set)."
         )
     )
     message: str = Field(description="What was found, naming VMs, CPUs or devices, and what to do.")

@@ -14,6 +14,7 @@ from pydantic import Field
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, Opt, section
 from .host import MAX_NUMA_NODES, HostReport
+from .interference import NodeInterference
 from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
 from .resource import CustomResource, Scope
 
@@ -172,6 +173,11 @@ class HypervisorNodeStateStatus(BaseModel):
     )
     host: Opt[HostReport] = Field(default=None, description="The latest probe of the host.")
     vms: Opt[NodeVmAudit] = Field(default=None, description="The latest audit of running VMs.")
+    interference: Opt[NodeInterference] = Field(
+        default=None,
+        description="The interference measured on running VMs over the last cycle (condition "
+        "VMsIsolated); the figures are refreshed when the status is written for another reason.",
+    )
     plan: list[PlannedStep] = Field(
         default_factory=list, description="Changes still needed (in Audit: all of them)."
     )

@@ -529,6 +529,31 @@ class BootSettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """Thresholds of the interference the agent measures on running VMs (condition VMsIsolated).
+
+    Each is judged over one agent cycle (the window between two readings); absent: not judged.
+    """
+
+    max_cpu_wait_percent: Opt[t.Annotated[float, Field(ge=0, le=100)]] = Field(
+        default=5.0,
+        description="Most share of wall time a VM's vCPUs may wait for a physical CPU (the "
+        "guest's steal), averaged over its vCPUs, percent. Dedicated CPUs idle of other work "
+        "give well under 1.",
+    )
+    max_remote_memory_percent: Opt[t.Annotated[float, Field(ge=0, le=100)]] = Field(
+        default=10.0,
+        description="Most share of a VM's resident memory on NUMA nodes away from its vCPUs, "
+        "percent.",
+    )
+    max_irqs_per_second: Opt[t.Annotated[int, Field(ge=0)]] = Field(
+        default=2000,
+        description="Most interrupts per second on any dedicated CPU of a VM, every "
+        "/proc/interrupts line counted (the scheduler tick is up to CONFIG_HZ, 1000, of them "
+        "without nohz_full).",
+    )
+
+
 class HostSettings(BaseModel):
     """Everything a node agent changes or checks on its host."""
 
@@ -540,6 +565,9 @@ class HostSettings(BaseModel):
     )
     storage: StorageSettings = section(StorageSettings, "Raw LUNs for VM disks.")
     boot: BootSettings = section(BootSettings, "Boot-time settings: staged or reported.")
+    audit: AuditSettings = section(
+        AuditSettings, "Thresholds of the interference measured on running VMs."
+    )
 
 
 class VmiSettings(BaseModel):

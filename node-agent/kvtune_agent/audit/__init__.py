@@ -12,18 +12,27 @@ probe was made with:
     policy = AuditPolicy.from_settings(node_state.spec.host, profile_vmi_settings)
     status.vms = audit_node(fs, policy, host_report, processes)
     conditions.append(vms_condition(status.vms, generation))
+
+`audit_and_measure` does the same and also measures the interference each VM suffers (vCPU
+wait, remote memory, noise on its CPUs) between this cycle and the last (`evidence`,
+`sampling`, `interference`): the node's VMsIsolated condition.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.interference import NodeInterference
+from kvtune_api.v1alpha1.profile import AuditSettings
 
 from ..host import launchers
 from ..host.hostfs import HostFS, ProcessTable
 from ..host.launchers import Launcher
+from . import evidence, interference
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition
 from .connect import (
@@ -35,11 +44,20 @@ from .connect import (
     ask_all,
     open_read_only,
 )
+from .evidence import VmFigures
+from .sampling import Sampler
+
+log = logging.getLogger("kvtune.agent.audit")
+#: /proc/stat's clock ticks a second (USER_HZ): 100 on every Linux architecture kvtune runs on.
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 __all__ = [
     "VMS_COMPLIANT",
     "AuditPolicy",
     "Connect",
+    "Measured",
+    "Sampler",
+    "audit_and_measure",
     "audit_node",
     "open_read_only",
     "vms_condition",
@@ -107,27 +125,17 @@ def _unclaimed(fs: HostFS, answer: Listing, claimed: set[str]) -> list[Observed]
     return observed
 
 
-def audit_node(
+def observe(
     fs: HostFS,
-    policy: AuditPolicy,
-    host: HostReport,
     processes: ProcessTable,
     *,
     connect: Connect = open_read_only,
     host_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     budget: float = DEFAULT_BUDGET,
-) -> NodeVmAudit:
-    """Audit every running VM of the host behind `fs` against `policy`.
-
-    Each virt-launcher's own libvirt is asked through its socket. `host_uri` (e.g.
-    qemu:///system, on hosts that also run VMs outside KubeVirt) is asked for the launchers
-    without a socket and for every domain no launcher claimed. `host` is the probe of the same
-    host (NUMA nodes, memory) and `processes` the process table that probe was made with, so the
-    VMs are looked for in the same read of /proc. Each daemon gets `timeout` seconds and all of
-    them together `budget` (see `connect.ask_all`). Nothing is ever changed: connections are
-    read-only.
-    """
+) -> tuple[list[Observed], list[VmFinding]]:
+    """Every running VM of the host behind `fs` as its libvirt reports it, and the node findings
+    of the search (see `audit_node`)."""
     found = launchers.discover(fs, processes)
     notes = [
         VmFinding(severity="Warning", rule="Reachable", message=f"{i.path}: {i.detail}")
@@ -153,4 +161,72 @@ def audit_node(
             claimed = {vm.domain_name for vm in observed} | {w.domain for w in waiting}
             observed += _unclaimed(fs, answer, claimed)
     observed += [_observed(launcher, answer, own=False) for launcher in waiting]
+    return observed, notes
+
+
+def audit_node(
+    fs: HostFS,
+    policy: AuditPolicy,
+    host: HostReport,
+    processes: ProcessTable,
+    *,
+    connect: Connect = open_read_only,
+    host_uri: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    budget: float = DEFAULT_BUDGET,
+) -> NodeVmAudit:
+    """Audit every running VM of the host behind `fs` against `policy`.
+
+    Each virt-launcher's own libvirt is asked through its socket. `host_uri` (e.g.
+    qemu:///system, on hosts that also run VMs outside KubeVirt) is asked for the launchers
+    without a socket and for every domain no launcher claimed. `host` is the probe of the same
+    host (NUMA nodes, memory) and `processes` the process table that probe was made with, so the
+    VMs are looked for in the same read of /proc. Each daemon gets `timeout` seconds and all of
+    them together `budget` (see `connect.ask_all`). Nothing is ever changed: connections are
+    read-only.
+    """
+    observed, notes = observe(fs, processes, connect=connect, host_uri=host_uri,
+                              timeout=timeout, budget=budget)
     return audit(observed, host, policy, notes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """The VM audit with the measured interference: what `audit_and_measure` returns."""
+
+    audit: NodeVmAudit
+    interference: NodeInterference
+    figures: list[VmFigures]
+
+
+def audit_and_measure(
+    fs: HostFS,
+    policy: AuditPolicy,
+    host: HostReport,
+    processes: ProcessTable,
+    sampler: Sampler,
+    limits: AuditSettings,
+    *,
+    isolated: frozenset[int] | None = None,
+    host_uri: str | None = None,
+    connect: Connect = open_read_only,
+) -> Measured:
+    """`audit_node`, plus each VM's measured interference since `sampler`'s last reading (see
+    `evidence`), judged against `limits` (spec.audit): VMs whose dedicated CPUs are noisy get
+    CpuNoise findings in the audit. `isolated`: the node's isolated CPUs, when a CPU partition
+    is known (kernel isolcpus, or the profile's)."""
+    observed, notes = observe(fs, processes, connect=connect, host_uri=host_uri)
+    try:
+        now, before = sampler.read(fs, observed, host, processes, isolated)
+        figures, skipped = evidence.compare(now, before, TICKS_PER_SECOND)
+    except Exception:  # the audit must still be published: a measurement is one cycle's
+        log.exception("measuring the VMs' interference failed; the audit goes on without it")
+        sampler.previous = None  # the next cycle starts a new window
+        figures, skipped = [], evidence.Skipped(ReaderFailed=1)
+    noisy = {f.reading.label: interference.noise_findings(f, limits, isolated is not None)
+             for f in figures}
+    return Measured(
+        audit=audit(observed, host, policy, notes, noisy),
+        interference=interference.summarise(figures, dict(skipped), limits),
+        figures=figures,
+    )

@@ -29,7 +29,7 @@ Rules and what counts:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kvtune_api import kubevirt_overhead
@@ -770,8 +770,10 @@ def audit(
     host: HostReport,
     policy: AuditPolicy,
     notes: Sequence[VmFinding] = (),
+    measured: Mapping[str, Sequence[VmFinding]] | None = None,
 ) -> NodeVmAudit:
-    """The node's VM audit; `notes` are node findings from discovery (unreadable /proc files)."""
+    """The node's VM audit; `notes` are node findings from discovery (unreadable /proc files),
+    `measured` findings from the VMs' measured interference, by VM label (ns/name)."""
     facts = _Host.of(host)
     per_vm: dict[int, list[VmFinding]] = defaultdict(list)
     for cross in (_overlaps(observed), _network(observed, host, policy)):
@@ -781,6 +783,7 @@ def audit(
         if vm.domain is not None:
             for rule in VM_RULES:
                 per_vm[index] += rule(vm, vm.domain, facts, policy)
+            per_vm[index] += (measured or {}).get(vm.label, ())
     vms = [
         _vm_audit(vm, facts, per_vm[i], policy.overhead_floor_bytes)
         for i, vm in enumerate(observed)

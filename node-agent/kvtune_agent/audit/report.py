@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 from kvtune_api.v1alpha1.audit import MemoryAccount, NodeVmAudit, VmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.interference import NodeInterference
+from kvtune_api.v1alpha1.profile import AuditSettings
 
 from ..features.page import WIDTH
 from ..host.hostfs import HostFS, ProcessTable
 from ..report import format_report
-from . import audit_node
+from . import Sampler, audit_and_measure, interference
 from .checks import AuditPolicy
 
 GUTTER = {"Violation": "!!", "Warning": "! ", "Unreachable": "! ", "Info": ". "}
@@ -98,21 +101,71 @@ def format_vm_audit(audit: NodeVmAudit) -> str:
     return "\n".join(lines)
 
 
+def _figure(value: float | None, unit: str = " %") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def format_interference(summary: NodeInterference) -> str:
+    """The measured interference as text: the offenders' causes in the words of the node's
+    VMsIsolated condition, then one line per VM."""
+    window = _figure(summary.window_seconds, " s")
+    lines = [f"INTERFERENCE (measured over {window}): {summary.vms} VMs, "
+             f"{summary.over_threshold} over spec.audit's thresholds"]
+    for offender in summary.offenders:
+        lines += textwrap.wrap(f"{offender.cause}: {offender.message}", WIDTH,
+                               initial_indent="!!  ", subsequent_indent="      ")
+    for vm in summary.items:
+        label = f"{vm.namespace}/{vm.name}" if vm.namespace else vm.name
+        worst = (f" (vCPU {vm.worst_vcpu} {_figure(vm.worst_vcpu_wait_percent)})"
+                 if vm.worst_vcpu is not None else "")
+        lines += [
+            "",
+            f"{'!!' if vm.causes else '  '}  {label}: {vm.vcpus} vCPUs on "
+            f"{vm.dedicated_cpus or 'floating CPUs'}, seen on {vm.ran_on or '-'}",
+            f"      cpu wait {_figure(vm.cpu_wait_percent)}{worst}, preempted "
+            f"{_figure(vm.involuntary_switches_per_second, '/s')}, migrated "
+            f"{_figure(vm.migrations_per_second, '/s')}",
+            f"      memory remote {_figure(vm.remote_memory_percent)}, hugepages "
+            f"{_figure(vm.hugepage_memory_percent)}, swap {_figure(vm.swap_kib, ' KiB')}, "
+            f"KSM {_figure(vm.ksm_merging_pages, ' pages')}",
+        ]
+        if vm.dedicated_cpus:
+            lines.append(
+                f"      dedicated CPUs: {_figure(vm.irqs_per_second, ' IRQs/s')}, other tasks "
+                f"{_figure(vm.foreign_percent)}"
+                + (f", allowed: {', '.join(vm.foreign_tasks)}" if vm.foreign_tasks else "")
+                + (f", outside the isolated set: {vm.outside_isolated}"
+                   if vm.outside_isolated else ""))
+    if summary.skipped:
+        lines += ["", "   skipped: " + ", ".join(f"{k} {v}" for k, v in summary.skipped.items())]
+    return "\n".join(lines)
+
+
 def probe_output(
     fs: HostFS, report: HostReport, processes: ProcessTable, *, as_json: bool,
-    host_uri: str | None,
+    host_uri: str | None, window: float = 1.0,
 ) -> str:
-    """`kvtune probe --vms`: the host report and the audit of its running VMs, as text or as one
-    JSON object {"host": HostReport, "vms": NodeVmAudit} (the two fields of a node's status).
-    `processes` is the process table the report was probed with."""
-    # Without a profile only what holds on any VM host is checked (see AuditPolicy).
-    audit = audit_node(fs, AuditPolicy(), report, processes, host_uri=host_uri)
+    """`kvtune probe --vms`: the host report, the audit of its running VMs and their
+    interference measured over `window` seconds, as text or as one JSON object {"host":
+    HostReport, "vms": NodeVmAudit, "interference": NodeInterference} (the fields of a node's
+    status). `processes` is the process table the report was probed with."""
+    # Without a profile only what holds on any VM host is checked (see AuditPolicy), against
+    # the thresholds' defaults.
+    sampler, limits = Sampler(), AuditSettings()
+    isolated = interference.isolated_cpus(report)
+    audit_and_measure(fs, AuditPolicy(), report, processes, sampler, limits,
+                      isolated=isolated, host_uri=host_uri)
+    time.sleep(window)
+    found = audit_and_measure(fs, AuditPolicy(), report, processes, sampler, limits,
+                              isolated=isolated, host_uri=host_uri)
     if as_json:
         return json.dumps(
             {
                 "host": report.model_dump(mode="json", exclude_none=True),
-                "vms": audit.model_dump(mode="json", exclude_none=True),
+                "vms": found.audit.model_dump(mode="json", exclude_none=True),
+                "interference": found.interference.model_dump(mode="json", exclude_none=True),
             },
             indent=2,
         )
-    return f"{format_report(report)}\n\n{format_vm_audit(audit)}"
+    return (f"{format_report(report)}\n\n{format_vm_audit(found.audit)}\n\n"
+            f"{format_interference(found.interference)}")

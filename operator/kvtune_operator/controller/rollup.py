@@ -26,6 +26,8 @@ AgentCondition = tuple[ConditionStatus, str, str]
 KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
 #: The agents' running-VM audits, rolled up (the node condition has the same type).
 VMS_COMPLIANT = "VMsCompliant"
+#: The interference the agents measured on running VMs against spec.audit, rolled up.
+VMS_ISOLATED = "VMsIsolated"
 #: Present for profiles with storage.blockLuns: False when volumes outlive their LUNs.
 LUN_VOLUMES = "LunVolumes"
 #: Present for profiles with network.macvtap: whether one device plugin configuration is right
@@ -77,6 +79,10 @@ def rollup(
         new_conditions.append(
             _volumes_condition(orphaned_volumes, shared_luns, profile.generation))
     new_conditions.append(_vms_condition(states, profile.generation))
+    new_conditions.append(_vms_condition(
+        states, profile.generation, VMS_ISOLATED,
+        ("OverThresholds", "run VMs that suffer more interference than spec.audit allows"),
+        ("Measuring", "no measurement yet on")))
     if agent is not None:
         new_conditions.append(cond.make(AGENT_DAEMONSET, *agent, profile.generation))
     macvtap: list[MacvtapResource] = []
@@ -136,25 +142,30 @@ def _conditions(
     return [ready_c, prog_c, deg_c]
 
 
-def _vms_condition(states: Mapping[str, StateView | None], generation: int) -> cond.Condition:
-    """The nodes' running-VM audits in one condition: do VMs get what the profile promises?"""
+def _vms_condition(
+    states: Mapping[str, StateView | None], generation: int, type_: str = VMS_COMPLIANT,
+    failing: tuple[str, str] = ("Violations", "run VMs that break the profile's promises"),
+    unknown: tuple[str, str] = ("Unreachable", "could not inspect every VM on"),
+) -> cond.Condition:
+    """A per-node VM condition (the audit's VMsCompliant, the measured VMsIsolated) in one:
+    False naming the nodes where it is False, else Unknown naming those where it is."""
     by_status: dict[str, list[str]] = {"False": [], "Unknown": []}
     for node in sorted(states):
         view = states[node]
-        found = cond.find(view.state.status.conditions, VMS_COMPLIANT) if view else None
+        found = cond.find(view.state.status.conditions, type_) if view else None
         if found is not None and found.status in by_status:
             by_status[found.status].append(f"{node} ({found.message or found.reason})")
     if by_status["False"]:
         nodes = by_status["False"]
-        return cond.make(VMS_COMPLIANT, "False", "Violations",
-                         f"{len(nodes)} node(s) run VMs that break the profile's promises: "
+        return cond.make(type_, "False", failing[0],
+                         f"{len(nodes)} node(s) {failing[1]}: "
                          + "; ".join(nodes[:5]) + ("; ..." if len(nodes) > 5 else ""),
                          generation)
     if by_status["Unknown"]:
         nodes = by_status["Unknown"]
-        return cond.make(VMS_COMPLIANT, "Unknown", "Unreachable",
-                         "could not inspect every VM on: " + "; ".join(nodes[:5]), generation)
-    return cond.make(VMS_COMPLIANT, "True", "Compliant", "", generation)
+        return cond.make(type_, "Unknown", unknown[0],
+                         f"{unknown[1]}: " + "; ".join(nodes[:5]), generation)
+    return cond.make(type_, "True", "Compliant", "", generation)
 
 
 def _offers(resources: Sequence[MacvtapResource]) -> str:

@@ -15,6 +15,7 @@ import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node, open_read_only, vms_condition
 from kvtune_agent.audit.report import format_vm_audit
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit, VmFinding
+from kvtune_api.v1alpha1.interference import NodeInterference
 from kvtune_cli.main import main
 from support.hosttree import HostTree
 
@@ -218,16 +219,18 @@ def test_kvtune_probe_vms_prints_the_audit_after_the_host_report(
     assert out.index("NUMA") < out.index("VMS (libvirt)")
 
 
-def test_kvtune_probe_vms_json_holds_both_status_fields(
+def test_kvtune_probe_vms_json_holds_the_status_fields(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A fresh test:///default runs the driver's own demo domain, "test".
-    argv = ["probe", "--root", str(tmp_path), "--vms", "--json", "--libvirt-uri", "test:///default"]
+    # A fresh test:///default runs the driver's own demo domain, "test", with no QEMU behind it.
+    argv = ["probe", "--root", str(tmp_path), "--vms", "--json", "--libvirt-uri", "test:///default",
+            "--window", "0.01"]
     assert main(argv) == 0
 
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"host", "vms"}
+    assert set(out) == {"host", "vms", "interference"}
     assert NodeVmAudit.model_validate(out["vms"]).items[0].name == "test"
+    assert NodeInterference.model_validate(out["interference"]).skipped == {"QemuNotFound": 1}
 
 
 def test_a_fake_launcher_claiming_a_real_vm_makes_it_a_reported_conflict_not_a_spoof(
