@@ -19,14 +19,15 @@ from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
-from . import kubevirt, macvtap, metrics
+from . import kubevirt, metrics, plugin_config
 from .assign import assign
 from .daemonset import NAME, render_agent_daemonset
 from .kube import Kube
+from .plugin_config import Plugin
 from .profiles import Profile
 from .reconcile import plan_profile
 from .rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
-from .rollup import AgentCondition, rollup, status_changed
+from .rollup import PLUGINS, AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
 from .views import Action, Snapshot, StateView, VolumeView, action_target
 from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
@@ -124,10 +125,11 @@ async def reconcile_profile(
     # exposes LUNs, and once for both uses.
     shared = shared_luns(snap) if profile.spec.storage.block_luns is not None else {}
     actions += plan_volumes(profile, snap, shared)
-    # A profile whose status lists macvtap resources may have a ConfigMap left to remove.
-    if settings.namespace and not profile.deleting and (
-            profile.spec.network.macvtap or previous.macvtap):
-        actions += await _macvtap_config(profile, snap, kube, settings.namespace)
+    # A profile whose status lists a plugin's resources may have a ConfigMap left to remove.
+    for plugin in PLUGINS:
+        listed = getattr(previous, plugin.field)
+        if settings.namespace and not profile.deleting and (plugin.wanted(profile.spec) or listed):
+            actions += await _plugin_config(plugin, profile, snap, kube, settings.namespace)
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
@@ -246,14 +248,15 @@ async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:
     await asyncio.gather(*(run(g) for g in groups.values()))
 
 
-async def _macvtap_config(
-    profile: Profile, snap: Snapshot, kube: Kube, namespace: str
+async def _plugin_config(
+    plugin: Plugin[t.Any], profile: Profile, snap: Snapshot, kube: Kube, namespace: str
 ) -> list[Action]:
-    """The write of the profile's macvtap-cni ConfigMap, if it needs one. Read afresh rather
-    than watched: a watch of ConfigMaps would need read rights on every namespace's."""
+    """The write of the profile's ConfigMap for a device plugin, if it needs one. Read afresh
+    rather than watched: a watch of ConfigMaps would need read rights on every namespace's."""
     current = await asyncio.to_thread(
-        kube.config_map_data, namespace, macvtap.config_map_name(profile.name))
-    return macvtap.plan_config_map(profile, namespace, snap.assigned_states(profile.name), current)
+        kube.config_map_data, namespace, plugin.config_map(profile.name))
+    return plugin_config.plan_config_map(
+        plugin, profile, namespace, snap.assigned_states(profile.name), current)
 
 
 async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapshot:

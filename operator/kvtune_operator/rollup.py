@@ -12,10 +12,13 @@ from collections.abc import Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import ConditionStatus
-from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus, MacvtapResource
+from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus
 
-from .macvtap import Offers, offers
+from . import plugin_config
+from .macvtap import MACVTAP
+from .plugin_config import Plugin
 from .profiles import Profile
+from .sriov_plugin import SRIOV
 from .views import StateView
 
 MAX_FAILING = 20
@@ -29,9 +32,9 @@ KUBEVIRT_COMPATIBLE = "KubeVirtCompatible"
 VMS_COMPLIANT = "VMsCompliant"
 #: Present for profiles with storage.blockLuns: False when volumes outlive their LUNs.
 LUN_VOLUMES = "LunVolumes"
-#: Present for profiles with network.macvtap: whether one device plugin configuration is right
-#: on every node (the stock macvtap-cni DaemonSet reads one ConfigMap on all its nodes).
-MACVTAP_CONFIG = "MacvtapConfig"
+#: The device plugins whose configuration a profile publishes (status.<field>, a condition and a
+#: ConfigMap each; plugin_config.py).
+PLUGINS: tuple[Plugin[t.Any], ...] = (MACVTAP, SRIOV)
 Phase = t.Literal["Ready", "Progressing", "Degraded", "Waiting"]
 
 
@@ -108,11 +111,12 @@ def rollup(
     new_conditions.append(_vms_condition(states, profile.generation))
     if agent is not None:
         new_conditions.append(cond.make(AGENT_DAEMONSET, *agent, profile.generation))
-    macvtap: list[MacvtapResource] = []
-    if profile.spec.network.macvtap:
-        found = offers(states)
-        macvtap = found.common
-        new_conditions.append(_macvtap_condition(found, profile.generation))
+    published: dict[str, list[t.Any]] = {}
+    for plugin in PLUGINS:
+        if plugin.wanted(profile.spec):
+            found = plugin_config.offers(plugin, states)
+            published[plugin.field] = found.common
+            new_conditions.append(plugin_config.condition(plugin, found, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,
@@ -122,7 +126,7 @@ def rollup(
         waiting_nodes=counts["Waiting"],
         conditions=cond.merge(previous.conditions, new_conditions, now),
         failing_nodes=failing[:MAX_FAILING],
-        macvtap=macvtap,
+        **published,
     )
 
 
@@ -177,29 +181,6 @@ def _vms_condition(states: Mapping[str, StateView | None], generation: int) -> c
         return cond.make(VMS_COMPLIANT, "Unknown", "Unreachable",
                          "could not inspect every VM on: " + "; ".join(nodes[:5]), generation)
     return cond.make(VMS_COMPLIANT, "True", "Compliant", "", generation)
-
-
-def _offers(resources: Sequence[MacvtapResource]) -> str:
-    return ", ".join(f"{r.name} on {r.lower_device}" for r in resources) or "nothing"
-
-
-def _macvtap_condition(found: Offers, generation: int) -> cond.Condition:
-    """Whether what the nodes offer alike (status.macvtap) is all that each of them offers."""
-    if found.differ:
-        nodes = [f"{node} offers {_offers(offered)}" for node, offered in found.differ.items()]
-        return cond.make(MACVTAP_CONFIG, "False", "NodesDiffer", (
-            f"status.macvtap holds what every node offers alike ({_offers(found.common)}), but "
-            f"{len(nodes)} node(s) offer more or otherwise: " + "; ".join(nodes[:MAX_FAILING])
-            + ". One DP_MACVTAP_CONF cannot say that: give each variant its own macvtap-cni "
-            "DaemonSet and ConfigMap from the nodes' status.macvtap, or make the nodes agree"),
-            generation)
-    if found.pending:
-        return cond.make(MACVTAP_CONFIG, "Unknown", "NodesPending", (
-            f"{len(found.pending)} node(s) have not reported yet: "
-            f"{', '.join(found.pending[:MAX_FAILING])}"), generation)
-    return cond.make(MACVTAP_CONFIG, "True", "Uniform", (
-        f"every node offers {_offers(found.common)}: status.macvtap is the DP_MACVTAP_CONF for "
-        "all of them"), generation)
 
 
 def _volumes_condition(
