@@ -29,6 +29,7 @@ from .reconcile import plan_profile
 from .rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
 from .rollup import PLUGINS, AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
+from .sriov_operator import PolicyView
 from .views import Action, Snapshot, StateView, VolumeView, action_target
 from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
 
@@ -54,11 +55,13 @@ def snapshot(
     kubevirt_ksm: LabelSelector | None = None,
     volumes: Mapping[str, VolumeView] | None = None,
     kvtune_cordoned: t.Iterable[str] = (),
+    sriov_policies: Mapping[str, PolicyView] | None = None,
 ) -> Snapshot:
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
     return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm,
                     volumes or {}, frozenset(kvtune_cordoned),
-                    frozenset(name for name, p in profiles.items() if not p.deleting))
+                    frozenset(name for name, p in profiles.items() if not p.deleting),
+                    sriov_policies or {})
 
 
 class SharedSnapshot:

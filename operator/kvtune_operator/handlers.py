@@ -20,12 +20,13 @@ from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
 from . import common_handlers as shared
-from . import controller, kopf_toggles, kubevirt, metrics
+from . import controller, kopf_toggles, kubevirt, metrics, sriov_operator
 from .common_handlers import KUBEVIRTS, NODES, PROFILES, STATES
 from .kube import Kube, api_client
 from .profiles import Profile
 from .render import PROFILE_LABEL
 from .settings import PEERING_NAME, Settings
+from .sriov_operator import PolicyView
 from .views import CORDONED_ANNOTATION, Snapshot, VolumeView
 
 # Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup (kopf_toggles.py).
@@ -116,6 +117,14 @@ def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]
     return {"ksm": kubevirt.ksm_selector(spec)}
 
 
+@kopf.index(*sriov_operator.POLICIES)
+def sriov_policies(
+    body: kopf.Body, namespace: str | None, name: str, **_: t.Any
+) -> dict[str, PolicyView]:
+    # The SR-IOV Network Operator's policies, where it is installed: the PFs they select are its.
+    return {f"{namespace}/{name}": PolicyView.from_body(body)}
+
+
 @kopf.index("", "v1", "persistentvolumes", labels={PROFILE_LABEL: kopf.PRESENT})
 def lun_volumes(body: kopf.Body, name: str, **_: t.Any) -> dict[str, VolumeView]:
     return {name: VolumeView.from_body(body)}
@@ -136,6 +145,7 @@ def _snapshot(profiles: t.Mapping[str, Profile], indexes: t.Mapping[str, t.Any])
         _view(indexes["kubevirt_ksm"]).get("ksm"),
         _view(indexes["lun_volumes"]),
         _view(indexes["kvtune_cordons"]),
+        _view(indexes["sriov_policies"]),
     )
 
 

@@ -17,10 +17,15 @@ from collections.abc import Mapping
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeStateSpec
+from kvtune_api.v1alpha1.nodestate import (
+    HypervisorNodeState,
+    HypervisorNodeStateSpec,
+    SriovOperatorPolicy,
+)
 
 from .assign import Assignment
 from .render import PROFILE_LABEL
+from .sriov_operator import PolicyView, selecting
 
 #: Condition type the agent sets once it has restored a node's journal.
 REVERTED = "Reverted"
@@ -146,6 +151,13 @@ class Snapshot:
     """Nodes whose cordon is kvtune's (CORDONED_ANNOTATION on the Node)."""
     live_profiles: frozenset[str] = frozenset()
     """Profiles that exist and are not being deleted."""
+    sriov_policies: Mapping[str, PolicyView] = dataclasses.field(default_factory=dict)
+    """<namespace>/<name> -> the SR-IOV Network Operator's SriovNetworkNodePolicy, where that
+    operator is installed."""
+
+    def sriov_policies_of(self, node: str) -> list[SriovOperatorPolicy]:
+        """The SR-IOV Network Operator's policies that select `node`."""
+        return selecting(self.nodes.get(node, {}), self.sriov_policies.values())
 
     def assigned_states(self, profile: str) -> dict[str, StateView | None]:
         """The nodes assigned to `profile`, sorted by name, each with its state when the profile

@@ -42,9 +42,9 @@ class DisruptionGrant(BaseModel):
     )
 
 
-#: SR-IOV Network Operator policies a node state carries: more than any cluster defines for one
-#: node (each policy is one NIC selection with one VF layout).
-MAX_SRIOV_POLICIES = 64
+#: SR-IOV Network Operator policies a node state carries: far more than any cluster defines for
+#: one node (each policy is one NIC selection with one VF layout).
+MAX_SRIOV_POLICIES = 256
 
 
 class SriovOperatorPolicy(BaseModel):
