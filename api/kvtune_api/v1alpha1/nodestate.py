@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, Opt, section
-from .host import MAX_NUMA_NODES, HostReport
+from .host import MAX_NUMA_NODES, HostReport, Nic
 from .profile import MAX_NICS, HostSettings, MacvtapResource, Mode, SriovResource, VmiSettings
 from .resource import CustomResource, Scope
 
@@ -63,6 +63,17 @@ class SriovOperatorPolicy(BaseModel):
     )
     vendor: Opt[str] = Field(default=None, description="nicSelector.vendor, e.g. 8086.")
     device_id: Opt[str] = Field(default=None, description="nicSelector.deviceID, e.g. 159b.")
+
+    def matches(self, nic: Nic) -> bool:
+        """The policy's nicSelector selects the NIC: every criterion it gives matches, as the
+        SR-IOV Network Operator matches them. One that gives none of these (only a netFilter,
+        which names OpenStack networks kvtune cannot see) is taken to select every NIC."""
+        return all((
+            not self.pf_names or nic.name in self.pf_names,
+            not self.root_devices or nic.pci_address in self.root_devices,
+            self.vendor is None or (nic.vendor_id or "").lower() == self.vendor,
+            self.device_id is None or (nic.device_id or "").lower() == self.device_id,
+        ))
 
 
 class SriovOperatorPf(BaseModel):

@@ -1,0 +1,347 @@
+"""The driver a rule's VFs are bound to, and the device plugin pools they make: pure planning.
+
+A KubeVirt VM can use a VF only once it is bound to vfio-pci (its `sriov` interface passes the
+PCI function through), and a pod only while it is bound to the VF network driver of its PF's
+driver (iavf for ice and i40e, ...). A rule's `driver` says which; this module plans the
+rebinding of the VFs of every PF the rule selects, and the SR-IOV network device plugin pool
+(`resourceName`) that offers them. The host side, reading the VFs and binding them, is
+sriov_binding.py.
+
+What it never does:
+- touch a PF another party manages: one the SR-IOV Network Operator's policies select (the node
+  state's spec.sriovOperatorPolicies), or one the node's own traffic uses (`Refusals`): kvtune
+  leaves it alone and a rule selecting it is refused with the conflict named;
+- rebind a VF something uses without a drain: a VF bound to vfio-pci whose device files a
+  process holds open (a VM's QEMU), or whose netdev is up or was moved into another network
+  namespace (a pod's), or bound to a driver kvtune does not know (a DPDK program's): changing it
+  is NeedsDrain, and sriov_binding.py checks again right before it writes;
+- bind vfio-pci without an IOMMU (no /sys/kernel/iommu_groups): the node is Degraded naming the
+  kernel arguments to add, and the command that adds them on this host;
+- rebind while the PF's VF count is still to change: the VFs are made anew then, and bound on
+  the next pass.
+
+All of one PF's VFs are one step, so that binding is all or nothing for the PF: the step's value
+lists each VF's driver and driver_override (`encode`), which the journal records as the original
+and a revert writes back.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import HostReport, Nic
+from kvtune_api.v1alpha1.nodestate import Disruption, SriovOperatorPolicy
+from kvtune_api.v1alpha1.profile import (
+    SRIOV_RESOURCE_PREFIX,
+    NetworkSettings,
+    SriovResource,
+    SriovRule,
+    SriovSelectors,
+)
+
+from ..bootloader import Loader
+from ..probe.sriov import VF_NETDEV_DRIVERS
+
+VFIO = "vfio-pci"
+IOMMU_GROUPS = "/sys/kernel/iommu_groups"
+PCI_DEVICES = "/sys/bus/pci/devices"
+PCI_DRIVERS = "/sys/bus/pci/drivers"
+DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
+#: The kernel arguments that turn the IOMMU on, by CPU vendor (/proc/cpuinfo vendor_id); `iommu=pt`
+#: keeps the host's own DMA unmapped (passthrough), as virtualization hosts are run.
+IOMMU_ARGS = {"GenuineIntel": "intel_iommu=on iommu=pt", "AuthenticAMD": "amd_iommu=on iommu=pt"}
+STEP_PREFIX = "sriov-driver/"
+
+
+def drivers_path(pf_address: str) -> str:
+    """The step's target: the driver links of a PF's VFs, by the PF's PCI address."""
+    return f"{PCI_DEVICES}/{pf_address}/virtfn*/driver"
+
+
+def pf_of(path: str) -> str | None:
+    """The PF's PCI address in a `drivers_path`; None for any other path."""
+    head, _, pf = path.removesuffix("/virtfn*/driver").rpartition("/")
+    return pf if head == PCI_DEVICES and path.endswith("/virtfn*/driver") else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A PCI function's driver and driver_override (None: unbound, no override)."""
+
+    driver: str | None
+    override: str | None = None
+
+    def text(self) -> str:
+        return (self.driver or "") + (f"@{self.override}" if self.override else "")
+
+
+class BindingsError(ValueError):
+    """A step value or journal entry that is not a list of `address=driver[@override]`."""
+
+
+def encode(bindings: Mapping[str, Binding]) -> str:
+    """`0000:3b:02.0=iavf 0000:3b:02.1=vfio-pci@vfio-pci 0000:3b:02.2=`, by address."""
+    return " ".join(f"{address}={bindings[address].text()}" for address in sorted(bindings))
+
+
+def decode(value: str) -> dict[str, Binding]:
+    """The bindings of an `encode`d value. Raises BindingsError naming the word that is not
+    one (a journal is a host file: it is read, never trusted)."""
+    found: dict[str, Binding] = {}
+    for word in value.split():
+        address, equals, text = word.partition("=")
+        driver, _, override = text.partition("@")
+        if not equals or not _ADDRESS.match(address) or not all(
+                _DRIVER.match(name) for name in (driver, override)):
+            raise BindingsError(
+                f"{word!r} is not <PCI address>=<driver>[@<driver_override>] (e.g. "
+                "0000:3b:02.0=vfio-pci@vfio-pci)")
+        found[address] = Binding(driver or None, override or None)
+    return found
+
+
+_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+#: A driver name as sysfs lists it, or "" for none.
+_DRIVER = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+
+
+@dataclass(frozen=True)
+class VfState:
+    """One VF, as sriov_binding.py read it."""
+
+    address: str
+    binding: Binding
+    #: Its IOMMU group's number; None: none (no IOMMU, or it could not be read).
+    iommu_group: str | None = None
+    #: Its netdev in the host's network namespace, when its driver gave it one.
+    netdev: str | None = None
+    #: That netdev is administratively up (IFF_UP in its flags).
+    up: bool = False
+    #: The processes holding its VFIO device files open, e.g. "pid 4242 (qemu-kvm)".
+    holders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriverFacts:
+    """What the planner needs beyond the probe report (sriov_binding.read)."""
+
+    #: Entries of /sys/kernel/iommu_groups; 0: the IOMMU is off; None: could not be read.
+    iommu_groups: int | None
+    #: The PCI drivers loaded (/sys/bus/pci/drivers).
+    loaded: frozenset[str]
+    #: PF PCI address -> its VFs, for the PFs with VFs.
+    vfs: Mapping[str, tuple[VfState, ...]]
+    #: PF PCI address -> its VFs' device id (sriov_vf_device), where it says.
+    vf_devices: Mapping[str, str]
+    #: How this host's kernel command line is changed, for the IOMMU's command.
+    loader: Loader
+
+
+def netdev_driver(pf_driver: str | None) -> str | None:
+    """The VF network driver of a PF driver (iavf for ice); None when kvtune does not know it."""
+    return VF_NETDEV_DRIVERS.get(pf_driver or "")
+
+
+def target(rule: SriovRule, nic: Nic) -> Binding | None:
+    """The binding the rule wants for the NIC's VFs; None when its PF driver's VF network
+    driver is unknown (netdevice) or the rule leaves drivers alone.
+
+    vfio-pci keeps its driver_override, so that a rescan binds the VF to it again; a network
+    driver is the kernel's own choice, so its VFs are left without one."""
+    if rule.driver == VFIO:
+        return Binding(VFIO, VFIO)
+    if rule.driver == "netdevice" and (driver := netdev_driver(nic.driver)) is not None:
+        return Binding(driver)
+    return None
+
+
+def in_use(vf: VfState, netdev_driver_name: str | None) -> str | None:
+    """Who uses the VF, in words; None when nothing does.
+
+    Bound to vfio-pci: in use while a process holds its device files (QEMU of a VM). Bound to
+    its PF's VF network driver: while its netdev is up, or is not in the host's namespace at all
+    (a pod's, moved there by the SR-IOV CNI). Unbound: never. Any other driver (igb_uio,
+    uio_pci_generic, a DPDK PMD's): a user-space program's, as kvtune cannot tell.
+    """
+    driver = vf.binding.driver
+    if driver is None:
+        return None
+    if driver == VFIO:
+        return f"opened by {', '.join(vf.holders)}" if vf.holders else None
+    if driver == netdev_driver_name:
+        if vf.netdev is None:
+            return f"its {driver} netdev is in another network namespace (a pod's)"
+        return f"its netdev {vf.netdev} is up" if vf.up else None
+    return f"bound to {driver}, which kvtune does not know to be free"
+
+
+def operator_policies(nic: Nic, policies: Sequence[SriovOperatorPolicy]) -> list[str]:
+    """The SR-IOV Network Operator policies that select `nic`, by name."""
+    return [policy.name for policy in policies if policy.matches(nic)]
+
+
+class Out(t.Protocol):
+    """Where the planner puts what it found (the feature protocol's Draft)."""
+
+    def step(self, kind: t.Literal["sysfs"], step_id: str, feature: t.Literal["SRIOV"],
+             path: str, current: str, desired: str, reason: str,
+             disruption: Disruption = "Live") -> None: ...
+
+    def error(self, feature: t.Literal["SRIOV"], reason: str, message: str) -> None: ...
+
+    def warn(self, feature: t.Literal["SRIOV"], reason: str, message: str) -> None: ...
+
+
+#: Why kvtune must leave a NIC alone because the node's own traffic uses it (its default
+#: route, its address, a bond or bridge over it); empty: it may manage it. The guard macvtap's
+#: lower devices go through.
+Refusals = Callable[[Nic, HostReport], list[str]]
+
+
+def left_alone(
+    nic: Nic, policies: Sequence[SriovOperatorPolicy], host: HostReport, refusals: Refusals
+) -> list[str]:
+    """Why kvtune leaves the PF `nic` alone (its VF count and VF drivers); empty: it manages
+    it."""
+    why = refusals(nic, host)
+    claimed = operator_policies(nic, policies)
+    if claimed:
+        why.insert(0, f"the SR-IOV Network Operator manages it (SriovNetworkNodePolicy "
+                      f"{', '.join(claimed)})")
+    return why
+
+
+def refuse_managed(
+    node: str, network: NetworkSettings, policies: Sequence[SriovOperatorPolicy],
+    host: HostReport, refusals: Refusals, out: Out,
+) -> set[str]:
+    """The NICs a rule selects that kvtune must leave alone, each refused with the conflict
+    named (SriovPfManagedElsewhere); the caller plans nothing on them."""
+    refused: set[str] = set()
+    for index, rule in enumerate(network.sriov):
+        for nic in host.sriov.nics:
+            if nic.name in refused or not rule.pf_selector.matches(nic):
+                continue
+            why = left_alone(nic, policies, host, refusals)
+            if why:
+                refused.add(nic.name)
+                out.error("SRIOV", "SriovPfManagedElsewhere", (
+                    f"NIC {nic.name} ({nic.pci_address}) of node {node} is selected by "
+                    f"spec.host.network.sriov[{index}], but kvtune leaves it alone: "
+                    f"{'; '.join(why)}. Its VF count and VF drivers are left as they are; "
+                    "narrow the pfSelector, or hand the NIC over (docs/sriov.md)"))
+    return refused
+
+
+def plan(
+    node: str, network: NetworkSettings, host: HostReport, facts: DriverFacts,
+    refused: set[str], out: Out,
+) -> list[SriovResource]:
+    """The driver steps of every rule with a driver, and the device plugin pools of this node.
+
+    `refused`: NICs kvtune leaves alone (`refuse_managed`), planned on no further."""
+    pools: list[SriovResource] = []
+    for index, rule in enumerate(network.sriov):
+        if rule.driver == "Unmanaged":
+            continue
+        field_name = f"spec.host.network.sriov[{index}]"
+        nics = [nic for nic in host.sriov.nics if rule.pf_selector.matches(nic)
+                and nic.name not in refused and nic.pci_address]
+        if rule.driver == VFIO and nics and not _vfio_ready(node, field_name, host, facts, out):
+            continue
+        bound = [nic for nic in nics if _bind(node, field_name, rule, nic, facts, out)]
+        if rule.resource_name and bound:
+            pools.append(_pool(rule, bound, facts))
+    return pools
+
+
+def _vfio_ready(
+    node: str, field_name: str, host: HostReport, facts: DriverFacts, out: Out
+) -> bool:
+    """vfio-pci can take VFs on this host; else an error that says what to do."""
+    if facts.iommu_groups == 0:
+        args = IOMMU_ARGS.get(host.cpu.vendor or "")
+        how = (f"add `{args}` to the kernel command line ({facts.loader.command('', args)}) "
+               "and reboot the node" if args else
+               f"turn the IOMMU on (intel_iommu=on iommu=pt on Intel, amd_iommu=on iommu=pt on "
+               f"AMD; CPU vendor {host.cpu.vendor or 'unknown'}) and reboot the node")
+        out.error("SRIOV", "SriovIommuOff", (
+            f"{field_name}.driver is vfio-pci, but node {node} runs without an IOMMU "
+            f"({IOMMU_GROUPS} is empty), so no VF can be passed through to a VM: {how}; enable "
+            "VT-d / AMD-Vi in the firmware as well. No VF is rebound until then"))
+        return False
+    if facts.iommu_groups is None:
+        out.error("SRIOV", "SriovIommuUnknown", (
+            f"{field_name}.driver is vfio-pci, but whether node {node} has an IOMMU is unknown "
+            f"({IOMMU_GROUPS} could not be read); no VF is rebound until it can be"))
+        return False
+    if VFIO not in facts.loaded:
+        out.error("SRIOV", "SriovVfioNotLoaded", (
+            f"{field_name}.driver is vfio-pci, but the vfio-pci module is not loaded on node "
+            f"{node} (no {PCI_DRIVERS}/{VFIO}): run `modprobe vfio-pci` and list it in "
+            "/etc/modules-load.d/vfio-pci.conf so that it loads at boot"))
+        return False
+    return True
+
+
+def _bind(
+    node: str, field_name: str, rule: SriovRule, nic: Nic, facts: DriverFacts, out: Out
+) -> bool:
+    """Plan the NIC's VFs onto the rule's driver; whether its VFs can make a pool."""
+    address = nic.pci_address or ""
+    wanted = target(rule, nic)
+    if wanted is None:
+        out.error("SRIOV", "SriovNetdevDriverUnknown", (
+            f"{field_name}.driver is netdevice, but kvtune does not know the VF network driver "
+            f"of NIC {nic.name}'s driver {nic.driver or '(none)'} on node {node}; bind its VFs "
+            "by hand and set driver: Unmanaged"))
+        return False
+    if nic.sriov_num_vfs != rule.num_vfs:
+        return False  # the count changes first, which makes the VFs anew; bound on a later pass
+    vfs = facts.vfs.get(address, ())
+    if rule.driver == VFIO and (lost := [vf.address for vf in vfs if vf.iommu_group is None]):
+        out.error("SRIOV", "SriovVfWithoutIommuGroup", (
+            f"VFs {', '.join(lost)} of NIC {nic.name} on node {node} have no IOMMU group, so "
+            f"vfio-pci cannot take them ({field_name}.driver); check the IOMMU (dmesg | grep "
+            "-i -e DMAR -e IOMMU)"))
+        return False
+    now = {vf.address: vf.binding for vf in vfs}
+    changed = {vf.address: wanted for vf in vfs if vf.binding.driver != wanted.driver}
+    if not changed:
+        return True
+    used = [f"{vf.address} ({why})" for vf in vfs if vf.address in changed
+            and (why := in_use(vf, netdev_driver(nic.driver)))]
+    disruption: Disruption = "NeedsDrain" if used else "Live"
+    effect = (f"VFs {', '.join(used)} are in use: the VMs or pods holding them must leave the "
+              "node first" if used else "none of them is in use")
+    out.step("sysfs", f"{STEP_PREFIX}{nic.name}", "SRIOV", drivers_path(address), encode(now),
+             encode({**now, **changed}),
+             f"{field_name}.driver is {rule.driver}: {len(changed)} VF(s) of NIC {nic.name} are "
+             f"bound to {wanted.driver} instead; {effect}", disruption)
+    return True
+
+
+def _pool(rule: SriovRule, nics: Sequence[Nic], facts: DriverFacts) -> SriovResource:
+    """The device plugin pool of a rule on this node: the rule's driver on exactly these PFs.
+
+    Built from what stays put while VFs come and go (the PFs, their VFs' device id in
+    sriov_vf_device), so that the pool does not change as the VFs are made and bound."""
+    drivers = sorted({binding.driver for nic in nics
+                      if (binding := target(rule, nic)) and binding.driver})
+    devices = sorted({facts.vf_devices[n.pci_address or ""] for n in nics
+                      if n.pci_address in facts.vf_devices})
+    vendors = sorted({(n.vendor_id or "").lower() for n in nics if n.vendor_id})
+    return SriovResource(
+        resource_name=rule.resource_name or "",
+        resource_prefix=SRIOV_RESOURCE_PREFIX,
+        selectors=SriovSelectors(
+            vendors=vendors if devices else [],
+            devices=devices,
+            drivers=drivers,
+            pf_names=sorted(n.name for n in nics),
+            root_devices=sorted(n.pci_address or "" for n in nics),
+        ),
+    )
