@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree, KernelFS, vf_address
-from kvtune_agent.features import sriov_binding
-from kvtune_agent.features.sriov_driver import (
-    Binding,
-    BindingsError,
-    decode,
-    drivers_path,
-    encode,
-    plan,
-    refuse_managed,
-)
+from kvtune_agent.features.sriov_driver import plan, read, refuse_managed
+from kvtune_agent.host import pcidriver
+from kvtune_agent.host.pcidriver import Binding, BindingsError, decode, encode
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.host import HostReport, Nic
 from kvtune_api.v1alpha1.nodestate import (
@@ -35,7 +28,7 @@ from .specs import node_spec
 
 PF = "0000:3b:00.0"
 VF0, VF1, VF2 = (vf_address(PF, i) for i in range(3))
-PATH = drivers_path(PF)
+PATH = pcidriver.vf_drivers_path(PF)
 
 
 @dataclass
@@ -89,12 +82,12 @@ def planned(tree: HostTree, state: HypervisorNodeStateSpec,
     out = Recorder()
     network = state.host.network
     refused = refuse_managed("n1", network, state.sriov_operator_policies, report, refusals, out)
-    pools = plan("n1", network, report, sriov_binding.read(fs, report), refused, out)
+    pools = plan("n1", network, report, read(fs, report), refused, out)
     return out, pools
 
 
-def bindings(fs: KernelFS | t.Any) -> dict[str, Binding]:
-    return decode(sriov_binding.current(fs, PATH) or "")
+def bindings(fs: KernelFS) -> dict[str, Binding]:
+    return decode(pcidriver.current(fs, PATH) or "")
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -148,12 +141,10 @@ def test_unmanaged_drivers_plan_nothing_as_before(tmp_path: Path) -> None:
     assert (out.steps, out.findings, pools) == ([], [], [])
 
 
-@pytest.mark.parametrize(("vendor", "args", "command"), [
-    ("GenuineIntel", "intel_iommu=on iommu=pt", "add `intel_iommu=on iommu=pt`"),
-    ("AuthenticAMD", "amd_iommu=on iommu=pt", "add `amd_iommu=on iommu=pt`"),
-])
+@pytest.mark.parametrize(("vendor", "args"), [
+    ("GenuineIntel", "intel_iommu=on iommu=pt"), ("AuthenticAMD", "amd_iommu=on iommu=pt")])
 def test_without_an_iommu_the_node_is_degraded_naming_the_kernel_arguments(
-    tmp_path: Path, vendor: str, args: str, command: str
+    tmp_path: Path, vendor: str, args: str
 ) -> None:
     tree = host(tmp_path, iommu=False).cpuinfo(4, vendor=vendor)
     (tmp_path / "sys/kernel/iommu_groups").mkdir(parents=True)  # the kernel's, left empty
@@ -161,8 +152,9 @@ def test_without_an_iommu_the_node_is_degraded_naming_the_kernel_arguments(
     out, pools = planned(tree, spec())
 
     message = out.reason("SriovIommuOff")
-    assert command in message and "/sys/kernel/iommu_groups is empty" in message
-    assert "to the kernel command line of the host's boot loader" in message  # no loader found
+    assert f"the kernel needs `{args}` on its command line" in message
+    assert "/sys/kernel/iommu_groups is empty" in message
+    assert f"add `{args}` to the kernel command line of the host's boot loader" in message
     assert (out.steps, pools) == ([], [])
 
 
@@ -226,13 +218,14 @@ def test_a_vf_netdev_moved_into_a_pods_namespace_is_in_use(tmp_path: Path) -> No
     (tmp_path / "sys/class/net/ens1f0v2").unlink()
     tree.pod_vf("net1", VF2, root="/proc/5000/root", pf_address=PF)
 
-    assert "in another network namespace" in _drain_reason(planned(tree, spec())[0])
+    assert f"{VF2} (bound to iavf with no netdev in the host's network namespace" in (
+        _drain_reason(planned(tree, spec())[0]))
 
 
 def test_a_vf_bound_to_a_driver_kvtune_does_not_know_is_in_use(tmp_path: Path) -> None:
     tree = host(tmp_path, ("igb_uio", "iavf", "iavf"))
 
-    assert f"{VF0} (bound to igb_uio" in _drain_reason(planned(tree, spec())[0])
+    assert f"{VF0} (bound to igb_uio with no netdev" in _drain_reason(planned(tree, spec())[0])
 
 
 # -- PFs other parties manage ------------------------------------------------------------------
@@ -288,9 +281,9 @@ def test_binding_moves_every_vf_to_vfio_pci_and_keeps_the_override(tmp_path: Pat
     desired = _desired(tree)
     fs = tree.kernel()
 
-    result = sriov_binding.apply(fs, PATH, desired, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, desired, timeout=5)
 
-    assert result.result == "Applied", result.message
+    assert result == "Applied", message
     assert bindings(fs) == {vf: Binding("vfio-pci", "vfio-pci") for vf in (VF0, VF1, VF2)}
     assert not (tmp_path / "sys/class/net/ens1f0v0").exists()  # iavf's netdev went with it
     assert ("/sys/bus/pci/drivers/iavf/unbind", VF0) in fs.writes
@@ -302,12 +295,12 @@ def test_a_vf_that_refuses_the_driver_puts_every_vf_back(tmp_path: Path) -> None
     fs = tree.kernel(refuse_bind=[(VF1, "vfio-pci")])
     before = bindings(fs)
 
-    result = sriov_binding.apply(fs, PATH, desired, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, desired, timeout=5)
 
-    assert result.result == "Failed"
-    assert f"VF {VF1} of PF {PF} did not take vfio-pci@vfio-pci" in result.message
-    assert "is bound to no driver after /sys/bus/pci/drivers_probe" in result.message
-    assert f"VFs {VF0}, {VF1} are back as they were" in result.message
+    assert result == "Failed"
+    assert f"VF {VF1} of PF {PF} did not take vfio-pci@vfio-pci" in message
+    assert "is bound to no driver after /sys/bus/pci/drivers_probe" in message
+    assert f"VFs {VF0}, {VF1} are back as they were" in message
     assert bindings(fs) == before  # nothing half-bound: drivers and overrides as they were
 
 
@@ -318,9 +311,9 @@ def test_a_refused_write_midway_puts_every_vf_back_too(tmp_path: Path) -> None:
     fs = tree.kernel(refuse_value={(override, "vfio-pci"): errno.EINVAL})
     before = bindings(fs)
 
-    result = sriov_binding.apply(fs, PATH, desired, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, desired, timeout=5)
 
-    assert result.result == "Failed" and override in result.message
+    assert result == "Failed" and override in message
     assert bindings(fs) == before
 
 
@@ -331,11 +324,11 @@ def test_a_hung_unbind_fails_within_the_deadline_and_the_others_are_restored(
     desired = _desired(tree, spec("netdevice"))
     fs = tree.kernel(hang=["/sys/bus/pci/drivers/vfio-pci/unbind"])
     try:
-        result = sriov_binding.apply(fs, PATH, desired, timeout=0.5)
+        result, message = pcidriver.apply(fs, PATH, desired, timeout=0.5)
     finally:
         fs.release()
 
-    assert result.result == "Failed" and "did not return within 0.5 s" in result.message
+    assert result == "Failed" and "did not return within 0.5 s" in message
 
 
 def test_a_vf_taken_since_the_plan_is_left_as_it_is_and_the_others_are_bound(
@@ -346,10 +339,10 @@ def test_a_vf_taken_since_the_plan_is_left_as_it_is_and_the_others_are_bound(
     tree.file(f"/sys/bus/pci/devices/{VF1}/net/ens1f0v1/flags", "0x1003")  # a pod took it
     fs = tree.kernel()
 
-    result = sriov_binding.apply(fs, PATH, desired, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, desired, timeout=5)
 
-    assert result.result == "Partial"
-    assert f"VF {VF1} is left as it is: its netdev ens1f0v1 is up" in result.message
+    assert result == "Partial"
+    assert f"VF {VF1} is left as it is: its netdev ens1f0v1 is up" in message
     assert bindings(fs)[VF1] == Binding("iavf")
     assert bindings(fs)[VF0] == bindings(fs)[VF2] == Binding("vfio-pci", "vfio-pci")
 
@@ -359,12 +352,12 @@ def test_revert_writes_back_the_journaled_drivers_and_clears_the_override(
 ) -> None:
     tree = host(tmp_path, ("iavf", None, "iavf"))
     fs = tree.kernel()
-    original = sriov_binding.current(fs, PATH) or ""
-    assert sriov_binding.apply(fs, PATH, _desired(tree), timeout=5).result == "Applied"
+    original = pcidriver.current(fs, PATH) or ""
+    assert pcidriver.apply(fs, PATH, _desired(tree), timeout=5)[0] == "Applied"
 
-    result = sriov_binding.apply(fs, PATH, original, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, original, timeout=5)
 
-    assert result.result == "Applied", result.message
+    assert result == "Applied", message
     assert bindings(fs) == {VF0: Binding("iavf"), VF1: Binding(None), VF2: Binding("iavf")}
 
 
@@ -372,9 +365,9 @@ def test_a_revert_after_the_vf_count_changed_skips_the_vfs_that_are_gone(tmp_pat
     fs = host(tmp_path).kernel()
     original = encode({VF0: Binding("iavf"), vf_address(PF, 7): Binding("iavf")})
 
-    result = sriov_binding.apply(fs, PATH, original, timeout=5)
+    result, message = pcidriver.apply(fs, PATH, original, timeout=5)
 
-    assert result.result == "Applied" and "are gone (the VF count changed)" in result.message
+    assert result == "Applied" and "are gone (the VF count changed)" in message
 
 
 @pytest.mark.parametrize("value", [
@@ -386,5 +379,5 @@ def test_a_journal_value_that_is_no_list_of_bindings_is_refused_not_written(
 
     with pytest.raises(BindingsError):
         decode(value)
-    assert sriov_binding.apply(fs, PATH, value, timeout=5).result == "Failed"
+    assert pcidriver.apply(fs, PATH, value, timeout=5)[0] == "Failed"
     assert fs.writes == []

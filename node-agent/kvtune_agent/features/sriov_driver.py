@@ -4,8 +4,8 @@ A KubeVirt VM can use a VF only once it is bound to vfio-pci (its `sriov` interf
 PCI function through), and a pod only while it is bound to the VF network driver of its PF's
 driver (iavf for ice and i40e, ...). A rule's `driver` says which; this module plans the
 rebinding of the VFs of every PF the rule selects, and the SR-IOV network device plugin pool
-(`resourceName`) that offers them. The host side, reading the VFs and binding them, is
-sriov_binding.py.
+(`resourceName`) that offers them. Reading the VFs and binding them is the host's:
+host/pcidriver.py.
 
 What it never does:
 - touch a PF another party manages: one the SR-IOV Network Operator's policies select (the node
@@ -14,20 +14,19 @@ What it never does:
 - rebind a VF something uses without a drain: a VF bound to vfio-pci whose device files a
   process holds open (a VM's QEMU), or whose netdev is up or was moved into another network
   namespace (a pod's), or bound to a driver kvtune does not know (a DPDK program's): changing it
-  is NeedsDrain, and sriov_binding.py checks again right before it writes;
+  is NeedsDrain, and host/pcidriver.py checks again right before it writes;
 - bind vfio-pci without an IOMMU (no /sys/kernel/iommu_groups): the node is Degraded naming the
   kernel arguments to add, and the command that adds them on this host;
 - rebind while the PF's VF count is still to change: the VFs are made anew then, and bound on
   the next pass.
 
-All of one PF's VFs are one step, so that binding is all or nothing for the PF: the step's value
-lists each VF's driver and driver_override (`encode`), which the journal records as the original
-and a revert writes back.
+All of one PF's VFs are one step (kind pcidriver), so that binding is all or nothing for the PF:
+the step's value lists each VF's driver and driver_override (host/pcidriver.py's `encode`),
+which the journal records as the original and a revert writes back.
 """
 
 from __future__ import annotations
 
-import re
 import typing as t
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,102 +41,49 @@ from kvtune_api.v1alpha1.profile import (
     SriovSelectors,
 )
 
+from .. import bootloader
 from ..bootloader import Loader
+from ..host import pcidriver
+from ..host.pcidriver import PCI_DEVICES, PCI_DRIVERS, VFIO, Binding, DeviceState, encode
+from ..hostfs import HostFS
 from ..probe.sriov import VF_NETDEV_DRIVERS
 
-VFIO = "vfio-pci"
-IOMMU_GROUPS = "/sys/kernel/iommu_groups"
-PCI_DEVICES = "/sys/bus/pci/devices"
-PCI_DRIVERS = "/sys/bus/pci/drivers"
-DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
-#: The kernel arguments that turn the IOMMU on, by CPU vendor (/proc/cpuinfo vendor_id); `iommu=pt`
-#: keeps the host's own DMA unmapped (passthrough), as virtualization hosts are run.
+#: The kernel arguments that turn the IOMMU on, by CPU vendor (/proc/cpuinfo vendor_id);
+#: `iommu=pt` keeps the host's own DMA unmapped (passthrough), as virtualization hosts run.
 IOMMU_ARGS = {"GenuineIntel": "intel_iommu=on iommu=pt", "AuthenticAMD": "amd_iommu=on iommu=pt"}
 STEP_PREFIX = "sriov-driver/"
 
 
-def drivers_path(pf_address: str) -> str:
-    """The step's target: the driver links of a PF's VFs, by the PF's PCI address."""
-    return f"{PCI_DEVICES}/{pf_address}/virtfn*/driver"
-
-
-def pf_of(path: str) -> str | None:
-    """The PF's PCI address in a `drivers_path`; None for any other path."""
-    head, _, pf = path.removesuffix("/virtfn*/driver").rpartition("/")
-    return pf if head == PCI_DEVICES and path.endswith("/virtfn*/driver") else None
-
-
-@dataclass(frozen=True)
-class Binding:
-    """A PCI function's driver and driver_override (None: unbound, no override)."""
-
-    driver: str | None
-    override: str | None = None
-
-    def text(self) -> str:
-        return (self.driver or "") + (f"@{self.override}" if self.override else "")
-
-
-class BindingsError(ValueError):
-    """A step value or journal entry that is not a list of `address=driver[@override]`."""
-
-
-def encode(bindings: Mapping[str, Binding]) -> str:
-    """`0000:3b:02.0=iavf 0000:3b:02.1=vfio-pci@vfio-pci 0000:3b:02.2=`, by address."""
-    return " ".join(f"{address}={bindings[address].text()}" for address in sorted(bindings))
-
-
-def decode(value: str) -> dict[str, Binding]:
-    """The bindings of an `encode`d value. Raises BindingsError naming the word that is not
-    one (a journal is a host file: it is read, never trusted)."""
-    found: dict[str, Binding] = {}
-    for word in value.split():
-        address, equals, text = word.partition("=")
-        driver, _, override = text.partition("@")
-        if not equals or not _ADDRESS.match(address) or not all(
-                _DRIVER.match(name) for name in (driver, override)):
-            raise BindingsError(
-                f"{word!r} is not <PCI address>=<driver>[@<driver_override>] (e.g. "
-                "0000:3b:02.0=vfio-pci@vfio-pci)")
-        found[address] = Binding(driver or None, override or None)
-    return found
-
-
-_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-#: A driver name as sysfs lists it, or "" for none.
-_DRIVER = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
-
-
-@dataclass(frozen=True)
-class VfState:
-    """One VF, as sriov_binding.py read it."""
-
-    address: str
-    binding: Binding
-    #: Its IOMMU group's number; None: none (no IOMMU, or it could not be read).
-    iommu_group: str | None = None
-    #: Its netdev in the host's network namespace, when its driver gave it one.
-    netdev: str | None = None
-    #: That netdev is administratively up (IFF_UP in its flags).
-    up: bool = False
-    #: The processes holding its VFIO device files open, e.g. "pid 4242 (qemu-kvm)".
-    holders: tuple[str, ...] = ()
-
-
 @dataclass(frozen=True)
 class DriverFacts:
-    """What the planner needs beyond the probe report (sriov_binding.read)."""
+    """What the planner needs beyond the probe report (`read`)."""
 
     #: Entries of /sys/kernel/iommu_groups; 0: the IOMMU is off; None: could not be read.
     iommu_groups: int | None
     #: The PCI drivers loaded (/sys/bus/pci/drivers).
     loaded: frozenset[str]
     #: PF PCI address -> its VFs, for the PFs with VFs.
-    vfs: Mapping[str, tuple[VfState, ...]]
+    vfs: Mapping[str, tuple[DeviceState, ...]]
     #: PF PCI address -> its VFs' device id (sriov_vf_device), where it says.
     vf_devices: Mapping[str, str]
     #: How this host's kernel command line is changed, for the IOMMU's command.
     loader: Loader
+
+
+def read(fs: HostFS, host: HostReport) -> DriverFacts:
+    """The VFs of every PF of the probe report with VFs, their IOMMU and who holds them."""
+    pfs = {nic.pci_address: pcidriver.vf_addresses(fs, nic.pci_address)
+           for nic in host.sriov.nics if nic.pci_address and nic.vfs}
+    states = {d.address: d for d in pcidriver.device_states(
+        fs, [vf for vfs in pfs.values() for vf in vfs])}
+    return DriverFacts(
+        iommu_groups=pcidriver.iommu_groups(fs),
+        loaded=frozenset(fs.list_dir(PCI_DRIVERS)),
+        vfs={pf: tuple(states[vf] for vf in vfs) for pf, vfs in pfs.items()},
+        vf_devices={pf: device.removeprefix("0x") for pf in pfs
+                    if (device := fs.read_value(f"{PCI_DEVICES}/{pf}/sriov_vf_device"))},
+        loader=bootloader.find_loader(fs),
+    )
 
 
 def netdev_driver(pf_driver: str | None) -> str | None:
@@ -158,26 +104,6 @@ def target(rule: SriovRule, nic: Nic) -> Binding | None:
     return None
 
 
-def in_use(vf: VfState, netdev_driver_name: str | None) -> str | None:
-    """Who uses the VF, in words; None when nothing does.
-
-    Bound to vfio-pci: in use while a process holds its device files (QEMU of a VM). Bound to
-    its PF's VF network driver: while its netdev is up, or is not in the host's namespace at all
-    (a pod's, moved there by the SR-IOV CNI). Unbound: never. Any other driver (igb_uio,
-    uio_pci_generic, a DPDK PMD's): a user-space program's, as kvtune cannot tell.
-    """
-    driver = vf.binding.driver
-    if driver is None:
-        return None
-    if driver == VFIO:
-        return f"opened by {', '.join(vf.holders)}" if vf.holders else None
-    if driver == netdev_driver_name:
-        if vf.netdev is None:
-            return f"its {driver} netdev is in another network namespace (a pod's)"
-        return f"its netdev {vf.netdev} is up" if vf.up else None
-    return f"bound to {driver}, which kvtune does not know to be free"
-
-
 def operator_policies(nic: Nic, policies: Sequence[SriovOperatorPolicy]) -> list[str]:
     """The SR-IOV Network Operator policies that select `nic`, by name."""
     return [policy.name for policy in policies if policy.matches(nic)]
@@ -186,7 +112,7 @@ def operator_policies(nic: Nic, policies: Sequence[SriovOperatorPolicy]) -> list
 class Out(t.Protocol):
     """Where the planner puts what it found (the feature protocol's Draft)."""
 
-    def step(self, kind: t.Literal["sysfs"], step_id: str, feature: t.Literal["SRIOV"],
+    def step(self, kind: t.Literal["pcidriver"], step_id: str, feature: t.Literal["SRIOV"],
              path: str, current: str, desired: str, reason: str,
              disruption: Disruption = "Live") -> None: ...
 
@@ -264,19 +190,19 @@ def _vfio_ready(
     """vfio-pci can take VFs on this host; else an error that says what to do."""
     if facts.iommu_groups == 0:
         args = IOMMU_ARGS.get(host.cpu.vendor or "")
-        how = (f"add `{args}` to the kernel command line ({facts.loader.command('', args)}) "
-               "and reboot the node" if args else
-               f"turn the IOMMU on (intel_iommu=on iommu=pt on Intel, amd_iommu=on iommu=pt on "
-               f"AMD; CPU vendor {host.cpu.vendor or 'unknown'}) and reboot the node")
+        how = (f"the kernel needs `{args}` on its command line (on this host: "
+               f"{facts.loader.command('', args)}), then a reboot" if args else
+               f"the kernel needs the IOMMU on (intel_iommu=on iommu=pt on Intel, amd_iommu=on "
+               f"iommu=pt on AMD; CPU vendor {host.cpu.vendor or 'unknown'}), then a reboot")
         out.error("SRIOV", "SriovIommuOff", (
             f"{field_name}.driver is vfio-pci, but node {node} runs without an IOMMU "
-            f"({IOMMU_GROUPS} is empty), so no VF can be passed through to a VM: {how}; enable "
-            "VT-d / AMD-Vi in the firmware as well. No VF is rebound until then"))
+            f"({pcidriver.IOMMU_GROUPS} is empty), so no VF can be passed through to a VM: "
+            f"{how}; enable VT-d / AMD-Vi in the firmware as well. No VF is rebound until then"))
         return False
     if facts.iommu_groups is None:
         out.error("SRIOV", "SriovIommuUnknown", (
             f"{field_name}.driver is vfio-pci, but whether node {node} has an IOMMU is unknown "
-            f"({IOMMU_GROUPS} could not be read); no VF is rebound until it can be"))
+            f"({pcidriver.IOMMU_GROUPS} could not be read); no VF is rebound until it can be"))
         return False
     if VFIO not in facts.loaded:
         out.error("SRIOV", "SriovVfioNotLoaded", (
@@ -313,12 +239,12 @@ def _bind(
     if not changed:
         return True
     used = [f"{vf.address} ({why})" for vf in vfs if vf.address in changed
-            and (why := in_use(vf, netdev_driver(nic.driver)))]
+            and (why := vf.in_use())]
     disruption: Disruption = "NeedsDrain" if used else "Live"
     effect = (f"VFs {', '.join(used)} are in use: the VMs or pods holding them must leave the "
               "node first" if used else "none of them is in use")
-    out.step("sysfs", f"{STEP_PREFIX}{nic.name}", "SRIOV", drivers_path(address), encode(now),
-             encode({**now, **changed}),
+    out.step("pcidriver", f"{STEP_PREFIX}{nic.name}", "SRIOV",
+             pcidriver.vf_drivers_path(address), encode(now), encode({**now, **changed}),
              f"{field_name}.driver is {rule.driver}: {len(changed)} VF(s) of NIC {nic.name} are "
              f"bound to {wanted.driver} instead; {effect}", disruption)
     return True
