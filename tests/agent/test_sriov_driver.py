@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree, KernelFS, vf_address
-from kvtune_agent.features.sriov_driver import plan, read, refuse_managed
+from kvtune_agent.features.sriov_driver import operator_pfs, plan, read, refuse_managed, taken
 from kvtune_agent.host import pcidriver
 from kvtune_agent.host.pcidriver import Binding, BindingsError, decode, encode
 from kvtune_agent.probe import probe_host
@@ -20,6 +20,7 @@ from kvtune_api.v1alpha1.host import HostReport, Nic
 from kvtune_api.v1alpha1.nodestate import (
     Disruption,
     HypervisorNodeStateSpec,
+    PlannedStep,
     SriovOperatorPolicy,
 )
 from kvtune_api.v1alpha1.profile import SriovResource
@@ -258,6 +259,19 @@ def test_a_policy_that_selects_another_nic_leaves_this_one_to_kvtune(
     assert len(out.steps) == 1 and out.findings == []
 
 
+def test_the_pfs_the_sriov_network_operator_manages_are_listed_for_the_nodes_status(
+    tmp_path: Path,
+) -> None:
+    tree = host(tmp_path).nic("ens2f0", "0000:5e:00.0", total_vfs=8).nic("eno1", "0000:19:00.0")
+    policies = [SriovOperatorPolicy(name="op/intel", vendor="8086")]
+
+    found = operator_pfs(probe_host(tree.fs()), policies)
+
+    # eno1 is no SR-IOV PF: the policy's selector does not make it one.
+    assert [(pf.name, pf.pci_address, pf.policies) for pf in found] == [
+        ("ens1f0", PF, ["op/intel"]), ("ens2f0", "0000:5e:00.0", ["op/intel"])]
+
+
 def test_a_pf_carrying_the_nodes_own_traffic_is_refused_through_the_given_guard(
     tmp_path: Path,
 ) -> None:
@@ -345,6 +359,22 @@ def test_a_vf_taken_since_the_plan_is_left_as_it_is_and_the_others_are_bound(
     assert f"VF {VF1} is left as it is: its netdev ens1f0v1 is up" in message
     assert bindings(fs)[VF1] == Binding("iavf")
     assert bindings(fs)[VF0] == bindings(fs)[VF2] == Binding("vfio-pci", "vfio-pci")
+
+
+def test_a_live_step_waits_when_a_vf_it_would_rebind_was_taken_since_the_plan(
+    tmp_path: Path,
+) -> None:
+    tree = host(tmp_path)
+    [step] = planned(tree, spec())[0].steps
+    planned_step = PlannedStep(id=step["id"], feature="SRIOV", path=step["path"],
+                               current=step["current"], desired=step["desired"],
+                               reason=step["reason"], disruption=step["disruption"])
+    assert taken(tree.fs(), planned_step) is None
+
+    tree.file(f"/sys/bus/pci/devices/{VF1}/net/ens1f0v1/flags", "0x1003")
+
+    why = taken(tree.fs(), planned_step)
+    assert why is not None and f"VFs {VF1} (its netdev ens1f0v1 is up) were taken" in why
 
 
 def test_revert_writes_back_the_journaled_drivers_and_clears_the_override(

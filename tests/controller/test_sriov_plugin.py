@@ -83,8 +83,7 @@ def test_the_judge_refuses_what_the_plugin_would_refuse_or_misread(
 def test_nodes_that_differ_keep_only_the_common_pools_and_say_which_node_differs() -> None:
     states: dict[str, StateView | None] = {
         "a": state("a", sriov=[pool()]), "b": state("b", sriov=[pool("ens2f0", "0000:5e:00.0")])}
-    status = rollup(profile(**RULES), states, {}, HypervisorProfileStatus(),
-                    NOW)
+    status = rollup(profile(**RULES), states, {}, HypervisorProfileStatus(), NOW)
 
     found = cond.find(status.conditions, "SriovConfig")
     assert found is not None and (found.status, found.reason) == ("False", "NodesDiffer")
@@ -94,10 +93,10 @@ def test_nodes_that_differ_keep_only_the_common_pools_and_say_which_node_differs
 
 
 def test_a_profile_without_resources_has_no_sriov_condition_and_no_config_map() -> None:
-    spec = {"network": {"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4}]}}
+    spec: dict[str, t.Any] = {
+        "network": {"sriov": [{"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4}]}}
     states: dict[str, StateView | None] = {"a": state("a")}
-    status = rollup(profile(**spec), states, {}, HypervisorProfileStatus(),
-                    NOW)
+    status = rollup(profile(**spec), states, {}, HypervisorProfileStatus(), NOW)
 
     assert cond.find(status.conditions, "SriovConfig") is None
     assert _plan(states, None, **spec) == []

@@ -32,7 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import HostReport, Nic
-from kvtune_api.v1alpha1.nodestate import Disruption, SriovOperatorPolicy
+from kvtune_api.v1alpha1.nodestate import (
+    Disruption,
+    PlannedStep,
+    SriovOperatorPf,
+    SriovOperatorPolicy,
+)
 from kvtune_api.v1alpha1.profile import (
     SRIOV_RESOURCE_PREFIX,
     NetworkSettings,
@@ -107,6 +112,27 @@ def target(rule: SriovRule, nic: Nic) -> Binding | None:
 def operator_policies(nic: Nic, policies: Sequence[SriovOperatorPolicy]) -> list[str]:
     """The SR-IOV Network Operator policies that select `nic`, by name."""
     return [policy.name for policy in policies if policy.matches(nic)]
+
+
+def operator_pfs(
+    host: HostReport, policies: Sequence[SriovOperatorPolicy]
+) -> list[SriovOperatorPf]:
+    """The PFs of this node the SR-IOV Network Operator manages (status.sriovOperatorPfs)."""
+    return [SriovOperatorPf(name=nic.name, pci_address=nic.pci_address, policies=claimed)
+            for nic in host.sriov.nics
+            if nic.sriov_total_vfs is not None and (claimed := operator_policies(nic, policies))]
+
+
+def taken(fs: HostFS, step: PlannedStep) -> str | None:
+    """Why a VF driver step must wait now: VFs it would rebind that something took since the
+    plan was made (read afresh); None when none."""
+    used = pcidriver.held(fs, step.path, step.desired)
+    if not used:
+        return None
+    return (f"VFs {', '.join(f'{a} ({why})' for a, why in sorted(used.items()))} were taken "
+            "since the plan was made, and rebinding them would pull them from under their "
+            "users: waiting for the operator to drain the node and approve it "
+            "(spec.disruption.approved)")
 
 
 class Out(t.Protocol):

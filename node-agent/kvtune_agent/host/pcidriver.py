@@ -242,6 +242,23 @@ def bind(fs: HostFS, address: str, wanted: Binding, timeout: float) -> str:
     return ""
 
 
+def _used(fs: HostFS, addresses: Iterable[str]) -> dict[str, str]:
+    return {d.address: why for d in device_states(fs, addresses) if (why := d.in_use())}
+
+
+def held(fs: HostFS, path: str, value: str) -> dict[str, str]:
+    """The VFs that writing `value` to `path` would rebind and that something uses now, read
+    afresh: address -> by whom (empty for a value that is no list of bindings: `apply` says
+    why)."""
+    pf = pf_of(path)
+    try:
+        wanted = decode(value)
+    except BindingsError:
+        return {}
+    present = set(vf_addresses(fs, pf)) if pf else set()
+    return _used(fs, [a for a, b in wanted.items() if a in present and binding(fs, a) != b])
+
+
 Result = t.Literal["Applied", "Partial", "Failed"]
 
 
@@ -260,7 +277,7 @@ def apply(fs: HostFS, path: str, value: str, timeout: float) -> tuple[Result, st
     present = set(vf_addresses(fs, pf))
     now = {a: binding(fs, a) for a in wanted if a in present}
     changes = {a: b for a, b in wanted.items() if a in now and now[a] != b}
-    used = {d.address: why for d in device_states(fs, changes) if (why := d.in_use())}
+    used = _used(fs, changes)
     done: list[str] = []
     for address in (a for a in sorted(changes) if a not in used):
         why = bind(fs, address, changes[address], timeout)
