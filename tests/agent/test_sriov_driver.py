@@ -136,6 +136,22 @@ def test_no_vf_is_rebound_while_the_vf_count_is_still_to_change(tmp_path: Path) 
     assert out.steps == []
 
 
+def test_two_rules_binding_one_nic_are_refused_and_the_first_one_stands(tmp_path: Path) -> None:
+    state = spec()
+    second = state.host.network.sriov[0].model_copy(update={
+        "pf_selector": state.host.network.sriov[0].pf_selector.model_copy(
+            update={"names": [], "vendor": "8086"}),
+        "driver": "netdevice", "resource_name": "pods"})
+    state.host.network.sriov.append(second)
+
+    out, pools = planned(host(tmp_path), state)
+
+    assert "spec.host.network.sriov[0] and spec.host.network.sriov[1]" in out.reason(
+        "SriovRulesConflict")
+    [step] = out.steps
+    assert "vfio-pci" in step["desired"] and [p.resource_name for p in pools] == ["dataplane"]
+
+
 def test_unmanaged_drivers_plan_nothing_as_before(tmp_path: Path) -> None:
     out, pools = planned(host(tmp_path), spec("Unmanaged", resource=None))
 

@@ -1,4 +1,5 @@
-"""The driver a rule's VFs are bound to, and the device plugin pools they make: pure planning.
+"""The driver a rule's VFs are bound to, and the device plugin pools they make: the planning
+(pure, `refuse_managed` and `plan`) and the host facts it needs (`read`, `taken`, through HostFS).
 
 A KubeVirt VM can use a VF only once it is bound to vfio-pci (its `sriov` interface passes the
 PCI function through), and a pod only while it is bound to the VF network driver of its PF's
@@ -12,9 +13,9 @@ What it never does:
   state's spec.sriovOperatorPolicies), or one the node's own traffic uses (`Refusals`): kvtune
   leaves it alone and a rule selecting it is refused with the conflict named;
 - rebind a VF something uses without a drain: a VF bound to vfio-pci whose device files a
-  process holds open (a VM's QEMU), or whose netdev is up or was moved into another network
-  namespace (a pod's), or bound to a driver kvtune does not know (a DPDK program's): changing it
-  is NeedsDrain, and host/pcidriver.py checks again right before it writes;
+  process holds open (a VM's QEMU), one whose netdev is up, or one bound to a driver but without
+  a netdev in the host's network namespace (a pod's, or a DPDK program's): changing it is
+  NeedsDrain, and host/pcidriver.py checks again right before it writes;
 - bind vfio-pci without an IOMMU (no /sys/kernel/iommu_groups): the node is Degraded naming the
   kernel arguments to add, and the command that adds them on this host;
 - rebind while the PF's VF count is still to change: the VFs are made anew then, and bound on
@@ -196,12 +197,23 @@ def plan(
 
     `refused`: NICs kvtune leaves alone (`refuse_managed`), planned on no further."""
     pools: list[SriovResource] = []
+    owner: dict[str, int] = {}  # NIC -> the first rule with a driver that selects it
     for index, rule in enumerate(network.sriov):
         if rule.driver == "Unmanaged":
             continue
         field_name = f"spec.host.network.sriov[{index}]"
-        nics = [nic for nic in host.sriov.nics if rule.pf_selector.matches(nic)
-                and nic.name not in refused and nic.pci_address]
+        nics = []
+        for nic in host.sriov.nics:
+            if not rule.pf_selector.matches(nic) or nic.name in refused or not nic.pci_address:
+                continue
+            first = owner.setdefault(nic.name, index)
+            if first == index:
+                nics.append(nic)
+                continue
+            out.error("SRIOV", "SriovRulesConflict", (
+                f"NIC {nic.name} of node {node} is selected by spec.host.network.sriov[{first}] "
+                f"and {field_name}, which both bind its VFs (driver) and would offer them twice; "
+                "make their pfSelectors disjoint. The later rule leaves it alone"))
         if rule.driver == VFIO and nics and not _vfio_ready(node, field_name, host, facts, out):
             continue
         bound = [nic for nic in nics if _bind(node, field_name, rule, nic, facts, out)]
