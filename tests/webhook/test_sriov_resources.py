@@ -7,13 +7,12 @@ import dataclasses
 
 import pytest
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator.admission import check
+from kvtune_operator.admission import ClusterView, check
 from kvtune_operator.render import PROFILE_LABEL
 from kvtune_operator.vmi import NodeCapacity
 from kvtune_operator.vmi.sriov_resources import extended_resources, unoffered
 
 from webhook import Obj, make_profile, make_vmi
-from webhook.test_admission import view
 
 Gi = 1024**3
 POOL = "sriov.kvtune.io/e810_vf"
@@ -61,9 +60,10 @@ def test_the_extended_resources_of_a_node_are_those_it_has_at_least_one_of() -> 
 def test_the_webhook_warns_only_when_no_ready_node_of_the_profile_offers_the_pool() -> None:
     nodes = {"ready": {PROFILE_LABEL: "san", READY_LABEL: "true"}, "other": {}}
     room = NodeCapacity("ready", cpu_millis=64000, memory_bytes=256 * Gi)
-    cluster = view(make_profile("san"), node_labels=nodes, networks=NETWORKS,
-                   allocatable={"ready": room, "other": room},
-                   resources={"ready": frozenset(), "other": frozenset({POOL})})
+    cluster = ClusterView(profiles={"san": make_profile("san")}, node_labels=nodes,
+                          node_states={}, allocatable={"ready": room, "other": room},
+                          networks=NETWORKS,
+                          resources={"ready": frozenset(), "other": frozenset({POOL})})
     warnings: list[str] = []
 
     check(cluster, vmi(), {}, warnings)
