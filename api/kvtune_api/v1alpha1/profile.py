@@ -26,7 +26,7 @@ from .common import (
     section,
     spelled,
 )
-from .host import MAX_NUMA_NODES, Nic
+from .host import MAX_NUMA_NODES
 from .resource import CustomResource, Scope
 
 Mode = t.Literal["Audit", "Enforce"]
@@ -305,15 +305,6 @@ class PfSelector(BaseModel):
     device: Opt[PciId] = Field(
         default=None, description="PCI device id in hex, e.g. 159b."
     )
-
-    def matches(self, nic: Nic) -> bool:
-        """All criteria the selector gives match the NIC (ids compared in lower case)."""
-        return all((
-            not self.names or nic.name in self.names,
-            not self.pci_addresses or nic.pci_address in self.pci_addresses,
-            self.vendor is None or (nic.vendor_id or "").lower() == self.vendor,
-            self.device is None or (nic.device_id or "").lower() == self.device,
-        ))
 
 
 #: The drivers a rule may bind its VFs to: vfio-pci to pass them through to VMs (KubeVirt's

@@ -35,7 +35,7 @@ import typing as t
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..hostfs import HostFS, refused
+from .hostfs import HostFS, refused
 
 VFIO = "vfio-pci"
 IOMMU_GROUPS = "/sys/kernel/iommu_groups"
