@@ -12,8 +12,14 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 from kvtune_api.v1alpha1.nodestate import SriovOperatorPolicy
-from kvtune_operator.settings import Settings
-from kvtune_operator.sriov_operator import GROUP, PLURAL, VERSION, PolicyView, selecting
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.sriov_operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    PolicyView,
+    selecting,
+)
 from support.cluster import ClusterAccess, apply_crds, wait_for
 from support.operator import running_operator
 
@@ -109,12 +115,12 @@ def test_the_policies_selecting_a_node_are_copied_into_its_state(
         found: list[dict[str, t.Any]] = state["spec"].get("sriovOperatorPolicies", [])
         return found
 
-    wait_for(lambda: policies(node), "the policy in the selected node's state")
+    wait_for(lambda: bool(policies(node)), "the policy in the selected node's state")
     assert policies(node) == [{"name": f"sriov-network-operator/{tag}-intel",
                                "pfNames": ["ens1f0"], "rootDevices": []}]
     wait_for(lambda: policies(other) is not None, "the other node's state")
     assert policies(other) == []
 
     core.patch_node(other, {"metadata": {"labels": {"nic": "intel"}}})
-    wait_for(lambda: policies(other), "the policy follows the node's new label")
+    wait_for(lambda: bool(policies(other)), "the policy follows the node's new label")
     custom.delete_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", tag)

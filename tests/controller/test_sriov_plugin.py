@@ -14,13 +14,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus, SriovResource
-from kvtune_operator import plugin_config
-from kvtune_operator.controller import reconcile_profile, snapshot
-from kvtune_operator.kube import Kube
-from kvtune_operator.rollup import rollup
-from kvtune_operator.settings import Settings
-from kvtune_operator.sriov_plugin import SRIOV, config_json
-from kvtune_operator.views import ApplyConfigMap, DeleteConfigMap, StateView
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.controller import plugin_config
+from kvtune_operator.controller.kube import Kube
+from kvtune_operator.controller.passes import reconcile_profile, snapshot
+from kvtune_operator.controller.rollup import rollup
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.sriov_plugin import SRIOV, config_json
+from kvtune_operator.controller.views import Action, ApplyConfigMap, DeleteConfigMap
 from support import sriov_dp
 
 from .builders import create_profile, profile, state
@@ -40,7 +41,7 @@ def pool(pf: str = "ens1f0", address: str = "0000:3b:00.0", name: str = "datapla
 
 
 def _plan(states: dict[str, StateView | None], current: dict[str, str] | None = None,
-          **spec: object) -> list[t.Any]:
+          **spec: object) -> list[Action]:
     return plugin_config.plan_config_map(SRIOV, profile(**(spec or RULES)), NS, states, current)
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from kvtune_agent.host import pcidriver
-from kvtune_agent.hostfs import HostFS
-
-from .support import REALHOST
+from kvtune_agent.host.hostfs import HostFS
+from support.realhost import REALHOST
 
 pytestmark = REALHOST
 DEVICES = sorted(os.listdir("/sys/bus/pci/devices")) if os.path.isdir("/sys/bus/pci") else []

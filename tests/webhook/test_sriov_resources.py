@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator.admission import ClusterView, check
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.vmi import NodeCapacity
-from kvtune_operator.vmi.sriov_resources import extended_resources, unoffered
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.webhook.admission import ClusterView, check
+from kvtune_operator.webhook.vmi import NodeCapacity
+from kvtune_operator.webhook.vmi.sriov_resources import extended_resources, unoffered
 
 from webhook import Obj, make_profile, make_vmi
 

@@ -8,8 +8,8 @@ import pathlib
 
 import yaml
 from kvtune_api.v1alpha1.profile import SRIOV_RESOURCE_PREFIX
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig
 from support.kubevirt_oracle import Oracle, admission_chain
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "samples"

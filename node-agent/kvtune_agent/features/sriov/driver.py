@@ -33,18 +33,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import HostReport, Nic
-from kvtune_api.v1alpha1.nodestate import (
-    Disruption,
-    SriovOperatorPf,
-    SriovOperatorPolicy,
-)
-from kvtune_api.v1alpha1.profile import (
-    SRIOV_RESOURCE_PREFIX,
-    NetworkSettings,
-    SriovResource,
-    SriovRule,
-    SriovSelectors,
-)
 
 from ...host import bootloader, pcidriver
 from ...host.bootloader import Loader
@@ -52,6 +40,12 @@ from ...host.hostfs import HostFS
 from ...host.pcidriver import PCI_DEVICES, PCI_DRIVERS, VFIO, Binding, DeviceState, encode
 from ..nics import selects
 from .probe import VF_NETDEV_DRIVERS
+
+if t.TYPE_CHECKING:
+    # The kinds' models are imported where they are built: `kvtune probe` loads the features but
+    # none of the kinds (tests/agent/test_probe_host.py).
+    from kvtune_api.v1alpha1.nodestate import Disruption, SriovOperatorPf, SriovOperatorPolicy
+    from kvtune_api.v1alpha1.profile import NetworkSettings, SriovResource, SriovRule
 
 #: The kernel arguments that turn the IOMMU on, by CPU vendor (/proc/cpuinfo vendor_id);
 #: `iommu=pt` keeps the host's own DMA unmapped (passthrough), as virtualization hosts run.
@@ -118,6 +112,7 @@ def operator_pfs(
     host: HostReport, policies: Sequence[SriovOperatorPolicy]
 ) -> list[SriovOperatorPf]:
     """The PFs of this node the SR-IOV Network Operator manages (status.sriovOperatorPfs)."""
+    from kvtune_api.v1alpha1.nodestate import SriovOperatorPf
     return [SriovOperatorPf(name=nic.name, pci_address=nic.pci_address, policies=claimed)
             for nic in host.sriov.nics
             if nic.sriov_total_vfs is not None and (claimed := operator_policies(nic, policies))]
@@ -293,6 +288,7 @@ def _pool(rule: SriovRule, nics: Sequence[Nic], facts: DriverFacts) -> SriovReso
 
     Built from what stays put while VFs come and go (the PFs, their VFs' device id in
     sriov_vf_device), so that the pool does not change as the VFs are made and bound."""
+    from kvtune_api.v1alpha1.profile import SRIOV_RESOURCE_PREFIX, SriovResource, SriovSelectors
     drivers = sorted({binding.driver for nic in nics
                       if (binding := target(rule, nic)) and binding.driver})
     devices = sorted({facts.vf_devices[n.pci_address or ""] for n in nics
