@@ -64,6 +64,7 @@ def test_vfs_are_bound_offered_left_alone_at_steady_state_and_put_back_on_revert
     assert [p.resource_name for p in first.sriov] == ["dataplane"]
     sriov = cond.find(first.conditions, "SRIOV")
     assert sriov is not None and sriov.status == "True", first.conditions
+    assert sriov.message == "offers sriov.kvtune.io/dataplane on ens1f0"
     assert [e.kind for e in Journal(tree.fs()).entries()] == ["pcidriver"]
 
     fs = tree.kernel()

@@ -26,7 +26,9 @@ from ..base import (
     Draft,
     Feature,
     Finding,
+    Plan,
     PlanInputs,
+    Settled,
 )
 from ..nics import node_traffic, selects
 from ..page import Page
@@ -218,6 +220,17 @@ class Sriov(Feature[SriovReport, driver.DriverFacts]):
 
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         return None if spec.host.network.sriov else "spec.host.network.sriov is empty"
+
+    def settled(self, host: HostReport, plan: Plan, notes: str) -> Settled:
+        """What the node offers the device plugin, and the PFs it leaves to the SR-IOV Network
+        Operator, beside the warnings."""
+        pools = ", ".join(f"{p.resource_prefix}/{p.resource_name} on "
+                          f"{', '.join(p.selectors.pf_names)}"
+                          for p in plan.published.get("sriov", ()))
+        theirs = ", ".join(pf.name for pf in plan.published.get("sriov_operator_pfs", ()))
+        return "True", "AsSpecified", "; ".join(m for m in (
+            f"offers {pools}" if pools else "",
+            f"leaves {theirs} to the SR-IOV Network Operator" if theirs else "", notes) if m)
 
     def report(self, page: Page, report: HostReport) -> None:
         text.section(page, report)
