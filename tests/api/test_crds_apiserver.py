@@ -337,6 +337,25 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("macvtap resource name with a blank", {"network": {"macvtap": [
         {"name": "data plane", "nicSelector": {"names": ["ens2f0"]}}]}},
      "a macvtap resource name is", False),
+    # SR-IOV drivers and device plugin resources (docs/sriov.md).
+    ("an SR-IOV resource without a driver", {"network": {"sriov": [
+        {"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4, "resourceName": "vf"}]}},
+     "sriov: resourceName needs driver vfio-pci (VMs) or netdevice (pods)", False),
+    ("an SR-IOV resource of Unmanaged VFs", {"network": {"sriov": [
+        {"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4, "resourceName": "vf",
+         "driver": "Unmanaged"}]}},
+     "sriov: resourceName needs driver vfio-pci (VMs) or netdevice (pods)", False),
+    ("two SR-IOV rules for one resource", {"network": {"sriov": [
+        {"pfSelector": {"names": [n]}, "numVfs": 4, "resourceName": "vf", "driver": "vfio-pci"}
+        for n in ("ens1f0", "ens2f0")]}},
+     "network.sriov names a resourceName more than once", False),
+    *[(f"SR-IOV resource name {n!r}", {"network": {"sriov": [
+        {"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4, "resourceName": n,
+         "driver": "vfio-pci"}]}}, "an SR-IOV resource name is at most 63 letters", False)
+      for n in ("data-plane", "data.plane", "_vf", "vf_", "vf plane")],
+    ("an SR-IOV driver kvtune does not bind", {"network": {"sriov": [
+        {"pfSelector": {"names": ["ens1f0"]}, "numVfs": 4, "driver": "igb_uio"}]}},
+     'spec.network.sriov[0].driver: Unsupported value: "igb_uio"', True),
     # Lengths and counts that kept kopf's annotation and PATCH past what etcd takes.
     ("a 1 MiB NIC name", {"network": {"sriov": _sriov({"names": ["e" * 2**20]})}},
      "Too long: may not be more than 15 bytes", True),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Mapping
 
+from kubernetes import client
 from kvtune_api import conditions as cond
 from kvtune_operator.common.nodestate import APPROVED_ANNOTATION, StateView
 from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
@@ -32,11 +34,13 @@ def state(
     owner: str = "p",
     label: str | None = None,
     macvtap: t.Sequence[tuple[str, str]] = (),
+    sriov: t.Sequence[Mapping[str, t.Any]] = (),
 ) -> StateView:
     """A node state as the operator's index holds it, with an agent's report; `approved`: the
     operator approved its drain (its annotation and the spec); `label`: its profile label when
     not `owner`'s; `macvtap`: the (resource, lower device) pairs it offers, in bridge mode with
-    capacity 1; `ready_reason`: the Ready condition's reason when not ready."""
+    capacity 1; `ready_reason`: the Ready condition's reason when not ready; `sriov`: the SR-IOV
+    device plugin pools it offers (status.sriov entries)."""
     annotations = {**(annotations or {}), **({APPROVED_ANNOTATION: "true"} if approved else {})}
     conditions = [cond.make(cond.READY, "True" if ready else "False", ready_reason)]
     if degraded:
@@ -56,6 +60,20 @@ def state(
                 "drainRequired": drain,
                 "macvtap": [{"name": name, "lowerDevice": lower, "mode": "bridge", "capacity": 1}
                             for name, lower in macvtap],
+                "sriov": list(sriov),
             },
         }
     )
+
+
+def create_profile(
+    custom: client.CustomObjectsApi, name: str, spec: Mapping[str, t.Any]
+) -> tuple[dict[str, t.Any], Profile]:
+    """A profile stored in the apiserver (its nodes: label pool=<name>), as stored and as the
+    operator reads it."""
+    body: dict[str, t.Any] = custom.create_cluster_custom_object(
+        "kvtune.io", "v1alpha1", "hypervisorprofiles", {
+            "apiVersion": "kvtune.io/v1alpha1", "kind": "HypervisorProfile",
+            "metadata": {"name": name},
+            "spec": {"nodeSelector": {"matchLabels": {"pool": name}}, **spec}})
+    return body, Profile.from_body(body)

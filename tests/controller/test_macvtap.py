@@ -13,15 +13,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_operator.common.nodestate import StateView
-from kvtune_operator.common.profiles import Profile
 from kvtune_operator.controller.kube import Kube
-from kvtune_operator.controller.macvtap import plan_config_map, render_config_map
+from kvtune_operator.controller.macvtap import MACVTAP
 from kvtune_operator.controller.passes import reconcile_profile, snapshot
+from kvtune_operator.controller.plugin_config import plan_config_map, render_config_map
 from kvtune_operator.controller.settings import Settings
 from kvtune_operator.controller.views import Action, ApplyConfigMap, DeleteConfigMap
 from support.sections import HostSections
 
-from .builders import profile, state
+from .builders import create_profile, profile, state
 
 NS = "kvtune-system"
 RULES: HostSections = {
@@ -30,7 +30,7 @@ RULES: HostSections = {
 
 def _plan(states: dict[str, StateView | None], current: dict[str, str] | None = None,
           **spec: object) -> list[Action]:
-    return plan_config_map(profile(**(spec or RULES)), NS, states, current)
+    return plan_config_map(MACVTAP, profile(**(spec or RULES)), NS, states, current)
 
 
 def test_what_every_node_offers_alike_becomes_the_device_plugins_configuration() -> None:
@@ -47,7 +47,7 @@ def test_what_every_node_offers_alike_becomes_the_device_plugins_configuration()
 
 def test_a_config_map_that_already_says_so_is_not_written_again() -> None:
     view = state("a", macvtap=[("dp", "ens2f0")])
-    current = render_config_map(profile(**RULES), NS, view.state.status.macvtap)["data"]
+    current = render_config_map(MACVTAP, profile(**RULES), NS, view.state.status.macvtap)["data"]
 
     assert _plan({"a": view}, current) == []
 
@@ -77,12 +77,8 @@ def test_the_operator_keeps_the_config_map_owned_by_the_profile_and_writes_it_on
 ) -> None:
     custom, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     name = f"mvt-{uuid.uuid4().hex[:6]}"
-    body = custom.create_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", {
-        "apiVersion": "kvtune.io/v1alpha1", "kind": "HypervisorProfile",
-        "metadata": {"name": name},
-        "spec": {"nodeSelector": {"matchLabels": {"pool": name}}, **RULES}})
+    body, mine = create_profile(custom, name, RULES)
     kube, settings = Kube(api_client), Settings(namespace=namespace)
-    mine = Profile.from_body(body)
 
     def reconcile(*offered: tuple[str, str], previous: HypervisorProfileStatus) -> t.Any:
         views = {n: state(n, owner=name, macvtap=[o]) for n, o in zip("ab", offered, strict=True)}

@@ -49,6 +49,13 @@ def _cpumask(ids: Iterable[int], width: int = 128) -> str:
     return ",".join(f"{word:08x}" for word in reversed(words))
 
 
+def vf_address(pf: str, index: int) -> str:
+    """The PCI address `HostTree.nic` gives VF `index` of the PF at `pf`: 8 per device number
+    from 02 on its bus (0000:3b:00.0 -> 0000:3b:02.0, 0000:3b:02.1, ...)."""
+    bus, _, _ = pf.rpartition(":")
+    return f"{bus}:{2 + index // 8:02x}.{index % 8}"
+
+
 class HostTree:
     """A host laid out under `root`; every method returns self so that calls chain."""
 
@@ -63,6 +70,8 @@ class HostTree:
         #: NUMA nodes built so far, and those whose distances the tree keeps consistent.
         self._nodes: list[int] = []
         self._default_distances: list[int] = []
+        #: IOMMU groups made so far (`iommu_group`).
+        self._iommu_groups = 0
 
     def fs(self) -> HostFS:
         return HostFS(self.root, command_prefix=fake_chroot(self.root))
@@ -386,14 +395,39 @@ class HostTree:
         """The index an earlier builder gave interface `name` in the namespace under `root`."""
         return self._ifindexes[root][name]
 
-    def _pci(self, address: str, driver: str | None, numa_node: int) -> str:
+    def _pci(
+        self, address: str, driver: str | None, numa_node: int, *, device: str = "0x159b",
+        iommu: bool = True,
+    ) -> str:
+        """A PCI function: ids, NUMA node, its driver_override ("(null)": none), its own IOMMU
+        group where the IOMMU is on, and its driver's link."""
         pci = f"/sys/devices/pci0000:00/{address}"
-        self.file(f"{pci}/vendor", "0x8086").file(f"{pci}/device", "0x159b")
-        self.file(f"{pci}/numa_node", numa_node)
+        self.file(f"{pci}/vendor", "0x8086").file(f"{pci}/device", device)
+        self.file(f"{pci}/numa_node", numa_node).file(f"{pci}/driver_override", "(null)")
         self.link(f"/sys/bus/pci/devices/{address}", pci)
+        self.file("/sys/bus/pci/drivers_probe", "")
+        if iommu:
+            self.iommu_group(address)
         if driver:
+            self.driver(driver)
             self.link(f"{pci}/driver", f"/sys/bus/pci/drivers/{driver}")
         return pci
+
+    def driver(self, name: str) -> HostTree:
+        """A loaded PCI driver: its directory under /sys/bus/pci/drivers, with bind and unbind."""
+        return self.file(f"/sys/bus/pci/drivers/{name}/bind", "").file(
+            f"/sys/bus/pci/drivers/{name}/unbind", "")
+
+    def iommu_group(self, address: str) -> HostTree:
+        """The PCI function in an IOMMU group of its own, linked both ways as the kernel does."""
+        group = f"/sys/kernel/iommu_groups/{self._iommu_groups}"
+        self._iommu_groups += 1
+        self.link(f"{group}/devices/{address}", f"/sys/devices/pci0000:00/{address}")
+        return self.link(f"/sys/devices/pci0000:00/{address}/iommu_group", group)
+
+    def open_file(self, pid: int, fd: int, target: str) -> HostTree:
+        """Process `pid` holds `target` (a host path, e.g. /dev/vfio/12) open as fd `fd`."""
+        return self.link(f"/proc/{pid}/fd/{fd}", target, absolute=True)
 
     def nic(
         self,
@@ -405,23 +439,28 @@ class HostTree:
         total_vfs: int | None = None,
         vf_drivers: Iterable[str | None] = (),
         operstate: str = "up",
+        iommu: bool = True,
     ) -> HostTree:
         """A PCI NIC; each entry of `vf_drivers` adds a VF bound to that driver (None: unbound).
 
-        VFs bound to a network driver (iavf) get their own netdev, as on a host.
+        VFs bound to a network driver (iavf) get their own netdev, as on a host, down. With
+        `iommu` every function has an IOMMU group of its own. The PF says its VFs' device id
+        (sriov_vf_device: 1889, an E810's iavf VF).
         """
-        pci = self._pci(address, driver, numa_node)
+        pci = self._pci(address, driver, numa_node, iommu=iommu)
         self._netdev(name, pci, operstate=operstate)
         vf_drivers = list(vf_drivers)
         if total_vfs is not None:
             self.file(f"{pci}/sriov_totalvfs", total_vfs)
             self.file(f"{pci}/sriov_numvfs", len(vf_drivers))
-        bus, _, _ = address.rpartition(":")
+            self.file(f"{pci}/sriov_vf_device", "1889")
         for index, vf_driver in enumerate(vf_drivers):
-            vf = self._pci(f"{bus}:{2 + index // 8:02x}.{index % 8}", vf_driver, numa_node)
+            vf = self._pci(vf_address(address, index), vf_driver, numa_node, device="0x1889",
+                           iommu=iommu)
             self.link(f"{vf}/physfn", pci).link(f"{pci}/virtfn{index}", vf)
             if vf_driver == "iavf":
-                self._netdev(f"{name}v{index}", vf)
+                self._netdev(f"{name}v{index}", vf, operstate="down")
+                self.file(f"{vf}/net/{name}v{index}/flags", "0x1002")
         return self
 
     def virtual_nic(self, name: str) -> HostTree:
@@ -664,6 +703,14 @@ class KernelFS(HostFS):
     `refuse` (path -> errno), or `refuse_value` ((path, value) -> errno), and see every write in
     `writes`. A write to a path in `hang` blocks until `release()`, and so does every read of
     that file meanwhile, as with a driver stuck in sriov_numvfs (the kernel serialises them).
+
+    PCI drivers as the driver core binds them: driver_override takes a driver's name ("" clears
+    it, which reads "(null)"); a PCI address written to /sys/bus/pci/drivers/<d>/unbind unbinds
+    the device from <d> (ENODEV when <d> is not its driver), taking its netdevs away;
+    /sys/bus/pci/drivers_probe binds an unbound device to its driver_override, when that driver
+    is loaded (its directory exists), else to its `default_driver`, else to nothing. A driver's
+    probe that fails (`refuse_bind`: (address, driver) pairs) leaves the device unbound and the
+    write succeeds, as the kernel's does: only reading the driver link back shows it.
     """
 
     def __init__(
@@ -671,8 +718,12 @@ class KernelFS(HostFS):
         refuse: Mapping[str, int] | None = None,
         refuse_value: Mapping[tuple[str, str], int] | None = None,
         hang: Iterable[str] = (),
+        refuse_bind: Iterable[tuple[str, str]] = (),
+        default_driver: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(root, command_prefix=fake_chroot(root))
+        self.refuse_bind = set(refuse_bind)
+        self.default_driver = dict(default_driver or {})
         self.hugepage_limit = hugepage_limit
         self.refuse = dict(refuse or {})
         # By real path: the agent may reach a sysfs file through another link than the test.
@@ -736,12 +787,45 @@ class KernelFS(HostFS):
             if int(old) and int(value) and int(old) != int(value):
                 raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
             real.write_text(f"{value}\n")
+        elif path.endswith("/driver_override"):
+            real.write_text(f"{value or '(null)'}\n")
+        elif path.startswith("/sys/bus/pci/drivers/") and path.endswith("/unbind"):
+            self._unbind(path.split("/")[5], value)
+        elif path == "/sys/bus/pci/drivers_probe":
+            self._probe(value)
         elif path == "/sys/kernel/mm/ksm/run" and value == "2":  # unmerges every shared page
             for name in ("run", "pages_shared", "pages_sharing"):
                 (real.parent / name).write_text(f"{value if name == 'run' else 0}\n")
         else:
             super()._store(path, value)
         return None
+
+    def _device(self, address: str) -> Path:
+        device = self.root / "sys/bus/pci/devices" / address
+        if not device.exists():
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), address)
+        return device.resolve()
+
+    def _unbind(self, driver: str, address: str) -> None:
+        device = self._device(address)
+        if not (device / "driver").is_symlink() or (device / "driver").resolve().name != driver:
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), address)
+        (device / "driver").unlink()
+        for netdev in list((device / "net").glob("*")) if (device / "net").is_dir() else []:
+            shutil.rmtree(netdev)
+            (self.root / "sys/class/net" / netdev.name).unlink(missing_ok=True)
+
+    def _probe(self, address: str) -> None:
+        device = self._device(address)
+        if (device / "driver").is_symlink():
+            return
+        override = (device / "driver_override").read_text().strip()
+        driver = self.default_driver.get(address) if override == "(null)" else override
+        loaded = driver is not None and (self.root / "sys/bus/pci/drivers" / driver).is_dir()
+        if driver is None or not loaded or (address, driver) in self.refuse_bind:
+            return
+        relative = os.path.relpath(self.root / "sys/bus/pci/drivers" / driver, device)
+        (device / "driver").symlink_to(relative)
 
     def _resize_pool(self, nr: Path, wanted: int) -> None:
         """As the kernel's set_max_huge_pages: the pool never drops below the pages in use, nor

@@ -13,9 +13,9 @@ from pydantic import Field
 
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, Opt, section
-from .host import MAX_NUMA_NODES, HostReport
+from .host import MAX_NUMA_NODES, HostReport, Nic
 from .interference import NodeInterference
-from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
+from .profile import MAX_NICS, HostSettings, MacvtapResource, Mode, SriovResource, VmiSettings
 from .resource import CustomResource, Scope
 
 if t.TYPE_CHECKING:
@@ -46,6 +46,50 @@ class DisruptionGrant(BaseModel):
     )
 
 
+#: SR-IOV Network Operator policies a node state carries: far more than any cluster defines for
+#: one node (each policy is one NIC selection with one VF layout).
+MAX_SRIOV_POLICIES = 256
+
+
+class SriovOperatorPolicy(BaseModel):
+    """A SriovNetworkNodePolicy of the SR-IOV Network Operator whose nodeSelector selects the
+    node: its nicSelector, as the operator copied it. The PFs it selects there are that
+    operator's: kvtune leaves them alone."""
+
+    name: str = Field(description="<namespace>/<name> of the policy.")
+    pf_names: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="nicSelector.pfNames, each without its #<first>-<last> VF range.",
+    )
+    root_devices: list[str] = Field(
+        default_factory=list, max_length=64, description="nicSelector.rootDevices."
+    )
+    vendor: Opt[str] = Field(default=None, description="nicSelector.vendor, e.g. 8086.")
+    device_id: Opt[str] = Field(default=None, description="nicSelector.deviceID, e.g. 159b.")
+
+    def matches(self, nic: Nic) -> bool:
+        """The policy's nicSelector selects the NIC: every criterion it gives matches, as the
+        SR-IOV Network Operator matches them. One that gives none of these (only a netFilter,
+        which names OpenStack networks kvtune cannot see) is taken to select every NIC."""
+        return all((
+            not self.pf_names or nic.name in self.pf_names,
+            not self.root_devices or nic.pci_address in self.root_devices,
+            self.vendor is None or (nic.vendor_id or "").lower() == self.vendor,
+            self.device_id is None or (nic.device_id or "").lower() == self.device_id,
+        ))
+
+
+class SriovOperatorPf(BaseModel):
+    """A PF the SR-IOV Network Operator manages on this node, which kvtune leaves alone."""
+
+    name: str = Field(description="Interface name.")
+    pci_address: Opt[str] = Field(default=None, description="PCI address.")
+    policies: list[str] = Field(
+        max_length=MAX_SRIOV_POLICIES, description="The policies that select it."
+    )
+
+
 class HypervisorNodeStateSpec(BaseModel):
     """The desired configuration of one node, rendered by the operator."""
 
@@ -66,6 +110,15 @@ class HypervisorNodeStateSpec(BaseModel):
         description=(
             "The profile's VMI settings, copied so the agent can audit that running VMs got what "
             "the profile promises (dedicated CPUs, hugepages); absent: VMIs are not shaped."
+        ),
+    )
+    sriov_operator_policies: list[SriovOperatorPolicy] = Field(
+        default_factory=list,
+        max_length=MAX_SRIOV_POLICIES,
+        description=(
+            "The SR-IOV Network Operator's SriovNetworkNodePolicies that select this node "
+            "(copied by the operator where that operator is installed): the PFs they select "
+            "are left alone, and a spec.host.network.sriov rule selecting one is refused."
         ),
     )
     disruption: DisruptionGrant = section(DisruptionGrant, "What disruptive steps may do now.")
@@ -195,6 +248,19 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=32,
         description="The NICs of spec.host.network.macvtap this node offers VMs, checked: "
         "macvtap-cni's device plugin configuration for this node (the JSON of DP_MACVTAP_CONF).",
+    )
+    sriov: list[SriovResource] = Field(
+        default_factory=list,
+        max_length=MAX_NICS,
+        description="The SR-IOV network device plugin pools this node offers (rules of "
+        "spec.host.network.sriov with a resourceName, on the PFs kvtune manages here, VFs "
+        "bound to the rule's driver): entries of the plugin's config.json resourceList.",
+    )
+    sriov_operator_pfs: list[SriovOperatorPf] = Field(
+        default_factory=list,
+        max_length=256,
+        description="PFs of this node that the SR-IOV Network Operator manages (its policies in "
+        "spec.sriovOperatorPolicies select them): kvtune changes nothing on them, only audits.",
     )
     hugepage_retries: list[HugepageRetry] = Field(
         default_factory=list,

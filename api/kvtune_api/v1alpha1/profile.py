@@ -307,8 +307,39 @@ class PfSelector(BaseModel):
     )
 
 
+#: The drivers a rule may bind its VFs to: vfio-pci to pass them through to VMs (KubeVirt's
+#: `sriov` interfaces), netdevice for the VF network driver of the PF's driver (iavf for ice,
+#: ...), for pods; Unmanaged (default, as before) leaves the kernel's choice alone.
+VfDriver = t.Literal["vfio-pci", "netdevice", "Unmanaged"]
+#: The resource name of an SR-IOV network device plugin pool: its ValidResourceName takes only
+#: letters, digits and '_' (pkg/utils); as part of an extended resource name it must also begin
+#: and end with a letter or digit and be at most 63 characters.
+_SRIOV_RESOURCE = r"^[A-Za-z0-9]([A-Za-z0-9_]*[A-Za-z0-9])?$"
+SriovResourceName = t.Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=_SRIOV_RESOURCE),
+    spelled(_SRIOV_RESOURCE, "an SR-IOV resource name is at most 63 letters, digits or '_' (no "
+            "'-' or '.': the SR-IOV network device plugin refuses them), beginning and ending "
+            "with a letter or digit, e.g. dataplane_vf"),
+]
+#: The prefix of every resource kvtune's device plugin configuration names, so that its pools
+#: never take the name of one the SR-IOV Network Operator (openshift.io/...) or an
+#: administrator's configuration (intel.com/...) offers.
+SRIOV_RESOURCE_PREFIX = "sriov.kvtune.io"
+
+
 class SriovRule(BaseModel):
-    """Virtual functions to create on the selected NICs."""
+    """Virtual functions to create on the selected NICs, the driver they are bound to, and the
+    device plugin resource that offers them."""
+
+    model_config = cel(
+        (
+            "!has(self.resourceName) || (has(self.driver) && self.driver != 'Unmanaged')",
+            "sriov: resourceName needs driver vfio-pci (VMs) or netdevice (pods): the device "
+            "plugin offers VFs by the driver they are bound to",
+            ".resourceName",
+        ),
+    )
 
     pf_selector: PfSelector = Field(description="Which NICs this rule applies to.")
     num_vfs: int = Field(
@@ -318,6 +349,25 @@ class SriovRule(BaseModel):
         description=(
             "VFs to create on each selected NIC (checked against its sriov_totalvfs). Changing a "
             "count while VFs are attached to VMs needs a drain."
+        ),
+    )
+    driver: VfDriver = Field(
+        default="Unmanaged",
+        description=(
+            "The driver the VFs are bound to. vfio-pci: for KubeVirt VMs (an `sriov` interface "
+            "passes the VF through); needs the IOMMU on. netdevice: the VF network driver of the "
+            "PF's driver (iavf for ice and i40e, mlx5_core, ...), for pods. Unmanaged (default): "
+            "left as the kernel bound them. Only VFs nothing uses are rebound; one a VM or pod "
+            "holds needs a drain. See docs/sriov.md."
+        ),
+    )
+    resource_name: Opt[SriovResourceName] = Field(
+        default=None,
+        description=(
+            "The SR-IOV network device plugin resource that offers these VFs: pods and VMs ask "
+            f"for {SRIOV_RESOURCE_PREFIX}/<resourceName> (a NetworkAttachmentDefinition's "
+            "k8s.v1.cni.cncf.io/resourceName). The operator writes the plugin's configuration "
+            "into the ConfigMap kvtune-sriov-<profile>. Needs driver. Absent: not offered."
         ),
     )
 
@@ -373,6 +423,12 @@ class NetworkSettings(BaseModel):
             "!has(self.macvtap) || "
             "self.macvtap.all(a, self.macvtap.exists_one(b, b.name == a.name))",
             "network.macvtap names a resource more than once: give each rule its own name",
+        ),
+        (
+            "!has(self.sriov) || self.sriov.all(a, !has(a.resourceName) || "
+            "self.sriov.exists_one(b, has(b.resourceName) && b.resourceName == a.resourceName))",
+            "network.sriov names a resourceName more than once: give each rule its own (the "
+            "device plugin refuses a configuration that names a resource twice)",
         ),
         *(
             (
@@ -747,6 +803,36 @@ class MacvtapResource(BaseModel):
     capacity: int = Field(ge=1, description="macvtap devices offered: VMs that may use the NIC.")
 
 
+class SriovSelectors(BaseModel):
+    """Which VFs one pool of the SR-IOV network device plugin takes (its netDevice selectors);
+    every list given must hold the VF's value."""
+
+    vendors: list[str] = Field(
+        default_factory=list, max_length=8, description="VF vendor ids in hex, e.g. 8086."
+    )
+    devices: list[str] = Field(
+        default_factory=list, max_length=8, description="VF device ids in hex, e.g. 1889."
+    )
+    drivers: list[str] = Field(
+        default_factory=list, max_length=2, description="The driver the VFs are bound to."
+    )
+    pf_names: list[str] = Field(
+        default_factory=list, max_length=MAX_NICS, description="Their PFs' interface names."
+    )
+    root_devices: list[str] = Field(
+        default_factory=list, max_length=MAX_NICS, description="Their PFs' PCI addresses."
+    )
+
+
+class SriovResource(BaseModel):
+    """One resource pool of the SR-IOV network device plugin, in the shape of an entry of its
+    config.json `resourceList`."""
+
+    resource_name: str = Field(description="The pool: <resourcePrefix>/<resourceName>.")
+    resource_prefix: str = Field(description=f"Always {SRIOV_RESOURCE_PREFIX}.")
+    selectors: SriovSelectors = Field(description="The VFs of the pool.")
+
+
 class FailingNode(BaseModel):
     """A node that is not Ready, with why."""
 
@@ -784,6 +870,15 @@ class HypervisorProfileStatus(BaseModel):
         "with the same lower device (each node's own are in its state's status.macvtap): a "
         "DP_MACVTAP_CONF that is right on all of them, also kept in the ConfigMap "
         "kvtune-macvtap-<profile> of the operator's namespace. See the MacvtapConfig condition.",
+    )
+    sriov: list[SriovResource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The SR-IOV network device plugin pools of spec.network.sriov (rules with a "
+        "resourceName) that every node reporting offers alike (each node's own are in its "
+        "state's status.sriov): the plugin's resourceList, also kept as config.json in the "
+        "ConfigMap kvtune-sriov-<profile> of the operator's namespace. See the SriovConfig "
+        "condition.",
     )
 
 

@@ -1,5 +1,5 @@
-"""Reading and setting one host target: a kernel value, a regular file, a systemd unit or the
-kernel arguments of the next boot.
+"""Reading and setting one host target: a kernel value, a regular file, a systemd unit, the
+kernel arguments of the next boot, or the drivers of a PF's VFs (host/pcidriver.py).
 
 Apply and revert change the host the same way, so the kernel's write protocols are applied here
 once, as the features declare them (features/base.py `sequence`: KSM is unmerged before it is
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..features.base import Feature, Kind
-from ..host import bootloader, reboot
+from ..host import bootloader, pcidriver, reboot
 from ..host.hostfs import MAX_CONFIG, HostFS, HostWriteError
 from ..host.names import sysfs_path
 from ..host.systemd import Systemd, SystemdError, UnitState
@@ -47,6 +47,11 @@ def current(fs: HostFS, systemd: Systemd, kind: Kind, path: str, *, timeout: flo
             return bootloader.read_args(fs, path, timeout=timeout)
         except bootloader.BootArgsError as err:
             raise ChangeError(str(err)) from err
+    if kind == "pcidriver":
+        bindings = pcidriver.current(fs, path)
+        if bindings is None:
+            raise ChangeError(f"{path} names no PF's VF drivers (a kvtune bug)")
+        return bindings
     if kind in ("file", "reboot"):
         text = fs.read_file(path)
         if text is None:
@@ -103,6 +108,8 @@ def set_value(
         except bootloader.BootArgsError as err:
             return Outcome("Failed", str(err))
         return Outcome("Applied")
+    if kind == "pcidriver":
+        return Outcome(*pcidriver.apply(fs, path, value or "", timeout))
     if kind == "reboot":
         try:
             reboot.request(fs, value)

@@ -44,8 +44,9 @@ __all__ = [
 
 #: How a step's target is written (engine/change.py): sysfs/procfs values (written under a
 #: deadline and read back), regular files (replaced atomically), systemd units (values like
-#: "disabled,inactive"), the reboot request, and boot arguments (bootloader.py).
-Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs"]
+#: "disabled,inactive"), the reboot request, boot arguments (bootloader.py), and the drivers of
+#: a PF's VFs, all or nothing (pcidriver.py).
+Kind = t.Literal["sysfs", "file", "unit", "reboot", "bootargs", "pcidriver"]
 
 Found = t.TypeVar("Found", bound=pydantic.BaseModel)
 Facts = t.TypeVar("Facts")

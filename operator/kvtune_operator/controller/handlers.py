@@ -24,9 +24,10 @@ from ..common import kopf_toggles
 from ..common.handlers import KUBEVIRTS, NODES, PROFILES, STATES
 from ..common.kube import api_client
 from ..common.profiles import PROFILE_LABEL, Profile
-from . import kubevirt, metrics, passes
+from . import kubevirt, metrics, passes, sriov_operator
 from .kube import Kube
 from .settings import PEERING_NAME, Settings
+from .sriov_operator import PolicyView
 from .views import CORDONED_ANNOTATION, Snapshot, VolumeView
 
 # Before kopf.run: kopf's own index readiness gate costs O(nodes^2) at startup
@@ -118,6 +119,14 @@ def kubevirt_ksm(spec: kopf.Spec, **_: t.Any) -> dict[str, LabelSelector | None]
     return {"ksm": kubevirt.ksm_selector(spec)}
 
 
+@kopf.index(*sriov_operator.POLICIES)
+def sriov_policies(
+    body: kopf.Body, namespace: str | None, name: str, **_: t.Any
+) -> dict[str, PolicyView]:
+    # The SR-IOV Network Operator's policies, where it is installed: the PFs they select are its.
+    return {f"{namespace}/{name}": PolicyView.from_body(body)}
+
+
 @kopf.index("", "v1", "persistentvolumes", labels={PROFILE_LABEL: kopf.PRESENT})
 def lun_volumes(body: kopf.Body, name: str, **_: t.Any) -> dict[str, VolumeView]:
     return {name: VolumeView.from_body(body)}
@@ -138,6 +147,7 @@ def _snapshot(profiles: t.Mapping[str, Profile], indexes: t.Mapping[str, t.Any])
         _view(indexes["kubevirt_ksm"]).get("ksm"),
         _view(indexes["lun_volumes"]),
         _view(indexes["kvtune_cordons"]),
+        _view(indexes["sriov_policies"]),
     )
 
 

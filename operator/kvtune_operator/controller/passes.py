@@ -21,14 +21,16 @@ from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 
 from ..common.nodestate import StateView
 from ..common.profiles import Profile
-from . import kubevirt, macvtap, metrics
+from . import kubevirt, metrics, plugin_config
 from .assign import assign
 from .daemonset import NAME, render_agent_daemonset
 from .kube import Kube
+from .plugin_config import Plugin
 from .reconcile import plan_profile
 from .rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
-from .rollup import AgentCondition, rollup, status_changed
+from .rollup import PLUGINS, AgentCondition, rollup, status_changed
 from .settings import PEERING_NAME, Settings
+from .sriov_operator import PolicyView
 from .views import Action, Snapshot, VolumeView, action_target
 from .volumes import orphaned_volumes, plan_volumes, shared_luns, shared_of
 
@@ -54,11 +56,13 @@ def snapshot(
     kubevirt_ksm: LabelSelector | None = None,
     volumes: Mapping[str, VolumeView] | None = None,
     kvtune_cordoned: t.Iterable[str] = (),
+    sriov_policies: Mapping[str, PolicyView] | None = None,
 ) -> Snapshot:
     selectors = {name: p.spec.node_selector for name, p in profiles.items()}
     return Snapshot(nodes, states, assign(selectors, nodes), cordoned, {}, kubevirt_ksm,
                     volumes or {}, frozenset(kvtune_cordoned),
-                    frozenset(name for name, p in profiles.items() if not p.deleting))
+                    frozenset(name for name, p in profiles.items() if not p.deleting),
+                    sriov_policies or {})
 
 
 class SharedSnapshot:
@@ -125,10 +129,11 @@ async def reconcile_profile(
     # exposes LUNs, and once for both uses.
     shared = shared_luns(snap) if profile.spec.storage.block_luns is not None else {}
     actions += plan_volumes(profile, snap, shared)
-    # A profile whose status lists macvtap resources may have a ConfigMap left to remove.
-    if settings.namespace and not profile.deleting and (
-            profile.spec.network.macvtap or previous.macvtap):
-        actions += await _macvtap_config(profile, snap, kube, settings.namespace)
+    # A profile whose status lists a plugin's resources may have a ConfigMap left to remove.
+    for plugin in PLUGINS:
+        listed = getattr(previous, plugin.field)
+        if settings.namespace and not profile.deleting and (plugin.wanted(profile.spec) or listed):
+            actions += await _plugin_config(plugin, profile, snap, kube, settings.namespace)
     await execute(kube, actions, settings.write_concurrency)
     if profile.deleting:
         return PassResult(actions, None, [])
@@ -247,14 +252,15 @@ async def execute(kube: Kube, actions: list[Action], concurrency: int) -> None:
     await asyncio.gather(*(run(g) for g in groups.values()))
 
 
-async def _macvtap_config(
-    profile: Profile, snap: Snapshot, kube: Kube, namespace: str
+async def _plugin_config(
+    plugin: Plugin[t.Any], profile: Profile, snap: Snapshot, kube: Kube, namespace: str
 ) -> list[Action]:
-    """The write of the profile's macvtap-cni ConfigMap, if it needs one. Read afresh rather
-    than watched: a watch of ConfigMaps would need read rights on every namespace's."""
+    """The write of the profile's ConfigMap for a device plugin, if it needs one. Read afresh
+    rather than watched: a watch of ConfigMaps would need read rights on every namespace's."""
     current = await asyncio.to_thread(
-        kube.config_map_data, namespace, macvtap.config_map_name(profile.name))
-    return macvtap.plan_config_map(profile, namespace, snap.assigned_states(profile.name), current)
+        kube.config_map_data, namespace, plugin.config_map(profile.name))
+    return plugin_config.plan_config_map(
+        plugin, profile, namespace, snap.assigned_states(profile.name), current)
 
 
 async def _with_vm_pods(profile: Profile, snap: Snapshot, kube: Kube) -> Snapshot:

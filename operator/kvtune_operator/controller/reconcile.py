@@ -50,7 +50,8 @@ def plan_profile(
         if view.profile != profile.name or name in wanted:
             continue
         if name in conflicted and not profile.deleting:
-            actions += _patch_if_changed(view, render_spec(profile, name, paused=True))
+            actions += _patch_if_changed(view, render_spec(
+                profile, name, paused=True, sriov_policies=snap.sriov_policies_of(name)))
         else:
             actions += _remove(profile, view, snap.nodes.get(name), now, revert_timeout)
     return actions
@@ -62,11 +63,13 @@ def _keep(profile: Profile, node: str, snap: Snapshot) -> list[Action]:
     if snap.nodes[node].get(PROFILE_LABEL) != profile.name:
         actions.append(LabelNode(node, profile.name))
     if view is None:
-        actions.append(CreateState(render_node_state(profile, node)))
+        actions.append(CreateState(render_node_state(
+            profile, node, sriov_policies=snap.sriov_policies_of(node))))
     elif view.profile == profile.name:
         # `approved` from the operator's own record: the whole spec is the operator's, so a
         # hand-set spec.disruption.approved is put back like any other field.
-        actions += _patch_if_changed(view, render_spec(profile, node, approved=view.approved))
+        actions += _patch_if_changed(view, render_spec(
+            profile, node, approved=view.approved, sriov_policies=snap.sriov_policies_of(node)))
         if view.label != profile.name:  # relabelled by hand: the spec says whose it is
             actions.append(PatchState(node, labels={PROFILE_LABEL: profile.name}))
     # else: the state still belongs to the profile the node left; wait for its revert.

@@ -7,12 +7,14 @@ object, and a later profile change shows up as a new spec (and generation) per n
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Sequence
 
 from kvtune_api.v1alpha1 import GROUP_VERSION
 from kvtune_api.v1alpha1.nodestate import (
     DisruptionGrant,
     HypervisorNodeStateSpec,
     ProfileRef,
+    SriovOperatorPolicy,
 )
 from kvtune_api.v1alpha1.profile import HostSettings
 
@@ -28,6 +30,7 @@ def render_spec(
     paused: bool = False,
     revert: bool = False,
     approved: bool = False,
+    sriov_policies: Sequence[SriovOperatorPolicy] = (),
 ) -> dict[str, t.Any]:
     """The spec of `node`'s state under `profile`, as the camelCase dict the API stores.
 
@@ -42,6 +45,9 @@ def render_spec(
         "paused": paused or profile.paused,
         "revert": revert,
         "disruption": {**template["disruption"], "approved": approved},
+        # The SR-IOV Network Operator's policies that select this node (sriov_operator.py).
+        "sriovOperatorPolicies": [p.model_dump(mode="json", exclude_none=True)
+                                  for p in sriov_policies],
     }
 
 
@@ -66,7 +72,7 @@ def _template(profile: Profile) -> dict[str, t.Any]:
     return dumped
 
 
-def render_node_state(profile: Profile, node: str, **flags: bool) -> dict[str, t.Any]:
+def render_node_state(profile: Profile, node: str, **flags: t.Any) -> dict[str, t.Any]:
     """A whole HypervisorNodeState manifest, owned by the profile.
 
     The owner reference is a safety net for garbage collection only: the operator deletes states

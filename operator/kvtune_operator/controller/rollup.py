@@ -7,15 +7,19 @@ Counts and a bounded list of failing nodes answer "where do my nodes stand" in o
 from __future__ import annotations
 
 import datetime
+import typing as t
 from collections.abc import Mapping, Sequence
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import ConditionStatus
-from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus, MacvtapResource
+from kvtune_api.v1alpha1.profile import FailingNode, HypervisorProfileStatus
 
 from ..common.nodestate import Phase, StateView, node_phase
 from ..common.profiles import Profile
-from .macvtap import Offers, offers
+from . import plugin_config
+from .macvtap import MACVTAP
+from .plugin_config import Plugin
+from .sriov_plugin import SRIOV
 
 MAX_FAILING = 20
 #: False while the agent DaemonSet is missing, and once when the operator recreated it.
@@ -30,9 +34,9 @@ VMS_COMPLIANT = "VMsCompliant"
 VMS_ISOLATED = "VMsIsolated"
 #: Present for profiles with storage.blockLuns: False when volumes outlive their LUNs.
 LUN_VOLUMES = "LunVolumes"
-#: Present for profiles with network.macvtap: whether one device plugin configuration is right
-#: on every node (the stock macvtap-cni DaemonSet reads one ConfigMap on all its nodes).
-MACVTAP_CONFIG = "MacvtapConfig"
+#: The device plugins whose configuration a profile publishes (status.<field>, a condition and a
+#: ConfigMap each; plugin_config.py).
+PLUGINS: tuple[Plugin[t.Any], ...] = (MACVTAP, SRIOV)
 
 
 def rollup(
@@ -85,11 +89,12 @@ def rollup(
         ("Measuring", "no measurement yet on")))
     if agent is not None:
         new_conditions.append(cond.make(AGENT_DAEMONSET, *agent, profile.generation))
-    macvtap: list[MacvtapResource] = []
-    if profile.spec.network.macvtap:
-        found = offers(states)
-        macvtap = found.common
-        new_conditions.append(_macvtap_condition(found, profile.generation))
+    published: dict[str, list[t.Any]] = {}
+    for plugin in PLUGINS:
+        if plugin.wanted(profile.spec):
+            found = plugin_config.offers(plugin, states)
+            published[plugin.field] = found.common
+            new_conditions.append(plugin_config.condition(plugin, found, profile.generation))
     return HypervisorProfileStatus(
         observed_generation=profile.generation,
         matched_nodes=matched,
@@ -100,7 +105,7 @@ def rollup(
         differing_nodes=counts["Differs"],
         conditions=cond.merge(previous.conditions, new_conditions, now),
         failing_nodes=failing[:MAX_FAILING],
-        macvtap=macvtap,
+        **published,
     )
 
 
@@ -166,29 +171,6 @@ def _vms_condition(
         return cond.make(type_, "Unknown", unknown[0],
                          f"{unknown[1]}: " + "; ".join(nodes[:5]), generation)
     return cond.make(type_, "True", "Compliant", "", generation)
-
-
-def _offers(resources: Sequence[MacvtapResource]) -> str:
-    return ", ".join(f"{r.name} on {r.lower_device}" for r in resources) or "nothing"
-
-
-def _macvtap_condition(found: Offers, generation: int) -> cond.Condition:
-    """Whether what the nodes offer alike (status.macvtap) is all that each of them offers."""
-    if found.differ:
-        nodes = [f"{node} offers {_offers(offered)}" for node, offered in found.differ.items()]
-        return cond.make(MACVTAP_CONFIG, "False", "NodesDiffer", (
-            f"status.macvtap holds what every node offers alike ({_offers(found.common)}), but "
-            f"{len(nodes)} node(s) offer more or otherwise: " + "; ".join(nodes[:MAX_FAILING])
-            + ". One DP_MACVTAP_CONF cannot say that: give each variant its own macvtap-cni "
-            "DaemonSet and ConfigMap from the nodes' status.macvtap, or make the nodes agree"),
-            generation)
-    if found.pending:
-        return cond.make(MACVTAP_CONFIG, "Unknown", "NodesPending", (
-            f"{len(found.pending)} node(s) have not reported yet: "
-            f"{', '.join(found.pending[:MAX_FAILING])}"), generation)
-    return cond.make(MACVTAP_CONFIG, "True", "Uniform", (
-        f"every node offers {_offers(found.common)}: status.macvtap is the DP_MACVTAP_CONF for "
-        "all of them"), generation)
 
 
 def _volumes_condition(

@@ -13,11 +13,12 @@ import typing as t
 from collections.abc import Mapping
 
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
+from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, SriovOperatorPolicy
 
 from ..common.nodestate import StateView, dumped
 from ..common.profiles import PROFILE_LABEL
 from .assign import Assignment
+from .sriov_operator import PolicyView, selecting
 
 #: Label naming the node of a PersistentVolume kvtune made for one of its LUNs.
 NODE_LABEL = "kvtune.io/node"
@@ -68,6 +69,13 @@ class Snapshot:
     """Nodes whose cordon is kvtune's (CORDONED_ANNOTATION on the Node)."""
     live_profiles: frozenset[str] = frozenset()
     """Profiles that exist and are not being deleted."""
+    sriov_policies: Mapping[str, PolicyView] = dataclasses.field(default_factory=dict)
+    """<namespace>/<name> -> the SR-IOV Network Operator's SriovNetworkNodePolicy, where that
+    operator is installed."""
+
+    def sriov_policies_of(self, node: str) -> list[SriovOperatorPolicy]:
+        """The SR-IOV Network Operator's policies that select `node`."""
+        return selecting(self.nodes.get(node, {}), self.sriov_policies.values())
 
     def assigned_states(self, profile: str) -> dict[str, StateView | None]:
         """The nodes assigned to `profile`, sorted by name, each with its state when the profile

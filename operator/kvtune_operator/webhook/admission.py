@@ -44,6 +44,7 @@ from .vmi import (
 from .vmi.mutate import JsonPatch
 from .vmi.read import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
+from .vmi.sriov_resources import unoffered
 
 HUGEPAGES_PREFIX = "hugepages-"
 Operation = Literal["mutate", "validate"]
@@ -73,6 +74,10 @@ class ClusterView:
     kubevirt: KubeVirtConfig = DEFAULT_KUBEVIRT
     """What the KubeVirt CR says (feature gates, overhead ratio, version); a default install of
     the newest release when KubeVirt's CRD or CR is not there."""
+    networks: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """"<namespace>/<name>" of each NetworkAttachmentDefinition naming a resource -> it."""
+    resources: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    """Node -> the extended resources its status.allocatable offers."""
 
 
 def node_capacity(name: str, allocatable: Mapping[str, Any]) -> NodeCapacity:
@@ -170,6 +175,9 @@ def check(
             warning = capacity_warning(vmi, ready_nodes(view, profile.name), view.kubevirt)
             if warning is not None:
                 warnings.append(f"HypervisorProfile {profile.name}: {warning}")
+            offered = {r for node in ready_nodes(view, profile.name)
+                       for r in view.resources.get(node.node, ())}
+            warnings += unoffered(profile.name, vmi, view.networks, offered)
     return "allowed"
 
 

@@ -23,8 +23,11 @@ from .kube import Kube
 from .server import AdmissionServer
 from .settings import WebhookSettings
 from .vmi import DEFAULT_KUBEVIRT, KubeVirtConfig, NodeCapacity
+from .vmi.sriov_resources import RESOURCE_ANNOTATION, extended_resources
 
 REGISTRY = kopf.OperatorRegistry()
+#: Multus' NetworkAttachmentDefinitions, where Multus is installed.
+NETWORKS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
 
 login = kopf.on.login(registry=REGISTRY)(shared.login)
 profiles = kopf.index(*PROFILES, registry=REGISTRY)(shared.profiles)
@@ -35,6 +38,19 @@ node_states = kopf.index(*STATES, registry=REGISTRY)(shared.node_states)
 @kopf.index(*NODES, registry=REGISTRY)
 def node_allocatable(name: str, status: kopf.Status, **_: t.Any) -> dict[str, NodeCapacity]:
     return {name: admission.node_capacity(name, status.get("allocatable") or {})}
+
+
+@kopf.index(*NODES, registry=REGISTRY)
+def node_resources(name: str, status: kopf.Status, **_: t.Any) -> dict[str, frozenset[str]]:
+    return {name: extended_resources(status.get("allocatable") or {})}
+
+
+@kopf.index(*NETWORKS, registry=REGISTRY, annotations={RESOURCE_ANNOTATION: kopf.PRESENT})
+def network_resources(
+    namespace: str | None, name: str, annotations: kopf.Annotations, **_: t.Any
+) -> dict[str, str]:
+    # The resource a VMI's sriov interface on this network asks for (vmi/sriov_resources.py).
+    return {f"{namespace}/{name}": annotations[RESOURCE_ANNOTATION]}
 
 
 @kopf.index(*NAMESPACES, registry=REGISTRY)
@@ -76,6 +92,8 @@ def cluster_view(indexes: t.Mapping[str, t.Any]) -> admission.ClusterView:
         node_states=OneEach(indexes["node_states"]),
         allocatable=OneEach(indexes["node_allocatable"]),
         kubevirt=OneEach(indexes["kubevirt_config"]).get("kubevirt", DEFAULT_KUBEVIRT),
+        networks=OneEach(indexes["network_resources"]),
+        resources=OneEach(indexes["node_resources"]),
     )
 
 

@@ -21,9 +21,8 @@ from ..base import (
     PlanInputs,
     Settled,
 )
-from ..nics import selects
+from ..nics import node_traffic, routing_unknown, selects
 from . import probe as network_probe
-from .probe import IPV6_ADDRESSES, ROUTES
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
@@ -38,25 +37,10 @@ MACVTAP_RESOURCE = "macvtap.network.kubevirt.io"
 
 
 def _lower_device_refusals(nic: Nic, network: NetworkSettings, host: HostReport) -> list[str]:
-    """Why `nic` must not be a VMs' macvtap lower device: what it carries for the host, or
-    what else holds it. Empty: it may."""
-    routing = host.network.routing
-    why = []
-    if routing.error:
-        why.append(f"{routing.error}, so whether the node's own traffic uses it is unknown")
-    if nic.name in routing.stacked:
-        why.append(f"{routing.stacked[nic.name]}, stacked on it (VLAN, macvlan, bond, bridge, "
-                   "team or Open vSwitch), carries the node's own traffic: VMs on it could put "
-                   "frames, tagged or not, on the node's own network")
-    if nic.name in routing.default_route:
-        why.append(f"the node's default route leaves through it ({ROUTES} or ipv6_route)")
-    if nic.name in routing.ipv4_routes or nic.name in routing.ipv6_addresses:
-        why.append(f"it carries the node's own address (a route through it in {ROUTES}, or a "
-                   f"global IPv6 address in {IPV6_ADDRESSES}), so the node's traffic would share "
-                   "it with VMs, which cannot reach the node through it either")
-    if nic.master:
-        why.append(f"it is enslaved to {nic.master} (its master link), which takes every frame "
-                   "it receives")
+    """Why `nic` must not be a VMs' macvtap lower device: what it carries for the host (or that
+    this is unknown), or what else holds it. Empty: it may."""
+    unknown = routing_unknown(host)
+    why = [*([unknown] if unknown else []), *node_traffic(nic, host)]
     for index, rule in enumerate(network.sriov):
         if selects(rule.pf_selector, nic):
             why.append(f"it is an SR-IOV PF whose VFs spec.host.network.sriov[{index}] manages")

@@ -33,6 +33,7 @@ from kvtune_api.v1alpha1.host import (
 
 from ...host import launchers
 from ...host.hostfs import HostFS, ProcessTable
+from ...host.paths import IPV6_ADDRESSES, IPV6_ROUTES, ROUTES
 
 NET = "/sys/class/net"
 #: Open vSwitch's kernel datapath: the master of every port of every OVS bridge.
@@ -40,10 +41,6 @@ OVS_DATAPATH = "ovs-system"
 VFIO_DRIVER = "/sys/bus/pci/drivers/vfio-pci"
 #: PCI class of network controllers (the top byte of /sys/bus/pci/devices/*/class).
 NETWORK_CLASS = "0x02"
-#: The host's own network namespace is PID 1's: /proc/net would be the reader's (the agent's).
-ROUTES = "/proc/1/net/route"
-IPV6_ROUTES = "/proc/1/net/ipv6_route"
-IPV6_ADDRESSES = "/proc/1/net/if_inet6"
 #: if_inet6 scopes that reach beyond the link: global (00) and site (40); link (20) addresses
 #: exist on every IPv6 interface that is up, and host (10) is the loopback's.
 _ROUTABLE_SCOPES = {"00", "40"}

@@ -1,4 +1,6 @@
-"""SR-IOV: the VF count of each physical function the profile selects.
+"""SR-IOV: the VF count of each physical function the profile selects, the driver its VFs are
+bound to and the device plugin pools they make (driver.py), on the PFs no one else manages (the
+SR-IOV Network Operator's, and those the node's own traffic uses, are left alone).
 
 The kernel changes a count only through 0, which removes every VF on the way: VFs in use are
 read afresh right before each write and each restore (`hold_write`, `hold_restore`) and wait
@@ -16,6 +18,7 @@ from kvtune_api.v1alpha1.host import (
     SriovReport,
 )
 
+from ...host import pcidriver
 from ...host.hostfs import HostFS, ProcessTable
 from ...host.names import numvfs_path
 from ..base import (
@@ -23,12 +26,14 @@ from ..base import (
     Draft,
     Feature,
     Finding,
+    Plan,
     PlanInputs,
+    Settled,
 )
-from ..nics import selects
+from ..nics import node_traffic, selects
 from ..page import Page
+from . import driver, text
 from . import probe as sriov_probe
-from . import text
 from .probe import held, vfs_in_use
 
 if t.TYPE_CHECKING:
@@ -44,9 +49,11 @@ if t.TYPE_CHECKING:
     )
 
 
-def _sriov(rules: list[SriovRule], host: HostReport, out: Draft) -> None:
+def _sriov(rules: list[SriovRule], host: HostReport, refused: set[str], out: Draft) -> None:
+    """The VF counts; `refused`: PFs kvtune leaves alone (driver.refuse_managed), planned on no
+    further."""
     wanted: dict[str, tuple[int, int]] = {}  # NIC name -> (rule index, numVfs)
-    conflicted: set[str] = set()
+    conflicted: set[str] = set(refused)
     for index, rule in enumerate(rules):
         matched = [nic for nic in host.sriov.nics if selects(rule.pf_selector, nic)]
         if not matched:
@@ -98,7 +105,8 @@ def _is_numvfs(path: str) -> bool:
 
 
 def _applies(step: PlannedStep) -> bool:
-    return step.feature == "SRIOV"
+    """A VF count step (the VF driver steps are all or nothing, and planned afresh each pass)."""
+    return step.feature == "SRIOV" and _is_numvfs(step.path)
 
 
 def _failed(result: StepResult) -> bool:
@@ -132,7 +140,7 @@ def _findings(held: list[SriovRetry]) -> list[Finding]:
 SRIOV_BACKOFF = Backoff("sriov_retries", _applies, _failed, _record, _findings)
 
 
-class Sriov(Feature[SriovReport, None]):
+class Sriov(Feature[SriovReport, driver.DriverFacts]):
     condition = "SRIOV"
     section = "sriov"
     problem_name = "SRIOV"
@@ -144,8 +152,21 @@ class Sriov(Feature[SriovReport, None]):
     def check(self, found: SriovReport) -> list[Problem]:
         return sriov_probe.check(found)
 
-    def plan(self, inputs: PlanInputs, facts: None, out: Draft) -> None:
-        _sriov(inputs.spec.host.network.sriov, inputs.host, out)
+    def read(self, fs: HostFS, host: HostReport) -> driver.DriverFacts:
+        return driver.read(fs, host)
+
+    def plan(self, inputs: PlanInputs, facts: driver.DriverFacts | None, out: Draft) -> None:
+        spec, host = inputs.spec, inputs.host
+        policies = spec.sriov_operator_policies
+        refused = driver.refuse_managed(spec.node_name, spec.host.network, policies, host,
+                                        node_traffic, out)
+        _sriov(spec.host.network.sriov, host, refused, out)
+        pools = [] if facts is None else driver.plan(
+            spec.node_name, spec.host.network, host, facts, refused, out)
+        for field, items in (("sriov", pools),
+                             ("sriov_operator_pfs", driver.operator_pfs(host, policies))):
+            if items:
+                out.publish(field, *items)
 
     def sequence(self, path: str, now: str | None, value: str) -> list[str] | None:
         """A count changes only through 0 (EBUSY otherwise). An unreadable count is not taken
@@ -156,7 +177,11 @@ class Sriov(Feature[SriovReport, None]):
 
     def hold_write(self, fs: HostFS, step: PlannedStep, approved: bool,
                    timeout: float) -> str | None:
-        if approved or not _applies(step):
+        if approved:
+            return None
+        if pcidriver.pf_of(step.path) is not None:
+            return driver.taken(fs, step.path, step.desired)
+        if not _applies(step):
             return None
         # Afresh: a VM may have taken a VF since the plan was made, and a count change
         # through 0 would pull it away from under it.
@@ -170,8 +195,13 @@ class Sriov(Feature[SriovReport, None]):
     def hold_restore(self, fs: HostFS, path: str, original: str | None, approved: bool,
                      timeout: float) -> str | None:
         """Restoring a VF count must not take VFs from running VMs: read right before each
-        restore, not from the cycle's probe (a VM may take one in between)."""
-        if approved or not _is_numvfs(path):
+        restore, not from the cycle's probe (a VM may take one in between); VF drivers as
+        well."""
+        if approved:
+            return None
+        if pcidriver.pf_of(path) is not None:
+            return driver.taken(fs, path, original or "")
+        if not _is_numvfs(path):
             return None
         # Under the writes' deadline: a read of sriov_numvfs waits for a hung write to it.
         now, why = fs.read_within(path, timeout=timeout)
@@ -190,6 +220,17 @@ class Sriov(Feature[SriovReport, None]):
 
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         return None if spec.host.network.sriov else "spec.host.network.sriov is empty"
+
+    def settled(self, host: HostReport, plan: Plan, notes: str) -> Settled:
+        """What the node offers the device plugin, and the PFs it leaves to the SR-IOV Network
+        Operator, beside the warnings."""
+        pools = ", ".join(f"{p.resource_prefix}/{p.resource_name} on "
+                          f"{', '.join(p.selectors.pf_names)}"
+                          for p in plan.published.get("sriov", ()))
+        theirs = ", ".join(pf.name for pf in plan.published.get("sriov_operator_pfs", ()))
+        return "True", "AsSpecified", "; ".join(m for m in (
+            f"offers {pools}" if pools else "",
+            f"leaves {theirs} to the SR-IOV Network Operator" if theirs else "", notes) if m)
 
     def report(self, page: Page, report: HostReport) -> None:
         text.section(page, report)
