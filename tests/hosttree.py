@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kvtune_agent.hostfs import HostFS
+from kvtune_agent.probe.cpulist import format_ids
 from kvtune_agent.systemd import Systemd
 
 SECTOR = 512
@@ -47,6 +48,17 @@ def _cpumask(ids: Iterable[int], width: int = 128) -> str:
     bits = max(width, value.bit_length())
     words = [(value >> shift) & 0xFFFFFFFF for shift in range(0, bits, 32)]
     return ",".join(f"{word:08x}" for word in reversed(words))
+
+
+def kernel_mask(ids: Iterable[int], cpus: int) -> str:
+    """A cpumask as the kernel prints one for `cpus` possible CPUs (lib/vsprintf.c
+    bitmap_string): 32-bit chunks, most significant first, the first only as many hex digits as
+    its bits need (2 CPUs: "3"; 40 CPUs: "ff,ffffffff")."""
+    value = sum(1 << i for i in set(ids))
+    chunks = (cpus + 31) // 32
+    first = ((cpus - 1) % 32 + 1 + 3) // 4
+    words = [(value >> (32 * i)) & 0xFFFFFFFF for i in reversed(range(chunks))]
+    return ",".join(f"{word:0{first if i == 0 else 8}x}" for i, word in enumerate(words))
 
 
 class HostTree:
@@ -329,6 +341,45 @@ class HostTree:
         self.file(f"{base}/run", run).file(f"{base}/pages_shared", shared)
         return self.file(f"{base}/pages_sharing", sharing).file(
             f"{base}/merge_across_nodes", across)
+
+    # -- CPU isolation: IRQs, workqueues, NUMA balancing, kernel threads -------------------
+
+    def irq(self, irq: int, affinity: Iterable[int], *, name: str = "") -> HostTree:
+        """/proc/irq/N with its smp_affinity_list (and, as the kernel has it, a directory per
+        handler when `name` is given)."""
+        self.file(f"/proc/irq/{irq}/smp_affinity_list", format_ids(affinity))
+        if name:
+            (self.root / f"proc/irq/{irq}/{name}").mkdir(parents=True, exist_ok=True)
+        return self
+
+    def irqs(
+        self, affinities: Mapping[int, Iterable[int]], *, default: Iterable[int], cpus: int
+    ) -> HostTree:
+        """/proc/irq: each IRQ's affinity, and default_smp_affinity as a mask as wide as the
+        kernel prints it for `cpus` possible CPUs (nr_cpu_ids)."""
+        for irq, affinity in affinities.items():
+            self.irq(irq, affinity)
+        return self.file("/proc/irq/default_smp_affinity", kernel_mask(default, cpus))
+
+    def workqueue(self, cpumask: Iterable[int], *, cpus: int) -> HostTree:
+        """/sys/devices/virtual/workqueue/cpumask, as wide as the kernel prints it."""
+        return self.file("/sys/devices/virtual/workqueue/cpumask", kernel_mask(cpumask, cpus))
+
+    def numa_balancing(self, value: int) -> HostTree:
+        return self.file("/proc/sys/kernel/numa_balancing", value)
+
+    def kernel_thread(
+        self, pid: int, comm: str, affinity: Iterable[int], *, bound: bool = False
+    ) -> HostTree:
+        """A kernel thread: no command line, PF_KTHREAD in its stat flags, PF_NO_SETAFFINITY
+        too when `bound` (per-CPU threads, workqueue rescuers), and its Cpus_allowed_list."""
+        flags = 0x00208040 | (0x04000000 if bound else 0)
+        self.file(f"/proc/{pid}/comm", comm)
+        self.file(f"/proc/{pid}/cmdline", b"")
+        self.file(f"/proc/{pid}/stat", f"{pid} ({comm}) S 2 0 0 0 -1 {flags} 0 0 0 0 0 0")
+        return self.file(f"/proc/{pid}/status", (
+            f"Name:\t{comm}\nCpus_allowed:\t{kernel_mask(affinity, 64)}\n"
+            f"Cpus_allowed_list:\t{format_ids(affinity)}"))
 
     # -- processes and units ----------------------------------------------------------------
 

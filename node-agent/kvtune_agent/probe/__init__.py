@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 from ..hostfs import HostFS, ProcessTable, ReadIssue
-from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
+from . import block, cpu, isolation, ksm, kubelet, memory, network, numa, numad, sriov
 
 M = t.TypeVar("M")
 SEVERITY_ORDER = {"Error": 0, "Warning": 1, "Info": 2}
@@ -54,6 +54,8 @@ FEATURES: list[Feature[t.Any]] = [
     Feature("Block", "block", _files(block.probe), block.check),
     # Reads the kubelet's command line; the table's read issues are reported by KSM and Numad.
     Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
+    # Reads kernel threads' flags and affinity; the table's read issues are reported above.
+    Feature("CpuIsolation", "isolation", isolation.probe, isolation.check),
 ]
 
 
