@@ -760,6 +760,10 @@ class CpuIsolationReport(BaseModel):
         description="Unbound kernel threads grouped by affinity (the agent needs hostPID to "
         "see them).",
     )
+    irqbalance: DaemonReport = Field(
+        default_factory=lambda: DaemonReport(name="irqbalance"),
+        description="The irqbalance daemon, which moves IRQs between CPUs every 10 s.",
+    )
 
 
 class HostReport(BaseModel):

@@ -32,7 +32,7 @@ from kvtune_api.v1alpha1.host import (
 )
 
 from ..hostfs import HostFS, ProcessTable
-from . import cpulist
+from . import cpulist, daemon
 from .memory import NODES, node_ids
 from .numa import CPUS, _sibling_files
 
@@ -160,6 +160,7 @@ def probe(fs: HostFS, processes: ProcessTable) -> CpuIsolationReport:
         workqueue_cpumask=None if workqueue is None else cpulist.format_ids(workqueue),
         numa_balancing=fs.read_int(NUMA_BALANCING),
         kernel_threads=_grouped_threads(movable_kernel_threads(fs, processes)),
+        irqbalance=daemon.probe(fs, processes, "irqbalance"),
     )
 
 

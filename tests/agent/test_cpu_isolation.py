@@ -1,0 +1,255 @@
+"""CPU isolation on host trees: IRQs, irqbalance, kernel noise and boot arguments planned from
+the partition, applied through the journal, and reverted to what was there."""
+
+from __future__ import annotations
+
+import errno
+import typing as t
+from pathlib import Path
+
+import pytest
+from hosttree import HostTree, kernel_mask
+from kvtune_agent.apply import apply
+from kvtune_agent.features.cpu_isolation.facts import read_facts
+from kvtune_agent.features.cpu_isolation.plan import format_mask
+from kvtune_agent.features.cpu_isolation.plan import plan as isolation_plan
+from kvtune_agent.journal import Journal
+from kvtune_agent.plan import Plan, _Draft
+from kvtune_agent.probe import probe_host
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant
+from kvtune_api.v1alpha1.profile import CpuSettings
+
+LIVE = DisruptionGrant(allow_drain=False, allow_reboot=False, approved=False)
+DEFAULT = "/proc/irq/default_smp_affinity"
+WORKQUEUE = "/sys/devices/virtual/workqueue/cpumask"
+BALANCING = "/proc/sys/kernel/numa_balancing"
+ONE_CORE = {"partition": {"housekeepingCoresPerNumaNode": 1}}
+
+
+def _host(root: Path) -> HostTree:
+    """8 CPUs, 4 cores of 2 threads (core n: CPUs n and n+4), one NUMA node: one core per node
+    keeps CPUs 0 and 4, the other 6 are isolated."""
+    tree = HostTree(root).cpus(1, 4, 2).numa_node(0, range(8), 2**20).meminfo(2**20)
+    tree.irqs({24: range(8), 25: [5], 26: [0], 27: [1]}, default=range(8), cpus=8)
+    tree.file("/sys/kernel/debug/irq/irqs/27", "handler: handle_edge_irq\ndstate: 0x3\n"
+              "            IRQD_AFFINITY_MANAGED\n")
+    tree.workqueue(range(8), cpus=8).numa_balancing(1)
+    tree.kernel_thread(2, "kthreadd", range(8)).kernel_thread(15, "rcu_preempt", range(8))
+    return tree.kernel_thread(10, "kworker/3:0H", [3], bound=True)
+
+
+def _plan(tree: HostTree, **cpu: t.Any) -> Plan:
+    fs = tree.fs()
+    out = _Draft()
+    isolation_plan(CpuSettings.model_validate(cpu), probe_host(fs), read_facts(fs), out)
+    return Plan(tuple(out.steps), tuple(out.findings))
+
+
+def _steps(found: Plan) -> dict[str, tuple[str, str]]:
+    return {s.planned.id: (s.planned.current, s.planned.desired) for s in found.steps}
+
+
+def _reasons(found: Plan) -> set[str]:
+    return {f.reason for f in found.findings}
+
+
+def _read(root: Path, path: str) -> str:
+    return (root / path.lstrip("/")).read_text().strip()
+
+
+def test_without_a_partition_nothing_is_planned(tmp_path: Path) -> None:
+    assert _plan(_host(tmp_path)) == Plan()
+
+
+def test_irqs_and_kernel_noise_move_to_the_housekeeping_cpus(tmp_path: Path) -> None:
+    found = _plan(_host(tmp_path), **ONE_CORE)
+
+    assert _steps(found) == {
+        # Allowed on housekeeping CPUs too: kept to those; only on isolated ones: all of them.
+        "irq/24": ("0-7", "0,4"),
+        "irq/25": ("5", "0,4"),
+        "irq/default": ("ff", "11"),
+        "kernel/numa_balancing": ("1", "0"),
+        "workqueue/cpumask": ("ff", "11"),
+    }
+    assert all(s.planned.disruption == "Live" for s in found.steps)
+    # IRQ 26 is on housekeeping already; IRQ 27 is its driver's (managed).
+    assert {"ManagedIrqsOnIsolatedCpus", "KernelThreadsOnIsolatedCpus",
+            "BootIsolationNotStaged"} <= _reasons(found)
+    threads = next(f for f in found.findings if f.reason == "KernelThreadsOnIsolatedCpus")
+    assert "2 unbound kernel threads" in threads.message, "the bound per-CPU thread is left"
+
+
+def test_a_refused_partition_degrades_the_node_and_plans_nothing(tmp_path: Path) -> None:
+    found = _plan(_host(tmp_path), partition={"housekeepingCpus": "0,9"})
+
+    assert found.steps == ()
+    assert [(f.severity, f.reason) for f in found.findings] == [("Error", "CpuPartitionOffline")]
+    assert "CPUs 9 do not exist on this node" in found.findings[0].message
+
+
+@pytest.mark.parametrize(("field", "ids"), [
+    ("irqs", {"kernel/numa_balancing", "workqueue/cpumask"}),
+    ("kernelNoise", {"irq/24", "irq/25", "irq/default"}),
+])
+def test_a_measure_in_report_form_is_told_not_made(
+    tmp_path: Path, field: str, ids: set[str]
+) -> None:
+    found = _plan(_host(tmp_path), **ONE_CORE, **{field: "Report"})
+
+    assert set(_steps(found)) == ids
+    told = [f.message for f in found.findings if f.reason == "NotIsolated"]
+    assert len(told) == 1 and f"spec.cpu.{field} is Report" in told[0]
+
+
+def test_an_unmanaged_measure_is_neither_made_nor_told(tmp_path: Path) -> None:
+    found = _plan(_host(tmp_path), **ONE_CORE, irqs="Unmanaged", kernelNoise="Unmanaged",
+                  bootIsolation="Unmanaged")
+
+    assert found.steps == ()
+    assert _reasons(found) == set()
+
+
+def test_applied_then_reverted_the_host_is_as_before(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+    paths = ["/proc/irq/24/smp_affinity_list", "/proc/irq/25/smp_affinity_list", DEFAULT,
+             WORKQUEUE, BALANCING]
+    before = {path: _read(tmp_path, path) for path in paths}
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    results = apply(_plan(tree, **ONE_CORE), fs, journal, tree.systemd(), LIVE, timeout=5)
+
+    assert {r.result for r in results} == {"Applied"}, results
+    assert [_read(tmp_path, path) for path in paths] == ["0,4", "0,4", "11", "11", "0"]
+    assert set(_steps(_plan(tree, **ONE_CORE))) == set(), "a settled host plans nothing"
+    restored = journal.revert(tree.systemd(), timeout=5)
+    assert {r.result for r in restored} == {"Applied"}, restored
+    assert {path: _read(tmp_path, path) for path in paths} == before
+
+
+def test_a_new_irq_is_moved_at_the_next_cycle(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+    fs = tree.kernel()
+    apply(_plan(tree, **ONE_CORE), fs, Journal(fs), tree.systemd(), LIVE, timeout=5)
+    tree.irq(60, [0, 4], name="ens1f0v0-TxRx-0").irq(61, [6], name="ens1f0v0-TxRx-1")
+
+    assert _steps(_plan(tree, **ONE_CORE)) == {"irq/61": ("6", "0,4")}
+
+
+def test_an_irq_the_kernel_refuses_to_move_fails_alone(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+    fs = tree.kernel(refuse={"/proc/irq/24/smp_affinity_list": errno.EIO})
+
+    results = {r.id: r for r in apply(_plan(tree, **ONE_CORE), fs, Journal(fs), tree.systemd(),
+                                      LIVE, timeout=5)}
+
+    assert results["irq/24"].result == "Failed"
+    assert "Input/output error" in results["irq/24"].message
+    assert results["irq/25"].result == "Applied"
+    assert _read(tmp_path, "/proc/irq/24/smp_affinity_list") == "0-7"
+
+
+@pytest.mark.parametrize(("ids", "cpus", "expected"), [
+    ({0, 4}, 8, "11"),
+    ({0}, 2, "1"),
+    ({0, 1, 32}, 40, "01,00000003"),
+    ({0, 63}, 64, "80000000,00000001"),
+    ({0, 127}, 128, "80000000,00000000,00000000,00000001"),
+])
+def test_a_mask_is_written_as_wide_as_the_kernel_prints_it(
+    ids: set[int], cpus: int, expected: str
+) -> None:
+    assert format_mask(ids, kernel_mask(range(cpus), cpus)) == expected
+    assert kernel_mask(ids, cpus) == expected
+
+
+# -- irqbalance ------------------------------------------------------------------------------
+
+
+def _irqbalance(tree: HostTree, *, running: bool = True, config: str | None = "") -> HostTree:
+    tree.systemctl().unit("irqbalance.service", wanted_by=["multi-user.target"])
+    if running:
+        tree.process(700, "irqbalance", "/usr/sbin/irqbalance", "--foreground")
+    if config is not None:
+        (tree.root / "etc/default").mkdir(parents=True, exist_ok=True)
+        (tree.root / "etc/default/irqbalance").write_text(config)
+    return tree
+
+
+def test_irqbalance_gets_the_isolated_cpus_banned_and_is_restarted(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path), config="#IRQBALANCE_ONESHOT=\nIRQBALANCE_ARGS=-x\n")
+
+    steps = _steps(_plan(tree, **ONE_CORE))
+
+    _, desired = steps["irqbalance/config"]
+    assert desired == ("#IRQBALANCE_ONESHOT=\nIRQBALANCE_ARGS=-x\n"
+                       "IRQBALANCE_BANNED_CPULIST=1-3,5-7\nIRQBALANCE_BANNED_CPUS=000000ee\n")
+    assert steps["irqbalance"] == ("enabled,active", "enabled,inactive")
+
+
+def test_irqbalance_stopped_for_its_ban_is_started_at_the_next_cycle(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path), running=False, config=(
+        "IRQBALANCE_BANNED_CPULIST=1-3,5-7\nIRQBALANCE_BANNED_CPUS=000000ee\n"))
+
+    steps = _steps(_plan(tree, **ONE_CORE))
+
+    assert "irqbalance/config" not in steps
+    assert steps["irqbalance"] == ("enabled,inactive", "enabled,active")
+
+
+def test_irqbalance_stop_disables_it(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path))
+
+    steps = _steps(_plan(tree, **ONE_CORE, irqbalance="Stop"))
+
+    assert steps["irqbalance"] == ("enabled,active", "disabled,inactive")
+    assert "irqbalance/config" not in steps
+
+
+# -- boot arguments --------------------------------------------------------------------------
+
+
+def test_boot_isolation_on_the_running_command_line_is_not_asked_again(tmp_path: Path) -> None:
+    tree = _host(tmp_path).cmdline(
+        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 nohz_full=1-3,5-7 rcu_nocbs=1-3,5-7 "
+        "isolcpus=managed_irq,1-3,5-7 systemd.cpu_affinity=0,4")
+
+    assert "BootIsolationNotStaged" not in _reasons(_plan(tree, **ONE_CORE))
+
+
+@pytest.mark.parametrize(("cpu", "ple_off"), [
+    ({}, True),
+    ({"ple": "Required"}, False),
+    ({"ple": "Required", "allowOvercommit": True}, False),
+])
+def test_ple_goes_off_only_where_vms_never_share_cpus_and_ple_is_not_required(
+    tmp_path: Path, cpu: dict[str, t.Any], ple_off: bool
+) -> None:
+    tree = _host(tmp_path).kvm_module("kvm_intel", ple_gap=128)
+    tree.cpuinfo(8, flags="fpu vmx", vmx_flags="ept ple")
+
+    found = _plan(tree, **ONE_CORE, **cpu)
+
+    message = next(f.message for f in found.findings if f.reason == "BootIsolationNotStaged")
+    assert ("kvm_intel.ple_gap=0" in message) == ple_off
+    assert "nohz_full=1-3,5-7 rcu_nocbs=1-3,5-7 isolcpus=managed_irq,1-3,5-7" in message
+
+
+def test_irqbalance_ban_applied_then_reverted_leaves_its_file_and_unit_as_before(
+    tmp_path: Path,
+) -> None:
+    config = "IRQBALANCE_ARGS=-x\n"
+    tree = _irqbalance(_host(tmp_path), config=config)
+    fs = tree.kernel()
+    journal = Journal(fs)
+
+    results = {r.id: r for r in apply(_plan(tree, **ONE_CORE), fs, journal, tree.systemd(),
+                                      LIVE, timeout=5)}
+
+    assert results["irqbalance/config"].result == "Applied"
+    assert results["irqbalance"].result == "Applied", results["irqbalance"]
+    assert "IRQBALANCE_BANNED_CPULIST=1-3,5-7" in _read(tmp_path, "/etc/default/irqbalance")
+    assert journal.revert(tree.systemd(), timeout=5)
+    assert (tmp_path / "etc/default/irqbalance").read_text() == config
+    assert tree.systemd().state("irqbalance.service", timeout=5).active
