@@ -74,8 +74,7 @@ def test_irqs_and_kernel_noise_move_to_the_housekeeping_cpus(tmp_path: Path) -> 
     }
     assert all(s.planned.disruption == "Live" for s in found.steps)
     # IRQ 26 is on housekeeping already; IRQ 27 is its driver's (managed).
-    assert {"ManagedIrqsOnIsolatedCpus", "KernelThreadsOnIsolatedCpus",
-            "BootIsolationNotStaged"} <= _reasons(found)
+    assert _reasons(found) == {"ManagedIrqsOnIsolatedCpus", "KernelThreadsOnIsolatedCpus"}
     threads = next(f for f in found.findings if f.reason == "KernelThreadsOnIsolatedCpus")
     assert "2 unbound kernel threads" in threads.message, "the bound per-CPU thread is left"
 
@@ -205,35 +204,6 @@ def test_irqbalance_stop_disables_it(tmp_path: Path) -> None:
 
     assert steps["irqbalance"] == ("enabled,active", "disabled,inactive")
     assert "irqbalance/config" not in steps
-
-
-# -- boot arguments --------------------------------------------------------------------------
-
-
-def test_boot_isolation_on_the_running_command_line_is_not_asked_again(tmp_path: Path) -> None:
-    tree = _host(tmp_path).cmdline(
-        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 nohz_full=1-3,5-7 rcu_nocbs=1-3,5-7 "
-        "isolcpus=managed_irq,1-3,5-7 systemd.cpu_affinity=0,4")
-
-    assert "BootIsolationNotStaged" not in _reasons(_plan(tree, **ONE_CORE))
-
-
-@pytest.mark.parametrize(("cpu", "ple_off"), [
-    ({}, True),
-    ({"ple": "Required"}, False),
-    ({"ple": "Required", "allowOvercommit": True}, False),
-])
-def test_ple_goes_off_only_where_vms_never_share_cpus_and_ple_is_not_required(
-    tmp_path: Path, cpu: dict[str, t.Any], ple_off: bool
-) -> None:
-    tree = _host(tmp_path).kvm_module("kvm_intel", ple_gap=128)
-    tree.cpuinfo(8, flags="fpu vmx", vmx_flags="ept ple")
-
-    found = _plan(tree, **ONE_CORE, **cpu)
-
-    message = next(f.message for f in found.findings if f.reason == "BootIsolationNotStaged")
-    assert ("kvm_intel.ple_gap=0" in message) == ple_off
-    assert "nohz_full=1-3,5-7 rcu_nocbs=1-3,5-7 isolcpus=managed_irq,1-3,5-7" in message
 
 
 def test_irqbalance_ban_applied_then_reverted_leaves_its_file_and_unit_as_before(

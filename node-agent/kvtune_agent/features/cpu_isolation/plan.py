@@ -15,8 +15,8 @@ held before:
   unbound kernel threads allowed on isolated CPUs are reported (the engine has no write for a
   thread's affinity; nohz_full confines them from the next boot);
 - boot (NeedsReboot): nohz_full, rcu_nocbs, isolcpus=managed_irq, systemd.cpu_affinity and, where
-  VMs never share CPUs, PLE off, compared with the running command line.
-A masks is written as wide as the kernel prints it (read from the file), so the read-back that
+  VMs never share CPUs, PLE off (`boot_words`; staged by boot.py).
+A mask is written as wide as the kernel prints it (read from the file), so the read-back that
 checks every write compares like with like. Pure: the host's facts come in `IsolationFacts`.
 """
 
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from kvtune_api.v1alpha1.host import HostReport, PleReport
 from kvtune_api.v1alpha1.profile import CpuSettings
 
-from ...bootloader import split
 from ...probe import cpulist
 from ...probe.isolation import (
     DEFAULT_IRQ_AFFINITY,
@@ -221,22 +220,6 @@ def boot_words(settings: CpuSettings, part: Partition, ple: PleReport) -> dict[s
     return words
 
 
-def _boot(settings: CpuSettings, part: Partition, host: HostReport, facts: IsolationFacts,
-          out: Out) -> None:
-    running = dict(word.partition("=")[::2] for word in split(facts.cmdline)
-                   if word.partition("=")[0] in BOOT_KEYS)
-    wanted = boot_words(settings, part, host.cpu.ple)
-    missing = {key: value for key, value in wanted.items() if running.get(key) != value}
-    if not missing:
-        return
-    line = " ".join(f"{key}={value}" for key, value in wanted.items())
-    out.warn(FEATURE, "BootIsolationNotStaged", (
-        f"the running kernel lacks {' '.join(f'{k}={v}' for k, v in missing.items())}; "
-        f"kvtune does not stage CPU isolation arguments yet: add `{line}` to the kernel "
-        "command line (grubby --update-kernel=ALL --args=..., or GRUB_CMDLINE_LINUX_DEFAULT) "
-        "and reboot the node when convenient"))
-
-
 class _Reported:
     """A measure in Report form: the steps it would take, told as one warning instead."""
 
@@ -286,5 +269,3 @@ def plan(settings: CpuSettings, host: HostReport, facts: IsolationFacts, out: Ou
         _kernel_noise(part, host, facts, noise)
         if isinstance(noise, _Reported):
             noise.flush()
-    if settings.boot_isolation != "Unmanaged":
-        _boot(settings, part, host, facts, out)
