@@ -52,7 +52,7 @@ def test_the_arguments_are_staged_as_one_reboot_step(tmp_path: Path) -> None:
     assert (step.kind, step.planned.id, step.planned.path) == ("bootargs", boot.STEP_ID, GRUBBY)
     assert (step.planned.current, step.planned.desired) == ("", WORDS)
     assert step.planned.disruption == "NeedsReboot"
-    assert step.planned.feature == "CpuIsolation"
+    assert step.planned.feature == "CPUIsolation"
 
 
 def test_hugepages_and_isolation_share_the_one_step_of_their_target(tmp_path: Path) -> None:

@@ -787,7 +787,7 @@ class HostReport(BaseModel):
     kubelet: KubeletReport = Field(
         default_factory=KubeletReport, description="The kubelet's resource managers."
     )
-    isolation: CpuIsolationReport = Field(
+    cpu_isolation: CpuIsolationReport = Field(
         default_factory=CpuIsolationReport,
         description="Cores, IRQs, workqueues and kernel threads: what CPU isolation moves.",
     )

@@ -48,7 +48,7 @@ MAX_HOUSEKEEPING_CORES = 64
 IsolationMeasure = t.Literal["Enforce", "Report", "Unmanaged"]
 _MEASURE = (
     "Enforce: kvtune makes the change (in mode Enforce); Report: a node that differs shows "
-    "it in its CpuIsolation condition, nothing is written; Unmanaged: not looked at. Only "
+    "it in its CPUIsolation condition, nothing is written; Unmanaged: not looked at. Only "
     "in effect where cpu.partition is set."
 )
 

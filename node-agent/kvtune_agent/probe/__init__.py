@@ -55,7 +55,7 @@ FEATURES: list[Feature[t.Any]] = [
     # Reads the kubelet's command line; the table's read issues are reported by KSM and Numad.
     Feature("Kubelet", "kubelet", kubelet.probe, kubelet.check),
     # Reads kernel threads' flags and affinity; the table's read issues are reported above.
-    Feature("CpuIsolation", "isolation", isolation.probe, isolation.check),
+    Feature("CPUIsolation", "cpu_isolation", isolation.probe, isolation.check),
 ]
 
 

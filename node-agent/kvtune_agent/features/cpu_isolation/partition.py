@@ -94,7 +94,7 @@ def _ids(ids: Iterable[int]) -> str:
 def _cores(host: HostReport, online: set[int]) -> list[frozenset[int]]:
     """The online cores, by lowest CPU id. Raises PartitionRefused where the topology is
     unknown or does not cover the online CPUs (a core taken for two would break the rule)."""
-    cores = [frozenset(cpulist.parse(core.cpus) & online) for core in host.isolation.cores]
+    cores = [frozenset(cpulist.parse(core.cpus) & online) for core in host.cpu_isolation.cores]
     cores = sorted((core for core in cores if core), key=min)
     covered = set().union(*cores) if cores else set()
     if covered != online or sum(map(len, cores)) != len(covered):
@@ -178,7 +178,7 @@ def partition(spec: CpuPartition, host: HostReport) -> Partition:
                 "would run on another node, or on VMs' CPUs; add a core of each NUMA node, "
                 "or use housekeepingCoresPerNumaNode"))
         warnings += _split_cores(housekeeping, (
-            frozenset(cpulist.parse(core.cpus)) for core in host.isolation.cores))
+            frozenset(cpulist.parse(core.cpus)) for core in host.cpu_isolation.cores))
     isolated = online - housekeeping
     if not isolated:
         raise PartitionRefused("TooFewCpus", (

@@ -39,7 +39,7 @@ from ...probe.isolation import (
 from ...systemd import UnitState
 from .partition import Partition, PartitionRefused, partition
 
-FEATURE = "CpuIsolation"
+FEATURE = "CPUIsolation"
 #: irqbalance's configuration, Debian's and Red Hat's; its unit reads it as an EnvironmentFile.
 IRQBALANCE_CONFIGS = ("/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
 IRQBALANCE_UNIT = "irqbalance.service"
@@ -94,7 +94,7 @@ def _moved(allowed: frozenset[int], part: Partition) -> frozenset[int]:
 
 
 def _irqs(part: Partition, host: HostReport, facts: IsolationFacts, out: Out) -> None:
-    if host.isolation.irqs_unknown:
+    if host.cpu_isolation.irqs_unknown:
         out.error(FEATURE, "IrqsUnknown", (
             f"{DEFAULT_IRQ_AFFINITY} cannot be read, so where IRQs run is unknown and none is "
             "moved; check that the agent sees the host's /proc"))
@@ -133,14 +133,14 @@ def _mask(step_id: str, path: str, text: str | None, part: Partition, why: str,
 
 
 def _kernel_noise(part: Partition, host: HostReport, facts: IsolationFacts, out: Out) -> None:
-    balancing = host.isolation.numa_balancing
+    balancing = host.cpu_isolation.numa_balancing
     if balancing not in (None, 0):
         out.step("sysfs", "kernel/numa_balancing", FEATURE, NUMA_BALANCING, str(balancing), "0",
                  "automatic NUMA balancing migrates pinned guests' memory and unmaps their "
                  "pages to sample them, as numad does")
     _mask("workqueue/cpumask", WORKQUEUE_CPUMASK, facts.workqueue_mask, part,
           "unbound workqueues run on the isolated CPUs", out)
-    noisy = [group for group in host.isolation.kernel_threads
+    noisy = [group for group in host.cpu_isolation.kernel_threads
              if cpulist.parse(group.affinity) & part.isolated]
     if noisy:
         count = sum(group.count for group in noisy)
@@ -168,7 +168,7 @@ def _with_ban(content: str, part: Partition) -> str:
 
 def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
                 facts: IsolationFacts, out: Out) -> None:
-    daemon = host.isolation.irqbalance
+    daemon = host.cpu_isolation.irqbalance
     installed = daemon.unit not in ("NotInstalled", "Masked")
     now = UnitState(enabled=daemon.unit == "Enabled", active=daemon.running)
     if settings.irqbalance == "Unmanaged" or (not daemon.running and not installed):
