@@ -365,6 +365,21 @@ class HostTree:
         """/sys/devices/virtual/workqueue/cpumask, as wide as the kernel prints it."""
         return self.file("/sys/devices/virtual/workqueue/cpumask", kernel_mask(cpumask, cpus))
 
+    def cpufreq(self, cpu: int, governor: str,
+                offered: Iterable[str] = ("performance", "powersave")) -> HostTree:
+        """A CPU's cpufreq policy: its scaling_governor and the governors it offers."""
+        base = f"/sys/devices/system/cpu/cpu{cpu}/cpufreq"
+        self.file(f"{base}/scaling_available_governors", " ".join(offered))
+        return self.file(f"{base}/scaling_governor", governor)
+
+    def idle_states(self, cpu: int, *states: tuple[str, int]) -> HostTree:
+        """A CPU's cpuidle states (name, exit latency in us), all enabled, in order."""
+        for index, (name, latency) in enumerate(states):
+            base = f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{index}"
+            self.file(f"{base}/name", name).file(f"{base}/latency", latency)
+            self.file(f"{base}/disable", 0)
+        return self
+
     def numa_balancing(self, value: int) -> HostTree:
         return self.file("/proc/sys/kernel/numa_balancing", value)
 

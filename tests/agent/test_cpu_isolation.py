@@ -223,3 +223,60 @@ def test_irqbalance_ban_applied_then_reverted_leaves_its_file_and_unit_as_before
     assert journal.revert(tree.systemd(), timeout=5)
     assert (tmp_path / "etc/default/irqbalance").read_text() == config
     assert tree.systemd().state("irqbalance.service", timeout=5).active
+
+
+# -- frequency governor and idle states ------------------------------------------------------
+
+
+def _power(tree: HostTree) -> HostTree:
+    for cpu in range(8):
+        tree.cpufreq(cpu, "powersave", ("performance", "powersave", "schedutil"))
+        tree.idle_states(cpu, ("POLL", 0), ("C1", 2), ("C1E", 10), ("C6", 133))
+    return tree
+
+
+def test_the_isolated_cpus_get_the_governor_and_lose_their_deep_idle_states(
+    tmp_path: Path,
+) -> None:
+    tree = _power(_host(tmp_path))
+
+    steps = _steps(_plan(tree, **ONE_CORE, governor="performance",
+                         maxIdleLatencyMicroseconds=10))
+
+    isolated = [1, 2, 3, 5, 6, 7]
+    assert {k: v for k, v in steps.items() if k.startswith("cpufreq/")} == {
+        f"cpufreq/cpu{cpu}": ("powersave", "performance") for cpu in isolated}
+    assert {k: v for k, v in steps.items() if k.startswith("cpuidle/")} == {
+        f"cpuidle/cpu{cpu}/state3": ("0", "1") for cpu in isolated}, "C6 only, not housekeeping"
+
+
+def test_governor_and_idle_states_applied_then_reverted(tmp_path: Path) -> None:
+    tree = _power(_host(tmp_path))
+    fs = tree.kernel()
+    journal = Journal(fs)
+    governor = "/sys/devices/system/cpu/cpu1/cpufreq/scaling_governor"
+    c6 = "/sys/devices/system/cpu/cpu1/cpuidle/state3/disable"
+
+    apply(_plan(tree, **ONE_CORE, governor="performance", maxIdleLatencyMicroseconds=10), fs,
+          journal, tree.systemd(), LIVE, timeout=5)
+
+    assert (_read(tmp_path, governor), _read(tmp_path, c6)) == ("performance", "1")
+    journal.revert(tree.systemd(), timeout=5)
+    assert (_read(tmp_path, governor), _read(tmp_path, c6)) == ("powersave", "0")
+
+
+def test_a_governor_the_cpus_do_not_offer_is_refused_naming_what_they_offer(
+    tmp_path: Path,
+) -> None:
+    found = _plan(_power(_host(tmp_path)), **ONE_CORE, governor="ondemand")
+
+    assert not [s for s in found.steps if s.planned.id.startswith("cpufreq/")]
+    [refusal] = [f for f in found.findings if f.reason == "GovernorUnavailable"]
+    assert refusal.severity == "Error"
+    assert "performance powersave schedutil" in refusal.message
+
+
+def test_a_governor_where_no_cpu_has_cpufreq_is_said_not_set(tmp_path: Path) -> None:
+    found = _plan(_host(tmp_path), **ONE_CORE, governor="performance")
+
+    assert "NoCpuFrequencyScaling" in _reasons(found)

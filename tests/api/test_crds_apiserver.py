@@ -343,6 +343,10 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
      "housekeepingCoresPerNumaNode in body should be greater than or equal to 1", False),
     ("housekeeping cores 65", {"cpu": {"partition": {"housekeepingCoresPerNumaNode": 65}}},
      "housekeepingCoresPerNumaNode in body should be less than or equal to 64", False),
+    *[(f"governor {v!r}", {"cpu": {"governor": v}}, "a governor is a name from "
+       "scaling_available_governors", False) for v in ("Performance", "", "on demand", "x" * 17)],
+    ("idle latency negative", {"cpu": {"maxIdleLatencyMicroseconds": -1}},
+     "maxIdleLatencyMicroseconds in body should be greater than or equal to 0", False),
     *[(f"{field} {v!r}", {"cpu": {field: v}}, f'spec.cpu.{field}: Unsupported value: "{v}"',
        True) for field, v in (("irqs", "Off"), ("irqbalance", "Enforce"),
                               ("kernelNoise", "On"), ("bootIsolation", "Stage"))],

@@ -42,6 +42,14 @@ CpuIds = t.Annotated[
     spelled(_CPU_LIST, "a CPU list is CPU ids and ranges separated by commas, as in "
             "/sys/devices/system/cpu/online, e.g. 0-1,32-33"),
 ]
+_GOVERNOR = r"^[a-z][a-z0-9_]{0,15}$"
+#: A cpufreq governor's name as scaling_available_governors lists it (CPUFREQ_NAME_LEN is 16).
+Governor = t.Annotated[
+    str,
+    Field(pattern=_GOVERNOR),
+    spelled(_GOVERNOR, "a governor is a name from scaling_available_governors, e.g. "
+            "performance or schedutil"),
+]
 #: Most housekeeping cores per NUMA node a profile may ask for: more than any node has.
 MAX_HOUSEKEEPING_CORES = 64
 #: What kvtune does about one CPU-isolation measure, once cpu.partition is set.
@@ -164,6 +172,25 @@ class CpuSettings(BaseModel):
             "pause exit only adds latency. Enforce stages them as boot.settings says (a "
             "reboot-class change, only with rollout.allowReboot); kvtune never reboots. "
             + _MEASURE
+        ),
+    )
+    governor: Opt[Governor] = Field(
+        default=None,
+        description=(
+            "The CPU frequency governor of the isolated CPUs "
+            "(/sys/devices/system/cpu/cpuN/cpufreq/scaling_governor), e.g. performance: a "
+            "governor that lowers the clock of a CPU a vCPU just left idle makes it slow to "
+            "answer. Absent (default): left as it is. Applied as kernelNoise says."
+        ),
+    )
+    max_idle_latency_microseconds: Opt[t.Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default=None,
+        description=(
+            "The deepest idle states the isolated CPUs may enter, as an exit latency: every "
+            "state whose /sys/devices/system/cpu/cpuN/cpuidle/stateK/latency is above it is "
+            "disabled there, e.g. 10 keeps C1 and turns off C6. Costs power; for "
+            "latency-sensitive guests. Absent (default): left as it is. Applied as kernelNoise "
+            "says."
         ),
     )
 

@@ -1,18 +1,24 @@
 """The host facts CPU isolation plans from that the probe report does not carry: every IRQ's
 affinity (the report groups them), the masks as the kernel prints them (their width), which
-IRQs the kernel manages, irqbalance's file and the running command line. Only reads.
+IRQs the kernel manages, irqbalance's file, and each CPU's frequency governor and idle states.
+Only reads.
 """
 
 from __future__ import annotations
 
-from ...bootloader import CMDLINE
+import re
+
 from ...hostfs import HostFS
+from ...probe import cpulist
 from ...probe.isolation import (
     DEFAULT_IRQ_AFFINITY,
     WORKQUEUE_CPUMASK,
     irq_affinities,
 )
-from .plan import IRQBALANCE_CONFIGS, IsolationFacts
+from .plan import IRQBALANCE_CONFIGS, IdleState, IsolationFacts, governor_path
+
+CPUS = "/sys/devices/system/cpu"
+_STATE = re.compile(r"state([0-9]{1,2})")
 
 #: The kernel's view of one IRQ's descriptor, where debugfs is mounted (CONFIG_GENERIC_IRQ_DEBUGFS).
 IRQ_DEBUGFS = "/sys/kernel/debug/irq/irqs"
@@ -25,7 +31,36 @@ def read_facts(fs: HostFS) -> IsolationFacts:
                         if MANAGED_FLAG in (fs.read_text(f"{IRQ_DEBUGFS}/{irq}") or ""))
     config = next(((path, fs.read_file(path) or "") for path in IRQBALANCE_CONFIGS
                    if fs.has_file(path)), None)
+    online = sorted(cpulist.read(fs, f"{CPUS}/online") or ())
     return IsolationFacts(
         irqs=irqs, managed=managed, default_mask=fs.read_value(DEFAULT_IRQ_AFFINITY),
         workqueue_mask=fs.read_value(WORKQUEUE_CPUMASK), irqbalance_config=config,
-        cmdline=fs.read_value(CMDLINE) or "")
+        governors=_governors(fs, online), idle_states=_idle_states(fs, online))
+
+
+def _governors(fs: HostFS, online: list[int]) -> dict[int, tuple[str, tuple[str, ...]]]:
+    found = {}
+    for cpu in online:
+        now = fs.read_value(governor_path(cpu))
+        if now is not None:
+            offered = fs.read_value(f"{CPUS}/cpu{cpu}/cpufreq/scaling_available_governors")
+            found[cpu] = (now, tuple((offered or "").split()))
+    return found
+
+
+def _idle_states(fs: HostFS, online: list[int]) -> dict[int, tuple[IdleState, ...]]:
+    found = {}
+    for cpu in online:
+        base = f"{CPUS}/cpu{cpu}/cpuidle"
+        states = []
+        for name in fs.list_dir(base):
+            match = _STATE.fullmatch(name)
+            latency = fs.read_int(f"{base}/{name}/latency")
+            disabled = fs.read_value(f"{base}/{name}/disable")
+            if match and latency is not None and disabled is not None:
+                states.append(IdleState(int(match.group(1)),
+                                        fs.read_value(f"{base}/{name}/name") or name,
+                                        latency, disabled))
+        if states:
+            found[cpu] = tuple(sorted(states, key=lambda state: state.index))
+    return found

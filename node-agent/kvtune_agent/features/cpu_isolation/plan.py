@@ -11,7 +11,8 @@ held before:
   CPUs from the next boot;
 - irqbalance would move them back within 10 s: it is stopped, or its banned CPUs are set and it
   is restarted (stopped in one cycle, started in the next once the ban is in its file);
-- kernel noise (Live): kernel.numa_balancing 0, the unbound workqueue mask to housekeeping;
+- kernel noise (Live): kernel.numa_balancing 0, the unbound workqueue mask to housekeeping, and
+  where the profile asks, the isolated CPUs' frequency governor and their deepest idle states;
   unbound kernel threads allowed on isolated CPUs are reported (the engine has no write for a
   thread's affinity; nohz_full confines them from the next boot);
 - boot (NeedsReboot): nohz_full, rcu_nocbs, isolcpus=managed_irq, systemd.cpu_affinity and, where
@@ -60,6 +61,25 @@ class Out(t.Protocol):
 
 
 @dataclass(frozen=True)
+class IdleState:
+    """One of a CPU's idle states (/sys/devices/system/cpu/cpuN/cpuidle/stateK)."""
+
+    index: int
+    name: str
+    #: Exit latency in microseconds.
+    latency: int
+    disabled: str
+
+
+def governor_path(cpu: int) -> str:
+    return f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"
+
+
+def idle_state_path(cpu: int, index: int) -> str:
+    return f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{index}/disable"
+
+
+@dataclass(frozen=True)
 class IsolationFacts:
     """Host facts the report does not carry, read once per plan (`read_facts`)."""
 
@@ -72,8 +92,10 @@ class IsolationFacts:
     workqueue_mask: str | None = None
     #: The irqbalance configuration file that exists (path, content), else None.
     irqbalance_config: tuple[str, str] | None = None
-    #: The running kernel's command line.
-    cmdline: str = ""
+    #: CPU -> (its scaling_governor, the governors it offers); CPUs without cpufreq absent.
+    governors: Mapping[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: CPU -> its idle states, in order (CPUs without cpuidle absent).
+    idle_states: Mapping[int, tuple[IdleState, ...]] = field(default_factory=dict)
 
 
 def format_mask(ids: frozenset[int] | set[int], like: str) -> str:
@@ -132,7 +154,8 @@ def _mask(step_id: str, path: str, text: str | None, part: Partition, why: str,
                  format_mask(_moved(now, part), text), f"{why} ({cpulist.format_ids(now)})")
 
 
-def _kernel_noise(part: Partition, host: HostReport, facts: IsolationFacts, out: Out) -> None:
+def _kernel_noise(settings: CpuSettings, part: Partition, host: HostReport,
+                  facts: IsolationFacts, out: Out) -> None:
     balancing = host.cpu_isolation.numa_balancing
     if balancing not in (None, 0):
         out.step("sysfs", "kernel/numa_balancing", FEATURE, NUMA_BALANCING, str(balancing), "0",
@@ -140,6 +163,10 @@ def _kernel_noise(part: Partition, host: HostReport, facts: IsolationFacts, out:
                  "pages to sample them, as numad does")
     _mask("workqueue/cpumask", WORKQUEUE_CPUMASK, facts.workqueue_mask, part,
           "unbound workqueues run on the isolated CPUs", out)
+    if settings.governor is not None:
+        _governor(settings.governor, part, facts, out)
+    if settings.max_idle_latency_microseconds is not None:
+        _idle(settings.max_idle_latency_microseconds, part, facts, out)
     noisy = [group for group in host.cpu_isolation.kernel_threads
              if cpulist.parse(group.affinity) & part.isolated]
     if noisy:
@@ -150,6 +177,38 @@ def _kernel_noise(part: Partition, host: HostReport, facts: IsolationFacts, out:
             f"{part.isolated_list}; kvtune does not set thread affinities live: nohz_full "
             "(bootIsolation) confines them to the housekeeping CPUs from the next boot, or "
             f"run `taskset -pc {part.housekeeping_list} <pid>` for each"))
+
+
+def _governor(want: str, part: Partition, facts: IsolationFacts, out: Out) -> None:
+    cpus = sorted(part.isolated & set(facts.governors))
+    if not cpus:
+        out.warn(FEATURE, "NoCpuFrequencyScaling", (
+            f"spec.cpu.governor is {want}, but the isolated CPUs have no cpufreq "
+            "(/sys/devices/system/cpu/cpuN/cpufreq): the firmware or the hypervisor sets their "
+            "clock; nothing to set"))
+        return
+    lacking = [cpu for cpu in cpus if want not in facts.governors[cpu][1]]
+    if lacking:
+        offered = " ".join(facts.governors[lacking[0]][1]) or "none"
+        out.error(FEATURE, "GovernorUnavailable", (
+            f"spec.cpu.governor is {want}, but CPUs {cpulist.format_ids(lacking)} offer "
+            f"{offered} (scaling_available_governors); choose one of those, or load the "
+            f"cpufreq_{want} module"))
+    for cpu in cpus:
+        now = facts.governors[cpu][0]
+        if cpu not in lacking and now != want:
+            out.step("sysfs", f"cpufreq/cpu{cpu}", FEATURE, governor_path(cpu), now, want,
+                     f"spec.cpu.governor is {want} for the isolated CPUs")
+
+
+def _idle(limit: int, part: Partition, facts: IsolationFacts, out: Out) -> None:
+    for cpu in sorted(part.isolated & set(facts.idle_states)):
+        for state in facts.idle_states[cpu]:
+            if state.latency > limit and state.disabled != "1":
+                out.step("sysfs", f"cpuidle/cpu{cpu}/state{state.index}", FEATURE,
+                         idle_state_path(cpu, state.index), state.disabled, "1",
+                         f"idle state {state.name} of isolated CPU {cpu} takes {state.latency} "
+                         f"us to leave, more than spec.cpu.maxIdleLatencyMicroseconds {limit}")
 
 
 def _with_ban(content: str, part: Partition) -> str:
@@ -266,6 +325,6 @@ def plan(settings: CpuSettings, host: HostReport, facts: IsolationFacts, out: Ou
             irqs.flush()
     if settings.kernel_noise != "Unmanaged":
         noise = out if settings.kernel_noise == "Enforce" else _Reported(out, "kernelNoise")
-        _kernel_noise(part, host, facts, noise)
+        _kernel_noise(settings, part, host, facts, noise)
         if isinstance(noise, _Reported):
             noise.flush()
