@@ -194,6 +194,13 @@ class CpuSettings(BaseModel):
         ),
     )
 
+    def turns_ple_off(self) -> bool:
+        """CPU isolation turns Pause-Loop Exiting off (bootIsolation, staged or reported): VMs
+        never share CPUs here and the profile does not require PLE. The PLE check takes PLE
+        found off on such a node for what the profile asked."""
+        return (self.partition is not None and self.boot_isolation != "Unmanaged"
+                and not self.allow_overcommit and self.ple != "Required")
+
 
 class NumaSettings(BaseModel):
     """Keeping each VM on one NUMA node."""

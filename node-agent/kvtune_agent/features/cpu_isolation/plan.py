@@ -271,7 +271,7 @@ def boot_words(settings: CpuSettings, part: Partition, ple: PleReport) -> dict[s
     }
     # With dedicated CPUs a spinning vCPU has its CPU to itself: a pause exit only adds an exit
     # and a reschedule (TuneD's realtime-virtual-host). Never where PLE is Required.
-    if not settings.allow_overcommit and settings.ple != "Required":
+    if settings.turns_ple_off():
         if ple.module == "kvm_intel" and ple.supported != "No":
             words["kvm_intel.ple_gap"] = "0"
         elif ple.module == "kvm_amd" and ple.supported != "No":
