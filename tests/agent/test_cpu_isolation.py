@@ -41,7 +41,8 @@ def _host(root: Path) -> HostTree:
 def _plan(tree: HostTree, **cpu: t.Any) -> Plan:
     fs = tree.fs()
     out = _Draft()
-    isolation_plan(CpuSettings.model_validate(cpu), probe_host(fs), read_facts(fs), out)
+    host = probe_host(fs)
+    isolation_plan(CpuSettings.model_validate(cpu), host, read_facts(fs, host), out)
     return Plan(tuple(out.steps), tuple(out.findings))
 
 
@@ -166,13 +167,16 @@ def test_a_mask_is_written_as_wide_as_the_kernel_prints_it(
 # -- irqbalance ------------------------------------------------------------------------------
 
 
-def _irqbalance(tree: HostTree, *, running: bool = True, config: str | None = "") -> HostTree:
+def _irqbalance(tree: HostTree, *, running: bool = True, config: str | None = "",
+                environment: str = "/etc/default/irqbalance") -> HostTree:
     tree.systemctl().unit("irqbalance.service", wanted_by=["multi-user.target"])
+    unit = tree.root / "usr/lib/systemd/system/irqbalance.service"
+    unit.write_text(f"[Service]\nEnvironmentFile=-{environment}\nExecStart=/usr/sbin/irqbalance\n")
     if running:
         tree.process(700, "irqbalance", "/usr/sbin/irqbalance", "--foreground")
     if config is not None:
-        (tree.root / "etc/default").mkdir(parents=True, exist_ok=True)
-        (tree.root / "etc/default/irqbalance").write_text(config)
+        (tree.root / environment.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tree.root / environment.lstrip("/")).write_text(config)
     return tree
 
 
@@ -195,6 +199,27 @@ def test_irqbalance_stopped_for_its_ban_is_started_at_the_next_cycle(tmp_path: P
 
     assert "irqbalance/config" not in steps
     assert steps["irqbalance"] == ("enabled,inactive", "enabled,active")
+
+
+def test_irqbalances_file_is_the_one_its_unit_reads(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path), config=None, environment="/etc/sysconfig/irqbalance")
+    (tmp_path / "etc/default").mkdir(parents=True)
+
+    current, desired = _steps(_plan(tree, **ONE_CORE))["irqbalance/config"]
+
+    step = next(s for s in _plan(tree, **ONE_CORE).steps if s.planned.id == "irqbalance/config")
+    assert step.planned.path == "/etc/sysconfig/irqbalance"
+    assert current == "" and "IRQBALANCE_BANNED_CPULIST=1-3,5-7" in desired
+
+
+def test_an_unreadable_irqbalance_file_is_not_overwritten(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path), config=None)
+    (tmp_path / "etc/default/irqbalance").mkdir(parents=True)  # there, but not a regular file
+
+    found = _plan(tree, **ONE_CORE)
+
+    assert "irqbalance/config" not in _steps(found)
+    assert "IrqbalanceConfigUnreadable" in _reasons(found)
 
 
 def test_irqbalance_stop_disables_it(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def _targets() -> dict[str, str]:
 
 def _plan(fs: RecordingFS) -> Plan:
     out = _Draft()
-    isolation_plan(SETTINGS, probe_host(fs), read_facts(fs), out)
+    host = probe_host(fs)
+    isolation_plan(SETTINGS, host, read_facts(fs, host), out)
     return Plan(tuple(out.steps), tuple(out.findings))
 
 

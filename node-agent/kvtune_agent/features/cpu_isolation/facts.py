@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from kvtune_api.v1alpha1.host import HostReport
+
 from ...hostfs import HostFS
 from ...probe import cpulist
 from ...probe.isolation import (
@@ -25,17 +27,29 @@ IRQ_DEBUGFS = "/sys/kernel/debug/irq/irqs"
 MANAGED_FLAG = "IRQD_AFFINITY_MANAGED"
 
 
-def read_facts(fs: HostFS) -> IsolationFacts:
+def read_facts(fs: HostFS, host: HostReport) -> IsolationFacts:
     irqs = {irq: frozenset(cpus) for irq, cpus in irq_affinities(fs).items()}
     managed = frozenset(irq for irq in irqs
                         if MANAGED_FLAG in (fs.read_text(f"{IRQ_DEBUGFS}/{irq}") or ""))
-    config = next(((path, fs.read_file(path) or "") for path in IRQBALANCE_CONFIGS
-                   if fs.has_file(path)), None)
     online = sorted(cpulist.read(fs, f"{CPUS}/online") or ())
     return IsolationFacts(
         irqs=irqs, managed=managed, default_mask=fs.read_value(DEFAULT_IRQ_AFFINITY),
-        workqueue_mask=fs.read_value(WORKQUEUE_CPUMASK), irqbalance_config=config,
+        workqueue_mask=fs.read_value(WORKQUEUE_CPUMASK),
+        irqbalance_config=_irqbalance_config(fs, host.cpu_isolation.irqbalance.unit_path),
         governors=_governors(fs, online), idle_states=_idle_states(fs, online))
+
+
+def _irqbalance_config(fs: HostFS, unit: str | None) -> tuple[str, str | None]:
+    """The file irqbalance's unit reads its settings from (its EnvironmentFile under /etc, else
+    the distribution's: Debian's /etc/default, Red Hat's /etc/sysconfig) and what it holds: ""
+    for a file not there yet, None for one that cannot be read."""
+    named = [line.partition("=")[2].strip().lstrip("-")
+             for line in (fs.read_file(unit) or "" if unit else "").splitlines()
+             if line.strip().startswith("EnvironmentFile=")]
+    path = next((p for p in named if p.startswith("/etc/") and ".." not in p), None) or next(
+        (p for p in IRQBALANCE_CONFIGS if fs.has_file(p)), None) or next(
+        (p for p in IRQBALANCE_CONFIGS if fs.is_dir(p.rsplit("/", 1)[0])), IRQBALANCE_CONFIGS[0])
+    return path, fs.read_file(path) if fs.has_file(path) else ""
 
 
 def _governors(fs: HostFS, online: list[int]) -> dict[int, tuple[str, tuple[str, ...]]]:

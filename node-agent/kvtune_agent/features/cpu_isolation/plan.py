@@ -90,8 +90,8 @@ class IsolationFacts:
     #: The raw text of /proc/irq/default_smp_affinity and the workqueue cpumask (None: absent).
     default_mask: str | None = None
     workqueue_mask: str | None = None
-    #: The irqbalance configuration file that exists (path, content), else None.
-    irqbalance_config: tuple[str, str] | None = None
+    #: irqbalance's configuration file and what it holds ("": not there yet; None: unreadable).
+    irqbalance_config: tuple[str, str | None] = (IRQBALANCE_CONFIGS[0], "")
     #: CPU -> (its scaling_governor, the governors it offers); CPUs without cpufreq absent.
     governors: Mapping[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     #: CPU -> its idle states, in order (CPUs without cpuidle absent).
@@ -244,7 +244,13 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
             out.step("unit", "irqbalance", FEATURE, IRQBALANCE_UNIT, str(now), str(want),
                      "cpu.irqbalance is Stop: irqbalance would move IRQs onto isolated CPUs")
         return
-    path, content = facts.irqbalance_config or (IRQBALANCE_CONFIGS[0], "")
+    path, content = facts.irqbalance_config
+    if content is None:
+        out.error(FEATURE, "IrqbalanceConfigUnreadable", (
+            f"{path} cannot be read (a regular file of at most 1 MiB is expected), so the "
+            "isolated CPUs cannot be banned there without losing what it holds; fix it, or set "
+            "cpu.irqbalance to Stop"))
+        return
     wanted = _with_ban(content, part)
     if wanted != content:
         out.step("file", "irqbalance/config", FEATURE, path, content, wanted,
