@@ -183,22 +183,25 @@ def _irqbalance(tree: HostTree, *, running: bool = True, config: str | None = ""
 def test_irqbalance_gets_the_isolated_cpus_banned_and_is_restarted(tmp_path: Path) -> None:
     tree = _irqbalance(_host(tmp_path), config="#IRQBALANCE_ONESHOT=\nIRQBALANCE_ARGS=-x\n")
 
-    steps = _steps(_plan(tree, **ONE_CORE))
+    found = _plan(tree, **ONE_CORE)
 
+    steps = _steps(found)
     _, desired = steps["irqbalance/config"]
     assert desired == ("#IRQBALANCE_ONESHOT=\nIRQBALANCE_ARGS=-x\n"
                        "IRQBALANCE_BANNED_CPULIST=1-3,5-7\nIRQBALANCE_BANNED_CPUS=000000ee\n")
-    assert steps["irqbalance"] == ("enabled,active", "enabled,inactive")
+    ids = [s.planned.id for s in found.steps]
+    assert ids.index("irqbalance/config") < ids.index("irqbalance/stop") < ids.index(
+        "irqbalance/start"), "the file first, then the restart"
+    assert steps["irqbalance/stop"] == ("enabled,active", "enabled,inactive")
+    assert steps["irqbalance/start"] == ("enabled,inactive", "enabled,active")
 
 
-def test_irqbalance_stopped_for_its_ban_is_started_at_the_next_cycle(tmp_path: Path) -> None:
-    tree = _irqbalance(_host(tmp_path), running=False, config=(
+@pytest.mark.parametrize("running", [True, False])
+def test_irqbalance_with_its_ban_in_place_is_left_as_it_is(tmp_path: Path, running: bool) -> None:
+    tree = _irqbalance(_host(tmp_path), running=running, config=(
         "IRQBALANCE_BANNED_CPULIST=1-3,5-7\nIRQBALANCE_BANNED_CPUS=000000ee\n"))
 
-    steps = _steps(_plan(tree, **ONE_CORE))
-
-    assert "irqbalance/config" not in steps
-    assert steps["irqbalance"] == ("enabled,inactive", "enabled,active")
+    assert not [i for i in _steps(_plan(tree, **ONE_CORE)) if i.startswith("irqbalance")]
 
 
 def test_irqbalances_file_is_the_one_its_unit_reads(tmp_path: Path) -> None:
@@ -242,9 +245,11 @@ def test_irqbalance_ban_applied_then_reverted_leaves_its_file_and_unit_as_before
     results = {r.id: r for r in apply(_plan(tree, **ONE_CORE), fs, journal, tree.systemd(),
                                       LIVE, timeout=5)}
 
-    assert results["irqbalance/config"].result == "Applied"
-    assert results["irqbalance"].result == "Applied", results["irqbalance"]
+    assert {results[i].result for i in ("irqbalance/config", "irqbalance/stop",
+                                         "irqbalance/start")} == {"Applied"}, results
     assert "IRQBALANCE_BANNED_CPULIST=1-3,5-7" in _read(tmp_path, "/etc/default/irqbalance")
+    changes = [c for c in tree.systemctl_calls() if not c.startswith("is-")]
+    assert changes == ["stop irqbalance.service", "start irqbalance.service"]
     assert journal.revert(tree.systemd(), timeout=5)
     assert (tmp_path / "etc/default/irqbalance").read_text() == config
     assert tree.systemd().state("irqbalance.service", timeout=5).active

@@ -10,7 +10,7 @@ held before:
   its driver's to place: reported, never written; isolcpus=managed_irq keeps it off the isolated
   CPUs from the next boot;
 - irqbalance would move them back within 10 s: it is stopped, or its banned CPUs are set and it
-  is restarted (stopped in one cycle, started in the next once the ban is in its file);
+  is restarted (a stop and a start, after the file);
 - kernel noise (Live): kernel.numa_balancing 0, the unbound workqueue mask to housekeeping, and
   where the profile asks, the isolated CPUs' frequency governor and their deepest idle states;
   unbound kernel threads allowed on isolated CPUs are reported (the engine has no write for a
@@ -256,15 +256,13 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
         out.step("file", "irqbalance/config", FEATURE, path, content, wanted,
                  f"irqbalance must not place IRQs on the isolated CPUs {part.isolated_list}")
     if daemon.running and wanted != content:
-        # It reads the file only when it starts: stopped now, started once the ban is in place.
-        out.step("unit", "irqbalance", FEATURE, IRQBALANCE_UNIT, str(now),
-                 str(UnitState(enabled=now.enabled, active=False)),
-                 "irqbalance reads its banned CPUs only when it starts: stopped now, started "
-                 "at the next cycle with the new ban")
-    elif now.enabled and not daemon.running and wanted == content:
-        out.step("unit", "irqbalance", FEATURE, IRQBALANCE_UNIT, str(now),
-                 str(UnitState(enabled=True, active=True)),
-                 "irqbalance is enabled and its file bans the isolated CPUs: started again")
+        # It reads the file only when it starts: a restart, as a stop and a start applied in
+        # this order after the file (the journal keeps the state from before the stop).
+        stopped = UnitState(enabled=now.enabled, active=False)
+        out.step("unit", "irqbalance/stop", FEATURE, IRQBALANCE_UNIT, str(now), str(stopped),
+                 "irqbalance reads its banned CPUs only when it starts: restarted")
+        out.step("unit", "irqbalance/start", FEATURE, IRQBALANCE_UNIT, str(stopped), str(now),
+                 "irqbalance started again, with the isolated CPUs banned")
 
 
 def boot_words(settings: CpuSettings, part: Partition, ple: PleReport) -> dict[str, str]:
