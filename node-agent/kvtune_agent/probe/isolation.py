@@ -11,7 +11,8 @@ each kind of work may run in its own file:
 - automatic NUMA balancing: /proc/sys/kernel/numa_balancing;
 - kernel threads: those /proc/<pid>/stat flags as kernel threads (PF_KTHREAD) that the kernel
   lets move (no PF_NO_SETAFFINITY: per-CPU threads and workqueue rescuers have it), with their
-  Cpus_allowed_list from /proc/<pid>/status. They are grouped by affinity, as are IRQs, so the
+  Cpus_allowed_list from /proc/<pid>/status; threaded IRQ handlers (irq/N-name) follow their
+  IRQ and are left to it. They are grouped by affinity, as are IRQs, so the
   report stays small on hosts with thousands of either.
 Only reads; what could not be read is noted by HostFS and reported as a problem.
 """
@@ -110,7 +111,8 @@ def movable_kernel_threads(fs: HostFS, processes: ProcessTable) -> list[KernelTh
         allowed = _allowed(status or "")
         if flags is None or allowed is None or not flags & PF_KTHREAD:
             continue
-        if not flags & PF_NO_SETAFFINITY:
+        # A threaded IRQ handler (irq/N-name) follows its IRQ's affinity, moved with the IRQ.
+        if not flags & PF_NO_SETAFFINITY and not (process.comm or "").startswith("irq/"):
             found.append(KernelThread(process.pid, process.comm or "", frozenset(allowed)))
     return found
 
