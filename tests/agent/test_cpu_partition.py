@@ -16,7 +16,7 @@ from hosttree import (
     no_cpu_topology,
     without_numa,
 )
-from kvtune_agent.features.cpu_isolation.partition import Partition, PartitionRefused, partition
+from kvtune_agent.features.cpu_partition import Partition, PartitionRefused, partition
 from kvtune_agent.probe import probe_host
 from kvtune_api.v1alpha1.profile import CpuPartition
 

@@ -23,7 +23,7 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 from ...boot import STEP_ID
 from ...bootloader import BootFacts, split
 from ...plan import Finding, Plan, Step, stages_boot
-from .partition import PartitionRefused, partition
+from ..cpu_partition import PartitionRefused, partition
 from .plan import BOOT_KEYS, FEATURE, boot_words
 
 

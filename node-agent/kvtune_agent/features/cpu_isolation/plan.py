@@ -38,7 +38,7 @@ from ...probe.isolation import (
     irq_affinity_path,
 )
 from ...systemd import UnitState
-from .partition import Partition, PartitionRefused, partition
+from ..cpu_partition import Partition, PartitionRefused, partition
 
 FEATURE = "CPUIsolation"
 #: irqbalance's configuration, Debian's and Red Hat's; its unit reads it as an EnvironmentFile.

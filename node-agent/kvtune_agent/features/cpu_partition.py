@@ -1,5 +1,8 @@
 """The CPU partition of one node: housekeeping CPUs for the host, the rest isolated for VMs.
 
+A helper of several features (CPU isolation, the kubelet's reserved CPUs) and of `kvtune profile
+suggest`, not a feature itself, as memory_budget is for hugepages and the kubelet.
+
 A profile says what it wants once for many nodes (`spec.cpu.partition`): an explicit CPU list,
 or N whole cores per NUMA node. Each node's real topology (the probe's NUMA nodes and cores)
 turns that into two CPU sets, or into a refusal that names what does not fit, so that the node
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.profile import CpuPartition
 
-from ...probe import cpulist
+from ..probe import cpulist
 
 FIELD = "spec.cpu.partition"
 
