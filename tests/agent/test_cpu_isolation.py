@@ -227,6 +227,15 @@ def test_an_unreadable_irqbalance_file_is_not_overwritten(tmp_path: Path) -> Non
     assert "IrqbalanceConfigUnreadable" in _reasons(found)
 
 
+def test_irqbalance_left_unmanaged_while_it_runs_is_warned_of(tmp_path: Path) -> None:
+    tree = _irqbalance(_host(tmp_path))
+
+    found = _plan(tree, **ONE_CORE, irqbalance="Unmanaged")
+
+    assert not [i for i in _steps(found) if i.startswith("irqbalance")]
+    assert "IrqbalanceUnmanaged" in _reasons(found)
+
+
 def test_irqbalance_stop_disables_it(tmp_path: Path) -> None:
     tree = _irqbalance(_host(tmp_path))
 

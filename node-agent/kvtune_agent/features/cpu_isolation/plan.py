@@ -230,6 +230,12 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
     daemon = host.cpu_isolation.irqbalance
     installed = daemon.unit not in ("NotInstalled", "Masked")
     now = UnitState(enabled=daemon.unit == "Enabled", active=daemon.running)
+    if settings.irqbalance == "Unmanaged" and daemon.running:
+        out.warn(FEATURE, "IrqbalanceUnmanaged", (
+            "irqbalance runs and spec.cpu.irqbalance is Unmanaged: every 10 s it may move IRQs "
+            f"back onto the isolated CPUs {part.isolated_list} that kvtune moves off them; ban "
+            "them in its configuration (IRQBALANCE_BANNED_CPULIST), or set cpu.irqbalance to "
+            "BanIsolated or Stop"))
     if settings.irqbalance == "Unmanaged" or (not daemon.running and not installed):
         return
     if daemon.running and not installed:
