@@ -34,8 +34,6 @@ from kvtune_api.v1alpha1.host import (
 
 from ..hostfs import HostFS, ProcessTable
 from . import cpulist, daemon
-from .memory import NODES, node_ids
-from .numa import CPUS, _sibling_files
 
 IRQS = "/proc/irq"
 DEFAULT_IRQ_AFFINITY = f"{IRQS}/default_smp_affinity"
@@ -45,6 +43,8 @@ NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
 PF_KTHREAD = 0x00200000
 PF_NO_SETAFFINITY = 0x04000000
 _IRQ_DIR = re.compile(r"[0-9]{1,6}")
+_NODE_LINK = re.compile(r"node([0-9]{1,4})")
+CPUS = "/sys/devices/system/cpu"
 
 
 def irq_affinity_path(irq: int) -> str:
@@ -117,20 +117,30 @@ def movable_kernel_threads(fs: HostFS, processes: ProcessTable) -> list[KernelTh
     return found
 
 
+def _siblings(fs: HostFS, cpu: int) -> set[int] | None:
+    """The CPUs of `cpu`'s core: core_cpus_list (5.4 on), else the older thread_siblings_list,
+    or either's mask on kernels without the lists."""
+    top = f"{CPUS}/cpu{cpu}/topology"
+    for name in ("core_cpus", "thread_siblings"):
+        found = cpulist.read_either(fs, f"{top}/{name}_list", f"{top}/{name}")
+        if found is not None:
+            return found
+    return None
+
+
+def _node(fs: HostFS, cpu: int) -> int | None:
+    """The NUMA node the kernel links in the CPU's directory (cpuN/nodeM); None without NUMA."""
+    found = (_NODE_LINK.fullmatch(name) for name in fs.list_dir(f"{CPUS}/cpu{cpu}"))
+    return next((int(match.group(1)) for match in found if match), None)
+
+
 def _cores(fs: HostFS, online: set[int]) -> list[CpuCore]:
-    node_of: dict[int, int] = {}
-    for node in node_ids(fs):
-        base = f"{NODES}/node{node}"
-        for cpu in cpulist.read_either(fs, f"{base}/cpulist", f"{base}/cpumap") or ():
-            node_of.setdefault(cpu, node)
-    list_name, mask_name = _sibling_files(fs, min(online)) if online else ("", "")
     cores: dict[frozenset[int], None] = {}
     for cpu in sorted(online):
-        base = f"{CPUS}/cpu{cpu}/topology"
-        siblings = cpulist.read_either(fs, f"{base}/{list_name}", f"{base}/{mask_name}")
+        siblings = _siblings(fs, cpu)
         if siblings is not None and cpu in siblings:
             cores.setdefault(frozenset(siblings & online))
-    return [CpuCore(cpus=cpulist.format_ids(core), node=node_of.get(min(core)))
+    return [CpuCore(cpus=cpulist.format_ids(core), node=_node(fs, min(core)))
             for core in sorted(cores, key=min)]
 
 
