@@ -12,20 +12,20 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.cycle import OrphanRevert, revert_orphaned, run_cycle
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.journal import JOURNAL_PATH, Journal
-from kvtune_agent.plan import NodeMeta
-from kvtune_agent.status import REVERTED
+from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
+from kvtune_agent.engine.status import REVERTED
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import OrphanRevert, revert_orphaned, run_cycle
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.agent import StoredState
+from support.hosttree import HostTree, KernelFS
 
 from .audit.builders import launcher
 from .specs import busy_host, busy_spec, node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -450,7 +450,7 @@ class StuckFS(KernelFS):
 def test_a_probe_stuck_in_a_read_is_reported_with_its_path_and_not_started_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("kvtune_agent.cycle.PROBE_SECONDS", 1.0)
+    monkeypatch.setattr("kvtune_agent.engine.cycle.PROBE_SECONDS", 1.0)
     tree = busy_host(tmp_path).ksm(1)
     spec = busy_spec()
     settled = _cycle(tree, spec)

@@ -6,8 +6,9 @@ import datetime
 import typing as t
 
 import pytest
-from kvtune_agent.plan import Finding, Plan, Step
-from kvtune_agent.status import REVERTED, node_status
+from kvtune_agent.engine.status import REVERTED, node_status
+from kvtune_agent.features import FEATURES
+from kvtune_agent.features.base import Finding, Plan, Step
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.host import HostReport, NumaNode, NumaReport
 from kvtune_api.v1alpha1.nodestate import (
@@ -39,8 +40,8 @@ def _status(
     previous: HypervisorNodeStateStatus | None = None, now: datetime.datetime = T0,
     **kwargs: t.Any,
 ) -> HypervisorNodeStateStatus:
-    return node_status(spec, 7, HOST, plan, results, previous or HypervisorNodeStateStatus(),
-                       now, **kwargs)
+    return node_status(FEATURES, spec, 7, HOST, plan, results,
+                       previous or HypervisorNodeStateStatus(), now, **kwargs)
 
 
 def _condition(status: HypervisorNodeStateStatus, type_: str) -> cond.Condition:

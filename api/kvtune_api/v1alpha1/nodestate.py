@@ -13,9 +13,12 @@ from pydantic import Field
 
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, Opt, section
-from .host import MAX_NUMA_NODES, HostReport
+from .host import MAX_NUMA_NODES, CpuList, HostReport
 from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
 from .resource import CustomResource, Scope
+
+if t.TYPE_CHECKING:
+    from ..features import ConditionFeature
 
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
@@ -71,7 +74,11 @@ class PlannedStep(BaseModel):
     """One change to the host, computed by the agent's pure planner."""
 
     id: str = Field(description="Stable identifier, e.g. hugepages/node0/1Gi.")
-    feature: str = Field(description="Hugepages, KSM, Numad, THP, SRIOV, PLE, BlockDevices.")
+    # Typed for mypy only, a plain string on the wire (see Problem.feature).
+    if t.TYPE_CHECKING:
+        feature: ConditionFeature
+    else:
+        feature: str = Field(description="Hugepages, KSM, Numad, THP, SRIOV, PLE, BlockDevices.")
     path: str = Field(description="What is changed: a sysfs path, a unit or a file.")
     current: str = Field(description="Value now on the host.")
     desired: str = Field(description="Value to write.")
@@ -151,6 +158,15 @@ class IrqRetry(BaseModel):
     )
 
 
+class CpuPartitionStatus(BaseModel):
+    """The node's CPU partition: spec.host.cpu.partition cut from its own topology."""
+
+    housekeeping: CpuList = Field(
+        description="The housekeeping CPUs: the host's own work, the kubelet's reserved CPUs."
+    )
+    isolated: CpuList = Field(description="The isolated CPUs, left to VMs' dedicated vCPUs.")
+
+
 class ExposedLun(BaseModel):
     """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
 
@@ -216,6 +232,13 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=1,
         description="Kernel arguments the boot loader's tool (grubby, update-grub, "
         "grub2-mkconfig) failed to stage: tried again at growing intervals, not every cycle.",
+    )
+    cpu_partition: list[CpuPartitionStatus] = Field(
+        default_factory=list,
+        max_length=1,
+        description="The node's CPU partition, one entry where spec.host.cpu.partition is set "
+        "and can be made here (else empty; the CPUIsolation condition says why): what the "
+        "operator and the webhook read, as they cannot see the node's topology.",
     )
     irq_retries: list[IrqRetry] = Field(
         default_factory=list,

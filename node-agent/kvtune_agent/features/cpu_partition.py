@@ -26,13 +26,16 @@ A pure function of the profile field and the probe report.
 
 from __future__ import annotations
 
+import typing as t
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kvtune_api.v1alpha1.host import HostReport
-from kvtune_api.v1alpha1.profile import CpuPartition
 
-from ..probe import cpulist
+from ..host import cpulist
+
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.profile import CpuPartition
 
 FIELD = "spec.cpu.partition"
 

@@ -18,13 +18,15 @@ import typing as t
 from collections.abc import Mapping
 
 from kvtune_api.v1alpha1.host import HostReport
-from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, PlannedStep
 
-from ...boot import STEP_ID
-from ...bootloader import BootFacts, split
-from ...plan import Finding, Plan, Step, stages_boot
+from ...host.bootloader import BOOT_STEP as STEP_ID
+from ...host.bootloader import BootFacts, split
+from ..base import Finding, Plan, Step, stages_boot
 from ..cpu_partition import PartitionRefused, partition
-from .plan import BOOT_KEYS, FEATURE, boot_words
+from .plan import BOOT_KEYS, CONDITION, boot_words
+
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
 
 
 def _key(word: str) -> str:
@@ -71,7 +73,7 @@ def _wanted(spec: HypervisorNodeStateSpec, host: HostReport) -> dict[str, str] |
 
 def _add(found: Plan, severity: t.Literal["Error", "Pending", "Warning"], reason: str,
          message: str) -> Plan:
-    finding = Finding(FEATURE, severity, reason, message)
+    finding = Finding(CONDITION, severity, reason, message)
     return dataclasses.replace(found, findings=(*found.findings, finding))
 
 
@@ -117,13 +119,15 @@ def stage(found: Plan, spec: HypervisorNodeStateSpec, host: HostReport, facts: B
         return _not_staged(found, spec, facts, shown, desired)
     why = (f"CPU isolation: {shown}" if wanted else
            "spec.host.cpu no longer isolates CPUs: kvtune's arguments go back to the journal's")
+    from kvtune_api.v1alpha1.nodestate import PlannedStep  # not for `kvtune probe`
+
     if existing is not None:
         step = Step("bootargs", existing.planned.model_copy(update={
             "desired": desired, "reason": f"{existing.planned.reason}; {why}"}))
         steps = tuple(step if s is existing else s for s in found.steps)
         return dataclasses.replace(found, steps=steps)
     return dataclasses.replace(found, steps=(*found.steps, Step("bootargs", PlannedStep(
-        id=STEP_ID, feature=FEATURE, path=loader.target, current=facts.staged, desired=desired,
+        id=STEP_ID, feature=CONDITION, path=loader.target, current=facts.staged, desired=desired,
         disruption="NeedsReboot", reason=f"{why}, through {loader.describe()}"))))
 
 

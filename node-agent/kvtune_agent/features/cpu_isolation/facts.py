@@ -10,14 +10,15 @@ import re
 
 from kvtune_api.v1alpha1.host import HostReport
 
-from ...hostfs import HostFS
-from ...probe import cpulist
-from ...probe.isolation import (
+from ...host import cpulist
+from ...host.hostfs import HostFS
+from .plan import IRQBALANCE_CONFIGS, IdleState, IsolationFacts, governor_path
+from .probe import (
     DEFAULT_IRQ_AFFINITY,
     WORKQUEUE_CPUMASK,
     irq_affinities,
+    irq_affinity_path,
 )
-from .plan import IRQBALANCE_CONFIGS, IdleState, IsolationFacts, governor_path
 
 CPUS = "/sys/devices/system/cpu"
 _STATE = re.compile(r"state([0-9]{1,2})")
@@ -29,8 +30,10 @@ MANAGED_FLAG = "IRQD_AFFINITY_MANAGED"
 
 def read_facts(fs: HostFS, host: HostReport) -> IsolationFacts:
     irqs = {irq: frozenset(cpus) for irq, cpus in irq_affinities(fs).items()}
-    managed = frozenset(irq for irq in irqs
-                        if MANAGED_FLAG in (fs.read_text(f"{IRQ_DEBUGFS}/{irq}") or ""))
+    # Since 6.12 the kernel makes the file of an IRQ userspace may not move read-only; before,
+    # debugfs (where mounted) tells a managed one.
+    managed = frozenset(irq for irq in irqs if fs.read_only(irq_affinity_path(irq))
+                        or MANAGED_FLAG in (fs.read_text(f"{IRQ_DEBUGFS}/{irq}") or ""))
     online = sorted(cpulist.read(fs, f"{CPUS}/online") or ())
     return IsolationFacts(
         irqs=irqs, managed=managed, default_mask=fs.read_value(DEFAULT_IRQ_AFFINITY),

@@ -27,20 +27,24 @@ import typing as t
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kvtune_api.features import ConditionFeature
 from kvtune_api.v1alpha1.host import HostReport, PleReport
-from kvtune_api.v1alpha1.profile import CpuSettings
 
-from ...probe import cpulist
-from ...probe.isolation import (
+from ...host import cpulist
+from ...host.systemd import UnitState
+from ..base import Draft
+from ..cpu_partition import Partition, PartitionRefused, partition
+from .probe import (
     DEFAULT_IRQ_AFFINITY,
     NUMA_BALANCING,
     WORKQUEUE_CPUMASK,
     irq_affinity_path,
 )
-from ...systemd import UnitState
-from ..cpu_partition import Partition, PartitionRefused, partition
 
-FEATURE = "CPUIsolation"
+if t.TYPE_CHECKING:
+    from kvtune_api.v1alpha1.profile import CpuSettings
+
+CONDITION: t.Final[ConditionFeature] = "CPUIsolation"
 #: irqbalance's configuration, Debian's and Red Hat's; its unit reads it as an EnvironmentFile.
 IRQBALANCE_CONFIGS = ("/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
 IRQBALANCE_UNIT = "irqbalance.service"
@@ -117,14 +121,14 @@ def _moved(allowed: frozenset[int], part: Partition) -> frozenset[int]:
 
 def _irqs(part: Partition, host: HostReport, facts: IsolationFacts, out: Out) -> None:
     if host.cpu_isolation.irqs_unknown:
-        out.error(FEATURE, "IrqsUnknown", (
+        out.error(CONDITION, "IrqsUnknown", (
             f"{DEFAULT_IRQ_AFFINITY} cannot be read, so where IRQs run is unknown and none is "
             "moved; check that the agent sees the host's /proc"))
         return
     managed = sorted(irq for irq, cpus in facts.irqs.items()
                      if irq in facts.managed and cpus & part.isolated)
     if managed:
-        out.warn(FEATURE, "ManagedIrqsOnIsolatedCpus", (
+        out.warn(CONDITION, "ManagedIrqsOnIsolatedCpus", (
             f"IRQs {cpulist.format_ids(managed)} are managed by their drivers (the kernel "
             "refuses to move them) and may run on isolated CPUs; bootIsolation's "
             "isolcpus=managed_irq keeps them off from the next boot"))
@@ -132,7 +136,7 @@ def _irqs(part: Partition, host: HostReport, facts: IsolationFacts, out: Out) ->
         if irq in facts.managed or not allowed & part.isolated:
             continue
         noisy = cpulist.format_ids(allowed & part.isolated)
-        out.step("sysfs", f"irq/{irq}", FEATURE, irq_affinity_path(irq),
+        out.step("sysfs", f"irq/{irq}", CONDITION, irq_affinity_path(irq),
                  cpulist.format_ids(allowed), cpulist.format_ids(_moved(allowed, part)),
                  f"IRQ {irq} may run on isolated CPUs {noisy}")
     _mask("irq/default", DEFAULT_IRQ_AFFINITY, facts.default_mask, part,
@@ -146,11 +150,11 @@ def _mask(step_id: str, path: str, text: str | None, part: Partition, why: str,
     try:
         now = frozenset(cpulist.parse_mask(text))
     except ValueError:
-        out.error(FEATURE, "CpuMaskUnreadable", (
+        out.error(CONDITION, "CpuMaskUnreadable", (
             f"{path} holds {text[:40]!r}, not a CPU mask; it is left as it is"))
         return
     if now & part.isolated:
-        out.step("sysfs", step_id, FEATURE, path, text.strip(),
+        out.step("sysfs", step_id, CONDITION, path, text.strip(),
                  format_mask(_moved(now, part), text), f"{why} ({cpulist.format_ids(now)})")
 
 
@@ -158,7 +162,7 @@ def _kernel_noise(settings: CpuSettings, part: Partition, host: HostReport,
                   facts: IsolationFacts, out: Out) -> None:
     balancing = host.cpu_isolation.numa_balancing
     if balancing not in (None, 0):
-        out.step("sysfs", "kernel/numa_balancing", FEATURE, NUMA_BALANCING, str(balancing), "0",
+        out.step("sysfs", "kernel/numa_balancing", CONDITION, NUMA_BALANCING, str(balancing), "0",
                  "automatic NUMA balancing migrates pinned guests' memory and unmaps their "
                  "pages to sample them, as numad does")
     _mask("workqueue/cpumask", WORKQUEUE_CPUMASK, facts.workqueue_mask, part,
@@ -172,7 +176,7 @@ def _kernel_noise(settings: CpuSettings, part: Partition, host: HostReport,
     if noisy:
         count = sum(group.count for group in noisy)
         names = ", ".join(name for group in noisy for name in group.examples)
-        out.warn(FEATURE, "KernelThreadsOnIsolatedCpus", (
+        out.warn(CONDITION, "KernelThreadsOnIsolatedCpus", (
             f"{count} unbound kernel threads (e.g. {names}) may run on isolated CPUs "
             f"{part.isolated_list}; kvtune does not set thread affinities live: nohz_full "
             "(bootIsolation) confines them to the housekeeping CPUs from the next boot, or "
@@ -182,7 +186,7 @@ def _kernel_noise(settings: CpuSettings, part: Partition, host: HostReport,
 def _governor(want: str, part: Partition, facts: IsolationFacts, out: Out) -> None:
     cpus = sorted(part.isolated & set(facts.governors))
     if not cpus:
-        out.warn(FEATURE, "NoCpuFrequencyScaling", (
+        out.warn(CONDITION, "NoCpuFrequencyScaling", (
             f"spec.cpu.governor is {want}, but the isolated CPUs have no cpufreq "
             "(/sys/devices/system/cpu/cpuN/cpufreq): the firmware or the hypervisor sets their "
             "clock; nothing to set"))
@@ -190,14 +194,14 @@ def _governor(want: str, part: Partition, facts: IsolationFacts, out: Out) -> No
     lacking = [cpu for cpu in cpus if want not in facts.governors[cpu][1]]
     if lacking:
         offered = " ".join(facts.governors[lacking[0]][1]) or "none"
-        out.error(FEATURE, "GovernorUnavailable", (
+        out.error(CONDITION, "GovernorUnavailable", (
             f"spec.cpu.governor is {want}, but CPUs {cpulist.format_ids(lacking)} offer "
             f"{offered} (scaling_available_governors); choose one of those, or load the "
             f"cpufreq_{want} module"))
     for cpu in cpus:
         now = facts.governors[cpu][0]
         if cpu not in lacking and now != want:
-            out.step("sysfs", f"cpufreq/cpu{cpu}", FEATURE, governor_path(cpu), now, want,
+            out.step("sysfs", f"cpufreq/cpu{cpu}", CONDITION, governor_path(cpu), now, want,
                      f"spec.cpu.governor is {want} for the isolated CPUs")
 
 
@@ -205,7 +209,7 @@ def _idle(limit: int, part: Partition, facts: IsolationFacts, out: Out) -> None:
     for cpu in sorted(part.isolated & set(facts.idle_states)):
         for state in facts.idle_states[cpu]:
             if state.latency > limit and state.disabled != "1":
-                out.step("sysfs", f"cpuidle/cpu{cpu}/state{state.index}", FEATURE,
+                out.step("sysfs", f"cpuidle/cpu{cpu}/state{state.index}", CONDITION,
                          idle_state_path(cpu, state.index), state.disabled, "1",
                          f"idle state {state.name} of isolated CPU {cpu} takes {state.latency} "
                          f"us to leave, more than spec.cpu.maxIdleLatencyMicroseconds {limit}")
@@ -231,7 +235,7 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
     installed = daemon.unit not in ("NotInstalled", "Masked")
     now = UnitState(enabled=daemon.unit == "Enabled", active=daemon.running)
     if settings.irqbalance == "Unmanaged" and daemon.running:
-        out.warn(FEATURE, "IrqbalanceUnmanaged", (
+        out.warn(CONDITION, "IrqbalanceUnmanaged", (
             "irqbalance runs and spec.cpu.irqbalance is Unmanaged: every 10 s it may move IRQs "
             f"back onto the isolated CPUs {part.isolated_list} that kvtune moves off them; ban "
             "them in its configuration (IRQBALANCE_BANNED_CPULIST), or set cpu.irqbalance to "
@@ -239,7 +243,7 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
     if settings.irqbalance == "Unmanaged" or (not daemon.running and not installed):
         return
     if daemon.running and not installed:
-        out.warn(FEATURE, "IrqbalanceWithoutUnit", (
+        out.warn(CONDITION, "IrqbalanceWithoutUnit", (
             f"irqbalance runs (pid {', '.join(map(str, daemon.pids))}) without a systemd "
             "unit, so kvtune cannot restart or stop it; it moves IRQs back onto isolated CPUs: "
             "stop it on the host"))
@@ -247,27 +251,27 @@ def _irqbalance(settings: CpuSettings, part: Partition, host: HostReport,
     if settings.irqbalance == "Stop":
         want = UnitState(enabled=False, active=False)
         if now != want:
-            out.step("unit", "irqbalance", FEATURE, IRQBALANCE_UNIT, str(now), str(want),
+            out.step("unit", "irqbalance", CONDITION, IRQBALANCE_UNIT, str(now), str(want),
                      "cpu.irqbalance is Stop: irqbalance would move IRQs onto isolated CPUs")
         return
     path, content = facts.irqbalance_config
     if content is None:
-        out.error(FEATURE, "IrqbalanceConfigUnreadable", (
+        out.error(CONDITION, "IrqbalanceConfigUnreadable", (
             f"{path} cannot be read (a regular file of at most 1 MiB is expected), so the "
             "isolated CPUs cannot be banned there without losing what it holds; fix it, or set "
             "cpu.irqbalance to Stop"))
         return
     wanted = _with_ban(content, part)
     if wanted != content:
-        out.step("file", "irqbalance/config", FEATURE, path, content, wanted,
+        out.step("file", "irqbalance/config", CONDITION, path, content, wanted,
                  f"irqbalance must not place IRQs on the isolated CPUs {part.isolated_list}")
     if daemon.running and wanted != content:
         # It reads the file only when it starts: a restart, as a stop and a start applied in
         # this order after the file (the journal keeps the state from before the stop).
         stopped = UnitState(enabled=now.enabled, active=False)
-        out.step("unit", "irqbalance/stop", FEATURE, IRQBALANCE_UNIT, str(now), str(stopped),
+        out.step("unit", "irqbalance/stop", CONDITION, IRQBALANCE_UNIT, str(now), str(stopped),
                  "irqbalance reads its banned CPUs only when it starts: restarted")
-        out.step("unit", "irqbalance/start", FEATURE, IRQBALANCE_UNIT, str(stopped), str(now),
+        out.step("unit", "irqbalance/start", CONDITION, IRQBALANCE_UNIT, str(stopped), str(now),
                  "irqbalance started again, with the isolated CPUs banned")
 
 
@@ -310,12 +314,12 @@ class _Reported:
         if self.steps:
             shown = "; ".join(self.steps[:5])
             more = f" and {len(self.steps) - 5} more" if len(self.steps) > 5 else ""
-            self.out.warn(FEATURE, "NotIsolated", (
+            self.out.warn(CONDITION, "NotIsolated", (
                 f"spec.cpu.{self.field_name} is Report, and {len(self.steps)} change(s) would "
                 f"isolate the CPUs: {shown}{more}; set it to Enforce to make them"))
 
 
-def plan(settings: CpuSettings, host: HostReport, facts: IsolationFacts, out: Out) -> None:
+def plan(settings: CpuSettings, host: HostReport, facts: IsolationFacts, out: Draft) -> None:
     """The steps and findings of CPU isolation; nothing without a partition (existing profiles
     keep their behaviour), and nothing but the refusal where the partition cannot be made."""
     if settings.partition is None:
@@ -323,10 +327,14 @@ def plan(settings: CpuSettings, host: HostReport, facts: IsolationFacts, out: Ou
     try:
         part = partition(settings.partition, host)
     except PartitionRefused as refused:
-        out.error(FEATURE, refused.reason, refused.message)
+        out.error(CONDITION, refused.reason, refused.message)
         return
+    from kvtune_api.v1alpha1.nodestate import CpuPartitionStatus  # not for `kvtune probe`
+
+    out.publish("cpu_partition", CpuPartitionStatus(
+        housekeeping=part.housekeeping_list, isolated=part.isolated_list))
     for warning in part.warnings:
-        out.warn(FEATURE, "CoresSplit", warning)
+        out.warn(CONDITION, "CoresSplit", warning)
     if settings.irqs != "Unmanaged":
         irqs = out if settings.irqs == "Enforce" else _Reported(out, "irqs")
         _irqs(part, host, facts, irqs)
