@@ -16,6 +16,7 @@ from kvtune_agent.features import FEATURES
 from kvtune_agent.features.base import NodeMeta, Plan
 from kvtune_agent.features.cpu_isolation.plan import format_mask
 from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.report import format_report
 from kvtune_agent.wiring import SEQUENCE, plan, probe_host, read_facts, run_cycle
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import (
@@ -405,3 +406,17 @@ def test_without_a_partition_the_condition_says_not_managed(tmp_path: Path) -> N
     assert condition is not None and (condition.status, condition.reason) == (
         "True", "NotManaged")
     assert status.cpu_partition == []
+
+
+def test_the_text_report_says_where_irqs_workqueues_and_kernel_threads_run(
+    tmp_path: Path,
+) -> None:
+    tree = _host(tmp_path)
+
+    text = format_report(probe_host(tree.fs()))
+
+    section = text[text.index("CPU ISOLATION"):]
+    for line in ("IRQs:                   1 on CPUs 0-7 (24)", "new IRQs on:            0-7",
+                 "workqueues on:          0-7", "NUMA balancing:         on (1)",
+                 "kernel threads:         2 on 0-7"):
+        assert line in section, section

@@ -18,7 +18,8 @@ from kvtune_api.v1alpha1.host import CpuIsolationReport, HostReport, Problem
 from ...host import bootloader, cpulist
 from ...host.hostfs import HostFS, ProcessTable
 from ..base import Backoff, Draft, Feature, Finding, Plan, PlanInputs
-from . import boot, probe
+from ..page import Page
+from . import boot, probe, text
 from .facts import read_facts
 from .plan import CONDITION, IsolationFacts
 from .plan import plan as plan_isolation
@@ -91,6 +92,9 @@ class CpuIsolation(Feature[CpuIsolationReport, IsolationFacts]):
             return plan
         return boot.stage(plan, inputs.spec, inputs.host,
                           bootloader.read_facts(fs, timeout=timeout), journaled)
+
+    def report(self, page: Page, report: HostReport) -> None:
+        text.section(page, report)
 
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         if spec.host.cpu.partition is None:
