@@ -420,3 +420,22 @@ def test_the_text_report_says_where_irqs_workqueues_and_kernel_threads_run(
                  "workqueues on:          0-7", "NUMA balancing:         on (1)",
                  "kernel threads:         2 on 0-7"):
         assert line in section, section
+
+
+def test_an_irq_the_kernel_refuses_is_asked_again_only_after_a_wait(tmp_path: Path) -> None:
+    tree = _host(tmp_path)
+    irq = "/proc/irq/24/smp_affinity_list"
+    # A managed IRQ on a kernel whose file does not say so (before 6.12) and no debugfs.
+    fs = tree.kernel(refuse={irq: errno.EIO})
+
+    first = _cycle(tree, node_spec(cpu=ONE_CORE), fs)
+    writes = len([w for w in fs.writes if w[0] == irq])
+    second = _cycle(tree, node_spec(cpu=ONE_CORE), fs, first)
+
+    [record] = first.irq_retries
+    assert (record.step, record.wanted, record.attempts) == ("irq/24", "0,4", 1)
+    assert "Input/output error" in record.error
+    assert len([w for w in fs.writes if w[0] == irq]) == writes, "not written again yet"
+    condition = cond.find(second.conditions, "CPUIsolation")
+    assert condition is not None and "refused to move IRQs 24 " in condition.message, condition
+    assert second.irq_retries == first.irq_retries
