@@ -13,7 +13,7 @@ import typing as t
 #: Features with a condition of their own in a HypervisorNodeState's status, in its order.
 ConditionFeature = t.Literal[
     "PLE", "NUMA", "Hugepages", "KSM", "Numad", "THP", "SRIOV", "Macvtap", "BlockDevices",
-    "Kubelet",
+    "Kubelet", "CPUIsolation",
 ]
 #: Names only the probe's findings use: the section a problem was found in ("Report": the
 #: report's own note that findings were left out).

@@ -61,6 +61,9 @@ def test_the_server_fills_in_the_schema_defaults(objects: client.CustomObjectsAp
     assert spec["rollout"] == {"maxUnavailable": 1, "allowDrain": False, "allowReboot": False,
                                "drainTimeoutSeconds": 600}
     assert spec["boot"] == {"settings": "Stage"}
+    assert spec["cpu"] == {"ple": "Preferred", "allowOvercommit": False, "irqs": "Enforce",
+                           "irqbalance": "BanIsolated", "kernelNoise": "Enforce",
+                           "bootIsolation": "Enforce"}, "no partition: the measures are inert"
     assert "vmi" not in spec, "absent optional sections must stay absent (no null defaults)"
 
 
@@ -327,6 +330,26 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("hugepages with every byte kept as headroom", {HP: {"hugepages": {
         "pages": [{"size": "2Mi", "count": 1}], "hostHeadroom": {"percent": 100}}}},
      "hostHeadroom.percent 100 keeps all memory from hugepages", False),
+    # CPU partition: one form, CPU lists as the kernel writes them, bounded counts.
+    ("partition with both forms", {"cpu": {"partition": {
+        "housekeepingCpus": "0-1", "housekeepingCoresPerNumaNode": 1}}},
+     "cpu.partition: set exactly one of housekeepingCpus", False),
+    ("partition with neither form", {"cpu": {"partition": {}}},
+     "cpu.partition: set exactly one of housekeepingCpus", False),
+    *[(f"housekeepingCpus {v!r}", {"cpu": {"partition": {"housekeepingCpus": v}}},
+       "a CPU list is CPU ids and ranges separated by commas", False)
+      for v in ("0-", "0,,1", "a-b", "0 1", "0-1,", "-1", "12345")],
+    ("housekeeping cores 0", {"cpu": {"partition": {"housekeepingCoresPerNumaNode": 0}}},
+     "housekeepingCoresPerNumaNode in body should be greater than or equal to 1", False),
+    ("housekeeping cores 65", {"cpu": {"partition": {"housekeepingCoresPerNumaNode": 65}}},
+     "housekeepingCoresPerNumaNode in body should be less than or equal to 64", False),
+    *[(f"governor {v!r}", {"cpu": {"governor": v}}, "a governor is a name from "
+       "scaling_available_governors", False) for v in ("Performance", "", "on demand", "x" * 17)],
+    ("idle latency negative", {"cpu": {"maxIdleLatencyMicroseconds": -1}},
+     "maxIdleLatencyMicroseconds in body should be greater than or equal to 0", False),
+    *[(f"{field} {v!r}", {"cpu": {field: v}}, f'spec.cpu.{field}: Unsupported value: "{v}"',
+       True) for field, v in (("irqs", "Off"), ("irqbalance", "Enforce"),
+                              ("kernelNoise", "On"), ("bootIsolation", "Stage"))],
     # Pattern errors name the form, not only a regular expression.
     ("PCI address in capitals", {"network": {"sriov": _sriov({"pciAddresses": ["0000:3B:00.0"]})}},
      "a PCI address is", False),

@@ -21,6 +21,7 @@ import typing as t
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from kvtune_agent.host.cpulist import format_ids
 from kvtune_agent.host.hostfs import HostFS
 from kvtune_agent.host.systemd import Systemd
 
@@ -54,6 +55,17 @@ def vf_address(pf: str, index: int) -> str:
     from 02 on its bus (0000:3b:00.0 -> 0000:3b:02.0, 0000:3b:02.1, ...)."""
     bus, _, _ = pf.rpartition(":")
     return f"{bus}:{2 + index // 8:02x}.{index % 8}"
+
+
+def kernel_mask(ids: Iterable[int], cpus: int) -> str:
+    """A cpumask as the kernel prints one for `cpus` possible CPUs (lib/vsprintf.c
+    bitmap_string): 32-bit chunks, most significant first, the first only as many hex digits as
+    its bits need (2 CPUs: "3"; 40 CPUs: "ff,ffffffff")."""
+    value = sum(1 << i for i in set(ids))
+    chunks = (cpus + 31) // 32
+    first = ((cpus - 1) % 32 + 1 + 3) // 4
+    words = [(value >> (32 * i)) & 0xFFFFFFFF for i in reversed(range(chunks))]
+    return ",".join(f"{word:0{first if i == 0 else 8}x}" for i, word in enumerate(words))
 
 
 class HostTree:
@@ -338,6 +350,65 @@ class HostTree:
         self.file(f"{base}/run", run).file(f"{base}/pages_shared", shared)
         return self.file(f"{base}/pages_sharing", sharing).file(
             f"{base}/merge_across_nodes", across)
+
+    # -- CPU isolation: IRQs, workqueues, NUMA balancing, kernel threads -------------------
+
+    def irq(
+        self, irq: int, affinity: Iterable[int], *, name: str = "", settable: bool = True
+    ) -> HostTree:
+        """/proc/irq/N with its smp_affinity_list (and, as the kernel has it, a directory per
+        handler when `name` is given); `settable=False`: read-only, as kernels since 6.12 make
+        it for an IRQ userspace may not move (a managed one)."""
+        self.file(f"/proc/irq/{irq}/smp_affinity_list", format_ids(affinity))
+        if not settable:
+            (self.root / f"proc/irq/{irq}/smp_affinity_list").chmod(0o444)
+        if name:
+            (self.root / f"proc/irq/{irq}/{name}").mkdir(parents=True, exist_ok=True)
+        return self
+
+    def irqs(
+        self, affinities: Mapping[int, Iterable[int]], *, default: Iterable[int], cpus: int
+    ) -> HostTree:
+        """/proc/irq: each IRQ's affinity, and default_smp_affinity as a mask as wide as the
+        kernel prints it for `cpus` possible CPUs (nr_cpu_ids)."""
+        for irq, affinity in affinities.items():
+            self.irq(irq, affinity)
+        return self.file("/proc/irq/default_smp_affinity", kernel_mask(default, cpus))
+
+    def workqueue(self, cpumask: Iterable[int], *, cpus: int) -> HostTree:
+        """/sys/devices/virtual/workqueue/cpumask, as wide as the kernel prints it."""
+        return self.file("/sys/devices/virtual/workqueue/cpumask", kernel_mask(cpumask, cpus))
+
+    def cpufreq(self, cpu: int, governor: str,
+                offered: Iterable[str] = ("performance", "powersave")) -> HostTree:
+        """A CPU's cpufreq policy: its scaling_governor and the governors it offers."""
+        base = f"/sys/devices/system/cpu/cpu{cpu}/cpufreq"
+        self.file(f"{base}/scaling_available_governors", " ".join(offered))
+        return self.file(f"{base}/scaling_governor", governor)
+
+    def idle_states(self, cpu: int, *states: tuple[str, int]) -> HostTree:
+        """A CPU's cpuidle states (name, exit latency in us), all enabled, in order."""
+        for index, (name, latency) in enumerate(states):
+            base = f"/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{index}"
+            self.file(f"{base}/name", name).file(f"{base}/latency", latency)
+            self.file(f"{base}/disable", 0)
+        return self
+
+    def numa_balancing(self, value: int) -> HostTree:
+        return self.file("/proc/sys/kernel/numa_balancing", value)
+
+    def kernel_thread(
+        self, pid: int, comm: str, affinity: Iterable[int], *, bound: bool = False
+    ) -> HostTree:
+        """A kernel thread: no command line, PF_KTHREAD in its stat flags, PF_NO_SETAFFINITY
+        too when `bound` (per-CPU threads, workqueue rescuers), and its Cpus_allowed_list."""
+        flags = 0x00208040 | (0x04000000 if bound else 0)
+        self.file(f"/proc/{pid}/comm", comm)
+        self.file(f"/proc/{pid}/cmdline", b"")
+        self.file(f"/proc/{pid}/stat", f"{pid} ({comm}) S 2 0 0 0 -1 {flags} 0 0 0 0 0 0")
+        return self.file(f"/proc/{pid}/status", (
+            f"Name:\t{comm}\nCpus_allowed:\t{kernel_mask(affinity, 64)}\n"
+            f"Cpus_allowed_list:\t{format_ids(affinity)}"))
 
     # -- processes and units ----------------------------------------------------------------
 

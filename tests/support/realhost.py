@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from kvtune_agent.host.hostfs import HostFS, setting
 
-#: The files this tier's tests may write, as globs: KSM, THP, every hugepage pool.
+#: The files this tier's tests may write, as globs: KSM, THP, every hugepage pool, and what CPU
+#: isolation moves (IRQ affinities, the workqueue mask, NUMA balancing).
 TUNABLES = (
     "/sys/kernel/mm/ksm/run",
     "/sys/kernel/mm/ksm/pages_to_scan",
@@ -23,6 +24,10 @@ TUNABLES = (
     "/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages",
     "/sys/kernel/mm/hugepages/hugepages-*/nr_overcommit_hugepages",
     "/sys/devices/system/node/node*/hugepages/hugepages-*/nr_hugepages",
+    "/proc/irq/*/smp_affinity_list",
+    "/proc/irq/default_smp_affinity",
+    "/sys/devices/virtual/workqueue/cpumask",
+    "/proc/sys/kernel/numa_balancing",
 )
 LOCK = "/run/lock/kvtune-realhost.lock"
 

@@ -693,6 +693,87 @@ class KubeletReport(BaseModel):
     )
 
 
+#: The most IRQs, and kernel threads, the report groups: far above any host's.
+MAX_IRQS = 65536
+#: Groups of one kind the report keeps: IRQs of one affinity, kernel threads of one affinity.
+MAX_GROUPS = 1024
+
+
+class CpuCore(BaseModel):
+    """One physical core: its online hardware threads, which share its execution units."""
+
+    cpus: CpuList = Field(
+        description="Its online CPUs (SMT siblings), from core_cpus_list or "
+        "thread_siblings_list."
+    )
+    node: Opt[int] = Field(
+        default=None, description="The NUMA node of its CPUs; absent where the host has none."
+    )
+
+
+class IrqGroup(BaseModel):
+    """The IRQs whose /proc/irq/N/smp_affinity_list is one CPU list."""
+
+    affinity: CpuList = Field(description="The CPUs these IRQs may be delivered to.")
+    irqs: CpuList = Field(description="The IRQ numbers, as a list of ids and ranges.")
+
+
+class KernelThreadGroup(BaseModel):
+    """Unbound kernel threads (neither per-CPU nor pinned by the kernel) of one affinity."""
+
+    affinity: CpuList = Field(description="Their Cpus_allowed_list.")
+    count: int = Field(ge=0, description="How many there are.")
+    examples: list[str] = Field(
+        default_factory=list, max_length=3, description="Up to 3 of their names (comm)."
+    )
+
+
+class CpuIsolationReport(BaseModel):
+    """What keeps work off CPUs that VMs hold: the core layout a partition is cut from, and
+    where IRQs, workqueues and kernel threads may run today."""
+
+    cores: list[CpuCore] = Field(
+        default_factory=list,
+        max_length=8192,
+        description="The physical cores of the online CPUs, by lowest CPU id; empty where the "
+        "kernel exports no CPU topology.",
+    )
+    irqs: list[IrqGroup] = Field(
+        default_factory=list,
+        max_length=MAX_GROUPS,
+        description="The IRQs of /proc/irq, grouped by affinity.",
+    )
+    irqs_unknown: bool = Field(
+        default=False,
+        description="/proc/irq could not be read (the problems say why): `irqs` is empty "
+        "because they are unknown.",
+    )
+    default_irq_affinity: Opt[CpuList] = Field(
+        default=None,
+        description="/proc/irq/default_smp_affinity: where new IRQs start; absent: unknown.",
+    )
+    workqueue_cpumask: Opt[CpuList] = Field(
+        default=None,
+        description="/sys/devices/virtual/workqueue/cpumask: where unbound workqueues run; "
+        "absent: the kernel has no such file (before 4.2), or it is unreadable.",
+    )
+    numa_balancing: Opt[int] = Field(
+        default=None,
+        description="kernel.numa_balancing (0 off, 1 on, 2 memory tiering); absent: the "
+        "kernel has no automatic NUMA balancing.",
+    )
+    kernel_threads: list[KernelThreadGroup] = Field(
+        default_factory=list,
+        max_length=MAX_GROUPS,
+        description="Unbound kernel threads grouped by affinity (the agent needs hostPID to "
+        "see them).",
+    )
+    irqbalance: DaemonReport = Field(
+        default_factory=lambda: DaemonReport(name="irqbalance"),
+        description="The irqbalance daemon, which moves IRQs between CPUs every 10 s.",
+    )
+
+
 class HostReport(BaseModel):
     """The full read-only probe of one host."""
 
@@ -713,6 +794,10 @@ class HostReport(BaseModel):
     block: BlockReport = Field(default_factory=BlockReport, description="Block devices.")
     kubelet: KubeletReport = Field(
         default_factory=KubeletReport, description="The kubelet's resource managers."
+    )
+    cpu_isolation: CpuIsolationReport = Field(
+        default_factory=CpuIsolationReport,
+        description="Cores, IRQs, workqueues and kernel threads: what CPU isolation moves.",
     )
     problems: list[Problem] = Field(
         default_factory=list,

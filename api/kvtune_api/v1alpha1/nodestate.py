@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .audit import NodeVmAudit
 from .common import BaseModel, Condition, Opt, section
-from .host import MAX_NUMA_NODES, HostReport, Nic
+from .host import MAX_NUMA_NODES, CpuList, HostReport, Nic
 from .interference import NodeInterference
 from .profile import MAX_NICS, HostSettings, MacvtapResource, Mode, SriovResource, VmiSettings
 from .resource import CustomResource, Scope
@@ -196,6 +196,31 @@ class BootRetry(BaseModel):
     )
 
 
+class IrqRetry(BaseModel):
+    """An IRQ whose affinity the kernel refused to set, and when the agent tries again."""
+
+    step: str = Field(description="The PlannedStep id, e.g. irq/42.")
+    path: str = Field(description="Its /proc/irq/N/smp_affinity_list.")
+    wanted: str = Field(description="The CPUs it was to be moved to.")
+    error: str = Field(
+        description="What the kernel said: EIO for a managed IRQ, which its driver places."
+    )
+    attempts: int = Field(ge=1, description="Attempts so far that failed.")
+    last_attempt: datetime.datetime = Field(description="When the last attempt was made.")
+    next_attempt: datetime.datetime = Field(
+        description="No attempt before this time; the wait doubles with every attempt."
+    )
+
+
+class CpuPartitionStatus(BaseModel):
+    """The node's CPU partition: spec.host.cpu.partition cut from its own topology."""
+
+    housekeeping: CpuList = Field(
+        description="The housekeeping CPUs: the host's own work, the kubelet's reserved CPUs."
+    )
+    isolated: CpuList = Field(description="The isolated CPUs, left to VMs' dedicated vCPUs.")
+
+
 class ExposedLun(BaseModel):
     """A raw LUN the agent found eligible and selected by the profile, for a PersistentVolume."""
 
@@ -279,6 +304,19 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=1,
         description="Kernel arguments the boot loader's tool (grubby, update-grub, "
         "grub2-mkconfig) failed to stage: tried again at growing intervals, not every cycle.",
+    )
+    cpu_partition: list[CpuPartitionStatus] = Field(
+        default_factory=list,
+        max_length=1,
+        description="The node's CPU partition, one entry where spec.host.cpu.partition is set "
+        "and can be made here (else empty; the CPUIsolation condition says why): what the "
+        "operator and the webhook read, as they cannot see the node's topology.",
+    )
+    irq_retries: list[IrqRetry] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="IRQs the kernel refused to move (managed IRQs, whose drivers place them): "
+        "reported, and tried again only at growing intervals, not every cycle.",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

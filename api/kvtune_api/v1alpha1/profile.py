@@ -33,8 +33,71 @@ Mode = t.Literal["Audit", "Enforce"]
 Management = t.Literal["Enabled", "Disabled", "Unmanaged"]
 
 
+#: A CPU list as the kernel writes one (/sys/devices/system/cpu/online): ids and ranges,
+#: comma separated, ascending or not, e.g. 0-1,32-33.
+_CPU_LIST = r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$"
+CpuIds = t.Annotated[
+    str,
+    Field(min_length=1, max_length=1024, pattern=_CPU_LIST),
+    spelled(_CPU_LIST, "a CPU list is CPU ids and ranges separated by commas, as in "
+            "/sys/devices/system/cpu/online, e.g. 0-1,32-33"),
+]
+_GOVERNOR = r"^[a-z][a-z0-9_]{0,15}$"
+#: A cpufreq governor's name as scaling_available_governors lists it (CPUFREQ_NAME_LEN is 16).
+Governor = t.Annotated[
+    str,
+    Field(pattern=_GOVERNOR),
+    spelled(_GOVERNOR, "a governor is a name from scaling_available_governors, e.g. "
+            "performance or schedutil"),
+]
+#: Most housekeeping cores per NUMA node a profile may ask for: more than any node has.
+MAX_HOUSEKEEPING_CORES = 64
+#: What kvtune does about one CPU-isolation measure, once cpu.partition is set.
+IsolationMeasure = t.Literal["Enforce", "Report", "Unmanaged"]
+_MEASURE = (
+    "Enforce: kvtune makes the change (in mode Enforce); Report: a node that differs shows "
+    "it in its CPUIsolation condition, nothing is written; Unmanaged: not looked at. Only "
+    "in effect where cpu.partition is set."
+)
+
+
+class CpuPartition(BaseModel):
+    """The host's CPUs split in two: housekeeping CPUs for the host's own work (interrupts,
+    kernel threads, system daemons, the kubelet, non-VM pods) and the rest, isolated, for VMs'
+    dedicated vCPUs."""
+
+    model_config = cel(
+        (
+            "has(self.housekeepingCpus) != has(self.housekeepingCoresPerNumaNode)",
+            "cpu.partition: set exactly one of housekeepingCpus (a CPU list, e.g. 0-1,32-33) or "
+            "housekeepingCoresPerNumaNode (whole cores on every NUMA node, e.g. 1)",
+        ),
+    )
+
+    housekeeping_cpus: Opt[CpuIds] = Field(
+        default=None,
+        description=(
+            "The housekeeping CPUs as a CPU list, e.g. 0-1,32-33 (NTO's cpu.reserved). Every "
+            "CPU must be online on the node, and every NUMA node with CPUs must keep one; a "
+            "node where that does not hold is Degraded and left as it is. Give SMT siblings "
+            "together, or a VM's core is shared with the host."
+        ),
+    )
+    housekeeping_cores_per_numa_node: Opt[
+        t.Annotated[int, Field(ge=1, le=MAX_HOUSEKEEPING_CORES)]
+    ] = Field(
+        default=None,
+        description=(
+            "The housekeeping CPUs as this many whole cores (all their SMT siblings) on every "
+            "NUMA node with CPUs, the lowest-numbered first: the same profile fits nodes of "
+            "different sizes. A node with no CPU left to isolate on some NUMA node is Degraded "
+            "and left as it is."
+        ),
+    )
+
+
 class CpuSettings(BaseModel):
-    """How host CPUs are shared between VMs."""
+    """How host CPUs are shared between VMs, and kept quiet for those with dedicated CPUs."""
 
     model_config = cel(
         (
@@ -60,6 +123,83 @@ class CpuSettings(BaseModel):
             "Overcommit is only sane with PLE, so it requires ple: Required."
         ),
     )
+    partition: Opt[CpuPartition] = Field(
+        default=None,
+        description=(
+            "Housekeeping and isolated CPUs. Absent (default): kvtune does not isolate CPUs, "
+            "and irqs, irqbalance, kernelNoise and bootIsolation do nothing."
+        ),
+    )
+    irqs: IsolationMeasure = Field(
+        default="Enforce",
+        description=(
+            "Device interrupts on the housekeeping CPUs: every IRQ the kernel lets move "
+            "(/proc/irq/N/smp_affinity_list) and the default for new ones "
+            "(/proc/irq/default_smp_affinity); IRQs that appear later (a hot-plugged VF) are "
+            "moved at the next cycle. Managed IRQs, which the kernel spreads itself and "
+            "refuses to move, are reported (bootIsolation's isolcpus=managed_irq keeps them "
+            "off isolated CPUs). A live change. " + _MEASURE
+        ),
+    )
+    irqbalance: t.Literal["BanIsolated", "Stop", "Unmanaged"] = Field(
+        default="BanIsolated",
+        description=(
+            "The irqbalance daemon, which would move IRQs back onto isolated CPUs. BanIsolated "
+            "(default): IRQBALANCE_BANNED_CPULIST (and IRQBALANCE_BANNED_CPUS for irqbalance "
+            "before 1.8) in /etc/default/irqbalance or /etc/sysconfig/irqbalance names the "
+            "isolated CPUs, and irqbalance is restarted to read it. Stop: irqbalance is "
+            "stopped and disabled. Unmanaged: left as it is. Only in effect where "
+            "cpu.partition is set and irqs is Enforce."
+        ),
+    )
+    kernel_noise: IsolationMeasure = Field(
+        default="Enforce",
+        description=(
+            "Kernel work off the isolated CPUs, live: kernel.numa_balancing 0 (it migrates "
+            "pinned guests' memory, as numad does), the unbound workqueue mask "
+            "(/sys/devices/virtual/workqueue/cpumask) and unbound kernel threads' affinity to "
+            "the housekeeping CPUs; per-CPU kernel threads are left alone. " + _MEASURE
+        ),
+    )
+    boot_isolation: IsolationMeasure = Field(
+        default="Enforce",
+        description=(
+            "Kernel arguments for the next boot: nohz_full and rcu_nocbs on the isolated CPUs "
+            "(no scheduler tick, RCU callbacks elsewhere), isolcpus=managed_irq,<isolated> "
+            "(managed IRQs off them), systemd.cpu_affinity=<housekeeping> (host daemons), and "
+            "where allowOvercommit is false and ple is not Required, Pause-Loop Exiting off "
+            "(kvm_intel.ple_gap=0, kvm_amd.pause_filter_count=0): with dedicated CPUs a "
+            "pause exit only adds latency. Enforce stages them as boot.settings says (a "
+            "reboot-class change, only with rollout.allowReboot); kvtune never reboots. "
+            + _MEASURE
+        ),
+    )
+    governor: Opt[Governor] = Field(
+        default=None,
+        description=(
+            "The CPU frequency governor of the isolated CPUs "
+            "(/sys/devices/system/cpu/cpuN/cpufreq/scaling_governor), e.g. performance: a "
+            "governor that lowers the clock of a CPU a vCPU just left idle makes it slow to "
+            "answer. Absent (default): left as it is. Applied as kernelNoise says."
+        ),
+    )
+    max_idle_latency_microseconds: Opt[t.Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default=None,
+        description=(
+            "The deepest idle states the isolated CPUs may enter, as an exit latency: every "
+            "state whose /sys/devices/system/cpu/cpuN/cpuidle/stateK/latency is above it is "
+            "disabled there, e.g. 10 keeps C1 and turns off C6. Costs power; for "
+            "latency-sensitive guests. Absent (default): left as it is. Applied as kernelNoise "
+            "says."
+        ),
+    )
+
+    def turns_ple_off(self) -> bool:
+        """CPU isolation turns Pause-Loop Exiting off (bootIsolation, staged or reported): VMs
+        never share CPUs here and the profile does not require PLE. The PLE check takes PLE
+        found off on such a node for what the profile asked."""
+        return (self.partition is not None and self.boot_isolation != "Unmanaged"
+                and not self.allow_overcommit and self.ple != "Required")
 
 
 class NumaSettings(BaseModel):

@@ -140,6 +140,10 @@ def _write_sequence(
 ) -> Outcome:
     """Write `value` to the kernel file `path` (the target `target` names) through `sequence`."""
     now, _ = fs.read_within(path, timeout=timeout)  # a hung read leaves the write refused
+    if now == value:
+        # Nothing to write: a file the kernel no longer lets anyone write (an IRQ whose driver
+        # took it over) must not keep a restore that is already done failing for ever.
+        return Outcome("Applied", f"{path} holds {value!r} already")
     done: list[str] = []
     for step in sequence(target, now, value) or [value]:
         written = fs.write(path, step, timeout=timeout)

@@ -124,10 +124,19 @@ def _unproven(entry: Entry, name: str, provable: bool, exists: bool) -> str:
         "by hand on the device it came from, then remove the entry from the journal")
 
 
-def _gone(entry: Entry) -> str:
-    return (f"the disk of {entry.path} no longer exists (its by-id link is gone), so its "
-            f"original value {entry.original!r} died with it: nothing is left to restore, and "
-            "the entry is dropped")
+def _gone(entry: Entry, disk: bool) -> str:
+    what = ("the disk of {path} no longer exists (its by-id link is gone)" if disk else
+            "the object {path} belongs to no longer exists (its directory is gone, its parent "
+            "is there: an IRQ of a device unplugged since, say)").format(path=entry.path)
+    return (f"{what}, so its original value {entry.original!r} died with it: nothing is left to "
+            "restore, and the entry is dropped")
+
+
+def _vanished(fs: HostFS, path: str) -> bool:
+    """The kernel object a sysfs/procfs file belongs to is gone: its directory is not there,
+    but the one above it is (so the filesystem itself is mounted and readable)."""
+    directory = os.path.dirname(path)
+    return not fs.exists(directory) and fs.is_dir(os.path.dirname(directory))
 
 
 class Journal:
@@ -251,12 +260,14 @@ class Journal:
                 results.append(StepResult(id=result_id, result="Failed", message=_unproven(
                     entry, name, self._provable(), exists)))
                 continue
-            gone = entry.kind == "sysfs" and names.sysfs_path(self.fs, entry.path) is None
+            real = names.sysfs_path(self.fs, entry.path) if entry.kind == "sysfs" else ""
+            disk = real is None
+            gone = disk or (entry.kind == "sysfs" and _vanished(self.fs, real or ""))
             waiting = None if gone else hold(entry)
             if waiting:
                 results.append(StepResult(id=result_id, result="Waiting", message=waiting))
                 continue
-            outcome = change.Outcome("Applied", _gone(entry)) if gone else change.set_value(
+            outcome = change.Outcome("Applied", _gone(entry, disk)) if gone else change.set_value(
                 self.fs, systemd, entry.kind, entry.path, entry.original, timeout=timeout,
                 sequence=sequence)
             result = "Skipped" if gone else outcome.result

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing as t
 
-from . import block, cpu, ksm, kubelet, memory, network, numa, numad, sriov
+from . import block, cpu, cpu_isolation, ksm, kubelet, memory, network, numa, numad, sriov
 from .base import Feature
 
 FEATURES: tuple[Feature[t.Any, t.Any], ...] = (
@@ -23,4 +23,5 @@ FEATURES: tuple[Feature[t.Any, t.Any], ...] = (
     network.FEATURE,
     block.FEATURE,
     kubelet.FEATURE,
+    cpu_isolation.FEATURE,
 )

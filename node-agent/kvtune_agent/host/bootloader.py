@@ -9,11 +9,11 @@ ostree host (CoreOS, whose command line rpm-ostree or the cluster's MachineConfi
 systemd-boot host without grubby, or an unknown boot loader gets no write: the planner (boot.py)
 reports the exact command instead.
 
-kvtune owns only the hugepage arguments (`MANAGED`). The value of a target is the managed
-arguments its configuration holds ("" for none), so the journal records what was there before
-(usually nothing) and a revert puts back exactly that: grubby removes what kvtune added, the
-drop-in is removed and grub.cfg regenerated. Every command runs through HostFS.run, in the host's
-root, under a deadline (at least COMMAND_SECONDS).
+kvtune owns only the hugepage and CPU isolation arguments (`MANAGED`). The value of a target
+is the managed arguments its configuration holds ("" for none), so the journal records what was
+there before (usually nothing) and a revert puts back exactly that: grubby removes what kvtune
+added, the drop-in is removed and grub.cfg regenerated. Every command runs through HostFS.run,
+in the host's root, under a deadline (at least COMMAND_SECONDS).
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from .hostfs import MAX_READ, CommandResult, HostCommandError, HostFS, HostWriteError
 
 #: The kernel arguments kvtune manages; all others on the command line are left alone.
-MANAGED = ("default_hugepagesz", "hugepagesz", "hugepages")
+MANAGED = ("default_hugepagesz", "hugepagesz", "hugepages", "nohz_full", "rcu_nocbs", "isolcpus",
+           "systemd.cpu_affinity", "kvm_intel.ple_gap", "kvm_amd.pause_filter_count")
+#: The id of the one step that stages a boot loader target's arguments, whichever features'
+#: arguments it carries (hugepages, CPU isolation): one target, one line, one step.
+BOOT_STEP = "boot/kernel-args"
 BLS_ENTRIES = "/boot/loader/entries"
 GRUBBY = ("/usr/sbin/grubby", "/sbin/grubby", "/usr/bin/grubby")
 #: kvtune's GRUB drop-in; grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub.
@@ -176,7 +180,7 @@ def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
     result = _run(fs, (target, "--info=ALL"), timeout)
     if result.code != 0:
         # grubby gone, or its entries unreadable: the arguments are unknown, not none.
-        raise BootArgsError(f"{result.failure()}, so the hugepage arguments of the boot "
+        raise BootArgsError(f"{result.failure()}, so the kvtune-managed arguments of the boot "
                             f"entries in {BLS_ENTRIES} are unknown; run it on the host to see why")
     # grubby prints the options line as args="...", its quotes not escaped: the value runs from
     # the first quote to the last.
@@ -185,11 +189,11 @@ def read_args(fs: HostFS, target: str, *, timeout: float) -> str:
     if not lines and fs.glob(f"{BLS_ENTRIES}/*.conf"):
         raise BootArgsError(
             f"`{target} --info=ALL` listed no args= line although {BLS_ENTRIES} holds entries, "
-            "so their hugepage arguments are unknown; run it on the host to see why")
+            "so their kvtune-managed arguments are unknown; run it on the host to see why")
     kernels = {managed(split(_unquote(line))) for line in lines}
     if len(kernels) > 1:
         raise BootArgsError(
-            f"the boot entries in {BLS_ENTRIES} disagree on hugepage arguments "
+            f"the boot entries in {BLS_ENTRIES} disagree on kvtune-managed arguments "
             f"({' | '.join(sorted(kernels))}); kvtune changes them only together: make them "
             "agree with `grubby --update-kernel=ALL`")
     return kernels.pop() if kernels else ""

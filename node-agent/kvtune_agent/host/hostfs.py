@@ -48,6 +48,10 @@ _MAX_LINK_HOPS = 40
 #: The most any read takes in, in bytes: /proc and /sys files are far smaller, and a file that
 #: is larger (a 400 MiB "config", /dev/zero behind a link) is refused rather than read.
 MAX_READ = 8 * 2**20
+#: The most one read() asks the kernel for. A procfs sysctl (/proc/sys/...) allocates a buffer
+#: of the size asked and refuses KMALLOC_MAX_SIZE (4 MiB on x86) or more with ENOMEM, so asking
+#: for MAX_READ at once could never read kernel.numa_balancing or kernel.osrelease.
+READ_CHUNK = 64 * 2**10
 #: The most a configuration file (the kubelet's, k3s's, GRUB's, the journal) may hold.
 MAX_CONFIG = 2**20
 #: The most of a host command's output kept (64 KiB): grubby --info for dozens of entries and
@@ -265,6 +269,15 @@ def refused(path: str, what: str, err: OSError) -> str:
 Region = tuple[int, int]
 
 
+def _read_upto(f: t.BinaryIO, want: int) -> bytes:
+    """Up to `want` bytes of `f`, in reads of at most READ_CHUNK (a single read() may also
+    return less than asked, so it loops until the file ends)."""
+    data = b""
+    while len(data) < want and (more := f.read(min(READ_CHUNK, want - len(data)))):
+        data += more
+    return data
+
+
 def _read_regions(real: str, regions: Sequence[Region]) -> tuple[bytes, ...]:
     """Each region of the device, in one open; a region comes back short only where the device
     ends (or fails) before it does: a single read() may return less than asked, so it loops."""
@@ -272,10 +285,7 @@ def _read_regions(real: str, regions: Sequence[Region]) -> tuple[bytes, ...]:
     with open(real, "rb", buffering=0) as f:
         for offset, length in regions:
             f.seek(offset)
-            data = f.read(length) or b""
-            while len(data) < length and (more := f.read(length - len(data))):
-                data += more
-            found.append(data)
+            found.append(_read_upto(f, length))
     return tuple(found)
 
 
@@ -411,10 +421,7 @@ class HostFS:
                     return None
                 if offset:
                     f.seek(offset)
-                want = limit + 1 if size < 0 else min(size, limit + 1)
-                data = f.read(want) or b""
-                while len(data) < want and (more := f.read(want - len(data))):
-                    data += more
+                data = _read_upto(f, limit + 1 if size < 0 else min(size, limit + 1))
         except OSError as err:
             self._failed(path, err)
             return None
@@ -716,6 +723,16 @@ class HostFS:
                 "on the host to see why") from None
         return CommandResult(tuple(argv), code, output)
 
+    def read_only(self, path: str) -> bool:
+        """The file's mode gives its owner no write: the kernel's way of saying a value cannot
+        be set (the smp_affinity files of an IRQ userspace may not move, since Linux 6.12).
+        False when absent or unreadable."""
+        try:
+            return not os.stat(self._real(path)).st_mode & stat.S_IWUSR
+        except OSError as err:
+            self._failed(path, err)
+            return False
+
     def modified(self, path: str) -> float | None:
         """The file's modification time (seconds since the epoch); None when absent."""
         try:
@@ -756,9 +773,7 @@ class HostFS:
                     if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
                         unusable.append("it was replaced by what is not a regular file")
                         return
-                    data = f.read(MAX_READ + 1) or b""
-                    while len(data) <= MAX_READ and (more := f.read(MAX_READ + 1 - len(data))):
-                        data += more
+                    data = _read_upto(f, MAX_READ + 1)
                 if len(data) > MAX_READ:
                     unusable.append(f"it holds more than {MAX_READ} bytes")
                     return

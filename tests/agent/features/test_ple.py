@@ -150,3 +150,20 @@ def test_boot_settings_report_stages_no_ple_fix_and_says_what_to_write(tmp_path:
     message = finding_of(found, "PLEDisabled").message
     assert "boot.settings is Report" in message
     assert f"`options kvm_intel ple_gap=128` in {PLE_CONF}" in message
+
+
+@pytest.mark.parametrize(("cpu", "reason"), [
+    pytest.param({"partition": {"housekeepingCpus": "0"}}, None,
+                 id="CPU isolation turned it off on purpose: nothing to find"),
+    pytest.param({"partition": {"housekeepingCpus": "0"}, "bootIsolation": "Unmanaged"},
+                 "PLEDisabled", id="isolation without its boot arguments: still found"),
+    pytest.param({}, "PLEDisabled", id="no partition: still found"),
+])
+def test_ple_off_is_expected_where_cpu_isolation_turns_it_off(
+    tmp_path: Path, cpu: dict[str, t.Any], reason: str | None,
+) -> None:
+    tree = _intel(tmp_path, ple_gap=0).cpus(1, 2).numa_node(0, range(2), 2**20)
+
+    found = plan_of(tree, node_spec(cpu={"ple": "Preferred", **cpu})).of("PLE")
+
+    assert [f.reason for f in found.findings] == ([reason] if reason else [])

@@ -77,6 +77,9 @@ def _ple(
     # s390's and POWER's directed yield) there is nothing to check, under kvm_pvm nothing does.
     if settings.ple == "Ignored" or ple.enabled == "Yes" or ple.equivalent:
         return
+    if settings.turns_ple_off() and ple.enabled == "No":
+        # CPU isolation turned it off on purpose: VMs never share CPUs here (docs/cpu-isolation.md).
+        return
     required = settings.ple == "Required"
     field_name = f"spec.host.cpu.ple is {settings.ple}"
     if ple.supported == "No":

@@ -36,7 +36,7 @@ if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import HugepageRetry, HypervisorNodeStateSpec
     from kvtune_api.v1alpha1.profile import HugepagesAllocation
 
-STEP_ID = "boot/kernel-args"
+STEP_ID = bootloader.BOOT_STEP
 #: The step that asks for the reboot again where a staged line lost its request: journaled
 #: as the request apply makes after a staged step.
 REBOOT_STEP_ID = REBOOT_STEP
