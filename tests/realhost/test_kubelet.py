@@ -7,8 +7,9 @@ The kubelet (hack/build-node.sh) runs standalone against hack/fake-cri, which an
 kubelet asks before it builds its CPU, memory and topology managers. It is stopped as soon as it
 has gone past them ("Container runtime initialized" is logged after the container manager is
 built), before it starts pods or creates cgroups. Its root and certificate directories are
-temporary; /var/lib/kubelet/device-plugins, which the kubelet always creates, is removed when
-the test created it, and the test fails if a kubepods cgroup appears.
+temporary (and unmounted: the kubelet bind-mounts its root directory onto itself);
+/var/lib/kubelet/device-plugins, which the kubelet always creates, is removed when the test
+created it, and the test fails if a mount or a kubepods cgroup is left.
 """
 
 from __future__ import annotations
@@ -79,15 +80,25 @@ def runtime(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def _mounts() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
 @pytest.fixture
-def host_kept() -> Iterator[None]:
-    """What the kubelet creates outside its directories is removed; no cgroup may appear."""
+def host_kept(tmp_path: Path) -> Iterator[None]:
+    """What the kubelet leaves is taken away: the paths it creates outside its directories, and
+    the bind mount it makes of its root directory (to make it shared); no cgroup may appear."""
     existed = {path: Path(path).exists() for path in KUBELET_LEFTOVERS}
     cgroups = set(glob.glob("/sys/fs/cgroup/**/kubepods*", recursive=True))
+    mounts = _mounts()
     yield
+    for mount in sorted(_mounts() - mounts, reverse=True):
+        if mount.startswith(str(tmp_path)):
+            subprocess.run(["umount", "-l", mount], check=False, timeout=30)
     for path, there in existed.items():
         if not there:
             shutil.rmtree(path, ignore_errors=True)
+    assert _mounts() - mounts == set()
     assert set(glob.glob("/sys/fs/cgroup/**/kubepods*", recursive=True)) == cgroups
 
 
