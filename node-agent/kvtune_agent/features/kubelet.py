@@ -1,0 +1,289 @@
+"""The kubelet feature: its CPU, memory and topology managers set for dedicated CPUs, on a
+drained node, journaled, and taken back when the kubelet does not come back healthy.
+
+What to write, and in which form, is decided in kubelet_config.py (pure). This module reads
+the little the probe does not (which systemd unit runs the kubelet, kvtune's own file), plans
+the one NeedsDrain step, and carries it out: the original file is journaled, the file written,
+the managers' checkpoints removed (a kubelet whose checkpoint names another policy or reserved
+set refuses to start), the kubelet restarted and asked for its healthz. A kubelet that is not
+healthy within READY_SECONDS gets its old file back (checkpoints removed again, restarted), and
+the step fails with the kubelet's own error, so the node is Degraded rather than NotReady.
+
+Host access only through HostFS (files, the journal, journalctl in the host root) and Systemd
+(restart); the healthz call is a parameter (`Health`), the kubelet's port being in the host's
+network namespace, not the agent's pod.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import typing as t
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
+from kvtune_api.v1alpha1.profile import KubeletSettings
+
+from .. import change
+from ..hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
+from ..journal import Entry, Journal, JournalError
+from ..plan import Finding, Step
+from ..probe import kubelet as kubelet_probe
+from ..systemd import NSENTER, Systemd, SystemdError
+from . import kubelet_config as config
+
+FEATURE = "Kubelet"
+STEP_ID = "kubelet/config"
+#: How long a restarted kubelet has to answer healthz: it reads its checkpoints, asks the
+#: container runtime for every pod and rebuilds its managers, tens of seconds on a busy node.
+READY_SECONDS = 120.0
+#: How often healthz is asked meanwhile.
+POLL_SECONDS = 2.0
+#: The systemd units that run a node's kubelet, and the distribution each means.
+UNITS: dict[str, config.Distribution] = {
+    "kubelet.service": "kubelet",
+    "k3s.service": "k3s", "k3s-agent.service": "k3s",
+    "rke2-server.service": "rke2", "rke2-agent.service": "rke2",
+}
+#: The kubelet's healthz where its configuration leaves healthzBindAddress and healthzPort
+#: at their defaults.
+HEALTHZ_URL = "http://127.0.0.1:10248/healthz"
+#: The kubelet's last words before it exits: `"command failed" err="..."` (cmd/kubelet run.go).
+_FATAL = re.compile(r'"command failed" err="((?:[^"\\]|\\.)*)"')
+
+#: Asks the kubelet's healthz; None when it answers ok, else what it answered or why not.
+Health = Callable[[float], str | None]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The kubelet as this feature sees it: the probe's report and what the probe does not
+    read."""
+
+    kubelet: KubeletReport
+    #: The systemd unit whose cgroup holds the kubelet (None: none kvtune knows).
+    unit: str | None
+    distribution: config.Distribution
+    #: kvtune's own files now (path -> content), those the renderings may write.
+    files: dict[str, str | None]
+
+
+def _unit(fs: HostFS, pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    for line in (fs.read_text(f"/proc/{pid}/cgroup") or "").splitlines():
+        name = line.rpartition(":")[2].rstrip("/").rpartition("/")[2]
+        if name in UNITS:
+            return name
+    return None
+
+
+def observe(fs: HostFS, kubelet: KubeletReport) -> Observed:
+    """Which unit runs the kubelet, which distribution that is, and kvtune's files now."""
+    unit = _unit(fs, kubelet.pid)
+    distribution: config.Distribution = UNITS[unit] if unit else "unknown"
+    if kubelet.config_path == config.OPENSHIFT_CONFIG:
+        distribution = "openshift"
+    paths = [f"{config.k3s_config(kubelet)}.d/{config.K3S_DROP_IN_NAME}"]
+    if kubelet.drop_in_dir:
+        paths.append(f"{kubelet.drop_in_dir.rstrip('/')}/{config.DROP_IN_NAME}")
+    return Observed(kubelet, unit, distribution, {path: fs.read_file(path) for path in paths})
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    steps: tuple[Step, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+
+def plan(
+    settings: KubeletSettings,
+    topology_policy: str | None,
+    observed: Observed,
+    nodes: Sequence[NumaNode],
+    housekeeping: frozenset[int] | None,
+    profile: str,
+) -> Planned:
+    """The step that brings the kubelet to `settings`, or the findings that say why not."""
+    if settings.management == "Unmanaged":
+        return Planned()
+    kubelet = observed.kubelet
+    if not kubelet_probe.known(kubelet):
+        return Planned(findings=(Finding(FEATURE, "Warning", "KubeletConfigUnknown", (
+            f"{config.FIELD}.management is {settings.management}, but the kubelet's "
+            f"configuration is unknown ({kubelet.error or 'no kubelet process or config found'})"
+            ", so nothing is written")),))
+    try:
+        want = config.wanted(settings, topology_policy, kubelet, nodes, housekeeping)
+    except config.Refusal as err:
+        return Planned(findings=(Finding(FEATURE, "Error", "KubeletConfigRefused", str(err)),))
+    rendering = config.render(want, kubelet, observed.distribution, profile,
+                              report_only=settings.management == "Report")
+    if not rendering.changed:
+        return Planned()
+    changed = ", ".join(rendering.changed)
+    if rendering.form == "Report":
+        severity: t.Literal["Error", "Warning"] = (
+            "Warning" if settings.management == "Report" else "Error")
+        return Planned(findings=(Finding(FEATURE, severity, "KubeletChangeByHand", (
+            f"the kubelet runs with other {changed} than {config.FIELD} asks (it reads "
+            f"{kubelet_probe.read_from(kubelet)}); {rendering.content}; then remove "
+            f"{' and '.join(rendering.state_files) or 'nothing'} and restart the kubelet on a "
+            "drained node")),))
+    assert rendering.path is not None
+    current = observed.files.get(rendering.path)
+    return Planned(steps=(Step("file", PlannedStep(
+        id=STEP_ID, feature=FEATURE, path=rendering.path, current=current or "",
+        desired=rendering.content, disruption="NeedsDrain", reason=(
+            f"{config.FIELD} asks for other {changed} than the kubelet runs with; written as "
+            f"{'a drop-in' if rendering.form == 'DropIn' else 'kubelet-arg entries'}, then "
+            f"the managers' checkpoints removed and {observed.unit} restarted"))),))
+
+
+# -- carrying it out ---------------------------------------------------------------------------
+
+
+def healthz(url: str = HEALTHZ_URL, prefix: Sequence[str] = (*NSENTER[:3], "--net", "--")
+            ) -> Health:
+    """The kubelet's healthz asked from the host's network namespace (the agent's pod has its
+    own): the agent's own Python, entered into PID 1's network namespace only."""
+    script = ("import sys, urllib.request\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()[:200])\n"
+              "except Exception as err:\n"
+              "    print(f'{type(err).__name__}: {err}'[:200])\n")
+
+    def ask(timeout: float) -> str | None:
+        try:
+            _, output = run_bounded([*prefix, sys.executable, "-c", script, url], timeout)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"cannot ask {url} ({err})"
+        return None if output.strip() == "ok" else (output.strip() or "no answer")
+    return ask
+
+
+def kubelet_error(log: str) -> str | None:
+    """The kubelet's fatal error in its log (the last `"command failed" err=...`)."""
+    found = _FATAL.findall(log)
+    return found[-1].replace('\\"', '"') if found else None
+
+
+def _journal_error(fs: HostFS, unit: str, since: float, timeout: float) -> str:
+    journalctl = fs.executable("/usr/bin/journalctl", "/bin/journalctl")
+    if journalctl is None:
+        return f"the host has no journalctl to read {unit}'s log"
+    try:
+        result = fs.run([journalctl, "-u", unit, "--since", f"@{int(since)}", "-o", "cat",
+                         "--no-pager", "-n", "400"], timeout=timeout)
+    except HostCommandError as err:
+        return f"its log could not be read ({err})"
+    return kubelet_error(result.output) or f"see `journalctl -u {unit}` on the host"
+
+
+def _wait_healthy(health: Health, seconds: float, sleep: Callable[[float], None]) -> str | None:
+    deadline = time.monotonic() + seconds
+    why: str | None = "not asked"
+    while time.monotonic() < deadline:
+        why = health(min(10.0, seconds))
+        if why is None:
+            return None
+        sleep(POLL_SECONDS)
+    return why
+
+
+def _restart(fs: HostFS, systemd: Systemd, unit: str, files: Sequence[str], health: Health,
+             timeout: float, ready_seconds: float, sleep: Callable[[float], None]) -> str | None:
+    """Remove the checkpoints, restart the kubelet, wait for its healthz; None when healthy,
+    else the kubelet's own error."""
+    started = time.time()
+    try:
+        for path in files:
+            fs.remove(path)
+        systemd.restart(unit, timeout=timeout)
+    except (HostWriteError, SystemdError) as err:
+        return str(err)
+    why = _wait_healthy(health, ready_seconds, sleep)
+    if why is None:
+        return None
+    return f"{_journal_error(fs, unit, started - 1, timeout)} (healthz: {why})"
+
+
+def apply(
+    step: Step, observed: Observed, fs: HostFS, journal: Journal, systemd: Systemd,
+    grant: DisruptionGrant, health: Health, *, timeout: float,
+    ready_seconds: float = READY_SECONDS, sleep: Callable[[float], None] = time.sleep,
+) -> StepResult:
+    """Write the kubelet's configuration and restart it on a drained node; put the old one back
+    when the kubelet does not come back healthy."""
+    planned = step.planned
+    if not grant.approved:
+        return StepResult(id=planned.id, result="Waiting", message=(
+            "the kubelet restarts with new CPU and memory managers, which needs a drained node: "
+            "waiting for the operator to drain it and approve (spec.disruption.approved)"
+            + ("" if grant.allow_drain else "; the profile does not allow drains "
+               "(rollout.allowDrain), so an administrator must")))
+    if observed.unit is None:  # the plan gives Report form then; kept as a guard
+        return StepResult(id=planned.id, result="Failed", message="no kubelet unit to restart")
+    try:
+        original = change.current(fs, systemd, "file", planned.path, timeout=timeout)
+        journal.record("file", planned.path, original, planned.id)
+    except (change.ChangeError, JournalError, HostWriteError) as err:
+        return StepResult(id=planned.id, result="Failed", message=(
+            f"not changed, because the original of {planned.path} could not be journaled: {err}"))
+    written = change.set_value(fs, systemd, "file", planned.path, planned.desired,
+                               timeout=timeout)
+    if written.result != "Applied":
+        return StepResult(id=planned.id, result="Failed", message=written.message)
+    checkpoints = (config.CPU_STATE, config.MEMORY_STATE)
+    why = _restart(fs, systemd, observed.unit, checkpoints, health, timeout, ready_seconds,
+                   sleep)
+    if why is None:
+        return StepResult(id=planned.id, result="Applied", message=(
+            f"wrote {planned.path}, removed the managers' checkpoints and restarted "
+            f"{observed.unit}; the kubelet is healthy"))
+    back = change.set_value(fs, systemd, "file", planned.path, original, timeout=timeout)
+    again = (_restart(fs, systemd, observed.unit, checkpoints, health, timeout, ready_seconds,
+                      sleep) if back.result == "Applied" else back.message)
+    restored = ("the previous configuration is back and the kubelet healthy" if again is None
+                else f"putting the previous configuration back failed too ({again}): restore "
+                f"{planned.path} by hand")
+    return StepResult(id=planned.id, result="Failed", message=(
+        f"the kubelet did not come back healthy within {ready_seconds:g} s with {planned.path}"
+        f": {why}; {restored}"))
+
+
+def hold(entry: Entry, grant: DisruptionGrant) -> str | None:
+    """Why a journaled kubelet file must wait before it is restored: restoring it restarts the
+    kubelet with other managers, which needs a drained node, as writing it did."""
+    if entry.step != STEP_ID or grant.approved:
+        return None
+    return ("restoring the kubelet's configuration restarts it with other CPU and memory "
+            "managers: waiting for the node to be drained (spec.disruption.approved)")
+
+
+def after_revert(
+    results: Sequence[StepResult], observed: Observed, fs: HostFS, systemd: Systemd,
+    health: Health, *, timeout: float, ready_seconds: float = READY_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> StepResult | None:
+    """Once the journal restored kvtune's kubelet file, restart the kubelet so that it runs
+    what it ran before kvtune (the file alone changes nothing until then)."""
+    if not any(r.id == f"revert/{STEP_ID}" and r.result == "Applied" for r in results):
+        return None
+    if observed.unit is None:
+        return StepResult(id=f"revert/{STEP_ID}/restart", result="Failed", message=(
+            "the kubelet's configuration is restored, but no kubelet unit is known to restart; "
+            "restart the kubelet by hand"))
+    why = _restart(fs, systemd, observed.unit, (config.CPU_STATE, config.MEMORY_STATE), health,
+                   timeout, ready_seconds, sleep)
+    return StepResult(id=f"revert/{STEP_ID}/restart", result="Applied" if why is None else
+                      "Failed", message=f"restarted {observed.unit}" if why is None else (
+                          f"restarted {observed.unit} with its previous configuration, but it "
+                          f"is not healthy: {why}"))

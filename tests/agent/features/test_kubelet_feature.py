@@ -1,0 +1,220 @@
+"""The kubelet feature on host trees: one NeedsDrain step, written only on a drained node,
+journaled, the kubelet restarted and asked for its health, and its old configuration back
+(with the kubelet's own error in the result) when it does not come back."""
+
+from __future__ import annotations
+
+import http.server
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hosttree import HostTree
+from kvtune_agent.features import kubelet as feature
+from kvtune_agent.features import kubelet_config as config
+from kvtune_agent.journal import Journal
+from kvtune_agent.probe import kubelet as kubelet_probe
+from kvtune_api.v1alpha1.host import NumaNode
+from kvtune_api.v1alpha1.nodestate import DisruptionGrant
+from kvtune_api.v1alpha1.profile import KubeletSettings
+
+NODES = [NumaNode(id=node, memory_total_kib=32 * 2**20) for node in (0, 1)]
+DROP_INS = "/etc/kubernetes/kubelet.conf.d"
+DROP_IN = f"{DROP_INS}/{config.DROP_IN_NAME}"
+RESERVES = "systemReserved: {memory: 1Gi}\nevictionHard: {memory.available: 100Mi}\n"
+ENFORCE = KubeletSettings(management="Enforce")
+DRAINED = DisruptionGrant(allow_drain=True, approved=True)
+#: What the real kubelet v1.37 prints last when its memory manager refuses its configuration.
+FATAL = ('E1207 21:12:26.952823   32555 run.go:72] "command failed" err="failed to run Kubelet: '
+         'the total amount \\"800Mi\\" of type \\"memory\\" is not equal to the value \\"900Mi\\" '
+         'determined by Node Allocatable feature"')
+
+
+def _node(tmp_path: Path, *flags: str, unit: str = "kubelet.service") -> HostTree:
+    tree = HostTree(tmp_path).kubelet_config(f"kind: KubeletConfiguration\n{RESERVES}")
+    (tmp_path / DROP_INS.lstrip("/")).mkdir(parents=True)
+    tree.process(77, "kubelet", "/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml",
+                 f"--config-dir={DROP_INS}", *flags)
+    tree.file("/proc/77/cgroup", f"0::/system.slice/{unit}")
+    tree.unit("kubelet.service").systemctl()
+    tree.file(config.CPU_STATE, '{"policyName":"none","defaultCpuSet":"0-3"}')
+    tree.file(config.MEMORY_STATE, '{"policyName":"None"}')
+    # The host's journalctl, printing what a refused kubelet logs.
+    tree.file("/usr/bin/journalctl", f"#!{sys.executable}\nprint({FATAL!r})")
+    (tmp_path / "usr/bin/journalctl").chmod(0o755)
+    return tree
+
+
+def _observed(tree: HostTree) -> feature.Observed:
+    fs = tree.fs()
+    return feature.observe(fs, kubelet_probe.probe(fs, fs.processes()))
+
+
+def _plan(tree: HostTree, settings: KubeletSettings = ENFORCE) -> feature.Planned:
+    return feature.plan(settings, "single-numa-node", _observed(tree), NODES,
+                        frozenset({0, 1}), "vms")
+
+
+def _healthy_without_drop_in(tree: HostTree) -> feature.Health:
+    """A kubelet that refuses to start with kvtune's drop-in (as with a wrong reserve)."""
+    return lambda timeout: ("Get http://127.0.0.1:10248/healthz: connection refused"
+                            if (tree.root / DROP_IN.lstrip("/")).exists() else None)
+
+
+def _apply(tree: HostTree, grant: DisruptionGrant, health: feature.Health) -> tuple[str, str]:
+    [step] = _plan(tree).steps
+    result = feature.apply(step, _observed(tree), tree.fs(), Journal(tree.fs()),
+                           tree.systemd(), grant, health, timeout=10, ready_seconds=0.5,
+                           sleep=lambda seconds: None)
+    return result.result, result.message
+
+
+def test_unmanaged_leaves_the_kubelet_to_today_s_checks(tmp_path: Path) -> None:
+    assert _plan(_node(tmp_path), KubeletSettings()) == feature.Planned()
+
+
+def test_enforce_plans_one_drain_class_step_writing_the_drop_in(tmp_path: Path) -> None:
+    [step] = _plan(_node(tmp_path)).steps
+
+    assert (step.kind, step.planned.path, step.planned.current) == ("file", DROP_IN, "")
+    assert step.planned.disruption == "NeedsDrain"
+    assert "reservedMemory:\n- numaNode: 0\n  limits:\n    memory: 562Mi" in step.planned.desired
+
+
+def test_report_shows_the_drop_in_as_a_warning_and_plans_nothing(tmp_path: Path) -> None:
+    planned = _plan(_node(tmp_path), KubeletSettings(management="Report"))
+
+    assert planned.steps == ()
+    [finding] = planned.findings
+    assert (finding.severity, finding.reason) == ("Warning", "KubeletChangeByHand")
+    assert f"would write {DROP_IN} holding" in finding.message
+
+
+@pytest.mark.parametrize(("flags", "unit", "reason", "says"), [
+    pytest.param(("--cpu-manager-policy=none",), "kubelet.service", "KubeletChangeByHand",
+                 "set --cpu-manager-policy=static on the kubelet's command line", id="a flag"),
+    pytest.param((), "kubelet-custom.service", "KubeletChangeByHand",
+                 "kvtune cannot restart it", id="a unit kvtune does not know"),
+    pytest.param(("--eviction-hard=memory.available<5%",), "kubelet.service",
+                 "KubeletConfigRefused", "write it as a quantity", id="a reserve not exact"),
+])
+def test_enforce_that_cannot_write_degrades_the_node_with_the_fix(
+    tmp_path: Path, flags: tuple[str, ...], unit: str, reason: str, says: str
+) -> None:
+    planned = _plan(_node(tmp_path, *flags, unit=unit))
+
+    assert planned.steps == ()
+    [finding] = planned.findings
+    assert (finding.severity, finding.reason) == ("Error", reason)
+    assert says in finding.message
+
+
+def test_without_a_drain_nothing_is_written(tmp_path: Path) -> None:
+    tree = _node(tmp_path)
+
+    result, message = _apply(tree, DisruptionGrant(allow_drain=False), lambda timeout: None)
+
+    assert result == "Waiting" and "rollout.allowDrain" in message
+    assert not (tmp_path / DROP_IN.lstrip("/")).exists()
+    assert Journal(tree.fs()).entries() == [] and tree.systemctl_calls() == []
+
+
+def test_on_a_drained_node_the_kubelet_restarts_without_its_checkpoints(tmp_path: Path) -> None:
+    tree = _node(tmp_path)
+
+    result, message = _apply(tree, DRAINED, lambda timeout: None)
+
+    assert result == "Applied", message
+    assert (tmp_path / DROP_IN.lstrip("/")).exists()
+    assert not (tmp_path / config.CPU_STATE.lstrip("/")).exists()
+    assert not (tmp_path / config.MEMORY_STATE.lstrip("/")).exists()
+    assert tree.systemctl_calls() == ["restart kubelet.service"]
+    [entry] = Journal(tree.fs()).entries()
+    assert (entry.kind, entry.path, entry.original, entry.step) == (
+        "file", DROP_IN, None, feature.STEP_ID)
+    assert _plan(tree).steps == ()  # read back: the kubelet's files now say what was wanted
+
+
+def test_a_kubelet_that_does_not_come_back_gets_its_old_configuration_and_names_its_error(
+    tmp_path: Path,
+) -> None:
+    tree = _node(tmp_path)
+
+    result, message = _apply(tree, DRAINED, _healthy_without_drop_in(tree))
+
+    assert result == "Failed"
+    assert 'the total amount "800Mi" of type "memory" is not equal to the value "900Mi"' in message
+    assert "the previous configuration is back and the kubelet healthy" in message
+    assert not (tmp_path / DROP_IN.lstrip("/")).exists()
+    assert tree.systemctl_calls() == ["restart kubelet.service"] * 2
+
+
+def test_leaving_the_profile_restores_the_file_on_a_drained_node_and_restarts_the_kubelet(
+    tmp_path: Path,
+) -> None:
+    tree = _node(tmp_path)
+    _apply(tree, DRAINED, lambda timeout: None)
+    journal = Journal(tree.fs())
+
+    waiting = journal.revert(tree.systemd(), timeout=10,
+                             hold=lambda entry: feature.hold(entry, DisruptionGrant()))
+    assert [r.result for r in waiting] == ["Waiting"]
+    assert (tmp_path / DROP_IN.lstrip("/")).exists()
+
+    done = journal.revert(tree.systemd(), timeout=10,
+                          hold=lambda entry: feature.hold(entry, DRAINED))
+    restarted = feature.after_revert(done, _observed(tree), tree.fs(), tree.systemd(),
+                                     lambda timeout: None, timeout=10)
+
+    assert [r.result for r in done] == ["Applied"]
+    assert not (tmp_path / DROP_IN.lstrip("/")).exists()
+    assert restarted is not None and restarted.result == "Applied"
+    assert tree.systemctl_calls()[-1] == "restart kubelet.service"
+
+
+@pytest.mark.parametrize(("unit", "distribution"), [
+    ("k3s.service", "k3s"), ("k3s-agent.service", "k3s"), ("rke2-agent.service", "rke2"),
+    ("kubelet.service", "kubelet"), ("user-1000.slice", "unknown"),
+])
+def test_the_kubelet_s_unit_says_which_distribution_runs_it(
+    tmp_path: Path, unit: str, distribution: str
+) -> None:
+    assert _observed(_node(tmp_path, unit=unit)).distribution == distribution
+
+
+def test_the_kubelet_s_own_error_is_read_from_its_last_words() -> None:
+    log = f'I1207 kubelet.go:1] "Starting"\n{FATAL}\n'
+
+    assert feature.kubelet_error(log) == (
+        'failed to run Kubelet: the total amount "800Mi" of type "memory" is not equal to the '
+        'value "900Mi" determined by Node Allocatable feature')
+    assert feature.kubelet_error("I1207 nothing fatal\n") is None
+
+
+@pytest.mark.parametrize(("answer", "expected"), [("ok", None), ("[-]ping failed", "[-]ping")])
+def test_healthz_is_ok_only_when_the_kubelet_says_ok(answer: str, expected: str | None) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # No namespace to enter in a test: the prefix that enters the host's is left out.
+        ask = feature.healthz(f"http://127.0.0.1:{server.server_port}/healthz", prefix=())
+        said = ask(10)
+    finally:
+        server.shutdown()
+
+    assert said == expected if expected is None else (said or "").startswith(expected)
+
+
+def test_healthz_of_a_kubelet_that_is_not_listening_is_not_ok() -> None:
+    assert "Connection refused" in (feature.healthz("http://127.0.0.1:9/healthz", prefix=())(10)
+                                    or "")
