@@ -41,6 +41,7 @@ from .vmi import (
     VmiFieldError,
     capacity_warning,
     mutate_vmi,
+    smt_alignment,
     validate_vmi,
 )
 from .vmi.mutate import JsonPatch
@@ -143,7 +144,10 @@ def shape(
     if result.refused:
         raise Refused(f"{_what(vmi)}: " + "; ".join(result.refused), code=422)
     warnings += result.warnings
-    return [] if result.skipped is not None else result.patch
+    if result.skipped is not None:
+        return []
+    return result.patch + smt_alignment.align(profile, result.vmi, view.kubevirt,
+                                              _smt(view, profile)).patch
 
 
 def check(
@@ -166,6 +170,8 @@ def check(
             profile, vmi, namespace_labels=namespace_labels, kubevirt=view.kubevirt
         )
         warnings += found
+        aligned = smt_alignment.align(profile, vmi, view.kubevirt, _smt(view, profile))
+        errors, warnings[:] = errors + aligned.refused, warnings + aligned.warnings
         if errors:
             raise Refused(f"{_what(vmi)}: " + "; ".join(errors), code=422)
         if profile.spec.mode == "Enforce":
@@ -190,6 +196,11 @@ def ready_nodes(view: ClusterView, profile: str) -> Iterator[NodeCapacity]:
             or _state_ready(view.node_states.get(name), profile)
         ):
             yield capacity
+
+
+def _smt(view: ClusterView, profile: Profile) -> smt_alignment.SmtFacts:
+    return smt_alignment.node_facts(
+        state.cpu for state in view.node_states.values() if state.profile == profile.name)
 
 
 def _state_ready(state: StateView | None, profile: str) -> bool:

@@ -637,6 +637,19 @@ class VmiSettings(BaseModel):
             "Off: not checked."
         ),
     )
+    smt_alignment: t.Literal["Refuse", "Warn", "Off"] = Field(
+        default="Refuse",
+        description=(
+            "VMIs with dedicated CPUs on nodes whose kubelet hands out whole cores only "
+            "(cpuManagerPolicyOptions full-pcpus-only): the kubelet refuses a pod whose "
+            "exclusive CPUs (vCPUs, plus one for an isolated emulator thread) are not a multiple "
+            "of the threads per core (SMTAlignmentError). Where KubeVirt's AlignCPUs feature "
+            "gate is on, kvtune annotates such a VMI "
+            "alpha.kubevirt.io/EmulatorThreadCompleteToEvenParity, and KubeVirt gives the "
+            "emulator thread the CPU that evens the count. Otherwise: Refuse (default) refuses "
+            "the VMI with the fix, Warn admits it with a warning, Off does not check."
+        ),
+    )
     pod_network: t.Literal["Shared", "ManagementOnly"] = Field(
         default="Shared",
         description=(
