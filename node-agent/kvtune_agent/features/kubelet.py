@@ -16,6 +16,7 @@ network namespace, not the agent's pod.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -70,6 +71,9 @@ class Observed:
     distribution: config.Distribution
     #: kvtune's own files now (path -> content), those the renderings may write.
     files: dict[str, str | None]
+    #: One of kvtune's files is newer than the running kubelet: written, but the kubelet was
+    #: not restarted since (the agent stopped in between), so it does not run it yet.
+    restart_pending: bool = False
 
 
 def _unit(fs: HostFS, pid: int | None) -> str | None:
@@ -82,6 +86,17 @@ def _unit(fs: HostFS, pid: int | None) -> str | None:
     return None
 
 
+def _started(fs: HostFS, pid: int | None) -> float | None:
+    """When the process started (seconds since the epoch): its starttime in /proc/<pid>/stat,
+    clock ticks after the host's boot; None when unknown."""
+    stat = fs.read_text(f"/proc/{pid}/stat") if pid is not None else None
+    booted = fs.boot_time()
+    fields = (stat or "").rpartition(")")[2].split()
+    if booted is None or len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return booted + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def observe(fs: HostFS, kubelet: KubeletReport) -> Observed:
     """Which unit runs the kubelet, which distribution that is, and kvtune's files now."""
     unit = _unit(fs, kubelet.pid)
@@ -91,7 +106,11 @@ def observe(fs: HostFS, kubelet: KubeletReport) -> Observed:
     paths = [f"{config.k3s_config(kubelet)}.d/{config.K3S_DROP_IN_NAME}"]
     if kubelet.drop_in_dir:
         paths.append(f"{kubelet.drop_in_dir.rstrip('/')}/{config.DROP_IN_NAME}")
-    return Observed(kubelet, unit, distribution, {path: fs.read_file(path) for path in paths})
+    started = _started(fs, kubelet.pid)
+    written = [fs.modified(path) for path in paths if fs.has_file(path)]
+    pending = started is not None and any(w is not None and w > started for w in written)
+    return Observed(kubelet, unit, distribution, {path: fs.read_file(path) for path in paths},
+                    pending)
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -127,6 +146,8 @@ def plan(
     rendering = config.render(want, kubelet, observed.distribution, profile,
                               report_only=settings.management == "Report")
     if not rendering.changed:
+        if observed.restart_pending and settings.management == "Enforce":
+            return _restart_step(observed)
         return Planned()
     changed = ", ".join(rendering.changed)
     if rendering.form == "Report":
@@ -145,6 +166,19 @@ def plan(
             f"{config.FIELD} asks for other {changed} than the kubelet runs with; written as "
             f"{'a drop-in' if rendering.form == 'DropIn' else 'kubelet-arg entries'}, then "
             f"the managers' checkpoints removed and {observed.unit} restarted"))),))
+
+
+def _restart_step(observed: Observed) -> Planned:
+    """The kubelet's files say what is wanted, but the kubelet started before kvtune wrote them:
+    the same step again, whose write changes nothing and whose restart is what is missing."""
+    path = next(p for p, text in observed.files.items() if text is not None)
+    text = observed.files[path] or ""
+    return Planned(steps=(Step("file", PlannedStep(
+        id=STEP_ID, feature=FEATURE, path=path, current=text, desired=text,
+        disruption="NeedsDrain", reason=(
+            f"{path} was written after the kubelet started, which has not been restarted since "
+            f"(kvtune stopped in between): restart {observed.unit} without the managers' "
+            "checkpoints"))),))
 
 
 # -- carrying it out ---------------------------------------------------------------------------

@@ -5,8 +5,10 @@ journaled, the kubelet restarted and asked for its health, and its old configura
 from __future__ import annotations
 
 import http.server
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,30 @@ def test_leaving_the_profile_restores_the_file_on_a_drained_node_and_restarts_th
     assert not (tmp_path / DROP_IN.lstrip("/")).exists()
     assert restarted is not None and restarted.result == "Applied"
     assert tree.systemctl_calls()[-1] == "restart kubelet.service"
+
+
+def _started(tree: HostTree, booted: int, after_boot: int) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    tree.file("/proc/stat", f"cpu  1 2 3\nbtime {booted}\n")
+    fields = ["S", *["0"] * 18, str(after_boot * ticks), "0"]
+    tree.file("/proc/77/stat", f"77 (kubelet) {' '.join(fields)}")
+
+
+def test_a_drop_in_written_after_the_kubelet_started_is_restarted_into(tmp_path: Path) -> None:
+    # kvtune stopped between its write and the restart: the files say what is wanted, the
+    # running kubelet does not run it.
+    tree = _node(tmp_path)
+    [step] = _plan(tree).steps
+    tree.file(DROP_IN, step.planned.desired.rstrip("\n"))
+    now = int(time.time())
+    _started(tree, booted=now - 3600, after_boot=1800)  # started half an hour ago
+
+    [again] = _plan(tree).steps
+
+    assert again.planned.current == again.planned.desired
+    assert "has not been restarted since" in again.planned.reason
+    _started(tree, booted=now - 3600, after_boot=3600 + 60)  # restarted since
+    assert _plan(tree).steps == ()
 
 
 @pytest.mark.parametrize(("unit", "distribution"), [
