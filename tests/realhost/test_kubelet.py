@@ -1,7 +1,7 @@
 """The real kubelet takes the configuration kvtune renders for this machine, and refuses the same
 configuration with reservedMemory one KiB off: its memory manager's own validation
 (validateReservedMemory, against this machine's NUMA nodes as cAdvisor reads them) is the judge
-of the arithmetic in features/kubelet_config.py, not our reading of it.
+of the arithmetic in features/kubelet/config.py, not our reading of it.
 
 The kubelet (hack/build-node.sh) runs standalone against hack/fake-cri, which answers only what a
 kubelet asks before it builds its CPU, memory and topology managers. It is stopped as soon as it
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.features import kubelet as feature
-from kvtune_agent.features import kubelet_config as config
+from kvtune_agent.features.kubelet import config
+from kvtune_agent.features.kubelet import drop_in as feature
 from kvtune_agent.hostfs import HostFS
 from kvtune_agent.probe import kubelet as kubelet_probe
 from kvtune_agent.probe import numa

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from hosttree import HostTree
-from kvtune_agent.features import kubelet as feature
-from kvtune_agent.features import kubelet_config as config
+from kvtune_agent.features.kubelet import config
+from kvtune_agent.features.kubelet import drop_in as feature
 from kvtune_agent.journal import Journal
 from kvtune_agent.probe import kubelet as kubelet_probe
 from kvtune_api.v1alpha1.host import NumaNode

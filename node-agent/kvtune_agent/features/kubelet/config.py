@@ -2,7 +2,7 @@
 
 Pure: a function of the profile's spec.cpu.kubelet, the kubelet's settings as the probe read
 them (probe/kubelet.py), the host's NUMA nodes and the housekeeping CPUs of the CPU partition.
-The feature module (kubelet.py beside this) writes what this decides.
+drop_in.py beside it writes what this decides.
 
 The kubelet refuses to start on a configuration its managers reject, so the rules that decide
 whether it starts are taken from its own code (Kubernetes v1.37,
@@ -36,8 +36,8 @@ from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
 from kvtune_api.v1alpha1.profile import KubeletSettings
 
-from ..probe import cpulist
-from ..probe import kubelet as kubelet_probe
+from ...probe import cpulist
+from ...probe import kubelet as kubelet_probe
 
 #: The drop-in kvtune writes into the kubelet's --config-dir; 99 so that it sorts after the
 #: distributions' own (the kubelet merges them in lexical order, the last one winning).

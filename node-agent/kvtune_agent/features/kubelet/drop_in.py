@@ -1,7 +1,7 @@
 """The kubelet feature: its CPU, memory and topology managers set for dedicated CPUs, on a
 drained node, journaled, and taken back when the kubelet does not come back healthy.
 
-What to write, and in which form, is decided in kubelet_config.py (pure). This module reads
+What to write, and in which form, is decided in config.py (pure). This module reads
 the little the probe does not (which systemd unit runs the kubelet, kvtune's own file), plans
 the one NeedsDrain step, and carries it out: the original file is journaled, the file written,
 the managers' checkpoints removed (a kubelet whose checkpoint names another policy or reserved
@@ -29,13 +29,13 @@ from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 from kvtune_api.v1alpha1.profile import KubeletSettings
 
-from .. import change
-from ..hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
-from ..journal import Entry, Journal, JournalError
-from ..plan import Finding, Step
-from ..probe import kubelet as kubelet_probe
-from ..systemd import NSENTER, Systemd, SystemdError
-from . import kubelet_config as config
+from ... import change
+from ...hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
+from ...journal import Entry, Journal, JournalError
+from ...plan import Finding, Step
+from ...probe import kubelet as kubelet_probe
+from ...systemd import NSENTER, Systemd, SystemdError
+from . import config
 
 FEATURE = "Kubelet"
 STEP_ID = "kubelet/config"
