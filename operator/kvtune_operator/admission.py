@@ -41,10 +41,12 @@ from .vmi import (
     VmiFieldError,
     capacity_warning,
     mutate_vmi,
+    numa_fit,
     smt_alignment,
     validate_vmi,
 )
 from .vmi.mutate import JsonPatch
+from .vmi.node_facts import NodeFacts
 from .vmi.overhead import quantity, quantity_bytes
 from .vmi.selection import SKIP_ANNOTATION, out_of_scope
 
@@ -178,6 +180,10 @@ def check(
             warning = capacity_warning(vmi, ready_nodes(view, profile.name), view.kubevirt)
             if warning is not None:
                 warnings.append(f"HypervisorProfile {profile.name}: {warning}")
+            ready = {name: state.facts for name, state in view.node_states.items()
+                     if _state_ready(state, profile.name)}
+            numa = numa_fit.fit_warning(profile, vmi, view.kubevirt, ready)
+            warnings += [numa] if numa is not None else []
     return "allowed"
 
 
@@ -198,9 +204,9 @@ def ready_nodes(view: ClusterView, profile: str) -> Iterator[NodeCapacity]:
             yield capacity
 
 
-def _smt(view: ClusterView, profile: Profile) -> smt_alignment.SmtFacts:
-    return smt_alignment.node_facts(
-        state.cpu for state in view.node_states.values() if state.profile == profile.name)
+def _smt(view: ClusterView, profile: Profile) -> NodeFacts:
+    return smt_alignment.merged(
+        state.facts for state in view.node_states.values() if state.profile == profile.name)
 
 
 def _state_ready(state: StateView | None, profile: str) -> bool:

@@ -21,7 +21,7 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeSta
 
 from .assign import Assignment
 from .render import PROFILE_LABEL
-from .vmi.smt_alignment import SmtFacts
+from .vmi.node_facts import NodeFacts
 
 #: Condition type the agent sets once it has restored a node's journal.
 REVERTED = "Reverted"
@@ -56,8 +56,8 @@ class StateView:
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     label: str = ""
     """Its kvtune.io/profile label, which anyone may edit; put back when it differs."""
-    cpu: SmtFacts = dataclasses.field(default_factory=SmtFacts)
-    """What admission needs of the probe report: SMT and the kubelet's whole-core option."""
+    facts: NodeFacts = dataclasses.field(default_factory=NodeFacts)
+    """What admission needs of the probe report (SMT, the kubelet's whole cores, NUMA cells)."""
 
     @property
     def reverted(self) -> bool:
@@ -93,7 +93,7 @@ class StateView:
     def from_body(cls, body: Mapping[str, t.Any]) -> StateView:
         meta = body["metadata"]
         status = dict(body.get("status") or {})
-        cpu = SmtFacts.from_host(status.get("host"))
+        facts = NodeFacts.from_host(status.get("host"))
         status.pop("host", None)  # the probe report is large and not needed to reconcile
         state = HypervisorNodeState.model_validate(
             {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
@@ -107,7 +107,7 @@ class StateView:
             state=state,
             annotations=dict(meta.get("annotations") or {}),
             label=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
-            cpu=cpu,
+            facts=facts,
         )
 
 

@@ -16,12 +16,13 @@ from kvtune_operator.profiles import Profile
 from kvtune_operator.views import StateView
 from kvtune_operator.vmi import KubeVirtConfig, mutate_vmi
 from kvtune_operator.vmi import smt_alignment as smt
-from kvtune_operator.vmi.smt_alignment import EVEN_PARITY, SmtFacts
+from kvtune_operator.vmi.node_facts import NodeFacts
+from kvtune_operator.vmi.smt_alignment import EVEN_PARITY
 from support.kubevirt_oracle import Oracle
 
 from webhook import Obj, make_profile, make_vmi
 
-SMT2 = SmtFacts(threads_per_core=2, whole_cores=True)
+SMT2 = NodeFacts(threads_per_core=2, whole_cores=True)
 GATE = KubeVirtConfig(installed=True, feature_gates=frozenset({"AlignCPUs"}))
 NO_GATE = KubeVirtConfig(installed=True)
 #: The profile's own default: the kubelet's managers left to the administrator.
@@ -50,8 +51,8 @@ def test_a_node_state_keeps_threads_per_core_and_the_kubelet_s_whole_core_option
         numa=NumaReport(threads_per_core=2),
         kubelet=KubeletReport(cpu_manager_policy_options={"full-pcpus-only": "true"})))
 
-    assert StateView.from_body(body).cpu == SMT2
-    assert StateView.from_body(_state_body(None)).cpu == SmtFacts()
+    assert StateView.from_body(body).facts == SMT2
+    assert StateView.from_body(_state_body(None)).facts == NodeFacts()
 
 
 def _state_body(host: HostReport | None) -> Obj:
@@ -70,19 +71,19 @@ def _state_body(host: HostReport | None) -> Obj:
 @pytest.mark.parametrize(("vmi", "facts", "spec", "aligned"), [
     pytest.param(_vmi(3), SMT2, UNMANAGED, True, id="3 vCPUs + emulator = 4"),
     pytest.param(_vmi(4, isolate=False), SMT2, UNMANAGED, True, id="4 vCPUs"),
-    pytest.param(_vmi(2), SmtFacts(2, whole_cores=False), UNMANAGED, True,
+    pytest.param(_vmi(2), NodeFacts(2, whole_cores=False), UNMANAGED, True,
                  id="no kubelet with full-pcpus-only"),
-    pytest.param(_vmi(2), SmtFacts(2, whole_cores=False), ENFORCED, False,
+    pytest.param(_vmi(2), NodeFacts(2, whole_cores=False), ENFORCED, False,
                  id="kvtune writes full-pcpus-only"),
-    pytest.param(_vmi(2), SmtFacts(1, whole_cores=True), UNMANAGED, True, id="no SMT"),
-    pytest.param(_vmi(2), SmtFacts(0, whole_cores=True), UNMANAGED, True,
+    pytest.param(_vmi(2), NodeFacts(1, whole_cores=True), UNMANAGED, True, id="no SMT"),
+    pytest.param(_vmi(2), NodeFacts(0, whole_cores=True), UNMANAGED, True,
                  id="threads per core unknown: not judged"),
     pytest.param(_vmi(2), SMT2, UNMANAGED, False, id="2 vCPUs + emulator = 3"),
     pytest.param(_vmi(3, isolate=False), SMT2, UNMANAGED, False, id="3 vCPUs"),
     pytest.param(_vmi(1, io=1), SMT2, UNMANAGED, False, id="1 vCPU + 1 IO thread + emulator"),
 ])
 def test_only_a_pod_the_kubelet_would_refuse_is_acted_on(
-    vmi: Obj, facts: SmtFacts, spec: Obj, aligned: bool
+    vmi: Obj, facts: NodeFacts, spec: Obj, aligned: bool
 ) -> None:
     found = smt.align(_profile(**spec), vmi, NO_GATE, facts)
     assert (not found.refused) == aligned
@@ -141,9 +142,9 @@ def test_off_does_not_check() -> None:
 
 
 def _cluster(kubevirt: KubeVirtConfig, profile: Profile) -> ClusterView:
-    node = dataclasses.replace(state("n", owner="fast", ready=True), cpu=SMT2)
+    node = dataclasses.replace(state("n", owner="fast", ready=True), facts=SMT2)
     other = dataclasses.replace(state("m", owner="slow", ready=True),
-                                cpu=SmtFacts(4, whole_cores=True))
+                                facts=NodeFacts(4, whole_cores=True))
     return ClusterView(profiles={"fast": profile}, node_labels={}, allocatable={},
                        node_states={"n": node, "m": other}, kubevirt=kubevirt)
 

@@ -11,7 +11,7 @@ CPUs where one would leave the count odd. KubeVirt only copies the annotation fr
 when its AlignCPUs feature gate (Alpha) is on, so kvtune sets it only there too; elsewhere the
 VMI is refused (or warned about) at admission, naming the fix, instead of failing on the node.
 
-Pure: the facts about the nodes come from their HypervisorNodeStates (SmtFacts), the gate from
+Pure: the facts about the nodes come from their HypervisorNodeStates (NodeFacts), the gate from
 the KubeVirt CR (KubeVirtConfig).
 """
 
@@ -24,37 +24,14 @@ from typing import Any
 from ..profiles import Profile
 from .kubevirt_config import KubeVirtConfig
 from .mutate import JsonPatch
+from .node_facts import WHOLE_CORES, NodeFacts
 from .overhead import lookup, vcpu_count
 from .paths import CPU
 
 ALIGN_CPUS_GATE = "AlignCPUs"
 EVEN_PARITY = "alpha.kubevirt.io/EmulatorThreadCompleteToEvenParity"
-#: The CPU manager option that hands out whole cores only.
-WHOLE_CORES = "full-pcpus-only"
 #: The parity KubeVirt's annotation completes to: it knows two threads per core only.
 PARITY = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class SmtFacts:
-    """What a node's probe says about whole cores: threads per core (0: unknown) and whether its
-    kubelet runs full-pcpus-only."""
-
-    threads_per_core: int = 0
-    whole_cores: bool = False
-
-    @classmethod
-    def from_host(cls, host: Any) -> SmtFacts:
-        """From a HypervisorNodeState's status.host (JSON), as much of it as is there."""
-        if not isinstance(host, Mapping):
-            return cls()
-        numa, kubelet = (host.get(key) for key in ("numa", "kubelet"))
-        threads = numa.get("threadsPerCore") if isinstance(numa, Mapping) else None
-        options = kubelet.get("cpuManagerPolicyOptions") if isinstance(kubelet, Mapping) else None
-        return cls(
-            threads_per_core=threads if isinstance(threads, int) and threads > 0 else 0,
-            whole_cores=isinstance(options, Mapping) and options.get(WHOLE_CORES) == "true",
-        )
 
 
 def _io_threads(vmi: Mapping[str, Any]) -> tuple[int, int]:
@@ -85,14 +62,14 @@ class Alignment:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def node_facts(facts: Iterable[SmtFacts]) -> SmtFacts:
+def merged(facts: Iterable[NodeFacts]) -> NodeFacts:
     """The profile's nodes as one: the most threads per core, whole cores if any kubelet."""
     found = list(facts)
-    return SmtFacts(max((f.threads_per_core for f in found), default=0),
-                    any(f.whole_cores for f in found))
+    return NodeFacts(max((f.threads_per_core for f in found), default=0),
+                     any(f.whole_cores for f in found))
 
 
-def whole_cores(profile: Profile, nodes: SmtFacts) -> bool:
+def whole_cores(profile: Profile, nodes: NodeFacts) -> bool:
     """The profile's kubelets hand out whole cores: kvtune writes the option (spec.cpu.kubelet)
     or a node's kubelet reports it."""
     kubelet = profile.spec.cpu.kubelet
@@ -100,7 +77,7 @@ def whole_cores(profile: Profile, nodes: SmtFacts) -> bool:
 
 
 def align(
-    profile: Profile, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig, nodes: SmtFacts
+    profile: Profile, vmi: Mapping[str, Any], kubevirt: KubeVirtConfig, nodes: NodeFacts
 ) -> Alignment:
     """The annotation that aligns the VMI, or why it cannot be aligned (refused or warned, per
     vmi.smtAlignment; Audit mode only warns)."""
