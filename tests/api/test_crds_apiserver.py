@@ -363,6 +363,8 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
      'spec.cpu.kubelet.memoryManagerPolicy: Unsupported value: "static"', True),
     ("topology manager scope 'node'", {"cpu": {"kubelet": {"topologyManagerScope": "node"}}},
      'spec.cpu.kubelet.topologyManagerScope: Unsupported value: "node"', True),
+    ("SMT alignment 'Ignore'", {"vmi": {"namespaceSelector": {}, "smtAlignment": "Ignore"}},
+     'spec.vmi.smtAlignment: Unsupported value: "Ignore"', True),
     ("full-pcpus-only as the kubelet's string", {"cpu": {"kubelet": {"fullPcpusOnly": "true"}}},
      "spec.cpu.kubelet.fullPcpusOnly: Invalid value: \"string\": "
      "spec.cpu.kubelet.fullPcpusOnly in body must be of type boolean", True),
