@@ -190,6 +190,21 @@ def test_a_setting_given_as_a_flag_is_reported_as_the_flag_to_change(tmp_path: P
         rendering.content)
 
 
+def test_a_drop_in_sorting_after_kvtune_s_is_reported_not_written_over_again(
+    tmp_path: Path,
+) -> None:
+    tree = _kubeadm(tmp_path)
+    tree.kubelet_config("cpuManagerPolicy: none\n", f"{KUBEADM_DROP_INS}/zz-admin.conf")
+    kubelet = _probe(tree)
+
+    rendering = config.render(_want(kubelet), kubelet, "kubelet", "vms")
+
+    assert rendering.form == "Report"
+    assert f"{KUBEADM_DROP_INS}/zz-admin.conf come(s) after kvtune's" in rendering.content
+    assert f"set cpuManagerPolicy: static in {KUBEADM_DROP_INS}/zz-admin.conf" in (
+        rendering.content)
+
+
 def test_a_kubelet_without_a_drop_in_directory_gets_the_change_to_make(tmp_path: Path) -> None:
     tree = HostTree(tmp_path).kubelet_config(f"kind: KubeletConfiguration\n{RESERVES}")
     tree.process(77, "kubelet", "/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml")
@@ -267,6 +282,19 @@ def test_k3s_whose_settings_are_kubelet_args_gets_kubelet_args_of_its_own(
     after = _probe(tree)
     assert config.differing(want, after) == []
     assert config.reserved_bytes(after) == GiB + 100 * MiB  # its own reserves untouched
+
+
+def test_k3s_kubelet_args_of_a_file_after_kvtune_s_are_reported(tmp_path: Path) -> None:
+    tree = _k3s(tmp_path, K3S_RESERVE, drop_in_dir=False)
+    tree.file("/etc/rancher/k3s/config.yaml.d/zz-site.yaml",
+              "kubelet-arg+: [cpu-manager-policy=none]\n")
+    kubelet = _probe(tree)
+
+    rendering = config.render(_want(kubelet), kubelet, "k3s", "vms")
+
+    assert rendering.form == "Report"
+    assert "/etc/rancher/k3s/config.yaml.d/zz-site.yaml come(s) after kvtune's" in (
+        rendering.content)
 
 
 def test_k3s_reserved_memory_given_as_a_kubelet_arg_is_not_given_twice(tmp_path: Path) -> None:

@@ -360,13 +360,32 @@ def render(
             return Rendering("Report", None, _report(todo, kubelet, (
                 "k3s gives reservedMemory as a kubelet-arg, and a second --reserved-memory adds "
                 "entries instead of replacing them")), changed)
-        directory = f"{k3s_config(kubelet)}.d"
-        return Rendering("KubeletArg", f"{directory}/{K3S_DROP_IN_NAME}",
-                         k3s_drop_in(want, profile), changed)
+        path = f"{k3s_config(kubelet)}.d/{K3S_DROP_IN_NAME}"
+        later = _after(path, [where.removeprefix(kubelet_probe.K3S_FILE_ORIGIN)
+                              for where in origins.values()])
+        if later:
+            return Rendering("Report", None, _report(todo, kubelet, _overridden(later, path)),
+                             changed)
+        return Rendering("KubeletArg", path, k3s_drop_in(want, profile), changed)
     if kubelet.drop_in_dir is None:
         return Rendering("Report", None, _report(todo, kubelet, (
             "the kubelet runs without a drop-in directory (--config-dir) and kvtune does not "
             "rewrite its configuration file; add --config-dir=/etc/kubernetes/kubelet.conf.d "
             "to its command line, or else")), changed)
-    return Rendering("DropIn", f"{kubelet.drop_in_dir.rstrip('/')}/{DROP_IN_NAME}",
-                     drop_in(want, profile), changed)
+    path = f"{kubelet.drop_in_dir.rstrip('/')}/{DROP_IN_NAME}"
+    later = _after(path, list(origins.values()))
+    if later:
+        return Rendering("Report", None, _report(todo, kubelet, _overridden(later, path)), changed)
+    return Rendering("DropIn", path, drop_in(want, profile), changed)
+
+
+def _after(path: str, origins: Sequence[str]) -> list[str]:
+    """The files among `origins` read after `path` in its directory: the kubelet (and k3s)
+    read drop-ins in lexical order, so a later one wins over kvtune's, and writing kvtune's
+    again would change nothing but restart the kubelet every cycle."""
+    directory = path.rpartition("/")[0] + "/"
+    return sorted({where for where in origins if where.startswith(directory) and where > path})
+
+
+def _overridden(later: Sequence[str], path: str) -> str:
+    return f"{', '.join(later)} come(s) after kvtune's {path} and override(s) it"
