@@ -166,7 +166,7 @@ def test_leaving_the_profile_restores_the_file_on_a_drained_node_and_restarts_th
 
     done = journal.revert(tree.systemd(), timeout=10,
                           hold=lambda entry: feature.hold(entry, DRAINED))
-    restarted = feature.after_revert(done, _observed(tree), tree.fs(), tree.systemd(),
+    restarted = feature.after_revert(done, DROP_IN, tree.fs(), tree.systemd(),
                                      lambda timeout: None, timeout=10)
 
     assert [r.result for r in done] == ["Applied"]
@@ -244,3 +244,18 @@ def test_healthz_is_ok_only_when_the_kubelet_says_ok(answer: str, expected: str 
 def test_healthz_of_a_kubelet_that_is_not_listening_is_not_ok() -> None:
     assert "Connection refused" in (feature.healthz("http://127.0.0.1:9/healthz", prefix=())(10)
                                     or "")
+
+
+def test_settling_leaves_other_files_alone_and_names_a_kubelet_it_cannot_restart(
+    tmp_path: Path,
+) -> None:
+    tree = _node(tmp_path, unit="kubelet-custom.service")
+    healthy: feature.Health = lambda timeout: None  # noqa: E731
+
+    assert feature.settle(tree.fs(), tree.systemd(), "/etc/modprobe.d/x.conf", healthy,
+                          timeout=10) is None
+    why = feature.settle(tree.fs(), tree.systemd(), DROP_IN, healthy, timeout=10)
+
+    assert why is not None and "restart it by hand" in why
+    assert tree.systemctl_calls() == []
+    assert (tmp_path / config.CPU_STATE.lstrip("/")).exists()  # nothing removed either

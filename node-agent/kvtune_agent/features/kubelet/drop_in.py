@@ -249,6 +249,24 @@ def _restart(fs: HostFS, systemd: Systemd, unit: str, files: Sequence[str], heal
     return f"{_journal_error(fs, unit, started - 1, timeout)} (healthz: {why})"
 
 
+def settle(
+    fs: HostFS, systemd: Systemd, path: str, health: Health, *, timeout: float,
+    ready_seconds: float = READY_SECONDS, sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """Once `path` is written or restored: when it is one of kvtune's kubelet files, remove the
+    managers' checkpoints, restart the unit that runs the kubelet and wait for its healthz.
+    None when there was nothing to do or the kubelet is healthy; else why not, with the
+    kubelet's own error. The unit is found afresh (a restart since the plan changes the pid)."""
+    if path.rpartition("/")[2] not in (config.DROP_IN_NAME, config.K3S_DROP_IN_NAME):
+        return None
+    unit = _unit(fs, kubelet_probe.probe(fs, fs.processes()).pid)
+    if unit is None:
+        return (f"no kubelet runs in a systemd unit kvtune knows ({', '.join(UNITS)}), so it was "
+                f"not restarted to take {path}; restart it by hand")
+    return _restart(fs, systemd, unit, (config.CPU_STATE, config.MEMORY_STATE), health,
+                    timeout, ready_seconds, sleep)
+
+
 def apply(
     step: Step, observed: Observed, fs: HostFS, journal: Journal, systemd: Systemd,
     grant: DisruptionGrant, health: Health, *, timeout: float,
@@ -263,8 +281,6 @@ def apply(
             "waiting for the operator to drain it and approve (spec.disruption.approved)"
             + ("" if grant.allow_drain else "; the profile does not allow drains "
                "(rollout.allowDrain), so an administrator must")))
-    if observed.unit is None:  # the plan gives Report form then; kept as a guard
-        return StepResult(id=planned.id, result="Failed", message="no kubelet unit to restart")
     try:
         original = change.current(fs, systemd, "file", planned.path, timeout=timeout)
         journal.record("file", planned.path, original, planned.id)
@@ -275,16 +291,16 @@ def apply(
                                timeout=timeout)
     if written.result != "Applied":
         return StepResult(id=planned.id, result="Failed", message=written.message)
-    checkpoints = (config.CPU_STATE, config.MEMORY_STATE)
-    why = _restart(fs, systemd, observed.unit, checkpoints, health, timeout, ready_seconds,
-                   sleep)
+    why = settle(fs, systemd, planned.path, health, timeout=timeout,
+                 ready_seconds=ready_seconds, sleep=sleep)
     if why is None:
         return StepResult(id=planned.id, result="Applied", message=(
             f"wrote {planned.path}, removed the managers' checkpoints and restarted "
             f"{observed.unit}; the kubelet is healthy"))
     back = change.set_value(fs, systemd, "file", planned.path, original, timeout=timeout)
-    again = (_restart(fs, systemd, observed.unit, checkpoints, health, timeout, ready_seconds,
-                      sleep) if back.result == "Applied" else back.message)
+    again = (settle(fs, systemd, planned.path, health, timeout=timeout,
+                    ready_seconds=ready_seconds, sleep=sleep)
+             if back.result == "Applied" else back.message)
     restored = ("the previous configuration is back and the kubelet healthy" if again is None
                 else f"putting the previous configuration back failed too ({again}): restore "
                 f"{planned.path} by hand")
@@ -303,21 +319,16 @@ def hold(entry: Entry, grant: DisruptionGrant) -> str | None:
 
 
 def after_revert(
-    results: Sequence[StepResult], observed: Observed, fs: HostFS, systemd: Systemd,
-    health: Health, *, timeout: float, ready_seconds: float = READY_SECONDS,
+    results: Sequence[StepResult], path: str, fs: HostFS, systemd: Systemd, health: Health, *,
+    timeout: float, ready_seconds: float = READY_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> StepResult | None:
-    """Once the journal restored kvtune's kubelet file, restart the kubelet so that it runs
-    what it ran before kvtune (the file alone changes nothing until then)."""
+    """Once the journal restored kvtune's kubelet file `path`, restart the kubelet so that it
+    runs what it ran before kvtune (the file alone changes nothing until then)."""
     if not any(r.id == f"revert/{STEP_ID}" and r.result == "Applied" for r in results):
         return None
-    if observed.unit is None:
-        return StepResult(id=f"revert/{STEP_ID}/restart", result="Failed", message=(
-            "the kubelet's configuration is restored, but no kubelet unit is known to restart; "
-            "restart the kubelet by hand"))
-    why = _restart(fs, systemd, observed.unit, (config.CPU_STATE, config.MEMORY_STATE), health,
-                   timeout, ready_seconds, sleep)
+    why = settle(fs, systemd, path, health, timeout=timeout, ready_seconds=ready_seconds,
+                 sleep=sleep)
     return StepResult(id=f"revert/{STEP_ID}/restart", result="Applied" if why is None else
-                      "Failed", message=f"restarted {observed.unit}" if why is None else (
-                          f"restarted {observed.unit} with its previous configuration, but it "
-                          f"is not healthy: {why}"))
+                      "Failed", message=f"restarted the kubelet to take {path} back" if why is None
+                      else f"{path} is restored, but the kubelet: {why}")
