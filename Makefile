@@ -22,7 +22,8 @@ test: setup
 
 lint:
 	$(VENV)/ruff check .
-	$(VENV)/mypy api/kvtune_api node-agent/kvtune_agent operator/kvtune_operator cli/kvtune_cli
+	$(VENV)/mypy api/kvtune_api node-agent/kvtune_agent operator/kvtune_operator cli/kvtune_cli \
+		tests bench
 	$(VENV)/lint-imports
 
 unit: setup

@@ -27,11 +27,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from kvtune_agent.probe import probe_host
+from kvtune_agent.wiring import probe_host
 
-# The hosts are laid out by the same builders the tests use (tests/hosttree.py).
+# The hosts are laid out by the same builders the tests use (tests/support/hosttree.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import hosttree
+from support import hosttree
 
 WHOLE_HOSTS = (
     "intel_two_socket", "amd_eight_node", "large_host", "arm64_server", "s390_lpar",

@@ -62,12 +62,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.labels import READY_LABEL
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port, stop_process
-from kvtune_operator import webhook
-from kvtune_operator.kube import Kube
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.settings import WebhookSettings
-from kvtune_operator.vmi import mutate_vmi
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from kvtune_operator.webhook import configuration as webhook
+from kvtune_operator.webhook.kube import Kube
+from kvtune_operator.webhook.settings import WebhookSettings
+from kvtune_operator.webhook.vmi import mutate_vmi
 from prometheus_client.parser import text_string_to_metric_families
 
 # The CRD helpers and builders are the tests' own (tests/support, tests/webhook).
@@ -356,7 +355,7 @@ def decision_cost(nodes: int, calls: int = 3000) -> None:
     """CPU per call of the webhook's own work, in this process: decode the AdmissionReview,
     decide (admission.review), encode the answer; beside the same decode and encode alone (what
     the no-op server does). No cluster, no TLS, no HTTP."""
-    from kvtune_operator.admission import ClusterView, node_capacity, review
+    from kvtune_operator.webhook.admission import ClusterView, node_capacity, review
 
     names = [f"bench-{i:03d}" for i in range(nodes)]
     view = ClusterView(

@@ -38,7 +38,7 @@ import kubernetes
 import yaml
 from kubernetes import client
 from kvtune_cli.localcluster import LocalCluster, control_plane_bin_dir, free_port, stop_process
-from kvtune_operator import webhook
+from kvtune_operator.webhook import configuration as webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import kubevirt
@@ -161,8 +161,8 @@ def half_open(port: int, pid: int, count: int) -> None:
         print(f"  after {wait:>2} s: held {h} in the handshake, {r} in their headers")
         if h == r == 0:
             break
-    for conn in hello + headers:
-        conn.close()
+    for held in hello + headers:
+        held.close()
 
 
 def main() -> None:

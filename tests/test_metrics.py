@@ -25,15 +25,16 @@ from kubernetes import client
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
 from kvtune_cli.localcluster import free_port
 from kvtune_cli.main import serve_metrics
-from kvtune_operator import metrics
-from kvtune_operator.admission import ClusterView
-from kvtune_operator.controller import PassResult, reconcile_profile, snapshot
-from kvtune_operator.kube import Kube
-from kvtune_operator.profiles import Profile
-from kvtune_operator.settings import Settings, WebhookSettings
-from kvtune_operator.views import Action, CordonNode, CreateState, EvictVmPods, LabelNode
-from kvtune_operator.webhook import GeneratedTls
-from kvtune_operator.webhook_server import AdmissionServer
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller import metrics
+from kvtune_operator.controller.passes import PassResult, reconcile_profile, snapshot
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.views import Action, CordonNode, CreateState, EvictVmPods, LabelNode
+from kvtune_operator.webhook.admission import ClusterView
+from kvtune_operator.webhook.configuration import GeneratedTls
+from kvtune_operator.webhook.kube import Kube
+from kvtune_operator.webhook.server import AdmissionServer
+from kvtune_operator.webhook.settings import WebhookSettings
 from prometheus_client import REGISTRY
 from support.cluster import ClusterAccess, wait_for
 from support.metrics import scraped, value
@@ -229,3 +230,19 @@ def test_the_operator_serves_its_passes_and_forgets_a_deleted_profile(
     custom.delete_cluster_custom_object("kvtune.io", "v1alpha1", "hypervisorprofiles", name)
     wait_for(lambda: scraped(port, NODES, profile=name, phase="Ready") is None,
              "the deleted profile's series dropped", timeout=60)
+
+
+@pytest.mark.parametrize(("process", "own", "other"), [
+    ("kvtune_operator.controller.handlers", "kvtune_operator_", "kvtune_webhook_"),
+    ("kvtune_operator.webhook.handlers", "kvtune_webhook_", "kvtune_operator_"),
+])
+def test_each_process_serves_only_its_own_series(process: str, own: str, other: str) -> None:
+    """What `kvtune operator` and `kvtune webhook` load before serving: each registers its own
+    metrics and none of the other's (docs/metrics.md), since neither imports the other."""
+    listed = subprocess.run(
+        [sys.executable, "-c", f"import {process}\nfrom prometheus_client import REGISTRY\n"
+         "print('\\n'.join(m.name for m in REGISTRY.collect()))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()
+    assert any(name.startswith(own) for name in listed), listed
+    assert not [name for name in listed if name.startswith(other)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
+from .features import CONDITION_FEATURES
 from .v1alpha1.common import Condition, ConditionStatus
 
 __all__ = ["Condition", "ConditionStatus"]
@@ -19,11 +20,9 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 #: A node that needs a drain or a reboot before it can finish (node states and profiles).
 WAITING = "Waiting"
-#: Per-feature condition types a node agent reports.
-FEATURES = (
-    "PLE", "NUMA", "Hugepages", "KSM", "Numad", "THP", "SRIOV", "Macvtap", "BlockDevices",
-    "Kubelet",
-)
+#: Per-feature condition types a node agent reports (the agent's registry says which feature
+#: reports which).
+FEATURES = CONDITION_FEATURES
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:

@@ -2,10 +2,11 @@
 
 Why here: virt-launcher pods are OOM-killed when the memory reserved for QEMU and its helpers is
 too small, and a flat 1 GiB per VM is wrong both ways. Two sides need KubeVirt's figure exactly:
-the operator's webhook, which reads the inputs from a VMI (`kvtune_operator.vmi.overhead`), and
-the node agent's audit of running VMs, which reads them from each libvirt domain. The two sides
-may not import each other, so the formula lives in the API package they share, taking plain
-numbers and flags rather than a VMI, and each side reads its inputs its own way.
+the operator's webhook, which reads the inputs from a VMI
+(`kvtune_operator.webhook.vmi.overhead`), and the node agent's audit of running VMs, which reads
+them from each libvirt domain. The two sides may not import each other, so the formula lives in
+the API package they share, taking plain numbers and flags rather than a VMI, and each side reads
+its inputs its own way.
 
 The structure and constants follow GetMemoryOverhead in kubevirt/kubevirt
 `pkg/hypervisor/kvm/hypervisorbackend.go`, including its rounding through kilobytes. One constant

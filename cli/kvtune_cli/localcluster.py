@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Self
 
 import yaml
-from kvtune_operator.pki import (
+from kvtune_operator.webhook.pki import (
     CertificateAuthority,
     new_private_key,
     private_key_pem,

@@ -37,12 +37,15 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from kvtune_agent.hostfs import HostFS
-    from kvtune_agent.probe import probe_host
+    # The engine's probe and the registry, not kvtune_agent.wiring: the cycle it also binds
+    # would import prometheus_client, which a probe has no use for.
+    from kvtune_agent.engine.probe import probe_host
+    from kvtune_agent.features import FEATURES
+    from kvtune_agent.host.hostfs import HostFS
 
     fs = HostFS(args.root)
     processes = fs.processes()  # read once, for the probe and the VM audit
-    report = probe_host(fs, processes)
+    report = probe_host(FEATURES, fs, processes)
     if args.vms:  # the running VMs' audit too (kvtune_agent.audit), as in a node's status
         from kvtune_agent.audit.report import probe_output
 
@@ -59,9 +62,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_operator(args: argparse.Namespace) -> int:
     import kopf
-    import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
-    from kvtune_operator.kube import Kube, api_client
-    from kvtune_operator.settings import Settings
+    import kvtune_operator.controller.handlers  # noqa: F401  (registers the handlers)
+    from kvtune_operator.common.kube import api_client
+    from kvtune_operator.controller.kube import Kube
+    from kvtune_operator.controller.settings import Settings
 
     if args.kubeconfig:
         # One setting for both clients: kopf's login and ours read $KUBECONFIG.
@@ -86,10 +90,11 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
     import asyncio
 
     import kopf
-    from kvtune_operator.kube import Kube, api_client
-    from kvtune_operator.settings import WebhookSettings
-    from kvtune_operator.webhook import WebhookSetupError
-    from kvtune_operator.webhook_handlers import serve
+    from kvtune_operator.common.kube import api_client
+    from kvtune_operator.webhook.configuration import WebhookSetupError
+    from kvtune_operator.webhook.handlers import serve
+    from kvtune_operator.webhook.kube import Kube
+    from kvtune_operator.webhook.settings import WebhookSettings
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -166,7 +171,7 @@ def _add_metrics_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def _add_webhook_flags(parser: argparse.ArgumentParser) -> None:
-    from kvtune_operator.settings import WebhookSettings
+    from kvtune_operator.webhook.settings import WebhookSettings
 
     default = WebhookSettings()  # the defaults, and their reasons, live in WebhookSettings
     parser.add_argument("--port", type=int, default=default.port,

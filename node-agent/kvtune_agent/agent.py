@@ -23,29 +23,21 @@ from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNod
 
 from . import metrics, nfd
 from .audit import VMS_COMPLIANT, AuditPolicy, audit_node, vms_condition
-from .cycle import revert_orphaned, run_cycle
-from .hostfs import HostFS
+from .features import FEATURES
+from .features.base import NodeMeta
+from .host.hostfs import HostFS
+from .host.systemd import HOST_SYSTEMCTL, Systemd
 from .kube import AgentKube
-from .plan import NodeMeta
-from .systemd import HOST_SYSTEMCTL, Systemd
+from .wiring import revert_orphaned, run_cycle
 
 log = logging.getLogger("kvtune.agent")
 
 #: Status fields that change on their own and are no reason to write (dotted paths; lists are
-#: walked through).
+#: walked through): the engine's own, and each feature's `volatile`.
 VOLATILE = (
     "lastProbeTime",
     "conditions.lastTransitionTime",
-    "host.memory.freeKib",
-    "host.memory.availableKib",
-    "host.memory.swapFreeKib",
-    "host.memory.hugepages.free",
-    "host.memory.hugepagesPerNode.free",
-    "host.numa.nodes.memoryFreeKib",
-    "host.ksm.pagesShared",
-    "host.ksm.pagesSharing",
-    "host.ksm.ksmtuned.pids",
-    "host.numad.pids",
+    *(path for feature in FEATURES for path in feature.volatile),
 )
 
 

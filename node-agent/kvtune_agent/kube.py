@@ -18,7 +18,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1 import API_GROUP, API_VERSION, GROUP_VERSION
 
-from .plan import NodeMeta
+from .features.base import NodeMeta
 
 STATES = "hypervisornodestates"
 EVENTS_NAMESPACE = "default"  # Events about cluster-scoped objects live in `default`.

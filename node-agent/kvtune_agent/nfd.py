@@ -18,10 +18,10 @@ stops naming it.
 
 from __future__ import annotations
 
-from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
 
-from .hostfs import HostFS
+from .features import FEATURES
+from .host.hostfs import HostFS
 
 FEATURES_FILE = "/etc/kubernetes/node-feature-discovery/features.d/kvtune"
 DOMAIN = "kvtune.io"
@@ -29,35 +29,13 @@ HEADER = ("# Written by the kvtune node agent for Node Feature Discovery's local
           "removed when the node leaves its kvtune profile or the profile moves to Audit.\n")
 
 
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
 def features(spec: HypervisorNodeStateSpec, status: HypervisorNodeStateStatus) -> dict[str, str]:
-    """Label name -> value: PLE supported/enabled, NUMA nodes, hugepages ready per size, KSM off,
-    NICs dedicated through macvtap.
-
-    A fact the probe could not establish (PLE "Unknown") is left out rather than guessed.
-    Hugepages of a size count as ready when the spec allocates that size and the Hugepages
-    condition is True (every pool at its count, nothing blocking). macvtap-nics counts the NICs
-    the node offers VMs through macvtap (status.macvtap), not the devices free on them: it moves
-    when the profile or the NICs change, never as VMs start and stop.
-    """
+    """Label name -> value, as each registered feature gives them (its `labels`): PLE
+    supported/enabled, NUMA nodes, hugepages ready per size, KSM off, NICs dedicated through
+    macvtap. A fact the probe could not establish (PLE "Unknown") is left out, not guessed."""
     found: dict[str, str] = {}
-    host = status.host
-    if host is not None:
-        ple = host.cpu.ple
-        for name, value in (("ple-supported", ple.supported), ("ple-enabled", ple.enabled)):
-            if value != "Unknown":
-                found[name] = _flag(value == "Yes")
-        found["numa-nodes"] = str(len(host.numa.nodes))
-        found["ksm-off"] = _flag(host.ksm.state in ("Stopped", "Unmerging", "Absent")
-                                 and not host.ksm.ksmtuned.running)
-    hugepages = cond.is_true(status.conditions, "Hugepages")
-    for alloc in spec.host.memory.hugepages.pages:
-        found[f"hugepages-{alloc.size}"] = _flag(hugepages)
-    if spec.host.network.macvtap:
-        found["macvtap-nics"] = str(len(status.macvtap))
+    for feature in FEATURES:
+        found |= feature.labels(spec, status)
     return {f"{DOMAIN}/{name}": value for name, value in sorted(found.items())}
 
 

@@ -1,1 +1,1 @@
-"""Node agent tests: probes against sysfs-shaped trees built by tests/hosttree.py."""
+"""Node agent tests: probes against sysfs-shaped trees built by tests/support/hosttree.py."""

@@ -7,8 +7,9 @@ import typing as t
 from collections.abc import Iterable
 from pathlib import Path
 
-from hosttree import HostTree, intel_two_socket
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec
+from support.hosttree import HostTree, intel_two_socket
+from support.sections import HostSections
 
 
 def node_spec(
@@ -19,7 +20,7 @@ def node_spec(
     approved: bool = False,
     allow_reboot: bool = False,
     vmi: dict[str, t.Any] | None = None,
-    **host: t.Any,
+    **host: t.Unpack[HostSections],
 ) -> HypervisorNodeStateSpec:
     """A spec for node n1 with the host settings given as camelCase sections (memory=..., ...),
     and the VMI settings when given."""
@@ -45,7 +46,16 @@ def busy_host(root: Path, vf_drivers: Iterable[str | None] = ("iavf", "iavf")) -
     return tree.nic("ens1f0", "0000:3b:00.0", total_vfs=64, vf_drivers=vf_drivers)
 
 
-def busy_spec(mode: str = "Enforce", **flags: t.Any) -> HypervisorNodeStateSpec:
+class Flags(t.TypedDict, total=False):
+    """`node_spec`'s flags, for builders that pass them on."""
+
+    paused: bool
+    revert: bool
+    approved: bool
+    allow_reboot: bool
+
+
+def busy_spec(mode: str = "Enforce", **flags: t.Unpack[Flags]) -> HypervisorNodeStateSpec:
     """KSM and numad off, THP madvise, 40 1Gi hugepages, 8 VFs on ens1f0."""
     return node_spec(
         mode,

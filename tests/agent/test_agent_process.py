@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kvtune_agent import nfd
-from kvtune_agent.journal import JOURNAL_PATH
-from kvtune_agent.status import REVERTED
+from kvtune_agent.engine.journal import JOURNAL_PATH
+from kvtune_agent.engine.status import REVERTED
 from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
 from support.agent import ENFORCE, KSM_RUN, Node
 from support.cluster import ClusterAccess, wait_for

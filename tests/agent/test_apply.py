@@ -7,13 +7,15 @@ import os
 import threading
 from pathlib import Path
 
-from hosttree import HostTree, KernelFS, intel_two_socket
-from kvtune_agent.apply import REBOOT_REQUIRED, apply
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.journal import JOURNAL_PATH, Journal
-from kvtune_agent.plan import PLE_CONF, plan
-from kvtune_agent.probe import probe_host
+from kvtune_agent.engine.apply import apply
+from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
+from kvtune_agent.features import FEATURES
+from kvtune_agent.features.cpu import PLE_CONF
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.host.reboot import REBOOT_REQUIRED
+from kvtune_agent.wiring import SEQUENCE, plan, probe_host
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant, HypervisorNodeStateSpec, StepResult
+from support.hosttree import HostTree, KernelFS, intel_two_socket
 
 from .specs import busy_host, busy_spec, node_spec
 
@@ -31,7 +33,7 @@ def _apply(
 ) -> dict[str, StepResult]:
     fs = fs or tree.kernel()
     work = plan(spec, probe_host(fs))
-    results = apply(work, fs, Journal(fs), tree.systemd(), grant, timeout=timeout)
+    results = apply(FEATURES, work, fs, Journal(fs), tree.systemd(), grant, timeout=timeout)
     assert [r.id for r in results] == [s.planned.id for s in work.steps]
     return {r.id: r for r in results}
 
@@ -89,16 +91,16 @@ def test_a_write_the_kernel_refuses_fails_its_step_only(tmp_path: Path) -> None:
 
 
 class _Hanging(KernelFS):
-    """A kernel whose driver hangs on one path until `release` is set."""
+    """A kernel whose driver hangs on one path until `unblock` is set."""
 
     def __init__(self, root: Path, path: str) -> None:
         super().__init__(root)
         self.hang_on = path
-        self.release = threading.Event()
+        self.unblock = threading.Event()
 
     def _store(self, path: str, value: str) -> None:
         if path == self.hang_on:
-            self.release.wait()
+            self.unblock.wait()
         super()._store(path, value)
 
 
@@ -111,7 +113,7 @@ def test_a_write_that_hangs_fails_its_step_and_the_others_still_run(tmp_path: Pa
     try:
         results = _apply(tree, busy_spec(), fs=fs, timeout=3)
     finally:
-        fs.release.set()
+        fs.unblock.set()
 
     assert results["sriov/ens1f0"].result == "Failed"
     assert "did not return within 3 s" in results["sriov/ens1f0"].message
@@ -228,7 +230,7 @@ def test_revert_restores_the_vf_count_of_the_nic_it_changed_after_interfaces_are
     for old, new in (("ens1f0", "tmp0"), ("ens1f1", "ens1f0"), ("tmp0", "ens1f1")):
         _rename_netdev(tmp_path, old, new)  # a reboot swapped the two ports' names
 
-    Journal(fs).revert(tree.systemd(), timeout=5)
+    Journal(fs).revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert _read(tmp_path, NUMVFS) == "2"  # 0000:3b:00.0, the NIC kvtune changed
     assert _read(tmp_path, "/sys/bus/pci/devices/0000:3b:00.1/sriov_numvfs") == "0"
@@ -244,7 +246,7 @@ def test_a_vf_taken_after_the_plan_was_made_keeps_its_count_until_approval(
     vf.unlink()
     vf.symlink_to("../../../bus/pci/drivers/pci-stub")  # then a DPDK app took one
 
-    [result] = [r for r in apply(work, fs, Journal(fs), tree.systemd(), LIVE, timeout=5)
+    [result] = [r for r in apply(FEATURES, work, fs, Journal(fs), tree.systemd(), LIVE, timeout=5)
                 if r.id == "sriov/ens1f0"]
 
     assert result.result == "Waiting"
@@ -260,7 +262,7 @@ def test_revert_withdraws_the_reboot_request_kvtune_made(tmp_path: Path) -> None
     _apply(tree, node_spec(cpu={"ple": "Required"}, allow_reboot=True))
     assert _read(tmp_path, PKGS) == "kvtune"
 
-    results = Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+    results = Journal(tree.kernel()).revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert [(r.id, r.result) for r in results] == [
         ("revert/reboot-required", "Applied"), ("revert/ple/kvm_intel", "Applied")]
@@ -274,7 +276,7 @@ def test_withdrawing_the_reboot_request_keeps_what_others_asked_for(tmp_path: Pa
     assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nkvtune"
     (tmp_path / PKGS.lstrip("/")).write_text("linux-image-6.1.0-28-amd64\nkvtune\nlibc6\n")
 
-    Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+    Journal(tree.kernel()).revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert _read(tmp_path, PKGS) == "linux-image-6.1.0-28-amd64\nlibc6"
     assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"
@@ -308,7 +310,7 @@ def test_a_reboot_request_set_by_someone_else_after_a_reboot_survives_the_revert
     (tmp_path / PKGS.lstrip("/")).unlink()
     (tmp_path / REBOOT_REQUIRED.lstrip("/")).write_text("*** System restart required ***\n")
 
-    Journal(tree.kernel()).revert(tree.systemd(), timeout=5)
+    Journal(tree.kernel()).revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert _read(tmp_path, REBOOT_REQUIRED) == "*** System restart required ***"
     assert not tree.fs().exists(PKGS)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from kvtune_agent.backoff import hold, track
-from kvtune_agent.plan import Plan, Step
+from kvtune_agent.engine.retry import hold, track
+from kvtune_agent.features.base import Plan, Step
+from kvtune_agent.features.memory.hugepages import POOL_BACKOFF
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport
 from kvtune_api.v1alpha1.nodestate import HugepageRetry, PlannedStep, StepResult
 
@@ -47,7 +48,7 @@ def test_each_attempt_that_falls_short_waits_twice_as_long_as_the_one_before(
     previous = [_retry(before)] if before else []
     applied = [StepResult(id=STEP, result="Partial")]
 
-    [retry] = track(previous, applied, _plan(18, 20), _host(18), NOW)
+    [retry] = track(POOL_BACKOFF, previous, applied, _plan(18, 20), _host(18), NOW)
 
     assert (retry.attempts, retry.allocated, retry.next_attempt) == (before + 1, 18, NOW + wait)
 
@@ -60,13 +61,13 @@ def test_each_attempt_that_falls_short_waits_twice_as_long_as_the_one_before(
 def test_a_pool_no_longer_short_of_what_was_tried_loses_its_record(
     plan: Plan, host: HostReport
 ) -> None:
-    assert track([_retry(3)], [], plan, host, NOW) == []
+    assert track(POOL_BACKOFF, [_retry(3)], [], plan, host, NOW) == []
 
 
 def test_a_record_is_kept_unchanged_between_attempts() -> None:
     retry = _retry(2)
 
-    assert track([retry], [], _plan(18, 20), _host(18), NOW) == [retry]
+    assert track(POOL_BACKOFF, [retry], [], _plan(18, 20), _host(18), NOW) == [retry]
 
 
 @pytest.mark.parametrize(("now", "held"), [
@@ -76,7 +77,7 @@ def test_a_record_is_kept_unchanged_between_attempts() -> None:
 def test_a_pool_is_grown_again_only_once_its_wait_is_over(
     now: datetime.datetime, held: bool
 ) -> None:
-    found = hold(_plan(18, 20), [_retry(1)], now)
+    found = hold(_plan(18, 20), POOL_BACKOFF, [_retry(1)], now)
 
     assert (found.steps == ()) == held
     assert [f.reason for f in found.findings] == (["HugepagesPartlyAllocated"] if held else [])
@@ -90,6 +91,6 @@ def test_a_clock_that_jumped_back_does_not_hold_a_pool_longer_than_the_longest_w
     jump: datetime.timedelta,
 ) -> None:
     # The record was written before the clock went back: its next attempt lies `jump` ahead.
-    found = hold(_plan(18, 20), [_retry(1, wait=jump)], NOW)
+    found = hold(_plan(18, 20), POOL_BACKOFF, [_retry(1, wait=jump)], NOW)
 
     assert [s.planned.id for s in found.steps] == [STEP]

@@ -1,6 +1,6 @@
 """Crash at every point of boot staging and of the reboot request, then recover by running
 again: the host tree is exactly the crash-free one (every file, link and temporary file), and a
-revert leaves exactly the tree from before. See crashpoints.py for what a point is."""
+revert leaves exactly the tree from before. See support/crashpoints.py for what a point is."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from boottree import GRUBBY, apply_boot_args, bls, debian_grub, osrelease
-from crashpoints import Crash, crashing, picture
-from hosttree import HostTree, KernelFS
-from kvtune_agent import boot
-from kvtune_agent.bootloader import GRUB_DROPIN
-from kvtune_agent.change import REBOOT_PKGS, REBOOT_REQUIRED
-from kvtune_agent.cycle import run_cycle
-from kvtune_agent.journal import Journal
-from kvtune_agent.plan import NodeMeta
+from kvtune_agent.engine.journal import Journal
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.features.memory import boot
+from kvtune_agent.host.bootloader import GRUB_DROPIN
+from kvtune_agent.host.reboot import REBOOT_PKGS, REBOOT_REQUIRED
+from kvtune_agent.wiring import SEQUENCE, run_cycle
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+from support.boottree import GRUBBY, apply_boot_args, bls, debian_grub, osrelease
+from support.crashpoints import Crash, crashing, picture
+from support.hosttree import HostTree, KernelFS
 
 from .specs import busy_host, busy_spec
 
@@ -62,7 +62,7 @@ def _stage(tree: HostTree, target: str) -> None:
 
 
 def _revert(tree: HostTree, target: str) -> None:
-    results = Journal(tree.fs()).revert(tree.systemd(), timeout=10)
+    results = Journal(tree.fs()).revert(tree.systemd(), sequence=SEQUENCE, timeout=10)
     assert {r.result for r in results} <= {"Applied"}, results
 
 

@@ -12,20 +12,20 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, KernelFS
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.cycle import OrphanRevert, revert_orphaned, run_cycle
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.journal import JOURNAL_PATH, Journal
-from kvtune_agent.plan import NodeMeta
-from kvtune_agent.status import REVERTED
+from kvtune_agent.engine.journal import JOURNAL_PATH, Journal
+from kvtune_agent.engine.status import REVERTED
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import OrphanRevert, revert_orphaned, run_cycle
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.agent import StoredState
+from support.hosttree import HostTree, KernelFS
 
 from .audit.builders import launcher
 from .specs import busy_host, busy_spec, node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -326,6 +326,7 @@ def test_an_agent_step_audits_its_vms_in_the_process_table_of_its_last_probe(
 
     agent.step()  # stops ksmtuned, so probes again
 
+    assert state.body is not None
     status = HypervisorNodeStateStatus.model_validate(state.body["status"])
     assert fs.proc_listings == 2, "one listing per probe, none for the VM audit"
     assert status.host is not None and not status.host.ksm.ksmtuned.running
@@ -354,6 +355,7 @@ def test_a_vf_write_that_hangs_does_not_hang_the_probe_after_it(tmp_path: Path) 
         fs.release()
         worker.join(5)
     [status] = done
+    assert status.host is not None
     assert "did not return within 0.3 s" in {r.id: r for r in status.results}[
         "sriov/ens1f0"].message
     assert any(p.path.endswith("0000:3b:00.0/sriov_numvfs") and "has not returned" in p.message
@@ -429,13 +431,13 @@ def test_an_audit_or_paused_cycle_never_rewrites_an_old_journal(
 
 
 class StuckFS(KernelFS):
-    """A kernel whose read of one file blocks in the kernel until `release` is set, as a
+    """A kernel whose read of one file blocks in the kernel until `unblock` is set, as a
     driver that hangs a sysfs read, or a process whose cmdline waits on its memory lock."""
 
     def __init__(self, root: Path, path: str) -> None:
         super().__init__(root)
         self.stuck_on = path
-        self.release = threading.Event()
+        self.unblock = threading.Event()
         self.entered = 0
 
     def _read_regular(
@@ -443,14 +445,14 @@ class StuckFS(KernelFS):
     ) -> bytes | None:
         if path == self.stuck_on:
             self.entered += 1
-            self.release.wait()
+            self.unblock.wait()
         return super()._read_regular(path, real, offset, size, limit, device)
 
 
 def test_a_probe_stuck_in_a_read_is_reported_with_its_path_and_not_started_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("kvtune_agent.cycle.PROBE_SECONDS", 1.0)
+    monkeypatch.setattr("kvtune_agent.engine.cycle.PROBE_SECONDS", 1.0)
     tree = busy_host(tmp_path).ksm(1)
     spec = busy_spec()
     settled = _cycle(tree, spec)
@@ -461,7 +463,7 @@ def test_a_probe_stuck_in_a_read_is_reported_with_its_path_and_not_started_again
         again = _cycle(tree, spec, fs, stuck)
         entered = fs.entered
     finally:
-        fs.release.set()
+        fs.unblock.set()
 
     ready = cond.find(stuck.conditions, cond.READY)
     degraded = cond.find(stuck.conditions, cond.DEGRADED)
@@ -477,5 +479,5 @@ def test_a_probe_stuck_in_a_read_is_reported_with_its_path_and_not_started_again
         if "kvtune probe" not in {thread.name for thread in threading.enumerate()}:
             break
         threading.Event().wait(0.05)
-    assert cond.find(_cycle(tree, spec, fs, again).conditions, cond.DEGRADED).reason != (
-        "ProbeHung")
+    recovered = cond.find(_cycle(tree, spec, fs, again).conditions, cond.DEGRADED)
+    assert recovered is not None and recovered.reason != "ProbeHung"

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, intel_two_socket
-from kvtune_agent.hostfs import HostCommandError, HostFS, HostWriteError
+from kvtune_agent.host.hostfs import HostCommandError, HostFS, HostWriteError
+from support.hosttree import HostTree, intel_two_socket
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 NR_1G_NODE0 = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"

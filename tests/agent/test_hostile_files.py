@@ -12,12 +12,14 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent import launchers
-from kvtune_agent.change import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT, set_value
-from kvtune_agent.hostfs import MAX_CONFIG, HostFS
-from kvtune_agent.journal import Journal, JournalError
-from kvtune_agent.probe import kubelet, probe_host
+from kvtune_agent.engine.change import set_value
+from kvtune_agent.engine.journal import Journal, JournalError
+from kvtune_agent.features.kubelet import probe as kubelet
+from kvtune_agent.host import launchers
+from kvtune_agent.host.hostfs import MAX_CONFIG, HostFS
+from kvtune_agent.host.reboot import REBOOT_PKGS, REBOOT_REQUIRED, REBOOT_REQUIRED_TEXT
+from kvtune_agent.wiring import probe_host
+from support.hosttree import HostTree
 
 CONFIG = "/var/lib/kubelet/config.yaml"
 JOURNAL = "/var/lib/kvtune/journal.json"

@@ -14,14 +14,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree, intel_two_socket
-from kvtune_agent import memory_budget
 from kvtune_agent.audit import AuditPolicy, audit_node, connect
-from kvtune_agent.hostfs import ProcessTable, ReadIssue
-from kvtune_agent.plan import plan
-from kvtune_agent.probe import kubelet, probe_host
+from kvtune_agent.features import memory_budget
+from kvtune_agent.features.kubelet import probe as kubelet
+from kvtune_agent.host.hostfs import ProcessTable, ReadIssue
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api.v1alpha1.audit import MAX_VMS, NodeVmAudit
 from kvtune_api.v1alpha1.host import KubeletReport
+from support.hosttree import HostTree, intel_two_socket
 
 from .audit.builders import launcher, two_node_host
 from .specs import node_spec

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent.journal import JOURNAL_PATH, Entry, Journal, JournalError
-from kvtune_agent.systemd import UnitState
+from kvtune_agent.engine.journal import JOURNAL_PATH, Entry, Journal, JournalError
+from kvtune_agent.host.systemd import UnitState
+from kvtune_agent.wiring import SEQUENCE
+from support.hosttree import HostTree
 
 RUN = "/sys/kernel/mm/ksm/run"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -55,7 +56,7 @@ def test_revert_restores_every_original_newest_first_and_removes_the_journal(
     tree.systemd().set_state("numad.service", UnitState.parse("disabled,inactive"), timeout=10)
     fs.write_file(PLE_CONF, "options kvm_intel ple_gap=128\n")
 
-    results = journal.revert(tree.systemd(), timeout=10)
+    results = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=10)
 
     assert [(r.id, r.result) for r in results] == [
         ("revert/ple/kvm_intel", "Applied"), ("revert/numad", "Applied"),
@@ -70,7 +71,7 @@ def test_revert_restores_every_original_newest_first_and_removes_the_journal(
 def test_reverting_an_empty_journal_does_nothing(tmp_path: Path) -> None:
     tree = _host(tmp_path)
 
-    assert Journal(tree.fs()).revert(tree.systemd(), timeout=5) == []
+    assert Journal(tree.fs()).revert(tree.systemd(), sequence=SEQUENCE, timeout=5) == []
     assert tree.systemctl_calls() == []
 
 
@@ -84,7 +85,7 @@ def test_a_restore_that_fails_keeps_its_entry_and_the_others_are_restored(
     journal.record("sysfs", THP, "madvise", "thp")
     (tmp_path / RUN.lstrip("/")).write_text("0\n")
 
-    results = journal.revert(tree.systemd(), timeout=5)
+    results = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert [(r.id, r.result) for r in results] == [
         ("revert/thp", "Failed"), ("revert/ksm/run", "Applied")]
@@ -98,7 +99,8 @@ def test_a_held_entry_waits_and_stays(tmp_path: Path) -> None:
     journal = Journal(tree.kernel())
     journal.record("sysfs", RUN, "1", "ksm/run")
 
-    results = journal.revert(tree.systemd(), timeout=5, hold=lambda entry: "VMs still use it")
+    results = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5,
+                             hold=lambda entry: "VMs still use it")
 
     assert [(r.result, r.message) for r in results] == [("Waiting", "VMs still use it")]
     assert len(journal.entries()) == 1
@@ -145,7 +147,7 @@ def test_an_old_journal_naming_devices_by_kernel_name_still_reverts_by_stable_na
         "/sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs",
         "/dev/disk/by-id/wwn-0x5000c500aaaa0001/queue/scheduler",
         "/sys/class/net/eth3/device/sriov_numvfs"]
-    results = {r.id: r for r in journal.revert(tree.systemd(), timeout=5)}
+    results = {r.id: r for r in journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)}
 
     assert (results["revert/sriov/eth3"].result, results["revert/block/sdb/scheduler"].result,
             results["revert/sriov/ens1f0"].result) == ("Failed", "Applied", "Applied")
@@ -167,7 +169,7 @@ def test_an_unreadable_entry_fails_alone_and_stays_while_the_others_are_reverted
     fs = tree.kernel()
     journal = Journal(fs)
 
-    results = journal.revert(tree.systemd(), timeout=5)
+    results = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert [(r.id, r.result) for r in results] == [
         ("revert/journal/entries[1]", "Failed"), ("revert/ksm/run", "Applied")]
@@ -215,7 +217,7 @@ def test_kernel_names_from_before_the_boot_are_not_trusted_and_stay_pending(
     fs = tree.kernel()
     journal = Journal(fs)
 
-    [result] = journal.revert(tree.systemd(), timeout=5)
+    [result] = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert result.result == "Failed"
     assert "last written before the host booted" in result.message
@@ -231,7 +233,7 @@ def test_a_disk_without_a_by_id_name_now_is_not_called_gone_and_stays(tmp_path: 
     _old_journal(tree, ("/sys/block/sdb/queue/scheduler", "mq-deadline", "block/sdb/scheduler"))
     journal = Journal(tree.kernel())
 
-    [result] = journal.revert(tree.systemd(), timeout=5)
+    [result] = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert result.result == "Failed" and "sdb has no stable name" in result.message
     assert journal.count() == 1
@@ -243,7 +245,7 @@ def test_a_disk_that_is_gone_is_skipped_and_its_entry_dropped(tmp_path: Path) ->
                         "block/wwn-0x5000c500aaaa0009/scheduler"))
     journal = Journal(tree.kernel())
 
-    [result] = journal.revert(tree.systemd(), timeout=5)
+    [result] = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert result.result == "Skipped" and "no longer exists" in result.message
     assert journal.count() == 0 and not (tmp_path / JOURNAL_PATH.lstrip("/")).exists()
@@ -274,7 +276,7 @@ def test_a_bootargs_entry_naming_anything_but_kvtunes_targets_is_not_run(
         {"kind": "bootargs", "path": target, "original": "", "step": "boot/kernel-args"}]}))
     journal = Journal(tree.fs())
 
-    [result] = journal.revert(tree.systemd(), timeout=5)
+    [result] = journal.revert(tree.systemd(), sequence=SEQUENCE, timeout=5)
 
     assert result.result == "Failed" and "was not written by kvtune" in result.message
     assert not marker.exists() and journal.count() == 1

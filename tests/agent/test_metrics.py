@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import datetime
 import time
-import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import intel_two_socket
 from kubernetes import client
 from kvtune_agent import metrics
 from kvtune_agent.agent import Agent, AgentSettings
-from kvtune_agent.cycle import run_cycle
-from kvtune_agent.plan import NodeMeta
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.wiring import run_cycle
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
 from kvtune_cli.localcluster import free_port
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_node_state
-from support.agent import ENFORCE, Node
+from support.agent import ENFORCE, Node, StoredState
 from support.cluster import ClusterAccess, wait_for
+from support.hosttree import intel_two_socket
 from support.metrics import scraped, value
 
 from .specs import node_spec
@@ -75,40 +72,9 @@ def test_an_audit_cycle_applies_and_counts_no_step(tmp_path: Path) -> None:
     assert value(STEPS, feature="KSM", result="Applied") == applied
 
 
-class StoredState:
-    """The agent's API module over one stored HypervisorNodeState, without a cluster."""
-
-    def __init__(self, mode: str) -> None:
-        profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
-                                     "spec": {"nodeSelector": {}, "mode": mode, **ENFORCE}})
-        self.body: dict[str, t.Any] | None = render_node_state(profile, "n1")
-        self.body["metadata"]["generation"] = 1
-        self.labels: dict[str, str] = {}
-
-    def read_state(self) -> dict[str, t.Any] | None:
-        return self.body
-
-    def node_meta(self) -> NodeMeta:
-        return NodeMeta(dict(self.labels))
-
-    def patch_status(self, status: dict[str, t.Any]) -> None:
-        assert self.body is not None
-        self.body["status"] = status
-
-    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
-        for key, label in labels.items():
-            if label is None:
-                self.labels.pop(key, None)
-            else:
-                self.labels[key] = label
-
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        pass
-
-
 def test_a_step_counts_a_status_write_only_when_the_status_changed(tmp_path: Path) -> None:
     tree = intel_two_socket(tmp_path).ksm(0).systemctl()
-    agent = Agent(t.cast(t.Any, StoredState("Audit")),
+    agent = Agent(StoredState("Audit"),
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
     writes = value("kvtune_agent_status_writes_total")
     agent.step()
@@ -119,7 +85,7 @@ def test_a_step_counts_a_status_write_only_when_the_status_changed(tmp_path: Pat
 
 def test_a_step_sets_the_vm_gauges_from_its_audit(tmp_path: Path) -> None:
     tree = intel_two_socket(tmp_path).ksm(0).systemctl()
-    agent = Agent(t.cast(t.Any, StoredState("Audit")),
+    agent = Agent(StoredState("Audit"),
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
     metrics.VMS.labels("violation").set(3)  # left from an earlier audit
     agent.step()  # this host runs no VM

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import datetime
+import typing as t
 from pathlib import Path
 
-from hosttree import HostTree, intel_two_socket
 from kvtune_agent import nfd
-from kvtune_agent.plan import Plan, plan
-from kvtune_agent.probe import probe_host
-from kvtune_agent.status import node_status
+from kvtune_agent.engine.status import node_status
+from kvtune_agent.features import FEATURES as REGISTRY
+from kvtune_agent.features.base import Plan
+from kvtune_agent.wiring import plan, probe_host
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.hosttree import HostTree, intel_two_socket
 
-from .specs import node_spec
+from .specs import Flags, node_spec
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 FEATURES = Path(nfd.FEATURES_FILE.lstrip("/"))
 
 
-def _spec(mode: str = "Enforce", **flags: bool) -> HypervisorNodeStateSpec:
+def _spec(mode: str = "Enforce", **flags: t.Unpack[Flags]) -> HypervisorNodeStateSpec:
     return node_spec(mode, memory={"hugepages": {"pages": [{"size": "1Gi", "count": 32}]}},
                      **flags)
 
 
 def _status(tree: HostTree, spec: HypervisorNodeStateSpec) -> HypervisorNodeStateStatus:
     host = probe_host(tree.fs())
-    return node_status(spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(), NOW)
+    return node_status(REGISTRY, spec, 1, host, plan(spec, host), None, HypervisorNodeStateStatus(),
+                       NOW)
 
 
 def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label(
@@ -44,7 +47,7 @@ def test_the_features_of_a_prepared_host_leave_readiness_to_the_agents_own_label
 
 def test_what_the_probe_could_not_establish_is_left_out_not_guessed(tmp_path: Path) -> None:
     spec = node_spec()
-    status = node_status(spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
+    status = node_status(REGISTRY, spec, 1, probe_host(HostTree(tmp_path).fs()), Plan(), None,
                          HypervisorNodeStateStatus(), NOW)
 
     labels = nfd.features(spec, status)

@@ -7,22 +7,23 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import intel_two_socket
 from kvtune_agent import nfd
 from kvtune_agent.agent import Agent, AgentSettings, label_changes, ready_label
-from kvtune_agent.journal import JOURNAL_PATH
-from kvtune_agent.status import REVERTED
+from kvtune_agent.engine.journal import JOURNAL_PATH
+from kvtune_agent.engine.status import REVERTED
 from kvtune_api import conditions as cond
 from kvtune_api.labels import JOURNAL_LABEL, JOURNAL_PENDING, READY_LABEL
+from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
+from support.agent import StoredState
+from support.hosttree import intel_two_socket
 
 from .specs import node_spec
-from .test_metrics import StoredState
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def _status(ready: str) -> HypervisorNodeStateStatus:
+def _status(ready: ConditionStatus) -> HypervisorNodeStateStatus:
     return HypervisorNodeStateStatus(conditions=cond.merge([], [cond.make(
         cond.READY, ready, "R", "", 1)], NOW))
 
@@ -34,7 +35,7 @@ def _status(ready: str) -> HypervisorNodeStateStatus:
     (True, "False", None),
 ])
 def test_the_ready_label_follows_ready_and_goes_when_the_node_leaves_its_profile(
-    revert: bool, ready: str, label: str | None,
+    revert: bool, ready: ConditionStatus, label: str | None,
 ) -> None:
     assert ready_label(node_spec("Enforce", revert=revert), _status(ready)) == label
 
@@ -56,16 +57,15 @@ def test_the_journal_label_comes_before_any_host_write_and_goes_once_all_is_undo
 ) -> None:
     tree = intel_two_socket(tmp_path).ksm(1).systemctl()
     journal = tmp_path / JOURNAL_PATH.lstrip("/")
-    state = StoredState("Enforce")
     writes: list[tuple[dict[str, str | None], bool]] = []
-    record = state.patch_labels
 
-    def patch_labels(labels: t.Mapping[str, str | None]) -> None:
-        writes.append((dict(labels), journal.exists()))
-        record(labels)
+    class Recorded(StoredState):
+        def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
+            writes.append((dict(labels), journal.exists()))
+            super().patch_labels(labels)
 
-    state.patch_labels = patch_labels  # type: ignore[method-assign]
-    agent = Agent(t.cast(t.Any, state),
+    state = Recorded("Enforce")
+    agent = Agent(state,
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
 
     agent.step()
@@ -86,22 +86,22 @@ def test_reverted_is_reported_only_once_the_feature_file_and_ready_label_are_gon
 ) -> None:
     tree = intel_two_socket(tmp_path).ksm(1).systemctl()
     features = tmp_path / nfd.FEATURES_FILE.lstrip("/")
-    state = StoredState("Enforce")
-    agent = Agent(t.cast(t.Any, state),
+    seen: list[tuple[bool, bool]] = []
+
+    class Watched(StoredState):
+        def patch_status(self, status: dict[str, t.Any]) -> None:
+            reported = HypervisorNodeStateStatus.model_validate(status)
+            if cond.is_true(reported.conditions, REVERTED):
+                # What the operator finds once it reads Reverted (it then deletes the state).
+                seen.append((features.exists(), READY_LABEL in self.labels))
+            super().patch_status(status)
+
+    state = Watched("Enforce")
+    agent = Agent(state,
                   AgentSettings(node="n1", root=tmp_path, systemctl=tree.systemd().command))
     agent.step()
     assert features.exists() and READY_LABEL in state.labels
-    seen: list[tuple[bool, bool]] = []
-    record = state.patch_status
-
-    def patch_status(status: dict[str, t.Any]) -> None:
-        reported = HypervisorNodeStateStatus.model_validate(status)
-        if cond.is_true(reported.conditions, REVERTED):
-            # What the operator finds once it reads Reverted (it then deletes the state).
-            seen.append((features.exists(), READY_LABEL in state.labels))
-        record(status)
-
-    state.patch_status = patch_status  # type: ignore[method-assign]
+    assert seen == [], "nothing is reverted before the revert"
     assert state.body is not None
     state.body["spec"]["revert"] = True
 

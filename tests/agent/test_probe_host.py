@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosttree import (
+from kvtune_agent.engine import probe as engine_probe
+from kvtune_agent.features import FEATURES
+from kvtune_agent.host import cpulist
+from kvtune_agent.host.hostfs import HostFS, ProcessTable
+from kvtune_agent.report import format_report
+from kvtune_agent.wiring import probe_host
+from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
+from support.hosttree import (
     HostTree,
     amd_eight_node,
     amd_old_kernel,
@@ -27,11 +34,6 @@ from hosttree import (
     s390_lpar,
     vm_guest,
 )
-from kvtune_agent import probe
-from kvtune_agent.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import Feature, cpu, cpulist, probe_host
-from kvtune_agent.report import format_report
-from kvtune_api.v1alpha1.host import MAX_PROBLEMS, HostReport, Problem
 
 
 def test_an_empty_root_is_all_absent_or_unknown_and_no_crash(tmp_path: Path) -> None:
@@ -143,8 +145,7 @@ def test_a_failing_probe_is_an_error_and_the_others_still_run(
     def broken(fs: HostFS, processes: ProcessTable) -> Any:
         raise KeyError("flags")
 
-    features = [Feature("CPU", "cpu", broken, cpu.check), *probe.FEATURES[1:]]
-    monkeypatch.setattr(probe, "FEATURES", features)
+    monkeypatch.setattr(FEATURES[0], "probe", broken)
 
     report = probe_host(vm_guest(tmp_path).fs())
 
@@ -182,7 +183,7 @@ def test_problems_are_bounded_with_a_last_entry_counting_the_rest() -> None:
     distinct = [Problem(severity="Warning" if index % 2 else "Info", feature="Block",
                         message=f"finding {_letters(index)}") for index in range(2 * MAX_PROBLEMS)]
 
-    problems = probe._bounded(distinct)
+    problems = engine_probe._bounded(distinct)
 
     assert len(problems) == MAX_PROBLEMS
     assert [p.severity for p in problems[:MAX_PROBLEMS // 2]] == ["Warning"] * (MAX_PROBLEMS // 2)

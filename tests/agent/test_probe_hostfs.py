@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hosttree import HostTree
-from kvtune_agent.hostfs import Process
+from kvtune_agent.host.hostfs import Process
+from support.hosttree import HostTree
 
 
 def test_a_missing_file_is_none_and_no_issue(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ import datetime
 import typing as t
 
 import pytest
-from kvtune_agent.plan import Finding, Plan, Step
-from kvtune_agent.status import REVERTED, node_status
+from kvtune_agent.engine.status import REVERTED, node_status
+from kvtune_agent.features import FEATURES
+from kvtune_agent.features.base import Finding, Plan, Step
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.host import HostReport, NumaNode, NumaReport
 from kvtune_api.v1alpha1.nodestate import (
@@ -16,6 +17,7 @@ from kvtune_api.v1alpha1.nodestate import (
     PlannedStep,
     StepResult,
 )
+from support.sections import HostSections
 
 from .specs import node_spec
 
@@ -23,7 +25,7 @@ T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
 HOST = HostReport(numa=NumaReport(nodes=[NumaNode(id=0, cpus="0-3", cpu_count=4,
                                                   memory_total_kib=64 * 2**20)]))
-MANAGED = {"memory": {"ksm": "Disabled", "transparentHugepages": "never"}}
+MANAGED: HostSections = {"memory": {"ksm": "Disabled", "transparentHugepages": "never"}}
 NOTHING = Plan()
 
 
@@ -39,8 +41,8 @@ def _status(
     previous: HypervisorNodeStateStatus | None = None, now: datetime.datetime = T0,
     **kwargs: t.Any,
 ) -> HypervisorNodeStateStatus:
-    return node_status(spec, 7, HOST, plan, results, previous or HypervisorNodeStateStatus(),
-                       now, **kwargs)
+    return node_status(FEATURES, spec, 7, HOST, plan, results,
+                       previous or HypervisorNodeStateStatus(), now, **kwargs)
 
 
 def _condition(status: HypervisorNodeStateStatus, type_: str) -> cond.Condition:

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent.probe import daemon
-from kvtune_agent.systemd import HOST_SYSTEMCTL, Systemd, SystemdError, UnitState
+from kvtune_agent.host import daemon
+from kvtune_agent.host.systemd import HOST_SYSTEMCTL, Systemd, SystemdError, UnitState
+from support.hosttree import HostTree
 
 OFF = UnitState(enabled=False, active=False)
 ON = UnitState(enabled=True, active=True)

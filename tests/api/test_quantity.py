@@ -101,7 +101,7 @@ PROBE_CRD: dict[str, t.Any] = {
 
 def _judged(api_client: client.ApiClient, text: str, expected: str) -> str:
     """"" when the apiserver's parser takes `text` as `expected`, else its message."""
-    body = {"apiVersion": f"{PROBE_GROUP}/v1", "kind": "Probe",
+    body: dict[str, t.Any] = {"apiVersion": f"{PROBE_GROUP}/v1", "kind": "Probe",
             "metadata": {"name": f"p-{uuid.uuid4().hex[:8]}"},
             "spec": {"text": text, "expected": expected}}
     objects = client.CustomObjectsApi(api_client)

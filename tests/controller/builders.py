@@ -5,12 +5,12 @@ from __future__ import annotations
 import typing as t
 
 from kvtune_api import conditions as cond
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.views import APPROVED_ANNOTATION, StateView
+from kvtune_operator.common.nodestate import APPROVED_ANNOTATION, StateView
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from support.sections import ProfileSections
 
 
-def profile(name: str = "p", generation: int = 1, **spec: t.Any) -> Profile:
+def profile(name: str = "p", generation: int = 1, **spec: t.Unpack[ProfileSections]) -> Profile:
     body = {
         "metadata": {"name": name, "uid": f"uid-{name}", "generation": generation},
         "spec": {"nodeSelector": {"matchLabels": {"pool": name}}, **spec},

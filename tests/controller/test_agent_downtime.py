@@ -15,11 +15,11 @@ import uuid
 from pathlib import Path
 
 from kubernetes import client
-from kvtune_agent.journal import JOURNAL_PATH
+from kvtune_agent.engine.journal import JOURNAL_PATH
 from kvtune_api.labels import JOURNAL_LABEL, READY_LABEL
-from kvtune_operator.daemonset import NAME
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.settings import Settings
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.daemonset import NAME
+from kvtune_operator.controller.settings import Settings
 from support.agent import ENFORCE, KSM_RUN, Node
 from support.cluster import ClusterAccess, is_gone, wait_for
 from support.operator import running_operator
@@ -29,7 +29,8 @@ G, V, PROFILES = "kvtune.io", "v1alpha1", "hypervisorprofiles"
 
 def _requirement(expression: client.V1NodeSelectorRequirement) -> str:
     """One node selector requirement as label selector syntax."""
-    key, values = expression.key, ",".join(expression.values or ())
+    key: str = expression.key
+    values = ",".join(expression.values or ())
     return {"Exists": key, "DoesNotExist": f"!{key}", "In": f"{key} in ({values})",
             "NotIn": f"{key} notin ({values})"}[expression.operator]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_operator.assign import assign
+from kvtune_operator.controller.assign import assign
 
 NODES = {"a": {"pool": "vm"}, "b": {"pool": "vm", "gpu": "yes"}, "c": {"pool": "db"}}
 

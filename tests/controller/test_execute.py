@@ -7,8 +7,8 @@ import threading
 import time
 import typing as t
 
-from kvtune_operator.controller import execute
-from kvtune_operator.views import (
+from kvtune_operator.controller.passes import execute
+from kvtune_operator.controller.views import (
     Action,
     CordonNode,
     EvictVmPods,

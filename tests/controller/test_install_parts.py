@@ -9,9 +9,9 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kvtune_operator.controller import install_parts
-from kvtune_operator.kube import Kube
-from kvtune_operator.settings import PEERING_NAME, Settings
+from kvtune_operator.controller.kube import Kube
+from kvtune_operator.controller.passes import install_parts
+from kvtune_operator.controller.settings import PEERING_NAME, Settings
 from support.cluster import apply_crds
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_operator.kubevirt import CPUMANAGER_LABEL, ksm_selector, problems
+from kvtune_operator.controller.kubevirt import CPUMANAGER_LABEL, ksm_selector, problems
 
 from .builders import profile
 

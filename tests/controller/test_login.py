@@ -9,7 +9,7 @@ import typing as t
 
 import kopf
 import pytest
-from kvtune_operator import common_handlers
+from kvtune_operator.common import handlers as common_handlers
 
 IN_POD = kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="pod-token",
                              ca_path="/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",

@@ -12,17 +12,20 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
-from kvtune_operator.controller import reconcile_profile, snapshot
-from kvtune_operator.kube import Kube
-from kvtune_operator.macvtap import plan_config_map, render_config_map
-from kvtune_operator.profiles import Profile
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import Action, ApplyConfigMap, DeleteConfigMap, StateView
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.kube import Kube
+from kvtune_operator.controller.macvtap import plan_config_map, render_config_map
+from kvtune_operator.controller.passes import reconcile_profile, snapshot
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.views import Action, ApplyConfigMap, DeleteConfigMap
+from support.sections import HostSections
 
 from .builders import profile, state
 
 NS = "kvtune-system"
-RULES = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
+RULES: HostSections = {
+    "network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}}]}}
 
 
 def _plan(states: dict[str, StateView | None], current: dict[str, str] | None = None,

@@ -6,6 +6,7 @@ agent is tested against the API server in its own tests.
 
 from __future__ import annotations
 
+import functools
 import time
 import typing as t
 import uuid
@@ -14,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 from kvtune_api import conditions as cond
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import REVERTED
+from kvtune_operator.common.nodestate import REVERTED
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.settings import Settings
 from support.cluster import ClusterAccess, is_gone, wait_for
 from support.operator import running_operator
 
@@ -144,6 +145,10 @@ def test_a_node_leaving_the_selector_reverts_before_its_state_goes(world: World)
     wait_for(lambda: world.status(p).get("matchedNodes") == 0, "matchedNodes 0")
 
 
+def _one_degraded(world: World, profile: str) -> bool:
+    return bool(world.status(profile).get("degradedNodes") == 1)
+
+
 def test_a_node_matched_by_two_profiles_is_reported_by_both(world: World) -> None:
     a = world.node("a", pool=world.pool("vm"), gpu=world.pool("yes"))
     p = world.profile("p", "vm")
@@ -152,7 +157,7 @@ def test_a_node_matched_by_two_profiles_is_reported_by_both(world: World) -> Non
         "metadata": {"name": f"{world.tag}-q"},
         "spec": {"nodeSelector": {"matchLabels": {"gpu": world.pool("yes")}}}})["metadata"]["name"]
     for name, other in ((p, q), (q, p)):
-        wait_for(lambda n=name: world.status(n).get("degradedNodes") == 1, f"{name} degraded")
+        wait_for(functools.partial(_one_degraded, world, name), f"{name} degraded")
         failing = world.status(name)["failingNodes"]
         assert failing[0]["node"] == a and failing[0]["reason"] == "ProfileConflict"
         assert other in failing[0]["message"]

@@ -18,11 +18,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api import conditions as cond
-from kvtune_operator.daemonset import NAME as AGENT
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.rollup import AGENT_DAEMONSET
-from kvtune_operator.settings import Settings
-from kvtune_operator.views import CORDONED_ANNOTATION, REVERTED
+from kvtune_operator.common.nodestate import REVERTED
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.daemonset import NAME as AGENT
+from kvtune_operator.controller.rollup import AGENT_DAEMONSET
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.controller.views import CORDONED_ANNOTATION
 from support.cluster import ClusterAccess, apply_crds, fresh_namespace, is_gone, wait_for
 from support.operator import running_operator
 
@@ -149,7 +150,8 @@ def test_a_deleted_agent_daemonset_is_recreated_and_the_profile_says_so(
             AGENT, operator_namespace).metadata.uid != before
 
     wait_for(recreated, "the agent DaemonSet recreated without an operator restart")
-    wait_for(lambda: _events(world, p, f"{AGENT_DAEMONSET}False"), "an Event saying it was gone")
+    wait_for(lambda: bool(_events(world, p, f"{AGENT_DAEMONSET}False")),
+             "an Event saying it was gone")
     [event] = _events(world, p, f"{AGENT_DAEMONSET}False")
     assert "was missing" in event.message and operator_namespace in event.message
     assert cond.READY in {c["type"] for c in world.status(p)["conditions"]}

@@ -7,20 +7,22 @@ import typing as t
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.common import LabelSelector
-from kvtune_operator import controller
-from kvtune_operator.profiles import Profile
-from kvtune_operator.reconcile import plan_profile
-from kvtune_operator.render import PROFILE_LABEL, render_node_state
-from kvtune_operator.views import (
+from kvtune_operator.common.nodestate import (
     APPROVED_ANNOTATION,
     REVERT_ANNOTATION,
     REVERTED,
+    StateView,
+)
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from kvtune_operator.controller import passes as controller
+from kvtune_operator.controller.reconcile import plan_profile
+from kvtune_operator.controller.render import render_node_state
+from kvtune_operator.controller.views import (
     CreateState,
     DeleteState,
     LabelNode,
     PatchState,
     Snapshot,
-    StateView,
 )
 
 from .builders import profile
@@ -50,6 +52,12 @@ def plan(p: Profile, snap: Snapshot) -> list[t.Any]:
     return plan_profile(p, snap, NOW, TIMEOUT)
 
 
+def _spec(action: PatchState) -> t.Mapping[str, t.Any]:
+    """The spec `action` writes; a patch that writes none fails the test here."""
+    assert action.spec is not None, action
+    return action.spec
+
+
 P = profile("p")
 LABELLED = {"pool": "p", PROFILE_LABEL: "p"}
 
@@ -69,14 +77,14 @@ def test_a_profile_change_patches_the_spec_of_its_states() -> None:
     changed = profile("p", generation=2, mode="Enforce")
     actions = plan(changed, snapshot([changed], {"n1": LABELLED}, [view(P, "n1")]))
     assert len(actions) == 1 and isinstance(actions[0], PatchState)
-    assert actions[0].spec["mode"] == "Enforce"
-    assert actions[0].spec["profile"]["generation"] == 2
+    assert _spec(actions[0])["mode"] == "Enforce"
+    assert _spec(actions[0])["profile"]["generation"] == 2
 
 
 def test_a_deselected_node_is_asked_to_revert_first() -> None:
     actions = plan(P, snapshot([P], {"n1": {PROFILE_LABEL: "p"}}, [view(P, "n1")]))
     assert len(actions) == 1 and isinstance(actions[0], PatchState)
-    assert actions[0].spec["revert"] is True
+    assert _spec(actions[0])["revert"] is True
     assert actions[0].annotations == {REVERT_ANNOTATION: NOW.isoformat()}
 
 
@@ -107,7 +115,7 @@ def test_a_node_selected_by_two_profiles_is_frozen_and_gets_no_new_state() -> No
     nodes = {"n1": {"pool": "p", "gpu": "y", PROFILE_LABEL: "p"}, "n2": {"pool": "p", "gpu": "y"}}
     actions = plan(P, snapshot([P, other], nodes, [view(P, "n1")]))
     assert len(actions) == 1 and isinstance(actions[0], PatchState)
-    assert actions[0].name == "n1" and actions[0].spec["paused"] is True
+    assert actions[0].name == "n1" and _spec(actions[0])["paused"] is True
     assert plan(other, snapshot([P, other], nodes, [view(P, "n1")])) == []
 
 
@@ -122,7 +130,7 @@ def test_a_deleted_profile_reverts_all_its_nodes() -> None:
                                   "spec": {"nodeSelector": {"matchLabels": {"pool": "p"}}}})
     actions = plan(deleting, snapshot([deleting], {"n1": LABELLED}, [view(P, "n1")]))
     assert len(actions) == 1 and isinstance(actions[0], PatchState)
-    assert actions[0].spec["revert"] is True
+    assert _spec(actions[0])["revert"] is True
 
 
 def test_releasing_a_moved_node_keeps_the_new_profiles_label() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeState
-from kvtune_operator.render import PROFILE_LABEL, render_node_state
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.render import render_node_state
 
 from .builders import profile
 
@@ -39,7 +40,7 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_the_pause_annotation_pauses_every_rendered_state() -> None:
-    from kvtune_operator.profiles import Profile
+    from kvtune_operator.common.profiles import Profile
 
     body = {"metadata": {"name": "p", "annotations": {"kvtune.io/paused": "true"}},
             "spec": {"nodeSelector": {}}}
@@ -51,7 +52,7 @@ def test_a_revert_is_rendered_as_a_flag_on_the_same_spec() -> None:
 
 
 def test_the_fast_path_renders_exactly_what_the_model_would() -> None:
-    from kvtune_operator.views import normalized
+    from kvtune_operator.controller.views import normalized
 
     p = profile(mode="Enforce", memory={"hugepages": {"pages": [{"size": "2Mi", "count": 4}]}},
                 rollout={"allowReboot": True})

@@ -8,19 +8,21 @@ import typing as t
 
 import pytest
 from kvtune_api.v1alpha1.profile import max_unavailable_nodes
-from kvtune_operator.assign import Assignment
-from kvtune_operator.profiles import Profile
-from kvtune_operator.rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
-from kvtune_operator.rollup import node_phase
-from kvtune_operator.views import (
+from kvtune_operator.common.nodestate import (
     APPROVED_ANNOTATION,
     DRAIN_FAILED_ANNOTATION,
     DRAIN_STARTED_ANNOTATION,
+    StateView,
+    node_phase,
+)
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.assign import Assignment
+from kvtune_operator.controller.rollout import cordons_no_profile_holds, plan_rollout, stray_cordons
+from kvtune_operator.controller.views import (
     CordonNode,
     EvictVmPods,
     PatchState,
     Snapshot,
-    StateView,
     action_target,
 )
 

@@ -6,8 +6,9 @@ import datetime
 
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
-from kvtune_operator.rollup import MAX_FAILING, node_phase, rollup, status_changed
-from kvtune_operator.views import StateView
+from kvtune_operator.common.nodestate import StateView, node_phase
+from kvtune_operator.controller.rollup import MAX_FAILING, rollup, status_changed
+from support.sections import HostSections
 
 from .builders import profile, state
 
@@ -97,8 +98,9 @@ def test_nodes_whose_vms_break_the_promises_are_named_on_the_profile() -> None:
     assert clean is not None and clean.status == "True"
 
 
-MACVTAP = {"network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}},
-                                   {"name": "mgmt2", "nicSelector": {"names": ["ens4f0"]}}]}}
+MACVTAP: HostSections = {
+    "network": {"macvtap": [{"name": "dp", "nicSelector": {"names": ["ens2f0", "ens3f0"]}},
+                            {"name": "mgmt2", "nicSelector": {"names": ["ens4f0"]}}]}}
 
 
 def _offering(node: str, *lowers: str, observed: int | None = 1) -> StateView:

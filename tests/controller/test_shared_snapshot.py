@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvtune_operator import controller
-from kvtune_operator.profiles import Profile
-from kvtune_operator.views import Snapshot
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller import passes as controller
+from kvtune_operator.controller.views import Snapshot
 
 from .builders import profile
 

@@ -7,12 +7,12 @@ import datetime
 from kvtune_api.v1alpha1.host import BlockDevice, BlockReport, HostReport
 from kvtune_api.v1alpha1.nodestate import ExposedLun
 from kvtune_api.v1alpha1.profile import HypervisorProfileStatus
-from kvtune_operator.assign import Assignment
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.rollup import rollup
-from kvtune_operator.views import Action, CreateVolume, Snapshot, StateView, VolumeView
-from kvtune_operator.volumes import (
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from kvtune_operator.controller.assign import Assignment
+from kvtune_operator.controller.rollup import rollup
+from kvtune_operator.controller.views import Action, CreateVolume, Snapshot, VolumeView
+from kvtune_operator.controller.volumes import (
     orphaned_volumes,
     plan_volumes,
     render_volume,

@@ -4,6 +4,7 @@ gopher-lua runs them: the script sees the object as the global `obj` and returns
 
 from __future__ import annotations
 
+import typing as t
 from typing import Any
 
 import lupa.lua51 as lua51
@@ -17,10 +18,11 @@ KINDS = ("HypervisorProfile", "HypervisorNodeState")
 
 
 def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    lua = lua51.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
+    lua = lua51.LuaRuntime(unpack_returned_tuples=False)  # lupa's default, required by its stubs
+    lua.globals()["obj"] = lua.table_from(obj, recursive=True)
     script = CHECKS[f"resource.customizations.health.kvtune.io_{kind}"]
-    result = lua.execute(script)
+    # The Lua boundary: a health script returns a table, which lupa hands back as `object`.
+    result = t.cast("lua51._LuaTable", lua.execute(script))
     return result["status"], result["message"]
 
 

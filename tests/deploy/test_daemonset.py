@@ -1,4 +1,4 @@
-"""The node agent's DaemonSet (operator/kvtune_operator/daemonset.py): its decisions, that the
+"""The node agent's DaemonSet (kvtune_operator/controller/daemonset.py): its decisions, that the
 `kvtune` command accepts its arguments, and that the real API server accepts the object."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 from kvtune_api.labels import JOURNAL_LABEL
 from kvtune_cli.main import build_parser
-from kvtune_operator.daemonset import AgentResources, render_agent_daemonset
-from kvtune_operator.render import PROFILE_LABEL
+from kvtune_operator.common.profiles import PROFILE_LABEL
+from kvtune_operator.controller.daemonset import AgentResources, render_agent_daemonset
 
 NAMESPACE = "kvtune-system"
 IMAGE = "registry.example.com/kvtune:1.2.3"
@@ -18,12 +18,14 @@ IMAGE = "registry.example.com/kvtune:1.2.3"
 
 def pod_spec(**kwargs: Any) -> dict[str, Any]:
     spec: dict[str, Any] = render_agent_daemonset(NAMESPACE, IMAGE, **kwargs)["spec"]
-    return spec["template"]["spec"]  # type: ignore[no-any-return]
+    template: dict[str, Any] = spec["template"]["spec"]
+    return template
 
 
 def container(**kwargs: Any) -> dict[str, Any]:
-    [agent] = pod_spec(**kwargs)["containers"]
-    return agent  # type: ignore[no-any-return]
+    containers: list[dict[str, Any]] = pod_spec(**kwargs)["containers"]
+    [agent] = containers
+    return agent
 
 
 def test_it_runs_only_on_nodes_a_profile_took_or_whose_agent_has_something_to_undo() -> None:

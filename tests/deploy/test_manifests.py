@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kvtune_cli.main import build_parser
-from kvtune_operator.daemonset import render_agent_daemonset
+from kvtune_operator.controller.daemonset import render_agent_daemonset
 from support.cluster import wait_for
 
 from deploy.kubectl import DEPLOY, REPO, Kubectl, of_kind, one
@@ -27,13 +27,16 @@ def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def container_of(objects: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
-    [container] = one(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
-    return container  # type: ignore[no-any-return]
+    containers: list[dict[str, Any]] = one(objects, "Deployment", deployment)["spec"]["template"][
+        "spec"]["containers"]
+    [container] = containers
+    return container
 
 
 def agent_image(container: dict[str, Any]) -> str:
-    [value] = [e["value"] for e in container["env"] if e["name"] == "KVTUNE_AGENT_IMAGE"]
-    return value  # type: ignore[no-any-return]
+    values: list[str] = [e["value"] for e in container["env"] if e["name"] == "KVTUNE_AGENT_IMAGE"]
+    [value] = values
+    return value
 
 
 def test_the_crds_kustomization_lists_every_generated_crd() -> None:
@@ -184,7 +187,8 @@ def test_the_node_e2e_policy_gives_the_operators_agent_the_hosts_root_and_change
         def create() -> dict[str, Any]:
             response = apps.create_namespaced_daemon_set(
                 NAMESPACE, wanted, dry_run="All", _preload_content=False)
-            return yaml.safe_load(response.data)  # type: ignore[no-any-return]
+            created: dict[str, Any] = yaml.safe_load(response.data)
+            return created
 
         # The apiserver loads a new policy within a second or so.
         wait_for(lambda: "host" in str(create()["spec"]["template"]["spec"]["volumes"]),

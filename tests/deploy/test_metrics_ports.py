@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvtune_cli.main import build_parser
-from kvtune_operator.daemonset import render_agent_daemonset
+from kvtune_operator.controller.daemonset import render_agent_daemonset
 
 from deploy.kubectl import one
 

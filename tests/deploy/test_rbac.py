@@ -297,8 +297,8 @@ def test_each_kopf_process_may_follow_every_resource_its_handlers_name(account: 
     # "cannot watch" warning in a cluster. kopf has no public listing of its handlers; these are
     # the registries its own resource observer reads.
     import kopf
-    import kvtune_operator.handlers  # noqa: F401  (registers the operator's handlers)
-    from kvtune_operator.webhook_handlers import REGISTRY
+    import kvtune_operator.controller.handlers  # noqa: F401  (registers the operator's handlers)
+    from kvtune_operator.webhook.handlers import REGISTRY
 
     registry = kopf.get_default_registry() if account == "kvtune-operator" else REGISTRY
 

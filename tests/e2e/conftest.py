@@ -31,7 +31,7 @@ from deploy.kubectl import Kubectl
 from kubernetes import client
 from kvtune_cli import nodecluster
 from kvtune_cli.nodecluster import NodeCluster, node_bin_dir, node_images
-from realhost.support import LOCK
+from support.realhost import LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "kvtune-system"

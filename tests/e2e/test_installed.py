@@ -36,9 +36,9 @@ from deploy.test_rbac import (
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from realhost.support import guarded_tunables, read_tunables
 from support import kubevirt
 from support.cluster import wait_for
+from support.realhost import guarded_tunables, read_tunables
 
 from .conftest import NAMESPACE, Installation
 
@@ -581,8 +581,9 @@ def _leader(installation: Installation) -> str:
     """The operator pod whose kopf peer has the highest priority (identity `user@<pod>/...`)."""
     peers = get(installation, "clusterkopfpeering", "kvtune-operator").get("status") or {}
     identity = max(peers, key=lambda peer: peers[peer]["priority"])
-    pods = [p["metadata"]["name"] for p in get(installation, "pods", "-n", NAMESPACE, "-l",
-                                                "app.kubernetes.io/name=kvtune-operator")["items"]]
+    listed = get(installation, "pods", "-n", NAMESPACE, "-l",
+                 "app.kubernetes.io/name=kvtune-operator")
+    pods: list[str] = [p["metadata"]["name"] for p in listed["items"]]
     [pod] = [p for p in pods if p in identity]
     return pod
 

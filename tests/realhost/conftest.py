@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.realhost import LOCK, RecordingFS, guarded_tunables, why_not_here
 
 from .netns import Network
-from .support import LOCK, RecordingFS, guarded_tunables, why_not_here
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kvtune_agent.probe import block
+from kvtune_agent.features.block import probe as block
 
 #: mkfs.xfs refuses filesystems under 300 MiB; the files are sparse, so size costs nothing.
 DISK_BYTES = 320 << 20
@@ -93,7 +93,7 @@ class Host:
     def close(self) -> None:
         errors = []
         for disk in reversed(self.disks):
-            steps = [("umount", m) for m in reversed(disk.mounts)]
+            steps: list[tuple[str | Path, ...]] = [("umount", m) for m in reversed(disk.mounts)]
             steps += [("swapoff", disk.path)] if disk.swap else []
             steps += [("partx", "-d", disk.path), ("losetup", "-d", disk.path)]
             for step in steps:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import block
+from kvtune_agent.features.block import probe as block
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import BlockDevice
+from support.realhost import REALHOST
 
 from .loops import Disk, Host, loops_as_disks, run
-from .support import REALHOST
 
 pytestmark = REALHOST
 

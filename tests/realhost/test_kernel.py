@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 from agent.specs import node_spec
-from kvtune_agent.cycle import run_cycle
-from kvtune_agent.hostfs import setting
-from kvtune_agent.journal import Journal
-from kvtune_agent.plan import NodeMeta
-from kvtune_agent.systemd import Systemd
+from kvtune_agent.engine.journal import Journal
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.host.hostfs import setting
+from kvtune_agent.host.systemd import Systemd
+from kvtune_agent.wiring import run_cycle
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateSpec, HypervisorNodeStateStatus
+from support.realhost import REALHOST, RecordingFS, guarded_tunables
 
 from .loops import Disk, Host, loops_as_disks
-from .support import REALHOST, RecordingFS, guarded_tunables
 
 pytestmark = REALHOST
 

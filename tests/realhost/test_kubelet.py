@@ -23,15 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.features.kubelet import config
 from kvtune_agent.features.kubelet import drop_in as feature
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import kubelet as kubelet_probe
-from kvtune_agent.probe import numa
+from kvtune_agent.features.kubelet import probe as kubelet_probe
+from kvtune_agent.features.numa import probe as numa
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.profile import KubeletSettings
-
-from .support import REALHOST
+from support.hosttree import HostTree
+from support.realhost import REALHOST
 
 pytestmark = REALHOST
 

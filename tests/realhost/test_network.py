@@ -15,8 +15,8 @@ import os
 import typing as t
 from pathlib import Path
 
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import network
+from kvtune_agent.features.network import probe as network
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import (
     InterfaceKind,
     LowerLink,
@@ -25,9 +25,9 @@ from kvtune_api.v1alpha1.host import (
     PodNetwork,
     SoftwareSwitch,
 )
+from support.realhost import REALHOST
 
 from .netns import PREFIX, Network, Pod, links, run
-from .support import REALHOST
 
 pytestmark = REALHOST
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import typing as t
+from pathlib import Path
 
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import network
+from kvtune_agent.features.network import probe as network
+from kvtune_agent.host.hostfs import HostFS
 from kvtune_api.v1alpha1.host import HostRouting
-
-from .support import REALHOST
+from support.realhost import REALHOST
 
 pytestmark = REALHOST
 
@@ -24,7 +24,7 @@ def _ip(*args: str) -> list[dict[str, t.Any]]:
 
 
 def _routing() -> HostRouting:
-    fs = HostFS("/")
+    fs = HostFS(Path("/"))
     return network.probe(fs, fs.processes()).routing
 
 

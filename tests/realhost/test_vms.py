@@ -33,13 +33,13 @@ from pathlib import Path
 import libvirt
 import pytest
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS
-from kvtune_agent.probe import probe_host
+from kvtune_agent.host.hostfs import HostFS
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit
 from kvtune_cli.localcluster import stop_process
+from support.realhost import REALHOST, guarded_tunables
 
 from .netns import Network, Pod, run
-from .support import REALHOST, guarded_tunables
 
 pytestmark = REALHOST
 
@@ -149,7 +149,7 @@ def host() -> Iterator[Libvirt]:
 
 
 def _xml(name: str, vcpu: int | None, emulator: int, *, hugepages: bool,
-         disk: tuple[str, str], nic: str = "") -> str:
+         disk: tuple[str, str | Path], nic: str = "") -> str:
     """A domain with one vCPU pinned to `vcpu` and its emulator to `emulator` (None: unpinned)."""
     kind, source = disk
     pins = ("" if vcpu is None else

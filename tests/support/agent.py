@@ -14,20 +14,56 @@ import typing as t
 import uuid
 from pathlib import Path
 
-from hosttree import FAKE_SYSTEMCTL, intel_two_socket
 from kubernetes import client
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import render_node_state
+from kvtune_agent.features.base import NodeMeta
+from kvtune_agent.kube import AgentKube
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.controller.render import render_node_state
 
 from support.cluster import ClusterAccess
+from support.hosttree import FAKE_SYSTEMCTL, intel_two_socket
+from support.sections import HostSections
 
 G, V, STATES = "kvtune.io", "v1alpha1", "hypervisornodestates"
 KSM_RUN = "sys/kernel/mm/ksm/run"
 
 #: A spec an Enforce agent can fully apply to the fake host: KSM off, 2Mi pages on both nodes.
-ENFORCE = {"memory": {"ksm": "Disabled",
+ENFORCE: HostSections = {"memory": {"ksm": "Disabled",
                       "hugepages": {"pages": [{"size": "2Mi", "perNode": [
                           {"node": 0, "count": 1024}, {"node": 1, "count": 1024}]}]}}}
+
+
+class StoredState(AgentKube):
+    """The agent's API module over one stored HypervisorNodeState, without a cluster: every
+    read and write the agent's step makes, overridden (no API client is made; `watch_state`,
+    which only the agent's loop calls, would fail)."""
+
+    def __init__(self, mode: str) -> None:
+        profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
+                                     "spec": {"nodeSelector": {}, "mode": mode, **ENFORCE}})
+        self.body: dict[str, t.Any] | None = render_node_state(profile, "n1")
+        self.body["metadata"]["generation"] = 1
+        self.labels: dict[str, str] = {}
+
+    def read_state(self) -> dict[str, t.Any] | None:
+        return self.body
+
+    def node_meta(self) -> NodeMeta:
+        return NodeMeta(dict(self.labels))
+
+    def patch_status(self, status: dict[str, t.Any]) -> None:
+        assert self.body is not None
+        self.body["status"] = status
+
+    def patch_labels(self, labels: t.Mapping[str, str | None]) -> None:
+        for key, label in labels.items():
+            if label is None:
+                self.labels.pop(key, None)
+            else:
+                self.labels[key] = label
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        pass
 
 
 class Node:
@@ -44,7 +80,7 @@ class Node:
         self.core.create_node({"metadata": {"name": self.name, "labels": labels}})
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def render(self, mode: str, *, revert: bool = False, **spec: t.Any) -> None:
+    def render(self, mode: str, *, revert: bool = False, **spec: t.Unpack[HostSections]) -> None:
         """Write the state as the operator renders it (`revert`: the node leaves its profile)."""
         profile = Profile.from_body({"metadata": {"name": "p", "uid": "u", "generation": 1},
                                      "spec": {"nodeSelector": {}, "mode": mode, **spec}})
@@ -85,8 +121,8 @@ class Node:
 
     def reported(self) -> bool:
         state = self.state()
-        return (state.get("status") or {}).get("observedGeneration") == state["metadata"][
-            "generation"]
+        observed = (state.get("status") or {}).get("observedGeneration")
+        return bool(observed == state["metadata"]["generation"])
 
     def condition(self, type_: str) -> str | None:
         for c in (self.state().get("status") or {}).get("conditions", []):

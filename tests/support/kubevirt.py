@@ -24,7 +24,7 @@ import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -222,7 +222,11 @@ def _problems(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "required":
         # Named like the apiserver names it: by the missing field's own path.
         prefix = f"{path}." if path else ""
-        missing = [name for name in error.validator_value if name not in error.instance]
+        # jsonschema types both as "Any or unset"; for "required" they are JSON: the schema's list
+        # of names and the object judged.
+        required = cast(list[str], error.validator_value)
+        judged = cast(dict[str, Any], error.instance)
+        missing = [name for name in required if name not in judged]
         return [f"{prefix}{name}: Required value" for name in missing]
     return [f"{path or '(root)'}: {error.message}"]
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import jsonpatch
 import yaml
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig, mutate_vmi, validate_vmi
-from kvtune_operator.vmi.mutate import MutationResult
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig, mutate_vmi, validate_vmi
+from kvtune_operator.webhook.vmi.mutate import MutationResult
 
 Obj = dict[str, Any]
 

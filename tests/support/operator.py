@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import kopf
-import kvtune_operator.handlers  # noqa: F401  (registers the handlers)
-from kvtune_operator.kube import Kube, api_client
-from kvtune_operator.settings import Settings
+import kvtune_operator.controller.handlers  # noqa: F401  (registers the handlers)
+from kvtune_operator.common.kube import api_client
+from kvtune_operator.controller.kube import Kube
+from kvtune_operator.controller.settings import Settings
 
 from support.inthread import STOP_TIMEOUT, join, kubeconfig_env
 

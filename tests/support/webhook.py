@@ -9,9 +9,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from kvtune_operator.kube import Kube, api_client
-from kvtune_operator.settings import WebhookSettings
-from kvtune_operator.webhook_handlers import serve
+from kvtune_operator.common.kube import api_client
+from kvtune_operator.webhook.handlers import serve
+from kvtune_operator.webhook.kube import Kube
+from kvtune_operator.webhook.settings import WebhookSettings
 
 from support.inthread import STOP_TIMEOUT, join, kubeconfig_env
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
-from kvtune_operator.profiles import Profile
+from kvtune_operator.common.profiles import Profile
+from support.sections import HostSections
 
 Obj = dict[str, Any]
 
 
+class ProfileArgs(HostSections, total=False):
+    """`make_profile`'s arguments, for helpers that pass them on."""
+
+    name: str
+    vmi: Obj | None
+    mode: str
+
+
 def make_profile(
-    name: str = "fast", *, vmi: Obj | None = None, mode: str = "Enforce", **spec: Any
+    name: str = "fast", *, vmi: Obj | None = None, mode: str = "Enforce",
+    **spec: Unpack[HostSections],
 ) -> Profile:
     """A profile in Enforce mode whose vmi section (default: select every VMI, networking not
     judged) is `vmi`."""

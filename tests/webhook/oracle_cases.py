@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kvtune_operator.profiles import Profile
+from kvtune_operator.common.profiles import Profile
 
 from webhook import Obj, make_profile, make_vmi
 

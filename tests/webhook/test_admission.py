@@ -15,7 +15,8 @@ import jsonpatch
 import pytest
 from controller.builders import state
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator.admission import (
+from kvtune_operator.common.profiles import PROFILE_LABEL, Profile
+from kvtune_operator.webhook.admission import (
     ClusterView,
     Refused,
     check,
@@ -24,10 +25,8 @@ from kvtune_operator.admission import (
     review,
     shape,
 )
-from kvtune_operator.profiles import Profile
-from kvtune_operator.render import PROFILE_LABEL
-from kvtune_operator.vmi import KubeVirtConfig, NodeCapacity
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION
+from kvtune_operator.webhook.vmi import KubeVirtConfig, NodeCapacity
+from kvtune_operator.webhook.vmi.mutate import MUTATED_BY_ANNOTATION
 
 from webhook import Obj, make_profile, make_vmi
 

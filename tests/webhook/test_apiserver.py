@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from kubernetes import client
-from kvtune_operator.vmi.mutate import mutate_vmi
+from kvtune_operator.webhook.vmi.mutate import mutate_vmi
 from support.kubevirt import GROUP, VERSION
 
 from webhook import Obj, make_profile, make_vmi

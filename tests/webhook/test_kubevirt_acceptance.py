@@ -19,14 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kvtune_api.kubevirt_overhead import Mi, parse_version
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig, memory_overhead, validate_vmi, vmi_demand
-from kvtune_operator.vmi.mutate import OVERHEAD_ANNOTATION
-from kvtune_operator.vmi.overhead import (
-    pod_memory_request_bytes,
-    quantity,
-    quantity_bytes,
-)
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig, memory_overhead, validate_vmi, vmi_demand
+from kvtune_operator.webhook.vmi.mutate import OVERHEAD_ANNOTATION
+from kvtune_operator.webhook.vmi.read import pod_memory_request_bytes, quantity, quantity_bytes
 from support.kubevirt_oracle import (
     Oracle,
     Outcome,

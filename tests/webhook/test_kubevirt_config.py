@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.validate import validate_vmi
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.validate import validate_vmi
 
 from webhook import make_profile, make_vmi
 

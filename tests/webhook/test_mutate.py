@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, Unpack
 
 import jsonpatch
 import pytest
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.mutate import json_patch, mutate_vmi
-from kvtune_operator.vmi.overhead import VmiFieldError
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.mutate import json_patch, mutate_vmi
+from kvtune_operator.webhook.vmi.read import VmiFieldError
+from support.sections import HostSections
 
-from webhook import Obj, make_profile, make_vmi
+from webhook import Obj, ProfileArgs, make_profile, make_vmi
 
 Mi = 1024**2
 Gi = 1024**3
 #: KubeVirt with its ReservedOverheadMemlock feature gate on (it is off in a default install).
 GATE_ON = KubeVirtConfig(feature_gates=frozenset({"ReservedOverheadMemlock"}))
-NO_FLOOR = {"memory": {"vmOverheadFloor": "0"}}
+NO_FLOOR: HostSections = {"memory": {"vmOverheadFloor": "0"}}
 
-HUGE_1G = {"memory": {"hugepages": {"pages": [{"size": "1Gi", "count": 64}]}}}
-HUGE_BOTH = {
+HUGE_1G: HostSections = {"memory": {"hugepages": {"pages": [{"size": "1Gi", "count": 64}]}}}
+HUGE_BOTH: HostSections = {
     "memory": {
         "hugepages": {"pages": [{"size": "2Mi", "count": 4096}, {"size": "1Gi", "count": 8}]}
     }
@@ -40,7 +41,9 @@ def sized(domain: Obj | None = None, memory: str = "8Gi") -> Obj:
 DEFAULT_INSTALL = KubeVirtConfig()
 
 
-def mutated(vmi: Obj, /, kubevirt: KubeVirtConfig = DEFAULT_INSTALL, **profile: Any) -> Obj:
+def mutated(
+    vmi: Obj, /, kubevirt: KubeVirtConfig = DEFAULT_INSTALL, **profile: Unpack[ProfileArgs]
+) -> Obj:
     return mutate_vmi(make_profile(**profile), vmi, namespace_labels={}, kubevirt=kubevirt).vmi
 
 
@@ -112,9 +115,8 @@ def test_no_hugepages_are_asked_for_when_the_profile_names_no_size() -> None:
 def test_numa_passthrough_needs_dedicated_cpus_and_hugepages(
     cpu: Obj, hugepages: str | None, passthrough: bool
 ) -> None:
-    profile = {"vmi": {"hugepageSize": hugepages, "numaPassthrough": hugepages is not None},
-               **HUGE_1G}
-    vmi = mutated(sized({"cpu": cpu}), **profile)
+    vmi_settings = {"hugepageSize": hugepages, "numaPassthrough": hugepages is not None}
+    vmi = mutated(sized({"cpu": cpu}), vmi=vmi_settings, **HUGE_1G)
     numa = domain(vmi)["cpu"].get("numa")
     assert (numa == {"guestMappingPassthrough": {}}) is passthrough
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kvtune_operator.vmi import KubeVirtConfig, validate_vmi
+from kvtune_operator.webhook.vmi import KubeVirtConfig, validate_vmi
 from support.kubevirt_oracle import Oracle, admission_chain
 
 from webhook import Obj, make_profile, make_vmi
@@ -116,7 +116,7 @@ def test_a_malformed_interface_list_is_an_error_naming_the_field_not_a_crash(
 
 
 def test_an_audit_profile_warns_about_an_unreadable_field_instead_of_refusing() -> None:
-    from kvtune_operator.vmi import mutate_vmi
+    from kvtune_operator.webhook.vmi import mutate_vmi
 
     bad = make_vmi({"resources": {"requests": {"memory": "lots"}}})
     result = mutate_vmi(make_profile(mode="Audit"), bad, namespace_labels={})

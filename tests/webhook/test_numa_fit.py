@@ -15,12 +15,12 @@ from kvtune_api.v1alpha1.host import (
     NumaNode,
     NumaReport,
 )
-from kvtune_operator.admission import ClusterView, check
-from kvtune_operator.profiles import Profile
-from kvtune_operator.views import StateView
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.node_facts import NodeFacts, NumaCell
-from kvtune_operator.vmi.numa_fit import fit_warning
+from kvtune_operator.common.node_facts import NodeFacts, NumaCell
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.admission import ClusterView, check
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.numa_fit import fit_warning
 
 from webhook import Obj, make_profile, make_vmi
 

@@ -10,8 +10,9 @@ own code checks the same function in test_kubevirt_acceptance.py.
 from __future__ import annotations
 
 import pytest
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.overhead import VmiFieldError, memory_overhead, vcpu_count
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.overhead import memory_overhead
+from kvtune_operator.webhook.vmi.read import VmiFieldError, vcpu_count
 
 from webhook import Obj, make_vmi
 

@@ -17,19 +17,19 @@ from typing import Any
 import jsonpatch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.mutate import (
-    ADDED_OVERHEAD,
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.mutate import (
     MUTATED_BY_ANNOTATION,
     OVERHEAD_ANNOTATION,
     MutationResult,
     mutate_vmi,
     reservation,
 )
-from kvtune_operator.vmi.overhead import quantity_bytes
-from kvtune_operator.vmi.selection import out_of_scope
-from kvtune_operator.vmi.validate import validate_vmi
+from kvtune_operator.webhook.vmi.paths import ADDED_OVERHEAD
+from kvtune_operator.webhook.vmi.read import quantity_bytes
+from kvtune_operator.webhook.vmi.selection import out_of_scope
+from kvtune_operator.webhook.vmi.validate import validate_vmi
 from support.kubevirt import validate_vmi as validate_schema
 
 from webhook import Obj, make_profile, make_vmi

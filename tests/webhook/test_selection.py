@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kvtune_operator.profiles import Profile
-from kvtune_operator.vmi.selection import out_of_scope
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.vmi.selection import out_of_scope
 
 from webhook import Obj, make_profile, make_vmi
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,11 +36,12 @@ from cryptography import x509
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kvtune_api.labels import READY_LABEL
-from kvtune_operator import webhook
-from kvtune_operator.kube import Kube
-from kvtune_operator.settings import Settings, WebhookSettings
-from kvtune_operator.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
-from kvtune_operator.vmi.overhead import quantity_bytes
+from kvtune_operator.controller.settings import Settings
+from kvtune_operator.webhook import configuration as webhook
+from kvtune_operator.webhook.kube import Kube
+from kvtune_operator.webhook.settings import WebhookSettings
+from kvtune_operator.webhook.vmi.mutate import MUTATED_BY_ANNOTATION, OVERHEAD_ANNOTATION
+from kvtune_operator.webhook.vmi.read import quantity_bytes
 from support.cluster import ClusterAccess, apply_crds, is_gone, wait_for
 from support.kubevirt import GROUP, VERSION
 from support.operator import running_operator
@@ -55,6 +56,8 @@ SELECTED_LABEL = "kvtune-webhook-test"
 SERVING_TIMEOUT = 60.0
 IDLE_TIMEOUT = 2.0
 WEBHOOK_HOST_ENV = "KVTUNE_TEST_WEBHOOK_HOST"
+#: A webhook configuration's failurePolicy (WebhookSettings.failure_policy).
+Policy = Literal["Fail", "Ignore"]
 
 
 class Served:
@@ -72,7 +75,7 @@ class Served:
         # A short idle timeout, so that the tests of slow clients take seconds.
         self.settings = WebhookSettings(port=0, idle_timeout_seconds=IDLE_TIMEOUT,
                                         host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"))
-        self.policy: str | None = None
+        self.policy: Policy | None = None
         self.url = ""
         self._running = contextlib.ExitStack()
         self._operator = contextlib.ExitStack()
@@ -108,7 +111,7 @@ class Served:
 
     # --- the webhook ---
 
-    def serve(self, policy: str = "Fail") -> None:
+    def serve(self, policy: Policy = "Fail") -> None:
         """The webhook runs with `policy`, and answers for the module's profile."""
         if self.policy == policy:
             return
@@ -330,7 +333,7 @@ def test_the_overhead_ratio_comes_from_the_kubevirt_cr_once_its_crd_appears(
 
 @pytest.mark.parametrize(("policy", "admitted"), [("Fail", False), ("Ignore", True)])
 def test_with_the_webhook_down_the_failure_policy_decides(
-    served: Served, policy: str, admitted: bool
+    served: Served, policy: Policy, admitted: bool
 ) -> None:
     served.serve(policy)
     served.stop()
@@ -412,7 +415,7 @@ def _served_certificate(url: str, ca: bytes) -> bytes:
 
 def _certificate_until(data: dict[str, bytes], left: datetime.timedelta) -> bytes:
     """A serving certificate from the Secret's own CA that ends `left` from now."""
-    from kvtune_operator.pki import CertificateAuthority
+    from kvtune_operator.webhook.pki import CertificateAuthority
 
     ca = CertificateAuthority.from_pem(data["ca.crt"], data["ca.key"])
     return ca.issue_serving("127.0.0.1", ["127.0.0.1"], left).cert_pem

@@ -11,13 +11,13 @@ import jsonpatch
 import pytest
 from controller.builders import state
 from kvtune_api.v1alpha1.host import HostReport, KubeletReport, NumaReport
-from kvtune_operator.admission import ClusterView, Refused, check, shape
-from kvtune_operator.profiles import Profile
-from kvtune_operator.views import StateView
-from kvtune_operator.vmi import KubeVirtConfig, mutate_vmi
-from kvtune_operator.vmi import smt_alignment as smt
-from kvtune_operator.vmi.node_facts import NodeFacts
-from kvtune_operator.vmi.smt_alignment import EVEN_PARITY
+from kvtune_operator.common.node_facts import NodeFacts
+from kvtune_operator.common.nodestate import StateView
+from kvtune_operator.common.profiles import Profile
+from kvtune_operator.webhook.admission import ClusterView, Refused, check, shape
+from kvtune_operator.webhook.vmi import KubeVirtConfig, mutate_vmi
+from kvtune_operator.webhook.vmi import smt_alignment as smt
+from kvtune_operator.webhook.vmi.smt_alignment import EVEN_PARITY
 from support.kubevirt_oracle import Oracle
 
 from webhook import Obj, make_profile, make_vmi

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kvtune_operator.vmi import KubeVirtConfig
-from kvtune_operator.vmi.validate import NodeCapacity, capacity_warning, validate_vmi, vmi_demand
+from kvtune_operator.webhook.vmi import KubeVirtConfig
+from kvtune_operator.webhook.vmi.validate import (
+    NodeCapacity,
+    capacity_warning,
+    validate_vmi,
+    vmi_demand,
+)
 
 from webhook import Obj, make_profile, make_vmi
 

@@ -4,9 +4,9 @@ refused naming the field and the accepted form, never rewritten into a valid VMI
 from __future__ import annotations
 
 import pytest
-from kvtune_operator.vmi import validate_vmi
-from kvtune_operator.vmi.mutate import mutate_vmi
-from kvtune_operator.vmi.overhead import VmiFieldError
+from kvtune_operator.webhook.vmi import validate_vmi
+from kvtune_operator.webhook.vmi.mutate import mutate_vmi
+from kvtune_operator.webhook.vmi.read import VmiFieldError
 
 from webhook import Obj, make_profile, make_vmi
 

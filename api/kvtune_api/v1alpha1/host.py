@@ -14,6 +14,9 @@ from pydantic import Field
 
 from .common import BaseModel, Opt
 
+if t.TYPE_CHECKING:
+    from ..features import FeatureName
+
 #: Answers the probe can prove either way, or not.
 Tri = t.Literal["Yes", "No", "Unknown"]
 Severity = t.Literal["Error", "Warning", "Info"]
@@ -38,10 +41,15 @@ class Problem(BaseModel):
             "performance, or a fact could not be established. Info: worth knowing."
         )
     )
-    feature: str = Field(
-        description="The probe that found it: CPU, PLE, NUMA, Memory, KSM, Numad, SRIOV, Network, "
-        "Block, Kubelet."
-    )
+    # Typed for mypy only: on the wire a plain string, so the CRD schema has no enum (an operator
+    # must read the status of an agent that knows one more feature); see kvtune_api.features.
+    if t.TYPE_CHECKING:
+        feature: FeatureName
+    else:
+        feature: str = Field(
+            description="The probe that found it: CPU, PLE, NUMA, Memory, KSM, Numad, SRIOV, "
+            "Network, Block, Kubelet."
+        )
     path: str = Field(default="", description="The host path the finding is about, if any.")
     message: str = Field(description="What was found, where, and what to do about it.")
 

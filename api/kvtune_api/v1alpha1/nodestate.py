@@ -17,6 +17,9 @@ from .host import MAX_NUMA_NODES, HostReport
 from .profile import HostSettings, MacvtapResource, Mode, VmiSettings
 from .resource import CustomResource, Scope
 
+if t.TYPE_CHECKING:
+    from ..features import ConditionFeature
+
 Disruption = t.Literal["Live", "NeedsDrain", "NeedsReboot"]
 SyncStatus = t.Literal["Pending", "InProgress", "Succeeded", "Failed"]
 
@@ -71,7 +74,11 @@ class PlannedStep(BaseModel):
     """One change to the host, computed by the agent's pure planner."""
 
     id: str = Field(description="Stable identifier, e.g. hugepages/node0/1Gi.")
-    feature: str = Field(description="Hugepages, KSM, Numad, THP, SRIOV, PLE, BlockDevices.")
+    # Typed for mypy only, a plain string on the wire (see Problem.feature).
+    if t.TYPE_CHECKING:
+        feature: ConditionFeature
+    else:
+        feature: str = Field(description="Hugepages, KSM, Numad, THP, SRIOV, PLE, BlockDevices.")
     path: str = Field(description="What is changed: a sysfs path, a unit or a file.")
     current: str = Field(description="Value now on the host.")
     desired: str = Field(description="Value to write.")

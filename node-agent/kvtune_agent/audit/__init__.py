@@ -21,9 +21,9 @@ import dataclasses
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
-from .. import launchers
-from ..hostfs import HostFS, ProcessTable
-from ..launchers import Launcher
+from ..host import launchers
+from ..host.hostfs import HostFS, ProcessTable
+from ..host.launchers import Launcher
 from .checks import AuditPolicy, Observed, audit
 from .condition import VMS_COMPLIANT, vms_condition
 from .connect import (

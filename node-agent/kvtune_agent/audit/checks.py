@@ -49,9 +49,9 @@ from kvtune_api.v1alpha1.audit import (
 from kvtune_api.v1alpha1.host import HostReport, PodInterface, PodNetwork
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
 
-from .. import memory_budget
-from ..probe import cpulist
-from ..probe.memory import SIZE_KIB, size_name
+from ..features import memory_budget
+from ..features.memory.probe import SIZE_KIB, size_name
+from ..host import cpulist
 from .domains import Domain, Nic
 
 SEVERITY_ORDER: dict[FindingSeverity, int] = {"Violation": 0, "Warning": 1, "Info": 2}

@@ -20,7 +20,7 @@ from typing import Any
 
 import libvirt
 
-from ..probe import cpulist
+from ..host import cpulist
 
 #: libvirt's memory units, in bytes (docs: formatdomain.html#memory-allocation).
 UNITS = {

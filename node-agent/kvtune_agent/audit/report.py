@@ -14,8 +14,9 @@ import textwrap
 from kvtune_api.v1alpha1.audit import MemoryAccount, NodeVmAudit, VmAudit, VmFinding
 from kvtune_api.v1alpha1.host import HostReport
 
-from ..hostfs import HostFS, ProcessTable
-from ..report import WIDTH, format_report
+from ..features.page import WIDTH
+from ..host.hostfs import HostFS, ProcessTable
+from ..report import format_report
 from . import audit_node
 from .checks import AuditPolicy
 

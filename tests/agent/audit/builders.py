@@ -1,5 +1,6 @@
-"""Builders for the audit tests: libvirt domain XML as KubeVirt renders it, a two-node host, and
-virt-launcher processes laid out in a /proc tree.
+"""Builders for the audit tests: libvirt domain XML as KubeVirt renders it, a two-node host,
+virt-launcher processes laid out in a /proc tree and a connect function serving their sockets,
+and what the rules are judged against (the strict policy, two VMs that keep every promise).
 
 One domain builder serves both tiers: the pure tests parse its XML, the libvirt tests define it on
 the test driver (`test:///default`, real libvirt with a fake hypervisor) and read it back.
@@ -14,9 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import libvirt
-from hosttree import HostTree
-from kvtune_agent.probe.memory import size_name
+from kvtune_agent.audit import AuditPolicy
+from kvtune_agent.features.memory.probe import size_name
+from kvtune_agent.host import launchers
 from kvtune_api.v1alpha1.host import HostReport, HugepagePool, MemoryReport, NumaNode, NumaReport
+from support.hosttree import HostTree
 
 GiB_KIB = 1 << 20
 #: The test host: node 0 holds CPUs 0-3, node 1 CPUs 4-7 (the test driver knows 8 CPUs), 8 GiB
@@ -44,6 +47,44 @@ def two_node_host(
             ],
         ),
     )
+
+
+#: The two-node host with 4096 2Mi pages.
+HOST = two_node_host(pools=[(2048, 4096)])
+
+#: What a profile with every promise asks: dedicated CPUs, isolated emulator, 2Mi hugepages,
+#: raw LUNs.
+STRICT = AuditPolicy(
+    dedicated_cpus=True, isolate_emulator_thread=True, hugepage_kib=2048, block_luns=True
+)
+#: A VM that keeps every promise on node 0 (CPUs 0-3) ...
+GOOD: dict[str, Any] = {
+    "pins": ["0", "1"], "emulator": "2", "numatune": ("strict", "0"), "hugepage_kib": 2048,
+    "nics": [("hostdev", "0000:3b:02.0")], "disks": [("block", "/dev/sdb")],
+}  # fmt: skip
+#: ... and one on node 1 (CPUs 4-7).
+GOOD_NODE1: dict[str, Any] = {
+    **GOOD, "pins": ["4", "5"], "emulator": "6", "numatune": ("strict", "1"),
+    "nics": [("hostdev", "0000:3b:02.1")],
+}  # fmt: skip
+
+
+class Sockets:
+    """A connect function that serves each launcher's socket URI from the test driver."""
+
+    def __init__(self, tree: HostTree, *pids: int) -> None:
+        fs = tree.fs()
+        self.uris = {
+            launchers.session_uri(fs, f"/proc/{pid}/root/var/run/libvirt/virtqemud-sock")
+            for pid in pids
+        }
+        self.asked: list[str] = []
+
+    def __call__(self, uri: str) -> Any:
+        self.asked.append(uri)
+        if uri not in self.uris:
+            raise AssertionError(f"unexpected libvirt URI {uri}")
+        return libvirt.openReadOnly("test:///default")
 
 
 def domain_xml(

@@ -12,40 +12,19 @@ from typing import Any
 
 import libvirt
 import pytest
-from hosttree import HostTree
-from kvtune_agent.audit import AuditPolicy, audit_node, launchers, open_read_only, vms_condition
+from kvtune_agent.audit import AuditPolicy, audit_node, open_read_only, vms_condition
 from kvtune_agent.audit.report import format_vm_audit
 from kvtune_api.v1alpha1.audit import NodeVmAudit, VmAudit, VmFinding
 from kvtune_cli.main import main
+from support.hosttree import HostTree
 
-from .builders import domain_xml, launcher, libvirt_host, two_node_host
-from .test_checks import GOOD, GOOD_NODE1, STRICT
-
-HOST = two_node_host(pools=[(2048, 4096)])
+from .builders import GOOD, GOOD_NODE1, HOST, STRICT, Sockets, domain_xml, launcher, libvirt_host
 
 
 def audit_tree(tree: HostTree, policy: AuditPolicy = STRICT, **options: Any) -> NodeVmAudit:
     """audit_node of the host tree, with the process table read from the tree as a probe would."""
     fs = tree.fs()
     return audit_node(fs, policy, HOST, fs.processes(), **options)
-
-
-class Sockets:
-    """A connect function that serves each launcher's socket URI from the test driver."""
-
-    def __init__(self, tree: HostTree, *pids: int) -> None:
-        fs = tree.fs()
-        self.uris = {
-            launchers.session_uri(fs, f"/proc/{pid}/root/var/run/libvirt/virtqemud-sock")
-            for pid in pids
-        }
-        self.asked: list[str] = []
-
-    def __call__(self, uri: str) -> Any:
-        self.asked.append(uri)
-        if uri not in self.uris:
-            raise AssertionError(f"unexpected libvirt URI {uri}")
-        return libvirt.openReadOnly("test:///default")
 
 
 def test_each_launchers_vm_is_read_through_its_own_socket(tmp_path: Path) -> None:

@@ -4,35 +4,28 @@ the audit's own read-only connection: one VM (or pair) that complies, one that b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.hostfs import HostFS, ProcessTable
-from kvtune_agent.probe import cpulist, probe_host
+from kvtune_agent.host import cpulist
+from kvtune_agent.host.hostfs import HostFS, ProcessTable
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
 from kvtune_api.v1alpha1.common import LabelSelector
 from kvtune_api.v1alpha1.host import HostReport
 from kvtune_api.v1alpha1.profile import HostSettings, VmiSettings
+from support.hosttree import HostTree
 
-from .builders import NODE_CPUS, GiB_KIB, domain_xml, libvirt_host, two_node_host
-
-#: What a profile with every promise asks: dedicated CPUs, isolated emulator, 2Mi hugepages,
-#: raw LUNs.
-STRICT = AuditPolicy(
-    dedicated_cpus=True, isolate_emulator_thread=True, hugepage_kib=2048, block_luns=True
+from .builders import (
+    GOOD,
+    GOOD_NODE1,
+    NODE_CPUS,
+    STRICT,
+    GiB_KIB,
+    domain_xml,
+    libvirt_host,
+    two_node_host,
 )
-#: A VM that keeps every promise on node 0 (CPUs 0-3) ...
-GOOD: dict[str, Any] = {
-    "pins": ["0", "1"], "emulator": "2", "numatune": ("strict", "0"), "hugepage_kib": 2048,
-    "nics": [("hostdev", "0000:3b:02.0")], "disks": [("block", "/dev/sdb")],
-}  # fmt: skip
-#: ... and one on node 1 (CPUs 4-7).
-GOOD_NODE1: dict[str, Any] = {
-    **GOOD, "pins": ["4", "5"], "emulator": "6", "numatune": ("strict", "1"),
-    "nics": [("hostdev", "0000:3b:02.1")],
-}  # fmt: skip
 
 
 def run(

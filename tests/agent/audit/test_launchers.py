@@ -8,8 +8,8 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent import launchers
+from kvtune_agent.host import launchers
+from support.hosttree import HostTree
 
 from .builders import launcher
 

@@ -8,14 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hosttree import HostTree
 from kvtune_agent.audit import AuditPolicy, audit_node
-from kvtune_agent.probe import probe_host
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.audit import NodeVmAudit
+from support.hosttree import HostTree
 
-from .builders import domain_xml, launcher, libvirt_host
-from .test_audit_node import HOST, Sockets
-from .test_checks import GOOD, GOOD_NODE1, STRICT
+from .builders import GOOD, GOOD_NODE1, HOST, STRICT, Sockets, domain_xml, launcher, libvirt_host
 
 #: A VM's NIC as KubeVirt's bridge binding renders it: a tap on the in-pod bridge k6t-net1.
 IN_POD = {"nics": [("bridge", "k6t-net1")]}

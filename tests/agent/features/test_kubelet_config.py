@@ -11,11 +11,11 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
 from kvtune_agent.features.kubelet import config
-from kvtune_agent.probe import kubelet as kubelet_probe
+from kvtune_agent.features.kubelet import probe as kubelet_probe
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
 from kvtune_api.v1alpha1.profile import KubeletSettings
+from support.hosttree import HostTree
 
 GiB, MiB = 2**30, 2**20
 TWO_NODES = [NumaNode(id=node, memory_total_kib=64 * 2**20) for node in (0, 1)]

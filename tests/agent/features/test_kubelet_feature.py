@@ -12,14 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-from hosttree import HostTree
-from kvtune_agent.features.kubelet import config
+from kvtune_agent.engine import change
+from kvtune_agent.engine.apply import apply, settle
+from kvtune_agent.engine.cycle import restore_hold
+from kvtune_agent.engine.journal import Journal
+from kvtune_agent.features.base import Draft, Plan
+from kvtune_agent.features.kubelet import Kubelet, config
 from kvtune_agent.features.kubelet import drop_in as feature
-from kvtune_agent.journal import Journal
-from kvtune_agent.probe import kubelet as kubelet_probe
+from kvtune_agent.features.kubelet import probe as kubelet_probe
 from kvtune_api.v1alpha1.host import NumaNode
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant
 from kvtune_api.v1alpha1.profile import KubeletSettings
+from support.hosttree import HostTree
 
 NODES = [NumaNode(id=node, memory_total_kib=32 * 2**20) for node in (0, 1)]
 DROP_INS = "/etc/kubernetes/kubelet.conf.d"
@@ -53,9 +57,11 @@ def _observed(tree: HostTree) -> feature.Observed:
     return feature.observe(fs, kubelet_probe.probe(fs, fs.processes()))
 
 
-def _plan(tree: HostTree, settings: KubeletSettings = ENFORCE) -> feature.Planned:
-    return feature.plan(settings, "single-numa-node", _observed(tree), NODES,
-                        frozenset({0, 1}), "vms")
+def _plan(tree: HostTree, settings: KubeletSettings = ENFORCE) -> Plan:
+    out = Draft()
+    feature.plan(settings, "single-numa-node", _observed(tree), NODES, frozenset({0, 1}),
+                 "vms", out)
+    return out.done()
 
 
 def _healthy_without_drop_in(tree: HostTree) -> feature.Health:
@@ -64,16 +70,19 @@ def _healthy_without_drop_in(tree: HostTree) -> feature.Health:
                             if (tree.root / DROP_IN.lstrip("/")).exists() else None)
 
 
+def _kubelet(health: feature.Health) -> Kubelet:
+    return Kubelet(health=health, ready_seconds=0.1)
+
+
 def _apply(tree: HostTree, grant: DisruptionGrant, health: feature.Health) -> tuple[str, str]:
-    [step] = _plan(tree).steps
-    result = feature.apply(step, _observed(tree), tree.fs(), Journal(tree.fs()),
-                           tree.systemd(), grant, health, timeout=10, ready_seconds=0.5,
-                           sleep=lambda seconds: None)
+    """The step applied by the engine, with the kubelet feature's hooks."""
+    [result] = apply([_kubelet(health)], _plan(tree), tree.fs(), Journal(tree.fs()),
+                     tree.systemd(), grant, timeout=10)
     return result.result, result.message
 
 
 def test_unmanaged_leaves_the_kubelet_to_today_s_checks(tmp_path: Path) -> None:
-    assert _plan(_node(tmp_path), KubeletSettings()) == feature.Planned()
+    assert _plan(_node(tmp_path), KubeletSettings()) == Plan()
 
 
 def test_enforce_plans_one_drain_class_step_writing_the_drop_in(tmp_path: Path) -> None:
@@ -147,7 +156,7 @@ def test_a_kubelet_that_does_not_come_back_gets_its_old_configuration_and_names_
 
     assert result == "Failed"
     assert 'the total amount "800Mi" of type "memory" is not equal to the value "900Mi"' in message
-    assert "the previous configuration is back and the kubelet healthy" in message
+    assert f"{DROP_IN} is back as it was" in message
     assert not (tmp_path / DROP_IN.lstrip("/")).exists()
     assert tree.systemctl_calls() == ["restart kubelet.service"] * 2
 
@@ -157,22 +166,21 @@ def test_leaving_the_profile_restores_the_file_on_a_drained_node_and_restarts_th
 ) -> None:
     tree = _node(tmp_path)
     _apply(tree, DRAINED, lambda timeout: None)
-    journal = Journal(tree.fs())
+    features = [_kubelet(lambda timeout: None)]
 
-    waiting = journal.revert(tree.systemd(), timeout=10,
-                             hold=lambda entry: feature.hold(entry, DisruptionGrant()))
-    assert [r.result for r in waiting] == ["Waiting"]
+    def revert(approved: bool) -> list[str]:
+        fs = tree.fs()
+        results = Journal(fs).revert(
+            tree.systemd(), timeout=10, sequence=change.sequences(features),
+            hold=restore_hold(features, fs, approved, 10),
+            settle=lambda entry: settle(features, fs, tree.systemd(), entry.path, 10))
+        return [r.result for r in results]
+
+    assert revert(approved=False) == ["Waiting"]
     assert (tmp_path / DROP_IN.lstrip("/")).exists()
-
-    done = journal.revert(tree.systemd(), timeout=10,
-                          hold=lambda entry: feature.hold(entry, DRAINED))
-    restarted = feature.after_revert(done, DROP_IN, tree.fs(), tree.systemd(),
-                                     lambda timeout: None, timeout=10)
-
-    assert [r.result for r in done] == ["Applied"]
+    assert revert(approved=True) == ["Applied"]
     assert not (tmp_path / DROP_IN.lstrip("/")).exists()
-    assert restarted is not None and restarted.result == "Applied"
-    assert tree.systemctl_calls()[-1] == "restart kubelet.service"
+    assert tree.systemctl_calls() == ["restart kubelet.service"] * 2  # applied, then restored
 
 
 def _started(tree: HostTree, booted: int, after_boot: int) -> None:

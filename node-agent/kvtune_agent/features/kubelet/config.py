@@ -36,8 +36,8 @@ from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
 from kvtune_api.v1alpha1.profile import KubeletSettings
 
-from ...probe import cpulist
-from ...probe import kubelet as kubelet_probe
+from ...host import cpulist
+from . import probe as kubelet_probe
 
 #: The drop-in kvtune writes into the kubelet's --config-dir; 99 so that it sorts after the
 #: distributions' own (the kubelet merges them in lexical order, the last one winning).

@@ -21,23 +21,21 @@ import re
 import subprocess
 import sys
 import time
-import typing as t
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kvtune_api.features import ConditionFeature
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
-from kvtune_api.v1alpha1.nodestate import DisruptionGrant, PlannedStep, StepResult
 from kvtune_api.v1alpha1.profile import KubeletSettings
 
-from ... import change
-from ...hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
-from ...journal import Entry, Journal, JournalError
-from ...plan import Finding, Step
-from ...probe import kubelet as kubelet_probe
-from ...systemd import NSENTER, Systemd, SystemdError
+from ...host.hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
+from ...host.systemd import NSENTER, Systemd, SystemdError
+from .. import kubelet_report
+from ..base import Draft
 from . import config
+from . import probe as kubelet_probe
 
-FEATURE = "Kubelet"
+FEATURE: ConditionFeature = "Kubelet"
 STEP_ID = "kubelet/config"
 #: How long a restarted kubelet has to answer healthz: it reads its checkpoints, asks the
 #: container runtime for every pod and rebuilds its managers, tens of seconds on a busy node.
@@ -116,12 +114,6 @@ def observe(fs: HostFS, kubelet: KubeletReport) -> Observed:
 # -- the plan ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Planned:
-    steps: tuple[Step, ...] = ()
-    findings: tuple[Finding, ...] = ()
-
-
 def plan(
     settings: KubeletSettings,
     topology_policy: str | None,
@@ -129,56 +121,55 @@ def plan(
     nodes: Sequence[NumaNode],
     housekeeping: frozenset[int] | None,
     profile: str,
-) -> Planned:
+    out: Draft,
+) -> None:
     """The step that brings the kubelet to `settings`, or the findings that say why not."""
     if settings.management == "Unmanaged":
-        return Planned()
+        return
     kubelet = observed.kubelet
-    if not kubelet_probe.known(kubelet):
-        return Planned(findings=(Finding(FEATURE, "Warning", "KubeletConfigUnknown", (
+    if not kubelet_report.known(kubelet):
+        out.warn(FEATURE, "KubeletConfigUnknown", (
             f"{config.FIELD}.management is {settings.management}, but the kubelet's "
             f"configuration is unknown ({kubelet.error or 'no kubelet process or config found'})"
-            ", so nothing is written")),))
+            ", so nothing is written"))
+        return
     try:
         want = config.wanted(settings, topology_policy, kubelet, nodes, housekeeping)
     except config.Refusal as err:
-        return Planned(findings=(Finding(FEATURE, "Error", "KubeletConfigRefused", str(err)),))
+        out.error(FEATURE, "KubeletConfigRefused", str(err))
+        return
     rendering = config.render(want, kubelet, observed.distribution, profile,
                               report_only=settings.management == "Report")
     if not rendering.changed:
         if observed.restart_pending and settings.management == "Enforce":
-            return _restart_step(observed)
-        return Planned()
+            _restart_step(observed, out)
+        return
     changed = ", ".join(rendering.changed)
     if rendering.form == "Report":
-        severity: t.Literal["Error", "Warning"] = (
-            "Warning" if settings.management == "Report" else "Error")
-        return Planned(findings=(Finding(FEATURE, severity, "KubeletChangeByHand", (
+        out.find(settings.management == "Enforce", FEATURE, "KubeletChangeByHand", (
             f"the kubelet runs with other {changed} than {config.FIELD} asks (it reads "
-            f"{kubelet_probe.read_from(kubelet)}); {rendering.content}; then remove "
+            f"{kubelet_report.read_from(kubelet)}); {rendering.content}; then remove "
             f"{' and '.join(rendering.state_files) or 'nothing'} and restart the kubelet on a "
-            "drained node")),))
+            "drained node"))
+        return
     assert rendering.path is not None
-    current = observed.files.get(rendering.path)
-    return Planned(steps=(Step("file", PlannedStep(
-        id=STEP_ID, feature=FEATURE, path=rendering.path, current=current or "",
-        desired=rendering.content, disruption="NeedsDrain", reason=(
-            f"{config.FIELD} asks for other {changed} than the kubelet runs with; written as "
-            f"{'a drop-in' if rendering.form == 'DropIn' else 'kubelet-arg entries'}, then "
-            f"the managers' checkpoints removed and {observed.unit} restarted"))),))
+    out.step("file", STEP_ID, FEATURE, rendering.path, observed.files.get(rendering.path) or "",
+             rendering.content, (
+                 f"{config.FIELD} asks for other {changed} than the kubelet runs with; written "
+                 f"as {'a drop-in' if rendering.form == 'DropIn' else 'kubelet-arg entries'}, "
+                 f"then the managers' checkpoints removed and {observed.unit} restarted"),
+             "NeedsDrain")
 
 
-def _restart_step(observed: Observed) -> Planned:
+def _restart_step(observed: Observed, out: Draft) -> None:
     """The kubelet's files say what is wanted, but the kubelet started before kvtune wrote them:
     the same step again, whose write changes nothing and whose restart is what is missing."""
     path = next(p for p, text in observed.files.items() if text is not None)
     text = observed.files[path] or ""
-    return Planned(steps=(Step("file", PlannedStep(
-        id=STEP_ID, feature=FEATURE, path=path, current=text, desired=text,
-        disruption="NeedsDrain", reason=(
-            f"{path} was written after the kubelet started, which has not been restarted since "
-            f"(kvtune stopped in between): restart {observed.unit} without the managers' "
-            "checkpoints"))),))
+    out.step("file", STEP_ID, FEATURE, path, text, text, (
+        f"{path} was written after the kubelet started, which has not been restarted since "
+        f"(kvtune stopped in between): restart {observed.unit} without the managers' "
+        "checkpoints"), "NeedsDrain")
 
 
 # -- carrying it out ---------------------------------------------------------------------------
@@ -267,68 +258,11 @@ def settle(
                     timeout, ready_seconds, sleep)
 
 
-def apply(
-    step: Step, observed: Observed, fs: HostFS, journal: Journal, systemd: Systemd,
-    grant: DisruptionGrant, health: Health, *, timeout: float,
-    ready_seconds: float = READY_SECONDS, sleep: Callable[[float], None] = time.sleep,
-) -> StepResult:
-    """Write the kubelet's configuration and restart it on a drained node; put the old one back
-    when the kubelet does not come back healthy."""
-    planned = step.planned
-    if not grant.approved:
-        return StepResult(id=planned.id, result="Waiting", message=(
-            "the kubelet restarts with new CPU and memory managers, which needs a drained node: "
-            "waiting for the operator to drain it and approve (spec.disruption.approved)"
-            + ("" if grant.allow_drain else "; the profile does not allow drains "
-               "(rollout.allowDrain), so an administrator must")))
-    try:
-        original = change.current(fs, systemd, "file", planned.path, timeout=timeout)
-        journal.record("file", planned.path, original, planned.id)
-    except (change.ChangeError, JournalError, HostWriteError) as err:
-        return StepResult(id=planned.id, result="Failed", message=(
-            f"not changed, because the original of {planned.path} could not be journaled: {err}"))
-    written = change.set_value(fs, systemd, "file", planned.path, planned.desired,
-                               timeout=timeout)
-    if written.result != "Applied":
-        return StepResult(id=planned.id, result="Failed", message=written.message)
-    why = settle(fs, systemd, planned.path, health, timeout=timeout,
-                 ready_seconds=ready_seconds, sleep=sleep)
-    if why is None:
-        return StepResult(id=planned.id, result="Applied", message=(
-            f"wrote {planned.path}, removed the managers' checkpoints and restarted "
-            f"{observed.unit}; the kubelet is healthy"))
-    back = change.set_value(fs, systemd, "file", planned.path, original, timeout=timeout)
-    again = (settle(fs, systemd, planned.path, health, timeout=timeout,
-                    ready_seconds=ready_seconds, sleep=sleep)
-             if back.result == "Applied" else back.message)
-    restored = ("the previous configuration is back and the kubelet healthy" if again is None
-                else f"putting the previous configuration back failed too ({again}): restore "
-                f"{planned.path} by hand")
-    return StepResult(id=planned.id, result="Failed", message=(
-        f"the kubelet did not come back healthy within {ready_seconds:g} s with {planned.path}"
-        f": {why}; {restored}"))
-
-
-def hold(entry: Entry, grant: DisruptionGrant) -> str | None:
-    """Why a journaled kubelet file must wait before it is restored: restoring it restarts the
-    kubelet with other managers, which needs a drained node, as writing it did."""
-    if entry.step != STEP_ID or grant.approved:
+def hold_restore(path: str, approved: bool) -> str | None:
+    """Why restoring kvtune's kubelet file must wait: it restarts the kubelet with other
+    managers, which needs a drained node, as writing it did."""
+    if approved or path.rpartition("/")[2] not in (config.DROP_IN_NAME,
+                                                   config.K3S_DROP_IN_NAME):
         return None
     return ("restoring the kubelet's configuration restarts it with other CPU and memory "
             "managers: waiting for the node to be drained (spec.disruption.approved)")
-
-
-def after_revert(
-    results: Sequence[StepResult], path: str, fs: HostFS, systemd: Systemd, health: Health, *,
-    timeout: float, ready_seconds: float = READY_SECONDS,
-    sleep: Callable[[float], None] = time.sleep,
-) -> StepResult | None:
-    """Once the journal restored kvtune's kubelet file `path`, restart the kubelet so that it
-    runs what it ran before kvtune (the file alone changes nothing until then)."""
-    if not any(r.id == f"revert/{STEP_ID}" and r.result == "Applied" for r in results):
-        return None
-    why = settle(fs, systemd, path, health, timeout=timeout, ready_seconds=ready_seconds,
-                 sleep=sleep)
-    return StepResult(id=f"revert/{STEP_ID}/restart", result="Applied" if why is None else
-                      "Failed", message=f"restarted the kubelet to take {path} back" if why is None
-                      else f"{path} is restored, but the kubelet: {why}")
