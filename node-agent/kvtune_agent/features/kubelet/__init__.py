@@ -17,15 +17,14 @@ from kvtune_api.v1alpha1.host import (
 from ...host import cpulist
 from ...host.hostfs import HostFS, ProcessTable
 from ...host.systemd import Systemd
-from .. import kubelet_report, memory_budget
+from .. import kubelet_report
 from ..base import (
     Draft,
     Feature,
     PlanInputs,
 )
-from ..memory_budget import gib
 from ..page import Page
-from . import drop_in, text
+from . import config, drop_in, text
 from . import probe as kubelet_probe
 
 if t.TYPE_CHECKING:
@@ -134,21 +133,26 @@ def _kubelet_memory(
             f"{', '.join(map(str, unknown))}, which this host does not have (nodes "
             f"{', '.join(map(str, sorted(nodes)))}); "
             f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<one entry per NUMA node>')}"))
-    if host.memory.total_kib is None:
-        return
+    # To the byte, by the kubelet's own rule (config.py): the eviction threshold it counts
+    # depends on where evictionHard is set, and it compares quantities, not KiB.
     try:
-        reservation = memory_budget.kubelet_reservation(kubelet, host.memory.total_kib)
-    except memory_budget.BudgetUnknown as err:
+        host_wide, split = config.reserved_bytes(kubelet), sum(
+            config.reserved_split(kubelet).values())
+    except config.Refusal as err:
         out.warn("Kubelet", "KubeletReservedMemoryUnknown", str(err))
         return
-    split = sum(reservation.per_node.values())
-    if split != reservation.host_wide_kib:
+    if split != host_wide:
         out.error("Kubelet", "KubeletReservedMemoryMismatch", (
             f"the Static memory manager needs reservedMemory's memory over all NUMA nodes "
-            f"({gib(split)}) to equal systemReserved + kubeReserved + evictionHard "
-            f"memory.available ({gib(reservation.host_wide_kib)}), and the kubelet refuses to "
-            f"start otherwise ({read}); "
+            f"({_size(split)}) to equal systemReserved + kubeReserved + the hard eviction "
+            f"threshold for memory.available ({_size(host_wide)}, as the kubelet counts it), and "
+            f"the kubelet refuses to start otherwise ({read}); "
             f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<entries adding up to that>')}"))
+
+
+def _size(amount: int) -> str:
+    """Bytes as GiB and to the byte: the kubelet compares them to the byte."""
+    return f"{amount / 2**30:.1f} GiB, {amount} bytes"
 
 
 class Kubelet(Feature[KubeletReport, drop_in.Observed]):

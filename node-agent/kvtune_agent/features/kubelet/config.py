@@ -198,6 +198,11 @@ def _memory_split(entries: Sequence[Mapping[str, t.Any]], kubelet: KubeletReport
     return split
 
 
+def reserved_split(kubelet: KubeletReport) -> dict[int, int]:
+    """The kubelet's reservedMemory `memory` per NUMA node, in bytes; raises Refusal."""
+    return _memory_split(_current(kubelet, "reservedMemory"), kubelet)
+
+
 def _current(kubelet: KubeletReport, key: str) -> t.Any:
     return {
         "cpuManagerPolicy": kubelet.cpu_manager_policy,
