@@ -4,6 +4,7 @@ journaled, the kubelet restarted and asked for its health, and its old configura
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import os
 import sys
@@ -16,11 +17,12 @@ from kvtune_agent.engine import change
 from kvtune_agent.engine.apply import apply, settle
 from kvtune_agent.engine.cycle import restore_hold
 from kvtune_agent.engine.journal import Journal
+from kvtune_agent.engine.retry import hold, track
 from kvtune_agent.features.base import Draft, Plan
-from kvtune_agent.features.kubelet import Kubelet, config
+from kvtune_agent.features.kubelet import KUBELET_BACKOFF, Kubelet, config
 from kvtune_agent.features.kubelet import drop_in as feature
 from kvtune_agent.features.kubelet import probe as kubelet_probe
-from kvtune_api.v1alpha1.host import NumaNode
+from kvtune_api.v1alpha1.host import HostReport, NumaNode
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant
 from kvtune_api.v1alpha1.profile import KubeletSettings
 from support.hosttree import HostTree
@@ -267,3 +269,22 @@ def test_settling_leaves_other_files_alone_and_names_a_kubelet_it_cannot_restart
     assert why is not None and "restart it by hand" in why
     assert tree.systemctl_calls() == []
     assert (tmp_path / config.CPU_STATE.lstrip("/")).exists()  # nothing removed either
+
+
+def test_a_configuration_the_kubelet_did_not_take_waits_instead_of_draining_every_cycle(
+    tmp_path: Path,
+) -> None:
+    tree = _node(tmp_path)
+    work = _plan(tree)
+    [failed] = apply([_kubelet(_healthy_without_drop_in(tree))], work, tree.fs(),
+                     Journal(tree.fs()), tree.systemd(), DRAINED, timeout=10)
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+    [record] = track(KUBELET_BACKOFF, [], [failed], work, HostReport(), now)
+    held = hold(_plan(tree), KUBELET_BACKOFF, [record], now)
+
+    assert held.steps == ()  # no NeedsDrain step, so no drain until the wait is over
+    [finding] = held.findings
+    assert finding.reason == "KubeletConfigNotTaken" and "not equal to the value" in (
+        finding.message)
+    assert hold(_plan(tree), KUBELET_BACKOFF, [record], record.next_attempt).steps != ()

@@ -6,6 +6,7 @@ and drop_in.py writes it on a drained node and restarts the kubelet (docs/kubele
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 
 from kvtune_api.v1alpha1.host import (
@@ -13,14 +14,17 @@ from kvtune_api.v1alpha1.host import (
     KubeletReport,
     Problem,
 )
+from kvtune_api.v1alpha1.nodestate import KubeletRetry, PlannedStep, StepResult
 
 from ...host import cpulist
 from ...host.hostfs import HostFS, ProcessTable
 from ...host.systemd import Systemd
 from .. import kubelet_report
 from ..base import (
+    Backoff,
     Draft,
     Feature,
+    Finding,
     PlanInputs,
 )
 from ..page import Page
@@ -150,6 +154,29 @@ def _kubelet_memory(
             f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<entries adding up to that>')}"))
 
 
+def _record(step: PlannedStep, result: StepResult, attempts: int, now: datetime.datetime,
+            following: datetime.datetime, host: HostReport) -> KubeletRetry:
+    return KubeletRetry(step=step.id, path=step.path, wanted=step.desired,
+                        error=result.message, attempts=attempts, last_attempt=now,
+                        next_attempt=following)
+
+
+def _findings(held: list[KubeletRetry]) -> list[Finding]:
+    return [Finding("Kubelet", "Error", "KubeletConfigNotTaken", (
+        f"the kubelet did not come back healthy with {r.path} after {r.attempts} attempt(s), "
+        f"so its previous configuration was put back: {r.error}. Each attempt drains the node, "
+        f"so the next is at {r.next_attempt.isoformat(timespec='seconds')}, each waiting twice "
+        "as long; fix what the kubelet says (or change spec.cpu.kubelet, which is tried at "
+        "once)")) for r in held]
+
+
+#: kvtune's kubelet configuration the kubelet refused: each attempt drains the node and
+#: restarts the kubelet, so it is not made every cycle.
+KUBELET_BACKOFF = Backoff(
+    "kubelet_retries", lambda step: step.id == drop_in.STEP_ID,
+    lambda result: result.result == "Failed", _record, _findings)
+
+
 def _size(amount: int) -> str:
     """Bytes as GiB and to the byte: the kubelet compares them to the byte."""
     return f"{amount / 2**30:.1f} GiB, {amount} bytes"
@@ -159,6 +186,7 @@ class Kubelet(Feature[KubeletReport, drop_in.Observed]):
     condition = "Kubelet"
     section = "kubelet"
     problem_name = "Kubelet"
+    backoffs = (KUBELET_BACKOFF,)
 
     def __init__(self, health: drop_in.Health | None = None,
                  ready_seconds: float = drop_in.READY_SECONDS) -> None:
