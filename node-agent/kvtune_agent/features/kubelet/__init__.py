@@ -14,7 +14,6 @@ from kvtune_api.v1alpha1.host import (
     KubeletReport,
     Problem,
 )
-from kvtune_api.v1alpha1.nodestate import KubeletRetry, PlannedStep, StepResult
 
 from ...host import cpulist
 from ...host.hostfs import HostFS, ProcessTable
@@ -34,6 +33,9 @@ from . import probe as kubelet_probe
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
         HypervisorNodeStateSpec,
+        KubeletRetry,
+        PlannedStep,
+        StepResult,
     )
     from kvtune_api.v1alpha1.profile import (
         NumaSettings,
@@ -156,6 +158,8 @@ def _kubelet_memory(
 
 def _record(step: PlannedStep, result: StepResult, attempts: int, now: datetime.datetime,
             following: datetime.datetime, host: HostReport) -> KubeletRetry:
+    from kvtune_api.v1alpha1.nodestate import KubeletRetry
+
     return KubeletRetry(step=step.id, path=step.path, wanted=step.desired,
                         error=result.message, attempts=attempts, last_attempt=now,
                         next_attempt=following)

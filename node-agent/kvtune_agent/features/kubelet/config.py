@@ -31,13 +31,14 @@ import typing as t
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import yaml
 from kvtune_api import quantity as kvtune_quantity
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
-from kvtune_api.v1alpha1.profile import KubeletSettings
 
 from ...host import cpulist
 from . import probe as kubelet_probe
+
+if t.TYPE_CHECKING:  # `kvtune probe` loads the features, and needs neither (test_probe_host.py)
+    from kvtune_api.v1alpha1.profile import KubeletSettings
 
 #: The drop-in kvtune writes into the kubelet's --config-dir; 99 so that it sorts after the
 #: distributions' own (the kubelet merges them in lexical order, the last one winning).
@@ -285,6 +286,8 @@ def drop_in(want: Mapping[str, t.Any], profile: str) -> str:
     header = (f"# Written by kvtune for HypervisorProfile {profile} ({FIELD}); removed when the "
               "node leaves the profile.\n")
     body = {"apiVersion": API_VERSION, "kind": kubelet_probe.KIND, **want}
+    import yaml  # only where something is written (test_probe_host.py)
+
     return header + yaml.safe_dump(body, sort_keys=False)
 
 
@@ -293,6 +296,8 @@ def k3s_drop_in(want: Mapping[str, t.Any], profile: str) -> str:
     after the others, and the kubelet takes the last value of a flag)."""
     header = (f"# Written by kvtune for HypervisorProfile {profile} ({FIELD}); removed when the "
               "node leaves the profile.\n")
+    import yaml
+
     return header + yaml.safe_dump({"kubelet-arg+": kubelet_args(want)}, sort_keys=False)
 
 
@@ -316,6 +321,8 @@ def _yaml_value(value: t.Any) -> str:
     """A value as one line of YAML, e.g. {full-pcpus-only: 'true'}."""
     if isinstance(value, str):
         return value
+    import yaml
+
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
 
 

@@ -21,12 +21,12 @@ import re
 import subprocess
 import sys
 import time
+import typing as t
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kvtune_api.features import ConditionFeature
 from kvtune_api.v1alpha1.host import KubeletReport, NumaNode
-from kvtune_api.v1alpha1.profile import KubeletSettings
 
 from ...host.hostfs import HostCommandError, HostFS, HostWriteError, run_bounded
 from ...host.systemd import NSENTER, Systemd, SystemdError
@@ -34,6 +34,9 @@ from .. import kubelet_report
 from ..base import Draft
 from . import config
 from . import probe as kubelet_probe
+
+if t.TYPE_CHECKING:  # `kvtune probe` loads the features, and needs it not (test_probe_host.py)
+    from kvtune_api.v1alpha1.profile import KubeletSettings
 
 FEATURE: ConditionFeature = "Kubelet"
 STEP_ID = "kubelet/config"
