@@ -196,7 +196,14 @@ func overhead(req *request, config *virtconfig.ClusterConfig) answer {
 		options = append(options, services.WithMemoryRequests(domain.Memory, config.GetMemoryOvercommit()))
 	}
 	if vmi.IsCPUDedicated() {
-		options = append(options, services.WithCPUPinning(vmi, vmi.Annotations, 0))
+		// The supplemental pool's IO threads count once more in the emulator thread's parity,
+		// as template.go's VMIResourcePredicates passes them.
+		additionalCPUs := uint32(0)
+		if domain.IOThreadsPolicy != nil && *domain.IOThreadsPolicy == v1.IOThreadsPolicySupplementalPool &&
+			domain.IOThreads != nil && domain.IOThreads.SupplementalPoolThreadCount != nil {
+			additionalCPUs = *domain.IOThreads.SupplementalPoolThreadCount
+		}
+		options = append(options, services.WithCPUPinning(vmi, vmi.Annotations, additionalCPUs))
 	} else {
 		options = append(options, services.WithoutDedicatedCPU(vmi, config.GetCPUAllocationRatio(), false))
 	}

@@ -61,9 +61,14 @@ def test_the_server_fills_in_the_schema_defaults(objects: client.CustomObjectsAp
     assert spec["rollout"] == {"maxUnavailable": 1, "allowDrain": False, "allowReboot": False,
                                "drainTimeoutSeconds": 600}
     assert spec["boot"] == {"settings": "Stage"}
+    kubelet = spec["cpu"].pop("kubelet")
     assert spec["cpu"] == {"ple": "Preferred", "allowOvercommit": False, "irqs": "Enforce",
                            "irqbalance": "BanIsolated", "kernelNoise": "Enforce",
                            "bootIsolation": "Enforce"}, "no partition: the measures are inert"
+    # Unmanaged: a profile written before spec.cpu.kubelet leaves the kubelet as it was.
+    assert kubelet == {"management": "Unmanaged", "fullPcpusOnly": True,
+                                      "memoryManagerPolicy": "Static",
+                                      "topologyManagerScope": "pod"}
     assert "vmi" not in spec, "absent optional sections must stay absent (no null defaults)"
 
 
@@ -393,6 +398,19 @@ BAD_PROFILES: list[tuple[str, dict[str, t.Any], str, bool]] = [
     ("a 300-byte storageClassName", {"storage": {"blockLuns": {
         "selector": {"models": ["X"]}, "storageClassName": "a" * 300}}},
      "Too long: may not be more than 253 bytes", True),
+    # The kubelet's settings: only what the kubelet itself takes, spelled as it spells it.
+    ("kubelet management 'Yes'", {"cpu": {"kubelet": {"management": "Yes"}}},
+     'spec.cpu.kubelet.management: Unsupported value: "Yes"', True),
+    ("memory manager policy in the CPU manager's spelling",
+     {"cpu": {"kubelet": {"memoryManagerPolicy": "static"}}},
+     'spec.cpu.kubelet.memoryManagerPolicy: Unsupported value: "static"', True),
+    ("topology manager scope 'node'", {"cpu": {"kubelet": {"topologyManagerScope": "node"}}},
+     'spec.cpu.kubelet.topologyManagerScope: Unsupported value: "node"', True),
+    ("SMT alignment 'Ignore'", {"vmi": {"namespaceSelector": {}, "smtAlignment": "Ignore"}},
+     'spec.vmi.smtAlignment: Unsupported value: "Ignore"', True),
+    ("full-pcpus-only as the kubelet's string", {"cpu": {"kubelet": {"fullPcpusOnly": "true"}}},
+     "spec.cpu.kubelet.fullPcpusOnly: Invalid value: \"string\": "
+     "spec.cpu.kubelet.fullPcpusOnly in body must be of type boolean", True),
 ]
 
 

@@ -212,6 +212,21 @@ class IrqRetry(BaseModel):
     )
 
 
+class KubeletRetry(BaseModel):
+    """kvtune's kubelet configuration that the kubelet did not come back healthy with (it was
+    put back), and when the agent tries it again: each attempt drains the node."""
+
+    step: str = Field(description="The PlannedStep id (kubelet/config).")
+    path: str = Field(description="The file kvtune wrote: its drop-in or k3s kubelet-args.")
+    wanted: str = Field(max_length=8192, description="The file's content it was to write.")
+    error: str = Field(description="The kubelet's own error, from its journal.")
+    attempts: int = Field(ge=1, description="Attempts so far that failed.")
+    last_attempt: datetime.datetime = Field(description="When the last attempt was made.")
+    next_attempt: datetime.datetime = Field(
+        description="No attempt before this time; the wait doubles with every attempt."
+    )
+
+
 class CpuPartitionStatus(BaseModel):
     """The node's CPU partition: spec.host.cpu.partition cut from its own topology."""
 
@@ -317,6 +332,13 @@ class HypervisorNodeStateStatus(BaseModel):
         max_length=4096,
         description="IRQs the kernel refused to move (managed IRQs, whose drivers place them): "
         "reported, and tried again only at growing intervals, not every cycle.",
+    )
+    kubelet_retries: list[KubeletRetry] = Field(
+        default_factory=list,
+        max_length=1,
+        description="kvtune's kubelet configuration the kubelet did not come back healthy with: "
+        "put back, and tried again at growing intervals rather than draining the node every "
+        "cycle.",
     )
     reboot_required: bool = Field(default=False, description="A staged change needs a reboot.")
     drain_required: bool = Field(default=False, description="A pending change needs a drain.")

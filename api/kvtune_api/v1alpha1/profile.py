@@ -96,6 +96,52 @@ class CpuPartition(BaseModel):
     )
 
 
+class KubeletSettings(BaseModel):
+    """The kubelet's CPU, memory and topology managers, as dedicated CPUs need them.
+
+    kvtune writes them as a drop-in of the kubelet's own configuration (its --config-dir; for
+    k3s, a config.yaml.d file of kubelet-arg entries), on a drained node, then restarts the
+    kubelet and reverts the drop-in when it does not come back healthy. docs/kubelet.md.
+    """
+
+    management: t.Literal["Enforce", "Report", "Unmanaged"] = Field(
+        default="Unmanaged",
+        description=(
+            "Unmanaged (default): the kubelet's configuration is only checked, as before. "
+            "Report: the exact drop-in (or kubelet-arg entries) kvtune would write is shown in "
+            "the Kubelet condition, nothing is written. Enforce: it is written on a drained node "
+            "(rollout.allowDrain), the managers' state files removed and the kubelet restarted; "
+            "a kubelet that does not come back healthy gets its old configuration back."
+        ),
+    )
+    full_pcpus_only: bool = Field(
+        default=True,
+        description=(
+            "cpuManagerPolicyOptions full-pcpus-only: a container gets whole cores only, so no "
+            "VM shares a core's hyperthreads with another. A pod whose exclusive CPUs are not "
+            "a multiple of the threads per core is then refused by the kubelet "
+            "(SMTAlignmentError): see vmi.smtAlignment."
+        ),
+    )
+    memory_manager_policy: t.Literal["Static", "None"] = Field(
+        default="Static",
+        description=(
+            "memoryManagerPolicy. Static (default): a guaranteed VM's memory and hugepages come "
+            "from the NUMA node of its CPUs; kvtune writes reservedMemory per NUMA node adding "
+            "up, as the kubelet demands, to systemReserved + kubeReserved + the hard eviction "
+            "threshold for memory.available. None: the kubelet's default, no NUMA guarantee."
+        ),
+    )
+    topology_manager_scope: t.Literal["container", "pod"] = Field(
+        default="pod",
+        description=(
+            "topologyManagerScope. pod (default): the whole virt-launcher pod is aligned to one "
+            "NUMA node, as numa.topologyManagerPolicy (the policy written) asks. container: "
+            "each container on its own."
+        ),
+    )
+
+
 class CpuSettings(BaseModel):
     """How host CPUs are shared between VMs, and kept quiet for those with dedicated CPUs."""
 
@@ -194,6 +240,10 @@ class CpuSettings(BaseModel):
         ),
     )
 
+    kubelet: KubeletSettings = section(
+        KubeletSettings, "The kubelet's CPU, memory and topology managers (docs/kubelet.md)."
+    )
+
     def turns_ple_off(self) -> bool:
         """CPU isolation turns Pause-Loop Exiting off (bootIsolation, staged or reported): VMs
         never share CPUs here and the profile does not require PLE. The PLE check takes PLE
@@ -218,8 +268,9 @@ class NumaSettings(BaseModel):
     ] = Field(
         default=None,
         description=(
-            "The kubelet topology manager policy these nodes are expected to run. kvtune does not "
-            "rewrite kubelet configuration; a node whose kubelet differs is reported Degraded."
+            "The kubelet topology manager policy these nodes are expected to run. A node whose "
+            "kubelet differs is reported Degraded; with cpu.kubelet.management Enforce, kvtune "
+            "writes it in the kubelet's drop-in."
         ),
     )
 
@@ -809,6 +860,19 @@ class VmiSettings(BaseModel):
             "macvtap on a dedicated host NIC) rather than a software switch shared with other "
             "pods. Warn (default): such VMIs get an admission warning. Require: they are refused. "
             "Off: not checked."
+        ),
+    )
+    smt_alignment: t.Literal["Refuse", "Warn", "Off"] = Field(
+        default="Refuse",
+        description=(
+            "VMIs with dedicated CPUs on nodes whose kubelet hands out whole cores only "
+            "(cpuManagerPolicyOptions full-pcpus-only): the kubelet refuses a pod whose "
+            "exclusive CPUs (vCPUs, plus one for an isolated emulator thread) are not a multiple "
+            "of the threads per core (SMTAlignmentError). Where KubeVirt's AlignCPUs feature "
+            "gate is on, kvtune annotates such a VMI "
+            "alpha.kubevirt.io/EmulatorThreadCompleteToEvenParity, and KubeVirt gives the "
+            "emulator thread the CPU that evens the count. Otherwise: Refuse (default) refuses "
+            "the VMI with the fix, Warn admits it with a warning, Off does not check."
         ),
     )
     pod_network: t.Literal["Shared", "ManagementOnly"] = Field(

@@ -87,6 +87,10 @@ def _apply_step(
                                timeout=timeout, sequence=change.sequences(features))
     result = outcome.result
     message = outcome.message or f"set {planned.path} to {planned.desired.strip()!r}"
+    if result == "Applied" and planned.disruption != "NeedsReboot":
+        why = settle(features, fs, systemd, planned.path, timeout)
+        if why is not None:
+            return _undo(features, step, original, why, fs, systemd, timeout)
     if result == "Applied" and planned.disruption == "NeedsReboot":
         asked = _request_reboot(fs, systemd, journal, timeout)
         if asked:
@@ -96,6 +100,32 @@ def _apply_step(
         else:
             message = f"staged in {planned.path}; a reboot is requested ({REBOOT_REQUIRED})"
     return StepResult(id=planned.id, result=result, message=message)
+
+
+def settle(features: Sequence[Feature[t.Any, t.Any]], fs: HostFS, systemd: Systemd, path: str,
+           timeout: float) -> str | None:
+    """Why a write or restore of `path` did not take, as the feature owning it says (its
+    `settle` hook: restarting what reads it); None when it did."""
+    for feature in features:
+        why = feature.settle(fs, systemd, path, timeout)
+        if why is not None:
+            return why
+    return None
+
+
+def _undo(features: Sequence[Feature[t.Any, t.Any]], step: Step, original: str | None,
+          why: str, fs: HostFS, systemd: Systemd, timeout: float) -> StepResult:
+    """A written step that did not take: its journaled original back, settled again."""
+    planned = step.planned
+    back = change.set_value(fs, systemd, step.kind, planned.path, original, timeout=timeout,
+                            sequence=change.sequences(features))
+    again = (settle(features, fs, systemd, planned.path, timeout) if back.result == "Applied"
+             else back.message)
+    restored = (f"{planned.path} is back as it was" if again is None else
+                f"putting {planned.path} back failed too ({again}): it stays in kvtune's "
+                "journal, and a revert puts it back")
+    return StepResult(id=planned.id, result="Failed", message=(
+        f"wrote {planned.path}, but it did not take: {why}; {restored}"))
 
 
 def _request_reboot(fs: HostFS, systemd: Systemd, journal: Journal, timeout: float) -> str:

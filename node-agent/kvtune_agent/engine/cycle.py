@@ -39,7 +39,7 @@ from ..features.base import Feature, NodeMeta, Plan, PlanInputs
 from ..host.hostfs import HostFS, HostWriteError, ProcessTable
 from ..host.systemd import Systemd
 from . import change, retry
-from .apply import apply
+from .apply import apply, settle
 from .journal import JOURNAL_PATH, Entry, Journal, JournalError
 from .plan import plan, read_facts
 from .probe import probe_host
@@ -220,8 +220,9 @@ def _revert_cycle(
     try:
         if journal.count() and not spec.paused:
             hold = restore_hold(features, fs, spec.disruption.approved, timeout)
-            results = journal.revert(systemd, timeout=timeout,
-                                     sequence=change.sequences(features), hold=hold)
+            results = journal.revert(
+                systemd, timeout=timeout, sequence=change.sequences(features), hold=hold,
+                settle=lambda entry: settle(features, fs, systemd, entry.path, timeout))
             host, processes = _probe(features, fs)
         elif not spec.paused:
             journal.tidy()

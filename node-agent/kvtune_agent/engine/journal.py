@@ -232,12 +232,14 @@ class Journal:
         timeout: float,
         sequence: change.Sequence,
         hold: Callable[[Entry], str | None] = lambda entry: None,
+        settle: Callable[[Entry], str | None] = lambda entry: None,
     ) -> list[StepResult]:
         """Restore every entry, newest first; one result per entry, with id revert/<step>.
 
         `sequence` gives the writes of a kernel file that takes several (change.sequences of the
         features: required, so that no restore skips KSM's unmerge or a VF count's way through
-        0). `hold` returns why an entry must wait (e.g. VFs still attached to VMs), or None. An
+        0). `hold` returns why an entry must wait (e.g. VFs still attached to VMs), or None;
+        `settle` why a restored entry did not take (the kubelet not healthy), or None. An
         entry that is held or fails stays in the journal; the others are restored regardless.
         Raises JournalError when the journal cannot be read.
         """
@@ -273,6 +275,9 @@ class Journal:
             result = "Skipped" if gone else outcome.result
             message = outcome.message or f"restored {entry.path} to {entry.original!r}"
             if outcome.result == "Applied":
+                why = settle(entry)
+                if why is not None:
+                    result, message = "Partial", f"{message}, but it did not take: {why}"
                 try:
                     self._save([e for e in self._load() if e != entry])
                 except (HostWriteError, JournalError) as err:

@@ -26,6 +26,7 @@ from kvtune_api.v1alpha1.common import ConditionStatus
 from kvtune_api.v1alpha1.host import HostReport, Problem
 
 from ..host.hostfs import HostFS, ProcessTable
+from ..host.systemd import Systemd
 from .page import Page
 
 if t.TYPE_CHECKING:
@@ -253,6 +254,14 @@ class Feature(t.Generic[Found, Facts]):
                      timeout: float) -> str | None:
         """Why restoring journal entry `path` to `original` must wait now, or None; asked of
         every feature right before each restore (a journal entry names no feature)."""
+        return None
+
+    def settle(self, fs: HostFS, systemd: Systemd, path: str, timeout: float) -> str | None:
+        """Make a file the engine just wrote or restored take effect, and check that it did
+        (the kubelet restarted onto its drop-in): None when it did or `path` is not the
+        feature's, else why not. Asked of every feature after each applied write and each
+        restore (a journal entry names no feature). A write that does not take is put back to
+        its journaled original, settled again, and its step fails with the reason."""
         return None
 
     # -- status and output --------------------------------------------------------------------

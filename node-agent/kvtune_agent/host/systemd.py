@@ -129,6 +129,14 @@ class Systemd:
                 "a timer, another agent) changes it; see `systemctl status` on the host")
         return before
 
+    def restart(self, unit: str, *, timeout: float) -> None:
+        """Restart `unit` (the kubelet, to take a new configuration); raises SystemdError."""
+        code, output = self._run("restart", unit, timeout)
+        if code != 0:
+            raise SystemdError(
+                f"systemctl restart {unit} failed (exit {code}): {output or 'no output'}; see "
+                f"`systemctl status {unit}` and `journalctl -u {unit}` on the host")
+
 
 def _answer(output: str, states: frozenset[str], verb: str, unit: str) -> str:
     """The state `systemctl <verb> <unit>` printed (its last line); raises SystemdError when it

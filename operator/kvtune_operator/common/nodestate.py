@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from kvtune_api import conditions as cond
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeState, HypervisorNodeStateSpec
 
+from .node_facts import NodeFacts
 from .profiles import PROFILE_LABEL
 
 #: Condition type the agent sets once it has restored a node's journal.
@@ -47,6 +48,8 @@ class StateView:
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     label: str = ""
     """Its kvtune.io/profile label, which anyone may edit; put back when it differs."""
+    facts: NodeFacts = dataclasses.field(default_factory=NodeFacts)
+    """What admission needs of the probe report (SMT, the kubelet's whole cores, NUMA cells)."""
 
     @property
     def reverted(self) -> bool:
@@ -82,6 +85,7 @@ class StateView:
     def from_body(cls, body: Mapping[str, t.Any]) -> StateView:
         meta = body["metadata"]
         status = dict(body.get("status") or {})
+        facts = NodeFacts.from_host(status.get("host"))
         status.pop("host", None)  # the probe report is large and not needed to reconcile
         state = HypervisorNodeState.model_validate(
             {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
@@ -95,6 +99,7 @@ class StateView:
             state=state,
             annotations=dict(meta.get("annotations") or {}),
             label=(meta.get("labels") or {}).get(PROFILE_LABEL, ""),
+            facts=facts,
         )
 
 

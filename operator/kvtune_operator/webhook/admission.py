@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from kvtune_api.labels import READY_LABEL
 
+from ..common.node_facts import NodeFacts
 from ..common.nodestate import StateView, node_phase
 from ..common.profiles import PROFILE_LABEL, Profile
 from .vmi import (
@@ -39,6 +40,8 @@ from .vmi import (
     VmiFieldError,
     capacity_warning,
     mutate_vmi,
+    numa_fit,
+    smt_alignment,
     validate_vmi,
 )
 from .vmi.mutate import JsonPatch
@@ -146,7 +149,10 @@ def shape(
     if result.refused:
         raise Refused(f"{_what(vmi)}: " + "; ".join(result.refused), code=422)
     warnings += result.warnings
-    return [] if result.skipped is not None else result.patch
+    if result.skipped is not None:
+        return []
+    return result.patch + smt_alignment.align(profile, result.vmi, view.kubevirt,
+                                              _smt(view, profile)).patch
 
 
 def check(
@@ -169,6 +175,8 @@ def check(
             profile, vmi, namespace_labels=namespace_labels, kubevirt=view.kubevirt
         )
         warnings += found
+        aligned = smt_alignment.align(profile, vmi, view.kubevirt, _smt(view, profile))
+        errors, warnings[:] = errors + aligned.refused, warnings + aligned.warnings
         if errors:
             raise Refused(f"{_what(vmi)}: " + "; ".join(errors), code=422)
         if profile.spec.mode == "Enforce":
@@ -178,6 +186,10 @@ def check(
             offered = {r for node in ready_nodes(view, profile.name)
                        for r in view.resources.get(node.node, ())}
             warnings += unoffered(profile.name, vmi, view.networks, offered)
+            ready = {name: state.facts for name, state in view.node_states.items()
+                     if _state_ready(state, profile.name)}
+            numa = numa_fit.fit_warning(profile, vmi, view.kubevirt, ready)
+            warnings += [numa] if numa is not None else []
     return "allowed"
 
 
@@ -196,6 +208,11 @@ def ready_nodes(view: ClusterView, profile: str) -> Iterator[NodeCapacity]:
             or _state_ready(view.node_states.get(name), profile)
         ):
             yield capacity
+
+
+def _smt(view: ClusterView, profile: Profile) -> NodeFacts:
+    return smt_alignment.merged(
+        state.facts for state in view.node_states.values() if state.profile == profile.name)
 
 
 def _state_ready(state: StateView | None, profile: str) -> bool:

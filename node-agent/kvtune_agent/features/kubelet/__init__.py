@@ -1,9 +1,12 @@
 """Kubelet: what the profile asks of the kubelet (a topology manager policy, whole cores for
-dedicated CPUs, memory it reserves per NUMA node) against how it is configured. kvtune does not
-rewrite kubelet configuration: every gap is a finding naming the file or flag to change."""
+dedicated CPUs, memory it reserves per NUMA node) against how it is configured. With
+spec.cpu.kubelet Unmanaged (the default) every gap is a finding naming the file or flag to
+change; with Report or Enforce, config.py decides what the kubelet must run and in which form,
+and drop_in.py writes it on a drained node and restarts the kubelet (docs/kubelet.md)."""
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 
 from kvtune_api.v1alpha1.host import (
@@ -14,20 +17,25 @@ from kvtune_api.v1alpha1.host import (
 
 from ...host import cpulist
 from ...host.hostfs import HostFS, ProcessTable
-from .. import kubelet_report, memory_budget
+from ...host.systemd import Systemd
+from .. import kubelet_report
 from ..base import (
+    Backoff,
     Draft,
     Feature,
+    Finding,
     PlanInputs,
 )
-from ..memory_budget import gib
 from ..page import Page
+from . import config, drop_in, text
 from . import probe as kubelet_probe
-from . import text
 
 if t.TYPE_CHECKING:
     from kvtune_api.v1alpha1.nodestate import (
         HypervisorNodeStateSpec,
+        KubeletRetry,
+        PlannedStep,
+        StepResult,
     )
     from kvtune_api.v1alpha1.profile import (
         NumaSettings,
@@ -131,27 +139,64 @@ def _kubelet_memory(
             f"{', '.join(map(str, unknown))}, which this host does not have (nodes "
             f"{', '.join(map(str, sorted(nodes)))}); "
             f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<one entry per NUMA node>')}"))
-    if host.memory.total_kib is None:
-        return
+    # To the byte, by the kubelet's own rule (config.py): the eviction threshold it counts
+    # depends on where evictionHard is set, and it compares quantities, not KiB.
     try:
-        reservation = memory_budget.kubelet_reservation(kubelet, host.memory.total_kib)
-    except memory_budget.BudgetUnknown as err:
+        host_wide, split = config.reserved_bytes(kubelet), sum(
+            config.reserved_split(kubelet).values())
+    except config.Refusal as err:
         out.warn("Kubelet", "KubeletReservedMemoryUnknown", str(err))
         return
-    split = sum(reservation.per_node.values())
-    if split != reservation.host_wide_kib:
+    if split != host_wide:
         out.error("Kubelet", "KubeletReservedMemoryMismatch", (
             f"the Static memory manager needs reservedMemory's memory over all NUMA nodes "
-            f"({gib(split)}) to equal systemReserved + kubeReserved + evictionHard "
-            f"memory.available ({gib(reservation.host_wide_kib)}), and the kubelet refuses to "
-            f"start otherwise ({read}); "
+            f"({_size(split)}) to equal systemReserved + kubeReserved + the hard eviction "
+            f"threshold for memory.available ({_size(host_wide)}, as the kubelet counts it), and "
+            f"the kubelet refuses to start otherwise ({read}); "
             f"{kubelet_probe.fix(kubelet, 'reservedMemory', '<entries adding up to that>')}"))
 
 
-class Kubelet(Feature[KubeletReport, None]):
+def _record(step: PlannedStep, result: StepResult, attempts: int, now: datetime.datetime,
+            following: datetime.datetime, host: HostReport) -> KubeletRetry:
+    from kvtune_api.v1alpha1.nodestate import KubeletRetry
+
+    return KubeletRetry(step=step.id, path=step.path, wanted=step.desired,
+                        error=result.message, attempts=attempts, last_attempt=now,
+                        next_attempt=following)
+
+
+def _findings(held: list[KubeletRetry]) -> list[Finding]:
+    return [Finding("Kubelet", "Error", "KubeletConfigNotTaken", (
+        f"the kubelet did not come back healthy with {r.path} after {r.attempts} attempt(s), "
+        f"so its previous configuration was put back: {r.error}. Each attempt drains the node, "
+        f"so the next is at {r.next_attempt.isoformat(timespec='seconds')}, each waiting twice "
+        "as long; fix what the kubelet says (or change spec.cpu.kubelet, which is tried at "
+        "once)")) for r in held]
+
+
+#: kvtune's kubelet configuration the kubelet refused: each attempt drains the node and
+#: restarts the kubelet, so it is not made every cycle.
+KUBELET_BACKOFF = Backoff(
+    "kubelet_retries", lambda step: step.id == drop_in.STEP_ID,
+    lambda result: result.result == "Failed", _record, _findings)
+
+
+def _size(amount: int) -> str:
+    """Bytes as GiB and to the byte: the kubelet compares them to the byte."""
+    return f"{amount / 2**30:.1f} GiB, {amount} bytes"
+
+
+class Kubelet(Feature[KubeletReport, drop_in.Observed]):
     condition = "Kubelet"
     section = "kubelet"
     problem_name = "Kubelet"
+    backoffs = (KUBELET_BACKOFF,)
+
+    def __init__(self, health: drop_in.Health | None = None,
+                 ready_seconds: float = drop_in.READY_SECONDS) -> None:
+        #: How the kubelet's healthz is asked after a restart (a stand-in in tests).
+        self.health = health or drop_in.healthz()
+        self.ready_seconds = ready_seconds
 
     def probe(self, fs: HostFS, processes: ProcessTable) -> KubeletReport:
         return kubelet_probe.probe(fs, processes)
@@ -159,12 +204,31 @@ class Kubelet(Feature[KubeletReport, None]):
     def check(self, found: KubeletReport) -> list[Problem]:
         return kubelet_probe.check(found)
 
-    def plan(self, inputs: PlanInputs, facts: None, out: Draft) -> None:
-        _kubelet(inputs.spec.host.numa, inputs.spec.vmi, inputs.host, out)
+    def read(self, fs: HostFS, host: HostReport) -> drop_in.Observed:
+        return drop_in.observe(fs, host.kubelet)
+
+    def plan(self, inputs: PlanInputs, facts: drop_in.Observed | None, out: Draft) -> None:
+        settings = inputs.spec.host.cpu.kubelet
+        if settings.management == "Unmanaged" or facts is None:
+            _kubelet(inputs.spec.host.numa, inputs.spec.vmi, inputs.host, out)
+            return
+        # No housekeeping set yet: spec.cpu.partition (the CPU partition of issue 24) is not in
+        # this tree, so the kubelet's own reservedSystemCPUs stay; its housekeeping CPUs go here.
+        drop_in.plan(settings, inputs.spec.host.numa.topology_manager_policy, facts,
+                     inputs.host.numa.nodes, None, inputs.spec.profile.name, out)
+
+    def hold_restore(self, fs: HostFS, path: str, original: str | None, approved: bool,
+                     timeout: float) -> str | None:
+        return drop_in.hold_restore(path, approved)
+
+    def settle(self, fs: HostFS, systemd: Systemd, path: str, timeout: float) -> str | None:
+        return drop_in.settle(fs, systemd, path, self.health, timeout=timeout,
+                              ready_seconds=self.ready_seconds)
 
     def unmanaged(self, spec: HypervisorNodeStateSpec) -> str | None:
         dedicated = spec.vmi is not None and spec.vmi.dedicated_cpus
-        if spec.host.numa.topology_manager_policy is None and not dedicated:
+        if (spec.host.numa.topology_manager_policy is None and not dedicated
+                and spec.host.cpu.kubelet.management == "Unmanaged"):
             return ("spec.host.numa.topologyManagerPolicy is not set and the VMIs get no "
                     "dedicated CPUs")
         return None
