@@ -127,7 +127,8 @@ class Agent:
             found = audit_and_measure(
                 self.fs, AuditPolicy.from_settings(spec.host, spec.vmi), status.host,
                 cycle.processes, self.sampler, spec.host.audit,
-                isolated=measured_interference.isolated_cpus(status.host))
+                isolated=measured_interference.profile_isolated_cpus(
+                    spec.host.cpu.partition, status.host))
             status = with_vm_audit(status, found.audit, previous, generation, now)
             status = measured_interference.with_interference(
                 status, found.interference, previous, generation, now)

@@ -25,8 +25,9 @@ from kvtune_api.v1alpha1.interference import (
     VmInterference,
 )
 from kvtune_api.v1alpha1.nodestate import HypervisorNodeStateStatus
-from kvtune_api.v1alpha1.profile import AuditSettings
+from kvtune_api.v1alpha1.profile import AuditSettings, CpuPartition
 
+from ..features.cpu_partition import PartitionRefused, partition
 from ..host import cpulist
 from .evidence import VmFigures
 
@@ -256,6 +257,22 @@ def isolated_cpus(host: HostReport | None) -> frozenset[int] | None:
     """The node's isolated CPUs as its kernel has them (isolcpus=), or None when none are."""
     text = host.numa.isolated_cpus if host is not None else ""
     return frozenset(cpulist.parse(text)) if text else None
+
+
+def profile_isolated_cpus(
+    wanted: CpuPartition | None, host: HostReport | None
+) -> frozenset[int] | None:
+    """The isolated CPUs a VM's dedicated CPUs are audited against: the profile's partition
+    (spec.cpu.partition) on this node where one is set, as the kubelet and the IRQ and
+    kernel-noise steps use it, whether or not a reboot has put it in isolcpus yet; else, and
+    where the partition cannot be made here (the CPUIsolation condition says why), the kernel's
+    isolcpus."""
+    if wanted is not None and host is not None:
+        try:
+            return partition(wanted, host).isolated
+        except PartitionRefused:
+            pass
+    return isolated_cpus(host)
 
 
 def with_interference(

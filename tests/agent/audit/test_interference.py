@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from kvtune_agent.audit import Sampler, audit_and_measure, interference, vms_condition
 from kvtune_agent.audit.evidence import IrqSource, Memory, Thread, VmFigures, VmReading
-from kvtune_api.v1alpha1.profile import AuditSettings
+from kvtune_agent.wiring import probe_host
+from kvtune_api.v1alpha1.host import HostReport
+from kvtune_api.v1alpha1.profile import AuditSettings, CpuPartition
 from kvtune_cli.main import main
-from support.hosttree import HostTree
+from support.hosttree import HostTree, intel_two_socket
 from support.vmproc import Vcpu, interrupts, proc_stat, process, qemu
 
 from .builders import GOOD, STRICT, Sockets, domain_xml, launcher, libvirt_host, two_node_host
@@ -227,3 +229,40 @@ def test_a_reader_that_fails_leaves_the_audit_published_and_counts_it(tmp_path: 
     assert [vm.name for vm in found.audit.items] == ["a"]
     assert found.interference.skipped == {"ReaderFailed": 1} and found.figures == []
     assert sampler.previous is None
+
+
+#: The kernel's isolcpus on the node of the tests below, not the profile's partition.
+KERNEL_ISOLATED = "2-15"
+
+
+def _partitioned_host(tmp_path: Path, isolated: str = KERNEL_ISOLATED) -> HostReport:
+    tree = intel_two_socket(tmp_path)
+    tree.file("/sys/devices/system/cpu/isolated", isolated)
+    return probe_host(tree.fs())
+
+
+@pytest.mark.parametrize(("wanted", "expected"), [
+    # The profile's partition, whether or not a reboot has put it in isolcpus yet.
+    pytest.param({"housekeepingCoresPerNumaNode": 1}, frozenset(range(64)) - {0, 16, 32, 48},
+                 id="cores per NUMA node"),
+    pytest.param({"housekeepingCpus": "0-1,16-17,32-33,48-49"},
+                 frozenset(range(64)) - {0, 1, 16, 17, 32, 33, 48, 49}, id="a CPU list"),
+    # A partition that cannot be made here (node 1 keeps no CPU): the kernel's reading.
+    pytest.param({"housekeepingCpus": "0,32"}, frozenset(range(2, 16)), id="refused on the node"),
+    pytest.param(None, frozenset(range(2, 16)), id="no partition"),
+])
+def test_vms_are_audited_against_the_profile_s_partition_where_it_fits_the_node(
+    tmp_path: Path, wanted: dict[str, object] | None, expected: frozenset[int]
+) -> None:
+    spec = CpuPartition.model_validate(wanted) if wanted is not None else None
+
+    assert interference.profile_isolated_cpus(spec, _partitioned_host(tmp_path)) == expected
+
+
+def test_without_a_partition_or_isolcpus_no_isolated_set_is_known(tmp_path: Path) -> None:
+    host = _partitioned_host(tmp_path, isolated="\n")
+
+    assert interference.profile_isolated_cpus(None, host) is None
+    assert interference.profile_isolated_cpus(
+        CpuPartition(housekeeping_cpus="0,32"), host) is None
+    assert interference.profile_isolated_cpus(CpuPartition(housekeeping_cpus="0"), None) is None

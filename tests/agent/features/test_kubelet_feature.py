@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,17 @@ from kvtune_agent.engine.apply import apply, settle
 from kvtune_agent.engine.cycle import restore_hold
 from kvtune_agent.engine.journal import Journal
 from kvtune_agent.engine.retry import hold, track
-from kvtune_agent.features.base import Draft, Plan
+from kvtune_agent.features.base import Draft, Plan, PlanInputs
 from kvtune_agent.features.kubelet import KUBELET_BACKOFF, Kubelet, config
 from kvtune_agent.features.kubelet import drop_in as feature
 from kvtune_agent.features.kubelet import probe as kubelet_probe
+from kvtune_agent.wiring import probe_host
 from kvtune_api.v1alpha1.host import HostReport, NumaNode
 from kvtune_api.v1alpha1.nodestate import DisruptionGrant
 from kvtune_api.v1alpha1.profile import KubeletSettings
-from support.hosttree import HostTree
+from support.hosttree import HostTree, intel_two_socket
+
+from ..specs import node_spec
 
 NODES = [NumaNode(id=node, memory_total_kib=32 * 2**20) for node in (0, 1)]
 DROP_INS = "/etc/kubernetes/kubelet.conf.d"
@@ -39,8 +43,9 @@ FATAL = ('E1207 21:12:26.952823   32555 run.go:72] "command failed" err="failed 
          'determined by Node Allocatable feature"')
 
 
-def _node(tmp_path: Path, *flags: str, unit: str = "kubelet.service") -> HostTree:
-    tree = HostTree(tmp_path).kubelet_config(f"kind: KubeletConfiguration\n{RESERVES}")
+def _node(tmp_path: Path, *flags: str, unit: str = "kubelet.service",
+          base: Callable[[Path], HostTree] = HostTree, config_text: str = "") -> HostTree:
+    tree = base(tmp_path).kubelet_config(f"kind: KubeletConfiguration\n{RESERVES}{config_text}")
     (tmp_path / DROP_INS.lstrip("/")).mkdir(parents=True)
     tree.process(77, "kubelet", "/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml",
                  f"--config-dir={DROP_INS}", *flags)
@@ -121,6 +126,66 @@ def test_enforce_that_cannot_write_degrades_the_node_with_the_fix(
     [finding] = planned.findings
     assert (finding.severity, finding.reason) == ("Error", reason)
     assert says in finding.message
+
+
+#: The kubelet's own reserved CPUs, which a partition replaces (CPUs 0 and 32 share a core).
+OWN_RESERVED = "reservedSystemCPUs: 0,32\n"
+
+
+def _feature_plan(tree: HostTree, partition: dict[str, object] | None) -> Plan:
+    """The Kubelet feature's own plan (not drop_in's), with spec.cpu.partition as given."""
+    cpu: dict[str, object] = {"kubelet": {"management": "Enforce"}}
+    if partition is not None:
+        cpu["partition"] = partition
+    spec = node_spec(cpu=cpu, numa={"topologyManagerPolicy": "single-numa-node"})
+    fs = tree.fs()
+    host = probe_host(fs)
+    out = Draft()
+    Kubelet().plan(PlanInputs(spec, host), Kubelet().read(fs, host), out)
+    return out.done()
+
+
+@pytest.mark.parametrize("partition", [
+    pytest.param({"housekeepingCpus": "0,16,32,48"}, id="a CPU list"),
+    pytest.param({"housekeepingCoresPerNumaNode": 1}, id="cores per NUMA node"),
+])
+def test_the_drop_in_reserves_the_partition_s_housekeeping_cpus(
+    tmp_path: Path, partition: dict[str, object]
+) -> None:
+    tree = _node(tmp_path, base=intel_two_socket, config_text=OWN_RESERVED)
+
+    [step] = _feature_plan(tree, partition).steps
+
+    assert step.planned.path == DROP_IN
+    assert "reservedSystemCPUs: 0,16,32,48\n" in step.planned.desired
+
+
+def test_without_a_partition_the_kubelet_keeps_its_own_reserved_cpus(tmp_path: Path) -> None:
+    tree = _node(tmp_path, base=intel_two_socket, config_text=OWN_RESERVED)
+
+    [step] = _feature_plan(tree, None).steps
+
+    assert step.planned.path == DROP_IN
+    assert "reservedSystemCPUs" not in step.planned.desired
+
+
+@pytest.mark.parametrize("partition", [
+    pytest.param({"housekeepingCpus": "0,32"}, id="a NUMA node without housekeeping"),
+    pytest.param({"housekeepingCpus": "0,16,99"}, id="an absent CPU"),
+    pytest.param({"housekeepingCoresPerNumaNode": 16}, id="no core left for VMs"),
+])
+def test_a_partition_refused_on_the_node_writes_no_kubelet_configuration(
+    tmp_path: Path, partition: dict[str, object]
+) -> None:
+    tree = _node(tmp_path, base=intel_two_socket, config_text=OWN_RESERVED)
+
+    planned = _feature_plan(tree, partition)
+
+    assert planned.steps == ()
+    [finding] = planned.findings
+    assert (finding.feature, finding.severity, finding.reason) == (
+        "Kubelet", "Warning", "KubeletWaitsForCpuPartition")
+    assert "spec.cpu.partition" in finding.message and "CPUIsolation" in finding.message
 
 
 def test_without_a_drain_nothing_is_written(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from ..base import (
     Finding,
     PlanInputs,
 )
+from ..cpu_partition import PartitionRefused, partition
 from ..page import Page
 from . import config, drop_in, text
 from . import probe as kubelet_probe
@@ -212,10 +213,23 @@ class Kubelet(Feature[KubeletReport, drop_in.Observed]):
         if settings.management == "Unmanaged" or facts is None:
             _kubelet(inputs.spec.host.numa, inputs.spec.vmi, inputs.host, out)
             return
-        # No housekeeping set yet: spec.cpu.partition (the CPU partition of issue 24) is not in
-        # this tree, so the kubelet's own reservedSystemCPUs stay; its housekeeping CPUs go here.
+        housekeeping: frozenset[int] | None = None  # no partition: the kubelet's own stay
+        if inputs.spec.host.cpu.partition is not None:
+            try:
+                housekeeping = partition(inputs.spec.host.cpu.partition, inputs.host).housekeeping
+            except PartitionRefused as refused:
+                # A Warning, not an Error: the CPUIsolation condition is Degraded with the
+                # reason already, and one cause should not be counted twice.
+                out.warn("Kubelet", "KubeletWaitsForCpuPartition", (
+                    f"spec.cpu.kubelet.management is {settings.management}, but nothing is "
+                    f"{'written' if settings.management == 'Enforce' else 'shown'}: the "
+                    "kubelet's reservedSystemCPUs are the housekeeping CPUs of "
+                    f"spec.cpu.partition, which cannot be made on this node ({refused.reason}, "
+                    "see the CPUIsolation condition); once the partition fits, the kubelet "
+                    "follows"))
+                return
         drop_in.plan(settings, inputs.spec.host.numa.topology_manager_policy, facts,
-                     inputs.host.numa.nodes, None, inputs.spec.profile.name, out)
+                     inputs.host.numa.nodes, housekeeping, inputs.spec.profile.name, out)
 
     def hold_restore(self, fs: HostFS, path: str, original: str | None, approved: bool,
                      timeout: float) -> str | None:
