@@ -18,7 +18,7 @@ from kvtune_cli import suggest_check
 from kvtune_cli.hosts import ProbedHost
 from kvtune_cli.suggest import Options, Suggestion, suggest
 from kvtune_cli.suggest_yaml import render
-from kvtune_cli.suggestion import SuggestError, VmShape
+from kvtune_cli.suggestion import Draft, SuggestError, VmShape
 from kvtune_operator.common.profiles import Profile
 from kvtune_operator.controller.render import render_spec
 from support.hosttree import HostTree, arm64_server, intel_two_socket, large_host
@@ -369,3 +369,16 @@ def test_with_a_partition_only_the_isolated_cpus_hold_vms(tmp_path: Path) -> Non
     [shortfall] = suggestion.shortfalls
     assert "only 60" in shortfall
     assert "CPUs: 64, 4 kept for the host (the partition's housekeeping)" in shortfall
+
+
+def test_dedicated_cpus_withdrawn_take_the_partition_with_them() -> None:
+    draft = Draft()
+    draft.choose(("cpu", "partition"), {"housekeepingCoresPerNumaNode": 1}, "chosen")
+    draft.choose(("vmi", "dedicatedCpus"), True, "chosen")
+
+    suggest_check.WITHDRAW["Kubelet"](draft, "the agent would refuse it on a: the kubelet")
+
+    assert draft.get(("cpu", "partition")) is None
+    assert draft.get(("vmi", "dedicatedCpus")) is False
+    assert ("left out: partition: the agent would refuse it on a: the kubelet"
+            in draft.why[("cpu",)])
