@@ -4,7 +4,8 @@ probes, each choice with the facts it rests on.
 As OpenShift's performance-profile-creator proposes a PerformanceProfile from gathered node
 data, this reads what the agent's own probe found on each host and proposes what all of them
 offer alike: hugepage pools within the budget the agent enforces (suggest_memory), dedicated
-CPUs and NUMA passthrough where every kubelet allows them, SR-IOV and macvtap rules for NICs
+CPUs and NUMA passthrough where every kubelet allows them, with a CPU partition where every
+host can make it (the agent's own cpu_partition decides), SR-IOV and macvtap rules for NICs
 every host has alike, a LUN rule for disk models every host offers free, KSM and numad off. The
 result is then planned on each host by the agent's own planner (suggest_check), and whatever it
 would refuse there is taken out again, with the planner's words, so that the profile leaves no

@@ -8,7 +8,8 @@ Each NUMA node id gets the smallest count any host can spare there; hosts whose 
 numbered differently share a total split evenly instead (the profile's `count` form).
 
 With a VM shape (`--vm 4cpu/16Gi`) a NUMA node holds as many VMs as both its CPUs and its memory
-allow: dedicated CPUs are the vCPUs plus one for the isolated emulator thread, in whole cores;
+allow: dedicated CPUs are the vCPUs plus one for the isolated emulator thread, in whole cores,
+out of the node's isolated CPUs where a partition is suggested;
 memory is the guest's hugepages plus KubeVirt's own overhead estimate (kvtune_api.
 kubevirt_overhead, at least the profile's vmOverheadFloor) outside them. Each VM stays on one
 NUMA node, as the kubelet's topology manager places it.
