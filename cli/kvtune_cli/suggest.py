@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pydantic
 from kvtune_agent.features import kubelet_report
 from kvtune_agent.features.cpu_partition import PartitionRefused, partition
+from kvtune_agent.host import cpulist
 from kvtune_api.v1alpha1 import GROUP_VERSION
 from kvtune_api.v1alpha1.host import HostReport, Nic
 from kvtune_api.v1alpha1.profile import (
@@ -182,7 +183,8 @@ def _partition(hosts: Sequence[ProbedHost], dedicated: bool, draft: Draft
                 f"{refused.message}"))
             return None
         split.append(f"{host.source}: CPUs {part.housekeeping_list} for the host, "
-                     f"{part.isolated_list} ({len(part.isolated)}) left to VMs")
+                     f"{part.isolated_list} ({len(part.isolated)}) left to VMs"
+                     + _reserved_differs(host, part.housekeeping_list))
     draft.choose((*path, "partition"), {"housekeepingCoresPerNumaNode": cores}, (
         f"{cores} whole core(s) of every NUMA node for the host's own work (IRQs, kernel "
         f"threads, daemons, the kubelet, non-VM pods): 1, or 2 where a NUMA node has more "
@@ -193,6 +195,22 @@ def _partition(hosts: Sequence[ProbedHost], dedicated: bool, draft: Draft
     for line in split:
         draft.note((*path, "partition"), line)
     return wanted
+
+
+def _reserved_differs(host: ProbedHost, housekeeping: str) -> str:
+    """What to say where the host's kubelet reserves other CPUs than the housekeeping ones:
+    it then hands VMs' pods CPUs of the host's, or keeps isolated ones idle."""
+    kubelet = host.report.kubelet
+    if not kubelet_report.known(kubelet):
+        return ""
+    reserved = kubelet.reserved_system_cpus or "none"
+    try:
+        if cpulist.parse(reserved) == cpulist.parse(housekeeping):
+            return ""
+    except ValueError:
+        pass  # a list the kubelet would not take either: say it differs
+    return (f"; its kubelet's reservedSystemCPUs are {reserved}: make them {housekeeping} "
+            "(spec.cpu.kubelet, docs/kubelet.md), or VMs and the host share CPUs")
 
 
 def _kubelet(hosts: Sequence[ProbedHost], draft: Draft) -> bool:

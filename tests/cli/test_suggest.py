@@ -369,6 +369,8 @@ def test_with_a_partition_only_the_isolated_cpus_hold_vms(tmp_path: Path) -> Non
     [shortfall] = suggestion.shortfalls
     assert "only 60" in shortfall
     assert "CPUs: 64, 4 kept for the host (the partition's housekeeping)" in shortfall
+    assert ("its kubelet's reservedSystemCPUs are 0: make them 0-1,32-33,64-65,96-97 "
+            "(spec.cpu.kubelet") in all_why(suggestion)
 
 
 def test_dedicated_cpus_withdrawn_take_the_partition_with_them() -> None:
@@ -382,3 +384,14 @@ def test_dedicated_cpus_withdrawn_take_the_partition_with_them() -> None:
     assert draft.get(("vmi", "dedicatedCpus")) is False
     assert ("left out: partition: the agent would refuse it on a: the kubelet"
             in draft.why[("cpu",)])
+
+
+@pytest.mark.parametrize(("reserved", "said"), [("4,0", False), ("0", True), ("0-1", True)])
+def test_a_kubelet_reserving_other_cpus_than_the_housekeeping_ones_is_named(
+    tmp_path: Path, reserved: str, said: bool,
+) -> None:
+    host = probed(static_kubelet(TREES["small"](tmp_path), reserved), "a")
+
+    why = "\n".join(suggest([host], Options()).why[("cpu", "partition")])
+
+    assert (f"its kubelet's reservedSystemCPUs are {reserved}: make them 0,4" in why) is said
