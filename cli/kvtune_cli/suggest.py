@@ -4,7 +4,8 @@ probes, each choice with the facts it rests on.
 As OpenShift's performance-profile-creator proposes a PerformanceProfile from gathered node
 data, this reads what the agent's own probe found on each host and proposes what all of them
 offer alike: hugepage pools within the budget the agent enforces (suggest_memory), dedicated
-CPUs and NUMA passthrough where every kubelet allows them, SR-IOV and macvtap rules for NICs
+CPUs and NUMA passthrough where every kubelet allows them, with a CPU partition where every
+host can make it (the agent's own cpu_partition decides), SR-IOV and macvtap rules for NICs
 every host has alike, a LUN rule for disk models every host offers free, KSM and numad off. The
 result is then planned on each host by the agent's own planner (suggest_check), and whatever it
 would refuse there is taken out again, with the planner's words, so that the profile leaves no
@@ -19,9 +20,17 @@ from dataclasses import dataclass
 
 import pydantic
 from kvtune_agent.features import kubelet_report
+from kvtune_agent.features.cpu_partition import PartitionRefused, partition
+from kvtune_agent.host import cpulist
 from kvtune_api.v1alpha1 import GROUP_VERSION
 from kvtune_api.v1alpha1.host import HostReport, Nic
-from kvtune_api.v1alpha1.profile import MAX_LUN_TERMS, MAX_NICS, InterfaceName, ResourceName
+from kvtune_api.v1alpha1.profile import (
+    MAX_LUN_TERMS,
+    MAX_NICS,
+    CpuPartition,
+    InterfaceName,
+    ResourceName,
+)
 
 from .hosts import ProbedHost
 from .suggest_check import withdraw_refused, withdraw_refused_rules
@@ -69,6 +78,7 @@ def suggest(hosts: Sequence[ProbedHost], options: Options) -> Suggestion:
                  if options.mode == "Audit" else "Enforce: the agents apply the plan")
     _cpu(hosts, draft)
     dedicated = _kubelet(hosts, draft)
+    cpus = _partition(hosts, dedicated, draft)
     draft.choose(("numa", "numad"), "Disabled", (
         "numad would move VM memory between NUMA nodes behind the kubelet's CPU and "
         "topology managers" if dedicated else "numad would move VM memory away from the "
@@ -81,7 +91,7 @@ def suggest(hosts: Sequence[ProbedHost], options: Options) -> Suggestion:
         "left to each host (Unmanaged): VM memory comes from hugepage pools, not THP"))
     if options.vms_per_node is not None and options.vm is None:
         raise SuggestError("--vms-per-node needs --vm, the shape of those VMs (e.g. 4cpu/16Gi)")
-    vms = VmPlan(options.vm, options.vms_per_node, dedicated) if options.vm else None
+    vms = VmPlan(options.vm, options.vms_per_node, dedicated, cpus) if options.vm else None
     size = suggest_hugepages(hosts, vms, draft)
     _network(hosts, options, draft)
     _luns(hosts, options, draft)
@@ -144,9 +154,63 @@ def _cpu(hosts: Sequence[ProbedHost], draft: Draft) -> None:
             "loses it (a kvm_intel ple_gap=0 option) is then Degraded"))
     draft.choose(("cpu", "allowOvercommit"), False,
                  "VMs get CPUs of their own: a vCPU waiting for a host CPU stalls its guest")
-    draft.leave_out(("cpu",), "housekeeping CPUs", (
-        "this kvtune does not isolate CPUs yet; the kubelet's reservedSystemCPUs keep the "
-        "host's own work off the VMs' CPUs meanwhile"))
+
+
+#: A NUMA node with more CPUs than this keeps two housekeeping cores: its devices' IRQs and
+#: kernel threads grow with its CPUs (NTO's examples keep 2 to 4 CPUs per socket).
+BUSY_NODE_CPUS = 32
+
+
+def _partition(hosts: Sequence[ProbedHost], dedicated: bool, draft: Draft
+               ) -> CpuPartition | None:
+    """cpu.partition where every host can make it, decided by the agent's own partition();
+    None where it is left out."""
+    path = ("cpu",)
+    if not dedicated:
+        draft.leave_out(path, "partition", (
+            "VMs get no dedicated CPUs here (see vmi), so there is no VM CPU to isolate"))
+        return None
+    most = max((n.cpu_count or 0 for h in hosts for n in h.report.numa.nodes), default=0)
+    cores = 2 if most > BUSY_NODE_CPUS else 1
+    wanted = CpuPartition(housekeeping_cores_per_numa_node=cores)
+    split = []
+    for host in hosts:
+        try:
+            part = partition(wanted, host.report)
+        except PartitionRefused as refused:
+            draft.leave_out(path, "partition", (
+                f"housekeepingCoresPerNumaNode {cores} cannot be made on {host.source}: "
+                f"{refused.message}"))
+            return None
+        split.append(f"{host.source}: CPUs {part.housekeeping_list} for the host, "
+                     f"{part.isolated_list} ({len(part.isolated)}) left to VMs"
+                     + _reserved_differs(host, part.housekeeping_list))
+    draft.choose((*path, "partition"), {"housekeepingCoresPerNumaNode": cores}, (
+        f"{cores} whole core(s) of every NUMA node for the host's own work (IRQs, kernel "
+        f"threads, daemons, the kubelet, non-VM pods): 1, or 2 where a NUMA node has more "
+        f"than {BUSY_NODE_CPUS} CPUs (the largest here: {most}); every other CPU is isolated "
+        "for VMs' dedicated vCPUs. irqs and kernelNoise move the host's work off them live; "
+        "bootIsolation stages kernel arguments (nohz_full, rcu_nocbs, isolcpus) that need a "
+        "reboot, which this profile (boot.settings Report) only reports, with the command"))
+    for line in split:
+        draft.note((*path, "partition"), line)
+    return wanted
+
+
+def _reserved_differs(host: ProbedHost, housekeeping: str) -> str:
+    """What to say where the host's kubelet reserves other CPUs than the housekeeping ones:
+    it then hands VMs' pods CPUs of the host's, or keeps isolated ones idle."""
+    kubelet = host.report.kubelet
+    if not kubelet_report.known(kubelet):
+        return ""
+    reserved = kubelet.reserved_system_cpus or "none"
+    try:
+        if cpulist.parse(reserved) == cpulist.parse(housekeeping):
+            return ""
+    except ValueError:
+        pass  # a list the kubelet would not take either: say it differs
+    return (f"; its kubelet's reservedSystemCPUs are {reserved}: make them {housekeeping} "
+            "(spec.cpu.kubelet, docs/kubelet.md), or VMs and the host share CPUs")
 
 
 def _kubelet(hosts: Sequence[ProbedHost], draft: Draft) -> bool:

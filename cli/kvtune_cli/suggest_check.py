@@ -93,7 +93,8 @@ def _drop(*paths: Path) -> Callable[[Draft, str], None]:
 
 
 def _no_dedicated_cpus(draft: Draft, because: str) -> None:
-    _drop(("numa", "topologyManagerPolicy"), ("vmi", "numaPassthrough"))(draft, because)
+    _drop(("numa", "topologyManagerPolicy"), ("vmi", "numaPassthrough"),
+          ("cpu", "partition"))(draft, because)
     for key in ("dedicatedCpus", "isolateEmulatorThread"):
         if draft.get(("vmi", key)):
             _set(("vmi", key), False, "withdrawn")(draft, because)
@@ -110,6 +111,7 @@ WITHDRAW: dict[str, Callable[[Draft, str], None]] = {
     "Macvtap": _drop(("network", "macvtap")),
     "BlockDevices": _drop(("storage", "blockLuns")),
     "Kubelet": _no_dedicated_cpus,
+    "CPUIsolation": _drop(("cpu", "partition")),
     "PLE": _set(("cpu", "ple"), "Preferred", "a host without PLE is a warning only"),
 }
 

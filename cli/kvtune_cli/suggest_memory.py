@@ -8,7 +8,8 @@ Each NUMA node id gets the smallest count any host can spare there; hosts whose 
 numbered differently share a total split evenly instead (the profile's `count` form).
 
 With a VM shape (`--vm 4cpu/16Gi`) a NUMA node holds as many VMs as both its CPUs and its memory
-allow: dedicated CPUs are the vCPUs plus one for the isolated emulator thread, in whole cores;
+allow: dedicated CPUs are the vCPUs plus one for the isolated emulator thread, in whole cores,
+out of the node's isolated CPUs where a partition is suggested;
 memory is the guest's hugepages plus KubeVirt's own overhead estimate (kvtune_api.
 kubevirt_overhead, at least the profile's vmOverheadFloor) outside them. Each VM stays on one
 NUMA node, as the kubelet's topology manager places it.
@@ -21,11 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kvtune_agent.features import kubelet_report, memory_budget
+from kvtune_agent.features.cpu_partition import partition
 from kvtune_agent.features.memory_budget import gib
 from kvtune_agent.host import cpulist
 from kvtune_api import kubevirt_overhead, quantity
 from kvtune_api.v1alpha1.host import HostReport, NumaNode
-from kvtune_api.v1alpha1.profile import HostHeadroom, MemorySettings
+from kvtune_api.v1alpha1.profile import CpuPartition, HostHeadroom, MemorySettings
 
 from .hosts import ProbedHost
 from .suggestion import Draft, SuggestError, VmShape
@@ -41,11 +43,13 @@ OVERHEAD_FLOOR_KIB = quantity.parse_bytes(MemorySettings().vm_overhead_floor, "f
 @dataclass(frozen=True)
 class VmPlan:
     """What the pools are sized for: a VM shape, how many per host (None: as many as fit),
-    and whether they get dedicated CPUs (then one more for the emulator thread)."""
+    whether they get dedicated CPUs (then one more for the emulator thread), and the CPU
+    partition suggested (then only its isolated CPUs are the VMs')."""
 
     shape: VmShape
     per_host: int | None
     dedicated: bool
+    partition: CpuPartition | None = None
 
     def pages(self, kib: int) -> int:
         """The hugepages of `kib` one VM's guest memory takes (rounded up to whole pages)."""
@@ -101,10 +105,19 @@ class _NodeRoom:
     vm_why: str = ""
 
 
-def _reserved_cpus(report: HostReport, node: NumaNode) -> tuple[int, str]:
-    """CPUs of `node` the kubelet keeps from pods, and how that was found."""
+def _reserved_cpus(report: HostReport, node: NumaNode, spec: CpuPartition | None
+                   ) -> tuple[int, str]:
+    """CPUs of `node` kept from VMs (by the kubelet, or the partition), and how that was
+    found."""
     kubelet = report.kubelet
     cpus = cpulist.parse(node.cpus)
+    if spec is not None:
+        # The partition's housekeeping CPUs, and any the kubelet keeps beside them until its
+        # reservedSystemCPUs are set to them (spec.cpu.kubelet).
+        kept = cpus - partition(spec, report).isolated
+        if kubelet_report.known(kubelet) and kubelet.reserved_system_cpus:
+            kept |= cpus & cpulist.parse(kubelet.reserved_system_cpus)
+        return len(kept), f"{len(kept)} kept for the host (the partition's housekeeping)"
     if kubelet_report.known(kubelet) and kubelet.reserved_system_cpus:
         kept = cpus & cpulist.parse(kubelet.reserved_system_cpus)
         return len(kept), f"reservedSystemCPUs keeps {len(kept)}"
@@ -128,7 +141,7 @@ def _vm_room(host: ProbedHost, node: NumaNode, budget: memory_budget.Budget, oth
     threads = max(1, host.report.numa.threads_per_core)
     per_vm = shape.vcpus + 1 if vms.dedicated else shape.vcpus
     per_vm = math.ceil(per_vm / threads) * threads if vms.dedicated else per_vm
-    kept, kept_why = _reserved_cpus(host.report, node)
+    kept, kept_why = _reserved_cpus(host.report, node, vms.partition)
     by_cpu = max(0, node.cpu_count - kept) // per_vm
     why = (f"CPUs: {node.cpu_count}, {kept_why}, {per_vm} per VM"
            + (" (vCPUs + the emulator thread, whole cores)" if vms.dedicated else "")

@@ -45,9 +45,14 @@ TREES: dict[str, Callable[[Path], HostTree]] = {
 }
 
 
-def static_kubelet(tree: HostTree, reserved_cpus: str = "0") -> HostTree:
+def static_kubelet(tree: HostTree, reserved_cpus: str = "0", *, irqs: bool = True) -> HostTree:
     """A kubelet that allows dedicated CPUs and NUMA-local memory: static CPU and memory
-    managers, single-numa-node, reservedMemory adding up to its reserves (1Gi + 100Mi)."""
+    managers, single-numa-node, reservedMemory adding up to its reserves (1Gi + 100Mi).
+    `irqs`: the host's /proc/irq is readable too (every IRQ allowed everywhere), as CPU
+    isolation needs; without it the agent refuses the partition."""
+    if irqs:
+        cpus = len(list((tree.root / "sys/devices/system/cpu").glob("cpu[0-9]*")))
+        tree.irqs({1: range(cpus)}, default=range(cpus), cpus=cpus)
     # The whole reserve on the lowest node: the memory manager wants the sum only.
     first = min(int(p.name[4:]) for p in (tree.root / "sys/devices/system/node").glob("node*"))
     return tree.kubelet_config(

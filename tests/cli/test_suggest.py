@@ -18,7 +18,7 @@ from kvtune_cli import suggest_check
 from kvtune_cli.hosts import ProbedHost
 from kvtune_cli.suggest import Options, Suggestion, suggest
 from kvtune_cli.suggest_yaml import render
-from kvtune_cli.suggestion import SuggestError, VmShape
+from kvtune_cli.suggestion import Draft, SuggestError, VmShape
 from kvtune_operator.common.profiles import Profile
 from kvtune_operator.controller.render import render_spec
 from support.hosttree import HostTree, arm64_server, intel_two_socket, large_host
@@ -281,3 +281,117 @@ def test_a_nic_whose_name_no_rule_can_carry_is_left_out_saying_why(tmp_path: Pat
     # "data_" is a fine interface name but no resource name (macvtap.network.kubevirt.io/data_).
     assert [rule["name"] for rule in spec(suggestion, "network", "macvtap")] == ["data1"]
     assert "left out: macvtap on data_: a profile cannot name this NIC" in all_why(suggestion)
+
+
+def one_cpu_host(root: Path) -> HostTree:
+    """A host of one CPU: no partition can leave it a CPU for VMs."""
+    tree = HostTree(root).cpus(1, 1, 1).meminfo(16 * 2**20)
+    return tree.numa_node(0, range(1), 16 * 2**20, hugepages={2048: (0, 0), 1048576: (0, 0)})
+
+
+def busy_host(root: Path) -> HostTree:
+    """Two NUMA nodes of 64 CPUs (32 cores with SMT) each."""
+    return large_host(root, cpus=128, nodes=2, disks=1, nics=0, vfs=0)
+
+
+@pytest.mark.parametrize(("trees", "cores", "split"), [
+    (["small"], 1, ["CPUs 0,4 for the host, 1-3,5-7 (6) left to VMs"]),
+    (["numa"], 1, ["CPUs 0,16,32,48 for the host"]),
+    (["memory-only nodes"], 1, ["CPUs 0,8,16,24 for the host"]),
+    (["busy"], 2, ["CPUs 0-1,32-33,64-65,96-97 for the host, 2-31,34-63,66-95,98-127 (120)"]),
+    # The busiest NUMA node among the hosts sets it, and each host says its own split.
+    (["numa", "busy"], 2, ["CPUs 0-1,16-17,32-33,48-49 for the host", "CPUs 0-1,32-33,64-65"]),
+])
+def test_housekeeping_cores_are_suggested_where_every_host_can_make_the_partition(
+    tmp_path: Path, trees: list[str], cores: int, split: list[str],
+) -> None:
+    builders = {**TREES, "busy": busy_host}
+    hosts = [probed(static_kubelet(builders[name](tmp_path / name)), name) for name in trees]
+
+    suggestion = suggest(hosts, Options())
+
+    assert spec(suggestion, "cpu", "partition") == {"housekeepingCoresPerNumaNode": cores}
+    why = "\n".join(suggestion.why[("cpu", "partition")])
+    assert "bootIsolation stages kernel arguments" in why and "need a reboot" in why
+    for host, line in zip(hosts, split, strict=True):
+        assert f"{host.source}: {line}" in why
+    for host in hosts:  # the agent makes the very split the comment names
+        result = planned(suggestion, host)
+        assert [f.message for f in result.findings if f.severity == "Error"] == []
+        [published] = result.published["cpu_partition"]
+        assert f"CPUs {published.housekeeping} for the host, {published.isolated} (" in why
+
+
+def test_a_host_that_cannot_make_the_partition_leaves_it_out_with_the_refusal(
+    tmp_path: Path,
+) -> None:
+    hosts = [probed(static_kubelet(TREES["small"](tmp_path / "a")), "a"),
+             probed(static_kubelet(one_cpu_host(tmp_path / "b")), "b")]
+
+    suggestion = suggest(hosts, Options())
+
+    assert spec(suggestion, "cpu", "partition") is None
+    assert ("left out: partition: housekeepingCoresPerNumaNode 1 cannot be made on b: "
+            "spec.cpu.partition.housekeepingCoresPerNumaNode is 1, but NUMA node 0 has 1 "
+            "core(s) (CPUs 0), which would leave it no CPU for VMs") in all_why(suggestion)
+
+
+def test_without_dedicated_cpus_no_partition_is_suggested(tmp_path: Path) -> None:
+    suggestion = suggest([probed(intel_two_socket(tmp_path), "numa")], Options())
+
+    assert spec(suggestion, "cpu", "partition") is None
+    assert "left out: partition: VMs get no dedicated CPUs here" in all_why(suggestion)
+
+
+def test_a_partition_the_agent_would_refuse_is_withdrawn_with_its_words(tmp_path: Path) -> None:
+    # The probe could not read /proc/irq here: the agent would not know where IRQs run.
+    host = probed(static_kubelet(TREES["small"](tmp_path), irqs=False), "a")
+
+    suggestion = suggest([host], Options())
+
+    assert spec(suggestion, "cpu", "partition") is None
+    assert ("left out: partition: the agent would refuse it on a: "
+            "/proc/irq/default_smp_affinity cannot be read") in all_why(suggestion)
+    assert spec(suggestion, "vmi", "dedicatedCpus") is True
+    assert [f for f in planned(suggestion, host).findings if f.severity == "Error"] == []
+
+
+def test_with_a_partition_only_the_isolated_cpus_hold_vms(tmp_path: Path) -> None:
+    # 64 CPUs per NUMA node, the kubelet reserving CPU 0 only: the partition keeps 2 cores
+    # (4 CPUs) of each node, so 60 hold VMs of 1 vCPU + the emulator thread (2 per VM): 30.
+    host = probed(static_kubelet(busy_host(tmp_path), "0"), "busy")
+
+    suggestion = suggest([host], Options(vm=VmShape.parse("1cpu/4Gi"), vms_per_node=62))
+
+    assert spec(suggestion, "cpu", "partition") == {"housekeepingCoresPerNumaNode": 2}
+    [pool] = spec(suggestion, "memory", "hugepages", "pages")
+    assert pool["perNode"] == [{"node": 0, "count": 120}, {"node": 1, "count": 120}]
+    [shortfall] = suggestion.shortfalls
+    assert "only 60" in shortfall
+    assert "CPUs: 64, 4 kept for the host (the partition's housekeeping)" in shortfall
+    assert ("its kubelet's reservedSystemCPUs are 0: make them 0-1,32-33,64-65,96-97 "
+            "(spec.cpu.kubelet") in all_why(suggestion)
+
+
+def test_dedicated_cpus_withdrawn_take_the_partition_with_them() -> None:
+    draft = Draft()
+    draft.choose(("cpu", "partition"), {"housekeepingCoresPerNumaNode": 1}, "chosen")
+    draft.choose(("vmi", "dedicatedCpus"), True, "chosen")
+
+    suggest_check.WITHDRAW["Kubelet"](draft, "the agent would refuse it on a: the kubelet")
+
+    assert draft.get(("cpu", "partition")) is None
+    assert draft.get(("vmi", "dedicatedCpus")) is False
+    assert ("left out: partition: the agent would refuse it on a: the kubelet"
+            in draft.why[("cpu",)])
+
+
+@pytest.mark.parametrize(("reserved", "said"), [("4,0", False), ("0", True), ("0-1", True)])
+def test_a_kubelet_reserving_other_cpus_than_the_housekeeping_ones_is_named(
+    tmp_path: Path, reserved: str, said: bool,
+) -> None:
+    host = probed(static_kubelet(TREES["small"](tmp_path), reserved), "a")
+
+    why = "\n".join(suggest([host], Options()).why[("cpu", "partition")])
+
+    assert (f"its kubelet's reservedSystemCPUs are {reserved}: make them 0,4" in why) is said
